@@ -1,0 +1,1 @@
+//! IKEv2 + MOBIKE endpoint (placeholder until the mobike-agent issue lands).
