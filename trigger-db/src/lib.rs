@@ -1,1 +1,12 @@
-//! x
+//! trigger-db: the link-trigger database of draft-schilcher-mobike-trigger-api
+//! (PF_TRIGGER) for Linux, served over gRPC.
+//!
+//! Sources (rtnetlink; client Adds) produce [`model::Trigger`]s; the store
+//! gives each a strictly increasing id and makes it durable in SQLite; the hub
+//! fans it out to subscribers with bounded queues, resume-by-id and gap
+//! notices; the gRPC adapter checks every request field and maps domain
+//! errors to status codes. This crate does not decide anything about
+//! mobility: it records and reports what links do, for MOBIKE, Mobile IP,
+//! NSIS or an admin to act on.
+
+pub mod model;
