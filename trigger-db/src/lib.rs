@@ -10,3 +10,6 @@
 //! NSIS or an admin to act on.
 
 pub mod model;
+pub mod ingest;
+pub mod links;
+pub mod paths;
