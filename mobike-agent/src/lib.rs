@@ -1,1 +1,14 @@
-//! IKEv2 + MOBIKE endpoint (placeholder until the mobike-agent issue lands).
+//! IKEv2 (RFC 7296) endpoint with MOBIKE (RFC 4555) in mind: the sans-IO
+//! protocol core of the mobike-agent.
+//!
+//! What is here: the wire codec ([`proto`]), the cryptography and key
+//! derivation ([`crypto`]), strongSwan-style proposal strings
+//! ([`proposal`]) and the protocol engine ([`engine`]), which takes
+//! datagrams, timer ticks and commands with `now` passed in and hands back
+//! datagrams to send, kernel actions as plain data, timer deadlines and
+//! events. What is not: sockets, clocks, tokio, the kernel (the runtime drives
+//! the engine and applies its kernel actions through ipsec-backend), and the
+//! MOBIKE address moves themselves (the engine keeps the address pair of an
+//! IKE SA changeable and parses the MOBIKE notifies so they can be added).
+
+pub mod proto;
