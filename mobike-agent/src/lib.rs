@@ -11,4 +11,5 @@
 //! MOBIKE address moves themselves (the engine keeps the address pair of an
 //! IKE SA changeable and parses the MOBIKE notifies so they can be added).
 
+pub mod crypto;
 pub mod proto;
