@@ -12,4 +12,5 @@
 //! IKE SA changeable and parses the MOBIKE notifies so they can be added).
 
 pub mod crypto;
+pub mod proposal;
 pub mod proto;
