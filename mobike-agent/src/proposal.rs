@@ -148,7 +148,7 @@ fn is_non_aead(t: &str) -> bool {
         || t.starts_with("blowfish")
 }
 
-fn tokens<'a>(s: &'a str) -> Result<impl Iterator<Item = &'a str>, ProposalError> {
+fn tokens(s: &str) -> Result<impl Iterator<Item = &str>, ProposalError> {
     if s.is_empty() || s.split('-').any(str::is_empty) {
         return Err(ProposalError::Empty(s.to_owned()));
     }
