@@ -1,0 +1,224 @@
+//! Wiring of the daemon: opens the store, starts the writer, the hub, the
+//! sources and the gRPC server on the Unix socket, and takes it all down in
+//! order on shutdown (stop accepting, drain and flush the store, end the
+//! streams). `main` only parses flags and signals; tests and benchmarks can
+//! run the same thing in-process.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use trigger_proto::v1::trigger_service_server::TriggerServiceServer;
+
+use crate::{
+    config::Config,
+    hub::Hub,
+    ingest,
+    peer,
+    server::{Access, Service},
+    store::{self, StoreError},
+    writer::{self, Retention, WriterConfig, WriterStats},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("socket {path}: {what}")]
+    Socket {
+        path: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("socket {path} is in use by a running trigger-db")]
+    SocketInUse { path: String },
+    #[error("group {name:?} (config {key})")]
+    Group {
+        name: String,
+        key: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+    #[error("cannot build the reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
+}
+
+/// Everything the daemon needs, resolved from flags, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub socket: PathBuf,
+    pub database: PathBuf,
+    pub config: Config,
+}
+
+fn socket_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let path = path.display().to_string();
+    move |source| DaemonError::Socket { path, what, source }
+}
+
+/// Binds the socket, replacing a stale file left by a daemon that died, but
+/// never one a live daemon is serving on.
+async fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, DaemonError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(socket_err(path, "cannot create its directory"))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(DaemonError::SocketInUse {
+                path: path.display().to_string(),
+            });
+        }
+        std::fs::remove_file(path).map_err(socket_err(path, "cannot remove the stale socket"))?;
+    }
+    let listener = UnixListener::bind(path).map_err(socket_err(path, "cannot bind"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(socket_err(path, "cannot set its mode"))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(socket_err(path, "cannot set its group"))?;
+    }
+    Ok(listener)
+}
+
+fn group(name: &Option<String>, key: &'static str) -> Result<Option<u32>, DaemonError> {
+    name.as_ref()
+        .map(|n| {
+            peer::resolve_group(n).map_err(|source| DaemonError::Group {
+                name: n.clone(),
+                key,
+                source,
+            })
+        })
+        .transpose()
+}
+
+type SourceTasks = (
+    Vec<Arc<dyn crate::server::SourceCounters>>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+/// Starts the enabled sources, each an actor feeding the writer.
+fn start_sources(
+    cfg: &Config,
+    tx: ingest::SourceSender,
+    stop: CancellationToken,
+) -> SourceTasks {
+    let counters: Vec<Arc<dyn crate::server::SourceCounters>> = Vec::new();
+    let tasks = Vec::new();
+    let _ = (cfg, tx, stop);
+    (counters, tasks)
+}
+
+/// Runs the daemon until `shutdown` is cancelled; returns once the store is
+/// flushed and closed.
+pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let cfg = &opts.config;
+    let writer_gid = group(&cfg.writer_group, "writer_group")?;
+    let socket_gid = group(&cfg.socket_group, "socket_group")?;
+
+    let (store, writer_conn) =
+        store::open(&opts.database, cfg.store.durability, cfg.store.readers).await?;
+    let last_id = store.last_id().await?;
+    info!(database = %opts.database.display(), last_id, "store open");
+    let hub = Arc::new(Hub::new(last_id, cfg.subscribers.queue));
+    let writer_stats = Arc::new(WriterStats::default());
+    let (source_tx, source_rx) = ingest::source_channel();
+    // The writer outlives the server: it stops on its own token, after the
+    // server has stopped accepting.
+    let writer_stop = CancellationToken::new();
+    let (writer, writer_task) = writer::spawn(
+        writer_conn,
+        source_rx,
+        hub.clone(),
+        writer_stats.clone(),
+        WriterConfig {
+            batch_max: cfg.store.batch_max,
+            retention: Retention {
+                max_age: cfg.store.retention_max_age,
+                max_rows: cfg.store.retention_max_rows,
+                interval: cfg.store.retention_interval.unwrap_or(Duration::from_secs(60)),
+            },
+        },
+        writer_stop.clone(),
+    );
+
+    let sources_stop = CancellationToken::new();
+    let (counters, source_tasks) = start_sources(cfg, source_tx, sources_stop.clone());
+
+    let listener = bind(&opts.socket, cfg.socket_mode.unwrap_or(0o666), socket_gid).await?;
+    info!(socket = %opts.socket.display(), "serving");
+
+    let service = Service {
+        store: store.clone(),
+        writer,
+        hub: hub.clone(),
+        writer_stats,
+        sources: counters,
+        access: Access { writer_gid },
+        max_subscribers: cfg.subscribers.max,
+        shutdown: shutdown.clone(),
+        started: Instant::now(),
+        rejected: Default::default(),
+    };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TriggerServiceServer<Service>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trigger_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(DaemonError::Reflection)?;
+
+    let grpc = TriggerServiceServer::new(service)
+        .max_decoding_message_size(32 * 1024 * 1024)
+        .max_encoding_message_size(32 * 1024 * 1024);
+
+    // On shutdown: stop the sources, let the writer drain and close the hub
+    // (which ends every live stream), then the server finishes.
+    let stop_chain = {
+        let shutdown = shutdown.clone();
+        let writer_stop = writer_stop.clone();
+        let sources_stop = sources_stop.clone();
+        async move {
+            shutdown.cancelled().await;
+            info!("shutting down: no new connections; flushing the store");
+            health_reporter
+                .set_not_serving::<TriggerServiceServer<Service>>()
+                .await;
+            sources_stop.cancel();
+            writer_stop.cancel();
+        }
+    };
+    let serve = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(grpc)
+        .serve_with_incoming_shutdown(peer::incoming(listener), stop_chain);
+    let served = serve.await;
+    writer_stop.cancel();
+    sources_stop.cancel();
+    for t in source_tasks {
+        if let Err(e) = t.await {
+            warn!(error = %e, "source task ended abnormally");
+        }
+    }
+    if let Err(e) = writer_task.await {
+        warn!(error = %e, "writer task ended abnormally");
+    }
+    store.close().await;
+    let _ = std::fs::remove_file(&opts.socket);
+    served.map_err(DaemonError::Serve)?;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! The hub: fan-out of stored triggers to subscribers, and the current link
+//! table that subscribers' snapshots come from.
+//!
+//! Every subscriber has its own bounded queue. Publishing never waits: a
+//! subscriber whose queue is full is cut off on the spot (its queue is
+//! closed after what it already holds) and told, once it has read that far,
+//! which id to resume after. So one subscriber that stops reading never
+//! slows the writer or the others, and never loses a trigger silently.
+//!
+//! Registration and publishing share one lock, so a new subscriber learns
+//! exactly which id the live part of its stream starts after, and gets the
+//! link table as of that id: replay from the store up to it, snapshot, then
+//! live triggers, with no gap and no duplicate. The hub does not touch the
+//! store itself.
+
+use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicU64, Ordering},
+};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::{
+    links::LinkTable,
+    model::{Filter, Trigger},
+};
+
+/// Default capacity of one subscriber's queue, in triggers.
+pub const DEFAULT_QUEUE: usize = 4096;
+
+#[derive(Debug)]
+struct Slot {
+    filter: Filter,
+    tx: mpsc::Sender<Arc<Trigger>>,
+    /// Set to the first id not delivered when the queue overflowed.
+    missed: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    last_id: u64,
+    links: Arc<LinkTable>,
+    slots: Vec<Slot>,
+    closed: bool,
+}
+
+/// Counters the Stats verb reports.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub published: AtomicU64,
+    pub gap_notices: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+    queue: usize,
+    pub stats: HubStats,
+}
+
+/// A registered subscriber's end: its queue and where its live part starts.
+#[derive(Debug)]
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Arc<Trigger>>,
+    /// Every trigger with a higher id arrives on `rx`; those up to it are in
+    /// the store.
+    pub start_after: u64,
+    /// The link table as of `start_after`.
+    pub links: Arc<LinkTable>,
+    missed: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// After `rx` is closed and drained: the first id that was not delivered
+    /// because the queue overflowed, or `None` if the hub shut down.
+    pub fn first_missed(&self) -> Option<u64> {
+        match self.missed.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+}
+
+impl Hub {
+    pub fn new(last_id: u64, queue: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                last_id,
+                ..Default::default()
+            }),
+            queue: queue.max(1),
+            stats: HubStats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave Inner inconsistent in
+        // a way that matters more than stopping fan-out would.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a subscriber; `None` once the hub is closed.
+    pub fn subscribe(&self, filter: Filter) -> Option<Subscription> {
+        let (tx, rx) = mpsc::channel(self.queue);
+        let missed = Arc::new(AtomicU64::new(0));
+        let mut inner = self.lock();
+        if inner.closed {
+            return None;
+        }
+        inner.slots.push(Slot {
+            filter,
+            tx,
+            missed: missed.clone(),
+        });
+        Some(Subscription {
+            rx,
+            start_after: inner.last_id,
+            links: inner.links.clone(),
+            missed,
+        })
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn last_id(&self) -> u64 {
+        self.lock().last_id
+    }
+
+    pub fn links(&self) -> Arc<LinkTable> {
+        self.lock().links.clone()
+    }
+
+    /// Hands stored triggers (ids set, increasing) to every subscriber whose
+    /// filter matches, and swaps in the link table they leave behind.
+    pub fn publish(&self, triggers: &[Arc<Trigger>], links: Option<Arc<LinkTable>>) {
+        let mut inner = self.lock();
+        if let Some(links) = links {
+            inner.links = links;
+        }
+        if let Some(last) = triggers.last() {
+            inner.last_id = inner.last_id.max(last.id);
+        }
+        self.stats
+            .published
+            .fetch_add(triggers.len() as u64, Ordering::Relaxed);
+        inner.slots.retain(|slot| {
+            for t in triggers {
+                if !slot.filter.matches(t) {
+                    continue;
+                }
+                match slot.tx.try_send(t.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        slot.missed.store(t.id, Ordering::Release);
+                        self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
+                        return false;
+                    }
+                    Err(TrySendError::Closed(_)) => return false,
+                }
+            }
+            true
+        });
+    }
+
+    /// Ends every subscription (their queues close after what they hold) and
+    /// refuses new ones: shutdown.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.slots.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Interface, Source, TriggerType};
+
+    fn trig(id: u64, ifname: &str) -> Arc<Trigger> {
+        let mut t = Trigger::new(Source::Client, TriggerType::LinkUp);
+        t.id = id;
+        t.interface = Some(Interface {
+            name: ifname.into(),
+            ..Default::default()
+        });
+        Arc::new(t)
+    }
+
+    #[test]
+    fn full_queue_cuts_off_only_that_subscriber_and_names_the_first_missed_id() {
+        let hub = Hub::new(10, 2);
+        let mut slow = hub.subscribe(Filter::default()).unwrap();
+        let mut fast = hub.subscribe(Filter::default()).unwrap();
+        assert_eq!(slow.start_after, 10);
+        for id in 11..=13 {
+            hub.publish(&[trig(id, "eth0")], None);
+            // the fast one keeps reading
+            assert_eq!(fast.rx.try_recv().unwrap().id, id);
+        }
+        assert_eq!(hub.subscribers(), 1);
+        assert_eq!(slow.rx.try_recv().unwrap().id, 11);
+        assert_eq!(slow.rx.try_recv().unwrap().id, 12);
+        assert!(slow.rx.try_recv().is_err());
+        assert_eq!(slow.first_missed(), Some(13));
+        assert_eq!(fast.first_missed(), None);
+        assert_eq!(hub.stats.gap_notices.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn filter_decides_what_is_queued_and_start_after_tracks_publishes() {
+        let hub = Hub::new(0, 16);
+        let mut wlan = hub
+            .subscribe(Filter {
+                interfaces: vec!["wlan0".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        hub.publish(&[trig(1, "eth0"), trig(2, "wlan0")], None);
+        assert_eq!(wlan.rx.try_recv().unwrap().id, 2);
+        assert!(wlan.rx.try_recv().is_err());
+        assert_eq!(hub.subscribe(Filter::default()).unwrap().start_after, 2);
+    }
+
+    #[test]
+    fn close_ends_streams_without_a_gap() {
+        let hub = Hub::new(0, 16);
+        let mut s = hub.subscribe(Filter::default()).unwrap();
+        hub.close();
+        assert!(s.rx.blocking_recv().is_none());
+        assert_eq!(s.first_missed(), None);
+        assert!(hub.subscribe(Filter::default()).is_none());
+    }
+}

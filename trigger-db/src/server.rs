@@ -1,0 +1,437 @@
+//! The gRPC adapter: `trigger.v1.TriggerService` over the store, the writer
+//! and the hub. It checks every request field into domain types (answering
+//! INVALID_ARGUMENT with the field's name), enforces who may write, maps
+//! domain errors to status codes, and ends streams on shutdown. It holds no
+//! state of its own beyond counters.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+use trigger_proto::v1::{self as pb, trigger_service_server::TriggerService};
+
+use crate::{
+    hub::Hub,
+    model::{Filter, Timestamp, Trigger, ValidationError},
+    peer::PeerCred,
+    store::{HistoryQuery, MAX_PAGE_SIZE, Store, StoreError},
+    writer::{WriterHandle, WriterStats},
+};
+
+/// Most triggers one Add may carry.
+pub const MAX_ADD_BATCH: usize = 10_000;
+/// Most ids one Delete may carry.
+pub const MAX_DELETE_IDS: usize = 10_000;
+/// Rows read from the store per page while replaying or dumping.
+const REPLAY_PAGE: u32 = 1_000;
+
+/// Who may use the write verbs.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Besides uid 0, members of this group may write.
+    pub writer_gid: Option<u32>,
+}
+
+/// Counters from the sources, read when Stats is asked.
+pub trait SourceCounters: Send + Sync + std::fmt::Debug {
+    fn resyncs(&self) -> u64;
+    fn parse_errors(&self) -> u64;
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub hub: Arc<Hub>,
+    pub writer_stats: Arc<WriterStats>,
+    pub sources: Vec<Arc<dyn SourceCounters>>,
+    pub access: Access,
+    pub max_subscribers: usize,
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+    pub rejected: AtomicU64,
+}
+
+fn invalid(e: ValidationError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(id) => Status::not_found(format!("trigger {id} not found")),
+        StoreError::Closed => Status::unavailable("trigger-db is shutting down"),
+        other => Status::internal(crate::error_chain(&other)),
+    }
+}
+
+type TriggerStream = Pin<Box<dyn Stream<Item = Result<pb::Trigger, Status>> + Send>>;
+type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+impl Service {
+    fn peer<T>(req: &Request<T>) -> Option<PeerCred> {
+        req.extensions().get::<PeerCred>().cloned()
+    }
+
+    /// Write verbs: uid 0 or the writer group, by SO_PEERCRED.
+    fn check_writer<T>(&self, req: &Request<T>, verb: &str) -> Result<Option<PeerCred>, Status> {
+        let peer = Self::peer(req);
+        let allowed = match &peer {
+            // Not over the Unix socket (in-process tests): no credentials to
+            // check and no way to have reached us from outside.
+            None => true,
+            Some(p) => p.uid == 0 || self.access.writer_gid.is_some_and(|g| p.in_group(g)),
+        };
+        if allowed {
+            Ok(peer)
+        } else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            let p = peer.as_ref().map(ToString::to_string).unwrap_or_default();
+            info!(verb, peer = %p, "write refused");
+            Err(Status::permission_denied(format!(
+                "{verb} needs uid 0 or the writer group; {p} is neither"
+            )))
+        }
+    }
+
+    fn reject(&self, e: ValidationError) -> Status {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        invalid(e)
+    }
+}
+
+fn check_filter(w: Option<&pb::TriggerFilter>) -> Result<Filter, ValidationError> {
+    Filter::from_wire(w, "filter")
+}
+
+#[tonic::async_trait]
+impl TriggerService for Service {
+    async fn add(&self, req: Request<pb::AddRequest>) -> Result<Response<pb::AddResponse>, Status> {
+        let peer = self.check_writer(&req, "Add")?;
+        let body = req.into_inner();
+        if body.triggers.is_empty() {
+            return Err(self.reject(ValidationError::new("triggers", "is empty")));
+        }
+        if body.triggers.len() > MAX_ADD_BATCH {
+            return Err(self.reject(ValidationError::new(
+                "triggers",
+                format!(
+                    "{} entries; at most {MAX_ADD_BATCH} per Add",
+                    body.triggers.len()
+                ),
+            )));
+        }
+        let now = Timestamp::now();
+        let origin = peer.map(|p| p.to_string()).unwrap_or_default();
+        let triggers = body
+            .triggers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let mut t = Trigger::from_client(w, &format!("triggers[{i}]"), now)?;
+                if t.origin.is_empty() {
+                    t.origin.clone_from(&origin);
+                }
+                Ok(t)
+            })
+            .collect::<Result<Vec<_>, ValidationError>>()
+            .map_err(|e| self.reject(e))?;
+        let ids = self.writer.add(triggers).await.map_err(store_status)?;
+        Ok(Response::new(pb::AddResponse { ids }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let id = req.into_inner().id;
+        if id == 0 {
+            return Err(self.reject(ValidationError::new("id", "must not be 0")));
+        }
+        let t = self.store.get(id).await.map_err(store_status)?;
+        Ok(Response::new(pb::GetResponse {
+            trigger: Some(t.to_wire()),
+        }))
+    }
+
+    async fn modify(
+        &self,
+        req: Request<pb::ModifyRequest>,
+    ) -> Result<Response<pb::ModifyResponse>, Status> {
+        self.check_writer(&req, "Modify")?;
+        let body = req.into_inner();
+        let w = body
+            .trigger
+            .ok_or_else(|| self.reject(ValidationError::new("trigger", "is required")))?;
+        if w.id == 0 {
+            return Err(self.reject(ValidationError::new("trigger.id", "must name a stored trigger")));
+        }
+        // Checked like an Add (source and time are kept from the stored one).
+        let mut unstored = w.clone();
+        unstored.id = 0;
+        unstored.source = 0;
+        let mut t = Trigger::from_client(&unstored, "trigger", Timestamp::now())
+            .map_err(|e| self.reject(e))?;
+        t.id = w.id;
+        let stored = self.writer.modify(t).await.map_err(store_status)?;
+        Ok(Response::new(pb::ModifyResponse {
+            trigger: Some(stored.to_wire()),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.check_writer(&req, "Delete")?;
+        let ids = req.into_inner().ids;
+        if ids.is_empty() {
+            return Err(self.reject(ValidationError::new("ids", "is empty")));
+        }
+        if ids.len() > MAX_DELETE_IDS {
+            return Err(self.reject(ValidationError::new(
+                "ids",
+                format!("{} entries; at most {MAX_DELETE_IDS}", ids.len()),
+            )));
+        }
+        if let Some(i) = ids.iter().position(|id| *id == 0) {
+            return Err(self.reject(ValidationError::new(format!("ids[{i}]"), "must not be 0")));
+        }
+        let deleted = self.writer.delete(ids).await.map_err(store_status)?;
+        Ok(Response::new(pb::DeleteResponse { deleted }))
+    }
+
+    type DumpStream = TriggerStream;
+
+    async fn dump(&self, req: Request<pb::DumpRequest>) -> Result<Response<TriggerStream>, Status> {
+        let filter = check_filter(req.get_ref().filter.as_ref()).map_err(|e| self.reject(e))?;
+        let store = self.store.clone();
+        let upto = self.store.last_id().await.map_err(store_status)?;
+        let shutdown = self.shutdown.clone();
+        let stream = async_stream::try_stream! {
+            let mut after = 0;
+            loop {
+                if shutdown.is_cancelled() { break; }
+                let page = store.after_id(after, Some(upto), &filter, REPLAY_PAGE).await.map_err(store_status)?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for t in page { yield t.to_wire(); }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn flush(
+        &self,
+        req: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
+        self.check_writer(&req, "Flush")?;
+        let body = req.into_inner();
+        let filter = check_filter(body.filter.as_ref()).map_err(|e| self.reject(e))?;
+        let before = body
+            .before
+            .as_ref()
+            .map(|t| Timestamp::from_wire(t, "before"))
+            .transpose()
+            .map_err(|e| self.reject(e))?;
+        let deleted = self.writer.flush(filter, before).await.map_err(store_status)?;
+        info!(deleted, "flush");
+        Ok(Response::new(pb::FlushResponse { deleted }))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<SubscribeStream>, Status> {
+        let peer = Self::peer(&req).map(|p| p.to_string()).unwrap_or_default();
+        let body = req.into_inner();
+        let filter = check_filter(body.filter.as_ref()).map_err(|e| self.reject(e))?;
+        if self.hub.subscribers() >= self.max_subscribers {
+            return Err(Status::resource_exhausted(format!(
+                "{} subscribers already; the limit is {}",
+                self.max_subscribers, self.max_subscribers
+            )));
+        }
+        // Register first: everything after `start_after` is queued for us.
+        let mut sub = self
+            .hub
+            .subscribe(filter.clone())
+            .ok_or_else(|| Status::unavailable("trigger-db is shutting down"))?;
+        let start_after = sub.start_after;
+        if let Some(r) = body.resume_after_id
+            && r > start_after
+        {
+            return Err(self.reject(ValidationError::new(
+                "resume_after_id",
+                format!("{r} is beyond the last id {start_after}"),
+            )));
+        }
+        debug!(peer, ?filter, resume = ?body.resume_after_id, snapshot = body.snapshot, start_after, "subscribe");
+        let store = self.store.clone();
+        let hub = self.hub.clone();
+        let shutdown = self.shutdown.clone();
+        let stream = async_stream::try_stream! {
+            use pb::subscribe_response::Item;
+            // 1. Replay what the subscriber missed, up to where live starts.
+            if let Some(mut after) = body.resume_after_id {
+                while after < start_after {
+                    if shutdown.is_cancelled() { return; }
+                    let page = store.after_id(after, Some(start_after), &filter, REPLAY_PAGE).await.map_err(store_status)?;
+                    let Some(last) = page.last() else { break };
+                    after = last.id;
+                    for t in page {
+                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
+                    }
+                }
+            }
+            // 2. The state as of `start_after`.
+            if body.snapshot {
+                let now = Timestamp::now();
+                for t in sub.links.snapshot_triggers(now) {
+                    if filter.matches(&t) {
+                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
+                    }
+                }
+                yield pb::SubscribeResponse { item: Some(Item::SnapshotComplete(pb::SnapshotComplete { last_id: start_after })) };
+            }
+            // 3. Live, until the hub closes or this queue overflowed.
+            while let Some(t) = sub.rx.recv().await {
+                yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
+            }
+            if let Some(first_missed) = sub.first_missed() {
+                info!(peer, first_missed, "subscriber fell behind; gap notice sent");
+                yield pb::SubscribeResponse { item: Some(Item::Gap(pb::GapNotice {
+                    resume_after_id: first_missed - 1,
+                    first_missed_id: first_missed,
+                })) };
+            }
+            drop(hub);
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn query(
+        &self,
+        req: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let body = req.into_inner();
+        let q = check_query(&body).map_err(|e| self.reject(e))?;
+        let page = self.store.history(&q).await.map_err(store_status)?;
+        let next_page_token = if page.len() == q.page_size as usize {
+            page.last().map(|t| q.token_after(t)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::QueryResponse {
+            triggers: page.iter().map(Trigger::to_wire).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_links(
+        &self,
+        _req: Request<pb::ListLinksRequest>,
+    ) -> Result<Response<pb::ListLinksResponse>, Status> {
+        Ok(Response::new(pb::ListLinksResponse {
+            links: self.hub.links().to_wire(),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let s = self.store.stats().await.map_err(store_status)?;
+        let w = &self.writer_stats;
+        Ok(Response::new(pb::StatsResponse {
+            stored_triggers: s.rows,
+            first_id: s.first_id,
+            last_id: s.last_id,
+            database_bytes: s.database_bytes,
+            subscribers: self.hub.subscribers() as u64,
+            gap_notices: self.hub.stats.gap_notices.load(Ordering::Relaxed),
+            resyncs: self.sources.iter().map(|c| c.resyncs()).sum(),
+            ingested_total: w.ingested.load(Ordering::Relaxed),
+            retention_deleted: w.retention_deleted.load(Ordering::Relaxed),
+            rejected_requests: self.rejected.load(Ordering::Relaxed),
+            uptime_s: self.started.elapsed().as_secs(),
+            by_source: s
+                .by_source
+                .iter()
+                .map(|(k, n)| pb::Count {
+                    name: k.to_string(),
+                    count: *n,
+                })
+                .collect(),
+            by_type: s
+                .by_type
+                .iter()
+                .map(|(k, n)| pb::Count {
+                    name: k.to_string(),
+                    count: *n,
+                })
+                .collect(),
+            netlink_parse_errors: self.sources.iter().map(|c| c.parse_errors()).sum(),
+        }))
+    }
+}
+
+/// Checks a history query's fields.
+pub fn check_query(w: &pb::QueryRequest) -> Result<HistoryQuery, ValidationError> {
+    if w.page_size == 0 || w.page_size > MAX_PAGE_SIZE {
+        return Err(ValidationError::new(
+            "page_size",
+            format!("{} is outside 1..={MAX_PAGE_SIZE}", w.page_size),
+        ));
+    }
+    let since = w
+        .since
+        .as_ref()
+        .map(|t| Timestamp::from_wire(t, "since"))
+        .transpose()?;
+    let until = w
+        .until
+        .as_ref()
+        .map(|t| Timestamp::from_wire(t, "until"))
+        .transpose()?;
+    if let (Some(s), Some(u)) = (since, until)
+        && u <= s
+    {
+        return Err(ValidationError::new(
+            "until",
+            format!("{u} is not after since ({s})"),
+        ));
+    }
+    let descending = match pb::Order::try_from(w.order) {
+        Ok(pb::Order::Unspecified | pb::Order::Ascending) => false,
+        Ok(pb::Order::Descending) => true,
+        Err(_) => {
+            return Err(ValidationError::new(
+                "order",
+                format!("unknown value {}", w.order),
+            ));
+        }
+    };
+    let mut q = HistoryQuery {
+        since,
+        until,
+        filter: check_filter(w.filter.as_ref())?,
+        page_size: w.page_size,
+        descending,
+        after: None,
+    };
+    if !w.page_token.is_empty() {
+        q.after = Some(
+            q.parse_token(&w.page_token)
+                .map_err(|p| ValidationError::new("page_token", p))?,
+        );
+    }
+    Ok(q)
+}

@@ -1,0 +1,562 @@
+//! The SQLite store: the schema (embedded migrations), the read side shared
+//! by every request, and the write operations the single writer actor runs.
+//!
+//! One table, `triggers`, with the protobuf body of each trigger and the
+//! columns queries filter and order on (see `migrations/`). WAL mode, so
+//! readers never block the writer; `synchronous = FULL` by default, so a
+//! commit that returned is on disk and an acknowledged trigger survives a
+//! crash or power loss. Writes are batched by the caller
+//! ([`crate::writer`]): many triggers, one transaction, one fsync.
+//!
+//! This module does not fan out or decide ids itself: SQLite's AUTOINCREMENT
+//! assigns them, and only the writer inserts, so they strictly increase in
+//! publish order. It is also the seam for another backend later (PostgreSQL
+//! for fleets) with the same queries.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use prost::Message as _;
+use serde::Deserialize;
+use sqlx::{
+    ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+use trigger_proto::v1 as pb;
+
+use crate::model::{Filter, Source, Timestamp, Trigger, TriggerType, ValidationError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database directory {path}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the database schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database {op} failed")]
+    Sql {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored trigger {id} is corrupt")]
+    Corrupt {
+        id: u64,
+        #[source]
+        source: ValidationError,
+    },
+    #[error("stored trigger {id} cannot be decoded")]
+    Decode {
+        id: u64,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("trigger {0} not found")]
+    NotFound(u64),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+fn sql(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Sql { op, source }
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged trigger survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a crash of the daemon, not of
+    /// the machine.
+    Normal,
+}
+
+/// Most rows one INSERT statement carries (7 parameters a row, well under
+/// SQLite's 32,766 parameter limit).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Most triggers one history page may have.
+pub const MAX_PAGE_SIZE: u32 = 1_000;
+
+/// The read side, shared: a small pool of read connections.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn connect_options(path: &Path, durability: Durability) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("cache_size", "-2000")
+        .disable_statement_logging()
+}
+
+/// Opens (creating if needed) the database, runs the migrations, and returns
+/// the read pool and the one write connection.
+pub async fn open(
+    path: &Path,
+    durability: Durability,
+    readers: u32,
+) -> Result<(Store, Writer), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let opts = connect_options(path, durability);
+    let open_err = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut conn = SqliteConnection::connect_with(&opts)
+        .await
+        .map_err(open_err)?;
+    sqlx::migrate!("./migrations")
+        .run(&mut conn)
+        .await
+        .map_err(StoreError::Migrate)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(readers.max(1))
+        .min_connections(0)
+        .idle_timeout(Duration::from_secs(60))
+        .connect_with(opts.read_only(true))
+        .await
+        .map_err(open_err)?;
+    Ok((Store { pool }, Writer { conn }))
+}
+
+/// Encodes a trigger for the `body` column (the id lives in its own column).
+fn encode(t: &Trigger) -> Vec<u8> {
+    let mut w = t.to_wire();
+    w.id = 0;
+    w.encode_to_vec()
+}
+
+fn decode(id: i64, body: &[u8]) -> Result<Trigger, StoreError> {
+    let id = id as u64;
+    let mut w = pb::Trigger::decode(body).map_err(|source| StoreError::Decode { id, source })?;
+    w.id = id;
+    Trigger::from_stored(&w).map_err(|source| StoreError::Corrupt { id, source })
+}
+
+fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &Filter) {
+    fn list<T>(qb: &mut QueryBuilder<Sqlite>, col: &str, items: &[T], bind: impl Fn(&T) -> i64) {
+        qb.push(format_args!(" AND {col} IN ("));
+        let mut sep = qb.separated(", ");
+        for i in items {
+            sep.push_bind(bind(i));
+        }
+        sep.push_unseparated(")");
+    }
+    if !f.interfaces.is_empty() {
+        qb.push(" AND if_name IN (");
+        let mut sep = qb.separated(", ");
+        for i in &f.interfaces {
+            sep.push_bind(i.clone());
+        }
+        sep.push_unseparated(")");
+    }
+    if !f.types.is_empty() {
+        list(qb, "type", &f.types, |t| i64::from(t.to_wire()));
+    }
+    if !f.sources.is_empty() {
+        list(qb, "source", &f.sources, |s| i64::from(s.to_wire()));
+    }
+}
+
+/// A history query, checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryQuery {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub filter: Filter,
+    pub page_size: u32,
+    pub descending: bool,
+    /// Where the previous page ended: (observed_at, id).
+    pub after: Option<(Timestamp, u64)>,
+}
+
+impl HistoryQuery {
+    /// A fingerprint of everything but the cursor, so a page token used
+    /// with other parameters is caught (FNV-1a: stable across builds).
+    pub fn fingerprint(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u32::from(*b);
+                h = h.wrapping_mul(0x0100_0193);
+            }
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0193);
+        };
+        eat(&self.since.map_or(-1, |t| t.0).to_le_bytes());
+        eat(&self.until.map_or(-1, |t| t.0).to_le_bytes());
+        for i in &self.filter.interfaces {
+            eat(i.as_bytes());
+        }
+        for t in &self.filter.types {
+            eat(&t.to_wire().to_le_bytes());
+        }
+        for s in &self.filter.sources {
+            eat(&s.to_wire().to_le_bytes());
+        }
+        eat(&[u8::from(self.descending)]);
+        h
+    }
+
+    /// The page token for continuing after `last`.
+    pub fn token_after(&self, last: &Trigger) -> String {
+        format!(
+            "v1.{}.{}.{:08x}",
+            last.observed_at.0,
+            last.id,
+            self.fingerprint()
+        )
+    }
+
+    /// Parses a page token from a previous page of this same query.
+    pub fn parse_token(&self, token: &str) -> Result<(Timestamp, u64), &'static str> {
+        let mut it = token.split('.');
+        let (Some("v1"), Some(t), Some(id), Some(fp), None) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err("malformed");
+        };
+        let t = i64::from_str(t).map_err(|_| "malformed")?;
+        let id = u64::from_str(id).map_err(|_| "malformed")?;
+        let fp = u32::from_str_radix(fp, 16).map_err(|_| "malformed")?;
+        if fp != self.fingerprint() {
+            return Err("belongs to a query with other parameters");
+        }
+        Ok((Timestamp(t), id))
+    }
+}
+
+/// Counters over the stored rows.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub rows: u64,
+    pub first_id: u64,
+    pub last_id: u64,
+    pub database_bytes: u64,
+    pub by_source: Vec<(Source, u64)>,
+    pub by_type: Vec<(TriggerType, u64)>,
+}
+
+impl Store {
+    pub async fn get(&self, id: u64) -> Result<Trigger, StoreError> {
+        let row = sqlx::query("SELECT id, body FROM triggers WHERE id = ?")
+            .bind(id as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql("get"))?
+            .ok_or(StoreError::NotFound(id))?;
+        decode(row.get(0), row.get(1))
+    }
+
+    /// Up to `limit` triggers with id above `after_id` and at most `upto_id`,
+    /// matching `filter`, in id order: the replay of a resuming subscriber
+    /// and the pages of a dump.
+    pub async fn after_id(
+        &self,
+        after_id: u64,
+        upto_id: Option<u64>,
+        filter: &Filter,
+        limit: u32,
+    ) -> Result<Vec<Trigger>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE id > ");
+        qb.push_bind(after_id as i64);
+        if let Some(upto) = upto_id {
+            qb.push(" AND id <= ").push_bind(upto as i64);
+        }
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("replay"))?;
+        rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
+    }
+
+    /// One history page, ordered by (observed_at, id).
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<Trigger>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE 1");
+        if let Some(s) = q.since {
+            qb.push(" AND observed_at >= ").push_bind(s.0);
+        }
+        if let Some(u) = q.until {
+            qb.push(" AND observed_at < ").push_bind(u.0);
+        }
+        push_filter(&mut qb, &q.filter);
+        let (cmp, dir) = if q.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some((t, id)) = q.after {
+            qb.push(format_args!(" AND (observed_at, id) {cmp} ("))
+                .push_bind(t.0)
+                .push(", ")
+                .push_bind(id as i64)
+                .push(")");
+        }
+        qb.push(format_args!(
+            " ORDER BY observed_at {dir}, id {dir} LIMIT "
+        ))
+        .push_bind(i64::from(q.page_size));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("history query"))?;
+        rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
+    }
+
+    pub async fn last_id(&self) -> Result<u64, StoreError> {
+        // sqlite_sequence keeps the highest id ever given, even after deletes.
+        let row = sqlx::query("SELECT seq FROM sqlite_sequence WHERE name = 'triggers'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql("last id"))?;
+        Ok(row.map_or(0, |r| r.get::<i64, _>(0) as u64))
+    }
+
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats::default();
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM triggers")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql("stats"))?;
+        s.rows = row.get::<i64, _>(0) as u64;
+        s.first_id = row.get::<i64, _>(1) as u64;
+        s.last_id = self.last_id().await?;
+        let row = sqlx::query(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql("stats"))?;
+        s.database_bytes = row.get::<i64, _>(0) as u64;
+        for r in sqlx::query("SELECT source, COUNT(*) FROM triggers GROUP BY source")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("stats"))?
+        {
+            if let Ok(src) = Source::from_wire(r.get::<i64, _>(0) as i32, "source") {
+                s.by_source.push((src, r.get::<i64, _>(1) as u64));
+            }
+        }
+        for r in sqlx::query("SELECT type, COUNT(*) FROM triggers GROUP BY type")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("stats"))?
+        {
+            if let Ok(t) = TriggerType::from_wire(r.get::<i64, _>(0) as i32, "type") {
+                s.by_type.push((t, r.get::<i64, _>(1) as u64));
+            }
+        }
+        Ok(s)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The one write connection. Owned by the writer actor.
+#[derive(Debug)]
+pub struct Writer {
+    conn: SqliteConnection,
+}
+
+impl Writer {
+    /// Inserts the triggers in one transaction and sets their ids, in order.
+    pub async fn insert(&mut self, triggers: &mut [&mut Trigger]) -> Result<(), StoreError> {
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.conn.begin().await.map_err(sql("begin"))?;
+        for chunk in triggers.chunks_mut(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO triggers (observed_at, source, type, if_name, if_index, body) ",
+            );
+            qb.push_values(chunk.iter(), |mut b, t| {
+                b.push_bind(t.observed_at.0)
+                    .push_bind(i64::from(t.source.to_wire()))
+                    .push_bind(i64::from(t.kind.to_wire()))
+                    .push_bind(t.interface.as_ref().map(|i| i.name.clone()))
+                    .push_bind(t.interface.as_ref().map(|i| i64::from(i.index)))
+                    .push_bind(encode(t));
+            });
+            qb.push(" RETURNING id");
+            let ids = qb
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(sql("insert"))?;
+            if ids.len() != chunk.len() {
+                return Err(StoreError::Sql {
+                    op: "insert",
+                    source: sqlx::Error::Protocol(format!(
+                        "{} rows inserted, {} ids returned",
+                        chunk.len(),
+                        ids.len()
+                    )),
+                });
+            }
+            for (t, row) in chunk.iter_mut().zip(ids) {
+                t.id = row.get::<i64, _>(0) as u64;
+            }
+        }
+        tx.commit().await.map_err(sql("commit"))?;
+        Ok(())
+    }
+
+    /// Replaces the content of a stored trigger, keeping its id, time and
+    /// source. Returns the stored result.
+    pub async fn modify(&mut self, t: &Trigger) -> Result<Trigger, StoreError> {
+        let mut tx = self.conn.begin().await.map_err(sql("begin"))?;
+        let row = sqlx::query("SELECT id, body FROM triggers WHERE id = ?")
+            .bind(t.id as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql("modify"))?
+            .ok_or(StoreError::NotFound(t.id))?;
+        let old = decode(row.get(0), row.get(1))?;
+        let new = Trigger {
+            id: old.id,
+            observed_at: old.observed_at,
+            source: old.source,
+            ..t.clone()
+        };
+        sqlx::query("UPDATE triggers SET type = ?, if_name = ?, if_index = ?, body = ? WHERE id = ?")
+            .bind(i64::from(new.kind.to_wire()))
+            .bind(new.interface.as_ref().map(|i| i.name.clone()))
+            .bind(new.interface.as_ref().map(|i| i64::from(i.index)))
+            .bind(encode(&new))
+            .bind(new.id as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("modify"))?;
+        tx.commit().await.map_err(sql("commit"))?;
+        Ok(new)
+    }
+
+    pub async fn delete(&mut self, ids: &[u64]) -> Result<u64, StoreError> {
+        let mut tx = self.conn.begin().await.map_err(sql("begin"))?;
+        let mut deleted = 0;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM triggers WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id as i64);
+            }
+            sep.push_unseparated(")");
+            deleted += qb
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("delete"))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(sql("commit"))?;
+        Ok(deleted)
+    }
+
+    pub async fn flush(
+        &mut self,
+        filter: &Filter,
+        before: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM triggers WHERE 1");
+        if let Some(b) = before {
+            qb.push(" AND observed_at < ").push_bind(b.0);
+        }
+        push_filter(&mut qb, filter);
+        Ok(qb
+            .build()
+            .execute(&mut self.conn)
+            .await
+            .map_err(sql("flush"))?
+            .rows_affected())
+    }
+
+    /// Retention: drops rows observed before `older_than` and all but the
+    /// newest `max_rows`. Deletes in slices so the writer never stalls long.
+    pub async fn retain(
+        &mut self,
+        older_than: Option<Timestamp>,
+        max_rows: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        if let Some(t) = older_than {
+            loop {
+                let n = sqlx::query(
+                    "DELETE FROM triggers WHERE id IN \
+                     (SELECT id FROM triggers WHERE observed_at < ? LIMIT 10000)",
+                )
+                .bind(t.0)
+                .execute(&mut self.conn)
+                .await
+                .map_err(sql("retention"))?
+                .rows_affected();
+                deleted += n;
+                if n < 10_000 {
+                    break;
+                }
+            }
+        }
+        if let Some(max) = max_rows {
+            let row = sqlx::query("SELECT COUNT(*), COALESCE(MIN(id), 0) FROM triggers")
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(sql("retention"))?;
+            let count = row.get::<i64, _>(0) as u64;
+            if count > max {
+                // The oldest (count - max) rows by id.
+                let excess = (count - max) as i64;
+                let n = sqlx::query(
+                    "DELETE FROM triggers WHERE id IN \
+                     (SELECT id FROM triggers ORDER BY id LIMIT ?)",
+                )
+                .bind(excess)
+                .execute(&mut self.conn)
+                .await
+                .map_err(sql("retention"))?
+                .rows_affected();
+                deleted += n;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Checkpoints the WAL into the main file and closes the connection.
+    pub async fn close(mut self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut self.conn)
+            .await
+            .map_err(sql("checkpoint"))?;
+        self.conn.close().await.map_err(sql("close"))
+    }
+}

@@ -1,0 +1,342 @@
+//! The writer actor: the only task that writes to the store. It takes client
+//! Adds and source batches from bounded queues, coalesces whatever is
+//! waiting into one transaction (group commit: one fsync for many callers),
+//! then publishes the stored triggers to the hub in id order and only then
+//! acknowledges the callers. Modify, Delete, Flush and retention run between
+//! batches on the same connection, so SQLite never sees two writers.
+//!
+//! On shutdown it drains both queues, commits, checkpoints the WAL and
+//! closes the hub, so every stream ends cleanly after the last trigger.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    hub::Hub,
+    ingest::{SourceBatch, SourceReceiver},
+    links::LinkTable,
+    model::{Filter, Timestamp, Trigger},
+    store::{StoreError, Writer},
+};
+
+/// Capacity of the client command queue.
+const COMMAND_QUEUE: usize = 1024;
+
+#[derive(Debug)]
+enum Command {
+    Add {
+        triggers: Vec<Trigger>,
+        reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    },
+    Modify {
+        trigger: Trigger,
+        reply: oneshot::Sender<Result<Trigger, StoreError>>,
+    },
+    Delete {
+        ids: Vec<u64>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Flush {
+        filter: Filter,
+        before: Option<Timestamp>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// Retention settings; `None` disables that bound.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_rows: Option<u64>,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Most triggers one transaction coalesces.
+    pub batch_max: usize,
+    pub retention: Retention,
+}
+
+/// Counters the Stats verb reports.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub ingested: AtomicU64,
+    pub transactions: AtomicU64,
+    pub retention_deleted: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+/// A cloneable handle for sending work to the writer.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl WriterHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores the triggers (all or none); returns their ids once durable.
+    pub async fn add(&self, triggers: Vec<Trigger>) -> Result<Vec<u64>, StoreError> {
+        self.call(|reply| Command::Add { triggers, reply }).await
+    }
+
+    pub async fn modify(&self, trigger: Trigger) -> Result<Trigger, StoreError> {
+        self.call(|reply| Command::Modify { trigger, reply }).await
+    }
+
+    pub async fn delete(&self, ids: Vec<u64>) -> Result<u64, StoreError> {
+        self.call(|reply| Command::Delete { ids, reply }).await
+    }
+
+    pub async fn flush(&self, filter: Filter, before: Option<Timestamp>) -> Result<u64, StoreError> {
+        self.call(|reply| Command::Flush {
+            filter,
+            before,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Starts the writer actor. It runs until `shutdown` is cancelled and every
+/// queued write is done, then closes the hub and the store.
+pub fn spawn(
+    writer: Writer,
+    sources: SourceReceiver,
+    hub: Arc<Hub>,
+    stats: Arc<WriterStats>,
+    config: WriterConfig,
+    shutdown: CancellationToken,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let actor = Actor {
+        writer,
+        commands: rx,
+        sources,
+        hub,
+        stats,
+        config,
+    };
+    let task = tokio::spawn(actor.run(shutdown));
+    (WriterHandle { tx }, task)
+}
+
+struct Actor {
+    writer: Writer,
+    commands: mpsc::Receiver<Command>,
+    sources: SourceReceiver,
+    hub: Arc<Hub>,
+    stats: Arc<WriterStats>,
+    config: WriterConfig,
+}
+
+/// What one group commit collects.
+#[derive(Default)]
+struct Pending {
+    triggers: Vec<Trigger>,
+    /// Per Add caller: how many of `triggers` are theirs.
+    acks: Vec<(usize, oneshot::Sender<Result<Vec<u64>, StoreError>>)>,
+    /// The newest link table among the source batches, with the number of
+    /// triggers that come before it is in force.
+    links: Option<Arc<LinkTable>>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.triggers.len()
+    }
+}
+
+impl Actor {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut retention = tokio::time::interval(self.config.retention.interval.max(Duration::from_secs(1)));
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commands_open = true;
+        let mut sources_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                cmd = self.commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => commands_open = false,
+                },
+                batch = self.sources.recv(), if sources_open => match batch {
+                    Some(batch) => {
+                        let mut p = Pending::default();
+                        push_batch(&mut p, batch);
+                        self.group_commit(p).await;
+                    }
+                    None => sources_open = false,
+                },
+                _ = retention.tick() => self.retain().await,
+            }
+        }
+        // Shutdown: no new work is accepted once the senders see the closed
+        // queues; finish what is queued.
+        self.commands.close();
+        self.sources.close();
+        while let Some(cmd) = self.commands.recv().await {
+            self.handle(cmd).await;
+        }
+        while let Some(batch) = self.sources.recv().await {
+            let mut p = Pending::default();
+            push_batch(&mut p, batch);
+            self.group_commit(p).await;
+        }
+        self.hub.close();
+        if let Err(e) = self.writer.close().await {
+            error!(error = %e, "closing the database");
+        }
+        info!("writer stopped; store flushed");
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add { triggers, reply } => {
+                let mut p = Pending::default();
+                p.acks.push((triggers.len(), reply));
+                p.triggers = triggers;
+                self.group_commit(p).await;
+            }
+            Command::Modify { trigger, reply } => {
+                let r = self.writer.modify(&trigger).await;
+                let _ = reply.send(r);
+            }
+            Command::Delete { ids, reply } => {
+                let r = self.writer.delete(&ids).await;
+                let _ = reply.send(r);
+            }
+            Command::Flush {
+                filter,
+                before,
+                reply,
+            } => {
+                let r = self.writer.flush(&filter, before).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Adds whatever else is already queued (Adds and source batches, up to
+    /// the batch limit), stores it all in one transaction, publishes, acks.
+    async fn group_commit(&mut self, mut p: Pending) {
+        let mut deferred = None;
+        while p.len() < self.config.batch_max {
+            if let Ok(batch) = self.sources.try_recv() {
+                push_batch(&mut p, batch);
+                continue;
+            }
+            match self.commands.try_recv() {
+                Ok(Command::Add { triggers, reply }) => {
+                    p.acks.push((triggers.len(), reply));
+                    p.triggers.extend(triggers);
+                }
+                Ok(other) => {
+                    // Modify/Delete/Flush go after this commit, in order.
+                    deferred = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.commit(p).await;
+        if let Some(cmd) = deferred {
+            Box::pin(self.handle(cmd)).await;
+        }
+    }
+
+    async fn commit(&mut self, p: Pending) {
+        let Pending {
+            mut triggers,
+            acks,
+            links,
+        } = p;
+        let n = triggers.len();
+        let result = {
+            let mut refs: Vec<&mut Trigger> = triggers.iter_mut().collect();
+            self.writer.insert(&mut refs).await
+        };
+        match result {
+            Ok(()) => {
+                self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
+                self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+                let stored: Vec<Arc<Trigger>> = triggers.into_iter().map(Arc::new).collect();
+                self.hub.publish(&stored, links);
+                let mut at = 0;
+                for (count, reply) in acks {
+                    let ids = stored[at..at + count].iter().map(|t| t.id).collect();
+                    at += count;
+                    let _ = reply.send(Ok(ids));
+                }
+                debug!(triggers = n, "committed");
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, triggers = n, "storing triggers failed; callers get the error");
+                // Source triggers of this batch are lost to the store; say so
+                // loudly. The link table still moves on so state stays right.
+                if let Some(links) = links {
+                    self.hub.publish(&[], Some(links));
+                }
+                for (_, reply) in acks {
+                    let _ = reply.send(Err(clone_err(&e)));
+                }
+            }
+        }
+    }
+
+    async fn retain(&mut self) {
+        let r = &self.config.retention;
+        if r.max_age.is_none() && r.max_rows.is_none() {
+            return;
+        }
+        let older_than = r.max_age.map(|age| {
+            Timestamp(Timestamp::now().0.saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64))
+        });
+        match self.writer.retain(older_than, r.max_rows).await {
+            Ok(0) => {}
+            Ok(n) => {
+                self.stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
+                info!(deleted = n, "retention removed old triggers");
+            }
+            Err(e) => warn!(error = %e, "retention failed"),
+        }
+    }
+}
+
+fn push_batch(p: &mut Pending, batch: SourceBatch) {
+    p.triggers.extend(batch.triggers);
+    if batch.links.is_some() {
+        p.links = batch.links;
+    }
+}
+
+/// Store errors are not Clone (they hold sqlx errors); each waiting caller
+/// gets an equivalent one.
+fn clone_err(e: &StoreError) -> StoreError {
+    StoreError::Sql {
+        op: "insert",
+        source: sqlx::Error::Protocol(e.to_string()),
+    }
+}
