@@ -13,3 +13,23 @@ pub mod model;
 pub mod ingest;
 pub mod links;
 pub mod paths;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod hub;
+pub mod peer;
+pub mod server;
+pub mod store;
+pub mod writer;
+
+/// An error and its causes on one line: "a: b: c".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
