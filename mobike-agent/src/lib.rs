@@ -12,5 +12,6 @@
 //! IKE SA changeable and parses the MOBIKE notifies so they can be added).
 
 pub mod crypto;
+pub mod engine;
 pub mod proposal;
 pub mod proto;

@@ -1,0 +1,308 @@
+//! Engine configuration: connections, children, identities, timers, and the
+//! traffic-selector helpers (CIDR parsing, §2.9 narrowing). This is the
+//! engine's typed view; reading TOML into it belongs to the runtime.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use crate::{
+    proposal::{EspProposal, IkeProposal},
+    proto::{IdType, Identification, TrafficSelector},
+};
+
+/// What is wrong with a configuration value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A traffic selector that is not `ADDR/PREFIX` or `ADDR`.
+    #[error("traffic selector `{0}` is not ADDR[/PREFIX]")]
+    BadTrafficSelector(String),
+    /// An empty identity.
+    #[error("identity must not be empty")]
+    EmptyIdentity,
+}
+
+/// One connection ("conn" in swanctl.conf terms).
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Name, used in commands and events.
+    pub name: String,
+    /// Local address and IKE port the initiator sends from.
+    pub local_addr: Option<SocketAddr>,
+    /// Peer address and IKE port; required to initiate, and when set a
+    /// responder only accepts this peer.
+    pub remote_addr: Option<SocketAddr>,
+    /// Our IDi/IDr.
+    pub local_id: Identification,
+    /// The identity the peer must prove.
+    pub remote_id: Identification,
+    /// Pre-shared key (§2.15).
+    pub psk: Vec<u8>,
+    /// IKE proposals, preferred first; the initiator's KE uses the first
+    /// group of the first proposal.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// Offer and accept MOBIKE (RFC 4555 §3.1 MOBIKE_SUPPORTED).
+    pub mobike: bool,
+    /// CHILD_SAs; the first is created with IKE_AUTH.
+    pub children: Vec<ChildConfig>,
+    /// Timers.
+    pub timers: Timers,
+}
+
+/// One CHILD_SA configuration.
+#[derive(Debug, Clone)]
+pub struct ChildConfig {
+    /// Name.
+    pub name: String,
+    /// Our side's selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// ESP proposals.
+    pub esp_proposals: Vec<EspProposal>,
+    /// Mode.
+    pub mode: Mode,
+    /// Rekey the CHILD_SA this long after it was created (None: never).
+    pub rekey_time: Option<Duration>,
+}
+
+/// IPsec mode of a CHILD_SA. Only tunnel mode for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Tunnel mode (the default of RFC 7296 §1.3.1).
+    Tunnel,
+}
+
+/// Timer settings of a connection.
+#[derive(Debug, Clone)]
+pub struct Timers {
+    /// First retransmission timeout; it doubles with every retry.
+    pub retransmit_timeout: Duration,
+    /// Retransmissions before the peer is declared dead.
+    pub retransmit_tries: u32,
+    /// Send a liveness check after this long without hearing from the peer.
+    pub dpd_delay: Option<Duration>,
+    /// Rekey the IKE SA this long after it was established.
+    pub ike_rekey_time: Option<Duration>,
+    /// NAT keepalive interval when we are behind a NAT (RFC 3948 §2.3).
+    pub nat_keepalive: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            retransmit_timeout: Duration::from_secs(2),
+            retransmit_tries: 5,
+            dpd_delay: Some(Duration::from_secs(30)),
+            ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
+            nat_keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Endpoint-wide settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Connections, looked up by name (initiate) or by proposal and identity
+    /// (respond).
+    pub connections: Vec<ConnectionConfig>,
+    /// Half-open IKE SAs beyond which IKE_SA_INIT must carry a cookie
+    /// (§2.6). 0 demands cookies always.
+    pub cookie_threshold: usize,
+    /// Drop a responder's half-open SA after this long without IKE_AUTH.
+    pub half_open_timeout: Duration,
+    /// UDP port of NAT-T (datagrams there carry the non-ESP marker).
+    pub nat_t_port: u16,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            connections: Vec::new(),
+            cookie_threshold: 32,
+            half_open_timeout: Duration::from_secs(30),
+            nat_t_port: crate::proto::NAT_T_PORT,
+        }
+    }
+}
+
+/// Parses an identity as strongSwan does: an IP address gives
+/// ID_IPV4_ADDR/ID_IPV6_ADDR, `user@host` ID_RFC822_ADDR, anything else
+/// ID_FQDN.
+pub fn parse_identity(s: &str) -> Result<Identification, ConfigError> {
+    if s.is_empty() {
+        return Err(ConfigError::EmptyIdentity);
+    }
+    Ok(match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Identification {
+            ty: IdType::ID_IPV4_ADDR,
+            data: a.octets().to_vec(),
+        },
+        Ok(IpAddr::V6(a)) => Identification {
+            ty: IdType::ID_IPV6_ADDR,
+            data: a.octets().to_vec(),
+        },
+        Err(_) if s.contains('@') => Identification {
+            ty: IdType::ID_RFC822_ADDR,
+            data: s.as_bytes().to_vec(),
+        },
+        Err(_) => Identification {
+            ty: IdType::ID_FQDN,
+            data: s.as_bytes().to_vec(),
+        },
+    })
+}
+
+fn addr_to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
+fn u128_to_addr(v: u128, like: IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(v)),
+    }
+}
+
+/// Parses `10.1.0.0/24`, `2001:db8::/32` or a single address into an
+/// any-protocol, any-port selector.
+pub fn parse_ts(s: &str) -> Result<TrafficSelector, ConfigError> {
+    let bad = || ConfigError::BadTrafficSelector(s.to_owned());
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (
+            a.parse::<IpAddr>().map_err(|_| bad())?,
+            Some(p.parse::<u8>().map_err(|_| bad())?),
+        ),
+        None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
+    };
+    let bits = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = u32::from(prefix.unwrap_or(bits));
+    if prefix > u32::from(bits) {
+        return Err(bad());
+    }
+    let host_bits = u32::from(bits) - prefix;
+    let host_mask: u128 = if host_bits == 0 {
+        0
+    } else {
+        u128::MAX >> (128 - host_bits)
+    };
+    let v = addr_to_u128(addr);
+    Ok(TrafficSelector {
+        ip_protocol: 0,
+        start_port: 0,
+        end_port: 65535,
+        start_addr: u128_to_addr(v & !host_mask, addr),
+        end_addr: u128_to_addr(v | host_mask, addr),
+    })
+}
+
+/// The intersection of two selectors, if not empty.
+pub fn intersect(a: &TrafficSelector, b: &TrafficSelector) -> Option<TrafficSelector> {
+    if !same_family(a.start_addr, b.start_addr) {
+        return None;
+    }
+    let ip_protocol = match (a.ip_protocol, b.ip_protocol) {
+        (0, p) | (p, 0) => p,
+        (p, q) if p == q => p,
+        _ => return None,
+    };
+    let start_port = a.start_port.max(b.start_port);
+    let end_port = a.end_port.min(b.end_port);
+    let start = addr_to_u128(a.start_addr).max(addr_to_u128(b.start_addr));
+    let end = addr_to_u128(a.end_addr).min(addr_to_u128(b.end_addr));
+    if start_port > end_port || start > end {
+        return None;
+    }
+    Some(TrafficSelector {
+        ip_protocol,
+        start_port,
+        end_port,
+        start_addr: u128_to_addr(start, a.start_addr),
+        end_addr: u128_to_addr(end, a.start_addr),
+    })
+}
+
+/// RFC 7296 §2.9 narrowing: every non-empty intersection of a proposed
+/// selector with a configured one.
+pub fn narrow(
+    proposed: &[TrafficSelector],
+    configured: &[TrafficSelector],
+) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for p in proposed {
+        for c in configured {
+            if let Some(i) = intersect(p, c)
+                && !out.contains(&i)
+            {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `inner` lies within `outer`.
+pub fn ts_contains(outer: &TrafficSelector, inner: &TrafficSelector) -> bool {
+    intersect(outer, inner).as_ref() == Some(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_becomes_an_address_range() {
+        let t = parse_ts("10.1.0.7/24").unwrap();
+        assert_eq!(t.start_addr, "10.1.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(t.end_addr, "10.1.0.255".parse::<IpAddr>().unwrap());
+        let t = parse_ts("2001:db8::/32").unwrap();
+        assert_eq!(
+            t.end_addr,
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+                .parse::<IpAddr>()
+                .unwrap()
+        );
+        let t = parse_ts("0.0.0.0/0").unwrap();
+        assert_eq!(t.end_addr, "255.255.255.255".parse::<IpAddr>().unwrap());
+        assert!(parse_ts("10.0.0.0/33").is_err());
+        assert!(parse_ts("banana").is_err());
+    }
+
+    #[test]
+    fn narrowing_keeps_only_the_common_part() {
+        let wide = parse_ts("10.0.0.0/8").unwrap();
+        let lan = parse_ts("10.1.0.0/24").unwrap();
+        let other = parse_ts("192.168.0.0/16").unwrap();
+        assert_eq!(narrow(&[wide], &[lan, other]), vec![lan]);
+        assert!(narrow(&[other], &[lan]).is_empty());
+        assert!(ts_contains(&wide, &lan));
+        assert!(!ts_contains(&lan, &wide));
+        let v6 = parse_ts("2001:db8::/32").unwrap();
+        assert_eq!(intersect(&wide, &v6), None);
+    }
+
+    #[test]
+    fn identities_follow_strongswan_typing() {
+        assert_eq!(parse_identity("a.test").unwrap().ty, IdType::ID_FQDN);
+        assert_eq!(
+            parse_identity("me@a.test").unwrap().ty,
+            IdType::ID_RFC822_ADDR
+        );
+        assert_eq!(
+            parse_identity("192.0.2.1").unwrap(),
+            Identification {
+                ty: IdType::ID_IPV4_ADDR,
+                data: vec![192, 0, 2, 1]
+            }
+        );
+        assert!(parse_identity("").is_err());
+    }
+}

@@ -1,0 +1,697 @@
+//! The sans-IO IKEv2 engine (RFC 7296), shaped like quinn-proto: inputs are
+//! [`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`] and
+//! [`Endpoint::handle_command`], each with `now` passed in; outputs are
+//! polled: [`Endpoint::poll_transmit`] (datagrams), [`Endpoint::poll_kernel_action`]
+//! (CHILD_SA installs and deletes as plain data), [`Endpoint::poll_timeout`]
+//! (the next deadline) and [`Endpoint::poll_event`].
+//!
+//! It does IKE_SA_INIT (cookies, INVALID_KE_PAYLOAD retry, NAT detection),
+//! IKE_AUTH with PSK and the first CHILD_SA (tunnel mode, §2.9 narrowing),
+//! CREATE_CHILD_SA (new CHILD_SA, CHILD_SA rekey, IKE SA rekey, as initiator
+//! and responder), INFORMATIONAL (liveness checks, Delete), retransmission
+//! with exponential backoff, a message-ID window of one with replay of the
+//! cached response, the float to port 4500 and NAT keepalives, in both roles.
+//! The address pair of an IKE SA is a field ([`Path`]) that MOBIKE will move;
+//! MOBIKE_SUPPORTED is exchanged in IKE_AUTH. It has no sockets, no clock,
+//! no tokio and no kernel access; randomness (SPIs, nonces, DH keys) comes
+//! from ring's system generator. It does not yet do the MOBIKE address update
+//! (UPDATE_SA_ADDRESSES), EAP, certificates or IKE fragmentation.
+
+mod config;
+mod sa;
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tracing::{debug, trace};
+
+pub use config::*;
+
+use crate::{
+    crypto::Aead,
+    proto::{self, DecodeError, Header, NatTDatagram, NotifyType, TrafficSelector},
+};
+
+/// Identifies an IKE SA in commands and events: our own IKE SPI.
+pub type SaId = u64;
+
+/// The address pair an IKE SA uses; MOBIKE changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    /// Our address and port.
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Source address and port (selects the socket).
+    pub local: SocketAddr,
+    /// Destination.
+    pub remote: SocketAddr,
+    /// UDP payload, including the non-ESP marker on the NAT-T port.
+    pub payload: Vec<u8>,
+}
+
+/// Commands from the runtime or the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start an IKE SA for the named connection.
+    Initiate {
+        /// Connection name.
+        connection: String,
+    },
+    /// Delete an IKE SA and its CHILD_SAs (INFORMATIONAL with Delete).
+    DeleteIkeSa(SaId),
+    /// Delete every IKE SA (e.g. on SIGTERM).
+    DeleteAll,
+    /// Rekey the IKE SA now.
+    RekeyIkeSa(SaId),
+    /// Rekey the CHILD_SA with this inbound SPI now.
+    RekeyChildSa {
+        /// IKE SA.
+        sa: SaId,
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+    },
+    /// Create another CHILD_SA from the connection's child config `child`.
+    CreateChildSa {
+        /// IKE SA.
+        sa: SaId,
+        /// Index into the connection's children.
+        child: usize,
+    },
+    /// Send a liveness check now.
+    Dpd(SaId),
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No connection of that name.
+    #[error("no connection named `{0}`")]
+    UnknownConnection(String),
+    /// The connection lacks local or remote address, needed to initiate.
+    #[error("connection `{0}` needs local_addr and remote_addr to initiate")]
+    NoAddresses(String),
+    /// No IKE SA with that id.
+    #[error("no IKE SA {0:#018x}")]
+    UnknownSa(SaId),
+    /// The IKE SA is not established.
+    #[error("IKE SA {0:#018x} is not established")]
+    NotEstablished(SaId),
+    /// No CHILD_SA with that SPI, or no such child config.
+    #[error("IKE SA {sa:#018x} has no CHILD_SA or child config {what}")]
+    UnknownChild {
+        /// IKE SA.
+        sa: SaId,
+        /// SPI or index.
+        what: String,
+    },
+    /// The random generator failed.
+    #[error("random number generator failed")]
+    Random,
+}
+
+/// How an IKE SA ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// We deleted it (command).
+    Local,
+    /// The peer sent a Delete.
+    PeerDeleted,
+    /// Retransmissions (including liveness checks) went unanswered.
+    PeerUnreachable,
+    /// Replaced by a rekeyed IKE SA.
+    Rekeyed,
+    /// A responder's half-open SA saw no IKE_AUTH in time.
+    HalfOpenTimeout,
+    /// Authentication failed (either direction).
+    AuthenticationFailed,
+    /// The peer answered with an error notify (e.g. NO_PROPOSAL_CHOSEN).
+    PeerError(NotifyType),
+    /// We could not agree (no acceptable proposal, bad KE, bad TS, ...).
+    Negotiation,
+}
+
+/// Things the runtime may want to log or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// IKE_AUTH completed.
+    IkeSaEstablished {
+        /// The SA.
+        sa: SaId,
+        /// Connection name.
+        connection: String,
+        /// Whether we were the initiator.
+        initiator: bool,
+        /// Address pair.
+        path: Path,
+        /// Both sides support MOBIKE.
+        mobike: bool,
+    },
+    /// A CHILD_SA was installed.
+    ChildSaEstablished {
+        /// IKE SA.
+        sa: SaId,
+        /// Child config name.
+        child: String,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// Our outbound SPI.
+        outbound_spi: u32,
+    },
+    /// A CHILD_SA could not be created (the IKE SA stays).
+    ChildSaFailed {
+        /// IKE SA.
+        sa: SaId,
+        /// Child config name.
+        child: String,
+        /// The peer's or our reason.
+        reason: NotifyType,
+    },
+    /// A CHILD_SA was removed.
+    ChildSaDeleted {
+        /// IKE SA.
+        sa: SaId,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+    },
+    /// A CHILD_SA was replaced by a new one.
+    ChildSaRekeyed {
+        /// IKE SA.
+        sa: SaId,
+        /// Old inbound SPI.
+        old_inbound_spi: u32,
+        /// New inbound SPI.
+        new_inbound_spi: u32,
+    },
+    /// An IKE SA was replaced; its CHILD_SAs now belong to `new`.
+    IkeSaRekeyed {
+        /// Old SA.
+        old: SaId,
+        /// New SA.
+        new: SaId,
+    },
+    /// NAT detection result (§2.23), after IKE_SA_INIT.
+    NatDetected {
+        /// The SA.
+        sa: SaId,
+        /// We are behind a NAT.
+        local_behind_nat: bool,
+        /// The peer is behind a NAT.
+        remote_behind_nat: bool,
+    },
+    /// An IKE SA ended (or failed to come up).
+    IkeSaDeleted {
+        /// The SA.
+        sa: SaId,
+        /// Why.
+        reason: DeleteReason,
+    },
+}
+
+/// UDP encapsulation of ESP (RFC 3948), used when a NAT was detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpEncap {
+    /// Our port.
+    pub local_port: u16,
+    /// The peer's port.
+    pub remote_port: u16,
+}
+
+/// One direction of an ESP SA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EspSa {
+    /// SPI.
+    pub spi: u32,
+    /// AEAD.
+    pub aead: Aead,
+    /// Key material: key | 4-octet salt.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for EspSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EspSa {{ spi: {:#010x}, aead: {:?}, key: <redacted> }}",
+            self.spi, self.aead
+        )
+    }
+}
+
+/// A CHILD_SA to install: both ESP SAs and the policies between the
+/// selectors, in tunnel mode between the IKE SA's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSaInstall {
+    /// The IKE SA it belongs to.
+    pub ike_sa: SaId,
+    /// Child config name.
+    pub name: String,
+    /// Request id tying SAs and policies together; kept across rekeys.
+    pub reqid: u32,
+    /// Mode.
+    pub mode: Mode,
+    /// Our outer address.
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub remote: IpAddr,
+    /// UDP encapsulation when a NAT was detected.
+    pub encap: Option<UdpEncap>,
+    /// Peer -> us.
+    pub inbound: EspSa,
+    /// Us -> peer.
+    pub outbound: EspSa,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Our selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+}
+
+/// What the kernel should do, as data; the runtime applies it through
+/// ipsec-backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelAction {
+    /// Add both ESP SAs (and the policies, once per reqid).
+    InstallChildSa(Box<ChildSaInstall>),
+    /// Remove both ESP SAs of a CHILD_SA.
+    DeleteChildSa {
+        /// Request id.
+        reqid: u32,
+        /// Our outer address.
+        local: IpAddr,
+        /// The peer's outer address.
+        remote: IpAddr,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// Our outbound SPI.
+        outbound_spi: u32,
+        /// Whether the policies of `reqid` go too (no newer CHILD_SA uses them).
+        remove_policies: bool,
+    },
+}
+
+/// Counters for status output and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to the engine.
+    pub datagrams_received: u64,
+    /// Datagrams that did not decode (garbage).
+    pub malformed: u64,
+    /// Datagrams for no known IKE SA.
+    pub unknown_sa: u64,
+    /// Encrypted payloads that failed the integrity check.
+    pub integrity_failures: u64,
+    /// Out-of-window or unexpected messages.
+    pub unexpected: u64,
+    /// Duplicate requests answered from the response cache.
+    pub replayed_responses: u64,
+    /// Retransmitted requests.
+    pub retransmits: u64,
+    /// IKE_SA_INIT requests answered with a cookie demand.
+    pub cookies_sent: u64,
+    /// NAT keepalives received.
+    pub keepalives_received: u64,
+}
+
+/// Output queues, shared by all SAs.
+#[derive(Debug, Default)]
+struct Outputs {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    kernel: VecDeque<KernelAction>,
+}
+
+/// The IKEv2 endpoint: all IKE SAs of this host.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: SystemRandom,
+    sas: BTreeMap<SaId, sa::IkeSa>,
+    /// Responder half-open SAs by (peer, SPIi), to recognise retransmitted
+    /// IKE_SA_INIT requests (§2.1).
+    half_open: HashMap<(SocketAddr, u64), SaId>,
+    cookie_secret: [u8; 32],
+    next_reqid: u32,
+    out: Outputs,
+    stats: Stats,
+}
+
+/// Per-call context handed to an SA.
+struct Ctx<'a> {
+    now: Instant,
+    config: &'a EndpointConfig,
+    rng: &'a SystemRandom,
+    out: &'a mut Outputs,
+    stats: &'a mut Stats,
+    next_reqid: &'a mut u32,
+    new_sas: Vec<sa::IkeSa>,
+}
+
+impl Ctx<'_> {
+    fn send(&mut self, path: Path, nat_t_port: u16, msg: &[u8]) {
+        let mut payload = Vec::with_capacity(msg.len() + 4);
+        if path.local.port() == nat_t_port {
+            payload.extend_from_slice(&proto::NON_ESP_MARKER);
+        }
+        payload.extend_from_slice(msg);
+        self.out.transmits.push_back(Transmit {
+            local: path.local,
+            remote: path.remote,
+            payload,
+        });
+    }
+
+    fn event(&mut self, e: Event) {
+        debug!(event = ?e, "ike event");
+        self.out.events.push_back(e);
+    }
+
+    fn kernel(&mut self, k: KernelAction) {
+        self.out.kernel.push_back(k);
+    }
+
+    fn random<const N: usize>(&self) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.rng.fill(&mut b).ok()?;
+        Some(b)
+    }
+
+    fn spi64(&self) -> Option<u64> {
+        loop {
+            let v = u64::from_be_bytes(self.random::<8>()?);
+            if v != 0 {
+                return Some(v);
+            }
+        }
+    }
+
+    fn spi32(&self) -> Option<u32> {
+        loop {
+            // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
+            let v = u32::from_be_bytes(self.random::<4>()?);
+            if v > 255 {
+                return Some(v);
+            }
+        }
+    }
+
+    fn reqid(&mut self) -> u32 {
+        *self.next_reqid += 1;
+        *self.next_reqid
+    }
+}
+
+impl Endpoint {
+    /// A new endpoint with no SAs.
+    pub fn new(config: EndpointConfig) -> Result<Self, CommandError> {
+        let rng = SystemRandom::new();
+        let mut cookie_secret = [0u8; 32];
+        rng.fill(&mut cookie_secret)
+            .map_err(|_| CommandError::Random)?;
+        Ok(Endpoint {
+            config,
+            rng,
+            sas: BTreeMap::new(),
+            half_open: HashMap::new(),
+            cookie_secret,
+            next_reqid: 0,
+            out: Outputs::default(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of IKE SAs in any state.
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Number of responder half-open SAs.
+    pub fn half_open_count(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// Summary of every IKE SA, for status output and tests.
+    pub fn ike_sas(&self) -> Vec<IkeSaInfo> {
+        self.sas.values().map(sa::IkeSa::info).collect()
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// Next kernel action.
+    pub fn poll_kernel_action(&mut self) -> Option<KernelAction> {
+        self.out.kernel.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas
+            .values()
+            .filter_map(|s| s.next_deadline(&self.config))
+            .min()
+    }
+
+    fn with_sa<R>(
+        &mut self,
+        now: Instant,
+        id: SaId,
+        f: impl FnOnce(&mut sa::IkeSa, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let mut sa = self.sas.remove(&id)?;
+        let mut ctx = Ctx {
+            now,
+            config: &self.config,
+            rng: &self.rng,
+            out: &mut self.out,
+            stats: &mut self.stats,
+            next_reqid: &mut self.next_reqid,
+            new_sas: Vec::new(),
+        };
+        let r = f(&mut sa, &mut ctx);
+        let new_sas = std::mem::take(&mut ctx.new_sas);
+        self.put_back(sa);
+        for n in new_sas {
+            self.put_back(n);
+        }
+        Some(r)
+    }
+
+    fn put_back(&mut self, sa: sa::IkeSa) {
+        if let Some(key) = sa.half_open_key() {
+            self.half_open.insert(key, sa.id());
+        } else {
+            self.half_open.retain(|_, v| *v != sa.id());
+        }
+        if sa.is_dead() {
+            self.half_open.retain(|_, v| *v != sa.id());
+        } else {
+            self.sas.insert(sa.id(), sa);
+        }
+    }
+
+    /// Handles a command.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
+        match cmd {
+            Command::Initiate { connection } => {
+                let conn = self
+                    .config
+                    .connections
+                    .iter()
+                    .position(|c| c.name == connection)
+                    .ok_or(CommandError::UnknownConnection(connection.clone()))?;
+                let c = &self.config.connections[conn];
+                let (Some(local), Some(remote)) = (c.local_addr, c.remote_addr) else {
+                    return Err(CommandError::NoAddresses(connection));
+                };
+                let mut ctx = Ctx {
+                    now,
+                    config: &self.config,
+                    rng: &self.rng,
+                    out: &mut self.out,
+                    stats: &mut self.stats,
+                    next_reqid: &mut self.next_reqid,
+                    new_sas: Vec::new(),
+                };
+                let sa = sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote })
+                    .ok_or(CommandError::Random)?;
+                self.put_back(sa);
+                Ok(())
+            }
+            Command::DeleteAll => {
+                let ids: Vec<SaId> = self.sas.keys().copied().collect();
+                for id in ids {
+                    self.with_sa(now, id, |sa, ctx| sa.delete(ctx));
+                }
+                Ok(())
+            }
+            Command::DeleteIkeSa(id) => self
+                .with_sa(now, id, |sa, ctx| sa.delete(ctx))
+                .ok_or(CommandError::UnknownSa(id)),
+            Command::RekeyIkeSa(id) => self
+                .with_sa(now, id, |sa, ctx| sa.command_rekey_ike(ctx))
+                .ok_or(CommandError::UnknownSa(id))?,
+            Command::RekeyChildSa { sa, inbound_spi } => self
+                .with_sa(now, sa, |s, ctx| s.command_rekey_child(ctx, inbound_spi))
+                .ok_or(CommandError::UnknownSa(sa))?,
+            Command::CreateChildSa { sa, child } => self
+                .with_sa(now, sa, |s, ctx| s.command_create_child(ctx, child))
+                .ok_or(CommandError::UnknownSa(sa))?,
+            Command::Dpd(id) => self
+                .with_sa(now, id, |sa, ctx| sa.command_dpd(ctx))
+                .ok_or(CommandError::UnknownSa(id))?,
+        }
+    }
+
+    /// Handles timer expiry: retransmissions, liveness checks, rekeys,
+    /// keepalives and half-open expiry due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<SaId> = self
+            .sas
+            .iter()
+            .filter(|(_, s)| s.next_deadline(&self.config).is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.with_sa(now, id, |sa, ctx| sa.handle_timeout(ctx));
+        }
+    }
+
+    /// Handles a received UDP datagram. `local` is the address it arrived
+    /// on (its port tells whether the non-ESP marker is present), `remote`
+    /// where it came from. Never panics; garbage is counted in [`Stats`].
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
+        self.stats.datagrams_received += 1;
+        let ike = if local.port() == self.config.nat_t_port {
+            match proto::classify_nat_t(data) {
+                NatTDatagram::Ike(b) => b,
+                NatTDatagram::Keepalive => {
+                    self.stats.keepalives_received += 1;
+                    return;
+                }
+                NatTDatagram::Esp | NatTDatagram::Runt => {
+                    self.stats.malformed += 1;
+                    return;
+                }
+            }
+        } else {
+            data
+        };
+        let msg = match proto::Message::decode(ike) {
+            Ok(m) => m,
+            Err(e) => {
+                self.drop_malformed(remote, &e);
+                return;
+            }
+        };
+        let h = msg.header;
+        let path = Path { local, remote };
+        // The I flag says who sent it; our SPI is the other one (§3.1).
+        let our_spi = if h.from_initiator() { h.spi_r } else { h.spi_i };
+        if h.exchange == proto::ExchangeType::IKE_SA_INIT
+            && !h.is_response()
+            && h.from_initiator()
+            && h.spi_r == 0
+        {
+            self.handle_init_request(now, path, ike, msg);
+            return;
+        }
+        if !self.sas.contains_key(&our_spi) {
+            trace!(spi = our_spi, %remote, "message for unknown IKE SA");
+            self.stats.unknown_sa += 1;
+            return;
+        }
+        self.with_sa(now, our_spi, |sa, ctx| {
+            sa.handle_message(ctx, path, ike, msg)
+        });
+    }
+
+    fn drop_malformed(&mut self, remote: SocketAddr, e: &DecodeError) {
+        self.stats.malformed += 1;
+        debug!(%remote, error = %e, "dropping malformed datagram");
+    }
+
+    fn handle_init_request(&mut self, now: Instant, path: Path, bytes: &[u8], msg: proto::Message) {
+        let h: Header = msg.header;
+        if let Some(&id) = self.half_open.get(&(path.remote, h.spi_i)) {
+            // A retransmitted IKE_SA_INIT: resend the same response (§2.1).
+            self.with_sa(now, id, |sa, ctx| sa.replay_init_response(ctx, bytes));
+            return;
+        }
+        let half_open = self.half_open.len();
+        let cookie_secret = self.cookie_secret;
+        let mut ctx = Ctx {
+            now,
+            config: &self.config,
+            rng: &self.rng,
+            out: &mut self.out,
+            stats: &mut self.stats,
+            next_reqid: &mut self.next_reqid,
+            new_sas: Vec::new(),
+        };
+        if let Some(sa) =
+            sa::IkeSa::respond_init(&mut ctx, path, bytes, &msg, half_open, &cookie_secret)
+        {
+            self.put_back(sa);
+        }
+    }
+}
+
+/// A summary of an IKE SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    /// Our SPI.
+    pub id: SaId,
+    /// Connection name.
+    pub connection: String,
+    /// Whether we are the original initiator.
+    pub initiator: bool,
+    /// State name.
+    pub state: &'static str,
+    /// Address pair.
+    pub path: Path,
+    /// Both sides support MOBIKE.
+    pub mobike: bool,
+    /// We are behind a NAT.
+    pub local_behind_nat: bool,
+    /// The peer is behind a NAT.
+    pub remote_behind_nat: bool,
+    /// Installed CHILD_SAs as (inbound SPI, outbound SPI).
+    pub children: Vec<(u32, u32)>,
+    /// Our next request message ID.
+    pub next_request_id: u32,
+    /// The peer's next expected request message ID.
+    pub next_peer_request_id: u32,
+}

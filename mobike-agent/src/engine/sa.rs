@@ -1,0 +1,2294 @@
+//! One IKE SA: the exchanges of RFC 7296 §1 as a state machine, driven by
+//! the [`Endpoint`](super::Endpoint) with a [`Ctx`] per call.
+//!
+//! Window size is one in each direction (§2.3): one outstanding request of
+//! ours, further requests wait in a queue; the peer's next request ID is
+//! tracked and the last response is cached for replay. Nothing about an
+//! established SA changes before the Encrypted payload has verified (§2.21).
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, info, warn};
+
+use super::{
+    ChildSaInstall, Ctx, DeleteReason, EspSa, Event, IkeSaInfo, KernelAction, Mode, Path, SaId,
+    UdpEncap, config,
+};
+use crate::{
+    crypto::{self, ChildKeys, DhGroup, IkeKeys, KeyShare},
+    proposal::{self, EspSuite, IkeSuite},
+    proto::{
+        self, AuthMethod, Authentication, Delete, ExchangeType, Header, KeyExchange, Message,
+        Notify, NotifyType, Payload, ProtocolId, TrafficSelector, flags,
+    },
+};
+
+/// Limit on cookie and INVALID_KE_PAYLOAD restarts of one IKE_SA_INIT.
+const MAX_INIT_RESTARTS: u32 = 4;
+/// Cap on the retransmission backoff exponent.
+const MAX_BACKOFF_SHIFT: u32 = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Initiator: IKE_SA_INIT sent.
+    InitSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    InitReplied,
+    /// Initiator: IKE_AUTH sent.
+    AuthSent,
+    /// IKE_AUTH done.
+    Established,
+    /// Replaced by a rekeyed IKE SA; waits for the Delete.
+    Rekeyed,
+    /// Our Delete is on its way.
+    Deleting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChildState {
+    Installed,
+    /// Our rekey request is outstanding.
+    Rekeying,
+    /// Replaced; waits for its Delete.
+    Rekeyed,
+    /// Our Delete is outstanding.
+    Deleting,
+}
+
+#[derive(Debug)]
+struct Child {
+    cfg: usize,
+    reqid: u32,
+    inbound_spi: u32,
+    outbound_spi: u32,
+    suite: EspSuite,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    state: ChildState,
+    rekey_at: Option<Instant>,
+    /// Set on a CHILD_SA made by rekeying: the old SA's inbound SPI, the
+    /// lowest nonce of that exchange and whether we initiated it (§2.8.1).
+    rekey_origin: Option<RekeyOrigin>,
+}
+
+#[derive(Debug, Clone)]
+struct RekeyOrigin {
+    old_inbound_spi: u32,
+    min_nonce: Vec<u8>,
+    by_us: bool,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Dpd,
+    DeleteIke,
+    DeleteChild(Vec<u32>),
+    RekeyChild(u32),
+    CreateChild(usize),
+    RekeyIke,
+}
+
+#[derive(Debug)]
+struct ChildOffer {
+    cfg: usize,
+    spi: u32,
+    nonce: Vec<u8>,
+    share: Option<KeyShare>,
+    rekey_of: Option<u32>,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+}
+
+#[derive(Debug)]
+struct IkeRekeyOffer {
+    spi: u64,
+    nonce: Vec<u8>,
+    share: KeyShare,
+}
+
+#[derive(Debug)]
+enum Request {
+    Auth(Option<ChildOffer>),
+    Dpd,
+    DeleteIke,
+    DeleteChild(Vec<u32>),
+    CreateChild(ChildOffer),
+    RekeyIke(IkeRekeyOffer),
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    msg_id: u32,
+    exchange: ExchangeType,
+    bytes: Vec<u8>,
+    request: Option<Request>,
+    sent: u32,
+    next: Instant,
+}
+
+/// One IKE SA.
+#[derive(Debug)]
+pub(super) struct IkeSa {
+    id: SaId,
+    conn: usize,
+    initiator: bool,
+    spi_i: u64,
+    spi_r: u64,
+    state: State,
+    path: Path,
+    local_nat: bool,
+    remote_nat: bool,
+    suite: Option<IkeSuite>,
+    keys: Option<IkeKeys>,
+    iv: u64,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    share: Option<KeyShare>,
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+    cookie: Option<Vec<u8>>,
+    init_restarts: u32,
+    peer_mobike: bool,
+    next_msg_id: u32,
+    outstanding: Option<Outstanding>,
+    queue: VecDeque<Pending>,
+    peer_next_msg_id: u32,
+    cached_response: Option<(u32, Vec<u8>)>,
+    children: Vec<Child>,
+    last_heard: Instant,
+    expires: Option<Instant>,
+    rekey_at: Option<Instant>,
+    keepalive_at: Option<Instant>,
+    half_open_peer: Option<(SocketAddr, u64)>,
+    dead: bool,
+}
+
+fn find<'a, T>(payloads: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
+    payloads.iter().find_map(f)
+}
+
+fn notify_of(payloads: &[Payload], ty: NotifyType) -> Option<&Notify> {
+    proto::notifies(payloads).find(|n| n.ty == ty)
+}
+
+fn first_error(payloads: &[Payload]) -> Option<NotifyType> {
+    proto::notifies(payloads)
+        .map(|n| n.ty)
+        .find(|t| t.is_error())
+}
+
+fn unknown_critical(payloads: &[Payload]) -> Option<u8> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Unknown {
+            ty, critical: true, ..
+        } => Some(ty.0),
+        _ => None,
+    })
+}
+
+fn nonce_of(payloads: &[Payload]) -> Option<Vec<u8>> {
+    find(payloads, |p| match p {
+        Payload::Nonce(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+fn ke_of(payloads: &[Payload]) -> Option<&KeyExchange> {
+    find(payloads, |p| match p {
+        Payload::Ke(k) => Some(k),
+        _ => None,
+    })
+}
+
+fn sa_of(payloads: &[Payload]) -> Option<&Vec<proto::Proposal>> {
+    find(payloads, |p| match p {
+        Payload::Sa(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn ts_of(payloads: &[Payload]) -> Option<(&Vec<TrafficSelector>, &Vec<TrafficSelector>)> {
+    let tsi = find(payloads, |p| match p {
+        Payload::TsI(t) => Some(t),
+        _ => None,
+    })?;
+    let tsr = find(payloads, |p| match p {
+        Payload::TsR(t) => Some(t),
+        _ => None,
+    })?;
+    Some((tsi, tsr))
+}
+
+fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify::new(ty, data))
+}
+
+fn min_nonce(a: &[u8], b: &[u8]) -> Vec<u8> {
+    if a <= b { a.to_vec() } else { b.to_vec() }
+}
+
+/// A stateless IKE_SA_INIT answer (errors and cookie demands, §2.6, §2.7).
+fn init_error_response(ctx: &mut Ctx<'_>, path: Path, req: &Header, payload: Payload) {
+    let msg = Message {
+        header: Header {
+            spi_i: req.spi_i,
+            spi_r: 0,
+            next_payload: proto::PayloadType::NONE,
+            version: 0x20,
+            exchange: ExchangeType::IKE_SA_INIT,
+            flags: flags::RESPONSE,
+            message_id: 0,
+            length: 0,
+        },
+        payloads: vec![payload],
+    };
+    ctx.send(path, ctx.config.nat_t_port, &msg.encode());
+}
+
+fn cookie_for(secret: &[u8; 32], ni: &[u8], remote: SocketAddr, spi_i: u64) -> Vec<u8> {
+    // §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>).
+    let ip = match remote.ip() {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut c = vec![1u8];
+    c.extend_from_slice(&crypto::sha256(&[ni, &ip, &spi_i.to_be_bytes(), secret]));
+    c
+}
+
+impl IkeSa {
+    fn blank(id: SaId, conn: usize, initiator: bool, path: Path, now: Instant) -> Self {
+        IkeSa {
+            id,
+            conn,
+            initiator,
+            spi_i: 0,
+            spi_r: 0,
+            state: State::InitSent,
+            path,
+            local_nat: false,
+            remote_nat: false,
+            suite: None,
+            keys: None,
+            iv: 0,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            share: None,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            cookie: None,
+            init_restarts: 0,
+            peer_mobike: false,
+            next_msg_id: 0,
+            outstanding: None,
+            queue: VecDeque::new(),
+            peer_next_msg_id: 0,
+            cached_response: None,
+            children: Vec::new(),
+            last_heard: now,
+            expires: None,
+            rekey_at: None,
+            keepalive_at: None,
+            half_open_peer: None,
+            dead: false,
+        }
+    }
+
+    pub(super) fn id(&self) -> SaId {
+        self.id
+    }
+
+    pub(super) fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    pub(super) fn half_open_key(&self) -> Option<(SocketAddr, u64)> {
+        if self.state == State::InitReplied && !self.dead {
+            self.half_open_peer
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn info(&self) -> IkeSaInfo {
+        IkeSaInfo {
+            id: self.id,
+            connection: String::new(),
+            initiator: self.initiator,
+            state: match self.state {
+                State::InitSent => "IKE_SA_INIT sent",
+                State::InitReplied => "half-open",
+                State::AuthSent => "IKE_AUTH sent",
+                State::Established => "established",
+                State::Rekeyed => "rekeyed",
+                State::Deleting => "deleting",
+            },
+            path: self.path,
+            mobike: self.peer_mobike,
+            local_behind_nat: self.local_nat,
+            remote_behind_nat: self.remote_nat,
+            children: self
+                .children
+                .iter()
+                .map(|c| (c.inbound_spi, c.outbound_spi))
+                .collect(),
+            next_request_id: self.next_msg_id,
+            next_peer_request_id: self.peer_next_msg_id,
+        }
+    }
+
+    fn conn<'a>(&self, ctx: &Ctx<'a>) -> &'a config::ConnectionConfig {
+        let cfg: &'a super::EndpointConfig = ctx.config;
+        &cfg.connections[self.conn]
+    }
+
+    fn established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    // ------------------------------------------------------------------
+    // timers
+
+    pub(super) fn next_deadline(&self, config: &super::EndpointConfig) -> Option<Instant> {
+        let timers = &config.connections[self.conn].timers;
+        let mut d: Vec<Instant> = Vec::new();
+        d.extend(self.outstanding.as_ref().map(|o| o.next));
+        d.extend(self.expires);
+        if self.established() {
+            if self.outstanding.is_none()
+                && let Some(dpd) = timers.dpd_delay
+            {
+                d.push(self.last_heard + dpd);
+            }
+            d.extend(self.rekey_at);
+            d.extend(
+                self.children
+                    .iter()
+                    .filter(|c| c.state == ChildState::Installed)
+                    .filter_map(|c| c.rekey_at),
+            );
+        }
+        if self.local_nat
+            && matches!(
+                self.state,
+                State::Established | State::Deleting | State::Rekeyed
+            )
+        {
+            d.extend(self.keepalive_at);
+        }
+        d.into_iter().min()
+    }
+
+    pub(super) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let timers = &self.conn(ctx).timers;
+        if self.expires.is_some_and(|e| e <= now) {
+            let reason = if self.state == State::Rekeyed {
+                DeleteReason::Rekeyed
+            } else {
+                DeleteReason::HalfOpenTimeout
+            };
+            self.destroy(ctx, reason);
+            return;
+        }
+        if let Some(o) = self.outstanding.as_mut()
+            && o.next <= now
+        {
+            if o.sent > timers.retransmit_tries {
+                warn!(
+                    sa = self.id,
+                    "peer does not answer, giving up on the IKE SA"
+                );
+                self.destroy(ctx, DeleteReason::PeerUnreachable);
+                return;
+            }
+            ctx.send(self.path, ctx.config.nat_t_port, &o.bytes);
+            ctx.stats.retransmits += 1;
+            o.next = now + backoff(timers.retransmit_timeout, o.sent);
+            o.sent += 1;
+            debug!(
+                sa = self.id,
+                msg_id = o.msg_id,
+                try_ = o.sent,
+                "retransmitted request"
+            );
+        }
+        if self.established() {
+            if let Some(dpd) = timers.dpd_delay
+                && self.outstanding.is_none()
+                && self.queue.is_empty()
+                && self.last_heard + dpd <= now
+            {
+                self.queue.push_back(Pending::Dpd);
+            }
+            if self.rekey_at.is_some_and(|t| t <= now) {
+                self.rekey_at = None;
+                self.queue.push_back(Pending::RekeyIke);
+            }
+            for c in &mut self.children {
+                if c.state == ChildState::Installed && c.rekey_at.is_some_and(|t| t <= now) {
+                    c.rekey_at = None;
+                    self.queue.push_back(Pending::RekeyChild(c.inbound_spi));
+                }
+            }
+        }
+        if self.local_nat && self.keepalive_at.is_some_and(|t| t <= now) {
+            // RFC 3948 §2.3: a single 0xFF octet.
+            ctx.out.transmits.push_back(super::Transmit {
+                local: self.path.local,
+                remote: self.path.remote,
+                payload: vec![0xff],
+            });
+            self.keepalive_at = Some(now + timers.nat_keepalive);
+        }
+        self.start_next_request(ctx);
+    }
+
+    // ------------------------------------------------------------------
+    // teardown
+
+    fn delete_child_kernel(&self, ctx: &mut Ctx<'_>, c: &Child, others_share_reqid: bool) {
+        ctx.kernel(KernelAction::DeleteChildSa {
+            reqid: c.reqid,
+            local: self.path.local.ip(),
+            remote: self.path.remote.ip(),
+            inbound_spi: c.inbound_spi,
+            outbound_spi: c.outbound_spi,
+            remove_policies: !others_share_reqid,
+        });
+        ctx.event(Event::ChildSaDeleted {
+            sa: self.id,
+            inbound_spi: c.inbound_spi,
+        });
+    }
+
+    fn remove_child(&mut self, ctx: &mut Ctx<'_>, inbound_spi: u32) -> bool {
+        let Some(pos) = self
+            .children
+            .iter()
+            .position(|c| c.inbound_spi == inbound_spi)
+        else {
+            return false;
+        };
+        let c = self.children.remove(pos);
+        let shared = self.children.iter().any(|o| o.reqid == c.reqid);
+        self.delete_child_kernel(ctx, &c, shared);
+        true
+    }
+
+    fn destroy(&mut self, ctx: &mut Ctx<'_>, reason: DeleteReason) {
+        let spis: Vec<u32> = self.children.iter().map(|c| c.inbound_spi).collect();
+        for spi in spis {
+            self.remove_child(ctx, spi);
+        }
+        info!(sa = self.id, ?reason, "IKE SA deleted");
+        ctx.event(Event::IkeSaDeleted {
+            sa: self.id,
+            reason,
+        });
+        self.dead = true;
+        self.outstanding = None;
+        self.queue.clear();
+    }
+
+    pub(super) fn delete(&mut self, ctx: &mut Ctx<'_>) {
+        match self.state {
+            State::Established => {
+                self.queue.clear();
+                self.queue.push_back(Pending::DeleteIke);
+                self.start_next_request(ctx);
+            }
+            State::Deleting => {}
+            State::Rekeyed => self.destroy(ctx, DeleteReason::Rekeyed),
+            State::InitSent | State::InitReplied | State::AuthSent => {
+                self.destroy(ctx, DeleteReason::Local)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // commands
+
+    pub(super) fn command_rekey_ike(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), super::CommandError> {
+        if !self.established() {
+            return Err(super::CommandError::NotEstablished(self.id));
+        }
+        self.queue.push_back(Pending::RekeyIke);
+        self.start_next_request(ctx);
+        Ok(())
+    }
+
+    pub(super) fn command_rekey_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        spi: u32,
+    ) -> Result<(), super::CommandError> {
+        if !self.established() {
+            return Err(super::CommandError::NotEstablished(self.id));
+        }
+        if !self.children.iter().any(|c| c.inbound_spi == spi) {
+            return Err(super::CommandError::UnknownChild {
+                sa: self.id,
+                what: format!("{spi:#010x}"),
+            });
+        }
+        self.queue.push_back(Pending::RekeyChild(spi));
+        self.start_next_request(ctx);
+        Ok(())
+    }
+
+    pub(super) fn command_create_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cfg: usize,
+    ) -> Result<(), super::CommandError> {
+        if !self.established() {
+            return Err(super::CommandError::NotEstablished(self.id));
+        }
+        if cfg >= self.conn(ctx).children.len() {
+            return Err(super::CommandError::UnknownChild {
+                sa: self.id,
+                what: format!("config #{cfg}"),
+            });
+        }
+        self.queue.push_back(Pending::CreateChild(cfg));
+        self.start_next_request(ctx);
+        Ok(())
+    }
+
+    pub(super) fn command_dpd(&mut self, ctx: &mut Ctx<'_>) -> Result<(), super::CommandError> {
+        if !self.established() {
+            return Err(super::CommandError::NotEstablished(self.id));
+        }
+        self.queue.push_back(Pending::Dpd);
+        self.start_next_request(ctx);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // message plumbing
+
+    fn header(&self, exchange: ExchangeType, message_id: u32, response: bool) -> Header {
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: proto::PayloadType::NONE,
+            version: 0x20,
+            exchange,
+            flags: if self.initiator { flags::INITIATOR } else { 0 }
+                | if response { flags::RESPONSE } else { 0 },
+            message_id,
+            length: 0,
+        }
+    }
+
+    fn seal(&mut self, header: Header, payloads: &[Payload]) -> Option<Vec<u8>> {
+        let keys = self.keys.as_ref()?;
+        let key = if self.initiator {
+            &keys.sk_ei
+        } else {
+            &keys.sk_er
+        };
+        self.iv += 1;
+        match crypto::seal_message(header, payloads, keys.aead, key, self.iv.to_be_bytes()) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(sa = self.id, error = %e, "cannot encrypt message");
+                None
+            }
+        }
+    }
+
+    fn open(&self, bytes: &[u8], msg: &Message) -> Result<Vec<Payload>, crypto::CryptoError> {
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or(crypto::CryptoError::NotEncrypted)?;
+        let key = if self.initiator {
+            &keys.sk_er
+        } else {
+            &keys.sk_ei
+        };
+        crypto::open_message(bytes, msg, keys.aead, key)
+    }
+
+    fn send_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+        request: Request,
+    ) {
+        let msg_id = self.next_msg_id;
+        let Some(bytes) = self.seal(self.header(exchange, msg_id, false), payloads) else {
+            return;
+        };
+        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        ctx.send(self.path, ctx.config.nat_t_port, &bytes);
+        let timeout = self.conn(ctx).timers.retransmit_timeout;
+        self.outstanding = Some(Outstanding {
+            msg_id,
+            exchange,
+            bytes,
+            request: Some(request),
+            sent: 1,
+            next: ctx.now + timeout,
+        });
+    }
+
+    fn respond(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        msg_id: u32,
+        payloads: &[Payload],
+    ) {
+        let Some(bytes) = self.seal(self.header(exchange, msg_id, true), payloads) else {
+            return;
+        };
+        ctx.send(self.path, ctx.config.nat_t_port, &bytes);
+        self.cached_response = Some((msg_id, bytes));
+    }
+
+    fn encap(&self) -> Option<UdpEncap> {
+        (self.local_nat || self.remote_nat).then_some(UdpEncap {
+            local_port: self.path.local.port(),
+            remote_port: self.path.remote.port(),
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // IKE_SA_INIT, initiator
+
+    pub(super) fn initiate(ctx: &mut Ctx<'_>, conn: usize, path: Path) -> Option<Self> {
+        let spi_i = ctx.spi64()?;
+        let mut sa = IkeSa::blank(spi_i, conn, true, path, ctx.now);
+        sa.spi_i = spi_i;
+        sa.ni = ctx.random::<32>()?.to_vec();
+        let group = sa.conn(ctx).ike_proposals.first()?.dh.first().copied()?;
+        sa.share = Some(KeyShare::generate(group, ctx.rng).ok()?);
+        info!(sa = sa.id, conn = %sa.conn(ctx).name, remote = %path.remote, "initiating IKE SA");
+        sa.send_init(ctx);
+        Some(sa)
+    }
+
+    fn send_init(&mut self, ctx: &mut Ctx<'_>) {
+        let conn = self.conn(ctx);
+        let Some(share) = self.share.as_ref() else {
+            return;
+        };
+        let mut payloads = Vec::new();
+        if let Some(c) = &self.cookie {
+            // §2.6: the COOKIE notify MUST be the first payload.
+            payloads.push(notify(NotifyType::COOKIE, c.clone()));
+        }
+        payloads.push(Payload::Sa(
+            conn.ike_proposals
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.to_wire(i as u8 + 1, vec![]))
+                .collect(),
+        ));
+        payloads.push(Payload::Ke(KeyExchange {
+            group: share.group().number(),
+            data: share.public().to_vec(),
+        }));
+        payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.push(notify(
+            NotifyType::NAT_DETECTION_SOURCE_IP,
+            crypto::nat_detection_hash(self.spi_i, 0, self.path.local),
+        ));
+        payloads.push(notify(
+            NotifyType::NAT_DETECTION_DESTINATION_IP,
+            crypto::nat_detection_hash(self.spi_i, 0, self.path.remote),
+        ));
+        let msg = Message {
+            header: self.header(ExchangeType::IKE_SA_INIT, 0, false),
+            payloads,
+        };
+        let bytes = msg.encode();
+        ctx.send(self.path, ctx.config.nat_t_port, &bytes);
+        self.init_request = bytes.clone();
+        self.state = State::InitSent;
+        self.outstanding = Some(Outstanding {
+            msg_id: 0,
+            exchange: ExchangeType::IKE_SA_INIT,
+            bytes,
+            request: None,
+            sent: 1,
+            next: ctx.now + conn.timers.retransmit_timeout,
+        });
+    }
+
+    fn handle_init_response(&mut self, ctx: &mut Ctx<'_>, path: Path, bytes: &[u8], msg: &Message) {
+        let conn = self.conn(ctx);
+        let p = &msg.payloads;
+        if let Some(c) = notify_of(p, NotifyType::COOKIE) {
+            if self.init_restarts >= MAX_INIT_RESTARTS || c.data.is_empty() || c.data.len() > 64 {
+                return;
+            }
+            debug!(
+                sa = self.id,
+                "responder demands a cookie, restarting IKE_SA_INIT"
+            );
+            self.init_restarts += 1;
+            self.cookie = Some(c.data.clone());
+            self.send_init(ctx);
+            return;
+        }
+        if let Some(g) =
+            notify_of(p, NotifyType::INVALID_KE_PAYLOAD).and_then(Notify::invalid_ke_group)
+        {
+            let acceptable = conn
+                .ike_proposals
+                .iter()
+                .flat_map(|p| p.dh.iter())
+                .any(|d| d.number() == g);
+            let current = self.share.as_ref().map(|s| s.group().number());
+            match DhGroup::from_number(g) {
+                Some(group)
+                    if acceptable
+                        && current != Some(g)
+                        && self.init_restarts < MAX_INIT_RESTARTS =>
+                {
+                    debug!(
+                        sa = self.id,
+                        ?group,
+                        "INVALID_KE_PAYLOAD, retrying with the responder's group"
+                    );
+                    self.init_restarts += 1;
+                    let Ok(share) = KeyShare::generate(group, ctx.rng) else {
+                        return;
+                    };
+                    self.share = Some(share);
+                    self.send_init(ctx);
+                }
+                _ => self.destroy(ctx, DeleteReason::Negotiation),
+            }
+            return;
+        }
+        if let Some(err) = first_error(p) {
+            warn!(sa = self.id, notify = ?err, "IKE_SA_INIT refused");
+            self.destroy(ctx, DeleteReason::PeerError(err));
+            return;
+        }
+        let (Some(props), Some(ke), Some(nr)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
+            ctx.stats.unexpected += 1;
+            return;
+        };
+        let suite = match props.as_slice() {
+            [one] => proposal::ike_suite_from_wire(one).filter(|s| {
+                conn.ike_proposals
+                    .iter()
+                    .any(|ours| ours.select(one) == Some(*s))
+            }),
+            _ => None,
+        };
+        let Some(suite) = suite.filter(|s| Some(s.dh) == self.share.as_ref().map(KeyShare::group))
+        else {
+            warn!(sa = self.id, "responder chose a proposal we did not offer");
+            self.destroy(ctx, DeleteReason::Negotiation);
+            return;
+        };
+        if msg.header.spi_r == 0 || ke.group != suite.dh.number() {
+            self.destroy(ctx, DeleteReason::Negotiation);
+            return;
+        }
+        let Some(share) = self.share.take() else {
+            return;
+        };
+        let shared = match share.agree(&ke.data) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(sa = self.id, error = %e, "key exchange failed");
+                self.destroy(ctx, DeleteReason::Negotiation);
+                return;
+            }
+        };
+        self.spi_r = msg.header.spi_r;
+        let Ok(keys) = IkeKeys::derive(
+            suite.prf, suite.encr, &self.ni, &nr, &shared, self.spi_i, self.spi_r,
+        ) else {
+            return;
+        };
+        self.keys = Some(keys);
+        self.suite = Some(suite);
+        self.nr = nr;
+        self.init_response = bytes.to_vec();
+        self.outstanding = None;
+        self.detect_nat(ctx, path, &msg.header, p);
+        // §2.23 and RFC 4555 §3.3: switch to port 4500 for IKE_AUTH when a
+        // NAT is detected or MOBIKE is offered.
+        if self.local_nat || self.remote_nat || conn.mobike {
+            self.path.local.set_port(ctx.config.nat_t_port);
+            self.path.remote.set_port(ctx.config.nat_t_port);
+        }
+        self.send_auth(ctx);
+    }
+
+    fn detect_nat(&mut self, ctx: &mut Ctx<'_>, path: Path, h: &Header, p: &[Payload]) {
+        let src: Vec<&Notify> = proto::notifies(p)
+            .filter(|n| n.ty == NotifyType::NAT_DETECTION_SOURCE_IP)
+            .collect();
+        let dst = notify_of(p, NotifyType::NAT_DETECTION_DESTINATION_IP);
+        if src.is_empty() || dst.is_none() {
+            return; // peer does not do NAT-T
+        }
+        self.local_nat =
+            dst.is_some_and(|d| d.data != crypto::nat_detection_hash(h.spi_i, h.spi_r, path.local));
+        let theirs = crypto::nat_detection_hash(h.spi_i, h.spi_r, path.remote);
+        self.remote_nat = !src.iter().any(|n| n.data == theirs);
+        if self.local_nat || self.remote_nat {
+            ctx.event(Event::NatDetected {
+                sa: self.id,
+                local_behind_nat: self.local_nat,
+                remote_behind_nat: self.remote_nat,
+            });
+        }
+        if self.local_nat {
+            self.keepalive_at = Some(ctx.now + self.conn(ctx).timers.nat_keepalive);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // IKE_SA_INIT, responder
+
+    pub(super) fn respond_init(
+        ctx: &mut Ctx<'_>,
+        path: Path,
+        bytes: &[u8],
+        msg: &Message,
+        half_open: usize,
+        cookie_secret: &[u8; 32],
+    ) -> Option<Self> {
+        let h = msg.header;
+        let p = &msg.payloads;
+        if h.message_id != 0 {
+            ctx.stats.unexpected += 1;
+            return None;
+        }
+        if let Some(ty) = unknown_critical(p) {
+            init_error_response(
+                ctx,
+                path,
+                &h,
+                notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![ty]),
+            );
+            return None;
+        }
+        let (Some(props), Some(ke), Some(ni)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
+            init_error_response(ctx, path, &h, notify(NotifyType::INVALID_SYNTAX, vec![]));
+            return None;
+        };
+        if half_open >= ctx.config.cookie_threshold {
+            let expected = cookie_for(cookie_secret, &ni, path.remote, h.spi_i);
+            let got = match p.first() {
+                Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE => Some(&n.data),
+                _ => None,
+            };
+            if got.is_none_or(|c| !crypto::verify_mac(&expected, c)) {
+                ctx.stats.cookies_sent += 1;
+                init_error_response(ctx, path, &h, notify(NotifyType::COOKIE, expected));
+                return None;
+            }
+        }
+        // First connection that accepts one of the offered proposals.
+        let choice = ctx
+            .config
+            .connections
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| {
+                if c.remote_addr.is_some_and(|a| a.ip() != path.remote.ip()) {
+                    return None;
+                }
+                props.iter().find_map(|offered| {
+                    c.ike_proposals.iter().find_map(|ours| {
+                        let mut s = ours.select(offered)?;
+                        // Prefer the group the initiator already sent a KE for.
+                        if let Some(g) = DhGroup::from_number(ke.group)
+                            && ours.dh.contains(&g)
+                            && (proposal::IkeProposal {
+                                encr: vec![s.encr],
+                                prf: vec![s.prf],
+                                dh: vec![g],
+                            })
+                            .select(offered)
+                            .is_some()
+                        {
+                            s.dh = g;
+                        }
+                        Some((i, offered.number, s))
+                    })
+                })
+            });
+        let Some((conn, number, suite)) = choice else {
+            debug!(remote = %path.remote, "IKE_SA_INIT: no proposal chosen");
+            init_error_response(
+                ctx,
+                path,
+                &h,
+                notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![]),
+            );
+            return None;
+        };
+        if ke.group != suite.dh.number() {
+            init_error_response(
+                ctx,
+                path,
+                &h,
+                notify(
+                    NotifyType::INVALID_KE_PAYLOAD,
+                    suite.dh.number().to_be_bytes().to_vec(),
+                ),
+            );
+            return None;
+        }
+        let spi_r = ctx.spi64()?;
+        let mut sa = IkeSa::blank(spi_r, conn, false, path, ctx.now);
+        sa.spi_i = h.spi_i;
+        sa.spi_r = spi_r;
+        sa.ni = ni;
+        sa.nr = ctx.random::<32>()?.to_vec();
+        let share = KeyShare::generate(suite.dh, ctx.rng).ok()?;
+        let public = share.public().to_vec();
+        let shared = match share.agree(&ke.data) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(remote = %path.remote, error = %e, "IKE_SA_INIT: bad KE");
+                init_error_response(ctx, path, &h, notify(NotifyType::INVALID_SYNTAX, vec![]));
+                return None;
+            }
+        };
+        sa.keys = Some(
+            IkeKeys::derive(
+                suite.prf, suite.encr, &sa.ni, &sa.nr, &shared, sa.spi_i, sa.spi_r,
+            )
+            .ok()?,
+        );
+        sa.suite = Some(suite);
+        sa.detect_nat(ctx, path, &h, p);
+        let payloads = vec![
+            Payload::Sa(vec![proposal::ike_suite_to_wire(suite, number, vec![])]),
+            Payload::Ke(KeyExchange {
+                group: suite.dh.number(),
+                data: public,
+            }),
+            Payload::Nonce(sa.nr.clone()),
+            notify(
+                NotifyType::NAT_DETECTION_SOURCE_IP,
+                crypto::nat_detection_hash(sa.spi_i, sa.spi_r, path.local),
+            ),
+            notify(
+                NotifyType::NAT_DETECTION_DESTINATION_IP,
+                crypto::nat_detection_hash(sa.spi_i, sa.spi_r, path.remote),
+            ),
+        ];
+        let out = Message {
+            header: sa.header(ExchangeType::IKE_SA_INIT, 0, true),
+            payloads,
+        }
+        .encode();
+        ctx.send(path, ctx.config.nat_t_port, &out);
+        sa.init_request = bytes.to_vec();
+        sa.init_response = out.clone();
+        sa.cached_response = Some((0, out));
+        sa.peer_next_msg_id = 1;
+        sa.state = State::InitReplied;
+        sa.half_open_peer = Some((path.remote, h.spi_i));
+        sa.expires = Some(ctx.now + ctx.config.half_open_timeout);
+        debug!(sa = sa.id, remote = %path.remote, ?suite, "IKE_SA_INIT answered");
+        Some(sa)
+    }
+
+    pub(super) fn replay_init_response(&mut self, ctx: &mut Ctx<'_>, request: &[u8]) {
+        if self.state == State::InitReplied && request == self.init_request.as_slice() {
+            if let Some((_, r)) = &self.cached_response {
+                ctx.stats.replayed_responses += 1;
+                ctx.send(self.path, ctx.config.nat_t_port, r);
+            }
+        } else {
+            ctx.stats.unexpected += 1;
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // IKE_AUTH
+
+    fn child_offer(
+        &self,
+        ctx: &mut Ctx<'_>,
+        cfg: usize,
+        rekey_of: Option<&Child>,
+        pfs: bool,
+    ) -> Option<ChildOffer> {
+        let child = self.conn(ctx).children.get(cfg)?;
+        let group = if pfs {
+            child
+                .esp_proposals
+                .first()
+                .and_then(|p| p.dh.first().copied())
+        } else {
+            None
+        };
+        let share = match group {
+            Some(g) => Some(KeyShare::generate(g, ctx.rng).ok()?),
+            None => None,
+        };
+        Some(ChildOffer {
+            cfg,
+            spi: ctx.spi32()?,
+            nonce: ctx.random::<32>()?.to_vec(),
+            share,
+            rekey_of: rekey_of.map(|c| c.inbound_spi),
+            local_ts: rekey_of.map_or_else(|| child.local_ts.clone(), |c| c.local_ts.clone()),
+            remote_ts: rekey_of.map_or_else(|| child.remote_ts.clone(), |c| c.remote_ts.clone()),
+        })
+    }
+
+    fn child_payloads(&self, ctx: &Ctx<'_>, offer: &ChildOffer) -> Vec<Payload> {
+        let child = &self.conn(ctx).children[offer.cfg];
+        let with_dh = offer.share.is_some();
+        vec![
+            Payload::Sa(
+                child
+                    .esp_proposals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| p.to_wire(i as u8 + 1, offer.spi, with_dh))
+                    .collect(),
+            ),
+            Payload::TsI(offer.local_ts.clone()),
+            Payload::TsR(offer.remote_ts.clone()),
+        ]
+    }
+
+    fn send_auth(&mut self, ctx: &mut Ctx<'_>) {
+        let conn = self.conn(ctx);
+        let Some(keys) = self.keys.as_ref() else {
+            return;
+        };
+        let id_body = proto::id_payload_body(&conn.local_id);
+        let auth = keys.psk_auth(&conn.psk, true, &self.init_request, &self.nr, &id_body);
+        let mut payloads = vec![
+            Payload::IdI(conn.local_id.clone()),
+            Payload::IdR(conn.remote_id.clone()),
+            Payload::Auth(Authentication {
+                method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE,
+                data: auth,
+            }),
+        ];
+        if conn.mobike {
+            payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
+        }
+        let offer = if conn.children.is_empty() {
+            None
+        } else {
+            self.child_offer(ctx, 0, None, false)
+        };
+        if let Some(o) = &offer {
+            payloads.extend(self.child_payloads(ctx, o));
+        }
+        self.state = State::AuthSent;
+        self.send_request(ctx, ExchangeType::IKE_AUTH, &payloads, Request::Auth(offer));
+    }
+
+    fn respond_auth(&mut self, ctx: &mut Ctx<'_>, msg_id: u32, p: &[Payload]) {
+        let idi = find(p, |x| match x {
+            Payload::IdI(i) => Some(i.clone()),
+            _ => None,
+        });
+        let auth = find(p, |x| match x {
+            Payload::Auth(a) => Some(a.clone()),
+            _ => None,
+        });
+        let (Some(idi), Some(auth)) = (idi, auth) else {
+            self.respond(
+                ctx,
+                ExchangeType::IKE_AUTH,
+                msg_id,
+                &[notify(NotifyType::INVALID_SYNTAX, vec![])],
+            );
+            self.destroy(ctx, DeleteReason::Negotiation);
+            return;
+        };
+        let Some(suite) = self.suite else { return };
+        // The connection: same peer identity, same IKE algorithms acceptable.
+        let cfg: &super::EndpointConfig = ctx.config;
+        let wire = proposal::ike_suite_to_wire(suite, 1, vec![]);
+        let conn = cfg.connections.iter().enumerate().find(|(_, c)| {
+            c.remote_id == idi
+                && c.remote_addr
+                    .is_none_or(|a| a.ip() == self.path.remote.ip())
+                && c.ike_proposals.iter().any(|p| p.select(&wire).is_some())
+        });
+        let verified = conn.and_then(|(i, c)| {
+            let keys = self.keys.as_ref()?;
+            let expected = keys.psk_auth(
+                &c.psk,
+                true,
+                &self.init_request,
+                &self.nr,
+                &proto::id_payload_body(&idi),
+            );
+            (auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
+                && crypto::verify_mac(&expected, &auth.data))
+            .then_some(i)
+        });
+        let Some(conn_idx) = verified else {
+            warn!(sa = self.id, peer = %String::from_utf8_lossy(&idi.data), "IKE_AUTH: authentication of the peer failed");
+            self.respond(
+                ctx,
+                ExchangeType::IKE_AUTH,
+                msg_id,
+                &[notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
+            );
+            self.destroy(ctx, DeleteReason::AuthenticationFailed);
+            return;
+        };
+        self.conn = conn_idx;
+        let conn = self.conn(ctx);
+        let Some(keys) = self.keys.as_ref() else {
+            return;
+        };
+        let our_auth = keys.psk_auth(
+            &conn.psk,
+            false,
+            &self.init_response,
+            &self.ni,
+            &proto::id_payload_body(&conn.local_id),
+        );
+        self.peer_mobike = conn.mobike && notify_of(p, NotifyType::MOBIKE_SUPPORTED).is_some();
+        let mut payloads = vec![
+            Payload::IdR(conn.local_id.clone()),
+            Payload::Auth(Authentication {
+                method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE,
+                data: our_auth,
+            }),
+        ];
+        if self.peer_mobike {
+            payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
+        }
+        let (ni, nr) = (self.ni.clone(), self.nr.clone());
+        let child = if sa_of(p).is_some() {
+            Some(self.accept_child(ctx, p, None, &ni, &nr, true))
+        } else {
+            None
+        };
+        match &child {
+            Some(Ok((payl, _, _))) => payloads.extend(payl.iter().cloned()),
+            Some(Err(n)) => payloads.push(notify(*n, vec![])),
+            None => {}
+        }
+        self.respond(ctx, ExchangeType::IKE_AUTH, msg_id, &payloads);
+        self.become_established(ctx);
+        if let Some(Ok((_, c, keys))) = child {
+            self.install_child(ctx, c, keys, false);
+        } else if let Some(Err(n)) = child {
+            ctx.event(Event::ChildSaFailed {
+                sa: self.id,
+                child: String::new(),
+                reason: n,
+            });
+        }
+    }
+
+    fn become_established(&mut self, ctx: &mut Ctx<'_>) {
+        let conn = self.conn(ctx);
+        self.state = State::Established;
+        self.expires = None;
+        self.half_open_peer = None;
+        self.init_request = Vec::new();
+        self.rekey_at = conn.timers.ike_rekey_time.map(|t| ctx.now + t);
+        info!(sa = self.id, conn = %conn.name, local = %self.path.local, remote = %self.path.remote, "IKE SA established");
+        ctx.event(Event::IkeSaEstablished {
+            sa: self.id,
+            connection: conn.name.clone(),
+            initiator: self.initiator,
+            path: self.path,
+            mobike: self.peer_mobike,
+        });
+    }
+
+    fn handle_auth_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        offer: Option<ChildOffer>,
+        p: &[Payload],
+    ) {
+        let conn = self.conn(ctx);
+        let idr = find(p, |x| match x {
+            Payload::IdR(i) => Some(i.clone()),
+            _ => None,
+        });
+        let auth = find(p, |x| match x {
+            Payload::Auth(a) => Some(a.clone()),
+            _ => None,
+        });
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            let reason = match first_error(p) {
+                Some(NotifyType::AUTHENTICATION_FAILED) => DeleteReason::AuthenticationFailed,
+                Some(n) => DeleteReason::PeerError(n),
+                None => DeleteReason::Negotiation,
+            };
+            warn!(sa = self.id, ?reason, "IKE_AUTH refused by the peer");
+            self.destroy(ctx, reason);
+            return;
+        };
+        let ok = idr == conn.remote_id
+            && auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
+            && self.keys.as_ref().is_some_and(|k| {
+                let expected = k.psk_auth(
+                    &conn.psk,
+                    false,
+                    &self.init_response,
+                    &self.ni,
+                    &proto::id_payload_body(&idr),
+                );
+                crypto::verify_mac(&expected, &auth.data)
+            });
+        if !ok {
+            warn!(
+                sa = self.id,
+                "IKE_AUTH: the responder's AUTH does not verify"
+            );
+            // §2.21.2: tell the peer, once, then forget the SA.
+            let payloads = [notify(NotifyType::AUTHENTICATION_FAILED, vec![])];
+            let msg_id = self.next_msg_id;
+            if let Some(b) = self.seal(
+                self.header(ExchangeType::INFORMATIONAL, msg_id, false),
+                &payloads,
+            ) {
+                ctx.send(self.path, ctx.config.nat_t_port, &b);
+            }
+            self.destroy(ctx, DeleteReason::AuthenticationFailed);
+            return;
+        }
+        self.peer_mobike = conn.mobike && notify_of(p, NotifyType::MOBIKE_SUPPORTED).is_some();
+        self.become_established(ctx);
+        if let Some(offer) = offer {
+            self.complete_child(ctx, offer, p, true);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // CHILD_SAs
+
+    /// Responder side of a CHILD_SA negotiation (IKE_AUTH or
+    /// CREATE_CHILD_SA): picks child config, proposal and selectors.
+    /// Returns the payloads of the answer and the CHILD_SA to install.
+    fn accept_child(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &[Payload],
+        rekeying: Option<&Child>,
+        ni: &[u8],
+        nr: &[u8],
+        in_auth: bool,
+    ) -> Result<(Vec<Payload>, Child, ChildKeys), NotifyType> {
+        let conn = self.conn(ctx);
+        let props = sa_of(p).ok_or(NotifyType::INVALID_SYNTAX)?;
+        let (tsi, tsr) = ts_of(p).ok_or(NotifyType::INVALID_SYNTAX)?;
+        let ke = ke_of(p);
+        let mut chosen = None;
+        let mut reason = NotifyType::TS_UNACCEPTABLE;
+        for (ci, child) in conn.children.iter().enumerate() {
+            if rekeying.is_some_and(|r| r.cfg != ci) {
+                continue;
+            }
+            // TSi are the initiator's (= the peer's) selectors.
+            let remote_ts = config::narrow(tsi, &child.remote_ts);
+            let local_ts = config::narrow(tsr, &child.local_ts);
+            if remote_ts.is_empty() || local_ts.is_empty() {
+                continue;
+            }
+            reason = NotifyType::NO_PROPOSAL_CHOSEN;
+            let pick = props.iter().find_map(|offered| {
+                child
+                    .esp_proposals
+                    .iter()
+                    .find_map(|ours| Some((offered, ours.select(offered, ke.is_some())?)))
+            });
+            if let Some((offered, suite)) = pick {
+                chosen = Some((ci, offered, suite, local_ts, remote_ts));
+                break;
+            }
+        }
+        let (ci, offered, suite, local_ts, remote_ts) = chosen.ok_or(reason)?;
+        let peer_spi = u32::from_be_bytes(
+            offered
+                .spi
+                .as_slice()
+                .try_into()
+                .map_err(|_| NotifyType::INVALID_SYNTAX)?,
+        );
+        let mut payloads = Vec::new();
+        let mut shared = None;
+        let spi = ctx.spi32().ok_or(NotifyType::TEMPORARY_FAILURE)?;
+        payloads.push(Payload::Sa(vec![proposal::esp_suite_to_wire(
+            suite,
+            offered.number,
+            spi,
+        )]));
+        if !in_auth {
+            // CREATE_CHILD_SA answer: SA, Nr, [KEr], TSi, TSr (§1.3.1).
+            payloads.push(Payload::Nonce(nr.to_vec()));
+        }
+        if let (Some(g), Some(ke)) = (suite.dh, ke) {
+            if ke.group != g.number() {
+                return Err(NotifyType::INVALID_KE_PAYLOAD);
+            }
+            let s = KeyShare::generate(g, ctx.rng).map_err(|_| NotifyType::TEMPORARY_FAILURE)?;
+            payloads.push(Payload::Ke(KeyExchange {
+                group: g.number(),
+                data: s.public().to_vec(),
+            }));
+            shared = Some(s.agree(&ke.data).map_err(|_| NotifyType::INVALID_SYNTAX)?);
+        }
+        payloads.push(Payload::TsI(remote_ts.clone()));
+        payloads.push(Payload::TsR(local_ts.clone()));
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or(NotifyType::TEMPORARY_FAILURE)?
+            .child_keys(suite.encr, shared.as_deref(), ni, nr)
+            .map_err(|_| NotifyType::TEMPORARY_FAILURE)?;
+        let reqid = rekeying.map_or_else(|| ctx.reqid(), |r| r.reqid);
+        let child = Child {
+            cfg: ci,
+            reqid,
+            inbound_spi: spi,
+            outbound_spi: peer_spi,
+            suite,
+            local_ts,
+            remote_ts,
+            state: ChildState::Installed,
+            rekey_at: conn.children[ci].rekey_time.map(|t| ctx.now + t),
+            rekey_origin: rekeying.map(|r| RekeyOrigin {
+                old_inbound_spi: r.inbound_spi,
+                min_nonce: min_nonce(ni, nr),
+                by_us: false,
+            }),
+        };
+        Ok((payloads, child, keys))
+    }
+
+    /// Hands the CHILD_SA to the kernel. Keys are not kept on the `Child`.
+    /// `we_initiated`: we initiated the exchange that made it, so our
+    /// inbound key is the responder-to-initiator one (§2.17).
+    fn install_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        child: Child,
+        keys: ChildKeys,
+        we_initiated: bool,
+    ) {
+        let (inbound_key, outbound_key) = if we_initiated {
+            (keys.r_to_i, keys.i_to_r)
+        } else {
+            (keys.i_to_r, keys.r_to_i)
+        };
+        let conn = self.conn(ctx);
+        let name = conn
+            .children
+            .get(child.cfg)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        ctx.kernel(KernelAction::InstallChildSa(Box::new(ChildSaInstall {
+            ike_sa: self.id,
+            name: name.clone(),
+            reqid: child.reqid,
+            mode: Mode::Tunnel,
+            local: self.path.local.ip(),
+            remote: self.path.remote.ip(),
+            encap: self.encap(),
+            inbound: EspSa {
+                spi: child.inbound_spi,
+                aead: child.suite.encr,
+                key: inbound_key,
+            },
+            outbound: EspSa {
+                spi: child.outbound_spi,
+                aead: child.suite.encr,
+                key: outbound_key,
+            },
+            esn: child.suite.esn == proposal::Esn::Yes,
+            local_ts: child.local_ts.clone(),
+            remote_ts: child.remote_ts.clone(),
+        })));
+        info!(sa = self.id, child = %name, inbound = format_args!("{:#010x}", child.inbound_spi),
+              outbound = format_args!("{:#010x}", child.outbound_spi), "CHILD_SA installed");
+        if let Some(origin) = child.rekey_origin.clone() {
+            ctx.event(Event::ChildSaRekeyed {
+                sa: self.id,
+                old_inbound_spi: origin.old_inbound_spi,
+                new_inbound_spi: child.inbound_spi,
+            });
+        } else {
+            ctx.event(Event::ChildSaEstablished {
+                sa: self.id,
+                child: name,
+                inbound_spi: child.inbound_spi,
+                outbound_spi: child.outbound_spi,
+            });
+        }
+        let new_spi = child.inbound_spi;
+        self.children.push(child);
+        self.resolve_rekey_collision(new_spi);
+    }
+
+    /// §2.8.1: when both ends rekeyed the same CHILD_SA, the new SA made with
+    /// the lowest of the four nonces is deleted by whoever initiated it.
+    fn resolve_rekey_collision(&mut self, new_spi: u32) {
+        let Some(origin) = self
+            .children
+            .iter()
+            .find(|c| c.inbound_spi == new_spi)
+            .and_then(|c| c.rekey_origin.clone())
+        else {
+            return;
+        };
+        let sibling = self.children.iter().find(|c| {
+            c.inbound_spi != new_spi
+                && c.rekey_origin.as_ref().is_some_and(|o| {
+                    o.old_inbound_spi == origin.old_inbound_spi && o.by_us != origin.by_us
+                })
+        });
+        let Some(sibling) = sibling else { return };
+        let sib_origin = sibling.rekey_origin.clone();
+        let sib_spi = sibling.inbound_spi;
+        let Some(sib_origin) = sib_origin else { return };
+        let (loser_spi, loser_by_us) = if origin.min_nonce < sib_origin.min_nonce {
+            (new_spi, origin.by_us)
+        } else {
+            (sib_spi, sib_origin.by_us)
+        };
+        debug!(
+            sa = self.id,
+            loser = format_args!("{loser_spi:#010x}"),
+            by_us = loser_by_us,
+            "CHILD_SA rekey collision"
+        );
+        if loser_by_us {
+            if let Some(c) = self
+                .children
+                .iter_mut()
+                .find(|c| c.inbound_spi == loser_spi)
+            {
+                c.state = ChildState::Rekeyed;
+                c.rekey_at = None;
+            }
+            self.queue.push_back(Pending::DeleteChild(vec![loser_spi]));
+        }
+        // Both new SAs are now known: forget the collision bookkeeping.
+        for c in &mut self.children {
+            if c.inbound_spi == new_spi || c.inbound_spi == sib_spi {
+                c.rekey_origin = None;
+            }
+        }
+    }
+
+    /// Initiator side: the peer's answer to our CHILD_SA offer.
+    /// `in_auth`: the CHILD_SA came with IKE_AUTH and uses the IKE SA's
+    /// nonces; otherwise the exchange's own.
+    fn complete_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        offer: ChildOffer,
+        p: &[Payload],
+        in_auth: bool,
+    ) {
+        let conn = self.conn(ctx);
+        let name = conn
+            .children
+            .get(offer.cfg)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let fail = |ctx: &mut Ctx<'_>, sa: &mut IkeSa, reason: NotifyType| {
+            warn!(sa = sa.id, child = %name, ?reason, "CHILD_SA not created");
+            if let Some(old) = offer.rekey_of
+                && let Some(c) = sa
+                    .children
+                    .iter_mut()
+                    .find(|c| c.inbound_spi == old && c.state == ChildState::Rekeying)
+            {
+                c.state = ChildState::Installed;
+            }
+            ctx.event(Event::ChildSaFailed {
+                sa: sa.id,
+                child: name.clone(),
+                reason,
+            });
+        };
+        if let Some(err) = first_error(p) {
+            fail(ctx, self, err);
+            return;
+        }
+        let child_cfg = &conn.children[offer.cfg];
+        let (Some(props), Some((tsi, tsr))) = (sa_of(p), ts_of(p)) else {
+            fail(ctx, self, NotifyType::INVALID_SYNTAX);
+            return;
+        };
+        let with_dh = offer.share.is_some();
+        let suite = match props.as_slice() {
+            [one] => child_cfg
+                .esp_proposals
+                .iter()
+                .find_map(|ours| ours.select(one, with_dh))
+                .map(|s| (one, s)),
+            _ => None,
+        };
+        let ts_ok = !tsi.is_empty()
+            && !tsr.is_empty()
+            && tsi
+                .iter()
+                .all(|t| offer.local_ts.iter().any(|o| config::ts_contains(o, t)))
+            && tsr
+                .iter()
+                .all(|t| offer.remote_ts.iter().any(|o| config::ts_contains(o, t)));
+        let Some((chosen, suite)) = suite.filter(|_| ts_ok) else {
+            fail(
+                ctx,
+                self,
+                if ts_ok {
+                    NotifyType::NO_PROPOSAL_CHOSEN
+                } else {
+                    NotifyType::TS_UNACCEPTABLE
+                },
+            );
+            // The responder installed it: delete it again.
+            if let [one] = props.as_slice()
+                && one.spi.len() == 4
+            {
+                self.queue.push_back(Pending::DeleteChild(vec![offer.spi]));
+            }
+            return;
+        };
+        let Ok(peer_spi) = <[u8; 4]>::try_from(chosen.spi.as_slice()).map(u32::from_be_bytes)
+        else {
+            fail(ctx, self, NotifyType::INVALID_SYNTAX);
+            return;
+        };
+        let (ni, nr) = if in_auth {
+            (self.ni.clone(), self.nr.clone())
+        } else {
+            match nonce_of(p) {
+                Some(n) => (offer.nonce.clone(), n),
+                None => {
+                    fail(ctx, self, NotifyType::INVALID_SYNTAX);
+                    return;
+                }
+            }
+        };
+        let mut shared = None;
+        if let Some(share) = offer.share {
+            let Some(ke) = ke_of(p).filter(|k| k.group == share.group().number()) else {
+                fail(ctx, self, NotifyType::INVALID_KE_PAYLOAD);
+                return;
+            };
+            match share.agree(&ke.data) {
+                Ok(s) => shared = Some(s),
+                Err(_) => {
+                    fail(ctx, self, NotifyType::INVALID_SYNTAX);
+                    return;
+                }
+            }
+        }
+        let Some(keys) = self
+            .keys
+            .as_ref()
+            .and_then(|k| k.child_keys(suite.encr, shared.as_deref(), &ni, &nr).ok())
+        else {
+            return;
+        };
+        let old = offer
+            .rekey_of
+            .and_then(|spi| self.children.iter().find(|c| c.inbound_spi == spi));
+        let reqid = old.map_or_else(|| ctx.reqid(), |c| c.reqid);
+        let child = Child {
+            cfg: offer.cfg,
+            reqid,
+            inbound_spi: offer.spi,
+            outbound_spi: peer_spi,
+            suite,
+            local_ts: tsi.clone(),
+            remote_ts: tsr.clone(),
+            state: ChildState::Installed,
+            rekey_at: child_cfg.rekey_time.map(|t| ctx.now + t),
+            rekey_origin: offer.rekey_of.map(|old| RekeyOrigin {
+                old_inbound_spi: old,
+                min_nonce: min_nonce(&ni, &nr),
+                by_us: true,
+            }),
+        };
+        self.install_child(ctx, child, keys, true);
+        if let Some(old) = offer.rekey_of
+            && let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == old)
+        {
+            // The rekey's initiator deletes the old SA (§1.3.3).
+            c.state = ChildState::Rekeyed;
+            self.queue.push_back(Pending::DeleteChild(vec![old]));
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // requests we start
+
+    fn start_next_request(&mut self, ctx: &mut Ctx<'_>) {
+        while self.outstanding.is_none()
+            && matches!(self.state, State::Established | State::Rekeyed)
+            && !self.dead
+        {
+            let Some(next) = self.queue.pop_front() else {
+                return;
+            };
+            match next {
+                Pending::Dpd => {
+                    self.send_request(ctx, ExchangeType::INFORMATIONAL, &[], Request::Dpd)
+                }
+                Pending::DeleteIke => {
+                    self.state = State::Deleting;
+                    let d = Payload::Delete(Delete {
+                        protocol: ProtocolId::IKE,
+                        spi_size: 0,
+                        spis: vec![],
+                    });
+                    self.send_request(ctx, ExchangeType::INFORMATIONAL, &[d], Request::DeleteIke);
+                }
+                Pending::DeleteChild(spis) => {
+                    let spis: Vec<u32> = spis
+                        .into_iter()
+                        .filter(|s| self.children.iter().any(|c| c.inbound_spi == *s))
+                        .collect();
+                    if spis.is_empty() || self.state != State::Established {
+                        continue;
+                    }
+                    for c in &mut self.children {
+                        if spis.contains(&c.inbound_spi) {
+                            c.state = ChildState::Deleting;
+                        }
+                    }
+                    let d = Payload::Delete(Delete {
+                        protocol: ProtocolId::ESP,
+                        spi_size: 4,
+                        spis: spis.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
+                    });
+                    self.send_request(
+                        ctx,
+                        ExchangeType::INFORMATIONAL,
+                        &[d],
+                        Request::DeleteChild(spis),
+                    );
+                }
+                Pending::RekeyChild(spi) => {
+                    if self.state != State::Established {
+                        continue;
+                    }
+                    let Some(idx) = self
+                        .children
+                        .iter()
+                        .position(|c| c.inbound_spi == spi && c.state == ChildState::Installed)
+                    else {
+                        continue;
+                    };
+                    let cfg = self.children[idx].cfg;
+                    let pfs = self
+                        .conn(ctx)
+                        .children
+                        .get(cfg)
+                        .is_some_and(|c| c.esp_proposals.iter().any(|p| !p.dh.is_empty()));
+                    let Some(offer) = self.child_offer(ctx, cfg, Some(&self.children[idx]), pfs)
+                    else {
+                        continue;
+                    };
+                    self.children[idx].state = ChildState::Rekeying;
+                    let mut payloads = vec![Payload::Notify(Notify {
+                        protocol: ProtocolId::ESP,
+                        spi: spi.to_be_bytes().to_vec(),
+                        ty: NotifyType::REKEY_SA,
+                        data: vec![],
+                    })];
+                    payloads.extend(self.create_child_payloads(ctx, &offer));
+                    self.send_request(
+                        ctx,
+                        ExchangeType::CREATE_CHILD_SA,
+                        &payloads,
+                        Request::CreateChild(offer),
+                    );
+                }
+                Pending::CreateChild(cfg) => {
+                    if self.state != State::Established {
+                        continue;
+                    }
+                    let pfs = self
+                        .conn(ctx)
+                        .children
+                        .get(cfg)
+                        .is_some_and(|c| c.esp_proposals.iter().any(|p| !p.dh.is_empty()));
+                    let Some(offer) = self.child_offer(ctx, cfg, None, pfs) else {
+                        continue;
+                    };
+                    let payloads = self.create_child_payloads(ctx, &offer);
+                    self.send_request(
+                        ctx,
+                        ExchangeType::CREATE_CHILD_SA,
+                        &payloads,
+                        Request::CreateChild(offer),
+                    );
+                }
+                Pending::RekeyIke => {
+                    if self.state != State::Established {
+                        continue;
+                    }
+                    let Some(suite) = self.suite else { continue };
+                    let (Some(spi), Some(nonce)) = (ctx.spi64(), ctx.random::<32>()) else {
+                        continue;
+                    };
+                    let Ok(share) = KeyShare::generate(suite.dh, ctx.rng) else {
+                        continue;
+                    };
+                    let conn = self.conn(ctx);
+                    // Offer the configured proposals whose groups include the
+                    // current one, so our KE fits (§1.3.2).
+                    let props: Vec<proto::Proposal> = conn
+                        .ike_proposals
+                        .iter()
+                        .filter(|p| p.dh.contains(&suite.dh))
+                        .enumerate()
+                        .map(|(i, p)| {
+                            let mut p = p.clone();
+                            p.dh.retain(|g| *g == suite.dh);
+                            p.to_wire(i as u8 + 1, spi.to_be_bytes().to_vec())
+                        })
+                        .collect();
+                    let payloads = vec![
+                        Payload::Sa(props),
+                        Payload::Nonce(nonce.to_vec()),
+                        Payload::Ke(KeyExchange {
+                            group: suite.dh.number(),
+                            data: share.public().to_vec(),
+                        }),
+                    ];
+                    let offer = IkeRekeyOffer {
+                        spi,
+                        nonce: nonce.to_vec(),
+                        share,
+                    };
+                    self.send_request(
+                        ctx,
+                        ExchangeType::CREATE_CHILD_SA,
+                        &payloads,
+                        Request::RekeyIke(offer),
+                    );
+                }
+            }
+        }
+    }
+
+    fn create_child_payloads(&self, ctx: &Ctx<'_>, offer: &ChildOffer) -> Vec<Payload> {
+        let mut v = self.child_payloads(ctx, offer);
+        // SA, Ni, [KEi], TSi, TSr (§1.3.1)
+        v.insert(1, Payload::Nonce(offer.nonce.clone()));
+        if let Some(s) = &offer.share {
+            v.insert(
+                2,
+                Payload::Ke(KeyExchange {
+                    group: s.group().number(),
+                    data: s.public().to_vec(),
+                }),
+            );
+        }
+        v
+    }
+
+    // ------------------------------------------------------------------
+    // incoming messages after IKE_SA_INIT
+
+    pub(super) fn handle_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        path: Path,
+        bytes: &[u8],
+        msg: Message,
+    ) {
+        let h = msg.header;
+        if h.from_initiator() == self.initiator {
+            ctx.stats.unexpected += 1;
+            return;
+        }
+        if h.exchange == ExchangeType::IKE_SA_INIT {
+            if h.is_response() && self.state == State::InitSent && h.message_id == 0 {
+                self.handle_init_response(ctx, path, bytes, &msg);
+            } else {
+                ctx.stats.unexpected += 1;
+            }
+            return;
+        }
+        if self.keys.is_none() || msg.encrypted().is_none() {
+            ctx.stats.unexpected += 1;
+            return;
+        }
+        if h.is_response() {
+            if !self
+                .outstanding
+                .as_ref()
+                .is_some_and(|o| o.msg_id == h.message_id && o.exchange == h.exchange)
+            {
+                ctx.stats.unexpected += 1;
+                return;
+            }
+        } else if h.message_id != self.peer_next_msg_id {
+            let replay = self
+                .cached_response
+                .as_ref()
+                .filter(|(id, _)| *id == h.message_id)
+                .map(|(_, b)| b.clone());
+            match replay {
+                // A retransmitted request: verify it, then resend our answer.
+                Some(resp) if self.open(bytes, &msg).is_ok() => {
+                    ctx.stats.replayed_responses += 1;
+                    ctx.send(self.path, ctx.config.nat_t_port, &resp);
+                }
+                Some(_) => ctx.stats.integrity_failures += 1,
+                None => ctx.stats.unexpected += 1,
+            }
+            return;
+        }
+        let payloads = match self.open(bytes, &msg) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(sa = self.id, error = %e, "dropping message that does not verify");
+                ctx.stats.integrity_failures += 1;
+                return;
+            }
+        };
+        self.last_heard = ctx.now;
+        if h.is_response() {
+            let Some(o) = self.outstanding.take() else {
+                return;
+            };
+            self.handle_response(ctx, o, &payloads);
+        } else {
+            self.peer_next_msg_id = self.peer_next_msg_id.wrapping_add(1);
+            if self.state == State::InitReplied {
+                // The initiator floats to 4500 for IKE_AUTH: answer where it came from.
+                self.path = path;
+            } else if self.remote_nat && !self.peer_mobike && path != self.path {
+                // §2.23: follow a NAT mapping change on an authenticated request.
+                debug!(sa = self.id, old = %self.path.remote, new = %path.remote, "peer's NAT mapping changed");
+                self.path = path;
+            }
+            self.handle_request(ctx, h, &payloads);
+        }
+        if !self.dead {
+            self.start_next_request(ctx);
+        }
+    }
+
+    fn handle_response(&mut self, ctx: &mut Ctx<'_>, o: Outstanding, p: &[Payload]) {
+        match o.request {
+            Some(Request::Auth(offer)) => self.handle_auth_response(ctx, offer, p),
+            Some(Request::Dpd) | None => {}
+            Some(Request::DeleteIke) => self.destroy(ctx, DeleteReason::Local),
+            Some(Request::DeleteChild(spis)) => {
+                for spi in spis {
+                    self.remove_child(ctx, spi);
+                }
+            }
+            Some(Request::CreateChild(offer)) => self.complete_child(ctx, offer, p, false),
+            Some(Request::RekeyIke(offer)) => self.complete_ike_rekey(ctx, offer, p),
+        }
+    }
+
+    fn handle_request(&mut self, ctx: &mut Ctx<'_>, h: Header, p: &[Payload]) {
+        let id = h.message_id;
+        if let Some(ty) = unknown_critical(p) {
+            // §2.5: reject the whole message.
+            self.respond(
+                ctx,
+                h.exchange,
+                id,
+                &[notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![ty])],
+            );
+            return;
+        }
+        match (self.state, h.exchange) {
+            (State::InitReplied, ExchangeType::IKE_AUTH) => self.respond_auth(ctx, id, p),
+            (
+                State::Established | State::Rekeyed | State::Deleting,
+                ExchangeType::INFORMATIONAL,
+            ) => {
+                self.handle_informational(ctx, id, p);
+            }
+            (State::Established, ExchangeType::CREATE_CHILD_SA) => {
+                self.handle_create_child(ctx, id, p)
+            }
+            (State::Rekeyed | State::Deleting, ExchangeType::CREATE_CHILD_SA) => {
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    id,
+                    &[notify(NotifyType::TEMPORARY_FAILURE, vec![])],
+                );
+            }
+            _ => {
+                ctx.stats.unexpected += 1;
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    id,
+                    &[notify(NotifyType::INVALID_SYNTAX, vec![])],
+                );
+            }
+        }
+    }
+
+    fn handle_informational(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
+        let deletes: Vec<&Delete> = p
+            .iter()
+            .filter_map(|x| match x {
+                Payload::Delete(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        if deletes.iter().any(|d| d.protocol == ProtocolId::IKE) {
+            self.respond(ctx, ExchangeType::INFORMATIONAL, id, &[]);
+            let reason = if self.state == State::Rekeyed {
+                DeleteReason::Rekeyed
+            } else {
+                DeleteReason::PeerDeleted
+            };
+            self.destroy(ctx, reason);
+            return;
+        }
+        let mut ours = Vec::new();
+        for d in deletes.iter().filter(|d| d.protocol == ProtocolId::ESP) {
+            for spi in &d.spis {
+                let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()).map(u32::from_be_bytes) else {
+                    continue;
+                };
+                // The peer names its inbound SPI, our outbound (§1.4.1).
+                if let Some(c) = self.children.iter().find(|c| c.outbound_spi == spi) {
+                    let inbound = c.inbound_spi;
+                    // If we were deleting it too, our Delete gets an empty
+                    // answer; answer with it only once.
+                    ours.push(inbound);
+                }
+            }
+        }
+        for spi in &ours {
+            self.remove_child(ctx, *spi);
+        }
+        let answer: Vec<Payload> = if deletes.is_empty() {
+            Vec::new()
+        } else {
+            vec![Payload::Delete(Delete {
+                protocol: ProtocolId::ESP,
+                spi_size: 4,
+                spis: ours.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
+            })]
+        };
+        // Liveness checks and (for now) MOBIKE notifies get an empty answer.
+        self.respond(ctx, ExchangeType::INFORMATIONAL, id, &answer);
+    }
+
+    fn handle_create_child(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
+        let Some(ni) = nonce_of(p) else {
+            self.respond(
+                ctx,
+                ExchangeType::CREATE_CHILD_SA,
+                id,
+                &[notify(NotifyType::INVALID_SYNTAX, vec![])],
+            );
+            return;
+        };
+        let Some(nr) = ctx.random::<32>().map(|n| n.to_vec()) else {
+            return;
+        };
+        // IKE SA rekey: an SA payload with protocol IKE (§1.3.2).
+        if sa_of(p).is_some_and(|s| s.iter().any(|x| x.protocol == ProtocolId::IKE)) {
+            self.respond_ike_rekey(ctx, id, p, ni, nr);
+            return;
+        }
+        let rekey = notify_of(p, NotifyType::REKEY_SA).filter(|n| n.protocol == ProtocolId::ESP);
+        let old_idx = match rekey {
+            Some(n) => {
+                let spi = <[u8; 4]>::try_from(n.spi.as_slice())
+                    .map(u32::from_be_bytes)
+                    .ok();
+                // §1.3.3: the SPI is the one the initiator expects inbound,
+                // i.e. our outbound SPI.
+                match spi.and_then(|s| self.children.iter().position(|c| c.outbound_spi == s)) {
+                    Some(i) if self.children[i].state == ChildState::Deleting => {
+                        let n = notify(NotifyType::TEMPORARY_FAILURE, vec![]);
+                        self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
+                        return;
+                    }
+                    Some(i) => Some(i),
+                    None => {
+                        let n = Payload::Notify(Notify {
+                            protocol: ProtocolId::ESP,
+                            spi: n.spi.clone(),
+                            ty: NotifyType::CHILD_SA_NOT_FOUND,
+                            data: vec![],
+                        });
+                        self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        let old = old_idx.map(|i| &self.children[i]);
+        match self.accept_child(ctx, p, old, &ni, &nr, false) {
+            Ok((payloads, child, keys)) => {
+                self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &payloads);
+                if let Some(i) = old_idx
+                    && self.children[i].state == ChildState::Installed
+                {
+                    // The peer deletes the old one after this (§1.3.3).
+                    self.children[i].state = ChildState::Rekeyed;
+                    self.children[i].rekey_at = None;
+                }
+                self.install_child(ctx, child, keys, false);
+            }
+            Err(reason) => {
+                self.respond(
+                    ctx,
+                    ExchangeType::CREATE_CHILD_SA,
+                    id,
+                    &[notify(reason, vec![])],
+                );
+                ctx.event(Event::ChildSaFailed {
+                    sa: self.id,
+                    child: String::new(),
+                    reason,
+                });
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // IKE SA rekey (§1.3.2, §2.18)
+
+    fn rekeyed_sa(
+        &self,
+        ctx: &mut Ctx<'_>,
+        initiator: bool,
+        spi_i: u64,
+        spi_r: u64,
+        keys: IkeKeys,
+        suite: IkeSuite,
+    ) -> IkeSa {
+        let our = if initiator { spi_i } else { spi_r };
+        let mut n = IkeSa::blank(our, self.conn, initiator, self.path, ctx.now);
+        n.spi_i = spi_i;
+        n.spi_r = spi_r;
+        n.keys = Some(keys);
+        n.suite = Some(suite);
+        n.state = State::Established;
+        n.local_nat = self.local_nat;
+        n.remote_nat = self.remote_nat;
+        n.keepalive_at = self.keepalive_at;
+        n.peer_mobike = self.peer_mobike;
+        n.rekey_at = self.conn(ctx).timers.ike_rekey_time.map(|t| ctx.now + t);
+        n
+    }
+
+    fn move_children(&mut self, new: &mut IkeSa) {
+        for mut c in self.children.drain(..) {
+            if c.state == ChildState::Rekeying {
+                c.state = ChildState::Installed;
+            }
+            new.children.push(c);
+        }
+    }
+
+    fn respond_ike_rekey(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        p: &[Payload],
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+    ) {
+        let conn = self.conn(ctx);
+        // Collision (§2.8.2): if we are rekeying too, the rekey with the
+        // higher initiator nonce goes ahead and the other is refused; both
+        // ends apply the same rule, so exactly one new IKE SA results.
+        if let Some(Outstanding {
+            request: Some(Request::RekeyIke(ours)),
+            ..
+        }) = &self.outstanding
+            && ours.nonce > ni
+        {
+            self.respond(
+                ctx,
+                ExchangeType::CREATE_CHILD_SA,
+                id,
+                &[notify(NotifyType::TEMPORARY_FAILURE, vec![])],
+            );
+            return;
+        }
+        let (Some(props), Some(ke)) = (sa_of(p), ke_of(p)) else {
+            self.respond(
+                ctx,
+                ExchangeType::CREATE_CHILD_SA,
+                id,
+                &[notify(NotifyType::INVALID_SYNTAX, vec![])],
+            );
+            return;
+        };
+        let pick = props
+            .iter()
+            .filter(|o| o.spi.len() == 8)
+            .find_map(|offered| {
+                conn.ike_proposals
+                    .iter()
+                    .find_map(|ours| Some((offered, ours.select(offered)?)))
+            });
+        let Some((offered, mut suite)) = pick else {
+            self.respond(
+                ctx,
+                ExchangeType::CREATE_CHILD_SA,
+                id,
+                &[notify(NotifyType::NO_PROPOSAL_CHOSEN, vec![])],
+            );
+            return;
+        };
+        if let Some(g) = DhGroup::from_number(ke.group)
+            && conn.ike_proposals.iter().any(|x| x.dh.contains(&g))
+            && offered
+                .transforms
+                .iter()
+                .any(|t| t.ty == proto::TransformType::DH && t.id == ke.group)
+        {
+            suite.dh = g;
+        }
+        if ke.group != suite.dh.number() {
+            let n = notify(
+                NotifyType::INVALID_KE_PAYLOAD,
+                suite.dh.number().to_be_bytes().to_vec(),
+            );
+            self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
+            return;
+        }
+        let (Ok(peer_spi), Some(spi), Ok(share)) = (
+            <[u8; 8]>::try_from(offered.spi.as_slice()).map(u64::from_be_bytes),
+            ctx.spi64(),
+            KeyShare::generate(suite.dh, ctx.rng),
+        ) else {
+            return;
+        };
+        let public = share.public().to_vec();
+        let (Ok(shared), Some(old_keys)) = (share.agree(&ke.data), self.keys.as_ref()) else {
+            self.respond(
+                ctx,
+                ExchangeType::CREATE_CHILD_SA,
+                id,
+                &[notify(NotifyType::INVALID_SYNTAX, vec![])],
+            );
+            return;
+        };
+        let Ok(keys) = IkeKeys::derive_rekeyed(
+            old_keys, suite.prf, suite.encr, &ni, &nr, &shared, peer_spi, spi,
+        ) else {
+            return;
+        };
+        let payloads = vec![
+            Payload::Sa(vec![proposal::ike_suite_to_wire(
+                suite,
+                offered.number,
+                spi.to_be_bytes().to_vec(),
+            )]),
+            Payload::Nonce(nr),
+            Payload::Ke(KeyExchange {
+                group: suite.dh.number(),
+                data: public,
+            }),
+        ];
+        self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &payloads);
+        let mut new = self.rekeyed_sa(ctx, false, peer_spi, spi, keys, suite);
+        self.move_children(&mut new);
+        info!(old = self.id, new = new.id, "IKE SA rekeyed by the peer");
+        ctx.event(Event::IkeSaRekeyed {
+            old: self.id,
+            new: new.id,
+        });
+        self.state = State::Rekeyed;
+        self.queue.clear();
+        self.rekey_at = None;
+        // The peer deletes this SA; don't wait for ever.
+        self.expires = Some(ctx.now + ctx.config.half_open_timeout);
+        ctx.new_sas.push(new);
+    }
+
+    fn complete_ike_rekey(&mut self, ctx: &mut Ctx<'_>, offer: IkeRekeyOffer, p: &[Payload]) {
+        let conn = self.conn(ctx);
+        if let Some(err) = first_error(p) {
+            warn!(sa = self.id, notify = ?err, "IKE SA rekey refused");
+            // Try again later (TEMPORARY_FAILURE after a collision, ...).
+            self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * 4);
+            return;
+        }
+        let (Some(props), Some(ke), Some(nr)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
+            return;
+        };
+        let suite = match props.as_slice() {
+            [one] if one.spi.len() == 8 => proposal::ike_suite_from_wire(one)
+                .filter(|s| {
+                    s.dh == offer.share.group()
+                        && conn.ike_proposals.iter().any(|x| x.select(one) == Some(*s))
+                })
+                .map(|s| {
+                    (
+                        s,
+                        u64::from_be_bytes(one.spi.as_slice().try_into().unwrap_or_default()),
+                    )
+                }),
+            _ => None,
+        };
+        let Some((suite, peer_spi)) = suite.filter(|(_, spi)| *spi != 0) else {
+            warn!(sa = self.id, "IKE SA rekey: unacceptable answer");
+            return;
+        };
+        let (Ok(shared), Some(old_keys)) = (offer.share.agree(&ke.data), self.keys.as_ref()) else {
+            return;
+        };
+        let Ok(keys) = IkeKeys::derive_rekeyed(
+            old_keys,
+            suite.prf,
+            suite.encr,
+            &offer.nonce,
+            &nr,
+            &shared,
+            offer.spi,
+            peer_spi,
+        ) else {
+            return;
+        };
+        let mut new = self.rekeyed_sa(ctx, true, offer.spi, peer_spi, keys, suite);
+        self.move_children(&mut new);
+        info!(old = self.id, new = new.id, "IKE SA rekeyed");
+        ctx.event(Event::IkeSaRekeyed {
+            old: self.id,
+            new: new.id,
+        });
+        // Delete the old SA (§1.3.2); its CHILD_SAs already moved.
+        self.queue.clear();
+        self.state = State::Rekeyed;
+        self.queue.push_back(Pending::DeleteIke);
+        ctx.new_sas.push(new);
+    }
+}
+
+fn backoff(base: Duration, sent: u32) -> Duration {
+    base * (1u32 << sent.min(MAX_BACKOFF_SHIFT))
+}
