@@ -337,9 +337,9 @@ pub struct Endpoint {
     config: EndpointConfig,
     rng: SystemRandom,
     sas: BTreeMap<SaId, sa::IkeSa>,
-    /// Responder half-open SAs by (peer, SPIi), to recognise retransmitted
-    /// IKE_SA_INIT requests (§2.1).
-    half_open: HashMap<(SocketAddr, u64), SaId>,
+    /// Responder SAs by the (peer, SPIi) of their IKE_SA_INIT, to recognise
+    /// retransmitted or duplicated IKE_SA_INIT requests (§2.1).
+    init_index: HashMap<(SocketAddr, u64), SaId>,
     cookie_secret: [u8; 32],
     next_reqid: u32,
     out: Outputs,
@@ -422,7 +422,7 @@ impl Endpoint {
             config,
             rng,
             sas: BTreeMap::new(),
-            half_open: HashMap::new(),
+            init_index: HashMap::new(),
             cookie_secret,
             next_reqid: 0,
             out: Outputs::default(),
@@ -447,7 +447,7 @@ impl Endpoint {
 
     /// Number of responder half-open SAs.
     pub fn half_open_count(&self) -> usize {
-        self.half_open.len()
+        self.sas.values().filter(|s| s.is_half_open()).count()
     }
 
     /// Summary of every IKE SA, for status output and tests.
@@ -504,16 +504,20 @@ impl Endpoint {
     }
 
     fn put_back(&mut self, sa: sa::IkeSa) {
-        if let Some(key) = sa.half_open_key() {
-            self.half_open.insert(key, sa.id());
-        } else {
-            self.half_open.retain(|_, v| *v != sa.id());
+        match sa.init_key() {
+            Some(key) => {
+                self.init_index.insert(key, sa.id());
+            }
+            None => self.init_index.retain(|_, v| *v != sa.id()),
         }
-        if sa.is_dead() {
-            self.half_open.retain(|_, v| *v != sa.id());
-        } else {
+        if !sa.is_dead() {
             self.sas.insert(sa.id(), sa);
         }
+    }
+
+    /// Size of the IKE_SA_INIT index (tests check it does not leak).
+    pub fn init_index_len(&self) -> usize {
+        self.init_index.len()
     }
 
     /// Handles a command.
@@ -645,12 +649,12 @@ impl Endpoint {
 
     fn handle_init_request(&mut self, now: Instant, path: Path, bytes: &[u8], msg: proto::Message) {
         let h: Header = msg.header;
-        if let Some(&id) = self.half_open.get(&(path.remote, h.spi_i)) {
+        if let Some(&id) = self.init_index.get(&(path.remote, h.spi_i)) {
             // A retransmitted IKE_SA_INIT: resend the same response (§2.1).
             self.with_sa(now, id, |sa, ctx| sa.replay_init_response(ctx, bytes));
             return;
         }
-        let half_open = self.half_open.len();
+        let half_open = self.half_open_count();
         let cookie_secret = self.cookie_secret;
         let mut ctx = Ctx {
             now,

@@ -114,7 +114,7 @@ struct IkeRekeyOffer {
 enum Request {
     Auth(Option<ChildOffer>),
     Dpd,
-    DeleteIke,
+    DeleteIke(DeleteReason),
     DeleteChild(Vec<u32>),
     CreateChild(ChildOffer),
     RekeyIke(IkeRekeyOffer),
@@ -306,12 +306,14 @@ impl IkeSa {
         self.dead
     }
 
-    pub(super) fn half_open_key(&self) -> Option<(SocketAddr, u64)> {
-        if self.state == State::InitReplied && !self.dead {
-            self.half_open_peer
-        } else {
-            None
-        }
+    /// (peer, SPIi) of the IKE_SA_INIT that created this responder SA, for
+    /// recognising retransmitted or duplicated IKE_SA_INIT requests.
+    pub(super) fn init_key(&self) -> Option<(SocketAddr, u64)> {
+        if self.dead { None } else { self.half_open_peer }
+    }
+
+    pub(super) fn is_half_open(&self) -> bool {
+        self.state == State::InitReplied
     }
 
     pub(super) fn info(&self) -> IkeSaInfo {
@@ -399,11 +401,18 @@ impl IkeSa {
             && o.next <= now
         {
             if o.sent > timers.retransmit_tries {
+                // An unanswered Delete still ends the SA as we wanted: the
+                // peer may have deleted it and lost only the answer.
+                let reason = match o.request {
+                    Some(Request::DeleteIke(r)) => r,
+                    _ => DeleteReason::PeerUnreachable,
+                };
                 warn!(
                     sa = self.id,
+                    ?reason,
                     "peer does not answer, giving up on the IKE SA"
                 );
-                self.destroy(ctx, DeleteReason::PeerUnreachable);
+                self.destroy(ctx, reason);
                 return;
             }
             ctx.send(self.path, ctx.config.nat_t_port, &o.bytes);
@@ -717,6 +726,8 @@ impl IkeSa {
         ctx.send(self.path, ctx.config.nat_t_port, &bytes);
         self.init_request = bytes.clone();
         self.state = State::InitSent;
+        // IKE_SA_INIT is message 0; IKE_AUTH follows with 1 (§2.2).
+        self.next_msg_id = 1;
         self.outstanding = Some(Outstanding {
             msg_id: 0,
             exchange: ExchangeType::IKE_SA_INIT,
@@ -1009,6 +1020,8 @@ impl IkeSa {
     }
 
     pub(super) fn replay_init_response(&mut self, ctx: &mut Ctx<'_>, request: &[u8]) {
+        // Once IKE_AUTH arrived the initiator has our answer: late copies
+        // of its IKE_SA_INIT are dropped.
         if self.state == State::InitReplied && request == self.init_request.as_slice() {
             if let Some((_, r)) = &self.cached_response {
                 ctx.stats.replayed_responses += 1;
@@ -1204,8 +1217,6 @@ impl IkeSa {
         let conn = self.conn(ctx);
         self.state = State::Established;
         self.expires = None;
-        self.half_open_peer = None;
-        self.init_request = Vec::new();
         self.rekey_at = conn.timers.ike_rekey_time.map(|t| ctx.now + t);
         info!(sa = self.id, conn = %conn.name, local = %self.path.local, remote = %self.path.remote, "IKE SA established");
         ctx.event(Event::IkeSaEstablished {
@@ -1654,13 +1665,24 @@ impl IkeSa {
                     self.send_request(ctx, ExchangeType::INFORMATIONAL, &[], Request::Dpd)
                 }
                 Pending::DeleteIke => {
-                    self.state = State::Deleting;
+                    // An old SA after a rekey keeps its state (and reason).
+                    let reason = if self.state == State::Rekeyed {
+                        DeleteReason::Rekeyed
+                    } else {
+                        self.state = State::Deleting;
+                        DeleteReason::Local
+                    };
                     let d = Payload::Delete(Delete {
                         protocol: ProtocolId::IKE,
                         spi_size: 0,
                         spis: vec![],
                     });
-                    self.send_request(ctx, ExchangeType::INFORMATIONAL, &[d], Request::DeleteIke);
+                    self.send_request(
+                        ctx,
+                        ExchangeType::INFORMATIONAL,
+                        &[d],
+                        Request::DeleteIke(reason),
+                    );
                 }
                 Pending::DeleteChild(spis) => {
                     let spis: Vec<u32> = spis
@@ -1896,7 +1918,7 @@ impl IkeSa {
         match o.request {
             Some(Request::Auth(offer)) => self.handle_auth_response(ctx, offer, p),
             Some(Request::Dpd) | None => {}
-            Some(Request::DeleteIke) => self.destroy(ctx, DeleteReason::Local),
+            Some(Request::DeleteIke(reason)) => self.destroy(ctx, reason),
             Some(Request::DeleteChild(spis)) => {
                 for spi in spis {
                     self.remove_child(ctx, spi);

@@ -1,0 +1,478 @@
+//! A deterministic network simulator for two IKE endpoints, after quinn's
+//! `Pair`: virtual time, a seeded RNG deciding loss, duplication and
+//! reordering (random extra latency), an optional NAT in front of the
+//! initiator, and a model of each side's kernel SAD built from the engine's
+//! kernel actions. Everything is driven from the engine's own deadlines;
+//! there is no wall clock.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use mobike_agent::{
+    engine::{
+        ChildConfig, ChildSaInstall, ConnectionConfig, Endpoint, EndpointConfig, Event,
+        KernelAction, Mode, Timers, Transmit, parse_identity, parse_ts,
+    },
+    proposal::{EspProposal, IkeProposal, parse_list},
+};
+
+/// splitmix64: small, seedable, good enough to decide packet fates.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// True with probability `per_mille`/1000.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.next() % 1000 < per_mille
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+/// How the network treats datagrams.
+#[derive(Debug, Clone)]
+pub struct LinkModel {
+    pub latency: Duration,
+    /// Extra random delay up to this, which reorders datagrams.
+    pub jitter: Duration,
+    pub loss_per_mille: u64,
+    pub dup_per_mille: u64,
+    /// Nothing gets through.
+    pub down: bool,
+}
+
+impl LinkModel {
+    pub fn clean() -> Self {
+        LinkModel {
+            latency: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss_per_mille: 0,
+            dup_per_mille: 0,
+            down: false,
+        }
+    }
+    pub fn lossy() -> Self {
+        LinkModel {
+            latency: Duration::from_millis(10),
+            jitter: Duration::from_millis(300),
+            loss_per_mille: 150,
+            dup_per_mille: 100,
+            down: false,
+        }
+    }
+}
+
+/// A NAPT in front of node 0: rewrites its private source to `public`.
+#[derive(Debug)]
+pub struct Nat {
+    pub private: IpAddr,
+    pub public: IpAddr,
+    next_port: u16,
+    out: HashMap<SocketAddr, u16>,
+    back: HashMap<u16, SocketAddr>,
+}
+
+impl Nat {
+    pub fn new(private: IpAddr, public: IpAddr) -> Self {
+        Nat {
+            private,
+            public,
+            next_port: 40000,
+            out: HashMap::new(),
+            back: HashMap::new(),
+        }
+    }
+    fn outbound(&mut self, src: SocketAddr) -> SocketAddr {
+        let port = *self.out.entry(src).or_insert_with(|| {
+            self.next_port += 1;
+            self.back.insert(self.next_port, src);
+            self.next_port
+        });
+        SocketAddr::new(self.public, port)
+    }
+    fn inbound(&self, dst: SocketAddr) -> Option<SocketAddr> {
+        self.back.get(&dst.port()).copied()
+    }
+}
+
+/// One endpoint plus what it told the outside world.
+#[derive(Debug)]
+pub struct Node {
+    pub ep: Endpoint,
+    pub addr: IpAddr,
+    pub events: Vec<Event>,
+    /// Kernel SAD model: inbound SPI -> install.
+    pub kernel: BTreeMap<u32, ChildSaInstall>,
+    pub kernel_log: Vec<KernelAction>,
+    /// Every datagram it sent, as sent.
+    pub sent: Vec<Transmit>,
+}
+
+impl Node {
+    fn drain(&mut self) -> Vec<Transmit> {
+        while let Some(e) = self.ep.poll_event() {
+            self.events.push(e);
+        }
+        while let Some(k) = self.ep.poll_kernel_action() {
+            match &k {
+                KernelAction::InstallChildSa(i) => {
+                    assert!(
+                        self.kernel.insert(i.inbound.spi, (**i).clone()).is_none(),
+                        "SPI installed twice"
+                    );
+                }
+                KernelAction::DeleteChildSa { inbound_spi, .. } => {
+                    assert!(
+                        self.kernel.remove(inbound_spi).is_some(),
+                        "delete of an SA never installed"
+                    );
+                }
+            }
+            self.kernel_log.push(k);
+        }
+        let mut v = Vec::new();
+        while let Some(t) = self.ep.poll_transmit() {
+            self.sent.push(t.clone());
+            v.push(t);
+        }
+        v
+    }
+
+    pub fn established(&self) -> usize {
+        self.ep
+            .ike_sas()
+            .iter()
+            .filter(|s| s.state == "established")
+            .count()
+    }
+
+    /// Nothing at all is left: no IKE SA, no half-open, no index entry, no
+    /// kernel SA.
+    pub fn is_clean(&self) -> bool {
+        self.ep.ike_sa_count() == 0 && self.ep.init_index_len() == 0 && self.kernel.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    to: usize,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: Vec<u8>,
+}
+
+/// Two nodes and the network between them. Node 0 initiates.
+#[derive(Debug)]
+pub struct Sim {
+    pub start: Instant,
+    pub now: Instant,
+    pub rng: Rng,
+    pub link: LinkModel,
+    pub nat: Option<Nat>,
+    pub nodes: [Node; 2],
+    flight: Vec<InFlight>,
+    seq: u64,
+    /// Optional tap: called with every delivered datagram (for tests that
+    /// capture and replay).
+    pub delivered: Vec<(usize, SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+pub const A_ADDR: &str = "192.0.2.1";
+pub const B_ADDR: &str = "192.0.2.2";
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+pub fn sock(a: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(a, port)
+}
+
+pub fn timers() -> Timers {
+    Timers {
+        retransmit_timeout: Duration::from_secs(1),
+        retransmit_tries: 5,
+        dpd_delay: Some(Duration::from_secs(30)),
+        ike_rekey_time: None,
+        nat_keepalive: Duration::from_secs(20),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn connection(
+    name: &str,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    local_id: &str,
+    remote_id: &str,
+    psk: &str,
+    ike: &str,
+    esp: &str,
+    local_ts: &str,
+    remote_ts: &str,
+) -> ConnectionConfig {
+    ConnectionConfig {
+        name: name.into(),
+        local_addr: local,
+        remote_addr: remote,
+        local_id: parse_identity(local_id).expect("id"),
+        remote_id: parse_identity(remote_id).expect("id"),
+        psk: psk.as_bytes().to_vec(),
+        ike_proposals: parse_list(ike, IkeProposal::parse).expect("ike proposal"),
+        mobike: true,
+        children: vec![ChildConfig {
+            name: "net".into(),
+            local_ts: vec![parse_ts(local_ts).expect("ts")],
+            remote_ts: vec![parse_ts(remote_ts).expect("ts")],
+            esp_proposals: parse_list(esp, EspProposal::parse).expect("esp proposal"),
+            mode: Mode::Tunnel,
+            rekey_time: None,
+        }],
+        timers: timers(),
+    }
+}
+
+/// The usual pair: A (initiator, 10.1/24) and B (responder, 10.2/24).
+pub fn configs(ike: &str, esp: &str) -> (EndpointConfig, EndpointConfig) {
+    let a = connection(
+        "ab",
+        Some(sock(ip(A_ADDR), 500)),
+        Some(sock(ip(B_ADDR), 500)),
+        "a.test",
+        "b.test",
+        "sim-psk-0123456789",
+        ike,
+        esp,
+        "10.1.0.0/24",
+        "10.2.0.0/24",
+    );
+    let b = connection(
+        "ab",
+        None,
+        None,
+        "b.test",
+        "a.test",
+        "sim-psk-0123456789",
+        ike,
+        esp,
+        "10.2.0.0/24",
+        "10.1.0.0/24",
+    );
+    (
+        EndpointConfig {
+            connections: vec![a],
+            ..EndpointConfig::default()
+        },
+        EndpointConfig {
+            connections: vec![b],
+            ..EndpointConfig::default()
+        },
+    )
+}
+
+impl Sim {
+    pub fn new(a: EndpointConfig, b: EndpointConfig, seed: u64, link: LinkModel) -> Self {
+        let start = Instant::now();
+        let node = |cfg, addr| Node {
+            ep: Endpoint::new(cfg).expect("endpoint"),
+            addr,
+            events: Vec::new(),
+            kernel: BTreeMap::new(),
+            kernel_log: Vec::new(),
+            sent: Vec::new(),
+        };
+        Sim {
+            start,
+            now: start,
+            rng: Rng::new(seed),
+            link,
+            nat: None,
+            nodes: [node(a, ip(A_ADDR)), node(b, ip(B_ADDR))],
+            flight: Vec::new(),
+            seq: 0,
+            delivered: Vec::new(),
+        }
+    }
+
+    /// Puts node 0 behind a NAT: it keeps `private` as its address and the
+    /// NAT rewrites to its public address.
+    pub fn with_nat(mut self, private: IpAddr) -> Self {
+        let public = self.nodes[0].addr;
+        self.nodes[0].addr = private;
+        self.nat = Some(Nat::new(private, public));
+        self
+    }
+
+    fn schedule(&mut self, from: usize, t: Transmit) {
+        let to = 1 - from;
+        let mut src = t.local;
+        if from == 0
+            && let Some(nat) = self.nat.as_mut()
+        {
+            src = nat.outbound(src);
+        }
+        if self.link.down || self.rng.chance(self.link.loss_per_mille) {
+            return;
+        }
+        let copies = if self.rng.chance(self.link.dup_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter =
+                Duration::from_micros(self.rng.below(self.link.jitter.as_micros() as u64 + 1));
+            self.seq += 1;
+            self.flight.push(InFlight {
+                at: self.now + self.link.latency + jitter,
+                seq: self.seq,
+                to,
+                src,
+                dst: t.remote,
+                payload: t.payload.clone(),
+            });
+        }
+    }
+
+    fn pump_outputs(&mut self) {
+        for i in 0..2 {
+            for t in self.nodes[i].drain() {
+                self.schedule(i, t);
+            }
+        }
+    }
+
+    fn next_time(&self) -> Option<Instant> {
+        let f = self.flight.iter().map(|f| f.at).min();
+        let t = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
+        [f, t].into_iter().flatten().min()
+    }
+
+    /// One step: advance to the next event and process it. False when
+    /// nothing is pending before `limit`.
+    fn step(&mut self, limit: Instant) -> bool {
+        self.pump_outputs();
+        let Some(next) = self.next_time() else {
+            return false;
+        };
+        if next > limit {
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        let mut due: Vec<InFlight> = Vec::new();
+        let mut rest = Vec::new();
+        for f in self.flight.drain(..) {
+            if f.at <= now {
+                due.push(f)
+            } else {
+                rest.push(f)
+            }
+        }
+        self.flight = rest;
+        due.sort_by_key(|f| (f.at, f.seq));
+        for f in due {
+            let mut dst = f.dst;
+            if f.to == 0
+                && let Some(nat) = self.nat.as_ref()
+            {
+                match nat.inbound(dst) {
+                    Some(d) => dst = d,
+                    None => continue,
+                }
+            }
+            if dst.ip() != self.nodes[f.to].addr {
+                continue;
+            }
+            self.delivered.push((f.to, dst, f.src, f.payload.clone()));
+            self.nodes[f.to]
+                .ep
+                .handle_datagram(now, dst, f.src, &f.payload);
+        }
+        for n in &mut self.nodes {
+            if n.ep.poll_timeout().is_some_and(|t| t <= now) {
+                n.ep.handle_timeout(now);
+            }
+        }
+        self.pump_outputs();
+        true
+    }
+
+    /// Runs until `cond` holds (checked between steps) or `within` of
+    /// virtual time passes. Returns whether `cond` held.
+    pub fn run_until(&mut self, within: Duration, mut cond: impl FnMut(&Sim) -> bool) -> bool {
+        let limit = self.now + within;
+        loop {
+            self.pump_outputs();
+            if cond(self) {
+                return true;
+            }
+            if !self.step(limit) {
+                self.now = self.now.max(limit);
+                return cond(self);
+            }
+        }
+    }
+
+    /// Runs for exactly `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(d, |_| false);
+    }
+
+    pub fn initiate(&mut self) {
+        self.nodes[0]
+            .ep
+            .handle_command(
+                self.now,
+                mobike_agent::engine::Command::Initiate {
+                    connection: "ab".into(),
+                },
+            )
+            .expect("initiate");
+    }
+
+    pub fn both_established(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| n.established() == 1 && n.kernel.len() == 1)
+    }
+
+    /// Every CHILD_SA of A has its mirror on B: A's outbound SPI and key
+    /// are B's inbound ones, and the other way round.
+    pub fn children_pair_up(&self) -> bool {
+        let (a, b) = (&self.nodes[0].kernel, &self.nodes[1].kernel);
+        a.len() == b.len()
+            && a.values().all(|x| {
+                b.get(&x.outbound.spi).is_some_and(|y| {
+                    y.outbound.spi == x.inbound.spi
+                        && y.inbound.key == x.outbound.key
+                        && y.outbound.key == x.inbound.key
+                        && y.inbound.aead == x.outbound.aead
+                        && y.local_ts == x.remote_ts
+                        && y.remote_ts == x.local_ts
+                })
+            })
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+}
