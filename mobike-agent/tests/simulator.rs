@@ -380,13 +380,17 @@ fn child_sa_rekey_with_pfs_uses_a_fresh_key_exchange() {
 
 #[test]
 fn periodic_child_rekeys_from_both_sides_converge_even_when_they_collide() {
+    let mut collisions = 0;
     for seed in 0..10 {
         let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
-        // Same lifetime on both ends: the rekeys cross in flight.
+        // B's CHILD_SA comes up one latency before A's; a lifetime longer
+        // by a bit more than that makes the rekeys cross in flight. The
+        // jitter varies who wins from seed to seed.
         a.connections[0].children[0].rekey_time = Some(Duration::from_secs(60));
-        b.connections[0].children[0].rekey_time = Some(Duration::from_secs(60));
+        b.connections[0].children[0].rekey_time = Some(Duration::from_millis(60_300));
         let link = LinkModel {
-            latency: Duration::from_millis(50),
+            latency: Duration::from_millis(200),
+            jitter: Duration::from_millis(50),
             ..LinkModel::clean()
         };
         let mut s = Sim::new(a, b, seed, link);
@@ -412,8 +416,79 @@ fn periodic_child_rekeys_from_both_sides_converge_even_when_they_collide() {
                 .count()
                 >= 3
         );
+        collisions += s.nodes[0].ep.stats().rekey_collisions;
         delete_everything(&mut s);
     }
+    assert!(
+        collisions > 0,
+        "equal lifetimes must produce colliding rekeys"
+    );
+}
+
+#[test]
+fn periodic_ike_and_child_rekeys_together_keep_one_ike_sa_and_one_child() {
+    for seed in 0..10 {
+        let (mut a, mut b) = configs(IKE_2, "chacha20poly1305");
+        for c in [&mut a, &mut b] {
+            c.connections[0].children[0].rekey_time = Some(Duration::from_secs(45));
+            c.connections[0].timers.ike_rekey_time = Some(Duration::from_secs(70));
+        }
+        let mut s = Sim::new(a, b, seed, LinkModel::lossy());
+        s.initiate();
+        assert!(
+            s.run_until(Duration::from_secs(120), Sim::both_established),
+            "seed {seed}"
+        );
+        s.run_for(Duration::from_secs(400));
+        assert!(
+            s.run_until(Duration::from_secs(120), |s| s.nodes.iter().all(|n| n
+                .ep
+                .ike_sa_count()
+                == 1
+                && n.established() == 1
+                && n.kernel.len() == 1
+                && n.ep.ike_sas()[0].children.len() == 1)
+                && s.children_pair_up()),
+            "seed {seed}: {:?} / {:?}",
+            s.nodes[0].ep.ike_sas(),
+            s.nodes[1].ep.ike_sas()
+        );
+        let rekeyed = |n: usize| {
+            s.nodes[n]
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::IkeSaRekeyed { .. }))
+                .count()
+        };
+        assert!(
+            rekeyed(0) >= 3 && rekeyed(0) == rekeyed(1),
+            "seed {seed}: {} vs {}",
+            rekeyed(0),
+            rekeyed(1)
+        );
+        delete_everything(&mut s);
+    }
+}
+
+#[test]
+fn initiator_rejecting_the_responders_identity_takes_the_responder_down_too() {
+    let (mut a, b) = configs(IKE_1, "aes256gcm16");
+    a.connections[0].remote_id = mobike_agent::engine::parse_identity("someone-else.test").unwrap();
+    let mut s = Sim::new(a, b, 5, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(30), |s| {
+        s.nodes.iter().all(sim::Node::is_clean)
+    }));
+    assert_eq!(
+        deleted_reasons(&s, 0),
+        vec![DeleteReason::AuthenticationFailed]
+    );
+    assert_eq!(
+        deleted_reasons(&s, 1),
+        vec![DeleteReason::AuthenticationFailed]
+    );
+    // B had installed the CHILD_SA and removed it again.
+    assert_eq!(s.nodes[1].kernel_log.len(), 2);
 }
 
 #[test]

@@ -321,6 +321,8 @@ pub struct Stats {
     pub cookies_sent: u64,
     /// NAT keepalives received.
     pub keepalives_received: u64,
+    /// Simultaneous CHILD_SA rekeys resolved by the nonce rule (§2.8.1).
+    pub rekey_collisions: u64,
 }
 
 /// Output queues, shared by all SAs.

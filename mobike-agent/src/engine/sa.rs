@@ -1452,12 +1452,12 @@ impl IkeSa {
         }
         let new_spi = child.inbound_spi;
         self.children.push(child);
-        self.resolve_rekey_collision(new_spi);
+        self.resolve_rekey_collision(ctx, new_spi);
     }
 
     /// §2.8.1: when both ends rekeyed the same CHILD_SA, the new SA made with
     /// the lowest of the four nonces is deleted by whoever initiated it.
-    fn resolve_rekey_collision(&mut self, new_spi: u32) {
+    fn resolve_rekey_collision(&mut self, ctx: &mut Ctx<'_>, new_spi: u32) {
         let Some(origin) = self
             .children
             .iter()
@@ -1487,6 +1487,7 @@ impl IkeSa {
             by_us = loser_by_us,
             "CHILD_SA rekey collision"
         );
+        ctx.stats.rekey_collisions += 1;
         if loser_by_us {
             if let Some(c) = self
                 .children
@@ -1973,6 +1974,12 @@ impl IkeSa {
     }
 
     fn handle_informational(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
+        if notify_of(p, NotifyType::AUTHENTICATION_FAILED).is_some() {
+            // §2.21.2: the initiator could not verify our AUTH.
+            warn!(sa = self.id, "peer reports AUTHENTICATION_FAILED");
+            self.destroy(ctx, DeleteReason::AuthenticationFailed);
+            return;
+        }
         let deletes: Vec<&Delete> = p
             .iter()
             .filter_map(|x| match x {
@@ -2037,6 +2044,19 @@ impl IkeSa {
         // IKE SA rekey: an SA payload with protocol IKE (§1.3.2).
         if sa_of(p).is_some_and(|s| s.iter().any(|x| x.protocol == ProtocolId::IKE)) {
             self.respond_ike_rekey(ctx, id, p, ni, nr);
+            return;
+        }
+        // §2.25.1: no CHILD_SA changes while we rekey the IKE SA; the
+        // CHILD_SA would end up on the wrong IKE SA.
+        if matches!(
+            self.outstanding,
+            Some(Outstanding {
+                request: Some(Request::RekeyIke(_)),
+                ..
+            })
+        ) {
+            let n = notify(NotifyType::TEMPORARY_FAILURE, vec![]);
+            self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
             return;
         }
         let rekey = notify_of(p, NotifyType::REKEY_SA).filter(|n| n.protocol == ProtocolId::ESP);
@@ -2142,6 +2162,18 @@ impl IkeSa {
         nr: Vec<u8>,
     ) {
         let conn = self.conn(ctx);
+        // §2.25.2: not while one of our CHILD_SA exchanges is in flight.
+        if matches!(
+            self.outstanding,
+            Some(Outstanding {
+                request: Some(Request::CreateChild(_) | Request::DeleteChild(_)),
+                ..
+            })
+        ) {
+            let n = notify(NotifyType::TEMPORARY_FAILURE, vec![]);
+            self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
+            return;
+        }
         // Collision (§2.8.2): if we are rekeying too, the rekey with the
         // higher initiator nonce goes ahead and the other is refused; both
         // ends apply the same rule, so exactly one new IKE SA results.
