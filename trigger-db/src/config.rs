@@ -201,15 +201,21 @@ mod tests {
             .collect();
         let c = Config::parse(&example, "doc").unwrap();
         assert_eq!(c.socket_mode, Some(0o666));
-        assert_eq!(c.store.retention_max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(
+            c.store.retention_max_age,
+            Some(Duration::from_secs(30 * 86400))
+        );
         assert_eq!(c.store.retention_max_rows, Some(1_000_000));
     }
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let e = Config::parse("socket = \"/tmp/x\"\n\n[store]\nretention_rows = 5\n", "t.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "socket = \"/tmp/x\"\n\n[store]\nretention_rows = 5\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("retention_rows"), "{e}");
         assert!(e.contains("line 4"), "{e}");
     }
@@ -221,13 +227,17 @@ mod tests {
             .to_string();
         assert!(e.contains("line 2"), "{e}");
         assert!(e.contains("queue") || e.contains("integer"), "{e}");
-        let e = Config::parse("socket_mode = \"0999\"\n", "t.toml").unwrap_err().to_string();
+        let e = Config::parse("socket_mode = \"0999\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("octal"), "{e}");
     }
 
     #[test]
     fn out_of_range_values_are_named() {
-        let e = Config::parse("[store]\nbatch_max = 0\n", "t").unwrap_err().to_string();
+        let e = Config::parse("[store]\nbatch_max = 0\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("store.batch_max"), "{e}");
     }
 }

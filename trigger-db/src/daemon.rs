@@ -19,8 +19,7 @@ use trigger_proto::v1::trigger_service_server::TriggerServiceServer;
 use crate::{
     config::Config,
     hub::Hub,
-    ingest,
-    peer,
+    ingest, peer,
     server::{Access, Service},
     store::{self, StoreError},
     writer::{self, Retention, WriterConfig, WriterStats},
@@ -51,6 +50,9 @@ pub enum DaemonError {
     #[error("cannot build the reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
 }
+
+/// How long connections get to close after shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything the daemon needs, resolved from flags, file and defaults.
 #[derive(Debug, Clone)]
@@ -107,11 +109,7 @@ type SourceTasks = (
 );
 
 /// Starts the enabled sources, each an actor feeding the writer.
-fn start_sources(
-    cfg: &Config,
-    tx: ingest::SourceSender,
-    stop: CancellationToken,
-) -> SourceTasks {
+fn start_sources(cfg: &Config, tx: ingest::SourceSender, stop: CancellationToken) -> SourceTasks {
     let counters: Vec<Arc<dyn crate::server::SourceCounters>> = Vec::new();
     let tasks = Vec::new();
     let _ = (cfg, tx, stop);
@@ -129,7 +127,11 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         store::open(&opts.database, cfg.store.durability, cfg.store.readers).await?;
     let last_id = store.last_id().await?;
     info!(database = %opts.database.display(), last_id, "store open");
-    let hub = Arc::new(Hub::new(last_id, cfg.subscribers.queue));
+    let hub = Arc::new(Hub::new(
+        last_id,
+        cfg.subscribers.queue,
+        cfg.store.batch_max.max(crate::server::MAX_ADD_BATCH),
+    ));
     let writer_stats = Arc::new(WriterStats::default());
     let (source_tx, source_rx) = ingest::source_channel();
     // The writer outlives the server: it stops on its own token, after the
@@ -145,7 +147,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
             retention: Retention {
                 max_age: cfg.store.retention_max_age,
                 max_rows: cfg.store.retention_max_rows,
-                interval: cfg.store.retention_interval.unwrap_or(Duration::from_secs(60)),
+                interval: cfg
+                    .store
+                    .retention_interval
+                    .unwrap_or(Duration::from_secs(60)),
             },
         },
         writer_stop.clone(),
@@ -201,11 +206,24 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         }
     };
     let serve = tonic::transport::Server::builder()
+        // Many subscriber streams share a connection: give the connection
+        // room so one stream that stops reading does not stall the others.
+        .initial_connection_window_size(4 * 1024 * 1024)
+        .initial_stream_window_size(256 * 1024)
         .add_service(health)
         .add_service(reflection)
         .add_service(grpc)
         .serve_with_incoming_shutdown(peer::incoming(listener), stop_chain);
-    let served = serve.await;
+    // A client that never answers (its HTTP/2 PING of the graceful close
+    // included) must not keep the daemon from exiting.
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        r = &mut serve => r,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
+            Ok(())
+        }
+    };
     writer_stop.cancel();
     sources_stop.cancel();
     for t in source_tasks {

@@ -54,7 +54,12 @@ pub struct HubStats {
 #[derive(Debug)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// A subscriber with more than this many triggers undelivered is cut off.
     queue: usize,
+    /// Most triggers one publish carries (the writer's batch limit): the
+    /// queues have room for one more batch beyond `queue`, so a subscriber
+    /// that keeps up is never cut off by a large batch.
+    batch_max: usize,
     pub stats: HubStats,
 }
 
@@ -82,13 +87,14 @@ impl Subscription {
 }
 
 impl Hub {
-    pub fn new(last_id: u64, queue: usize) -> Self {
+    pub fn new(last_id: u64, queue: usize, batch_max: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 last_id,
                 ..Default::default()
             }),
             queue: queue.max(1),
+            batch_max: batch_max.max(1),
             stats: HubStats::default(),
         }
     }
@@ -101,7 +107,7 @@ impl Hub {
 
     /// Registers a subscriber; `None` once the hub is closed.
     pub fn subscribe(&self, filter: Filter) -> Option<Subscription> {
-        let (tx, rx) = mpsc::channel(self.queue);
+        let (tx, rx) = mpsc::channel(self.queue + self.batch_max);
         let missed = Arc::new(AtomicU64::new(0));
         let mut inner = self.lock();
         if inner.closed {
@@ -145,10 +151,18 @@ impl Hub {
         self.stats
             .published
             .fetch_add(triggers.len() as u64, Ordering::Relaxed);
+        let queue = self.queue;
         inner.slots.retain(|slot| {
+            let pending = slot.tx.max_capacity() - slot.tx.capacity();
             for t in triggers {
                 if !slot.filter.matches(t) {
                     continue;
+                }
+                if pending > queue {
+                    // Fell behind by more than its queue: cut off here.
+                    slot.missed.store(t.id, Ordering::Release);
+                    self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
+                    return false;
                 }
                 match slot.tx.try_send(t.clone()) {
                     Ok(()) => {}
@@ -190,27 +204,32 @@ mod tests {
 
     #[test]
     fn full_queue_cuts_off_only_that_subscriber_and_names_the_first_missed_id() {
-        let hub = Hub::new(10, 2);
+        // queue 2, batches of at most 2
+        let hub = Hub::new(10, 2, 2);
         let mut slow = hub.subscribe(Filter::default()).unwrap();
         let mut fast = hub.subscribe(Filter::default()).unwrap();
         assert_eq!(slow.start_after, 10);
-        for id in 11..=13 {
-            hub.publish(&[trig(id, "eth0")], None);
+        for id in (11..=17).step_by(2) {
+            hub.publish(&[trig(id, "eth0"), trig(id + 1, "eth0")], None);
             // the fast one keeps reading
             assert_eq!(fast.rx.try_recv().unwrap().id, id);
+            assert_eq!(fast.rx.try_recv().unwrap().id, id + 1);
         }
         assert_eq!(hub.subscribers(), 1);
-        assert_eq!(slow.rx.try_recv().unwrap().id, 11);
-        assert_eq!(slow.rx.try_recv().unwrap().id, 12);
+        // 11..=14 fit (2 pending before the second batch is not more than
+        // the queue), 15 found 4 pending: cut off.
+        for id in 11..=14 {
+            assert_eq!(slow.rx.try_recv().unwrap().id, id);
+        }
         assert!(slow.rx.try_recv().is_err());
-        assert_eq!(slow.first_missed(), Some(13));
+        assert_eq!(slow.first_missed(), Some(15));
         assert_eq!(fast.first_missed(), None);
         assert_eq!(hub.stats.gap_notices.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn filter_decides_what_is_queued_and_start_after_tracks_publishes() {
-        let hub = Hub::new(0, 16);
+        let hub = Hub::new(0, 16, 16);
         let mut wlan = hub
             .subscribe(Filter {
                 interfaces: vec!["wlan0".into()],
@@ -225,7 +244,7 @@ mod tests {
 
     #[test]
     fn close_ends_streams_without_a_gap() {
-        let hub = Hub::new(0, 16);
+        let hub = Hub::new(0, 16, 16);
         let mut s = hub.subscribe(Filter::default()).unwrap();
         hub.close();
         assert!(s.rx.blocking_recv().is_none());

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use trigger_proto::v1 as pb;
 
 use crate::model::{
-    Address, DefaultRoute, Detail, Interface, InterfaceKind, LinkState, Source, Timestamp,
-    Trigger, TriggerType,
+    Address, DefaultRoute, Detail, Interface, InterfaceKind, LinkState, Source, Timestamp, Trigger,
+    TriggerType,
 };
 
 /// One interface as last seen.

@@ -670,7 +670,10 @@ impl LinkState {
 
     pub fn from_wire(w: &pb::LinkState, field: &str) -> Result<Self, ValidationError> {
         if w.mac.len() > 64 {
-            return Err(ValidationError::new(sub(field, "mac"), "longer than 64 bytes"));
+            return Err(ValidationError::new(
+                sub(field, "mac"),
+                "longer than 64 bytes",
+            ));
         }
         Ok(Self {
             admin_up: w.admin_up,
@@ -706,7 +709,10 @@ impl LinkParameter {
 
     fn from_wire(w: &pb::LinkParameter, field: &str) -> Result<Self, ValidationError> {
         if !w.value.is_finite() {
-            return Err(ValidationError::new(sub(field, "value"), "not a finite number"));
+            return Err(ValidationError::new(
+                sub(field, "value"),
+                "not a finite number",
+            ));
         }
         if w.threshold_crossed.is_some_and(|t| !t.is_finite()) {
             return Err(ValidationError::new(
@@ -756,9 +762,16 @@ pub struct Connectivity {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Detail {
     LinkState(LinkState),
-    GoingDown { time_interval_ms: u32 },
-    ParametersReport { parameters: Vec<LinkParameter> },
-    Handover { old_link: Interface, new_link: Interface },
+    GoingDown {
+        time_interval_ms: u32,
+    },
+    ParametersReport {
+        parameters: Vec<LinkParameter>,
+    },
+    Handover {
+        old_link: Interface,
+        new_link: Interface,
+    },
     DefaultRoute(DefaultRoute),
     Resync(Resync),
     Connectivity(Connectivity),
@@ -807,7 +820,9 @@ impl Detail {
     fn from_wire(w: &pb::trigger::Detail, field: &str) -> Result<Self, ValidationError> {
         use pb::trigger::Detail as D;
         Ok(match w {
-            D::LinkState(s) => Detail::LinkState(LinkState::from_wire(s, &sub(field, "link_state"))?),
+            D::LinkState(s) => {
+                Detail::LinkState(LinkState::from_wire(s, &sub(field, "link_state"))?)
+            }
             D::GoingDown(g) => Detail::GoingDown {
                 time_interval_ms: g.time_interval_ms,
             },
@@ -858,9 +873,7 @@ impl Detail {
                 let ipv6 = match pb::AddressFamily::try_from(r.family) {
                     Ok(pb::AddressFamily::Ipv4) => false,
                     Ok(pb::AddressFamily::Ipv6) => true,
-                    Ok(pb::AddressFamily::Unspecified) => {
-                        gateway.is_some_and(|g| g.is_ipv6())
-                    }
+                    Ok(pb::AddressFamily::Unspecified) => gateway.is_some_and(|g| g.is_ipv6()),
                     Err(_) => {
                         return Err(ValidationError::new(
                             sub(&f, "family"),
@@ -1000,7 +1013,10 @@ impl Trigger {
         observed_at: Timestamp,
     ) -> Result<Self, ValidationError> {
         if w.origin.len() > 256 {
-            return Err(ValidationError::new(sub(field, "origin"), "longer than 256 bytes"));
+            return Err(ValidationError::new(
+                sub(field, "origin"),
+                "longer than 256 bytes",
+            ));
         }
         Ok(Self {
             id: 0,
@@ -1259,13 +1275,17 @@ mod tests {
         let mut w = going_down_wire();
         w.source = Source::Rtnetlink.to_wire();
         assert_eq!(
-            Trigger::from_client(&w, "t", Timestamp(0)).unwrap_err().field,
+            Trigger::from_client(&w, "t", Timestamp(0))
+                .unwrap_err()
+                .field,
             "t.source"
         );
         let mut w = going_down_wire();
         w.id = 7;
         assert_eq!(
-            Trigger::from_client(&w, "t", Timestamp(0)).unwrap_err().field,
+            Trigger::from_client(&w, "t", Timestamp(0))
+                .unwrap_err()
+                .field,
             "t.id"
         );
     }
@@ -1295,16 +1315,30 @@ mod tests {
         let t = Trigger::from_client(&w, "t", Timestamp(0)).unwrap();
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains(r#""type":"link-going-down""#), "{json}");
-        assert!(json.contains(r#""observed_at":"2023-11-14T22:13:20.123456Z""#), "{json}");
+        assert!(
+            json.contains(r#""observed_at":"2023-11-14T22:13:20.123456Z""#),
+            "{json}"
+        );
         let back: Trigger = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
     }
 
     #[test]
     fn enum_names_parse_loosely() {
-        assert_eq!("LINK_GOING_DOWN".parse::<TriggerType>(), Ok(TriggerType::LinkGoingDown));
-        assert_eq!("if-addr-added".parse::<TriggerType>(), Ok(TriggerType::IfAddrAdded));
-        assert!("bogus".parse::<TriggerType>().unwrap_err().contains("link-up"));
+        assert_eq!(
+            "LINK_GOING_DOWN".parse::<TriggerType>(),
+            Ok(TriggerType::LinkGoingDown)
+        );
+        assert_eq!(
+            "if-addr-added".parse::<TriggerType>(),
+            Ok(TriggerType::IfAddrAdded)
+        );
+        assert!(
+            "bogus"
+                .parse::<TriggerType>()
+                .unwrap_err()
+                .contains("link-up")
+        );
     }
 
     #[test]

@@ -169,7 +169,10 @@ impl TriggerService for Service {
             .trigger
             .ok_or_else(|| self.reject(ValidationError::new("trigger", "is required")))?;
         if w.id == 0 {
-            return Err(self.reject(ValidationError::new("trigger.id", "must name a stored trigger")));
+            return Err(self.reject(ValidationError::new(
+                "trigger.id",
+                "must name a stored trigger",
+            )));
         }
         // Checked like an Add (source and time are kept from the stored one).
         let mut unstored = w.clone();
@@ -239,7 +242,11 @@ impl TriggerService for Service {
             .map(|t| Timestamp::from_wire(t, "before"))
             .transpose()
             .map_err(|e| self.reject(e))?;
-        let deleted = self.writer.flush(filter, before).await.map_err(store_status)?;
+        let deleted = self
+            .writer
+            .flush(filter, before)
+            .await
+            .map_err(store_status)?;
         info!(deleted, "flush");
         Ok(Response::new(pb::FlushResponse { deleted }))
     }

@@ -321,10 +321,8 @@ impl Store {
                 .push_bind(id as i64)
                 .push(")");
         }
-        qb.push(format_args!(
-            " ORDER BY observed_at {dir}, id {dir} LIMIT "
-        ))
-        .push_bind(i64::from(q.page_size));
+        qb.push(format_args!(" ORDER BY observed_at {dir}, id {dir} LIMIT "))
+            .push_bind(i64::from(q.page_size));
         let rows = qb
             .build()
             .fetch_all(&self.pool)
@@ -344,10 +342,12 @@ impl Store {
 
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM triggers")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(sql("stats"))?;
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM triggers",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql("stats"))?;
         s.rows = row.get::<i64, _>(0) as u64;
         s.first_id = row.get::<i64, _>(1) as u64;
         s.last_id = self.last_id().await?;
@@ -450,15 +450,17 @@ impl Writer {
             source: old.source,
             ..t.clone()
         };
-        sqlx::query("UPDATE triggers SET type = ?, if_name = ?, if_index = ?, body = ? WHERE id = ?")
-            .bind(i64::from(new.kind.to_wire()))
-            .bind(new.interface.as_ref().map(|i| i.name.clone()))
-            .bind(new.interface.as_ref().map(|i| i64::from(i.index)))
-            .bind(encode(&new))
-            .bind(new.id as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("modify"))?;
+        sqlx::query(
+            "UPDATE triggers SET type = ?, if_name = ?, if_index = ?, body = ? WHERE id = ?",
+        )
+        .bind(i64::from(new.kind.to_wire()))
+        .bind(new.interface.as_ref().map(|i| i.name.clone()))
+        .bind(new.interface.as_ref().map(|i| i64::from(i.index)))
+        .bind(encode(&new))
+        .bind(new.id as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql("modify"))?;
         tx.commit().await.map_err(sql("commit"))?;
         Ok(new)
     }

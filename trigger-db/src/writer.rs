@@ -31,14 +31,16 @@ use crate::{
 /// Capacity of the client command queue.
 const COMMAND_QUEUE: usize = 1024;
 
+type AddReply = oneshot::Sender<Result<Vec<u64>, StoreError>>;
+
 #[derive(Debug)]
 enum Command {
     Add {
         triggers: Vec<Trigger>,
-        reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+        reply: AddReply,
     },
     Modify {
-        trigger: Trigger,
+        trigger: Box<Trigger>,
         reply: oneshot::Sender<Result<Trigger, StoreError>>,
     },
     Delete {
@@ -101,14 +103,22 @@ impl WriterHandle {
     }
 
     pub async fn modify(&self, trigger: Trigger) -> Result<Trigger, StoreError> {
-        self.call(|reply| Command::Modify { trigger, reply }).await
+        self.call(|reply| Command::Modify {
+            trigger: Box::new(trigger),
+            reply,
+        })
+        .await
     }
 
     pub async fn delete(&self, ids: Vec<u64>) -> Result<u64, StoreError> {
         self.call(|reply| Command::Delete { ids, reply }).await
     }
 
-    pub async fn flush(&self, filter: Filter, before: Option<Timestamp>) -> Result<u64, StoreError> {
+    pub async fn flush(
+        &self,
+        filter: Filter,
+        before: Option<Timestamp>,
+    ) -> Result<u64, StoreError> {
         self.call(|reply| Command::Flush {
             filter,
             before,
@@ -155,7 +165,7 @@ struct Actor {
 struct Pending {
     triggers: Vec<Trigger>,
     /// Per Add caller: how many of `triggers` are theirs.
-    acks: Vec<(usize, oneshot::Sender<Result<Vec<u64>, StoreError>>)>,
+    acks: Vec<(usize, AddReply)>,
     /// The newest link table among the source batches, with the number of
     /// triggers that come before it is in force.
     links: Option<Arc<LinkTable>>,
@@ -169,7 +179,8 @@ impl Pending {
 
 impl Actor {
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut retention = tokio::time::interval(self.config.retention.interval.max(Duration::from_secs(1)));
+        let mut retention =
+            tokio::time::interval(self.config.retention.interval.max(Duration::from_secs(1)));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_open = true;
         let mut sources_open = true;
@@ -312,7 +323,11 @@ impl Actor {
             return;
         }
         let older_than = r.max_age.map(|age| {
-            Timestamp(Timestamp::now().0.saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64))
+            Timestamp(
+                Timestamp::now()
+                    .0
+                    .saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64),
+            )
         });
         match self.writer.retain(older_than, r.max_rows).await {
             Ok(0) => {}

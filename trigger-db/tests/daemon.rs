@@ -1,0 +1,380 @@
+//! System tests of the trigger-db daemon as a process: resume, durability,
+//! slow subscribers, access control, bad input, shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use trigger_db::model::TriggerType;
+use trigger_proto::v1::{self as pb, subscribe_response::Item};
+
+fn ids_of(items: &[Item]) -> Vec<u64> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Trigger(t) => Some(t.id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_id_replays_exactly_the_missed_triggers_also_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), None, None);
+    let mut c = d.client().await;
+    let first = add_many(&mut c, "eth0", 5, 5).await;
+
+    // A subscriber sees the first five live, then goes away.
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(next_item(&mut s, 5).await.unwrap());
+    }
+    assert_eq!(ids_of(&seen), first);
+    let last_seen = *first.last().unwrap();
+    drop(s);
+
+    // It misses three, and a daemon restart, and three more.
+    let missed_a = add_many(&mut c, "eth0", 3, 3).await;
+    d.restart();
+    let mut c = d.client().await;
+    let missed_b = add_many(&mut c, "eth1", 3, 3).await;
+
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(last_seen),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        got.push(next_item(&mut s, 5).await.unwrap());
+    }
+    let expect: Vec<u64> = missed_a.iter().chain(&missed_b).copied().collect();
+    assert_eq!(ids_of(&got), expect);
+    // Then live, with nothing duplicated in between.
+    let live = add_many(&mut c, "eth0", 1, 1).await;
+    assert_eq!(ids_of(&[next_item(&mut s, 5).await.unwrap()]), live);
+    assert!(live[0] > *expect.last().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_add_of_ten_thousand_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), None, None);
+    let mut c = d.client().await;
+    let ids = add_many(&mut c, "wlan0", 10_000, 1_000).await;
+    d.kill9();
+    d.restart();
+    let mut c = d.client().await;
+    let mut stream = c
+        .dump(pb::DumpRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stored = Vec::new();
+    while let Some(t) = stream.message().await.unwrap() {
+        stored.push(t.id);
+    }
+    assert_eq!(stored, ids);
+    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.stored_triggers, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_gets_a_gap_notice_and_never_delays_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        None,
+        Some("[sources.rtnetlink]\nenabled = false\n[subscribers]\nqueue = 2048\n"),
+    );
+    let mut c = d.client().await;
+    // The slow one subscribes and then never reads; each has its own
+    // connection, as separate processes would.
+    let mut slow = small_window_client(&d.socket)
+        .await
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut fast = d
+        .client()
+        .await
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // Enough to overflow the slow one's queue and its HTTP/2 windows.
+    let total = 20_000;
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        while ids.len() < total {
+            match next_item(&mut fast, 30).await {
+                Some(Item::Trigger(t)) => ids.push(t.id),
+                other => panic!("fast subscriber got {other:?}"),
+            }
+        }
+        ids
+    });
+    let added = add_many(&mut c, "eth0", total, 100).await;
+    let fast_ids = reader.await.unwrap();
+    assert_eq!(fast_ids, added, "the reading subscriber got everything");
+
+    // Now the slow one reads: what was queued, then the gap notice.
+    let mut delivered = Vec::new();
+    let gap = loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), slow.message()).await;
+        let Ok(Ok(Some(pb::SubscribeResponse { item: Some(item) }))) = item else {
+            panic!(
+                "slow stream: {item:?} after {}: {}",
+                delivered.len(),
+                d.log_text()
+            );
+        };
+        match Some(item) {
+            Some(Item::Trigger(t)) => delivered.push(t.id),
+            Some(Item::Gap(g)) => break g,
+            other => panic!("slow subscriber got {other:?}"),
+        }
+    };
+    assert!(delivered.len() < total, "the slow one was cut off");
+    assert_eq!(delivered, added[..delivered.len()].to_vec());
+    assert_eq!(gap.first_missed_id, added[delivered.len()]);
+    assert_eq!(gap.resume_after_id, gap.first_missed_id - 1);
+    assert!(
+        next_item(&mut slow, 10).await.is_none(),
+        "stream ends after the notice"
+    );
+
+    // Resuming from the notice yields the rest, exactly.
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(gap.resume_after_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rest = Vec::new();
+    while rest.len() < total - delivered.len() {
+        match next_item(&mut s, 10).await {
+            Some(Item::Trigger(t)) => rest.push(t.id),
+            other => panic!("resumed subscriber got {other:?}"),
+        }
+    }
+    assert_eq!(rest, added[delivered.len()..].to_vec());
+    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert!(stats.gap_notices >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_invalid_argument_naming_the_field_and_the_daemon_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+    let mut c = d.client().await;
+
+    async fn expect_invalid<T: std::fmt::Debug>(
+        r: Result<tonic::Response<T>, tonic::Status>,
+        field: &str,
+    ) {
+        let e = r.expect_err("must be refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with(field), "{field}: {}", e.message());
+    }
+
+    let mut bad = client_trigger(TriggerType::LinkUp, "eth0");
+    bad.r#type = 999;
+    expect_invalid(
+        c.add(pb::AddRequest {
+            triggers: vec![client_trigger(TriggerType::LinkUp, "eth0"), bad],
+        })
+        .await,
+        "triggers[1].type",
+    )
+    .await;
+    let mut bad = client_trigger(TriggerType::LinkUp, "eth0");
+    bad.interface.as_mut().unwrap().kind = 77;
+    expect_invalid(
+        c.add(pb::AddRequest {
+            triggers: vec![bad],
+        })
+        .await,
+        "triggers[0].interface.kind",
+    )
+    .await;
+    // Missing required fields.
+    let mut bad = client_trigger(TriggerType::IfAddrAdded, "eth0");
+    bad.address = None;
+    expect_invalid(
+        c.add(pb::AddRequest {
+            triggers: vec![bad],
+        })
+        .await,
+        "triggers[0].address",
+    )
+    .await;
+    let bad = client_trigger(TriggerType::LinkGoingDown, "wlan0");
+    expect_invalid(
+        c.add(pb::AddRequest {
+            triggers: vec![bad],
+        })
+        .await,
+        "triggers[0].going_down",
+    )
+    .await;
+    // Oversized batch.
+    let big = vec![client_trigger(TriggerType::LinkUp, "eth0"); 10_001];
+    expect_invalid(c.add(pb::AddRequest { triggers: big }).await, "triggers").await;
+    // Reversed time range, page sizes.
+    let q = |since: i64, until: i64, page_size: u32| pb::QueryRequest {
+        since: Some(prost_types::Timestamp {
+            seconds: since,
+            nanos: 0,
+        }),
+        until: Some(prost_types::Timestamp {
+            seconds: until,
+            nanos: 0,
+        }),
+        page_size,
+        ..Default::default()
+    };
+    expect_invalid(c.query(q(2_000, 1_000, 10)).await, "until").await;
+    expect_invalid(c.query(q(1_000, 2_000, 0)).await, "page_size").await;
+    expect_invalid(c.query(q(1_000, 2_000, 1_001)).await, "page_size").await;
+    let mut bad_filter = q(1_000, 2_000, 10);
+    bad_filter.filter = Some(pb::TriggerFilter {
+        sources: vec![42],
+        ..Default::default()
+    });
+    expect_invalid(c.query(bad_filter).await, "filter.sources[0]").await;
+    let mut bad_token = q(1_000, 2_000, 10);
+    bad_token.page_token = "garbage".into();
+    expect_invalid(c.query(bad_token).await, "page_token").await;
+    expect_invalid(
+        c.subscribe(pb::SubscribeRequest {
+            filter: Some(pb::TriggerFilter {
+                types: vec![-3],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await,
+        "filter.types[0]",
+    )
+    .await;
+    expect_invalid(
+        c.subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(1 << 40),
+            ..Default::default()
+        })
+        .await,
+        "resume_after_id",
+    )
+    .await;
+    expect_invalid(c.delete(pb::DeleteRequest { ids: vec![] }).await, "ids").await;
+    // Not found is not invalid.
+    let e = c.get(pb::GetRequest { id: 12345 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // Still up, nothing stored by the refused calls, and counted.
+    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.stored_triggers, 0);
+    assert!(stats.rejected_requests >= 12, "{stats:?}");
+    add_many(&mut c, "eth0", 1, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_by_cursor_in_time_order_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+    let mut c = d.client().await;
+    let eth = add_many(&mut c, "eth0", 25, 10).await;
+    add_many(&mut c, "wlan0", 10, 10).await;
+    let mut token = String::new();
+    let mut got = Vec::new();
+    loop {
+        let page = c
+            .query(pb::QueryRequest {
+                filter: Some(pb::TriggerFilter {
+                    interfaces: vec!["eth0".into()],
+                    ..Default::default()
+                }),
+                page_size: 10,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.triggers.len() <= 10);
+        got.extend(page.triggers.iter().map(|t| t.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(got, eth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_cleanly_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), None, None);
+    let mut c = d.client().await;
+    let mut s = c
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    add_many(&mut c, "eth0", 3, 3).await;
+    for _ in 0..3 {
+        next_item(&mut s, 5).await.unwrap();
+    }
+    let st = d.terminate();
+    assert!(st.success(), "exit status {st}: {}", d.log_text());
+    // The stream ended with OK status, not an error.
+    let end = tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("stream end");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    assert!(!d.socket.exists(), "socket removed on exit");
+}
+
+#[test]
+fn config_with_unknown_key_fails_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "writer_group = \"root\"\n[store]\nretention = 5\n").unwrap();
+    let out = std::process::Command::new(DAEMON)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(dir.path().join("s"))
+        .arg("--database")
+        .arg(dir.path().join("d.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retention") && err.contains("line 3"), "{err}");
+    std::fs::write(&cfg, "[subscribers]\nqueue = \"lots\"\n").unwrap();
+    let out = std::process::Command::new(DAEMON)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("line 2"), "{err}");
+}
