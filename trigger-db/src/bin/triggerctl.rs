@@ -1,1 +1,555 @@
-fn main() {}
+//! `triggerctl`: the admin CLI of trigger-db. It watches, queries, adds,
+//! gets, deletes and flushes triggers and shows links and counters, over the
+//! daemon's Unix socket; a table for people, `--json` (one object per line)
+//! for scripts.
+//!
+//! This file holds the command line and the exit codes; the verbs are in
+//! `triggerctl/verbs.rs` and `triggerctl/watch.rs`, input parsing in
+//! `triggerctl/add.rs` and `triggerctl/time.rs`, formatting in
+//! `triggerctl/output.rs`. It does not decide anything about triggers: the
+//! daemon validates and stores, triggerctl only checks early to give
+//! better errors.
+
+#[path = "triggerctl/add.rs"]
+mod add;
+#[path = "triggerctl/output.rs"]
+mod output;
+#[path = "triggerctl/time.rs"]
+mod time;
+#[path = "triggerctl/verbs.rs"]
+mod verbs;
+#[path = "triggerctl/watch.rs"]
+mod watch;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use tokio::io::BufReader;
+use trigger_db::{
+    client,
+    model::{Filter, InterfaceKind, LinkParameter, LinkType, Source, Timestamp, TriggerType},
+    paths,
+};
+
+use crate::{
+    add::{BatchReader, TriggerFlags},
+    output::Out,
+};
+
+const EXIT_HELP: &str = "\
+Exit status: 0 success; 1 the daemon is unreachable, refused the request, or \
+the input is bad (one line on stderr: `triggerctl: ...`); 2 bad command line.
+
+Times (--since, --until, --before, --observed-at) are UTC: an RFC 3339 time \
+(2026-11-27T13:05:00Z, 2026-11-27 13:05), a date, `now`, `@UNIX_SECONDS`, or \
+a duration meaning that long ago (10m, 2h, 3days).";
+
+/// Admin CLI of trigger-db, the link-trigger database (PF_TRIGGER over gRPC).
+#[derive(Debug, Parser)]
+#[command(version, after_help = EXIT_HELP)]
+struct Cli {
+    /// The daemon's Unix socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = paths::SOCKET_ENV,
+        default_value_os_t = paths::default_socket()
+    )]
+    socket: PathBuf,
+    /// One JSON object per line instead of a table (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which triggers: lists AND together, entries of one list OR. Each flag
+/// repeats or takes a comma-separated list.
+#[derive(Debug, Args, Clone, Default)]
+struct FilterArgs {
+    /// Only triggers of this interface.
+    #[arg(
+        long = "interface",
+        short = 'i',
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    interfaces: Vec<String>,
+    /// Only triggers of this type (e.g. link-down, if-addr-added).
+    #[arg(long = "type", short = 't', value_name = "TYPE", value_delimiter = ',')]
+    types: Vec<TriggerType>,
+    /// Only triggers from this source (rtnetlink, networkmanager, client,
+    /// ieee802-21, threshold, trigger-db).
+    #[arg(
+        long = "source",
+        short = 's',
+        value_name = "SOURCE",
+        value_delimiter = ','
+    )]
+    sources: Vec<Source>,
+}
+
+impl FilterArgs {
+    fn filter(self) -> Filter {
+        Filter {
+            interfaces: self.interfaces,
+            types: self.types,
+            sources: self.sources,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Follow triggers as they happen (Ctrl-C ends).
+    #[command(after_help = WATCH_HELP)]
+    Watch {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// First print the stored triggers from this time, then follow live
+        /// ones with no gap.
+        #[arg(long, value_name = "TIME", value_parser = time::parse_time, conflicts_with = "resume_after")]
+        since: Option<Timestamp>,
+        /// First replay the stored triggers after this id (from a previous
+        /// watch), then follow live ones.
+        #[arg(long, value_name = "ID")]
+        resume_after: Option<u64>,
+        /// First show the current links and addresses (id `-`), then a
+        /// snapshot-complete note.
+        #[arg(long)]
+        snapshot: bool,
+    },
+    /// Show stored triggers, a page at a time.
+    #[command(after_help = HISTORY_HELP)]
+    History {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Observed at or after this time.
+        #[arg(long, value_name = "TIME", value_parser = time::parse_time)]
+        since: Option<Timestamp>,
+        /// Observed before this time.
+        #[arg(long, value_name = "TIME", value_parser = time::parse_time)]
+        until: Option<Timestamp>,
+        /// Triggers per page, 1..=1000 [default: 50, or 1000 with --all].
+        #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+        /// Continue from a previous page's cursor (give the same filters).
+        #[arg(long, value_name = "TOKEN")]
+        cursor: Option<String>,
+        /// Follow the cursor to the end instead of printing one page.
+        #[arg(long)]
+        all: bool,
+        /// Newest first.
+        #[arg(long)]
+        reverse: bool,
+    },
+    /// Add triggers: one from flags, or many from JSON lines.
+    #[command(after_help = ADD_HELP)]
+    Add(AddArgs),
+    /// Show one stored trigger.
+    #[command(after_help = "Example:\n  triggerctl get 42\n  triggerctl --json get 42")]
+    Get {
+        /// Trigger id.
+        id: u64,
+    },
+    /// Delete stored triggers by id.
+    #[command(
+        after_help = "Example:\n  triggerctl delete 42 43 44\n\n--json prints {\"deleted\":N}."
+    )]
+    Delete {
+        /// Trigger ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
+    },
+    /// Delete every stored trigger that matches.
+    #[command(after_help = FLUSH_HELP)]
+    Flush {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Only triggers observed before this time.
+        #[arg(long, value_name = "TIME", value_parser = time::parse_time)]
+        before: Option<Timestamp>,
+        /// Confirm a flush without --interface/--type/--source.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show the current interfaces, their state and addresses.
+    #[command(after_help = LINKS_HELP)]
+    Links,
+    /// Show the daemon's counters.
+    #[command(after_help = STATS_HELP)]
+    Stats,
+}
+
+const WATCH_HELP: &str = "\
+Examples:
+  triggerctl watch
+  triggerctl watch -i wlan0 -t link-going-down,link-down
+  triggerctl watch --since 10m          # last 10 minutes, then live
+  triggerctl watch --snapshot           # current links first, then live
+  triggerctl --json watch | jq -c 'select(.type == \"link-down\")'
+
+If the watcher falls behind, the daemon says so; triggerctl notes it on stderr \
+and resubscribes from the last id it printed, so no trigger is lost or repeated.
+
+--json: one trigger per line (the form `add --from` reads); after --snapshot \
+items, one {\"snapshot_complete\":{\"last_id\":N}} line. Notes go to stderr.";
+
+const HISTORY_HELP: &str = "\
+Examples:
+  triggerctl history                         # oldest 50
+  triggerctl history --reverse -n 20         # newest 20
+  triggerctl history -i wlan0 --since 2h --all
+  triggerctl history --since 2026-11-27 --until 2026-11-28 --cursor TOKEN
+
+Without --all one page is printed; if there are more, the cursor for the next \
+page is noted on stderr, and in --json mode printed as a last line \
+{\"next_cursor\":\"TOKEN\"} (every other line is a trigger). Pass it with \
+--cursor and the same filters. --json --all prints only triggers.";
+
+const ADD_HELP: &str = "\
+Examples:
+  triggerctl add --type link-going-down --interface wlan0 --time-interval 500ms \\
+      --reason link-parameter-degrading
+  triggerctl add --type link-down -i wwan0 --reason packet-timeout
+  triggerctl add --type link-parameters-report -i wlan0 \\
+      --param signal-strength=-78dbm --param sinr=3db
+  triggerctl add --type link-handover-imminent -i wlan0 --old-link wlan0 --new-link wwan0
+  triggerctl add --type if-addr-added -i eth0 --address 192.0.2.10/24
+  triggerctl add --from triggers.jsonl
+  triggerctl --json history --all -i wlan0 | triggerctl add --from -
+
+--from reads one trigger per line in the JSON form `--json` prints; blank \
+lines and lines starting with # are skipped. `id` is ignored (the database \
+assigns ids), `source` defaults to client and `observed_at` to the time the \
+daemon receives it. Lines are checked and sent in batches of up to 1000, each \
+acknowledged by the daemon; a bad line is reported as FILE:LINE: FIELD: \
+problem and stops the input before its batch is sent (earlier batches stay \
+added). Only sources client and ieee802-21 can be added.
+
+Output: `added trigger ID` per trigger from flags, a line per batch from \
+--from; --json prints {\"id\":ID} (with \"line\":N for --from) per trigger.
+
+Reasons (--reason NAME or number; 128..255 vendor specific):
+  link-down:       explicit-disconnect packet-timeout no-resource no-broadcast
+                   authentication-failure billing-failure
+  link-going-down: explicit-disconnect link-parameter-degrading low-power no-resource
+Parameters (--param NAME=VALUE[UNIT], units dbm db % kbps): data-rate, \
+signal-strength, sinr, throughput, packet-error-rate.";
+
+const FLUSH_HELP: &str = "\
+Examples:
+  triggerctl flush -i veth-test
+  triggerctl flush --before 30days --yes
+  triggerctl flush --yes                      # everything
+
+A flush without --interface/--type/--source needs --yes. Prints the number \
+deleted; --json prints {\"deleted\":N}.";
+
+const LINKS_HELP: &str = "\
+Columns: INDEX, NAME, KIND, STATE (admin up/down), CARRIER, OPER (RFC 2863 \
+operational state), MTU, ADDRESSES (with flags such as [tentative]).
+
+--json prints one object per link: {\"interface\":{...},\"state\":{\"admin_up\",\
+\"carrier\",\"oper_state\",\"mtu\",\"mac\"},\"up\":BOOL,\"addresses\":[...],\
+\"last_change\":TIME}.";
+
+const STATS_HELP: &str = "\
+--json prints one object: stored_triggers, first_id, last_id, database_bytes, \
+subscribers, gap_notices, resyncs, ingested_total, retention_deleted, \
+rejected_requests, netlink_parse_errors, uptime_s, and by_source / by_type \
+(objects of name -> count).";
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    #[command(flatten)]
+    flags: AddFlags,
+    /// Read triggers from this file of JSON lines, or `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+}
+
+/// One trigger from flags.
+#[derive(Debug, Args)]
+#[group(id = "trigger-flags", multiple = true, conflicts_with = "from")]
+struct AddFlags {
+    /// Trigger type, e.g. link-going-down, link-down, link-up,
+    /// link-parameters-report, link-handover-imminent, if-addr-added.
+    #[arg(
+        long = "type",
+        short = 't',
+        value_name = "TYPE",
+        required_unless_present = "from"
+    )]
+    kind: Option<TriggerType>,
+    /// Interface name.
+    #[arg(long, short = 'i', value_name = "NAME")]
+    interface: Option<String>,
+    /// Interface index (ifindex).
+    #[arg(long, value_name = "N")]
+    index: Option<u32>,
+    /// Interface kind (ethernet, wlan, wwan, tunnel, ...).
+    #[arg(long = "kind", value_name = "KIND")]
+    iface_kind: Option<InterfaceKind>,
+    /// IEEE 802.21 link type (ieee802-11, lte, umts, ethernet, ...).
+    #[arg(long, value_name = "LINK_TYPE")]
+    link_type: Option<LinkType>,
+    /// Address, `IP/LEN` (a bare IP is /32 or /128).
+    #[arg(long, value_name = "IP/LEN")]
+    address: Option<String>,
+    /// Reason, by name or number, in the code book of the type (link-down,
+    /// link-going-down only).
+    #[arg(long, value_name = "NAME|NUM")]
+    reason: Option<String>,
+    /// link-going-down: time until the link is expected to go down (500ms, 2s).
+    #[arg(long, value_name = "DURATION", value_parser = time::parse_interval_ms)]
+    time_interval: Option<u32>,
+    /// link-parameters-report: a parameter, NAME=VALUE[UNIT] (repeat).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = add::parse_param)]
+    params: Vec<LinkParameter>,
+    /// Handover: the link being left.
+    #[arg(long, value_name = "NAME")]
+    old_link: Option<String>,
+    /// Handover: the link being moved to.
+    #[arg(long, value_name = "NAME")]
+    new_link: Option<String>,
+    /// client (default) or ieee802-21.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<Source>,
+    /// Free text naming the origin (the daemon may record the peer instead).
+    #[arg(long, value_name = "TEXT")]
+    origin: Option<String>,
+    /// When it was observed [default: when the daemon receives it].
+    #[arg(long, value_name = "TIME", value_parser = time::parse_time)]
+    observed_at: Option<Timestamp>,
+}
+
+impl AddFlags {
+    fn into_flags(self) -> TriggerFlags {
+        TriggerFlags {
+            kind: self.kind,
+            interface: self.interface,
+            index: self.index,
+            iface_kind: self.iface_kind,
+            link_type: self.link_type,
+            address: self.address,
+            reason: self.reason,
+            time_interval_ms: self.time_interval,
+            params: self.params,
+            old_link: self.old_link,
+            new_link: self.new_link,
+            source: self.source,
+            origin: self.origin,
+            observed_at: self.observed_at,
+        }
+    }
+}
+
+/// How long `add --from -` waits for more lines before sending a partial batch.
+const STDIN_IDLE_FLUSH: Duration = Duration::from_millis(200);
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Out { json: cli.json };
+    // Check what can be checked before connecting.
+    let add_input = match &cli.command {
+        Command::Add(a) => match &a.from {
+            None => None,
+            Some(p) if p.as_os_str() == "-" => Some(BatchReader::new(
+                Box::new(BufReader::new(tokio::io::stdin()))
+                    as Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
+                "<stdin>".to_owned(),
+                Some(STDIN_IDLE_FLUSH),
+            )),
+            Some(p) => {
+                let f = tokio::fs::File::open(p)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("add: cannot open {}: {e}", p.display()))?;
+                Some(BatchReader::new(
+                    Box::new(BufReader::new(f)) as Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
+                    p.display().to_string(),
+                    None,
+                ))
+            }
+        },
+        _ => None,
+    };
+    let mut c = client::connect(&cli.socket).await?;
+    match cli.command {
+        Command::Watch {
+            filter,
+            since,
+            resume_after,
+            snapshot,
+        } => {
+            let opts = watch::WatchOpts {
+                filter: filter.filter(),
+                since,
+                resume_after,
+                snapshot,
+            };
+            tokio::select! {
+                r = watch::watch(&mut c, &out, opts) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        Command::History {
+            filter,
+            since,
+            until,
+            limit,
+            cursor,
+            all,
+            reverse,
+        } => {
+            let opts = verbs::HistoryOpts {
+                filter: filter.filter(),
+                since,
+                until,
+                limit: limit.unwrap_or(if all { 1000 } else { 50 }),
+                cursor,
+                all,
+                reverse,
+            };
+            tokio::select! {
+                r = verbs::history(&mut c, &out, opts) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        Command::Add(a) => match add_input {
+            Some(input) => verbs::add_from(&mut c, &out, input).await,
+            None => verbs::add_one(&mut c, &out, &a.flags.into_flags()).await,
+        },
+        Command::Get { id } => verbs::get(&mut c, &out, id).await,
+        Command::Delete { ids } => verbs::delete(&mut c, &out, ids).await,
+        Command::Flush {
+            filter,
+            before,
+            yes,
+        } => verbs::flush(&mut c, &out, filter.filter(), before, yes).await,
+        Command::Links => verbs::links(&mut c, &out).await,
+        Command::Stats => verbs::stats(&mut c, &out).await,
+    }
+}
+
+/// Whether the error is stdout going away (`| head`): not a failure.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("triggerctl: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("triggerctl: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("triggerctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn add_flags_reach_the_wire() {
+        let cli = parse(&[
+            "--socket",
+            "/tmp/s",
+            "add",
+            "--type",
+            "link-going-down",
+            "--interface",
+            "wlan0",
+            "--time-interval",
+            "500ms",
+            "--reason",
+            "link-parameter-degrading",
+        ])
+        .unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
+        let Command::Add(a) = cli.command else {
+            panic!()
+        };
+        let w = add::build(&a.flags.into_flags()).unwrap();
+        assert_eq!(w.r#type, TriggerType::LinkGoingDown.to_wire());
+    }
+
+    #[test]
+    fn add_needs_type_or_from_but_not_both() {
+        assert!(parse(&["add", "-i", "wlan0"]).is_err());
+        assert!(parse(&["add", "--from", "-", "--type", "link-up"]).is_err());
+        assert!(parse(&["add", "--from", "x.jsonl"]).is_ok());
+        assert!(parse(&["add", "--type", "link-upp"]).is_err());
+        assert!(
+            parse(&[
+                "add",
+                "--type",
+                "link-going-down",
+                "--time-interval",
+                "soon"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn filters_repeat_and_split_on_commas() {
+        let cli = parse(&[
+            "watch",
+            "-i",
+            "wlan0,wwan0",
+            "-t",
+            "link-down",
+            "--type",
+            "LINK_UP",
+            "-s",
+            "rtnetlink",
+            "--since",
+            "10m",
+        ])
+        .unwrap();
+        let Command::Watch { filter, since, .. } = cli.command else {
+            panic!()
+        };
+        let f = filter.filter();
+        assert_eq!(f.interfaces, ["wlan0", "wwan0"]);
+        assert_eq!(f.types, [TriggerType::LinkDown, TriggerType::LinkUp]);
+        assert_eq!(f.sources, [Source::Rtnetlink]);
+        assert!(since.is_some());
+        assert!(parse(&["watch", "--since", "1h", "--resume-after", "5"]).is_err());
+    }
+
+    #[test]
+    fn history_limit_is_bounded() {
+        assert!(parse(&["history", "--limit", "0"]).is_err());
+        assert!(parse(&["history", "--limit", "1001"]).is_err());
+        assert!(parse(&["history", "-n", "1000", "--json"]).is_ok());
+    }
+}
