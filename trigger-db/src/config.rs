@@ -209,6 +209,14 @@ mod tests {
     }
 
     #[test]
+    fn example_in_deploy_parses() {
+        let text = include_str!("../../deploy/trigger-db.toml");
+        let c = Config::parse(text, "deploy/trigger-db.toml").unwrap();
+        assert_eq!(c.writer_group.as_deref(), Some("netdev"));
+        assert!(c.sources.rtnetlink.enabled);
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let e = Config::parse(
             "socket = \"/tmp/x\"\n\n[store]\nretention_rows = 5\n",
