@@ -1,0 +1,10 @@
+//! Sources: actor tasks that each own one connection to something that
+//! knows about links, turn what it says into [`crate::model::Trigger`]s and
+//! hand them to the store as [`crate::ingest::SourceBatch`]es over a bounded
+//! channel.
+//!
+//! A source only observes and translates; it assigns no ids, stores nothing
+//! and never decides anything about mobility. Today there is one, the
+//! kernel's rtnetlink ([`netlink`]).
+
+pub mod netlink;
