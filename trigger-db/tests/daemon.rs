@@ -378,3 +378,121 @@ fn config_with_unknown_key_fails_naming_key_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("line 2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_modify_delete_flush_and_dump_act_on_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+    let mut c = d.client().await;
+    let eth = add_many(&mut c, "eth0", 3, 3).await;
+    let wlan = add_many(&mut c, "wlan0", 2, 2).await;
+
+    let got = c
+        .get(pb::GetRequest { id: eth[0] })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = got.trigger.unwrap();
+    assert_eq!(got.id, eth[0]);
+    assert_eq!(got.interface.as_ref().unwrap().name, "eth0");
+
+    // Modify keeps id, time and source; replaces the rest.
+    let mut changed = client_trigger(TriggerType::LinkDown, "eth9");
+    changed.id = eth[0];
+    let m = c
+        .modify(pb::ModifyRequest {
+            trigger: Some(changed),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trigger
+        .unwrap();
+    assert_eq!(m.id, eth[0]);
+    assert_eq!(m.observed_at, got.observed_at);
+    assert_eq!(m.r#type, pb::TriggerType::LinkDown as i32);
+    let again = c
+        .get(pb::GetRequest { id: eth[0] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.trigger.unwrap().interface.unwrap().name, "eth9");
+
+    let del = c
+        .delete(pb::DeleteRequest {
+            ids: vec![eth[1], 999_999],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(del.deleted, 1);
+    let e = c.get(pb::GetRequest { id: eth[1] }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    let flushed = c
+        .flush(pb::FlushRequest {
+            filter: Some(pb::TriggerFilter {
+                interfaces: vec!["wlan0".into()],
+                ..Default::default()
+            }),
+            before: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(flushed.deleted, wlan.len() as u64);
+
+    let mut dump = c
+        .dump(pb::DumpRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut left = Vec::new();
+    while let Some(t) = dump.message().await.unwrap() {
+        left.push(t.id);
+    }
+    assert_eq!(left, vec![eth[0], eth[2]]);
+    // Ids are never reused after deletes.
+    let next = add_many(&mut c, "eth0", 1, 1).await;
+    assert!(next[0] > wlan[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+    let ch = channel(&d.socket, false).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "trigger.v1.TriggerService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut refl = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer {msg:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"trigger.v1.TriggerService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+}

@@ -262,24 +262,30 @@ pub async fn next_item(
         .map(|r| r.item.expect("empty item"))
 }
 
-/// A client whose HTTP/2 receive windows are the protocol's minimum (64 KiB),
-/// so that a stream it does not read backs up into the daemon quickly, as a
-/// stuck process would after its kernel and library buffers filled.
-pub async fn small_window_client(socket: &Path) -> Client {
+/// A raw channel to the daemon's socket; `small_windows` sets the HTTP/2
+/// receive windows to the protocol's minimum (64 KiB), so that a stream it
+/// does not read backs up into the daemon quickly, as a stuck process would
+/// after its kernel and library buffers filled.
+pub async fn channel(socket: &Path, small_windows: bool) -> tonic::transport::Channel {
     let path = socket.to_owned();
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect");
-    Client::new(channel)
+    let mut ep = tonic::transport::Endpoint::try_from("http://[::]:50051").unwrap();
+    if small_windows {
+        ep = ep
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535);
+    }
+    ep.connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        }
+    }))
+    .await
+    .expect("connect")
+}
+
+pub async fn small_window_client(socket: &Path) -> Client {
+    Client::new(channel(socket, true).await)
 }

@@ -1,0 +1,94 @@
+//! Access control through the real socket: SO_PEERCRED decides who may
+//! write. A uid outside the writer group is refused Add with
+//! PERMISSION_DENIED naming the verb and can still read; a member of the
+//! writer group may write. Clients run as other uids with setpriv(1).
+
+mod support;
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+
+use support::*;
+
+/// Runs a copy of triggerctl (readable by any uid) as `uid` with `groups`.
+fn triggerctl_as(
+    dir: &Path,
+    socket: &Path,
+    uid: u32,
+    groups: &[u32],
+    args: &[&str],
+) -> std::process::Output {
+    let ctl = dir.join("triggerctl");
+    if !ctl.exists() {
+        std::fs::copy(TRIGGERCTL, &ctl).unwrap();
+        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_owned()
+    } else {
+        format!(
+            "--groups={}",
+            groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg(groups)
+        .arg(&ctl)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("setpriv")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uid_outside_the_writer_group_is_refused_writes_but_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        None,
+        Some("writer_group = \"4242\"\n[sources.rtnetlink]\nenabled = false\n"),
+    );
+    let mut c = d.client().await;
+    add_many(&mut c, "eth0", 2, 2).await;
+    let add = ["add", "--type", "link-up", "--interface", "eth0"];
+
+    let out = triggerctl_as(dir.path(), &d.socket, 65534, &[], &add);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody's add went through");
+    assert!(
+        err.contains("PERMISSION_DENIED") && err.contains("Add"),
+        "stderr: {err}"
+    );
+
+    let out = triggerctl_as(dir.path(), &d.socket, 65534, &[], &["--json", "history"]);
+    assert!(
+        out.status.success(),
+        "nobody can read: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let triggers = lines.lines().filter(|l| l.contains("\"type\"")).count();
+    assert_eq!(triggers, 2, "history as nobody: {lines}");
+
+    // A member of the writer group (supplementary) may write.
+    let out = triggerctl_as(dir.path(), &d.socket, 65534, &[4242], &add);
+    assert!(
+        out.status.success(),
+        "writer-group member refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = c
+        .stats(trigger_proto::v1::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.stored_triggers, 3);
+    assert!(stats.rejected_requests >= 1);
+}
