@@ -496,3 +496,29 @@ async fn health_and_reflection_are_served() {
     assert!(names.contains(&"trigger.v1.TriggerService"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_only_the_newest_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        None,
+        Some(
+            "[store]\nretention_max_rows = 5\nretention_interval = \"1s\"\n\
+             [sources.rtnetlink]\nenabled = false\n",
+        ),
+    );
+    let mut c = d.client().await;
+    let ids = add_many(&mut c, "eth0", 20, 20).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        let s = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        if s.stored_triggers <= 5 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats.stored_triggers, 5, "{stats:?}");
+    assert_eq!(stats.first_id, ids[15]);
+    assert_eq!(stats.retention_deleted, 15);
+}
