@@ -10,8 +10,13 @@
 //! the engine and applies its kernel actions through ipsec-backend), and the
 //! MOBIKE address moves themselves (the engine keeps the address pair of an
 //! IKE SA changeable and parses the MOBIKE notifies so they can be added).
+//!
+//! Around the engine, [`config_file`] reads the TOML configuration and
+//! [`runtime`] is the (still minimal) tokio driver used by the binary.
 
+pub mod config_file;
 pub mod crypto;
 pub mod engine;
 pub mod proposal;
 pub mod proto;
+pub mod runtime;

@@ -487,6 +487,8 @@ impl Endpoint {
         f: impl FnOnce(&mut sa::IkeSa, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
         let mut sa = self.sas.remove(&id)?;
+        // One span per IKE SA: every log line of its processing carries it.
+        let _span = tracing::info_span!("ike_sa", sa = format_args!("{id:016x}")).entered();
         let mut ctx = Ctx {
             now,
             config: &self.config,

@@ -1,0 +1,448 @@
+//! The agent's TOML configuration file and its translation into the
+//! engine's [`EndpointConfig`]. Unknown keys are rejected everywhere;
+//! proposals use strongSwan's syntax. This module only reads and checks;
+//! it does not open sockets or talk to the kernel.
+//!
+//! ```toml
+//! [kernel]
+//! backend = "none"            # or "xfrm"
+//!
+//! [connections.home]
+//! local_addrs = ["192.0.2.1"]
+//! remote_addrs = ["192.0.2.2"]
+//! local_id = "a.test"
+//! remote_id = "b.test"
+//! psk_file = "/etc/mobike-agent/home.psk"   # or psk = "..."
+//! proposals = ["aes256gcm16-prfsha256-x25519"]
+//! mobike = true
+//! start = "initiate"          # or "listen"
+//! dpd_delay = "30s"
+//!
+//! [connections.home.children.net]
+//! local_ts = ["10.1.0.0/24"]
+//! remote_ts = ["10.2.0.0/24"]
+//! esp_proposals = ["aes256gcm16"]
+//! mode = "tunnel"
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    engine::{self, ChildConfig, ConnectionConfig, EndpointConfig, Mode, Timers},
+    proposal::{EspProposal, IkeProposal, ProposalError},
+    proto::IKE_PORT,
+};
+
+/// What is wrong with the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML or not the expected shape (unknown key, wrong type).
+    #[error("invalid configuration")]
+    Parse(#[source] toml::de::Error),
+    /// A proposal string is not understood.
+    #[error("connection `{connection}`: bad proposal")]
+    Proposal {
+        /// Connection.
+        connection: String,
+        /// Cause.
+        #[source]
+        source: ProposalError,
+    },
+    /// A value of a connection is invalid.
+    #[error("connection `{connection}`: {what}")]
+    Invalid {
+        /// Connection.
+        connection: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// Identity or traffic selector syntax.
+    #[error("connection `{connection}`")]
+    Value {
+        /// Connection.
+        connection: String,
+        /// Cause.
+        #[source]
+        source: engine::ConfigError,
+    },
+    /// The psk_file cannot be read.
+    #[error("connection `{connection}`: cannot read psk_file {path}")]
+    PskFile {
+        /// Connection.
+        connection: String,
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A duration like `30s` is malformed.
+    #[error("connection `{connection}`: bad duration `{value}`")]
+    Duration {
+        /// Connection.
+        connection: String,
+        /// The text.
+        value: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Kernel backend.
+    #[serde(default)]
+    pub kernel: KernelSection,
+    /// Connections by name.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionSection>,
+}
+
+/// `[kernel]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSection {
+    /// Which backend applies kernel actions.
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+/// Kernel backend choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Linux XFRM through ipsec-backend.
+    Xfrm,
+    /// Log kernel actions only (tests, IKE-only use).
+    #[default]
+    None,
+}
+
+/// What to do with a connection at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Bring the IKE SA up at once.
+    Initiate,
+    /// Wait for the peer.
+    #[default]
+    Listen,
+}
+
+/// `[connections.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSection {
+    /// Local addresses; the first is used to initiate and all are listened on.
+    pub local_addrs: Vec<IpAddr>,
+    /// Peer addresses; the first is used to initiate.
+    #[serde(default)]
+    pub remote_addrs: Vec<IpAddr>,
+    /// Our identity.
+    pub local_id: String,
+    /// The peer's identity.
+    pub remote_id: String,
+    /// Pre-shared key inline.
+    pub psk: Option<String>,
+    /// Pre-shared key in a file (trailing newline stripped).
+    pub psk_file: Option<PathBuf>,
+    /// IKE proposals.
+    pub proposals: Vec<String>,
+    /// Offer MOBIKE.
+    #[serde(default = "yes")]
+    pub mobike: bool,
+    /// Start action.
+    #[serde(default)]
+    pub start: Start,
+    /// Liveness check interval, e.g. `30s`; `0s` disables.
+    pub dpd_delay: Option<String>,
+    /// IKE SA rekey interval, e.g. `4h`.
+    pub rekey_time: Option<String>,
+    /// CHILD_SAs by name; the first by name comes with IKE_AUTH.
+    #[serde(default)]
+    pub children: BTreeMap<String, ChildSection>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[connections.NAME.children.CHILD]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildSection {
+    /// Our selectors (CIDR).
+    pub local_ts: Vec<String>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<String>,
+    /// ESP proposals.
+    pub esp_proposals: Vec<String>,
+    /// Only `tunnel` for now.
+    #[serde(default = "tunnel")]
+    pub mode: String,
+    /// CHILD_SA rekey interval, e.g. `1h`.
+    pub rekey_time: Option<String>,
+}
+
+fn tunnel() -> String {
+    "tunnel".into()
+}
+
+/// The engine configuration plus what the runtime needs besides.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// For the engine.
+    pub endpoint: EndpointConfig,
+    /// Connections to initiate at start.
+    pub initiate: Vec<String>,
+    /// Local addresses to listen on (ports 500 and 4500).
+    pub listen: Vec<IpAddr>,
+    /// Kernel backend.
+    pub backend: Backend,
+}
+
+impl FileConfig {
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
+        toml::from_str(text).map_err(ConfigFileError::Parse)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Checks everything and builds the engine configuration.
+    pub fn to_agent_config(&self) -> Result<AgentConfig, ConfigFileError> {
+        let mut connections = Vec::new();
+        let mut initiate = Vec::new();
+        let mut listen: Vec<IpAddr> = Vec::new();
+        for (name, c) in &self.connections {
+            let invalid = |what: &str| ConfigFileError::Invalid {
+                connection: name.clone(),
+                what: what.into(),
+            };
+            let value = |source| ConfigFileError::Value {
+                connection: name.clone(),
+                source,
+            };
+            let proposal = |source| ConfigFileError::Proposal {
+                connection: name.clone(),
+                source,
+            };
+            let dur = |s: &Option<String>| -> Result<Option<Duration>, ConfigFileError> {
+                match s {
+                    None => Ok(None),
+                    Some(v) => {
+                        let d = humantime::parse_duration(v).map_err(|_| {
+                            ConfigFileError::Duration {
+                                connection: name.clone(),
+                                value: v.clone(),
+                            }
+                        })?;
+                        Ok((!d.is_zero()).then_some(d))
+                    }
+                }
+            };
+            let psk = match (&c.psk, &c.psk_file) {
+                (Some(p), None) => p.as_bytes().to_vec(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|source| ConfigFileError::PskFile {
+                        connection: name.clone(),
+                        path: f.clone(),
+                        source,
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .as_bytes()
+                    .to_vec(),
+                _ => return Err(invalid("exactly one of psk and psk_file is required")),
+            };
+            if psk.is_empty() {
+                return Err(invalid("the pre-shared key is empty"));
+            }
+            if c.local_addrs.is_empty() {
+                return Err(invalid("local_addrs must name at least one address"));
+            }
+            if c.start == Start::Initiate && c.remote_addrs.is_empty() {
+                return Err(invalid("start = \"initiate\" needs remote_addrs"));
+            }
+            if c.proposals.is_empty() {
+                return Err(invalid("proposals must not be empty"));
+            }
+            let ike_proposals = c
+                .proposals
+                .iter()
+                .map(|p| IkeProposal::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(proposal)?;
+            let mut children = Vec::new();
+            for (cname, ch) in &c.children {
+                if ch.mode != "tunnel" {
+                    return Err(invalid(&format!(
+                        "child `{cname}`: mode `{}` is not supported (tunnel only)",
+                        ch.mode
+                    )));
+                }
+                if ch.esp_proposals.is_empty() {
+                    return Err(invalid(&format!(
+                        "child `{cname}`: esp_proposals must not be empty"
+                    )));
+                }
+                let ts = |v: &Vec<String>| -> Result<Vec<_>, ConfigFileError> {
+                    v.iter()
+                        .map(|t| engine::parse_ts(t).map_err(value))
+                        .collect()
+                };
+                children.push(ChildConfig {
+                    name: cname.clone(),
+                    local_ts: ts(&ch.local_ts)?,
+                    remote_ts: ts(&ch.remote_ts)?,
+                    esp_proposals: ch
+                        .esp_proposals
+                        .iter()
+                        .map(|p| EspProposal::parse(p))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(proposal)?,
+                    mode: Mode::Tunnel,
+                    rekey_time: dur(&ch.rekey_time)?,
+                });
+            }
+            let timers = Timers {
+                dpd_delay: match &c.dpd_delay {
+                    None => Timers::default().dpd_delay,
+                    some => dur(some)?,
+                },
+                ike_rekey_time: match &c.rekey_time {
+                    None => Timers::default().ike_rekey_time,
+                    some => dur(some)?,
+                },
+                ..Timers::default()
+            };
+            connections.push(ConnectionConfig {
+                name: name.clone(),
+                local_addr: Some(SocketAddr::new(c.local_addrs[0], IKE_PORT)),
+                remote_addr: c
+                    .remote_addrs
+                    .first()
+                    .map(|a| SocketAddr::new(*a, IKE_PORT)),
+                local_id: engine::parse_identity(&c.local_id).map_err(value)?,
+                remote_id: engine::parse_identity(&c.remote_id).map_err(value)?,
+                psk,
+                ike_proposals,
+                mobike: c.mobike,
+                children,
+                timers,
+            });
+            if c.start == Start::Initiate {
+                initiate.push(name.clone());
+            }
+            for a in &c.local_addrs {
+                if !listen.contains(a) {
+                    listen.push(*a);
+                }
+            }
+        }
+        Ok(AgentConfig {
+            endpoint: EndpointConfig {
+                connections,
+                ..EndpointConfig::default()
+            },
+            initiate,
+            listen,
+            backend: self.kernel.backend,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/example.toml");
+
+    #[test]
+    fn example_config_parses_into_an_engine_config() {
+        let a = FileConfig::parse(EXAMPLE)
+            .unwrap()
+            .to_agent_config()
+            .unwrap();
+        assert_eq!(a.backend, Backend::None);
+        assert_eq!(a.initiate, vec!["home".to_string()]);
+        let c = &a.endpoint.connections[0];
+        assert_eq!(
+            c.ike_proposals[0].to_string(),
+            "aes256gcm16-prfsha256-x25519"
+        );
+        assert_eq!(c.children[0].name, "net");
+        assert_eq!(c.timers.dpd_delay, Some(Duration::from_secs(30)));
+        assert_eq!(a.listen, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let bad = EXAMPLE.replace("mobike = true", "mobike = true\nmobikke = 1");
+        let err = FileConfig::parse(&bad).unwrap_err();
+        let text = format!("{:?}", err);
+        assert!(text.contains("mobikke"), "{text}");
+        let bad = EXAMPLE.replace("[kernel]", "[kernel]\nflavour = \"x\"");
+        assert!(FileConfig::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_connection() {
+        let bad = EXAMPLE.replace(
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16-prfsha256-modp768",
+        );
+        let err = FileConfig::parse(&bad)
+            .unwrap()
+            .to_agent_config()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigFileError::Proposal { connection, .. } if connection == "home"),
+            "{err}"
+        );
+        let both = EXAMPLE.replace("psk = ", "psk_file = \"/nonexistent\"\npsk = ");
+        let err = FileConfig::parse(&both)
+            .unwrap()
+            .to_agent_config()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("exactly one of psk and psk_file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn psk_file_is_read_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.psk");
+        std::fs::write(&f, "from-a-file\n").unwrap();
+        let text = EXAMPLE.replace(
+            "psk = \"example-psk-change-me\"",
+            &format!("psk_file = {:?}", f.display().to_string()),
+        );
+        let a = FileConfig::parse(&text).unwrap().to_agent_config().unwrap();
+        assert_eq!(a.endpoint.connections[0].psk, b"from-a-file");
+    }
+}

@@ -1,0 +1,163 @@
+//! The tokio driver around the sans-IO [`Endpoint`]: UDP sockets on ports
+//! 500 and 4500 of every configured local address, the engine's timer,
+//! and a shutdown signal that deletes all SAs before exiting.
+//!
+//! Minimal so far: kernel actions are logged, not applied (`backend =
+//! "none"`; the ipsec-backend wiring comes with that crate), there is no
+//! status socket and no trigger-db subscription. Sockets bind to specific
+//! addresses so the engine always knows the local address of a datagram.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{net::UdpSocket, sync::mpsc};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config_file::AgentConfig,
+    engine::{Command, CommandError, Endpoint, Event, KernelAction},
+};
+
+/// Datagrams waiting between the socket tasks and the engine.
+const QUEUE: usize = 1024;
+/// How long a shutdown waits for the peers to answer our Deletes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the runtime stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A socket could not be bound.
+    #[error("cannot bind UDP {addr}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine refused a start-up command.
+    #[error("cannot start connection")]
+    Command(#[from] CommandError),
+}
+
+/// Runs the agent until `shutdown` completes, then deletes every IKE SA
+/// (waiting up to a few seconds for the answers) and returns.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    let nat_t = config.endpoint.nat_t_port;
+    let mut ep = Endpoint::new(config.endpoint)?;
+    let (tx, mut rx) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(QUEUE);
+    let mut sockets: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    for ip in &config.listen {
+        for port in [crate::proto::IKE_PORT, nat_t] {
+            let addr = SocketAddr::new(*ip, port);
+            let sock = Arc::new(
+                UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| RuntimeError::Bind { addr, source })?,
+            );
+            sockets.insert(addr, sock.clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match sock.recv_from(&mut buf).await {
+                        Ok((n, from)) => {
+                            if tx.send((addr, from, buf[..n].to_vec())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => debug!(%addr, error = %e, "recv failed"),
+                    }
+                }
+            });
+            info!(%addr, "listening");
+        }
+    }
+    drop(tx);
+    for name in &config.initiate {
+        ep.handle_command(
+            Instant::now(),
+            Command::Initiate {
+                connection: name.clone(),
+            },
+        )?;
+    }
+    flush(&mut ep, &sockets).await;
+    tokio::pin!(shutdown);
+    let mut stop_at: Option<Instant> = None;
+    loop {
+        let wake = [ep.poll_timeout(), stop_at].into_iter().flatten().min();
+        let sleep = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            d = rx.recv() => match d {
+                Some((local, remote, data)) => ep.handle_datagram(Instant::now(), local, remote, &data),
+                None => break,
+            },
+            () = sleep => ep.handle_timeout(Instant::now()),
+            () = &mut shutdown, if stop_at.is_none() => {
+                info!("shutting down: deleting all IKE SAs");
+                ep.handle_command(Instant::now(), Command::DeleteAll)?;
+                stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
+        }
+        flush(&mut ep, &sockets).await;
+        if let Some(t) = stop_at
+            && (ep.ike_sa_count() == 0 || Instant::now() >= t)
+        {
+            break;
+        }
+    }
+    info!(stats = ?ep.stats(), "stopped");
+    Ok(())
+}
+
+async fn flush(ep: &mut Endpoint, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>) {
+    while let Some(e) = ep.poll_event() {
+        match &e {
+            Event::IkeSaDeleted { .. } | Event::ChildSaFailed { .. } => warn!(event = ?e, "ike"),
+            _ => info!(event = ?e, "ike"),
+        }
+    }
+    while let Some(k) = ep.poll_kernel_action() {
+        match &k {
+            KernelAction::InstallChildSa(i) => info!(
+                reqid = i.reqid,
+                inbound = format_args!("{:#010x}", i.inbound.spi),
+                outbound = format_args!("{:#010x}", i.outbound.spi),
+                aead = ?i.inbound.aead,
+                encap = ?i.encap,
+                "kernel (backend none): install CHILD_SA"
+            ),
+            KernelAction::DeleteChildSa {
+                reqid, inbound_spi, ..
+            } => info!(
+                reqid,
+                inbound = format_args!("{inbound_spi:#010x}"),
+                "kernel (backend none): delete CHILD_SA"
+            ),
+        }
+    }
+    while let Some(t) = ep.poll_transmit() {
+        match sockets.get(&t.local) {
+            Some(s) => {
+                if let Err(e) = s.send_to(&t.payload, t.remote).await {
+                    warn!(local = %t.local, remote = %t.remote, error = %e, "send failed");
+                }
+            }
+            None => warn!(local = %t.local, "no socket for this local address"),
+        }
+    }
+}
