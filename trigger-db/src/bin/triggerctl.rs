@@ -28,7 +28,6 @@ use tokio::io::BufReader;
 use trigger_db::{
     client,
     model::{Filter, InterfaceKind, LinkParameter, LinkType, Source, Timestamp, TriggerType},
-    paths,
 };
 
 use crate::{
@@ -48,15 +47,11 @@ a duration meaning that long ago (10m, 2h, 3days).";
 #[derive(Debug, Parser)]
 #[command(version, after_help = EXIT_HELP)]
 struct Cli {
-    /// The daemon's Unix socket.
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = paths::SOCKET_ENV,
-        default_value_os_t = paths::default_socket()
-    )]
-    socket: PathBuf,
+    /// The daemon's Unix socket [default: $TRIGGER_DB_SOCKET if set, else
+    /// /run/trigger-db/trigger.sock as root, else
+    /// $XDG_RUNTIME_DIR/trigger-db/trigger.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// One JSON object per line instead of a table (for scripts).
     #[arg(long, global = true)]
     json: bool,
@@ -91,6 +86,10 @@ struct FilterArgs {
 }
 
 impl FilterArgs {
+    fn is_empty(&self) -> bool {
+        self.interfaces.is_empty() && self.types.is_empty() && self.sources.is_empty()
+    }
+
     fn filter(self) -> Filter {
         Filter {
             interfaces: self.interfaces,
@@ -326,21 +325,21 @@ struct AddFlags {
 }
 
 impl AddFlags {
-    fn into_flags(self) -> TriggerFlags {
+    fn to_flags(&self) -> TriggerFlags {
         TriggerFlags {
             kind: self.kind,
-            interface: self.interface,
+            interface: self.interface.clone(),
             index: self.index,
             iface_kind: self.iface_kind,
             link_type: self.link_type,
-            address: self.address,
-            reason: self.reason,
+            address: self.address.clone(),
+            reason: self.reason.clone(),
             time_interval_ms: self.time_interval,
-            params: self.params,
-            old_link: self.old_link,
-            new_link: self.new_link,
+            params: self.params.clone(),
+            old_link: self.old_link.clone(),
+            new_link: self.new_link.clone(),
             source: self.source,
-            origin: self.origin,
+            origin: self.origin.clone(),
             observed_at: self.observed_at,
         }
     }
@@ -374,7 +373,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         _ => None,
     };
-    let mut c = client::connect(&cli.socket).await?;
+    let add_wire = match &cli.command {
+        Command::Add(a) if a.from.is_none() => {
+            Some(add::build(&a.flags.to_flags()).map_err(|e| anyhow::anyhow!("add: {e}"))?)
+        }
+        Command::Flush {
+            filter,
+            before,
+            yes,
+        } => {
+            verbs::flush_check(filter.is_empty(), *before, *yes)?;
+            None
+        }
+        _ => None,
+    };
+    let socket = cli.socket.unwrap_or_else(client::socket_from_env);
+    let mut c = client::connect(&socket).await?;
     match cli.command {
         Command::Watch {
             filter,
@@ -416,17 +430,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
-        Command::Add(a) => match add_input {
-            Some(input) => verbs::add_from(&mut c, &out, input).await,
-            None => verbs::add_one(&mut c, &out, &a.flags.into_flags()).await,
+        Command::Add(_) => match (add_input, add_wire) {
+            (Some(input), _) => verbs::add_from(&mut c, &out, input).await,
+            (None, Some(wire)) => verbs::add_one(&mut c, &out, wire).await,
+            (None, None) => Ok(()),
         },
         Command::Get { id } => verbs::get(&mut c, &out, id).await,
         Command::Delete { ids } => verbs::delete(&mut c, &out, ids).await,
-        Command::Flush {
-            filter,
-            before,
-            yes,
-        } => verbs::flush(&mut c, &out, filter.filter(), before, yes).await,
+        Command::Flush { filter, before, .. } => {
+            verbs::flush(&mut c, &out, filter.filter(), before).await
+        }
         Command::Links => verbs::links(&mut c, &out).await,
         Command::Stats => verbs::stats(&mut c, &out).await,
     }
@@ -493,11 +506,11 @@ mod tests {
             "link-parameter-degrading",
         ])
         .unwrap();
-        assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
+        assert_eq!(cli.socket, Some(PathBuf::from("/tmp/s")));
         let Command::Add(a) = cli.command else {
             panic!()
         };
-        let w = add::build(&a.flags.into_flags()).unwrap();
+        let w = add::build(&a.flags.to_flags()).unwrap();
         assert_eq!(w.r#type, TriggerType::LinkGoingDown.to_wire());
     }
 

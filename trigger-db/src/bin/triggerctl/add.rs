@@ -205,8 +205,7 @@ pub fn build(f: &TriggerFlags) -> Result<pb::Trigger, String> {
     }
     let mut wire = t.to_wire();
     wire.observed_at = f.observed_at.map(Timestamp::to_wire);
-    check(&wire)
-        .map_err(|e| format!("{e} (see --interface/--address/--reason; triggerctl add --help)"))?;
+    check(&wire)?;
     Ok(wire)
 }
 

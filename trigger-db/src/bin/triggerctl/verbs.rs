@@ -18,7 +18,7 @@ use trigger_db::{
 use trigger_proto::v1 as pb;
 
 use crate::{
-    add::{BatchReader, TriggerFlags},
+    add::BatchReader,
     output::{Out, address_cell, iface_name, link_json, table, trigger_long},
 };
 
@@ -91,7 +91,6 @@ pub struct HistoryOpts {
 pub async fn history(c: &mut Client, out: &Out, o: HistoryOpts) -> anyhow::Result<()> {
     let mut token = o.cursor.unwrap_or_default();
     let mut printed = 0usize;
-    out.trigger_header()?;
     loop {
         let req = pb::QueryRequest {
             since: o.since.map(Timestamp::to_wire),
@@ -112,6 +111,9 @@ pub async fn history(c: &mut Client, out: &Out, o: HistoryOpts) -> anyhow::Resul
             .into_inner();
         for w in &page.triggers {
             if let Some(t) = decode(out, w) {
+                if printed == 0 {
+                    out.trigger_header()?;
+                }
                 out.trigger(&t)?;
                 printed += 1;
             }
@@ -173,14 +175,9 @@ pub async fn delete(c: &mut Client, out: &Out, ids: Vec<u64>) -> anyhow::Result<
     Ok(())
 }
 
-pub async fn flush(
-    c: &mut Client,
-    out: &Out,
-    filter: Filter,
-    before: Option<Timestamp>,
-    yes: bool,
-) -> anyhow::Result<()> {
-    if filter.is_empty() && !yes {
+/// A flush without a filter needs `--yes`.
+pub fn flush_check(no_filter: bool, before: Option<Timestamp>, yes: bool) -> anyhow::Result<()> {
+    if no_filter && !yes {
         let what = match before {
             Some(t) => format!("every stored trigger observed before {t}"),
             None => "every stored trigger".to_owned(),
@@ -189,6 +186,15 @@ pub async fn flush(
             "flush without --interface/--type/--source removes {what}; add --yes to confirm"
         );
     }
+    Ok(())
+}
+
+pub async fn flush(
+    c: &mut Client,
+    out: &Out,
+    filter: Filter,
+    before: Option<Timestamp>,
+) -> anyhow::Result<()> {
     let r = c
         .flush(pb::FlushRequest {
             filter: Some(filter.to_wire()),
@@ -387,8 +393,7 @@ async fn add_batch(c: &mut Client, triggers: Vec<pb::Trigger>) -> anyhow::Result
     Ok(ids)
 }
 
-pub async fn add_one(c: &mut Client, out: &Out, flags: &TriggerFlags) -> anyhow::Result<()> {
-    let wire = crate::add::build(flags).map_err(|e| anyhow!("add: {e}"))?;
+pub async fn add_one(c: &mut Client, out: &Out, wire: pb::Trigger) -> anyhow::Result<()> {
     let ids = add_batch(c, vec![wire]).await?;
     for id in ids {
         if out.json {

@@ -78,11 +78,12 @@ async fn replay_since(
             .await
             .map_err(|s| status_error("watch", &s))?
             .into_inner();
+        // Pages are in time order, which need not be id order (clients may
+        // add triggers with earlier times): print all, remember the top id.
         for w in &page.triggers {
-            if let Some(t) = decode(out, w)
-                && seen.fresh(t.id)
-            {
+            if let Some(t) = decode(out, w) {
                 out.trigger(&t)?;
+                seen.last = seen.last.max(Some(t.id));
             }
         }
         token = page.next_page_token;
