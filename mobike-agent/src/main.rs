@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("MOBIKE_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let file = FileConfig::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;

@@ -1,0 +1,171 @@
+#!/bin/bash
+# Interop: mobike-agent (kernel backend "none") against strongSwan's charon,
+# each in its own network namespace (mbkiA: agent 192.0.2.1, mbkiB: charon
+# 192.0.2.2). charon uses kernel-libipsec (the CI host kernel has no ESP),
+# which needs ESP-in-UDP: encap = yes, so charon fakes NAT detection and
+# both sides move to port 4500.
+#   1. agent initiates  aes256gcm16-prfsha256-x25519 / ESP aes256gcm16;
+#      charon rekeys the CHILD_SA and the IKE SA; SIGTERM deletes the SAs.
+#   2. charon initiates aes128gcm16-prfsha384-ecp384 / ESP chacha20poly1305;
+#      charon deletes.
+#   3. wrong PSK: AUTHENTICATION_FAILED; 4. proposal mismatch: NO_PROPOSAL_CHOSEN.
+# Needs root, iproute2, strongswan-charon strongswan-swanctl
+# libstrongswan-standard-plugins libcharon-extra-plugins.
+# Usage: interop-charon.sh /path/to/mobike-agent    Prints INTEROP-OK.
+set -euo pipefail
+BIN=$(realpath "${1:?path to mobike-agent}")
+D=$(mktemp -d /tmp/mbkinterop.XXXXXX)
+CHARON=""; AGENT=""
+fail() { echo "FAIL: $*" >&2; echo "--- agent log" >&2; tail -40 "$D"/agent*.log >&2 || true
+         echo "--- charon log" >&2; grep -E 'IKE|CFG|ENC' "$D/B/charon.log" | tail -40 >&2 || true; exit 1; }
+stop_charon() { [ -n "$CHARON" ] && { kill "$CHARON" 2>/dev/null || true; wait "$CHARON" 2>/dev/null || true; }; CHARON=""; }
+cleanup() {
+  [ -n "$AGENT" ] && { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
+  stop_charon
+  ip netns del mbkiA 2>/dev/null || true; ip netns del mbkiB 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then echo "kept $D" >&2; else rm -rf "$D"; fi
+}
+trap cleanup EXIT
+ip netns add mbkiA; ip netns add mbkiB
+ip -n mbkiA link set lo up; ip -n mbkiB link set lo up
+ip link add vA netns mbkiA type veth peer name vB netns mbkiB
+ip -n mbkiA addr add 192.0.2.1/24 dev vA; ip -n mbkiB addr add 192.0.2.2/24 dev vB
+ip -n mbkiA link set vA up; ip -n mbkiB link set vB up
+ip -n mbkiB link add lanB0 type veth peer name lanB1; ip -n mbkiB addr add 10.2.0.1/24 dev lanB0
+ip -n mbkiB link set lanB0 up; ip -n mbkiB link set lanB1 up
+mkdir -p "$D/B"; (cd "$D/B" && mkdir -p x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12)
+cat > "$D/B/strongswan.conf" <<EOC
+charon {
+  load = random nonce openssl pem pkcs1 x509 pubkey kdf kernel-libipsec kernel-netlink socket-default vici
+  install_routes = yes
+  retransmit_timeout = 1.0
+  retransmit_tries = 3
+  plugins { vici { socket = unix://$D/B/charon.vici } }
+  filelog { main { path = $D/B/charon.log
+    time_format = %T
+    flush_line = yes
+    default = 1
+    ike = 2 } }
+}
+swanctl { load = pem pkcs1 x509 pubkey openssl random nonce
+  socket = unix://$D/B/charon.vici }
+EOC
+sw() { STRONGSWAN_CONF=$D/B/strongswan.conf swanctl "$@" --uri "unix://$D/B/charon.vici"; }
+start_charon() { # swanctl.conf body
+  echo "$1" > "$D/B/swanctl.conf"
+  rm -f "$D/B/charon.vici"
+  ip netns exec mbkiB unshare -m sh -c \
+    "mount -t tmpfs tmpfs /run && exec env STRONGSWAN_CONF=$D/B/strongswan.conf /usr/lib/ipsec/charon" \
+    >"$D/B/charon.stdout" 2>&1 &
+  CHARON=$!
+  for i in $(seq 100); do [ -S "$D/B/charon.vici" ] && break; sleep 0.1; done
+  sw --load-all --file "$D/B/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all"
+}
+charon_conf() { # proposals esp_proposals [remote_addrs] [psk]
+  cat <<EOC
+connections { c { version = 2
+  ${3:+remote_addrs = $3}
+  proposals = $1
+  mobike = yes
+  encap = yes
+  local { auth = psk
+          id = b.test }
+  remote { auth = psk
+           id = a.test }
+  children { net { local_ts = 10.2.0.0/24
+                   remote_ts = 10.1.0.0/24
+                   esp_proposals = $2 } } } }
+secrets { ike-c { id-a = a.test
+  id-b = b.test
+  secret = "${4:-interop-psk-0123456789}" } }
+EOC
+}
+agent_conf() { # start proposals esp [psk]
+  cat <<EOC
+[kernel]
+backend = "none"
+[connections.c]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+local_id = "a.test"
+remote_id = "b.test"
+psk = "${4:-interop-psk-0123456789}"
+proposals = ["$2"]
+mobike = true
+start = "$1"
+[connections.c.children.net]
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.2.0.0/24"]
+esp_proposals = ["$3"]
+EOC
+}
+start_agent() { # name conf
+  echo "$2" > "$D/$1.toml"
+  ip netns exec mbkiA env MOBIKE_AGENT_LOG=mobike_agent=debug "$BIN" --config "$D/$1.toml" 2>"$D/agent-$1.log" &
+  AGENT=$!
+}
+stop_agent() {
+  kill -TERM "$AGENT"; wait "$AGENT" || fail "agent exit status $?"; AGENT=""
+}
+wait_for() { # seconds cmd...
+  local n=$(( $1 * 10 )); shift
+  for i in $(seq "$n"); do "$@" && return 0; sleep 0.1; done; return 1
+}
+charon_has() { sw --list-sas 2>/dev/null | grep -q "$1"; }
+spis() { sw --list-sas 2>/dev/null | awk '$1 == "in" || $1 == "out" { printf "%s ", $2 }'; }
+
+# ---- 1. agent initiates ----
+start_charon "$(charon_conf aes256gcm16-prfsha256-x25519 aes256gcm16)"
+start_agent init "$(agent_conf initiate aes256gcm16-prfsha256-x25519 aes256gcm16)"
+wait_for 20 charon_has INSTALLED || fail "1: CHILD_SA not installed by charon"
+charon_has 'AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519' || fail "1: IKE suite"
+grep -q 'CHILD_SA installed' "$D/agent-init.log" || fail "1: agent did not install the CHILD_SA"
+echo "1: IKE_SA + CHILD_SA up, agent initiator"
+old=$(spis); [ -n "$old" ] || fail "1: no CHILD_SA SPIs listed"
+sw --rekey --child net >/dev/null || fail "1: charon CHILD_SA rekey"
+wait_for 10 bash -c "[ \"\$(STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -c INSTALLED)\" = 1 ]" \
+  || fail "1: old CHILD_SA not deleted after rekey"
+[ "$(spis)" != "$old" ] || fail "1: CHILD_SA SPIs unchanged after rekey"
+grep -q 'CHILD_SA installed' "$D/agent-init.log" || fail "1: rekeyed CHILD_SA"
+echo "1: CHILD_SA rekeyed by charon"
+sw --rekey --ike c >/dev/null || fail "1: charon IKE rekey"
+wait_for 10 grep -q 'IKE SA rekeyed by the peer' "$D/agent-init.log" || fail "1: IKE rekey not seen by agent"
+wait_for 10 grep -q 'reason: Rekeyed' "$D/agent-init.log" || fail "1: old IKE SA not deleted"
+charon_has INSTALLED || fail "1: CHILD_SA lost in IKE rekey"
+echo "1: IKE SA rekeyed by charon"
+stop_agent
+wait_for 5 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q ESTABLISHED" \
+  || fail "1: charon still has the IKE SA after SIGTERM"
+grep -q 'received DELETE for IKE_SA' "$D/B/charon.log" || fail "1: charon saw no Delete"
+echo "1: SIGTERM deleted the SAs at charon"
+stop_charon
+
+# ---- 2. charon initiates ----
+rm -f "$D/B/charon.log"
+start_charon "$(charon_conf aes128gcm16-prfsha384-ecp384 chacha20poly1305 192.0.2.1)"
+start_agent listen "$(agent_conf listen aes128gcm16-prfsha384-ecp384 chacha20poly1305)"
+sleep 0.5
+sw --initiate --child net --timeout 20 >/dev/null || fail "2: charon could not initiate"
+charon_has 'AES_GCM_16-128/PRF_HMAC_SHA2_384/ECP_384' || fail "2: IKE suite"
+charon_has 'CHACHA20_POLY1305' || fail "2: ESP suite"
+echo "2: IKE_SA + CHILD_SA up, agent responder"
+sw --terminate --ike c --timeout 10 >/dev/null || fail "2: terminate"
+wait_for 5 grep -q 'reason: PeerDeleted' "$D/agent-listen.log" || fail "2: agent did not see the Delete"
+echo "2: charon's Delete processed"
+stop_agent
+stop_charon
+
+# ---- 3. wrong PSK ----
+rm -f "$D/B/charon.log"
+start_charon "$(charon_conf aes256gcm16-prfsha256-x25519 aes256gcm16)"
+start_agent badpsk "$(agent_conf initiate aes256gcm16-prfsha256-x25519 aes256gcm16 wrong-psk-000000000)"
+wait_for 10 grep -q 'reason: AuthenticationFailed' "$D/agent-badpsk.log" || fail "3: no AUTHENTICATION_FAILED"
+echo "3: wrong PSK -> AUTHENTICATION_FAILED"
+stop_agent
+
+# ---- 4. proposal mismatch ----
+start_agent noprop "$(agent_conf initiate aes128gcm16-prfsha512-ecp256 aes256gcm16)"
+wait_for 10 grep -q 'PeerError(NO_PROPOSAL_CHOSEN)' "$D/agent-noprop.log" || fail "4: no NO_PROPOSAL_CHOSEN"
+echo "4: proposal mismatch -> NO_PROPOSAL_CHOSEN"
+stop_agent
+echo INTEROP-OK
