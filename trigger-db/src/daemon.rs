@@ -7,7 +7,7 @@
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -21,6 +21,7 @@ use crate::{
     hub::Hub,
     ingest, peer,
     server::{Access, Service},
+    source::netlink::{self, NetlinkStats},
     store::{self, StoreError},
     writer::{self, Retention, WriterConfig, WriterStats},
 };
@@ -108,11 +109,41 @@ type SourceTasks = (
     Vec<tokio::task::JoinHandle<()>>,
 );
 
-/// Starts the enabled sources, each an actor feeding the writer.
+impl crate::server::SourceCounters for NetlinkStats {
+    fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+    fn parse_errors(&self) -> u64 {
+        self.parse_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the enabled sources, each an actor feeding the writer. A source
+/// that fails is logged and restarted after a pause (it re-reads the whole
+/// state and marks the resync), so the daemon never runs blind silently.
 fn start_sources(cfg: &Config, tx: ingest::SourceSender, stop: CancellationToken) -> SourceTasks {
-    let counters: Vec<Arc<dyn crate::server::SourceCounters>> = Vec::new();
-    let tasks = Vec::new();
-    let _ = (cfg, tx, stop);
+    let mut counters: Vec<Arc<dyn crate::server::SourceCounters>> = Vec::new();
+    let mut tasks = Vec::new();
+    if cfg.sources.rtnetlink.enabled {
+        let stats = Arc::new(NetlinkStats::default());
+        counters.push(stats.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match netlink::run(tx.clone(), stats.clone(), stop.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "rtnetlink source failed; restarting in 1 s");
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }));
+    } else {
+        info!("rtnetlink source disabled by configuration");
+    }
     (counters, tasks)
 }
 
@@ -158,6 +189,16 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
 
     let sources_stop = CancellationToken::new();
     let (counters, source_tasks) = start_sources(cfg, source_tx, sources_stop.clone());
+
+    // Serve only once the kernel's state is in: a first ListLinks or
+    // snapshot must not see an empty table.
+    if cfg.sources.rtnetlink.enabled
+        && tokio::time::timeout(Duration::from_secs(10), hub.wait_for_links())
+            .await
+            .is_err()
+    {
+        warn!("no link table from the rtnetlink source after 10 s; serving anyway");
+    }
 
     let listener = bind(&opts.socket, cfg.socket_mode.unwrap_or(0o666), socket_gid).await?;
     info!(socket = %opts.socket.display(), "serving");

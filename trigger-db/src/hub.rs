@@ -61,6 +61,9 @@ pub struct Hub {
     /// that keeps up is never cut off by a large batch.
     batch_max: usize,
     pub stats: HubStats,
+    /// Signalled when the first link table arrives.
+    links_ready: tokio::sync::Notify,
+    has_links: std::sync::atomic::AtomicBool,
 }
 
 /// A registered subscriber's end: its queue and where its live part starts.
@@ -96,6 +99,8 @@ impl Hub {
             queue: queue.max(1),
             batch_max: batch_max.max(1),
             stats: HubStats::default(),
+            links_ready: tokio::sync::Notify::new(),
+            has_links: Default::default(),
         }
     }
 
@@ -134,6 +139,15 @@ impl Hub {
         self.lock().last_id
     }
 
+    /// Waits until a source has handed over its first link table.
+    pub async fn wait_for_links(&self) {
+        let notified = self.links_ready.notified();
+        if self.has_links.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
     pub fn links(&self) -> Arc<LinkTable> {
         self.lock().links.clone()
     }
@@ -144,6 +158,9 @@ impl Hub {
         let mut inner = self.lock();
         if let Some(links) = links {
             inner.links = links;
+            if !self.has_links.swap(true, Ordering::AcqRel) {
+                self.links_ready.notify_waiters();
+            }
         }
         if let Some(last) = triggers.last() {
             inner.last_id = inner.last_id.max(last.id);
