@@ -1,0 +1,187 @@
+#!/bin/bash
+# Guest scenario (run by tests/vm/run.sh ipsec-esp): real kernel ESP through
+# ipsec-backend.  Every SA/policy install and every move is done by
+# `xfrmctl` (ipsec-backend); iproute2 only builds namespaces, links, routes.
+#
+#   netns L <-> R over three veth pairs (three outer address pairs):
+#     pair 1: 192.0.2.1/.2   pair 2: 198.51.100.1/.2   pair 3: fd00:3::1/::2
+#   1. tunnel CHILD_SA pair (AES-GCM-128) on pair 1, ping through it
+#   2. MIGRATE v4 -> v4 (pair 2), pair 1 down, ping
+#   3. MIGRATE v4 -> v6 outer (pair 3), pair 2 down, ping
+#   4. `xfrmctl migrate` (selector + reqid CLI) v6 -> v4 back to pair 1, ping
+#      -> after each move the SAME SPIs carry the traffic and their packet
+#         counters keep growing (no new SA, no counter reset)
+#   5. BEET-mode pair (ChaCha20-Poly1305) passes traffic
+#   6. ESP-in-UDP pair (AES-CBC + HMAC-SHA-256-128) on ports 4500, moved to
+#      pair 2 and ports 4501 by MIGRATE with XFRMA_ENCAP, ping after
+#   7. negative check: with R's SAs flushed, nothing gets through
+# Prints IPSEC-ESP-OK and exits 0 on success.
+set -euo pipefail
+X="$BIN_DIR/xfrmctl"
+PY=/usr/bin/python3
+W=$(mktemp -d)
+T0=$(date +%s.%N)
+ts() { awk -v t0="$T0" -v now="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "[%6.2fs] %s\n", now-t0, m}'; }
+fail() {
+  echo "FAIL: $*"
+  for ns in L R; do
+    echo "--- $ns: ip -s xfrm state / policy, xfrm_stat"
+    ip -n $ns -s xfrm state || true; ip -n $ns xfrm policy || true
+    ip netns exec $ns grep -v ' 0$' /proc/net/xfrm_stat || true
+  done
+  exit 1
+}
+
+for m in xfrm_user esp4 esp6 veth dummy gcm ghash_generic authenc seqiv \
+         chacha20poly1305 cbc hmac sha256_generic; do modprobe "$m" 2>/dev/null || true; done
+"$X" caps
+ts "modules loaded"
+
+HOLDERS=()
+cleanup() {
+  for p in "${HOLDERS[@]}"; do kill "$p" 2>/dev/null || true; done
+  ip netns del L 2>/dev/null || true; ip netns del R 2>/dev/null || true; rm -rf "$W"
+}
+trap cleanup EXIT
+ip netns add L; ip netns add R
+for ns in L R; do ip -n $ns link set lo up; done
+for i in 1 2 3; do
+  ip link add vL$i netns L type veth peer name vR$i netns R
+  ip -n L link set vL$i up; ip -n R link set vR$i up
+done
+ip -n L addr add 192.0.2.1/24 dev vL1;      ip -n R addr add 192.0.2.2/24 dev vR1
+ip -n L addr add 198.51.100.1/24 dev vL2;   ip -n R addr add 198.51.100.2/24 dev vR2
+ip -n L addr add fd00:3::1/64 dev vL3 nodad; ip -n R addr add fd00:3::2/64 dev vR3 nodad
+# inner addresses on dummies: tunnel 10.1/10.2, BEET 10.5.0.1/10.6.0.1, UDP 10.7/10.8
+ip -n L link add d0 type dummy; ip -n R link add d0 type dummy
+for a in 10.1.0.1/24 10.5.0.1/32 10.7.0.1/24; do ip -n L addr add $a dev d0; done
+for a in 10.2.0.1/24 10.6.0.1/32 10.8.0.1/24; do ip -n R addr add $a dev d0; done
+ip -n L link set d0 up; ip -n R link set d0 up
+ip -n L route add 10.2.0.0/24 dev vL1 src 10.1.0.1; ip -n R route add 10.1.0.0/24 dev vR1 src 10.2.0.1
+ip -n L route add 10.6.0.1/32 dev vL1 src 10.5.0.1; ip -n R route add 10.5.0.1/32 dev vR1 src 10.6.0.1
+ip -n L route add 10.8.0.0/24 dev vL1 src 10.7.0.1; ip -n R route add 10.7.0.0/24 dev vR1 src 10.8.0.1
+
+K() { printf "$1%.0s" $(seq "$2"); }   # K 11 20 -> 20 bytes of 0x11 in hex
+spec() { # ns local remote lts rts mode spi_out spi_in crypto_out crypto_in [encap]
+  printf '{"outer":{"local":"%s","remote":"%s"},"local_ts":"%s","remote_ts":"%s","mode":"%s","reqid":%s,"spi_out":%d,"spi_in":%d,"crypto_out":%s,"crypto_in":%s%s}\n' \
+    "$2" "$3" "$4" "$5" "$6" "$((RANDOM % 1000 + 1))" "$7" "$8" "$9" "${10}" "${11:-}"
+}
+gcm() { echo "{\"kind\":\"aead\",\"alg\":\"rfc4106(gcm(aes))\",\"key\":\"$(K $1 20)\",\"icv_bits\":128}"; }
+chacha() { echo "{\"kind\":\"aead\",\"alg\":\"rfc7539esp(chacha20,poly1305)\",\"key\":\"$(K $1 36)\",\"icv_bits\":128}"; }
+cbc() { echo "{\"kind\":\"enc_auth\",\"enc\":\"cbc(aes)\",\"enc_key\":\"$(K $1 16)\",\"auth\":\"hmac(sha256)\",\"auth_key\":\"$(K $1 32)\",\"trunc_bits\":128}"; }
+
+install_pair() { # name local_L local_R lts rts mode spiLR spiRL cryptoLR cryptoRL [encapL encapR]
+  local n=$1 reqid=$((RANDOM % 1000 + 1))
+  spec L "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11:-}" | sed "s/\"reqid\":[0-9]*/\"reqid\":$reqid/" > "$W/$n.L.json"
+  spec R "$3" "$2" "$5" "$4" "$6" "$8" "$7" "${10}" "$9" "${12:-}" | sed "s/\"reqid\":[0-9]*/\"reqid\":$reqid/" > "$W/$n.R.json"
+  "$X" -n L child install --spec "$W/$n.L.json" > "$W/$n.L.h"
+  "$X" -n R child install --spec "$W/$n.R.json" > "$W/$n.R.h"
+}
+move_pair() { # name newL newR [encap args for L] [encap args for R]
+  local n=$1 l=$2 r=$3 eL=${4:-} eR=${5:-}
+  "$X" -n L child migrate --handle "$W/$n.L.h" --new-local "$l" --new-remote "$r" $eL > "$W/$n.L.h2"
+  "$X" -n R child migrate --handle "$W/$n.R.h" --new-local "$r" --new-remote "$l" $eR > "$W/$n.R.h2"
+  mv "$W/$n.L.h2" "$W/$n.L.h"; mv "$W/$n.R.h2" "$W/$n.R.h"
+}
+pkts() { # name -> "out_packets in_packets" of L's pair
+  "$X" -n L child counters --handle "$W/$1.L.h" |
+    $PY -c 'import json,sys; d=json.load(sys.stdin); print(d["outbound"]["packets"], d["inbound"]["packets"])'
+}
+ping_ok() { # src dst
+  ip netns exec L ping -q -c 3 -i 0.2 -W 2 -I "$1" "$2" >/dev/null || fail "ping $1 -> $2"
+}
+grew() { # name before_out before_in -> asserts both counters grew by >= 3
+  local o i; read -r o i < <(pkts "$1")
+  [ "$o" -ge $(( $2 + 3 )) ] && [ "$i" -ge $(( $3 + 3 )) ] || fail "$1 counters $2/$3 -> $o/$i"
+  echo "  $1 counters: out $2 -> $o, in $3 -> $i packets"
+  C_OUT=$o; C_IN=$i
+}
+sa_dst() { # spi(hex) -> dst of that SA in L, checks there is exactly one SA with that SPI
+  "$X" -n L sa list --json | $PY -c "
+import json,sys
+m=[json.loads(l) for l in sys.stdin if json.loads(l)['spi']==$1]
+assert len(m)==1, m
+print(m[0]['dst'], (m[0].get('encap') or {}).get('sport',''), (m[0].get('encap') or {}).get('dport',''))"
+}
+
+STEPS=${STEPS:-tunnel beet udp negative}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if want tunnel; then
+install_pair tun 192.0.2.1 192.0.2.2 10.1.0.0/24 10.2.0.0/24 tunnel 0x1001 0x1002 "$(gcm 11)" "$(gcm 22)"
+ts "step 1: tunnel pair installed by xfrmctl child install"
+ping_ok 10.1.0.1 10.2.0.1; grew tun 0 0
+
+move_pair tun 198.51.100.1 198.51.100.2
+ip -n L route replace 10.2.0.0/24 dev vL2 src 10.1.0.1; ip -n R route replace 10.1.0.0/24 dev vR2 src 10.2.0.1
+ip -n L link set vL1 down
+[ "$(sa_dst 0x1001)" = "198.51.100.2  " ] || fail "SA 0x1001 not at 198.51.100.2: $(sa_dst 0x1001)"
+ts "step 2: MIGRATE v4 -> v4 (pair 2), pair 1 down"
+ping_ok 10.1.0.1 10.2.0.1; grew tun $C_OUT $C_IN
+
+move_pair tun fd00:3::1 fd00:3::2
+ip -n L route replace 10.2.0.0/24 dev vL3 src 10.1.0.1; ip -n R route replace 10.1.0.0/24 dev vR3 src 10.2.0.1
+ip -n L link set vL2 down
+[ "$(sa_dst 0x1001)" = "fd00:3::2  " ] || fail "SA 0x1001 not at fd00:3::2"
+ts "step 3: MIGRATE v4 -> v6 outer (pair 3), pair 2 down"
+ping_ok 10.1.0.1 10.2.0.1; grew tun $C_OUT $C_IN
+
+ip -n L link set vL1 up
+reqid=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["reqid"])' "$W/tun.L.h")
+"$X" -n L migrate --sel-src 10.1.0.0/24 --sel-dst 10.2.0.0/24 --reqid "$reqid" \
+  --old-src fd00:3::1 --old-dst fd00:3::2 --new-src 192.0.2.1 --new-dst 192.0.2.2 --kmaddress
+"$X" -n R migrate --sel-src 10.2.0.0/24 --sel-dst 10.1.0.0/24 --reqid "$reqid" \
+  --old-src fd00:3::2 --old-dst fd00:3::1 --new-src 192.0.2.2 --new-dst 192.0.2.1
+ip -n L route replace 10.2.0.0/24 dev vL1 src 10.1.0.1; ip -n R route replace 10.1.0.0/24 dev vR1 src 10.2.0.1
+ip -n L link set vL3 down
+[ "$(sa_dst 0x1001)" = "192.0.2.2  " ] || fail "SA 0x1001 not back at 192.0.2.2"
+ts "step 4: xfrmctl migrate (selector+reqid) v6 -> v4 back to pair 1, pair 3 down"
+ping_ok 10.1.0.1 10.2.0.1
+# the handle still names pair 3; counters by SPI from the SA list instead
+o=$("$X" -n L sa list --json | $PY -c 'import json,sys; print([json.loads(l) for l in sys.stdin if json.loads(l)["spi"]==0x1001][0]["current"]["packets"])')
+[ "$o" -ge $((C_OUT + 3)) ] || fail "SA 0x1001 packets $C_OUT -> $o"
+echo "  tun out counter: $C_OUT -> $o packets"
+fi
+
+ip -n L link set vL1 up; ip -n L link set vL2 up
+if want beet; then
+install_pair beet 192.0.2.1 192.0.2.2 10.5.0.1/32 10.6.0.1/32 beet 0x3001 0x3002 "$(chacha 33)" "$(chacha 44)"
+ts "step 5: BEET pair (chacha20-poly1305) installed"
+ping_ok 10.5.0.1 10.6.0.1; grew beet 0 0
+fi
+
+if want udp; then
+# ESP-in-UDP needs a UDP socket with UDP_ENCAP_ESPINUDP on each receiving port
+for ns in L R; do
+  ip netns exec $ns $PY -c '
+import socket, time
+ss = []
+for port in (4500, 4501):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port)); s.setsockopt(socket.IPPROTO_UDP, 100, 2)  # UDP_ENCAP, ESPINUDP
+    ss.append(s)
+time.sleep(3600)' &
+  HOLDERS+=($!)
+done
+sleep 1
+install_pair udp 192.0.2.1 192.0.2.2 10.7.0.0/24 10.8.0.0/24 tunnel 0x4001 0x4002 "$(cbc 55)" "$(cbc 66)" \
+  ',"encap":{"sport":4500,"dport":4500}' ',"encap":{"sport":4500,"dport":4500}'
+[ "$(sa_dst 0x4001)" = "192.0.2.2 4500 4500" ] || fail "UDP SA: $(sa_dst 0x4001)"
+ts "step 6: ESP-in-UDP pair (cbc(aes)+hmac(sha256)/128) on 4500"
+ping_ok 10.7.0.1 10.8.0.1; grew udp 0 0
+move_pair udp 198.51.100.1 198.51.100.2 "--encap-sport 4501 --encap-dport 4501" "--encap-sport 4501 --encap-dport 4501"
+ip -n L route replace 10.8.0.0/24 dev vL2 src 10.7.0.1; ip -n R route replace 10.7.0.0/24 dev vR2 src 10.8.0.1
+[ "$(sa_dst 0x4001)" = "198.51.100.2 4501 4501" ] || fail "UDP SA after move: $(sa_dst 0x4001)"
+ts "  moved to 198.51.100.x and UDP port 4501 by MIGRATE + XFRMA_ENCAP"
+ping_ok 10.7.0.1 10.8.0.1; grew udp $C_OUT $C_IN
+fi
+
+if want negative && want tunnel; then
+"$X" -n R sa flush
+if ip netns exec L ping -q -c 1 -W 1 -I 10.1.0.1 10.2.0.1 >/dev/null 2>&1; then
+  fail "ping worked without SAs"
+fi
+ts "step 7: negative check ok (R's SAs flushed -> no traffic)"
+fi
+for h in "$W"/*.L.h; do [ -e "$h" ] && "$X" -n L child delete --handle "$h" 2>/dev/null || true; done
+echo "IPSEC-ESP-OK ($STEPS)"
