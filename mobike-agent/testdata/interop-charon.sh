@@ -7,7 +7,8 @@
 #   1. agent initiates  aes256gcm16-prfsha256-x25519 / ESP aes256gcm16;
 #      charon rekeys the CHILD_SA and the IKE SA; SIGTERM deletes the SAs.
 #   2. charon initiates aes128gcm16-prfsha384-ecp384 / ESP chacha20poly1305;
-#      charon deletes.
+#      the agent rekeys CHILD_SA and IKE SA itself and sends liveness
+#      checks; charon deletes.
 #   3. wrong PSK: AUTHENTICATION_FAILED; 4. proposal mismatch: NO_PROPOSAL_CHOSEN.
 # Needs root, iproute2, strongswan-charon strongswan-swanctl
 # libstrongswan-standard-plugins libcharon-extra-plugins.
@@ -16,7 +17,7 @@ set -euo pipefail
 BIN=$(realpath "${1:?path to mobike-agent}")
 D=$(mktemp -d /tmp/mbkinterop.XXXXXX)
 CHARON=""; AGENT=""
-fail() { echo "FAIL: $*" >&2; echo "--- agent log" >&2; tail -40 "$D"/agent*.log >&2 || true
+fail() { echo "FAIL: $*" >&2; echo "--- agent log" >&2; tail -n 40 "$D"/agent*.log >&2 || true
          echo "--- charon log" >&2; grep -E 'IKE|CFG|ENC' "$D/B/charon.log" | tail -40 >&2 || true; exit 1; }
 stop_charon() { [ -n "$CHARON" ] && { kill "$CHARON" 2>/dev/null || true; wait "$CHARON" 2>/dev/null || true; }; CHARON=""; }
 cleanup() {
@@ -80,7 +81,7 @@ secrets { ike-c { id-a = a.test
   secret = "${4:-interop-psk-0123456789}" } }
 EOC
 }
-agent_conf() { # start proposals esp [psk]
+agent_conf() { # start proposals esp [psk] [extra connection lines] [extra child lines]
   cat <<EOC
 [kernel]
 backend = "none"
@@ -93,10 +94,12 @@ psk = "${4:-interop-psk-0123456789}"
 proposals = ["$2"]
 mobike = true
 start = "$1"
+${5:-}
 [connections.c.children.net]
 local_ts = ["10.1.0.0/24"]
 remote_ts = ["10.2.0.0/24"]
 esp_proposals = ["$3"]
+${6:-}
 EOC
 }
 start_agent() { # name conf
@@ -143,12 +146,24 @@ stop_charon
 # ---- 2. charon initiates ----
 rm -f "$D/B/charon.log"
 start_charon "$(charon_conf aes128gcm16-prfsha384-ecp384 chacha20poly1305 192.0.2.1)"
-start_agent listen "$(agent_conf listen aes128gcm16-prfsha384-ecp384 chacha20poly1305)"
+start_agent listen "$(agent_conf listen aes128gcm16-prfsha384-ecp384 chacha20poly1305 interop-psk-0123456789 \
+  $'dpd_delay = "1s"\nrekey_time = "5s"' 'rekey_time = "3s"')"
 sleep 0.5
 sw --initiate --child net --timeout 20 >/dev/null || fail "2: charon could not initiate"
 charon_has 'AES_GCM_16-128/PRF_HMAC_SHA2_384/ECP_384' || fail "2: IKE suite"
 charon_has 'CHACHA20_POLY1305' || fail "2: ESP suite"
 echo "2: IKE_SA + CHILD_SA up, agent responder"
+# The agent rekeys the CHILD_SA every 3 s and the IKE SA every 5 s, and
+# sends liveness checks after 1 s of silence.
+wait_for 15 bash -c "[ \$(grep -c 'IKE SA rekeyed old=' $D/agent-listen.log) -ge 2 ]" || fail "2: agent did not rekey the IKE SA twice"
+wait_for 15 bash -c "[ \$(grep -c 'ChildSaRekeyed' $D/agent-listen.log) -ge 2 ]" || fail "2: agent did not rekey the CHILD_SA twice"
+[ "$(grep -c 'received DELETE for ESP CHILD_SA' "$D/B/charon.log")" -ge 2 ] || fail "2: charon saw no CHILD_SA deletes"
+[ "$(grep -c 'received DELETE for IKE_SA' "$D/B/charon.log")" -ge 2 ] || fail "2: charon saw no IKE_SA deletes"
+grep -q 'parsed INFORMATIONAL request [0-9]* \[ \]' "$D/B/charon.log" || fail "2: no liveness check reached charon"
+charon_has ESTABLISHED || fail "2: IKE SA gone after rekeys"
+[ "$(sw --list-sas | grep -c INSTALLED)" = 1 ] || fail "2: not exactly one CHILD_SA after rekeys"
+grep -q 'PeerUnreachable' "$D/agent-listen.log" && fail "2: agent lost the peer"
+echo "2: agent-initiated CHILD_SA and IKE SA rekeys and liveness checks accepted by charon"
 sw --terminate --ike c --timeout 10 >/dev/null || fail "2: terminate"
 wait_for 5 grep -q 'reason: PeerDeleted' "$D/agent-listen.log" || fail "2: agent did not see the Delete"
 echo "2: charon's Delete processed"

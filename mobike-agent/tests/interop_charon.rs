@@ -1,6 +1,7 @@
 //! Interop with strongSwan's charon in network namespaces, through the
 //! real binary: see `testdata/interop-charon.sh` for the scenarios (both
-//! roles, both issue suites, CHILD_SA and IKE SA rekeys, Delete on SIGTERM,
+//! roles, both issue suites, CHILD_SA and IKE SA rekeys initiated by either
+//! side, liveness checks, Delete on SIGTERM,
 //! wrong PSK, proposal mismatch). Needs root, iproute2 and the Debian
 //! packages strongswan-charon strongswan-swanctl
 //! libstrongswan-standard-plugins libcharon-extra-plugins, so it is
