@@ -9,16 +9,17 @@
 //! mobility: it records and reports what links do, for MOBIKE, Mobile IP,
 //! NSIS or an admin to act on.
 
-pub mod model;
-pub mod ingest;
-pub mod links;
-pub mod paths;
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod hub;
+pub mod ingest;
+pub mod links;
+pub mod model;
+pub mod paths;
 pub mod peer;
 pub mod server;
+pub mod source;
 pub mod store;
 pub mod writer;
 
