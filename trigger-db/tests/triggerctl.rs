@@ -1,0 +1,494 @@
+//! End-to-end tests of `triggerctl` as a process against the real
+//! `trigger-db` daemon (rtnetlink source off, socket and database in a
+//! temporary directory): every verb's output, `add --from` batching and bad
+//! lines, history paging, `watch --since` without gap or duplicate, watch
+//! surviving a gap notice, Ctrl-C, access control and an absent daemon.
+//!
+//! Links and snapshots of real interfaces are not covered here: they need
+//! the rtnetlink source in a network namespace (the daemon's own tests).
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use support::{Daemon, TRIGGERCTL};
+use trigger_db::model::{Trigger, TriggerType};
+
+fn ctl_cmd(d: &Daemon, args: &[&str]) -> Command {
+    let mut c = Command::new(TRIGGERCTL);
+    c.arg("--socket").arg(&d.socket).args(args);
+    c.env_remove("TRIGGER_DB_SOCKET");
+    c
+}
+
+fn ctl(d: &Daemon, args: &[&str]) -> Output {
+    ctl_cmd(d, args).output().expect("run triggerctl")
+}
+
+fn ctl_stdin(d: &Daemon, args: &[&str], input: &str) -> Output {
+    let mut child = ctl_cmd(d, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn triggerctl");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// Succeeded; its stdout.
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "triggerctl failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Failed with exit 1 and one line on stderr; that line.
+fn fails(o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8(o.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty(), "no error line");
+    lines.last().unwrap().to_string()
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+fn triggers(s: &str) -> Vec<Trigger> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+fn stored(d: &Daemon) -> u64 {
+    let v = json_lines(&ok(ctl(d, &["--json", "stats"])));
+    v[0]["stored_triggers"].as_u64().unwrap()
+}
+
+fn link_up_lines(n: usize, ifname: &str) -> String {
+    let mut s = String::new();
+    for _ in 0..n {
+        s.push_str(&format!(
+            "{{\"type\":\"link-up\",\"interface\":{{\"name\":\"{ifname}\"}}}}\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn add_get_history_delete_flush_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+
+    let out = ok(ctl(
+        &d,
+        &[
+            "add",
+            "--type",
+            "link-going-down",
+            "--interface",
+            "wlan0",
+            "--time-interval",
+            "500ms",
+            "--reason",
+            "link-parameter-degrading",
+        ],
+    ));
+    assert_eq!(out, "added trigger 1\n");
+    let out = ok(ctl(
+        &d,
+        &[
+            "--json",
+            "add",
+            "-t",
+            "if-addr-added",
+            "-i",
+            "eth0",
+            "--address",
+            "192.0.2.10/24",
+        ],
+    ));
+    assert_eq!(json_lines(&out)[0]["id"], 2);
+
+    let got = triggers(&ok(ctl(&d, &["--json", "get", "1"])));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, 1);
+    assert_eq!(got[0].kind, TriggerType::LinkGoingDown);
+    assert_eq!(
+        got[0].reason.as_ref().unwrap().name,
+        "link-parameter-degrading"
+    );
+
+    let table = ok(ctl(&d, &["history"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("     ID TIME (UTC)"), "{table}");
+    assert!(
+        lines[1].contains("link-going-down") && lines[1].contains("in 500ms"),
+        "{table}"
+    );
+    assert!(lines[2].contains("192.0.2.10/24"), "{table}");
+    assert!(lines.iter().all(|l| l.len() <= 120), "{table}");
+
+    let e = fails(ctl(&d, &["get", "99"]));
+    assert!(
+        e.starts_with("triggerctl: get 99 failed: NOT_FOUND: "),
+        "{e}"
+    );
+
+    let deleted = json_lines(&ok(ctl(&d, &["--json", "delete", "2", "77"])));
+    assert_eq!(deleted[0]["deleted"], 1);
+
+    let e = fails(ctl(&d, &["flush"]));
+    assert!(e.contains("add --yes to confirm"), "{e}");
+    assert_eq!(stored(&d), 1);
+    assert_eq!(
+        ok(ctl(&d, &["flush", "-i", "eth9"])),
+        "flushed 0 triggers\n"
+    );
+    assert_eq!(ok(ctl(&d, &["flush", "--yes"])), "flushed 1 triggers\n");
+    assert_eq!(stored(&d), 0);
+
+    // Bad flags are refused before anything is sent.
+    let e = fails(ctl(
+        &d,
+        &["add", "-t", "link-down", "-i", "x", "--reason", "99"],
+    ));
+    assert!(e.contains("reason.code"), "{e}");
+    let e = fails(ctl(
+        &d,
+        &["add", "-t", "link-up", "-i", "x", "--source", "rtnetlink"],
+    ));
+    assert!(e.contains("source"), "{e}");
+}
+
+#[test]
+fn add_from_sends_acknowledged_batches_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+
+    let file = dir.path().join("many.jsonl");
+    std::fs::write(&file, link_up_lines(2500, "veth0")).unwrap();
+    let out = ok(ctl(&d, &["add", "--from", file.to_str().unwrap()]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "added 1000 triggers from lines 1-1000: ids 1..1000",
+            "added 1000 triggers from lines 1001-2000: ids 1001..2000",
+            "added 500 triggers from lines 2001-2500: ids 2001..2500",
+        ]
+    );
+    assert_eq!(stored(&d), 2500);
+
+    // A bad line in the second batch: the first is added, nothing after.
+    let mut bad = link_up_lines(1501, "veth1");
+    bad.push_str("{\"type\":\"link-up\",\"interface\":{\"name\":\"has space\"}}\n");
+    bad.push_str(&link_up_lines(10, "veth1"));
+    let file = dir.path().join("bad.jsonl");
+    std::fs::write(&file, bad).unwrap();
+    let e = fails(ctl(&d, &["add", "--from", file.to_str().unwrap()]));
+    assert!(
+        e.ends_with("bad.jsonl:1502: interface.name: contains whitespace or control characters"),
+        "{e}"
+    );
+    assert_eq!(stored(&d), 3500);
+
+    // What --json prints, --from reads (ids are dropped and assigned anew).
+    let exported = ok(ctl(&d, &["--json", "history", "-i", "veth1", "-n", "3"]));
+    let exported: String = exported
+        .lines()
+        .filter(|l| !l.contains("next_cursor"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let acks = json_lines(&ok(ctl_stdin(
+        &d,
+        &["--json", "add", "--from", "-"],
+        &exported,
+    )));
+    let ids: Vec<u64> = acks.iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [3501, 3502, 3503]);
+    assert_eq!(acks[2]["line"], 3);
+    let before = triggers(&exported);
+    let again = triggers(&ok(ctl(&d, &["--json", "get", "3502"])));
+    assert_eq!(again[0].observed_at, before[1].observed_at);
+    assert_eq!(again[0].interface, before[1].interface);
+}
+
+#[test]
+fn history_pages_follow_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(7, "eth0"),
+    ));
+
+    let page = json_lines(&ok(ctl(&d, &["--json", "history", "-n", "3"])));
+    assert_eq!(page.len(), 4);
+    let ids: Vec<u64> = page[..3]
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    let cursor = page[3]["next_cursor"].as_str().unwrap().to_owned();
+    let page = json_lines(&ok(ctl(
+        &d,
+        &["--json", "history", "-n", "3", "--cursor", &cursor],
+    )));
+    assert_eq!(page[0]["id"], 4);
+
+    let all = triggers(&ok(ctl(&d, &["--json", "history", "-n", "2", "--all"])));
+    let ids: Vec<u64> = all.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7]);
+    let newest = triggers(&ok(ctl(&d, &["--json", "history", "--reverse", "--all"])));
+    assert_eq!(newest[0].id, 7);
+    let none = ok(ctl(&d, &["--json", "history", "-i", "nope"]));
+    assert_eq!(none, "");
+
+    // People get the cursor on stderr.
+    let o = ctl(&d, &["history", "-n", "5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--cursor "), "{err}");
+    assert_eq!(ok(o).lines().count(), 6);
+}
+
+/// A running `triggerctl watch` whose stdout lines arrive on a channel.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(d: &Daemon, args: &[&str]) -> Self {
+        let mut child = ctl_cmd(d, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::sync_channel(100_000);
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("watch printed nothing")
+    }
+
+    /// Ctrl-C; exit status and stderr.
+    fn interrupt(mut self) -> (Option<i32>, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "watch ignored SIGINT");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (status.code(), err)
+    }
+}
+
+#[test]
+fn watch_since_prints_history_then_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(3, "wlan0"),
+    ));
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(2, "eth0"),
+    ));
+
+    let w = Watch::start(&d, &["--json", "watch", "--since", "1h", "-i", "wlan0"]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(triggers(&w.next())[0].id);
+    }
+    assert_eq!(ids, [1, 2, 3]);
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(2, "wlan0"),
+    ));
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(1, "eth0"),
+    ));
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(1, "wlan0"),
+    ));
+    for _ in 0..3 {
+        ids.push(triggers(&w.next())[0].id);
+    }
+    assert_eq!(ids, [1, 2, 3, 6, 7, 9]);
+    let (code, err) = w.interrupt();
+    assert_eq!(code, Some(0), "{err}");
+
+    // --resume-after continues exactly where a previous watch stopped.
+    let w = Watch::start(&d, &["--json", "watch", "--resume-after", "7"]);
+    assert_eq!(triggers(&w.next())[0].id, 8);
+    assert_eq!(triggers(&w.next())[0].id, 9);
+    assert_eq!(w.interrupt().0, Some(0));
+}
+
+#[test]
+fn watch_resubscribes_after_a_gap_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        None,
+        Some("[sources.rtnetlink]\nenabled = false\n[subscribers]\nqueue = 16\n"),
+    );
+    const N: u64 = 20_000;
+    let mut child = ctl_cmd(&d, &["--json", "watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads the watch's stdout while the triggers go in: the pipe
+    // fills, the watcher blocks, its queue in the daemon overflows.
+    let stdout = child.stdout.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let file = dir.path().join("many.jsonl");
+    std::fs::write(&file, link_up_lines(N as usize, "veth0")).unwrap();
+    ok(ctl(&d, &["add", "--from", file.to_str().unwrap()]));
+
+    let mut ids = Vec::new();
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    while (ids.len() as u64) < N {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "watch ended early"
+        );
+        ids.push(triggers(&line)[0].id);
+    }
+    let expected: Vec<u64> = (1..=N).collect();
+    assert!(ids == expected, "ids not exactly 1..={N} in order");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("fell behind"), "no gap happened: {err}");
+}
+
+#[test]
+fn absent_daemon_is_one_line_naming_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("absent.sock");
+    for args in [&["stats"][..], &["watch"], &["history"], &["links"]] {
+        let o = Command::new(TRIGGERCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8(o.stderr).unwrap(),
+            format!(
+                "triggerctl: cannot connect to trigger-db at {}: No such file or directory (os error 2)\n",
+                sock.display()
+            )
+        );
+    }
+    // The environment variable names the socket too.
+    let o = Command::new(TRIGGERCTL)
+        .env("TRIGGER_DB_SOCKET", &sock)
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("absent.sock"));
+}
+
+#[test]
+fn readers_may_query_but_not_write() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs root and setpriv to act as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        None,
+        Some("socket_mode = \"0666\"\n[sources.rtnetlink]\nenabled = false\n"),
+    );
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                TRIGGERCTL,
+            ])
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(as_nobody(&["stats"]));
+    let e = fails(as_nobody(&["add", "-t", "link-up", "-i", "eth0"]));
+    assert!(
+        e.starts_with("triggerctl: add refused: PERMISSION_DENIED: "),
+        "{e}"
+    );
+}
