@@ -24,6 +24,8 @@
 #                      (default $VM_CACHE/out); the guest sees it as $VM_OUT
 #   VM_CARGO_PACKAGES  space-separated cargo packages to build (bins)
 #   VM_CPUS / VM_MEM   guest size (default 2 / 1G)
+#   VM_PASS_ENV        names of variables handed to the guest script
+#                      (default: STEPS RUST_LOG XFRMCTL_LOG)
 #   VNG_VERSION        virtme-ng version (default 1.42, the tested one)
 #
 # Why TCG (--disable-kvm): /dev/kvm on the CI machines is nested "kvm-pvm",
@@ -114,7 +116,11 @@ fi
 # 5. boot.  --force-9p: no virtiofsd needed.  Hand QEMU pipes, not files:
 #    virtme-ng makes QEMU open /proc/self/fd/1 and 2, which truncates files.
 log "booting $KVER (TCG) for $(basename "$script")"
-cmd=$(printf '%q ' env BIN_DIR="$BIN_DIR" VM_OUT="$VM_OUT" "$script" "$@")
+envs=(BIN_DIR="$BIN_DIR" VM_OUT="$VM_OUT")
+for v in ${VM_PASS_ENV:-STEPS RUST_LOG XFRMCTL_LOG}; do
+  [ -n "${!v+x}" ] && envs+=("$v=${!v}")
+done
+cmd=$(printf '%q ' env "${envs[@]}" "$script" "$@")
 set +e
 vng --run "$KROOT/boot/vmlinuz-$KVER" --disable-kvm --force-9p \
   --cpus "${VM_CPUS:-2}" --memory "${VM_MEM:-1G}" --rwdir "$VM_OUT" \

@@ -58,8 +58,7 @@ for a in 10.1.0.1/24 10.5.0.1/32 10.7.0.1/24; do ip -n L addr add $a dev d0; don
 for a in 10.2.0.1/24 10.6.0.1/32 10.8.0.1/24; do ip -n R addr add $a dev d0; done
 ip -n L link set d0 up; ip -n R link set d0 up
 ip -n L route add 10.2.0.0/24 dev vL1 src 10.1.0.1; ip -n R route add 10.1.0.0/24 dev vR1 src 10.2.0.1
-ip -n L route add 10.6.0.1/32 dev vL1 src 10.5.0.1; ip -n R route add 10.5.0.1/32 dev vR1 src 10.6.0.1
-ip -n L route add 10.8.0.0/24 dev vL1 src 10.7.0.1; ip -n R route add 10.7.0.0/24 dev vR1 src 10.8.0.1
+# (routes over a link vanish when it goes down: each step adds its own)
 
 K() { printf "$1%.0s" $(seq "$2"); }   # K 11 20 -> 20 bytes of 0x11 in hex
 spec() { # ns local remote lts rts mode spi_out spi_in crypto_out crypto_in [encap]
@@ -145,6 +144,7 @@ fi
 
 ip -n L link set vL1 up; ip -n L link set vL2 up
 if want beet; then
+ip -n L route replace 10.6.0.1/32 dev vL1 src 10.5.0.1; ip -n R route replace 10.5.0.1/32 dev vR1 src 10.6.0.1
 install_pair beet 192.0.2.1 192.0.2.2 10.5.0.1/32 10.6.0.1/32 beet 0x3001 0x3002 "$(chacha 33)" "$(chacha 44)"
 ts "step 5: BEET pair (chacha20-poly1305) installed"
 ping_ok 10.5.0.1 10.6.0.1; grew beet 0 0
@@ -164,6 +164,7 @@ time.sleep(3600)' &
   HOLDERS+=($!)
 done
 sleep 1
+ip -n L route replace 10.8.0.0/24 dev vL1 src 10.7.0.1; ip -n R route replace 10.7.0.0/24 dev vR1 src 10.8.0.1
 install_pair udp 192.0.2.1 192.0.2.2 10.7.0.0/24 10.8.0.0/24 tunnel 0x4001 0x4002 "$(cbc 55)" "$(cbc 66)" \
   ',"encap":{"sport":4500,"dport":4500}' ',"encap":{"sport":4500,"dport":4500}'
 [ "$(sa_dst 0x4001)" = "192.0.2.2 4500 4500" ] || fail "UDP SA: $(sa_dst 0x4001)"
