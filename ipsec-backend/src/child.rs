@@ -171,6 +171,24 @@ pub trait ChildSaBackend: Send + Sync {
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error>;
 }
 
+impl ChildSaSpec {
+    /// The outbound and inbound SA this pair consists of.
+    pub fn sa_specs(&self) -> [SaSpec; 2] {
+        sa_specs(self)
+    }
+    /// The policies (out, in and, except in transport mode, fwd) for the
+    /// pair at outer addresses `outer`.
+    pub fn policy_specs(&self, outer: OuterPair) -> Vec<PolicySpec> {
+        let mut h = handle_of(self);
+        h.outer = outer;
+        policy_specs(&h, self.priority)
+    }
+    /// The handle naming this pair once installed.
+    pub fn handle(&self) -> ChildSaHandle {
+        handle_of(self)
+    }
+}
+
 fn sa_specs(spec: &ChildSaSpec) -> [SaSpec; 2] {
     let out_sel = TrafficSelector::new(spec.local_ts, spec.remote_ts);
     let common = |src, dst, spi, crypto: &Crypto, sel, encap| SaSpec {
