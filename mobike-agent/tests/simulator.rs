@@ -75,6 +75,8 @@ fn sas_come_up_and_child_keys_mirror_each_other() {
         assert!(s.children_pair_up());
         let a_info = &s.nodes[0].ep.ike_sas()[0];
         assert!(a_info.mobike, "MOBIKE_SUPPORTED exchanged in IKE_AUTH");
+        assert_eq!(a_info.connection, "ab");
+        assert_eq!(s.nodes[1].ep.ike_sas()[0].connection, "ab");
         // Two round trips on a clean link: no retransmission was needed.
         assert_eq!(s.nodes[0].ep.stats().retransmits, 0);
         // MOBIKE makes the initiator float to 4500 for IKE_AUTH.

@@ -171,7 +171,8 @@ pub enum Event {
     ChildSaFailed {
         /// IKE SA.
         sa: SaId,
-        /// Child config name.
+        /// Child config name; empty when, as responder, no child config
+        /// matched the peer's request.
         child: String,
         /// The peer's or our reason.
         reason: NotifyType,
@@ -454,7 +455,7 @@ impl Endpoint {
 
     /// Summary of every IKE SA, for status output and tests.
     pub fn ike_sas(&self) -> Vec<IkeSaInfo> {
-        self.sas.values().map(sa::IkeSa::info).collect()
+        self.sas.values().map(|s| s.info(&self.config)).collect()
     }
 
     /// Next datagram to send.

@@ -29,6 +29,9 @@ use crate::{
 
 /// Limit on cookie and INVALID_KE_PAYLOAD restarts of one IKE_SA_INIT.
 const MAX_INIT_RESTARTS: u32 = 4;
+/// A refused or failed rekey is retried after this many initial
+/// retransmission timeouts.
+const REKEY_RETRY_FACTOR: u32 = 8;
 /// Cap on the retransmission backoff exponent.
 const MAX_BACKOFF_SHIFT: u32 = 6;
 
@@ -316,10 +319,14 @@ impl IkeSa {
         self.state == State::InitReplied
     }
 
-    pub(super) fn info(&self) -> IkeSaInfo {
+    pub(super) fn info(&self, config: &super::EndpointConfig) -> IkeSaInfo {
         IkeSaInfo {
             id: self.id,
-            connection: String::new(),
+            connection: config
+                .connections
+                .get(self.conn)
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
             initiator: self.initiator,
             state: match self.state {
                 State::InitSent => "IKE_SA_INIT sent",
@@ -1531,7 +1538,9 @@ impl IkeSa {
                     .iter_mut()
                     .find(|c| c.inbound_spi == old && c.state == ChildState::Rekeying)
             {
+                // Keep the old CHILD_SA and try again later.
                 c.state = ChildState::Installed;
+                c.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
             }
             ctx.event(Event::ChildSaFailed {
                 sa: sa.id,
@@ -1541,6 +1550,10 @@ impl IkeSa {
         };
         if let Some(err) = first_error(p) {
             fail(ctx, self, err);
+            if let (NotifyType::CHILD_SA_NOT_FOUND, Some(old)) = (err, offer.rekey_of) {
+                // §2.25: the peer no longer has it; neither should we.
+                self.remove_child(ctx, old);
+            }
             return;
         }
         let child_cfg = &conn.children[offer.cfg];
@@ -2289,7 +2302,7 @@ impl IkeSa {
         if let Some(err) = first_error(p) {
             warn!(sa = self.id, notify = ?err, "IKE SA rekey refused");
             // Try again later (TEMPORARY_FAILURE after a collision, ...).
-            self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * 4);
+            self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
             return;
         }
         let (Some(props), Some(ke), Some(nr)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
@@ -2311,6 +2324,7 @@ impl IkeSa {
         };
         let Some((suite, peer_spi)) = suite.filter(|(_, spi)| *spi != 0) else {
             warn!(sa = self.id, "IKE SA rekey: unacceptable answer");
+            self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
             return;
         };
         let (Ok(shared), Some(old_keys)) = (offer.share.agree(&ke.data), self.keys.as_ref()) else {
