@@ -5,9 +5,11 @@
 //! multicast alike; it reports whether anything changed so that a message
 //! that changed nothing sends nothing. It also does what the kernel does
 //! without telling: IPv4 flushes the routes of a link that goes
-//! administratively down or away and sends no RTM_DELROUTE for them (IPv6
-//! does send them), so the table drops the IPv4 default routes of such a
-//! link itself. Classification reads /sys only for hardware-looking links
+//! administratively down or away, or loses its last IPv4 address, and sends
+//! no RTM_DELROUTE for them (IPv6 does send them), so the table drops the
+//! IPv4 default routes of such a link itself. (A route with a preferred
+//! source, `src A`, is also flushed silently when A is removed; the table
+//! does not know route sources and keeps it until the next resync.) Classification reads /sys only for hardware-looking links
 //! and only trusts it when name, ifindex and MAC all match, because /sys
 //! shows the network namespace it was mounted in, not necessarily ours.
 
@@ -255,6 +257,13 @@ pub fn apply(
             let changed = before != link.addresses.len();
             if changed {
                 link.last_change = now;
+                if address.address.is_ipv4() && !link.addresses.iter().any(|a| a.address.is_ipv4()) {
+                    // The last IPv4 address went: IPv4 flushed the link's
+                    // routes without RTM_DELROUTE.
+                    table
+                        .default_routes
+                        .retain(|r| r.route.ipv6 || r.oif != *index);
+                }
             }
             changed
         }

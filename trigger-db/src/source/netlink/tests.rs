@@ -506,6 +506,22 @@ fn admin_down_and_removal_drop_ipv4_default_routes_the_kernel_flushes_silently()
 }
 
 #[test]
+fn losing_the_last_ipv4_address_drops_the_links_ipv4_default_routes() {
+    let mut e = entry(3, "vA", InterfaceKind::Veth, up_state());
+    e.addresses = vec![addr(v4([10, 9, 0, 1]), 24), addr(v4([10, 7, 0, 1]), 24), addr(v6("fd00::1"), 64)];
+    let mut t = table(vec![e]);
+    let mut r6 = v4_default(3, [0, 0, 0, 0]);
+    r6.route.ipv6 = true;
+    r6.route.gateway = Some(v6("fd00::fe"));
+    t.default_routes = vec![v4_default(3, [10, 9, 0, 254]), r6.clone()];
+    let del = |a: Address| RtnlEvent::DelAddress { index: 3, address: a };
+    apply(&mut t, &del(addr(v4([10, 7, 0, 1]), 24)), T1, &NoProbe);
+    assert_eq!(t.default_routes.len(), 2, "another IPv4 address is left");
+    apply(&mut t, &del(addr(v4([10, 9, 0, 1]), 24)), T1, &NoProbe);
+    assert_eq!(t.default_routes, vec![r6]);
+}
+
+#[test]
 fn default_route_replace_and_delete() {
     let mut t = LinkTable::default();
     let a = v4_default(3, [10, 9, 0, 254]);
