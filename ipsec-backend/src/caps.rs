@@ -70,7 +70,10 @@ impl Capabilities {
                 "  {:<34} {}{}\n",
                 p.name,
                 if p.ok { "ok" } else { "no" },
-                p.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                p.detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
             ));
         }
         s
@@ -135,7 +138,15 @@ async fn probe_inner() -> Result<Capabilities, Error> {
     });
     let spi = h
         .state()
-        .alloc_spi(v4(192, 0, 2, 9), v4(192, 0, 2, 8), Proto::Esp, Mode::Tunnel, 9, 0x100, 0x1ff)
+        .alloc_spi(
+            v4(192, 0, 2, 9),
+            v4(192, 0, 2, 8),
+            Proto::Esp,
+            Mode::Tunnel,
+            9,
+            0x100,
+            0x1ff,
+        )
         .await;
     probes.push(Probe {
         name: "ALLOCSPI".into(),
@@ -149,29 +160,65 @@ async fn probe_inner() -> Result<Capabilities, Error> {
         auth_key: vec![],
         trunc_bits: 0,
     };
-    let esp = probe_sa(&h, "ESP SA (null cipher)", sa(0x10, Mode::Tunnel, null.clone(), None), &mut probes).await;
+    let esp = probe_sa(
+        &h,
+        "ESP SA (null cipher)",
+        sa(0x10, Mode::Tunnel, null.clone(), None),
+        &mut probes,
+    )
+    .await;
     let k20 = [0x11u8; 20];
     let k36 = [0x22u8; 36];
     let algs = [
         ("ESP rfc4106(gcm(aes)) 128", Crypto::aes_gcm(&k20)),
         ("ESP rfc4106(gcm(aes)) 256", Crypto::aes_gcm(&k36)),
-        ("ESP rfc7539esp(chacha20,poly1305)", Crypto::chacha20_poly1305(&k36)),
-        ("ESP cbc(aes)+hmac(sha256)/128", Crypto::aes_cbc_hmac_sha256(&[0x33; 16], &[0x44; 32])),
+        (
+            "ESP rfc7539esp(chacha20,poly1305)",
+            Crypto::chacha20_poly1305(&k36),
+        ),
+        (
+            "ESP cbc(aes)+hmac(sha256)/128",
+            Crypto::aes_cbc_hmac_sha256(&[0x33; 16], &[0x44; 32]),
+        ),
     ];
     for (i, (name, c)) in algs.into_iter().enumerate() {
-        probe_sa(&h, name, sa(0x20 + i as u32, Mode::Tunnel, c, None), &mut probes).await;
+        probe_sa(
+            &h,
+            name,
+            sa(0x20 + i as u32, Mode::Tunnel, c, None),
+            &mut probes,
+        )
+        .await;
     }
-    let beet = probe_sa(&h, "ESP BEET mode", sa(0x30, Mode::Beet, null.clone(), None), &mut probes).await;
+    let beet = probe_sa(
+        &h,
+        "ESP BEET mode",
+        sa(0x30, Mode::Beet, null.clone(), None),
+        &mut probes,
+    )
+    .await;
     let udp = probe_sa(
         &h,
         "ESP-in-UDP (espinudp 4500)",
-        sa(0x31, Mode::Tunnel, null, Some(Encap { sport: 4500, dport: 4500 })),
+        sa(
+            0x31,
+            Mode::Tunnel,
+            null,
+            Some(Encap {
+                sport: 4500,
+                dport: 4500,
+            }),
+        ),
         &mut probes,
     )
     .await;
     let sel = TrafficSelector::new(
-        "10.1.0.0/24".parse().unwrap_or(Prefix::host(v4(10, 1, 0, 0))),
-        "10.2.0.0/24".parse().unwrap_or(Prefix::host(v4(10, 2, 0, 0))),
+        "10.1.0.0/24"
+            .parse()
+            .unwrap_or(Prefix::host(v4(10, 1, 0, 0))),
+        "10.2.0.0/24"
+            .parse()
+            .unwrap_or(Prefix::host(v4(10, 2, 0, 0))),
     );
     let pol = PolicySpec {
         selector: sel,

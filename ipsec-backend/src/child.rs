@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{LifetimeCur, Stats};
@@ -443,12 +443,15 @@ struct FakeSa {
     stats: Stats,
 }
 
+/// The SPD key of the fake: (selector, dir, mark as (value, mask)).
+type PolicyMapKey = (TrafficSelector, Dir, Option<(u32, u32)>);
+
 #[derive(Debug, Default)]
 struct FakeState {
     /// Keyed like the kernel's SAD: (dst, proto, spi).
     sas: HashMap<(IpAddr, u8, u32), FakeSa>,
     /// Keyed like the SPD: (selector, dir, mark).
-    policies: HashMap<(TrafficSelector, Dir, Option<(u32, u32)>), PolicySpec>,
+    policies: HashMap<PolicyMapKey, PolicySpec>,
 }
 
 /// In-memory [`ChildSaBackend`] enforcing the kernel's invariants, with the
@@ -502,7 +505,12 @@ impl FakeBackend {
     }
 
     /// Account traffic on a pair, as the kernel would when packets flow.
-    pub fn record_traffic(&self, h: &ChildSaHandle, out_bytes: u64, in_bytes: u64) -> Result<(), Error> {
+    pub fn record_traffic(
+        &self,
+        h: &ChildSaHandle,
+        out_bytes: u64,
+        in_bytes: u64,
+    ) -> Result<(), Error> {
         let mut st = self.lock();
         for (k, bytes) in [(h.out_key(), out_bytes), (h.in_key(), in_bytes)] {
             let sa = st
@@ -580,8 +588,15 @@ impl FakeBackend {
         Ok(h)
     }
 
-    fn migrate(&self, h: &ChildSaHandle, to: OuterPair, encap: Option<Encap>) -> Result<ChildSaHandle, Error> {
-        if h.outer.local.is_ipv4() != h.outer.remote.is_ipv4() || to.local.is_ipv4() != to.remote.is_ipv4() {
+    fn migrate(
+        &self,
+        h: &ChildSaHandle,
+        to: OuterPair,
+        encap: Option<Encap>,
+    ) -> Result<ChildSaHandle, Error> {
+        if h.outer.local.is_ipv4() != h.outer.remote.is_ipv4()
+            || to.local.is_ipv4() != to.remote.is_ipv4()
+        {
             return Err(Error::Invalid("outer pair of mixed families".into()));
         }
         let mut st = self.lock();
@@ -636,9 +651,9 @@ impl FakeBackend {
             n.encap = encap;
         }
         for p in policy_specs(&n, 0) {
-            if let Some(old) = st
-                .policies
-                .get_mut(&(p.selector, p.dir, p.mark.map(|m| (m.value, m.mask))))
+            if let Some(old) =
+                st.policies
+                    .get_mut(&(p.selector, p.dir, p.mark.map(|m| (m.value, m.mask))))
             {
                 old.templates = p.templates;
             }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::codec::{Attr, LifetimeCfg, UserPolicyId, UserSaId, UserSaInfo, XfrmId, XfrmMessage, family_of};
+use crate::codec::{
+    Attr, LifetimeCfg, UserPolicyId, UserSaId, UserSaInfo, XfrmId, XfrmMessage, family_of,
+};
 use crate::error::{Error, NetlinkError};
 use crate::netlink::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, XfrmSocket};
 use crate::types::{
@@ -219,11 +221,15 @@ impl StateHandle<'_> {
     /// Like [`Self::dump`], handing each SA to `f` as it is decoded.
     pub async fn dump_with(&self, mut f: impl FnMut(SaInfo)) -> Result<(), Error> {
         let mut sock = self.0.sock.lock().await;
-        sock.request_with(XfrmMessage::Raw(crate::codec::msg::GETSA, Vec::new()), NLM_F_DUMP, |m| {
-            if let XfrmMessage::NewSa(i, a) = &m {
-                f(SaInfo::from_raw(i, a));
-            }
-        })
+        sock.request_with(
+            XfrmMessage::Raw(crate::codec::msg::GETSA, Vec::new()),
+            NLM_F_DUMP,
+            |m| {
+                if let XfrmMessage::NewSa(i, a) = &m {
+                    f(SaInfo::from_raw(i, a));
+                }
+            },
+        )
         .await
         .map_err(Error::DumpSa)
     }
@@ -288,7 +294,10 @@ impl PolicyHandle<'_> {
     pub async fn add(&self, p: &PolicySpec) -> Result<(), Error> {
         let (info, attrs) = p.to_raw();
         self.0
-            .exchange(XfrmMessage::NewPolicy(info, attrs), NLM_F_CREATE | NLM_F_EXCL)
+            .exchange(
+                XfrmMessage::NewPolicy(info, attrs),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
             .await
             .map(|_| ())
             .map_err(|source| Error::AddPolicy { dir: p.dir, source })

@@ -26,7 +26,9 @@ pub mod netlink;
 pub mod netns;
 pub mod types;
 
-pub use child::{ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, FakeBackend, KernelBackend};
+pub use child::{
+    ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, FakeBackend, KernelBackend,
+};
 pub use error::{Error, KernelError, NetlinkError};
 pub use handle::{PolicyKey, SaKey, XfrmHandle};
 pub use monitor::{XfrmEvent, XfrmMonitor};

@@ -15,9 +15,7 @@ use serde::Serialize;
 use crate::codec::{Attr, XfrmMessage, group};
 use crate::error::{Error, NetlinkError};
 use crate::netlink::{NlBody, XfrmSocket};
-use crate::types::{
-    Dir, Encap, MigrateEntry, OuterPair, PolicyInfo, SaInfo, TrafficSelector,
-};
+use crate::types::{Dir, Encap, MigrateEntry, OuterPair, PolicyInfo, SaInfo, TrafficSelector};
 
 /// Every group this crate decodes.
 pub const ALL_GROUPS: &[u32] = &[
@@ -171,8 +169,13 @@ impl XfrmEvent {
                 hard: *hard != 0,
             },
             XfrmMessage::Acquire(id, saddr, sel, pol, algs, a) => XfrmEvent::Acquire {
-                dst: id.daddr.to_ip(sel.family).or_else(|| id.daddr.to_ip(pol.sel.family)),
-                src: saddr.to_ip(sel.family).or_else(|| saddr.to_ip(pol.sel.family)),
+                dst: id
+                    .daddr
+                    .to_ip(sel.family)
+                    .or_else(|| id.daddr.to_ip(pol.sel.family)),
+                src: saddr
+                    .to_ip(sel.family)
+                    .or_else(|| saddr.to_ip(pol.sel.family)),
                 proto: id.proto,
                 selector: TrafficSelector::from_raw(sel),
                 policy: PolicyInfo::from_raw(pol, a),
@@ -193,7 +196,9 @@ impl XfrmEvent {
                 let mut encap = None;
                 for x in a {
                     match x {
-                        Attr::Migrate(v) => entries.extend(v.iter().filter_map(MigrateEntry::from_raw)),
+                        Attr::Migrate(v) => {
+                            entries.extend(v.iter().filter_map(MigrateEntry::from_raw))
+                        }
                         Attr::KmAddress(k) => {
                             if let (Some(local), Some(remote)) =
                                 (k.local.to_ip(k.family), k.remote.to_ip(k.family))

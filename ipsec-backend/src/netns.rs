@@ -31,7 +31,10 @@ pub fn enter_netns(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn run_on_thread<T, Fut, F>(enter: impl FnOnce() -> std::io::Result<()> + Send + 'static, f: F) -> Result<T, Error>
+fn run_on_thread<T, Fut, F>(
+    enter: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    f: F,
+) -> Result<T, Error>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T>,

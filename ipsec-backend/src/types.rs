@@ -316,13 +316,17 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Parse hex (an optional `0x` prefix is accepted).
 pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    let s = s.strip_prefix("0x").unwrap_or(s).as_bytes();
+    if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .ok_or_else(|| format!("not a hex digit: {:?}", c as char))
+    };
+    s.chunks(2)
+        .map(|p| Ok((digit(p[0])? * 16 + digit(p[1])?) as u8))
         .collect()
 }
 

@@ -84,7 +84,10 @@ fn fake_migrate_moves_the_pair_keeps_counters_and_emits_events() {
             local: ip("2001:db8::1"),
             remote: ip("2001:db8::2"),
         };
-        let enc = Some(Encap { sport: 4500, dport: 4500 });
+        let enc = Some(Encap {
+            sport: 4500,
+            dport: 4500,
+        });
         let h2 = f.migrate_child_sa(&h, to, enc).await.expect("migrate");
         assert_eq!((h2.outer, h2.encap), (to, enc));
         assert_eq!(f.counters(&h2).await.expect("counters"), before);

@@ -118,10 +118,25 @@ fn sa_add_cbc_hmac_transport_with_encap_mark_ifid_esn_matches_iproute2() {
     assert_eq!(sa.reqid, 7);
     assert!(sa.esn);
     assert_eq!(sa.replay_window, 64);
-    assert_eq!(sa.encap, Some(Encap { sport: 4500, dport: 4501 }));
-    assert_eq!(sa.mark, Some(Mark { value: 0x10, mask: 0xff }));
+    assert_eq!(
+        sa.encap,
+        Some(Encap {
+            sport: 4500,
+            dport: 4501
+        })
+    );
+    assert_eq!(
+        sa.mark,
+        Some(Mark {
+            value: 0x10,
+            mask: 0xff
+        })
+    );
     assert_eq!(sa.if_id, Some(0x2a));
-    assert_eq!(sa.algs, vec!["cbc(aes)".to_string(), "hmac(sha256)".to_string()]);
+    assert_eq!(
+        sa.algs,
+        vec!["cbc(aes)".to_string(), "hmac(sha256)".to_string()]
+    );
     let trunc = attrs.iter().find_map(|a| match a {
         Attr::AlgAuthTrunc(x) => Some(x.extra),
         _ => None,
@@ -138,8 +153,14 @@ fn sa_add_cbc_hmac_transport_with_encap_mark_ifid_esn_matches_iproute2() {
         reqid: 7,
         crypto: Crypto::aes_cbc_hmac_sha256(&[0x33; 32], &[0x44; 32]),
         selector: None,
-        encap: Some(Encap { sport: 4500, dport: 4501 }),
-        mark: Some(Mark { value: 0x10, mask: 0xff }),
+        encap: Some(Encap {
+            sport: 4500,
+            dport: 4501,
+        }),
+        mark: Some(Mark {
+            value: 0x10,
+            mask: 0xff,
+        }),
         if_id: Some(0x2a),
         replay_window: 64,
         esn: true,
@@ -171,7 +192,10 @@ fn sa_add_chacha_beet_v6_parses() {
 
 fn out_policy() -> PolicySpec {
     PolicySpec {
-        selector: TrafficSelector::new("10.1.0.0/24".parse().expect("p"), "10.2.0.0/24".parse().expect("p")),
+        selector: TrafficSelector::new(
+            "10.1.0.0/24".parse().expect("p"),
+            "10.2.0.0/24".parse().expect("p"),
+        ),
         dir: Dir::Out,
         priority: 100,
         action: Default::default(),
@@ -184,7 +208,10 @@ fn out_policy() -> PolicySpec {
             spi: 0,
             optional: false,
         }],
-        mark: Some(Mark { value: 0x10, mask: 0xff }),
+        mark: Some(Mark {
+            value: 0x10,
+            mask: 0xff,
+        }),
         if_id: Some(0x2a),
     }
 }
@@ -217,7 +244,10 @@ fn policy_fwd_v6_parses() {
     let p = PolicyInfo::from_raw(info, attrs);
     assert_eq!(p.dir, Some(Dir::Fwd));
     assert_eq!(p.priority, 2000);
-    assert_eq!(p.selector.map(|s| s.src), Some("fd00:1::/64".parse::<Prefix>().expect("p")));
+    assert_eq!(
+        p.selector.map(|s| s.src),
+        Some("fd00:1::/64".parse::<Prefix>().expect("p"))
+    );
     assert_eq!(p.templates[0].dst, ip("2001:db8::1"));
     assert_eq!(p.templates[0].reqid, 3);
 }
@@ -239,8 +269,14 @@ fn policy_dump_reply_parses_both_policies_and_done() {
     }
     assert!(done, "no NLMSG_DONE");
     assert_eq!(pols.len(), 2);
-    assert!(pols.iter().any(|p| p.dir == Some(Dir::Fwd) && p.priority == 2000));
-    assert!(pols.iter().any(|p| p.dir == Some(Dir::Out) && p.if_id == Some(0x2a)));
+    assert!(
+        pols.iter()
+            .any(|p| p.dir == Some(Dir::Fwd) && p.priority == 2000)
+    );
+    assert!(
+        pols.iter()
+            .any(|p| p.dir == Some(Dir::Out) && p.if_id == Some(0x2a))
+    );
 }
 
 #[test]
@@ -291,11 +327,20 @@ fn kernel_migrate_event_parses_entries_kmaddress_and_encap() {
         panic!("not a migrate event: {ev:?}")
     };
     assert_eq!(dir, Some(Dir::Out));
-    assert_eq!(selector.map(|s| s.dst), Some("10.2.0.0/24".parse::<Prefix>().expect("p")));
+    assert_eq!(
+        selector.map(|s| s.dst),
+        Some("10.2.0.0/24".parse::<Prefix>().expect("p"))
+    );
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].old_dst, ip("192.0.2.2"));
     assert_eq!(entries[0].new_src, ip("2001:db8::1"));
     assert_eq!(entries[0].reqid, 1);
     assert_eq!(kmaddress.map(|k| k.remote), Some(ip("2001:db8::2")));
-    assert_eq!(encap, Some(Encap { sport: 4500, dport: 4500 }));
+    assert_eq!(
+        encap,
+        Some(Encap {
+            sport: 4500,
+            dport: 4500
+        })
+    );
 }

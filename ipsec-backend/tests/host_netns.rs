@@ -80,9 +80,24 @@ async fn next_matching(
 fn policy_add_get_update_dump_delete_in_fresh_netns() {
     in_new_netns(|| async {
         let h = XfrmHandle::new().expect("socket");
-        let out = policy(Dir::Out, sel("10.1.0.0/24", "10.2.0.0/24"), "192.0.2.1", "192.0.2.2", 100);
-        let mut inb = policy(Dir::In, out.selector.reversed(), "192.0.2.2", "192.0.2.1", 100);
-        inb.mark = Some(Mark { value: 7, mask: 0xff });
+        let out = policy(
+            Dir::Out,
+            sel("10.1.0.0/24", "10.2.0.0/24"),
+            "192.0.2.1",
+            "192.0.2.2",
+            100,
+        );
+        let mut inb = policy(
+            Dir::In,
+            out.selector.reversed(),
+            "192.0.2.2",
+            "192.0.2.1",
+            100,
+        );
+        inb.mark = Some(Mark {
+            value: 7,
+            mask: 0xff,
+        });
         inb.if_id = Some(42);
         h.policy().add(&out).await.expect("add out");
         h.policy().add(&inb).await.expect("add in");
@@ -95,8 +110,15 @@ fn policy_add_get_update_dump_delete_in_fresh_netns() {
         assert_eq!((got_in.mark, got_in.if_id), (inb.mark, inb.if_id));
 
         // Adding the same policy again is refused with EEXIST, typed.
-        let dup = h.policy().add(&out).await.expect_err("duplicate add must fail");
-        assert!(matches!(dup, Error::AddPolicy { dir: Dir::Out, .. }), "{dup:?}");
+        let dup = h
+            .policy()
+            .add(&out)
+            .await
+            .expect_err("duplicate add must fail");
+        assert!(
+            matches!(dup, Error::AddPolicy { dir: Dir::Out, .. }),
+            "{dup:?}"
+        );
         assert_eq!(dup.errno(), Some(libc::EEXIST));
 
         let mut upd = out.clone();
@@ -108,7 +130,10 @@ fn policy_add_get_update_dump_delete_in_fresh_netns() {
 
         let dump = h.policy().dump().await.expect("dump");
         assert_eq!(dump.len(), 2, "{dump:?}");
-        assert!(dump.iter().any(|p| p.dir == Some(Dir::In) && p.if_id == Some(42)));
+        assert!(
+            dump.iter()
+                .any(|p| p.dir == Some(Dir::In) && p.if_id == Some(42))
+        );
 
         h.policy().delete(&key(&out)).await.expect("delete");
         let gone = h.policy().get(&key(&out)).await.expect_err("deleted");
@@ -124,7 +149,13 @@ fn policy_migrate_v4_to_v6_moves_template_and_monitor_sees_it() {
     in_new_netns(|| async {
         let h = XfrmHandle::new().expect("socket");
         let mut mon = XfrmMonitor::open(&[group::MIGRATE, group::POLICY]).expect("monitor");
-        let out = policy(Dir::Out, sel("10.1.0.0/24", "10.2.0.0/24"), "192.0.2.1", "192.0.2.2", 0);
+        let out = policy(
+            Dir::Out,
+            sel("10.1.0.0/24", "10.2.0.0/24"),
+            "192.0.2.1",
+            "192.0.2.2",
+            0,
+        );
         h.policy().add(&out).await.expect("add");
         let added = next_matching(&mut mon, |e| matches!(e, XfrmEvent::PolicyAdded { .. })).await;
         let Some(XfrmEvent::PolicyAdded { policy }) = added else {
@@ -148,7 +179,10 @@ fn policy_migrate_v4_to_v6_moves_template_and_monitor_sees_it() {
                 local: ip("2001:db8::1"),
                 remote: ip("2001:db8::2"),
             }),
-            encap: Some(Encap { sport: 4500, dport: 4501 }),
+            encap: Some(Encap {
+                sport: 4500,
+                dport: 4501,
+            }),
             if_id: None,
         };
         h.migrate(&spec).await.expect("migrate");
@@ -196,7 +230,13 @@ fn policy_migrate_v4_to_v6_moves_template_and_monitor_sees_it() {
 fn migrate_of_a_missing_policy_is_one_typed_error_and_changes_nothing() {
     in_new_netns(|| async {
         let h = XfrmHandle::new().expect("socket");
-        let out = policy(Dir::Out, sel("10.1.0.0/24", "10.2.0.0/24"), "192.0.2.1", "192.0.2.2", 0);
+        let out = policy(
+            Dir::Out,
+            sel("10.1.0.0/24", "10.2.0.0/24"),
+            "192.0.2.1",
+            "192.0.2.2",
+            0,
+        );
         h.policy().add(&out).await.expect("add");
         let spec = MigrateSpec {
             selector: sel("10.9.0.0/24", "10.8.0.0/24"),
@@ -235,19 +275,38 @@ fn allocspi_gives_an_spi_in_range_and_a_larval_sa() {
         let h = XfrmHandle::new().expect("socket");
         let spi = h
             .state()
-            .alloc_spi(ip("192.0.2.1"), ip("192.0.2.2"), Proto::Esp, Mode::Tunnel, 5, 0x1000, 0x1fff)
+            .alloc_spi(
+                ip("192.0.2.1"),
+                ip("192.0.2.2"),
+                Proto::Esp,
+                Mode::Tunnel,
+                5,
+                0x1000,
+                0x1fff,
+            )
             .await
             .expect("allocspi");
         assert!((0x1000..=0x1fff).contains(&spi), "{spi:#x}");
         let spi6 = h
             .state()
-            .alloc_spi(ip("2001:db8::1"), ip("2001:db8::2"), Proto::Esp, Mode::Tunnel, 6, 0x2000, 0x2000)
+            .alloc_spi(
+                ip("2001:db8::1"),
+                ip("2001:db8::2"),
+                Proto::Esp,
+                Mode::Tunnel,
+                6,
+                0x2000,
+                0x2000,
+            )
             .await
             .expect("allocspi v6");
         assert_eq!(spi6, 0x2000);
         let sas = h.state().dump().await.expect("dump");
         assert_eq!(sas.len(), 2, "{sas:?}");
-        let sa = sas.iter().find(|s| s.spi == spi).expect("larval SA in dump");
+        let sa = sas
+            .iter()
+            .find(|s| s.spi == spi)
+            .expect("larval SA in dump");
         assert_eq!((sa.reqid, sa.dst), (5, Some(ip("192.0.2.2"))));
         let got = h
             .state()

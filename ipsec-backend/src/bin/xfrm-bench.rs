@@ -67,12 +67,17 @@ fn setup(l: &str, r: &str) -> Result<Netns> {
     for ns in [l, r] {
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     }
-    for (i, (a, b)) in [("192.0.2.1/24", "192.0.2.2/24"), ("198.51.100.1/24", "198.51.100.2/24")]
-        .iter()
-        .enumerate()
+    for (i, (a, b)) in [
+        ("192.0.2.1/24", "192.0.2.2/24"),
+        ("198.51.100.1/24", "198.51.100.2/24"),
+    ]
+    .iter()
+    .enumerate()
     {
         let (vl, vr) = (format!("xbl{i}"), format!("xbr{i}"));
-        sh(&["ip", "link", "add", &vl, "netns", l, "type", "veth", "peer", "name", &vr, "netns", r])?;
+        sh(&[
+            "ip", "link", "add", &vl, "netns", l, "type", "veth", "peer", "name", &vr, "netns", r,
+        ])?;
         sh(&["ip", "-n", l, "addr", "add", a, "dev", &vl])?;
         sh(&["ip", "-n", r, "addr", "add", b, "dev", &vr])?;
         sh(&["ip", "-n", l, "link", "set", &vl, "up"])?;
@@ -85,8 +90,30 @@ fn setup(l: &str, r: &str) -> Result<Netns> {
     sh(&["ip", "-n", l, "link", "set", "d0", "up"])?;
     sh(&["ip", "-n", r, "link", "set", "d0", "up"])?;
     // Inner routes only; the SA's outer address decides the outer path.
-    sh(&["ip", "-n", l, "route", "add", "10.2.0.0/24", "dev", "xbl0", "src", "10.1.0.1"])?;
-    sh(&["ip", "-n", r, "route", "add", "10.1.0.0/24", "dev", "xbr0", "src", "10.2.0.1"])?;
+    sh(&[
+        "ip",
+        "-n",
+        l,
+        "route",
+        "add",
+        "10.2.0.0/24",
+        "dev",
+        "xbl0",
+        "src",
+        "10.1.0.1",
+    ])?;
+    sh(&[
+        "ip",
+        "-n",
+        r,
+        "route",
+        "add",
+        "10.1.0.0/24",
+        "dev",
+        "xbr0",
+        "src",
+        "10.2.0.1",
+    ])?;
     Ok(g)
 }
 
@@ -101,8 +128,12 @@ const P2: (&str, &str) = ("198.51.100.1", "198.51.100.2");
 fn spec(i: usize, left: bool) -> ChildSaSpec {
     let (l_ts, r_ts): (Prefix, Prefix) = if i == 0 {
         (
-            "10.1.0.0/24".parse().unwrap_or(Prefix::host(ip("10.1.0.0"))),
-            "10.2.0.0/24".parse().unwrap_or(Prefix::host(ip("10.2.0.0"))),
+            "10.1.0.0/24"
+                .parse()
+                .unwrap_or(Prefix::host(ip("10.1.0.0"))),
+            "10.2.0.0/24"
+                .parse()
+                .unwrap_or(Prefix::host(ip("10.2.0.0"))),
         )
     } else {
         let (hi, lo) = ((i >> 8) as u8, (i & 0xff) as u8);
@@ -115,9 +146,27 @@ fn spec(i: usize, left: bool) -> ChildSaSpec {
     let spi_rl = 0x20000 + i as u32;
     let key = |b: u8| Crypto::aes_gcm(&[b; 20]);
     let (outer, lts, rts, so, si) = if left {
-        (OuterPair { local: ip(P1.0), remote: ip(P1.1) }, l_ts, r_ts, spi_lr, spi_rl)
+        (
+            OuterPair {
+                local: ip(P1.0),
+                remote: ip(P1.1),
+            },
+            l_ts,
+            r_ts,
+            spi_lr,
+            spi_rl,
+        )
     } else {
-        (OuterPair { local: ip(P1.1), remote: ip(P1.0) }, r_ts, l_ts, spi_rl, spi_lr)
+        (
+            OuterPair {
+                local: ip(P1.1),
+                remote: ip(P1.0),
+            },
+            r_ts,
+            l_ts,
+            spi_rl,
+            spi_lr,
+        )
     };
     ChildSaSpec {
         outer,
@@ -140,9 +189,15 @@ fn spec(i: usize, left: bool) -> ChildSaSpec {
 
 fn pair(p: (&str, &str), left: bool) -> OuterPair {
     if left {
-        OuterPair { local: ip(p.0), remote: ip(p.1) }
+        OuterPair {
+            local: ip(p.0),
+            remote: ip(p.1),
+        }
     } else {
-        OuterPair { local: ip(p.1), remote: ip(p.0) }
+        OuterPair {
+            local: ip(p.1),
+            remote: ip(p.0),
+        }
     }
 }
 
@@ -151,7 +206,10 @@ struct Ping(Child);
 impl Ping {
     fn start(ns: &str) -> Result<Self> {
         let c = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-q", "-n", "-i", "0.01", "-W", "1", "-I", "10.1.0.1", "10.2.0.1"])
+            .args([
+                "netns", "exec", ns, "ping", "-q", "-n", "-i", "0.01", "-W", "1", "-I", "10.1.0.1",
+                "10.2.0.1",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -183,7 +241,11 @@ impl Ping {
 }
 
 /// Move one side's pairs with MIGRATE; returns the new handles.
-async fn move_migrate(b: &KernelBackend, hs: Vec<ChildSaHandle>, to: OuterPair) -> Result<(Vec<ChildSaHandle>, Duration)> {
+async fn move_migrate(
+    b: &KernelBackend,
+    hs: Vec<ChildSaHandle>,
+    to: OuterPair,
+) -> Result<(Vec<ChildSaHandle>, Duration)> {
     let t = Instant::now();
     let mut out = Vec::with_capacity(hs.len());
     for h in &hs {
@@ -194,7 +256,12 @@ async fn move_migrate(b: &KernelBackend, hs: Vec<ChildSaHandle>, to: OuterPair) 
 
 /// Move one side's pairs the strongSwan way without MIGRATE: per SA read it,
 /// delete it, add it at the new addresses; then update the policies.
-async fn move_readd(b: &KernelBackend, specs: &[ChildSaSpec], from: OuterPair, to: OuterPair) -> Result<Duration> {
+async fn move_readd(
+    b: &KernelBackend,
+    specs: &[ChildSaSpec],
+    from: OuterPair,
+    to: OuterPair,
+) -> Result<Duration> {
     let t = Instant::now();
     let st = b.handle().state();
     let pol = b.handle().policy();
@@ -204,7 +271,12 @@ async fn move_readd(b: &KernelBackend, specs: &[ChildSaSpec], from: OuterPair, t
         let mut at_old = s.clone();
         at_old.outer = from;
         for (old, new) in at_old.sa_specs().iter().zip(at_new.sa_specs().iter()) {
-            let key = SaKey { dst: old.dst, spi: old.spi, proto: old.proto, mark: None };
+            let key = SaKey {
+                dst: old.dst,
+                spi: old.spi,
+                proto: old.proto,
+                mark: None,
+            };
             st.get(&key).await?;
             st.delete(&key).await?;
             st.add(new).await?;
@@ -223,7 +295,9 @@ fn ms(d: Duration) -> f64 {
 async fn bench_moves(args: &Args, l: &str, r: &str) -> Result<()> {
     let bl = KernelBackend::in_netns(PathBuf::from("/run/netns").join(l))?;
     let br = KernelBackend::in_netns(PathBuf::from("/run/netns").join(r))?;
-    println!("| pairs | MIGRATE L / R (ms) | re-add L / R (ms) | re-add / MIGRATE | pings lost MIGRATE | pings lost re-add |");
+    println!(
+        "| pairs | MIGRATE L / R (ms) | re-add L / R (ms) | re-add / MIGRATE | pings lost MIGRATE | pings lost re-add |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for &n in &args.pairs {
         let sl: Vec<ChildSaSpec> = (0..n).map(|i| spec(i, true)).collect();
@@ -252,8 +326,14 @@ async fn bench_moves(args: &Args, l: &str, r: &str) -> Result<()> {
         let ping = Ping::start(l)?;
         tokio::time::sleep(settle).await;
         let (bl2, br2, sl2, sr2) = (bl.clone(), br.clone(), sl.clone(), sr.clone());
-        let ja = tokio::spawn(async move { move_readd(&bl2, &sl2, pair(P2, true), pair(P1, true)).await });
-        let jb = tokio::spawn(async move { move_readd(&br2, &sr2, pair(P2, false), pair(P1, false)).await });
+        let ja =
+            tokio::spawn(
+                async move { move_readd(&bl2, &sl2, pair(P2, true), pair(P1, true)).await },
+            );
+        let jb =
+            tokio::spawn(
+                async move { move_readd(&br2, &sr2, pair(P2, false), pair(P1, false)).await },
+            );
         let (rea_l, rea_r) = (ja.await??, jb.await??);
         tokio::time::sleep(settle).await;
         let (tb, rb_rx) = ping.stop()?;
@@ -302,7 +382,10 @@ async fn bench_dump(n: usize, l: &str) -> Result<()> {
     println!("\ninstalled {n} SAs in {:.0} ms", ms(t.elapsed()));
     println!("\n| dump of {n} SAs | wall time (ms) | peak memory |");
     println!("|---|---:|---:|");
-    for round in ["streaming (`dump_with`)", "collecting (`dump` -> Vec<SaInfo>)"] {
+    for round in [
+        "streaming (`dump_with`)",
+        "collecting (`dump` -> Vec<SaInfo>)",
+    ] {
         reset_hwm();
         let rss0 = status_kib("VmRSS:");
         let t = Instant::now();
@@ -351,8 +434,12 @@ async fn main() -> Result<()> {
     let _guard = setup(&l, &r)?;
     println!(
         "kernel {}, {} CPUs",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
     if !args.pairs.is_empty() {
         bench_moves(&args, &l, &r).await?;

@@ -15,9 +15,7 @@ use ipsec_backend::monitor::{ALL_GROUPS, XfrmMonitor};
 use ipsec_backend::types::{
     Dir, Encap, MigrateEntry, MigrateSpec, Mode, OuterPair, Prefix, Proto, TrafficSelector,
 };
-use ipsec_backend::{
-    ChildSaBackend, ChildSaHandle, ChildSaSpec, KernelBackend, SaKey, XfrmHandle,
-};
+use ipsec_backend::{ChildSaBackend, ChildSaHandle, ChildSaSpec, KernelBackend, SaKey, XfrmHandle};
 
 /// Linux XFRM admin tool: what `ip xfrm` cannot do (MIGRATE, a monitor
 /// that shows MIGRATE events, a capability probe, CHILD_SA pairs).
@@ -368,7 +366,9 @@ async fn run(cli: Cli) -> Result<()> {
                     let t: Vec<String> = p
                         .templates
                         .iter()
-                        .map(|t| format!("tmpl {} -> {} reqid {} {:?}", t.src, t.dst, t.reqid, t.mode))
+                        .map(|t| {
+                            format!("tmpl {} -> {} reqid {} {:?}", t.src, t.dst, t.reqid, t.mode)
+                        })
                         .collect();
                     println!("{sel} dir {dir} priority {} {}", p.priority, t.join(", "));
                 }
@@ -379,8 +379,8 @@ async fn run(cli: Cli) -> Result<()> {
             let b = KernelBackend::new()?;
             match c {
                 ChildCmd::Install { spec } => {
-                    let spec: ChildSaSpec =
-                        serde_json::from_str(&read_input(&spec)?).context("parsing the spec JSON")?;
+                    let spec: ChildSaSpec = serde_json::from_str(&read_input(&spec)?)
+                        .context("parsing the spec JSON")?;
                     print_json(&b.install_child_sa(&spec).await?)?;
                 }
                 ChildCmd::Migrate {

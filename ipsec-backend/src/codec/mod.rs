@@ -829,7 +829,7 @@ impl Attr {
                 })
             }
             attr::TMPL => {
-                if p.len() % UserTmpl::LEN != 0 {
+                if !p.len().is_multiple_of(UserTmpl::LEN) {
                     return Err(DecodeError::BadLength {
                         what: "XFRMA_TMPL",
                         len: p.len(),
@@ -842,7 +842,7 @@ impl Attr {
                 Attr::Tmpl(v)
             }
             attr::MIGRATE => {
-                if p.len() % UserMigrate::LEN != 0 {
+                if !p.len().is_multiple_of(UserMigrate::LEN) {
                     return Err(DecodeError::BadLength {
                         what: "XFRMA_MIGRATE",
                         len: p.len(),
@@ -1026,7 +1026,14 @@ pub enum XfrmMessage {
     /// `xfrm_userspi_info`: the larval SA template, min, max.
     AllocSpi(UserSaInfo, u32, u32, Vec<Attr>),
     /// `xfrm_user_acquire`: id, saddr, sel, policy, then aalgos/ealgos/calgos/seq.
-    Acquire(XfrmId, XfrmAddress, Selector, UserPolicyInfo, [u32; 4], Vec<Attr>),
+    Acquire(
+        XfrmId,
+        XfrmAddress,
+        Selector,
+        UserPolicyInfo,
+        [u32; 4],
+        Vec<Attr>,
+    ),
     /// `xfrm_user_expire`: state, hard.
     Expire(UserSaInfo, u8, Vec<Attr>),
     /// `xfrm_user_polexpire`: policy, hard.
