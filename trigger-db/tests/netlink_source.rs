@@ -118,7 +118,10 @@ impl Watch {
         let batch = tokio::time::timeout(PATIENCE, self.rx.recv())
             .await
             .unwrap_or_else(|_| {
-                panic!("no batch within {PATIENCE:?}; unmatched: {:#?}", self.pending)
+                panic!(
+                    "no batch within {PATIENCE:?}; unmatched: {:#?}",
+                    self.pending
+                )
             })
             .expect("the source stopped");
         self.batches += 1;
@@ -167,7 +170,12 @@ fn down_code(t: &Trigger) -> u32 {
 async fn start(
     options: Options,
     capacity: usize,
-) -> (Watch, Arc<NetlinkStats>, CancellationToken, tokio::task::JoinHandle<Result<(), netlink::NetlinkError>>) {
+) -> (
+    Watch,
+    Arc<NetlinkStats>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), netlink::NetlinkError>>,
+) {
     let (tx, rx) = mpsc::channel(capacity);
     let stats = Arc::new(NetlinkStats::default());
     let shutdown = CancellationToken::new();
@@ -207,12 +215,16 @@ fn follows_links_addresses_and_default_routes() {
 
         ip("link add vA type veth peer name vB");
         let (a_index, b_index) = (ifindex("vA"), ifindex("vB"));
-        let t = w.expect("IF_ADDED vA", |t| on(t, TriggerType::IfAdded, "vA")).await;
+        let t = w
+            .expect("IF_ADDED vA", |t| on(t, TriggerType::IfAdded, "vA"))
+            .await;
         let i = t.interface.as_ref().expect("interface");
         assert_eq!(i.index, a_index);
         assert_eq!(i.kind, Some(InterfaceKind::Veth));
         assert_eq!(i.driver_kind, "veth");
-        let t = w.expect("IF_ADDED vB", |t| on(t, TriggerType::IfAdded, "vB")).await;
+        let t = w
+            .expect("IF_ADDED vB", |t| on(t, TriggerType::IfAdded, "vB"))
+            .await;
         assert_eq!(t.interface.as_ref().map(|i| i.index), Some(b_index));
 
         ip("addr add 10.9.0.1/24 dev vA");
@@ -226,7 +238,9 @@ fn follows_links_addresses_and_default_routes() {
         ip("link set vA up");
         ip("link set vB up");
         for name in ["vA", "vB"] {
-            let t = w.expect("LINK_UP", |t| on(t, TriggerType::LinkUp, name)).await;
+            let t = w
+                .expect("LINK_UP", |t| on(t, TriggerType::LinkUp, name))
+                .await;
             let Some(Detail::LinkState(s)) = &t.detail else {
                 panic!("{t:?}")
             };
@@ -240,7 +254,10 @@ fn follows_links_addresses_and_default_routes() {
             })
             .await;
         let a = t.address.expect("address");
-        assert!(a.has(AddressFlag::NoDad) && !a.has(AddressFlag::Tentative), "{a:?}");
+        assert!(
+            a.has(AddressFlag::NoDad) && !a.has(AddressFlag::Tentative),
+            "{a:?}"
+        );
 
         // Duplicate address detection: tentative, then cleared...
         ip("addr add fd00::2/64 dev vA");
@@ -325,9 +342,13 @@ fn follows_links_addresses_and_default_routes() {
 
         // vB set down: admin down there, carrier lost on vA.
         ip("link set vB down");
-        let t = w.expect("LINK_DOWN vB", |t| on(t, TriggerType::LinkDown, "vB")).await;
+        let t = w
+            .expect("LINK_DOWN vB", |t| on(t, TriggerType::LinkDown, "vB"))
+            .await;
         assert_eq!(down_code(&t), link_down_reason::EXPLICIT_DISCONNECT);
-        let t = w.expect("LINK_DOWN vA", |t| on(t, TriggerType::LinkDown, "vA")).await;
+        let t = w
+            .expect("LINK_DOWN vA", |t| on(t, TriggerType::LinkDown, "vA"))
+            .await;
         assert_eq!(down_code(&t), link_down_reason::PACKET_TIMEOUT);
         let Some(Detail::LinkState(s)) = &t.detail else {
             panic!("{t:?}")
@@ -358,22 +379,35 @@ fn follows_links_addresses_and_default_routes() {
 
         ip("link set vA up");
         ip("link set vB up");
-        w.expect("LINK_UP vA again", |t| on(t, TriggerType::LinkUp, "vA")).await;
-        w.expect("LINK_UP vB again", |t| on(t, TriggerType::LinkUp, "vB")).await;
+        w.expect("LINK_UP vA again", |t| on(t, TriggerType::LinkUp, "vA"))
+            .await;
+        w.expect("LINK_UP vB again", |t| on(t, TriggerType::LinkUp, "vB"))
+            .await;
 
         ip("link del vA");
-        w.expect("IF_REMOVED vA", |t| on(t, TriggerType::IfRemoved, "vA")).await;
-        w.expect("IF_REMOVED vB", |t| on(t, TriggerType::IfRemoved, "vB")).await;
-        let pos = |pred: &dyn Fn(&Trigger) -> bool| {
-            w.log.iter().rposition(pred).expect("in the log")
-        };
+        w.expect("IF_REMOVED vA", |t| on(t, TriggerType::IfRemoved, "vA"))
+            .await;
+        w.expect("IF_REMOVED vB", |t| on(t, TriggerType::IfRemoved, "vB"))
+            .await;
+        let pos =
+            |pred: &dyn Fn(&Trigger) -> bool| w.log.iter().rposition(pred).expect("in the log");
         let down = pos(&|t| on(t, TriggerType::LinkDown, "vA"));
         let addr_gone = pos(&|t| with_address(t, TriggerType::IfAddrRemoved, "vA", "10.9.0.1", 24));
         let removed = pos(&|t| on(t, TriggerType::IfRemoved, "vA"));
-        assert!(down < addr_gone && addr_gone < removed, "{down} {addr_gone} {removed}");
-        assert_eq!(down_code(&w.log[down]), link_down_reason::EXPLICIT_DISCONNECT);
+        assert!(
+            down < addr_gone && addr_gone < removed,
+            "{down} {addr_gone} {removed}"
+        );
         assert_eq!(
-            w.table.links.values().map(|l| l.interface.name.as_str()).collect::<Vec<_>>(),
+            down_code(&w.log[down]),
+            link_down_reason::EXPLICIT_DISCONNECT
+        );
+        assert_eq!(
+            w.table
+                .links
+                .values()
+                .map(|l| l.interface.name.as_str())
+                .collect::<Vec<_>>(),
             vec!["lo"]
         );
 
@@ -382,7 +416,11 @@ fn follows_links_addresses_and_default_routes() {
         assert_eq!(s.resyncs, 0);
         assert_eq!(s.batches, w.batches);
         assert!(s.events >= w.log.len() as u64 / 2, "{s:?}");
-        assert!(!w.log.iter().any(|t| t.kind == TriggerType::Resync && w.log[0] != *t));
+        assert!(
+            !w.log
+                .iter()
+                .any(|t| t.kind == TriggerType::Resync && w.log[0] != *t)
+        );
 
         shutdown.cancel();
         let result = tokio::time::timeout(PATIENCE, task)
@@ -409,9 +447,7 @@ fn overrun_is_resynced_with_a_marker_and_no_state_is_lost() {
         let a_index = ifindex("vA");
         // A receive buffer of a few notifications: while this thread runs
         // `ip` the source cannot read, so a burst overflows it for sure.
-        let options = Options {
-            receive_buffer: 1,
-        };
+        let options = Options { receive_buffer: 1 };
         let (mut w, stats, shutdown, task) = start(options, 4).await;
         assert!(w.table.links.contains_key(&a_index));
 
@@ -425,7 +461,10 @@ fn overrun_is_resynced_with_a_marker_and_no_state_is_lost() {
                 .collect()
         };
 
-        for (verb, kind) in [("add", TriggerType::IfAddrAdded), ("del", TriggerType::IfAddrRemoved)] {
+        for (verb, kind) in [
+            ("add", TriggerType::IfAddrAdded),
+            ("del", TriggerType::IfAddrRemoved),
+        ] {
             let mut reported = BTreeSet::new();
             let mut markers = 0;
             ip_batch(&burst(verb));
@@ -459,7 +498,10 @@ fn overrun_is_resynced_with_a_marker_and_no_state_is_lost() {
                     break;
                 }
             }
-            assert!(markers >= 1, "{verb}: the burst overflowed the buffer, a resync must say so");
+            assert!(
+                markers >= 1,
+                "{verb}: the burst overflowed the buffer, a resync must say so"
+            );
             // Every change is reported: live, or by the resync's diff.
             assert_eq!(reported, wanted, "{verb}: reported changes");
         }

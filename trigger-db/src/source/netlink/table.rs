@@ -257,7 +257,8 @@ pub fn apply(
             let changed = before != link.addresses.len();
             if changed {
                 link.last_change = now;
-                if address.address.is_ipv4() && !link.addresses.iter().any(|a| a.address.is_ipv4()) {
+                if address.address.is_ipv4() && !link.addresses.iter().any(|a| a.address.is_ipv4())
+                {
                     // The last IPv4 address went: IPv4 flushed the link's
                     // routes without RTM_DELROUTE.
                     table

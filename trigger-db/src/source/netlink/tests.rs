@@ -46,7 +46,8 @@ fn link_msg(index: u32, name: &str, flags: LinkFlags, kind: Option<InfoKind>) ->
         State::Down
     }));
     if let Some(k) = kind {
-        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(k)]));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(k)]));
     }
     m
 }
@@ -200,9 +201,11 @@ fn ipv4_address_uses_local_flags_and_forever_lifetimes() {
     m.header.index = 3;
     m.attributes
         .push(AddressAttribute::Address(v4([10, 9, 0, 254])));
-    m.attributes.push(AddressAttribute::Local(v4([10, 9, 0, 1])));
     m.attributes
-        .push(AddressAttribute::Flags(AddressFlags::Permanent | AddressFlags::Nodad));
+        .push(AddressAttribute::Local(v4([10, 9, 0, 1])));
+    m.attributes.push(AddressAttribute::Flags(
+        AddressFlags::Permanent | AddressFlags::Nodad,
+    ));
     let mut ci = CacheInfo::default();
     ci.ifa_valid = u32::MAX;
     ci.ifa_preferred = u32::MAX;
@@ -214,7 +217,10 @@ fn ipv4_address_uses_local_flags_and_forever_lifetimes() {
     assert_eq!(index, 3);
     assert_eq!(address.address, v4([10, 9, 0, 1]));
     assert_eq!(address.prefix_len, 24);
-    assert_eq!(address.flags, vec![AddressFlag::NoDad, AddressFlag::Permanent]);
+    assert_eq!(
+        address.flags,
+        vec![AddressFlag::NoDad, AddressFlag::Permanent]
+    );
     assert_eq!(address.valid_lifetime_s, None);
     assert_eq!(address.preferred_lifetime_s, None);
 }
@@ -267,11 +273,15 @@ fn route_msg(inet6: bool, dst_len: u8, kind: RouteType) -> RouteMessage {
 fn default_routes_decode_and_others_are_ignored() {
     let mut m = route_msg(false, 0, RouteType::Unicast);
     m.attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(10, 9, 0, 254))));
+        .push(RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(
+            10, 9, 0, 254,
+        ))));
     m.attributes.push(RouteAttribute::Oif(3));
     m.attributes.push(RouteAttribute::Priority(100));
     m.attributes.push(RouteAttribute::Table(1000));
-    let ev = decode(RTM_NEWROUTE, NLM_F_REPLACE, &emit(&m)).unwrap().unwrap();
+    let ev = decode(RTM_NEWROUTE, NLM_F_REPLACE, &emit(&m))
+        .unwrap()
+        .unwrap();
     assert_eq!(
         ev,
         RtnlEvent::NewDefaultRoute {
@@ -289,7 +299,9 @@ fn default_routes_decode_and_others_are_ignored() {
     );
     let mut m6 = route_msg(true, 0, RouteType::Unicast);
     m6.attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet6("fe80::1".parse().unwrap())));
+        .push(RouteAttribute::Gateway(RouteAddress::Inet6(
+            "fe80::1".parse().unwrap(),
+        )));
     m6.attributes.push(RouteAttribute::Oif(4));
     let ev = decode(RTM_DELROUTE, 0, &emit(&m6)).unwrap().unwrap();
     assert!(
@@ -299,7 +311,9 @@ fn default_routes_decode_and_others_are_ignored() {
     let mut not_default = route_msg(false, 24, RouteType::Unicast);
     not_default
         .attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(Ipv4Addr::new(10, 9, 0, 0))));
+        .push(RouteAttribute::Destination(RouteAddress::Inet(
+            Ipv4Addr::new(10, 9, 0, 0),
+        )));
     assert_eq!(decode(RTM_NEWROUTE, 0, &emit(&not_default)).unwrap(), None);
     let unreachable = route_msg(false, 0, RouteType::Unreachable);
     assert_eq!(decode(RTM_NEWROUTE, 0, &emit(&unreachable)).unwrap(), None);
@@ -352,7 +366,8 @@ proptest::proptest! {
 #[test]
 fn interface_kinds() {
     let p = NoProbe;
-    let c = |kind: Option<&str>, arphrd: u16, flags: u32| classify(kind, arphrd, flags, "x", 9, "", &p);
+    let c =
+        |kind: Option<&str>, arphrd: u16, flags: u32| classify(kind, arphrd, flags, "x", 9, "", &p);
     assert_eq!(c(None, 772, 0x8), InterfaceKind::Loopback);
     for k in TUNNEL_KINDS {
         assert_eq!(c(Some(k), 1, 0), InterfaceKind::Tunnel, "{k}");
@@ -381,7 +396,11 @@ fn sysfs_is_trusted_only_when_index_and_mac_match() {
     std::fs::create_dir(&wlan).unwrap();
     std::fs::write(wlan.join("ifindex"), "3\n").unwrap();
     std::fs::write(wlan.join("address"), "02:00:00:00:00:03\n").unwrap();
-    std::fs::write(wlan.join("uevent"), "DEVTYPE=wlan\nINTERFACE=wlan0\nIFINDEX=3\n").unwrap();
+    std::fs::write(
+        wlan.join("uevent"),
+        "DEVTYPE=wlan\nINTERFACE=wlan0\nIFINDEX=3\n",
+    )
+    .unwrap();
     let wwan = dir.path().join("wwan0");
     std::fs::create_dir(&wwan).unwrap();
     std::fs::write(wwan.join("ifindex"), "4\n").unwrap();
@@ -390,7 +409,10 @@ fn sysfs_is_trusted_only_when_index_and_mac_match() {
     let p = SysfsProbe {
         root: dir.path().to_owned(),
     };
-    assert_eq!(p.devtype("wlan0", 3, "02:00:00:00:00:03"), Some(DevType::Wlan));
+    assert_eq!(
+        p.devtype("wlan0", 3, "02:00:00:00:00:03"),
+        Some(DevType::Wlan)
+    );
     assert_eq!(p.devtype("wwan0", 4, ""), Some(DevType::Wwan));
     // Same name in another namespace: other index, or other MAC.
     assert_eq!(p.devtype("wlan0", 5, "02:00:00:00:00:03"), None);
@@ -401,7 +423,10 @@ fn sysfs_is_trusted_only_when_index_and_mac_match() {
         classify(None, 1, 0, "wlan0", 3, "02:00:00:00:00:03", &p),
         InterfaceKind::Wlan
     );
-    assert_eq!(classify(None, 1, 0, "wlan0", 5, "", &p), InterfaceKind::Ethernet);
+    assert_eq!(
+        classify(None, 1, 0, "wlan0", 5, "", &p),
+        InterfaceKind::Ethernet
+    );
 }
 
 // ---- applying events ------------------------------------------------------
@@ -425,7 +450,12 @@ fn newlink_creates_updates_and_repeats_nothing() {
     assert_eq!(e.state.mac, "02:00:00:00:00:03");
     assert_eq!(apply(&mut t, &ev, T1, &NoProbe), Applied::Unchanged);
     assert_eq!(t.links[&3].last_change, T0);
-    let up = new_link(3, "vA", LinkFlags::Up | LinkFlags::LowerUp, Some(InfoKind::Veth));
+    let up = new_link(
+        3,
+        "vA",
+        LinkFlags::Up | LinkFlags::LowerUp,
+        Some(InfoKind::Veth),
+    );
     assert_eq!(apply(&mut t, &up, T1, &NoProbe), Applied::Changed);
     assert!(t.links[&3].state.is_up());
     assert_eq!(t.links[&3].last_change, T1);
@@ -436,7 +466,12 @@ fn partial_newlink_keeps_what_it_does_not_carry() {
     let mut t = LinkTable::default();
     apply(
         &mut t,
-        &new_link(3, "wg0", LinkFlags::Up | LinkFlags::LowerUp, Some(InfoKind::Wireguard)),
+        &new_link(
+            3,
+            "wg0",
+            LinkFlags::Up | LinkFlags::LowerUp,
+            Some(InfoKind::Wireguard),
+        ),
         T0,
         &NoProbe,
     );
@@ -479,7 +514,10 @@ fn addresses_are_added_replaced_removed_and_need_a_link() {
     assert_eq!(apply(&mut t, &del, T1, &NoProbe), Applied::Changed);
     assert!(t.links[&3].addresses.is_empty());
     assert_eq!(apply(&mut t, &del, T1, &NoProbe), Applied::Unchanged);
-    let stray = RtnlEvent::NewAddress { index: 9, address: a };
+    let stray = RtnlEvent::NewAddress {
+        index: 9,
+        address: a,
+    };
     assert_eq!(apply(&mut t, &stray, T1, &NoProbe), Applied::UnknownLink(9));
 }
 
@@ -492,7 +530,11 @@ fn admin_down_and_removal_drop_ipv4_default_routes_the_kernel_flushes_silently()
     let mut r6 = v4_default(3, [0, 0, 0, 0]);
     r6.route.ipv6 = true;
     r6.route.gateway = Some(v6("fe80::1"));
-    t.default_routes = vec![v4_default(3, [10, 9, 0, 254]), r6.clone(), v4_default(4, [10, 8, 0, 1])];
+    t.default_routes = vec![
+        v4_default(3, [10, 9, 0, 254]),
+        r6.clone(),
+        v4_default(4, [10, 8, 0, 1]),
+    ];
     let down = new_link(3, "vA", LinkFlags::Broadcast, Some(InfoKind::Veth));
     assert_eq!(apply(&mut t, &down, T1, &NoProbe), Applied::Changed);
     // IPv6 sends its own RTM_DELROUTE; IPv4 does not.
@@ -508,13 +550,20 @@ fn admin_down_and_removal_drop_ipv4_default_routes_the_kernel_flushes_silently()
 #[test]
 fn losing_the_last_ipv4_address_drops_the_links_ipv4_default_routes() {
     let mut e = entry(3, "vA", InterfaceKind::Veth, up_state());
-    e.addresses = vec![addr(v4([10, 9, 0, 1]), 24), addr(v4([10, 7, 0, 1]), 24), addr(v6("fd00::1"), 64)];
+    e.addresses = vec![
+        addr(v4([10, 9, 0, 1]), 24),
+        addr(v4([10, 7, 0, 1]), 24),
+        addr(v6("fd00::1"), 64),
+    ];
     let mut t = table(vec![e]);
     let mut r6 = v4_default(3, [0, 0, 0, 0]);
     r6.route.ipv6 = true;
     r6.route.gateway = Some(v6("fd00::fe"));
     t.default_routes = vec![v4_default(3, [10, 9, 0, 254]), r6.clone()];
-    let del = |a: Address| RtnlEvent::DelAddress { index: 3, address: a };
+    let del = |a: Address| RtnlEvent::DelAddress {
+        index: 3,
+        address: a,
+    };
     apply(&mut t, &del(addr(v4([10, 7, 0, 1]), 24)), T1, &NoProbe);
     assert_eq!(t.default_routes.len(), 2, "another IPv4 address is left");
     apply(&mut t, &del(addr(v4([10, 9, 0, 1]), 24)), T1, &NoProbe);
@@ -530,9 +579,18 @@ fn default_route_replace_and_delete() {
         entry: e.clone(),
         replace,
     };
-    assert_eq!(apply(&mut t, &add(&a, false), T0, &NoProbe), Applied::Changed);
-    assert_eq!(apply(&mut t, &add(&a, false), T0, &NoProbe), Applied::Unchanged);
-    assert_eq!(apply(&mut t, &add(&b, true), T0, &NoProbe), Applied::Changed);
+    assert_eq!(
+        apply(&mut t, &add(&a, false), T0, &NoProbe),
+        Applied::Changed
+    );
+    assert_eq!(
+        apply(&mut t, &add(&a, false), T0, &NoProbe),
+        Applied::Unchanged
+    );
+    assert_eq!(
+        apply(&mut t, &add(&b, true), T0, &NoProbe),
+        Applied::Changed
+    );
     assert_eq!(t.default_routes, vec![b.clone()]);
     assert_eq!(
         apply(&mut t, &RtnlEvent::DelDefaultRoute(b), T0, &NoProbe),
@@ -546,7 +604,11 @@ fn default_route_replace_and_delete() {
 #[test]
 fn identical_tables_give_no_triggers() {
     let mut t = table(vec![entry(3, "vA", InterfaceKind::Veth, up_state())]);
-    t.links.get_mut(&3).unwrap().addresses.push(addr(v4([10, 9, 0, 1]), 24));
+    t.links
+        .get_mut(&3)
+        .unwrap()
+        .addresses
+        .push(addr(v4([10, 9, 0, 1]), 24));
     t.default_routes.push(v4_default(3, [10, 9, 0, 254]));
     assert!(diff(&t, &t.clone(), T1, DiffMode::Live).is_empty());
 }
@@ -556,7 +618,10 @@ fn new_link_is_if_added_with_its_addresses_then_link_up() {
     let old = LinkTable::default();
     let mut n = entry(3, "vA", InterfaceKind::Veth, up_state());
     n.addresses.push(addr(v4([10, 9, 0, 1]), 24));
-    let new = table(vec![n, entry(4, "vB", InterfaceKind::Veth, LinkState::default())]);
+    let new = table(vec![
+        n,
+        entry(4, "vB", InterfaceKind::Veth, LinkState::default()),
+    ]);
     let ts = diff(&old, &new, T1, DiffMode::Resync);
     assert_eq!(
         kinds(&ts),
@@ -571,7 +636,10 @@ fn new_link_is_if_added_with_its_addresses_then_link_up() {
     assert_eq!(t.source, Source::Rtnetlink);
     assert_eq!(t.observed_at, T1);
     let i = t.interface.as_ref().unwrap();
-    assert_eq!((i.index, i.name.as_str(), i.kind), (3, "vA", Some(InterfaceKind::Veth)));
+    assert_eq!(
+        (i.index, i.name.as_str(), i.kind),
+        (3, "vA", Some(InterfaceKind::Veth))
+    );
     assert_eq!(t.detail, Some(Detail::LinkState(up_state())));
     assert_eq!(ts[1].address, Some(addr(v4([10, 9, 0, 1]), 24)));
     assert_eq!(ts[3].interface_name(), Some("vB"));
@@ -629,7 +697,10 @@ fn link_down_reason_tells_admin_down_from_carrier_loss() {
     s.oper_state = Some(OperState::LowerLayerDown);
     let ts = diff(&old, &no_carrier, T1, DiffMode::Live);
     assert_eq!(kinds(&ts), vec![TriggerType::LinkDown]);
-    assert_eq!(ts[0].reason.as_ref().unwrap().code, link_down_reason::PACKET_TIMEOUT);
+    assert_eq!(
+        ts[0].reason.as_ref().unwrap().code,
+        link_down_reason::PACKET_TIMEOUT
+    );
     assert_eq!(
         ts[0].detail,
         Some(Detail::LinkState(no_carrier.links[&3].state.clone()))
@@ -639,7 +710,10 @@ fn link_down_reason_tells_admin_down_from_carrier_loss() {
     let mut oper_down = old.clone();
     oper_down.links.get_mut(&3).unwrap().state.oper_state = Some(OperState::Down);
     let ts = diff(&old, &oper_down, T1, DiffMode::Live);
-    assert_eq!(ts[0].reason.as_ref().unwrap().code, link_down_reason::PACKET_TIMEOUT);
+    assert_eq!(
+        ts[0].reason.as_ref().unwrap().code,
+        link_down_reason::PACKET_TIMEOUT
+    );
 
     let ts = diff(&no_carrier, &old, T1, DiffMode::Live);
     assert_eq!(kinds(&ts), vec![TriggerType::LinkUp]);
@@ -677,7 +751,10 @@ fn tunnels_give_tunnel_triggers_only() {
     // MTU or name change.
     let mut mtu = new.clone();
     mtu.links.get_mut(&5).unwrap().state.mtu = 1420;
-    assert_eq!(kinds(&diff(&new, &mtu, T1, DiffMode::Live)), vec![TriggerType::TunnelChanged]);
+    assert_eq!(
+        kinds(&diff(&new, &mtu, T1, DiffMode::Live)),
+        vec![TriggerType::TunnelChanged]
+    );
     let mut renamed = new.clone();
     renamed.links.get_mut(&5).unwrap().interface.name = "wg1".into();
     assert_eq!(
@@ -802,8 +879,10 @@ fn resync_batch_starts_with_the_marker_then_the_changes() {
     let mut new = old.clone();
     // Lifetime shrank (no trigger), a link appeared.
     new.links.get_mut(&3).unwrap().addresses[0].valid_lifetime_s = Some(10);
-    new.links
-        .insert(4, entry(4, "eth1", InterfaceKind::Ethernet, LinkState::default()));
+    new.links.insert(
+        4,
+        entry(4, "eth1", InterfaceKind::Ethernet, LinkState::default()),
+    );
     let ts = resync_triggers("overrun", &old, &new, T1);
     assert_eq!(kinds(&ts), vec![TriggerType::Resync, TriggerType::IfAdded]);
     assert_eq!(
@@ -826,9 +905,19 @@ fn live_messages_apply_one_by_one_so_no_transition_is_lost() {
     // Down and up again within one batch: both triggers, in order.
     let mut t = LinkTable::default();
     let events = [
-        new_link(3, "vA", LinkFlags::Up | LinkFlags::LowerUp, Some(InfoKind::Veth)),
+        new_link(
+            3,
+            "vA",
+            LinkFlags::Up | LinkFlags::LowerUp,
+            Some(InfoKind::Veth),
+        ),
         new_link(3, "vA", LinkFlags::Broadcast, Some(InfoKind::Veth)),
-        new_link(3, "vA", LinkFlags::Up | LinkFlags::LowerUp, Some(InfoKind::Veth)),
+        new_link(
+            3,
+            "vA",
+            LinkFlags::Up | LinkFlags::LowerUp,
+            Some(InfoKind::Veth),
+        ),
     ];
     let out = apply_live(&mut t, &events, T1, &NoProbe).unwrap();
     assert_eq!(
@@ -843,7 +932,12 @@ fn live_messages_apply_one_by_one_so_no_transition_is_lost() {
     // Nothing changed: nothing to send. A change without triggers (MTU of
     // a plain link) still updates the table and is sent.
     assert_eq!(apply_live(&mut t, &events[2..], T1, &NoProbe), None);
-    let mut mtu = link_msg(3, "vA", LinkFlags::Up | LinkFlags::LowerUp, Some(InfoKind::Veth));
+    let mut mtu = link_msg(
+        3,
+        "vA",
+        LinkFlags::Up | LinkFlags::LowerUp,
+        Some(InfoKind::Veth),
+    );
     mtu.attributes.push(LinkAttribute::Mtu(9000));
     let ev = decode(RTM_NEWLINK, 0, &emit(&mtu)).unwrap().unwrap();
     assert_eq!(apply_live(&mut t, &[ev], T1, &NoProbe), Some(vec![]));
