@@ -203,9 +203,10 @@ Examples:
   triggerctl history --since 2026-11-27 --until 2026-11-28 --cursor TOKEN
 
 Without --all one page is printed; if there are more, the cursor for the next \
-page is noted on stderr, and in --json mode printed as a last line \
-{\"next_cursor\":\"TOKEN\"} (every other line is a trigger). Pass it with \
---cursor and the same filters. --json --all prints only triggers.";
+page is noted on stderr, and in --json mode also printed as a last line \
+{\"next_cursor\":\"TOKEN\"} (every other line is a trigger; `add --from` \
+skips it). Pass it with --cursor and the same filters. --json --all prints \
+only triggers: use it to export.";
 
 const ADD_HELP: &str = "\
 Examples:
@@ -220,7 +221,8 @@ Examples:
   triggerctl --json history --all -i wlan0 | triggerctl add --from -
 
 --from reads one trigger per line in the JSON form `--json` prints; blank \
-lines and lines starting with # are skipped. `id` is ignored (the database \
+lines, lines starting with # and history's {\"next_cursor\":...} lines are \
+skipped. `id` is ignored (the database \
 assigns ids), `source` defaults to client and `observed_at` to the time the \
 daemon receives it. Lines are checked and sent in batches of up to 1000, each \
 acknowledged by the daemon; a bad line is reported as FILE:LINE: FIELD: \

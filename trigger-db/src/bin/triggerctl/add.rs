@@ -280,6 +280,15 @@ pub fn parse_line(text: &str) -> Result<pb::Trigger, String> {
     Ok(wire)
 }
 
+/// Whether a line is the `{"next_cursor": ...}` that `history --json`
+/// prints after a page, rather than a trigger.
+fn is_cursor_line(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<Value>(text),
+        Ok(Value::Object(m)) if m.len() == 1 && m.contains_key("next_cursor")
+    )
+}
+
 /// One checked batch of `--from` input.
 #[derive(Debug)]
 pub struct Batch {
@@ -395,6 +404,14 @@ impl<R: AsyncBufRead + Unpin> BatchReader<R> {
             let text = std::str::from_utf8(&raw).map_err(|_| line_err("not UTF-8".into()))?;
             let text = text.trim();
             if text.is_empty() || text.starts_with('#') {
+                continue;
+            }
+            if is_cursor_line(text) {
+                eprintln!(
+                    "triggerctl: {}:{}: skipping a next_cursor line (history without --all \
+                     exports one page only)",
+                    self.name, self.line
+                );
                 continue;
             }
             let wire = parse_line(text).map_err(line_err)?;
@@ -676,6 +693,16 @@ mod tests {
         assert_eq!(sizes, [1000, 1000, 500]);
         assert_eq!(b[0].lines[0], 3);
         assert_eq!(*b[2].lines.last().unwrap(), 2502);
+    }
+
+    #[tokio::test]
+    async fn cursor_lines_of_history_output_are_skipped() {
+        let input = "{\"type\":\"link-up\",\"interface\":{\"name\":\"eth1\"}}\n\
+                     {\"next_cursor\":\"abc\"}\n";
+        let b = batches(input).await.unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].lines, [1]);
+        assert!(batches("{\"next_cursor\":\"abc\",\"x\":1}").await.is_err());
     }
 
     #[tokio::test]

@@ -112,7 +112,7 @@ pub fn iface_name(i: &Interface) -> String {
     }
 }
 
-fn link_state_summary(s: &LinkState) -> String {
+fn link_state_summary(s: &LinkState, long: bool) -> String {
     let mut out = vec![
         if s.admin_up { "up" } else { "down" }.to_owned(),
         if s.carrier { "carrier" } else { "no-carrier" }.to_owned(),
@@ -120,14 +120,22 @@ fn link_state_summary(s: &LinkState) -> String {
     if let Some(o) = s.oper_state {
         out.push(format!("oper={o}"));
     }
-    if s.mtu != 0 {
+    if long && s.mtu != 0 {
         out.push(format!("mtu={}", s.mtu));
+    }
+    if long && !s.mac.is_empty() {
+        out.push(format!("mac={}", s.mac));
     }
     out.join(" ")
 }
 
-/// The detail column: address flags, reason, and the type's parameters.
+/// The detail column: address flags, reason, and the type's parameters
+/// (the link state without MTU and MAC: `get` and `--json` show those).
 pub fn summary(t: &Trigger) -> String {
+    summary_of(t, false)
+}
+
+fn summary_of(t: &Trigger, long: bool) -> String {
     let mut parts = Vec::new();
     if let Some(a) = &t.address
         && !a.flags.is_empty()
@@ -144,7 +152,7 @@ pub fn summary(t: &Trigger) -> String {
     }
     match &t.detail {
         None => {}
-        Some(Detail::LinkState(s)) => parts.push(link_state_summary(s)),
+        Some(Detail::LinkState(s)) => parts.push(link_state_summary(s, long)),
         Some(Detail::GoingDown { time_interval_ms }) => {
             parts.push(format!("in {time_interval_ms}ms"));
         }
@@ -240,7 +248,7 @@ pub fn trigger_long(t: &Trigger) -> Vec<String> {
     let mut detail_only = t.clone();
     detail_only.address = None;
     detail_only.reason = None;
-    let d = summary(&detail_only);
+    let d = summary_of(&detail_only, true);
     if !d.is_empty() {
         out.push(format!("detail:      {d}"));
     }

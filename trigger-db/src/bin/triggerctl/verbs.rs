@@ -125,11 +125,10 @@ pub async fn history(c: &mut Client, out: &Out, o: HistoryOpts) -> anyhow::Resul
         if !o.all {
             if out.json {
                 out.json_line(&json!({ "next_cursor": token }))?;
-            } else {
-                out.note(&format!(
-                    "more: repeat with --cursor {token} (same filters), or use --all"
-                ));
             }
+            out.note(&format!(
+                "more: repeat with --cursor {token} (same filters), or use --all"
+            ));
             break;
         }
     }
