@@ -2,6 +2,9 @@
 """Re-capture the golden netlink bytes used by ipsec-backend's codec tests.
 
 Run as root on a host with iproute2 and strace:  python3 capture.py
+SA dump replies with real ESP SAs need a kernel with esp4/esp6 (the VM):
+  tests/vm/run.sh ipsec-backend/tests/golden/capture.py --esp --out DIR
+(VM_CARGO_PACKAGES= to skip the cargo build), then copy DIR/*.hex here.
 Everything happens in a throw-away network namespace `ipsec-golden-<pid>`.
 Each output file holds one netlink message per line as hex (full nlmsghdr
 included); lines starting with '#' say how the bytes were produced.
@@ -15,6 +18,7 @@ sends the request bytes we want.  Stdlib only.
 import ipaddress, os, re, socket, struct, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = HERE
 NS = "ipsec-golden-%d" % os.getpid()
 MSG_RE = re.compile(
     r'\{nlmsg_len=(\d+), nlmsg_type=(0x[0-9a-f]+|\d+), nlmsg_flags=(0x[0-9a-f]+|\d+), '
@@ -44,7 +48,7 @@ def strace(args, calls):
 
 
 def write(name, how, msgs):
-    with open(os.path.join(HERE, name), "w") as f:
+    with open(os.path.join(OUT, name), "w") as f:
         f.write("# " + how + "\n")
         for m in msgs:
             f.write(m.hex() + "\n")
@@ -60,9 +64,13 @@ def ip(*args):
 
 
 def main():
+    global OUT
+    args = sys.argv[1:]
+    if "--out" in args:
+        OUT = args[args.index("--out") + 1]
     subprocess.run(["ip", "netns", "add", NS], check=True)
     try:
-        run()
+        run_esp() if "--esp" in args else run()
     finally:
         subprocess.run(["ip", "netns", "del", NS])
 
@@ -113,6 +121,31 @@ def run():
     write("migrate_event.hex", "kernel XFRM_MSG_MIGRATE multicast (XFRMNLGRP_MIGRATE) after a MIGRATE "
           "10.1.0.0/24->10.2.0.0/24 out, 192.0.2.1/.2 -> 2001:db8::1/::2, reqid 1, with XFRMA_KMADDRESS and XFRMA_ENCAP",
           migrate_event())
+
+
+def run_esp():
+    """ESP SAs exist only on a kernel with esp4/esp6: capture their dump."""
+    for m in ("xfrm_user", "esp4", "esp6", "gcm", "authenc", "chacha20poly1305", "cbc", "hmac", "sha256_generic"):
+        subprocess.run(["modprobe", m], stderr=subprocess.DEVNULL)
+    k20 = "0x" + "11" * 20
+    ip("xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x1001",
+       "reqid", "1", "mode", "tunnel", "aead", "rfc4106(gcm(aes))", k20, "128",
+       "sel", "src", "10.1.0.0/24", "dst", "10.2.0.0/24")
+    ip("xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x2002",
+       "reqid", "7", "mode", "transport", "enc", "cbc(aes)", "0x" + "33" * 32,
+       "auth-trunc", "hmac(sha256)", "0x" + "44" * 32, "128",
+       "encap", "espinudp", "4500", "4501", "0.0.0.0", "mark", "0x10", "mask", "0xff",
+       "if_id", "0x2a", "replay-window", "64", "flag", "esn")
+    ip("xfrm", "state", "add", "src", "2001:db8::1", "dst", "2001:db8::2", "proto", "esp", "spi", "0x3003",
+       "reqid", "9", "mode", "beet", "aead", "rfc7539esp(chacha20,poly1305)", "0x" + "22" * 36, "128",
+       "sel", "src", "10.9.0.1/32", "dst", "10.9.0.2/32")
+    write("sa_dump_reply_esp.hex", "kernel reply to `ip xfrm state list` with three ESP SAs (gcm tunnel; "
+          "cbc+hmac transport espinudp 4500/4501 mark 0x10/0xff if_id 42 esn window 64; chacha BEET v6), "
+          "captured in the VM (Debian kernel)",
+          [raw for call, raw in strace(["xfrm", "state", "list"], "recvmsg") if call == "recvmsg"])
+    write("sa_get_reply_esp.hex", "`ip xfrm state get dst 192.0.2.2 proto esp spi 0x1001`: request and kernel reply (VM)",
+          [raw for _, raw in strace(["xfrm", "state", "get", "dst", "192.0.2.2", "proto", "esp", "spi", "0x1001"],
+                                    "sendmsg,recvmsg")][:2])
 
 
 def migrate_event():
