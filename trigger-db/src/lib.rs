@@ -21,6 +21,7 @@ pub mod peer;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod threshold;
 pub mod writer;
 
 /// An error and its causes on one line: "a: b: c".

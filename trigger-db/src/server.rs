@@ -24,6 +24,7 @@ use crate::{
     model::{Filter, Timestamp, Trigger, ValidationError},
     peer::PeerCred,
     store::{HistoryQuery, MAX_PAGE_SIZE, Store, StoreError},
+    threshold,
     writer::{WriterHandle, WriterStats},
 };
 
@@ -351,6 +352,23 @@ impl TriggerService for Service {
         }))
     }
 
+    async fn configure_thresholds(
+        &self,
+        req: Request<pb::ConfigureThresholdsRequest>,
+    ) -> Result<Response<pb::ConfigureThresholdsResponse>, Status> {
+        self.configure_thresholds_impl(req).await
+    }
+
+    async fn list_thresholds(
+        &self,
+        _req: Request<pb::ListThresholdsRequest>,
+    ) -> Result<Response<pb::ListThresholdsResponse>, Status> {
+        let all = self.writer.list_thresholds().await.map_err(store_status)?;
+        Ok(Response::new(pb::ListThresholdsResponse {
+            thresholds: all.iter().map(threshold::Threshold::to_wire).collect(),
+        }))
+    }
+
     async fn stats(
         &self,
         _req: Request<pb::StatsRequest>,
@@ -389,6 +407,47 @@ impl TriggerService for Service {
         }))
     }
 }
+
+impl Service {
+    async fn configure_thresholds_impl(
+        &self,
+        req: Request<pb::ConfigureThresholdsRequest>,
+    ) -> Result<Response<pb::ConfigureThresholdsResponse>, Status> {
+        self.check_writer(&req, "ConfigureThresholds")?;
+        let body = req.into_inner();
+        if body.thresholds.is_empty() {
+            return Err(self.reject(ValidationError::new("thresholds", "is empty")));
+        }
+        if body.thresholds.len() > MAX_THRESHOLDS {
+            return Err(self.reject(ValidationError::new(
+                "thresholds",
+                format!(
+                    "{} entries; at most {MAX_THRESHOLDS}",
+                    body.thresholds.len()
+                ),
+            )));
+        }
+        let changes = body
+            .thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, t)| threshold::change_from_wire(t, &format!("thresholds[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.reject(e))?;
+        let (now, cancelled) = self
+            .writer
+            .configure_thresholds(changes)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ConfigureThresholdsResponse {
+            thresholds: now.iter().map(threshold::Threshold::to_wire).collect(),
+            cancelled,
+        }))
+    }
+}
+
+/// Most entries one ConfigureThresholds may carry.
+pub const MAX_THRESHOLDS: usize = 1_000;
 
 /// Checks a history query's fields.
 pub fn check_query(w: &pb::QueryRequest) -> Result<HistoryQuery, ValidationError> {

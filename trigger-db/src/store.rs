@@ -25,7 +25,13 @@ use sqlx::{
 };
 use trigger_proto::v1 as pb;
 
-use crate::model::{Filter, Source, Timestamp, Trigger, TriggerType, ValidationError};
+use crate::{
+    model::{
+        Filter, LinkParameterType, LinkType, Source, Timestamp, Trigger, TriggerType,
+        ValidationError,
+    },
+    threshold::{Change, Direction, Scope, Threshold},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -553,6 +559,111 @@ impl Writer {
         Ok(deleted)
     }
 
+    /// Every configured threshold, in id order.
+    pub async fn load_thresholds(&mut self) -> Result<Vec<Threshold>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, scope, parameter, value, direction, hysteresis, one_shot, spent \
+             FROM thresholds ORDER BY id",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(sql("load thresholds"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id = r.get::<i64, _>(0) as u64;
+            let corrupt = |what: &str| StoreError::Corrupt {
+                id,
+                source: ValidationError::new("thresholds", what.to_owned()),
+            };
+            let scope =
+                scope_from_column(r.get::<&str, _>(1)).ok_or_else(|| corrupt("bad scope"))?;
+            let parameter = LinkParameterType::from_wire(r.get::<i64, _>(2) as i32, "parameter")
+                .map_err(|_| corrupt("bad parameter"))?;
+            let direction = match r.get::<i64, _>(4) {
+                1 => Direction::Above,
+                2 => Direction::Below,
+                _ => return Err(corrupt("bad direction")),
+            };
+            out.push(Threshold {
+                id,
+                scope,
+                parameter,
+                value: r.get(3),
+                direction,
+                hysteresis: r.get(5),
+                one_shot: r.get::<i64, _>(6) != 0,
+                spent: r.get::<i64, _>(7) != 0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies ConfigureThresholds entries in one transaction: a Set replaces
+    /// a threshold of the same scope, parameter, value and direction (and
+    /// re-arms a spent one); a Cancel removes. Returns how many were removed.
+    pub async fn configure_thresholds(&mut self, changes: &[Change]) -> Result<u64, StoreError> {
+        let mut tx = self.conn.begin().await.map_err(sql("begin"))?;
+        let mut cancelled = 0;
+        for c in changes {
+            match c {
+                Change::Set(t) => {
+                    sqlx::query(
+                        "INSERT INTO thresholds (scope, parameter, value, direction, hysteresis, one_shot, spent) \
+                         VALUES (?, ?, ?, ?, ?, ?, 0) \
+                         ON CONFLICT (scope, parameter, value, direction) DO UPDATE SET \
+                         hysteresis = excluded.hysteresis, one_shot = excluded.one_shot, spent = 0",
+                    )
+                    .bind(scope_column(&t.scope))
+                    .bind(i64::from(t.parameter.to_wire()))
+                    .bind(t.value)
+                    .bind(match t.direction {
+                        Direction::Above => 1i64,
+                        Direction::Below => 2,
+                    })
+                    .bind(t.hysteresis)
+                    .bind(i64::from(t.one_shot))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql("configure thresholds"))?;
+                }
+                Change::Cancel {
+                    scope,
+                    parameter,
+                    value,
+                } => {
+                    let mut qb =
+                        QueryBuilder::<Sqlite>::new("DELETE FROM thresholds WHERE scope = ");
+                    qb.push_bind(scope_column(scope))
+                        .push(" AND parameter = ")
+                        .push_bind(i64::from(parameter.to_wire()));
+                    if let Some(v) = value {
+                        qb.push(" AND value = ").push_bind(*v);
+                    }
+                    cancelled += qb
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("cancel thresholds"))?
+                        .rows_affected();
+                }
+            }
+        }
+        tx.commit().await.map_err(sql("commit"))?;
+        Ok(cancelled)
+    }
+
+    /// Marks one-shot thresholds as fired.
+    pub async fn mark_spent(&mut self, ids: &[u64]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query("UPDATE thresholds SET spent = 1 WHERE id = ?")
+                .bind(*id as i64)
+                .execute(&mut self.conn)
+                .await
+                .map_err(sql("mark threshold spent"))?;
+        }
+        Ok(())
+    }
+
     /// Checkpoints the WAL into the main file and closes the connection.
     pub async fn close(mut self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -561,4 +672,21 @@ impl Writer {
             .map_err(sql("checkpoint"))?;
         self.conn.close().await.map_err(sql("close"))
     }
+}
+
+fn scope_column(s: &Scope) -> String {
+    match s {
+        Scope::Interface(i) => format!("if:{i}"),
+        Scope::LinkType(t) => format!("lt:{}", t.to_wire()),
+    }
+}
+
+fn scope_from_column(s: &str) -> Option<Scope> {
+    if let Some(i) = s.strip_prefix("if:") {
+        return Some(Scope::Interface(i.to_owned()));
+    }
+    let n = s.strip_prefix("lt:")?.parse::<i32>().ok()?;
+    LinkType::from_wire(n, "link_type")
+        .ok()
+        .map(Scope::LinkType)
 }

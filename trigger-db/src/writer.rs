@@ -26,6 +26,7 @@ use crate::{
     links::LinkTable,
     model::{Filter, Timestamp, Trigger},
     store::{StoreError, Writer},
+    threshold::{Change, Engine, Threshold},
 };
 
 /// Capacity of the client command queue.
@@ -51,6 +52,13 @@ enum Command {
         filter: Filter,
         before: Option<Timestamp>,
         reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    ConfigureThresholds {
+        changes: Vec<Change>,
+        reply: oneshot::Sender<Result<(Vec<Threshold>, u64), StoreError>>,
+    },
+    ListThresholds {
+        reply: oneshot::Sender<Result<Vec<Threshold>, StoreError>>,
     },
 }
 
@@ -128,6 +136,23 @@ impl WriterHandle {
     }
 }
 
+impl WriterHandle {
+    /// Applies Link_Configure_Thresholds entries; returns the thresholds now
+    /// configured for the scopes and parameters named, and how many were
+    /// cancelled.
+    pub async fn configure_thresholds(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<(Vec<Threshold>, u64), StoreError> {
+        self.call(|reply| Command::ConfigureThresholds { changes, reply })
+            .await
+    }
+
+    pub async fn list_thresholds(&self) -> Result<Vec<Threshold>, StoreError> {
+        self.call(|reply| Command::ListThresholds { reply }).await
+    }
+}
+
 /// Starts the writer actor. It runs until `shutdown` is cancelled and every
 /// queued write is done, then closes the hub and the store.
 pub fn spawn(
@@ -146,6 +171,7 @@ pub fn spawn(
         hub,
         stats,
         config,
+        engine: Engine::default(),
     };
     let task = tokio::spawn(actor.run(shutdown));
     (WriterHandle { tx }, task)
@@ -158,6 +184,8 @@ struct Actor {
     hub: Arc<Hub>,
     stats: Arc<WriterStats>,
     config: WriterConfig,
+    /// Derives threshold crossings from parameter reports, in store order.
+    engine: Engine,
 }
 
 /// What one group commit collects.
@@ -179,6 +207,17 @@ impl Pending {
 
 impl Actor {
     async fn run(mut self, shutdown: CancellationToken) {
+        match self.writer.load_thresholds().await {
+            Ok(t) => {
+                if !t.is_empty() {
+                    info!(thresholds = t.len(), "thresholds loaded");
+                }
+                self.engine = Engine::new(t);
+            }
+            Err(e) => {
+                error!(error = %crate::error_chain(&e), "cannot load thresholds; none active")
+            }
+        }
         let mut retention =
             tokio::time::interval(self.config.retention.interval.max(Duration::from_secs(1)));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -246,7 +285,33 @@ impl Actor {
                 let r = self.writer.flush(&filter, before).await;
                 let _ = reply.send(r);
             }
+            Command::ConfigureThresholds { changes, reply } => {
+                let r = self.configure(&changes).await;
+                let _ = reply.send(r);
+            }
+            Command::ListThresholds { reply } => {
+                let _ = reply.send(Ok(self.engine.thresholds().to_vec()));
+            }
         }
+    }
+
+    async fn configure(&mut self, changes: &[Change]) -> Result<(Vec<Threshold>, u64), StoreError> {
+        let cancelled = self.writer.configure_thresholds(changes).await?;
+        let all = self.writer.load_thresholds().await?;
+        self.engine.set_thresholds(all.clone());
+        let named = all
+            .into_iter()
+            .filter(|t| {
+                changes.iter().any(|c| match c {
+                    Change::Set(s) => s.scope == t.scope && s.parameter == t.parameter,
+                    Change::Cancel {
+                        scope, parameter, ..
+                    } => *scope == t.scope && *parameter == t.parameter,
+                })
+            })
+            .collect();
+        info!(changes = changes.len(), cancelled, "thresholds configured");
+        Ok((named, cancelled))
     }
 
     /// Adds whatever else is already queued (Adds and source batches, up to
@@ -279,10 +344,24 @@ impl Actor {
 
     async fn commit(&mut self, p: Pending) {
         let Pending {
-            mut triggers,
+            triggers: incoming,
             acks,
             links,
         } = p;
+        // Threshold crossings go right after the report that caused them.
+        let mut triggers = Vec::with_capacity(incoming.len());
+        let mut positions = Vec::with_capacity(incoming.len());
+        let mut spent = Vec::new();
+        for t in incoming {
+            let at = triggers.len();
+            positions.push(at);
+            triggers.push(t);
+            if triggers[at].kind == crate::model::TriggerType::LinkParametersReport {
+                let mut derived = Vec::new();
+                spent.extend(self.engine.evaluate(&triggers[at], &mut derived));
+                triggers.extend(derived);
+            }
+        }
         let n = triggers.len();
         let result = {
             let mut refs: Vec<&mut Trigger> = triggers.iter_mut().collect();
@@ -296,9 +375,17 @@ impl Actor {
                 self.hub.publish(&stored, links);
                 let mut at = 0;
                 for (count, reply) in acks {
-                    let ids = stored[at..at + count].iter().map(|t| t.id).collect();
+                    let ids = positions[at..at + count]
+                        .iter()
+                        .map(|p| stored[*p].id)
+                        .collect();
                     at += count;
                     let _ = reply.send(Ok(ids));
+                }
+                if !spent.is_empty()
+                    && let Err(e) = self.writer.mark_spent(&spent).await
+                {
+                    warn!(error = %e, "cannot persist spent one-shot thresholds");
                 }
                 debug!(triggers = n, "committed");
             }
