@@ -344,6 +344,55 @@ pub fn apply_live(
     changed.then_some(triggers)
 }
 
+/// What [`read_datagram`] found besides events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DatagramRead {
+    /// Why the source must re-dump: "overrun" (NLMSG_OVERRUN) or
+    /// "truncated" (the datagram did not fit the buffer).
+    pub lost: Option<&'static str>,
+    /// One line per message (or datagram) that was skipped.
+    pub problems: Vec<String>,
+}
+
+/// Decodes one multicast datagram of `sender` (0 = the kernel) into
+/// `events`. Datagrams from other ports are skipped: any process may send
+/// to our port, only the kernel speaks for the kernel. A broken message is
+/// a problem and skipped; the messages around it still count.
+pub fn read_datagram(
+    data: &[u8],
+    sender: u32,
+    truncated: bool,
+    events: &mut Vec<RtnlEvent>,
+) -> DatagramRead {
+    let mut read = DatagramRead::default();
+    if sender != 0 {
+        read.problems.push(format!(
+            "datagram from port {sender}, not the kernel: ignored"
+        ));
+        return read;
+    }
+    if truncated {
+        read.problems
+            .push("datagram larger than the receive buffer: truncated".into());
+        read.lost = Some("truncated");
+        return read;
+    }
+    let (messages, broken) = split_messages(data);
+    for m in messages {
+        match m.message_type {
+            NLMSG_NOOP | NLMSG_DONE | NLMSG_ERROR => {}
+            NLMSG_OVERRUN => read.lost = Some("overrun"),
+            t => match decode(t, m.flags, m.payload) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(e) => read.problems.push(e.to_string()),
+            },
+        }
+    }
+    read.problems.extend(broken);
+    read
+}
+
 /// One netlink message inside a datagram.
 struct RawMessage<'a> {
     message_type: u16,
@@ -464,8 +513,9 @@ impl Actor {
         }
     }
 
-    /// Decodes the datagram in `self.buf`; returns a resync cause if it
-    /// shows that messages were lost.
+    /// Decodes the datagram in `self.buf` into `events`, counting and
+    /// logging what could not be read; returns a resync cause if it shows
+    /// that messages were lost.
     fn take_datagram(
         &self,
         len: usize,
@@ -473,39 +523,16 @@ impl Actor {
         truncated: bool,
         events: &mut Vec<RtnlEvent>,
     ) -> Option<&'static str> {
-        if sender != 0 {
-            self.parse_error(&format!(
-                "datagram from port {sender}, not the kernel: ignored"
-            ));
-            return None;
-        }
-        if truncated {
-            self.parse_error("datagram larger than the receive buffer: truncated");
-            return Some("truncated");
-        }
         let data = self.buf.get(..len).unwrap_or_default();
-        let (messages, broken) = split_messages(data);
-        let mut overrun = false;
-        let mut problems = Vec::new();
-        for m in messages {
-            match m.message_type {
-                NLMSG_NOOP | NLMSG_DONE | NLMSG_ERROR => {}
-                NLMSG_OVERRUN => overrun = true,
-                t => match decode(t, m.flags, m.payload) {
-                    Ok(Some(event)) => {
-                        NetlinkStats::bump(&self.stats.events);
-                        events.push(event);
-                    }
-                    Ok(None) => {}
-                    Err(e) => problems.push(e.to_string()),
-                },
-            }
+        let before = events.len();
+        let read = read_datagram(data, sender, truncated, events);
+        self.stats
+            .events
+            .fetch_add((events.len() - before) as u64, Ordering::Relaxed);
+        for p in &read.problems {
+            self.parse_error(p);
         }
-        problems.extend(broken);
-        for p in problems {
-            self.parse_error(&p);
-        }
-        overrun.then_some("overrun")
+        read.lost
     }
 
     fn parse_error(&self, what: &str) {

@@ -322,19 +322,8 @@ fn default_routes_decode_and_others_are_ignored() {
 #[test]
 fn datagrams_split_into_messages_and_garbage_does_not_panic() {
     let payload = emit(&link_msg(2, "vB", LinkFlags::Up, None));
-    let mut dgram = Vec::new();
-    for seq in [1u32, 2] {
-        let len = (16 + payload.len()) as u32;
-        dgram.extend_from_slice(&len.to_ne_bytes());
-        dgram.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
-        dgram.extend_from_slice(&0u16.to_ne_bytes());
-        dgram.extend_from_slice(&seq.to_ne_bytes());
-        dgram.extend_from_slice(&0u32.to_ne_bytes());
-        dgram.extend_from_slice(&payload);
-        while dgram.len() % 4 != 0 {
-            dgram.push(0);
-        }
-    }
+    let mut dgram = nlmsg(RTM_NEWLINK, 1, &payload);
+    dgram.extend(nlmsg(RTM_NEWLINK, 2, &payload));
     let (msgs, err) = split_messages(&dgram);
     assert_eq!(err, None);
     assert_eq!(msgs.len(), 2);
@@ -347,6 +336,76 @@ fn datagrams_split_into_messages_and_garbage_does_not_panic() {
     assert!(msgs.is_empty() && err.is_some());
     assert_eq!(error_code(&(-105i32).to_ne_bytes()), Some(-105));
     assert_eq!(error_code(&[1, 2]), None);
+}
+
+/// A netlink message: header (native endian) and payload, padded.
+fn nlmsg(message_type: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    let len = (16 + payload.len()) as u32;
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&message_type.to_ne_bytes());
+    m.extend_from_slice(&0u16.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(payload);
+    while m.len() % 4 != 0 {
+        m.push(0);
+    }
+    m
+}
+
+#[test]
+fn a_broken_message_is_skipped_and_its_neighbours_still_count() {
+    let good = emit(&link_msg(2, "vB", LinkFlags::Up, None));
+    let mut dgram = nlmsg(RTM_NEWLINK, 1, &good);
+    dgram.extend(nlmsg(RTM_NEWLINK, 2, &good[..6]));
+    dgram.extend(nlmsg(RTM_DELLINK, 3, &good));
+    let mut events = Vec::new();
+    let read = read_datagram(&dgram, 0, false, &mut events);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1], RtnlEvent::DelLink { index: 2 });
+    assert_eq!(read.lost, None);
+    assert_eq!(read.problems.len(), 1);
+    assert!(
+        read.problems[0].starts_with("RTM_NEWLINK: header"),
+        "{:?}",
+        read.problems
+    );
+}
+
+#[test]
+fn datagrams_not_from_the_kernel_are_ignored() {
+    let good = emit(&link_msg(2, "vB", LinkFlags::Up, None));
+    let mut events = Vec::new();
+    let read = read_datagram(&nlmsg(RTM_DELLINK, 1, &good), 4242, false, &mut events);
+    assert!(events.is_empty());
+    assert_eq!(read.lost, None);
+    assert!(
+        read.problems[0].contains("port 4242"),
+        "{:?}",
+        read.problems
+    );
+}
+
+#[test]
+fn overrun_and_truncation_ask_for_a_resync() {
+    let mut events = Vec::new();
+    let read = read_datagram(&nlmsg(NLMSG_OVERRUN, 0, &[]), 0, false, &mut events);
+    assert_eq!(read.lost, Some("overrun"));
+    assert!(read.problems.is_empty());
+    let good = emit(&link_msg(2, "vB", LinkFlags::Up, None));
+    let read = read_datagram(&nlmsg(RTM_NEWLINK, 1, &good), 0, true, &mut events);
+    assert_eq!(read.lost, Some("truncated"));
+    assert!(events.is_empty());
+    // Done, noop and error messages carry no state.
+    let mut dgram = nlmsg(NLMSG_DONE, 1, &[0; 4]);
+    dgram.extend(nlmsg(NLMSG_ERROR, 1, &(-1i32).to_ne_bytes()));
+    dgram.extend(nlmsg(NLMSG_NOOP, 1, &[]));
+    assert_eq!(
+        read_datagram(&dgram, 0, false, &mut events),
+        DatagramRead::default()
+    );
+    assert!(events.is_empty());
 }
 
 proptest::proptest! {
