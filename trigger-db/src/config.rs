@@ -22,6 +22,12 @@
 //!
 //! [sources.rtnetlink]
 //! enabled = true
+//!
+//! [sources.networkmanager]
+//! enabled = true
+//! # D-Bus address of the system bus NetworkManager is on; absent:
+//! # DBUS_SYSTEM_BUS_ADDRESS, else the standard system bus
+//! bus_address = "unix:path=/run/dbus/system_bus_socket"
 //! ```
 
 use std::{path::PathBuf, time::Duration};
@@ -127,6 +133,26 @@ impl Default for SubscriberConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
     pub rtnetlink: SourceToggle,
+    pub networkmanager: NetworkManagerConfig,
+}
+
+/// `[sources.networkmanager]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkManagerConfig {
+    pub enabled: bool,
+    /// D-Bus address of the system bus; `None`: `DBUS_SYSTEM_BUS_ADDRESS`,
+    /// else the standard system bus.
+    pub bus_address: Option<String>,
+}
+
+impl Default for NetworkManagerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bus_address: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +206,14 @@ impl Config {
         }
         if self.subscribers.max == 0 {
             return bad("subscribers.max", "must be at least 1");
+        }
+        if let Some(a) = &self.sources.networkmanager.bus_address
+            && let Err(e) = a.parse::<zbus::Address>()
+        {
+            return bad(
+                "sources.networkmanager.bus_address",
+                &format!("{a:?} is not a D-Bus address: {e}"),
+            );
         }
         Ok(())
     }
@@ -239,6 +273,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("octal"), "{e}");
+    }
+
+    #[test]
+    fn networkmanager_source_defaults_on_and_takes_a_bus_address() {
+        let c = Config::parse("", "t").unwrap();
+        assert!(c.sources.networkmanager.enabled);
+        assert_eq!(c.sources.networkmanager.bus_address, None);
+        let c = Config::parse(
+            "[sources.networkmanager]\nenabled = false\nbus_address = \"unix:path=/tmp/bus\"\n",
+            "t",
+        )
+        .unwrap();
+        assert!(!c.sources.networkmanager.enabled);
+        assert_eq!(
+            c.sources.networkmanager.bus_address.as_deref(),
+            Some("unix:path=/tmp/bus")
+        );
+        let e = Config::parse("[sources.networkmanager]\nbus = \"x\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bus") && e.contains("line 2"), "{e}");
+        let e = Config::parse("[sources.networkmanager]\nbus_address = \"nonsense\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sources.networkmanager.bus_address"), "{e}");
     }
 
     #[test]

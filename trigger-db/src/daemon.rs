@@ -124,6 +124,21 @@ impl crate::server::SourceCounters for NetlinkStats {
 fn start_sources(cfg: &Config, tx: ingest::SourceSender, stop: CancellationToken) -> SourceTasks {
     let mut counters: Vec<Arc<dyn crate::server::SourceCounters>> = Vec::new();
     let mut tasks = Vec::new();
+    if cfg.sources.networkmanager.enabled {
+        let stats = Arc::new(crate::source::nm::NmStats::default());
+        counters.push(stats.clone());
+        let nm_cfg = cfg.sources.networkmanager.clone();
+        let (tx, stop) = (tx.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            // It waits out an absent bus or NetworkManager by itself; it
+            // fails only when the store's channel is gone.
+            if let Err(e) = crate::source::nm::run(nm_cfg, tx, stats, stop).await {
+                tracing::error!(error = %crate::error_chain(&e), "NetworkManager source stopped");
+            }
+        }));
+    } else {
+        info!("NetworkManager source disabled by configuration");
+    }
     if cfg.sources.rtnetlink.enabled {
         let stats = Arc::new(NetlinkStats::default());
         counters.push(stats.clone());

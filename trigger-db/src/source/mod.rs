@@ -8,3 +8,4 @@
 //! kernel's rtnetlink ([`netlink`]).
 
 pub mod netlink;
+pub mod nm;
