@@ -431,6 +431,94 @@ fn follows_links_addresses_and_default_routes() {
     });
 }
 
+#[test]
+fn tunnels_give_tunnel_triggers_and_bridge_ports_stay_links() {
+    in_new_netns(|| async {
+        let (mut w, stats, shutdown, task) = start(Options::default(), 64).await;
+
+        ip("tuntap add tun0 mode tun");
+        let t = w
+            .expect("TUNNEL_ADDED tun0", |t| {
+                on(t, TriggerType::TunnelAdded, "tun0")
+            })
+            .await;
+        let i = t.interface.as_ref().expect("interface");
+        assert_eq!(i.kind, Some(InterfaceKind::Tunnel));
+        assert_eq!(i.driver_kind, "tun");
+        assert_eq!(i.index, ifindex("tun0"));
+        ip("addr add 10.66.0.1/24 dev tun0");
+        let t = w
+            .expect("TUNNEL_CHANGED with the address", |t| {
+                with_address(t, TriggerType::TunnelChanged, "tun0", "10.66.0.1", 24)
+            })
+            .await;
+        assert!(matches!(t.detail, Some(Detail::LinkState(_))), "{t:?}");
+        ip("link set tun0 mtu 1400");
+        w.expect("TUNNEL_CHANGED mtu", |t| {
+            on(t, TriggerType::TunnelChanged, "tun0")
+                && matches!(&t.detail, Some(Detail::LinkState(s)) if s.mtu == 1400)
+        })
+        .await;
+        ip("link set tun0 up");
+        w.expect("TUNNEL_CHANGED admin up", |t| {
+            on(t, TriggerType::TunnelChanged, "tun0")
+                && matches!(&t.detail, Some(Detail::LinkState(s)) if s.admin_up)
+        })
+        .await;
+
+        // Bridge ports: enslaving and releasing vB sends AF_BRIDGE
+        // RTM_NEWLINK/RTM_DELLINK, which are not vB's existence.
+        ip("link add br0 type bridge");
+        let t = w
+            .expect("IF_ADDED br0", |t| on(t, TriggerType::IfAdded, "br0"))
+            .await;
+        assert_eq!(
+            t.interface.as_ref().and_then(|i| i.kind),
+            Some(InterfaceKind::Bridge)
+        );
+        ip("link add vA type veth peer name vB");
+        ip("link set vB master br0");
+        ip("link set vB nomaster");
+        ip("addr add 10.5.0.1/24 dev vA"); // a trigger after all of the above
+        w.expect("IF_ADDRADDED vA", |t| {
+            with_address(t, TriggerType::IfAddrAdded, "vA", "10.5.0.1", 24)
+        })
+        .await;
+        let vb = ifindex("vB");
+        assert_eq!(
+            w.table.links.get(&vb).map(|l| l.interface.name.as_str()),
+            Some("vB")
+        );
+        assert!(
+            !w.log.iter().any(|t| on(t, TriggerType::IfRemoved, "vB")),
+            "{:#?}",
+            w.log
+        );
+
+        ip("link del tun0");
+        w.expect("TUNNEL_REMOVED tun0", |t| {
+            on(t, TriggerType::TunnelRemoved, "tun0")
+        })
+        .await;
+        let tunnel_kinds = [
+            TriggerType::TunnelAdded,
+            TriggerType::TunnelChanged,
+            TriggerType::TunnelRemoved,
+        ];
+        for t in w.log.iter().filter(|t| t.interface_name() == Some("tun0")) {
+            assert!(tunnel_kinds.contains(&t.kind), "{t:?}");
+        }
+        assert_eq!(stats.snapshot().parse_errors, 0);
+
+        shutdown.cancel();
+        let result = tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("the source stops on shutdown")
+            .expect("the source task did not panic");
+        assert!(result.is_ok(), "{result:?}");
+    });
+}
+
 /// The addresses of vA in the table.
 fn addresses_of(table: &LinkTable, index: u32) -> BTreeSet<IpAddr> {
     table
