@@ -9,8 +9,11 @@
 //! (subscribers use the snapshot). From then on each datagram, and the
 //! datagrams already queued behind it, are applied message by message; each
 //! message's triggers come from [`diff`]ing the table before and after it,
-//! and they go out as one [`SourceBatch`] with the new table. A message that
-//! changed nothing sends nothing.
+//! and they go out as one [`SourceBatch`] with the new table. Messages that
+//! changed nothing send nothing; a change that gives no trigger (the MTU or
+//! name of a plain link) sends a batch with no triggers, so that the table
+//! the hub publishes stays current. The mapping to trigger types is in
+//! [`diff`]'s module.
 //!
 //! Messages are lost when the kernel finds the receive buffer full (the
 //! store is slow, the channel is bounded, the host churns); the next read
