@@ -99,6 +99,7 @@ fn sa(spi: u32, mode: Mode, crypto: Crypto, encap: Option<Encap>) -> SaSpec {
         if_id: None,
         replay_window: 32,
         esn: false,
+        lifetime: None,
     }
 }
 

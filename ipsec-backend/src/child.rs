@@ -75,6 +75,9 @@ pub struct ChildSaSpec {
     /// Policy priority.
     #[serde(default)]
     pub priority: u32,
+    /// SA soft/hard limits (both SAs); None = no limits.
+    #[serde(default)]
+    pub lifetime: Option<crate::codec::LifetimeCfg>,
 }
 
 /// Names an installed CHILD_SA pair; returned by install and migrate.
@@ -205,6 +208,7 @@ fn sa_specs(spec: &ChildSaSpec) -> [SaSpec; 2] {
         if_id: spec.if_id,
         replay_window: spec.replay_window,
         esn: spec.esn,
+        lifetime: spec.lifetime,
     };
     [
         common(

@@ -43,7 +43,8 @@ pub struct SaKey {
 }
 
 impl SaKey {
-    fn to_raw(self) -> (UserSaId, Vec<Attr>) {
+    /// The XFRM_MSG_GETSA/DELSA body.
+    pub fn to_raw(self) -> (UserSaId, Vec<Attr>) {
         let id = UserSaId {
             daddr: self.dst.into(),
             spi: self.spi,
@@ -74,7 +75,8 @@ pub struct PolicyKey {
 }
 
 impl PolicyKey {
-    fn to_raw(self) -> (UserPolicyId, Vec<Attr>) {
+    /// The XFRM_MSG_GETPOLICY/DELPOLICY body.
+    pub fn to_raw(self) -> (UserPolicyId, Vec<Attr>) {
         let id = UserPolicyId {
             sel: self.selector.to_raw(),
             index: 0,

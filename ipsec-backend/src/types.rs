@@ -493,6 +493,10 @@ pub struct SaSpec {
     /// Extended sequence numbers (RFC 4303 §2.2.1).
     #[serde(default)]
     pub esn: bool,
+    /// Soft/hard limits (None: no limits). Soft expiry produces an
+    /// XFRM_MSG_EXPIRE with hard=0 (time to rekey), hard expiry removes the SA.
+    #[serde(default)]
+    pub lifetime: Option<LifetimeCfg>,
 }
 
 fn default_proto() -> Proto {
@@ -552,7 +556,7 @@ impl SaSpec {
                 proto: self.proto.to_raw(),
             },
             saddr: self.src.into(),
-            lft: LifetimeCfg::INFINITE,
+            lft: self.lifetime.unwrap_or(LifetimeCfg::INFINITE),
             family,
             mode: self.mode.to_raw(),
             reqid: self.reqid,
@@ -581,7 +585,7 @@ pub struct SaInfo {
     pub reqid: u32,
     /// Selector.
     pub selector: Option<TrafficSelector>,
-    /// Algorithm names.
+    /// Algorithm names in the kernel's attribute order, each once.
     pub algs: Vec<String>,
     /// ESP-in-UDP.
     pub encap: Option<Encap>,
@@ -621,8 +625,13 @@ impl SaInfo {
         };
         for a in attrs {
             match a {
+                // The kernel reports an auth algorithm twice (XFRMA_ALG_AUTH
+                // for old listeners and XFRMA_ALG_AUTH_TRUNC): name it once.
                 Attr::AlgAead(x) | Attr::AlgAuthTrunc(x) | Attr::AlgCrypt(x) | Attr::AlgAuth(x) => {
-                    s.algs.push(x.name_str())
+                    let n = x.name_str();
+                    if !s.algs.contains(&n) {
+                        s.algs.push(n);
+                    }
                 }
                 Attr::Encap(e) => {
                     s.encap = Some(Encap {

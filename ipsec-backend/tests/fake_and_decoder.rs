@@ -34,6 +34,7 @@ fn spec(spi_out: u32, spi_in: u32, reqid: u32, remote_ts: &str) -> ChildSaSpec {
         if_id: None,
         replay_window: 32,
         esn: false,
+        lifetime: None,
         priority: 0,
     }
 }

@@ -345,6 +345,7 @@ fn esp_sa_add_works_or_fails_with_errno_and_kernel_text() {
             if_id: None,
             replay_window: 32,
             esn: false,
+            lifetime: None,
         };
         let gcm_ok = caps
             .probes
@@ -387,4 +388,95 @@ fn capability_summary_names_esp_migrate_and_beet() {
     if !caps.esp {
         assert!(s.contains("cannot create ESP SAs"), "{s}");
     }
+}
+
+#[test]
+fn kernel_backend_events_report_policy_changes() {
+    use futures::StreamExt;
+    use ipsec_backend::{ChildSaBackend, KernelBackend};
+    in_new_netns(|| async {
+        let b = KernelBackend::new().expect("backend");
+        let mut ev = b.events().expect("events");
+        let p = policy(Dir::Fwd, sel("10.3.0.0/16", "10.4.0.0/16"), "192.0.2.2", "192.0.2.1", 7);
+        b.handle().policy().add(&p).await.expect("add");
+        b.handle().policy().delete(&key(&p)).await.expect("delete");
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let e = tokio::time::timeout(Duration::from_secs(10), ev.next())
+                .await
+                .expect("event within 10 s")
+                .expect("stream open")
+                .expect("event");
+            seen.push(e);
+        }
+        assert!(
+            matches!(&seen[0], XfrmEvent::PolicyAdded { policy } if policy.priority == 7 && policy.dir == Some(Dir::Fwd)),
+            "{seen:?}"
+        );
+        assert!(
+            matches!(&seen[1], XfrmEvent::PolicyDeleted { dir: Some(Dir::Fwd), selector, .. } if *selector == Some(p.selector)),
+            "{seen:?}"
+        );
+    })
+    .expect("netns");
+}
+
+#[test]
+fn kernel_install_child_sa_is_all_or_nothing() {
+    use ipsec_backend::{ChildSaBackend, ChildSaSpec, KernelBackend};
+    in_new_netns(|| async {
+        let b = KernelBackend::new().expect("backend");
+        let spec = ChildSaSpec {
+            outer: OuterPair {
+                local: ip("192.0.2.1"),
+                remote: ip("192.0.2.2"),
+            },
+            local_ts: "10.1.0.0/24".parse().expect("p"),
+            remote_ts: "10.2.0.0/24".parse().expect("p"),
+            mode: Mode::Tunnel,
+            reqid: 1,
+            spi_out: 0x100,
+            spi_in: 0x200,
+            crypto_out: Crypto::aes_gcm(&[1; 20]),
+            crypto_in: Crypto::aes_gcm(&[2; 20]),
+            encap: None,
+            mark: None,
+            if_id: None,
+            replay_window: 32,
+            esn: false,
+            priority: 0,
+            lifetime: None,
+        };
+        // Occupy the fwd policy so that the last step fails even where ESP
+        // works; everything done before it must be undone.
+        let fwd = policy(
+            Dir::Fwd,
+            sel("10.2.0.0/24", "10.1.0.0/24"),
+            "192.0.2.2",
+            "192.0.2.1",
+            0,
+        );
+        b.handle()
+            .policy()
+            .add(&fwd)
+            .await
+            .expect("pre-existing fwd policy");
+        let e = b.install_child_sa(&spec).await.expect_err("must fail");
+        assert!(
+            matches!(
+                e,
+                Error::AddSa { .. } | Error::AddPolicy { dir: Dir::Fwd, .. }
+            ),
+            "{e:?}"
+        );
+        assert!(b.handle().state().dump().await.expect("dump").is_empty());
+        let left = b.handle().policy().dump().await.expect("dump");
+        assert_eq!(
+            left.len(),
+            1,
+            "only the pre-existing policy may remain: {left:?}"
+        );
+        assert_eq!(left[0].dir, Some(Dir::Fwd));
+    })
+    .expect("netns");
 }

@@ -183,6 +183,7 @@ fn spec(i: usize, left: bool) -> ChildSaSpec {
         if_id: None,
         replay_window: 32,
         esn: false,
+        lifetime: None,
         priority: 0,
     }
 }

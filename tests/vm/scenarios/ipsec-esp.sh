@@ -14,7 +14,10 @@
 #   5. BEET-mode pair (ChaCha20-Poly1305) passes traffic
 #   6. ESP-in-UDP pair (AES-CBC + HMAC-SHA-256-128) on ports 4500, moved to
 #      pair 2 and ports 4501 by MIGRATE with XFRMA_ENCAP, ping after
-#   7. negative check: with R's SAs flushed, nothing gets through
+#   7. SA lifetimes: soft then hard XFRM_MSG_EXPIRE for a short-lived pair
+#   8. negative check: with R's SAs flushed, nothing gets through
+#   `xfrmctl monitor --json` runs in L throughout and must have seen the
+#   MIGRATE events (which `ip xfrm monitor` does not show) and the expires.
 # Prints IPSEC-ESP-OK and exits 0 on success.
 set -euo pipefail
 X="$BIN_DIR/xfrmctl"
@@ -103,7 +106,10 @@ assert len(m)==1, m
 print(m[0]['dst'], (m[0].get('encap') or {}).get('sport',''), (m[0].get('encap') or {}).get('dport',''))"
 }
 
-STEPS=${STEPS:-tunnel beet udp negative}
+STEPS=${STEPS:-tunnel beet udp expire negative}
+"$X" -n L monitor --json > "$W/L.events" 2>&1 &
+HOLDERS+=($!)
+sleep 0.5
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 if want tunnel; then
@@ -177,12 +183,38 @@ ts "  moved to 198.51.100.x and UDP port 4501 by MIGRATE + XFRMA_ENCAP"
 ping_ok 10.7.0.1 10.8.0.1; grew udp $C_OUT $C_IN
 fi
 
+if want expire; then
+INF=18446744073709551615
+LFT="\"lifetime\":{\"soft_byte_limit\":$INF,\"hard_byte_limit\":$INF,\"soft_packet_limit\":$INF,\"hard_packet_limit\":$INF,\"soft_add_expires_seconds\":2,\"hard_add_expires_seconds\":4,\"soft_use_expires_seconds\":0,\"hard_use_expires_seconds\":0}"
+install_pair exp 192.0.2.1 192.0.2.2 10.11.0.0/24 10.12.0.0/24 tunnel 0x5001 0x5002 "$(gcm 77)" "$(gcm 88)" ",$LFT" ",$LFT"
+ts "step 7: pair with soft 2 s / hard 4 s lifetime installed"
+# SPIs 0x5001/0x5002 = 20481/20482 in the JSON
+exp_events() { grep '"event":"sa_expire"' "$W/L.events" | grep -E '"spi":2048[12],' | grep -c "$1" || true; }
+for i in $(seq 40); do
+  hard=$(exp_events '"hard":true')
+  [ "$hard" -ge 2 ] && break; sleep 0.5
+done
+soft=$(exp_events '"hard":false')
+hard=$(exp_events '"hard":true')
+[ "$soft" -ge 2 ] && [ "$hard" -ge 2 ] || fail "expire events: soft $soft hard $hard"
+"$X" -n L sa list --json | grep -qE '"spi":2048[12],' && fail "SAs survived their hard lifetime"
+echo "  monitor saw $soft soft and $hard hard SA expires; SAs gone"
+rm -f "$W/exp.L.h"
+fi
+
+if want tunnel; then
+  m=$(grep -c '"event":"migrate"' "$W/L.events" || true)
+  # child migrate x2 + xfrmctl migrate x1, 3 policies each
+  [ "$m" -ge 9 ] || fail "monitor saw $m migrate events, expected >= 9"
+  echo "  xfrmctl monitor saw $m MIGRATE events in L"
+fi
+
 if want negative && want tunnel; then
 "$X" -n R sa flush
 if ip netns exec L ping -q -c 1 -W 1 -I 10.1.0.1 10.2.0.1 >/dev/null 2>&1; then
   fail "ping worked without SAs"
 fi
-ts "step 7: negative check ok (R's SAs flushed -> no traffic)"
+ts "step 8: negative check ok (R's SAs flushed -> no traffic)"
 fi
 for h in "$W"/*.L.h; do [ -e "$h" ] && "$X" -n L child delete --handle "$h" 2>/dev/null || true; done
 echo "IPSEC-ESP-OK ($STEPS)"
