@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# tests/run.sh: the project's whole test suite, on a fresh machine of the
+# project's kind, as root. It installs the system packages the tests use
+# (Debian), then runs every Rust test of the workspace (including the ones
+# `cargo test` skips by default because they need root, namespaces,
+# NetworkManager or strongSwan), then the real-ESP scenarios in a VM booting
+# Debian's stock kernel (tests/vm/run.sh).
+#
+#   tests/run.sh            everything
+#   SKIP_VM=1 tests/run.sh  everything but the VM scenarios
+#
+# Tests make their own network namespaces, buses and VMs and remove them;
+# they never touch the host's interfaces, routes or XFRM state.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tests/run.sh: run as root (the tests create network namespaces)" >&2
+  exit 2
+fi
+
+packages=(
+  iproute2 iputils-ping util-linux procps     # namespaces, veth, setpriv
+  network-manager dbus dbus-bin               # real NetworkManager on a private bus
+  python3-dbusmock python3-dbus python3-gi libglib2.0-bin   # NM Wi-Fi mock
+  strongswan-charon strongswan-swanctl        # the IKEv2 peer for interop
+  libstrongswan-standard-plugins libcharon-extra-plugins
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# charon must not run as a system service here: the tests start their own.
+systemctl disable --now strongswan-starter strongswan 2>/dev/null || true
+
+echo "== cargo test --workspace (all tests, including root-only ones)"
+cargo test --workspace -- --include-ignored
+
+if [ -z "${SKIP_VM:-}" ]; then
+  for scenario in ipsec-esp; do
+    echo "== VM scenario: $scenario"
+    tests/vm/run.sh "$scenario"
+  done
+fi
+echo "== all tests passed"
