@@ -16,12 +16,25 @@ use sim::{LinkModel, Sim, configs, ip};
 const IKE_1: &str = "aes256gcm16-prfsha256-x25519";
 const IKE_2: &str = "aes128gcm16-prfsha384-ecp384";
 
+/// On a lossy link, enough retransmissions that an exchange practically
+/// never fails from loss alone ((1 - 0.85²)^11 ≈ 1e-6): the tests are about
+/// protocol convergence, DPD has its own test.
+fn patient(cfg: &mut mobike_agent::engine::EndpointConfig, link: &LinkModel) {
+    if link.loss_per_mille > 0 {
+        for c in &mut cfg.connections {
+            c.timers.retransmit_tries = 10;
+        }
+    }
+}
+
 fn up(seed: u64, link: LinkModel) -> Sim {
-    let (a, b) = configs(IKE_1, "aes256gcm16");
+    let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+    patient(&mut a, &link);
+    patient(&mut b, &link);
     let mut s = Sim::new(a, b, seed, link);
     s.initiate();
     assert!(
-        s.run_until(Duration::from_secs(120), Sim::both_established),
+        s.run_until(Duration::from_secs(900), Sim::both_established),
         "seed {seed}: SAs did not come up"
     );
     s
@@ -48,7 +61,7 @@ fn delete_everything(s: &mut Sim) {
         .handle_command(s.now, Command::DeleteAll)
         .expect("delete");
     assert!(
-        s.run_until(Duration::from_secs(120), |s| s
+        s.run_until(Duration::from_secs(900), |s| s
             .nodes
             .iter()
             .all(sim::Node::is_clean)),
@@ -90,7 +103,7 @@ fn sas_come_up_and_child_keys_mirror_each_other() {
 
 #[test]
 fn sas_come_up_despite_loss_duplication_and_reordering() {
-    for seed in 0..25 {
+    for seed in sim::seeds(25) {
         let mut s = up(seed, LinkModel::lossy());
         assert!(s.children_pair_up(), "seed {seed}");
         delete_everything(&mut s);
@@ -100,7 +113,7 @@ fn sas_come_up_despite_loss_duplication_and_reordering() {
 #[test]
 fn duplicated_requests_are_answered_from_the_response_cache() {
     let mut replayed = 0;
-    for seed in 0..10 {
+    for seed in sim::seeds(10) {
         let link = LinkModel {
             dup_per_mille: 500,
             ..LinkModel::clean()
@@ -383,7 +396,7 @@ fn child_sa_rekey_with_pfs_uses_a_fresh_key_exchange() {
 #[test]
 fn periodic_child_rekeys_from_both_sides_converge_even_when_they_collide() {
     let mut collisions = 0;
-    for seed in 0..10 {
+    for seed in sim::seeds(10) {
         let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
         // B's CHILD_SA comes up one latency before A's; a lifetime longer
         // by a bit more than that makes the rekeys cross in flight. The
@@ -429,12 +442,15 @@ fn periodic_child_rekeys_from_both_sides_converge_even_when_they_collide() {
 
 #[test]
 fn periodic_ike_and_child_rekeys_together_keep_one_ike_sa_and_one_child() {
-    for seed in 0..10 {
+    let mut collisions = 0;
+    for seed in sim::seeds(10) {
         let (mut a, mut b) = configs(IKE_2, "chacha20poly1305");
         for c in [&mut a, &mut b] {
             c.connections[0].children[0].rekey_time = Some(Duration::from_secs(45));
             c.connections[0].timers.ike_rekey_time = Some(Duration::from_secs(70));
         }
+        patient(&mut a, &LinkModel::lossy());
+        patient(&mut b, &LinkModel::lossy());
         let mut s = Sim::new(a, b, seed, LinkModel::lossy());
         s.initiate();
         assert!(
@@ -451,9 +467,11 @@ fn periodic_ike_and_child_rekeys_together_keep_one_ike_sa_and_one_child() {
                 && n.kernel.len() == 1
                 && n.ep.ike_sas()[0].children.len() == 1)
                 && s.children_pair_up()),
-            "seed {seed}: {:?} / {:?}",
+            "seed {seed}: {:?} / {:?}\nA: {:#?}\nB: {:#?}",
             s.nodes[0].ep.ike_sas(),
-            s.nodes[1].ep.ike_sas()
+            s.nodes[1].ep.ike_sas(),
+            s.nodes[0].events,
+            s.nodes[1].events
         );
         let rekeyed = |n: usize| {
             s.nodes[n]
@@ -462,14 +480,18 @@ fn periodic_ike_and_child_rekeys_together_keep_one_ike_sa_and_one_child() {
                 .filter(|e| matches!(e, Event::IkeSaRekeyed { .. }))
                 .count()
         };
+        // Crossing rekeys (§2.8.2) add an event on the winning side, so the
+        // counts need not be equal.
         assert!(
-            rekeyed(0) >= 3 && rekeyed(0) == rekeyed(1),
+            rekeyed(0) >= 3 && rekeyed(1) >= 3,
             "seed {seed}: {} vs {}",
             rekeyed(0),
             rekeyed(1)
         );
+        collisions += s.nodes[0].ep.stats().ike_rekey_collisions;
         delete_everything(&mut s);
     }
+    assert!(collisions > 0, "equal IKE lifetimes must make rekeys cross");
 }
 
 #[test]
@@ -540,14 +562,17 @@ fn ike_sa_rekey_moves_children_and_restarts_message_ids() {
 
 #[test]
 fn simultaneous_ike_sa_rekeys_leave_exactly_one_ike_sa() {
-    for seed in 0..8 {
-        let mut s = up(
-            seed,
+    let mut collisions = 0;
+    for seed in sim::seeds(16) {
+        let link = if seed % 2 == 0 {
             LinkModel {
                 latency: Duration::from_millis(40),
                 ..LinkModel::clean()
-            },
-        );
+            }
+        } else {
+            LinkModel::lossy()
+        };
+        let mut s = up(seed, link);
         let (a, b) = (sa_id(&s, 0), sa_id(&s, 1));
         s.nodes[0]
             .ep
@@ -558,20 +583,42 @@ fn simultaneous_ike_sa_rekeys_leave_exactly_one_ike_sa() {
             .handle_command(s.now, Command::RekeyIkeSa(b))
             .unwrap();
         assert!(
-            s.run_until(Duration::from_secs(120), |s| s.nodes.iter().all(|n| n
+            s.run_until(Duration::from_secs(200), |s| s.nodes.iter().all(|n| n
                 .ep
                 .ike_sa_count()
                 == 1
                 && n.established() == 1
                 && n.ep.ike_sas()[0].children.len() == 1)
-                && sa_id(s, 0) != a),
+                && sa_id(s, 0) != a
+                && sa_id(s, 1) != b),
             "seed {seed}: {:?} / {:?}",
             s.nodes[0].ep.ike_sas(),
             s.nodes[1].ep.ike_sas()
         );
-        assert!(s.children_pair_up());
+        assert!(s.children_pair_up(), "seed {seed}");
+        assert!(
+            s.nodes.iter().all(|n| n.kernel.len() == 1),
+            "seed {seed}: CHILD_SAs survive"
+        );
+        // The surviving IKE SAs are the same SA on both ends: a liveness
+        // check goes through.
+        let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+        let sa = sa_id(&s, 0);
+        s.nodes[0]
+            .ep
+            .handle_command(s.now, Command::Dpd(sa))
+            .unwrap();
+        assert!(
+            s.run_until(Duration::from_secs(120), |s| s.nodes[1].ep.ike_sas()[0]
+                .next_peer_request_id
+                > before),
+            "seed {seed}"
+        );
+        collisions +=
+            s.nodes[0].ep.stats().ike_rekey_collisions + s.nodes[1].ep.stats().ike_rekey_collisions;
         delete_everything(&mut s);
     }
+    assert!(collisions > 0, "crossing rekeys must go through §2.8.2");
 }
 
 #[test]

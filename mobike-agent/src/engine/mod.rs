@@ -324,6 +324,8 @@ pub struct Stats {
     pub keepalives_received: u64,
     /// Simultaneous CHILD_SA rekeys resolved by the nonce rule (§2.8.1).
     pub rekey_collisions: u64,
+    /// Simultaneous IKE SA rekeys resolved by the nonce rule (§2.8.2).
+    pub ike_rekey_collisions: u64,
 }
 
 /// Output queues, shared by all SAs.
@@ -339,6 +341,7 @@ struct Outputs {
 pub struct Endpoint {
     config: EndpointConfig,
     rng: SystemRandom,
+    entropy: Box<dyn Entropy>,
     sas: BTreeMap<SaId, sa::IkeSa>,
     /// Responder SAs by the (peer, SPIi) of their IKE_SA_INIT, to recognise
     /// retransmitted or duplicated IKE_SA_INIT requests (§2.1).
@@ -354,10 +357,12 @@ struct Ctx<'a> {
     now: Instant,
     config: &'a EndpointConfig,
     rng: &'a SystemRandom,
+    entropy: &'a mut dyn Entropy,
     out: &'a mut Outputs,
     stats: &'a mut Stats,
     next_reqid: &'a mut u32,
     new_sas: Vec<sa::IkeSa>,
+    sa_ops: Vec<sa::SaOp>,
 }
 
 impl Ctx<'_> {
@@ -383,13 +388,12 @@ impl Ctx<'_> {
         self.out.kernel.push_back(k);
     }
 
-    fn random<const N: usize>(&self) -> Option<[u8; N]> {
+    fn random<const N: usize>(&mut self) -> Option<[u8; N]> {
         let mut b = [0u8; N];
-        self.rng.fill(&mut b).ok()?;
-        Some(b)
+        self.entropy.fill(&mut b).then_some(b)
     }
 
-    fn spi64(&self) -> Option<u64> {
+    fn spi64(&mut self) -> Option<u64> {
         loop {
             let v = u64::from_be_bytes(self.random::<8>()?);
             if v != 0 {
@@ -398,7 +402,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn spi32(&self) -> Option<u32> {
+    fn spi32(&mut self) -> Option<u32> {
         loop {
             // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
             let v = u32::from_be_bytes(self.random::<4>()?);
@@ -414,16 +418,51 @@ impl Ctx<'_> {
     }
 }
 
+/// Where SPIs, nonces and the cookie secret come from. The default is the
+/// system generator; a simulator can make runs reproducible with a seeded
+/// source (ring's DH keys stay random, which changes key bytes but never
+/// the course of an exchange).
+pub trait Entropy: std::fmt::Debug + Send {
+    /// Fills `buf`; false if no randomness is available.
+    fn fill(&mut self, buf: &mut [u8]) -> bool;
+}
+
+/// [`Entropy`] from the operating system (ring's `SystemRandom`).
+#[derive(Debug)]
+pub struct SystemEntropy(SystemRandom);
+
+impl Default for SystemEntropy {
+    fn default() -> Self {
+        SystemEntropy(SystemRandom::new())
+    }
+}
+
+impl Entropy for SystemEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        self.0.fill(buf).is_ok()
+    }
+}
+
 impl Endpoint {
     /// A new endpoint with no SAs.
     pub fn new(config: EndpointConfig) -> Result<Self, CommandError> {
-        let rng = SystemRandom::new();
+        Self::with_entropy(config, Box::new(SystemEntropy::default()))
+    }
+
+    /// A new endpoint drawing SPIs, nonces and its cookie secret from
+    /// `entropy`.
+    pub fn with_entropy(
+        config: EndpointConfig,
+        mut entropy: Box<dyn Entropy>,
+    ) -> Result<Self, CommandError> {
         let mut cookie_secret = [0u8; 32];
-        rng.fill(&mut cookie_secret)
-            .map_err(|_| CommandError::Random)?;
+        if !entropy.fill(&mut cookie_secret) {
+            return Err(CommandError::Random);
+        }
         Ok(Endpoint {
             config,
-            rng,
+            rng: SystemRandom::new(),
+            entropy,
             sas: BTreeMap::new(),
             init_index: HashMap::new(),
             cookie_secret,
@@ -494,18 +533,67 @@ impl Endpoint {
             now,
             config: &self.config,
             rng: &self.rng,
+            entropy: self.entropy.as_mut(),
             out: &mut self.out,
             stats: &mut self.stats,
             next_reqid: &mut self.next_reqid,
             new_sas: Vec::new(),
+            sa_ops: Vec::new(),
         };
         let r = f(&mut sa, &mut ctx);
         let new_sas = std::mem::take(&mut ctx.new_sas);
+        let ops = std::mem::take(&mut ctx.sa_ops);
         self.put_back(sa);
         for n in new_sas {
             self.put_back(n);
         }
+        self.apply_sa_ops(now, ops);
         Some(r)
+    }
+
+    /// Cross-SA work of §2.8.2 (simultaneous IKE SA rekey).
+    fn apply_sa_ops(&mut self, now: Instant, ops: Vec<sa::SaOp>) {
+        let linger = self.config.half_open_timeout;
+        for op in ops {
+            match op {
+                sa::SaOp::HandOff { to, children } => match self.sas.get_mut(&to) {
+                    Some(t) => {
+                        t.adopt_children(children);
+                        self.with_sa(now, to, |s, ctx| s.kick(ctx));
+                    }
+                    None => tracing::warn!(
+                        to,
+                        lost = children.len(),
+                        "CHILD_SA hand-off to a vanished IKE SA"
+                    ),
+                },
+                sa::SaOp::MoveChildren { from, to } => {
+                    let children = match self.sas.get_mut(&from) {
+                        Some(f) => f.surrender_children(now, linger),
+                        None => continue,
+                    };
+                    match self.sas.get_mut(&to) {
+                        Some(t) => {
+                            t.adopt_children(children);
+                            self.with_sa(now, to, |s, ctx| s.kick(ctx));
+                        }
+                        None => tracing::warn!(
+                            to,
+                            lost = children.len(),
+                            "CHILD_SA move to a vanished IKE SA"
+                        ),
+                    }
+                }
+                sa::SaOp::Delete(id) => {
+                    self.with_sa(now, id, |s, ctx| s.delete(ctx));
+                }
+                sa::SaOp::ClearCollision(id) => {
+                    if let Some(s) = self.sas.get_mut(&id) {
+                        s.clear_collision();
+                    }
+                }
+            }
+        }
     }
 
     fn put_back(&mut self, sa: sa::IkeSa) {
@@ -543,10 +631,12 @@ impl Endpoint {
                     now,
                     config: &self.config,
                     rng: &self.rng,
+                    entropy: self.entropy.as_mut(),
                     out: &mut self.out,
                     stats: &mut self.stats,
                     next_reqid: &mut self.next_reqid,
                     new_sas: Vec::new(),
+                    sa_ops: Vec::new(),
                 };
                 let sa = sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote })
                     .ok_or(CommandError::Random)?;
@@ -665,10 +755,12 @@ impl Endpoint {
             now,
             config: &self.config,
             rng: &self.rng,
+            entropy: self.entropy.as_mut(),
             out: &mut self.out,
             stats: &mut self.stats,
             next_reqid: &mut self.next_reqid,
             new_sas: Vec::new(),
+            sa_ops: Vec::new(),
         };
         if let Some(sa) =
             sa::IkeSa::respond_init(&mut ctx, path, bytes, &msg, half_open, &cookie_secret)

@@ -62,8 +62,9 @@ enum ChildState {
     Deleting,
 }
 
+/// A CHILD_SA as the IKE SA tracks it (keys live only in the kernel).
 #[derive(Debug)]
-struct Child {
+pub(super) struct Child {
     cfg: usize,
     reqid: u32,
     inbound_spi: u32,
@@ -167,7 +168,28 @@ pub(super) struct IkeSa {
     rekey_at: Option<Instant>,
     keepalive_at: Option<Instant>,
     half_open_peer: Option<(SocketAddr, u64)>,
+    /// Set on an IKE SA we created by answering the peer's rekey while our
+    /// own rekey of the same SA was in flight (§2.8.2): the old SA.
+    collision_parent: Option<SaId>,
+    /// On an old SA: the IKE SA made by answering the peer's rekey and the
+    /// lowest nonce of that exchange, for §2.8.2.
+    peer_rekey: Option<(SaId, Vec<u8>)>,
+    /// A Delete was asked for; it survives a rekey that was in flight.
+    delete_requested: bool,
     dead: bool,
+}
+
+/// Work on other IKE SAs that an SA asks the endpoint to do (§2.8.2).
+#[derive(Debug)]
+pub(super) enum SaOp {
+    /// Give these CHILD_SAs to that IKE SA.
+    HandOff { to: SaId, children: Vec<Child> },
+    /// Move all CHILD_SAs of `from` to `to`; `from` becomes redundant.
+    MoveChildren { from: SaId, to: SaId },
+    /// The collision is over: this SA is a normal IKE SA now.
+    ClearCollision(SaId),
+    /// Delete this IKE SA (a Delete asked for on its predecessor).
+    Delete(SaId),
 }
 
 fn find<'a, T>(payloads: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
@@ -297,6 +319,9 @@ impl IkeSa {
             rekey_at: None,
             keepalive_at: None,
             half_open_peer: None,
+            collision_parent: None,
+            peer_rekey: None,
+            delete_requested: false,
             dead: false,
         }
     }
@@ -317,6 +342,46 @@ impl IkeSa {
 
     pub(super) fn is_half_open(&self) -> bool {
         self.state == State::InitReplied
+    }
+
+    /// Gives up all CHILD_SAs and becomes a redundant SA that waits for its
+    /// Delete (§2.8.2).
+    pub(super) fn surrender_children(&mut self, now: Instant, linger: Duration) -> Vec<Child> {
+        self.state = State::Rekeyed;
+        self.queue.clear();
+        self.rekey_at = None;
+        self.collision_parent = None;
+        self.expires = Some(now + linger);
+        std::mem::take(&mut self.children)
+    }
+
+    /// Takes over CHILD_SAs from another IKE SA; replaced ones are deleted
+    /// again from here (see `move_children`). Call [`IkeSa::kick`] after.
+    pub(super) fn adopt_children(&mut self, children: Vec<Child>) {
+        let mut stale = Vec::new();
+        for mut c in children {
+            match c.state {
+                ChildState::Rekeying => c.state = ChildState::Installed,
+                ChildState::Rekeyed | ChildState::Deleting => {
+                    c.state = ChildState::Rekeyed;
+                    stale.push(c.inbound_spi);
+                }
+                ChildState::Installed => {}
+            }
+            self.children.push(c);
+        }
+        if !stale.is_empty() {
+            self.queue.push_back(Pending::DeleteChild(stale));
+        }
+    }
+
+    /// Starts queued requests.
+    pub(super) fn kick(&mut self, ctx: &mut Ctx<'_>) {
+        self.start_next_request(ctx);
+    }
+
+    pub(super) fn clear_collision(&mut self) {
+        self.collision_parent = None;
     }
 
     pub(super) fn info(&self, config: &super::EndpointConfig) -> IkeSaInfo {
@@ -497,6 +562,9 @@ impl IkeSa {
     }
 
     fn destroy(&mut self, ctx: &mut Ctx<'_>, reason: DeleteReason) {
+        if let Some((theirs, _)) = self.peer_rekey.take() {
+            ctx.sa_ops.push(SaOp::ClearCollision(theirs));
+        }
         let spis: Vec<u32> = self.children.iter().map(|c| c.inbound_spi).collect();
         for spi in spis {
             self.remove_child(ctx, spi);
@@ -514,6 +582,7 @@ impl IkeSa {
     pub(super) fn delete(&mut self, ctx: &mut Ctx<'_>) {
         match self.state {
             State::Established => {
+                self.delete_requested = true;
                 self.queue.clear();
                 self.queue.push_back(Pending::DeleteIke);
                 self.start_next_request(ctx);
@@ -1538,7 +1607,9 @@ impl IkeSa {
                     .iter_mut()
                     .find(|c| c.inbound_spi == old && c.state == ChildState::Rekeying)
             {
-                // Keep the old CHILD_SA and try again later.
+                // Keep the old CHILD_SA and try again later. Even after
+                // CHILD_SA_NOT_FOUND: the peer may simply not have seen the
+                // answer to the exchange that created it yet.
                 c.state = ChildState::Installed;
                 c.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
             }
@@ -1550,10 +1621,6 @@ impl IkeSa {
         };
         if let Some(err) = first_error(p) {
             fail(ctx, self, err);
-            if let (NotifyType::CHILD_SA_NOT_FOUND, Some(old)) = (err, offer.rekey_of) {
-                // §2.25: the peer no longer has it; neither should we.
-                self.remove_child(ctx, old);
-            }
             return;
         }
         let child_cfg = &conn.children[offer.cfg];
@@ -2002,6 +2069,16 @@ impl IkeSa {
             .collect();
         if deletes.iter().any(|d| d.protocol == ProtocolId::IKE) {
             self.respond(ctx, ExchangeType::INFORMATIONAL, id, &[]);
+            if let Some(parent) = self.collision_parent.take() {
+                // §2.8.2: the peer found this SA redundant before our own
+                // rekey finished; our rekey's SA gets the CHILD_SAs.
+                let children = std::mem::take(&mut self.children);
+                ctx.sa_ops.push(SaOp::HandOff {
+                    to: parent,
+                    children,
+                });
+                self.state = State::Rekeyed;
+            }
             let reason = if self.state == State::Rekeyed {
                 DeleteReason::Rekeyed
             } else {
@@ -2157,13 +2234,12 @@ impl IkeSa {
         n
     }
 
+    /// Moves the CHILD_SAs to the rekeyed IKE SA. Deletes that were queued
+    /// or in flight on the old SA are lost with it, so replaced CHILD_SAs
+    /// are deleted again from the new one (deleting twice is harmless: the
+    /// second Delete gets an empty answer).
     fn move_children(&mut self, new: &mut IkeSa) {
-        for mut c in self.children.drain(..) {
-            if c.state == ChildState::Rekeying {
-                c.state = ChildState::Installed;
-            }
-            new.children.push(c);
-        }
+        new.adopt_children(std::mem::take(&mut self.children));
     }
 
     fn respond_ike_rekey(
@@ -2175,33 +2251,19 @@ impl IkeSa {
         nr: Vec<u8>,
     ) {
         let conn = self.conn(ctx);
-        // §2.25.2: not while one of our CHILD_SA exchanges is in flight.
-        if matches!(
-            self.outstanding,
-            Some(Outstanding {
-                request: Some(Request::CreateChild(_) | Request::DeleteChild(_)),
-                ..
-            })
-        ) {
+        // §2.25.2: not while one of our CHILD_SA exchanges is in flight,
+        // nor when we are about to delete the SA.
+        if self.delete_requested
+            || matches!(
+                self.outstanding,
+                Some(Outstanding {
+                    request: Some(Request::CreateChild(_) | Request::DeleteChild(_)),
+                    ..
+                })
+            )
+        {
             let n = notify(NotifyType::TEMPORARY_FAILURE, vec![]);
             self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
-            return;
-        }
-        // Collision (§2.8.2): if we are rekeying too, the rekey with the
-        // higher initiator nonce goes ahead and the other is refused; both
-        // ends apply the same rule, so exactly one new IKE SA results.
-        if let Some(Outstanding {
-            request: Some(Request::RekeyIke(ours)),
-            ..
-        }) = &self.outstanding
-            && ours.nonce > ni
-        {
-            self.respond(
-                ctx,
-                ExchangeType::CREATE_CHILD_SA,
-                id,
-                &[notify(NotifyType::TEMPORARY_FAILURE, vec![])],
-            );
             return;
         }
         let (Some(props), Some(ke)) = (sa_of(p), ke_of(p)) else {
@@ -2269,6 +2331,7 @@ impl IkeSa {
         ) else {
             return;
         };
+        let exchange_min_nonce = min_nonce(&ni, &nr);
         let payloads = vec![
             Payload::Sa(vec![proposal::ike_suite_to_wire(
                 suite,
@@ -2284,6 +2347,17 @@ impl IkeSa {
         self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &payloads);
         let mut new = self.rekeyed_sa(ctx, false, peer_spi, spi, keys, suite);
         self.move_children(&mut new);
+        if matches!(
+            self.outstanding,
+            Some(Outstanding {
+                request: Some(Request::RekeyIke(_)),
+                ..
+            })
+        ) {
+            // Simultaneous rekey (§2.8.2): settled when our own answer comes.
+            new.collision_parent = Some(self.id);
+            self.peer_rekey = Some((new.id, exchange_min_nonce));
+        }
         info!(old = self.id, new = new.id, "IKE SA rekeyed by the peer");
         ctx.event(Event::IkeSaRekeyed {
             old: self.id,
@@ -2294,6 +2368,7 @@ impl IkeSa {
         self.rekey_at = None;
         // The peer deletes this SA; don't wait for ever.
         self.expires = Some(ctx.now + ctx.config.half_open_timeout);
+        new.start_next_request(ctx);
         ctx.new_sas.push(new);
     }
 
@@ -2301,6 +2376,10 @@ impl IkeSa {
         let conn = self.conn(ctx);
         if let Some(err) = first_error(p) {
             warn!(sa = self.id, notify = ?err, "IKE SA rekey refused");
+            if let Some((theirs, _)) = self.peer_rekey.take() {
+                // Only the peer's rekey happened: no collision after all.
+                ctx.sa_ops.push(SaOp::ClearCollision(theirs));
+            }
             // Try again later (TEMPORARY_FAILURE after a collision, ...).
             self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
             return;
@@ -2344,15 +2423,68 @@ impl IkeSa {
         };
         let mut new = self.rekeyed_sa(ctx, true, offer.spi, peer_spi, keys, suite);
         self.move_children(&mut new);
+        if let Some((theirs, theirs_min)) = self.peer_rekey.take() {
+            // §2.8.2: both ends rekeyed; the new SA made with the lowest of
+            // the four nonces is deleted by its creator, and the creator of
+            // the other deletes the old SA.
+            ctx.stats.ike_rekey_collisions += 1;
+            if min_nonce(&offer.nonce, &nr) < theirs_min {
+                info!(
+                    old = self.id,
+                    redundant = new.id,
+                    "IKE SA rekey collision lost"
+                );
+                ctx.sa_ops.push(SaOp::ClearCollision(theirs));
+                if self.delete_requested {
+                    ctx.sa_ops.push(SaOp::Delete(theirs));
+                }
+                new.state = State::Rekeyed;
+                new.expires = Some(ctx.now + ctx.config.half_open_timeout);
+                new.queue.push_back(Pending::DeleteIke);
+                new.start_next_request(ctx);
+                ctx.new_sas.push(new);
+                return;
+            }
+            info!(
+                old = self.id,
+                new = new.id,
+                redundant = theirs,
+                "IKE SA rekey collision won"
+            );
+            ctx.sa_ops.push(SaOp::MoveChildren {
+                from: theirs,
+                to: new.id,
+            });
+            if self.delete_requested {
+                ctx.sa_ops.push(SaOp::Delete(new.id));
+            }
+            ctx.event(Event::IkeSaRekeyed {
+                old: theirs,
+                new: new.id,
+            });
+            self.queue.clear();
+            self.state = State::Rekeyed;
+            self.expires = Some(ctx.now + ctx.config.half_open_timeout);
+            self.queue.push_back(Pending::DeleteIke);
+            new.start_next_request(ctx);
+            ctx.new_sas.push(new);
+            return;
+        }
         info!(old = self.id, new = new.id, "IKE SA rekeyed");
         ctx.event(Event::IkeSaRekeyed {
             old: self.id,
             new: new.id,
         });
-        // Delete the old SA (§1.3.2); its CHILD_SAs already moved.
+        if self.delete_requested {
+            ctx.sa_ops.push(SaOp::Delete(new.id));
+        }
+        // Delete the old SA (§1.3.2); its CHILD_SAs already moved. If the
+        // answer never comes, forget it after a while anyway.
         self.queue.clear();
         self.state = State::Rekeyed;
+        self.expires = Some(ctx.now + ctx.config.half_open_timeout);
         self.queue.push_back(Pending::DeleteIke);
+        new.start_next_request(ctx);
         ctx.new_sas.push(new);
     }
 }

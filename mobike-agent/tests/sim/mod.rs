@@ -15,7 +15,7 @@ use std::{
 
 use mobike_agent::{
     engine::{
-        ChildConfig, ChildSaInstall, ConnectionConfig, Endpoint, EndpointConfig, Event,
+        ChildConfig, ChildSaInstall, ConnectionConfig, Endpoint, EndpointConfig, Entropy, Event,
         KernelAction, Mode, Timers, Transmit, parse_identity, parse_ts,
     },
     proposal::{EspProposal, IkeProposal, parse_list},
@@ -42,6 +42,21 @@ impl Rng {
     }
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+/// Seeded SPIs and nonces, so a seed replays the same run (only the DH
+/// keys, and so the key bytes, differ between runs).
+#[derive(Debug)]
+pub struct SeededEntropy(pub Rng);
+
+impl Entropy for SeededEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.0.next().to_be_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        true
     }
 }
 
@@ -195,6 +210,18 @@ pub struct Sim {
     pub delivered: Vec<(usize, SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
+/// Seeds for a randomized test: `0..default`, or `MOBIKE_SIM_SEEDS=N`
+/// (`0..N`, soak runs) or `=A..B` (replay some).
+pub fn seeds(default: u64) -> std::ops::Range<u64> {
+    let v = std::env::var("MOBIKE_SIM_SEEDS").unwrap_or_default();
+    if let Some((a, b)) = v.split_once("..")
+        && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+    {
+        return a..b;
+    }
+    0..v.parse().unwrap_or(default)
+}
+
 pub const A_ADDR: &str = "192.0.2.1";
 pub const B_ADDR: &str = "192.0.2.2";
 
@@ -291,8 +318,14 @@ pub fn configs(ike: &str, esp: &str) -> (EndpointConfig, EndpointConfig) {
 impl Sim {
     pub fn new(a: EndpointConfig, b: EndpointConfig, seed: u64, link: LinkModel) -> Self {
         let start = Instant::now();
-        let node = |cfg, addr| Node {
-            ep: Endpoint::new(cfg).expect("endpoint"),
+        let node = |cfg, addr, n: u64| Node {
+            ep: Endpoint::with_entropy(
+                cfg,
+                Box::new(SeededEntropy(Rng::new(
+                    seed.wrapping_mul(1000).wrapping_add(n),
+                ))),
+            )
+            .expect("endpoint"),
             addr,
             events: Vec::new(),
             kernel: BTreeMap::new(),
@@ -305,7 +338,7 @@ impl Sim {
             rng: Rng::new(seed),
             link,
             nat: None,
-            nodes: [node(a, ip(A_ADDR)), node(b, ip(B_ADDR))],
+            nodes: [node(a, ip(A_ADDR), 1), node(b, ip(B_ADDR), 2)],
             flight: Vec::new(),
             seq: 0,
             delivered: Vec::new(),
