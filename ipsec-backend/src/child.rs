@@ -24,7 +24,7 @@ use crate::error::{Error, KernelError, NetlinkError};
 use crate::handle::{PolicyKey, SaKey, XfrmHandle};
 use crate::monitor::{ALL_GROUPS, XfrmEvent, XfrmMonitor};
 use crate::types::{
-    Crypto, Dir, Encap, Mark, MigrateEntry, MigrateSpec, Mode, OuterPair, PolicyInfo, PolicySpec,
+    Crypto, Dir, Encap, Mark, MigrateSpec, Mode, OuterPair, PairMove, PolicyInfo, PolicySpec,
     Prefix, Proto, SaInfo, SaSpec, Template, TrafficSelector,
 };
 
@@ -278,33 +278,18 @@ fn policy_specs(h: &ChildSaHandle, priority: u32) -> Vec<PolicySpec> {
 /// The MIGRATE calls that move `h` to `to`: one per policy direction, each
 /// carrying the SA that direction uses.
 fn migrate_specs(h: &ChildSaHandle, to: OuterPair, encap: Option<Encap>) -> Vec<MigrateSpec> {
-    h.policy_dirs()
-        .iter()
-        .map(|dir| {
-            let out = *dir == Dir::Out;
-            let (os, od, ns, nd) = if out {
-                (h.outer.local, h.outer.remote, to.local, to.remote)
-            } else {
-                (h.outer.remote, h.outer.local, to.remote, to.local)
-            };
-            MigrateSpec {
-                selector: h.policy_key(*dir).selector,
-                dir: *dir,
-                entries: vec![MigrateEntry {
-                    old_src: os,
-                    old_dst: od,
-                    new_src: ns,
-                    new_dst: nd,
-                    proto: Proto::Esp,
-                    mode: h.mode,
-                    reqid: h.reqid,
-                }],
-                kmaddress: None,
-                encap: encap.map(|e| if out { e } else { e.reversed() }),
-                if_id: h.if_id,
-            }
-        })
-        .collect()
+    PairMove {
+        selector: h.out_sel(),
+        from: h.outer,
+        to,
+        proto: Proto::Esp,
+        mode: h.mode,
+        reqid: h.reqid,
+        encap,
+        kmaddress: false,
+        if_id: h.if_id,
+    }
+    .specs(h.policy_dirs())
 }
 
 /// [`ChildSaBackend`] over the kernel's XFRM.

@@ -942,6 +942,78 @@ impl MigrateSpec {
     }
 }
 
+/// What moves when a CHILD_SA pair changes outer addresses: the selector
+/// and addresses from the outbound point of view (`selector` = local ->
+/// remote traffic), the proto/mode/reqid of its SAs and templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairMove {
+    /// Outbound selector.
+    pub selector: TrafficSelector,
+    /// Current outer pair.
+    pub from: OuterPair,
+    /// New outer pair.
+    pub to: OuterPair,
+    /// Protocol.
+    pub proto: Proto,
+    /// Mode.
+    pub mode: Mode,
+    /// Request id.
+    pub reqid: u32,
+    /// New UDP encapsulation, our view (`sport` = our port).
+    pub encap: Option<Encap>,
+    /// Send XFRMA_KMADDRESS (= the new pair).
+    pub kmaddress: bool,
+    /// Interface id of the policies.
+    pub if_id: Option<u32>,
+}
+
+impl PairMove {
+    /// One MIGRATE per policy direction in `dirs`: the out policy moves the
+    /// outbound SA (local -> remote), in and fwd move the inbound SA
+    /// (remote -> local) with the reversed selector and encapsulation.
+    pub fn specs(&self, dirs: &[Dir]) -> Vec<MigrateSpec> {
+        dirs.iter()
+            .map(|dir| {
+                let out = *dir == Dir::Out;
+                let (f, t) = if out {
+                    (self.from, self.to)
+                } else {
+                    (
+                        OuterPair {
+                            local: self.from.remote,
+                            remote: self.from.local,
+                        },
+                        OuterPair {
+                            local: self.to.remote,
+                            remote: self.to.local,
+                        },
+                    )
+                };
+                MigrateSpec {
+                    selector: if out {
+                        self.selector
+                    } else {
+                        self.selector.reversed()
+                    },
+                    dir: *dir,
+                    entries: vec![MigrateEntry {
+                        old_src: f.local,
+                        old_dst: f.remote,
+                        new_src: t.local,
+                        new_dst: t.remote,
+                        proto: self.proto,
+                        mode: self.mode,
+                        reqid: self.reqid,
+                    }],
+                    kmaddress: self.kmaddress.then_some(self.to),
+                    encap: self.encap.map(|e| if out { e } else { e.reversed() }),
+                    if_id: self.if_id,
+                }
+            })
+            .collect()
+    }
+}
+
 /// Address family helper for messages: `AF_INET`/`AF_INET6`.
 pub fn af(ip: &IpAddr) -> u16 {
     if ip.is_ipv4() { AF_INET } else { AF_INET6 }

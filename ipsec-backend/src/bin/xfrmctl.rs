@@ -13,7 +13,7 @@ use futures::StreamExt;
 use ipsec_backend::caps;
 use ipsec_backend::monitor::{ALL_GROUPS, XfrmMonitor};
 use ipsec_backend::types::{
-    Dir, Encap, MigrateEntry, MigrateSpec, Mode, OuterPair, Prefix, Proto, TrafficSelector,
+    Dir, Encap, MigrateSpec, Mode, OuterPair, PairMove, Prefix, Proto, TrafficSelector,
 };
 use ipsec_backend::{ChildSaBackend, ChildSaHandle, ChildSaSpec, KernelBackend, SaKey, XfrmHandle};
 
@@ -239,38 +239,24 @@ fn migrate_specs(a: &MigrateArgs) -> Result<Vec<MigrateSpec>> {
         "all" => vec![Dir::Out, Dir::In, Dir::Fwd],
         d => vec![d.parse().map_err(anyhow::Error::msg)?],
     };
-    let sel = TrafficSelector::new(a.sel_src, a.sel_dst);
-    let enc = encap(a.encap_sport, a.encap_dport);
-    Ok(dirs
-        .into_iter()
-        .map(|dir| {
-            let out = dir == Dir::Out;
-            let (os, od, ns, nd) = if out {
-                (a.old_src, a.old_dst, a.new_src, a.new_dst)
-            } else {
-                (a.old_dst, a.old_src, a.new_dst, a.new_src)
-            };
-            MigrateSpec {
-                selector: if out { sel } else { sel.reversed() },
-                dir,
-                entries: vec![MigrateEntry {
-                    old_src: os,
-                    old_dst: od,
-                    new_src: ns,
-                    new_dst: nd,
-                    proto: a.proto,
-                    mode: a.mode,
-                    reqid: a.reqid,
-                }],
-                kmaddress: a.kmaddress.then_some(OuterPair {
-                    local: a.new_src,
-                    remote: a.new_dst,
-                }),
-                encap: enc.map(|e| if out { e } else { e.reversed() }),
-                if_id: None,
-            }
-        })
-        .collect())
+    let mv = PairMove {
+        selector: TrafficSelector::new(a.sel_src, a.sel_dst),
+        from: OuterPair {
+            local: a.old_src,
+            remote: a.old_dst,
+        },
+        to: OuterPair {
+            local: a.new_src,
+            remote: a.new_dst,
+        },
+        proto: a.proto,
+        mode: a.mode,
+        reqid: a.reqid,
+        encap: encap(a.encap_sport, a.encap_dport),
+        kmaddress: a.kmaddress,
+        if_id: None,
+    };
+    Ok(mv.specs(&dirs))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -318,13 +304,15 @@ async fn run(cli: Cli) -> Result<()> {
                     print_json(&s)?;
                 } else {
                     println!(
-                        "src {} dst {} proto {} spi {:#010x} reqid {} mode {:?} {} bytes {} packets {}",
+                        "src {} dst {} proto {} spi {:#010x} reqid {} mode {} {} bytes {} packets {}",
                         opt(s.src),
                         opt(s.dst),
                         s.proto,
                         s.spi,
                         s.reqid,
-                        s.mode,
+                        s.mode
+                            .map(|m| format!("{m:?}").to_lowercase())
+                            .unwrap_or_default(),
                         s.algs.join("+"),
                         s.current.bytes,
                         s.current.packets
