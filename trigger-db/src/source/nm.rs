@@ -51,7 +51,10 @@ use std::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
-use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, Variant, fdo, message::Message};
+use zbus::{
+    Connection, MatchRule, MessageStream, OwnedObjectPath, Variant, fdo,
+    message::{Message, Sequence},
+};
 
 use self::{
     map::device_state,
@@ -76,6 +79,10 @@ const METHOD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnection backoff to the bus.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Reading NetworkManager again while it is not ready after appearing.
+const READ_RETRY_MIN: Duration = Duration::from_millis(50);
+const READ_RETRY_MAX: Duration = Duration::from_secs(1);
+const READ_RETRY_FOR: Duration = Duration::from_secs(15);
 /// Bad values logged at warn before the rest go to debug.
 const BAD_VALUES_WARNED: u64 = 10;
 
@@ -250,6 +257,7 @@ pub async fn run(
         synced: false,
         owner: None,
         absent_logged: false,
+        read_window: None,
     };
     let mut backoff = RETRY_MIN;
     let mut bus_down = false;
@@ -307,6 +315,10 @@ struct Actor {
     owner: Option<String>,
     /// Whether "NetworkManager is not running" was logged since it last ran.
     absent_logged: bool,
+    /// Receive positions of the bus replies just before and just after the
+    /// last full read: signals received before it are already reflected
+    /// in `known`; signals received during it may be.
+    read_window: Option<(Sequence, Sequence)>,
 }
 
 fn subscribe_err(what: &'static str) -> impl FnOnce(zbus::Error) -> Stop {
@@ -359,19 +371,22 @@ impl Actor {
             Err(e) => return Err(Stop::Bus(NmError::NameOwner(e))),
         }
 
+        // Signals before owner changes: NetworkManager's last signals are
+        // queued before the NameOwnerChanged that says it left, and are
+        // taken while it still counts as the owner.
         let shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Err(Stop::Shutdown),
-                m = owners.next() => match m {
-                    Some(Ok(msg)) => self.on_owner_changed(conn, &msg).await?,
-                    Some(Err(e)) => self.bad_value("NameOwnerChanged", "", &e.to_string()),
-                    None => return Err(Stop::Bus(NmError::BusClosed)),
-                },
                 m = signals.next() => match m {
                     Some(Ok(msg)) => self.on_signal(conn, &msg).await?,
                     Some(Err(e)) => self.bad_value("signal", "", &e.to_string()),
+                    None => return Err(Stop::Bus(NmError::BusClosed)),
+                },
+                m = owners.next() => match m {
+                    Some(Ok(msg)) => self.on_owner_changed(conn, &msg).await?,
+                    Some(Err(e)) => self.bad_value("NameOwnerChanged", "", &e.to_string()),
                     None => return Err(Stop::Bus(NmError::BusClosed)),
                 },
             }
@@ -421,24 +436,48 @@ impl Actor {
     async fn appeared(&mut self, conn: &Connection, owner: String) -> Result<(), Stop> {
         self.owner = Some(owner.clone());
         self.absent_logged = false;
-        let fresh = match self.read_all(conn).await {
-            Ok(s) => s,
-            Err((what, e)) => match failure(&e) {
-                Failure::Bus => {
-                    return Err(Stop::Bus(NmError::Read { what, source: e }));
+        // NetworkManager takes its name before it exports its objects:
+        // "no such object" right after it appeared means "not yet".
+        let mut delay = READ_RETRY_MIN;
+        let started = tokio::time::Instant::now();
+        let (fresh, begin, end) = loop {
+            let read = async {
+                let begin = barrier(conn).await.map_err(|e| ("bus".to_owned(), e))?;
+                let fresh = self.read_all(conn).await?;
+                let end = barrier(conn).await.map_err(|e| ("bus".to_owned(), e))?;
+                Ok::<_, (String, zbus::Error)>((fresh, begin, end))
+            };
+            let (what, e) = match read.await {
+                Ok(r) => break r,
+                Err(f) => f,
+            };
+            match failure(&e) {
+                Failure::Bus => return Err(Stop::Bus(NmError::Read { what, source: e })),
+                Failure::Missing if started.elapsed() < READ_RETRY_FOR => {
+                    debug!(owner, what, error = %e, "NetworkManager not ready yet; reading again");
                 }
-                // It went away again while being read, or answers nonsense:
-                // its signals and NameOwnerChanged tell the rest.
+                // Gone again or answering nonsense: its signals and
+                // NameOwnerChanged tell the rest.
                 _ => {
                     warn!(owner, what, error = %e, "cannot read NetworkManager's state; following its signals only");
                     return Ok(());
                 }
-            },
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(READ_RETRY_MAX);
         };
-        let version = proxy::manager::ManagerProxy::new(conn).await.ok();
-        let version = match version {
-            Some(m) => m.version().await.unwrap_or_default(),
-            None => String::new(),
+        self.read_window = Some((begin, end));
+        let version = match uncached::<proxy::manager::ManagerProxy<'_>>(
+            conn,
+            &OwnedObjectPath::from(zbus::ObjectPath::from_static_str_unchecked(NM_PATH)),
+        )
+        .await
+        {
+            Ok(m) => m.version().await.unwrap_or_default(),
+            Err(_) => String::new(),
         };
         NmStats::bump(&self.stats.resyncs);
         let triggers = resync_triggers(
@@ -473,15 +512,38 @@ impl Actor {
             .build()
             .await
             .map_err(err("manager"))?;
+        // Only GetDevices is required; the properties may be missing (an
+        // older or partial implementation) and then read as unknown.
+        let nm_state = match manager.state().await {
+            Ok(v) => v,
+            Err(e) => self.optional("State", NM_PATH, &e, 0),
+        };
+        let connectivity = match manager.connectivity().await {
+            Ok(v) => v,
+            Err(e) => self.optional("Connectivity", NM_PATH, &e, 0),
+        };
+        let primary = match manager.primary_connection().await {
+            Ok(p) => non_root(&p),
+            Err(e) => self.optional("PrimaryConnection", NM_PATH, &e, None),
+        };
         let mut snap = Snapshot {
-            nm_state: manager.state().await.map_err(err("State"))?,
-            connectivity: manager.connectivity().await.map_err(err("Connectivity"))?,
-            primary: non_root(
-                &manager
-                    .primary_connection()
-                    .await
-                    .map_err(err("PrimaryConnection"))?,
-            ),
+            nm_state: if map::nm_state_name(nm_state).is_some() {
+                nm_state
+            } else {
+                self.bad_value("State", NM_PATH, &format!("{nm_state} is no NMState"));
+                0
+            },
+            connectivity: if map::connectivity_name(connectivity).is_some() {
+                connectivity
+            } else {
+                self.bad_value(
+                    "Connectivity",
+                    NM_PATH,
+                    &format!("{connectivity} is no NMConnectivityState"),
+                );
+                0
+            },
+            primary,
             ..Default::default()
         };
         for path in manager.get_devices().await.map_err(err("devices"))? {
@@ -495,11 +557,11 @@ impl Actor {
                 Err(e) => debug!(device = %path, error = %e, "device vanished while being read"),
             }
         }
-        for path in manager
-            .active_connections()
-            .await
-            .map_err(err("ActiveConnections"))?
-        {
+        let active = match manager.active_connections().await {
+            Ok(a) => a,
+            Err(e) => self.optional("ActiveConnections", NM_PATH, &e, Vec::new()),
+        };
+        for path in active {
             match read_active(conn, &path).await {
                 Ok(a) => {
                     snap.active.insert(path.to_string(), a);
@@ -540,9 +602,21 @@ impl Actor {
             Ok((_, reason)) => reason,
             Err(e) => self.optional("StateReason", path.as_str(), &e, 0),
         };
+        // Ifindex is newer than NetworkManager 1.42; without it, the index
+        // of the IP interface (else the device's) in this process's network
+        // namespace, which is NetworkManager's when both run on the host.
         let index = match d.ifindex().await {
             Ok(i) => i,
-            Err(e) => self.optional("Ifindex", path.as_str(), &e, 0),
+            Err(e) => {
+                self.optional("Ifindex", path.as_str(), &e, 0);
+                let ip_iface = d.ip_interface().await.unwrap_or_default();
+                let by_name = if ip_iface.is_empty() {
+                    &name
+                } else {
+                    &ip_iface
+                };
+                ifindex_by_name(by_name)
+            }
         };
         let modem_caps = if device_type == map::device_type::MODEM {
             match uncached::<proxy::modem::ModemProxy<'_>>(conn, path).await {
@@ -640,6 +714,12 @@ impl Actor {
             return Ok(());
         }
         NmStats::bump(&self.stats.signals);
+        if let Some((begin, _)) = self.read_window
+            && msg.recv_position() < begin
+        {
+            debug!("signal older than the last full read; ignored");
+            return Ok(());
+        }
         let interface = header.interface().map(|i| i.as_str().to_owned());
         let member = header.member().map(|m| m.as_str().to_owned());
         let path = path_of(msg);
@@ -750,6 +830,19 @@ impl Actor {
             return Ok(Vec::new());
         };
         let before = dev.state;
+        if before != old
+            && let Some((_, end)) = self.read_window
+            && msg.recv_position() < end
+        {
+            debug!(
+                path,
+                before,
+                old,
+                new,
+                "device state signal from during the last full read, already reflected; ignored"
+            );
+            return Ok(Vec::new());
+        }
         if before != old {
             debug!(
                 path,
@@ -1163,6 +1256,31 @@ async fn read_active(conn: &Connection, path: &OwnedObjectPath) -> zbus::Result<
             .map(|p| p.to_string())
             .collect(),
     })
+}
+
+/// A round trip to the bus; the reply's receive position orders it among
+/// the signals received on `conn`.
+async fn barrier(conn: &Connection) -> zbus::Result<Sequence> {
+    let reply = conn
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus.Peer"),
+            "Ping",
+            &(),
+        )
+        .await?;
+    Ok(reply.recv_position())
+}
+
+/// The kernel's index of interface `name` in this network namespace; 0 if
+/// there is none.
+fn ifindex_by_name(name: &str) -> u32 {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return 0;
+    };
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 /// An object path, `None` for NetworkManager's "no object" ("/").

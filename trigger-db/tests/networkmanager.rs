@@ -1,0 +1,469 @@
+//! The daemon's NetworkManager source against NetworkManager itself: real
+//! NetworkManager 1.42 on a private system bus in a network namespace made
+//! for the test (a veth whose peer sits in a second namespace, so the test
+//! controls carrier), and python3-dbusmock's NetworkManager template for
+//! Wi-Fi (there is no Wi-Fi hardware to drive) and for values of the wrong
+//! type. The daemon runs outside the namespaces with rtnetlink off and
+//! finds the bus through `[sources.networkmanager] bus_address`; it never
+//! sees the host's bus or interfaces.
+//!
+//! Debian packages: dbus, dbus-bin (busctl is in systemd), network-manager,
+//! iproute2, util-linux, python3-dbusmock, python3-dbus, python3-gi.
+
+mod nm_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nm_support::{Bus, NetworkManager, NmMock, wait_for};
+use support::*;
+use trigger_proto::v1::{self as pb, subscribe_response::Item};
+use zbus::{ObjectPath, Variant};
+
+type Stream = tonic::Streaming<pb::SubscribeResponse>;
+
+const NM_SOURCE: i32 = pb::Source::Networkmanager as i32;
+
+fn config(bus_address: &str) -> String {
+    format!(
+        "[sources.rtnetlink]\nenabled = false\n\n\
+         [sources.networkmanager]\nbus_address = \"{bus_address}\"\n"
+    )
+}
+
+/// All networkmanager triggers from the first one stored on.
+async fn subscribe(d: &Daemon) -> Stream {
+    let mut c = d.client().await;
+    c.subscribe(pb::SubscribeRequest {
+        filter: Some(pb::TriggerFilter {
+            sources: vec![NM_SOURCE],
+            ..Default::default()
+        }),
+        resume_after_id: Some(0),
+        snapshot: false,
+    })
+    .await
+    .expect("subscribe")
+    .into_inner()
+}
+
+fn describe(t: &pb::Trigger) -> String {
+    format!(
+        "{:?} {} {:?}",
+        pb::TriggerType::try_from(t.r#type),
+        t.interface.as_ref().map(|i| i.name.as_str()).unwrap_or("-"),
+        t.reason.as_ref().map(|r| r.name.as_str())
+    )
+}
+
+/// Reads the stream until a trigger of `ty` (on `ifname`, if given)
+/// arrives; fails if none does within `within`. Every trigger must have
+/// source networkmanager.
+async fn expect(
+    s: &mut Stream,
+    ty: pb::TriggerType,
+    ifname: Option<&str>,
+    within: Duration,
+    log: &dyn Fn() -> String,
+) -> pb::Trigger {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, s.message()).await;
+        let Ok(Ok(Some(pb::SubscribeResponse {
+            item: Some(Item::Trigger(t)),
+        }))) = msg
+        else {
+            panic!(
+                "no {ty:?} on {ifname:?} within {within:?}; saw {seen:?}, then {msg:?}\n{}",
+                log()
+            );
+        };
+        assert_eq!(t.source, NM_SOURCE, "{t:?}");
+        let name = t.interface.as_ref().map(|i| i.name.as_str());
+        if t.r#type == ty as i32 && (ifname.is_none() || name == ifname) {
+            return t;
+        }
+        seen.push(describe(&t));
+    }
+}
+
+/// The next trigger, which must come within `within`.
+async fn next(s: &mut Stream, within: Duration) -> pb::Trigger {
+    match tokio::time::timeout(within, s.message()).await {
+        Ok(Ok(Some(pb::SubscribeResponse {
+            item: Some(Item::Trigger(t)),
+        }))) => t,
+        other => panic!("no trigger within {within:?}: {other:?}"),
+    }
+}
+
+fn resync_cause(t: &pb::Trigger) -> String {
+    match &t.detail {
+        Some(pb::trigger::Detail::Resync(r)) => r.cause.clone(),
+        other => panic!("resync without its detail: {other:?}"),
+    }
+}
+
+fn strength(t: &pb::Trigger) -> f64 {
+    let Some(pb::trigger::Detail::ParametersReport(r)) = &t.detail else {
+        panic!("no parameters report: {t:?}");
+    };
+    assert_eq!(r.parameters.len(), 1, "{r:?}");
+    let p = &r.parameters[0];
+    assert_eq!(p.r#type, pb::LinkParameterType::SignalStrength as i32);
+    assert_eq!(p.unit, pb::ParameterUnit::Percent as i32);
+    p.value
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_networkmanager_activation_carrier_and_restart_reach_subscribers() {
+    use pb::TriggerType as T;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start(dir.path());
+    let ns = Netns::new("nm");
+    let peer = Netns::new("nmpeer");
+    run(
+        "ip",
+        &[
+            "-n", &ns.name, "link", "add", "nmA", "type", "veth", "peer", "name", "nmB", "netns",
+            &peer.name,
+        ],
+    );
+    peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "nmB"]);
+    peer.ip(&["link", "set", "nmB", "up"]);
+    let ifindex = ns.ifindex("nmA");
+
+    // In NetworkManager's namespace: NetworkManager 1.42 has no Ifindex
+    // property, and the source looks the index up by name there.
+    let d = Daemon::start(dir.path(), Some(&ns), Some(&config(&bus.address)));
+    let mut s = subscribe(&d).await;
+    let mut nm = NetworkManager::start(&bus, &ns.name, &dir.path().join("nm"));
+    let nm_log = || nm_support_log(dir.path());
+
+    let t = expect(&mut s, T::Resync, None, LONG, &nm_log).await;
+    assert_eq!(resync_cause(&t), "nm-appeared");
+
+    // A static profile activates at once.
+    nm.nmcli(&[
+        "con",
+        "add",
+        "type",
+        "ethernet",
+        "ifname",
+        "nmA",
+        "con-name",
+        "t1",
+        "autoconnect",
+        "yes",
+        "ipv4.method",
+        "manual",
+        "ipv4.addresses",
+        "192.0.2.1/24",
+        "ipv6.method",
+        "disabled",
+    ]);
+    let up = expect(&mut s, T::LinkUp, Some("nmA"), LONG, &nm_log).await;
+    let iface = up.interface.as_ref().unwrap();
+    assert_eq!(iface.index, ifindex, "{up:?}\n{}", nm_log());
+    assert_eq!(iface.link_type, pb::LinkType::Ethernet as i32);
+    assert!(
+        up.origin
+            .starts_with("/org/freedesktop/NetworkManager/Devices/"),
+        "{up:?}"
+    );
+    let reason = up.reason.as_ref().unwrap();
+    assert_eq!(reason.space, pb::ReasonSpace::NmDevice as i32);
+    expect(&mut s, T::ConnEstablished, Some("nmA"), LONG, &nm_log).await;
+
+    // The peer loses carrier: NetworkManager deactivates (after its ~6 s
+    // carrier grace time) with reason CARRIER.
+    peer.ip(&["link", "set", "nmB", "down"]);
+    let down = expect(&mut s, T::LinkDown, Some("nmA"), LONG, &nm_log).await;
+    let reason = down.reason.as_ref().unwrap();
+    assert_eq!(reason.space, pb::ReasonSpace::NmDevice as i32);
+    assert_eq!(reason.code, 40, "{down:?}");
+    assert_eq!(reason.name, "NM_DEVICE_STATE_REASON_CARRIER");
+    let lost = expect(&mut s, T::ConnLost, Some("nmA"), LONG, &nm_log).await;
+    assert_eq!(lost.reason.as_ref().unwrap().code, 40);
+
+    // Carrier back: autoconnect activates again.
+    peer.ip(&["link", "set", "nmB", "up"]);
+    expect(&mut s, T::LinkUp, Some("nmA"), LONG, &nm_log).await;
+    expect(&mut s, T::ConnEstablished, Some("nmA"), LONG, &nm_log).await;
+
+    // NetworkManager stops and a new instance starts: the daemon keeps
+    // running, resynchronises and follows the new instance.
+    nm.stop();
+    let mut c = d.client().await;
+    c.stats(pb::StatsRequest::default())
+        .await
+        .expect("daemon answers while NetworkManager is away");
+    nm.restart(&bus);
+    let t = expect(&mut s, T::Resync, None, LONG, &nm_log).await;
+    assert_eq!(resync_cause(&t), "nm-appeared");
+    wait_for(LONG, "nmA activated by the new NetworkManager", || {
+        nm.device_state("nmA") == Some(100)
+    });
+    nm.nmcli(&["device", "disconnect", "nmA"]);
+    let down = expect(&mut s, T::LinkDown, Some("nmA"), LONG, &nm_log).await;
+    let reason = down.reason.as_ref().unwrap();
+    assert_eq!(
+        reason.name, "NM_DEVICE_STATE_REASON_USER_REQUESTED",
+        "{down:?}"
+    );
+    assert_eq!(reason.code, 39);
+
+    let log = d.log_text();
+    assert!(log.contains("NetworkManager left the bus"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+fn nm_support_log(dir: &std::path::Path) -> String {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    format!(
+        "--- daemon.log:\n{}\n--- nm.log (tail):\n{}",
+        read("daemon.log"),
+        read("nm/nm.log")
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+const NM: &str = "org.freedesktop.NetworkManager";
+const NM_PATH: &str = "/org/freedesktop/NetworkManager";
+const MOCK: &str = "org.freedesktop.DBus.Mock";
+const WIRELESS: &str = "org.freedesktop.NetworkManager.Device.Wireless";
+const AP_IFACE: &str = "org.freedesktop.NetworkManager.AccessPoint";
+const DEVICE: &str = "org.freedesktop.NetworkManager.Device";
+
+async fn mock_set(
+    conn: &zbus::Connection,
+    path: &str,
+    iface: &str,
+    name: &str,
+    value: Variant<'_>,
+) {
+    conn.call_method(
+        Some(NM),
+        NM_PATH,
+        Some(MOCK),
+        "SetProperty",
+        &(path, iface, name, value),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("SetProperty {path} {name}: {e}"));
+}
+
+async fn mock_emit(
+    conn: &zbus::Connection,
+    path: &str,
+    iface: &str,
+    name: &str,
+    signature: &str,
+    args: Vec<Variant<'_>>,
+) {
+    conn.call_method(
+        Some(NM),
+        path,
+        Some(MOCK),
+        "EmitSignal",
+        &(iface, name, signature, args),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("EmitSignal {path} {name}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wifi_strength_becomes_parameter_reports_and_bad_values_are_counted() {
+    use pb::TriggerType as T;
+    let dir = tempfile::tempdir().unwrap();
+    // The daemon first: neither the bus nor NetworkManager is there yet.
+    let d = Daemon::start(
+        dir.path(),
+        None,
+        Some(&config(&Bus::address_in(dir.path()))),
+    );
+    let log = || d.log_text();
+    let mut s = subscribe(&d).await;
+    let bus = Bus::start(dir.path());
+    let mut mock = NmMock::start(&bus, dir.path());
+    let t = expect(&mut s, T::Resync, None, LONG, &log).await;
+    assert_eq!(resync_cause(&t), "nm-appeared");
+
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .expect("connect to the private bus");
+    let call = |method: &'static str| (Some(NM), NM_PATH, Some(MOCK), method);
+
+    let (dest, path, iface, method) = call("AddWiFiDevice");
+    let dev: String = conn
+        .call_method(dest, path, iface, method, &("wlan0dev", "wlan0", 30i32))
+        .await
+        .expect("AddWiFiDevice")
+        .body()
+        .deserialize()
+        .unwrap();
+    let (dest, path, iface, method) = call("AddAccessPoint");
+    let ap: String = conn
+        .call_method(
+            dest,
+            path,
+            iface,
+            method,
+            &(
+                dev.as_str(),
+                "ap1",
+                "mobike",
+                "00:11:22:33:44:55",
+                2u32,
+                2412u32,
+                54000u32,
+                60u8,
+                0u32,
+            ),
+        )
+        .await
+        .expect("AddAccessPoint")
+        .body()
+        .deserialize()
+        .unwrap();
+    // The template's Wi-Fi device has no ActiveAccessPoint: add it, unset.
+    conn.call_method(
+        Some(NM),
+        dev.as_str(),
+        Some(MOCK),
+        "AddProperty",
+        &(
+            WIRELESS,
+            "ActiveAccessPoint",
+            Variant::from(ObjectPath::try_from("/").unwrap()),
+        ),
+    )
+    .await
+    .expect("AddProperty ActiveAccessPoint");
+
+    let (dest, path, iface, method) = call("SetDeviceActive");
+    conn.call_method(
+        dest,
+        path,
+        iface,
+        method,
+        &(
+            dev.as_str(),
+            "/org/freedesktop/NetworkManager/ActiveConnection/fake",
+        ),
+    )
+    .await
+    .expect("SetDeviceActive");
+    let up = expect(&mut s, T::LinkUp, Some("wlan0"), LONG, &log).await;
+    assert_eq!(
+        up.interface.as_ref().unwrap().link_type,
+        pb::LinkType::Ieee80211 as i32
+    );
+    assert_eq!(
+        up.interface.as_ref().unwrap().kind,
+        pb::InterfaceKind::Wlan as i32
+    );
+    expect(&mut s, T::ConnEstablished, Some("wlan0"), LONG, &log).await;
+
+    // Associating reports the access point's strength.
+    let ap_path = ObjectPath::try_from(ap.as_str()).unwrap();
+    mock_set(
+        &conn,
+        &dev,
+        WIRELESS,
+        "ActiveAccessPoint",
+        Variant::from(ap_path),
+    )
+    .await;
+    let t = expect(&mut s, T::LinkParametersReport, Some("wlan0"), LONG, &log).await;
+    assert_eq!(strength(&t), 60.0);
+    assert_eq!(
+        t.interface.as_ref().unwrap().link_type,
+        pb::LinkType::Ieee80211 as i32
+    );
+
+    // Strength changes of the active access point.
+    mock_set(&conn, &ap, AP_IFACE, "Strength", Variant::from(35u8)).await;
+    let t = next(&mut s, LONG).await;
+    assert_eq!(t.r#type, T::LinkParametersReport as i32, "{t:?}");
+    assert_eq!(t.interface.as_ref().unwrap().name, "wlan0");
+    assert_eq!(strength(&t), 35.0);
+
+    // Bad input: Strength of the wrong type and out of range, a device
+    // StateChanged with the wrong signature, one from an object that is
+    // no device. None makes a trigger; the next good value does.
+    mock_set(&conn, &ap, AP_IFACE, "Strength", Variant::from("strong")).await;
+    mock_set(&conn, &ap, AP_IFACE, "Strength", Variant::from(150u8)).await;
+    mock_emit(
+        &conn,
+        &dev,
+        DEVICE,
+        "StateChanged",
+        "ss",
+        vec![Variant::from("up"), Variant::from("down")],
+    )
+    .await;
+    mock_emit(
+        &conn,
+        NM_PATH,
+        DEVICE,
+        "StateChanged",
+        "uuu",
+        vec![
+            Variant::from(100u32),
+            Variant::from(30u32),
+            Variant::from(0u32),
+        ],
+    )
+    .await;
+    mock_set(&conn, &ap, AP_IFACE, "Strength", Variant::from(20u8)).await;
+    let t = next(&mut s, LONG).await;
+    assert_eq!(t.r#type, T::LinkParametersReport as i32, "{t:?}");
+    assert_eq!(strength(&t), 20.0);
+    let mut c = d.client().await;
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        stats.netlink_parse_errors >= 4,
+        "bad values not counted: {stats:?}\n{}",
+        d.log_text()
+    );
+    let text = d.log_text();
+    assert!(
+        text.contains("skipping an unexpected value from NetworkManager"),
+        "{text}"
+    );
+    assert!(text.contains("does not describe"), "{text}");
+
+    // The mock goes away and a fresh one (no devices) comes: a resync, and
+    // wlan0, which was up, is reported down as removed.
+    mock.stop();
+    let _mock = NmMock::start(&bus, dir.path());
+    let t = next(&mut s, LONG).await;
+    assert_eq!(t.r#type, T::Resync as i32, "{t:?}");
+    let down = next(&mut s, LONG).await;
+    assert_eq!(down.r#type, T::LinkDown as i32, "{down:?}");
+    assert_eq!(
+        down.reason.as_ref().unwrap().name,
+        "NM_DEVICE_STATE_REASON_REMOVED"
+    );
+    let text = d.log_text();
+    assert!(text.contains("D-Bus system bus unreachable"), "{text}");
+    assert!(text.contains("NetworkManager left the bus"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
