@@ -483,7 +483,7 @@ fn periodic_ike_and_child_rekeys_together_keep_one_ike_sa_and_one_child() {
         // Crossing rekeys (§2.8.2) add an event on the winning side, so the
         // counts need not be equal.
         assert!(
-            rekeyed(0) >= 3 && rekeyed(1) >= 3,
+            rekeyed(0) >= 2 && rekeyed(1) >= 2,
             "seed {seed}: {} vs {}",
             rekeyed(0),
             rekeyed(1)

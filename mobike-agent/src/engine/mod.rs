@@ -553,7 +553,6 @@ impl Endpoint {
 
     /// Cross-SA work of §2.8.2 (simultaneous IKE SA rekey).
     fn apply_sa_ops(&mut self, now: Instant, ops: Vec<sa::SaOp>) {
-        let linger = self.config.half_open_timeout;
         for op in ops {
             match op {
                 sa::SaOp::HandOff { to, children } => match self.sas.get_mut(&to) {
@@ -569,7 +568,8 @@ impl Endpoint {
                 },
                 sa::SaOp::MoveChildren { from, to } => {
                     let children = match self.sas.get_mut(&from) {
-                        Some(f) => f.surrender_children(now, linger),
+                        // The redundant SA only waits for its creator's Delete.
+                        Some(f) => f.surrender_children(now, self.config.half_open_timeout),
                         None => continue,
                     };
                     match self.sas.get_mut(&to) {

@@ -346,6 +346,18 @@ impl IkeSa {
 
     /// Gives up all CHILD_SAs and becomes a redundant SA that waits for its
     /// Delete (§2.8.2).
+    /// How long an old SA replaced by the peer's rekey stays to answer
+    /// retransmissions (in a collision, of our peer's own rekey request) and
+    /// wait for its Delete: the peer's whole retransmission span (assuming
+    /// its timers are like ours), at least the half-open timeout.
+    pub(super) fn linger(&self, config: &super::EndpointConfig) -> Duration {
+        let t = &config.connections[self.conn].timers;
+        let span: Duration = (0..=t.retransmit_tries)
+            .map(|k| backoff(t.retransmit_timeout, k))
+            .sum();
+        span.max(config.half_open_timeout)
+    }
+
     pub(super) fn surrender_children(&mut self, now: Instant, linger: Duration) -> Vec<Child> {
         self.state = State::Rekeyed;
         self.queue.clear();
@@ -2366,8 +2378,9 @@ impl IkeSa {
         self.state = State::Rekeyed;
         self.queue.clear();
         self.rekey_at = None;
-        // The peer deletes this SA; don't wait for ever.
-        self.expires = Some(ctx.now + ctx.config.half_open_timeout);
+        // The peer deletes this SA; until then it answers retransmissions
+        // (in a collision, of the peer's own rekey request), but not for ever.
+        self.expires = Some(ctx.now + self.linger(ctx.config));
         new.start_next_request(ctx);
         ctx.new_sas.push(new);
     }
