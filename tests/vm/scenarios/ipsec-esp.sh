@@ -14,6 +14,8 @@
 #   5. BEET-mode pair (ChaCha20-Poly1305) passes traffic
 #   6. ESP-in-UDP pair (AES-CBC + HMAC-SHA-256-128) on ports 4500, moved to
 #      pair 2 and ports 4501 by MIGRATE with XFRMA_ENCAP, ping after
+#      then L alone changes its source port to 4502 (same-address MIGRATE):
+#      R's monitor must report the NAT-T mapping change (XFRM_MSG_MAPPING)
 #   7. SA lifetimes: soft then hard XFRM_MSG_EXPIRE for a short-lived pair
 #   8. negative check: with R's SAs flushed, nothing gets through
 #   `xfrmctl monitor --json` runs in L throughout and must have seen the
@@ -181,6 +183,22 @@ ip -n L route replace 10.8.0.0/24 dev vL2 src 10.7.0.1; ip -n R route replace 10
 [ "$(sa_dst 0x4001)" = "198.51.100.2 4501 4501" ] || fail "UDP SA after move: $(sa_dst 0x4001)"
 ts "  moved to 198.51.100.x and UDP port 4501 by MIGRATE + XFRMA_ENCAP"
 ping_ok 10.7.0.1 10.8.0.1; grew udp $C_OUT $C_IN
+# NAT rebinding as R sees it: L's outbound SA starts sending from UDP 4502
+# (a same-address MIGRATE of the out policy/SA with a new XFRMA_ENCAP);
+# R's kernel reports XFRM_MSG_MAPPING, xfrmctl monitor shows it.
+"$X" -n R monitor --json > "$W/R.events" 2>&1 &
+HOLDERS+=($!)
+sleep 0.5
+reqid=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["reqid"])' "$W/udp.L.h")
+"$X" -n L migrate --dir out --sel-src 10.7.0.0/24 --sel-dst 10.8.0.0/24 --reqid "$reqid" \
+  --old-src 198.51.100.1 --old-dst 198.51.100.2 --new-src 198.51.100.1 --new-dst 198.51.100.2 \
+  --encap-sport 4502 --encap-dport 4501
+[ "$(sa_dst 0x4001)" = "198.51.100.2 4502 4501" ] || fail "UDP SA after port change: $(sa_dst 0x4001)"
+ping_ok 10.7.0.1 10.8.0.1
+for i in $(seq 20); do grep -q '"event":"mapping"' "$W/R.events" && break; sleep 0.5; done
+grep '"event":"mapping"' "$W/R.events" | grep -q '"old_sport":4501,"new_sport":4502' ||
+  fail "no mapping event 4501 -> 4502 in R: $(cat "$W/R.events")"
+ts "  NAT-T port change 4501 -> 4502 seen by R's monitor as XFRM_MSG_MAPPING"
 fi
 
 if want expire; then
