@@ -107,10 +107,7 @@ async fn falling_strength_gives_one_going_down_and_hysteresis_stops_flapping() {
     };
     assert_eq!(p.parameters[0].threshold_crossed, Some(40.0));
     assert_eq!(gd.r#type, pb::TriggerType::LinkGoingDown as i32);
-    assert_eq!(
-        gd.reason.as_ref().unwrap().name,
-        "link-parameter-degrading"
-    );
+    assert_eq!(gd.reason.as_ref().unwrap().name, "link-parameter-degrading");
     assert!(matches!(gd.detail, Some(pb::trigger::Detail::GoingDown(_))));
 
     report_series(&mut c, "wlan0", &[38.0, 42.0, 39.0, 41.0, 38.0, 42.0]).await;
@@ -160,7 +157,10 @@ async fn one_shot_stays_spent_across_a_restart() {
     .await
     .unwrap();
     report_series(&mut c, "lte0", &[50.0, 20.0, 50.0, 20.0]).await;
-    assert_eq!(derived(&mut c, pb::TriggerType::LinkParametersReport).await, 1);
+    assert_eq!(
+        derived(&mut c, pb::TriggerType::LinkParametersReport).await,
+        1
+    );
     d.restart();
     let mut c = d.client().await;
     let list = c
@@ -170,7 +170,10 @@ async fn one_shot_stays_spent_across_a_restart() {
         .into_inner();
     assert!(list.thresholds[0].spent);
     report_series(&mut c, "lte0", &[50.0, 20.0]).await;
-    assert_eq!(derived(&mut c, pb::TriggerType::LinkParametersReport).await, 1);
+    assert_eq!(
+        derived(&mut c, pb::TriggerType::LinkParametersReport).await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +189,11 @@ async fn bad_thresholds_and_unknown_parameter_types_are_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().starts_with("thresholds[0].hysteresis"), "{}", e.message());
+    assert!(
+        e.message().starts_with("thresholds[0].hysteresis"),
+        "{}",
+        e.message()
+    );
     bad.hysteresis = 1.0;
     bad.direction = 9;
     let e = c
@@ -195,7 +202,11 @@ async fn bad_thresholds_and_unknown_parameter_types_are_invalid_argument() {
         })
         .await
         .unwrap_err();
-    assert!(e.message().starts_with("thresholds[0].direction"), "{}", e.message());
+    assert!(
+        e.message().starts_with("thresholds[0].direction"),
+        "{}",
+        e.message()
+    );
 
     let mut t = strength("wlan0", 10.0);
     if let Some(pb::trigger::Detail::ParametersReport(p)) = &mut t.detail {
