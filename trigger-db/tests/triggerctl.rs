@@ -549,3 +549,145 @@ fn links_and_watch_snapshot_show_the_namespace() {
     assert_eq!(live[0].interface.as_ref().unwrap().name, "vb");
     assert_eq!(w.interrupt().0, Some(0));
 }
+
+#[test]
+fn threshold_set_list_clear_and_a_crossing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), None, None);
+
+    let out = ok(ctl(
+        &d,
+        &[
+            "threshold",
+            "set",
+            "--interface",
+            "wlan0",
+            "--param",
+            "signal-strength",
+            "--below",
+            "40",
+            "--hysteresis",
+            "5",
+        ],
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("ID  SCOPE"), "{out}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "1",
+            "wlan0",
+            "signal-strength",
+            "below",
+            "40",
+            "5",
+            "normal",
+            "no"
+        ],
+        "{out}"
+    );
+    ok(ctl(
+        &d,
+        &[
+            "threshold",
+            "set",
+            "--link-type",
+            "lte",
+            "--param",
+            "sinr",
+            "--above",
+            "-3.5",
+            "--one-shot",
+        ],
+    ));
+
+    let listed = json_lines(&ok(ctl(&d, &["--json", "threshold", "list"])));
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let lte = listed.iter().find(|t| t["link_type"] == "lte").unwrap();
+    assert_eq!(lte["value"], -3.5);
+    assert_eq!(lte["direction"], "above");
+    assert_eq!(lte["action"], "one-shot");
+    assert_eq!(lte["spent"], false);
+
+    // A report that crosses it is derived by the daemon.
+    for v in ["signal-strength=60%", "signal-strength=30%"] {
+        ok(ctl(
+            &d,
+            &[
+                "add",
+                "-t",
+                "link-parameters-report",
+                "-i",
+                "wlan0",
+                "--param",
+                v,
+            ],
+        ));
+    }
+    let derived = triggers(&ok(ctl(
+        &d,
+        &[
+            "--json",
+            "history",
+            "-s",
+            "threshold",
+            "-t",
+            "link-going-down",
+        ],
+    )));
+    assert_eq!(derived.len(), 1);
+
+    // The daemon's own check is reported in one line.
+    let e = fails(ctl(
+        &d,
+        &[
+            "threshold",
+            "set",
+            "-i",
+            "wlan 0",
+            "--param",
+            "sinr",
+            "--below",
+            "1",
+        ],
+    ));
+    assert!(
+        e.starts_with(
+            "triggerctl: threshold set refused: INVALID_ARGUMENT: thresholds[0].interface"
+        ),
+        "{e}"
+    );
+
+    let out = ok(ctl(
+        &d,
+        &[
+            "--json",
+            "threshold",
+            "clear",
+            "-i",
+            "wlan0",
+            "--param",
+            "signal-strength",
+            "--value",
+            "41",
+        ],
+    ));
+    assert_eq!(json_lines(&out)[0]["cancelled"], 0);
+    let out = ok(ctl(
+        &d,
+        &[
+            "threshold",
+            "clear",
+            "-i",
+            "wlan0",
+            "--param",
+            "signal-strength",
+        ],
+    ));
+    assert_eq!(out, "cancelled 1 thresholds\n");
+    let listed = json_lines(&ok(ctl(&d, &["--json", "threshold", "list"])));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["link_type"], "lte");
+}

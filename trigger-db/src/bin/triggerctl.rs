@@ -1,10 +1,12 @@
 //! `triggerctl`: the admin CLI of trigger-db. It watches, queries, adds,
-//! gets, deletes and flushes triggers and shows links and counters, over the
+//! gets, deletes and flushes triggers, shows links and counters and
+//! configures link-parameter thresholds, over the
 //! daemon's Unix socket; a table for people, `--json` (one object per line)
 //! for scripts.
 //!
 //! This file holds the command line and the exit codes; the verbs are in
-//! `triggerctl/verbs.rs` and `triggerctl/watch.rs`, input parsing in
+//! `triggerctl/verbs.rs`, `triggerctl/watch.rs` and `triggerctl/threshold.rs`,
+//! input parsing in
 //! `triggerctl/add.rs` and `triggerctl/time.rs`, formatting in
 //! `triggerctl/output.rs`. It does not decide anything about triggers: the
 //! daemon validates and stores, triggerctl only checks early to give
@@ -14,6 +16,8 @@
 mod add;
 #[path = "triggerctl/output.rs"]
 mod output;
+#[path = "triggerctl/threshold.rs"]
+mod threshold;
 #[path = "triggerctl/time.rs"]
 mod time;
 #[path = "triggerctl/verbs.rs"]
@@ -27,7 +31,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio::io::BufReader;
 use trigger_db::{
     client,
-    model::{Filter, InterfaceKind, LinkParameter, LinkType, Source, Timestamp, TriggerType},
+    model::{
+        Filter, InterfaceKind, LinkParameter, LinkParameterType, LinkType, Source, Timestamp,
+        TriggerType,
+    },
 };
 
 use crate::{
@@ -179,7 +186,131 @@ enum Command {
     /// Show the daemon's counters.
     #[command(after_help = STATS_HELP)]
     Stats,
+    /// IEEE 802.21 Link_Configure_Thresholds: set, list or clear thresholds
+    /// on link parameters.
+    #[command(subcommand)]
+    Threshold(ThresholdCommand),
 }
+
+#[derive(Debug, Subcommand)]
+enum ThresholdCommand {
+    /// Set a threshold: trigger-db then derives link-parameters-report (and,
+    /// for a falling signal, link-going-down) when reports cross it.
+    #[command(after_help = THRESHOLD_SET_HELP)]
+    Set(ThresholdSetArgs),
+    /// Show the configured thresholds.
+    #[command(after_help = THRESHOLD_LIST_HELP)]
+    List,
+    /// Remove the thresholds of a scope and parameter (CANCEL).
+    #[command(after_help = THRESHOLD_CLEAR_HELP)]
+    Clear(ThresholdClearArgs),
+}
+
+/// What a threshold applies to: one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ScopeArgs {
+    /// One interface.
+    #[arg(long, short = 'i', value_name = "NAME")]
+    interface: Option<String>,
+    /// Every link of this IEEE 802.21 link type (ieee802-11, lte, umts,
+    /// ethernet, ...).
+    #[arg(long, value_name = "LINK_TYPE")]
+    link_type: Option<LinkType>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> threshold::ScopeFlag {
+        match (&self.interface, self.link_type) {
+            (Some(i), _) => threshold::ScopeFlag::Interface(i.clone()),
+            // clap's group makes exactly one of the two present.
+            (None, Some(t)) => threshold::ScopeFlag::LinkType(t),
+            (None, None) => threshold::ScopeFlag::Interface(String::new()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ThresholdSetArgs {
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// The link parameter: data-rate, signal-strength, sinr, throughput,
+    /// packet-error-rate.
+    #[arg(long, value_name = "PARAM")]
+    param: LinkParameterType,
+    /// Fire when the value falls below this.
+    #[arg(long, value_name = "VALUE", allow_negative_numbers = true,
+          value_parser = threshold::parse_finite,
+          required_unless_present = "above", conflicts_with = "above")]
+    below: Option<f64>,
+    /// Fire when the value rises above this.
+    #[arg(long, value_name = "VALUE", allow_negative_numbers = true,
+          value_parser = threshold::parse_finite)]
+    above: Option<f64>,
+    /// How far back past the threshold the value must go before it fires
+    /// again.
+    #[arg(long, value_name = "H", default_value = "0", allow_negative_numbers = true,
+          value_parser = threshold::parse_hysteresis)]
+    hysteresis: f64,
+    /// Fire once, then stay configured but spent.
+    #[arg(long)]
+    one_shot: bool,
+}
+
+impl ThresholdSetArgs {
+    fn flags(&self) -> threshold::SetFlags {
+        let (direction, value) = match (self.below, self.above) {
+            (Some(v), _) => (trigger_db::threshold::Direction::Below, v),
+            (None, v) => (trigger_db::threshold::Direction::Above, v.unwrap_or(0.0)),
+        };
+        threshold::SetFlags {
+            scope: self.scope.scope(),
+            parameter: self.param,
+            direction,
+            value,
+            hysteresis: self.hysteresis,
+            one_shot: self.one_shot,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ThresholdClearArgs {
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// The link parameter.
+    #[arg(long, value_name = "PARAM")]
+    param: LinkParameterType,
+    /// Only the threshold at this value [default: all of the scope and
+    /// parameter].
+    #[arg(long, value_name = "VALUE", allow_negative_numbers = true,
+          value_parser = threshold::parse_finite)]
+    value: Option<f64>,
+}
+
+const THRESHOLD_SET_HELP: &str = "\
+Examples:
+  triggerctl threshold set --interface wlan0 --param signal-strength --below 40 --hysteresis 5
+  triggerctl threshold set --link-type ieee802-11 --param signal-strength --below -78 --one-shot
+  triggerctl threshold set -i wwan0 --param packet-error-rate --above 10
+
+Prints the thresholds now configured for that scope and parameter, as \
+`threshold list` does.";
+
+const THRESHOLD_LIST_HELP: &str = "\
+Columns: ID, SCOPE (an interface, or link-type=TYPE), PARAMETER, DIRECTION, \
+VALUE, HYSTERESIS, ACTION (normal or one-shot), SPENT (a one-shot that fired).
+
+--json prints one object per threshold: {\"id\",\"interface\" or \
+\"link_type\",\"parameter\",\"direction\",\"value\",\"hysteresis\",\"action\",\
+\"spent\"}.";
+
+const THRESHOLD_CLEAR_HELP: &str = "\
+Examples:
+  triggerctl threshold clear --interface wlan0 --param signal-strength
+  triggerctl threshold clear --interface wlan0 --param signal-strength --value 40
+
+Prints how many were removed; --json prints {\"cancelled\":N}.";
 
 const WATCH_HELP: &str = "\
 Examples:
@@ -444,6 +575,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Links => verbs::links(&mut c, &out).await,
         Command::Stats => verbs::stats(&mut c, &out).await,
+        Command::Threshold(ThresholdCommand::Set(a)) => {
+            threshold::set(&mut c, &out, &a.flags()).await
+        }
+        Command::Threshold(ThresholdCommand::List) => threshold::list(&mut c, &out).await,
+        Command::Threshold(ThresholdCommand::Clear(a)) => {
+            threshold::clear(&mut c, &out, &a.scope.scope(), a.param, a.value).await
+        }
     }
 }
 
@@ -559,6 +697,128 @@ mod tests {
         assert_eq!(f.sources, [Source::Rtnetlink]);
         assert!(since.is_some());
         assert!(parse(&["watch", "--since", "1h", "--resume-after", "5"]).is_err());
+    }
+
+    #[test]
+    fn threshold_flags_reach_the_wire() {
+        let cli = parse(&[
+            "threshold",
+            "set",
+            "--interface",
+            "wlan0",
+            "--param",
+            "signal-strength",
+            "--below",
+            "-78",
+            "--hysteresis",
+            "5",
+            "--one-shot",
+        ])
+        .unwrap();
+        let Command::Threshold(ThresholdCommand::Set(a)) = cli.command else {
+            panic!()
+        };
+        let w = threshold::set_wire(&a.flags());
+        assert_eq!(
+            w.scope,
+            Some(trigger_proto::v1::threshold::Scope::Interface(
+                "wlan0".into()
+            ))
+        );
+        assert_eq!(w.value, Some(-78.0));
+        assert_eq!(w.hysteresis, 5.0);
+        assert_eq!(
+            w.direction,
+            trigger_proto::v1::ThresholdDirection::Below as i32
+        );
+        assert_eq!(w.action, trigger_proto::v1::ThresholdAction::OneShot as i32);
+
+        let cli = parse(&[
+            "threshold",
+            "set",
+            "--link-type",
+            "ieee802-11",
+            "--param",
+            "sinr",
+            "--above",
+            "20",
+        ])
+        .unwrap();
+        let Command::Threshold(ThresholdCommand::Set(a)) = cli.command else {
+            panic!()
+        };
+        let w = threshold::set_wire(&a.flags());
+        assert_eq!(
+            w.scope,
+            Some(trigger_proto::v1::threshold::Scope::LinkType(
+                LinkType::Ieee802_11.to_wire()
+            ))
+        );
+        assert_eq!(
+            w.direction,
+            trigger_proto::v1::ThresholdDirection::Above as i32
+        );
+        assert_eq!(w.hysteresis, 0.0);
+        assert_eq!(w.action, trigger_proto::v1::ThresholdAction::Normal as i32);
+
+        let cli = parse(&[
+            "threshold",
+            "clear",
+            "-i",
+            "wlan0",
+            "--param",
+            "signal-strength",
+            "--value",
+            "40",
+        ])
+        .unwrap();
+        let Command::Threshold(ThresholdCommand::Clear(a)) = cli.command else {
+            panic!()
+        };
+        let w = threshold::clear_wire(&a.scope.scope(), a.param, a.value);
+        assert_eq!(w.value, Some(40.0));
+        assert_eq!(w.action, trigger_proto::v1::ThresholdAction::Cancel as i32);
+    }
+
+    #[test]
+    fn threshold_flags_are_checked() {
+        let base = [
+            "threshold",
+            "set",
+            "-i",
+            "wlan0",
+            "--param",
+            "signal-strength",
+        ];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        assert!(with(&["--below", "40"]).is_ok());
+        // exactly one direction
+        assert!(with(&[]).is_err());
+        assert!(with(&["--below", "40", "--above", "50"]).is_err());
+        // exactly one scope
+        assert!(parse(&["threshold", "set", "--param", "sinr", "--below", "3"]).is_err());
+        assert!(with(&["--below", "40", "--link-type", "lte"]).is_err());
+        assert!(with(&["--below", "nan"]).is_err());
+        assert!(with(&["--below", "40", "--hysteresis", "-1"]).is_err());
+        assert!(
+            parse(&[
+                "threshold",
+                "set",
+                "-i",
+                "x",
+                "--param",
+                "loudness",
+                "--below",
+                "1"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["threshold", "clear", "-i", "wlan0"]).is_err());
+        assert!(parse(&["threshold", "list"]).is_ok());
     }
 
     #[test]
