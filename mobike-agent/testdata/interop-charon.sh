@@ -10,6 +10,7 @@
 #      the agent rekeys CHILD_SA and IKE SA itself and sends liveness
 #      checks; charon deletes.
 #   3. wrong PSK: AUTHENTICATION_FAILED; 4. proposal mismatch: NO_PROPOSAL_CHOSEN.
+#   5. both ends rekey the IKE SA every 6 s, so rekeys cross (RFC 7296 §2.8.2).
 # Needs root, iproute2, strongswan-charon strongswan-swanctl
 # libstrongswan-standard-plugins libcharon-extra-plugins.
 # Usage: interop-charon.sh /path/to/mobike-agent    Prints INTEROP-OK.
@@ -62,10 +63,11 @@ start_charon() { # swanctl.conf body
   for i in $(seq 100); do [ -S "$D/B/charon.vici" ] && break; sleep 0.1; done
   sw --load-all --file "$D/B/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all"
 }
-charon_conf() { # proposals esp_proposals [remote_addrs] [psk]
+charon_conf() { # proposals esp_proposals [remote_addrs] [psk] [extra connection lines]
   cat <<EOC
 connections { c { version = 2
   ${3:+remote_addrs = $3}
+  ${5:-}
   proposals = $1
   mobike = yes
   encap = yes
@@ -182,5 +184,22 @@ stop_agent
 start_agent noprop "$(agent_conf initiate aes128gcm16-prfsha512-ecp256 aes256gcm16)"
 wait_for 10 grep -q 'PeerError(NO_PROPOSAL_CHOSEN)' "$D/agent-noprop.log" || fail "4: no NO_PROPOSAL_CHOSEN"
 echo "4: proposal mismatch -> NO_PROPOSAL_CHOSEN"
+stop_agent
+
+# ---- 5. both ends rekey the IKE SA every 6 s: crossing rekeys (§2.8.2) ----
+stop_charon
+rm -f "$D/B/charon.log"
+start_charon "$(charon_conf aes256gcm16-prfsha256-x25519 aes256gcm16 "" interop-psk-0123456789 \
+  $'rekey_time = 6s\n  over_time = 60s\n  rand_time = 0s')"
+start_agent cross "$(agent_conf initiate aes256gcm16-prfsha256-x25519 aes256gcm16 interop-psk-0123456789 'rekey_time = "6s"')"
+wait_for 20 charon_has INSTALLED || fail "5: CHILD_SA not installed by charon"
+sleep 20
+wait_for 10 bash -c "[ \"\$(STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -c ESTABLISHED)\" = 1 ]" \
+  || fail "5: charon does not have exactly one IKE SA"
+[ "$(sw --list-sas | grep -c INSTALLED)" = 1 ] || fail "5: not exactly one CHILD_SA"
+grep -q 'PeerUnreachable' "$D/agent-cross.log" && fail "5: agent lost the peer"
+n=$(grep -c 'IKE SA rekey' "$D/agent-cross.log" || true)
+c=$(grep -c 'collision' "$D/agent-cross.log" || true)
+echo "5: IKE SA rekeyed by both ends every 6 s ($n rekey log lines, $c collisions seen by the agent): one IKE SA, one CHILD_SA"
 stop_agent
 echo INTEROP-OK
