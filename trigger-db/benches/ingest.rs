@@ -1,0 +1,168 @@
+//! Ingest throughput: triggers per second stored durably through gRPC `Add`
+//! in batches of 1,000, against plain SQLite inserting the same rows in the
+//! same run.
+//!
+//! The daemon is the release binary as a process, default durability
+//! (WAL, `synchronous = FULL`: an acknowledged Add is on disk), on a fresh
+//! database in a temporary directory; the rtnetlink source is off. The
+//! client pre-encodes every request, then times from the first Add sent to
+//! the last reply, once with one Add in flight (sequential) and once with
+//! several connections each keeping one Add in flight (the writer may then
+//! group-commit them). The baseline inserts the same rows (same schema, same
+//! protobuf bodies, same indexes) into a fresh database on the same disk
+//! through SQLite's C API: one prepared statement, transactions of 1,000
+//! rows, WAL and `synchronous = FULL`, one thread.
+//!
+//! Not measured: reads, subscribers (none are connected), retention, the
+//! cost of validating Adds apart from the total, or durability = normal.
+//!
+//! Run: `cargo bench -p trigger-db --bench ingest` (as any user; env
+//! `INGEST_ROWS` changes the row count, default 200,000).
+
+mod support;
+
+use std::time::Instant;
+
+use anyhow::ensure;
+use support::*;
+use trigger_db::model::Timestamp;
+use trigger_proto::v1 as pb;
+
+const BATCH: usize = 1_000;
+const INTERFACES: u64 = 20;
+/// Connections each keeping one Add in flight, for the concurrent run.
+const CONCURRENT: usize = 4;
+
+fn rows_env() -> usize {
+    std::env::var("INGEST_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+}
+
+/// The requests: `n` triggers in batches of 1,000.
+fn requests(n: usize) -> Vec<pb::AddRequest> {
+    let t0 = Timestamp::now().0;
+    let all: Vec<pb::Trigger> = (0..n as u64)
+        .map(|i| wire_trigger(i, INTERFACES, Timestamp(t0 + i as i64 * 1_000)))
+        .collect();
+    all.chunks(BATCH)
+        .map(|c| pb::AddRequest {
+            triggers: c.to_vec(),
+        })
+        .collect()
+}
+
+/// Plain SQLite: the same rows, transactions of 1,000, WAL + FULL.
+fn baseline(dir: &std::path::Path, reqs: &[pb::AddRequest]) -> anyhow::Result<f64> {
+    let rows: Vec<Vec<Row>> = reqs
+        .iter()
+        .map(|r| r.triggers.iter().map(Row::of).collect())
+        .collect::<anyhow::Result<_>>()?;
+    let db = Sqlite::open(&dir.join("baseline.db"))?;
+    db.exec(&daemon_pragmas("FULL"))?;
+    db.exec(SCHEMA)?;
+    let mut ins = db.prepare(INSERT)?;
+    let start = Instant::now();
+    for tx in &rows {
+        db.insert_tx(&mut ins, tx)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n: usize = rows.iter().map(Vec::len).sum();
+    Ok(n as f64 / secs)
+}
+
+/// Through the daemon: `conns` connections, each with one Add in flight.
+async fn daemon_run(
+    dir: &std::path::Path,
+    reqs: &[pb::AddRequest],
+    conns: usize,
+) -> anyhow::Result<(f64, u64)> {
+    let mut d = Daemon::start(dir, None, NO_NETLINK)?;
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(d.client().await?);
+    }
+    // Warm the connections and the writer with one small Add.
+    let warm = pb::AddRequest {
+        triggers: vec![wire_trigger(0, INTERFACES, Timestamp::now())],
+    };
+    clients[0].add(warm).await?;
+    let per: Vec<Vec<pb::AddRequest>> = (0..conns)
+        .map(|c| reqs.iter().skip(c).step_by(conns).cloned().collect())
+        .collect();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut c, mine) in clients.into_iter().zip(per) {
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            for r in mine {
+                let k = r.triggers.len();
+                let ids = c.add(r).await?.into_inner().ids;
+                ensure!(ids.len() == k, "{} ids for {k} triggers", ids.len());
+                n += k;
+            }
+            Ok::<_, anyhow::Error>(n)
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (hwm, _) = d.rss_kib()?;
+    d.stop()?;
+    Ok((n as f64 / secs, hwm))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let n = rows_env();
+    let reqs = requests(n);
+    let dir = tempfile::tempdir()?;
+    println!("ingest: {n} triggers in Adds of {BATCH}, durability full (WAL, synchronous=FULL)");
+    println!("machine: {}", machine(dir.path()));
+
+    // Alternate baseline and daemon so that both see the same disk state.
+    let mut base = Vec::new();
+    let mut seq = Vec::new();
+    let mut conc = Vec::new();
+    for round in 0..2 {
+        let b = tempfile::tempdir_in(dir.path())?;
+        base.push(baseline(b.path(), &reqs)?);
+        let s = tempfile::tempdir_in(dir.path())?;
+        seq.push(daemon_run(s.path(), &reqs, 1).await?);
+        let c = tempfile::tempdir_in(dir.path())?;
+        conc.push(daemon_run(c.path(), &reqs, CONCURRENT).await?);
+        println!(
+            "round {round}: sqlite {:.0}/s, daemon 1 in flight {:.0}/s, daemon {CONCURRENT} in flight {:.0}/s",
+            base[round], seq[round].0, conc[round].0
+        );
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    let b = best(&base);
+    let s = best(&seq.iter().map(|x| x.0).collect::<Vec<_>>());
+    let c = best(&conc.iter().map(|x| x.0).collect::<Vec<_>>());
+    let hwm = seq.iter().chain(&conc).map(|x| x.1).max().unwrap_or(0);
+    println!("best of 2 rounds:");
+    println!("  plain SQLite (C API, tx of 1,000, WAL+FULL): {b:>9.0} triggers/s");
+    println!(
+        "  daemon Add x1000, 1 in flight:               {s:>9.0} triggers/s  ratio {:.2}",
+        s / b
+    );
+    println!(
+        "  daemon Add x1000, {CONCURRENT} in flight:               {c:>9.0} triggers/s  ratio {:.2}",
+        c / b
+    );
+    println!("  daemon peak RSS while ingesting: {:.1} MiB", mib(hwm));
+    println!(
+        "target >= 100000/s: {}; ratio >= 0.5: {}",
+        if s.max(c) >= 100_000.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if s / b >= 0.5 { "met" } else { "MISSED" }
+    );
+    Ok(())
+}

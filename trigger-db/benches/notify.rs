@@ -1,0 +1,502 @@
+//! Notify latency: from a kernel event (an IPv4 address added in a network
+//! namespace) to each subscriber holding the IF_ADDRADDED trigger, with 1,
+//! 100 and 1,000 subscribers, against a bare NETLINK_ROUTE socket listening
+//! in the same namespace in the same run.
+//!
+//! For each subscriber count the bench makes a fresh namespace with a veth
+//! pair, starts the release daemon inside it (`ip netns exec`, rtnetlink
+//! source on, default durability: the trigger is committed with fsync before
+//! it is published), opens N Subscribe streams (filter type
+//! if-addr-added) over up to 10 shared connections, and opens in the
+//! namespace a bare socket bound to RTNLGRP_IPV4_IFADDR whose own thread
+//! stamps each RTM_NEWADDR as it is received. Then, per iteration, it adds a
+//! /32 address to the veth by netlink (stamp before the request), waits for
+//! the bare socket and all subscribers, removes the address. All stamps are
+//! CLOCK_MONOTONIC (`Instant`) in this one process. Reported: the bare
+//! socket's own latency from the request, and the added latency
+//! (subscriber receipt - bare receipt) over all subscribers x iterations.
+//!
+//! Not measured: other trigger types, IPv6 (DAD would dominate), link
+//! events, events that arrive faster than the store commits, subscribers in
+//! other processes (the subscribers here share the bench's 2-worker runtime,
+//! so their decoding is part of the figure). Needs root (namespaces); it
+//! touches no host interface and deletes its namespace at the end.
+//!
+//! Run: `cargo bench -p trigger-db --bench notify` (env `NOTIFY_ITERS`,
+//! default 200).
+
+mod support;
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use support::*;
+use tokio_util::sync::CancellationToken;
+use trigger_proto::v1::{self as pb, subscribe_response::Item};
+
+const WARMUP: usize = 5;
+const CONNECTIONS: usize = 10;
+
+/// A network namespace made for the bench, deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> anyhow::Result<Self> {
+        let name = format!("tdb-bench-{}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets made
+    /// there stay in it).
+    fn enter<T: Send>(&self, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = std::fs::File::open(&path).with_context(|| path.clone())?;
+                // SAFETY: a valid namespace fd; only this thread switches.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                ensure!(rc == 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().context("ip")?;
+    ensure!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A NETLINK_ROUTE socket bound to `groups`.
+fn netlink_socket(groups: u32) -> anyhow::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd was just created and is ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_nl is valid; then fields set.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_groups = groups;
+    // SAFETY: valid sockaddr of the right length.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sa).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    ensure!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+    let big: libc::c_int = 4 << 20;
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: valid option values of the right sizes.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const big).cast(),
+            4,
+        );
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    Ok(fd)
+}
+
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+
+/// Sends RTM_NEWADDR / RTM_DELADDR for `addr`/32 on `ifindex` and waits for
+/// the kernel's ack.
+fn addr_request(
+    fd: &OwnedFd,
+    add: bool,
+    ifindex: u32,
+    addr: Ipv4Addr,
+    seq: u32,
+) -> anyhow::Result<()> {
+    let mut m = Vec::with_capacity(40);
+    let (ty, flags) = if add {
+        (
+            libc::RTM_NEWADDR,
+            libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL,
+        )
+    } else {
+        (libc::RTM_DELADDR, libc::NLM_F_REQUEST | libc::NLM_F_ACK)
+    };
+    m.extend_from_slice(&40u32.to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&(flags as u16).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    // ifaddrmsg: family, prefixlen, flags, scope, index
+    m.extend_from_slice(&[libc::AF_INET as u8, 32, 0, 0]);
+    m.extend_from_slice(&ifindex.to_ne_bytes());
+    for a in [IFA_LOCAL, IFA_ADDRESS] {
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&a.to_ne_bytes());
+        m.extend_from_slice(&addr.octets());
+    }
+    // SAFETY: m is valid for its length; the socket is connected to the kernel.
+    let n = unsafe { libc::send(fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) };
+    ensure!(n == 40, "send: {}", std::io::Error::last_os_error());
+    let mut buf = [0u8; 4096];
+    let n = recv(fd, &mut buf)?;
+    ensure!(n >= 20, "short ack");
+    let mty = u16::from_ne_bytes([buf[4], buf[5]]);
+    let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+    ensure!(
+        mty == libc::NLMSG_ERROR as u16 && err == 0,
+        "address {} {addr}: {}",
+        if add { "add" } else { "del" },
+        std::io::Error::from_raw_os_error(-err)
+    );
+    Ok(())
+}
+
+/// RTM_NEWADDR / RTM_DELADDR as the bare listener saw them.
+struct Seen {
+    new: bool,
+    addr: Ipv4Addr,
+    at: Instant,
+}
+
+/// The bare listener: its own thread, blocked in recv, stamping each
+/// address message as it arrives.
+fn bare_listener(fd: OwnedFd, stop: Arc<AtomicBool>, tx: mpsc::Sender<Seen>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(n) = recv(&fd, &mut buf) else { continue };
+        let at = Instant::now();
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default()) as usize;
+            let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            if len < 16 || off + len > n {
+                break;
+            }
+            if ty == libc::RTM_NEWADDR || ty == libc::RTM_DELADDR {
+                let msg = &buf[off + 16..off + len];
+                if let Some(addr) = local_of(msg) {
+                    let _ = tx.send(Seen {
+                        new: ty == libc::RTM_NEWADDR,
+                        addr,
+                        at,
+                    });
+                }
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// IFA_LOCAL of an IPv4 ifaddrmsg payload.
+fn local_of(msg: &[u8]) -> Option<Ipv4Addr> {
+    if msg.len() < 8 || msg[0] != libc::AF_INET as u8 {
+        return None;
+    }
+    let mut off = 8;
+    while off + 4 <= msg.len() {
+        let len = u16::from_ne_bytes([msg[off], msg[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([msg[off + 2], msg[off + 3]]);
+        if len < 4 || off + len > msg.len() {
+            return None;
+        }
+        if ty == IFA_LOCAL && len == 8 {
+            let o = &msg[off + 4..off + 8];
+            return Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]));
+        }
+        off += (len + 3) & !3;
+    }
+    None
+}
+
+fn iter_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, (i / 200) as u8, (i % 200 + 1) as u8)
+}
+
+fn addr_iter(a: &str) -> Option<usize> {
+    let ip: Ipv4Addr = a.parse().ok()?;
+    let o = ip.octets();
+    (o[0] == 10 && o[1] == 77).then(|| o[2] as usize * 200 + o[3] as usize - 1)
+}
+
+struct Figures {
+    subscribers: usize,
+    bare: Vec<f64>,
+    added: Vec<f64>,
+    total: Vec<f64>,
+    missing: usize,
+    hwm_kib: u64,
+}
+
+async fn run(n_subs: usize, iters: usize) -> anyhow::Result<Figures> {
+    let ns = Netns::new()?;
+    ns.ip(&["link", "add", "vA", "type", "veth", "peer", "name", "vB"])?;
+    ns.ip(&["link", "set", "vA", "up"])?;
+    ns.ip(&["link", "set", "vB", "up"])?;
+    let (req_fd, bare_fd) = ns.enter(|| Ok((netlink_socket(0)?, netlink_socket(0x10)?)))?;
+    let ifindex = ns.enter(|| {
+        let c = std::ffi::CString::new("vA")?;
+        // SAFETY: valid C string.
+        Ok(unsafe { libc::if_nametoindex(c.as_ptr()) })
+    })?;
+    ensure!(ifindex != 0, "no vA in the namespace");
+
+    let dir = tempfile::tempdir()?;
+    let d = Daemon::start(
+        dir.path(),
+        Some(&ns.name),
+        "[sources.rtnetlink]\nenabled = true\n",
+    )?;
+    let total_iters = WARMUP + iters;
+    let counts: Arc<Vec<AtomicU32>> =
+        Arc::new((0..total_iters).map(|_| AtomicU32::new(0)).collect());
+    let stop = CancellationToken::new();
+
+    let mut conns = Vec::new();
+    for _ in 0..CONNECTIONS.min(n_subs) {
+        conns.push(d.client().await?);
+    }
+    let mut subs = Vec::new();
+    for j in 0..n_subs {
+        let mut c = conns[j % conns.len()].clone();
+        let mut stream = c
+            .subscribe(pb::SubscribeRequest {
+                filter: Some(pb::TriggerFilter {
+                    types: vec![pb::TriggerType::IfAddradded as i32],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let counts = counts.clone();
+        let stop = stop.clone();
+        subs.push(tokio::spawn(async move {
+            let mut got: Vec<(usize, Instant)> = Vec::with_capacity(total_iters);
+            loop {
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    () = stop.cancelled() => break,
+                };
+                let at = Instant::now();
+                let Ok(Some(msg)) = msg else { break };
+                if let Some(Item::Trigger(t)) = msg.item
+                    && let Some(i) = t.address.as_ref().and_then(|a| addr_iter(&a.address))
+                    && i < total_iters
+                {
+                    got.push((i, at));
+                    counts[i].fetch_add(1, Ordering::Release);
+                }
+            }
+            got
+        }));
+    }
+
+    let bare_stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let listener = {
+        let stop = bare_stop.clone();
+        std::thread::spawn(move || bare_listener(bare_fd, stop, tx))
+    };
+
+    // The driver: blocking netlink requests on a thread of its own.
+    let driver = {
+        let counts = counts.clone();
+        tokio::task::spawn_blocking(
+            move || -> anyhow::Result<(Vec<Instant>, Vec<Instant>, usize)> {
+                let mut req_at = Vec::with_capacity(total_iters);
+                let mut bare_at = Vec::with_capacity(total_iters);
+                let mut missing = 0;
+                for i in 0..total_iters {
+                    let addr = iter_addr(i);
+                    // The daemon's source may still be starting: wait longer for
+                    // the first event.
+                    let wait = if i == 0 {
+                        Duration::from_secs(20)
+                    } else {
+                        Duration::from_secs(3)
+                    };
+                    let t_req = Instant::now();
+                    addr_request(&req_fd, true, ifindex, addr, 2 * i as u32 + 1)?;
+                    let t_bare = loop {
+                        let s = rx
+                            .recv_timeout(Duration::from_secs(3))
+                            .context("bare socket saw no RTM_NEWADDR")?;
+                        if s.new && s.addr == addr {
+                            break s.at;
+                        }
+                    };
+                    req_at.push(t_req);
+                    bare_at.push(t_bare);
+                    let deadline = Instant::now() + wait;
+                    while (counts[i].load(Ordering::Acquire) as usize) < n_subs {
+                        if Instant::now() > deadline {
+                            missing += n_subs - counts[i].load(Ordering::Acquire) as usize;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    addr_request(&req_fd, false, ifindex, addr, 2 * i as u32 + 2)?;
+                    loop {
+                        let s = rx
+                            .recv_timeout(Duration::from_secs(3))
+                            .context("bare socket saw no RTM_DELADDR")?;
+                        if !s.new && s.addr == addr {
+                            break;
+                        }
+                    }
+                    // Let the daemon store the removal before the next event.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok((req_at, bare_at, missing))
+            },
+        )
+    };
+    let (req_at, bare_at, missing) = driver.await??;
+    let (hwm_kib, _) = d.rss_kib()?;
+    stop.cancel();
+    let mut bare = Vec::new();
+    for i in WARMUP..total_iters {
+        bare.push(bare_at[i].duration_since(req_at[i]).as_secs_f64() * 1e3);
+    }
+    let mut added = Vec::new();
+    let mut total = Vec::new();
+    for s in subs {
+        for (i, at) in s.await? {
+            if i >= WARMUP {
+                added.push(at.saturating_duration_since(bare_at[i]).as_secs_f64() * 1e3);
+                total.push(at.duration_since(req_at[i]).as_secs_f64() * 1e3);
+            }
+        }
+    }
+    bare_stop.store(true, Ordering::Relaxed);
+    if listener.join().is_err() {
+        bail!("bare listener panicked");
+    }
+    drop(d);
+    drop(ns);
+    // Subscribers that never got an event of the warm-up are not counted
+    // as missing there; a missing one during measurement is reported.
+    let expected = iters * n_subs;
+    let missing_measured = expected
+        .saturating_sub(added.len())
+        .max(missing.saturating_sub(WARMUP * n_subs));
+    Ok(Figures {
+        subscribers: n_subs,
+        bare,
+        added,
+        total,
+        missing: missing_measured,
+        hwm_kib,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let iters: usize = std::env::var("NOTIFY_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+        .min(10_000);
+    let tmp = tempfile::tempdir()?;
+    println!(
+        "notify: IPv4 address add in a netns -> subscriber holding IF_ADDRADDED; {iters} iterations (+{WARMUP} warm-up)"
+    );
+    println!("machine: {}", machine(tmp.path()));
+    println!(
+        "{:>6} | {:>22} | {:>29} | {:>22} | {:>7} | {:>8}",
+        "subs",
+        "bare p50/p99 ms",
+        "added p50/p99/max ms",
+        "total p50/p99 ms",
+        "missing",
+        "peak RSS"
+    );
+    let mut at100 = None;
+    for n in [1, 100, 1000] {
+        let mut f = run(n, iters).await?;
+        let (bp50, bp99, _) = summary(&mut f.bare);
+        let (ap50, ap99, amax) = summary(&mut f.added);
+        let (tp50, tp99, _) = summary(&mut f.total);
+        println!(
+            "{:>6} | {bp50:>10.3} {bp99:>11.3} | {ap50:>9.3} {ap99:>9.3} {amax:>9.3} | {tp50:>10.3} {tp99:>11.3} | {:>7} | {:>5.1} MiB",
+            f.subscribers,
+            f.missing,
+            mib(f.hwm_kib)
+        );
+        if n == 100 {
+            at100 = Some((ap50, ap99));
+        }
+    }
+    if let Some((p50, p99)) = at100 {
+        println!(
+            "target at 100 subscribers: added p50 <= 1 ms: {}; added p99 <= 5 ms: {}",
+            if p50 <= 1.0 { "met" } else { "MISSED" },
+            if p99 <= 5.0 { "met" } else { "MISSED" }
+        );
+    }
+    Ok(())
+}
