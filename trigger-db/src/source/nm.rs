@@ -24,8 +24,17 @@
 //! active connection, sends a RESYNC marker (cause "nm-appeared") and the
 //! triggers for what differs from what it knew before (nothing else the
 //! first time: there is nothing to differ from); when NM vanishes it logs and
-//! waits. The bus itself being unreachable or going away is retried with
-//! backoff. Each of these transitions is logged once.
+//! waits. NetworkManager owns its name a moment before its objects exist, so
+//! the read is repeated while they are missing; signals received before the
+//! read began are dropped (the read reflects them), and a device signal
+//! received during it that does not follow the state read is taken as
+//! already reflected. The bus itself being unreachable or going away is
+//! retried with backoff. Each of these transitions is logged once.
+//!
+//! Interface index: the device's `Ifindex` property where NetworkManager has
+//! it (newer than 1.42), else the index of its IP interface by name in this
+//! process's network namespace (NetworkManager's, when both run on the
+//! host), else 0.
 //!
 //! Values of an unexpected D-Bus type or out of range are counted in
 //! [`NmStats::bad_values`] and logged, and signals about objects it cannot
@@ -819,12 +828,15 @@ impl Actor {
             let Some(dev) = self.learn_device(conn, path).await? else {
                 return Ok(Vec::new());
             };
-            // Its state as read is already the new one: the transition is
-            // the signal's.
-            if dev.state == new {
-                let t = map::device_transition(&dev.iface, path, new, old, reason, now);
-                return Ok(t);
+            // Read after the signal arrived: if its state is the signal's,
+            // the transition is the signal's; otherwise the read is newer
+            // and the signals that follow continue from it.
+            if dev.state != new {
+                return Ok(Vec::new());
             }
+            return Ok(map::device_transition(
+                &dev.iface, path, new, old, reason, now,
+            ));
         }
         let Some(dev) = self.known.devices.get_mut(path) else {
             return Ok(Vec::new());
@@ -1149,11 +1161,8 @@ impl Actor {
         now: Timestamp,
     ) -> Result<Vec<Trigger>, Stop> {
         let Some(dev) = self.known.devices.get(device) else {
-            self.unknown_object(
-                "Wi-Fi device",
-                device,
-                "ActiveAccessPoint of a device not known here",
-            );
+            // Not announced yet: reading it takes its access point too.
+            self.learn_device(conn, device).await?;
             return Ok(Vec::new());
         };
         if dev.active_ap == ap {
@@ -1286,4 +1295,50 @@ fn ifindex_by_name(name: &str) -> u32 {
 /// An object path, `None` for NetworkManager's "no object" ("/").
 fn non_root(p: &OwnedObjectPath) -> Option<String> {
     (p.as_str() != "/").then(|| p.as_str().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn error_replies_mean_missing_type_errors_bad_values_io_the_bus() {
+        let missing = zbus::Error::FDO(Box::new(fdo::Error::UnknownProperty("Ifindex".into())));
+        assert_eq!(failure(&missing), Failure::Missing);
+        let timeout =
+            zbus::Error::InputOutput(Arc::new(std::io::Error::from(std::io::ErrorKind::TimedOut)));
+        assert_eq!(failure(&timeout), Failure::Missing);
+        assert_eq!(failure(&zbus::Error::IncorrectType), Failure::BadValue);
+        let reset = zbus::Error::InputOutput(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(failure(&reset), Failure::Bus);
+    }
+
+    #[test]
+    fn root_path_means_no_object() {
+        let root = OwnedObjectPath::try_from("/").unwrap();
+        assert_eq!(non_root(&root), None);
+        let ap =
+            OwnedObjectPath::try_from("/org/freedesktop/NetworkManager/AccessPoint/3").unwrap();
+        assert_eq!(
+            non_root(&ap).as_deref(),
+            Some("/org/freedesktop/NetworkManager/AccessPoint/3")
+        );
+    }
+
+    #[test]
+    fn ifindex_by_name_finds_loopback_and_nothing_for_odd_names() {
+        assert_eq!(ifindex_by_name("lo"), 1);
+        assert_eq!(ifindex_by_name("no-such-if0"), 0);
+        assert_eq!(ifindex_by_name("nul\0in-name"), 0);
+    }
+
+    #[test]
+    fn bus_target_names_where_it_connects() {
+        let t = BusTarget::Configured("unix:path=/tmp/x".into());
+        assert_eq!(t.describe(), "unix:path=/tmp/x");
+    }
 }
