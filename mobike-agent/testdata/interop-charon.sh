@@ -10,7 +10,8 @@
 #      the agent rekeys CHILD_SA and IKE SA itself and sends liveness
 #      checks; charon deletes.
 #   3. wrong PSK: AUTHENTICATION_FAILED; 4. proposal mismatch: NO_PROPOSAL_CHOSEN.
-#   5. both ends rekey the IKE SA every 6 s, so rekeys cross (RFC 7296 §2.8.2).
+#   5. both ends rekey the IKE SA every 6 s and the CHILD_SA every 5 s, so
+#      rekeys cross (RFC 7296 §2.8.1, §2.8.2).
 # Needs root, iproute2, strongswan-charon strongswan-swanctl
 # libstrongswan-standard-plugins libcharon-extra-plugins.
 # Usage: interop-charon.sh /path/to/mobike-agent    Prints INTEROP-OK.
@@ -63,7 +64,7 @@ start_charon() { # swanctl.conf body
   for i in $(seq 100); do [ -S "$D/B/charon.vici" ] && break; sleep 0.1; done
   sw --load-all --file "$D/B/swanctl.conf" >/dev/null 2>&1 || fail "swanctl --load-all"
 }
-charon_conf() { # proposals esp_proposals [remote_addrs] [psk] [extra connection lines]
+charon_conf() { # proposals esp_proposals [remote_addrs] [psk] [extra connection lines] [extra child lines]
   cat <<EOC
 connections { c { version = 2
   ${3:+remote_addrs = $3}
@@ -77,6 +78,7 @@ connections { c { version = 2
            id = a.test }
   children { net { local_ts = 10.2.0.0/24
                    remote_ts = 10.1.0.0/24
+                   ${6:-}
                    esp_proposals = $2 } } } }
 secrets { ike-c { id-a = a.test
   id-b = b.test
@@ -186,20 +188,29 @@ wait_for 10 grep -q 'PeerError(NO_PROPOSAL_CHOSEN)' "$D/agent-noprop.log" || fai
 echo "4: proposal mismatch -> NO_PROPOSAL_CHOSEN"
 stop_agent
 
-# ---- 5. both ends rekey the IKE SA every 6 s: crossing rekeys (§2.8.2) ----
+# ---- 5. both ends rekey the IKE SA every 6 s and the CHILD_SA every 5 s:
+#         crossing rekeys (§2.8.1, §2.8.2) ----
 stop_charon
 rm -f "$D/B/charon.log"
 start_charon "$(charon_conf aes256gcm16-prfsha256-x25519 aes256gcm16 "" interop-psk-0123456789 \
-  $'rekey_time = 6s\n  over_time = 60s\n  rand_time = 0s')"
-start_agent cross "$(agent_conf initiate aes256gcm16-prfsha256-x25519 aes256gcm16 interop-psk-0123456789 'rekey_time = "6s"')"
+  $'rekey_time = 6s\n  over_time = 60s\n  rand_time = 0s' \
+  $'rekey_time = 5s\n                   life_time = 60s\n                   rand_time = 0s')"
+start_agent cross "$(agent_conf initiate aes256gcm16-prfsha256-x25519 aes256gcm16 interop-psk-0123456789 'rekey_time = "6s"' 'rekey_time = "5s"')"
 wait_for 20 charon_has INSTALLED || fail "5: CHILD_SA not installed by charon"
 sleep 20
 wait_for 10 bash -c "[ \"\$(STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -c ESTABLISHED)\" = 1 ]" \
   || fail "5: charon does not have exactly one IKE SA"
 [ "$(sw --list-sas | grep -c INSTALLED)" = 1 ] || fail "5: not exactly one CHILD_SA"
 grep -q 'PeerUnreachable' "$D/agent-cross.log" && fail "5: agent lost the peer"
+# The agent agrees: exactly one CHILD_SA left, the same one.
+inst=$(grep -c 'install CHILD_SA' "$D/agent-cross.log" || true)
+del=$(grep -c 'delete CHILD_SA' "$D/agent-cross.log" || true)
+[ $((inst - del)) = 1 ] || fail "5: agent has $((inst - del)) CHILD_SAs"
+cin=$(sw --list-sas | awk '$1 == "in" { sub(",", "", $2); print $2 }')
+grep -q "outbound=0x$cin" "$D/agent-cross.log" || fail "5: agent does not send to charon's inbound SPI $cin"
 n=$(grep -c 'IKE SA rekey' "$D/agent-cross.log" || true)
+k=$(grep -c 'ChildSaRekeyed' "$D/agent-cross.log" || true)
 c=$(grep -c 'collision' "$D/agent-cross.log" || true)
-echo "5: IKE SA rekeyed by both ends every 6 s ($n rekey log lines, $c collisions seen by the agent): one IKE SA, one CHILD_SA"
+echo "5: IKE SA and CHILD_SA rekeyed by both ends ($n IKE rekey lines, $k CHILD rekey lines, $c collision lines): one IKE SA, one CHILD_SA"
 stop_agent
 echo INTEROP-OK

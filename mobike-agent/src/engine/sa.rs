@@ -1488,7 +1488,7 @@ impl IkeSa {
         child: Child,
         keys: ChildKeys,
         we_initiated: bool,
-    ) {
+    ) -> Option<bool> {
         let (inbound_key, outbound_key) = if we_initiated {
             (keys.r_to_i, keys.i_to_r)
         } else {
@@ -1540,30 +1540,28 @@ impl IkeSa {
         }
         let new_spi = child.inbound_spi;
         self.children.push(child);
-        self.resolve_rekey_collision(ctx, new_spi);
+        self.resolve_rekey_collision(ctx, new_spi)
     }
 
     /// §2.8.1: when both ends rekeyed the same CHILD_SA, the new SA made with
     /// the lowest of the four nonces is deleted by whoever initiated it.
-    fn resolve_rekey_collision(&mut self, ctx: &mut Ctx<'_>, new_spi: u32) {
-        let Some(origin) = self
+    /// Returns, when this completed a collision, whether the redundant
+    /// SA is one we created.
+    fn resolve_rekey_collision(&mut self, ctx: &mut Ctx<'_>, new_spi: u32) -> Option<bool> {
+        let origin = self
             .children
             .iter()
             .find(|c| c.inbound_spi == new_spi)
-            .and_then(|c| c.rekey_origin.clone())
-        else {
-            return;
-        };
+            .and_then(|c| c.rekey_origin.clone())?;
         let sibling = self.children.iter().find(|c| {
             c.inbound_spi != new_spi
                 && c.rekey_origin.as_ref().is_some_and(|o| {
                     o.old_inbound_spi == origin.old_inbound_spi && o.by_us != origin.by_us
                 })
         });
-        let Some(sibling) = sibling else { return };
-        let sib_origin = sibling.rekey_origin.clone();
+        let sibling = sibling?;
         let sib_spi = sibling.inbound_spi;
-        let Some(sib_origin) = sib_origin else { return };
+        let sib_origin = sibling.rekey_origin.clone()?;
         let (loser_spi, loser_by_us) = if origin.min_nonce < sib_origin.min_nonce {
             (new_spi, origin.by_us)
         } else {
@@ -1593,6 +1591,7 @@ impl IkeSa {
                 c.rekey_origin = None;
             }
         }
+        Some(loser_by_us)
     }
 
     /// Initiator side: the peer's answer to our CHILD_SA offer.
@@ -1732,12 +1731,30 @@ impl IkeSa {
                 by_us: true,
             }),
         };
-        self.install_child(ctx, child, keys, true);
-        if let Some(old) = offer.rekey_of
-            && let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == old)
-        {
-            // The rekey's initiator deletes the old SA (§1.3.3).
+        let new_spi = child.inbound_spi;
+        let old_exists = offer
+            .rekey_of
+            .is_some_and(|old| self.children.iter().any(|c| c.inbound_spi == old));
+        let collision = self.install_child(ctx, child, keys, true);
+        let Some(old) = offer.rekey_of else { return };
+        if !old_exists {
+            // The peer deleted the old SA while our rekey was in flight (it
+            // rekeyed it too and won): ours is redundant.
+            debug!(sa = self.id, "CHILD_SA rekey/delete collision");
+            if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == new_spi) {
+                c.state = ChildState::Rekeyed;
+                c.rekey_at = None;
+            }
+            self.queue.push_back(Pending::DeleteChild(vec![new_spi]));
+            return;
+        }
+        if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == old) {
             c.state = ChildState::Rekeyed;
+            c.rekey_at = None;
+        }
+        // The rekey's initiator deletes the old SA (§1.3.3); after a
+        // collision only the creator of the surviving SA does (§2.8.1).
+        if collision != Some(true) {
             self.queue.push_back(Pending::DeleteChild(vec![old]));
         }
     }
@@ -2170,7 +2187,14 @@ impl IkeSa {
                 // §1.3.3: the SPI is the one the initiator expects inbound,
                 // i.e. our outbound SPI.
                 match spi.and_then(|s| self.children.iter().position(|c| c.outbound_spi == s)) {
-                    Some(i) if self.children[i].state == ChildState::Deleting => {
+                    // §2.25.1: we are deleting it (or replaced it and will):
+                    // not now.
+                    Some(i)
+                        if matches!(
+                            self.children[i].state,
+                            ChildState::Deleting | ChildState::Rekeyed
+                        ) =>
+                    {
                         let n = notify(NotifyType::TEMPORARY_FAILURE, vec![]);
                         self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
                         return;
