@@ -514,7 +514,7 @@ impl IkeKeys {
     }
 
     /// RFC 7296 §2.15, shared key:
-    /// AUTH = prf( prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)
+    /// AUTH = prf( prf(Shared Secret, "Key Pad for IKEv2"), `<SignedOctets>`)
     /// with SignedOctets = RealMessage | Nonce(peer) | prf(SK_p, RestOfIDPayload).
     /// `initiator` selects SK_pi (true) or SK_pr.
     pub fn psk_auth(

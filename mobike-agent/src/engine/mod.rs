@@ -8,14 +8,20 @@
 //! It does IKE_SA_INIT (cookies, INVALID_KE_PAYLOAD retry, NAT detection),
 //! IKE_AUTH with PSK and the first CHILD_SA (tunnel mode, §2.9 narrowing),
 //! CREATE_CHILD_SA (new CHILD_SA, CHILD_SA rekey, IKE SA rekey, as initiator
-//! and responder), INFORMATIONAL (liveness checks, Delete), retransmission
-//! with exponential backoff, a message-ID window of one with replay of the
-//! cached response, the float to port 4500 and NAT keepalives, in both roles.
+//! and responder, including crossing rekeys by the nonce rules of §2.8.1 and
+//! §2.8.2 and the TEMPORARY_FAILURE rules of §2.25), INFORMATIONAL
+//! (liveness checks, Delete, AUTHENTICATION_FAILED), retransmission with
+//! exponential backoff, a message-ID window of one with replay of the cached
+//! response, the float to port 4500 and NAT keepalives, in both roles.
 //! The address pair of an IKE SA is a field ([`Path`]) that MOBIKE will move;
 //! MOBIKE_SUPPORTED is exchanged in IKE_AUTH. It has no sockets, no clock,
-//! no tokio and no kernel access; randomness (SPIs, nonces, DH keys) comes
-//! from ring's system generator. It does not yet do the MOBIKE address update
-//! (UPDATE_SA_ADDRESSES), EAP, certificates or IKE fragmentation.
+//! no tokio and no kernel access; SPIs and nonces come from an [`Entropy`]
+//! (the system generator unless a simulator seeds one), DH keys from ring.
+//! It does not yet do the MOBIKE address update (UPDATE_SA_ADDRESSES and the
+//! other RFC 4555 notifies are parsed and answered empty), EAP, certificates,
+//! IKE fragmentation, transport/BEET mode, INVALID_KE_PAYLOAD retries inside
+//! CREATE_CHILD_SA, or SET_WINDOW_SIZE; inbound SPIs are random rather than
+//! allocated by the kernel.
 
 mod config;
 mod sa;
