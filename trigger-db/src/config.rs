@@ -28,13 +28,20 @@
 //! # D-Bus address of the system bus NetworkManager is on; absent:
 //! # DBUS_SYSTEM_BUS_ADDRESS, else the standard system bus
 //! bus_address = "unix:path=/run/dbus/system_bus_socket"
+//!
+//! [damping]
+//! flap_window = "60s"         # link-downs per interface counted over this
+//! # Trailing-edge debounce per trigger type (humantime), for source
+//! # triggers only (rtnetlink, networkmanager); absent = not damped.
+//! # link-up and link-down are one class and share the larger value.
+//! debounce = { link-down = "200ms", link-up = "200ms", if-addr-changed = "1s" }
 //! ```
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
-use crate::store::Durability;
+use crate::{model::TriggerType, store::Durability};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -84,6 +91,51 @@ pub struct Config {
     pub subscribers: SubscriberConfig,
     #[serde(default)]
     pub sources: SourcesConfig,
+    #[serde(default)]
+    pub damping: DampingConfig,
+}
+
+/// `[damping]`: debounce of source triggers and the flap window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DampingConfig {
+    #[serde(deserialize_with = "required_duration")]
+    pub flap_window: Duration,
+    /// Quiet period per trigger type; keys are trigger type names.
+    #[serde(deserialize_with = "debounce_map")]
+    pub debounce: BTreeMap<TriggerType, Duration>,
+}
+
+impl Default for DampingConfig {
+    fn default() -> Self {
+        Self {
+            flap_window: Duration::from_secs(60),
+            debounce: BTreeMap::new(),
+        }
+    }
+}
+
+fn required_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+}
+
+/// `debounce = { TYPE = "DURATION", ... }`; an unknown type or a bad
+/// duration names its key.
+fn debounce_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<TriggerType, Duration>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let kind = k
+                .parse::<TriggerType>()
+                .map_err(|e| serde::de::Error::custom(format!("debounce.{k}: {e}")))?;
+            let d = humantime::parse_duration(&v)
+                .map_err(|e| serde::de::Error::custom(format!("debounce.{k}: {v:?}: {e}")))?;
+            Ok((kind, d))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +259,21 @@ impl Config {
         if self.subscribers.max == 0 {
             return bad("subscribers.max", "must be at least 1");
         }
+        let w = self.damping.flap_window;
+        if w < Duration::from_secs(1) || w > Duration::from_secs(7 * 86_400) {
+            return bad("damping.flap_window", "must be 1s..=7days");
+        }
+        if let Some((k, d)) = self
+            .damping
+            .debounce
+            .iter()
+            .find(|(_, d)| d.is_zero() || **d > Duration::from_secs(3_600))
+        {
+            return bad(
+                "damping.debounce",
+                &format!("{k}: {d:?} is outside 1ms..=1h"),
+            );
+        }
         if let Some(a) = &self.sources.networkmanager.bus_address
             && let Err(e) = a.parse::<zbus::Address>()
         {
@@ -294,10 +361,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bus") && e.contains("line 2"), "{e}");
-        let e = Config::parse("[sources.networkmanager]\nbus_address = \"nonsense\"\n", "t")
+        let e = Config::parse(
+            "[sources.networkmanager]\nbus_address = \"nonsense\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sources.networkmanager.bus_address"), "{e}");
+    }
+
+    #[test]
+    fn damping_defaults_off_and_parses_debounces() {
+        let c = Config::parse("", "t").unwrap();
+        assert!(c.damping.debounce.is_empty());
+        assert_eq!(c.damping.flap_window, Duration::from_secs(60));
+        let c = Config::parse(
+            "[damping]\nflap_window = \"5m\"\n\
+             debounce = { link-down = \"200ms\", LINK_UP = \"300ms\" }\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.damping.flap_window, Duration::from_secs(300));
+        assert_eq!(
+            c.damping.debounce.get(&TriggerType::LinkDown),
+            Some(&Duration::from_millis(200))
+        );
+        assert_eq!(
+            c.damping.debounce.get(&TriggerType::LinkUp),
+            Some(&Duration::from_millis(300))
+        );
+    }
+
+    #[test]
+    fn bad_damping_keys_are_named() {
+        let e = Config::parse("[damping]\ndebounce = { link-dwn = \"1s\" }\n", "t")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("sources.networkmanager.bus_address"), "{e}");
+        assert!(
+            e.contains("debounce.link-dwn") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = Config::parse("[damping]\ndebounce = { link-up = \"soon\" }\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("debounce.link-up") && e.contains("soon"), "{e}");
+        let e = Config::parse("[damping]\ndebounce = { link-up = \"0s\" }\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("damping.debounce") && e.contains("link-up"),
+            "{e}"
+        );
+        let e = Config::parse("[damping]\nflap_window = \"0s\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("damping.flap_window"), "{e}");
+        let e = Config::parse("[damping]\nflap = \"1s\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flap") && e.contains("line 2"), "{e}");
     }
 
     #[test]

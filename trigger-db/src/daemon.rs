@@ -178,7 +178,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         cfg.subscribers.queue,
         cfg.store.batch_max.max(crate::server::MAX_ADD_BATCH),
     ));
-    let writer_stats = Arc::new(WriterStats::default());
+    let writer_stats = Arc::new(WriterStats::new(cfg.damping.flap_window));
     let (source_tx, source_rx) = ingest::source_channel();
     // The writer outlives the server: it stops on its own token, after the
     // server has stopped accepting.
@@ -198,6 +198,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
                     .retention_interval
                     .unwrap_or(Duration::from_secs(60)),
             },
+            debounce: cfg.damping.debounce.iter().map(|(k, d)| (*k, *d)).collect(),
         },
         writer_stop.clone(),
     );

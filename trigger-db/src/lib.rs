@@ -12,6 +12,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod damping;
 pub mod hub;
 pub mod ingest;
 pub mod links;

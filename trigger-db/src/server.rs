@@ -359,6 +359,28 @@ impl TriggerService for Service {
         self.configure_thresholds_impl(req).await
     }
 
+    async fn flaps(
+        &self,
+        req: Request<pb::FlapsRequest>,
+    ) -> Result<Response<pb::FlapsResponse>, Status> {
+        let q = check_flaps(req.get_ref(), Timestamp::now()).map_err(|e| self.reject(e))?;
+        let rows = self
+            .store
+            .flaps(q.since, q.until, q.bucket_ns, &q.interfaces)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::FlapsResponse {
+            buckets: rows
+                .into_iter()
+                .map(|(interface, start, link_downs)| pb::FlapBucket {
+                    interface,
+                    start: Some(start.to_wire()),
+                    link_downs,
+                })
+                .collect(),
+        }))
+    }
+
     async fn list_thresholds(
         &self,
         _req: Request<pb::ListThresholdsRequest>,
@@ -375,6 +397,7 @@ impl TriggerService for Service {
     ) -> Result<Response<pb::StatsResponse>, Status> {
         let s = self.store.stats().await.map_err(store_status)?;
         let w = &self.writer_stats;
+        let (flaps, window) = w.flaps(Instant::now());
         Ok(Response::new(pb::StatsResponse {
             stored_triggers: s.rows,
             first_id: s.first_id,
@@ -404,6 +427,17 @@ impl TriggerService for Service {
                 })
                 .collect(),
             netlink_parse_errors: self.sources.iter().map(|c| c.parse_errors()).sum(),
+            flaps: flaps
+                .into_iter()
+                .map(|f| pb::InterfaceFlaps {
+                    interface: f.interface,
+                    in_window: f.in_window,
+                    total: f.total,
+                    window_s: window.as_secs(),
+                })
+                .collect(),
+            debounced: w.debounced.load(Ordering::Relaxed),
+            suppressed_flaps: w.suppressed_flaps.load(Ordering::Relaxed),
         }))
     }
 }
@@ -448,6 +482,78 @@ impl Service {
 
 /// Most entries one ConfigureThresholds may carry.
 pub const MAX_THRESHOLDS: usize = 1_000;
+
+/// Most interfaces one Flaps request may name.
+pub const MAX_FLAP_INTERFACES: usize = 1_000;
+/// Most buckets one Flaps request may span.
+pub const MAX_FLAP_BUCKETS: i64 = 10_000;
+
+/// A Flaps request, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlapsQuery {
+    pub since: Timestamp,
+    pub until: Timestamp,
+    pub bucket_ns: i64,
+    pub interfaces: Vec<String>,
+}
+
+/// Checks a Flaps request's fields; `until` defaults to `now`.
+pub fn check_flaps(w: &pb::FlapsRequest, now: Timestamp) -> Result<FlapsQuery, ValidationError> {
+    let since = w
+        .since
+        .as_ref()
+        .ok_or_else(|| ValidationError::new("since", "is required"))
+        .and_then(|t| Timestamp::from_wire(t, "since"))?;
+    let until = w
+        .until
+        .as_ref()
+        .map(|t| Timestamp::from_wire(t, "until"))
+        .transpose()?
+        .unwrap_or(now);
+    if until <= since {
+        return Err(ValidationError::new(
+            "until",
+            format!("{until} is not after since ({since})"),
+        ));
+    }
+    if w.bucket_s == 0 {
+        return Err(ValidationError::new("bucket_s", "must be at least 1"));
+    }
+    let bucket_ns = i64::from(w.bucket_s) * 1_000_000_000;
+    let span = until.0.saturating_sub(since.0);
+    let buckets = span / bucket_ns + i64::from(span % bucket_ns != 0);
+    if buckets > MAX_FLAP_BUCKETS {
+        return Err(ValidationError::new(
+            "bucket_s",
+            format!(
+                "{} s buckets make {buckets} over the range; at most {MAX_FLAP_BUCKETS}",
+                w.bucket_s
+            ),
+        ));
+    }
+    if w.interfaces.len() > MAX_FLAP_INTERFACES {
+        return Err(ValidationError::new(
+            "interfaces",
+            format!(
+                "{} entries; at most {MAX_FLAP_INTERFACES}",
+                w.interfaces.len()
+            ),
+        ));
+    }
+    for (i, name) in w.interfaces.iter().enumerate() {
+        let f = format!("interfaces[{i}]");
+        crate::model::check_name(name, &f)?;
+        if name.is_empty() {
+            return Err(ValidationError::new(f, "is empty"));
+        }
+    }
+    Ok(FlapsQuery {
+        since,
+        until,
+        bucket_ns,
+        interfaces: w.interfaces.clone(),
+    })
+}
 
 /// Checks a history query's fields.
 pub fn check_query(w: &pb::QueryRequest) -> Result<HistoryQuery, ValidationError> {
@@ -500,4 +606,41 @@ pub fn check_query(w: &pb::QueryRequest) -> Result<HistoryQuery, ValidationError
         );
     }
     Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn req(since: Option<i64>, until: Option<i64>, bucket_s: u32) -> pb::FlapsRequest {
+        pb::FlapsRequest {
+            since: since.map(|s| Timestamp(s * S).to_wire()),
+            until: until.map(|u| Timestamp(u * S).to_wire()),
+            bucket_s,
+            interfaces: vec![],
+        }
+    }
+
+    #[test]
+    fn flaps_ranges_and_buckets_are_checked_by_field() {
+        let now = Timestamp(1_800_000_000 * S);
+        let q = check_flaps(&req(Some(1_799_996_400), None, 300), now).unwrap();
+        assert_eq!(q.until, now);
+        assert_eq!(q.bucket_ns, 300 * S);
+        let field = |r: &pb::FlapsRequest| check_flaps(r, now).unwrap_err().field;
+        assert_eq!(field(&req(None, None, 60)), "since");
+        assert_eq!(field(&req(Some(100), Some(100), 60)), "until");
+        assert_eq!(field(&req(Some(200), Some(100), 60)), "until");
+        assert_eq!(field(&req(Some(0), Some(100), 0)), "bucket_s");
+        // 10,001 one-second buckets: too many; 10,000 are fine.
+        assert_eq!(field(&req(Some(0), Some(10_001), 1)), "bucket_s");
+        assert!(check_flaps(&req(Some(0), Some(10_000), 1), now).is_ok());
+        let mut r = req(Some(0), Some(100), 10);
+        r.interfaces = vec!["eth0".into(), "".into()];
+        assert_eq!(field(&r), "interfaces[1]");
+        r.interfaces = vec!["eth 0".into()];
+        assert_eq!(field(&r), "interfaces[0]");
+    }
 }

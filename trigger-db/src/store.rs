@@ -385,6 +385,54 @@ impl Store {
         Ok(s)
     }
 
+    /// Stored LINK_DOWN triggers per interface in buckets of `bucket_ns`
+    /// from `since` up to `until`: (interface, bucket start, count), only
+    /// non-empty buckets, by interface then start.
+    pub async fn flaps(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        bucket_ns: i64,
+        interfaces: &[String],
+    ) -> Result<Vec<(String, Timestamp, u64)>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT if_name, (observed_at - ");
+        qb.push_bind(since.0)
+            .push(") / ")
+            .push_bind(bucket_ns)
+            .push(" AS bucket, COUNT(*) FROM triggers WHERE type = ")
+            .push_bind(i64::from(TriggerType::LinkDown.to_wire()))
+            .push(" AND observed_at >= ")
+            .push_bind(since.0)
+            .push(" AND observed_at < ")
+            .push_bind(until.0)
+            .push(" AND if_name IS NOT NULL");
+        if !interfaces.is_empty() {
+            qb.push(" AND if_name IN (");
+            let mut sep = qb.separated(", ");
+            for i in interfaces {
+                sep.push_bind(i.clone());
+            }
+            sep.push_unseparated(")");
+        }
+        qb.push(" GROUP BY if_name, bucket ORDER BY if_name, bucket");
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("flaps"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let b: i64 = r.get(1);
+                (
+                    r.get::<String, _>(0),
+                    Timestamp(since.0 + b * bucket_ns),
+                    r.get::<i64, _>(2) as u64,
+                )
+            })
+            .collect())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -5,15 +5,21 @@
 //! acknowledges the callers. Modify, Delete, Flush and retention run between
 //! batches on the same connection, so SQLite never sees two writers.
 //!
-//! On shutdown it drains both queues, commits, checkpoints the WAL and
-//! closes the hub, so every stream ends cleanly after the last trigger.
+//! Source triggers pass through the [`Damper`] first (debounce per
+//! interface and class, see `damping`); the actor also wakes when a held
+//! trigger's quiet period ends and stores it then. Every stored LINK_DOWN
+//! counts as a flap of its interface.
+//!
+//! On shutdown it drains both queues, releases what the damper holds,
+//! commits, checkpoints the WAL and closes the hub, so every stream ends
+//! cleanly after the last trigger.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    damping::{Damper, FlapCounter, InterfaceFlaps, Offer},
     hub::Hub,
     ingest::{SourceBatch, SourceReceiver},
     links::LinkTable,
-    model::{Filter, Timestamp, Trigger},
+    model::{Filter, Timestamp, Trigger, TriggerType},
     store::{StoreError, Writer},
     threshold::{Change, Engine, Threshold},
 };
@@ -75,15 +82,50 @@ pub struct WriterConfig {
     /// Most triggers one transaction coalesces.
     pub batch_max: usize,
     pub retention: Retention,
+    /// Debounce of source triggers per type (none: no damping).
+    pub debounce: Vec<(TriggerType, Duration)>,
 }
 
 /// Counters the Stats verb reports.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     pub ingested: AtomicU64,
     pub transactions: AtomicU64,
     pub retention_deleted: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Source triggers replaced while held by the debounce.
+    pub debounced: AtomicU64,
+    /// Held link-state triggers dropped as no net change.
+    pub suppressed_flaps: AtomicU64,
+    /// Stored link-downs per interface.
+    flaps: Mutex<FlapCounter>,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+}
+
+impl WriterStats {
+    /// Counters with flaps counted over `flap_window`.
+    pub fn new(flap_window: Duration) -> Self {
+        Self {
+            ingested: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            retention_deleted: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            debounced: AtomicU64::new(0),
+            suppressed_flaps: AtomicU64::new(0),
+            flaps: Mutex::new(FlapCounter::new(flap_window)),
+        }
+    }
+
+    /// Link-downs per interface as of `now`, and the window.
+    pub fn flaps(&self, now: Instant) -> (Vec<InterfaceFlaps>, Duration) {
+        let f = self.flaps.lock().unwrap_or_else(|p| p.into_inner());
+        (f.snapshot(now), f.window())
+    }
 }
 
 /// A cloneable handle for sending work to the writer.
@@ -170,6 +212,7 @@ pub fn spawn(
         sources,
         hub,
         stats,
+        damper: Damper::new(&config.debounce),
         config,
         engine: Engine::default(),
     };
@@ -186,6 +229,8 @@ struct Actor {
     config: WriterConfig,
     /// Derives threshold crossings from parameter reports, in store order.
     engine: Engine,
+    /// Debounces source triggers.
+    damper: Damper,
 }
 
 /// What one group commit collects.
@@ -224,6 +269,10 @@ impl Actor {
         let mut commands_open = true;
         let mut sources_open = true;
         loop {
+            let deadline = self.damper.next_deadline();
+            let wake = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3_600)),
+            ));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -231,10 +280,20 @@ impl Actor {
                     Some(cmd) => self.handle(cmd).await,
                     None => commands_open = false,
                 },
+                () = wake, if deadline.is_some() => {
+                    let p = Pending {
+                        triggers: self.damper.expire(Instant::now()),
+                        ..Default::default()
+                    };
+                    self.damped();
+                    if !p.triggers.is_empty() {
+                        self.group_commit(p).await;
+                    }
+                }
                 batch = self.sources.recv(), if sources_open => match batch {
                     Some(batch) => {
                         let mut p = Pending::default();
-                        push_batch(&mut p, batch);
+                        self.push_batch(&mut p, batch);
                         self.group_commit(p).await;
                     }
                     None => sources_open = false,
@@ -251,7 +310,20 @@ impl Actor {
         }
         while let Some(batch) = self.sources.recv().await {
             let mut p = Pending::default();
-            push_batch(&mut p, batch);
+            self.push_batch(&mut p, batch);
+            self.group_commit(p).await;
+        }
+        let held = self.damper.expire_all();
+        self.damped();
+        if !held.is_empty() {
+            info!(
+                triggers = held.len(),
+                "storing the triggers the debounce held"
+            );
+            let p = Pending {
+                triggers: held,
+                ..Default::default()
+            };
             self.group_commit(p).await;
         }
         self.hub.close();
@@ -320,7 +392,7 @@ impl Actor {
         let mut deferred = None;
         while p.len() < self.config.batch_max {
             if let Ok(batch) = self.sources.try_recv() {
-                push_batch(&mut p, batch);
+                self.push_batch(&mut p, batch);
                 continue;
             }
             match self.commands.try_recv() {
@@ -371,6 +443,7 @@ impl Actor {
             Ok(()) => {
                 self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+                self.count_flaps(&triggers);
                 let stored: Vec<Arc<Trigger>> = triggers.into_iter().map(Arc::new).collect();
                 self.hub.publish(&stored, links);
                 let mut at = 0;
@@ -427,10 +500,52 @@ impl Actor {
     }
 }
 
-fn push_batch(p: &mut Pending, batch: SourceBatch) {
-    p.triggers.extend(batch.triggers);
-    if batch.links.is_some() {
-        p.links = batch.links;
+impl Actor {
+    /// A source batch into a commit: its triggers through the damper, its
+    /// link table (state, not a trigger) unchanged.
+    fn push_batch(&mut self, p: &mut Pending, batch: SourceBatch) {
+        if self.damper.is_enabled() {
+            let now = Instant::now();
+            for t in batch.triggers {
+                if let Offer::Pass(t) = self.damper.offer(t, now) {
+                    p.triggers.push(t);
+                }
+            }
+            self.damped();
+        } else {
+            p.triggers.extend(batch.triggers);
+        }
+        if batch.links.is_some() {
+            p.links = batch.links;
+        }
+    }
+
+    /// Publishes the damper's counters.
+    fn damped(&self) {
+        self.stats
+            .debounced
+            .store(self.damper.debounced, Ordering::Relaxed);
+        self.stats
+            .suppressed_flaps
+            .store(self.damper.suppressed_flaps, Ordering::Relaxed);
+    }
+
+    /// Counts the stored link-downs as flaps of their interfaces.
+    fn count_flaps(&self, stored: &[Trigger]) {
+        let mut downs = stored
+            .iter()
+            .filter(|t| t.kind == TriggerType::LinkDown)
+            .filter_map(|t| t.interface.as_ref())
+            .filter(|i| !i.name.is_empty())
+            .peekable();
+        if downs.peek().is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut f = self.stats.flaps.lock().unwrap_or_else(|p| p.into_inner());
+        for i in downs {
+            f.record(&i.name, now);
+        }
     }
 }
 

@@ -190,6 +190,47 @@ enum Command {
     /// on link parameters.
     #[command(subcommand)]
     Threshold(ThresholdCommand),
+    /// Show stored link-downs per interface over time, in buckets.
+    #[command(after_help = FLAPS_HELP)]
+    Flaps {
+        /// From this time.
+        #[arg(long, value_name = "TIME", value_parser = time::parse_time, default_value = "1h")]
+        since: Timestamp,
+        /// Up to this time [default: now].
+        #[arg(long, value_name = "TIME", value_parser = time::parse_time)]
+        until: Option<Timestamp>,
+        /// Bucket length, whole seconds (30s, 5m, 1h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_bucket, default_value = "5m")]
+        bucket: u32,
+        /// Only this interface (repeat or comma-separate).
+        #[arg(
+            long = "interface",
+            short = 'i',
+            value_name = "NAME",
+            value_delimiter = ','
+        )]
+        interfaces: Vec<String>,
+    },
+}
+
+const FLAPS_HELP: &str = "\
+Examples:
+  triggerctl flaps                              # last hour, 5-minute buckets
+  triggerctl flaps --since 1h --bucket 5m -i wlan0
+  triggerctl flaps --since 2026-11-27 --until 2026-11-28 --bucket 1h
+
+A flap is a stored link-down (any source). Only buckets with link-downs are \
+shown; buckets start at --since. `stats` shows the counts of the last window \
+and since the daemon started. --json prints one \
+{\"interface\",\"start\",\"link_downs\"} per bucket.";
+
+/// `--bucket`: a humantime duration of whole seconds, 1s..=49days.
+fn parse_bucket(s: &str) -> Result<u32, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+        return Err(format!("{s:?} is not a whole number of seconds >= 1"));
+    }
+    u32::try_from(d.as_secs()).map_err(|_| format!("{s:?} is too long"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,8 +431,14 @@ operational state), MTU, ADDRESSES (with flags such as [tentative]).
 const STATS_HELP: &str = "\
 --json prints one object: stored_triggers, first_id, last_id, database_bytes, \
 subscribers, gap_notices, resyncs, ingested_total, retention_deleted, \
-rejected_requests, netlink_parse_errors, uptime_s, and by_source / by_type \
-(objects of name -> count).";
+rejected_requests, netlink_parse_errors, debounced, suppressed_flaps, \
+uptime_s, by_source / by_type (objects of name -> count), and flaps (a list \
+of {\"interface\",\"in_window\",\"total\",\"window_s\"}: link-downs in the \
+last window and since the daemon started).
+
+debounced: source triggers replaced by a newer one while the [damping] \
+debounce held them; suppressed_flaps: link-downs and link-ups dropped because \
+the link came back to its state within the debounce.";
 
 #[derive(Debug, Args)]
 struct AddArgs {
@@ -579,6 +626,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             threshold::set(&mut c, &out, &a.flags()).await
         }
         Command::Threshold(ThresholdCommand::List) => threshold::list(&mut c, &out).await,
+        Command::Flaps {
+            since,
+            until,
+            bucket,
+            interfaces,
+        } => verbs::flaps(&mut c, &out, since, until, bucket, interfaces).await,
         Command::Threshold(ThresholdCommand::Clear(a)) => {
             threshold::clear(&mut c, &out, &a.scope.scope(), a.param, a.value).await
         }
@@ -819,6 +872,39 @@ mod tests {
         );
         assert!(parse(&["threshold", "clear", "-i", "wlan0"]).is_err());
         assert!(parse(&["threshold", "list"]).is_ok());
+    }
+
+    #[test]
+    fn flaps_flags() {
+        let cli = parse(&[
+            "flaps",
+            "--since",
+            "2h",
+            "--bucket",
+            "5m",
+            "-i",
+            "wlan0,eth0",
+        ])
+        .unwrap();
+        let Command::Flaps {
+            bucket,
+            interfaces,
+            until,
+            ..
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(bucket, 300);
+        assert_eq!(interfaces, ["wlan0", "eth0"]);
+        assert_eq!(until, None);
+        let Command::Flaps { bucket, .. } = parse(&["flaps"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(bucket, 300);
+        assert!(parse(&["flaps", "--bucket", "0s"]).is_err());
+        assert!(parse(&["flaps", "--bucket", "1500ms"]).is_err());
+        assert!(parse(&["flaps", "--bucket", "often"]).is_err());
     }
 
     #[test]

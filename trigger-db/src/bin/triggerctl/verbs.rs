@@ -330,7 +330,7 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
     };
     let by_source = counts(&s.by_source);
     let by_type = counts(&s.by_type);
-    let scalars: [(&str, u64); 12] = [
+    let scalars: [(&str, u64); 14] = [
         ("stored_triggers", s.stored_triggers),
         ("first_id", s.first_id),
         ("last_id", s.last_id),
@@ -342,8 +342,22 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
         ("retention_deleted", s.retention_deleted),
         ("rejected_requests", s.rejected_requests),
         ("netlink_parse_errors", s.netlink_parse_errors),
+        ("debounced", s.debounced),
+        ("suppressed_flaps", s.suppressed_flaps),
         ("uptime_s", s.uptime_s),
     ];
+    let flaps: Vec<serde_json::Value> = s
+        .flaps
+        .iter()
+        .map(|f| {
+            json!({
+                "interface": f.interface,
+                "in_window": f.in_window,
+                "total": f.total,
+                "window_s": f.window_s,
+            })
+        })
+        .collect();
     if out.json {
         let mut obj = serde_json::Map::new();
         for (k, v) in scalars {
@@ -351,6 +365,7 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
         }
         obj.insert("by_source".into(), json!(by_source));
         obj.insert("by_type".into(), json!(by_type));
+        obj.insert("flaps".into(), json!(flaps));
         return Ok(out.json_line(&obj)?);
     }
     let mut rows: Vec<Vec<String>> = scalars
@@ -368,7 +383,72 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
             if v.is_empty() { "-".into() } else { v },
         ]);
     }
+    // Flaps: link-downs in the window / since the start, per interface.
+    let window = s.flaps.first().map_or(0, |f| f.window_s);
+    let v = s
+        .flaps
+        .iter()
+        .map(|f| format!("{}={}/{}", f.interface, f.in_window, f.total))
+        .collect::<Vec<_>>()
+        .join(" ");
+    rows.push(vec![
+        format!("flaps ({window}s/total)"),
+        if v.is_empty() { "-".into() } else { v },
+    ]);
     for line in table(&["COUNTER", "VALUE"], &rows) {
+        out.line(&line)?;
+    }
+    Ok(())
+}
+
+/// `flaps`: stored link-downs per interface in buckets.
+pub async fn flaps(
+    c: &mut Client,
+    out: &Out,
+    since: Timestamp,
+    until: Option<Timestamp>,
+    bucket_s: u32,
+    interfaces: Vec<String>,
+) -> anyhow::Result<()> {
+    let r = c
+        .flaps(pb::FlapsRequest {
+            since: Some(since.to_wire()),
+            until: until.map(Timestamp::to_wire),
+            bucket_s,
+            interfaces,
+        })
+        .await
+        .map_err(|s| status_error("flaps", &s))?
+        .into_inner();
+    let mut rows = Vec::new();
+    for (i, b) in r.buckets.iter().enumerate() {
+        let start = b
+            .start
+            .as_ref()
+            .ok_or_else(|| format!("buckets[{i}].start: missing"))
+            .and_then(|t| {
+                Timestamp::from_wire(t, &format!("buckets[{i}].start")).map_err(|e| e.to_string())
+            });
+        match start {
+            Ok(start) => rows.push((b.interface.clone(), start, b.link_downs)),
+            Err(e) => out.note(&format!("skipping a bucket the daemon sent: {e}")),
+        }
+    }
+    if out.json {
+        for (interface, start, n) in &rows {
+            out.json_line(&json!({ "interface": interface, "start": start, "link_downs": n }))?;
+        }
+        return Ok(());
+    }
+    if rows.is_empty() {
+        out.note("no link-downs in that range");
+        return Ok(());
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(interface, start, n)| vec![interface.clone(), start.to_string(), n.to_string()])
+        .collect();
+    for line in table(&["INTERFACE", "BUCKET START (UTC)", "LINK-DOWNS"], &cells) {
         out.line(&line)?;
     }
     Ok(())
