@@ -792,3 +792,45 @@ fn unknown_critical_payload_is_rejected_and_noncritical_skipped() {
     );
     assert_eq!(s.nodes[1].ep.ike_sa_count(), 0);
 }
+
+#[test]
+fn child_rekey_retries_with_the_pfs_group_the_responder_wants() {
+    let (a, _) = configs(IKE_1, "aes256gcm16-x25519-ecp256");
+    let (_, b) = configs(IKE_1, "aes256gcm16-ecp256");
+    let mut s = Sim::new(a, b, 3, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    let old = *s.nodes[0].kernel.keys().next().unwrap();
+    let sa = sa_id(&s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::RekeyChildSa {
+                sa,
+                inbound_spi: old,
+            },
+        )
+        .unwrap();
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.kernel.len() == 1 && !n.kernel.contains_key(&old))
+    }));
+    assert!(s.children_pair_up());
+    // First try with x25519, refused with INVALID_KE_PAYLOAD(19), then ecp256.
+    let requests = s.nodes[0]
+        .sent
+        .iter()
+        .filter_map(|t| proto::Message::decode(t.payload.get(4..)?).ok())
+        .filter(|m| m.header.exchange == ExchangeType::CREATE_CHILD_SA && !m.header.is_response())
+        .count();
+    assert_eq!(requests, 2);
+    assert!(
+        !s.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaFailed { .. }))
+    );
+    delete_everything(&mut s);
+}

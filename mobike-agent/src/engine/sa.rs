@@ -91,9 +91,11 @@ enum Pending {
     Dpd,
     DeleteIke,
     DeleteChild(Vec<u32>),
-    RekeyChild(u32),
-    CreateChild(usize),
-    RekeyIke,
+    /// Rekey the CHILD_SA with this inbound SPI; the group is the one the
+    /// peer asked for with INVALID_KE_PAYLOAD.
+    RekeyChild(u32, Option<DhGroup>),
+    CreateChild(usize, Option<DhGroup>),
+    RekeyIke(Option<DhGroup>),
 }
 
 #[derive(Debug)]
@@ -248,6 +250,16 @@ fn ts_of(payloads: &[Payload]) -> Option<(&Vec<TrafficSelector>, &Vec<TrafficSel
     Some((tsi, tsr))
 }
 
+/// Why a responder refuses a CHILD_SA: the notify and its data.
+#[derive(Debug)]
+struct ChildRefusal(NotifyType, Vec<u8>);
+
+impl From<NotifyType> for ChildRefusal {
+    fn from(n: NotifyType) -> Self {
+        ChildRefusal(n, Vec::new())
+    }
+}
+
 fn notify(ty: NotifyType, data: Vec<u8>) -> Payload {
     Payload::Notify(Notify::new(ty, data))
 }
@@ -344,8 +356,6 @@ impl IkeSa {
         self.state == State::InitReplied
     }
 
-    /// Gives up all CHILD_SAs and becomes a redundant SA that waits for its
-    /// Delete (§2.8.2).
     /// How long an old SA replaced by the peer's rekey stays to answer
     /// retransmissions (in a collision, of our peer's own rekey request) and
     /// wait for its Delete: the peer's whole retransmission span (assuming
@@ -358,6 +368,8 @@ impl IkeSa {
         span.max(config.half_open_timeout)
     }
 
+    /// Gives up all CHILD_SAs and becomes a redundant SA that waits for its
+    /// Delete (§2.8.2).
     pub(super) fn surrender_children(&mut self, now: Instant, linger: Duration) -> Vec<Child> {
         self.state = State::Rekeyed;
         self.queue.clear();
@@ -520,12 +532,13 @@ impl IkeSa {
             }
             if self.rekey_at.is_some_and(|t| t <= now) {
                 self.rekey_at = None;
-                self.queue.push_back(Pending::RekeyIke);
+                self.queue.push_back(Pending::RekeyIke(None));
             }
             for c in &mut self.children {
                 if c.state == ChildState::Installed && c.rekey_at.is_some_and(|t| t <= now) {
                     c.rekey_at = None;
-                    self.queue.push_back(Pending::RekeyChild(c.inbound_spi));
+                    self.queue
+                        .push_back(Pending::RekeyChild(c.inbound_spi, None));
                 }
             }
         }
@@ -617,7 +630,7 @@ impl IkeSa {
         if !self.established() {
             return Err(super::CommandError::NotEstablished(self.id));
         }
-        self.queue.push_back(Pending::RekeyIke);
+        self.queue.push_back(Pending::RekeyIke(None));
         self.start_next_request(ctx);
         Ok(())
     }
@@ -636,7 +649,7 @@ impl IkeSa {
                 what: format!("{spi:#010x}"),
             });
         }
-        self.queue.push_back(Pending::RekeyChild(spi));
+        self.queue.push_back(Pending::RekeyChild(spi, None));
         self.start_next_request(ctx);
         Ok(())
     }
@@ -655,7 +668,7 @@ impl IkeSa {
                 what: format!("config #{cfg}"),
             });
         }
-        self.queue.push_back(Pending::CreateChild(cfg));
+        self.queue.push_back(Pending::CreateChild(cfg, None));
         self.start_next_request(ctx);
         Ok(())
     }
@@ -1129,13 +1142,16 @@ impl IkeSa {
         cfg: usize,
         rekey_of: Option<&Child>,
         pfs: bool,
+        group: Option<DhGroup>,
     ) -> Option<ChildOffer> {
         let child = self.conn(ctx).children.get(cfg)?;
         let group = if pfs {
-            child
-                .esp_proposals
-                .first()
-                .and_then(|p| p.dh.first().copied())
+            group.or_else(|| {
+                child
+                    .esp_proposals
+                    .first()
+                    .and_then(|p| p.dh.first().copied())
+            })
         } else {
             None
         };
@@ -1192,7 +1208,7 @@ impl IkeSa {
         let offer = if conn.children.is_empty() {
             None
         } else {
-            self.child_offer(ctx, 0, None, false)
+            self.child_offer(ctx, 0, None, false, None)
         };
         if let Some(o) = &offer {
             payloads.extend(self.child_payloads(ctx, o));
@@ -1285,14 +1301,14 @@ impl IkeSa {
         };
         match &child {
             Some(Ok((payl, _, _))) => payloads.extend(payl.iter().cloned()),
-            Some(Err(n)) => payloads.push(notify(*n, vec![])),
+            Some(Err(ChildRefusal(n, data))) => payloads.push(notify(*n, data.clone())),
             None => {}
         }
         self.respond(ctx, ExchangeType::IKE_AUTH, msg_id, &payloads);
         self.become_established(ctx);
         if let Some(Ok((_, c, keys))) = child {
             self.install_child(ctx, c, keys, false);
-        } else if let Some(Err(n)) = child {
+        } else if let Some(Err(ChildRefusal(n, _))) = child {
             ctx.event(Event::ChildSaFailed {
                 sa: self.id,
                 child: String::new(),
@@ -1391,7 +1407,7 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
         in_auth: bool,
-    ) -> Result<(Vec<Payload>, Child, ChildKeys), NotifyType> {
+    ) -> Result<(Vec<Payload>, Child, ChildKeys), ChildRefusal> {
         let conn = self.conn(ctx);
         let props = sa_of(p).ok_or(NotifyType::INVALID_SYNTAX)?;
         let (tsi, tsr) = ts_of(p).ok_or(NotifyType::INVALID_SYNTAX)?;
@@ -1420,7 +1436,21 @@ impl IkeSa {
                 break;
             }
         }
-        let (ci, offered, suite, local_ts, remote_ts) = chosen.ok_or(reason)?;
+        let (ci, offered, mut suite, local_ts, remote_ts) = chosen.ok_or(reason)?;
+        // Prefer the group the initiator already sent a KE for.
+        if let (Some(_), Some(ke)) = (suite.dh, ke)
+            && let Some(g) = DhGroup::from_number(ke.group)
+            && conn.children[ci]
+                .esp_proposals
+                .iter()
+                .any(|x| x.dh.contains(&g))
+            && offered
+                .transforms
+                .iter()
+                .any(|t| t.ty == proto::TransformType::DH && t.id == ke.group)
+        {
+            suite.dh = Some(g);
+        }
         let peer_spi = u32::from_be_bytes(
             offered
                 .spi
@@ -1442,7 +1472,11 @@ impl IkeSa {
         }
         if let (Some(g), Some(ke)) = (suite.dh, ke) {
             if ke.group != g.number() {
-                return Err(NotifyType::INVALID_KE_PAYLOAD);
+                // §1.3.1 / §3.10.1: name the group we want.
+                return Err(ChildRefusal(
+                    NotifyType::INVALID_KE_PAYLOAD,
+                    g.number().to_be_bytes().to_vec(),
+                ));
             }
             let s = KeyShare::generate(g, ctx.rng).map_err(|_| NotifyType::TEMPORARY_FAILURE)?;
             payloads.push(Payload::Ke(KeyExchange {
@@ -1631,6 +1665,33 @@ impl IkeSa {
             });
         };
         if let Some(err) = first_error(p) {
+            // INVALID_KE_PAYLOAD (§1.3.1): retry at once with the group the
+            // peer wants, if we accept it.
+            let retry = notify_of(p, NotifyType::INVALID_KE_PAYLOAD)
+                .and_then(Notify::invalid_ke_group)
+                .and_then(DhGroup::from_number)
+                .filter(|g| {
+                    offer.share.as_ref().is_some_and(|s| s.group() != *g)
+                        && conn.children[offer.cfg]
+                            .esp_proposals
+                            .iter()
+                            .any(|x| x.dh.contains(g))
+                });
+            if let Some(g) = retry {
+                debug!(sa = self.id, group = ?g, "CREATE_CHILD_SA: INVALID_KE_PAYLOAD, retrying");
+                match offer.rekey_of {
+                    Some(old) => {
+                        if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == old) {
+                            c.state = ChildState::Installed;
+                        }
+                        self.queue.push_front(Pending::RekeyChild(old, Some(g)));
+                    }
+                    None => self
+                        .queue
+                        .push_front(Pending::CreateChild(offer.cfg, Some(g))),
+                }
+                return;
+            }
             fail(ctx, self, err);
             return;
         }
@@ -1819,7 +1880,7 @@ impl IkeSa {
                         Request::DeleteChild(spis),
                     );
                 }
-                Pending::RekeyChild(spi) => {
+                Pending::RekeyChild(spi, group) => {
                     if self.state != State::Established {
                         continue;
                     }
@@ -1836,7 +1897,8 @@ impl IkeSa {
                         .children
                         .get(cfg)
                         .is_some_and(|c| c.esp_proposals.iter().any(|p| !p.dh.is_empty()));
-                    let Some(offer) = self.child_offer(ctx, cfg, Some(&self.children[idx]), pfs)
+                    let Some(offer) =
+                        self.child_offer(ctx, cfg, Some(&self.children[idx]), pfs, group)
                     else {
                         continue;
                     };
@@ -1855,7 +1917,7 @@ impl IkeSa {
                         Request::CreateChild(offer),
                     );
                 }
-                Pending::CreateChild(cfg) => {
+                Pending::CreateChild(cfg, group) => {
                     if self.state != State::Established {
                         continue;
                     }
@@ -1864,7 +1926,7 @@ impl IkeSa {
                         .children
                         .get(cfg)
                         .is_some_and(|c| c.esp_proposals.iter().any(|p| !p.dh.is_empty()));
-                    let Some(offer) = self.child_offer(ctx, cfg, None, pfs) else {
+                    let Some(offer) = self.child_offer(ctx, cfg, None, pfs, group) else {
                         continue;
                     };
                     let payloads = self.create_child_payloads(ctx, &offer);
@@ -1875,11 +1937,14 @@ impl IkeSa {
                         Request::CreateChild(offer),
                     );
                 }
-                Pending::RekeyIke => {
+                Pending::RekeyIke(group) => {
                     if self.state != State::Established {
                         continue;
                     }
-                    let Some(suite) = self.suite else { continue };
+                    let Some(mut suite) = self.suite else {
+                        continue;
+                    };
+                    suite.dh = group.unwrap_or(suite.dh);
                     let (Some(spi), Some(nonce)) = (ctx.spi64(), ctx.random::<32>()) else {
                         continue;
                     };
@@ -2227,12 +2292,12 @@ impl IkeSa {
                 }
                 self.install_child(ctx, child, keys, false);
             }
-            Err(reason) => {
+            Err(ChildRefusal(reason, data)) => {
                 self.respond(
                     ctx,
                     ExchangeType::CREATE_CHILD_SA,
                     id,
-                    &[notify(reason, vec![])],
+                    &[notify(reason, data)],
                 );
                 ctx.event(Event::ChildSaFailed {
                     sa: self.id,
@@ -2416,6 +2481,18 @@ impl IkeSa {
             if let Some((theirs, _)) = self.peer_rekey.take() {
                 // Only the peer's rekey happened: no collision after all.
                 ctx.sa_ops.push(SaOp::ClearCollision(theirs));
+            }
+            let retry = notify_of(p, NotifyType::INVALID_KE_PAYLOAD)
+                .and_then(Notify::invalid_ke_group)
+                .and_then(DhGroup::from_number)
+                .filter(|g| {
+                    *g != offer.share.group() && conn.ike_proposals.iter().any(|x| x.dh.contains(g))
+                });
+            if let Some(g) = retry
+                && self.state == State::Established
+            {
+                self.queue.push_front(Pending::RekeyIke(Some(g)));
+                return;
             }
             // Try again later (TEMPORARY_FAILURE after a collision, ...).
             self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
