@@ -7,8 +7,9 @@
 //!
 //! Source triggers pass through the [`Damper`] first (debounce per
 //! interface and class, see `damping`); the actor also wakes when a held
-//! trigger's quiet period ends and stores it then. Every stored LINK_DOWN
-//! counts as a flap of its interface.
+//! trigger's quiet period ends and stores it then. Every LINK_DOWN that
+//! comes in (before the debounce: a suppressed flap is a flap) counts as a
+//! flap of its interface.
 //!
 //! On shutdown it drains both queues, releases what the damper holds,
 //! commits, checkpoints the WAL and closes the hub, so every stream ends
@@ -31,7 +32,7 @@ use crate::{
     hub::Hub,
     ingest::{SourceBatch, SourceReceiver},
     links::LinkTable,
-    model::{Filter, Timestamp, Trigger, TriggerType},
+    model::{Filter, Source, Timestamp, Trigger, TriggerType},
     store::{StoreError, Writer},
     threshold::{Change, Engine, Threshold},
 };
@@ -97,7 +98,7 @@ pub struct WriterStats {
     pub debounced: AtomicU64,
     /// Held link-state triggers dropped as no net change.
     pub suppressed_flaps: AtomicU64,
-    /// Stored link-downs per interface.
+    /// Link-downs per interface, as they come in.
     flaps: Mutex<FlapCounter>,
 }
 
@@ -443,7 +444,12 @@ impl Actor {
             Ok(()) => {
                 self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
-                self.count_flaps(&triggers);
+                // Source triggers were counted when they came in.
+                self.count_flaps(
+                    triggers.iter().filter(|t| {
+                        !matches!(t.source, Source::Rtnetlink | Source::NetworkManager)
+                    }),
+                );
                 let stored: Vec<Arc<Trigger>> = triggers.into_iter().map(Arc::new).collect();
                 self.hub.publish(&stored, links);
                 let mut at = 0;
@@ -504,6 +510,8 @@ impl Actor {
     /// A source batch into a commit: its triggers through the damper, its
     /// link table (state, not a trigger) unchanged.
     fn push_batch(&mut self, p: &mut Pending, batch: SourceBatch) {
+        // Flaps count before the debounce: a suppressed flap is a flap.
+        self.count_flaps(batch.triggers.iter());
         if self.damper.is_enabled() {
             let now = Instant::now();
             for t in batch.triggers {
@@ -530,10 +538,9 @@ impl Actor {
             .store(self.damper.suppressed_flaps, Ordering::Relaxed);
     }
 
-    /// Counts the stored link-downs as flaps of their interfaces.
-    fn count_flaps(&self, stored: &[Trigger]) {
-        let mut downs = stored
-            .iter()
+    /// Counts the link-downs as flaps of their interfaces.
+    fn count_flaps<'a>(&self, triggers: impl Iterator<Item = &'a Trigger>) {
+        let mut downs = triggers
             .filter(|t| t.kind == TriggerType::LinkDown)
             .filter_map(|t| t.interface.as_ref())
             .filter(|i| !i.name.is_empty())
