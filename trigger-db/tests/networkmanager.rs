@@ -220,6 +220,9 @@ async fn real_networkmanager_activation_carrier_and_restart_reach_subscribers() 
     let log = d.log_text();
     assert!(log.contains("NetworkManager left the bus"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+    // Real NetworkManager says nothing the source finds unexpected.
+    assert!(!log.contains("unexpected value"), "{log}");
+    assert!(!log.contains("does not describe"), "{log}");
 }
 
 fn nm_support_log(dir: &std::path::Path) -> String {
@@ -466,4 +469,45 @@ async fn wifi_strength_becomes_parameter_reports_and_bad_values_are_counted() {
     assert!(text.contains("D-Bus system bus unreachable"), "{text}");
     assert!(text.contains("NetworkManager left the bus"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectivity_leaving_and_reaching_full_gives_conn_lost_and_established() {
+    use pb::TriggerType as T;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start(dir.path());
+    let _mock = NmMock::start(&bus, dir.path());
+    let d = Daemon::start(dir.path(), None, Some(&config(&bus.address)));
+    let log = || d.log_text();
+    let mut s = subscribe(&d).await;
+    expect(&mut s, T::Resync, None, LONG, &log).await;
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .expect("connect to the private bus");
+    // The template starts at FULL; a captive portal, then FULL again.
+    for code in [2u32, 4] {
+        conn.call_method(Some(NM), NM_PATH, Some(MOCK), "SetConnectivity", &(code,))
+            .await
+            .expect("SetConnectivity");
+    }
+    let lost = next(&mut s, LONG).await;
+    assert_eq!(lost.r#type, T::ConnLost as i32, "{lost:?}");
+    assert!(lost.interface.is_none());
+    assert_eq!(
+        lost.detail,
+        Some(pb::trigger::Detail::Connectivity(pb::Connectivity {
+            state: "portal".into(),
+            code: 2
+        }))
+    );
+    let back = next(&mut s, LONG).await;
+    assert_eq!(back.r#type, T::ConnEstablished as i32, "{back:?}");
+    assert_eq!(
+        back.detail,
+        Some(pb::trigger::Detail::Connectivity(pb::Connectivity {
+            state: "full".into(),
+            code: 4
+        }))
+    );
 }

@@ -345,6 +345,8 @@ impl Actor {
     /// Follows NetworkManager on one bus connection until the connection
     /// fails or shutdown.
     async fn session(&mut self, conn: &Connection) -> Result<(), Stop> {
+        // Receive positions count per connection.
+        self.read_window = None;
         let owner_rule = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .sender("org.freedesktop.DBus")
