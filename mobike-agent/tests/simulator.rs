@@ -834,3 +834,30 @@ fn child_rekey_retries_with_the_pfs_group_the_responder_wants() {
     );
     delete_everything(&mut s);
 }
+
+#[test]
+fn sas_come_up_over_ipv6_with_ipv6_selectors() {
+    let (mut a, mut b) = configs(IKE_2, "chacha20poly1305");
+    let v6 = |s: &str| mobike_agent::engine::parse_ts(s).unwrap();
+    a.connections[0].local_addr = Some(sim::sock(ip("2001:db8::1"), 500));
+    a.connections[0].remote_addr = Some(sim::sock(ip("2001:db8::2"), 500));
+    a.connections[0].children[0].local_ts = vec![v6("2001:db8:1::/48")];
+    a.connections[0].children[0].remote_ts = vec![v6("2001:db8:2::/48")];
+    b.connections[0].children[0].local_ts = vec![v6("2001:db8:2::/48")];
+    b.connections[0].children[0].remote_ts = vec![v6("2001:db8:1::/48")];
+    let mut s = Sim::new(a, b, 17, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    assert!(s.children_pair_up());
+    let inst = s.nodes[0].kernel.values().next().unwrap();
+    assert_eq!(
+        (inst.local, inst.remote),
+        (ip("2001:db8::1"), ip("2001:db8::2"))
+    );
+    assert_eq!(inst.remote_ts, vec![v6("2001:db8:2::/48")]);
+    assert_eq!(
+        s.nodes[0].ep.ike_sas()[0].path.remote,
+        sim::sock(ip("2001:db8::2"), 4500)
+    );
+    delete_everything(&mut s);
+}

@@ -316,7 +316,16 @@ pub fn configs(ike: &str, esp: &str) -> (EndpointConfig, EndpointConfig) {
 }
 
 impl Sim {
+    /// Node addresses come from A's connection (its local and remote
+    /// address), defaulting to [`A_ADDR`] and [`B_ADDR`].
     pub fn new(a: EndpointConfig, b: EndpointConfig, seed: u64, link: LinkModel) -> Self {
+        let first = a.connections.first();
+        let a_ip = first
+            .and_then(|c| c.local_addr)
+            .map_or(ip(A_ADDR), |s| s.ip());
+        let b_ip = first
+            .and_then(|c| c.remote_addr)
+            .map_or(ip(B_ADDR), |s| s.ip());
         let start = Instant::now();
         let node = |cfg, addr, n: u64| Node {
             ep: Endpoint::with_entropy(
@@ -338,7 +347,7 @@ impl Sim {
             rng: Rng::new(seed),
             link,
             nat: None,
-            nodes: [node(a, ip(A_ADDR), 1), node(b, ip(B_ADDR), 2)],
+            nodes: [node(a, a_ip, 1), node(b, b_ip, 2)],
             flight: Vec::new(),
             seq: 0,
             delivered: Vec::new(),
@@ -348,7 +357,7 @@ impl Sim {
     /// Puts node 0 behind a NAT: it keeps `private` as its address and the
     /// NAT rewrites to its public address.
     pub fn with_nat(mut self, private: IpAddr) -> Self {
-        let public = self.nodes[0].addr;
+        let public = ip(A_ADDR);
         self.nodes[0].addr = private;
         self.nat = Some(Nat::new(private, public));
         self
