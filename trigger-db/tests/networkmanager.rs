@@ -472,7 +472,7 @@ async fn wifi_strength_becomes_parameter_reports_and_bad_values_are_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connectivity_leaving_and_reaching_full_gives_conn_lost_and_established() {
+async fn connectivity_changes_give_conn_triggers_and_a_bus_restart_is_followed() {
     use pb::TriggerType as T;
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::start(dir.path());
@@ -510,4 +510,18 @@ async fn connectivity_leaving_and_reaching_full_gives_conn_lost_and_established(
             code: 4
         }))
     );
+
+    // The bus itself goes away and comes back: the source reconnects,
+    // finds NetworkManager again and resynchronises; nothing changed, so
+    // the marker is all.
+    drop(conn);
+    drop(_mock);
+    drop(bus);
+    let bus = Bus::start(dir.path());
+    let _mock = NmMock::start(&bus, dir.path());
+    let t = next(&mut s, LONG).await;
+    assert_eq!(t.r#type, T::Resync as i32, "{t:?}\n{}", d.log_text());
+    let text = d.log_text();
+    assert!(text.contains("lost the D-Bus system bus"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
 }

@@ -128,6 +128,7 @@ impl Drop for Bus {
         if let Some(mut c) = self.child.take() {
             stop_child(&mut c, Duration::from_secs(2));
         }
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
