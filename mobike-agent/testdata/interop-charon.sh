@@ -12,6 +12,8 @@
 #   3. wrong PSK: AUTHENTICATION_FAILED; 4. proposal mismatch: NO_PROPOSAL_CHOSEN.
 #   5. both ends rekey the IKE SA every 6 s and the CHILD_SA every 5 s, so
 #      rekeys cross (RFC 7296 §2.8.1, §2.8.2).
+#   6. over IPv6 with IPv6 selectors; the agent rekeys the CHILD_SA with PFS
+#      and first offers a group charon refuses (INVALID_KE_PAYLOAD retry).
 # Needs root, iproute2, strongswan-charon strongswan-swanctl
 # libstrongswan-standard-plugins libcharon-extra-plugins.
 # Usage: interop-charon.sh /path/to/mobike-agent    Prints INTEROP-OK.
@@ -36,6 +38,8 @@ ip -n mbkiA addr add 192.0.2.1/24 dev vA; ip -n mbkiB addr add 192.0.2.2/24 dev 
 ip -n mbkiA link set vA up; ip -n mbkiB link set vB up
 ip -n mbkiB link add lanB0 type veth peer name lanB1; ip -n mbkiB addr add 10.2.0.1/24 dev lanB0
 ip -n mbkiB link set lanB0 up; ip -n mbkiB link set lanB1 up
+ip -n mbkiA addr add 2001:db8::1/64 dev vA nodad; ip -n mbkiB addr add 2001:db8::2/64 dev vB nodad
+ip -n mbkiB addr add fd00:2::1/64 dev lanB0 nodad
 mkdir -p "$D/B"; (cd "$D/B" && mkdir -p x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12)
 cat > "$D/B/strongswan.conf" <<EOC
 charon {
@@ -212,5 +216,47 @@ n=$(grep -c 'IKE SA rekey' "$D/agent-cross.log" || true)
 k=$(grep -c 'ChildSaRekeyed' "$D/agent-cross.log" || true)
 c=$(grep -c 'collision' "$D/agent-cross.log" || true)
 echo "5: IKE SA and CHILD_SA rekeyed by both ends ($n IKE rekey lines, $k CHILD rekey lines, $c collision lines): one IKE SA, one CHILD_SA"
+stop_agent
+
+# ---- 6. IPv6, PFS with INVALID_KE_PAYLOAD retry ----
+stop_charon
+rm -f "$D/B/charon.log"
+start_charon "connections { c { version = 2
+  proposals = aes128gcm16-prfsha384-ecp384
+  mobike = yes
+  encap = yes
+  local { auth = psk
+          id = b.test }
+  remote { auth = psk
+           id = a.test }
+  children { net { local_ts = fd00:2::/64
+                   remote_ts = fd00:1::/64
+                   esp_proposals = aes256gcm16-ecp256 } } } }
+secrets { ike-c { id-a = a.test
+  id-b = b.test
+  secret = \"interop-psk-0123456789\" } }"
+start_agent v6 "[kernel]
+backend = \"none\"
+[connections.c]
+local_addrs = [\"2001:db8::1\"]
+remote_addrs = [\"2001:db8::2\"]
+local_id = \"a.test\"
+remote_id = \"b.test\"
+psk = \"interop-psk-0123456789\"
+proposals = [\"aes128gcm16-prfsha384-ecp384\"]
+start = \"initiate\"
+[connections.c.children.net]
+local_ts = [\"fd00:1::/64\"]
+remote_ts = [\"fd00:2::/64\"]
+esp_proposals = [\"aes256gcm16-x25519-ecp256\"]
+rekey_time = \"3s\""
+wait_for 20 charon_has INSTALLED || fail "6: CHILD_SA not installed by charon over IPv6"
+charon_has '2001:db8::1\[4500\]' || fail "6: charon does not see the agent's IPv6 address on 4500"
+wait_for 15 grep -q 'INVALID_KE_PAYLOAD, retrying' "$D/agent-v6.log" || fail "6: no INVALID_KE_PAYLOAD retry"
+wait_for 15 grep -q 'ChildSaRekeyed' "$D/agent-v6.log" || fail "6: CHILD_SA not rekeyed with PFS"
+grep -q 'ChildSaFailed' "$D/agent-v6.log" && fail "6: a CHILD_SA failed"
+charon_has INSTALLED || fail "6: CHILD_SA gone after the PFS rekey"
+grep -qE 'CHILD_SA net\{[0-9]+\} established.*fd00:2::/64 === fd00:1::/64' "$D/B/charon.log" || fail "6: selectors"
+echo "6: IPv6 IKE SA and CHILD_SA; PFS rekey retried with charon's group (INVALID_KE_PAYLOAD)"
 stop_agent
 echo INTEROP-OK
