@@ -7,8 +7,8 @@
 //! finds the bus through `[sources.networkmanager] bus_address`; it never
 //! sees the host's bus or interfaces.
 //!
-//! Debian packages: dbus, dbus-bin (busctl is in systemd), network-manager,
-//! iproute2, util-linux, python3-dbusmock, python3-dbus, python3-gi.
+//! Debian packages: dbus, dbus-bin, network-manager, iproute2, util-linux,
+//! python3-dbusmock, python3-dbus, python3-gi.
 
 mod nm_support;
 mod support;

@@ -8,8 +8,9 @@
 //! /run and /var/lib/NetworkManager, /sys read-only (else it waits for udevd
 //! forever) and auth-polkit off; every path it writes is in the test's
 //! directory. Nothing of the host's NetworkManager, bus or interfaces is
-//! touched. Needs: dbus-daemon (dbus), NetworkManager and nmcli
-//! (network-manager), python3-dbusmock, iproute2, util-linux (unshare).
+//! touched. Needs: dbus-daemon (dbus), dbus-send (dbus-bin), NetworkManager
+//! and nmcli (network-manager), python3-dbusmock, iproute2, util-linux
+//! (unshare).
 
 #![allow(dead_code)]
 
@@ -113,13 +114,17 @@ impl Bus {
 
     /// Whether `name` has an owner on this bus.
     pub fn has_owner(&self, name: &str) -> bool {
-        Command::new("busctl")
-            .arg(format!("--address={}", self.address))
-            .args(["status", name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        Command::new("dbus-send")
+            .arg(format!("--bus={}", self.address))
+            .args([
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+            ])
+            .arg(format!("string:{name}"))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
     }
 }
 

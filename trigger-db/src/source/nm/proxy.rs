@@ -97,7 +97,7 @@ pub mod device {
         #[zbus(property)]
         fn state_reason(&self) -> zbus::Result<(u32, u32)>;
 
-        /// The kernel ifindex; 0 if none.
+        /// The kernel ifindex; 0 if none. Not in NetworkManager 1.42.
         #[zbus(property)]
         fn ifindex(&self) -> zbus::Result<u32>;
 
