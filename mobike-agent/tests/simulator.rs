@@ -861,3 +861,33 @@ fn sas_come_up_over_ipv6_with_ipv6_selectors() {
     );
     delete_everything(&mut s);
 }
+
+#[test]
+fn initial_contact_from_a_restarted_peer_clears_its_stale_sas() {
+    let mut s = up(91, LinkModel::clean());
+    let stale_b = sa_id(&s, 1);
+    let stale_children: Vec<u32> = s.nodes[1].kernel.keys().copied().collect();
+    // A restarts: a fresh endpoint that knows nothing of the old SA.
+    let (a, _) = configs(IKE_1, "aes256gcm16");
+    s.nodes[0].ep = mobike_agent::engine::Endpoint::with_entropy(
+        a,
+        Box::new(sim::SeededEntropy(sim::Rng::new(4242))),
+    )
+    .unwrap();
+    s.nodes[0].kernel.clear();
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), |s| s.nodes.iter().all(
+        |n| n.ep.ike_sa_count() == 1 && n.established() == 1 && n.kernel.len() == 1
+    )));
+    assert_ne!(sa_id(&s, 1), stale_b);
+    assert!(
+        !s.nodes[1].kernel.keys().any(|k| stale_children.contains(k)),
+        "stale CHILD_SA removed"
+    );
+    assert!(s.nodes[1].events.contains(&Event::IkeSaDeleted {
+        sa: stale_b,
+        reason: DeleteReason::PeerRestarted
+    }));
+    assert!(s.children_pair_up());
+    delete_everything(&mut s);
+}

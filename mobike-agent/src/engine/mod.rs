@@ -140,6 +140,8 @@ pub enum DeleteReason {
     HalfOpenTimeout,
     /// Authentication failed (either direction).
     AuthenticationFailed,
+    /// The peer said INITIAL_CONTACT (§2.4): it restarted and forgot this SA.
+    PeerRestarted,
     /// The peer answered with an error notify (e.g. NO_PROPOSAL_CHOSEN).
     PeerError(NotifyType),
     /// We could not agree (no acceptable proposal, bad KE, bad TS, ...).
@@ -593,6 +595,19 @@ impl Endpoint {
                 sa::SaOp::Delete(id) => {
                     self.with_sa(now, id, |s, ctx| s.delete(ctx));
                 }
+                sa::SaOp::PurgeStale { keep, conn } => {
+                    let stale: Vec<SaId> = self
+                        .sas
+                        .iter()
+                        .filter(|(id, s)| {
+                            **id != keep && s.conn_index() == conn && s.is_authenticated()
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in stale {
+                        self.with_sa(now, id, |s, ctx| s.forget(ctx, DeleteReason::PeerRestarted));
+                    }
+                }
                 sa::SaOp::ClearCollision(id) => {
                     if let Some(s) = self.sas.get_mut(&id) {
                         s.clear_collision();
@@ -633,6 +648,7 @@ impl Endpoint {
                 let (Some(local), Some(remote)) = (c.local_addr, c.remote_addr) else {
                     return Err(CommandError::NoAddresses(connection));
                 };
+                let initial_contact = !self.sas.values().any(|s| s.conn_index() == conn);
                 let mut ctx = Ctx {
                     now,
                     config: &self.config,
@@ -644,8 +660,9 @@ impl Endpoint {
                     new_sas: Vec::new(),
                     sa_ops: Vec::new(),
                 };
-                let sa = sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote })
-                    .ok_or(CommandError::Random)?;
+                let sa =
+                    sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote }, initial_contact)
+                        .ok_or(CommandError::Random)?;
                 self.put_back(sa);
                 Ok(())
             }

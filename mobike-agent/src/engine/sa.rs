@@ -178,6 +178,8 @@ pub(super) struct IkeSa {
     peer_rekey: Option<(SaId, Vec<u8>)>,
     /// A Delete was asked for; it survives a rekey that was in flight.
     delete_requested: bool,
+    /// Send INITIAL_CONTACT in IKE_AUTH (§2.4).
+    initial_contact: bool,
     dead: bool,
 }
 
@@ -192,6 +194,9 @@ pub(super) enum SaOp {
     ClearCollision(SaId),
     /// Delete this IKE SA (a Delete asked for on its predecessor).
     Delete(SaId),
+    /// INITIAL_CONTACT (§2.4): forget, without messages, every other IKE SA
+    /// of this connection.
+    PurgeStale { keep: SaId, conn: usize },
 }
 
 fn find<'a, T>(payloads: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
@@ -334,6 +339,7 @@ impl IkeSa {
             collision_parent: None,
             peer_rekey: None,
             delete_requested: false,
+            initial_contact: false,
             dead: false,
         }
     }
@@ -402,6 +408,25 @@ impl IkeSa {
     /// Starts queued requests.
     pub(super) fn kick(&mut self, ctx: &mut Ctx<'_>) {
         self.start_next_request(ctx);
+    }
+
+    /// The connection this SA belongs to.
+    pub(super) fn conn_index(&self) -> usize {
+        self.conn
+    }
+
+    /// Whether the peer has authenticated on this SA (a half-open SA's
+    /// connection is only provisional).
+    pub(super) fn is_authenticated(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established | State::Rekeyed | State::Deleting
+        )
+    }
+
+    /// Removes the SA and its CHILD_SAs locally, sending nothing.
+    pub(super) fn forget(&mut self, ctx: &mut Ctx<'_>, reason: DeleteReason) {
+        self.destroy(ctx, reason);
     }
 
     pub(super) fn clear_collision(&mut self) {
@@ -777,10 +802,18 @@ impl IkeSa {
     // ------------------------------------------------------------------
     // IKE_SA_INIT, initiator
 
-    pub(super) fn initiate(ctx: &mut Ctx<'_>, conn: usize, path: Path) -> Option<Self> {
+    /// `initial_contact`: we have no other IKE SA with this peer, so tell it
+    /// to drop any it still has with us (§2.4).
+    pub(super) fn initiate(
+        ctx: &mut Ctx<'_>,
+        conn: usize,
+        path: Path,
+        initial_contact: bool,
+    ) -> Option<Self> {
         let spi_i = ctx.spi64()?;
         let mut sa = IkeSa::blank(spi_i, conn, true, path, ctx.now);
         sa.spi_i = spi_i;
+        sa.initial_contact = initial_contact;
         sa.ni = ctx.random::<32>()?.to_vec();
         let group = sa.conn(ctx).ike_proposals.first()?.dh.first().copied()?;
         sa.share = Some(KeyShare::generate(group, ctx.rng).ok()?);
@@ -1202,6 +1235,9 @@ impl IkeSa {
                 data: auth,
             }),
         ];
+        if self.initial_contact {
+            payloads.push(notify(NotifyType::INITIAL_CONTACT, vec![]));
+        }
         if conn.mobike {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
@@ -1271,6 +1307,13 @@ impl IkeSa {
             return;
         };
         self.conn = conn_idx;
+        if notify_of(p, NotifyType::INITIAL_CONTACT).is_some() {
+            // §2.4: the peer restarted; what we still have with it is stale.
+            ctx.sa_ops.push(SaOp::PurgeStale {
+                keep: self.id,
+                conn: conn_idx,
+            });
+        }
         let conn = self.conn(ctx);
         let Some(keys) = self.keys.as_ref() else {
             return;
