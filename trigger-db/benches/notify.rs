@@ -23,7 +23,9 @@
 //! touches no host interface and deletes its namespace at the end.
 //!
 //! Run: `cargo bench -p trigger-db --bench notify` (env `NOTIFY_ITERS`,
-//! default 200).
+//! default 200; `NOTIFY_DURABILITY=normal` runs the daemon with
+//! `[store] durability = "normal"`, no fsync per commit, to show what the
+//! fsync costs; `NOTIFY_SUBSCRIBERS=1,100` picks the subscriber counts).
 
 mod support;
 
@@ -272,6 +274,19 @@ fn local_of(msg: &[u8]) -> Option<Ipv4Addr> {
     None
 }
 
+/// User + system CPU time of a process so far, in ms.
+fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the ")" that ends the command name: state is field 3,
+    // utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks * 1e3 / hz)
+}
+
 fn iter_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, (i / 200) as u8, (i % 200 + 1) as u8)
 }
@@ -287,11 +302,16 @@ struct Figures {
     bare: Vec<f64>,
     added: Vec<f64>,
     total: Vec<f64>,
+    /// One-row commit on plain SQLite, WAL + FULL, same disk, ms.
+    floor: Vec<f64>,
     missing: usize,
     hwm_kib: u64,
+    /// CPU time per iteration (add + remove), ms: the daemon, this process.
+    cpu_daemon: f64,
+    cpu_bench: f64,
 }
 
-async fn run(n_subs: usize, iters: usize) -> anyhow::Result<Figures> {
+async fn run(n_subs: usize, iters: usize, durability: &str) -> anyhow::Result<Figures> {
     let ns = Netns::new()?;
     ns.ip(&["link", "add", "vA", "type", "veth", "peer", "name", "vB"])?;
     ns.ip(&["link", "set", "vA", "up"])?;
@@ -305,11 +325,9 @@ async fn run(n_subs: usize, iters: usize) -> anyhow::Result<Figures> {
     ensure!(ifindex != 0, "no vA in the namespace");
 
     let dir = tempfile::tempdir()?;
-    let d = Daemon::start(
-        dir.path(),
-        Some(&ns.name),
-        "[sources.rtnetlink]\nenabled = true\n",
-    )?;
+    let config =
+        format!("[store]\ndurability = \"{durability}\"\n[sources.rtnetlink]\nenabled = true\n");
+    let d = Daemon::start(dir.path(), Some(&ns.name), &config)?;
     let total_iters = WARMUP + iters;
     let counts: Arc<Vec<AtomicU32>> =
         Arc::new((0..total_iters).map(|_| AtomicU32::new(0)).collect());
@@ -363,10 +381,21 @@ async fn run(n_subs: usize, iters: usize) -> anyhow::Result<Figures> {
     };
 
     // The driver: blocking netlink requests on a thread of its own.
+    let cpu0 = (cpu_ms(d.pid())?, cpu_ms(std::process::id())?);
+    let floor_path = dir.path().join("floor.db");
     let driver = {
         let counts = counts.clone();
         tokio::task::spawn_blocking(
-            move || -> anyhow::Result<(Vec<Instant>, Vec<Instant>, usize)> {
+            move || -> anyhow::Result<(Vec<Instant>, Vec<Instant>, usize, Vec<f64>)> {
+                // The durability floor: a one-row commit on plain SQLite
+                // (WAL, synchronous=FULL) on the same disk, timed once per
+                // iteration while nothing else of the bench runs.
+                let floor_db = Sqlite::open(&floor_path)?;
+                floor_db.exec(&daemon_pragmas("FULL"))?;
+                floor_db.exec(SCHEMA)?;
+                let mut floor_ins = floor_db.prepare(INSERT)?;
+                let floor_row = Row::of(&wire_trigger(0, 1, trigger_db::model::Timestamp::now()))?;
+                let mut floor = Vec::with_capacity(total_iters);
                 let mut req_at = Vec::with_capacity(total_iters);
                 let mut bare_at = Vec::with_capacity(total_iters);
                 let mut missing = 0;
@@ -409,13 +438,22 @@ async fn run(n_subs: usize, iters: usize) -> anyhow::Result<Figures> {
                         }
                     }
                     // Let the daemon store the removal before the next event.
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(5));
+                    let t = Instant::now();
+                    floor_db.insert_tx(&mut floor_ins, std::slice::from_ref(&floor_row))?;
+                    if i >= WARMUP {
+                        floor.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                Ok((req_at, bare_at, missing))
+                Ok((req_at, bare_at, missing, floor))
             },
         )
     };
-    let (req_at, bare_at, missing) = driver.await??;
+    let (req_at, bare_at, missing, floor) = driver.await??;
+    let per = 1.0 / total_iters as f64;
+    let cpu_daemon = (cpu_ms(d.pid())? - cpu0.0) * per;
+    let cpu_bench = (cpu_ms(std::process::id())? - cpu0.1) * per;
     let (hwm_kib, _) = d.rss_kib()?;
     stop.cancel();
     let mut bare = Vec::new();
@@ -449,8 +487,11 @@ async fn run(n_subs: usize, iters: usize) -> anyhow::Result<Figures> {
         bare,
         added,
         total,
+        floor,
         missing: missing_measured,
         hwm_kib,
+        cpu_daemon,
+        cpu_bench,
     })
 }
 
@@ -461,9 +502,21 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
         .min(10_000);
+    let durability = std::env::var("NOTIFY_DURABILITY").unwrap_or_else(|_| "full".into());
+    ensure!(
+        durability == "full" || durability == "normal",
+        "NOTIFY_DURABILITY must be full or normal"
+    );
+    let counts: Vec<usize> = std::env::var("NOTIFY_SUBSCRIBERS")
+        .unwrap_or_else(|_| "1,100,1000".into())
+        .split(',')
+        .map(|n| n.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("NOTIFY_SUBSCRIBERS: a comma-separated list of counts")?;
     let tmp = tempfile::tempdir()?;
     println!(
-        "notify: IPv4 address add in a netns -> subscriber holding IF_ADDRADDED; {iters} iterations (+{WARMUP} warm-up)"
+        "notify: IPv4 address add in a netns -> subscriber holding IF_ADDRADDED; \
+         {iters} iterations (+{WARMUP} warm-up); durability {durability}"
     );
     println!("machine: {}", machine(tmp.path()));
     println!(
@@ -476,8 +529,9 @@ async fn main() -> anyhow::Result<()> {
         "peak RSS"
     );
     let mut at100 = None;
-    for n in [1, 100, 1000] {
-        let mut f = run(n, iters).await?;
+    let mut cpu = Vec::new();
+    for n in counts {
+        let mut f = run(n.clamp(1, 5_000), iters, &durability).await?;
         let (bp50, bp99, _) = summary(&mut f.bare);
         let (ap50, ap99, amax) = summary(&mut f.added);
         let (tp50, tp99, _) = summary(&mut f.total);
@@ -487,9 +541,17 @@ async fn main() -> anyhow::Result<()> {
             f.missing,
             mib(f.hwm_kib)
         );
+        let (fp50, fp99, _) = summary(&mut f.floor);
+        cpu.push((f.subscribers, f.cpu_daemon, f.cpu_bench, fp50, fp99));
         if n == 100 {
             at100 = Some((ap50, ap99));
         }
+    }
+    for (n, dm, bm, fp50, fp99) in cpu {
+        println!(
+            "{n} subscribers: cpu per event pair (add + remove): daemon {dm:.2} ms, bench process {bm:.2} ms; \
+             plain SQLite 1-row commit (WAL+FULL) same disk: p50 {fp50:.3} ms p99 {fp99:.3} ms"
+        );
     }
     if let Some((p50, p99)) = at100 {
         println!(
