@@ -5,8 +5,10 @@
 //! and it does not interpret what the fields mean for IPsec (see
 //! [`crate::types`]); it is a faithful, lossless mapping: any message parsed
 //! here is emitted back byte-identical (golden tests against iproute2's and
-//! the kernel's bytes prove it), and unknown attributes are carried as raw
-//! bytes.
+//! the kernel's bytes prove it), and unknown attributes, and known ones
+//! whose size is not the struct's, are carried as raw bytes. Padding inside
+//! structs is not represented: it is emitted as zero, as the kernel and
+//! iproute2 send it.
 //!
 //! # Why not netlink-packet-xfrm
 //!
@@ -816,7 +818,7 @@ impl Attr {
             attr::ALG_COMP => Attr::AlgComp(Algo::read(&mut r, false)?),
             attr::ALG_AEAD => Attr::AlgAead(Algo::read(&mut r, true)?),
             attr::ALG_AUTH_TRUNC => Attr::AlgAuthTrunc(Algo::read(&mut r, true)?),
-            attr::ENCAP => {
+            attr::ENCAP if p.len() == 24 => {
                 let encap_type = r.u16()?;
                 let sport = r.be16()?;
                 let dport = r.be16()?;
@@ -1149,12 +1151,11 @@ impl XfrmMessage {
                 let proto = r.u8()?;
                 // NLMSG_ALIGN(1) = 4: attributes (if any) start at offset 4.
                 let rest = r.rest();
-                let a = if rest.len() >= 3 {
-                    parse_attrs(&rest[3..])?
-                } else {
-                    Vec::new()
-                };
-                XfrmMessage::FlushSa(proto, a)
+                match rest.len() {
+                    0 => XfrmMessage::FlushSa(proto, Vec::new()),
+                    n if n > 3 => XfrmMessage::FlushSa(proto, parse_attrs(&rest[3..])?),
+                    _ => XfrmMessage::Raw(ty, p.to_vec()),
+                }
             }
             msg::FLUSHPOLICY => XfrmMessage::FlushPolicy(parse_attrs(r.rest())?),
             msg::MAPPING => {
