@@ -11,8 +11,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{
-    self, AF_INET, AF_INET6, Algo, Attr, EncapTmpl, LifetimeCfg, LifetimeCur, ReplayEsn, Selector,
-    Stats, UserMigrate, UserPolicyInfo, UserSaInfo, UserTmpl, XfrmAddress, XfrmId, family_of,
+    self, Algo, Attr, EncapTmpl, LifetimeCfg, LifetimeCur, ReplayEsn, Selector, Stats, UserMigrate,
+    UserPolicyInfo, UserSaInfo, UserTmpl, XfrmAddress, XfrmId, family_of,
 };
 use crate::error::Error;
 
@@ -1012,9 +1012,4 @@ impl PairMove {
             })
             .collect()
     }
-}
-
-/// Address family helper for messages: `AF_INET`/`AF_INET6`.
-pub fn af(ip: &IpAddr) -> u16 {
-    if ip.is_ipv4() { AF_INET } else { AF_INET6 }
 }

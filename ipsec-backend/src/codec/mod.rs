@@ -60,15 +60,6 @@ pub enum DecodeError {
         /// The offending length.
         len: usize,
     },
-    /// A value the kernel never sends (e.g. an unknown address family where
-    /// an address is needed).
-    #[error("invalid {what}: {value}")]
-    Invalid {
-        /// What was being decoded.
-        what: &'static str,
-        /// The offending value.
-        value: u64,
-    },
 }
 
 /// XFRM message types (`XFRM_MSG_*`).
