@@ -284,7 +284,14 @@ pub async fn run(
                     debug!(bus = %target.describe(), "connected to the D-Bus system bus");
                 }
                 backoff = RETRY_MIN;
-                match actor.session(&conn).await {
+                // Shutdown does not wait for a call to an unresponsive
+                // NetworkManager to time out.
+                let ended = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    r = actor.session(&conn) => r,
+                };
+                match ended {
                     Ok(()) | Err(Stop::Shutdown) => return Ok(()),
                     Err(Stop::ChannelClosed) => return Err(NmError::ChannelClosed),
                     Err(Stop::Bus(e)) => {
