@@ -525,3 +525,111 @@ async fn connectivity_changes_give_conn_triggers_and_a_bus_restart_is_followed()
     assert!(text.contains("lost the D-Bus system bus"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpn_active_connection_states_give_conn_triggers_with_their_reason() {
+    use std::collections::HashMap;
+
+    use pb::TriggerType as T;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start(dir.path());
+    let _mock = NmMock::start(&bus, dir.path());
+    let d = Daemon::start(dir.path(), None, Some(&config(&bus.address)));
+    let log = || d.log_text();
+    let mut s = subscribe(&d).await;
+    expect(&mut s, T::Resync, None, LONG, &log).await;
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .expect("connect to the private bus");
+
+    let dev: String = conn
+        .call_method(
+            Some(NM),
+            NM_PATH,
+            Some(MOCK),
+            "AddEthernetDevice",
+            &("eth0dev", "eth0", 30i32),
+        )
+        .await
+        .expect("AddEthernetDevice")
+        .body()
+        .deserialize()
+        .unwrap();
+    let settings: HashMap<&str, HashMap<&str, Variant<'_>>> = HashMap::from([(
+        "connection",
+        HashMap::from([
+            ("id", Variant::from("office-vpn")),
+            ("type", Variant::from("vpn")),
+        ]),
+    )]);
+    let profile: zbus::OwnedObjectPath = conn
+        .call_method(
+            Some(NM),
+            NM_PATH,
+            Some("org.freedesktop.NetworkManager.Settings"),
+            "SettingsAddConnection",
+            &(settings,),
+        )
+        .await
+        .expect("SettingsAddConnection")
+        .body()
+        .deserialize()
+        .unwrap();
+    // ACTIVATING; the template marks eth0 activated on the way.
+    let active: String = conn
+        .call_method(
+            Some(NM),
+            NM_PATH,
+            Some(MOCK),
+            "AddActiveConnection",
+            &(vec![dev.as_str()], profile.as_str(), "/", "vpn0", 1u32),
+        )
+        .await
+        .expect("AddActiveConnection")
+        .body()
+        .deserialize()
+        .unwrap();
+    expect(&mut s, T::LinkUp, Some("eth0"), LONG, &log).await;
+    let dev_up = expect(&mut s, T::ConnEstablished, Some("eth0"), LONG, &log).await;
+    assert_eq!(
+        dev_up.reason.as_ref().unwrap().space,
+        pb::ReasonSpace::NmDevice as i32
+    );
+
+    let active_iface = "org.freedesktop.NetworkManager.Connection.Active";
+    mock_emit(
+        &conn,
+        &active,
+        active_iface,
+        "StateChanged",
+        "uu",
+        vec![Variant::from(2u32), Variant::from(1u32)],
+    )
+    .await;
+    let up = next(&mut s, LONG).await;
+    assert_eq!(up.r#type, T::ConnEstablished as i32, "{up:?}");
+    assert_eq!(up.origin, active);
+    assert_eq!(up.interface.as_ref().unwrap().name, "eth0");
+    let reason = up.reason.as_ref().unwrap();
+    assert_eq!(reason.space, pb::ReasonSpace::NmActiveConnection as i32);
+    assert_eq!(reason.name, "NM_ACTIVE_CONNECTION_STATE_REASON_NONE");
+
+    mock_emit(
+        &conn,
+        &active,
+        active_iface,
+        "StateChanged",
+        "uu",
+        vec![Variant::from(4u32), Variant::from(4u32)],
+    )
+    .await;
+    let down = next(&mut s, LONG).await;
+    assert_eq!(down.r#type, T::ConnLost as i32, "{down:?}");
+    let reason = down.reason.as_ref().unwrap();
+    assert_eq!(reason.code, 4);
+    assert_eq!(
+        reason.name,
+        "NM_ACTIVE_CONNECTION_STATE_REASON_SERVICE_STOPPED"
+    );
+}
