@@ -19,11 +19,13 @@
 //! * `XfrmAttrs::Migrate(UserMigrate)` holds **one** `xfrm_user_migrate`,
 //!   but the kernel reads XFRMA_MIGRATE as an *array* of up to
 //!   `XFRM_MAX_DEPTH` (6) entries (`copy_from_user_migrate`), which is how a
-//!   key manager moves an ESP SA and its companion SAs in one call. A message
-//!   with two entries cannot be represented, so it cannot be emitted.
+//!   key manager moves an ESP SA and its companion SAs in one call. A
+//!   two-entry MIGRATE parses without error but the second entry is dropped
+//!   (checked: re-emitted 144 of 220 bytes), so it can be neither read nor
+//!   sent.
 //! * `MigrateMessage::parse` slices `&buf[..size_of::<UserPolicyIdBuffer>()]`
-//!   and therefore panics on a truncated MIGRATE body; this crate must never
-//!   panic on kernel (or fuzzer) input.
+//!   and panics on a truncated MIGRATE body (checked: a 10-byte body
+//!   panics); this crate must never panic on kernel (or fuzzer) input.
 //! * It has no MAPPING/NAT-T port-change view that matches the rest of our
 //!   types, and errors are `DecodeError` strings, not a typed cause.
 //!
