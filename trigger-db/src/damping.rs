@@ -46,6 +46,10 @@ impl Class {
 
 /// What [`Damper::offer`] did with a trigger.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned and matched at once; boxing would allocate per trigger"
+)]
 pub enum Offer {
     /// Not damped: store it now.
     Pass(Trigger),
