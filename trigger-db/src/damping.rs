@@ -11,7 +11,8 @@
 //! window), there was no net change and it is dropped, counted as a
 //! suppressed flap. Classes without a debounce, client and MIH triggers
 //! (acknowledged with ids) and triggers without an interface pass straight
-//! through. Nothing is dropped silently: every drop is counted and logged at
+//! through. When an interface is removed, what is held for it goes out
+//! first, so no trigger of an interface follows its IF_REMOVED. Nothing is dropped silently: every drop is counted and logged at
 //! debug level. [`FlapCounter`] counts link-downs per interface.
 //!
 //! This module is pure: no I/O, no clock (`now` is passed in). The writer
@@ -173,6 +174,21 @@ impl Damper {
             .map(|(k, _)| k.clone())
             .collect();
         self.release(due)
+    }
+
+    /// An interface is gone (IF_REMOVED from `source`): what is held for it
+    /// goes out now, before the removal, and its remembered state is
+    /// forgotten (a new interface may take the name).
+    pub fn remove_interface(&mut self, source: Source, ifname: &str) -> Vec<Trigger> {
+        let keys: Vec<Key> = self
+            .held
+            .keys()
+            .filter(|(s, i, _)| *s == source && i == ifname)
+            .cloned()
+            .collect();
+        let out = self.release(keys);
+        self.state.remove(&(source, ifname.to_owned()));
+        out
     }
 
     /// Every held trigger, as if all quiet periods had ended (shutdown).
@@ -443,6 +459,23 @@ mod tests {
         no_if.interface = None;
         assert_eq!(d.offer(no_if.clone(), Instant::now()), Offer::Pass(no_if));
         assert_eq!(d.held(), 0);
+    }
+
+    #[test]
+    fn removal_releases_what_is_held_for_the_interface_and_forgets_it() {
+        let mut d = damper();
+        let t0 = Instant::now();
+        let down = link(TriggerType::LinkDown, "eth0");
+        d.offer(down.clone(), t0);
+        let other = link(TriggerType::LinkDown, "eth1");
+        d.offer(other.clone(), t0);
+        assert_eq!(d.remove_interface(Source::Rtnetlink, "eth0"), vec![down]);
+        assert_eq!(d.held(), 1);
+        // A new eth0 starts from scratch: its first link-down is a change.
+        let down2 = link(TriggerType::LinkDown, "eth0");
+        d.offer(down2.clone(), t0 + 10 * MS);
+        assert_eq!(d.expire(t0 + 1_000 * MS), vec![other, down2]);
+        assert!(d.remove_interface(Source::Rtnetlink, "eth9").is_empty());
     }
 
     #[test]

@@ -515,6 +515,12 @@ impl Actor {
         if self.damper.is_enabled() {
             let now = Instant::now();
             for t in batch.triggers {
+                if t.kind == TriggerType::IfRemoved
+                    && let Some(i) = &t.interface
+                {
+                    p.triggers
+                        .extend(self.damper.remove_interface(t.source, &i.name));
+                }
                 if let Offer::Pass(t) = self.damper.offer(t, now) {
                     p.triggers.push(t);
                 }
