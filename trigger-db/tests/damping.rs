@@ -4,7 +4,8 @@
 //! leaves no link-down or link-up in the history (a suppressed flap in
 //! Stats), while a down that lasts is stored exactly once after the quiet
 //! period. Stats count the flaps per interface; the Flaps verb (and
-//! `triggerctl flaps`) counts the stored link-downs in buckets.
+//! `triggerctl flaps`) counts the stored link-downs in buckets, whose edges
+//! and filters the store test checks on its own.
 
 mod support;
 
@@ -192,4 +193,62 @@ async fn flap_within_the_debounce_is_suppressed_and_a_lasting_down_stored_once()
     assert!(v["suppressed_flaps"].as_u64().unwrap() >= 1, "{v}");
     assert_eq!(v["flaps"][1]["interface"], "vB");
     assert_eq!(v["flaps"][1]["total"], 2);
+}
+
+/// The Flaps buckets straight from the store: only link-downs, only the
+/// range, bucket edges belong to the later bucket, interfaces filter.
+#[tokio::test]
+async fn store_counts_link_downs_per_interface_and_bucket() {
+    use trigger_db::model::{Interface, Source, Timestamp, Trigger, TriggerType};
+    const S: i64 = 1_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut writer) = trigger_db::store::open(
+        &dir.path().join("t.db"),
+        trigger_db::store::Durability::Normal,
+        1,
+    )
+    .await
+    .unwrap();
+    let since = 1_800_000_000 * S;
+    let mk = |kind, ifname: &str, at: i64| {
+        let mut t = Trigger::new(Source::Client, kind);
+        t.observed_at = Timestamp(since + at * S);
+        t.interface = Some(Interface {
+            name: ifname.into(),
+            ..Default::default()
+        });
+        t
+    };
+    let mut ts = vec![
+        mk(TriggerType::LinkDown, "eth0", 0),
+        mk(TriggerType::LinkDown, "eth0", 59),
+        mk(TriggerType::LinkDown, "eth0", 60),
+        mk(TriggerType::LinkUp, "eth0", 61),
+        mk(TriggerType::LinkDown, "wlan0", 299),
+        mk(TriggerType::LinkDown, "wlan0", 300), // until is exclusive
+        mk(TriggerType::LinkDown, "eth0", -1),   // before since
+    ];
+    let mut refs: Vec<&mut Trigger> = ts.iter_mut().collect();
+    writer.insert(&mut refs).await.unwrap();
+    let at = |s: i64| Timestamp(since + s * S);
+    let all = store.flaps(at(0), at(300), 60 * S, &[]).await.unwrap();
+    assert_eq!(
+        all,
+        [
+            ("eth0".to_owned(), at(0), 2),
+            ("eth0".to_owned(), at(60), 1),
+            ("wlan0".to_owned(), at(240), 1),
+        ]
+    );
+    let wlan = store
+        .flaps(at(0), at(301), 300 * S, &["wlan0".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        wlan,
+        [
+            ("wlan0".to_owned(), at(0), 1),
+            ("wlan0".to_owned(), at(300), 1)
+        ]
+    );
 }
