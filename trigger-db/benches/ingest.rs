@@ -6,12 +6,13 @@
 //! (WAL, `synchronous = FULL`: an acknowledged Add is on disk), on a fresh
 //! database in a temporary directory; the rtnetlink source is off. The
 //! client pre-encodes every request, then times from the first Add sent to
-//! the last reply, once with one Add in flight (sequential) and once with
-//! several connections each keeping one Add in flight (the writer may then
-//! group-commit them). The baseline inserts the same rows (same schema, same
-//! protobuf bodies, same indexes) into a fresh database on the same disk
-//! through SQLite's C API: one prepared statement, transactions of 1,000
-//! rows, WAL and `synchronous = FULL`, one thread.
+//! the last reply, with one Add in flight (sequential) and with four
+//! connections each keeping one Add in flight (the writer may then
+//! group-commit them). Baseline and daemon runs alternate three times; the
+//! medians and each round are printed. The baseline inserts the same rows
+//! (same schema, same protobuf bodies, same indexes) into a fresh database
+//! on the same disk through SQLite's C API: one prepared statement,
+//! transactions of 1,000 rows, WAL and `synchronous = FULL`, one thread.
 //!
 //! Not measured: reads, subscribers (none are connected), retention, the
 //! cost of validating Adds apart from the total, or durability = normal.
@@ -32,6 +33,8 @@ const BATCH: usize = 1_000;
 const INTERFACES: u64 = 20;
 /// Connections each keeping one Add in flight, for the concurrent run.
 const CONCURRENT: usize = 4;
+/// Baseline and daemon runs alternate this many times; medians are reported.
+const ROUNDS: usize = 3;
 
 fn rows_env() -> usize {
     std::env::var("INGEST_ROWS")
@@ -123,11 +126,11 @@ async fn main() -> anyhow::Result<()> {
     println!("ingest: {n} triggers in Adds of {BATCH}, durability full (WAL, synchronous=FULL)");
     println!("machine: {}", machine(dir.path()));
 
-    // Alternate baseline and daemon so that both see the same disk state.
+    // Alternate baseline and daemon so that both see the same disk and load.
     let mut base = Vec::new();
     let mut seq = Vec::new();
     let mut conc = Vec::new();
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         let b = tempfile::tempdir_in(dir.path())?;
         base.push(baseline(b.path(), &reqs)?);
         let s = tempfile::tempdir_in(dir.path())?;
@@ -135,16 +138,25 @@ async fn main() -> anyhow::Result<()> {
         let c = tempfile::tempdir_in(dir.path())?;
         conc.push(daemon_run(c.path(), &reqs, CONCURRENT).await?);
         println!(
-            "round {round}: sqlite {:.0}/s, daemon 1 in flight {:.0}/s, daemon {CONCURRENT} in flight {:.0}/s",
-            base[round], seq[round].0, conc[round].0
+            "round {round}: sqlite {:.0}/s, daemon 1 in flight {:.0}/s (ratio {:.2}), \
+             daemon {CONCURRENT} in flight {:.0}/s (ratio {:.2})",
+            base[round],
+            seq[round].0,
+            seq[round].0 / base[round],
+            conc[round].0,
+            conc[round].0 / base[round]
         );
     }
-    let best = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
-    let b = best(&base);
-    let s = best(&seq.iter().map(|x| x.0).collect::<Vec<_>>());
-    let c = best(&conc.iter().map(|x| x.0).collect::<Vec<_>>());
+    let median = |v: Vec<f64>| {
+        let mut v = v;
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let b = median(base.clone());
+    let s = median(seq.iter().map(|x| x.0).collect());
+    let c = median(conc.iter().map(|x| x.0).collect());
     let hwm = seq.iter().chain(&conc).map(|x| x.1).max().unwrap_or(0);
-    println!("best of 2 rounds:");
+    println!("median of {ROUNDS} rounds:");
     println!("  plain SQLite (C API, tx of 1,000, WAL+FULL): {b:>9.0} triggers/s");
     println!(
         "  daemon Add x1000, 1 in flight:               {s:>9.0} triggers/s  ratio {:.2}",
@@ -156,12 +168,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  daemon peak RSS while ingesting: {:.1} MiB", mib(hwm));
     println!(
-        "target >= 100000/s: {}; ratio >= 0.5: {}",
-        if s.max(c) >= 100_000.0 {
-            "met"
-        } else {
-            "MISSED"
-        },
+        "target >= 100000/s (1 in flight): {}; ratio >= 0.5 (1 in flight): {}",
+        if s >= 100_000.0 { "met" } else { "MISSED" },
         if s / b >= 0.5 { "met" } else { "MISSED" }
     );
     Ok(())

@@ -297,6 +297,16 @@ fn addr_iter(a: &str) -> Option<usize> {
     (o[0] == 10 && o[1] == 77).then(|| o[2] as usize * 200 + o[3] as usize - 1)
 }
 
+/// What the driver thread measured: per iteration the request and bare
+/// receipt stamps, subscribers that never got their trigger, and the plain
+/// SQLite one-row commit times.
+struct Driven {
+    req_at: Vec<Instant>,
+    bare_at: Vec<Instant>,
+    missing: usize,
+    floor: Vec<f64>,
+}
+
 struct Figures {
     subscribers: usize,
     bare: Vec<f64>,
@@ -385,72 +395,80 @@ async fn run(n_subs: usize, iters: usize, durability: &str) -> anyhow::Result<Fi
     let floor_path = dir.path().join("floor.db");
     let driver = {
         let counts = counts.clone();
-        tokio::task::spawn_blocking(
-            move || -> anyhow::Result<(Vec<Instant>, Vec<Instant>, usize, Vec<f64>)> {
-                // The durability floor: a one-row commit on plain SQLite
-                // (WAL, synchronous=FULL) on the same disk, timed once per
-                // iteration while nothing else of the bench runs.
-                let floor_db = Sqlite::open(&floor_path)?;
-                floor_db.exec(&daemon_pragmas("FULL"))?;
-                floor_db.exec(SCHEMA)?;
-                let mut floor_ins = floor_db.prepare(INSERT)?;
-                let floor_row = Row::of(&wire_trigger(0, 1, trigger_db::model::Timestamp::now()))?;
-                let mut floor = Vec::with_capacity(total_iters);
-                let mut req_at = Vec::with_capacity(total_iters);
-                let mut bare_at = Vec::with_capacity(total_iters);
-                let mut missing = 0;
-                for i in 0..total_iters {
-                    let addr = iter_addr(i);
-                    // The daemon's source may still be starting: wait longer for
-                    // the first event.
-                    let wait = if i == 0 {
-                        Duration::from_secs(20)
-                    } else {
-                        Duration::from_secs(3)
-                    };
-                    let t_req = Instant::now();
-                    addr_request(&req_fd, true, ifindex, addr, 2 * i as u32 + 1)?;
-                    let t_bare = loop {
-                        let s = rx
-                            .recv_timeout(Duration::from_secs(3))
-                            .context("bare socket saw no RTM_NEWADDR")?;
-                        if s.new && s.addr == addr {
-                            break s.at;
-                        }
-                    };
-                    req_at.push(t_req);
-                    bare_at.push(t_bare);
-                    let deadline = Instant::now() + wait;
-                    while (counts[i].load(Ordering::Acquire) as usize) < n_subs {
-                        if Instant::now() > deadline {
-                            missing += n_subs - counts[i].load(Ordering::Acquire) as usize;
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_micros(200));
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Driven> {
+            // The durability floor: a one-row commit on plain SQLite
+            // (WAL, synchronous=FULL) on the same disk, timed once per
+            // iteration while nothing else of the bench runs.
+            let floor_db = Sqlite::open(&floor_path)?;
+            floor_db.exec(&daemon_pragmas("FULL"))?;
+            floor_db.exec(SCHEMA)?;
+            let mut floor_ins = floor_db.prepare(INSERT)?;
+            let floor_row = Row::of(&wire_trigger(0, 1, trigger_db::model::Timestamp::now()))?;
+            let mut floor = Vec::with_capacity(total_iters);
+            let mut req_at = Vec::with_capacity(total_iters);
+            let mut bare_at = Vec::with_capacity(total_iters);
+            let mut missing = 0;
+            for i in 0..total_iters {
+                let addr = iter_addr(i);
+                // The daemon's source may still be starting: wait longer for
+                // the first event.
+                let wait = if i == 0 {
+                    Duration::from_secs(20)
+                } else {
+                    Duration::from_secs(3)
+                };
+                let t_req = Instant::now();
+                addr_request(&req_fd, true, ifindex, addr, 2 * i as u32 + 1)?;
+                let t_bare = loop {
+                    let s = rx
+                        .recv_timeout(Duration::from_secs(3))
+                        .context("bare socket saw no RTM_NEWADDR")?;
+                    if s.new && s.addr == addr {
+                        break s.at;
                     }
-                    addr_request(&req_fd, false, ifindex, addr, 2 * i as u32 + 2)?;
-                    loop {
-                        let s = rx
-                            .recv_timeout(Duration::from_secs(3))
-                            .context("bare socket saw no RTM_DELADDR")?;
-                        if !s.new && s.addr == addr {
-                            break;
-                        }
+                };
+                req_at.push(t_req);
+                bare_at.push(t_bare);
+                let deadline = Instant::now() + wait;
+                while (counts[i].load(Ordering::Acquire) as usize) < n_subs {
+                    if Instant::now() > deadline {
+                        missing += n_subs - counts[i].load(Ordering::Acquire) as usize;
+                        break;
                     }
-                    // Let the daemon store the removal before the next event.
-                    std::thread::sleep(Duration::from_millis(5));
-                    let t = Instant::now();
-                    floor_db.insert_tx(&mut floor_ins, std::slice::from_ref(&floor_row))?;
-                    if i >= WARMUP {
-                        floor.push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(Duration::from_micros(200));
                 }
-                Ok((req_at, bare_at, missing, floor))
-            },
-        )
+                addr_request(&req_fd, false, ifindex, addr, 2 * i as u32 + 2)?;
+                loop {
+                    let s = rx
+                        .recv_timeout(Duration::from_secs(3))
+                        .context("bare socket saw no RTM_DELADDR")?;
+                    if !s.new && s.addr == addr {
+                        break;
+                    }
+                }
+                // Let the daemon store the removal before the next event.
+                std::thread::sleep(Duration::from_millis(5));
+                let t = Instant::now();
+                floor_db.insert_tx(&mut floor_ins, std::slice::from_ref(&floor_row))?;
+                if i >= WARMUP {
+                    floor.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(Driven {
+                req_at,
+                bare_at,
+                missing,
+                floor,
+            })
+        })
     };
-    let (req_at, bare_at, missing, floor) = driver.await??;
+    let Driven {
+        req_at,
+        bare_at,
+        missing,
+        floor,
+    } = driver.await??;
     let per = 1.0 / total_iters as f64;
     let cpu_daemon = (cpu_ms(d.pid())? - cpu0.0) * per;
     let cpu_bench = (cpu_ms(std::process::id())? - cpu0.1) * per;

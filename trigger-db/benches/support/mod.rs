@@ -163,7 +163,7 @@ impl Drop for Daemon {
 /// one of `interfaces` interfaces ("bench0".."benchN"), observed at `at`,
 /// with an origin set so the daemon stores the body unchanged.
 pub fn wire_trigger(i: u64, interfaces: u64, at: Timestamp) -> pb::Trigger {
-    let kind = if i % 2 == 0 {
+    let kind = if i.is_multiple_of(2) {
         TriggerType::LinkUp
     } else {
         TriggerType::LinkDown
