@@ -127,16 +127,23 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--database")
             .arg(&self.database);
-        if let Some(c) = &self.config {
-            cmd.arg("--config").arg(c);
+        // Tests follow only what they set up: NetworkManager's source stays
+        // off unless a test's config turns it on (the host may have a
+        // system bus), and outside a namespace of its own the daemon must
+        // not follow the host's links either.
+        let p = self.socket.with_file_name("test-defaults.toml");
+        let mut text = match &self.config {
+            Some(c) => std::fs::read_to_string(c).unwrap(),
+            None => String::new(),
+        };
+        if !text.contains("[sources.networkmanager]") {
+            text.push_str("\n[sources.networkmanager]\nenabled = false\n");
         }
-        if self.netns.is_none() && self.config.is_none() {
-            // Outside a namespace of its own the daemon must not follow the
-            // host's links: a config turns the rtnetlink source off.
-            let p = self.socket.with_file_name("no-netlink.toml");
-            std::fs::write(&p, "[sources.rtnetlink]\nenabled = false\n").unwrap();
-            cmd.arg("--config").arg(&p);
+        if self.netns.is_none() && !text.contains("[sources.rtnetlink]") {
+            text.push_str("\n[sources.rtnetlink]\nenabled = false\n");
         }
+        std::fs::write(&p, text).unwrap();
+        cmd.arg("--config").arg(&p);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
