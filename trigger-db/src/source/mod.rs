@@ -4,8 +4,8 @@
 //! channel.
 //!
 //! A source only observes and translates; it assigns no ids, stores nothing
-//! and never decides anything about mobility. Today there is one, the
-//! kernel's rtnetlink ([`netlink`]).
+//! and never decides anything about mobility. There are two: the kernel's
+//! rtnetlink ([`netlink`]) and NetworkManager over D-Bus ([`nm`]).
 
 pub mod netlink;
 pub mod nm;
