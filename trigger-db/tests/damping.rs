@@ -219,7 +219,7 @@ async fn store_counts_link_downs_per_interface_and_bucket() {
         });
         t
     };
-    let mut ts = vec![
+    let mut ts = [
         mk(TriggerType::LinkDown, "eth0", 0),
         mk(TriggerType::LinkDown, "eth0", 59),
         mk(TriggerType::LinkDown, "eth0", 60),
