@@ -27,7 +27,7 @@ mod config;
 mod sa;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::{IpAddr, SocketAddr},
     time::Instant,
 };
@@ -371,6 +371,8 @@ struct Ctx<'a> {
     next_reqid: &'a mut u32,
     new_sas: Vec<sa::IkeSa>,
     sa_ops: Vec<sa::SaOp>,
+    /// Inbound ESP SPIs in use anywhere on this endpoint.
+    taken_spis: HashSet<u32>,
 }
 
 impl Ctx<'_> {
@@ -412,9 +414,10 @@ impl Ctx<'_> {
 
     fn spi32(&mut self) -> Option<u32> {
         loop {
-            // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
+            // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1); inbound SPIs
+            // must be unique on this host.
             let v = u32::from_be_bytes(self.random::<4>()?);
-            if v > 255 {
+            if v > 255 && self.taken_spis.insert(v) {
                 return Some(v);
             }
         }
@@ -490,6 +493,13 @@ impl Endpoint {
         &self.stats
     }
 
+    fn taken_spis(&self) -> HashSet<u32> {
+        self.sas
+            .values()
+            .flat_map(sa::IkeSa::inbound_spis)
+            .collect()
+    }
+
     /// Number of IKE SAs in any state.
     pub fn ike_sa_count(&self) -> usize {
         self.sas.len()
@@ -534,6 +544,7 @@ impl Endpoint {
         id: SaId,
         f: impl FnOnce(&mut sa::IkeSa, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
+        let taken_spis = self.taken_spis();
         let mut sa = self.sas.remove(&id)?;
         // One span per IKE SA: every log line of its processing carries it.
         let _span = tracing::info_span!("ike_sa", sa = format_args!("{id:016x}")).entered();
@@ -547,6 +558,7 @@ impl Endpoint {
             next_reqid: &mut self.next_reqid,
             new_sas: Vec::new(),
             sa_ops: Vec::new(),
+            taken_spis,
         };
         let r = f(&mut sa, &mut ctx);
         let new_sas = std::mem::take(&mut ctx.new_sas);
@@ -649,6 +661,7 @@ impl Endpoint {
                     return Err(CommandError::NoAddresses(connection));
                 };
                 let initial_contact = !self.sas.values().any(|s| s.conn_index() == conn);
+                let taken_spis = self.taken_spis();
                 let mut ctx = Ctx {
                     now,
                     config: &self.config,
@@ -659,6 +672,7 @@ impl Endpoint {
                     next_reqid: &mut self.next_reqid,
                     new_sas: Vec::new(),
                     sa_ops: Vec::new(),
+                    taken_spis,
                 };
                 let sa =
                     sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote }, initial_contact)
@@ -774,6 +788,7 @@ impl Endpoint {
         }
         let half_open = self.half_open_count();
         let cookie_secret = self.cookie_secret;
+        let taken_spis = self.taken_spis();
         let mut ctx = Ctx {
             now,
             config: &self.config,
@@ -784,6 +799,7 @@ impl Endpoint {
             next_reqid: &mut self.next_reqid,
             new_sas: Vec::new(),
             sa_ops: Vec::new(),
+            taken_spis,
         };
         if let Some(sa) =
             sa::IkeSa::respond_init(&mut ctx, path, bytes, &msg, half_open, &cookie_secret)

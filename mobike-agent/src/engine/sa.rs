@@ -411,6 +411,11 @@ impl IkeSa {
     }
 
     /// The connection this SA belongs to.
+    /// Our inbound ESP SPIs.
+    pub(super) fn inbound_spis(&self) -> impl Iterator<Item = u32> + '_ {
+        self.children.iter().map(|c| c.inbound_spi)
+    }
+
     pub(super) fn conn_index(&self) -> usize {
         self.conn
     }
