@@ -600,11 +600,13 @@ impl FakeBackend {
                 });
             }
         }
+        // The kernel cannot add the moved SA where one exists already:
+        // xfrm_migrate rolls back and returns ENODATA.
         for (i, k) in newk.iter().enumerate() {
             if !oldk.contains(k) && st.sas.contains_key(k) {
                 return Err(Error::Migrate {
                     dir: if i == 0 { Dir::Out } else { Dir::In },
-                    source: kerr(libc::EEXIST),
+                    source: kerr(libc::ENODATA),
                 });
             }
         }

@@ -219,3 +219,33 @@ fn fuzz_findings_parse_and_re_emit_stably() {
         vec![ipsec_backend::codec::Attr::Other(4, vec![7; 40])]
     );
 }
+
+#[test]
+fn fake_migrate_onto_an_existing_sa_fails_like_the_kernel_and_moves_nothing() {
+    rt().block_on(async {
+        let f = FakeBackend::new();
+        let h = f
+            .install_child_sa(&spec(0x100, 0x200, 1, "10.2.0.0/24"))
+            .await
+            .expect("install");
+        // A second pair already owns (2001:db8::2, esp, 0x100).
+        let mut blocker = spec(0x100, 0x300, 2, "10.3.0.0/24");
+        blocker.outer = OuterPair {
+            local: ip("2001:db8::1"),
+            remote: ip("2001:db8::2"),
+        };
+        f.install_child_sa(&blocker).await.expect("blocker");
+        f.record_traffic(&h, 10, 10).expect("traffic");
+        let e = f
+            .migrate_child_sa(&h, blocker.outer, None)
+            .await
+            .expect_err("target SA exists");
+        assert!(matches!(e, Error::Migrate { dir: Dir::Out, .. }), "{e:?}");
+        assert_eq!(e.errno(), Some(libc::ENODATA));
+        // The pair is where it was, with its counters.
+        assert_eq!(
+            f.counters(&h).await.expect("still there").outbound.bytes,
+            10
+        );
+    });
+}

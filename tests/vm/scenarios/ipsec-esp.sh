@@ -9,6 +9,8 @@
 #   2. MIGRATE v4 -> v4 (pair 2), pair 1 down, ping
 #   3. MIGRATE v4 -> v6 outer (pair 3), pair 2 down, ping
 #   4. `xfrmctl migrate` (selector + reqid CLI) v6 -> v4 back to pair 1, ping
+#   4b. a MIGRATE the kernel must refuse (target SA exists) is one typed
+#      error and leaves SAs, policies and traffic as they were
 #      -> after each move the SAME SPIs carry the traffic and their packet
 #         counters keep growing (no new SA, no counter reset)
 #   5. BEET-mode pair (ChaCha20-Poly1305) passes traffic
@@ -148,6 +150,28 @@ ping_ok 10.1.0.1 10.2.0.1
 o=$("$X" -n L sa list --json | $PY -c 'import json,sys; print([json.loads(l) for l in sys.stdin if json.loads(l)["spi"]==0x1001][0]["current"]["packets"])')
 [ "$o" -ge $((C_OUT + 3)) ] || fail "SA 0x1001 packets $C_OUT -> $o"
 echo "  tun out counter: $C_OUT -> $o packets"
+
+# Kernel rollback: a blocker pair on pair 2 already owns (198.51.100.2, esp,
+# 0x1001), so moving tun there must fail in the kernel (xfrm_migrate restores
+# what it changed) and surface as one typed error; nothing moves.
+ip -n L link set vL2 up
+install_pair blk 198.51.100.1 198.51.100.2 10.21.0.0/24 10.22.0.0/24 tunnel 0x1001 0x6002 "$(gcm 99)" "$(gcm aa)"
+cp "$W/tun.L.h" "$W/tun.L.h.bak"
+$PY - "$W/tun.L.h" <<'PYEOF'
+import json, sys
+h = json.load(open(sys.argv[1])); h["outer"] = {"local": "192.0.2.1", "remote": "192.0.2.2"}
+json.dump(h, open(sys.argv[1], "w"))
+PYEOF
+if "$X" -n L child migrate --handle "$W/tun.L.h" --new-local 198.51.100.1 --new-remote 198.51.100.2 \
+     > /dev/null 2> "$W/rollback.err"; then fail "MIGRATE onto an existing SA succeeded"; fi
+grep -q "migrating SAs and policies (out): kernel:" "$W/rollback.err" || fail "untyped error: $(cat "$W/rollback.err")"
+dsts=$("$X" -n L sa list --json | $PY -c 'import json,sys; print(" ".join(sorted(json.loads(l)["dst"] for l in sys.stdin if json.loads(l)["spi"]==0x1001)))')
+[ "$dsts" = "192.0.2.2 198.51.100.2" ] || fail "after failed MIGRATE, SA 0x1001 at: $dsts"
+"$X" -n L policy list | grep -q "10.1.0.0/24 -> 10.2.0.0/24 dir out .*tmpl 192.0.2.1 -> 192.0.2.2" ||
+  fail "out policy template moved: $("$X" -n L policy list)"
+ping_ok 10.1.0.1 10.2.0.1
+"$X" -n L child delete --handle "$W/blk.L.h"; "$X" -n R child delete --handle "$W/blk.R.h"; rm -f "$W/blk.L.h"
+ts "step 4b: MIGRATE onto an existing SA fails as one typed error ($(sed 's/.*kernel: //' "$W/rollback.err" | head -1)); nothing moved, traffic flows"
 fi
 
 ip -n L link set vL1 up; ip -n L link set vL2 up
