@@ -17,6 +17,8 @@
 //! mobike = true
 //! start = "initiate"          # or "listen"
 //! dpd_delay = "30s"
+//! retransmit_timeout = "2s"  # doubles per retry
+//! retransmit_tries = 5
 //!
 //! [connections.home.children.net]
 //! local_ts = ["10.1.0.0/24"]
@@ -174,6 +176,10 @@ pub struct ConnectionSection {
     pub dpd_delay: Option<String>,
     /// IKE SA rekey interval, e.g. `4h`.
     pub rekey_time: Option<String>,
+    /// First retransmission timeout, e.g. `2s`; doubles with every retry.
+    pub retransmit_timeout: Option<String>,
+    /// Retransmissions before the peer is declared dead.
+    pub retransmit_tries: Option<u32>,
     /// CHILD_SAs by name; the first by name comes with IKE_AUTH.
     #[serde(default)]
     pub children: BTreeMap<String, ChildSection>,
@@ -336,6 +342,11 @@ impl FileConfig {
                     None => Timers::default().ike_rekey_time,
                     some => dur(some)?,
                 },
+                retransmit_timeout: dur(&c.retransmit_timeout)?
+                    .unwrap_or(Timers::default().retransmit_timeout),
+                retransmit_tries: c
+                    .retransmit_tries
+                    .unwrap_or(Timers::default().retransmit_tries),
                 ..Timers::default()
             };
             connections.push(ConnectionConfig {
@@ -395,6 +406,8 @@ mod tests {
         );
         assert_eq!(c.children[0].name, "net");
         assert_eq!(c.timers.dpd_delay, Some(Duration::from_secs(30)));
+        assert_eq!(c.timers.retransmit_timeout, Duration::from_secs(2));
+        assert_eq!(c.timers.retransmit_tries, 5);
         assert_eq!(a.listen, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
     }
 

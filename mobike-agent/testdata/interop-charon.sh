@@ -14,6 +14,7 @@
 #      rekeys cross (RFC 7296 §2.8.1, §2.8.2).
 #   6. over IPv6 with IPv6 selectors; the agent rekeys the CHILD_SA with PFS
 #      and first offers a group charon refuses (INVALID_KE_PAYLOAD retry).
+#   7. charon dies (SIGKILL): the agent's liveness check declares it dead.
 # Needs root, iproute2, strongswan-charon strongswan-swanctl
 # libstrongswan-standard-plugins libcharon-extra-plugins.
 # Usage: interop-charon.sh /path/to/mobike-agent    Prints INTEROP-OK.
@@ -263,5 +264,17 @@ grep -q 'ChildSaFailed' "$D/agent-v6.log" && fail "6: a CHILD_SA failed"
 charon_has INSTALLED || fail "6: CHILD_SA gone after the PFS rekey"
 grep -qE 'CHILD_SA net\{[0-9]+\} established.*fd00:2::/64 === fd00:1::/64' "$D/B/charon.log" || fail "6: selectors"
 echo "6: IPv6 IKE SA and CHILD_SA; PFS rekey retried with charon's group (INVALID_KE_PAYLOAD)"
+stop_agent
+
+# ---- 7. dead peer ----
+stop_charon
+start_charon "$(charon_conf aes256gcm16-prfsha256-x25519 aes256gcm16)"
+start_agent dpd "$(agent_conf initiate aes256gcm16-prfsha256-x25519 aes256gcm16 interop-psk-0123456789 \
+  $'dpd_delay = "1s"\nretransmit_timeout = "250ms"\nretransmit_tries = 2')"
+wait_for 20 charon_has INSTALLED || fail "7: CHILD_SA not installed by charon"
+kill -KILL "$CHARON"; wait "$CHARON" 2>/dev/null || true; CHARON=""
+wait_for 15 grep -q 'reason: PeerUnreachable' "$D/agent-dpd.log" || fail "7: agent did not notice the dead peer"
+grep -q 'delete CHILD_SA' "$D/agent-dpd.log" || fail "7: CHILD_SA not removed after the peer died"
+echo "7: charon killed: liveness check declared it dead, SAs removed"
 stop_agent
 echo INTEROP-OK
