@@ -1,12 +1,13 @@
 //! Interop with strongSwan's charon in network namespaces, through the
 //! real binary: see `testdata/interop-charon.sh` for the scenarios (both
 //! roles, both issue suites, CHILD_SA and IKE SA rekeys initiated by either
-//! side, crossing IKE SA rekeys (§2.8.2), liveness checks, Delete on
-//! SIGTERM, wrong PSK, proposal mismatch, IPv6 with PFS and INVALID_KE
-//! retry, a killed charon noticed by liveness checks). Needs root, iproute2 and the Debian
-//! packages strongswan-charon strongswan-swanctl
-//! libstrongswan-standard-plugins libcharon-extra-plugins, so it is
-//! ignored by default: `cargo test -p mobike-agent --test interop_charon -- --ignored`.
+//! side, crossing rekeys (§2.8.1, §2.8.2), liveness checks, Delete on
+//! SIGTERM, wrong PSK, proposal mismatch, IPv6 with PFS and an
+//! INVALID_KE_PAYLOAD retry, a killed charon noticed by liveness checks).
+//! Needs root, iproute2 and the Debian packages strongswan-charon
+//! strongswan-swanctl libstrongswan-standard-plugins
+//! libcharon-extra-plugins, so it is ignored by default:
+//! `cargo test -p mobike-agent --test interop_charon -- --ignored`.
 
 use std::process::Command;
 
