@@ -891,3 +891,31 @@ fn initial_contact_from_a_restarted_peer_clears_its_stale_sas() {
     assert!(s.children_pair_up());
     delete_everything(&mut s);
 }
+
+#[test]
+fn responses_go_back_to_where_the_request_came_from() {
+    let mut s = up(93, LinkModel::clean());
+    let sa = sa_id(&s, 0);
+    s.delivered.clear();
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::Dpd(sa))
+        .unwrap();
+    s.run_for(Duration::from_secs(1));
+    let (_, dst, src, req) = s
+        .delivered
+        .iter()
+        .find(|d| d.0 == 1)
+        .cloned()
+        .expect("captured");
+    // The same (authentic) request again, as if the peer had moved to
+    // another address: the cached answer goes there, the SA's own address
+    // pair stays as it is.
+    let moved = sim::sock(ip("198.51.100.7"), src.port());
+    let path_before = s.nodes[1].ep.ike_sas()[0].path;
+    while s.nodes[1].ep.poll_transmit().is_some() {}
+    s.nodes[1].ep.handle_datagram(s.now, dst, moved, &req);
+    let t = s.nodes[1].ep.poll_transmit().expect("replayed answer");
+    assert_eq!((t.local, t.remote), (dst, moved));
+    assert_eq!(s.nodes[1].ep.ike_sas()[0].path, path_before);
+}

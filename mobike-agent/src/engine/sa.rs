@@ -180,6 +180,8 @@ pub(super) struct IkeSa {
     delete_requested: bool,
     /// Send INITIAL_CONTACT in IKE_AUTH (§2.4).
     initial_contact: bool,
+    /// Where the request being answered came from (§2.11).
+    reply_path: Option<Path>,
     dead: bool,
 }
 
@@ -340,6 +342,7 @@ impl IkeSa {
             peer_rekey: None,
             delete_requested: false,
             initial_contact: false,
+            reply_path: None,
             dead: false,
         }
     }
@@ -793,7 +796,9 @@ impl IkeSa {
         let Some(bytes) = self.seal(self.header(exchange, msg_id, true), payloads) else {
             return;
         };
-        ctx.send(self.path, ctx.config.nat_t_port, &bytes);
+        // §2.11: a response goes back where the request came from.
+        let to = self.reply_path.unwrap_or(self.path);
+        ctx.send(to, ctx.config.nat_t_port, &bytes);
         self.cached_response = Some((msg_id, bytes));
     }
 
@@ -2099,7 +2104,8 @@ impl IkeSa {
                 // A retransmitted request: verify it, then resend our answer.
                 Some(resp) if self.open(bytes, &msg).is_ok() => {
                     ctx.stats.replayed_responses += 1;
-                    ctx.send(self.path, ctx.config.nat_t_port, &resp);
+                    // §2.11: to where this copy of the request came from.
+                    ctx.send(path, ctx.config.nat_t_port, &resp);
                 }
                 Some(_) => ctx.stats.integrity_failures += 1,
                 None => ctx.stats.unexpected += 1,
@@ -2122,6 +2128,7 @@ impl IkeSa {
             self.handle_response(ctx, o, &payloads);
         } else {
             self.peer_next_msg_id = self.peer_next_msg_id.wrapping_add(1);
+            self.reply_path = Some(path);
             if self.state == State::InitReplied {
                 // The initiator floats to 4500 for IKE_AUTH: answer where it came from.
                 self.path = path;
@@ -2131,6 +2138,7 @@ impl IkeSa {
                 self.path = path;
             }
             self.handle_request(ctx, h, &payloads);
+            self.reply_path = None;
         }
         if !self.dead {
             self.start_next_request(ctx);
