@@ -164,7 +164,9 @@ km = struct.pack("=16s16sIHH", a16("2001:db8::1")[0], a16("2001:db8::2")[0], 0, 
 encap = struct.pack("=HHH2x16s", 2, socket.htons(4500), socket.htons(4500), b"\0" * 16)
 payload = body + nla(19, km) + nla(17, m) + nla(4, encap)
 s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 6); s.bind((0, 0))
-s.send(struct.pack("=IHHII", 16 + len(payload), 0x21, 5, 1, 0) + payload)
+req = struct.pack("=IHHII", 16 + len(payload), 0x21, 5, 1, 0) + payload
+print(req.hex())
+s.send(req)
 r = s.recv(65536); e = struct.unpack_from("=i", r, 16)[0]; assert e == 0, (e, r[-80:])
 print(lis.recv(65536).hex())
 '''
@@ -173,7 +175,10 @@ print(lis.recv(65536).hex())
     if out.returncode != 0:
         sys.exit(out.stderr)
     out = out.stdout.split()
-    return [bytes.fromhex(out[0])]
+    write("migrate_request.hex", "XFRM_MSG_MIGRATE request as encoded by this script with struct.pack "
+          "(iproute2 has no migrate): out 10.1.0.0/24->10.2.0.0/24, 192.0.2.1/.2 -> 2001:db8::1/::2, reqid 1, "
+          "XFRMA_KMADDRESS 2001:db8::1/::2, XFRMA_ENCAP espinudp 4500/4500", [bytes.fromhex(out[0])])
+    return [bytes.fromhex(out[1])]
 
 
 if __name__ == "__main__":
