@@ -141,6 +141,20 @@ async fn flush(ep: &mut Endpoint, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>)
                 encap = ?i.encap,
                 "kernel (backend none): install CHILD_SA"
             ),
+            KernelAction::MigrateChildSa {
+                reqid,
+                inbound_spi,
+                to,
+                encap,
+                ..
+            } => info!(
+                reqid,
+                inbound = format_args!("{inbound_spi:#010x}"),
+                local = %to.0,
+                remote = %to.1,
+                encap = ?encap,
+                "kernel (backend none): migrate CHILD_SA"
+            ),
             KernelAction::DeleteChildSa {
                 reqid, inbound_spi, ..
             } => info!(

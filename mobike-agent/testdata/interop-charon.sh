@@ -15,6 +15,8 @@
 #   6. over IPv6 with IPv6 selectors; the agent rekeys the CHILD_SA with PFS
 #      and first offers a group charon refuses (INVALID_KE_PAYLOAD retry).
 #   7. charon dies (SIGKILL): the agent's liveness check declares it dead.
+#   8. MOBIKE: charon (initiator) changes its address; it sends
+#      UPDATE_SA_ADDRESSES and the agent follows it (RFC 4555 §3.5).
 # Needs root, iproute2, strongswan-charon strongswan-swanctl
 # libstrongswan-standard-plugins libcharon-extra-plugins.
 # Usage: interop-charon.sh /path/to/mobike-agent    Prints INTEROP-OK.
@@ -276,5 +278,23 @@ kill -KILL "$CHARON"; wait "$CHARON" 2>/dev/null || true; CHARON=""
 wait_for 15 grep -q 'reason: PeerUnreachable' "$D/agent-dpd.log" || fail "7: agent did not notice the dead peer"
 grep -q 'delete CHILD_SA' "$D/agent-dpd.log" || fail "7: CHILD_SA not removed after the peer died"
 echo "7: charon killed: liveness check declared it dead, SAs removed"
+stop_agent
+
+# ---- 8. MOBIKE: the peer moves ----
+ip -n mbkiA route add default dev vA
+ip -n mbkiB route add default dev vB
+rm -f "$D/B/charon.log"
+start_charon "$(charon_conf aes256gcm16-prfsha256-x25519 aes256gcm16 192.0.2.1)"
+start_agent mobike "$(agent_conf listen aes256gcm16-prfsha256-x25519 aes256gcm16)"
+sleep 0.5
+sw --initiate --child net --timeout 20 >/dev/null || fail "8: charon could not initiate"
+ip -n mbkiB addr add 198.51.100.2/24 dev vB
+ip -n mbkiB addr del 192.0.2.2/24 dev vB
+wait_for 20 grep -q 'IKE SA moved (MOBIKE)' "$D/agent-mobike.log" || fail "8: agent did not follow charon's address update"
+grep -q 'migrate CHILD_SA.*remote=198.51.100.2' "$D/agent-mobike.log" || fail "8: CHILD_SA not migrated to the new address"
+wait_for 10 charon_has '198.51.100.2\[4500\]' || fail "8: charon did not move"
+charon_has ESTABLISHED || fail "8: IKE SA lost after the move"
+[ "$(sw --list-sas | grep -c INSTALLED)" = 1 ] || fail "8: CHILD_SA lost after the move"
+echo "8: MOBIKE: charon moved 192.0.2.2 -> 198.51.100.2, the agent followed and migrated the CHILD_SA"
 stop_agent
 echo INTEROP-OK

@@ -3,7 +3,8 @@
 //! roles, both issue suites, CHILD_SA and IKE SA rekeys initiated by either
 //! side, crossing rekeys (§2.8.1, §2.8.2), liveness checks, Delete on
 //! SIGTERM, wrong PSK, proposal mismatch, IPv6 with PFS and an
-//! INVALID_KE_PAYLOAD retry, a killed charon noticed by liveness checks).
+//! INVALID_KE_PAYLOAD retry, a killed charon noticed by liveness checks,
+//! a MOBIKE address update by charon that the agent follows).
 //! Needs root, iproute2 and the Debian packages strongswan-charon
 //! strongswan-swanctl libstrongswan-standard-plugins
 //! libcharon-extra-plugins, so it is ignored by default:

@@ -919,3 +919,70 @@ fn responses_go_back_to_where_the_request_came_from() {
     assert_eq!((t.local, t.remote), (dst, moved));
     assert_eq!(s.nodes[1].ep.ike_sas()[0].path, path_before);
 }
+
+#[test]
+fn mobike_update_sa_addresses_moves_ike_and_child_sas_on_both_sides() {
+    let mut s = up(95, LinkModel::lossy());
+    let sa = sa_id(&s, 0);
+    // A's address changes: the old one is gone.
+    let new_a = ip("192.0.2.11");
+    s.nodes[0].addr = new_a;
+    let path = s.nodes[0].ep.ike_sas()[0].path;
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa,
+                local: sim::sock(new_a, path.local.port()),
+                remote: path.remote,
+            },
+        )
+        .unwrap();
+    assert!(
+        s.run_until(Duration::from_secs(300), |s| s.nodes.iter().all(|n| n
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PathChanged { .. }))))
+    );
+    assert_eq!(
+        s.nodes[1].ep.ike_sas()[0].path.remote.ip(),
+        new_a,
+        "B follows A"
+    );
+    assert!(s.nodes[0].kernel.values().all(|i| i.local == new_a));
+    assert!(s.nodes[1].kernel.values().all(|i| i.remote == new_a));
+    assert!(s.children_pair_up());
+    // The SA keeps working on the new path.
+    let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::Dpd(sa))
+        .unwrap();
+    assert!(s.run_until(Duration::from_secs(300), |s| {
+        s.nodes[1].ep.ike_sas()[0].next_peer_request_id > before
+    }));
+    delete_everything(&mut s);
+}
+
+#[test]
+fn address_update_needs_mobike() {
+    let (mut a, b) = configs(IKE_1, "aes256gcm16");
+    a.connections[0].mobike = false;
+    let mut s = Sim::new(a, b, 5, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    let sa = sa_id(&s, 0);
+    let path = s.nodes[0].ep.ike_sas()[0].path;
+    assert_eq!(
+        s.nodes[0].ep.handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa,
+                local: path.local,
+                remote: path.remote
+            }
+        ),
+        Err(mobike_agent::engine::CommandError::NoMobike(sa))
+    );
+}

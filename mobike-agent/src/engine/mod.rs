@@ -17,11 +17,14 @@
 //! MOBIKE_SUPPORTED is exchanged in IKE_AUTH. It has no sockets, no clock,
 //! no tokio and no kernel access; SPIs and nonces come from an [`Entropy`]
 //! (the system generator unless a simulator seeds one), DH keys from ring.
-//! It does not yet do the MOBIKE address update (UPDATE_SA_ADDRESSES and the
-//! other RFC 4555 notifies are parsed and answered empty), EAP, certificates,
-//! IKE fragmentation, transport/BEET mode, INVALID_KE_PAYLOAD retries inside
-//! CREATE_CHILD_SA, or SET_WINDOW_SIZE; inbound SPIs are random rather than
-//! allocated by the kernel.
+//! MOBIKE so far is the address update of RFC 4555 §3.5 in both roles
+//! ([`Command::UpdateAddresses`]; UPDATE_SA_ADDRESSES with NAT-D and COOKIE2,
+//! CHILD_SAs migrated as [`KernelAction::MigrateChildSa`]); choosing address
+//! pairs, ADDITIONAL_*_ADDRESS lists, path probing, NO_NATS_ALLOWED and
+//! UNACCEPTABLE_ADDRESSES handling are the next step. It does not do EAP,
+//! certificates, IKE fragmentation, transport/BEET mode or SET_WINDOW_SIZE;
+//! inbound SPIs are random (unique on the endpoint) rather than allocated by
+//! the kernel.
 
 mod config;
 mod sa;
@@ -95,6 +98,16 @@ pub enum Command {
     },
     /// Send a liveness check now.
     Dpd(SaId),
+    /// MOBIKE (RFC 4555 §3.5): move the IKE SA and its CHILD_SAs to a new
+    /// address pair with an UPDATE_SA_ADDRESSES exchange sent from it.
+    UpdateAddresses {
+        /// IKE SA.
+        sa: SaId,
+        /// New local address and port.
+        local: SocketAddr,
+        /// New peer address and port.
+        remote: SocketAddr,
+    },
 }
 
 /// Why a command was refused.
@@ -112,6 +125,9 @@ pub enum CommandError {
     /// The IKE SA is not established.
     #[error("IKE SA {0:#018x} is not established")]
     NotEstablished(SaId),
+    /// The peer did not agree to MOBIKE on this IKE SA.
+    #[error("MOBIKE was not negotiated on IKE SA {0:#018x}")]
+    NoMobike(SaId),
     /// No CHILD_SA with that SPI, or no such child config.
     #[error("IKE SA {sa:#018x} has no CHILD_SA or child config {what}")]
     UnknownChild {
@@ -208,6 +224,14 @@ pub enum Event {
         /// New SA.
         new: SaId,
     },
+    /// The IKE SA and its CHILD_SAs now use another address pair (MOBIKE,
+    /// RFC 4555 §3.5), on our request or the peer's.
+    PathChanged {
+        /// The SA.
+        sa: SaId,
+        /// The new address pair.
+        path: Path,
+    },
     /// NAT detection result (§2.23), after IKE_SA_INIT.
     NatDetected {
         /// The SA.
@@ -292,6 +316,22 @@ pub struct ChildSaInstall {
 pub enum KernelAction {
     /// Add both ESP SAs (and the policies, once per reqid).
     InstallChildSa(Box<ChildSaInstall>),
+    /// Move both ESP SAs (and their policies' templates) of a CHILD_SA to
+    /// new outer addresses (XFRM_MSG_MIGRATE), for MOBIKE.
+    MigrateChildSa {
+        /// Request id.
+        reqid: u32,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// Our outbound SPI.
+        outbound_spi: u32,
+        /// Old (local, remote) outer addresses.
+        from: (IpAddr, IpAddr),
+        /// New (local, remote) outer addresses.
+        to: (IpAddr, IpAddr),
+        /// UDP encapsulation on the new path.
+        encap: Option<UdpEncap>,
+    },
     /// Remove both ESP SAs of a CHILD_SA.
     DeleteChildSa {
         /// Request id.
@@ -702,6 +742,11 @@ impl Endpoint {
             Command::Dpd(id) => self
                 .with_sa(now, id, |sa, ctx| sa.command_dpd(ctx))
                 .ok_or(CommandError::UnknownSa(id))?,
+            Command::UpdateAddresses { sa, local, remote } => self
+                .with_sa(now, sa, |s, ctx| {
+                    s.command_update_addresses(ctx, Path { local, remote })
+                })
+                .ok_or(CommandError::UnknownSa(sa))?,
         }
     }
 

@@ -96,6 +96,8 @@ enum Pending {
     RekeyChild(u32, Option<DhGroup>),
     CreateChild(usize, Option<DhGroup>),
     RekeyIke(Option<DhGroup>),
+    /// MOBIKE: move to this address pair.
+    UpdateAddresses(Path),
 }
 
 #[derive(Debug)]
@@ -124,6 +126,11 @@ enum Request {
     DeleteChild(Vec<u32>),
     CreateChild(ChildOffer),
     RekeyIke(IkeRekeyOffer),
+    /// MOBIKE: the old path and the COOKIE2 we sent (RFC 4555 §3.5).
+    UpdateAddresses {
+        old: Path,
+        cookie2: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -704,6 +711,57 @@ impl IkeSa {
         self.queue.push_back(Pending::CreateChild(cfg, None));
         self.start_next_request(ctx);
         Ok(())
+    }
+
+    pub(super) fn command_update_addresses(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        path: Path,
+    ) -> Result<(), super::CommandError> {
+        if !self.established() {
+            return Err(super::CommandError::NotEstablished(self.id));
+        }
+        if !self.peer_mobike {
+            return Err(super::CommandError::NoMobike(self.id));
+        }
+        self.queue.push_back(Pending::UpdateAddresses(path));
+        self.start_next_request(ctx);
+        Ok(())
+    }
+
+    /// NAT-D notifies for `path` (RFC 4555 §3.5 carries them in
+    /// UPDATE_SA_ADDRESSES exchanges).
+    fn nat_d_payloads(&self, path: Path) -> [Payload; 2] {
+        [
+            notify(
+                NotifyType::NAT_DETECTION_SOURCE_IP,
+                crypto::nat_detection_hash(self.spi_i, self.spi_r, path.local),
+            ),
+            notify(
+                NotifyType::NAT_DETECTION_DESTINATION_IP,
+                crypto::nat_detection_hash(self.spi_i, self.spi_r, path.remote),
+            ),
+        ]
+    }
+
+    /// Moves every CHILD_SA from `old` to the current path in the kernel.
+    fn migrate_children(&mut self, ctx: &mut Ctx<'_>, old: Path) {
+        let encap = self.encap();
+        for c in &self.children {
+            ctx.kernel(KernelAction::MigrateChildSa {
+                reqid: c.reqid,
+                inbound_spi: c.inbound_spi,
+                outbound_spi: c.outbound_spi,
+                from: (old.local.ip(), old.remote.ip()),
+                to: (self.path.local.ip(), self.path.remote.ip()),
+                encap,
+            });
+        }
+        info!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "IKE SA moved (MOBIKE)");
+        ctx.event(Event::PathChanged {
+            sa: self.id,
+            path: self.path,
+        });
     }
 
     pub(super) fn command_dpd(&mut self, ctx: &mut Ctx<'_>) -> Result<(), super::CommandError> {
@@ -1990,6 +2048,29 @@ impl IkeSa {
                         Request::CreateChild(offer),
                     );
                 }
+                Pending::UpdateAddresses(path) => {
+                    if self.state != State::Established {
+                        continue;
+                    }
+                    let Some(cookie2) = ctx.random::<16>() else {
+                        continue;
+                    };
+                    let old = self.path;
+                    // Sent (and retransmitted) from the new address (§3.5).
+                    self.path = path;
+                    let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, vec![])];
+                    payloads.extend(self.nat_d_payloads(path));
+                    payloads.push(notify(NotifyType::COOKIE2, cookie2.to_vec()));
+                    self.send_request(
+                        ctx,
+                        ExchangeType::INFORMATIONAL,
+                        &payloads,
+                        Request::UpdateAddresses {
+                            old,
+                            cookie2: cookie2.to_vec(),
+                        },
+                    );
+                }
                 Pending::RekeyIke(group) => {
                     if self.state != State::Established {
                         continue;
@@ -2157,6 +2238,28 @@ impl IkeSa {
             }
             Some(Request::CreateChild(offer)) => self.complete_child(ctx, offer, p, false),
             Some(Request::RekeyIke(offer)) => self.complete_ike_rekey(ctx, offer, p),
+            Some(Request::UpdateAddresses { old, cookie2 }) => {
+                // RFC 4555 §3.5: the answer must echo our COOKIE2.
+                if notify_of(p, NotifyType::COOKIE2).is_none_or(|n| n.data != cookie2) {
+                    warn!(
+                        sa = self.id,
+                        "UPDATE_SA_ADDRESSES answer without our COOKIE2"
+                    );
+                    self.path = old;
+                    return;
+                }
+                if let Some(err) = first_error(p) {
+                    warn!(sa = self.id, notify = ?err, "address update refused");
+                    self.path = old;
+                    return;
+                }
+                let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
+                let path = self.path;
+                self.detect_nat(ctx, path, &h, p);
+                if path != old {
+                    self.migrate_children(ctx, old);
+                }
+            }
         }
     }
 
@@ -2264,7 +2367,27 @@ impl IkeSa {
                 spis: ours.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
             })]
         };
-        // Liveness checks and (for now) MOBIKE notifies get an empty answer.
+        let mut answer = answer;
+        if self.peer_mobike && notify_of(p, NotifyType::UPDATE_SA_ADDRESSES).is_some() {
+            // RFC 4555 §3.5: the peer moved; follow it to where this
+            // (authenticated) request came from, and answer with NAT-D and
+            // its COOKIE2.
+            let old = self.path;
+            if let Some(new) = self.reply_path {
+                self.path = new;
+                let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
+                self.detect_nat(ctx, new, &h, p);
+            }
+            answer.extend(self.nat_d_payloads(self.path));
+            if self.path != old {
+                self.migrate_children(ctx, old);
+            }
+        }
+        if let Some(c2) = notify_of(p, NotifyType::COOKIE2) {
+            // RFC 4555 §3.6 / §5.2.1: return routability check.
+            answer.push(notify(NotifyType::COOKIE2, c2.data.clone()));
+        }
+        // Liveness checks and other notifies get an (otherwise) empty answer.
         self.respond(ctx, ExchangeType::INFORMATIONAL, id, &answer);
     }
 

@@ -152,6 +152,21 @@ impl Node {
                         "SPI installed twice"
                     );
                 }
+                KernelAction::MigrateChildSa {
+                    inbound_spi,
+                    from,
+                    to,
+                    encap,
+                    ..
+                } => {
+                    let sa = self
+                        .kernel
+                        .get_mut(inbound_spi)
+                        .expect("migrate of an SA never installed");
+                    assert_eq!((sa.local, sa.remote), *from, "migrated from where it was");
+                    (sa.local, sa.remote) = *to;
+                    sa.encap = *encap;
+                }
                 KernelAction::DeleteChildSa { inbound_spi, .. } => {
                     assert!(
                         self.kernel.remove(inbound_spi).is_some(),
