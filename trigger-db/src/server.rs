@@ -283,7 +283,6 @@ impl TriggerService for Service {
         }
         debug!(peer, ?filter, resume = ?body.resume_after_id, snapshot = body.snapshot, start_after, "subscribe");
         let store = self.store.clone();
-        let hub = self.hub.clone();
         let shutdown = self.shutdown.clone();
         let stream = async_stream::try_stream! {
             use pb::subscribe_response::Item;
@@ -320,7 +319,6 @@ impl TriggerService for Service {
                     first_missed_id: first_missed,
                 })) };
             }
-            drop(hub);
         };
         Ok(Response::new(Box::pin(stream)))
     }
