@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = proto::classify_nat_t(data);
     // A responder with no connections: every input is garbage or refused.
     let mut ep = Endpoint::new(EndpointConfig::default()).expect("endpoint");
-    let (local, remote) = ("192.0.2.2:500".parse().unwrap(), "192.0.2.1:500".parse().unwrap());
+    let (local, remote) = (
+        "192.0.2.2:500".parse().unwrap(),
+        "192.0.2.1:500".parse().unwrap(),
+    );
     ep.handle_datagram(start(), local, remote, data);
     assert_eq!(ep.ike_sa_count(), 0);
     while ep.poll_transmit().is_some() {}
