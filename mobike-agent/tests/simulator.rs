@@ -459,7 +459,7 @@ fn periodic_ike_and_child_rekeys_together_keep_one_ike_sa_and_one_child() {
         );
         s.run_for(Duration::from_secs(400));
         assert!(
-            s.run_until(Duration::from_secs(120), |s| s.nodes.iter().all(|n| n
+            s.run_until(Duration::from_secs(900), |s| s.nodes.iter().all(|n| n
                 .ep
                 .ike_sa_count()
                 == 1
@@ -583,7 +583,7 @@ fn simultaneous_ike_sa_rekeys_leave_exactly_one_ike_sa() {
             .handle_command(s.now, Command::RekeyIkeSa(b))
             .unwrap();
         assert!(
-            s.run_until(Duration::from_secs(200), |s| s.nodes.iter().all(|n| n
+            s.run_until(Duration::from_secs(900), |s| s.nodes.iter().all(|n| n
                 .ep
                 .ike_sa_count()
                 == 1
