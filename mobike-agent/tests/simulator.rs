@@ -986,3 +986,69 @@ fn address_update_needs_mobike() {
         Err(mobike_agent::engine::CommandError::NoMobike(sa))
     );
 }
+
+#[test]
+fn mobike_move_behind_a_nat_updates_the_encapsulation_ports() {
+    let (mut a, b) = configs(IKE_1, "aes256gcm16");
+    a.connections[0].local_addr = Some(sim::sock(ip("10.9.0.2"), 500));
+    let mut s = Sim::new(a, b, 97, LinkModel::clean()).with_nat(ip("10.9.0.2"));
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    let old_port = s.nodes[1]
+        .kernel
+        .values()
+        .next()
+        .unwrap()
+        .encap
+        .expect("encap")
+        .remote_port;
+    // A moves to another private address behind the same NAT, which gives
+    // it a new public port.
+    let sa = sa_id(&s, 0);
+    let new_local = sim::sock(ip("10.9.0.3"), 4500);
+    s.nodes[0].addr = ip("10.9.0.3");
+    if let Some(nat) = s.nat.as_mut() {
+        nat.private = ip("10.9.0.3");
+    }
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa,
+                local: new_local,
+                remote,
+            },
+        )
+        .unwrap();
+    assert!(s.run_until(Duration::from_secs(30), |s| {
+        s.nodes.iter().all(|n| {
+            n.events
+                .iter()
+                .any(|e| matches!(e, Event::PathChanged { .. }))
+        })
+    }));
+    let b_sa = &s.nodes[1].ep.ike_sas()[0];
+    assert!(b_sa.remote_behind_nat);
+    let encap = s.nodes[1]
+        .kernel
+        .values()
+        .next()
+        .unwrap()
+        .encap
+        .expect("still encapsulated");
+    assert_ne!(
+        encap.remote_port, old_port,
+        "B sends ESP to the NAT's new port"
+    );
+    assert_eq!(encap.remote_port, b_sa.path.remote.port());
+    assert!(s.nodes[0].ep.ike_sas()[0].local_behind_nat);
+    assert!(
+        s.nodes[0]
+            .kernel
+            .values()
+            .all(|i| i.local == ip("10.9.0.3"))
+    );
+    delete_everything(&mut s);
+}
