@@ -143,8 +143,9 @@ fn baseline(db_path: &std::path::Path, t0: i64) -> anyhow::Result<Vec<f64>> {
         let mut rows = 0;
         let mut bytes = 0;
         while st.step()? {
-            rows += 1;
-            bytes += st.column_bytes(1) + usize::from(st.column_i64(0) == 0);
+            // Read what the daemon reads: the id and the body.
+            rows += usize::from(st.column_i64(0) > 0);
+            bytes += st.column_bytes(1);
         }
         st.reset()?;
         if k >= 20 {

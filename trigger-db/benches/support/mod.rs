@@ -3,6 +3,10 @@
 //! made), its peak and current RSS from /proc, the rows the benches store,
 //! a plain SQLite connection through the C API for baselines, and
 //! percentiles. Nothing here touches the host's interfaces.
+//!
+//! The system tests' `tests/support` starts the daemon too, but with debug
+//! logging (a cost on the measured path) and panics instead of errors; this
+//! one logs warnings only and also reads the daemon's RSS.
 
 #![allow(dead_code)]
 
