@@ -17,6 +17,7 @@
 pub mod config_file;
 pub mod crypto;
 pub mod engine;
+pub mod kernel;
 pub mod proposal;
 pub mod proto;
 pub mod runtime;

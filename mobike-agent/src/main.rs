@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
-use mobike_agent::config_file::{Backend, FileConfig};
+use mobike_agent::config_file::FileConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -33,9 +33,6 @@ fn main() -> anyhow::Result<()> {
     let config = file
         .to_agent_config()
         .context("checking the configuration")?;
-    if config.backend == Backend::Xfrm {
-        bail!("kernel backend \"xfrm\" is not wired into the agent yet; use backend = \"none\"");
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

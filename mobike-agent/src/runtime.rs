@@ -2,9 +2,10 @@
 //! 500 and 4500 of every configured local address, the engine's timer,
 //! and a shutdown signal that deletes all SAs before exiting.
 //!
-//! Minimal so far: kernel actions are logged, not applied (`backend =
-//! "none"`; the ipsec-backend wiring comes with that crate), there is no
-//! status socket and no trigger-db subscription. Sockets bind to specific
+//! Kernel actions go through [`Kernel`] (ipsec-backend's XFRM with
+//! `backend = "xfrm"`, only logged with `"none"`); a kernel error is logged
+//! with its SA and never stops the agent. There is no status socket and no
+//! trigger-db subscription yet. Sockets bind to specific
 //! addresses so the engine always knows the local address of a datagram.
 
 use std::{
@@ -19,8 +20,9 @@ use tokio::{net::UdpSocket, sync::mpsc};
 use tracing::{debug, info, warn};
 
 use crate::{
-    config_file::AgentConfig,
+    config_file::{AgentConfig, Backend},
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
+    kernel::{Kernel, KernelEvent},
 };
 
 /// Datagrams waiting between the socket tasks and the engine.
@@ -40,6 +42,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The XFRM netlink socket could not be opened (`backend = "xfrm"`).
+    #[error("cannot open the kernel backend")]
+    Kernel(#[source] ipsec_backend::Error),
     /// The engine refused a start-up command.
     #[error("cannot start connection")]
     Command(#[from] CommandError),
@@ -53,6 +58,10 @@ pub async fn run(
 ) -> Result<(), RuntimeError> {
     let nat_t = config.endpoint.nat_t_port;
     let mut ep = Endpoint::new(config.endpoint)?;
+    let mut kernel = match config.backend {
+        Backend::None => Kernel::none(),
+        Backend::Xfrm => Kernel::xfrm().map_err(RuntimeError::Kernel)?,
+    };
     let (tx, mut rx) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(QUEUE);
     let mut sockets: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     for ip in &config.listen {
@@ -90,7 +99,7 @@ pub async fn run(
             },
         )?;
     }
-    flush(&mut ep, &sockets).await;
+    flush(&mut ep, &mut kernel, &sockets).await;
     tokio::pin!(shutdown);
     let mut stop_at: Option<Instant> = None;
     loop {
@@ -113,7 +122,7 @@ pub async fn run(
                 stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
             }
         }
-        flush(&mut ep, &sockets).await;
+        flush(&mut ep, &mut kernel, &sockets).await;
         if let Some(t) = stop_at
             && (ep.ike_sa_count() == 0 || Instant::now() >= t)
         {
@@ -124,7 +133,11 @@ pub async fn run(
     Ok(())
 }
 
-async fn flush(ep: &mut Endpoint, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>) {
+async fn flush(
+    ep: &mut Endpoint,
+    kernel: &mut Kernel,
+    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+) {
     while let Some(e) = ep.poll_event() {
         match &e {
             Event::IkeSaDeleted { .. } | Event::ChildSaFailed { .. } => warn!(event = ?e, "ike"),
@@ -132,7 +145,23 @@ async fn flush(ep: &mut Endpoint, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>)
         }
     }
     while let Some(k) = ep.poll_kernel_action() {
-        match &k {
+        log_kernel_event(kernel.apply(k).await);
+    }
+    while let Some(t) = ep.poll_transmit() {
+        match sockets.get(&t.local) {
+            Some(s) => {
+                if let Err(e) = s.send_to(&t.payload, t.remote).await {
+                    warn!(local = %t.local, remote = %t.remote, error = %e, "send failed");
+                }
+            }
+            None => warn!(local = %t.local, "no socket for this local address"),
+        }
+    }
+}
+
+fn log_kernel_event(ev: KernelEvent) {
+    match ev {
+        KernelEvent::Logged(k) => match &k {
             KernelAction::InstallChildSa(i) => info!(
                 reqid = i.reqid,
                 inbound = format_args!("{:#010x}", i.inbound.spi),
@@ -162,16 +191,48 @@ async fn flush(ep: &mut Endpoint, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>)
                 inbound = format_args!("{inbound_spi:#010x}"),
                 "kernel (backend none): delete CHILD_SA"
             ),
-        }
-    }
-    while let Some(t) = ep.poll_transmit() {
-        match sockets.get(&t.local) {
-            Some(s) => {
-                if let Err(e) = s.send_to(&t.payload, t.remote).await {
-                    warn!(local = %t.local, remote = %t.remote, error = %e, "send failed");
-                }
-            }
-            None => warn!(local = %t.local, "no socket for this local address"),
-        }
+        },
+        KernelEvent::Installed {
+            ike_sa,
+            handle: h,
+            with_policies,
+        } => info!(
+            ike_sa = format_args!("{ike_sa:#018x}"),
+            reqid = h.reqid,
+            inbound = format_args!("{:#010x}", h.spi_in),
+            outbound = format_args!("{:#010x}", h.spi_out),
+            local_ts = %h.local_ts,
+            remote_ts = %h.remote_ts,
+            encap = ?h.encap,
+            with_policies,
+            "kernel: CHILD_SA installed"
+        ),
+        KernelEvent::Migrated { ike_sa, handle: h } => info!(
+            ike_sa = format_args!("{ike_sa:#018x}"),
+            reqid = h.reqid,
+            inbound = format_args!("{:#010x}", h.spi_in),
+            local = %h.outer.local,
+            remote = %h.outer.remote,
+            encap = ?h.encap,
+            "kernel: CHILD_SA migrated"
+        ),
+        KernelEvent::Deleted { ike_sa, handle: h } => info!(
+            ike_sa = format_args!("{ike_sa:#018x}"),
+            reqid = h.reqid,
+            inbound = format_args!("{:#010x}", h.spi_in),
+            "kernel: CHILD_SA deleted"
+        ),
+        KernelEvent::Failed {
+            ike_sa,
+            reqid,
+            inbound_spi,
+            error,
+        } => warn!(
+            ike_sa = ?ike_sa.map(|s| format!("{s:#018x}")),
+            reqid,
+            inbound = format_args!("{inbound_spi:#010x}"),
+            error = %ipsec_backend::error::chain(&error),
+            "kernel: CHILD_SA action failed"
+        ),
     }
 }

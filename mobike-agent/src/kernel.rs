@@ -1,0 +1,642 @@
+//! Applies the engine's [`KernelAction`]s to a [`ChildSaBackend`]
+//! (ipsec-backend): [`child_sa_spec`] maps an install action to a
+//! [`ChildSaSpec`] (a pure function), [`Kernel`] remembers the installed
+//! pairs so later migrate and delete actions find their handles, and every
+//! applied action yields one [`KernelEvent`] (failures included: a kernel
+//! error never stops the agent).
+//!
+//! Policies belong to a reqid and are shared by the CHILD_SAs that replace
+//! each other on rekey: the first pair of a reqid is installed with its
+//! policies through the trait, later pairs of the same reqid add only their
+//! SAs (XFRM state calls, kernel backend only), and the policies go when the
+//! engine says no CHILD_SA uses them any more. Not supported: more than one
+//! traffic selector per side, and selectors that are not one address prefix
+//! with any protocol and port (the kernel SA/policy selector is a prefix).
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use ipsec_backend::{
+    ChildSaBackend, ChildSaHandle, ChildSaSpec, XfrmHandle,
+    types::{Crypto, Encap, Mode as XfrmMode, OuterPair, Prefix},
+};
+
+use crate::{
+    crypto::Aead,
+    engine::{ChildSaInstall, KernelAction, Mode, SaId, UdpEncap},
+    proto::TrafficSelector,
+};
+
+/// Why an install action cannot be expressed as a [`ChildSaSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// A side has no traffic selector.
+    #[error("no {0} traffic selector")]
+    NoSelector(&'static str),
+    /// The selector is not one address prefix for any protocol and port.
+    #[error("{side} traffic selector {start}-{end} is not a single prefix for any protocol/port")]
+    NotPrefix {
+        /// `local` or `remote`.
+        side: &'static str,
+        /// Start address.
+        start: IpAddr,
+        /// End address.
+        end: IpAddr,
+    },
+}
+
+/// Why a kernel action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelActionError {
+    /// The action could not be mapped.
+    #[error("cannot map the CHILD_SA to XFRM")]
+    Map(#[from] MapError),
+    /// The kernel (or fake) refused.
+    #[error("kernel backend")]
+    Backend(#[from] ipsec_backend::Error),
+    /// Migrate or delete of a pair this runtime never installed.
+    #[error("no installed CHILD_SA with reqid {reqid} and inbound SPI {inbound_spi:#010x}")]
+    Unknown {
+        /// Request id.
+        reqid: u32,
+        /// Inbound SPI.
+        inbound_spi: u32,
+    },
+    /// A second pair of a reqid needs SA-only calls, which only the kernel
+    /// backend has.
+    #[error("SA-only install/delete needs the xfrm backend")]
+    SaOnlyUnsupported,
+}
+
+/// What applying one action did.
+#[derive(Debug)]
+pub enum KernelEvent {
+    /// Backend `none`: only logged.
+    Logged(KernelAction),
+    /// The pair (and, if first of its reqid, the policies) is installed.
+    Installed {
+        /// IKE SA.
+        ike_sa: SaId,
+        /// Handle.
+        handle: ChildSaHandle,
+        /// Policies were added with it.
+        with_policies: bool,
+    },
+    /// The pair moved.
+    Migrated {
+        /// IKE SA.
+        ike_sa: SaId,
+        /// New handle.
+        handle: ChildSaHandle,
+    },
+    /// The pair is gone.
+    Deleted {
+        /// IKE SA.
+        ike_sa: SaId,
+        /// Handle it had.
+        handle: ChildSaHandle,
+    },
+    /// The action failed; nothing else happens to the agent.
+    Failed {
+        /// IKE SA, when known.
+        ike_sa: Option<SaId>,
+        /// Request id.
+        reqid: u32,
+        /// Inbound SPI.
+        inbound_spi: u32,
+        /// Why.
+        error: KernelActionError,
+    },
+}
+
+fn prefix_of(ts: &TrafficSelector, side: &'static str) -> Result<Prefix, MapError> {
+    let not = || MapError::NotPrefix {
+        side,
+        start: ts.start_addr,
+        end: ts.end_addr,
+    };
+    if ts.ip_protocol != 0 || ts.start_port != 0 || ts.end_port != u16::MAX {
+        return Err(not());
+    }
+    let (start, end, bits): (u128, u128, u32) = match (ts.start_addr, ts.end_addr) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a).into(), u32::from(b).into(), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return Err(not()),
+    };
+    let host = start ^ end;
+    // host must be 0..01..1 with `start` all zero there, `end` all ones.
+    if host & host.wrapping_add(1) != 0 || start & host != 0 || end & host != host {
+        return Err(not());
+    }
+    let len = bits - (u128::BITS - host.leading_zeros());
+    let addr = match ts.start_addr {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(start as u32)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(start)),
+    };
+    Ok(Prefix {
+        addr,
+        len: len as u8,
+    })
+}
+
+fn crypto_of(aead: Aead, key: &[u8]) -> Crypto {
+    match aead {
+        Aead::AesGcm16_128 | Aead::AesGcm16_256 => Crypto::aes_gcm(key),
+        Aead::ChaCha20Poly1305 => Crypto::chacha20_poly1305(key),
+    }
+}
+
+fn encap_of(e: Option<UdpEncap>) -> Option<Encap> {
+    e.map(|e| Encap {
+        sport: e.local_port,
+        dport: e.remote_port,
+    })
+}
+
+/// The [`ChildSaSpec`] for an install action: SPIs, AEAD keys (key | salt),
+/// the first traffic selector of each side as a prefix, tunnel mode, ESN and
+/// UDP encapsulation (our ports) when a NAT was detected.
+pub fn child_sa_spec(i: &ChildSaInstall) -> Result<ChildSaSpec, MapError> {
+    let local = i.local_ts.first().ok_or(MapError::NoSelector("local"))?;
+    let remote = i.remote_ts.first().ok_or(MapError::NoSelector("remote"))?;
+    Ok(ChildSaSpec {
+        outer: OuterPair {
+            local: i.local,
+            remote: i.remote,
+        },
+        local_ts: prefix_of(local, "local")?,
+        remote_ts: prefix_of(remote, "remote")?,
+        mode: match i.mode {
+            Mode::Tunnel => XfrmMode::Tunnel,
+        },
+        reqid: i.reqid,
+        spi_out: i.outbound.spi,
+        spi_in: i.inbound.spi,
+        crypto_out: crypto_of(i.outbound.aead, &i.outbound.key),
+        crypto_in: crypto_of(i.inbound.aead, &i.inbound.key),
+        encap: encap_of(i.encap),
+        mark: None,
+        if_id: None,
+        replay_window: 32,
+        esn: i.esn,
+        priority: 0,
+        lifetime: None,
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Installed {
+    ike_sa: SaId,
+    handle: ChildSaHandle,
+}
+
+/// The runtime's kernel: a backend (or none) and the installed pairs.
+pub struct Kernel {
+    backend: Option<Box<dyn ChildSaBackend>>,
+    sa_only: Option<XfrmHandle>,
+    /// By (reqid, inbound SPI).
+    installed: HashMap<(u32, u32), Installed>,
+    /// The handle whose install added the policies of a reqid.
+    policies: HashMap<u32, ChildSaHandle>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("backend", &self.backend.is_some())
+            .field("installed", &self.installed.len())
+            .finish()
+    }
+}
+
+/// ENOENT and ESRCH: what deleting an SA or policy that is gone returns.
+const GONE: [i32; 2] = [2, 3];
+
+fn ignore_missing(r: Result<(), ipsec_backend::Error>) -> Result<(), ipsec_backend::Error> {
+    match r {
+        Err(e) if e.errno().is_some_and(|n| GONE.contains(&n)) => Ok(()),
+        r => r,
+    }
+}
+
+impl Kernel {
+    /// Backend `none`: actions are only handed back as [`KernelEvent::Logged`].
+    pub fn none() -> Self {
+        Self {
+            backend: None,
+            sa_only: None,
+            installed: HashMap::new(),
+            policies: HashMap::new(),
+        }
+    }
+
+    /// Backend `xfrm` in the calling thread's network namespace.
+    pub fn xfrm() -> Result<Self, ipsec_backend::Error> {
+        let k = ipsec_backend::KernelBackend::new()?;
+        let sa_only = Some(k.handle().clone());
+        Ok(Self {
+            sa_only,
+            ..Self::with_backend(Box::new(k))
+        })
+    }
+
+    /// Any backend (e.g. [`ipsec_backend::FakeBackend`]); without XFRM state
+    /// calls, a second pair of a reqid cannot be installed.
+    pub fn with_backend(backend: Box<dyn ChildSaBackend>) -> Self {
+        Self {
+            backend: Some(backend),
+            ..Self::none()
+        }
+    }
+
+    /// Installed pairs (for status and tests).
+    pub fn installed(&self) -> impl Iterator<Item = (SaId, &ChildSaHandle)> {
+        self.installed.values().map(|i| (i.ike_sa, &i.handle))
+    }
+
+    /// Applies one action; never panics, failures come back as
+    /// [`KernelEvent::Failed`].
+    pub async fn apply(&mut self, action: KernelAction) -> KernelEvent {
+        if self.backend.is_none() {
+            return KernelEvent::Logged(action);
+        }
+        match action {
+            KernelAction::InstallChildSa(i) => {
+                let (reqid, inbound_spi) = (i.reqid, i.inbound.spi);
+                match self.install(&i).await {
+                    Ok(ev) => ev,
+                    Err(error) => KernelEvent::Failed {
+                        ike_sa: Some(i.ike_sa),
+                        reqid,
+                        inbound_spi,
+                        error,
+                    },
+                }
+            }
+            KernelAction::MigrateChildSa {
+                reqid,
+                inbound_spi,
+                to,
+                encap,
+                ..
+            } => self
+                .migrate(reqid, inbound_spi, to, encap)
+                .await
+                .unwrap_or_else(|error| self.failed(reqid, inbound_spi, error)),
+            KernelAction::DeleteChildSa {
+                reqid,
+                inbound_spi,
+                remove_policies,
+                ..
+            } => self
+                .delete(reqid, inbound_spi, remove_policies)
+                .await
+                .unwrap_or_else(|error| self.failed(reqid, inbound_spi, error)),
+        }
+    }
+
+    fn failed(&self, reqid: u32, inbound_spi: u32, error: KernelActionError) -> KernelEvent {
+        KernelEvent::Failed {
+            ike_sa: self.installed.get(&(reqid, inbound_spi)).map(|i| i.ike_sa),
+            reqid,
+            inbound_spi,
+            error,
+        }
+    }
+
+    async fn install(&mut self, i: &ChildSaInstall) -> Result<KernelEvent, KernelActionError> {
+        let Some(backend) = &self.backend else {
+            return Ok(KernelEvent::Logged(KernelAction::InstallChildSa(Box::new(
+                i.clone(),
+            ))));
+        };
+        let spec = child_sa_spec(i)?;
+        let with_policies = !self.policies.contains_key(&spec.reqid);
+        let handle = if with_policies {
+            let h = backend.install_child_sa(&spec).await?;
+            self.policies.insert(spec.reqid, h.clone());
+            h
+        } else {
+            let x = self
+                .sa_only
+                .as_ref()
+                .ok_or(KernelActionError::SaOnlyUnsupported)?;
+            let [out, inb] = spec.sa_specs();
+            x.state().add(&out).await?;
+            if let Err(e) = x.state().add(&inb).await {
+                let _ = x.state().delete(&sa_key(&out)).await;
+                return Err(e.into());
+            }
+            spec.handle()
+        };
+        self.installed.insert(
+            (spec.reqid, spec.spi_in),
+            Installed {
+                ike_sa: i.ike_sa,
+                handle: handle.clone(),
+            },
+        );
+        Ok(KernelEvent::Installed {
+            ike_sa: i.ike_sa,
+            handle,
+            with_policies,
+        })
+    }
+
+    async fn migrate(
+        &mut self,
+        reqid: u32,
+        inbound_spi: u32,
+        to: (IpAddr, IpAddr),
+        encap: Option<UdpEncap>,
+    ) -> Result<KernelEvent, KernelActionError> {
+        let Some(backend) = &self.backend else {
+            return Err(KernelActionError::SaOnlyUnsupported);
+        };
+        let cur = self
+            .installed
+            .get(&(reqid, inbound_spi))
+            .ok_or(KernelActionError::Unknown { reqid, inbound_spi })?
+            .clone();
+        let to = OuterPair {
+            local: to.0,
+            remote: to.1,
+        };
+        let handle = backend
+            .migrate_child_sa(&cur.handle, to, encap_of(encap))
+            .await?;
+        if let Some(p) = self.policies.get_mut(&reqid) {
+            p.outer = to;
+            p.encap = handle.encap;
+        }
+        self.installed.insert(
+            (reqid, inbound_spi),
+            Installed {
+                ike_sa: cur.ike_sa,
+                handle: handle.clone(),
+            },
+        );
+        Ok(KernelEvent::Migrated {
+            ike_sa: cur.ike_sa,
+            handle,
+        })
+    }
+
+    async fn delete(
+        &mut self,
+        reqid: u32,
+        inbound_spi: u32,
+        remove_policies: bool,
+    ) -> Result<KernelEvent, KernelActionError> {
+        let Some(backend) = &self.backend else {
+            return Err(KernelActionError::SaOnlyUnsupported);
+        };
+        let cur = self
+            .installed
+            .remove(&(reqid, inbound_spi))
+            .ok_or(KernelActionError::Unknown { reqid, inbound_spi })?;
+        let owner = self.policies.get(&reqid).cloned();
+        let first = match (&owner, &self.sa_only) {
+            // Policies stay, or another pair installed them: SAs only.
+            (Some(o), Some(x)) if !remove_policies || o.spi_in != inbound_spi => {
+                let a = ignore_missing(x.state().delete(&out_key(&cur.handle)).await);
+                let b = ignore_missing(x.state().delete(&in_key(&cur.handle)).await);
+                a.and(b)
+            }
+            _ if !remove_policies => Err(KernelActionError::SaOnlyUnsupported)?,
+            _ => Ok(()),
+        };
+        if remove_policies {
+            self.policies.remove(&reqid);
+            // The owner's SAs may be gone already; its policies are not.
+            let h = owner.unwrap_or_else(|| cur.handle.clone());
+            let r = backend.delete_child_sa(&h).await;
+            if h.spi_in == inbound_spi {
+                r?;
+            } else {
+                ignore_missing(r)?;
+            }
+        }
+        first?;
+        Ok(KernelEvent::Deleted {
+            ike_sa: cur.ike_sa,
+            handle: cur.handle,
+        })
+    }
+}
+
+fn sa_key(s: &ipsec_backend::types::SaSpec) -> ipsec_backend::SaKey {
+    ipsec_backend::SaKey {
+        dst: s.dst,
+        spi: s.spi,
+        proto: s.proto,
+        mark: s.mark,
+    }
+}
+
+fn out_key(h: &ChildSaHandle) -> ipsec_backend::SaKey {
+    ipsec_backend::SaKey {
+        dst: h.outer.remote,
+        spi: h.spi_out,
+        proto: ipsec_backend::types::Proto::Esp,
+        mark: h.mark,
+    }
+}
+
+fn in_key(h: &ChildSaHandle) -> ipsec_backend::SaKey {
+    ipsec_backend::SaKey {
+        dst: h.outer.local,
+        spi: h.spi_in,
+        proto: ipsec_backend::types::Proto::Esp,
+        mark: h.mark,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EspSa;
+    use ipsec_backend::FakeBackend;
+
+    fn ts(a: &str, b: &str) -> TrafficSelector {
+        TrafficSelector {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start_addr: a.parse().unwrap(),
+            end_addr: b.parse().unwrap(),
+        }
+    }
+
+    fn install(reqid: u32, spi_in: u32, encap: Option<UdpEncap>) -> ChildSaInstall {
+        ChildSaInstall {
+            ike_sa: 7,
+            name: "net".into(),
+            reqid,
+            mode: Mode::Tunnel,
+            local: "192.0.2.1".parse().unwrap(),
+            remote: "192.0.2.2".parse().unwrap(),
+            encap,
+            inbound: EspSa {
+                spi: spi_in,
+                aead: Aead::AesGcm16_256,
+                key: vec![1; 36],
+            },
+            outbound: EspSa {
+                spi: spi_in + 1,
+                aead: Aead::ChaCha20Poly1305,
+                key: vec![2; 36],
+            },
+            esn: false,
+            local_ts: vec![ts("10.1.0.0", "10.1.0.255")],
+            remote_ts: vec![ts("10.2.0.0", "10.2.0.255")],
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        let p = |a, b| prefix_of(&ts(a, b), "local");
+        assert_eq!(
+            p("10.1.0.0", "10.1.0.255").unwrap().to_string(),
+            "10.1.0.0/24"
+        );
+        assert_eq!(
+            p("0.0.0.0", "255.255.255.255").unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(
+            p("10.1.0.7", "10.1.0.7").unwrap().to_string(),
+            "10.1.0.7/32"
+        );
+        assert_eq!(
+            p("fd00::", "fd00::ffff:ffff").unwrap().to_string(),
+            "fd00::/96"
+        );
+        assert_eq!(
+            p("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+                .unwrap()
+                .len,
+            0
+        );
+        assert!(p("10.1.0.1", "10.1.0.255").is_err());
+        assert!(p("10.1.0.0", "10.1.0.254").is_err());
+        assert!(p("10.1.0.0", "fd00::").is_err());
+        let mut t = ts("10.1.0.0", "10.1.0.255");
+        t.ip_protocol = 17;
+        assert!(prefix_of(&t, "local").is_err());
+    }
+
+    #[test]
+    fn spec_mapping() {
+        let s = child_sa_spec(&install(
+            3,
+            0xc000_0001,
+            Some(UdpEncap {
+                local_port: 4500,
+                remote_port: 31000,
+            }),
+        ))
+        .unwrap();
+        assert_eq!(s.reqid, 3);
+        assert_eq!((s.spi_in, s.spi_out), (0xc000_0001, 0xc000_0002));
+        assert_eq!(s.local_ts.to_string(), "10.1.0.0/24");
+        assert_eq!(s.remote_ts.to_string(), "10.2.0.0/24");
+        assert_eq!(s.mode, XfrmMode::Tunnel);
+        assert_eq!(s.crypto_in, Crypto::aes_gcm(&[1; 36]));
+        assert_eq!(s.crypto_out, Crypto::chacha20_poly1305(&[2; 36]));
+        assert_eq!(
+            s.encap,
+            Some(Encap {
+                sport: 4500,
+                dport: 31000
+            })
+        );
+        assert_eq!(s.outer.local.to_string(), "192.0.2.1");
+        let mut i = install(3, 1, None);
+        i.remote_ts.clear();
+        assert_eq!(child_sa_spec(&i), Err(MapError::NoSelector("remote")));
+    }
+
+    #[tokio::test]
+    async fn fake_backend_install_migrate_delete() {
+        let mut k = Kernel::with_backend(Box::new(FakeBackend::new()));
+        let ev = k
+            .apply(KernelAction::InstallChildSa(Box::new(install(
+                3, 100, None,
+            ))))
+            .await;
+        assert!(
+            matches!(
+                ev,
+                KernelEvent::Installed {
+                    ike_sa: 7,
+                    with_policies: true,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        // The same SPIs again: the fake refuses like the kernel (EEXIST),
+        // reported as an event.
+        let mut again = install(4, 100, None);
+        again.reqid = 4;
+        let ev = k.apply(KernelAction::InstallChildSa(Box::new(again))).await;
+        assert!(matches!(ev, KernelEvent::Failed { reqid: 4, .. }), "{ev:?}");
+        let to: (IpAddr, IpAddr) = (
+            "198.51.100.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+        );
+        let ev = k
+            .apply(KernelAction::MigrateChildSa {
+                reqid: 3,
+                inbound_spi: 100,
+                outbound_spi: 101,
+                from: ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
+                to,
+                encap: None,
+            })
+            .await;
+        match ev {
+            KernelEvent::Migrated { handle, .. } => assert_eq!(handle.outer.local, to.0),
+            e => panic!("{e:?}"),
+        }
+        let del = |spi| KernelAction::DeleteChildSa {
+            reqid: 3,
+            local: to.0,
+            remote: to.1,
+            inbound_spi: spi,
+            outbound_spi: spi + 1,
+            remove_policies: true,
+        };
+        let ev = k.apply(del(100)).await;
+        assert!(
+            matches!(ev, KernelEvent::Deleted { ike_sa: 7, .. }),
+            "{ev:?}"
+        );
+        assert_eq!(k.installed().count(), 0);
+        let ev = k.apply(del(100)).await;
+        assert!(
+            matches!(
+                ev,
+                KernelEvent::Failed {
+                    error: KernelActionError::Unknown { .. },
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn none_only_logs() {
+        let mut k = Kernel::none();
+        let ev = k
+            .apply(KernelAction::InstallChildSa(Box::new(install(
+                3, 100, None,
+            ))))
+            .await;
+        assert!(matches!(ev, KernelEvent::Logged(_)));
+    }
+}

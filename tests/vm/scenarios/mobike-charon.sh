@@ -1,0 +1,171 @@
+#!/bin/bash
+# Guest scenario (run by tests/vm/run.sh mobike-charon, with
+# VM_CARGO_PACKAGES="mobike-agent ipsec-backend"): mobike-agent with
+# `[kernel] backend = "xfrm"` against strongSwan's charon with real kernel
+# ESP (kernel-netlink), each in its own network namespace.
+#
+#   netns A (agent, initiator) 192.0.2.1 <-veth-> 192.0.2.2 netns B (charon)
+#   inner: 10.1.0.1/24 on a dummy in A, 10.2.0.1/24 on a dummy in B
+#   IKE aes256gcm16-prfsha256-x25519, ESP aes256gcm16, PSK, tunnel mode
+#   1. the agent brings up IKE SA + CHILD_SA and installs it through
+#      ipsec-backend (SAs + out/in/fwd policies in A)
+#   2. ping 10.2.0.1 from 10.1.0.1 passes through the tunnel: the ESP SA
+#      packet counters in A grow, charon lists the CHILD_SA INSTALLED and
+#      its kernel SAs in B count packets too
+#   3. SIGTERM: the agent deletes the SAs at charon and its own XFRM state
+# Needs on the host (the guest sees the host fs read-only): strongswan-charon
+# strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
+# Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
+set -euo pipefail
+AGENT_BIN="$BIN_DIR/mobike-agent"
+D=$(mktemp -d /tmp/mbkvm.XXXXXX)
+T0=$(date +%s.%N)
+ts() { awk -v t0="$T0" -v now="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "[%6.2fs] %s\n", now-t0, m}'; }
+CHARON=""; AGENT=""
+fail() {
+  echo "FAIL: $*"
+  echo "--- agent log"; tail -n 40 "$D/agent.log" 2>/dev/null || true
+  echo "--- charon log"; tail -n 60 "$D/B/charon.log" 2>/dev/null || true
+  for ns in A B; do
+    echo "--- $ns: ip -s xfrm state / policy, routes"
+    ip -n $ns -s xfrm state || true; ip -n $ns xfrm policy || true
+    ip -n $ns route show table all | grep -v '^local\|^broadcast\|fe80\|ff00' || true
+  done
+  exit 1
+}
+cleanup() {
+  [ -n "$AGENT" ] && { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
+  [ -n "$CHARON" ] && { kill "$CHARON" 2>/dev/null || true; wait "$CHARON" 2>/dev/null || true; }
+  ip netns del A 2>/dev/null || true; ip netns del B 2>/dev/null || true
+  rm -rf "$D"
+}
+trap cleanup EXIT
+wait_for() { # seconds cmd...
+  local n=$(( $1 * 10 )); shift
+  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done; return 1
+}
+
+[ -x "$AGENT_BIN" ] || fail "no $AGENT_BIN (VM_CARGO_PACKAGES must include mobike-agent)"
+[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null ||
+  fail "strongSwan missing on the host (strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins)"
+for m in xfrm_user xfrm_algo esp4 esp6 veth dummy af_key aes_generic gcm ghash_generic ctr seqiv \
+         authenc chacha20poly1305 sha256_generic hmac; do modprobe "$m" 2>/dev/null || true; done
+ts "modules loaded"
+
+ip netns add A; ip netns add B
+ip -n A link set lo up; ip -n B link set lo up
+ip link add vA netns A type veth peer name vB netns B
+ip -n A addr add 192.0.2.1/24 dev vA; ip -n B addr add 192.0.2.2/24 dev vB
+ip -n A link set vA up; ip -n B link set vB up
+ip -n A link add d0 type dummy; ip -n B link add d0 type dummy
+ip -n A addr add 10.1.0.1/24 dev d0; ip -n B addr add 10.2.0.1/24 dev d0
+ip -n A link set d0 up; ip -n B link set d0 up
+# The agent installs no routes: the inner prefixes route over the veth with
+# the inner source address, the policies do the rest (charon: install_routes = no).
+ip -n A route add 10.2.0.0/24 dev vA src 10.1.0.1
+ip -n B route add 10.1.0.0/24 dev vB src 10.2.0.1
+
+# ---- charon (responder) in B ----
+mkdir -p "$D/B"; (cd "$D/B" && mkdir -p x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12)
+cat > "$D/B/strongswan.conf" <<EOC
+charon {
+  load = random nonce openssl pem pkcs1 x509 pubkey kdf kernel-netlink socket-default vici
+  install_routes = no
+  retransmit_timeout = 2.0
+  plugins { vici { socket = unix://$D/B/charon.vici } }
+  filelog { main { path = $D/B/charon.log
+    time_format = %T
+    flush_line = yes
+    default = 1
+    ike = 2
+    knl = 2 } }
+}
+swanctl { load = pem pkcs1 x509 pubkey openssl random nonce
+  socket = unix://$D/B/charon.vici }
+EOC
+cat > "$D/B/swanctl.conf" <<'EOC'
+connections { c { version = 2
+  proposals = aes256gcm16-prfsha256-x25519
+  mobike = yes
+  local { auth = psk
+          id = b.test }
+  remote { auth = psk
+           id = a.test }
+  children { net { local_ts = 10.2.0.0/24
+                   remote_ts = 10.1.0.0/24
+                   esp_proposals = aes256gcm16 } } } }
+secrets { ike-c { id-a = a.test
+  id-b = b.test
+  secret = "vm-interop-psk-0123456789" } }
+EOC
+sw() { STRONGSWAN_CONF=$D/B/strongswan.conf swanctl "$@" --uri "unix://$D/B/charon.vici"; }
+# charon's pidfile is /var/run/charon.pid: a private tmpfs on /run per charon
+ip netns exec B unshare -m sh -c \
+  "mount -t tmpfs tmpfs /run && exec env STRONGSWAN_CONF=$D/B/strongswan.conf /usr/lib/ipsec/charon" \
+  >"$D/B/charon.stdout" 2>&1 &
+CHARON=$!
+wait_for 30 test -S "$D/B/charon.vici" || fail "charon did not start: $(cat "$D/B/charon.stdout")"
+wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --load-all --file $D/B/swanctl.conf \
+  --uri unix://$D/B/charon.vici >/dev/null 2>&1" || fail "swanctl --load-all"
+ts "charon up, config loaded"
+
+# ---- mobike-agent (initiator) in A, backend xfrm ----
+cat > "$D/agent.toml" <<'EOC'
+[kernel]
+backend = "xfrm"
+[connections.c]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+local_id = "a.test"
+remote_id = "b.test"
+psk = "vm-interop-psk-0123456789"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+mobike = true
+start = "initiate"
+[connections.c.children.net]
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.2.0.0/24"]
+esp_proposals = ["aes256gcm16"]
+EOC
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent.toml" \
+  2>"$D/agent.log" &
+AGENT=$!
+
+charon_installed() { sw --list-sas 2>/dev/null | grep -q INSTALLED; }
+wait_for 60 charon_installed || fail "1: charon has no INSTALLED CHILD_SA"
+wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "1: agent did not install the CHILD_SA"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "1: agent kernel action failed"
+sw --list-sas | grep -q 'AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519' || fail "1: IKE suite"
+[ "$(ip -n A xfrm state | grep -c '^src')" = 2 ] || fail "1: agent's namespace has not exactly 2 SAs"
+[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 3 ] || fail "1: agent's namespace has not out/in/fwd policies"
+ip -n A xfrm state | grep -q 'rfc4106(gcm(aes))' || fail "1: no AES-GCM SA in A"
+ts "1: IKE SA + CHILD_SA up; agent installed it via ipsec-backend"
+ip -n A xfrm state; ip -n A xfrm policy
+
+# ---- 2. traffic through the tunnel ----
+pkts() { # ns spi -> packets of that SA (ip -s xfrm state lifetime current)
+  ip -n "$1" -s xfrm state list spi "$2" | grep -A1 'lifetime current:' | grep -o '[0-9]*(packets)' | sed 's/(packets)//' 
+}
+spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}')
+spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print $4; exit}')
+[ -n "$spi_out" ] && [ -n "$spi_in" ] || fail "2: SPIs not found in A"
+before_out=$(pkts A "$spi_out"); before_in=$(pkts A "$spi_in")
+ip netns exec A ping -c 5 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 || fail "2: ping 10.1.0.1 -> 10.2.0.1 through the tunnel"
+after_out=$(pkts A "$spi_out"); after_in=$(pkts A "$spi_in")
+echo "agent SA packets: out $spi_out ${before_out:-?} -> ${after_out:-?}, in $spi_in ${before_in:-?} -> ${after_in:-?}"
+[ "${after_out:-0}" -ge $(( ${before_out:-0} + 5 )) ] || fail "2: outbound SA counter did not grow by 5"
+[ "${after_in:-0}" -ge $(( ${before_in:-0} + 5 )) ] || fail "2: inbound SA counter did not grow by 5"
+sw --list-sas | grep -q INSTALLED || fail "2: charon CHILD_SA not INSTALLED"
+sw --list-sas | grep -E 'in +[0-9a-f]+|out +[0-9a-f]+' | grep -q '[1-9][0-9]* packets' || fail "2: charon counts no ESP packets"
+sw --list-sas
+ts "2: ping through the tunnel; SA counters grew in A and at charon"
+
+# ---- 3. SIGTERM deletes ----
+kill -TERM "$AGENT"; wait "$AGENT" || fail "3: agent exit status $?"; AGENT=""
+wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q ESTABLISHED" \
+  || fail "3: charon still has the IKE SA after SIGTERM"
+grep -q 'kernel: CHILD_SA deleted' "$D/agent.log" || fail "3: agent did not delete its CHILD_SA"
+[ "$(ip -n A xfrm state | grep -c '^src')" = 0 ] || fail "3: SAs left in A"
+[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 0 ] || fail "3: policies left in A"
+ts "3: SIGTERM deleted the SAs at charon and in A"
+echo MOBIKE-CHARON-VM-OK
