@@ -12,7 +12,9 @@
 #   2. ping 10.2.0.1 from 10.1.0.1 passes through the tunnel: the ESP SA
 #      packet counters in A grow, charon lists the CHILD_SA INSTALLED and
 #      its kernel SAs in B count packets too
-#   3. SIGTERM: the agent deletes the SAs at charon and its own XFRM state
+#   3. charon rekeys the CHILD_SA: the agent installs the new SAs under the
+#      same reqid and policies, deletes the old SAs, the ping uses the new ones
+#   4. SIGTERM: the agent deletes the SAs at charon and its own SAs + policies
 # Needs on the host (the guest sees the host fs read-only): strongswan-charon
 # strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
 # Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
@@ -144,7 +146,7 @@ ip -n A xfrm state; ip -n A xfrm policy
 
 # ---- 2. traffic through the tunnel ----
 pkts() { # ns spi -> packets of that SA (ip -s xfrm state lifetime current)
-  ip -n "$1" -s xfrm state list spi "$2" | grep -A1 'lifetime current:' | grep -o '[0-9]*(packets)' | sed 's/(packets)//' 
+  ip -n "$1" -s xfrm state list spi "$2" | grep -A1 'lifetime current:' | grep -o '[0-9]*(packets)' | sed 's/(packets)//'
 }
 spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}')
 spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print $4; exit}')
@@ -160,12 +162,27 @@ sw --list-sas | grep -E 'in +[0-9a-f]+|out +[0-9a-f]+' | grep -q '[1-9][0-9]* pa
 sw --list-sas
 ts "2: ping through the tunnel; SA counters grew in A and at charon"
 
-# ---- 3. SIGTERM deletes ----
-kill -TERM "$AGENT"; wait "$AGENT" || fail "3: agent exit status $?"; AGENT=""
+# ---- 3. charon rekeys the CHILD_SA: the agent adds the new SAs under the
+#         same reqid (policies stay), deletes the old ones, traffic moves ----
+sw --rekey --child net >/dev/null || fail "3: charon CHILD_SA rekey"
+one_installed() { [ "$(sw --list-sas 2>/dev/null | grep -c INSTALLED)" = 1 ]; }
+new_spi_out() { ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}'; }
+wait_for 20 bash -c "[ \"\$(ip -n A xfrm state | grep -c '^src')\" = 2 ] && ! ip -n A xfrm state | grep -q 'spi $spi_out '" \
+  || fail "3: old SAs not replaced in A after the rekey"
+wait_for 10 one_installed || fail "3: charon has not exactly one CHILD_SA after the rekey"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "3: agent kernel action failed"
+[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 3 ] || fail "3: policies changed by the rekey"
+spi_out=$(new_spi_out); [ -n "$spi_out" ] || fail "3: no new outbound SPI"
+ip netns exec A ping -c 3 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 || fail "3: ping after the rekey"
+[ "$(pkts A "$spi_out")" -ge 3 ] || fail "3: new outbound SA carries no traffic"
+ts "3: CHILD_SA rekeyed by charon; new SAs ($spi_out) carry the ping"
+
+# ---- 4. SIGTERM deletes ----
+kill -TERM "$AGENT"; wait "$AGENT" || fail "4: agent exit status $?"; AGENT=""
 wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q ESTABLISHED" \
-  || fail "3: charon still has the IKE SA after SIGTERM"
-grep -q 'kernel: CHILD_SA deleted' "$D/agent.log" || fail "3: agent did not delete its CHILD_SA"
-[ "$(ip -n A xfrm state | grep -c '^src')" = 0 ] || fail "3: SAs left in A"
-[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 0 ] || fail "3: policies left in A"
-ts "3: SIGTERM deleted the SAs at charon and in A"
+  || fail "4: charon still has the IKE SA after SIGTERM"
+grep -q 'kernel: CHILD_SA deleted' "$D/agent.log" || fail "4: agent did not delete its CHILD_SA"
+[ "$(ip -n A xfrm state | grep -c '^src')" = 0 ] || fail "4: SAs left in A"
+[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 0 ] || fail "4: policies left in A"
+ts "4: SIGTERM deleted the SAs at charon and in A"
 echo MOBIKE-CHARON-VM-OK
