@@ -47,6 +47,40 @@ fn sub(parent: &str, child: &str) -> String {
     }
 }
 
+/// A field path that is only spelled out when there is an error to report:
+/// the success path of validation allocates nothing for it.
+pub trait FieldPath {
+    fn path(&self) -> String;
+}
+
+impl FieldPath for &str {
+    fn path(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl FieldPath for String {
+    fn path(&self) -> String {
+        self.clone()
+    }
+}
+
+impl FieldPath for &String {
+    fn path(&self) -> String {
+        (*self).clone()
+    }
+}
+
+/// `parent.child`, built on demand.
+#[derive(Debug, Clone, Copy)]
+pub struct Sub<'a>(pub &'a str, pub &'a str);
+
+impl FieldPath for Sub<'_> {
+    fn path(&self) -> String {
+        sub(self.0, self.1)
+    }
+}
+
 /// Declares a domain enum mirroring a proto enum: kebab-case names for
 /// serde, `Display` and `FromStr`; checked conversion from the wire's i32
 /// (unspecified and unknown values are errors); infallible conversion back.
@@ -69,16 +103,16 @@ macro_rules! wire_enum {
             }
 
             /// The wire value, checked: unknown and unspecified are errors.
-            pub fn from_wire(value: i32, field: &str) -> Result<Self, ValidationError> {
+            pub fn from_wire(value: i32, field: impl FieldPath) -> Result<Self, ValidationError> {
                 match pb::$pb::try_from(value) {
                     $(Ok(pb::$pb::$pv) => Ok($name::$v),)+
-                    Ok(_) => Err(ValidationError::new(field, "must be set")),
-                    Err(_) => Err(ValidationError::new(field, format!("unknown value {value}"))),
+                    Ok(_) => Err(ValidationError::new(field.path(), "must be set")),
+                    Err(_) => Err(ValidationError::new(field.path(), format!("unknown value {value}"))),
                 }
             }
 
             /// Like [`Self::from_wire`], but unspecified gives `None`.
-            pub fn from_wire_opt(value: i32, field: &str) -> Result<Option<Self>, ValidationError> {
+            pub fn from_wire_opt(value: i32, field: impl FieldPath) -> Result<Option<Self>, ValidationError> {
                 if value == 0 { Ok(None) } else { Self::from_wire(value, field).map(Some) }
             }
         }
@@ -412,7 +446,7 @@ impl Interface {
     }
 
     pub fn from_wire(w: &pb::Interface, field: &str) -> Result<Self, ValidationError> {
-        check_name(&w.name, &sub(field, "name"))?;
+        check_name(&w.name, Sub(field, "name"))?;
         if w.name.is_empty() && w.index == 0 {
             return Err(ValidationError::new(field, "needs a name or an index"));
         }
@@ -425,24 +459,24 @@ impl Interface {
         Ok(Self {
             index: w.index,
             name: w.name.clone(),
-            kind: InterfaceKind::from_wire_opt(w.kind, &sub(field, "kind"))?,
+            kind: InterfaceKind::from_wire_opt(w.kind, Sub(field, "kind"))?,
             driver_kind: w.driver_kind.clone(),
-            link_type: LinkType::from_wire_opt(w.link_type, &sub(field, "link_type"))?,
+            link_type: LinkType::from_wire_opt(w.link_type, Sub(field, "link_type"))?,
         })
     }
 }
 
 /// Checks an interface name from outside: bounded, printable.
-pub fn check_name(name: &str, field: &str) -> Result<(), ValidationError> {
+pub fn check_name(name: &str, field: impl FieldPath) -> Result<(), ValidationError> {
     if name.len() > MAX_INTERFACE_NAME {
         return Err(ValidationError::new(
-            field,
+            field.path(),
             format!("longer than {MAX_INTERFACE_NAME} bytes"),
         ));
     }
     if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(ValidationError::new(
-            field,
+            field.path(),
             "contains whitespace or control characters",
         ));
     }
@@ -597,7 +631,7 @@ impl Reason {
     }
 
     pub fn from_wire(w: &pb::Reason, field: &str) -> Result<Self, ValidationError> {
-        let space = ReasonSpace::from_wire(w.space, &sub(field, "space"))?;
+        let space = ReasonSpace::from_wire(w.space, Sub(field, "space"))?;
         let ieee_max = match space {
             ReasonSpace::LinkDown => Some(link_down_reason::NAMES.len() as u32),
             ReasonSpace::LinkGoingDown => Some(link_going_down_reason::NAMES.len() as u32),
@@ -678,7 +712,7 @@ impl LinkState {
         Ok(Self {
             admin_up: w.admin_up,
             carrier: w.carrier,
-            oper_state: OperState::from_wire_opt(w.oper_state, &sub(field, "oper_state"))?,
+            oper_state: OperState::from_wire_opt(w.oper_state, Sub(field, "oper_state"))?,
             mtu: w.mtu,
             mac: w.mac.clone(),
         })
@@ -721,9 +755,9 @@ impl LinkParameter {
             ));
         }
         Ok(Self {
-            kind: LinkParameterType::from_wire(w.r#type, &sub(field, "type"))?,
+            kind: LinkParameterType::from_wire(w.r#type, Sub(field, "type"))?,
             value: w.value,
-            unit: ParameterUnit::from_wire_opt(w.unit, &sub(field, "unit"))?,
+            unit: ParameterUnit::from_wire_opt(w.unit, Sub(field, "unit"))?,
             threshold_crossed: w.threshold_crossed,
         })
     }
@@ -987,7 +1021,7 @@ impl Trigger {
                 "must be 0: ids are assigned by the database",
             ));
         }
-        let source = match Source::from_wire_opt(w.source, &sub(field, "source"))? {
+        let source = match Source::from_wire_opt(w.source, Sub(field, "source"))? {
             None => Source::Client,
             Some(s @ (Source::Client | Source::Ieee802_21)) => s,
             Some(other) => {
@@ -1022,7 +1056,7 @@ impl Trigger {
             id: 0,
             observed_at,
             source: Source::Client,
-            kind: TriggerType::from_wire(w.r#type, &sub(field, "type"))?,
+            kind: TriggerType::from_wire(w.r#type, Sub(field, "type"))?,
             interface: w
                 .interface
                 .as_ref()
@@ -1061,7 +1095,6 @@ impl Trigger {
                 format!("is required for {}", self.kind),
             ));
         }
-        let detail = sub(field, "detail");
         match (self.kind, &self.detail) {
             (TriggerType::LinkGoingDown, Some(Detail::GoingDown { .. })) => {}
             (TriggerType::LinkGoingDown, _) => {
@@ -1089,13 +1122,13 @@ impl Trigger {
             }
             (_, Some(Detail::GoingDown { .. })) => {
                 return Err(ValidationError::new(
-                    detail,
+                    sub(field, "detail"),
                     format!("going_down does not fit {}", self.kind),
                 ));
             }
             (_, Some(Detail::Handover { .. })) => {
                 return Err(ValidationError::new(
-                    detail,
+                    sub(field, "detail"),
                     format!("handover does not fit {}", self.kind),
                 ));
             }
