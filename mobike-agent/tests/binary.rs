@@ -36,9 +36,17 @@ fn bad_proposal_stops_the_agent_naming_connection_and_token() {
 }
 
 #[test]
-fn xfrm_backend_is_refused_until_it_is_wired() {
+fn xfrm_backend_is_accepted_and_fails_only_at_the_kernel_or_socket() {
+    // 192.0.2.1 is not a local address here: with the XFRM socket open the
+    // agent stops at bind; without XFRM netlink (no root, no xfrm_user) it
+    // stops opening the backend. Either way the configuration was accepted.
     let example = include_str!("../config/example.toml");
     let out = run_with_config(&example.replace("backend = \"none\"", "backend = \"xfrm\""));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("xfrm"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("not wired"), "{err}");
+    assert!(
+        err.contains("cannot bind UDP") || err.contains("cannot open the kernel backend"),
+        "{err}"
+    );
 }
