@@ -5,7 +5,10 @@ use std::{env, path::PathBuf};
 
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["proto/trigger/v1/trigger.proto"];
+const PROTOS: &[&str] = &[
+    "proto/trigger/v1/trigger.proto",
+    "proto/mobike/v1/agent.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {

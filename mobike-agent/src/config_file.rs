@@ -7,6 +7,9 @@
 //! [kernel]
 //! backend = "none"            # or "xfrm"
 //!
+//! [control]
+//! socket = "/run/mobike-agent/control.sock"   # the default as root
+//!
 //! [connections.home]
 //! local_addrs = ["192.0.2.1"]
 //! remote_addrs = ["192.0.2.2"]
@@ -114,6 +117,17 @@ pub struct FileConfig {
     /// Connections by name.
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionSection>,
+    /// Local control socket.
+    #[serde(default)]
+    pub control: ControlSection,
+}
+
+/// `[control]`: the local gRPC socket `mobike-agent status` talks to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Socket path; unset: the default of `crate::control::default_socket`.
+    pub socket: Option<PathBuf>,
 }
 
 /// `[kernel]`.
@@ -221,6 +235,8 @@ pub struct AgentConfig {
     pub listen: Vec<IpAddr>,
     /// Kernel backend.
     pub backend: Backend,
+    /// Control socket to serve `AgentControl` on; `None`: no control socket.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -381,6 +397,7 @@ impl FileConfig {
             initiate,
             listen,
             backend: self.kernel.backend,
+            control_socket: self.control.socket.clone(),
         })
     }
 }

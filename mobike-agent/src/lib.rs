@@ -12,9 +12,11 @@
 //! IKE SA changeable and parses the MOBIKE notifies so they can be added).
 //!
 //! Around the engine, [`config_file`] reads the TOML configuration and
-//! [`runtime`] is the (still minimal) tokio driver used by the binary.
+//! [`runtime`] is the (still minimal) tokio driver used by the binary,
+//! [`control`] its local gRPC control socket (`mobike-agent status`).
 
 pub mod config_file;
+pub mod control;
 pub mod crypto;
 pub mod engine;
 pub mod kernel;

@@ -4,9 +4,10 @@
 //!
 //! Kernel actions go through [`Kernel`] (ipsec-backend's XFRM with
 //! `backend = "xfrm"`, only logged with `"none"`); a kernel error is logged
-//! with its SA and never stops the agent. There is no status socket and no
-//! trigger-db subscription yet. Sockets bind to specific
-//! addresses so the engine always knows the local address of a datagram.
+//! with its SA and never stops the agent. No trigger-db subscription yet.
+//! The control socket (`crate::control`) is answered from the engine
+//! loop, between two engine steps. Sockets bind to specific addresses so
+//! the engine always knows the local address of a datagram.
 
 use std::{
     collections::HashMap,
@@ -48,6 +49,9 @@ pub enum RuntimeError {
     /// The engine refused a start-up command.
     #[error("cannot start connection")]
     Command(#[from] CommandError),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// Runs the agent until `shutdown` completes, then deletes every IKE SA
@@ -91,6 +95,17 @@ pub async fn run(
         }
     }
     drop(tx);
+    // Status calls from the control socket; the sender stays alive (and the
+    // arm below pending) even without a socket.
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<crate::control::StatusReply>(crate::control::QUEUE);
+    let control = match &config.control_socket {
+        Some(path) => {
+            let server = crate::control::serve(path, ctl_tx.clone()).await?;
+            info!(socket = %path.display(), "control socket");
+            Some((server, path.clone()))
+        }
+        None => None,
+    };
     for name in &config.initiate {
         ep.handle_command(
             Instant::now(),
@@ -116,6 +131,10 @@ pub async fn run(
                 None => break,
             },
             () = sleep => ep.handle_timeout(Instant::now()),
+            Some(reply) = ctl_rx.recv() => {
+                // The caller may have gone away; nothing to do then.
+                let _ = reply.send(crate::control::snapshot(&ep, config.backend));
+            }
             () = &mut shutdown, if stop_at.is_none() => {
                 info!("shutting down: deleting all IKE SAs");
                 ep.handle_command(Instant::now(), Command::DeleteAll)?;
@@ -128,6 +147,11 @@ pub async fn run(
         {
             break;
         }
+    }
+    drop(ctl_tx);
+    if let Some((server, path)) = control {
+        server.abort();
+        let _ = std::fs::remove_file(&path);
     }
     info!(stats = ?ep.stats(), "stopped");
     Ok(())

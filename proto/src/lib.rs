@@ -14,6 +14,13 @@ pub mod v1 {
     tonic::include_proto!("trigger.v1");
 }
 
+/// `mobike.v1`: mobike-agent's local control API (`AgentControl`: status
+/// of IKE SAs and CHILD_SAs).
+pub mod mobike_v1 {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("mobike.v1");
+}
+
 /// Encoded `FileDescriptorSet` of every `.proto` in this crate, for
 /// `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

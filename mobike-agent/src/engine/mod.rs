@@ -873,10 +873,35 @@ pub struct IkeSaInfo {
     pub local_behind_nat: bool,
     /// The peer is behind a NAT.
     pub remote_behind_nat: bool,
+    /// IKE SPI of the original initiator.
+    pub spi_i: u64,
+    /// IKE SPI of the original responder (zero until it answered).
+    pub spi_r: u64,
     /// Installed CHILD_SAs as (inbound SPI, outbound SPI).
     pub children: Vec<(u32, u32)>,
+    /// The same CHILD_SAs in detail.
+    pub child_sas: Vec<ChildSaInfo>,
     /// Our next request message ID.
     pub next_request_id: u32,
     /// The peer's next expected request message ID.
     pub next_peer_request_id: u32,
+}
+
+/// Summary of one CHILD_SA, for status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSaInfo {
+    /// Child config name.
+    pub name: String,
+    /// State name: `installed`, `rekeying`, `rekeyed` or `deleting`.
+    pub state: &'static str,
+    /// Request id.
+    pub reqid: u32,
+    /// Our inbound SPI.
+    pub inbound_spi: u32,
+    /// Our outbound SPI.
+    pub outbound_spi: u32,
+    /// Our selectors (negotiated).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's selectors (negotiated).
+    pub remote_ts: Vec<TrafficSelector>,
 }

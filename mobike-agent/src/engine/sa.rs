@@ -15,8 +15,8 @@ use std::{
 use tracing::{debug, info, warn};
 
 use super::{
-    ChildSaInstall, Ctx, DeleteReason, EspSa, Event, IkeSaInfo, KernelAction, Mode, Path, SaId,
-    UdpEncap, config,
+    ChildSaInfo, ChildSaInstall, Ctx, DeleteReason, EspSa, Event, IkeSaInfo, KernelAction, Mode,
+    Path, SaId, UdpEncap, config,
 };
 use crate::{
     crypto::{self, ChildKeys, DhGroup, IkeKeys, KeyShare},
@@ -469,10 +469,35 @@ impl IkeSa {
             mobike: self.peer_mobike,
             local_behind_nat: self.local_nat,
             remote_behind_nat: self.remote_nat,
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
             children: self
                 .children
                 .iter()
                 .map(|c| (c.inbound_spi, c.outbound_spi))
+                .collect(),
+            child_sas: self
+                .children
+                .iter()
+                .map(|c| ChildSaInfo {
+                    name: config
+                        .connections
+                        .get(self.conn)
+                        .and_then(|k| k.children.get(c.cfg))
+                        .map(|k| k.name.clone())
+                        .unwrap_or_default(),
+                    state: match c.state {
+                        ChildState::Installed => "installed",
+                        ChildState::Rekeying => "rekeying",
+                        ChildState::Rekeyed => "rekeyed",
+                        ChildState::Deleting => "deleting",
+                    },
+                    reqid: c.reqid,
+                    inbound_spi: c.inbound_spi,
+                    outbound_spi: c.outbound_spi,
+                    local_ts: c.local_ts.clone(),
+                    remote_ts: c.remote_ts.clone(),
+                })
                 .collect(),
             next_request_id: self.next_msg_id,
             next_peer_request_id: self.peer_next_msg_id,

@@ -1,0 +1,235 @@
+//! `mobike-agent status` end to end: two agents (backend `none`) in a
+//! network namespace of their own, 127.0.0.1 initiating to 127.0.0.2, each
+//! asked over its control socket. Needs root and iproute2 for the
+//! namespace; without them the two-agent test says so and passes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mobike-agent");
+
+fn status(socket: &Path) -> Output {
+    Command::new(BIN)
+        .args(["status", "--json", "--control-socket"])
+        .arg(socket)
+        .output()
+        .expect("run mobike-agent status")
+}
+
+#[test]
+fn unreachable_socket_is_one_line_naming_it_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("nobody-here.sock");
+    let out = status(&sock);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&sock.display().to_string()), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+/// Namespace and agents, removed on drop.
+struct Netns {
+    name: String,
+    agents: Vec<Child>,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            let _ = Command::new("kill")
+                .args(["-TERM", &a.id().to_string()])
+                .status();
+        }
+        for a in &mut self.agents {
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = a.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn config(local: &str, remote: &str, local_id: &str, remote_id: &str, start: &str) -> String {
+    let (lts, rts) = if start == "initiate" {
+        ("10.1.0.0/24", "10.2.0.0/24")
+    } else {
+        ("10.2.0.0/24", "10.1.0.0/24")
+    };
+    format!(
+        r#"[kernel]
+backend = "none"
+
+[connections.st]
+local_addrs = ["{local}"]
+remote_addrs = ["{remote}"]
+local_id = "{local_id}"
+remote_id = "{remote_id}"
+psk = "status-test-psk"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+start = "{start}"
+
+[connections.st.children.net]
+local_ts = ["{lts}"]
+remote_ts = ["{rts}"]
+esp_proposals = ["aes256gcm16"]
+"#
+    )
+}
+
+fn spawn(ns: &str, conf: &Path, sock: &Path, log: &Path) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, BIN, "--config"])
+        .arg(conf)
+        .arg("--control-socket")
+        .arg(sock)
+        .env("MOBIKE_AGENT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn agent")
+}
+
+/// The one IKE SA of `sock` once it is ESTABLISHED with one CHILD_SA.
+fn established(sock: &Path, deadline: Instant) -> Option<Value> {
+    while Instant::now() < deadline {
+        let out = status(sock);
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let sas: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+                .collect();
+            if let [sa] = sas.as_slice()
+                && sa["state"] == "ESTABLISHED"
+                && sa["child_sas"].as_array().is_some_and(|c| c.len() == 1)
+            {
+                return Some(sa.clone());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn two_agents_report_the_same_ike_sa_and_mirrored_child_sa() {
+    let ns = format!("mbkst{}", std::process::id());
+    if !is_root() || !ip(&["netns", "add", &ns]) {
+        eprintln!("skipped: needs root and iproute2 (network namespace)");
+        return;
+    }
+    let mut guard = Netns {
+        name: ns.clone(),
+        agents: Vec::new(),
+    };
+    assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |n: &str| -> PathBuf { dir.path().join(n) };
+    std::fs::write(
+        p("a.toml"),
+        config("127.0.0.1", "127.0.0.2", "a.test", "b.test", "initiate"),
+    )
+    .expect("write a.toml");
+    std::fs::write(
+        p("b.toml"),
+        config("127.0.0.2", "127.0.0.1", "b.test", "a.test", "listen"),
+    )
+    .expect("write b.toml");
+    guard
+        .agents
+        .push(spawn(&ns, &p("b.toml"), &p("b.sock"), &p("b.log")));
+    // B listens before A initiates (A would retransmit anyway).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p("b.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard
+        .agents
+        .push(spawn(&ns, &p("a.toml"), &p("a.sock"), &p("a.log")));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let logs = || {
+        format!(
+            "--- a.log\n{}\n--- b.log\n{}",
+            std::fs::read_to_string(p("a.log")).unwrap_or_default(),
+            std::fs::read_to_string(p("b.log")).unwrap_or_default()
+        )
+    };
+    let a = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("A: {}", logs()));
+    let b = established(&p("b.sock"), deadline).unwrap_or_else(|| panic!("B: {}", logs()));
+
+    assert_eq!(a["initiator"], true);
+    assert_eq!(b["initiator"], false);
+    assert_eq!(a["name"], "st");
+    // With MOBIKE both sides float to the NAT-T port in IKE_AUTH (RFC 4555 §3.2).
+    assert_eq!(a["local"], "127.0.0.1:4500");
+    assert_eq!(a["remote"], "127.0.0.2:4500");
+    assert_eq!(b["local"], a["remote"]);
+    assert_eq!(b["remote"], a["local"]);
+    assert_eq!(a["spi_i"], b["spi_i"]);
+    assert_eq!(a["spi_r"], b["spi_r"]);
+    assert_ne!(a["spi_r"], "0000000000000000");
+    for sa in [&a, &b] {
+        assert_eq!(sa["local_behind_nat"], false);
+        assert_eq!(sa["remote_behind_nat"], false);
+        assert_eq!(sa["mobike"], true);
+        assert_eq!(sa["backend"], "none");
+    }
+    let (ca, cb) = (&a["child_sas"][0], &b["child_sas"][0]);
+    assert_eq!(ca["name"], "net");
+    assert_eq!(ca["state"], "INSTALLED");
+    assert_eq!(ca["spi_in"], cb["spi_out"]);
+    assert_eq!(ca["spi_out"], cb["spi_in"]);
+    assert_eq!(ca["local_ts"], serde_json::json!(["10.1.0.0/24"]));
+    assert_eq!(ca["remote_ts"], serde_json::json!(["10.2.0.0/24"]));
+    assert_eq!(cb["local_ts"], ca["remote_ts"]);
+    assert_eq!(cb["remote_ts"], ca["local_ts"]);
+    assert_eq!(ca["counters_known"], false);
+    assert_eq!(ca["bytes_in"], 0);
+
+    // The table names the same SPIs.
+    let out = Command::new(BIN)
+        .args(["status", "--control-socket"])
+        .arg(p("a.sock"))
+        .output()
+        .expect("status table");
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let spi_i = a["spi_i"].as_str().expect("spi_i string");
+    let spi_in = ca["spi_in"].as_str().expect("spi_in string");
+    assert!(
+        table.contains(spi_i) && table.contains(spi_in) && table.contains("ESTABLISHED"),
+        "{table}"
+    );
+
+    // SIGTERM: the agents delete the SA and remove their sockets.
+    drop(guard);
+    assert!(!p("a.sock").exists() && !p("b.sock").exists());
+}
