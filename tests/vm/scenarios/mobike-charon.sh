@@ -15,6 +15,8 @@
 #   3. charon rekeys the CHILD_SA: the agent installs the new SAs under the
 #      same reqid and policies, deletes the old SAs, the ping uses the new ones
 #   4. SIGTERM: the agent deletes the SAs at charon and its own SAs + policies
+#   5. MOBIKE: charon initiates to the agent, then changes its address; the
+#      agent follows and migrates its CHILD_SA (same SPIs), ping passes
 # Needs on the host (the guest sees the host fs read-only): strongswan-charon
 # strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
 # Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
@@ -42,6 +44,8 @@ cleanup() {
   rm -rf "$D"
 }
 trap cleanup EXIT
+# grep -q in a pipe under pipefail can fail the pipe (SIGPIPE to the writer)
+has() { grep "$@" >/dev/null; }
 wait_for() { # seconds cmd...
   local n=$(( $1 * 10 )); shift
   for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done; return 1
@@ -93,6 +97,7 @@ connections { c { version = 2
           id = b.test }
   remote { auth = psk
            id = a.test }
+  remote_addrs = 192.0.2.1
   children { net { local_ts = 10.2.0.0/24
                    remote_ts = 10.1.0.0/24
                    esp_proposals = aes256gcm16 } } } }
@@ -133,14 +138,14 @@ ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_B
   2>"$D/agent.log" &
 AGENT=$!
 
-charon_installed() { sw --list-sas 2>/dev/null | grep -q INSTALLED; }
+charon_installed() { sw --list-sas 2>/dev/null | has INSTALLED; }
 wait_for 60 charon_installed || fail "1: charon has no INSTALLED CHILD_SA"
 wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "1: agent did not install the CHILD_SA"
 grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "1: agent kernel action failed"
-sw --list-sas | grep -q 'AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519' || fail "1: IKE suite"
+sw --list-sas | has 'AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519' || fail "1: IKE suite"
 [ "$(ip -n A xfrm state | grep -c '^src')" = 2 ] || fail "1: agent's namespace has not exactly 2 SAs"
 [ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 3 ] || fail "1: agent's namespace has not out/in/fwd policies"
-ip -n A xfrm state | grep -q 'rfc4106(gcm(aes))' || fail "1: no AES-GCM SA in A"
+ip -n A xfrm state | has 'rfc4106(gcm(aes))' || fail "1: no AES-GCM SA in A"
 ts "1: IKE SA + CHILD_SA up; agent installed it via ipsec-backend"
 ip -n A xfrm state; ip -n A xfrm policy
 
@@ -157,8 +162,8 @@ after_out=$(pkts A "$spi_out"); after_in=$(pkts A "$spi_in")
 echo "agent SA packets: out $spi_out ${before_out:-?} -> ${after_out:-?}, in $spi_in ${before_in:-?} -> ${after_in:-?}"
 [ "${after_out:-0}" -ge $(( ${before_out:-0} + 5 )) ] || fail "2: outbound SA counter did not grow by 5"
 [ "${after_in:-0}" -ge $(( ${before_in:-0} + 5 )) ] || fail "2: inbound SA counter did not grow by 5"
-sw --list-sas | grep -q INSTALLED || fail "2: charon CHILD_SA not INSTALLED"
-sw --list-sas | grep -E 'in +[0-9a-f]+|out +[0-9a-f]+' | grep -q '[1-9][0-9]* packets' || fail "2: charon counts no ESP packets"
+sw --list-sas | has INSTALLED || fail "2: charon CHILD_SA not INSTALLED"
+sw --list-sas | grep -E 'in +[0-9a-f]+|out +[0-9a-f]+' | has '[1-9][0-9]* packets' || fail "2: charon counts no ESP packets"
 sw --list-sas
 ts "2: ping through the tunnel; SA counters grew in A and at charon"
 
@@ -185,4 +190,34 @@ grep -q 'kernel: CHILD_SA deleted' "$D/agent.log" || fail "4: agent did not dele
 [ "$(ip -n A xfrm state | grep -c '^src')" = 0 ] || fail "4: SAs left in A"
 [ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 0 ] || fail "4: policies left in A"
 ts "4: SIGTERM deleted the SAs at charon and in A"
+
+# ---- 5. MOBIKE: charon initiates, then moves 192.0.2.2 -> 198.51.100.2;
+#         the agent follows (UPDATE_SA_ADDRESSES) and migrates its CHILD_SA
+#         (XFRM_MSG_MIGRATE through ipsec-backend): same SPIs, new outer dst ----
+sed 's/^start = "initiate"/start = "listen"/' "$D/agent.toml" > "$D/agent-listen.toml"
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-listen.toml" \
+  2>"$D/agent.log" &
+AGENT=$!
+ip -n A route add default dev vA; ip -n B route add default dev vB
+sleep 0.5
+sw --initiate --child net --timeout 30 >/dev/null || fail "5: charon could not initiate"
+wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "5: agent did not install the CHILD_SA"
+spi_out=$(new_spi_out); [ -n "$spi_out" ] || fail "5: no outbound SPI in A"
+ip netns exec A ping -c 2 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 >/dev/null || fail "5: ping before the move"
+ip -n B addr add 198.51.100.2/24 dev vB
+ip -n B addr del 192.0.2.2/24 dev vB
+ip -n B route replace default dev vB; ip -n B route replace 10.1.0.0/24 dev vB src 10.2.0.1
+wait_for 30 grep -q 'kernel: CHILD_SA migrated' "$D/agent.log" || fail "5: agent did not migrate the CHILD_SA"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "5: agent kernel action failed"
+ip -n A xfrm state | has '^src 192.0.2.1 dst 198.51.100.2' || fail "5: outbound SA not moved to 198.51.100.2"
+ip -n A xfrm policy | has 'tmpl src 192.0.2.1 dst 198.51.100.2' || fail "5: policy template not moved"
+[ "$(new_spi_out)" = "$spi_out" ] || fail "5: outbound SPI changed by the move"
+wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q '198.51.100.2\[4500\]'" \
+  || fail "5: charon did not move"
+before=$(pkts A "$spi_out")
+ip netns exec A ping -c 3 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 || fail "5: ping after the move"
+[ "$(pkts A "$spi_out")" -ge $(( ${before:-0} + 3 )) ] || fail "5: moved SA did not count the ping"
+ip -n A xfrm state | grep -E '^src'
+ts "5: MOBIKE: charon moved to 198.51.100.2, the agent migrated the same SAs ($spi_out), ping passes"
+kill -TERM "$AGENT"; wait "$AGENT" || fail "5: agent exit status $?"; AGENT=""
 echo MOBIKE-CHARON-VM-OK
