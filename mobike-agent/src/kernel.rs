@@ -35,6 +35,14 @@ pub enum MapError {
     /// A side has no traffic selector.
     #[error("no {0} traffic selector")]
     NoSelector(&'static str),
+    /// More than one selector on a side (one policy set per pair here).
+    #[error("{side}: {count} traffic selectors, only one per side is supported")]
+    MultipleSelectors {
+        /// `local` or `remote`.
+        side: &'static str,
+        /// How many.
+        count: usize,
+    },
     /// The selector is not one address prefix for any protocol and port.
     #[error("{side} traffic selector {start}-{end} is not a single prefix for any protocol/port")]
     NotPrefix {
@@ -156,11 +164,19 @@ fn encap_of(e: Option<UdpEncap>) -> Option<Encap> {
 }
 
 /// The [`ChildSaSpec`] for an install action: SPIs, AEAD keys (key | salt),
-/// the first traffic selector of each side as a prefix, tunnel mode, ESN and
+/// the (single) traffic selector of each side as a prefix, tunnel mode, ESN and
 /// UDP encapsulation (our ports) when a NAT was detected.
 pub fn child_sa_spec(i: &ChildSaInstall) -> Result<ChildSaSpec, MapError> {
-    let local = i.local_ts.first().ok_or(MapError::NoSelector("local"))?;
-    let remote = i.remote_ts.first().ok_or(MapError::NoSelector("remote"))?;
+    let one = |ts: &'_ [TrafficSelector], side| match ts {
+        [t] => Ok(*t),
+        [] => Err(MapError::NoSelector(side)),
+        _ => Err(MapError::MultipleSelectors {
+            side,
+            count: ts.len(),
+        }),
+    };
+    let local = &one(&i.local_ts, "local")?;
+    let remote = &one(&i.remote_ts, "remote")?;
     Ok(ChildSaSpec {
         outer: OuterPair {
             local: i.local,
@@ -557,6 +573,15 @@ mod tests {
         let mut i = install(3, 1, None);
         i.remote_ts.clear();
         assert_eq!(child_sa_spec(&i), Err(MapError::NoSelector("remote")));
+        let mut i = install(3, 1, None);
+        i.local_ts.push(ts("10.3.0.0", "10.3.0.255"));
+        assert_eq!(
+            child_sa_spec(&i),
+            Err(MapError::MultipleSelectors {
+                side: "local",
+                count: 2
+            })
+        );
     }
 
     #[tokio::test]
