@@ -43,7 +43,11 @@ echo "== cargo test --workspace (all tests, including root-only ones)"
 cargo test --workspace -- --include-ignored
 
 if [ -z "${SKIP_VM:-}" ]; then
-  for scenario in ipsec-esp; do
+  # ipsec-esp: ESP SAs installed and moved by ipsec-backend (xfrmctl);
+  # mobike-charon: mobike-agent with backend xfrm against charon, ping
+  # through the tunnel, rekey, delete, MOBIKE move.
+  export VM_CARGO_PACKAGES="ipsec-backend mobike-agent"
+  for scenario in ipsec-esp mobike-charon; do
     echo "== VM scenario: $scenario"
     tests/vm/run.sh "$scenario"
   done
