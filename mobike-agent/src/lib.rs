@@ -23,3 +23,4 @@ pub mod kernel;
 pub mod proposal;
 pub mod proto;
 pub mod runtime;
+pub mod sockopt;

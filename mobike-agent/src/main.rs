@@ -97,7 +97,10 @@ fn main() -> anyhow::Result<()> {
             .or(config.control_socket.take())
             .unwrap_or_else(mobike_agent::control::default_socket),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers: the socket tasks keep draining the UDP sockets while the
+    // engine loop (one task) computes DH and keys for a burst of requests.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {

@@ -76,6 +76,10 @@ pub async fn run(
                     .await
                     .map_err(|source| RuntimeError::Bind { addr, source })?,
             );
+            match crate::sockopt::set_recv_buffer(&*sock, crate::sockopt::RECV_BUFFER) {
+                Ok(n) => debug!(%addr, bytes = n, "receive buffer"),
+                Err(e) => warn!(%addr, error = %e, "cannot enlarge the receive buffer"),
+            }
             sockets.insert(addr, sock.clone());
             let tx = tx.clone();
             tokio::spawn(async move {
