@@ -560,7 +560,7 @@ impl Address {
             .flags
             .iter()
             .enumerate()
-            .map(|(i, f)| AddressFlag::from_wire(*f, &format!("{field}.flags[{i}]")))
+            .map(|(i, f)| AddressFlag::from_wire(*f, format!("{field}.flags[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             address,
@@ -1207,7 +1207,7 @@ impl Filter {
             }
         }
         for (i, n) in w.interfaces.iter().enumerate() {
-            check_name(n, &format!("{}[{i}]", sub(field, "interfaces")))?;
+            check_name(n, format!("{}[{i}]", sub(field, "interfaces")))?;
             if n.is_empty() {
                 return Err(ValidationError::new(
                     format!("{}[{i}]", sub(field, "interfaces")),
@@ -1221,13 +1221,13 @@ impl Filter {
                 .types
                 .iter()
                 .enumerate()
-                .map(|(i, t)| TriggerType::from_wire(*t, &format!("{}[{i}]", sub(field, "types"))))
+                .map(|(i, t)| TriggerType::from_wire(*t, format!("{}[{i}]", sub(field, "types"))))
                 .collect::<Result<_, _>>()?,
             sources: w
                 .sources
                 .iter()
                 .enumerate()
-                .map(|(i, s)| Source::from_wire(*s, &format!("{}[{i}]", sub(field, "sources"))))
+                .map(|(i, s)| Source::from_wire(*s, format!("{}[{i}]", sub(field, "sources"))))
                 .collect::<Result<_, _>>()?,
         })
     }

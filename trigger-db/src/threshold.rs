@@ -104,14 +104,14 @@ pub fn change_from_wire(w: &pb::Threshold, field: &str) -> Result<Change, Valida
     let f = |name: &str| format!("{field}.{name}");
     let scope = match &w.scope {
         Some(pb::threshold::Scope::Interface(i)) => {
-            check_name(i, &f("interface"))?;
+            check_name(i, f("interface"))?;
             if i.is_empty() {
                 return Err(ValidationError::new(f("interface"), "is empty"));
             }
             Scope::Interface(i.clone())
         }
         Some(pb::threshold::Scope::LinkType(t)) => {
-            Scope::LinkType(LinkType::from_wire(*t, &f("link_type"))?)
+            Scope::LinkType(LinkType::from_wire(*t, f("link_type"))?)
         }
         None => {
             return Err(ValidationError::new(
@@ -120,7 +120,7 @@ pub fn change_from_wire(w: &pb::Threshold, field: &str) -> Result<Change, Valida
             ));
         }
     };
-    let parameter = LinkParameterType::from_wire(w.parameter, &f("parameter"))?;
+    let parameter = LinkParameterType::from_wire(w.parameter, f("parameter"))?;
     if let Some(v) = w.value
         && !v.is_finite()
     {
