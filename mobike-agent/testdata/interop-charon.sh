@@ -22,6 +22,8 @@
 # Usage: interop-charon.sh /path/to/mobike-agent    Prints INTEROP-OK.
 set -euo pipefail
 BIN=$(realpath "${1:?path to mobike-agent}")
+# Namespace names per run, so that two runs (or a stale one) never collide.
+NSA=mbkiA$$; NSB=mbkiB$$
 D=$(mktemp -d /tmp/mbkinterop.XXXXXX)
 CHARON=""; AGENT=""
 fail() { echo "FAIL: $*" >&2; echo "--- agent log" >&2; tail -n 40 "$D"/agent*.log >&2 || true
@@ -30,19 +32,19 @@ stop_charon() { [ -n "$CHARON" ] && { kill "$CHARON" 2>/dev/null || true; wait "
 cleanup() {
   [ -n "$AGENT" ] && { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
   stop_charon
-  ip netns del mbkiA 2>/dev/null || true; ip netns del mbkiB 2>/dev/null || true
+  ip netns del $NSA 2>/dev/null || true; ip netns del $NSB 2>/dev/null || true
   if [ -n "${KEEP:-}" ]; then echo "kept $D" >&2; else rm -rf "$D"; fi
 }
 trap cleanup EXIT
-ip netns add mbkiA; ip netns add mbkiB
-ip -n mbkiA link set lo up; ip -n mbkiB link set lo up
-ip link add vA netns mbkiA type veth peer name vB netns mbkiB
-ip -n mbkiA addr add 192.0.2.1/24 dev vA; ip -n mbkiB addr add 192.0.2.2/24 dev vB
-ip -n mbkiA link set vA up; ip -n mbkiB link set vB up
-ip -n mbkiB link add lanB0 type veth peer name lanB1; ip -n mbkiB addr add 10.2.0.1/24 dev lanB0
-ip -n mbkiB link set lanB0 up; ip -n mbkiB link set lanB1 up
-ip -n mbkiA addr add 2001:db8::1/64 dev vA nodad; ip -n mbkiB addr add 2001:db8::2/64 dev vB nodad
-ip -n mbkiB addr add fd00:2::1/64 dev lanB0 nodad
+ip netns add $NSA; ip netns add $NSB
+ip -n $NSA link set lo up; ip -n $NSB link set lo up
+ip link add vA netns $NSA type veth peer name vB netns $NSB
+ip -n $NSA addr add 192.0.2.1/24 dev vA; ip -n $NSB addr add 192.0.2.2/24 dev vB
+ip -n $NSA link set vA up; ip -n $NSB link set vB up
+ip -n $NSB link add lanB0 type veth peer name lanB1; ip -n $NSB addr add 10.2.0.1/24 dev lanB0
+ip -n $NSB link set lanB0 up; ip -n $NSB link set lanB1 up
+ip -n $NSA addr add 2001:db8::1/64 dev vA nodad; ip -n $NSB addr add 2001:db8::2/64 dev vB nodad
+ip -n $NSB addr add fd00:2::1/64 dev lanB0 nodad
 mkdir -p "$D/B"; (cd "$D/B" && mkdir -p x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12)
 cat > "$D/B/strongswan.conf" <<EOC
 charon {
@@ -64,7 +66,7 @@ sw() { STRONGSWAN_CONF=$D/B/strongswan.conf swanctl "$@" --uri "unix://$D/B/char
 start_charon() { # swanctl.conf body
   echo "$1" > "$D/B/swanctl.conf"
   rm -f "$D/B/charon.vici"
-  ip netns exec mbkiB unshare -m sh -c \
+  ip netns exec $NSB unshare -m sh -c \
     "mount -t tmpfs tmpfs /run && exec env STRONGSWAN_CONF=$D/B/strongswan.conf /usr/lib/ipsec/charon" \
     >"$D/B/charon.stdout" 2>&1 &
   CHARON=$!
@@ -116,7 +118,7 @@ EOC
 }
 start_agent() { # name conf
   echo "$2" > "$D/$1.toml"
-  ip netns exec mbkiA env MOBIKE_AGENT_LOG=mobike_agent=debug "$BIN" --config "$D/$1.toml" 2>"$D/agent-$1.log" &
+  ip netns exec $NSA env MOBIKE_AGENT_LOG=mobike_agent=debug "$BIN" --config "$D/$1.toml" 2>"$D/agent-$1.log" &
   AGENT=$!
 }
 stop_agent() {
@@ -281,15 +283,15 @@ echo "7: charon killed: liveness check declared it dead, SAs removed"
 stop_agent
 
 # ---- 8. MOBIKE: the peer moves ----
-ip -n mbkiA route add default dev vA
-ip -n mbkiB route add default dev vB
+ip -n $NSA route add default dev vA
+ip -n $NSB route add default dev vB
 rm -f "$D/B/charon.log"
 start_charon "$(charon_conf aes256gcm16-prfsha256-x25519 aes256gcm16 192.0.2.1)"
 start_agent mobike "$(agent_conf listen aes256gcm16-prfsha256-x25519 aes256gcm16)"
 sleep 0.5
 sw --initiate --child net --timeout 20 >/dev/null || fail "8: charon could not initiate"
-ip -n mbkiB addr add 198.51.100.2/24 dev vB
-ip -n mbkiB addr del 192.0.2.2/24 dev vB
+ip -n $NSB addr add 198.51.100.2/24 dev vB
+ip -n $NSB addr del 192.0.2.2/24 dev vB
 wait_for 20 grep -q 'IKE SA moved (MOBIKE)' "$D/agent-mobike.log" || fail "8: agent did not follow charon's address update"
 grep -q 'migrate CHILD_SA.*remote=198.51.100.2' "$D/agent-mobike.log" || fail "8: CHILD_SA not migrated to the new address"
 wait_for 10 charon_has '198.51.100.2\[4500\]' || fail "8: charon did not move"
