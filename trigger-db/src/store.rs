@@ -20,7 +20,8 @@ use serde::Deserialize;
 use sqlx::{
     ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
     },
 };
 use trigger_proto::v1 as pb;
@@ -158,8 +159,13 @@ fn encode(t: &Trigger) -> Vec<u8> {
     w.encode_to_vec()
 }
 
-fn decode(id: i64, body: &[u8]) -> Result<Trigger, StoreError> {
+/// A stored trigger from a `SELECT id, body` row. The file is outside
+/// input too: a row that is not what the daemon wrote is an error naming
+/// the row, never a panic.
+fn trigger_row(row: &SqliteRow) -> Result<Trigger, StoreError> {
+    let id: i64 = row.try_get(0).map_err(sql("read trigger id"))?;
     let id = id as u64;
+    let body: &[u8] = row.try_get(1).map_err(sql("read trigger body"))?;
     let mut w = pb::Trigger::decode(body).map_err(|source| StoreError::Decode { id, source })?;
     w.id = id;
     Trigger::from_stored(&w).map_err(|source| StoreError::Corrupt { id, source })
@@ -277,7 +283,7 @@ impl Store {
             .await
             .map_err(sql("get"))?
             .ok_or(StoreError::NotFound(id))?;
-        decode(row.get(0), row.get(1))
+        trigger_row(&row)
     }
 
     /// Up to `limit` triggers with id above `after_id` and at most `upto_id`,
@@ -302,7 +308,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql("replay"))?;
-        rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
+        rows.iter().map(trigger_row).collect()
     }
 
     /// One history page, ordered by (observed_at, id).
@@ -334,7 +340,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql("history query"))?;
-        rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
+        rows.iter().map(trigger_row).collect()
     }
 
     pub async fn last_id(&self) -> Result<u64, StoreError> {
@@ -496,7 +502,7 @@ impl Writer {
             .await
             .map_err(sql("modify"))?
             .ok_or(StoreError::NotFound(t.id))?;
-        let old = decode(row.get(0), row.get(1))?;
+        let old = trigger_row(&row)?;
         let new = Trigger {
             id: old.id,
             observed_at: old.observed_at,

@@ -567,6 +567,7 @@ impl Actor {
 fn clone_err(e: &StoreError) -> StoreError {
     StoreError::Sql {
         op: "insert",
-        source: sqlx::Error::Protocol(e.to_string()),
+        // The whole chain: the top-level message alone hides the cause.
+        source: sqlx::Error::Protocol(crate::error_chain(e)),
     }
 }
