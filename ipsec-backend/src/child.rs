@@ -174,6 +174,31 @@ pub trait ChildSaBackend: Send + Sync {
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error>;
 }
 
+/// A shared backend is a backend: the caller keeps a handle (e.g. to a
+/// [`FakeBackend`] it feeds traffic into) while the user owns a box.
+impl<T: ChildSaBackend + ?Sized> ChildSaBackend for std::sync::Arc<T> {
+    fn install_child_sa<'a>(&'a self, spec: &'a ChildSaSpec) -> BoxFut<'a, ChildSaHandle> {
+        (**self).install_child_sa(spec)
+    }
+    fn migrate_child_sa<'a>(
+        &'a self,
+        handle: &'a ChildSaHandle,
+        to: OuterPair,
+        encap: Option<Encap>,
+    ) -> BoxFut<'a, ChildSaHandle> {
+        (**self).migrate_child_sa(handle, to, encap)
+    }
+    fn delete_child_sa<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ()> {
+        (**self).delete_child_sa(handle)
+    }
+    fn counters<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaCounters> {
+        (**self).counters(handle)
+    }
+    fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        (**self).events()
+    }
+}
+
 impl ChildSaSpec {
     /// The outbound and inbound SA this pair consists of.
     pub fn sa_specs(&self) -> [SaSpec; 2] {

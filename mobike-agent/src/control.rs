@@ -5,11 +5,12 @@
 //! The server never touches the engine itself: each `Status` call sends a
 //! reply slot over a bounded channel to the runtime's loop, which answers
 //! with a [`snapshot`] of [`Endpoint::ike_sas`] taken between two engine
-//! steps. CHILD_SA counters come from the kernel backend; with the backend
-//! `none` nothing counts ESP traffic, so they are zero and
-//! `counters_known` is false.
+//! steps. CHILD_SA counters come from the kernel backend (read for every
+//! installed pair when the call arrives); with the backend `none` nothing
+//! counts ESP traffic, so they are zero and `counters_known` is false.
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     net::IpAddr,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
@@ -18,6 +19,7 @@ use std::{
 };
 
 use hyper_util::rt::TokioIo;
+use ipsec_backend::ChildSaCounters;
 use tokio::{
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
@@ -163,10 +165,19 @@ impl AgentControl for Service {
     }
 }
 
-/// The status of every IKE SA of `ep`, as the control API reports it.
-pub fn snapshot(ep: &Endpoint, backend: Backend) -> StatusResponse {
+/// Kernel counters of the installed CHILD_SAs by (reqid, inbound SPI), as
+/// [`crate::kernel::Kernel::counters`] reads them.
+pub type Counters = HashMap<(u32, u32), Result<ChildSaCounters, ipsec_backend::Error>>;
+
+/// The status of every IKE SA of `ep`, as the control API reports it, with
+/// the CHILD_SA counters from `counters` (backend `xfrm`).
+pub fn snapshot(ep: &Endpoint, backend: Backend, counters: &Counters) -> StatusResponse {
     StatusResponse {
-        ike_sas: ep.ike_sas().iter().map(ike_sa).collect(),
+        ike_sas: ep
+            .ike_sas()
+            .iter()
+            .map(|i| ike_sa(i, backend, counters))
+            .collect(),
         backend: match backend {
             Backend::None => "none",
             Backend::Xfrm => "xfrm",
@@ -175,7 +186,7 @@ pub fn snapshot(ep: &Endpoint, backend: Backend) -> StatusResponse {
     }
 }
 
-fn ike_sa(i: &IkeSaInfo) -> IkeSa {
+fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters) -> IkeSa {
     IkeSa {
         name: i.connection.clone(),
         state: match i.state {
@@ -198,19 +209,40 @@ fn ike_sa(i: &IkeSaInfo) -> IkeSa {
         child_sas: i
             .child_sas
             .iter()
-            .map(|c| ChildSa {
-                name: c.name.clone(),
-                state: c.state.to_uppercase(),
-                reqid: c.reqid,
-                spi_in: c.inbound_spi,
-                spi_out: c.outbound_spi,
-                local_ts: c.local_ts.iter().map(ts_string).collect(),
-                remote_ts: c.remote_ts.iter().map(ts_string).collect(),
-                counters_known: false,
-                bytes_in: 0,
-                bytes_out: 0,
-                packets_in: 0,
-                packets_out: 0,
+            .map(|c| {
+                let mut sa = ChildSa {
+                    name: c.name.clone(),
+                    state: c.state.to_uppercase(),
+                    reqid: c.reqid,
+                    spi_in: c.inbound_spi,
+                    spi_out: c.outbound_spi,
+                    local_ts: c.local_ts.iter().map(ts_string).collect(),
+                    remote_ts: c.remote_ts.iter().map(ts_string).collect(),
+                    ..ChildSa::default()
+                };
+                match (backend, counters.get(&(c.reqid, c.inbound_spi))) {
+                    (Backend::None, _) => {}
+                    (Backend::Xfrm, Some(Ok(k))) => {
+                        sa.counters_known = true;
+                        sa.bytes_in = k.inbound.bytes;
+                        sa.bytes_out = k.outbound.bytes;
+                        sa.packets_in = k.inbound.packets;
+                        sa.packets_out = k.outbound.packets;
+                        sa.last_used_in = k.inbound.use_time;
+                        sa.last_used_out = k.outbound.use_time;
+                        sa.installed_at = k.inbound.add_time;
+                        sa.replay_errors = k.inbound_stats.replay;
+                        sa.integrity_failures = k.inbound_stats.integrity_failed;
+                    }
+                    (Backend::Xfrm, Some(Err(e))) => {
+                        sa.counters_error = ipsec_backend::error::chain(e);
+                    }
+                    (Backend::Xfrm, None) => {
+                        sa.counters_error =
+                            "not installed in the kernel (its install failed: see the log)".into();
+                    }
+                }
+                sa
             })
             .collect(),
     }
@@ -302,6 +334,12 @@ pub fn json_lines(st: &StatusResponse) -> String {
                     "bytes_out": c.bytes_out,
                     "packets_in": c.packets_in,
                     "packets_out": c.packets_out,
+                    "last_used_in": c.last_used_in,
+                    "last_used_out": c.last_used_out,
+                    "installed_at": c.installed_at,
+                    "replay_errors": c.replay_errors,
+                    "integrity_failures": c.integrity_failures,
+                    "counters_error": (!c.counters_error.is_empty()).then_some(&c.counters_error),
                 })
             })
             .collect();
@@ -325,8 +363,20 @@ pub fn json_lines(st: &StatusResponse) -> String {
     out
 }
 
+/// ` (3s ago)` for a use time in Unix seconds, nothing when never used.
+fn ago(t: u64, now: u64) -> String {
+    if t == 0 {
+        String::new()
+    } else {
+        format!(" ({}s ago)", now.saturating_sub(t))
+    }
+}
+
 /// A readable table: one line per IKE SA, its CHILD_SAs indented below.
 pub fn table(st: &StatusResponse) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut out = String::new();
     if st.ike_sas.is_empty() {
         out.push_str("no IKE SAs\n");
@@ -358,10 +408,25 @@ pub fn table(st: &StatusResponse) -> String {
         );
         for c in &sa.child_sas {
             let counters = if c.counters_known {
-                format!(
-                    "{} B/{} pkts in, {} B/{} pkts out",
-                    c.bytes_in, c.packets_in, c.bytes_out, c.packets_out
-                )
+                let mut t = format!(
+                    "{} B/{} pkts in{}, {} B/{} pkts out{}",
+                    c.bytes_in,
+                    c.packets_in,
+                    ago(c.last_used_in, now),
+                    c.bytes_out,
+                    c.packets_out,
+                    ago(c.last_used_out, now)
+                );
+                if c.replay_errors > 0 || c.integrity_failures > 0 {
+                    let _ = write!(
+                        t,
+                        ", dropped {} replayed, {} bad ICV",
+                        c.replay_errors, c.integrity_failures
+                    );
+                }
+                t
+            } else if !c.counters_error.is_empty() {
+                format!("counters unreadable: {}", c.counters_error)
             } else {
                 format!("counters n/a (backend {})", st.backend)
             };
@@ -393,6 +458,88 @@ mod tests {
             start_addr: a.parse().unwrap(),
             end_addr: b.parse().unwrap(),
         }
+    }
+
+    fn child(name: &str, spi: u32) -> crate::engine::ChildSaInfo {
+        crate::engine::ChildSaInfo {
+            name: name.into(),
+            state: "installed",
+            reqid: 1,
+            inbound_spi: spi,
+            outbound_spi: spi + 1,
+            local_ts: vec![ts("10.1.0.0", "10.1.0.255")],
+            remote_ts: vec![ts("10.2.0.0", "10.2.0.255")],
+        }
+    }
+
+    #[test]
+    fn counters_are_reported_per_child_and_missing_ones_say_why() {
+        let info = IkeSaInfo {
+            id: 1,
+            connection: "home".into(),
+            initiator: true,
+            state: "established",
+            path: crate::engine::Path {
+                local: "192.0.2.1:500".parse().unwrap(),
+                remote: "192.0.2.2:500".parse().unwrap(),
+            },
+            mobike: true,
+            local_behind_nat: false,
+            remote_behind_nat: false,
+            spi_i: 1,
+            spi_r: 2,
+            children: vec![(0x100, 0x101), (0x200, 0x201)],
+            child_sas: vec![child("net", 0x100), child("net", 0x200)],
+            next_request_id: 0,
+            next_peer_request_id: 0,
+        };
+        let mut k = ChildSaCounters::default();
+        k.inbound.bytes = 840;
+        k.inbound.packets = 10;
+        k.inbound.use_time = 1_700_000_000;
+        k.inbound.add_time = 1_699_999_000;
+        k.outbound.bytes = 1200;
+        k.outbound.packets = 12;
+        k.inbound_stats.replay = 3;
+        let mut counters = Counters::new();
+        counters.insert((1, 0x100), Ok(k));
+        let sa = ike_sa(&info, Backend::Xfrm, &counters);
+        let (a, b) = (&sa.child_sas[0], &sa.child_sas[1]);
+        assert!(a.counters_known);
+        assert_eq!(
+            (a.bytes_in, a.packets_in, a.bytes_out, a.packets_out),
+            (840, 10, 1200, 12)
+        );
+        assert_eq!(
+            (a.last_used_in, a.installed_at, a.replay_errors),
+            (1_700_000_000, 1_699_999_000, 3)
+        );
+        assert!(a.counters_error.is_empty());
+        assert!(!b.counters_known);
+        assert!(
+            b.counters_error.contains("not installed"),
+            "{}",
+            b.counters_error
+        );
+        let st = StatusResponse {
+            ike_sas: vec![sa.clone()],
+            backend: "xfrm".into(),
+        };
+        let t = table(&st);
+        assert!(t.contains("840 B/10 pkts in ("), "{t}");
+        assert!(t.contains("dropped 3 replayed"), "{t}");
+        assert!(t.contains("counters unreadable: not installed"), "{t}");
+        let j: serde_json::Value = serde_json::from_str(json_lines(&st).trim()).unwrap();
+        assert_eq!(j["child_sas"][0]["packets_in"], 10);
+        assert_eq!(j["child_sas"][0]["counters_error"], serde_json::Value::Null);
+        assert_eq!(j["child_sas"][1]["counters_known"], false);
+        // Backend none: nothing known, no error either.
+        let none = ike_sa(&info, Backend::None, &Counters::new());
+        assert!(
+            none.child_sas
+                .iter()
+                .all(|c| !c.counters_known && c.counters_error.is_empty())
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::{
 };
 
 use ipsec_backend::{
-    ChildSaBackend, ChildSaHandle, ChildSaSpec, XfrmHandle,
+    ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, XfrmHandle,
     types::{Crypto, Encap, Mode as XfrmMode, OuterPair, Prefix},
 };
 
@@ -78,6 +78,17 @@ pub enum KernelActionError {
     SaOnlyUnsupported,
 }
 
+/// The kind of a [`KernelAction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelOp {
+    /// Install a pair.
+    Install,
+    /// Move a pair.
+    Migrate,
+    /// Delete a pair.
+    Delete,
+}
+
 /// What applying one action did.
 #[derive(Debug)]
 pub enum KernelEvent {
@@ -106,8 +117,22 @@ pub enum KernelEvent {
         /// Handle it had.
         handle: ChildSaHandle,
     },
-    /// The action failed; nothing else happens to the agent.
+    /// Migrate or delete of a pair whose install had failed: nothing to
+    /// do in the kernel (policies a failed pair was to share are removed
+    /// when it was the last user).
+    NotInstalled {
+        /// IKE SA.
+        ike_sa: SaId,
+        /// Request id.
+        reqid: u32,
+        /// Inbound SPI.
+        inbound_spi: u32,
+    },
+    /// The action failed; nothing else happens in the kernel (the runtime
+    /// asks the engine to delete a CHILD_SA whose install failed).
     Failed {
+        /// Which action.
+        op: KernelOp,
         /// IKE SA, when known.
         ike_sa: Option<SaId>,
         /// Request id.
@@ -216,6 +241,9 @@ pub struct Kernel {
     installed: HashMap<(u32, u32), Installed>,
     /// The handle whose install added the policies of a reqid.
     policies: HashMap<u32, ChildSaHandle>,
+    /// Pairs whose install failed, by (reqid, inbound SPI): their later
+    /// migrate and delete actions have nothing to do.
+    failed: HashMap<(u32, u32), SaId>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -245,6 +273,7 @@ impl Kernel {
             sa_only: None,
             installed: HashMap::new(),
             policies: HashMap::new(),
+            failed: HashMap::new(),
         }
     }
 
@@ -272,6 +301,22 @@ impl Kernel {
         self.installed.values().map(|i| (i.ike_sa, &i.handle))
     }
 
+    /// Reads the traffic counters of every installed pair, by (reqid,
+    /// inbound SPI); empty with the backend `none`. A pair whose SAs the
+    /// kernel no longer has comes back as an error, not left out.
+    pub async fn counters(
+        &self,
+    ) -> HashMap<(u32, u32), Result<ChildSaCounters, ipsec_backend::Error>> {
+        let mut out = HashMap::with_capacity(self.installed.len());
+        let Some(backend) = &self.backend else {
+            return out;
+        };
+        for (key, i) in &self.installed {
+            out.insert(*key, backend.counters(&i.handle).await);
+        }
+        out
+    }
+
     /// Applies one action; never panics, failures come back as
     /// [`KernelEvent::Failed`].
     pub async fn apply(&mut self, action: KernelAction) -> KernelEvent {
@@ -283,12 +328,16 @@ impl Kernel {
                 let (reqid, inbound_spi) = (i.reqid, i.inbound.spi);
                 match self.install(&i).await {
                     Ok(ev) => ev,
-                    Err(error) => KernelEvent::Failed {
-                        ike_sa: Some(i.ike_sa),
-                        reqid,
-                        inbound_spi,
-                        error,
-                    },
+                    Err(error) => {
+                        self.failed.insert((reqid, inbound_spi), i.ike_sa);
+                        KernelEvent::Failed {
+                            op: KernelOp::Install,
+                            ike_sa: Some(i.ike_sa),
+                            reqid,
+                            inbound_spi,
+                            error,
+                        }
+                    }
                 }
             }
             KernelAction::MigrateChildSa {
@@ -297,24 +346,70 @@ impl Kernel {
                 to,
                 encap,
                 ..
-            } => self
-                .migrate(reqid, inbound_spi, to, encap)
-                .await
-                .unwrap_or_else(|error| self.failed(reqid, inbound_spi, error)),
+            } => match self.failed.get(&(reqid, inbound_spi)) {
+                Some(&ike_sa) => KernelEvent::NotInstalled {
+                    ike_sa,
+                    reqid,
+                    inbound_spi,
+                },
+                None => self
+                    .migrate(reqid, inbound_spi, to, encap)
+                    .await
+                    .unwrap_or_else(|error| {
+                        self.failed(KernelOp::Migrate, reqid, inbound_spi, error)
+                    }),
+            },
             KernelAction::DeleteChildSa {
                 reqid,
                 inbound_spi,
                 remove_policies,
                 ..
-            } => self
-                .delete(reqid, inbound_spi, remove_policies)
-                .await
-                .unwrap_or_else(|error| self.failed(reqid, inbound_spi, error)),
+            } => match self.failed.remove(&(reqid, inbound_spi)) {
+                Some(ike_sa) => {
+                    self.forget_failed(reqid, remove_policies).await;
+                    KernelEvent::NotInstalled {
+                        ike_sa,
+                        reqid,
+                        inbound_spi,
+                    }
+                }
+                None => self
+                    .delete(reqid, inbound_spi, remove_policies)
+                    .await
+                    .unwrap_or_else(|error| {
+                        self.failed(KernelOp::Delete, reqid, inbound_spi, error)
+                    }),
+            },
         }
     }
 
-    fn failed(&self, reqid: u32, inbound_spi: u32, error: KernelActionError) -> KernelEvent {
+    /// A failed pair is deleted: when it was the last user of its reqid,
+    /// the policies another (deleted) pair of the reqid installed go too.
+    async fn forget_failed(&mut self, reqid: u32, remove_policies: bool) {
+        if !remove_policies {
+            return;
+        }
+        if let (Some(owner), Some(backend)) = (self.policies.remove(&reqid), &self.backend) {
+            // The owner's SAs are gone already; its policies are not.
+            if let Err(e) = ignore_missing(backend.delete_child_sa(&owner).await) {
+                tracing::warn!(
+                    reqid,
+                    error = %ipsec_backend::error::chain(&e),
+                    "kernel: cannot remove the policies of the reqid"
+                );
+            }
+        }
+    }
+
+    fn failed(
+        &self,
+        op: KernelOp,
+        reqid: u32,
+        inbound_spi: u32,
+        error: KernelActionError,
+    ) -> KernelEvent {
         KernelEvent::Failed {
+            op,
             ike_sa: self.installed.get(&(reqid, inbound_spi)).map(|i| i.ike_sa),
             reqid,
             inbound_spi,
@@ -608,7 +703,58 @@ mod tests {
         let mut again = install(4, 100, None);
         again.reqid = 4;
         let ev = k.apply(KernelAction::InstallChildSa(Box::new(again))).await;
-        assert!(matches!(ev, KernelEvent::Failed { reqid: 4, .. }), "{ev:?}");
+        assert!(
+            matches!(
+                ev,
+                KernelEvent::Failed {
+                    op: KernelOp::Install,
+                    reqid: 4,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        // Its later migrate and delete have nothing to do, once.
+        let migrate_failed = KernelAction::MigrateChildSa {
+            reqid: 4,
+            inbound_spi: 100,
+            outbound_spi: 101,
+            from: ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
+            to: ("192.0.2.1".parse().unwrap(), "192.0.2.3".parse().unwrap()),
+            encap: None,
+        };
+        let ev = k.apply(migrate_failed).await;
+        assert!(
+            matches!(ev, KernelEvent::NotInstalled { reqid: 4, .. }),
+            "{ev:?}"
+        );
+        let del_failed = || KernelAction::DeleteChildSa {
+            reqid: 4,
+            local: "192.0.2.1".parse().unwrap(),
+            remote: "192.0.2.2".parse().unwrap(),
+            inbound_spi: 100,
+            outbound_spi: 101,
+            remove_policies: true,
+        };
+        let ev = k.apply(del_failed()).await;
+        assert!(
+            matches!(ev, KernelEvent::NotInstalled { reqid: 4, .. }),
+            "{ev:?}"
+        );
+        let ev = k.apply(del_failed()).await;
+        assert!(
+            matches!(
+                ev,
+                KernelEvent::Failed {
+                    op: KernelOp::Delete,
+                    error: KernelActionError::Unknown { .. },
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        // The pair of reqid 3 was not touched.
+        assert_eq!(k.installed().count(), 1);
         let to: (IpAddr, IpAddr) = (
             "198.51.100.1".parse().unwrap(),
             "198.51.100.2".parse().unwrap(),
@@ -652,6 +798,33 @@ mod tests {
             ),
             "{ev:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn counters_of_installed_pairs_and_of_vanished_ones() {
+        let fake = std::sync::Arc::new(FakeBackend::new());
+        let mut k = Kernel::with_backend(Box::new(fake.clone()));
+        assert!(k.counters().await.is_empty());
+        let ev = k
+            .apply(KernelAction::InstallChildSa(Box::new(install(
+                3, 100, None,
+            ))))
+            .await;
+        let KernelEvent::Installed { handle, .. } = ev else {
+            panic!("{ev:?}");
+        };
+        fake.record_traffic(&handle, 1400, 84).unwrap();
+        fake.record_traffic(&handle, 100, 0).unwrap();
+        let c = k.counters().await;
+        assert_eq!(c.len(), 1);
+        let got = c[&(3, 100)].as_ref().unwrap();
+        assert_eq!((got.outbound.bytes, got.outbound.packets), (1500, 2));
+        assert_eq!((got.inbound.bytes, got.inbound.packets), (84, 2));
+        // Removed behind the agent's back: an error for that pair.
+        fake.delete_child_sa(&handle).await.unwrap();
+        let c = k.counters().await;
+        let err = c[&(3, 100)].as_ref().unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ESRCH), "{err}");
     }
 
     #[tokio::test]

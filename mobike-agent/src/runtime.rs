@@ -4,7 +4,8 @@
 //!
 //! Kernel actions go through [`Kernel`] (ipsec-backend's XFRM with
 //! `backend = "xfrm"`, only logged with `"none"`); a kernel error is logged
-//! with its SA and never stops the agent. No trigger-db subscription yet.
+//! with its SA and never stops the agent, and a CHILD_SA the kernel refused
+//! to install is deleted with the peer. No trigger-db subscription yet.
 //! The control socket (`crate::control`) is answered from the engine
 //! loop, between two engine steps. Sockets bind to specific addresses so
 //! the engine always knows the local address of a datagram.
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::{
     config_file::{AgentConfig, Backend},
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
-    kernel::{Kernel, KernelEvent},
+    kernel::{Kernel, KernelEvent, KernelOp},
 };
 
 /// Datagrams waiting between the socket tasks and the engine.
@@ -137,7 +138,8 @@ pub async fn run(
             () = sleep => ep.handle_timeout(Instant::now()),
             Some(reply) = ctl_rx.recv() => {
                 // The caller may have gone away; nothing to do then.
-                let _ = reply.send(crate::control::snapshot(&ep, config.backend));
+                let counters = kernel.counters().await;
+                let _ = reply.send(crate::control::snapshot(&ep, config.backend, &counters));
             }
             () = &mut shutdown, if stop_at.is_none() => {
                 info!("shutting down: deleting all IKE SAs");
@@ -173,7 +175,23 @@ async fn flush(
         }
     }
     while let Some(k) = ep.poll_kernel_action() {
-        log_kernel_event(kernel.apply(k).await);
+        let ev = kernel.apply(k).await;
+        if let KernelEvent::Failed {
+            op: KernelOp::Install,
+            ike_sa: Some(sa),
+            inbound_spi,
+            ..
+        } = ev
+        {
+            // A CHILD_SA the kernel refused carries no traffic: delete it
+            // with the peer rather than leave the peer sending into it
+            // (its kernel actions come round this loop again).
+            let cmd = Command::DeleteChildSa { sa, inbound_spi };
+            if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                warn!(error = %e, "cannot delete the CHILD_SA the kernel refused");
+            }
+        }
+        log_kernel_event(ev);
     }
     while let Some(t) = ep.poll_transmit() {
         match sockets.get(&t.local) {
@@ -250,7 +268,18 @@ fn log_kernel_event(ev: KernelEvent) {
             inbound = format_args!("{:#010x}", h.spi_in),
             "kernel: CHILD_SA deleted"
         ),
+        KernelEvent::NotInstalled {
+            ike_sa,
+            reqid,
+            inbound_spi,
+        } => debug!(
+            ike_sa = format_args!("{ike_sa:#018x}"),
+            reqid,
+            inbound = format_args!("{inbound_spi:#010x}"),
+            "kernel: nothing to do for a CHILD_SA whose install failed"
+        ),
         KernelEvent::Failed {
+            op,
             ike_sa,
             reqid,
             inbound_spi,
@@ -259,6 +288,7 @@ fn log_kernel_event(ev: KernelEvent) {
             ike_sa = ?ike_sa.map(|s| format!("{s:#018x}")),
             reqid,
             inbound = format_args!("{inbound_spi:#010x}"),
+            ?op,
             error = %ipsec_backend::error::chain(&error),
             "kernel: CHILD_SA action failed"
         ),

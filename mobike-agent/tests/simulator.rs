@@ -637,6 +637,53 @@ fn create_child_sa_adds_a_second_child() {
 }
 
 #[test]
+fn delete_child_command_removes_one_child_on_both_sides_and_keeps_the_ike_sa() {
+    let mut s = up(42, LinkModel::lossy());
+    let sa = sa_id(&s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::CreateChildSa { sa, child: 0 })
+        .unwrap();
+    assert!(s.run_until(Duration::from_secs(120), |s| {
+        s.nodes.iter().all(|n| n.kernel.len() == 2)
+    }));
+    let (first, second) = {
+        let c = &s.nodes[0].ep.ike_sas()[0].children;
+        (c[0].0, c[1].0)
+    };
+    // An unknown SPI is refused by name.
+    let err = s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::DeleteChildSa {
+                sa,
+                inbound_spi: first ^ second ^ 1,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("no CHILD_SA"), "{err}");
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::DeleteChildSa {
+                sa,
+                inbound_spi: first,
+            },
+        )
+        .unwrap();
+    assert!(s.run_until(Duration::from_secs(120), |s| {
+        s.nodes.iter().all(|n| n.kernel.len() == 1)
+    }));
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].children[0].0, second);
+    assert_eq!(s.nodes[0].ep.ike_sa_count(), 1);
+    assert_eq!(s.nodes[1].ep.ike_sa_count(), 1);
+    assert!(s.children_pair_up());
+    delete_everything(&mut s);
+}
+
+#[test]
 fn garbage_datagrams_are_dropped_and_counted_without_touching_the_sa() {
     let mut s = up(51, LinkModel::clean());
     let before = s.nodes[1].ep.ike_sas();

@@ -1,6 +1,6 @@
-//! `mobike-agent status` end to end: two agents (backend `none`) in a
-//! network namespace of their own, 127.0.0.1 initiating to 127.0.0.2, each
-//! asked over its control socket. Needs root and iproute2 for the
+//! `mobike-agent status` end to end: two agents in a network namespace of
+//! their own, 127.0.0.1 initiating to 127.0.0.2, each asked over its control
+//! socket (backend `none`, and a kernel that refuses A's CHILD_SA). Needs root and iproute2 for the
 //! namespace; without them the two-agent test says so and passes.
 
 use std::{
@@ -139,51 +139,77 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn two_agents_report_the_same_ike_sa_and_mirrored_child_sa() {
-    let ns = format!("mbkst{}", std::process::id());
-    if !is_root() || !ip(&["netns", "add", &ns]) {
-        eprintln!("skipped: needs root and iproute2 (network namespace)");
-        return;
+/// Two agents in a fresh namespace (B listening on 127.0.0.2, A initiating
+/// from 127.0.0.1), each with a control socket in `dir`; `backend_a` is A's
+/// kernel backend. `prepare` runs in the namespace before the agents start.
+struct Pair {
+    guard: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn start(backend_a: &str, prepare: &[&[&str]]) -> Option<Self> {
+        let ns = format!("mbkst{}-{}", std::process::id(), backend_a);
+        if !is_root() || !ip(&["netns", "add", &ns]) {
+            eprintln!("skipped: needs root and iproute2 (network namespace)");
+            return None;
+        }
+        let mut guard = Netns {
+            name: ns.clone(),
+            agents: Vec::new(),
+        };
+        assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
+        for args in prepare {
+            let mut full = vec!["-n", ns.as_str()];
+            full.extend_from_slice(args);
+            assert!(ip(&full), "ip {full:?}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| -> PathBuf { dir.path().join(n) };
+        let a = config("127.0.0.1", "127.0.0.2", "a.test", "b.test", "initiate")
+            .replace("backend = \"none\"", &format!("backend = \"{backend_a}\""));
+        std::fs::write(p("a.toml"), a).expect("write a.toml");
+        std::fs::write(
+            p("b.toml"),
+            config("127.0.0.2", "127.0.0.1", "b.test", "a.test", "listen"),
+        )
+        .expect("write b.toml");
+        guard
+            .agents
+            .push(spawn(&ns, &p("b.toml"), &p("b.sock"), &p("b.log")));
+        // B listens before A initiates (A would retransmit anyway).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !p("b.sock").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        guard
+            .agents
+            .push(spawn(&ns, &p("a.toml"), &p("a.sock"), &p("a.log")));
+        Some(Self { guard, dir })
     }
-    let mut guard = Netns {
-        name: ns.clone(),
-        agents: Vec::new(),
-    };
-    assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = |n: &str| -> PathBuf { dir.path().join(n) };
-    std::fs::write(
-        p("a.toml"),
-        config("127.0.0.1", "127.0.0.2", "a.test", "b.test", "initiate"),
-    )
-    .expect("write a.toml");
-    std::fs::write(
-        p("b.toml"),
-        config("127.0.0.2", "127.0.0.1", "b.test", "a.test", "listen"),
-    )
-    .expect("write b.toml");
-    guard
-        .agents
-        .push(spawn(&ns, &p("b.toml"), &p("b.sock"), &p("b.log")));
-    // B listens before A initiates (A would retransmit anyway).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !p("b.sock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
-    guard
-        .agents
-        .push(spawn(&ns, &p("a.toml"), &p("a.sock"), &p("a.log")));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let logs = || {
+
+    fn logs(&self) -> String {
         format!(
             "--- a.log\n{}\n--- b.log\n{}",
-            std::fs::read_to_string(p("a.log")).unwrap_or_default(),
-            std::fs::read_to_string(p("b.log")).unwrap_or_default()
+            std::fs::read_to_string(self.path("a.log")).unwrap_or_default(),
+            std::fs::read_to_string(self.path("b.log")).unwrap_or_default()
         )
+    }
+}
+
+#[test]
+fn two_agents_report_the_same_ike_sa_and_mirrored_child_sa() {
+    let Some(pair) = Pair::start("none", &[]) else {
+        return;
     };
-    let a = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("A: {}", logs()));
-    let b = established(&p("b.sock"), deadline).unwrap_or_else(|| panic!("B: {}", logs()));
+    let p = |n: &str| pair.path(n);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let a = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("A: {}", pair.logs()));
+    let b = established(&p("b.sock"), deadline).unwrap_or_else(|| panic!("B: {}", pair.logs()));
 
     assert_eq!(a["initiator"], true);
     assert_eq!(b["initiator"], false);
@@ -230,6 +256,81 @@ fn two_agents_report_the_same_ike_sa_and_mirrored_child_sa() {
     );
 
     // SIGTERM: the agents delete the SA and remove their sockets.
-    drop(guard);
-    assert!(!p("a.sock").exists() && !p("b.sock").exists());
+    let (a_sock, b_sock) = (p("a.sock"), p("b.sock"));
+    drop(pair.guard);
+    assert!(!a_sock.exists() && !b_sock.exists());
+}
+
+/// The one IKE SA of `sock` once it is ESTABLISHED with no CHILD_SA.
+fn established_without_children(sock: &Path, deadline: Instant) -> Option<Value> {
+    while Instant::now() < deadline {
+        let out = status(sock);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success()
+            && let Some(Ok(sa)) = text.lines().next().map(serde_json::from_str::<Value>)
+            && text.lines().count() == 1
+            && sa["state"] == "ESTABLISHED"
+            && sa["child_sas"].as_array().is_some_and(Vec::is_empty)
+        {
+            return Some(sa);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// A's kernel (backend `xfrm`) refuses the CHILD_SA: an administrator's
+/// policy for the same selectors is in the way (and on a kernel without
+/// ESP the SAs fail first). A logs the failure, deletes the CHILD_SA with
+/// B, and both keep the IKE SA; the administrator's policy is untouched.
+#[test]
+fn child_sa_the_kernel_refuses_is_deleted_with_the_peer() {
+    let Some(pair) = Pair::start(
+        "xfrm",
+        &[&[
+            "xfrm",
+            "policy",
+            "add",
+            "src",
+            "10.1.0.0/24",
+            "dst",
+            "10.2.0.0/24",
+            "dir",
+            "out",
+            "action",
+            "block",
+        ]],
+    ) else {
+        return;
+    };
+    let p = |n: &str| pair.path(n);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let a = established_without_children(&p("a.sock"), deadline)
+        .unwrap_or_else(|| panic!("A kept a CHILD_SA:\n{}", pair.logs()));
+    let b = established_without_children(&p("b.sock"), deadline)
+        .unwrap_or_else(|| panic!("B kept a CHILD_SA:\n{}", pair.logs()));
+    assert_eq!(a["spi_i"], b["spi_i"]);
+    assert_eq!(a["backend"], "xfrm");
+    let logs = pair.logs();
+    assert!(logs.contains("kernel: CHILD_SA action failed"), "{logs}");
+    assert!(logs.contains("op=Install"), "{logs}");
+    assert!(logs.contains("ChildSaDeleted"), "{logs}");
+    // Only the administrator's policy is there, and no SA.
+    let ns = &pair.guard.name;
+    let pol = Command::new("ip")
+        .args(["-n", ns, "xfrm", "policy"])
+        .output()
+        .expect("ip xfrm policy");
+    let pol = String::from_utf8_lossy(&pol.stdout);
+    assert_eq!(pol.matches("src ").count(), 1, "{pol}");
+    assert!(pol.contains("action block"), "{pol}");
+    let st = Command::new("ip")
+        .args(["-n", ns, "xfrm", "state"])
+        .output()
+        .expect("ip xfrm state");
+    assert!(
+        st.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&st.stdout)
+    );
 }

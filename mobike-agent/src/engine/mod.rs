@@ -89,6 +89,14 @@ pub enum Command {
         /// Our inbound ESP SPI of the CHILD_SA.
         inbound_spi: u32,
     },
+    /// Delete the CHILD_SA with this inbound SPI (INFORMATIONAL with Delete),
+    /// e.g. when the kernel refused to install it.
+    DeleteChildSa {
+        /// IKE SA.
+        sa: SaId,
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+    },
     /// Create another CHILD_SA from the connection's child config `child`.
     CreateChildSa {
         /// IKE SA.
@@ -735,6 +743,9 @@ impl Endpoint {
                 .ok_or(CommandError::UnknownSa(id))?,
             Command::RekeyChildSa { sa, inbound_spi } => self
                 .with_sa(now, sa, |s, ctx| s.command_rekey_child(ctx, inbound_spi))
+                .ok_or(CommandError::UnknownSa(sa))?,
+            Command::DeleteChildSa { sa, inbound_spi } => self
+                .with_sa(now, sa, |s, ctx| s.command_delete_child(ctx, inbound_spi))
                 .ok_or(CommandError::UnknownSa(sa))?,
             Command::CreateChildSa { sa, child } => self
                 .with_sa(now, sa, |s, ctx| s.command_create_child(ctx, child))

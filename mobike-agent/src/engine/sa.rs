@@ -719,6 +719,28 @@ impl IkeSa {
         Ok(())
     }
 
+    /// Deletes one CHILD_SA with the peer (INFORMATIONAL with a Delete of
+    /// its ESP SPI, RFC 7296 §1.4.1); the kernel state goes when the peer
+    /// answers (or with the IKE SA).
+    pub(super) fn command_delete_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        spi: u32,
+    ) -> Result<(), super::CommandError> {
+        if !self.established() {
+            return Err(super::CommandError::NotEstablished(self.id));
+        }
+        if !self.children.iter().any(|c| c.inbound_spi == spi) {
+            return Err(super::CommandError::UnknownChild {
+                sa: self.id,
+                what: format!("{spi:#010x}"),
+            });
+        }
+        self.queue.push_back(Pending::DeleteChild(vec![spi]));
+        self.start_next_request(ctx);
+        Ok(())
+    }
+
     pub(super) fn command_create_child(
         &mut self,
         ctx: &mut Ctx<'_>,

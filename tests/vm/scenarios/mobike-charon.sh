@@ -11,7 +11,8 @@
 #      ipsec-backend (SAs + out/in/fwd policies in A)
 #   2. ping 10.2.0.1 from 10.1.0.1 passes through the tunnel: the ESP SA
 #      packet counters in A grow, charon lists the CHILD_SA INSTALLED and
-#      its kernel SAs in B count packets too
+#      its kernel SAs in B count packets too; `mobike-agent status --json`
+#      reports the same SPIs and kernel counters
 #   3. charon rekeys the CHILD_SA: the agent installs the new SAs under the
 #      same reqid and policies, deletes the old SAs, the ping uses the new ones
 #   4. SIGTERM: the agent deletes the SAs at charon and its own SAs + policies
@@ -134,6 +135,7 @@ local_ts = ["10.1.0.0/24"]
 remote_ts = ["10.2.0.0/24"]
 esp_proposals = ["aes256gcm16"]
 EOC
+printf '[control]\nsocket = "%s"\n' "$D/agent.sock" >> "$D/agent.toml"
 ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent.toml" \
   2>"$D/agent.log" &
 AGENT=$!
@@ -165,7 +167,20 @@ echo "agent SA packets: out $spi_out ${before_out:-?} -> ${after_out:-?}, in $sp
 sw --list-sas | has INSTALLED || fail "2: charon CHILD_SA not INSTALLED"
 sw --list-sas | grep -E 'in +[0-9a-f]+|out +[0-9a-f]+' | has '[1-9][0-9]* packets' || fail "2: charon counts no ESP packets"
 sw --list-sas
-ts "2: ping through the tunnel; SA counters grew in A and at charon"
+# `mobike-agent status` reads the same kernel counters through ipsec-backend
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "2: mobike-agent status"
+"$AGENT_BIN" status --control-socket "$D/agent.sock"
+python3 - "$st" "$spi_in" "$spi_out" "$(pkts A "$spi_in")" "$(pkts A "$spi_out")" <<'EOP' || fail "2: status counters disagree with ip -s xfrm state"
+import json, sys
+st, spi_in, spi_out, k_in, k_out = sys.argv[1:]
+c = json.loads(st.splitlines()[0])["child_sas"][0]
+assert c["counters_known"], c
+assert int(c["spi_in"], 16) == int(spi_in, 16) and int(c["spi_out"], 16) == int(spi_out, 16), c
+# the ping is over; ip read the counters after status did, so they may only be higher
+assert 5 <= c["packets_in"] <= int(k_in) and 5 <= c["packets_out"] <= int(k_out), (c, k_in, k_out)
+assert c["bytes_in"] > 0 and c["bytes_out"] > 0 and c["last_used_in"] > 0 and c["installed_at"] > 0, c
+EOP
+ts "2: ping through the tunnel; SA counters grew in A and at charon, status reports them"
 
 # ---- 3. charon rekeys the CHILD_SA: the agent adds the new SAs under the
 #         same reqid (policies stay), deletes the old ones, traffic moves ----
