@@ -6,6 +6,9 @@
 //! ```toml
 //! [kernel]
 //! backend = "none"            # or "xfrm"
+//! install_routes = true       # xfrm: routes for tunnel CHILD_SAs (table 220)
+//! routing_table = 220
+//! routing_table_priority = 220
 //!
 //! [control]
 //! socket = "/run/mobike-agent/control.sock"   # the default as root
@@ -97,6 +100,9 @@ pub enum ConfigFileError {
         #[source]
         source: std::io::Error,
     },
+    /// A `[kernel]` setting is out of range.
+    #[error("[kernel] {0}")]
+    Kernel(String),
     /// A duration like `30s` is malformed.
     #[error("connection `{connection}`: bad duration `{value}`")]
     Duration {
@@ -131,12 +137,38 @@ pub struct ControlSection {
 }
 
 /// `[kernel]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelSection {
     /// Which backend applies kernel actions.
     #[serde(default)]
     pub backend: Backend,
+    /// Route the remote selectors of tunnel-mode CHILD_SAs through a table
+    /// of their own, with a local address inside the local selectors as
+    /// source (strongSwan's `install_routes`; backend `xfrm` only).
+    #[serde(default = "yes")]
+    pub install_routes: bool,
+    /// That table (strongSwan's `routing_table`).
+    #[serde(default = "table_220")]
+    pub routing_table: u32,
+    /// Priority of the rule that looks it up (`routing_table_prio`).
+    #[serde(default = "table_220")]
+    pub routing_table_priority: u32,
+}
+
+fn table_220() -> u32 {
+    220
+}
+
+impl Default for KernelSection {
+    fn default() -> Self {
+        Self {
+            backend: Backend::default(),
+            install_routes: true,
+            routing_table: 220,
+            routing_table_priority: 220,
+        }
+    }
 }
 
 /// Kernel backend choice.
@@ -235,6 +267,8 @@ pub struct AgentConfig {
     pub listen: Vec<IpAddr>,
     /// Kernel backend.
     pub backend: Backend,
+    /// Tunnel routes (backend `xfrm` with `install_routes`), else `None`.
+    pub routes: Option<crate::routes::RouteConfig>,
     /// Control socket to serve `AgentControl` on; `None`: no control socket.
     pub control_socket: Option<PathBuf>,
 }
@@ -252,6 +286,31 @@ impl FileConfig {
             source,
         })?;
         Self::parse(&text)
+    }
+
+    /// `[kernel]` routing: the main, local, default and unspecified tables
+    /// are not ours to fill, and a rule at priority 0 would come before
+    /// the local table.
+    fn routes(&self) -> Result<Option<crate::routes::RouteConfig>, ConfigFileError> {
+        let k = &self.kernel;
+        if k.backend != Backend::Xfrm || !k.install_routes {
+            return Ok(None);
+        }
+        if matches!(k.routing_table, 0 | 253..=255) {
+            return Err(ConfigFileError::Kernel(format!(
+                "routing_table = {}: 0, 253 (default), 254 (main) and 255 (local) are reserved",
+                k.routing_table
+            )));
+        }
+        if k.routing_table_priority == 0 {
+            return Err(ConfigFileError::Kernel(
+                "routing_table_priority = 0 would come before the local table".into(),
+            ));
+        }
+        Ok(Some(crate::routes::RouteConfig {
+            table: k.routing_table,
+            priority: k.routing_table_priority,
+        }))
     }
 
     /// Checks everything and builds the engine configuration.
@@ -397,6 +456,7 @@ impl FileConfig {
             initiate,
             listen,
             backend: self.kernel.backend,
+            routes: self.routes()?,
             control_socket: self.control.socket.clone(),
         })
     }
@@ -426,6 +486,36 @@ mod tests {
         assert_eq!(c.timers.retransmit_timeout, Duration::from_secs(2));
         assert_eq!(c.timers.retransmit_tries, 5);
         assert_eq!(a.listen, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn routes_follow_the_backend_and_reserved_tables_are_refused() {
+        let cfg = |extra: &str| {
+            FileConfig::parse(&EXAMPLE.replace("backend = \"none\"", extra))
+                .unwrap()
+                .to_agent_config()
+        };
+        assert_eq!(cfg("backend = \"none\"").unwrap().routes, None);
+        assert_eq!(
+            cfg("backend = \"xfrm\"").unwrap().routes,
+            Some(crate::routes::RouteConfig {
+                table: 220,
+                priority: 220
+            })
+        );
+        let off = EXAMPLE
+            .replace("backend = \"none\"", "backend = \"xfrm\"")
+            .replace("install_routes = true", "install_routes = false");
+        let off = FileConfig::parse(&off).unwrap().to_agent_config().unwrap();
+        assert_eq!(off.routes, None);
+        let main = EXAMPLE
+            .replace("backend = \"none\"", "backend = \"xfrm\"")
+            .replace("routing_table = 220", "routing_table = 254");
+        let err = FileConfig::parse(&main)
+            .unwrap()
+            .to_agent_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("routing_table = 254"), "{err}");
     }
 
     #[test]

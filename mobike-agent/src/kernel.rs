@@ -301,6 +301,11 @@ impl Kernel {
         self.installed.values().map(|i| (i.ike_sa, &i.handle))
     }
 
+    /// Whether the policies of `reqid` are installed (routes go with them).
+    pub fn has_policies(&self, reqid: u32) -> bool {
+        self.policies.contains_key(&reqid)
+    }
+
     /// Reads the traffic counters of every installed pair, by (reqid,
     /// inbound SPI); empty with the backend `none`. A pair whose SAs the
     /// kernel no longer has comes back as an error, not left out.

@@ -22,5 +22,6 @@ pub mod engine;
 pub mod kernel;
 pub mod proposal;
 pub mod proto;
+pub mod routes;
 pub mod runtime;
 pub mod sockopt;

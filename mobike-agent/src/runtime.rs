@@ -5,7 +5,8 @@
 //! Kernel actions go through [`Kernel`] (ipsec-backend's XFRM with
 //! `backend = "xfrm"`, only logged with `"none"`); a kernel error is logged
 //! with its SA and never stops the agent, and a CHILD_SA the kernel refused
-//! to install is deleted with the peer. No trigger-db subscription yet.
+//! to install is deleted with the peer. With `install_routes` the remote
+//! selectors of tunnel-mode CHILD_SAs are routed as `crate::routes` says. No trigger-db subscription yet.
 //! The control socket (`crate::control`) is answered from the engine
 //! loop, between two engine steps. Sockets bind to specific addresses so
 //! the engine always knows the local address of a datagram.
@@ -25,6 +26,7 @@ use crate::{
     config_file::{AgentConfig, Backend},
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
     kernel::{Kernel, KernelEvent, KernelOp},
+    routes::Routes,
 };
 
 /// Datagrams waiting between the socket tasks and the engine.
@@ -50,6 +52,9 @@ pub enum RuntimeError {
     /// The engine refused a start-up command.
     #[error("cannot start connection")]
     Command(#[from] CommandError),
+    /// The rtnetlink socket for tunnel routes could not be opened.
+    #[error("cannot set up tunnel routes")]
+    Routes(#[source] crate::routes::RouteError),
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
@@ -66,6 +71,10 @@ pub async fn run(
     let mut kernel = match config.backend {
         Backend::None => Kernel::none(),
         Backend::Xfrm => Kernel::xfrm().map_err(RuntimeError::Kernel)?,
+    };
+    let mut routes = match config.routes {
+        Some(c) => Some(Routes::new(c).map_err(RuntimeError::Routes)?),
+        None => None,
     };
     let (tx, mut rx) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(QUEUE);
     let mut sockets: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
@@ -119,7 +128,7 @@ pub async fn run(
             },
         )?;
     }
-    flush(&mut ep, &mut kernel, &sockets).await;
+    flush(&mut ep, &mut kernel, &mut routes, &sockets).await;
     tokio::pin!(shutdown);
     let mut stop_at: Option<Instant> = None;
     loop {
@@ -147,7 +156,7 @@ pub async fn run(
                 stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
             }
         }
-        flush(&mut ep, &mut kernel, &sockets).await;
+        flush(&mut ep, &mut kernel, &mut routes, &sockets).await;
         if let Some(t) = stop_at
             && (ep.ike_sa_count() == 0 || Instant::now() >= t)
         {
@@ -155,6 +164,11 @@ pub async fn run(
         }
     }
     drop(ctl_tx);
+    if let Some(r) = &mut routes
+        && let Err(e) = r.remove_all().await
+    {
+        warn!(error = %ipsec_backend::error::chain(&e), "cannot remove all tunnel routes");
+    }
     if let Some((server, path)) = control {
         server.abort();
         let _ = std::fs::remove_file(&path);
@@ -166,6 +180,7 @@ pub async fn run(
 async fn flush(
     ep: &mut Endpoint,
     kernel: &mut Kernel,
+    routes: &mut Option<Routes>,
     sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
 ) {
     while let Some(e) = ep.poll_event() {
@@ -191,6 +206,9 @@ async fn flush(
                 warn!(error = %e, "cannot delete the CHILD_SA the kernel refused");
             }
         }
+        if let Some(r) = routes.as_mut() {
+            follow_routes(r, kernel, &ev).await;
+        }
         log_kernel_event(ev);
     }
     while let Some(t) = ep.poll_transmit() {
@@ -202,6 +220,34 @@ async fn flush(
             }
             None => warn!(local = %t.local, "no socket for this local address"),
         }
+    }
+}
+
+/// Keeps the tunnel routes in step with the kernel state: installed with
+/// a tunnel-mode pair (again on rekey: idempotent), moved with it, removed
+/// with the last policies of its reqid. A route failure is logged; the
+/// CHILD_SA stays.
+async fn follow_routes(routes: &mut Routes, kernel: &Kernel, ev: &KernelEvent) {
+    let r = match ev {
+        KernelEvent::Installed { handle: h, .. }
+            if h.mode == ipsec_backend::types::Mode::Tunnel =>
+        {
+            routes
+                .install(h.reqid, &[(h.local_ts, h.remote_ts)], h.outer.remote)
+                .await
+                .map(drop)
+        }
+        KernelEvent::Migrated { handle: h, .. } => routes.update(h.reqid, h.outer.remote).await,
+        KernelEvent::Deleted { handle: h, .. } if !kernel.has_policies(h.reqid) => {
+            routes.remove(h.reqid).await
+        }
+        KernelEvent::NotInstalled { reqid, .. } if !kernel.has_policies(*reqid) => {
+            routes.remove(*reqid).await
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = r {
+        warn!(error = %ipsec_backend::error::chain(&e), "tunnel route");
     }
 }
 
