@@ -12,8 +12,10 @@
 //! IKE SA changeable and parses the MOBIKE notifies so they can be added).
 //!
 //! Around the engine, [`config_file`] reads the TOML configuration and
-//! [`runtime`] is the (still minimal) tokio driver used by the binary,
-//! [`control`] its local gRPC control socket (`mobike-agent status`).
+//! [`runtime`] is the tokio driver used by the binary, [`kernel`] applies
+//! the engine's kernel actions through ipsec-backend, [`routes`] keeps the
+//! tunnel routes and [`control`] is the local gRPC control socket
+//! (`mobike-agent status`).
 
 pub mod config_file;
 pub mod control;
