@@ -16,6 +16,7 @@ use std::{
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use hyper_util::rt::TokioIo;
@@ -27,22 +28,166 @@ use tokio::{
 };
 use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 use trigger_proto::mobike_v1::{
-    ChildSa, IkeSa, StatusRequest, StatusResponse,
+    ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, RekeyRequest, SelectRequest,
+    StatusRequest, StatusResponse,
     agent_control_client::AgentControlClient,
     agent_control_server::{AgentControl, AgentControlServer},
 };
 
 use crate::{
     config_file::Backend,
-    engine::{Endpoint, IkeSaInfo},
+    engine::{Command, CommandError, Endpoint, IkeSaInfo, SaId},
     proto::TrafficSelector,
 };
 
-/// Pending `Status` calls waiting for the runtime loop.
+/// Pending calls waiting for the runtime loop.
 pub const QUEUE: usize = 16;
 
 /// A `Status` call's reply slot, answered by the runtime loop.
 pub type StatusReply = oneshot::Sender<StatusResponse>;
+
+/// A command call's reply slot.
+pub type CommandReply = oneshot::Sender<Result<CommandResponse, tonic::Status>>;
+
+/// A call from the control socket, answered by the runtime loop.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// `Status`.
+    Status(StatusReply),
+    /// `Initiate`, `Terminate` or `Rekey`, checked already.
+    Command(ControlCommand, CommandReply),
+}
+
+/// Which IKE SAs a command is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Every IKE SA of this connection.
+    Connection(String),
+    /// The IKE SA with this initiator or responder SPI.
+    Spi(u64),
+}
+
+/// A control command, checked (the wire form has optional fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlCommand {
+    /// Start the connection as initiator.
+    Initiate(String),
+    /// Delete the chosen IKE SAs.
+    Terminate(Selector),
+    /// Rekey the chosen IKE SAs, or one CHILD_SA of them.
+    Rekey {
+        /// Which IKE SAs.
+        select: Selector,
+        /// The CHILD_SA's inbound SPI, or `None` for the IKE SAs.
+        child_spi_in: Option<u32>,
+    },
+}
+
+fn selector(s: Option<SelectRequest>) -> Result<Selector, tonic::Status> {
+    let s = s.ok_or_else(|| tonic::Status::invalid_argument("select: missing"))?;
+    match (s.connection.is_empty(), s.ike_spi) {
+        (false, 0) => Ok(Selector::Connection(s.connection)),
+        (true, spi) if spi != 0 => Ok(Selector::Spi(spi)),
+        (true, _) => Err(tonic::Status::invalid_argument(
+            "select: one of connection and ike_spi is needed",
+        )),
+        (false, _) => Err(tonic::Status::invalid_argument(
+            "select: connection and ike_spi exclude each other",
+        )),
+    }
+}
+
+fn sa_ref(i: &IkeSaInfo) -> IkeSaRef {
+    IkeSaRef {
+        name: i.connection.clone(),
+        spi_initiator: i.spi_i,
+        spi_responder: i.spi_r,
+    }
+}
+
+fn command_status(e: CommandError) -> tonic::Status {
+    match e {
+        CommandError::UnknownConnection(_)
+        | CommandError::UnknownSa(_)
+        | CommandError::UnknownChild { .. } => tonic::Status::not_found(e.to_string()),
+        CommandError::NoAddresses(_)
+        | CommandError::NotEstablished(_)
+        | CommandError::NoMobike(_) => tonic::Status::failed_precondition(e.to_string()),
+        CommandError::Random => tonic::Status::internal(e.to_string()),
+    }
+}
+
+/// Runs a control command on the engine (called by the runtime loop
+/// between two engine steps; the datagrams it queues go out with the next
+/// flush). Errors are gRPC statuses naming what was not found or not ready.
+pub fn execute(
+    ep: &mut Endpoint,
+    now: Instant,
+    cmd: ControlCommand,
+) -> Result<CommandResponse, tonic::Status> {
+    let before = ep.ike_sas();
+    let chosen = |sel: &Selector| -> Result<Vec<IkeSaInfo>, tonic::Status> {
+        let v: Vec<IkeSaInfo> = before
+            .iter()
+            .filter(|i| match sel {
+                Selector::Connection(c) => &i.connection == c,
+                Selector::Spi(s) => i.spi_i == *s || i.spi_r == *s,
+            })
+            .cloned()
+            .collect();
+        if v.is_empty() {
+            return Err(tonic::Status::not_found(match sel {
+                Selector::Connection(c) => format!("no IKE SA of connection `{c}`"),
+                Selector::Spi(s) => format!("no IKE SA with SPI {s:016x}"),
+            }));
+        }
+        Ok(v)
+    };
+    match cmd {
+        ControlCommand::Initiate(connection) => {
+            ep.handle_command(now, Command::Initiate { connection })
+                .map_err(command_status)?;
+            let known: Vec<SaId> = before.iter().map(|i| i.id).collect();
+            Ok(CommandResponse {
+                ike_sas: ep
+                    .ike_sas()
+                    .iter()
+                    .filter(|i| !known.contains(&i.id))
+                    .map(sa_ref)
+                    .collect(),
+            })
+        }
+        ControlCommand::Terminate(sel) => {
+            let v = chosen(&sel)?;
+            for i in &v {
+                ep.handle_command(now, Command::DeleteIkeSa(i.id))
+                    .map_err(command_status)?;
+            }
+            Ok(CommandResponse {
+                ike_sas: v.iter().map(sa_ref).collect(),
+            })
+        }
+        ControlCommand::Rekey {
+            select,
+            child_spi_in,
+        } => {
+            let v = chosen(&select)?;
+            for i in &v {
+                let cmd = match child_spi_in {
+                    Some(inbound_spi) => Command::RekeyChildSa {
+                        sa: i.id,
+                        inbound_spi,
+                    },
+                    None => Command::RekeyIkeSa(i.id),
+                };
+                ep.handle_command(now, cmd).map_err(command_status)?;
+            }
+            Ok(CommandResponse {
+                ike_sas: v.iter().map(sa_ref).collect(),
+            })
+        }
+    }
+}
 
 /// What went wrong with the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +225,12 @@ pub enum ControlError {
         source: tonic::transport::Error,
     },
     /// The call failed.
-    #[error("control socket {path}: status call failed: {status}")]
+    #[error("control socket {path}: {verb}: {} ({:?})", status.message(), status.code())]
     Call {
         /// Socket path.
         path: PathBuf,
+        /// Which call.
+        verb: &'static str,
         /// gRPC status.
         status: Box<tonic::Status>,
     },
@@ -112,7 +259,7 @@ pub fn default_socket() -> PathBuf {
 /// on it, forwarding each call to `requests`.
 pub async fn serve(
     path: &Path,
-    requests: mpsc::Sender<StatusReply>,
+    requests: mpsc::Sender<ControlRequest>,
 ) -> Result<JoinHandle<()>, ControlError> {
     let err = |what| {
         let path = path.to_owned();
@@ -145,7 +292,25 @@ pub async fn serve(
 
 #[derive(Debug)]
 struct Service {
-    requests: mpsc::Sender<StatusReply>,
+    requests: mpsc::Sender<ControlRequest>,
+}
+
+fn shutting_down<T>(_: T) -> tonic::Status {
+    tonic::Status::unavailable("the agent is shutting down")
+}
+
+impl Service {
+    async fn command(
+        &self,
+        cmd: ControlCommand,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(ControlRequest::Command(cmd, tx))
+            .await
+            .map_err(shutting_down)?;
+        rx.await.map_err(shutting_down)?.map(tonic::Response::new)
+    }
 }
 
 #[tonic::async_trait]
@@ -156,12 +321,43 @@ impl AgentControl for Service {
     ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send(tx)
+            .send(ControlRequest::Status(tx))
             .await
-            .map_err(|_| tonic::Status::unavailable("the agent is shutting down"))?;
-        rx.await
-            .map(tonic::Response::new)
-            .map_err(|_| tonic::Status::unavailable("the agent is shutting down"))
+            .map_err(shutting_down)?;
+        rx.await.map(tonic::Response::new).map_err(shutting_down)
+    }
+
+    async fn initiate(
+        &self,
+        request: tonic::Request<InitiateRequest>,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+        let c = request.into_inner().connection;
+        if c.is_empty() {
+            return Err(tonic::Status::invalid_argument("connection: missing"));
+        }
+        self.command(ControlCommand::Initiate(c)).await
+    }
+
+    async fn terminate(
+        &self,
+        request: tonic::Request<SelectRequest>,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+        let sel = selector(Some(request.into_inner()))?;
+        self.command(ControlCommand::Terminate(sel)).await
+    }
+
+    async fn rekey(
+        &self,
+        request: tonic::Request<RekeyRequest>,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+        let r = request.into_inner();
+        let select = selector(r.select)?;
+        let child_spi_in = (r.child_spi_in != 0).then_some(r.child_spi_in);
+        self.command(ControlCommand::Rekey {
+            select,
+            child_spi_in,
+        })
+        .await
     }
 }
 
@@ -272,45 +468,109 @@ pub fn ts_string(ts: &TrafficSelector) -> String {
     out
 }
 
-/// Connects to the agent's control socket and asks for its status.
-pub async fn status(path: &Path) -> Result<StatusResponse, ControlError> {
-    let first = UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::Connect {
+/// A connection to a running agent's control socket.
+#[derive(Debug)]
+pub struct Client {
+    path: PathBuf,
+    inner: AgentControlClient<Channel>,
+}
+
+impl Client {
+    /// Connects to the socket at `path`.
+    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
+        let first = UnixStream::connect(path)
+            .await
+            .map_err(|source| ControlError::Connect {
+                path: path.to_owned(),
+                source,
+            })?;
+        let first = Arc::new(Mutex::new(Some(first)));
+        let dial = Arc::new(path.to_owned());
+        let channel_err = |source| ControlError::Channel {
             path: path.to_owned(),
             source,
-        })?;
-    let first = Arc::new(Mutex::new(Some(first)));
-    let dial = Arc::new(path.to_owned());
-    let channel_err = |source| ControlError::Channel {
-        path: path.to_owned(),
-        source,
-    };
-    // The URI is required by the API but never dialled.
-    let channel: Channel = TonicEndpoint::try_from("http://[::]:50051")
-        .map_err(channel_err)?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let first = Arc::clone(&first);
-            let dial = Arc::clone(&dial);
-            async move {
-                let ready = first.lock().ok().and_then(|mut f| f.take());
-                let stream = match ready {
-                    Some(s) => s,
-                    None => UnixStream::connect(dial.as_path()).await?,
-                };
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .map_err(channel_err)?;
-    AgentControlClient::new(channel)
-        .status(StatusRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| ControlError::Call {
+        };
+        // The URI is required by the API but never dialled.
+        let channel: Channel = TonicEndpoint::try_from("http://[::]:50051")
+            .map_err(channel_err)?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let first = Arc::clone(&first);
+                let dial = Arc::clone(&dial);
+                async move {
+                    let ready = first.lock().ok().and_then(|mut f| f.take());
+                    let stream = match ready {
+                        Some(s) => s,
+                        None => UnixStream::connect(dial.as_path()).await?,
+                    };
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(channel_err)?;
+        Ok(Self {
             path: path.to_owned(),
-            status: Box::new(status),
+            inner: AgentControlClient::new(channel),
         })
+    }
+
+    fn call_err(&self, verb: &'static str) -> impl FnOnce(tonic::Status) -> ControlError + use<> {
+        let path = self.path.clone();
+        move |status| ControlError::Call {
+            path,
+            verb,
+            status: Box::new(status),
+        }
+    }
+
+    /// `Status`.
+    pub async fn status(&mut self) -> Result<StatusResponse, ControlError> {
+        let err = self.call_err("status");
+        self.inner
+            .status(StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(err)
+    }
+
+    /// `Initiate`, `Terminate` or `Rekey`.
+    pub async fn command(&mut self, cmd: ControlCommand) -> Result<CommandResponse, ControlError> {
+        let sel = |s: Selector| match s {
+            Selector::Connection(connection) => SelectRequest {
+                connection,
+                ike_spi: 0,
+            },
+            Selector::Spi(ike_spi) => SelectRequest {
+                connection: String::new(),
+                ike_spi,
+            },
+        };
+        let (verb, r) = match cmd {
+            ControlCommand::Initiate(connection) => (
+                "initiate",
+                self.inner.initiate(InitiateRequest { connection }).await,
+            ),
+            ControlCommand::Terminate(s) => ("terminate", self.inner.terminate(sel(s)).await),
+            ControlCommand::Rekey {
+                select,
+                child_spi_in,
+            } => (
+                "rekey",
+                self.inner
+                    .rekey(RekeyRequest {
+                        select: Some(sel(select)),
+                        child_spi_in: child_spi_in.unwrap_or(0),
+                    })
+                    .await,
+            ),
+        };
+        r.map(tonic::Response::into_inner)
+            .map_err(self.call_err(verb))
+    }
+}
+
+/// Connects to the agent's control socket and asks for its status.
+pub async fn status(path: &Path) -> Result<StatusResponse, ControlError> {
+    Client::connect(path).await?.status().await
 }
 
 /// One JSON object per IKE SA, each on its own line (CHILD_SAs nested).

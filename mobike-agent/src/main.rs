@@ -1,6 +1,7 @@
 //! `mobike-agent --config FILE`: runs the IKEv2 endpoint until SIGTERM or
 //! SIGINT, then deletes its SAs, serving its status on the control socket.
-//! `mobike-agent status [--json]` asks a running agent on that socket.
+//! `mobike-agent status [--json]` asks a running agent on that socket;
+//! `initiate`, `terminate` and `rekey` act on its IKE SAs there.
 //! Logging is filtered by `MOBIKE_AGENT_LOG` (tracing-subscriber syntax,
 //! default `info`).
 
@@ -8,9 +9,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mobike_agent::config_file::FileConfig;
+use mobike_agent::{
+    config_file::FileConfig,
+    control::{Client, ControlCommand, Selector},
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
+use trigger_proto::mobike_v1::CommandResponse;
 
 /// IKEv2 + MOBIKE agent.
 #[derive(Debug, Parser)]
@@ -36,12 +41,187 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start a configured connection as initiator and wait until its IKE
+    /// SA is established.
+    Initiate {
+        /// Connection name.
+        connection: String,
+        /// Give up waiting after this long (the agent keeps trying).
+        #[arg(long, default_value = "30s")]
+        timeout: humantime::Duration,
+        /// Return once the first request is out.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete IKE SAs (and their CHILD_SAs) with the peer and wait until
+    /// they are gone.
+    Terminate {
+        #[command(flatten)]
+        select: Select,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "30s")]
+        timeout: humantime::Duration,
+    },
+    /// Rekey IKE SAs, or one CHILD_SA of them.
+    Rekey {
+        #[command(flatten)]
+        select: Select,
+        /// Rekey the CHILD_SA with this inbound SPI (hex, as `status`
+        /// shows it) instead of the IKE SA.
+        #[arg(long, value_parser = parse_spi32)]
+        child: Option<u32>,
+    },
 }
 
-/// `mobike-agent status`: one request, a table or JSON lines on stdout, a
-/// one-line error naming the socket and exit status 1 if it fails.
-fn status(args: &Args, json: bool) -> anyhow::Result<()> {
-    let socket = match (&args.control_socket, &args.config) {
+/// Which IKE SAs: by connection name or by SPI.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct Select {
+    /// Every IKE SA of this connection.
+    connection: Option<String>,
+    /// The IKE SA with this initiator or responder SPI (hex).
+    #[arg(long, value_parser = parse_spi64)]
+    ike_spi: Option<u64>,
+}
+
+impl Select {
+    fn selector(&self) -> Selector {
+        match (&self.connection, self.ike_spi) {
+            (_, Some(spi)) => Selector::Spi(spi),
+            (Some(c), None) => Selector::Connection(c.clone()),
+            // clap's group makes one of them present.
+            (None, None) => Selector::Connection(String::new()),
+        }
+    }
+}
+
+fn parse_spi64(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("`{s}` is not a hex SPI: {e}"))
+}
+
+fn parse_spi32(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("`{s}` is not a hex SPI: {e}"))
+}
+
+fn sa_names(r: &CommandResponse) -> String {
+    r.ike_sas
+        .iter()
+        .map(|s| {
+            format!(
+                "{}[{:016x}/{:016x}]",
+                s.name, s.spi_initiator, s.spi_responder
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The state of the IKE SA with initiator SPI `spi_i`, if it exists.
+async fn state_of(client: &mut Client, spi_i: u64) -> anyhow::Result<Option<String>> {
+    Ok(client
+        .status()
+        .await?
+        .ike_sas
+        .into_iter()
+        .find(|s| s.spi_initiator == spi_i)
+        .map(|s| s.state))
+}
+
+/// `initiate`, `terminate` and `rekey`.
+async fn command(socket: &std::path::Path, cmd: Cmd) -> anyhow::Result<()> {
+    let mut client = Client::connect(socket).await?;
+    let poll = std::time::Duration::from_millis(100);
+    match cmd {
+        Cmd::Initiate {
+            connection,
+            timeout,
+            no_wait,
+        } => {
+            let r = client
+                .command(ControlCommand::Initiate(connection.clone()))
+                .await?;
+            let Some(sa) = r.ike_sas.first().cloned() else {
+                anyhow::bail!("initiate: the agent started no IKE SA for `{connection}`");
+            };
+            println!("initiating {}", sa_names(&r));
+            if no_wait {
+                return Ok(());
+            }
+            let deadline = tokio::time::Instant::now() + *timeout;
+            loop {
+                match state_of(&mut client, sa.spi_initiator).await?.as_deref() {
+                    Some("ESTABLISHED") => break,
+                    None => anyhow::bail!(
+                        "IKE SA {}[{:016x}] failed (the agent's log says why)",
+                        sa.name,
+                        sa.spi_initiator
+                    ),
+                    Some(_) if tokio::time::Instant::now() >= deadline => anyhow::bail!(
+                        "IKE SA {}[{:016x}] not established after {timeout}; the agent keeps trying",
+                        sa.name,
+                        sa.spi_initiator
+                    ),
+                    Some(_) => tokio::time::sleep(poll).await,
+                }
+            }
+            let st = client.status().await?;
+            if let Some(s) = st
+                .ike_sas
+                .iter()
+                .find(|s| s.spi_initiator == sa.spi_initiator)
+            {
+                println!(
+                    "IKE SA {}[{:016x}/{:016x}] established, {} CHILD_SA(s)",
+                    s.name,
+                    s.spi_initiator,
+                    s.spi_responder,
+                    s.child_sas.len()
+                );
+            }
+        }
+        Cmd::Terminate { select, timeout } => {
+            let r = client
+                .command(ControlCommand::Terminate(select.selector()))
+                .await?;
+            println!("deleting {}", sa_names(&r));
+            let deadline = tokio::time::Instant::now() + *timeout;
+            for sa in &r.ike_sas {
+                while state_of(&mut client, sa.spi_initiator).await?.is_some() {
+                    if tokio::time::Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "IKE SA {}[{:016x}] still there after {timeout}",
+                            sa.name,
+                            sa.spi_initiator
+                        );
+                    }
+                    tokio::time::sleep(poll).await;
+                }
+            }
+            println!("deleted");
+        }
+        Cmd::Rekey { select, child } => {
+            let r = client
+                .command(ControlCommand::Rekey {
+                    select: select.selector(),
+                    child_spi_in: child,
+                })
+                .await?;
+            match child {
+                Some(c) => println!("rekeying CHILD_SA {c:08x} of {}", sa_names(&r)),
+                None => println!("rekeying {}", sa_names(&r)),
+            }
+        }
+        Cmd::Status { .. } => {}
+    }
+    Ok(())
+}
+
+/// The control socket: `--control-socket`, else the configuration's, else
+/// the default.
+fn socket(args: &Args) -> anyhow::Result<PathBuf> {
+    Ok(match (&args.control_socket, &args.config) {
         (Some(s), _) => s.clone(),
         (None, Some(c)) => FileConfig::load(c)
             .with_context(|| format!("loading {}", c.display()))?
@@ -49,7 +229,13 @@ fn status(args: &Args, json: bool) -> anyhow::Result<()> {
             .socket
             .unwrap_or_else(mobike_agent::control::default_socket),
         (None, None) => mobike_agent::control::default_socket(),
-    };
+    })
+}
+
+/// `mobike-agent status`: one request, a table or JSON lines on stdout, a
+/// one-line error naming the socket and exit status 1 if it fails.
+fn status(args: &Args, json: bool) -> anyhow::Result<()> {
+    let socket = socket(args)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -71,9 +257,21 @@ fn status(args: &Args, json: bool) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if let Some(Cmd::Status { json }) = args.cmd {
-        return status(&args, json);
+    let mut args = Args::parse();
+    match args.cmd.take() {
+        Some(Cmd::Status { json }) => return status(&args, json),
+        Some(cmd) => {
+            let socket = socket(&args)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            if let Err(e) = rt.block_on(command(&socket, cmd)) {
+                eprintln!("mobike-agent: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let config_path = args
         .config

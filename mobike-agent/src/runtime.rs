@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config_file::{AgentConfig, Backend},
+    control::ControlRequest,
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
     kernel::{Kernel, KernelEvent, KernelOp},
     routes::Routes,
@@ -111,7 +112,7 @@ pub async fn run(
     drop(tx);
     // Status calls from the control socket; the sender stays alive (and the
     // arm below pending) even without a socket.
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<crate::control::StatusReply>(crate::control::QUEUE);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(crate::control::QUEUE);
     let control = match &config.control_socket {
         Some(path) => {
             let server = crate::control::serve(path, ctl_tx.clone()).await?;
@@ -145,11 +146,17 @@ pub async fn run(
                 None => break,
             },
             () = sleep => ep.handle_timeout(Instant::now()),
-            Some(reply) = ctl_rx.recv() => {
-                // The caller may have gone away; nothing to do then.
-                let counters = kernel.counters().await;
-                let _ = reply.send(crate::control::snapshot(&ep, config.backend, &counters));
-            }
+            // The caller may have gone away; nothing to do then.
+            Some(req) = ctl_rx.recv() => match req {
+                ControlRequest::Status(reply) => {
+                    let counters = kernel.counters().await;
+                    let _ = reply.send(crate::control::snapshot(&ep, config.backend, &counters));
+                }
+                ControlRequest::Command(cmd, reply) => {
+                    info!(command = ?cmd, "control");
+                    let _ = reply.send(crate::control::execute(&mut ep, Instant::now(), cmd));
+                }
+            },
             () = &mut shutdown, if stop_at.is_none() => {
                 info!("shutting down: deleting all IKE SAs");
                 ep.handle_command(Instant::now(), Command::DeleteAll)?;

@@ -149,7 +149,11 @@ struct Pair {
 
 impl Pair {
     fn start(backend_a: &str, prepare: &[&[&str]]) -> Option<Self> {
-        let ns = format!("mbkst{}-{}", std::process::id(), backend_a);
+        Self::start_with(backend_a, "initiate", prepare)
+    }
+
+    fn start_with(backend_a: &str, start_a: &str, prepare: &[&[&str]]) -> Option<Self> {
+        let ns = format!("mbkst{}-{}-{}", std::process::id(), backend_a, start_a);
         if !is_root() || !ip(&["netns", "add", &ns]) {
             eprintln!("skipped: needs root and iproute2 (network namespace)");
             return None;
@@ -167,7 +171,8 @@ impl Pair {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |n: &str| -> PathBuf { dir.path().join(n) };
         let a = config("127.0.0.1", "127.0.0.2", "a.test", "b.test", "initiate")
-            .replace("backend = \"none\"", &format!("backend = \"{backend_a}\""));
+            .replace("backend = \"none\"", &format!("backend = \"{backend_a}\""))
+            .replace("start = \"initiate\"", &format!("start = \"{start_a}\""));
         std::fs::write(p("a.toml"), a).expect("write a.toml");
         std::fs::write(
             p("b.toml"),
@@ -333,4 +338,122 @@ fn child_sa_the_kernel_refuses_is_deleted_with_the_peer() {
         "{}",
         String::from_utf8_lossy(&st.stdout)
     );
+}
+
+fn cli(sock: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--control-socket")
+        .arg(sock)
+        .output()
+        .expect("run mobike-agent")
+}
+
+/// The IKE SAs `sock` reports.
+fn sas(sock: &Path) -> Vec<Value> {
+    let out = status(sock);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `initiate`, `rekey` and `terminate` as an operator uses them: A starts
+/// nothing by itself, the CLI brings the connection up, rekeys a CHILD_SA
+/// and the IKE SA, and takes it down on both sides; mistakes are one line
+/// naming what was wrong.
+#[test]
+fn initiate_rekey_and_terminate_from_the_command_line() {
+    let Some(pair) = Pair::start_with("none", "listen", &[]) else {
+        return;
+    };
+    let (a, b) = (pair.path("a.sock"), pair.path("b.sock"));
+    wait_until("A's control socket", || a.exists());
+    assert!(sas(&a).is_empty(), "A must not initiate by itself");
+
+    let bad = cli(&a, &["initiate", "nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no connection named `nope`") && err.contains("NotFound"),
+        "{err}"
+    );
+
+    let up = cli(&a, &["initiate", "st"]);
+    let text = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up.status.success(),
+        "{text}{}\n{}",
+        String::from_utf8_lossy(&up.stderr),
+        pair.logs()
+    );
+    assert!(text.contains("established, 1 CHILD_SA(s)"), "{text}");
+    let sa = sas(&a).remove(0);
+    assert_eq!(sa["state"], "ESTABLISHED");
+    let spi_i = sa["spi_i"].as_str().expect("spi_i").to_owned();
+    let child = sa["child_sas"][0]["spi_in"]
+        .as_str()
+        .expect("spi_in")
+        .to_owned();
+    wait_until("B established", || {
+        sas(&b)
+            .first()
+            .is_some_and(|s| s["spi_i"] == spi_i.as_str())
+    });
+
+    // Rekey the CHILD_SA: a new inbound SPI on A, mirrored at B.
+    let r = cli(&a, &["rekey", "st", "--child", &child]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    wait_until("CHILD_SA rekeyed", || {
+        let s = sas(&a);
+        s.len() == 1
+            && s[0]["child_sas"].as_array().is_some_and(|c| c.len() == 1)
+            && s[0]["child_sas"][0]["spi_in"] != child.as_str()
+    });
+    let bad = cli(&a, &["rekey", "st", "--child", "12345678"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("12345678"), "{err}");
+
+    // Rekey the IKE SA by SPI: a new IKE SA replaces it on both sides.
+    let r = cli(&a, &["rekey", "--ike-spi", &spi_i]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    wait_until("IKE SA rekeyed", || {
+        let s = sas(&a);
+        s.len() == 1 && s[0]["spi_i"] != spi_i.as_str() && s[0]["state"] == "ESTABLISHED"
+    });
+    let new_spi = sas(&a)[0]["spi_i"].as_str().expect("spi_i").to_owned();
+    wait_until("B follows the IKE rekey", || {
+        let s = sas(&b);
+        s.len() == 1 && s[0]["spi_i"] == new_spi.as_str()
+    });
+
+    // Terminate by connection name: gone on both sides.
+    let t = cli(&a, &["terminate", "st"]);
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    assert!(String::from_utf8_lossy(&t.stdout).contains("deleted"));
+    assert!(sas(&a).is_empty());
+    wait_until("B deleted", || sas(&b).is_empty());
+    let bad = cli(&a, &["terminate", "--ike-spi", &new_spi]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("no IKE SA with SPI"),
+        "{err}"
+    );
+    // Connection name and SPI exclude each other (clap says so).
+    let bad = cli(&a, &["terminate", "st", "--ike-spi", "1"]);
+    assert_eq!(bad.status.code(), Some(2));
 }
