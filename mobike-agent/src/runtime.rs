@@ -205,6 +205,12 @@ async fn flush(
     }
 }
 
+/// `10.1.0.0/24 <-> 10.2.0.0/24, 10.3.0.0/24 <-> 10.4.0.0/24`.
+fn selector_list(pairs: &[ipsec_backend::SelectorPair]) -> String {
+    let items: Vec<String> = pairs.iter().map(ToString::to_string).collect();
+    items.join(", ")
+}
+
 fn log_kernel_event(ev: KernelEvent) {
     match ev {
         KernelEvent::Logged(k) => match &k {
@@ -247,8 +253,7 @@ fn log_kernel_event(ev: KernelEvent) {
             reqid = h.reqid,
             inbound = format_args!("{:#010x}", h.spi_in),
             outbound = format_args!("{:#010x}", h.spi_out),
-            local_ts = %h.local_ts,
-            remote_ts = %h.remote_ts,
+            selectors = %selector_list(&h.selectors),
             encap = ?h.encap,
             with_policies,
             "kernel: CHILD_SA installed"
