@@ -94,6 +94,7 @@ fn sa(spi: u32, mode: Mode, crypto: Crypto, encap: Option<Encap>) -> SaSpec {
         reqid: 1,
         crypto,
         selector: None,
+        selector_af_unspec: false,
         encap,
         mark: None,
         if_id: None,

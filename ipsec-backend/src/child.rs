@@ -3,14 +3,26 @@
 //! (RFC 4555 §3.5 "Updating Address Set"), delete it, read its counters and
 //! follow kernel events. [`KernelBackend`] does it with XFRM netlink,
 //! [`FakeBackend`] in memory with the same invariants (unique SPI per
-//! destination and protocol, migrating a missing SA fails, counters survive
-//! a move) so the agent's tests run without root or a kernel.
+//! destination and protocol, unique policy per selector and direction,
+//! migrating a missing SA or policy fails, counters survive a move) so the
+//! agent's tests run without root or a kernel.
+//!
+//! Traffic selectors (RFC 7296 §2.9): a CHILD_SA carries a list of
+//! [`SelectorPair`]s, each one (local prefix, remote prefix) of one address
+//! family for any protocol and port. Like strongSwan's kernel-netlink, every
+//! pair gets its own policy set (out, in and fwd; out and in in transport
+//! mode), all with the same reqid template; the two SAs serve all pairs, so
+//! their selector is the pair itself when there is one, otherwise a wildcard
+//! (`0.0.0.0/0` or `::/0` both ways) of the pairs' family, or an AF_UNSPEC
+//! one when the pairs mix IPv4 and IPv6. Not supported: protocol or port
+//! restrictions in a selector, and address ranges that are not a prefix
+//! (the caller splits or refuses them).
 //!
 //! Not here: IKE, key derivation, rekeying policy, choosing addresses.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -35,16 +47,196 @@ fn default_replay() -> u32 {
     32
 }
 
+/// One traffic selector pair of a CHILD_SA (RFC 7296 §2.9 "Traffic
+/// Selector Negotiation"): traffic from `local` to `remote` leaves through
+/// the CHILD_SA, traffic from `remote` to `local` arrives through it, any
+/// protocol and port. Both prefixes are of one address family. IKE
+/// negotiates a list of selectors per side (TSi, TSr); the kernel's
+/// selector is one (source, destination) prefix pair, so N local and M
+/// remote selectors make up to N × M pairs ([`SelectorPair::product`]).
+/// Serialized as `{"local": "10.1.0.0/24", "remote": "10.2.0.0/24"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SelectorPair {
+    /// Our side's prefix.
+    pub local: Prefix,
+    /// The peer's prefix.
+    pub remote: Prefix,
+}
+
+impl SelectorPair {
+    /// The pair `local` <-> `remote`.
+    pub fn new(local: Prefix, remote: Prefix) -> Self {
+        Self { local, remote }
+    }
+
+    /// Every combination of one `local` and one `remote` prefix of the same
+    /// address family, in order (local-major), each once: what strongSwan
+    /// installs policies for. Combinations of different families are left
+    /// out, so the result may be empty.
+    pub fn product(local: &[Prefix], remote: &[Prefix]) -> Vec<SelectorPair> {
+        let mut out: Vec<SelectorPair> = Vec::new();
+        for l in local {
+            for r in remote {
+                let p = Self::new(*l, *r);
+                if p.same_family() && !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether both prefixes are of one address family.
+    pub fn same_family(&self) -> bool {
+        self.local.addr.is_ipv4() == self.remote.addr.is_ipv4()
+    }
+
+    /// The outbound selector (local -> remote, any protocol and port).
+    pub fn outbound(&self) -> TrafficSelector {
+        TrafficSelector::new(self.local, self.remote)
+    }
+}
+
+impl std::fmt::Display for SelectorPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} <-> {}", self.local, self.remote)
+    }
+}
+
+/// Why a CHILD_SA's list of [`SelectorPair`]s cannot be installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// The list is empty: no traffic would use the CHILD_SA.
+    #[error("no traffic selector pair")]
+    Empty,
+    /// A pair's prefixes are of different address families.
+    #[error("traffic selector pair {0} mixes IPv4 and IPv6")]
+    MixedFamily(SelectorPair),
+    /// A pair is listed twice (its policies would collide).
+    #[error("traffic selector pair {0} is listed twice")]
+    Duplicate(SelectorPair),
+}
+
+/// Checks what both backends rely on: at least one pair, each of one
+/// family, none twice.
+fn check_selectors(pairs: &[SelectorPair]) -> Result<(), SelectorError> {
+    if pairs.is_empty() {
+        return Err(SelectorError::Empty);
+    }
+    let mut seen = HashSet::with_capacity(pairs.len());
+    for p in pairs {
+        if !p.same_family() {
+            return Err(SelectorError::MixedFamily(*p));
+        }
+        if !seen.insert(*p) {
+            return Err(SelectorError::Duplicate(*p));
+        }
+    }
+    Ok(())
+}
+
+/// The selector of the outbound SA, and whether it is an AF_UNSPEC one
+/// (then `None`): the pair when there is one; otherwise, since the SA
+/// serves several, a wildcard of their family, or AF_UNSPEC when they mix
+/// families (strongSwan installs tunnel-mode SAs with AF_UNSPEC).
+fn sa_selector(pairs: &[SelectorPair]) -> (Option<TrafficSelector>, bool) {
+    match pairs {
+        [one] => (Some(one.outbound()), false),
+        [first, rest @ ..] => {
+            let v4 = first.local.addr.is_ipv4();
+            if rest.iter().any(|p| p.local.addr.is_ipv4() != v4) {
+                return (None, true);
+            }
+            let any = Prefix {
+                addr: if v4 {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                },
+                len: 0,
+            };
+            (Some(TrafficSelector::new(any, any)), false)
+        }
+        [] => (None, false),
+    }
+}
+
+/// Serde forms of the selectors (private): the list `selectors`, or the
+/// form before lists, `local_ts` and `remote_ts`, each one prefix or a
+/// list of prefixes, which mean their [`SelectorPair::product`].
+mod wire {
+    use serde::Deserialize;
+
+    use super::SelectorPair;
+    use crate::types::Prefix;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum OneOrMany {
+        One(Prefix),
+        Many(Vec<Prefix>),
+    }
+
+    impl OneOrMany {
+        fn into_vec(self) -> Vec<Prefix> {
+            match self {
+                OneOrMany::One(p) => vec![p],
+                OneOrMany::Many(v) => v,
+            }
+        }
+    }
+
+    /// Resolves the three optional fields into the pair list.
+    pub(super) fn resolve(
+        selectors: Option<Vec<SelectorPair>>,
+        local_ts: Option<OneOrMany>,
+        remote_ts: Option<OneOrMany>,
+    ) -> Result<Vec<SelectorPair>, String> {
+        match (selectors, local_ts, remote_ts) {
+            (Some(s), None, None) => Ok(s),
+            (None, Some(l), Some(r)) => {
+                let (l, r) = (l.into_vec(), r.into_vec());
+                let pairs = SelectorPair::product(&l, &r);
+                if pairs.is_empty() {
+                    let list = |v: &[Prefix]| {
+                        v.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    return Err(format!(
+                        "local_ts [{}] and remote_ts [{}] have no pair of one address family",
+                        list(&l),
+                        list(&r)
+                    ));
+                }
+                Ok(pairs)
+            }
+            (Some(_), _, _) => {
+                Err("give either `selectors` or `local_ts`/`remote_ts`, not both".into())
+            }
+            (None, Some(_), None) => Err("`local_ts` without `remote_ts`".into()),
+            (None, None, Some(_)) => Err("`remote_ts` without `local_ts`".into()),
+            (None, None, None) => Err("missing `selectors` (or `local_ts` and `remote_ts`)".into()),
+        }
+    }
+}
+
 /// Everything needed to install one CHILD_SA pair (RFC 7296 §2.17 keys,
 /// §2.9 traffic selectors) and its policies.
+///
+/// JSON: the selectors are `"selectors": [{"local": P, "remote": P}, ...]`;
+/// the older `"local_ts": P, "remote_ts": P` is still accepted, and so are
+/// lists there (`"local_ts": [P, P]`), meaning every combination of the
+/// same family. Serialization writes `selectors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ChildSaSpecWire")]
 pub struct ChildSaSpec {
     /// Outer addresses (ours, the peer's).
     pub outer: OuterPair,
-    /// Our side's traffic selector.
-    pub local_ts: Prefix,
-    /// The peer's traffic selector.
-    pub remote_ts: Prefix,
+    /// The traffic selector pairs (at least one, each once, each of one
+    /// family): one policy set each.
+    pub selectors: Vec<SelectorPair>,
     /// Mode.
     pub mode: Mode,
     /// Request id binding SAs and policy templates.
@@ -80,15 +272,71 @@ pub struct ChildSaSpec {
     pub lifetime: Option<crate::codec::LifetimeCfg>,
 }
 
+/// [`ChildSaSpec`] as read (private): selectors in either form.
+#[derive(Deserialize)]
+struct ChildSaSpecWire {
+    outer: OuterPair,
+    #[serde(default)]
+    selectors: Option<Vec<SelectorPair>>,
+    #[serde(default)]
+    local_ts: Option<wire::OneOrMany>,
+    #[serde(default)]
+    remote_ts: Option<wire::OneOrMany>,
+    mode: Mode,
+    reqid: u32,
+    spi_out: u32,
+    spi_in: u32,
+    crypto_out: Crypto,
+    crypto_in: Crypto,
+    #[serde(default)]
+    encap: Option<Encap>,
+    #[serde(default)]
+    mark: Option<Mark>,
+    #[serde(default)]
+    if_id: Option<u32>,
+    #[serde(default = "default_replay")]
+    replay_window: u32,
+    #[serde(default)]
+    esn: bool,
+    #[serde(default)]
+    priority: u32,
+    #[serde(default)]
+    lifetime: Option<crate::codec::LifetimeCfg>,
+}
+
+impl TryFrom<ChildSaSpecWire> for ChildSaSpec {
+    type Error = String;
+    fn try_from(w: ChildSaSpecWire) -> Result<Self, String> {
+        Ok(Self {
+            outer: w.outer,
+            selectors: wire::resolve(w.selectors, w.local_ts, w.remote_ts)?,
+            mode: w.mode,
+            reqid: w.reqid,
+            spi_out: w.spi_out,
+            spi_in: w.spi_in,
+            crypto_out: w.crypto_out,
+            crypto_in: w.crypto_in,
+            encap: w.encap,
+            mark: w.mark,
+            if_id: w.if_id,
+            replay_window: w.replay_window,
+            esn: w.esn,
+            priority: w.priority,
+            lifetime: w.lifetime,
+        })
+    }
+}
+
 /// Names an installed CHILD_SA pair; returned by install and migrate.
+/// JSON: like [`ChildSaSpec`], `selectors`, or the older `local_ts` and
+/// `remote_ts`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ChildSaHandleWire")]
 pub struct ChildSaHandle {
     /// Current outer addresses.
     pub outer: OuterPair,
-    /// Our traffic selector.
-    pub local_ts: Prefix,
-    /// The peer's traffic selector.
-    pub remote_ts: Prefix,
+    /// The traffic selector pairs, one policy set each.
+    pub selectors: Vec<SelectorPair>,
     /// Mode.
     pub mode: Mode,
     /// Request id.
@@ -103,6 +351,45 @@ pub struct ChildSaHandle {
     pub mark: Option<Mark>,
     /// Interface id.
     pub if_id: Option<u32>,
+}
+
+/// [`ChildSaHandle`] as read (private): selectors in either form.
+#[derive(Deserialize)]
+struct ChildSaHandleWire {
+    outer: OuterPair,
+    #[serde(default)]
+    selectors: Option<Vec<SelectorPair>>,
+    #[serde(default)]
+    local_ts: Option<wire::OneOrMany>,
+    #[serde(default)]
+    remote_ts: Option<wire::OneOrMany>,
+    mode: Mode,
+    reqid: u32,
+    spi_out: u32,
+    spi_in: u32,
+    #[serde(default)]
+    encap: Option<Encap>,
+    #[serde(default)]
+    mark: Option<Mark>,
+    #[serde(default)]
+    if_id: Option<u32>,
+}
+
+impl TryFrom<ChildSaHandleWire> for ChildSaHandle {
+    type Error = String;
+    fn try_from(w: ChildSaHandleWire) -> Result<Self, String> {
+        Ok(Self {
+            outer: w.outer,
+            selectors: wire::resolve(w.selectors, w.local_ts, w.remote_ts)?,
+            mode: w.mode,
+            reqid: w.reqid,
+            spi_out: w.spi_out,
+            spi_in: w.spi_in,
+            encap: w.encap,
+            mark: w.mark,
+            if_id: w.if_id,
+        })
+    }
 }
 
 impl ChildSaHandle {
@@ -122,23 +409,32 @@ impl ChildSaHandle {
             mark: self.mark,
         }
     }
-    fn out_sel(&self) -> TrafficSelector {
-        TrafficSelector::new(self.local_ts, self.remote_ts)
-    }
     fn policy_dirs(&self) -> &'static [Dir] {
         match self.mode {
             Mode::Transport => &[Dir::Out, Dir::In],
             _ => &[Dir::Out, Dir::In, Dir::Fwd],
         }
     }
-    fn policy_key(&self, dir: Dir) -> PolicyKey {
-        let sel = self.out_sel();
+    fn policy_key(&self, pair: &SelectorPair, dir: Dir) -> PolicyKey {
+        let sel = pair.outbound();
         PolicyKey {
             selector: if dir == Dir::Out { sel } else { sel.reversed() },
             dir,
             mark: self.mark,
             if_id: self.if_id,
         }
+    }
+    /// The SPD keys of every policy of the pair: for each selector pair (in
+    /// order) out, in and, except in transport mode, fwd.
+    pub fn policy_keys(&self) -> Vec<PolicyKey> {
+        self.selectors
+            .iter()
+            .flat_map(|pair| {
+                self.policy_dirs()
+                    .iter()
+                    .map(move |d| self.policy_key(pair, *d))
+            })
+            .collect()
     }
 }
 
@@ -155,11 +451,13 @@ pub struct ChildSaCounters {
 
 /// The kernel operations the MOBIKE agent needs.
 pub trait ChildSaBackend: Send + Sync {
-    /// Install the outbound and inbound SA and the out/in(/fwd) policies.
-    /// All or nothing: on failure what was installed is removed again.
+    /// Install the outbound and inbound SA and, for every selector pair,
+    /// the out/in(/fwd) policies. All or nothing: on failure what was
+    /// installed is removed again.
     fn install_child_sa<'a>(&'a self, spec: &'a ChildSaSpec) -> BoxFut<'a, ChildSaHandle>;
-    /// Move both SAs and their policies to `to`, optionally with new UDP
-    /// encapsulation (our view). Returns the updated handle.
+    /// Move both SAs and the policies of every selector pair to `to`,
+    /// optionally with new UDP encapsulation (our view). Returns the
+    /// updated handle. All or nothing, as far as the kernel allows.
     fn migrate_child_sa<'a>(
         &'a self,
         handle: &'a ChildSaHandle,
@@ -200,12 +498,19 @@ impl<T: ChildSaBackend + ?Sized> ChildSaBackend for std::sync::Arc<T> {
 }
 
 impl ChildSaSpec {
-    /// The outbound and inbound SA this pair consists of.
+    /// Whether the selector list can be installed: at least one pair, each
+    /// of one address family, none twice. Both backends check it first.
+    pub fn check(&self) -> Result<(), SelectorError> {
+        check_selectors(&self.selectors)
+    }
+    /// The outbound and inbound SA this pair consists of. Their selector is
+    /// the selector pair when there is one; with several, a wildcard of
+    /// their family, or AF_UNSPEC when the pairs mix families.
     pub fn sa_specs(&self) -> [SaSpec; 2] {
         sa_specs(self)
     }
-    /// The policies (out, in and, except in transport mode, fwd) for the
-    /// pair at outer addresses `outer`.
+    /// The policies (out, in and, except in transport mode, fwd) of every
+    /// selector pair, in order, at outer addresses `outer`.
     pub fn policy_specs(&self, outer: OuterPair) -> Vec<PolicySpec> {
         let mut h = handle_of(self);
         h.outer = outer;
@@ -218,8 +523,8 @@ impl ChildSaSpec {
 }
 
 fn sa_specs(spec: &ChildSaSpec) -> [SaSpec; 2] {
-    let out_sel = TrafficSelector::new(spec.local_ts, spec.remote_ts);
-    let common = |src, dst, spi, crypto: &Crypto, sel, encap| SaSpec {
+    let (out_sel, af_unspec) = sa_selector(&spec.selectors);
+    let common = |src, dst, spi, crypto: &Crypto, selector, encap| SaSpec {
         src,
         dst,
         spi,
@@ -227,7 +532,8 @@ fn sa_specs(spec: &ChildSaSpec) -> [SaSpec; 2] {
         mode: spec.mode,
         reqid: spec.reqid,
         crypto: crypto.clone(),
-        selector: Some(sel),
+        selector,
+        selector_af_unspec: af_unspec,
         encap,
         mark: spec.mark,
         if_id: spec.if_id,
@@ -249,7 +555,7 @@ fn sa_specs(spec: &ChildSaSpec) -> [SaSpec; 2] {
             spec.outer.local,
             spec.spi_in,
             &spec.crypto_in,
-            out_sel.reversed(),
+            out_sel.map(|s| s.reversed()),
             spec.encap.map(Encap::reversed),
         ),
     ]
@@ -258,8 +564,7 @@ fn sa_specs(spec: &ChildSaSpec) -> [SaSpec; 2] {
 fn handle_of(spec: &ChildSaSpec) -> ChildSaHandle {
     ChildSaHandle {
         outer: spec.outer,
-        local_ts: spec.local_ts,
-        remote_ts: spec.remote_ts,
+        selectors: spec.selectors.clone(),
         mode: spec.mode,
         reqid: spec.reqid,
         spi_out: spec.spi_out,
@@ -271,17 +576,17 @@ fn handle_of(spec: &ChildSaSpec) -> ChildSaHandle {
 }
 
 fn policy_specs(h: &ChildSaHandle, priority: u32) -> Vec<PolicySpec> {
-    h.policy_dirs()
-        .iter()
-        .map(|dir| {
-            let (src, dst) = if *dir == Dir::Out {
+    h.policy_keys()
+        .into_iter()
+        .map(|key| {
+            let (src, dst) = if key.dir == Dir::Out {
                 (h.outer.local, h.outer.remote)
             } else {
                 (h.outer.remote, h.outer.local)
             };
             PolicySpec {
-                selector: h.policy_key(*dir).selector,
-                dir: *dir,
+                selector: key.selector,
+                dir: key.dir,
                 priority,
                 action: Default::default(),
                 templates: vec![Template {
@@ -300,21 +605,30 @@ fn policy_specs(h: &ChildSaHandle, priority: u32) -> Vec<PolicySpec> {
         .collect()
 }
 
-/// The MIGRATE calls that move `h` to `to`: one per policy direction, each
-/// carrying the SA that direction uses.
+/// The MIGRATE calls that move `h` to `to`: one per policy (selector pair
+/// and direction, in [`ChildSaHandle::policy_keys`] order), each with the
+/// SA its direction uses. The first call of a direction moves that SA; for
+/// the later ones the kernel finds no SA of the reqid at the old addresses
+/// any more (or another one, e.g. the other pair of a rekey, which moves
+/// too) and moves the policy's template.
 fn migrate_specs(h: &ChildSaHandle, to: OuterPair, encap: Option<Encap>) -> Vec<MigrateSpec> {
-    PairMove {
-        selector: h.out_sel(),
-        from: h.outer,
-        to,
-        proto: Proto::Esp,
-        mode: h.mode,
-        reqid: h.reqid,
-        encap,
-        kmaddress: false,
-        if_id: h.if_id,
-    }
-    .specs(h.policy_dirs())
+    h.selectors
+        .iter()
+        .flat_map(|pair| {
+            PairMove {
+                selector: pair.outbound(),
+                from: h.outer,
+                to,
+                proto: Proto::Esp,
+                mode: h.mode,
+                reqid: h.reqid,
+                encap,
+                kmaddress: false,
+                if_id: h.if_id,
+            }
+            .specs(h.policy_dirs())
+        })
+        .collect()
 }
 
 /// [`ChildSaBackend`] over the kernel's XFRM.
@@ -348,6 +662,7 @@ impl KernelBackend {
     }
 
     async fn install(&self, spec: &ChildSaSpec) -> Result<ChildSaHandle, Error> {
+        spec.check()?;
         let h = handle_of(spec);
         let [out, inb] = sa_specs(spec);
         self.handle.state().add(&out).await?;
@@ -355,17 +670,17 @@ impl KernelBackend {
             let _ = self.handle.state().delete(&h.out_key()).await;
             return Err(e);
         }
-        let mut done = Vec::new();
-        for p in policy_specs(&h, spec.priority) {
-            if let Err(e) = self.handle.policy().add(&p).await {
-                for d in done {
-                    let _ = self.handle.policy().delete(&h.policy_key(d)).await;
+        let mut done: Vec<PolicyKey> = Vec::new();
+        for (p, key) in policy_specs(&h, spec.priority).iter().zip(h.policy_keys()) {
+            if let Err(e) = self.handle.policy().add(p).await {
+                for d in done.iter().rev() {
+                    let _ = self.handle.policy().delete(d).await;
                 }
                 let _ = self.handle.state().delete(&h.out_key()).await;
                 let _ = self.handle.state().delete(&h.in_key()).await;
                 return Err(e);
             }
-            done.push(p.dir);
+            done.push(key);
         }
         Ok(h)
     }
@@ -376,14 +691,16 @@ impl KernelBackend {
         to: OuterPair,
         encap: Option<Encap>,
     ) -> Result<ChildSaHandle, Error> {
+        check_selectors(&h.selectors)?;
         let steps = migrate_specs(h, to, encap);
         for (i, m) in steps.iter().enumerate() {
             if let Err(e) = self.handle.migrate(m).await {
-                // The kernel rolled back this call; undo the earlier ones so
-                // the pair is never split across two address pairs.
+                // The kernel rolled back this call; undo the earlier ones
+                // (last first) so the SAs and policies are never split
+                // across two address pairs.
                 let mut moved = h.clone();
                 moved.outer = to;
-                for back in migrate_specs(&moved, h.outer, h.encap).iter().take(i) {
+                for back in migrate_specs(&moved, h.outer, h.encap).iter().take(i).rev() {
                     let _ = self.handle.migrate(back).await;
                 }
                 return Err(e);
@@ -399,8 +716,8 @@ impl KernelBackend {
 
     async fn delete(&self, h: &ChildSaHandle) -> Result<(), Error> {
         let mut first = None;
-        for d in h.policy_dirs() {
-            if let Err(e) = self.handle.policy().delete(&h.policy_key(*d)).await {
+        for key in h.policy_keys() {
+            if let Err(e) = self.handle.policy().delete(&key).await {
                 first.get_or_insert(e);
             }
         }
@@ -547,12 +864,23 @@ impl FakeBackend {
         (st.sas.len(), st.policies.len())
     }
 
+    /// The policies held, in no particular order (for tests).
+    pub fn policies(&self) -> Vec<PolicySpec> {
+        self.lock().policies.values().cloned().collect()
+    }
+
+    /// The SAs held, in no particular order, keys left out (for tests).
+    pub fn sas(&self) -> Vec<SaInfo> {
+        self.lock().sas.values().map(sa_info).collect()
+    }
+
     /// Whether no SA and no policy is held.
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0)
     }
 
     fn install(&self, spec: &ChildSaSpec) -> Result<ChildSaHandle, Error> {
+        spec.check()?;
         let h = handle_of(spec);
         let sas = sa_specs(spec);
         let pols = policy_specs(&h, spec.priority);
@@ -575,6 +903,7 @@ impl FakeBackend {
             {
                 return Err(Error::AddPolicy {
                     dir: p.dir,
+                    selector: p.selector,
                     source: kerr(libc::EEXIST),
                 });
             }
@@ -613,36 +942,48 @@ impl FakeBackend {
         {
             return Err(Error::Invalid("outer pair of mixed families".into()));
         }
+        check_selectors(&h.selectors)?;
+        let Some(first) = h.selectors.first() else {
+            return Err(SelectorError::Empty.into());
+        };
+        // The SA errors name the first policy of the direction (the one
+        // whose MIGRATE moves that SA).
+        let sa_err = |i: usize, errno| {
+            let dir = if i == 0 { Dir::Out } else { Dir::In };
+            Error::Migrate {
+                dir,
+                selector: h.policy_key(first, dir).selector,
+                source: kerr(errno),
+            }
+        };
         let mut st = self.lock();
         let (ok, ik) = (h.out_key(), h.in_key());
         let oldk = [(ok.dst, 50u8, ok.spi), (ik.dst, 50u8, ik.spi)];
         let newk = [(to.remote, 50u8, h.spi_out), (to.local, 50u8, h.spi_in)];
         for (i, k) in oldk.iter().enumerate() {
             if !st.sas.contains_key(k) {
-                return Err(Error::Migrate {
-                    dir: if i == 0 { Dir::Out } else { Dir::In },
-                    source: kerr(libc::ENOENT),
-                });
+                return Err(sa_err(i, libc::ENOENT));
             }
         }
         // The kernel cannot add the moved SA where one exists already:
         // xfrm_migrate rolls back and returns ENODATA.
         for (i, k) in newk.iter().enumerate() {
             if !oldk.contains(k) && st.sas.contains_key(k) {
-                return Err(Error::Migrate {
-                    dir: if i == 0 { Dir::Out } else { Dir::In },
-                    source: kerr(libc::ENODATA),
-                });
+                return Err(sa_err(i, libc::ENODATA));
             }
         }
-        for d in h.policy_dirs() {
-            let key = h.policy_key(*d);
-            if !st
-                .policies
-                .contains_key(&(key.selector, *d, key.mark.map(|m| (m.value, m.mask))))
-            {
+        // Every policy of every selector pair must be there: the kernel
+        // refuses the MIGRATE of a missing one (ENOENT), and the backend
+        // rolls back the ones before it.
+        for key in h.policy_keys() {
+            if !st.policies.contains_key(&(
+                key.selector,
+                key.dir,
+                key.mark.map(|m| (m.value, m.mask)),
+            )) {
                 return Err(Error::Migrate {
-                    dir: *d,
+                    dir: key.dir,
+                    selector: key.selector,
                     source: kerr(libc::ENOENT),
                 });
             }
@@ -691,20 +1032,20 @@ impl FakeBackend {
         let mut st = self.lock();
         let mut first = None;
         let mut ev = Vec::new();
-        for d in h.policy_dirs() {
-            let key = h.policy_key(*d);
+        for key in h.policy_keys() {
             match st
                 .policies
-                .remove(&(key.selector, *d, key.mark.map(|m| (m.value, m.mask))))
+                .remove(&(key.selector, key.dir, key.mark.map(|m| (m.value, m.mask))))
             {
                 Some(_) => ev.push(XfrmEvent::PolicyDeleted {
                     selector: Some(key.selector),
-                    dir: Some(*d),
+                    dir: Some(key.dir),
                     index: 0,
                 }),
                 None => {
                     first.get_or_insert(Error::DeletePolicy {
-                        dir: *d,
+                        dir: key.dir,
+                        selector: key.selector,
                         source: kerr(libc::ENOENT),
                     });
                 }

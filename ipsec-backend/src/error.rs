@@ -88,27 +88,31 @@ pub enum Error {
     FlushSa(#[source] NetlinkError),
     #[error("allocating an SPI")]
     AllocSpi(#[source] NetlinkError),
-    #[error("adding policy ({dir})")]
+    #[error("adding policy ({dir} {selector})")]
     AddPolicy {
         dir: crate::types::Dir,
+        selector: crate::types::TrafficSelector,
         #[source]
         source: NetlinkError,
     },
-    #[error("updating policy ({dir})")]
+    #[error("updating policy ({dir} {selector})")]
     UpdatePolicy {
         dir: crate::types::Dir,
+        selector: crate::types::TrafficSelector,
         #[source]
         source: NetlinkError,
     },
-    #[error("deleting policy ({dir})")]
+    #[error("deleting policy ({dir} {selector})")]
     DeletePolicy {
         dir: crate::types::Dir,
+        selector: crate::types::TrafficSelector,
         #[source]
         source: NetlinkError,
     },
-    #[error("getting policy ({dir})")]
+    #[error("getting policy ({dir} {selector})")]
     GetPolicy {
         dir: crate::types::Dir,
+        selector: crate::types::TrafficSelector,
         #[source]
         source: NetlinkError,
     },
@@ -118,9 +122,10 @@ pub enum Error {
     FlushPolicy(#[source] NetlinkError),
     /// XFRM_MSG_MIGRATE failed; the kernel has rolled back every SA and
     /// policy it touched in this call (`xfrm_migrate` restores on error).
-    #[error("migrating SAs and policies ({dir})")]
+    #[error("migrating SAs and policies ({dir} {selector})")]
     Migrate {
         dir: crate::types::Dir,
+        selector: crate::types::TrafficSelector,
         #[source]
         source: NetlinkError,
     },
@@ -133,6 +138,9 @@ pub enum Error {
     Netns(#[source] std::io::Error),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The traffic selectors of a CHILD_SA cannot be installed.
+    #[error("CHILD_SA traffic selectors")]
+    Selectors(#[from] crate::child::SelectorError),
 }
 
 impl Error {

@@ -133,6 +133,7 @@ impl XfrmHandle {
             .map(|_| ())
             .map_err(|source| Error::Migrate {
                 dir: spec.dir,
+                selector: spec.selector,
                 source,
             })
     }
@@ -302,7 +303,11 @@ impl PolicyHandle<'_> {
             )
             .await
             .map(|_| ())
-            .map_err(|source| Error::AddPolicy { dir: p.dir, source })
+            .map_err(|source| Error::AddPolicy {
+                dir: p.dir,
+                selector: p.selector,
+                source,
+            })
     }
 
     /// `ip xfrm policy update ...` (XFRM_MSG_UPDPOLICY: add or replace).
@@ -312,7 +317,11 @@ impl PolicyHandle<'_> {
             .exchange(XfrmMessage::UpdPolicy(info, attrs), 0)
             .await
             .map(|_| ())
-            .map_err(|source| Error::UpdatePolicy { dir: p.dir, source })
+            .map_err(|source| Error::UpdatePolicy {
+                dir: p.dir,
+                selector: p.selector,
+                source,
+            })
     }
 
     /// `ip xfrm policy delete src S dst D dir X` (XFRM_MSG_DELPOLICY).
@@ -324,6 +333,7 @@ impl PolicyHandle<'_> {
             .map(|_| ())
             .map_err(|source| Error::DeletePolicy {
                 dir: key.dir,
+                selector: key.selector,
                 source,
             })
     }
@@ -333,6 +343,7 @@ impl PolicyHandle<'_> {
         let (id, attrs) = key.to_raw();
         let err = |source| Error::GetPolicy {
             dir: key.dir,
+            selector: key.selector,
             source,
         };
         let replies = self

@@ -28,6 +28,7 @@ pub mod types;
 
 pub use child::{
     ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, FakeBackend, KernelBackend,
+    SelectorError, SelectorPair,
 };
 pub use error::{Error, KernelError, NetlinkError};
 pub use handle::{PolicyKey, SaKey, XfrmHandle};

@@ -478,6 +478,14 @@ pub struct SaSpec {
     /// Selector (None: any, like iproute2's default).
     #[serde(default)]
     pub selector: Option<TrafficSelector>,
+    /// With `selector: None`: set XFRM_STATE_AF_UNSPEC, so the empty
+    /// selector keeps family AF_UNSPEC and the SA carries inner traffic of
+    /// either family (a tunnel-mode SA serving IPv4 and IPv6 selectors, as
+    /// strongSwan installs them). Without it the kernel gives an empty
+    /// selector the SA's outer family, and output lookups for inner traffic
+    /// of the other family pass the SA by.
+    #[serde(default)]
+    pub selector_af_unspec: bool,
     /// ESP-in-UDP.
     #[serde(default)]
     pub encap: Option<Encap>,
@@ -530,6 +538,14 @@ impl SaSpec {
         };
         if self.esn {
             flags |= XFRM_STATE_ESN;
+        }
+        if self.selector_af_unspec {
+            if self.selector.is_some() {
+                return Err(Error::Invalid(
+                    "an SA selector with XFRM_STATE_AF_UNSPEC must be empty".into(),
+                ));
+            }
+            flags |= XFRM_STATE_AF_UNSPEC;
         }
         if let Some(e) = self.encap {
             attrs.push(Attr::Encap(e.to_raw()));

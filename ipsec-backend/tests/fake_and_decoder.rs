@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use futures::StreamExt;
 use ipsec_backend::netlink::NlMessage;
 use ipsec_backend::types::{Crypto, Dir, Encap, Mode, OuterPair, unhex};
-use ipsec_backend::{ChildSaBackend, ChildSaSpec, Error, FakeBackend, XfrmEvent};
+use ipsec_backend::{ChildSaBackend, ChildSaSpec, Error, FakeBackend, SelectorPair, XfrmEvent};
 use proptest::prelude::*;
 
 fn ip(s: &str) -> IpAddr {
@@ -21,8 +21,10 @@ fn spec(spi_out: u32, spi_in: u32, reqid: u32, remote_ts: &str) -> ChildSaSpec {
             local: ip("192.0.2.1"),
             remote: ip("192.0.2.2"),
         },
-        local_ts: "10.1.0.0/24".parse().expect("p"),
-        remote_ts: remote_ts.parse().expect("p"),
+        selectors: vec![SelectorPair::new(
+            "10.1.0.0/24".parse().expect("p"),
+            remote_ts.parse().expect("p"),
+        )],
         mode: Mode::Tunnel,
         reqid,
         spi_out,

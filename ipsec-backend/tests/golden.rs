@@ -96,6 +96,7 @@ fn sa_add_aes_gcm_tunnel_matches_iproute2() {
         reqid: 1,
         crypto: Crypto::aes_gcm(&[0x11; 20]),
         selector: None,
+        selector_af_unspec: false,
         encap: None,
         mark: None,
         if_id: None,
@@ -154,6 +155,7 @@ fn sa_add_cbc_hmac_transport_with_encap_mark_ifid_esn_matches_iproute2() {
         reqid: 7,
         crypto: Crypto::aes_cbc_hmac_sha256(&[0x33; 32], &[0x44; 32]),
         selector: None,
+        selector_af_unspec: false,
         encap: Some(Encap {
             sport: 4500,
             dport: 4501,

@@ -340,6 +340,7 @@ fn esp_sa_add_works_or_fails_with_errno_and_kernel_text() {
             reqid: 1,
             crypto: Crypto::aes_gcm(&[0x11; 20]),
             selector: None,
+            selector_af_unspec: false,
             encap: None,
             mark: None,
             if_id: None,
@@ -423,7 +424,7 @@ fn kernel_backend_events_report_policy_changes() {
 
 #[test]
 fn kernel_install_child_sa_is_all_or_nothing() {
-    use ipsec_backend::{ChildSaBackend, ChildSaSpec, KernelBackend};
+    use ipsec_backend::{ChildSaBackend, ChildSaSpec, KernelBackend, SelectorPair};
     in_new_netns(|| async {
         let b = KernelBackend::new().expect("backend");
         let spec = ChildSaSpec {
@@ -431,8 +432,10 @@ fn kernel_install_child_sa_is_all_or_nothing() {
                 local: ip("192.0.2.1"),
                 remote: ip("192.0.2.2"),
             },
-            local_ts: "10.1.0.0/24".parse().expect("p"),
-            remote_ts: "10.2.0.0/24".parse().expect("p"),
+            selectors: vec![SelectorPair::new(
+                "10.1.0.0/24".parse().expect("p"),
+                "10.2.0.0/24".parse().expect("p"),
+            )],
             mode: Mode::Tunnel,
             reqid: 1,
             spi_out: 0x100,
@@ -477,6 +480,172 @@ fn kernel_install_child_sa_is_all_or_nothing() {
             "only the pre-existing policy may remain: {left:?}"
         );
         assert_eq!(left[0].dir, Some(Dir::Fwd));
+    })
+    .expect("netns");
+}
+
+/// The CHILD_SA of the multi-selector tests: 10.1.0.0/24 and 10.3.0.0/24
+/// (ours) x 10.2.0.0/24 and 10.4.0.0/24 (the peer's), plus fd01::/64 <->
+/// fd02::/64 (the IPv6 x IPv4 combinations are left out): 5 pairs.
+fn multi_spec() -> ipsec_backend::ChildSaSpec {
+    use ipsec_backend::{ChildSaSpec, SelectorPair};
+    let p = |s: &str| s.parse::<ipsec_backend::types::Prefix>().expect("prefix");
+    ChildSaSpec {
+        outer: OuterPair {
+            local: ip("192.0.2.1"),
+            remote: ip("192.0.2.2"),
+        },
+        selectors: SelectorPair::product(
+            &[p("10.1.0.0/24"), p("10.3.0.0/24"), p("fd01::/64")],
+            &[p("10.2.0.0/24"), p("10.4.0.0/24"), p("fd02::/64")],
+        ),
+        mode: Mode::Tunnel,
+        reqid: 5,
+        spi_out: 0x100,
+        spi_in: 0x200,
+        crypto_out: Crypto::aes_gcm(&[1; 20]),
+        crypto_in: Crypto::aes_gcm(&[2; 20]),
+        encap: None,
+        mark: None,
+        if_id: None,
+        replay_window: 32,
+        esn: false,
+        priority: 0,
+        lifetime: None,
+    }
+}
+
+/// (selector, dir) -> (template src, template dst, reqid) of every policy.
+async fn spd(
+    h: &XfrmHandle,
+) -> std::collections::HashMap<(TrafficSelector, Dir), (IpAddr, IpAddr, u32)> {
+    h.policy()
+        .dump()
+        .await
+        .expect("dump")
+        .into_iter()
+        .map(|p| {
+            let t = p.templates[0];
+            (
+                (p.selector.expect("selector"), p.dir.expect("dir")),
+                (t.src, t.dst, t.reqid),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_backend_moves_and_deletes_the_policies_of_every_selector_pair() {
+    use ipsec_backend::{ChildSaBackend, KernelBackend};
+    in_new_netns(|| async {
+        let b = KernelBackend::new().expect("backend");
+        let spec = multi_spec();
+        assert_eq!(spec.selectors.len(), 5);
+        // The host kernel may have no ESP, so the SAs are left out: the
+        // policies are added as install_child_sa adds them. MIGRATE moves
+        // a policy's template whether or not an SA matches.
+        for p in spec.policy_specs(spec.outer) {
+            b.handle().policy().add(&p).await.expect("add policy");
+        }
+        let h = spec.handle();
+        let keys = h.policy_keys();
+        assert_eq!(keys.len(), 15);
+        let got = spd(b.handle()).await;
+        assert_eq!(got.len(), 15, "{got:?}");
+        for k in &keys {
+            let (src, dst, reqid) = got[&(k.selector, k.dir)];
+            let want = if k.dir == Dir::Out {
+                ("192.0.2.1", "192.0.2.2")
+            } else {
+                ("192.0.2.2", "192.0.2.1")
+            };
+            assert_eq!((src, dst, reqid), (ip(want.0), ip(want.1), 5), "{k:?}");
+        }
+
+        let to = OuterPair {
+            local: ip("198.51.100.1"),
+            remote: ip("198.51.100.2"),
+        };
+        let h2 = b.migrate_child_sa(&h, to, None).await.expect("migrate");
+        assert_eq!(h2.outer, to);
+        let moved = spd(b.handle()).await;
+        for k in &keys {
+            let (src, dst, _) = moved[&(k.selector, k.dir)];
+            let want = if k.dir == Dir::Out {
+                (to.local, to.remote)
+            } else {
+                (to.remote, to.local)
+            };
+            assert_eq!((src, dst), want, "{k:?} not moved");
+        }
+
+        // The last policy (fwd of fd02::/64 -> fd01::/64) vanishes: moving
+        // back is refused at it, and the 14 moved before it are moved
+        // forward again, so the set is never split over two outer pairs.
+        let last = *keys.last().expect("keys");
+        assert_eq!(last.dir, Dir::Fwd);
+        b.handle().policy().delete(&last).await.expect("delete last");
+        let e = b
+            .migrate_child_sa(&h2, spec.outer, None)
+            .await
+            .expect_err("missing policy");
+        assert!(
+            matches!(&e, Error::Migrate { dir: Dir::Fwd, selector, .. } if *selector == last.selector),
+            "{e:?}"
+        );
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        let after = spd(b.handle()).await;
+        assert_eq!(after.len(), 14);
+        for (k, (src, dst, _)) in &after {
+            let want = if k.1 == Dir::Out {
+                (to.local, to.remote)
+            } else {
+                (to.remote, to.local)
+            };
+            assert_eq!((*src, *dst), want, "{k:?} not rolled back");
+        }
+
+        // Delete removes every policy; the SAs were never there, which is
+        // the error returned.
+        let last_spec = spec.policy_specs(to).pop().expect("specs");
+        b.handle().policy().add(&last_spec).await.expect("re-add");
+        let e = b.delete_child_sa(&h2).await.expect_err("no SAs");
+        assert!(matches!(e, Error::DeleteSa { .. }), "{e:?}");
+        let left = b.handle().policy().dump().await.expect("dump");
+        assert!(left.is_empty(), "{left:?}");
+    })
+    .expect("netns");
+}
+
+#[test]
+fn kernel_install_of_several_pairs_is_all_or_nothing() {
+    use ipsec_backend::{ChildSaBackend, KernelBackend};
+    in_new_netns(|| async {
+        let b = KernelBackend::new().expect("backend");
+        let spec = multi_spec();
+        // Occupy the last policy, so that install fails at its last step
+        // even where ESP works (on a kernel without ESP, at the first SA).
+        let last = spec.policy_specs(spec.outer).pop().expect("specs");
+        b.handle().policy().add(&last).await.expect("pre-existing");
+        let e = b.install_child_sa(&spec).await.expect_err("must fail");
+        assert!(
+            matches!(
+                &e,
+                Error::AddSa { .. } | Error::AddPolicy { dir: Dir::Fwd, .. }
+            ),
+            "{e:?}"
+        );
+        if let Error::AddPolicy { selector, .. } = &e {
+            assert_eq!(*selector, last.selector);
+        }
+        assert!(b.handle().state().dump().await.expect("dump").is_empty());
+        let left = b.handle().policy().dump().await.expect("dump");
+        assert_eq!(
+            left.len(),
+            1,
+            "only the pre-existing policy may remain: {left:?}"
+        );
+        assert_eq!(left[0].selector, Some(last.selector));
     })
     .expect("netns");
 }

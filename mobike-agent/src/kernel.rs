@@ -9,9 +9,17 @@
 //! each other on rekey: the first pair of a reqid is installed with its
 //! policies through the trait, later pairs of the same reqid add only their
 //! SAs (XFRM state calls, kernel backend only), and the policies go when the
-//! engine says no CHILD_SA uses them any more. Not supported: more than one
-//! traffic selector per side, and selectors that are not one address prefix
-//! with any protocol and port (the kernel SA/policy selector is a prefix).
+//! engine says no CHILD_SA uses them any more.
+//!
+//! Traffic selectors (RFC 7296 §2.9): the engine's negotiated lists, N
+//! local (TSi for the initiator) and M remote, become every local × remote
+//! combination of one address family, one [`SelectorPair`] each, and
+//! ipsec-backend installs an out/in/fwd policy set per pair (as strongSwan's
+//! kernel-netlink does); combinations of different families are skipped.
+//! Not supported (a [`MapError`] naming the selector): selectors that are
+//! not one address prefix for any protocol and port (an address range
+//! such as 10.1.0.1-10.1.0.9, or a port or protocol restriction), since the
+//! kernel's policy selector is one prefix per side here.
 
 use std::{
     collections::HashMap,
@@ -19,7 +27,7 @@ use std::{
 };
 
 use ipsec_backend::{
-    ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, XfrmHandle,
+    ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, SelectorPair, XfrmHandle,
     types::{Crypto, Encap, Mode as XfrmMode, OuterPair, Prefix},
 };
 
@@ -35,13 +43,19 @@ pub enum MapError {
     /// A side has no traffic selector.
     #[error("no {0} traffic selector")]
     NoSelector(&'static str),
-    /// More than one selector on a side (one policy set per pair here).
-    #[error("{side}: {count} traffic selectors, only one per side is supported")]
-    MultipleSelectors {
-        /// `local` or `remote`.
-        side: &'static str,
-        /// How many.
-        count: usize,
+    /// No local selector has a remote one of the same address family, so
+    /// no policy could be installed (RFC 7296 §2.9: the lists may mix IPv4
+    /// and IPv6; a pair is of one family).
+    #[error(
+        "no local and remote traffic selectors of one address family: local {}, remote {}",
+        prefix_list(.local),
+        prefix_list(.remote)
+    )]
+    NoPairOfOneFamily {
+        /// The local selectors.
+        local: Vec<Prefix>,
+        /// The remote selectors.
+        remote: Vec<Prefix>,
     },
     /// The selector is not one address prefix for any protocol and port.
     #[error("{side} traffic selector {start}-{end} is not a single prefix for any protocol/port")]
@@ -144,6 +158,13 @@ pub enum KernelEvent {
     },
 }
 
+fn prefix_list(v: &[Prefix]) -> String {
+    let items: Vec<String> = v.iter().map(Prefix::to_string).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// One RFC 7296 §3.13.1 selector (an address range, a protocol, a port
+/// range) as the prefix it must be here.
 fn prefix_of(ts: &TrafficSelector, side: &'static str) -> Result<Prefix, MapError> {
     let not = || MapError::NotPrefix {
         side,
@@ -189,26 +210,30 @@ fn encap_of(e: Option<UdpEncap>) -> Option<Encap> {
 }
 
 /// The [`ChildSaSpec`] for an install action: SPIs, AEAD keys (key | salt),
-/// the (single) traffic selector of each side as a prefix, tunnel mode, ESN and
-/// UDP encapsulation (our ports) when a NAT was detected.
+/// the traffic selector pairs (every local × remote selector of one address
+/// family, RFC 7296 §2.9), tunnel mode, ESN and UDP encapsulation (our
+/// ports) when a NAT was detected.
 pub fn child_sa_spec(i: &ChildSaInstall) -> Result<ChildSaSpec, MapError> {
-    let one = |ts: &'_ [TrafficSelector], side| match ts {
-        [t] => Ok(*t),
-        [] => Err(MapError::NoSelector(side)),
-        _ => Err(MapError::MultipleSelectors {
-            side,
-            count: ts.len(),
-        }),
+    let prefixes = |ts: &[TrafficSelector], side| {
+        if ts.is_empty() {
+            return Err(MapError::NoSelector(side));
+        }
+        ts.iter()
+            .map(|t| prefix_of(t, side))
+            .collect::<Result<Vec<_>, _>>()
     };
-    let local = &one(&i.local_ts, "local")?;
-    let remote = &one(&i.remote_ts, "remote")?;
+    let local = prefixes(&i.local_ts, "local")?;
+    let remote = prefixes(&i.remote_ts, "remote")?;
+    let selectors = SelectorPair::product(&local, &remote);
+    if selectors.is_empty() {
+        return Err(MapError::NoPairOfOneFamily { local, remote });
+    }
     Ok(ChildSaSpec {
         outer: OuterPair {
             local: i.local,
             remote: i.remote,
         },
-        local_ts: prefix_of(local, "local")?,
-        remote_ts: prefix_of(remote, "remote")?,
+        selectors,
         mode: match i.mode {
             Mode::Tunnel => XfrmMode::Tunnel,
         },
@@ -657,8 +682,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.reqid, 3);
         assert_eq!((s.spi_in, s.spi_out), (0xc000_0001, 0xc000_0002));
-        assert_eq!(s.local_ts.to_string(), "10.1.0.0/24");
-        assert_eq!(s.remote_ts.to_string(), "10.2.0.0/24");
+        assert_eq!(s.selectors.len(), 1);
+        assert_eq!(s.selectors[0].local.to_string(), "10.1.0.0/24");
+        assert_eq!(s.selectors[0].remote.to_string(), "10.2.0.0/24");
         assert_eq!(s.mode, XfrmMode::Tunnel);
         assert_eq!(s.crypto_in, Crypto::aes_gcm(&[1; 36]));
         assert_eq!(s.crypto_out, Crypto::chacha20_poly1305(&[2; 36]));
@@ -674,14 +700,140 @@ mod tests {
         i.remote_ts.clear();
         assert_eq!(child_sa_spec(&i), Err(MapError::NoSelector("remote")));
         let mut i = install(3, 1, None);
+        i.local_ts.clear();
+        assert_eq!(child_sa_spec(&i), Err(MapError::NoSelector("local")));
+    }
+
+    fn pairs(s: &ChildSaSpec) -> Vec<String> {
+        s.selectors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn two_by_two_selectors_make_four_pairs() {
+        let mut i = install(3, 1, None);
         i.local_ts.push(ts("10.3.0.0", "10.3.0.255"));
+        i.remote_ts.push(ts("10.4.0.0", "10.4.255.255"));
+        let s = child_sa_spec(&i).unwrap();
         assert_eq!(
-            child_sa_spec(&i),
-            Err(MapError::MultipleSelectors {
-                side: "local",
-                count: 2
-            })
+            pairs(&s),
+            [
+                "10.1.0.0/24 <-> 10.2.0.0/24",
+                "10.1.0.0/24 <-> 10.4.0.0/16",
+                "10.3.0.0/24 <-> 10.2.0.0/24",
+                "10.3.0.0/24 <-> 10.4.0.0/16",
+            ]
         );
+        // The same selector twice (e.g. narrowed from two proposals) makes
+        // one pair, not two colliding policy sets.
+        let mut i = install(3, 1, None);
+        i.remote_ts.push(ts("10.2.0.0", "10.2.0.255"));
+        assert_eq!(child_sa_spec(&i).unwrap().selectors.len(), 1);
+    }
+
+    #[test]
+    fn pairs_of_different_families_are_skipped() {
+        let mut i = install(3, 1, None);
+        i.local_ts.push(ts("fd01::", "fd01::ffff:ffff:ffff:ffff"));
+        i.remote_ts.insert(0, ts("fd02::", "fd02::ffff"));
+        let s = child_sa_spec(&i).unwrap();
+        assert_eq!(
+            pairs(&s),
+            ["10.1.0.0/24 <-> 10.2.0.0/24", "fd01::/64 <-> fd02::/112"]
+        );
+        // Only IPv4 on one side, only IPv6 on the other: nothing to install,
+        // and the error names the selectors.
+        let mut i = install(3, 1, None);
+        i.remote_ts = vec![ts("fd02::", "fd02::ffff"), ts("fd03::", "fd03::ff")];
+        let e = child_sa_spec(&i).unwrap_err();
+        assert_eq!(
+            e,
+            MapError::NoPairOfOneFamily {
+                local: vec!["10.1.0.0/24".parse().unwrap()],
+                remote: vec!["fd02::/112".parse().unwrap(), "fd03::/120".parse().unwrap()],
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "no local and remote traffic selectors of one address family: \
+             local [10.1.0.0/24], remote [fd02::/112, fd03::/120]"
+        );
+    }
+
+    #[test]
+    fn one_selector_that_is_no_prefix_refuses_the_whole_list() {
+        let mut i = install(3, 1, None);
+        i.remote_ts.push(ts("10.4.0.1", "10.4.0.9"));
+        let e = child_sa_spec(&i).unwrap_err();
+        assert_eq!(
+            e,
+            MapError::NotPrefix {
+                side: "remote",
+                start: "10.4.0.1".parse().unwrap(),
+                end: "10.4.0.9".parse().unwrap(),
+            }
+        );
+        assert!(e.to_string().contains("10.4.0.1-10.4.0.9"), "{e}");
+        let mut i = install(3, 1, None);
+        let mut tcp = ts("10.3.0.0", "10.3.0.255");
+        tcp.ip_protocol = 6;
+        i.local_ts.push(tcp);
+        assert!(matches!(
+            child_sa_spec(&i),
+            Err(MapError::NotPrefix { side: "local", .. })
+        ));
+        let mut i = install(3, 1, None);
+        let mut port = ts("10.3.0.0", "10.3.0.255");
+        port.start_port = 443;
+        port.end_port = 443;
+        i.local_ts.insert(0, port);
+        assert!(matches!(
+            child_sa_spec(&i),
+            Err(MapError::NotPrefix { side: "local", .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn fake_backend_multi_selector_install_migrate_delete() {
+        let fake = std::sync::Arc::new(FakeBackend::new());
+        let mut k = Kernel::with_backend(Box::new(fake.clone()));
+        let mut i = install(3, 100, None);
+        i.local_ts.push(ts("10.3.0.0", "10.3.0.255"));
+        i.remote_ts.push(ts("10.4.0.0", "10.4.0.255"));
+        let ev = k.apply(KernelAction::InstallChildSa(Box::new(i))).await;
+        let KernelEvent::Installed { handle, .. } = ev else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(handle.selectors.len(), 4);
+        // Two SAs, 4 pairs x out/in/fwd policies.
+        assert_eq!(fake.len(), (2, 12));
+        let to: (IpAddr, IpAddr) = (
+            "198.51.100.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+        );
+        let ev = k
+            .apply(KernelAction::MigrateChildSa {
+                reqid: 3,
+                inbound_spi: 100,
+                outbound_spi: 101,
+                from: ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
+                to,
+                encap: None,
+            })
+            .await;
+        assert!(matches!(ev, KernelEvent::Migrated { .. }), "{ev:?}");
+        assert_eq!(fake.len(), (2, 12));
+        let ev = k
+            .apply(KernelAction::DeleteChildSa {
+                reqid: 3,
+                local: to.0,
+                remote: to.1,
+                inbound_spi: 100,
+                outbound_spi: 101,
+                remove_policies: true,
+            })
+            .await;
+        assert!(matches!(ev, KernelEvent::Deleted { .. }), "{ev:?}");
+        assert!(fake.is_empty(), "{:?}", fake.len());
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use futures::TryStreamExt as _;
-use ipsec_backend::types::Prefix;
+use ipsec_backend::{SelectorPair, types::Prefix};
 use netlink_packet_route::{
     address::AddressAttribute,
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
@@ -161,9 +161,13 @@ fn contains(p: &Prefix, a: IpAddr) -> bool {
 /// The routes a CHILD_SA with selector pairs `pairs` needs on a host with
 /// addresses `local`: each remote prefix once, with the first local
 /// address inside a local prefix of the same pair as source.
-pub fn plan(pairs: &[(Prefix, Prefix)], local: &[IpAddr]) -> Vec<(Prefix, IpAddr)> {
+pub fn plan(pairs: &[SelectorPair], local: &[IpAddr]) -> Vec<(Prefix, IpAddr)> {
     let mut out: Vec<(Prefix, IpAddr)> = Vec::new();
-    for (l, r) in pairs {
+    for SelectorPair {
+        local: l,
+        remote: r,
+    } in pairs
+    {
         if out.iter().any(|(d, _)| d == r) {
             continue;
         }
@@ -373,7 +377,7 @@ impl Routes {
     pub async fn install(
         &mut self,
         reqid: u32,
-        pairs: &[(Prefix, Prefix)],
+        pairs: &[SelectorPair],
         peer: IpAddr,
     ) -> Result<usize, RouteError> {
         let local = self.local_addresses().await?;
@@ -521,13 +525,14 @@ mod tests {
     #[test]
     fn plan_takes_a_local_address_inside_the_local_selector() {
         let pairs = [
-            (p("10.1.0.0/24"), p("10.2.0.0/24")),
-            (p("10.1.0.0/24"), p("10.4.0.0/16")),
-            (p("10.3.0.0/24"), p("10.2.0.0/24")),
-            (p("10.9.0.0/24"), p("10.8.0.0/24")),
-            (p("fd01::/64"), p("fd02::/64")),
-            (p("0.0.0.0/0"), p("fd03::/64")),
-        ];
+            ("10.1.0.0/24", "10.2.0.0/24"),
+            ("10.1.0.0/24", "10.4.0.0/16"),
+            ("10.3.0.0/24", "10.2.0.0/24"),
+            ("10.9.0.0/24", "10.8.0.0/24"),
+            ("fd01::/64", "fd02::/64"),
+            ("0.0.0.0/0", "fd03::/64"),
+        ]
+        .map(|(l, r)| SelectorPair::new(p(l), p(r)));
         let local = [a("192.0.2.1"), a("10.1.0.1"), a("fd01::1"), a("10.3.0.7")];
         assert_eq!(
             plan(&pairs, &local),

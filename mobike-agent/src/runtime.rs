@@ -240,7 +240,7 @@ async fn follow_routes(routes: &mut Routes, kernel: &Kernel, ev: &KernelEvent) {
             if h.mode == ipsec_backend::types::Mode::Tunnel =>
         {
             routes
-                .install(h.reqid, &[(h.local_ts, h.remote_ts)], h.outer.remote)
+                .install(h.reqid, &h.selectors, h.outer.remote)
                 .await
                 .map(drop)
         }
@@ -256,6 +256,12 @@ async fn follow_routes(routes: &mut Routes, kernel: &Kernel, ev: &KernelEvent) {
     if let Err(e) = r {
         warn!(error = %ipsec_backend::error::chain(&e), "tunnel route");
     }
+}
+
+/// `10.1.0.0/24 <-> 10.2.0.0/24, 10.3.0.0/24 <-> 10.4.0.0/24`.
+fn selector_list(pairs: &[ipsec_backend::SelectorPair]) -> String {
+    let items: Vec<String> = pairs.iter().map(ToString::to_string).collect();
+    items.join(", ")
 }
 
 fn log_kernel_event(ev: KernelEvent) {
@@ -300,8 +306,7 @@ fn log_kernel_event(ev: KernelEvent) {
             reqid = h.reqid,
             inbound = format_args!("{:#010x}", h.spi_in),
             outbound = format_args!("{:#010x}", h.spi_out),
-            local_ts = %h.local_ts,
-            remote_ts = %h.remote_ts,
+            selectors = %selector_list(&h.selectors),
             encap = ?h.encap,
             with_policies,
             "kernel: CHILD_SA installed"

@@ -13,7 +13,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use ipsec_backend::types::Prefix;
+use ipsec_backend::{SelectorPair, types::Prefix};
 use mobike_agent::routes::{RouteConfig, Routes};
 
 fn ip(args: &[&str]) -> bool {
@@ -95,17 +95,18 @@ fn routes_follow_the_child_sa_and_the_peer_and_go_away() {
         let n = r
             .install(
                 7,
-                &[(p("10.9.0.0/24"), p("10.8.0.0/24"))],
+                &[SelectorPair::new(p("10.9.0.0/24"), p("10.8.0.0/24"))],
                 a("198.51.100.2"),
             )
             .await
             .expect("install without local address");
         assert_eq!(n, 0);
         let pairs = [
-            (p("10.1.0.0/24"), p("10.2.0.0/24")),
-            (p("10.1.0.0/24"), p("10.4.0.0/16")),
-            (p("fd01::/64"), p("fd02::/64")),
-        ];
+            ("10.1.0.0/24", "10.2.0.0/24"),
+            ("10.1.0.0/24", "10.4.0.0/16"),
+            ("fd01::/64", "fd02::/64"),
+        ]
+        .map(|(l, r)| SelectorPair::new(p(l), p(r)));
         let n = r
             .install(1, &pairs, a("198.51.100.2"))
             .await

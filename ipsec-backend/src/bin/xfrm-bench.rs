@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ipsec_backend::types::{Crypto, Mode, OuterPair, Prefix};
-use ipsec_backend::{ChildSaBackend, ChildSaHandle, ChildSaSpec, KernelBackend, SaKey};
+use ipsec_backend::{
+    ChildSaBackend, ChildSaHandle, ChildSaSpec, KernelBackend, SaKey, SelectorPair,
+};
 
 /// Benchmark MIGRATE vs delete-and-re-add, and a 10k-SA dump. Needs root
 /// and a kernel with ESP (run it in the VM: tests/vm/run.sh ipsec-bench).
@@ -170,8 +172,7 @@ fn spec(i: usize, left: bool) -> ChildSaSpec {
     };
     ChildSaSpec {
         outer,
-        local_ts: lts,
-        remote_ts: rts,
+        selectors: vec![SelectorPair::new(lts, rts)],
         mode: Mode::Tunnel,
         reqid: i as u32 + 1,
         spi_out: so,

@@ -43,6 +43,10 @@ const EXAMPLES: &str = "Examples:
   # the same, into ESP-in-UDP with new ports (ours 4500, peer 4501):
   xfrmctl migrate ... --encap-sport 4500 --encap-dport 4501
   xfrmctl child install --spec child.json > handle.json
+  #   child.json: {\"outer\": {\"local\": \"192.0.2.1\", \"remote\": \"192.0.2.2\"},
+  #     \"local_ts\": [\"10.1.0.0/24\", \"10.3.0.0/24\"], \"remote_ts\": \"10.2.0.0/24\",
+  #     \"mode\": \"tunnel\", \"reqid\": 1, \"spi_out\": 256, \"spi_in\": 512,
+  #     \"crypto_out\": ..., \"crypto_in\": ...}
   xfrmctl child migrate --handle handle.json --new-local 198.51.100.1 --new-remote 198.51.100.2
   xfrmctl child counters --handle handle.json";
 
@@ -173,6 +177,13 @@ enum PolicyCmd {
 enum ChildCmd {
     /// Install a pair from a JSON ChildSaSpec (file or - for stdin); prints
     /// the handle JSON to use with the other child commands.
+    ///
+    /// Traffic selectors: `"selectors": [{"local": "10.1.0.0/24", "remote":
+    /// "10.2.0.0/24"}, ...]`, or `"local_ts"` and `"remote_ts"`, each a
+    /// prefix or a list of prefixes (every local x remote combination of
+    /// one address family). Each pair gets out, in and fwd policies (out
+    /// and in in transport mode); the SAs' selector is the pair when there
+    /// is one, else a wildcard.
     Install {
         #[arg(long)]
         spec: PathBuf,

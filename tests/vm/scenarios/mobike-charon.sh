@@ -5,19 +5,27 @@
 # ESP (kernel-netlink), each in its own network namespace.
 #
 #   netns A (agent, initiator) 192.0.2.1 <-veth-> 192.0.2.2 netns B (charon)
-#   inner: 10.1.0.1/24 on a dummy in A, 10.2.0.1/24 on a dummy in B
+#   inner: 10.1.0.1/24 and 10.3.0.1/24 on a dummy in A, 10.2.0.1/24 and
+#   10.4.0.1/24 on a dummy in B; the CHILD_SA has two traffic selectors per
+#   side (A: local 10.1.0.0/24,10.3.0.0/24, remote 10.2.0.0/24,10.4.0.0/24),
+#   so both install policies for the 4 combinations (RFC 7296 §2.9)
 #   IKE aes256gcm16-prfsha256-x25519, ESP aes256gcm16, PSK, tunnel mode
 #   1. the agent brings up IKE SA + CHILD_SA and installs it through
-#      ipsec-backend (SAs + out/in/fwd policies in A)
-#   2. ping 10.2.0.1 from 10.1.0.1 passes through the tunnel: the ESP SA
-#      packet counters in A grow, charon lists the CHILD_SA INSTALLED and
+#      ipsec-backend (2 SAs + out/in/fwd policies for each of the 4
+#      selector combinations = 12 policies in A, one reqid)
+#   2. ping 10.1.0.1 -> 10.2.0.1 and 10.3.0.1 -> 10.4.0.1 pass through the
+#      tunnel (and the cross combinations): the ESP SA packet counters in A
+#      grow, charon lists the CHILD_SA INSTALLED with both selectors and
 #      its kernel SAs in B count packets too; `mobike-agent status --json`
 #      reports the same SPIs and kernel counters
 #   3. charon rekeys the CHILD_SA: the agent installs the new SAs under the
-#      same reqid and policies, deletes the old SAs, the ping uses the new ones
-#   4. SIGTERM: the agent deletes the SAs at charon and its own SAs + policies
+#      same reqid and policies (still 12), deletes the old SAs, the pings
+#      use the new ones
+#   4. SIGTERM: the agent deletes the SAs at charon and its own SAs + all
+#      12 policies
 #   5. MOBIKE: charon initiates to the agent, then changes its address; the
-#      agent follows and migrates its CHILD_SA (same SPIs), ping passes
+#      agent follows and migrates its CHILD_SA (same SPIs; the templates of
+#      all 12 policies move), pings for both subnet pairs pass
 # Needs on the host (the guest sees the host fs read-only): strongswan-charon
 # strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
 # Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
@@ -66,11 +74,14 @@ ip -n A addr add 192.0.2.1/24 dev vA; ip -n B addr add 192.0.2.2/24 dev vB
 ip -n A link set vA up; ip -n B link set vB up
 ip -n A link add d0 type dummy; ip -n B link add d0 type dummy
 ip -n A addr add 10.1.0.1/24 dev d0; ip -n B addr add 10.2.0.1/24 dev d0
+ip -n A addr add 10.3.0.1/24 dev d0; ip -n B addr add 10.4.0.1/24 dev d0
 ip -n A link set d0 up; ip -n B link set d0 up
 # The agent installs no routes: the inner prefixes route over the veth with
 # the inner source address, the policies do the rest (charon: install_routes = no).
 ip -n A route add 10.2.0.0/24 dev vA src 10.1.0.1
+ip -n A route add 10.4.0.0/24 dev vA src 10.3.0.1
 ip -n B route add 10.1.0.0/24 dev vB src 10.2.0.1
+ip -n B route add 10.3.0.0/24 dev vB src 10.4.0.1
 
 # ---- charon (responder) in B ----
 mkdir -p "$D/B"; (cd "$D/B" && mkdir -p x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12)
@@ -99,8 +110,8 @@ connections { c { version = 2
   remote { auth = psk
            id = a.test }
   remote_addrs = 192.0.2.1
-  children { net { local_ts = 10.2.0.0/24
-                   remote_ts = 10.1.0.0/24
+  children { net { local_ts = 10.2.0.0/24,10.4.0.0/24
+                   remote_ts = 10.1.0.0/24,10.3.0.0/24
                    esp_proposals = aes256gcm16 } } } }
 secrets { ike-c { id-a = a.test
   id-b = b.test
@@ -131,8 +142,8 @@ proposals = ["aes256gcm16-prfsha256-x25519"]
 mobike = true
 start = "initiate"
 [connections.c.children.net]
-local_ts = ["10.1.0.0/24"]
-remote_ts = ["10.2.0.0/24"]
+local_ts = ["10.1.0.0/24", "10.3.0.0/24"]
+remote_ts = ["10.2.0.0/24", "10.4.0.0/24"]
 esp_proposals = ["aes256gcm16"]
 EOC
 printf '[control]\nsocket = "%s"\n' "$D/agent.sock" >> "$D/agent.toml"
@@ -146,9 +157,26 @@ wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "1: agen
 grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "1: agent kernel action failed"
 sw --list-sas | has 'AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519' || fail "1: IKE suite"
 [ "$(ip -n A xfrm state | grep -c '^src')" = 2 ] || fail "1: agent's namespace has not exactly 2 SAs"
-[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 3 ] || fail "1: agent's namespace has not out/in/fwd policies"
+# "src dst dir" of every policy between inner (10.x) prefixes in a namespace, sorted
+policies() {
+  ip -n "$1" xfrm policy |
+    awk '$1=="src"{s=""; if ($2 ~ /^10\./) {s=$2; d=$4}} $1=="dir" && s!=""{print s, d, $2}' | sort
+}
+# the 12 the agent must have: out for local -> remote, in and fwd back,
+# for each of the 2 x 2 selector combinations
+want_policies() {
+  for l in 10.1.0.0/24 10.3.0.0/24; do for r in 10.2.0.0/24 10.4.0.0/24; do
+    echo "$l $r out"; echo "$r $l in"; echo "$r $l fwd"
+  done; done | sort
+}
+[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 12 ] || fail "1: agent's namespace has not 12 policies (4 selector pairs x out/in/fwd)"
+[ "$(policies A)" = "$(want_policies)" ] || fail "1: agent's policies are not out/in/fwd of the 4 selector pairs: $(policies A)"
+[ "$(ip -n A xfrm policy | grep -c 'tmpl src 192.0.2.1 dst 192.0.2.2')" = 4 ] || fail "1: not 4 out templates 192.0.2.1 -> 192.0.2.2"
+[ "$(ip -n A xfrm policy | grep -c 'tmpl src 192.0.2.2 dst 192.0.2.1')" = 8 ] || fail "1: not 8 in/fwd templates 192.0.2.2 -> 192.0.2.1"
+[ "$(ip -n A xfrm policy | grep -Eo 'reqid [0-9]+' | sort -u | wc -l)" = 1 ] || fail "1: policies of more than one reqid"
+[ "$(ip -n B xfrm policy | grep -c '^src 10\.')" = 12 ] || fail "1: charon has not 12 policies in B"
 ip -n A xfrm state | has 'rfc4106(gcm(aes))' || fail "1: no AES-GCM SA in A"
-ts "1: IKE SA + CHILD_SA up; agent installed it via ipsec-backend"
+ts "1: IKE SA + CHILD_SA up; agent installed it via ipsec-backend (2 SAs, 12 policies)"
 ip -n A xfrm state; ip -n A xfrm policy
 
 # ---- 2. traffic through the tunnel ----
@@ -158,13 +186,24 @@ pkts() { # ns spi -> packets of that SA (ip -s xfrm state lifetime current)
 spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}')
 spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print $4; exit}')
 [ -n "$spi_out" ] && [ -n "$spi_in" ] || fail "2: SPIs not found in A"
-before_out=$(pkts A "$spi_out"); before_in=$(pkts A "$spi_in")
-ip netns exec A ping -c 5 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 || fail "2: ping 10.1.0.1 -> 10.2.0.1 through the tunnel"
-after_out=$(pkts A "$spi_out"); after_in=$(pkts A "$spi_in")
-echo "agent SA packets: out $spi_out ${before_out:-?} -> ${after_out:-?}, in $spi_in ${before_in:-?} -> ${after_in:-?}"
-[ "${after_out:-0}" -ge $(( ${before_out:-0} + 5 )) ] || fail "2: outbound SA counter did not grow by 5"
-[ "${after_in:-0}" -ge $(( ${before_in:-0} + 5 )) ] || fail "2: inbound SA counter did not grow by 5"
+ping_counted() { # step src dst count: the ping passes and both SAs count it
+  local b_out b_in a_out a_in
+  b_out=$(pkts A "$spi_out"); b_in=$(pkts A "$spi_in")
+  ip netns exec A ping -c "$4" -i 0.2 -W 3 -I "$2" "$3" || fail "$1: ping $2 -> $3 through the tunnel"
+  a_out=$(pkts A "$spi_out"); a_in=$(pkts A "$spi_in")
+  echo "agent SA packets ($2 -> $3): out $spi_out ${b_out:-?} -> ${a_out:-?}, in $spi_in ${b_in:-?} -> ${a_in:-?}"
+  [ "${a_out:-0}" -ge $(( ${b_out:-0} + $4 )) ] || fail "$1: outbound SA counter did not grow by $4 for $2 -> $3"
+  [ "${a_in:-0}" -ge $(( ${b_in:-0} + $4 )) ] || fail "$1: inbound SA counter did not grow by $4 for $2 -> $3"
+}
+ping_counted 2 10.1.0.1 10.2.0.1 5
+ping_counted 2 10.3.0.1 10.4.0.1 5
+# the cross combinations have policies too
+ping_counted 2 10.1.0.1 10.4.0.1 2
+ping_counted 2 10.3.0.1 10.2.0.1 2
 sw --list-sas | has INSTALLED || fail "2: charon CHILD_SA not INSTALLED"
+for t in 'local .*10\.2\.0\.0/24' 'local .*10\.4\.0\.0/24' 'remote .*10\.1\.0\.0/24' 'remote .*10\.3\.0\.0/24'; do
+  sw --list-sas | grep -E "^ +$t" >/dev/null || fail "2: charon's CHILD_SA lacks a selector ($t)"
+done
 sw --list-sas | grep -E 'in +[0-9a-f]+|out +[0-9a-f]+' | has '[1-9][0-9]* packets' || fail "2: charon counts no ESP packets"
 sw --list-sas
 # `mobike-agent status` reads the same kernel counters through ipsec-backend
@@ -180,7 +219,7 @@ assert int(c["spi_in"], 16) == int(spi_in, 16) and int(c["spi_out"], 16) == int(
 assert 5 <= c["packets_in"] <= int(k_in) and 5 <= c["packets_out"] <= int(k_out), (c, k_in, k_out)
 assert c["bytes_in"] > 0 and c["bytes_out"] > 0 and c["last_used_in"] > 0 and c["installed_at"] > 0, c
 EOP
-ts "2: ping through the tunnel; SA counters grew in A and at charon, status reports them"
+ts "2: pings 10.1.0.1 -> 10.2.0.1 and 10.3.0.1 -> 10.4.0.1 (and across) through the tunnel; SA counters grew in A and at charon, status reports them"
 
 # ---- 3. charon rekeys the CHILD_SA: the agent adds the new SAs under the
 #         same reqid (policies stay), deletes the old ones, traffic moves ----
@@ -191,10 +230,12 @@ wait_for 20 bash -c "[ \"\$(ip -n A xfrm state | grep -c '^src')\" = 2 ] && ! ip
   || fail "3: old SAs not replaced in A after the rekey"
 wait_for 10 one_installed || fail "3: charon has not exactly one CHILD_SA after the rekey"
 grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "3: agent kernel action failed"
-[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 3 ] || fail "3: policies changed by the rekey"
+[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 12 ] || fail "3: policies changed by the rekey"
+[ "$(policies A)" = "$(want_policies)" ] || fail "3: policies changed by the rekey: $(policies A)"
 spi_out=$(new_spi_out); [ -n "$spi_out" ] || fail "3: no new outbound SPI"
-ip netns exec A ping -c 3 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 || fail "3: ping after the rekey"
-[ "$(pkts A "$spi_out")" -ge 3 ] || fail "3: new outbound SA carries no traffic"
+spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print $4; exit}')
+ping_counted 3 10.1.0.1 10.2.0.1 3
+ping_counted 3 10.3.0.1 10.4.0.1 3
 ts "3: CHILD_SA rekeyed by charon; new SAs ($spi_out) carry the ping"
 
 # ---- 4. SIGTERM deletes ----
@@ -203,7 +244,7 @@ wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas -
   || fail "4: charon still has the IKE SA after SIGTERM"
 grep -q 'kernel: CHILD_SA deleted' "$D/agent.log" || fail "4: agent did not delete its CHILD_SA"
 [ "$(ip -n A xfrm state | grep -c '^src')" = 0 ] || fail "4: SAs left in A"
-[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 0 ] || fail "4: policies left in A"
+[ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 0 ] || fail "4: policies left in A: $(policies A)"
 ts "4: SIGTERM deleted the SAs at charon and in A"
 
 # ---- 5. MOBIKE: charon initiates, then moves 192.0.2.2 -> 198.51.100.2;
@@ -218,21 +259,28 @@ sleep 0.5
 sw --initiate --child net --timeout 30 >/dev/null || fail "5: charon could not initiate"
 wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "5: agent did not install the CHILD_SA"
 spi_out=$(new_spi_out); [ -n "$spi_out" ] || fail "5: no outbound SPI in A"
+[ "$(policies A)" = "$(want_policies)" ] || fail "5: agent's policies as responder: $(policies A)"
 ip netns exec A ping -c 2 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 >/dev/null || fail "5: ping before the move"
+ip netns exec A ping -c 2 -i 0.2 -W 3 -I 10.3.0.1 10.4.0.1 >/dev/null || fail "5: ping 10.3.0.1 -> 10.4.0.1 before the move"
 ip -n B addr add 198.51.100.2/24 dev vB
 ip -n B addr del 192.0.2.2/24 dev vB
 ip -n B route replace default dev vB; ip -n B route replace 10.1.0.0/24 dev vB src 10.2.0.1
+ip -n B route replace 10.3.0.0/24 dev vB src 10.4.0.1
 wait_for 30 grep -q 'kernel: CHILD_SA migrated' "$D/agent.log" || fail "5: agent did not migrate the CHILD_SA"
 grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "5: agent kernel action failed"
 ip -n A xfrm state | has '^src 192.0.2.1 dst 198.51.100.2' || fail "5: outbound SA not moved to 198.51.100.2"
-ip -n A xfrm policy | has 'tmpl src 192.0.2.1 dst 198.51.100.2' || fail "5: policy template not moved"
+[ "$(ip -n A xfrm policy | grep -c 'tmpl src 192.0.2.1 dst 198.51.100.2')" = 4 ] || fail "5: not all 4 out policy templates moved"
+[ "$(ip -n A xfrm policy | grep -c 'tmpl src 198.51.100.2 dst 192.0.2.1')" = 8 ] || fail "5: not all 8 in/fwd policy templates moved"
+ip -n A xfrm policy | grep -q '192\.0\.2\.2' && fail "5: a policy template still names 192.0.2.2"
+[ "$(policies A)" = "$(want_policies)" ] || fail "5: policies changed by the move: $(policies A)"
 [ "$(new_spi_out)" = "$spi_out" ] || fail "5: outbound SPI changed by the move"
 wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q '198.51.100.2\[4500\]'" \
   || fail "5: charon did not move"
-before=$(pkts A "$spi_out")
-ip netns exec A ping -c 3 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 || fail "5: ping after the move"
-[ "$(pkts A "$spi_out")" -ge $(( ${before:-0} + 3 )) ] || fail "5: moved SA did not count the ping"
+spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="198.51.100.2" {getline; print $4; exit}')
+[ -n "$spi_in" ] || fail "5: inbound SA not moved to 198.51.100.2"
+ping_counted 5 10.1.0.1 10.2.0.1 3
+ping_counted 5 10.3.0.1 10.4.0.1 3
 ip -n A xfrm state | grep -E '^src'
-ts "5: MOBIKE: charon moved to 198.51.100.2, the agent migrated the same SAs ($spi_out), ping passes"
+ts "5: MOBIKE: charon moved to 198.51.100.2, the agent migrated the same SAs ($spi_out) and all 12 policy templates, pings for both subnet pairs pass"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "5: agent exit status $?"; AGENT=""
 echo MOBIKE-CHARON-VM-OK
