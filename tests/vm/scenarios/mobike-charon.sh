@@ -13,6 +13,8 @@
 #   1. the agent brings up IKE SA + CHILD_SA and installs it through
 #      ipsec-backend (2 SAs + out/in/fwd policies for each of the 4
 #      selector combinations = 12 policies in A, one reqid)
+#   1b. the agent routes both remote subnets via table 220 with an inner
+#      source address (install_routes), removed again at SIGTERM
 #   2. ping 10.1.0.1 -> 10.2.0.1 and 10.3.0.1 -> 10.4.0.1 pass through the
 #      tunnel (and the cross combinations): the ESP SA packet counters in A
 #      grow, charon lists the CHILD_SA INSTALLED with both selectors and
@@ -76,10 +78,9 @@ ip -n A link add d0 type dummy; ip -n B link add d0 type dummy
 ip -n A addr add 10.1.0.1/24 dev d0; ip -n B addr add 10.2.0.1/24 dev d0
 ip -n A addr add 10.3.0.1/24 dev d0; ip -n B addr add 10.4.0.1/24 dev d0
 ip -n A link set d0 up; ip -n B link set d0 up
-# The agent installs no routes: the inner prefixes route over the veth with
-# the inner source address, the policies do the rest (charon: install_routes = no).
-ip -n A route add 10.2.0.0/24 dev vA src 10.1.0.1
-ip -n A route add 10.4.0.0/24 dev vA src 10.3.0.1
+# The agent routes the remote selectors itself (table 220, source an inner
+# address of A: install_routes, on by default); charon's side is routed by
+# hand (install_routes = no there).
 ip -n B route add 10.1.0.0/24 dev vB src 10.2.0.1
 ip -n B route add 10.3.0.0/24 dev vB src 10.4.0.1
 
@@ -176,7 +177,12 @@ want_policies() {
 [ "$(ip -n A xfrm policy | grep -Eo 'reqid [0-9]+' | sort -u | wc -l)" = 1 ] || fail "1: policies of more than one reqid"
 [ "$(ip -n B xfrm policy | grep -c '^src 10\.')" = 12 ] || fail "1: charon has not 12 policies in B"
 ip -n A xfrm state | has 'rfc4106(gcm(aes))' || fail "1: no AES-GCM SA in A"
-ts "1: IKE SA + CHILD_SA up; agent installed it via ipsec-backend (2 SAs, 12 policies)"
+ip -n A route show table 220 | has '^10\.2\.0\.0/24 dev vA proto static src 10\.1\.0\.1' ||
+  fail "1: no agent route 10.2.0.0/24 src 10.1.0.1 in table 220: $(ip -n A route show table 220)"
+ip -n A route show table 220 | has '^10\.4\.0\.0/24 dev vA proto static src 10\.1\.0\.1' ||
+  fail "1: no agent route 10.4.0.0/24 in table 220: $(ip -n A route show table 220)"
+ip -n A rule | has '^220:.*lookup 220' || fail "1: no rule 220 in A: $(ip -n A rule)"
+ts "1: IKE SA + CHILD_SA up; agent installed it via ipsec-backend (2 SAs, 12 policies) and routed both remote subnets (table 220)"
 ip -n A xfrm state; ip -n A xfrm policy
 
 # ---- 2. traffic through the tunnel ----
@@ -189,7 +195,8 @@ spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print 
 ping_counted() { # step src dst count: the ping passes and both SAs count it
   local b_out b_in a_out a_in
   b_out=$(pkts A "$spi_out"); b_in=$(pkts A "$spi_in")
-  ip netns exec A ping -c "$4" -i 0.2 -W 3 -I "$2" "$3" || fail "$1: ping $2 -> $3 through the tunnel"
+  local src=(-I "$2"); [ "$2" = - ] && src=()  # -: the route picks the source
+  ip netns exec A ping -c "$4" -i 0.2 -W 3 "${src[@]}" "$3" || fail "$1: ping $2 -> $3 through the tunnel"
   a_out=$(pkts A "$spi_out"); a_in=$(pkts A "$spi_in")
   echo "agent SA packets ($2 -> $3): out $spi_out ${b_out:-?} -> ${a_out:-?}, in $spi_in ${b_in:-?} -> ${a_in:-?}"
   [ "${a_out:-0}" -ge $(( ${b_out:-0} + $4 )) ] || fail "$1: outbound SA counter did not grow by $4 for $2 -> $3"
@@ -200,6 +207,9 @@ ping_counted 2 10.3.0.1 10.4.0.1 5
 # the cross combinations have policies too
 ping_counted 2 10.1.0.1 10.4.0.1 2
 ping_counted 2 10.3.0.1 10.2.0.1 2
+# no source given: the agent's route supplies 10.1.0.1, so the policies match
+ping_counted 2 - 10.2.0.1 2
+ping_counted 2 - 10.4.0.1 2
 sw --list-sas | has INSTALLED || fail "2: charon CHILD_SA not INSTALLED"
 for t in 'local .*10\.2\.0\.0/24' 'local .*10\.4\.0\.0/24' 'remote .*10\.1\.0\.0/24' 'remote .*10\.3\.0\.0/24'; do
   sw --list-sas | grep -E "^ +$t" >/dev/null || fail "2: charon's CHILD_SA lacks a selector ($t)"
@@ -245,6 +255,8 @@ wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas -
 grep -q 'kernel: CHILD_SA deleted' "$D/agent.log" || fail "4: agent did not delete its CHILD_SA"
 [ "$(ip -n A xfrm state | grep -c '^src')" = 0 ] || fail "4: SAs left in A"
 [ "$(ip -n A xfrm policy | grep -c '^src 10\.')" = 0 ] || fail "4: policies left in A: $(policies A)"
+[ -z "$(ip -n A route show table 220)" ] || fail "4: routes left in table 220: $(ip -n A route show table 220)"
+ip -n A rule | has 'lookup 220' && fail "4: rule 220 left in A"
 ts "4: SIGTERM deleted the SAs at charon and in A"
 
 # ---- 5. MOBIKE: charon initiates, then moves 192.0.2.2 -> 198.51.100.2;
@@ -280,6 +292,9 @@ spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="198.51.100.2" {getline; pri
 [ -n "$spi_in" ] || fail "5: inbound SA not moved to 198.51.100.2"
 ping_counted 5 10.1.0.1 10.2.0.1 3
 ping_counted 5 10.3.0.1 10.4.0.1 3
+ip -n A route show table 220 | has '^10\.2\.0\.0/24 dev vA proto static src 10\.1\.0\.1' ||
+  fail "5: agent route lost in the move: $(ip -n A route show table 220)"
+ping_counted 5 - 10.2.0.1 2
 ip -n A xfrm state | grep -E '^src'
 ts "5: MOBIKE: charon moved to 198.51.100.2, the agent migrated the same SAs ($spi_out) and all 12 policy templates, pings for both subnet pairs pass"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "5: agent exit status $?"; AGENT=""
