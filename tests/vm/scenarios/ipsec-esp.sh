@@ -18,6 +18,14 @@
 #      pair 2 and ports 4501 by MIGRATE with XFRMA_ENCAP, ping after
 #      then L alone changes its source port to 4502 (same-address MIGRATE):
 #      R's monitor must report the NAT-T mapping change (XFRM_MSG_MAPPING)
+#   6b. a tunnel pair with two traffic selectors per side (the JSON list
+#      form of `xfrmctl child install`): 4 selector pairs x out/in/fwd = 12
+#      policies, one SA pair with a wildcard selector; both subnet pairs
+#      ping through it, MIGRATE to pair 2 moves all 12 templates, ping again;
+#      then IPv4 and IPv6 selectors in one CHILD_SA (v4 outer): 2 pairs (the
+#      mixed-family combinations are left out), SAs with an AF_UNSPEC
+#      selector so that both inner families find them; ping and ping -6
+#      pass, before and after a MIGRATE
 #   7. SA lifetimes: soft then hard XFRM_MSG_EXPIRE for a short-lived pair
 #   8. negative check: with R's SAs flushed, nothing gets through
 #   `xfrmctl monitor --json` runs in L throughout and must have seen the
@@ -68,9 +76,12 @@ ip -n L route add 10.2.0.0/24 dev vL1 src 10.1.0.1; ip -n R route add 10.1.0.0/2
 # (routes over a link vanish when it goes down: each step adds its own)
 
 K() { printf "$1%.0s" $(seq "$2"); }   # K 11 20 -> 20 bytes of 0x11 in hex
+tsj() { # "a/n" -> "a/n" (JSON string); "a/n,b/m" -> ["a/n","b/m"] (JSON list)
+  if [[ $1 == *,* ]]; then printf '["%s"]' "${1//,/\",\"}"; else printf '"%s"' "$1"; fi
+}
 spec() { # ns local remote lts rts mode spi_out spi_in crypto_out crypto_in [encap]
-  printf '{"outer":{"local":"%s","remote":"%s"},"local_ts":"%s","remote_ts":"%s","mode":"%s","reqid":%s,"spi_out":%d,"spi_in":%d,"crypto_out":%s,"crypto_in":%s%s}\n' \
-    "$2" "$3" "$4" "$5" "$6" "$((RANDOM % 1000 + 1))" "$7" "$8" "$9" "${10}" "${11:-}"
+  printf '{"outer":{"local":"%s","remote":"%s"},"local_ts":%s,"remote_ts":%s,"mode":"%s","reqid":%s,"spi_out":%d,"spi_in":%d,"crypto_out":%s,"crypto_in":%s%s}\n' \
+    "$2" "$3" "$(tsj "$4")" "$(tsj "$5")" "$6" "$((RANDOM % 1000 + 1))" "$7" "$8" "$9" "${10}" "${11:-}"
 }
 gcm() { echo "{\"kind\":\"aead\",\"alg\":\"rfc4106(gcm(aes))\",\"key\":\"$(K $1 20)\",\"icv_bits\":128}"; }
 chacha() { echo "{\"kind\":\"aead\",\"alg\":\"rfc7539esp(chacha20,poly1305)\",\"key\":\"$(K $1 36)\",\"icv_bits\":128}"; }
@@ -110,7 +121,7 @@ assert len(m)==1, m
 print(m[0]['dst'], (m[0].get('encap') or {}).get('sport',''), (m[0].get('encap') or {}).get('dport',''))"
 }
 
-STEPS=${STEPS:-tunnel beet udp expire negative}
+STEPS=${STEPS:-tunnel beet udp multi expire negative}
 "$X" -n L monitor --json > "$W/L.events" 2>&1 &
 HOLDERS+=($!)
 sleep 0.5
@@ -164,7 +175,8 @@ json.dump(h, open(sys.argv[1], "w"))
 PYEOF
 if "$X" -n L child migrate --handle "$W/tun.L.h" --new-local 198.51.100.1 --new-remote 198.51.100.2 \
      > /dev/null 2> "$W/rollback.err"; then fail "MIGRATE onto an existing SA succeeded"; fi
-grep -q "migrating SAs and policies (out): kernel:" "$W/rollback.err" || fail "untyped error: $(cat "$W/rollback.err")"
+grep -Eq "migrating SAs and policies \(out 10\.1\.0\.0/24 -> 10\.2\.0\.0/24\): kernel:" "$W/rollback.err" ||
+  fail "untyped error: $(cat "$W/rollback.err")"
 dsts=$("$X" -n L sa list --json | $PY -c 'import json,sys; print(" ".join(sorted(json.loads(l)["dst"] for l in sys.stdin if json.loads(l)["spi"]==0x1001)))')
 [ "$dsts" = "192.0.2.2 198.51.100.2" ] || fail "after failed MIGRATE, SA 0x1001 at: $dsts"
 "$X" -n L policy list | grep -q "10.1.0.0/24 -> 10.2.0.0/24 dir out .*tmpl 192.0.2.1 -> 192.0.2.2" ||
@@ -223,6 +235,55 @@ for i in $(seq 20); do grep -q '"event":"mapping"' "$W/R.events" && break; sleep
 grep '"event":"mapping"' "$W/R.events" | grep -q '"old_sport":4501,"new_sport":4502' ||
   fail "no mapping event 4501 -> 4502 in R: $(cat "$W/R.events")"
 ts "  NAT-T port change 4501 -> 4502 seen by R's monitor as XFRM_MSG_MAPPING"
+fi
+
+if want multi; then
+for a in 10.13.0.1/24 10.15.0.1/24; do ip -n L addr add $a dev d0; done
+for a in 10.14.0.1/24 10.16.0.1/24; do ip -n R addr add $a dev d0; done
+mroutes() { # L's dev, R's dev
+  ip -n L route replace 10.14.0.0/24 dev "$1" src 10.13.0.1; ip -n L route replace 10.16.0.0/24 dev "$1" src 10.15.0.1
+  ip -n R route replace 10.13.0.0/24 dev "$2" src 10.14.0.1; ip -n R route replace 10.15.0.0/24 dev "$2" src 10.16.0.1
+}
+mroutes vL1 vR1
+install_pair mts 192.0.2.1 192.0.2.2 10.13.0.0/24,10.15.0.0/24 10.14.0.0/24,10.16.0.0/24 tunnel 0x7001 0x7002 "$(gcm 12)" "$(gcm 21)"
+mpol() { ip -n "$1" xfrm policy | grep -c '^src 10\.1[3-6]\.' || true; }
+[ "$(mpol L)" = 12 ] && [ "$(mpol R)" = 12 ] || fail "multi: policies L $(mpol L) R $(mpol R), expected 12 each"
+$PY -c 'import json,sys; h=json.load(open(sys.argv[1])); assert len(h["selectors"]) == 4, h' "$W/mts.L.h" ||
+  fail "multi: handle has not 4 selector pairs: $(cat "$W/mts.L.h")"
+ip -n L xfrm state list spi 0x7001 | grep -E 'sel src 0\.0\.0\.0/0 dst 0\.0\.0\.0/0' >/dev/null ||
+  fail "multi: SA 0x7001 has no wildcard selector: $(ip -n L xfrm state list spi 0x7001)"
+ts "step 6b: pair with 2 x 2 traffic selectors installed (12 policies each side, wildcard SA selector)"
+ping_ok 10.13.0.1 10.14.0.1; ping_ok 10.15.0.1 10.16.0.1; grew mts 0 0
+ping_ok 10.13.0.1 10.16.0.1; ping_ok 10.15.0.1 10.14.0.1
+move_pair mts 198.51.100.1 198.51.100.2
+mroutes vL2 vR2
+[ "$(sa_dst 0x7001)" = "198.51.100.2  " ] || fail "multi: SA 0x7001 not at 198.51.100.2: $(sa_dst 0x7001)"
+moved=$(ip -n L xfrm policy | grep -A2 '^src 10\.1[3-6]\.' | grep -cE 'tmpl src (198\.51\.100\.1 dst 198\.51\.100\.2|198\.51\.100\.2 dst 198\.51\.100\.1)' || true)
+[ "$moved" = 12 ] || fail "multi: $moved of 12 policy templates moved in L: $(ip -n L xfrm policy)"
+ping_ok 10.13.0.1 10.14.0.1; ping_ok 10.15.0.1 10.16.0.1; grew mts $C_OUT $C_IN
+"$X" -n L child delete --handle "$W/mts.L.h"; "$X" -n R child delete --handle "$W/mts.R.h"; rm -f "$W/mts.L.h"
+[ "$(mpol L)" = 0 ] && [ "$(mpol R)" = 0 ] || fail "multi: policies left after delete: L $(mpol L) R $(mpol R)"
+ts "  moved to 198.51.100.x by MIGRATE (all 12 templates), both subnet pairs ping; delete removed all"
+
+ip -n L addr add 10.17.0.1/24 dev d0; ip -n L addr add fd17::1/64 dev d0 nodad
+ip -n R addr add 10.18.0.1/24 dev d0; ip -n R addr add fd18::1/64 dev d0 nodad
+xroutes() { # L's dev, R's dev
+  ip -n L route replace 10.18.0.0/24 dev "$1" src 10.17.0.1; ip -n L -6 route replace fd18::/64 dev "$1" src fd17::1
+  ip -n R route replace 10.17.0.0/24 dev "$2" src 10.18.0.1; ip -n R -6 route replace fd17::/64 dev "$2" src fd18::1
+}
+xroutes vL1 vR1
+install_pair mix 192.0.2.1 192.0.2.2 10.17.0.0/24,fd17::/64 10.18.0.0/24,fd18::/64 tunnel 0x7101 0x7102 "$(gcm 13)" "$(gcm 31)"
+xpol() { ip -n "$1" xfrm policy | grep -cE '^src (10\.1[78]\.|fd1[78]::)' || true; }
+[ "$(xpol L)" = 6 ] && [ "$(xpol R)" = 6 ] || fail "mixed: policies L $(xpol L) R $(xpol R), expected 6 each"
+ip -n L xfrm state list spi 0x7101 | grep -q 'af-unspec' || fail "mixed: SA 0x7101 not AF_UNSPEC: $(ip -n L xfrm state list spi 0x7101)"
+ping_ok 10.17.0.1 10.18.0.1; ping_ok fd17::1 fd18::1; grew mix 0 0
+move_pair mix 198.51.100.1 198.51.100.2
+xroutes vL2 vR2
+[ "$(sa_dst 0x7101)" = "198.51.100.2  " ] || fail "mixed: SA 0x7101 not at 198.51.100.2: $(sa_dst 0x7101)"
+ping_ok 10.17.0.1 10.18.0.1; ping_ok fd17::1 fd18::1; grew mix $C_OUT $C_IN
+"$X" -n L child delete --handle "$W/mix.L.h"; "$X" -n R child delete --handle "$W/mix.R.h"; rm -f "$W/mix.L.h"
+[ "$(xpol L)" = 0 ] && [ "$(xpol R)" = 0 ] || fail "mixed: policies left after delete: L $(xpol L) R $(xpol R)"
+ts "  IPv4 + IPv6 selectors in one CHILD_SA (AF_UNSPEC SA selector): ping and ping -6 pass, also after a MIGRATE"
 fi
 
 if want expire; then
