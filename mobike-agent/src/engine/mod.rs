@@ -673,6 +673,9 @@ impl Endpoint {
                         s.clear_collision();
                     }
                 }
+                sa::SaOp::PeerHasIt(id) => {
+                    self.with_sa(now, id, |s, ctx| s.peer_has_it(ctx));
+                }
             }
         }
     }

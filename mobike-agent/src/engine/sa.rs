@@ -183,6 +183,14 @@ pub(super) struct IkeSa {
     /// On an old SA: the IKE SA made by answering the peer's rekey and the
     /// lowest nonce of that exchange, for §2.8.2.
     peer_rekey: Option<(SaId, Vec<u8>)>,
+    /// On an IKE SA we created by answering the peer's rekey: the peer may
+    /// not have it yet (our answer can be lost), so no request of ours
+    /// goes out on it until the peer shows it has it (see
+    /// [`IkeSa::peer_has_it`]).
+    awaiting_peer: bool,
+    /// On an old SA replaced by the peer's rekey: the IKE SA that answer
+    /// made, told when this one ends (the peer's Delete, or the linger).
+    successor: Option<SaId>,
     /// A Delete was asked for; it survives a rekey that was in flight.
     delete_requested: bool,
     /// Send INITIAL_CONTACT in IKE_AUTH (§2.4).
@@ -201,6 +209,9 @@ pub(super) enum SaOp {
     MoveChildren { from: SaId, to: SaId },
     /// The collision is over: this SA is a normal IKE SA now.
     ClearCollision(SaId),
+    /// The peer has this IKE SA (it deleted or we dropped its predecessor):
+    /// our requests may go out on it.
+    PeerHasIt(SaId),
     /// Delete this IKE SA (a Delete asked for on its predecessor).
     Delete(SaId),
     /// INITIAL_CONTACT (§2.4): forget, without messages, every other IKE SA
@@ -347,6 +358,8 @@ impl IkeSa {
             half_open_peer: None,
             collision_parent: None,
             peer_rekey: None,
+            awaiting_peer: false,
+            successor: None,
             delete_requested: false,
             initial_contact: false,
             reply_path: None,
@@ -448,6 +461,12 @@ impl IkeSa {
         self.collision_parent = None;
     }
 
+    /// The peer has shown it has this IKE SA: start the requests held back.
+    pub(super) fn peer_has_it(&mut self, ctx: &mut Ctx<'_>) {
+        self.awaiting_peer = false;
+        self.start_next_request(ctx);
+    }
+
     pub(super) fn info(&self, config: &super::EndpointConfig) -> IkeSaInfo {
         IkeSaInfo {
             id: self.id,
@@ -523,6 +542,7 @@ impl IkeSa {
         d.extend(self.expires);
         if self.established() {
             if self.outstanding.is_none()
+                && !self.awaiting_peer
                 && let Some(dpd) = timers.dpd_delay
             {
                 d.push(self.last_heard + dpd);
@@ -654,6 +674,11 @@ impl IkeSa {
     fn destroy(&mut self, ctx: &mut Ctx<'_>, reason: DeleteReason) {
         if let Some((theirs, _)) = self.peer_rekey.take() {
             ctx.sa_ops.push(SaOp::ClearCollision(theirs));
+        }
+        if let Some(next) = self.successor.take() {
+            // The peer deleted the SA it rekeyed, so it has the new one; or
+            // we stopped waiting for that Delete: hold nothing back longer.
+            ctx.sa_ops.push(SaOp::PeerHasIt(next));
         }
         let spis: Vec<u32> = self.children.iter().map(|c| c.inbound_spi).collect();
         for spi in spis {
@@ -1275,6 +1300,17 @@ impl IkeSa {
             if let Some((_, r)) = &self.cached_response {
                 ctx.stats.replayed_responses += 1;
                 ctx.send(self.path, ctx.config.nat_t_port, r);
+                // RFC 7296 §2.1: a retransmission "belonging to an existing
+                // 'half-open' IKE SA (in which case the responder
+                // retransmits the same response)". That replay is what the
+                // initiator goes on from, so the half-open timeout runs from
+                // it, not from the first (lost) answer: otherwise the SA can
+                // expire between the replay and the IKE_AUTH it invites, and
+                // the initiator retransmits IKE_AUTH into nothing until it
+                // gives up. Only a bitwise-identical retransmission from the
+                // same peer and SPIi gets here, so this lasts no longer than
+                // the initiator keeps retransmitting.
+                self.expires = Some(ctx.now + ctx.config.half_open_timeout);
             }
         } else {
             ctx.stats.unexpected += 1;
@@ -1982,6 +2018,9 @@ impl IkeSa {
     // requests we start
 
     fn start_next_request(&mut self, ctx: &mut Ctx<'_>) {
+        if self.awaiting_peer {
+            return;
+        }
         while self.outstanding.is_none()
             && matches!(self.state, State::Established | State::Rekeyed)
             && !self.dead
@@ -2249,6 +2288,8 @@ impl IkeSa {
             }
         };
         self.last_heard = ctx.now;
+        // A message that verifies with this SA's keys: the peer has it.
+        self.awaiting_peer = false;
         if h.is_response() {
             let Some(o) = self.outstanding.take() else {
                 return;
@@ -2696,6 +2737,22 @@ impl IkeSa {
         // The peer deletes this SA; until then it answers retransmissions
         // (in a collision, of the peer's own rekey request), but not for ever.
         self.expires = Some(ctx.now + self.linger(ctx.config));
+        // Our answer may be lost, and until the peer has it the new SA does
+        // not exist there: requests sent on it could only be dropped as for
+        // an unknown SA while their retransmissions run out, and the peer
+        // be declared dead while it retransmits its rekey request to us.
+        // RFC 7296 §2.1 has the initiator "retransmit a request until it
+        // either receives a corresponding response or deems the IKE SA to
+        // have failed", and §2.4 lets an endpoint "conclude that the other
+        // endpoint has failed only when repeated attempts to contact it
+        // have gone unanswered": attempts on an SA the peer cannot know are
+        // no such attempts. So, as §2.8 has the responder of a rekey wait
+        // until it knows the initiator is ready for the new SA (a valid
+        // message on it, or the request to close the replaced SA), nothing
+        // of ours goes out on the new IKE SA before the peer has used it or
+        // deleted this one (or this one's linger ran out).
+        new.awaiting_peer = true;
+        self.successor = Some(new.id);
         new.start_next_request(ctx);
         ctx.new_sas.push(new);
     }
