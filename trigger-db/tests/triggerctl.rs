@@ -2,7 +2,8 @@
 //! `trigger-db` daemon (rtnetlink source off, socket and database in a
 //! temporary directory): every verb's output, `add --from` batching and bad
 //! lines, history paging, `watch --since` without gap or duplicate, watch
-//! surviving a gap notice, Ctrl-C, access control and an absent daemon.
+//! surviving a gap notice and daemon restarts, Ctrl-C, access control and an
+//! absent daemon.
 //!
 //! Links and snapshots of real interfaces run the daemon in a network
 //! namespace of the test's own (veth pair), never on the host's links.
@@ -378,6 +379,76 @@ fn watch_since_prints_history_then_live_without_gap_or_duplicate() {
     assert_eq!(triggers(&w.next())[0].id, 8);
     assert_eq!(triggers(&w.next())[0].id, 9);
     assert_eq!(w.interrupt().0, Some(0));
+}
+
+/// A daemon restart under a running watch: it says so on stderr, reconnects
+/// and resumes after the last id it printed, so every trigger stored after
+/// the restart arrives and none twice. `--no-reconnect` exits instead,
+/// naming the id to resume after.
+#[test]
+fn watch_follows_a_daemon_restart_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), None, None);
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(2, "wlan0"),
+    ));
+    let mut w = Watch::start(&d, &["--json", "watch", "--since", "1h"]);
+    assert_eq!(triggers(&w.next())[0].id, 1);
+    assert_eq!(triggers(&w.next())[0].id, 2);
+    let mut once = Watch::start(
+        &d,
+        &["--json", "watch", "--no-reconnect", "--resume-after", "1"],
+    );
+    assert_eq!(triggers(&once.next())[0].id, 2);
+
+    d.restart();
+    // The one that does not reconnect ends, naming where to go on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = once.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "--no-reconnect watch kept running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut once.child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("--resume-after 2"), "{err}");
+
+    // Added after the restart: the reconnecting watch gets exactly these.
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(3, "eth0"),
+    ));
+    let ids: Vec<u64> = (0..3).map(|_| triggers(&w.next())[0].id).collect();
+    assert_eq!(ids, [3, 4, 5]);
+    assert!(
+        w.lines.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a repeat"
+    );
+    // A second restart while the watch is idle, then more.
+    d.restart();
+    ok(ctl_stdin(
+        &d,
+        &["add", "--from", "-"],
+        &link_up_lines(1, "eth0"),
+    ));
+    assert_eq!(triggers(&w.next())[0].id, 6);
+    let (code, err) = {
+        let w2 = std::mem::replace(&mut w, Watch::start(&d, &["--json", "watch"]));
+        w2.interrupt()
+    };
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("reconnecting (resuming after id 5)"), "{err}");
+    assert!(err.contains("reconnected"), "{err}");
+    let _ = w.interrupt();
 }
 
 #[test]

@@ -125,6 +125,10 @@ enum Command {
         /// snapshot-complete note.
         #[arg(long)]
         snapshot: bool,
+        /// Exit when the daemon goes away (naming the id to resume after)
+        /// instead of reconnecting and resuming.
+        #[arg(long)]
+        no_reconnect: bool,
     },
     /// Show stored triggers, a page at a time.
     #[command(after_help = HISTORY_HELP)]
@@ -575,12 +579,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             since,
             resume_after,
             snapshot,
+            no_reconnect,
         } => {
             let opts = watch::WatchOpts {
                 filter: filter.filter(),
                 since,
                 resume_after,
                 snapshot,
+                reconnect: !no_reconnect,
             };
             tokio::select! {
                 r = watch::watch(&mut c, &out, opts) => r,

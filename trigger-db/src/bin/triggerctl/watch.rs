@@ -4,8 +4,12 @@
 //! (Query), then a subscription resumes after the last id that history
 //! reached, so nothing falls between the two. A gap notice (this watcher
 //! fell behind) is followed by an automatic resubscription from the id it
-//! names; ids already printed are never printed again. This module does not
-//! handle Ctrl-C: `main` stops it from outside.
+//! names; ids already printed are never printed again. When the daemon goes
+//! away (a restart ends the stream, or the socket stops answering) the watch
+//! says so, reconnects with backoff and resumes after the last id it
+//! printed, so a restart loses nothing either (`--no-reconnect` exits
+//! instead, naming that id). This module does not handle Ctrl-C: `main`
+//! stops it from outside.
 
 use serde_json::json;
 use trigger_db::{
@@ -25,6 +29,21 @@ pub struct WatchOpts {
     pub since: Option<Timestamp>,
     pub resume_after: Option<u64>,
     pub snapshot: bool,
+    /// Follow the daemon across restarts.
+    pub reconnect: bool,
+}
+
+/// First wait before reconnecting; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(200);
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a failed call means the daemon is (for now) not there, rather
+/// than that it refused what we asked.
+fn daemon_gone(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
 }
 
 /// Which ids are printed, so that a resubscription never repeats one.
@@ -105,27 +124,74 @@ pub async fn watch(c: &mut Client, out: &Out, o: WatchOpts) -> anyhow::Result<()
         seen.last = Some(seen.last.unwrap_or(0).max(r));
     }
     let mut snapshot = o.snapshot;
+    let resume_hint = |seen: &Seen| match seen.last {
+        Some(l) => format!("; continue with --resume-after {l}"),
+        None => String::new(),
+    };
+    let mut backoff = BACKOFF_MIN;
+    // Set while the daemon is away (said once per outage).
+    let mut away = false;
     loop {
+        if away {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            // Resume after what was printed; with nothing printed yet, from
+            // where the previous subscription was to start.
+            resume = seen.last.or(resume);
+        }
         let req = pb::SubscribeRequest {
             filter: Some(o.filter.to_wire()),
             resume_after_id: resume,
             snapshot,
         };
-        snapshot = false;
-        let mut stream = c
-            .subscribe(req)
-            .await
-            .map_err(|s| status_error("watch", &s))?
-            .into_inner();
-        let resume_hint = |seen: &Seen| match seen.last {
-            Some(l) => format!("; continue with --resume-after {l}"),
-            None => String::new(),
+        let mut stream = match c.subscribe(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if o.reconnect && daemon_gone(&s) => {
+                if !away {
+                    out.note(&format!(
+                        "{}; reconnecting{}",
+                        status_error("watch", &s),
+                        seen.last
+                            .map(|l| format!(" (resuming after id {l})"))
+                            .unwrap_or_default()
+                    ));
+                    away = true;
+                }
+                continue;
+            }
+            Err(s) => anyhow::bail!("{}{}", status_error("watch", &s), resume_hint(&seen)),
         };
+        if std::mem::take(&mut away) {
+            out.note("reconnected");
+        }
+        backoff = BACKOFF_MIN;
+        snapshot = false;
         loop {
             let item = match stream.message().await {
                 Ok(Some(m)) => m.item,
+                Ok(None) if o.reconnect => {
+                    out.note(&format!(
+                        "the daemon ended the stream (restart?); reconnecting{}",
+                        seen.last
+                            .map(|l| format!(" (resuming after id {l})"))
+                            .unwrap_or_default()
+                    ));
+                    away = true;
+                    break;
+                }
                 Ok(None) => {
                     anyhow::bail!("watch: the daemon ended the stream{}", resume_hint(&seen))
+                }
+                Err(s) if o.reconnect && daemon_gone(&s) => {
+                    out.note(&format!(
+                        "{}; reconnecting{}",
+                        status_error("watch", &s),
+                        seen.last
+                            .map(|l| format!(" (resuming after id {l})"))
+                            .unwrap_or_default()
+                    ));
+                    away = true;
+                    break;
                 }
                 Err(s) => {
                     let e = status_error("watch", &s);
