@@ -7,7 +7,9 @@
 //! fall from 80 to 20 gives exactly one Link_Going_Down (and the
 //! Link_Parameters_Report with the threshold crossed); oscillating 38..42
 //! gives none more; rising above 45 re-arms it, and the next fall gives the
-//! second one.
+//! second one. After a daemon restart with the link still associated, the
+//! current strength is reported on first sight of NetworkManager, so the
+//! persisted threshold catches the next fall too.
 //!
 //! No timed assertions: after each Strength the test waits for the source's
 //! own report of that value to reach a subscriber. The writer stores the
@@ -353,6 +355,51 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
         "{h:?}"
     );
     assert_eq!(count(&h, "threshold going-down"), 2, "{h:?}");
+
+    // A daemon restart with the Wi-Fi link still associated (at 80, armed
+    // again): the persisted threshold starts over, and the first sight of
+    // NetworkManager reports the current strength, so the fall that
+    // follows is a crossing, not the start of a series.
+    drive(&conn, &ap, &mut s, &[80], &log).await;
+    let last = c
+        .stats(pb::StatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
+        .last_id;
+    drop(s);
+    drop(c);
+    let mut d = d;
+    d.restart();
+    let log = || d.log_text();
+    let mut c = d.client().await;
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            filter: Some(pb::TriggerFilter {
+                sources: vec![pb::Source::Networkmanager as i32],
+                ..Default::default()
+            }),
+            resume_after_id: Some(last),
+            snapshot: false,
+        })
+        .await
+        .expect("subscribe after the restart")
+        .into_inner();
+    until_report(&mut s, 80, &log).await;
+    drive(&conn, &ap, &mut s, &[20], &log).await;
+    let h = history(&mut c).await;
+    assert_eq!(
+        h[h.len() - 5..],
+        [
+            "nm 80",
+            "nm 80",
+            "nm 20",
+            "threshold report 20 crossed 40",
+            "threshold going-down",
+        ],
+        "{h:?}\n{}",
+        log()
+    );
 
     let text = d.log_text();
     assert!(!text.contains("panicked"), "{text}");

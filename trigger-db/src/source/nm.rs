@@ -22,8 +22,10 @@
 //! at start, stopping or restarting is normal: `NameOwnerChanged` is
 //! followed; when NM appears the source reads the manager, every device and
 //! active connection, sends a RESYNC marker (cause "nm-appeared") and the
-//! triggers for what differs from what it knew before (nothing else the
-//! first time: there is nothing to differ from); when NM vanishes it logs and
+//! triggers for what differs from what it knew before (the first time no
+//! transitions, as there is nothing to differ from, but the current Strength
+//! of each active Wi-Fi link, a measurement thresholds need as their first
+//! sample); when NM vanishes it logs and
 //! waits. NetworkManager owns its name a moment before its objects exist, so
 //! the read is repeated while they are missing; signals received before the
 //! read began are dropped (the read reflects them), and a device signal

@@ -102,6 +102,17 @@ pub fn resync_triggers(
 ) -> Vec<Trigger> {
     let mut out = vec![map::resync_marker(cause, new.devices.len(), now)];
     if first {
+        // No transitions on first sight (the state before is unknown), but
+        // a Wi-Fi link's current strength is a measurement, not a change:
+        // report it, so that thresholds have a first sample and a later
+        // drop past one is a crossing rather than the start of a series.
+        out.extend(new.devices.values().filter_map(|dev| {
+            let (Some(s), Some(ap)) = (dev.strength, &dev.active_ap) else {
+                return None;
+            };
+            dev.is_activated()
+                .then(|| map::strength_report(&dev.iface, ap, s, now))
+        }));
         return out;
     }
     for (path, dev) in &new.devices {
@@ -200,8 +211,14 @@ mod tests {
     }
 
     #[test]
-    fn first_sync_sends_the_marker_alone() {
-        let new = snap(&[("/d/1", dev("eth0", 100))]);
+    fn first_sync_sends_the_marker_and_the_strength_of_active_wifi_links_only() {
+        let mut w = dev("wlan0", 100);
+        w.active_ap = Some("/ap/1".into());
+        w.strength = Some(63);
+        let mut idle = dev("wlan1", 30);
+        idle.active_ap = Some("/ap/2".into());
+        idle.strength = Some(50);
+        let new = snap(&[("/d/1", dev("eth0", 100)), ("/d/2", w), ("/d/3", idle)]);
         let t = resync_triggers(
             "nm-appeared",
             true,
@@ -209,7 +226,13 @@ mod tests {
             &new,
             Timestamp(0),
         );
-        assert_eq!(kinds(&t), [(TriggerType::Resync, String::new())]);
+        assert_eq!(
+            kinds(&t),
+            [
+                (TriggerType::Resync, String::new()),
+                (TriggerType::LinkParametersReport, "wlan0".into()),
+            ]
+        );
     }
 
     #[test]
