@@ -110,6 +110,9 @@ type SourceTasks = (
 );
 
 impl crate::server::SourceCounters for NetlinkStats {
+    fn name(&self) -> &'static str {
+        "rtnetlink"
+    }
     fn resyncs(&self) -> u64 {
         self.resyncs.load(Ordering::Relaxed)
     }

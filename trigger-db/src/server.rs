@@ -44,6 +44,8 @@ pub struct Access {
 
 /// Counters from the sources, read when Stats is asked.
 pub trait SourceCounters: Send + Sync + std::fmt::Debug {
+    /// The source's name in Stats (`rtnetlink`, `networkmanager`).
+    fn name(&self) -> &'static str;
     fn resyncs(&self) -> u64;
     fn parse_errors(&self) -> u64;
 }
@@ -424,7 +426,20 @@ impl TriggerService for Service {
                     count: *n,
                 })
                 .collect(),
-            netlink_parse_errors: self.sources.iter().map(|c| c.parse_errors()).sum(),
+            netlink_parse_errors: self
+                .sources
+                .iter()
+                .filter(|c| c.name() == "rtnetlink")
+                .map(|c| c.parse_errors())
+                .sum(),
+            bad_input_by_source: self
+                .sources
+                .iter()
+                .map(|c| pb::Count {
+                    name: c.name().into(),
+                    count: c.parse_errors(),
+                })
+                .collect(),
             flaps: flaps
                 .into_iter()
                 .map(|f| pb::InterfaceFlaps {

@@ -441,11 +441,17 @@ async fn wifi_strength_becomes_parameter_reports_and_bad_values_are_counted() {
         .await
         .unwrap()
         .into_inner();
+    let nm_bad = stats
+        .bad_input_by_source
+        .iter()
+        .find(|c| c.name == "networkmanager")
+        .map_or(0, |c| c.count);
     assert!(
-        stats.netlink_parse_errors >= 4,
+        nm_bad >= 4,
         "bad values not counted: {stats:?}\n{}",
         d.log_text()
     );
+    assert_eq!(stats.netlink_parse_errors, 0, "not netlink's: {stats:?}");
     let text = d.log_text();
     assert!(
         text.contains("skipping an unexpected value from NetworkManager"),

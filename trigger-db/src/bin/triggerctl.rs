@@ -436,7 +436,9 @@ const STATS_HELP: &str = "\
 --json prints one object: stored_triggers, first_id, last_id, database_bytes, \
 subscribers, gap_notices, resyncs, ingested_total, retention_deleted, \
 rejected_requests, netlink_parse_errors, debounced, suppressed_flaps, \
-uptime_s, by_source / by_type (objects of name -> count), and flaps (a list \
+uptime_s, by_source / by_type / bad_input_by_source (objects of name -> \
+count; bad input: netlink attributes or D-Bus values a source could not \
+use), and flaps (a list \
 of {\"interface\",\"in_window\",\"total\",\"window_s\"}: link-downs in the \
 last window and since the daemon started).
 

@@ -138,8 +138,12 @@ impl NmStats {
     }
 }
 
-/// The Stats RPC shows bad values and unreadable objects as parse errors.
+/// The Stats RPC shows bad values and unreadable objects as this source's
+/// bad input.
 impl crate::server::SourceCounters for NmStats {
+    fn name(&self) -> &'static str {
+        "networkmanager"
+    }
     fn resyncs(&self) -> u64 {
         self.resyncs.load(Ordering::Relaxed)
     }

@@ -330,6 +330,7 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
     };
     let by_source = counts(&s.by_source);
     let by_type = counts(&s.by_type);
+    let bad_input = counts(&s.bad_input_by_source);
     let scalars: [(&str, u64); 14] = [
         ("stored_triggers", s.stored_triggers),
         ("first_id", s.first_id),
@@ -365,6 +366,7 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
         }
         obj.insert("by_source".into(), json!(by_source));
         obj.insert("by_type".into(), json!(by_type));
+        obj.insert("bad_input_by_source".into(), json!(bad_input));
         obj.insert("flaps".into(), json!(flaps));
         return Ok(out.json_line(&obj)?);
     }
@@ -372,7 +374,11 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
         .iter()
         .map(|(k, v)| vec![k.replace('_', " "), v.to_string()])
         .collect();
-    for (label, m) in [("by source", &by_source), ("by type", &by_type)] {
+    for (label, m) in [
+        ("by source", &by_source),
+        ("by type", &by_type),
+        ("bad input by source", &bad_input),
+    ] {
         let v = m
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
