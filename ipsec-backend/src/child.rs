@@ -498,6 +498,35 @@ impl<T: ChildSaBackend + ?Sized> ChildSaBackend for std::sync::Arc<T> {
 }
 
 impl ChildSaSpec {
+    /// A tunnel-mode pair with the common defaults: no UDP encapsulation,
+    /// mark, interface id or lifetime limits, a replay window of 32, no
+    /// ESN, priority 0 (computed from the selectors).
+    pub fn tunnel(
+        outer: OuterPair,
+        selectors: Vec<SelectorPair>,
+        reqid: u32,
+        (spi_out, spi_in): (u32, u32),
+        (crypto_out, crypto_in): (Crypto, Crypto),
+    ) -> Self {
+        Self {
+            outer,
+            selectors,
+            mode: Mode::Tunnel,
+            reqid,
+            spi_out,
+            spi_in,
+            crypto_out,
+            crypto_in,
+            encap: None,
+            mark: None,
+            if_id: None,
+            replay_window: default_replay(),
+            esn: false,
+            priority: 0,
+            lifetime: None,
+        }
+    }
+
     /// Whether the selector list can be installed: at least one pair, each
     /// of one address family, none twice. Both backends check it first.
     pub fn check(&self) -> Result<(), SelectorError> {

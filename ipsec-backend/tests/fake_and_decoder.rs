@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use futures::StreamExt;
 use ipsec_backend::netlink::NlMessage;
-use ipsec_backend::types::{Crypto, Dir, Encap, Mode, OuterPair, unhex};
+use ipsec_backend::types::{Crypto, Dir, Encap, OuterPair, unhex};
 use ipsec_backend::{ChildSaBackend, ChildSaSpec, Error, FakeBackend, SelectorPair, XfrmEvent};
 use proptest::prelude::*;
 
@@ -16,29 +16,19 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn spec(spi_out: u32, spi_in: u32, reqid: u32, remote_ts: &str) -> ChildSaSpec {
-    ChildSaSpec {
-        outer: OuterPair {
+    ChildSaSpec::tunnel(
+        OuterPair {
             local: ip("192.0.2.1"),
             remote: ip("192.0.2.2"),
         },
-        selectors: vec![SelectorPair::new(
+        vec![SelectorPair::new(
             "10.1.0.0/24".parse().expect("p"),
             remote_ts.parse().expect("p"),
         )],
-        mode: Mode::Tunnel,
         reqid,
-        spi_out,
-        spi_in,
-        crypto_out: Crypto::aes_gcm(&[1; 20]),
-        crypto_in: Crypto::aes_gcm(&[2; 20]),
-        encap: None,
-        mark: None,
-        if_id: None,
-        replay_window: 32,
-        esn: false,
-        lifetime: None,
-        priority: 0,
-    }
+        (spi_out, spi_in),
+        (Crypto::aes_gcm(&[1; 20]), Crypto::aes_gcm(&[2; 20])),
+    )
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -427,29 +427,19 @@ fn kernel_install_child_sa_is_all_or_nothing() {
     use ipsec_backend::{ChildSaBackend, ChildSaSpec, KernelBackend, SelectorPair};
     in_new_netns(|| async {
         let b = KernelBackend::new().expect("backend");
-        let spec = ChildSaSpec {
-            outer: OuterPair {
+        let spec = ChildSaSpec::tunnel(
+            OuterPair {
                 local: ip("192.0.2.1"),
                 remote: ip("192.0.2.2"),
             },
-            selectors: vec![SelectorPair::new(
+            vec![SelectorPair::new(
                 "10.1.0.0/24".parse().expect("p"),
                 "10.2.0.0/24".parse().expect("p"),
             )],
-            mode: Mode::Tunnel,
-            reqid: 1,
-            spi_out: 0x100,
-            spi_in: 0x200,
-            crypto_out: Crypto::aes_gcm(&[1; 20]),
-            crypto_in: Crypto::aes_gcm(&[2; 20]),
-            encap: None,
-            mark: None,
-            if_id: None,
-            replay_window: 32,
-            esn: false,
-            priority: 0,
-            lifetime: None,
-        };
+            1,
+            (0x100, 0x200),
+            (Crypto::aes_gcm(&[1; 20]), Crypto::aes_gcm(&[2; 20])),
+        );
         // Occupy the fwd policy so that the last step fails even where ESP
         // works; everything done before it must be undone.
         let fwd = policy(
@@ -490,29 +480,19 @@ fn kernel_install_child_sa_is_all_or_nothing() {
 fn multi_spec() -> ipsec_backend::ChildSaSpec {
     use ipsec_backend::{ChildSaSpec, SelectorPair};
     let p = |s: &str| s.parse::<ipsec_backend::types::Prefix>().expect("prefix");
-    ChildSaSpec {
-        outer: OuterPair {
+    ChildSaSpec::tunnel(
+        OuterPair {
             local: ip("192.0.2.1"),
             remote: ip("192.0.2.2"),
         },
-        selectors: SelectorPair::product(
+        SelectorPair::product(
             &[p("10.1.0.0/24"), p("10.3.0.0/24"), p("fd01::/64")],
             &[p("10.2.0.0/24"), p("10.4.0.0/24"), p("fd02::/64")],
         ),
-        mode: Mode::Tunnel,
-        reqid: 5,
-        spi_out: 0x100,
-        spi_in: 0x200,
-        crypto_out: Crypto::aes_gcm(&[1; 20]),
-        crypto_in: Crypto::aes_gcm(&[2; 20]),
-        encap: None,
-        mark: None,
-        if_id: None,
-        replay_window: 32,
-        esn: false,
-        priority: 0,
-        lifetime: None,
-    }
+        5,
+        (0x100, 0x200),
+        (Crypto::aes_gcm(&[1; 20]), Crypto::aes_gcm(&[2; 20])),
+    )
 }
 
 /// (selector, dir) -> (template src, template dst, reqid) of every policy.

@@ -47,23 +47,13 @@ fn two_by_two() -> Vec<SelectorPair> {
 }
 
 fn spec(spi_out: u32, spi_in: u32, reqid: u32, selectors: Vec<SelectorPair>) -> ChildSaSpec {
-    ChildSaSpec {
-        outer: outer(P1),
+    ChildSaSpec::tunnel(
+        outer(P1),
         selectors,
-        mode: Mode::Tunnel,
         reqid,
-        spi_out,
-        spi_in,
-        crypto_out: Crypto::aes_gcm(&[1; 20]),
-        crypto_in: Crypto::aes_gcm(&[2; 20]),
-        encap: None,
-        mark: None,
-        if_id: None,
-        replay_window: 32,
-        esn: false,
-        lifetime: None,
-        priority: 0,
-    }
+        (spi_out, spi_in),
+        (Crypto::aes_gcm(&[1; 20]), Crypto::aes_gcm(&[2; 20])),
+    )
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -810,16 +810,7 @@ mod tests {
             "198.51.100.1".parse().unwrap(),
             "198.51.100.2".parse().unwrap(),
         );
-        let ev = k
-            .apply(KernelAction::MigrateChildSa {
-                reqid: 3,
-                inbound_spi: 100,
-                outbound_spi: 101,
-                from: ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
-                to,
-                encap: None,
-            })
-            .await;
+        let ev = k.apply(migrate_action(3, 100, to)).await;
         assert!(matches!(ev, KernelEvent::Migrated { .. }), "{ev:?}");
         assert_eq!(fake.len(), (2, 12));
         let ev = k
@@ -834,6 +825,18 @@ mod tests {
             .await;
         assert!(matches!(ev, KernelEvent::Deleted { .. }), "{ev:?}");
         assert!(fake.is_empty(), "{:?}", fake.len());
+    }
+
+    /// Move the pair (reqid, inbound SPI) from 192.0.2.1/2 to `to`.
+    fn migrate_action(reqid: u32, inbound_spi: u32, to: (IpAddr, IpAddr)) -> KernelAction {
+        KernelAction::MigrateChildSa {
+            reqid,
+            inbound_spi,
+            outbound_spi: inbound_spi + 1,
+            from: ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
+            to,
+            encap: None,
+        }
     }
 
     #[tokio::test]
@@ -872,14 +875,11 @@ mod tests {
             "{ev:?}"
         );
         // Its later migrate and delete have nothing to do, once.
-        let migrate_failed = KernelAction::MigrateChildSa {
-            reqid: 4,
-            inbound_spi: 100,
-            outbound_spi: 101,
-            from: ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
-            to: ("192.0.2.1".parse().unwrap(), "192.0.2.3".parse().unwrap()),
-            encap: None,
-        };
+        let migrate_failed = migrate_action(
+            4,
+            100,
+            ("192.0.2.1".parse().unwrap(), "192.0.2.3".parse().unwrap()),
+        );
         let ev = k.apply(migrate_failed).await;
         assert!(
             matches!(ev, KernelEvent::NotInstalled { reqid: 4, .. }),
@@ -916,16 +916,7 @@ mod tests {
             "198.51.100.1".parse().unwrap(),
             "198.51.100.2".parse().unwrap(),
         );
-        let ev = k
-            .apply(KernelAction::MigrateChildSa {
-                reqid: 3,
-                inbound_spi: 100,
-                outbound_spi: 101,
-                from: ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
-                to,
-                encap: None,
-            })
-            .await;
+        let ev = k.apply(migrate_action(3, 100, to)).await;
         match ev {
             KernelEvent::Migrated { handle, .. } => assert_eq!(handle.outer.local, to.0),
             e => panic!("{e:?}"),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ipsec_backend::types::{Crypto, Mode, OuterPair, Prefix};
+use ipsec_backend::types::{Crypto, OuterPair, Prefix};
 use ipsec_backend::{
     ChildSaBackend, ChildSaHandle, ChildSaSpec, KernelBackend, SaKey, SelectorPair,
 };
@@ -170,23 +170,13 @@ fn spec(i: usize, left: bool) -> ChildSaSpec {
             spi_lr,
         )
     };
-    ChildSaSpec {
+    ChildSaSpec::tunnel(
         outer,
-        selectors: vec![SelectorPair::new(lts, rts)],
-        mode: Mode::Tunnel,
-        reqid: i as u32 + 1,
-        spi_out: so,
-        spi_in: si,
-        crypto_out: key(if left { 1 } else { 2 }),
-        crypto_in: key(if left { 2 } else { 1 }),
-        encap: None,
-        mark: None,
-        if_id: None,
-        replay_window: 32,
-        esn: false,
-        lifetime: None,
-        priority: 0,
-    }
+        vec![SelectorPair::new(lts, rts)],
+        i as u32 + 1,
+        (so, si),
+        (key(if left { 1 } else { 2 }), key(if left { 2 } else { 1 })),
+    )
 }
 
 fn pair(p: (&str, &str), left: bool) -> OuterPair {

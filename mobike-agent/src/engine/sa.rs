@@ -725,10 +725,13 @@ impl IkeSa {
         Ok(())
     }
 
-    pub(super) fn command_rekey_child(
+    /// Queues `job` for the CHILD_SA with inbound SPI `spi`, if this IKE SA
+    /// is established and has it.
+    fn command_on_child(
         &mut self,
         ctx: &mut Ctx<'_>,
         spi: u32,
+        job: Pending,
     ) -> Result<(), super::CommandError> {
         if !self.established() {
             return Err(super::CommandError::NotEstablished(self.id));
@@ -739,9 +742,17 @@ impl IkeSa {
                 what: format!("{spi:#010x}"),
             });
         }
-        self.queue.push_back(Pending::RekeyChild(spi, None));
+        self.queue.push_back(job);
         self.start_next_request(ctx);
         Ok(())
+    }
+
+    pub(super) fn command_rekey_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        spi: u32,
+    ) -> Result<(), super::CommandError> {
+        self.command_on_child(ctx, spi, Pending::RekeyChild(spi, None))
     }
 
     /// Deletes one CHILD_SA with the peer (INFORMATIONAL with a Delete of
@@ -752,18 +763,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         spi: u32,
     ) -> Result<(), super::CommandError> {
-        if !self.established() {
-            return Err(super::CommandError::NotEstablished(self.id));
-        }
-        if !self.children.iter().any(|c| c.inbound_spi == spi) {
-            return Err(super::CommandError::UnknownChild {
-                sa: self.id,
-                what: format!("{spi:#010x}"),
-            });
-        }
-        self.queue.push_back(Pending::DeleteChild(vec![spi]));
-        self.start_next_request(ctx);
-        Ok(())
+        self.command_on_child(ctx, spi, Pending::DeleteChild(vec![spi]))
     }
 
     pub(super) fn command_create_child(

@@ -113,6 +113,15 @@ async fn replay_since(
     Ok(seen.last.unwrap_or(0).max(before))
 }
 
+/// Says why the watch reconnects and after which id it will resume.
+fn reconnecting(out: &Out, why: &str, seen: &Seen) {
+    let resume = seen
+        .last
+        .map(|l| format!(" (resuming after id {l})"))
+        .unwrap_or_default();
+    out.note(&format!("{why}; reconnecting{resume}"));
+}
+
 pub async fn watch(c: &mut Client, out: &Out, o: WatchOpts) -> anyhow::Result<()> {
     let mut seen = Seen::default();
     out.trigger_header()?;
@@ -148,13 +157,7 @@ pub async fn watch(c: &mut Client, out: &Out, o: WatchOpts) -> anyhow::Result<()
             Ok(r) => r.into_inner(),
             Err(s) if o.reconnect && daemon_gone(&s) => {
                 if !away {
-                    out.note(&format!(
-                        "{}; reconnecting{}",
-                        status_error("watch", &s),
-                        seen.last
-                            .map(|l| format!(" (resuming after id {l})"))
-                            .unwrap_or_default()
-                    ));
+                    reconnecting(out, &status_error("watch", &s).to_string(), &seen);
                     away = true;
                 }
                 continue;
@@ -170,12 +173,7 @@ pub async fn watch(c: &mut Client, out: &Out, o: WatchOpts) -> anyhow::Result<()
             let item = match stream.message().await {
                 Ok(Some(m)) => m.item,
                 Ok(None) if o.reconnect => {
-                    out.note(&format!(
-                        "the daemon ended the stream (restart?); reconnecting{}",
-                        seen.last
-                            .map(|l| format!(" (resuming after id {l})"))
-                            .unwrap_or_default()
-                    ));
+                    reconnecting(out, "the daemon ended the stream (restart?)", &seen);
                     away = true;
                     break;
                 }
@@ -183,13 +181,7 @@ pub async fn watch(c: &mut Client, out: &Out, o: WatchOpts) -> anyhow::Result<()
                     anyhow::bail!("watch: the daemon ended the stream{}", resume_hint(&seen))
                 }
                 Err(s) if o.reconnect && daemon_gone(&s) => {
-                    out.note(&format!(
-                        "{}; reconnecting{}",
-                        status_error("watch", &s),
-                        seen.last
-                            .map(|l| format!(" (resuming after id {l})"))
-                            .unwrap_or_default()
-                    ));
+                    reconnecting(out, &status_error("watch", &s).to_string(), &seen);
                     away = true;
                     break;
                 }
