@@ -519,6 +519,22 @@ mod tests {
     }
 
     #[test]
+    fn the_deployed_example_is_valid() {
+        let text = include_str!("../../deploy/mobike-agent.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let psk = dir.path().join("office.psk");
+        std::fs::write(&psk, "a-long-random-secret\n").unwrap();
+        let text = text.replace("/etc/mobike-agent/office.psk", &psk.display().to_string());
+        let a = FileConfig::parse(&text).unwrap().to_agent_config().unwrap();
+        assert_eq!(a.backend, Backend::Xfrm);
+        assert!(a.routes.is_some());
+        assert_eq!(a.initiate, ["office"]);
+        let child = &a.endpoint.connections[0].children[0];
+        assert_eq!(child.remote_ts.len(), 2);
+        assert_eq!(child.rekey_time, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let bad = EXAMPLE.replace("mobike = true", "mobike = true\nmobikke = 1");
         let err = FileConfig::parse(&bad).unwrap_err();
