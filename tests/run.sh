@@ -26,6 +26,7 @@ packages=(
   python3-dbusmock python3-dbus python3-gi libglib2.0-bin   # NM Wi-Fi mock
   strongswan-charon strongswan-swanctl        # the IKEv2 peer for interop
   libstrongswan-standard-plugins libcharon-extra-plugins
+  nftables                                    # the NAT router of the VM scenario mobike-charon
 )
 missing=()
 for p in "${packages[@]}"; do

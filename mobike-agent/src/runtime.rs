@@ -91,6 +91,14 @@ pub async fn run(
                 Ok(n) => debug!(%addr, bytes = n, "receive buffer"),
                 Err(e) => warn!(%addr, error = %e, "cannot enlarge the receive buffer"),
             }
+            // Kernel ESP behind a NAT arrives on the NAT-T port: the kernel
+            // must take it there (RFC 3948), not hand it to us.
+            if port == nat_t
+                && config.backend == Backend::Xfrm
+                && let Err(e) = crate::sockopt::set_esp_in_udp(&*sock)
+            {
+                warn!(%addr, error = %e, "cannot mark the NAT-T socket for ESP-in-UDP: UDP-encapsulated ESP will not reach the kernel");
+            }
             sockets.insert(addr, sock.clone());
             let tx = tx.clone();
             tokio::spawn(async move {

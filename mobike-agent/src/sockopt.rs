@@ -1,7 +1,9 @@
 //! Socket options the runtime sets on its UDP sockets: a receive buffer
 //! large enough for a burst of IKE requests (many peers, or many IKE SAs
 //! to one peer, starting at once), so the kernel does not drop datagrams
-//! while the engine computes Diffie-Hellman for the ones before them.
+//! while the engine computes Diffie-Hellman for the ones before them; and
+//! on the NAT-T port, `UDP_ENCAP_ESPINUDP` (RFC 3948), without which the
+//! kernel hands UDP-encapsulated ESP to the agent instead of decrypting it.
 //! Nothing else lives here.
 
 use std::os::fd::AsRawFd;
@@ -54,6 +56,33 @@ pub fn set_recv_buffer(sock: &impl AsRawFd, bytes: usize) -> std::io::Result<usi
     Ok(usize::try_from(got).unwrap_or(0))
 }
 
+/// `UDP_ENCAP_ESPINUDP` from `<linux/udp.h>` (libc has `UDP_ENCAP` only).
+const UDP_ENCAP_ESPINUDP: libc::c_int = 2;
+
+/// Marks `sock` (the NAT-T port) as an ESP-in-UDP socket (RFC 3948): the
+/// kernel then decapsulates ESP arriving on it for its SAs, passes IKE
+/// (non-ESP marker) through unchanged and drops NAT keepalives. Needs XFRM.
+pub fn set_esp_in_udp(sock: &impl AsRawFd) -> std::io::Result<()> {
+    let val: libc::c_int = UDP_ENCAP_ESPINUDP;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| std::io::Error::other("socklen_t overflow"))?;
+    // SAFETY: the fd is an open socket borrowed from `sock` for the call;
+    // the option value points at a live c_int of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_UDP,
+            libc::UDP_ENCAP,
+            std::ptr::from_ref(&val).cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +92,23 @@ mod tests {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let got = set_recv_buffer(&s, 1 << 20).unwrap();
         assert!(got >= 4096, "{got}");
+    }
+
+    #[test]
+    fn esp_in_udp_is_accepted_on_v4_and_v6() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_esp_in_udp(&s).unwrap();
+        // An IKE datagram (non-ESP marker) still reaches the socket.
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.send_to(&[0, 0, 0, 0, 0x2e], s.local_addr().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 16];
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[0, 0, 0, 0, 0x2e]);
+        if let Ok(s6) = std::net::UdpSocket::bind("[::1]:0") {
+            set_esp_in_udp(&s6).unwrap();
+        }
     }
 }

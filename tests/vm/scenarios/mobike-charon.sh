@@ -52,6 +52,7 @@ cleanup() {
   [ -n "$AGENT" ] && { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
   [ -n "$CHARON" ] && { kill "$CHARON" 2>/dev/null || true; wait "$CHARON" 2>/dev/null || true; }
   ip netns del A 2>/dev/null || true; ip netns del B 2>/dev/null || true
+  ip netns del R 2>/dev/null || true
   rm -rf "$D"
 }
 trap cleanup EXIT
@@ -66,7 +67,9 @@ wait_for() { # seconds cmd...
 [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null ||
   fail "strongSwan missing on the host (strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins)"
 for m in xfrm_user xfrm_algo esp4 esp6 veth dummy af_key aes_generic gcm ghash_generic ctr seqiv \
-         authenc chacha20poly1305 sha256_generic hmac; do modprobe "$m" 2>/dev/null || true; done
+         authenc chacha20poly1305 sha256_generic hmac nf_tables nft_chain_nat nft_masq nf_nat; do
+  modprobe "$m" 2>/dev/null || true
+done
 ts "modules loaded"
 
 ip netns add A; ip netns add B
@@ -298,4 +301,47 @@ ping_counted 5 - 10.2.0.1 2
 ip -n A xfrm state | grep -E '^src'
 ts "5: MOBIKE: charon moved to 198.51.100.2, the agent migrated the same SAs ($spi_out) and all 12 policy templates, pings for both subnet pairs pass"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "5: agent exit status $?"; AGENT=""
+
+# ---- 6. NAT: the agent behind a masquerading router R; IKE floats to
+#         4500 and the kernel SAs use ESP-in-UDP, which reaches the kernel
+#         only because the agent marks its 4500 socket UDP_ENCAP_ESPINUDP ----
+command -v nft >/dev/null || fail "6: nft missing on the host (Debian package nftables)"
+ip netns add R; ip -n R link set lo up
+ip link add vAR netns A type veth peer name vRA netns R
+ip link add vRB netns R type veth peer name vBR netns B
+ip -n A addr add 172.16.0.2/24 dev vAR; ip -n R addr add 172.16.0.1/24 dev vRA
+ip -n R addr add 203.0.113.1/24 dev vRB; ip -n B addr add 203.0.113.2/24 dev vBR
+for l in "A vAR" "R vRA" "R vRB" "B vBR"; do set -- $l; ip -n "$1" link set "$2" up; done
+ip -n A route replace 203.0.113.0/24 via 172.16.0.1
+ip netns exec R sysctl -qw net.ipv4.ip_forward=1
+ip netns exec R nft -f - <<'EON' || fail "6: nft masquerade in R"
+table ip nat {
+  chain post { type nat hook postrouting priority 100; oifname "vRB" masquerade; }
+}
+EON
+ip -n B route replace 10.1.0.0/24 dev vBR src 10.2.0.1
+ip -n B route replace 10.3.0.0/24 dev vBR src 10.4.0.1
+# charon accepts this peer from any address (conn c wants 192.0.2.1)
+sed -e 's/^connections { c {/connections { n {/' -e '/remote_addrs = 192.0.2.1/d' \
+  -e 's/secrets { ike-c {/secrets { ike-n {/' "$D/B/swanctl.conf" > "$D/B/swanctl-nat.conf"
+sw --load-all --file "$D/B/swanctl-nat.conf" >/dev/null || fail "6: swanctl --load-all (nat)"
+sed -e 's/192\.0\.2\.1"/172.16.0.2"/' -e 's/192\.0\.2\.2"/203.0.113.2"/' "$D/agent.toml" > "$D/agent-nat.toml"
+grep -q '172.16.0.2' "$D/agent-nat.toml" && grep -q '203.0.113.2' "$D/agent-nat.toml" || fail "6: agent-nat.toml"
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-nat.toml" \
+  2>"$D/agent.log" &
+AGENT=$!
+wait_for 30 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "6: agent did not install the CHILD_SA behind the NAT"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "6: agent kernel action failed"
+ip -n A xfrm state | has 'encap type espinudp sport 4500 dport 4500' || fail "6: no ESP-in-UDP SA in A: $(ip -n A xfrm state)"
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "6: status"
+echo "$st" | has '"local_behind_nat":true' || fail "6: the agent does not see its NAT: $st"
+echo "$st" | has '"local":"172.16.0.2:4500"' || fail "6: IKE did not float to 4500: $st"
+spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="172.16.0.2" {getline; print $4; exit}')
+spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="203.0.113.2" {getline; print $4; exit}')
+[ -n "$spi_out" ] && [ -n "$spi_in" ] || fail "6: SPIs not found in A"
+ping_counted 6 10.1.0.1 10.2.0.1 3
+ping_counted 6 - 10.4.0.1 2
+sw --list-sas | has 'ESTABLISHED' || fail "6: charon has no IKE SA"
+ts "6: behind a NAT: IKE on 4500, kernel ESP-in-UDP SAs ($spi_out) carry the pings"
+kill -TERM "$AGENT"; wait "$AGENT" || fail "6: agent exit status $?"; AGENT=""
 echo MOBIKE-CHARON-VM-OK
