@@ -14,7 +14,7 @@
 //! socket = "/run/mobike-agent/control.sock"   # the default as root
 //!
 //! [connections.home]
-//! local_addrs = ["192.0.2.1"]
+//! local_addrs = ["192.0.2.1"]   # optional; empty or absent: any
 //! remote_addrs = ["192.0.2.2"]
 //! local_id = "a.test"
 //! remote_id = "b.test"
@@ -197,7 +197,10 @@ pub enum Start {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSection {
-    /// Local addresses; the first is used to initiate and all are listened on.
+    /// Local addresses; the first is used to initiate and all are listened
+    /// on. Empty: any (the wildcards are listened on, and an initiator
+    /// starts from the address the kernel routes towards the peer).
+    #[serde(default)]
     pub local_addrs: Vec<IpAddr>,
     /// Peer addresses; the first is used to initiate.
     #[serde(default)]
@@ -265,6 +268,9 @@ pub struct AgentConfig {
     pub initiate: Vec<String>,
     /// Local addresses to listen on (ports 500 and 4500).
     pub listen: Vec<IpAddr>,
+    /// A connection takes "any" local address: listen on the wildcards
+    /// (which serve the addresses in `listen` too).
+    pub listen_any: bool,
     /// Kernel backend.
     pub backend: Backend,
     /// Tunnel routes (backend `xfrm` with `install_routes`), else `None`.
@@ -318,6 +324,7 @@ impl FileConfig {
         let mut connections = Vec::new();
         let mut initiate = Vec::new();
         let mut listen: Vec<IpAddr> = Vec::new();
+        let mut listen_any = false;
         for (name, c) in &self.connections {
             let invalid = |what: &str| ConfigFileError::Invalid {
                 connection: name.clone(),
@@ -361,9 +368,7 @@ impl FileConfig {
             if psk.is_empty() {
                 return Err(invalid("the pre-shared key is empty"));
             }
-            if c.local_addrs.is_empty() {
-                return Err(invalid("local_addrs must name at least one address"));
-            }
+            listen_any |= c.local_addrs.is_empty();
             if c.start == Start::Initiate && c.remote_addrs.is_empty() {
                 return Err(invalid("start = \"initiate\" needs remote_addrs"));
             }
@@ -426,7 +431,7 @@ impl FileConfig {
             };
             connections.push(ConnectionConfig {
                 name: name.clone(),
-                local_addr: Some(SocketAddr::new(c.local_addrs[0], IKE_PORT)),
+                local_addr: c.local_addrs.first().map(|a| SocketAddr::new(*a, IKE_PORT)),
                 remote_addr: c
                     .remote_addrs
                     .first()
@@ -455,6 +460,7 @@ impl FileConfig {
             },
             initiate,
             listen,
+            listen_any,
             backend: self.kernel.backend,
             routes: self.routes()?,
             control_socket: self.control.socket.clone(),
@@ -529,6 +535,7 @@ mod tests {
         assert_eq!(a.backend, Backend::Xfrm);
         assert!(a.routes.is_some());
         assert_eq!(a.initiate, ["office"]);
+        assert!(a.listen_any && a.endpoint.connections[0].local_addr.is_none());
         let child = &a.endpoint.connections[0].children[0];
         assert_eq!(child.remote_ts.len(), 2);
         assert_eq!(child.rekey_time, Some(Duration::from_secs(3600)));

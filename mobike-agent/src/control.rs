@@ -145,8 +145,7 @@ pub fn execute(
     };
     match cmd {
         ControlCommand::Initiate(connection) => {
-            ep.handle_command(now, Command::Initiate { connection })
-                .map_err(command_status)?;
+            crate::runtime::initiate(ep, now, &connection).map_err(command_status)?;
             let known: Vec<SaId> = before.iter().map(|i| i.id).collect();
             Ok(CommandResponse {
                 ike_sas: ep

@@ -27,3 +27,4 @@ pub mod proto;
 pub mod routes;
 pub mod runtime;
 pub mod sockopt;
+pub mod udp;

@@ -14,12 +14,12 @@
 use std::{
     collections::HashMap,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use tokio::{net::UdpSocket, sync::mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
     kernel::{Kernel, KernelEvent, KernelOp},
     routes::Routes,
+    udp::{Datagram, IkeSocket},
 };
 
 /// Datagrams waiting between the socket tasks and the engine.
@@ -77,17 +78,28 @@ pub async fn run(
         Some(c) => Some(Routes::new(c).map_err(RuntimeError::Routes)?),
         None => None,
     };
-    let (tx, mut rx) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(QUEUE);
-    let mut sockets: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    for ip in &config.listen {
+    let (tx, mut rx) = mpsc::channel::<Datagram>(QUEUE);
+    let mut sockets: HashMap<SocketAddr, Arc<IkeSocket>> = HashMap::new();
+    // With a connection on "any" local address, the two wildcards serve
+    // every connection; else each configured address gets its own.
+    let ips: Vec<IpAddr> = if config.listen_any {
+        vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+    } else {
+        config.listen.clone()
+    };
+    for ip in ips {
         for port in [crate::proto::IKE_PORT, nat_t] {
-            let addr = SocketAddr::new(*ip, port);
-            let sock = Arc::new(
-                UdpSocket::bind(addr)
-                    .await
-                    .map_err(|source| RuntimeError::Bind { addr, source })?,
-            );
-            match crate::sockopt::set_recv_buffer(&*sock, crate::sockopt::RECV_BUFFER) {
+            let addr = SocketAddr::new(ip, port);
+            let sock = match IkeSocket::bind(addr) {
+                Ok(s) => Arc::new(s),
+                // A host without IPv6 still serves IPv4 on "any".
+                Err(e) if config.listen_any && ip.is_ipv6() => {
+                    warn!(%addr, error = %e, "no IPv6 wildcard socket: IPv4 only");
+                    continue;
+                }
+                Err(source) => return Err(RuntimeError::Bind { addr, source }),
+            };
+            match crate::sockopt::set_recv_buffer(sock.socket(), crate::sockopt::RECV_BUFFER) {
                 Ok(n) => debug!(%addr, bytes = n, "receive buffer"),
                 Err(e) => warn!(%addr, error = %e, "cannot enlarge the receive buffer"),
             }
@@ -95,7 +107,7 @@ pub async fn run(
             // must take it there (RFC 3948), not hand it to us.
             if port == nat_t
                 && config.backend == Backend::Xfrm
-                && let Err(e) = crate::sockopt::set_esp_in_udp(&*sock)
+                && let Err(e) = crate::sockopt::set_esp_in_udp(sock.socket())
             {
                 warn!(%addr, error = %e, "cannot mark the NAT-T socket for ESP-in-UDP: UDP-encapsulated ESP will not reach the kernel");
             }
@@ -103,14 +115,15 @@ pub async fn run(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
                 loop {
-                    match sock.recv_from(&mut buf).await {
-                        Ok((n, from)) => {
-                            if tx.send((addr, from, buf[..n].to_vec())).await.is_err() {
-                                return;
-                            }
+                    if let Err(e) = sock.recv(&mut buf, &mut got).await {
+                        debug!(%addr, error = %e, "recv failed");
+                    }
+                    for d in got.drain(..) {
+                        if tx.send(d).await.is_err() {
+                            return;
                         }
-                        Err(e) => debug!(%addr, error = %e, "recv failed"),
                     }
                 }
             });
@@ -130,12 +143,7 @@ pub async fn run(
         None => None,
     };
     for name in &config.initiate {
-        ep.handle_command(
-            Instant::now(),
-            Command::Initiate {
-                connection: name.clone(),
-            },
-        )?;
+        initiate(&mut ep, Instant::now(), name)?;
     }
     flush(&mut ep, &mut kernel, &mut routes, &sockets).await;
     tokio::pin!(shutdown);
@@ -196,7 +204,7 @@ async fn flush(
     ep: &mut Endpoint,
     kernel: &mut Kernel,
     routes: &mut Option<Routes>,
-    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    sockets: &HashMap<SocketAddr, Arc<IkeSocket>>,
 ) {
     while let Some(e) = ep.poll_event() {
         match &e {
@@ -227,15 +235,49 @@ async fn flush(
         log_kernel_event(ev);
     }
     while let Some(t) = ep.poll_transmit() {
-        match sockets.get(&t.local) {
+        // The socket bound to the address, else the family's wildcard.
+        let wildcard = SocketAddr::new(
+            match t.local.ip() {
+                IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            },
+            t.local.port(),
+        );
+        match sockets.get(&t.local).or_else(|| sockets.get(&wildcard)) {
             Some(s) => {
-                if let Err(e) = s.send_to(&t.payload, t.remote).await {
+                if let Err(e) = s.send(t.local.ip(), t.remote, &t.payload).await {
                     warn!(local = %t.local, remote = %t.remote, error = %e, "send failed");
                 }
             }
             None => warn!(local = %t.local, "no socket for this local address"),
         }
     }
+}
+
+/// Starts the connection `name` as initiator. Without a configured local
+/// address ("any"), the source the kernel would use towards the peer is
+/// taken (RFC 7296 §2.23 NAT detection hashes the exact address).
+pub fn initiate(ep: &mut Endpoint, now: Instant, name: &str) -> Result<(), CommandError> {
+    let local = match ep.connection(name) {
+        Some(c) if c.local_addr.is_none() => match c.remote_addr {
+            Some(remote) => match crate::udp::source_towards(remote) {
+                Ok(ip) => Some(SocketAddr::new(ip, crate::proto::IKE_PORT)),
+                Err(e) => {
+                    warn!(connection = name, %remote, error = %e, "no route to the peer");
+                    None
+                }
+            },
+            None => None,
+        },
+        _ => None,
+    };
+    ep.handle_command(
+        now,
+        Command::Initiate {
+            connection: name.to_owned(),
+            local,
+        },
+    )
 }
 
 /// Keeps the tunnel routes in step with the kernel state: installed with

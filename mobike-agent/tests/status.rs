@@ -457,3 +457,102 @@ fn initiate_rekey_and_terminate_from_the_command_line() {
     let bad = cli(&a, &["terminate", "st", "--ike-spi", "1"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `local_addrs` left out ("any") on both sides, in two namespaces joined
+/// by a veth pair: B listens on the wildcards and learns which of its
+/// addresses each datagram was sent to; A starts from the address the
+/// kernel routes towards B (a responder with no `remote_addrs` takes any
+/// peer). Both report the exact addresses of the path.
+#[test]
+fn any_local_address_on_both_sides() {
+    let id = std::process::id();
+    let (na, nb) = (format!("mbkanyA{id}"), format!("mbkanyB{id}"));
+    if !is_root() || !ip(&["netns", "add", &na]) {
+        eprintln!("skipped: needs root and iproute2 (network namespace)");
+        return;
+    }
+    let mut ga = Netns {
+        name: na.clone(),
+        agents: Vec::new(),
+    };
+    assert!(ip(&["netns", "add", &nb]));
+    let mut gb = Netns {
+        name: nb.clone(),
+        agents: Vec::new(),
+    };
+    assert!(ip(&[
+        "link", "add", "va", "netns", &na, "type", "veth", "peer", "name", "vb", "netns", &nb
+    ]));
+    for (ns, dev, addr) in [(&na, "va", "192.0.2.1/24"), (&nb, "vb", "192.0.2.2/24")] {
+        assert!(ip(&["-n", ns, "addr", "add", addr, "dev", dev]));
+        assert!(ip(&["-n", ns, "link", "set", dev, "up"]));
+        assert!(ip(&["-n", ns, "link", "set", "lo", "up"]));
+    }
+    assert!(ip(&[
+        "-n",
+        &nb,
+        "addr",
+        "add",
+        "198.51.100.2/24",
+        "dev",
+        "vb"
+    ]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |n: &str| -> PathBuf { dir.path().join(n) };
+    let strip = |text: String, drop_remote: bool| -> String {
+        text.lines()
+            .filter(|l| {
+                !(l.starts_with("local_addrs") || drop_remote && l.starts_with("remote_addrs"))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    std::fs::write(
+        p("a.toml"),
+        strip(
+            config("x", "192.0.2.2", "a.test", "b.test", "initiate"),
+            false,
+        ),
+    )
+    .expect("write a.toml");
+    std::fs::write(
+        p("b.toml"),
+        strip(config("x", "x", "b.test", "a.test", "listen"), true),
+    )
+    .expect("write b.toml");
+    gb.agents
+        .push(spawn(&nb, &p("b.toml"), &p("b.sock"), &p("b.log")));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p("b.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ga.agents
+        .push(spawn(&na, &p("a.toml"), &p("a.sock"), &p("a.log")));
+    let logs = || {
+        format!(
+            "--- a.log\n{}\n--- b.log\n{}",
+            std::fs::read_to_string(p("a.log")).unwrap_or_default(),
+            std::fs::read_to_string(p("b.log")).unwrap_or_default()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let a = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("A: {}", logs()));
+    let b = established(&p("b.sock"), deadline).unwrap_or_else(|| panic!("B: {}", logs()));
+    assert_eq!(a["local"], "192.0.2.1:4500", "{a}");
+    assert_eq!(a["remote"], "192.0.2.2:4500", "{a}");
+    assert_eq!(b["local"], "192.0.2.2:4500", "{b}");
+    assert_eq!(b["remote"], "192.0.2.1:4500", "{b}");
+    assert_eq!(
+        a["local_behind_nat"], false,
+        "the exact addresses hash alike: {a}"
+    );
+    assert_eq!(b["remote_behind_nat"], false, "{b}");
+    assert_eq!(a["spi_i"], b["spi_i"]);
+    assert!(
+        logs().contains("0.0.0.0:500"),
+        "B listens on the wildcard: {}",
+        logs()
+    );
+    drop(ga);
+    drop(gb);
+}

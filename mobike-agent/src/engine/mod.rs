@@ -75,6 +75,9 @@ pub enum Command {
     Initiate {
         /// Connection name.
         connection: String,
+        /// Local address and port to start from when the connection has
+        /// none configured ("any"): the runtime asks the kernel.
+        local: Option<SocketAddr>,
     },
     /// Delete an IKE SA and its CHILD_SAs (INFORMATIONAL with Delete).
     DeleteIkeSa(SaId),
@@ -697,10 +700,15 @@ impl Endpoint {
         self.init_index.len()
     }
 
+    /// The configuration of connection `name`.
+    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
+        self.config.connections.iter().find(|c| c.name == name)
+    }
+
     /// Handles a command.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
         match cmd {
-            Command::Initiate { connection } => {
+            Command::Initiate { connection, local } => {
                 let conn = self
                     .config
                     .connections
@@ -708,7 +716,7 @@ impl Endpoint {
                     .position(|c| c.name == connection)
                     .ok_or(CommandError::UnknownConnection(connection.clone()))?;
                 let c = &self.config.connections[conn];
-                let (Some(local), Some(remote)) = (c.local_addr, c.remote_addr) else {
+                let (Some(local), Some(remote)) = (c.local_addr.or(local), c.remote_addr) else {
                     return Err(CommandError::NoAddresses(connection));
                 };
                 let initial_contact = !self.sas.values().any(|s| s.conn_index() == conn);

@@ -597,6 +597,7 @@ impl Sim {
                 self.now,
                 mobike_agent::engine::Command::Initiate {
                     connection: "ab".into(),
+                    local: None,
                 },
             )
             .expect("initiate");
