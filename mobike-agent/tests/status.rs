@@ -462,11 +462,30 @@ fn initiate_rekey_and_terminate_from_the_command_line() {
 /// by a veth pair: B listens on the wildcards and learns which of its
 /// addresses each datagram was sent to; A starts from the address the
 /// kernel routes towards B (a responder with no `remote_addrs` takes any
-/// peer). Both report the exact addresses of the path.
+/// peer). Both report the exact addresses of the path. IPv4 and IPv6.
 #[test]
-fn any_local_address_on_both_sides() {
+fn any_local_address_on_both_sides_ipv4() {
+    any_local_address(["192.0.2.1", "192.0.2.2", "198.51.100.2"], "24", "");
+}
+
+#[test]
+fn any_local_address_on_both_sides_ipv6() {
+    any_local_address(["fd10::1", "fd10::2", "fd10::99"], "64", "nodad");
+}
+
+/// `addrs`: A's, B's, and a second address of B it must not answer from.
+fn any_local_address(addrs: [&str; 3], len: &str, flags: &str) {
     let id = std::process::id();
-    let (na, nb) = (format!("mbkanyA{id}"), format!("mbkanyB{id}"));
+    let tag = if flags.is_empty() { 4 } else { 6 };
+    let (na, nb) = (format!("mbkany{tag}A{id}"), format!("mbkany{tag}B{id}"));
+    let [a_ip, b_ip, b_other] = addrs;
+    let sock_addr = |ip: &str| -> String {
+        if ip.contains(':') {
+            format!("[{ip}]:4500")
+        } else {
+            format!("{ip}:4500")
+        }
+    };
     if !is_root() || !ip(&["netns", "add", &na]) {
         eprintln!("skipped: needs root and iproute2 (network namespace)");
         return;
@@ -483,20 +502,16 @@ fn any_local_address_on_both_sides() {
     assert!(ip(&[
         "link", "add", "va", "netns", &na, "type", "veth", "peer", "name", "vb", "netns", &nb
     ]));
-    for (ns, dev, addr) in [(&na, "va", "192.0.2.1/24"), (&nb, "vb", "192.0.2.2/24")] {
-        assert!(ip(&["-n", ns, "addr", "add", addr, "dev", dev]));
+    for (ns, dev, addr) in [(&na, "va", a_ip), (&nb, "vb", b_ip), (&nb, "vb", b_other)] {
+        let cidr = format!("{addr}/{len}");
+        let mut args = vec!["-n", ns.as_str(), "addr", "add", cidr.as_str(), "dev", dev];
+        if !flags.is_empty() {
+            args.push(flags);
+        }
+        assert!(ip(&args));
         assert!(ip(&["-n", ns, "link", "set", dev, "up"]));
         assert!(ip(&["-n", ns, "link", "set", "lo", "up"]));
     }
-    assert!(ip(&[
-        "-n",
-        &nb,
-        "addr",
-        "add",
-        "198.51.100.2/24",
-        "dev",
-        "vb"
-    ]));
     let dir = tempfile::tempdir().expect("tempdir");
     let p = |n: &str| -> PathBuf { dir.path().join(n) };
     let strip = |text: String, drop_remote: bool| -> String {
@@ -509,10 +524,7 @@ fn any_local_address_on_both_sides() {
     };
     std::fs::write(
         p("a.toml"),
-        strip(
-            config("x", "192.0.2.2", "a.test", "b.test", "initiate"),
-            false,
-        ),
+        strip(config("x", b_ip, "a.test", "b.test", "initiate"), false),
     )
     .expect("write a.toml");
     std::fs::write(
@@ -538,10 +550,10 @@ fn any_local_address_on_both_sides() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let a = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("A: {}", logs()));
     let b = established(&p("b.sock"), deadline).unwrap_or_else(|| panic!("B: {}", logs()));
-    assert_eq!(a["local"], "192.0.2.1:4500", "{a}");
-    assert_eq!(a["remote"], "192.0.2.2:4500", "{a}");
-    assert_eq!(b["local"], "192.0.2.2:4500", "{b}");
-    assert_eq!(b["remote"], "192.0.2.1:4500", "{b}");
+    assert_eq!(a["local"], sock_addr(a_ip).as_str(), "{a}");
+    assert_eq!(a["remote"], sock_addr(b_ip).as_str(), "{a}");
+    assert_eq!(b["local"], sock_addr(b_ip).as_str(), "{b}");
+    assert_eq!(b["remote"], sock_addr(a_ip).as_str(), "{b}");
     assert_eq!(
         a["local_behind_nat"], false,
         "the exact addresses hash alike: {a}"
@@ -549,7 +561,7 @@ fn any_local_address_on_both_sides() {
     assert_eq!(b["remote_behind_nat"], false, "{b}");
     assert_eq!(a["spi_i"], b["spi_i"]);
     assert!(
-        logs().contains("0.0.0.0:500"),
+        logs().contains(if tag == 4 { "0.0.0.0:500" } else { "[::]:500" }),
         "B listens on the wildcard: {}",
         logs()
     );
