@@ -108,15 +108,7 @@ async fn probe_sa(h: &XfrmHandle, name: &str, s: SaSpec, out: &mut Vec<Probe>) -
     let r = h.state().add(&s).await;
     let ok = r.is_ok();
     if ok {
-        let _ = h
-            .state()
-            .delete(&SaKey {
-                dst: s.dst,
-                spi: s.spi,
-                proto: s.proto,
-                mark: None,
-            })
-            .await;
+        let _ = h.state().delete(&SaKey::of(&s)).await;
     }
     out.push(Probe {
         name: name.into(),

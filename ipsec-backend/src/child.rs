@@ -393,7 +393,8 @@ impl TryFrom<ChildSaHandleWire> for ChildSaHandle {
 }
 
 impl ChildSaHandle {
-    fn out_key(&self) -> SaKey {
+    /// The outbound SA (towards the peer).
+    pub fn out_key(&self) -> SaKey {
         SaKey {
             dst: self.outer.remote,
             spi: self.spi_out,
@@ -401,7 +402,8 @@ impl ChildSaHandle {
             mark: self.mark,
         }
     }
-    fn in_key(&self) -> SaKey {
+    /// The inbound SA (towards us).
+    pub fn in_key(&self) -> SaKey {
         SaKey {
             dst: self.outer.local,
             spi: self.spi_in,

@@ -43,6 +43,16 @@ pub struct SaKey {
 }
 
 impl SaKey {
+    /// The key of the SA `s` describes.
+    pub fn of(s: &SaSpec) -> Self {
+        Self {
+            dst: s.dst,
+            spi: s.spi,
+            proto: s.proto,
+            mark: s.mark,
+        }
+    }
+
     /// The XFRM_MSG_GETSA/DELSA body.
     pub fn to_raw(self) -> (UserSaId, Vec<Attr>) {
         let id = UserSaId {

@@ -467,7 +467,7 @@ impl Kernel {
             let [out, inb] = spec.sa_specs();
             x.state().add(&out).await?;
             if let Err(e) = x.state().add(&inb).await {
-                let _ = x.state().delete(&sa_key(&out)).await;
+                let _ = x.state().delete(&ipsec_backend::SaKey::of(&out)).await;
                 return Err(e.into());
             }
             spec.handle()
@@ -542,8 +542,8 @@ impl Kernel {
         let first = match (&owner, &self.sa_only) {
             // Policies stay, or another pair installed them: SAs only.
             (Some(o), Some(x)) if !remove_policies || o.spi_in != inbound_spi => {
-                let a = ignore_missing(x.state().delete(&out_key(&cur.handle)).await);
-                let b = ignore_missing(x.state().delete(&in_key(&cur.handle)).await);
+                let a = ignore_missing(x.state().delete(&cur.handle.out_key()).await);
+                let b = ignore_missing(x.state().delete(&cur.handle.in_key()).await);
                 a.and(b)
             }
             _ if !remove_policies => Err(KernelActionError::SaOnlyUnsupported)?,
@@ -565,33 +565,6 @@ impl Kernel {
             ike_sa: cur.ike_sa,
             handle: cur.handle,
         })
-    }
-}
-
-fn sa_key(s: &ipsec_backend::types::SaSpec) -> ipsec_backend::SaKey {
-    ipsec_backend::SaKey {
-        dst: s.dst,
-        spi: s.spi,
-        proto: s.proto,
-        mark: s.mark,
-    }
-}
-
-fn out_key(h: &ChildSaHandle) -> ipsec_backend::SaKey {
-    ipsec_backend::SaKey {
-        dst: h.outer.remote,
-        spi: h.spi_out,
-        proto: ipsec_backend::types::Proto::Esp,
-        mark: h.mark,
-    }
-}
-
-fn in_key(h: &ChildSaHandle) -> ipsec_backend::SaKey {
-    ipsec_backend::SaKey {
-        dst: h.outer.local,
-        spi: h.spi_in,
-        proto: ipsec_backend::types::Proto::Esp,
-        mark: h.mark,
     }
 }
 

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use futures::StreamExt as _;
-use nm_support::{Bus, NmMock};
+use nm_support::{AP_IFACE, Bus, NmMock, WIRELESS};
 use support::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,11 +57,6 @@ use trigger_proto::v1::{self as pb, subscribe_response::Item};
 use zbus::{ObjectPath, OwnedVariant, Variant};
 
 const WARMUP: usize = 10;
-const NM: &str = "org.freedesktop.NetworkManager";
-const NM_PATH: &str = "/org/freedesktop/NetworkManager";
-const MOCK: &str = "org.freedesktop.DBus.Mock";
-const WIRELESS: &str = "org.freedesktop.NetworkManager.Device.Wireless";
-const AP_IFACE: &str = "org.freedesktop.NetworkManager.AccessPoint";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const WAIT: Duration = Duration::from_secs(10);
 /// The access point's Strength when it is associated.
@@ -213,18 +208,6 @@ async fn monitor(
     }
 }
 
-async fn call(
-    conn: &zbus::Connection,
-    path: &str,
-    iface: &str,
-    method: &str,
-    body: &(impl serde::Serialize + zbus::zvariant::DynamicType),
-) -> anyhow::Result<zbus::Message> {
-    conn.call_method(Some(NM), path, Some(iface), method, body)
-        .await
-        .with_context(|| format!("{iface}.{method} on {path}"))
-}
-
 async fn set(
     conn: &zbus::Connection,
     path: &str,
@@ -232,15 +215,9 @@ async fn set(
     name: &str,
     value: Variant<'_>,
 ) -> anyhow::Result<()> {
-    call(
-        conn,
-        NM_PATH,
-        MOCK,
-        "SetProperty",
-        &(path, iface, name, value),
-    )
-    .await?;
-    Ok(())
+    nm_support::set_property(conn, path, iface, name, value)
+        .await
+        .with_context(|| format!("SetProperty {name} on {path}"))
 }
 
 /// The next subscriber event, within [`WAIT`].
@@ -315,59 +292,9 @@ async fn run(iters: usize, durability: &str) -> anyhow::Result<Figures> {
         .build()
         .await
         .context("connect to the private bus")?;
-    let dev: String = call(
-        &conn,
-        NM_PATH,
-        MOCK,
-        "AddWiFiDevice",
-        &("wlan0dev", "wlan0", 30i32),
-    )
-    .await?
-    .body()
-    .deserialize()?;
-    let ap: String = call(
-        &conn,
-        NM_PATH,
-        MOCK,
-        "AddAccessPoint",
-        &(
-            dev.as_str(),
-            "ap1",
-            "mobike",
-            "00:11:22:33:44:55",
-            2u32,
-            2412u32,
-            54000u32,
-            INITIAL,
-            0u32,
-        ),
-    )
-    .await?
-    .body()
-    .deserialize()?;
-    call(
-        &conn,
-        &dev,
-        MOCK,
-        "AddProperty",
-        &(
-            WIRELESS,
-            "ActiveAccessPoint",
-            Variant::from(ObjectPath::try_from("/")?),
-        ),
-    )
-    .await?;
-    call(
-        &conn,
-        NM_PATH,
-        MOCK,
-        "SetDeviceActive",
-        &(
-            dev.as_str(),
-            "/org/freedesktop/NetworkManager/ActiveConnection/fake",
-        ),
-    )
-    .await?;
+    let (dev, ap) = nm_support::add_active_wifi(&conn, "wlan0", INITIAL)
+        .await
+        .context("Wi-Fi device on the mock")?;
     until(&mut sub_rx, pb::TriggerType::ConnEstablished).await?;
     set(
         &conn,

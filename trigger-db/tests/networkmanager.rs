@@ -15,7 +15,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nm_support::{Bus, NetworkManager, NmMock, wait_for};
+use nm_support::{AP_IFACE, Bus, MOCK, NM, NM_PATH, NetworkManager, NmMock, WIRELESS, wait_for};
 use support::*;
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 use zbus::{ObjectPath, Variant};
@@ -242,11 +242,6 @@ fn nm_support_log(dir: &std::path::Path) -> String {
     )
 }
 
-const NM: &str = "org.freedesktop.NetworkManager";
-const NM_PATH: &str = "/org/freedesktop/NetworkManager";
-const MOCK: &str = "org.freedesktop.DBus.Mock";
-const WIRELESS: &str = "org.freedesktop.NetworkManager.Device.Wireless";
-const AP_IFACE: &str = "org.freedesktop.NetworkManager.AccessPoint";
 const DEVICE: &str = "org.freedesktop.NetworkManager.Device";
 
 async fn mock_set(
@@ -256,15 +251,9 @@ async fn mock_set(
     name: &str,
     value: Variant<'_>,
 ) {
-    conn.call_method(
-        Some(NM),
-        NM_PATH,
-        Some(MOCK),
-        "SetProperty",
-        &(path, iface, name, value),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("SetProperty {path} {name}: {e}"));
+    nm_support::set_property(conn, path, iface, name, value)
+        .await
+        .unwrap_or_else(|e| panic!("SetProperty {path} {name}: {e}"));
 }
 
 async fn mock_emit(
@@ -307,68 +296,9 @@ async fn wifi_strength_becomes_parameter_reports_and_bad_values_are_counted() {
         .build()
         .await
         .expect("connect to the private bus");
-    let call = |method: &'static str| (Some(NM), NM_PATH, Some(MOCK), method);
-
-    let (dest, path, iface, method) = call("AddWiFiDevice");
-    let dev: String = conn
-        .call_method(dest, path, iface, method, &("wlan0dev", "wlan0", 30i32))
+    let (dev, ap) = nm_support::add_active_wifi(&conn, "wlan0", 60)
         .await
-        .expect("AddWiFiDevice")
-        .body()
-        .deserialize()
-        .unwrap();
-    let (dest, path, iface, method) = call("AddAccessPoint");
-    let ap: String = conn
-        .call_method(
-            dest,
-            path,
-            iface,
-            method,
-            &(
-                dev.as_str(),
-                "ap1",
-                "mobike",
-                "00:11:22:33:44:55",
-                2u32,
-                2412u32,
-                54000u32,
-                60u8,
-                0u32,
-            ),
-        )
-        .await
-        .expect("AddAccessPoint")
-        .body()
-        .deserialize()
-        .unwrap();
-    // The template's Wi-Fi device has no ActiveAccessPoint: add it, unset.
-    conn.call_method(
-        Some(NM),
-        dev.as_str(),
-        Some(MOCK),
-        "AddProperty",
-        &(
-            WIRELESS,
-            "ActiveAccessPoint",
-            Variant::from(ObjectPath::try_from("/").unwrap()),
-        ),
-    )
-    .await
-    .expect("AddProperty ActiveAccessPoint");
-
-    let (dest, path, iface, method) = call("SetDeviceActive");
-    conn.call_method(
-        dest,
-        path,
-        iface,
-        method,
-        &(
-            dev.as_str(),
-            "/org/freedesktop/NetworkManager/ActiveConnection/fake",
-        ),
-    )
-    .await
-    .expect("SetDeviceActive");
+        .expect("Wi-Fi device on the mock");
     let up = expect(&mut s, T::LinkUp, Some("wlan0"), LONG, &log).await;
     assert_eq!(
         up.interface.as_ref().unwrap().link_type,

@@ -25,18 +25,13 @@ mod support;
 
 use std::time::Duration;
 
-use nm_support::{Bus, NmMock};
+use nm_support::{AP_IFACE, Bus, NmMock, WIRELESS};
 use support::*;
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 use zbus::{ObjectPath, Variant};
 
 type Stream = tonic::Streaming<pb::SubscribeResponse>;
 
-const NM: &str = "org.freedesktop.NetworkManager";
-const NM_PATH: &str = "/org/freedesktop/NetworkManager";
-const MOCK: &str = "org.freedesktop.DBus.Mock";
-const WIRELESS: &str = "org.freedesktop.NetworkManager.Device.Wireless";
-const AP_IFACE: &str = "org.freedesktop.NetworkManager.AccessPoint";
 const IFNAME: &str = "wlan0";
 const LONG: Duration = Duration::from_secs(30);
 
@@ -48,66 +43,9 @@ async fn wifi_device(
     initial: u8,
     log: &dyn Fn() -> String,
 ) -> String {
-    let call = |method: &'static str| (Some(NM), NM_PATH, Some(MOCK), method);
-    let (dest, path, iface, method) = call("AddWiFiDevice");
-    let dev: String = conn
-        .call_method(dest, path, iface, method, &("wlan0dev", IFNAME, 30i32))
+    let (dev, ap) = nm_support::add_active_wifi(conn, IFNAME, initial)
         .await
-        .expect("AddWiFiDevice")
-        .body()
-        .deserialize()
-        .unwrap();
-    let (dest, path, iface, method) = call("AddAccessPoint");
-    let ap: String = conn
-        .call_method(
-            dest,
-            path,
-            iface,
-            method,
-            &(
-                dev.as_str(),
-                "ap1",
-                "mobike",
-                "00:11:22:33:44:55",
-                2u32,
-                2412u32,
-                54000u32,
-                initial,
-                0u32,
-            ),
-        )
-        .await
-        .expect("AddAccessPoint")
-        .body()
-        .deserialize()
-        .unwrap();
-    // The template's Wi-Fi device has no ActiveAccessPoint: add it, unset.
-    conn.call_method(
-        Some(NM),
-        dev.as_str(),
-        Some(MOCK),
-        "AddProperty",
-        &(
-            WIRELESS,
-            "ActiveAccessPoint",
-            Variant::from(ObjectPath::try_from("/").unwrap()),
-        ),
-    )
-    .await
-    .expect("AddProperty ActiveAccessPoint");
-    let (dest, path, iface, method) = call("SetDeviceActive");
-    conn.call_method(
-        dest,
-        path,
-        iface,
-        method,
-        &(
-            dev.as_str(),
-            "/org/freedesktop/NetworkManager/ActiveConnection/fake",
-        ),
-    )
-    .await
-    .expect("SetDeviceActive");
+        .expect("Wi-Fi device on the mock");
     // As tests/networkmanager.rs does: associate once the source follows the
     // activated device.
     until_type(s, pb::TriggerType::ConnEstablished, log).await;
@@ -123,15 +61,9 @@ async fn wifi_device(
 }
 
 async fn set(conn: &zbus::Connection, path: &str, iface: &str, name: &str, value: Variant<'_>) {
-    conn.call_method(
-        Some(NM),
-        NM_PATH,
-        Some(MOCK),
-        "SetProperty",
-        &(path, iface, name, value),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("SetProperty {path} {name}: {e}"));
+    nm_support::set_property(conn, path, iface, name, value)
+        .await
+        .unwrap_or_else(|e| panic!("SetProperty {path} {name}: {e}"));
 }
 
 /// The signal-strength value of a parameter report, and the threshold it

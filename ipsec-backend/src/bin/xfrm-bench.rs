@@ -263,12 +263,7 @@ async fn move_readd(
         let mut at_old = s.clone();
         at_old.outer = from;
         for (old, new) in at_old.sa_specs().iter().zip(at_new.sa_specs().iter()) {
-            let key = SaKey {
-                dst: old.dst,
-                spi: old.spi,
-                proto: old.proto,
-                mark: None,
-            };
+            let key = SaKey::of(old);
             st.get(&key).await?;
             st.delete(&key).await?;
             st.add(new).await?;

@@ -622,38 +622,34 @@ impl Endpoint {
         Some(r)
     }
 
+    /// IKE SA `to` takes over `children` and goes on with its queue; if it
+    /// vanished meanwhile, they are lost, said so.
+    fn adopt(&mut self, now: Instant, to: SaId, children: Vec<sa::Child>) {
+        match self.sas.get_mut(&to) {
+            Some(t) => {
+                t.adopt_children(children);
+                self.with_sa(now, to, |s, ctx| s.kick(ctx));
+            }
+            None => tracing::warn!(
+                to,
+                lost = children.len(),
+                "CHILD_SAs handed to a vanished IKE SA"
+            ),
+        }
+    }
+
     /// Cross-SA work of §2.8.2 (simultaneous IKE SA rekey).
     fn apply_sa_ops(&mut self, now: Instant, ops: Vec<sa::SaOp>) {
         for op in ops {
             match op {
-                sa::SaOp::HandOff { to, children } => match self.sas.get_mut(&to) {
-                    Some(t) => {
-                        t.adopt_children(children);
-                        self.with_sa(now, to, |s, ctx| s.kick(ctx));
-                    }
-                    None => tracing::warn!(
-                        to,
-                        lost = children.len(),
-                        "CHILD_SA hand-off to a vanished IKE SA"
-                    ),
-                },
+                sa::SaOp::HandOff { to, children } => self.adopt(now, to, children),
                 sa::SaOp::MoveChildren { from, to } => {
                     let children = match self.sas.get_mut(&from) {
                         // The redundant SA only waits for its creator's Delete.
                         Some(f) => f.surrender_children(now, self.config.half_open_timeout),
                         None => continue,
                     };
-                    match self.sas.get_mut(&to) {
-                        Some(t) => {
-                            t.adopt_children(children);
-                            self.with_sa(now, to, |s, ctx| s.kick(ctx));
-                        }
-                        None => tracing::warn!(
-                            to,
-                            lost = children.len(),
-                            "CHILD_SA move to a vanished IKE SA"
-                        ),
-                    }
+                    self.adopt(now, to, children);
                 }
                 sa::SaOp::Delete(id) => {
                     self.with_sa(now, id, |s, ctx| s.delete(ctx));

@@ -717,12 +717,19 @@ impl IkeSa {
         &mut self,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), super::CommandError> {
-        if !self.established() {
-            return Err(super::CommandError::NotEstablished(self.id));
-        }
+        self.require_established()?;
         self.queue.push_back(Pending::RekeyIke(None));
         self.start_next_request(ctx);
         Ok(())
+    }
+
+    /// Commands act on established IKE SAs only.
+    fn require_established(&self) -> Result<(), super::CommandError> {
+        if self.established() {
+            Ok(())
+        } else {
+            Err(super::CommandError::NotEstablished(self.id))
+        }
     }
 
     /// Queues `job` for the CHILD_SA with inbound SPI `spi`, if this IKE SA
@@ -733,9 +740,7 @@ impl IkeSa {
         spi: u32,
         job: Pending,
     ) -> Result<(), super::CommandError> {
-        if !self.established() {
-            return Err(super::CommandError::NotEstablished(self.id));
-        }
+        self.require_established()?;
         if !self.children.iter().any(|c| c.inbound_spi == spi) {
             return Err(super::CommandError::UnknownChild {
                 sa: self.id,
@@ -771,9 +776,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         cfg: usize,
     ) -> Result<(), super::CommandError> {
-        if !self.established() {
-            return Err(super::CommandError::NotEstablished(self.id));
-        }
+        self.require_established()?;
         if cfg >= self.conn(ctx).children.len() {
             return Err(super::CommandError::UnknownChild {
                 sa: self.id,
@@ -790,9 +793,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         path: Path,
     ) -> Result<(), super::CommandError> {
-        if !self.established() {
-            return Err(super::CommandError::NotEstablished(self.id));
-        }
+        self.require_established()?;
         if !self.peer_mobike {
             return Err(super::CommandError::NoMobike(self.id));
         }
@@ -837,9 +838,7 @@ impl IkeSa {
     }
 
     pub(super) fn command_dpd(&mut self, ctx: &mut Ctx<'_>) -> Result<(), super::CommandError> {
-        if !self.established() {
-            return Err(super::CommandError::NotEstablished(self.id));
-        }
+        self.require_established()?;
         self.queue.push_back(Pending::Dpd);
         self.start_next_request(ctx);
         Ok(())

@@ -293,6 +293,102 @@ impl Drop for NetworkManager {
     }
 }
 
+/// NetworkManager's bus name and object, and the interfaces the mock's
+/// tests drive.
+pub const NM: &str = "org.freedesktop.NetworkManager";
+pub const NM_PATH: &str = "/org/freedesktop/NetworkManager";
+pub const MOCK: &str = "org.freedesktop.DBus.Mock";
+pub const WIRELESS: &str = "org.freedesktop.NetworkManager.Device.Wireless";
+pub const AP_IFACE: &str = "org.freedesktop.NetworkManager.AccessPoint";
+
+/// Sets a property of a mock object (`Mock.SetProperty`, which emits
+/// PropertiesChanged as NetworkManager would).
+pub async fn set_property(
+    conn: &zbus::Connection,
+    path: &str,
+    iface: &str,
+    name: &str,
+    value: zbus::Variant<'_>,
+) -> zbus::Result<()> {
+    conn.call_method(
+        Some(NM),
+        NM_PATH,
+        Some(MOCK),
+        "SetProperty",
+        &(path, iface, name, value),
+    )
+    .await
+    .map(drop)
+}
+
+/// Adds to the mock a Wi-Fi device `ifname` with one access point ("ap1",
+/// Strength `strength`) that is not yet its ActiveAccessPoint (the
+/// template has no such property: it is added, unset), and activates the
+/// device. Returns the device's and the access point's object paths.
+pub async fn add_active_wifi(
+    conn: &zbus::Connection,
+    ifname: &str,
+    strength: u8,
+) -> zbus::Result<(String, String)> {
+    let mock = |method: &'static str| (Some(NM), NM_PATH, Some(MOCK), method);
+    let (dest, path, iface, method) = mock("AddWiFiDevice");
+    let dev: String = conn
+        .call_method(
+            dest,
+            path,
+            iface,
+            method,
+            &(format!("{ifname}dev"), ifname, 30i32),
+        )
+        .await?
+        .body()
+        .deserialize()?;
+    let (dest, path, iface, method) = mock("AddAccessPoint");
+    let ap: String = conn
+        .call_method(
+            dest,
+            path,
+            iface,
+            method,
+            &(
+                dev.as_str(),
+                "ap1",
+                "mobike",
+                "00:11:22:33:44:55",
+                2u32,
+                2412u32,
+                54000u32,
+                strength,
+                0u32,
+            ),
+        )
+        .await?
+        .body()
+        .deserialize()?;
+    let unset = zbus::Variant::from(zbus::ObjectPath::try_from("/")?);
+    conn.call_method(
+        Some(NM),
+        dev.as_str(),
+        Some(MOCK),
+        "AddProperty",
+        &(WIRELESS, "ActiveAccessPoint", unset),
+    )
+    .await?;
+    let (dest, path, iface, method) = mock("SetDeviceActive");
+    conn.call_method(
+        dest,
+        path,
+        iface,
+        method,
+        &(
+            dev.as_str(),
+            "/org/freedesktop/NetworkManager/ActiveConnection/fake",
+        ),
+    )
+    .await?;
+    Ok((dev, ap))
+}
+
 /// python3-dbusmock's NetworkManager template on `bus`.
 #[derive(Debug)]
 pub struct NmMock {
