@@ -802,8 +802,8 @@ impl IkeSa {
         Ok(())
     }
 
-    /// NAT-D notifies for `path` (RFC 4555 §3.5 carries them in
-    /// UPDATE_SA_ADDRESSES exchanges).
+    /// NAT-D notifies for `path` (RFC 7296 §2.23; RFC 4555 §3.5 carries
+    /// them in UPDATE_SA_ADDRESSES exchanges too).
     fn nat_d_payloads(&self, path: Path) -> [Payload; 2] {
         [
             notify(
@@ -1259,6 +1259,7 @@ impl IkeSa {
         );
         sa.suite = Some(suite);
         sa.detect_nat(ctx, path, &h, p);
+        let [nat_src, nat_dst] = sa.nat_d_payloads(path);
         let payloads = vec![
             Payload::Sa(vec![proposal::ike_suite_to_wire(suite, number, vec![])]),
             Payload::Ke(KeyExchange {
@@ -1266,14 +1267,8 @@ impl IkeSa {
                 data: public,
             }),
             Payload::Nonce(sa.nr.clone()),
-            notify(
-                NotifyType::NAT_DETECTION_SOURCE_IP,
-                crypto::nat_detection_hash(sa.spi_i, sa.spi_r, path.local),
-            ),
-            notify(
-                NotifyType::NAT_DETECTION_DESTINATION_IP,
-                crypto::nat_detection_hash(sa.spi_i, sa.spi_r, path.remote),
-            ),
+            nat_src,
+            nat_dst,
         ];
         let out = Message {
             header: sa.header(ExchangeType::IKE_SA_INIT, 0, true),

@@ -696,6 +696,18 @@ impl Actor {
         default
     }
 
+    /// A signal's arguments, if the message is that signal and they parse;
+    /// a body that does not parse is counted and logged as a bad value.
+    fn args<T>(&self, what: &str, path: &str, parsed: Option<zbus::Result<T>>) -> Option<T> {
+        match parsed? {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.bad_value(what, path, &e.to_string());
+                None
+            }
+        }
+    }
+
     fn bad_value(&self, what: &str, path: &str, problem: &str) {
         let n = NmStats::bump(&self.stats.bad_values);
         if n < BAD_VALUES_WARNED {
@@ -756,37 +768,28 @@ impl Actor {
                 self.on_active_state(conn, msg, &path, now).await?
             }
             (Some(MANAGER_IFACE), Some("StateChanged")) => {
-                match proxy::manager::StateChanged::from_message(msg.clone())
-                    .map(|s| s.args().map(|a| a.state))
-                {
-                    Some(Ok(state)) => self.set_nm_state(state),
-                    Some(Err(e)) => self.bad_value("StateChanged", &path, &e.to_string()),
-                    None => {}
+                let state = proxy::manager::StateChanged::from_message(msg.clone())
+                    .map(|s| s.args().map(|a| a.state));
+                if let Some(state) = self.args("StateChanged", &path, state) {
+                    self.set_nm_state(state);
                 }
                 Vec::new()
             }
             (Some(MANAGER_IFACE), Some("DeviceAdded")) => {
-                match proxy::manager::DeviceAdded::from_message(msg.clone()).map(|s| {
+                let dev = proxy::manager::DeviceAdded::from_message(msg.clone()).map(|s| {
                     s.args()
                         .map(|a| OwnedObjectPath::from(a.device_path.clone()))
-                }) {
-                    Some(Ok(dev)) => self.on_device_added(conn, &dev, now).await?,
-                    Some(Err(e)) => {
-                        self.bad_value("DeviceAdded", &path, &e.to_string());
-                        Vec::new()
-                    }
+                });
+                match self.args("DeviceAdded", &path, dev) {
+                    Some(dev) => self.on_device_added(conn, &dev, now).await?,
                     None => Vec::new(),
                 }
             }
             (Some(MANAGER_IFACE), Some("DeviceRemoved")) => {
-                match proxy::manager::DeviceRemoved::from_message(msg.clone())
-                    .map(|s| s.args().map(|a| a.device_path.to_string()))
-                {
-                    Some(Ok(dev)) => self.on_device_removed(&dev, now),
-                    Some(Err(e)) => {
-                        self.bad_value("DeviceRemoved", &path, &e.to_string());
-                        Vec::new()
-                    }
+                let dev = proxy::manager::DeviceRemoved::from_message(msg.clone())
+                    .map(|s| s.args().map(|a| a.device_path.to_string()));
+                match self.args("DeviceRemoved", &path, dev) {
+                    Some(dev) => self.on_device_removed(&dev, now),
                     None => Vec::new(),
                 }
             }
@@ -819,15 +822,10 @@ impl Actor {
         path: &str,
         now: Timestamp,
     ) -> Result<Vec<Trigger>, Stop> {
-        let (new, old, reason) = match proxy::device::StateChanged::from_message(msg.clone())
-            .map(|s| s.args().map(|a| (a.new_state, a.old_state, a.reason)))
-        {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                self.bad_value("Device.StateChanged", path, &e.to_string());
-                return Ok(Vec::new());
-            }
-            None => return Ok(Vec::new()),
+        let parsed = proxy::device::StateChanged::from_message(msg.clone())
+            .map(|s| s.args().map(|a| (a.new_state, a.old_state, a.reason)));
+        let Some((new, old, reason)) = self.args("Device.StateChanged", path, parsed) else {
+            return Ok(Vec::new());
         };
         if map::device_state_name(new).is_none() {
             self.bad_value(
@@ -966,15 +964,11 @@ impl Actor {
         path: &str,
         now: Timestamp,
     ) -> Result<Vec<Trigger>, Stop> {
-        let (state, reason) = match proxy::active::StateChanged::from_message(msg.clone())
-            .map(|s| s.args().map(|a| (a.state, a.reason)))
-        {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                self.bad_value("Connection.Active.StateChanged", path, &e.to_string());
-                return Ok(Vec::new());
-            }
-            None => return Ok(Vec::new()),
+        let parsed = proxy::active::StateChanged::from_message(msg.clone())
+            .map(|s| s.args().map(|a| (a.state, a.reason)));
+        let Some((state, reason)) = self.args("Connection.Active.StateChanged", path, parsed)
+        else {
+            return Ok(Vec::new());
         };
         if map::active_state_name(state).is_none() {
             self.bad_value(
