@@ -203,12 +203,9 @@ impl Routes {
         })
     }
 
-    /// Routes installed for `reqid` as (destination, source).
-    pub fn of(&self, reqid: u32) -> Vec<(Prefix, IpAddr)> {
-        self.by_reqid
-            .get(&reqid)
-            .map(|v| v.iter().map(|i| (i.dst, i.src)).collect())
-            .unwrap_or_default()
+    /// Whether `reqid` has routes installed.
+    pub fn has(&self, reqid: u32) -> bool {
+        self.by_reqid.contains_key(&reqid)
     }
 
     async fn local_addresses(&self) -> Result<Vec<IpAddr>, RouteError> {

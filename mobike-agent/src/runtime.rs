@@ -281,13 +281,19 @@ pub fn initiate(ep: &mut Endpoint, now: Instant, name: &str) -> Result<(), Comma
 }
 
 /// Keeps the tunnel routes in step with the kernel state: installed with
-/// a tunnel-mode pair (again on rekey: idempotent), moved with it, removed
-/// with the last policies of its reqid. A route failure is logged; the
+/// the first tunnel-mode pair of a reqid, moved with it, removed with the
+/// last policies of its reqid. A route failure is logged; the
 /// CHILD_SA stays.
 async fn follow_routes(routes: &mut Routes, kernel: &Kernel, ev: &KernelEvent) {
     let r = match ev {
-        KernelEvent::Installed { handle: h, .. }
-            if h.mode == ipsec_backend::types::Mode::Tunnel =>
+        // A rekey installs a pair under a reqid that has its routes: keep
+        // them (a first install whose routes failed is retried here).
+        KernelEvent::Installed {
+            handle: h,
+            with_policies,
+            ..
+        } if h.mode == ipsec_backend::types::Mode::Tunnel
+            && (*with_policies || !routes.has(h.reqid)) =>
         {
             routes
                 .install(h.reqid, &h.selectors, h.outer.remote)

@@ -128,7 +128,10 @@ pub enum CommandError {
     #[error("no connection named `{0}`")]
     UnknownConnection(String),
     /// The connection lacks local or remote address, needed to initiate.
-    #[error("connection `{0}` needs local_addr and remote_addr to initiate")]
+    #[error(
+        "connection `{0}` cannot initiate: it needs a peer address (remote_addrs) and a \
+         local address (local_addrs, or a route towards the peer)"
+    )]
     NoAddresses(String),
     /// No IKE SA with that id.
     #[error("no IKE SA {0:#018x}")]
