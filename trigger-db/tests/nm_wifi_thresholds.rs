@@ -82,7 +82,8 @@ fn report(t: &pb::Trigger) -> Option<(f64, Option<f64>)> {
     Some((p.value, p.threshold_crossed))
 }
 
-/// Reads the stream up to a trigger of `ty` on wlan0.
+/// Reads the stream up to a trigger of `ty` on wlan0 (a RESYNC marker,
+/// which names no interface, wherever it is).
 async fn until_type(s: &mut Stream, ty: pb::TriggerType, log: &dyn Fn() -> String) {
     loop {
         let msg = tokio::time::timeout(LONG, s.message()).await;
@@ -93,7 +94,8 @@ async fn until_type(s: &mut Stream, ty: pb::TriggerType, log: &dyn Fn() -> Strin
             panic!("no {ty:?} on wlan0 within {LONG:?}: {msg:?}\n{}", log());
         };
         let on_wlan = t.interface.as_ref().is_some_and(|i| i.name == IFNAME);
-        if on_wlan && t.r#type == ty as i32 {
+        let anywhere = ty == pb::TriggerType::Resync;
+        if (on_wlan || anywhere) && t.r#type == ty as i32 {
             return;
         }
     }
@@ -243,6 +245,10 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
         .build()
         .await
         .expect("connect to the private bus");
+    // The device must appear after the source's first read of the mock
+    // (which reports no transitions, only what is there): its activation
+    // is then a transition, CONN_ESTABLISHED, the cue to associate.
+    until_type(&mut s, pb::TriggerType::Resync, &log).await;
     // Associating reports the access point's Strength, 80: the first sample.
     let ap = wifi_device(&conn, &mut s, 80, &log).await;
     until_report(&mut s, 80, &log).await;
