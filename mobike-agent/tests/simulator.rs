@@ -11,7 +11,7 @@ use mobike_agent::{
     engine::{Command, DeleteReason, Event, KernelAction},
     proto::{self, ExchangeType, NotifyType, Payload},
 };
-use sim::{LinkModel, ScriptedLoss, Sim, configs, ip};
+use sim::{Fate, LinkModel, ScriptedLoss, Sim, configs, ip};
 
 const IKE_1: &str = "aes256gcm16-prfsha256-x25519";
 const IKE_2: &str = "aes128gcm16-prfsha384-ecp384";
@@ -640,6 +640,79 @@ fn the_responder_of_an_ike_sa_rekey_sends_nothing_on_the_new_sa_before_the_peer_
     assert_eq!(deleted_reasons(&s, 0), vec![DeleteReason::Rekeyed]);
     assert_eq!(s.nodes[1].ep.stats().unknown_sa, 0);
     assert!(s.children_pair_up());
+}
+
+#[test]
+fn a_request_that_overtakes_the_ike_auth_answer_waits_for_it() {
+    // B's IKE_AUTH answer is lost; B is established and sends a liveness
+    // check at once, which reaches A while A still waits for that answer.
+    // A cannot answer it yet (its keys are not confirmed, the SA is not
+    // established): it leaves it unanswered, and B's retransmission, after
+    // A's own retransmitted IKE_AUTH got the answer, is answered. Found in
+    // review: A used to answer INVALID_SYNTAX, which the peer takes as a
+    // failed exchange.
+    let (a, b) = configs(IKE_1, "aes256gcm16");
+    let mut s = Sim::new(a, b, 11, LinkModel::clean());
+    s.scripted_losses = vec![ScriptedLoss {
+        from: 1,
+        exchange: ExchangeType::IKE_AUTH,
+        response: true,
+        count: 1,
+    }];
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(5), |s| s.nodes[1].established() == 1));
+    assert_eq!(s.nodes[0].established(), 0, "A has not heard B's answer");
+    let sa = sa_id(&s, 1);
+    s.nodes[1]
+        .ep
+        .handle_command(s.now, Command::Dpd(sa))
+        .expect("dpd");
+    let answered = |s: &Sim| {
+        s.wire.iter().any(|w| {
+            w.from == 0
+                && w.fate == Fate::Delivered
+                && w.header.exchange == ExchangeType::INFORMATIONAL
+                && w.header.is_response()
+        })
+    };
+    assert!(
+        s.run_until(Duration::from_secs(30), |s| s.both_established()
+            && answered(s)),
+        "A: {:?}\nB: {:?}",
+        s.nodes[0].events,
+        s.nodes[1].events
+    );
+    // A's only INFORMATIONAL answer went out after B's IKE_AUTH answer
+    // reached it, and B had to retransmit its request for it.
+    let auth_answer = s
+        .wire
+        .iter()
+        .find(|w| {
+            w.from == 1
+                && w.fate == Fate::Delivered
+                && w.header.exchange == ExchangeType::IKE_AUTH
+                && w.header.is_response()
+        })
+        .map(|w| w.at)
+        .expect("B's replayed IKE_AUTH answer reached A");
+    let answers: Vec<_> = s
+        .wire
+        .iter()
+        .filter(|w| {
+            w.from == 0
+                && w.fate == Fate::Sent
+                && w.header.exchange == ExchangeType::INFORMATIONAL
+                && w.header.is_response()
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0].at >= auth_answer, "{answers:?}");
+    assert!(s.nodes[1].ep.stats().retransmits >= 1);
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+    assert_eq!(deleted_reasons(&s, 1), vec![]);
+    assert!(s.children_pair_up());
+    s.run_for(Duration::from_secs(60));
+    assert!(s.both_established());
 }
 
 #[test]

@@ -2289,6 +2289,19 @@ impl IkeSa {
                 return;
             };
             self.handle_response(ctx, o, &payloads);
+        } else if self.state == State::AuthSent {
+            // The responder is established once it has sent its IKE_AUTH
+            // answer and may send a request at once (a liveness check, a
+            // CREATE_CHILD_SA) that overtakes that answer. Until the answer
+            // authenticates the peer there is nothing to answer with: leave
+            // the request unanswered and its message ID unused, so the
+            // peer's retransmission (§2.1) is taken once we are established.
+            debug!(
+                sa = self.id,
+                msg_id = h.message_id,
+                "request before our IKE_AUTH was answered; left for its retransmission"
+            );
+            ctx.stats.unexpected += 1;
         } else {
             self.peer_next_msg_id = self.peer_next_msg_id.wrapping_add(1);
             self.reply_path = Some(path);
