@@ -615,8 +615,15 @@ pub struct SaInfo {
     pub esn: bool,
     /// Byte/packet counters and times.
     pub current: LifetimeCur,
+    /// Configured soft and hard limits (all ones / zero: none).
+    #[serde(default = "no_limits")]
+    pub limits: LifetimeCfg,
     /// Replay/integrity failure counters.
     pub stats: Stats,
+}
+
+fn no_limits() -> LifetimeCfg {
+    LifetimeCfg::INFINITE
 }
 
 impl SaInfo {
@@ -637,6 +644,7 @@ impl SaInfo {
             replay_window: u32::from(info.replay_window),
             esn: info.flags & XFRM_STATE_ESN != 0,
             current: info.curlft,
+            limits: info.lft,
             stats: info.stats,
         };
         for a in attrs {

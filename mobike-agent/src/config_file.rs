@@ -31,6 +31,11 @@
 //! remote_ts = ["10.2.0.0/24"]
 //! esp_proposals = ["aes256gcm16"]
 //! mode = "tunnel"
+//! rekey_time = "1h"           # the default; "0": never
+//! life_time = "66m"           # kernel hard limit; default rekey_time + 10%
+//! rekey_bytes = 500000000     # kernel soft limit: rekey (default none)
+//! life_bytes = 550000000      # kernel hard limit; default rekey_bytes + 10%
+//! rekey_packets = 1000000     # likewise in packets
 //! ```
 
 use std::{
@@ -43,7 +48,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    engine::{self, ChildConfig, ConnectionConfig, EndpointConfig, Mode, Timers},
+    engine::{self, ChildConfig, ChildLimits, ConnectionConfig, EndpointConfig, Mode, Timers},
     proposal::{EspProposal, IkeProposal, ProposalError},
     proto::IKE_PORT,
 };
@@ -251,8 +256,48 @@ pub struct ChildSection {
     /// Only `tunnel` for now.
     #[serde(default = "tunnel")]
     pub mode: String,
-    /// CHILD_SA rekey interval, e.g. `1h`.
+    /// CHILD_SA rekey interval, e.g. `1h` (the default; `0` never).
     pub rekey_time: Option<String>,
+    /// Hard age limit of each ESP SA; default `rekey_time` + 10%.
+    pub life_time: Option<String>,
+    /// Bytes after which the CHILD_SA is rekeyed (default none).
+    pub rekey_bytes: Option<u64>,
+    /// Hard byte limit; default `rekey_bytes` + 10%.
+    pub life_bytes: Option<u64>,
+    /// Packets after which the CHILD_SA is rekeyed (default none).
+    pub rekey_packets: Option<u64>,
+    /// Hard packet limit; default `rekey_packets` + 10%.
+    pub life_packets: Option<u64>,
+}
+
+/// swanctl's CHILD_SA rekey_time default.
+const CHILD_REKEY_TIME: Duration = Duration::from_secs(3600);
+
+/// A limit and its hard counterpart as swanctl has them: the hard one
+/// defaults to the soft one + 10% and must exceed it; 0 is no limit.
+fn soft_and_hard<T>(
+    soft: Option<T>,
+    hard: Option<T>,
+    plus_ten_percent: impl Fn(T) -> T,
+    names: (&str, &str),
+    show: impl Fn(&T) -> String,
+) -> Result<(Option<T>, Option<T>), String>
+where
+    T: Copy + PartialOrd,
+{
+    let hard = hard.or(soft.map(plus_ten_percent));
+    if let (Some(s), Some(h)) = (soft, hard)
+        && h <= s
+    {
+        return Err(format!(
+            "{} ({}) must be more than {} ({})",
+            names.1,
+            show(&h),
+            names.0,
+            show(&s)
+        ));
+    }
+    Ok((soft, hard))
 }
 
 fn tunnel() -> String {
@@ -399,6 +444,38 @@ impl FileConfig {
                         .map(|t| engine::parse_ts(t).map_err(value))
                         .collect()
                 };
+                let child_invalid = |what: String| invalid(&format!("child `{cname}`: {what}"));
+                let rekey_time = match &ch.rekey_time {
+                    None => Some(CHILD_REKEY_TIME),
+                    some => dur(some)?,
+                };
+                let (rekey_time, life_time) = soft_and_hard(
+                    rekey_time,
+                    dur(&ch.life_time)?,
+                    |t| t + t / 10,
+                    ("rekey_time", "life_time"),
+                    |t| humantime::format_duration(*t).to_string(),
+                )
+                .map_err(child_invalid)?;
+                let nonzero = |v: Option<u64>| v.filter(|n| *n != 0);
+                let count = |(soft, hard): (Option<u64>, Option<u64>), names| {
+                    soft_and_hard(
+                        nonzero(soft),
+                        nonzero(hard),
+                        |n| n.saturating_add(n / 10),
+                        names,
+                        u64::to_string,
+                    )
+                    .map_err(child_invalid)
+                };
+                let (rekey_bytes, life_bytes) = count(
+                    (ch.rekey_bytes, ch.life_bytes),
+                    ("rekey_bytes", "life_bytes"),
+                )?;
+                let (rekey_packets, life_packets) = count(
+                    (ch.rekey_packets, ch.life_packets),
+                    ("rekey_packets", "life_packets"),
+                )?;
                 children.push(ChildConfig {
                     name: cname.clone(),
                     local_ts: ts(&ch.local_ts)?,
@@ -410,7 +487,14 @@ impl FileConfig {
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(proposal)?,
                     mode: Mode::Tunnel,
-                    rekey_time: dur(&ch.rekey_time)?,
+                    rekey_time,
+                    limits: ChildLimits {
+                        life_time,
+                        rekey_bytes,
+                        life_bytes,
+                        rekey_packets,
+                        life_packets,
+                    },
                 });
             }
             let timers = Timers {
@@ -574,6 +658,78 @@ mod tests {
             err.to_string().contains("exactly one of psk and psk_file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn child_limits_default_as_swanctl_and_hard_ones_must_exceed_soft_ones() {
+        let child = |lines: &str| {
+            let text = EXAMPLE.replace("rekey_time = \"1h\"\n", lines);
+            FileConfig::parse(&text)
+                .unwrap()
+                .to_agent_config()
+                .map(|a| a.endpoint.connections[0].children[0].clone())
+        };
+        let min = |m: u64| Some(Duration::from_secs(60 * m));
+        // Nothing said: rekey after 1h, the kernel drops the SA at 66m.
+        let c = child("").unwrap();
+        assert_eq!(c.rekey_time, min(60));
+        assert_eq!(
+            c.limits,
+            ChildLimits {
+                life_time: min(66),
+                ..ChildLimits::default()
+            }
+        );
+        let c =
+            child("rekey_time = \"20m\"\nrekey_bytes = 1000000\nrekey_packets = 5000\n").unwrap();
+        assert_eq!(c.rekey_time, min(20));
+        assert_eq!(
+            c.limits,
+            ChildLimits {
+                life_time: min(22),
+                rekey_bytes: Some(1_000_000),
+                life_bytes: Some(1_100_000),
+                rekey_packets: Some(5000),
+                life_packets: Some(5500),
+            }
+        );
+        // Hard limits alone, and 0 as "none".
+        let c =
+            child("rekey_time = \"0\"\nlife_time = \"8h\"\nlife_bytes = 7\nrekey_packets = 0\n")
+                .unwrap();
+        assert_eq!(c.rekey_time, None);
+        assert_eq!(
+            c.limits,
+            ChildLimits {
+                life_time: min(480),
+                life_bytes: Some(7),
+                ..ChildLimits::default()
+            }
+        );
+        for (lines, says) in [
+            (
+                "life_time = \"30m\"\n",
+                "life_time (30m) must be more than rekey_time (1h)",
+            ),
+            (
+                "rekey_bytes = 100\nlife_bytes = 100\n",
+                "life_bytes (100) must be more than rekey_bytes (100)",
+            ),
+            (
+                "rekey_packets = 9\nlife_packets = 8\n",
+                "life_packets (8) must be more than rekey_packets (9)",
+            ),
+        ] {
+            let err = child(lines).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("child `net`"),
+                "{lines}: {err}"
+            );
+        }
+        let err =
+            FileConfig::parse(&EXAMPLE.replace("rekey_time = \"1h\"", "rekey_bytes = \"1G\""))
+                .unwrap_err();
+        assert!(format!("{:?}", err).contains("rekey_bytes"), "{err:?}");
     }
 
     #[test]

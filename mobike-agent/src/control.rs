@@ -109,7 +109,8 @@ fn command_status(e: CommandError) -> tonic::Status {
     match e {
         CommandError::UnknownConnection(_)
         | CommandError::UnknownSa(_)
-        | CommandError::UnknownChild { .. } => tonic::Status::not_found(e.to_string()),
+        | CommandError::UnknownChild { .. }
+        | CommandError::NoChildSa(_) => tonic::Status::not_found(e.to_string()),
         CommandError::NoAddresses(_)
         | CommandError::NotEstablished(_)
         | CommandError::NoMobike(_) => tonic::Status::failed_precondition(e.to_string()),

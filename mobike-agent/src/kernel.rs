@@ -27,13 +27,15 @@ use std::{
 };
 
 use ipsec_backend::{
-    ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, SelectorPair, XfrmHandle,
+    ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, SelectorPair, XfrmEvent,
+    XfrmHandle,
+    codec::LifetimeCfg,
     types::{Crypto, Encap, Mode as XfrmMode, OuterPair, Prefix},
 };
 
 use crate::{
     crypto::Aead,
-    engine::{ChildSaInstall, KernelAction, Mode, SaId, UdpEncap},
+    engine::{ChildLimits, ChildSaInstall, KernelAction, Mode, SaId, UdpEncap},
     proto::TrafficSelector,
 };
 
@@ -248,9 +250,40 @@ pub fn child_sa_spec(i: &ChildSaInstall) -> Result<ChildSaSpec, MapError> {
         replay_window: 32,
         esn: i.esn,
         priority: 0,
-        lifetime: None,
+        lifetime: lifetime_of(&i.limits),
     })
 }
+
+/// The kernel's lifetime configuration for [`ChildLimits`]: soft byte and
+/// packet limits (XFRM_MSG_EXPIRE, soft: rekey), hard byte, packet and age
+/// limits (the kernel removes the SA). The soft age stays unset: the engine
+/// times rekeys itself. None when no limit is set.
+pub fn lifetime_of(l: &ChildLimits) -> Option<LifetimeCfg> {
+    if *l == ChildLimits::default() {
+        return None;
+    }
+    let mut c = LifetimeCfg::INFINITE;
+    if let Some(b) = l.rekey_bytes {
+        c.soft_byte_limit = b;
+    }
+    if let Some(b) = l.life_bytes {
+        c.hard_byte_limit = b;
+    }
+    if let Some(p) = l.rekey_packets {
+        c.soft_packet_limit = p;
+    }
+    if let Some(p) = l.life_packets {
+        c.hard_packet_limit = p;
+    }
+    if let Some(t) = l.life_time {
+        // 0 would mean "no limit" to the kernel.
+        c.hard_add_expires_seconds = t.as_secs().max(1);
+    }
+    Some(c)
+}
+
+/// The kernel's XFRM events, as the backend delivers them.
+pub type EventStream = futures::stream::BoxStream<'static, Result<XfrmEvent, ipsec_backend::Error>>;
 
 #[derive(Debug, Clone)]
 struct Installed {
@@ -324,6 +357,26 @@ impl Kernel {
     /// Installed pairs (for status and tests).
     pub fn installed(&self) -> impl Iterator<Item = (SaId, &ChildSaHandle)> {
         self.installed.values().map(|i| (i.ike_sa, &i.handle))
+    }
+
+    /// The CHILD_SA (by our inbound SPI) an XFRM_MSG_EXPIRE is about, and
+    /// whether the limit is hard; None for any other event, or an SA that
+    /// is not one of ours (another daemon's, or one already deleted).
+    pub fn expired_child(&self, event: &XfrmEvent) -> Option<(u32, bool)> {
+        let XfrmEvent::SaExpire { sa, hard } = event else {
+            return None;
+        };
+        self.installed.values().find_map(|i| {
+            let ours = [i.handle.out_key(), i.handle.in_key()]
+                .iter()
+                .any(|k| k.spi == sa.spi && sa.dst == Some(k.dst) && k.proto.to_raw() == sa.proto);
+            ours.then_some((i.handle.spi_in, *hard))
+        })
+    }
+
+    /// The backend's kernel event stream; None with the backend `none`.
+    pub fn events(&self) -> Option<Result<EventStream, ipsec_backend::Error>> {
+        self.backend.as_ref().map(|b| b.events())
     }
 
     /// Whether the policies of `reqid` are installed (routes go with them).
@@ -606,6 +659,7 @@ mod tests {
             esn: false,
             local_ts: vec![ts("10.1.0.0", "10.1.0.255")],
             remote_ts: vec![ts("10.2.0.0", "10.2.0.255")],
+            limits: ChildLimits::default(),
         }
     }
 
@@ -946,6 +1000,78 @@ mod tests {
         let c = k.counters().await;
         let err = c[&(3, 100)].as_ref().unwrap_err();
         assert_eq!(err.errno(), Some(libc::ESRCH), "{err}");
+    }
+
+    #[test]
+    fn limits_become_the_kernels_lifetime_configuration() {
+        assert_eq!(lifetime_of(&ChildLimits::default()), None);
+        let l = lifetime_of(&ChildLimits {
+            life_time: Some(std::time::Duration::from_secs(3960)),
+            rekey_bytes: Some(1000),
+            life_bytes: Some(1100),
+            rekey_packets: None,
+            life_packets: Some(50),
+        })
+        .unwrap();
+        assert_eq!(
+            l,
+            LifetimeCfg {
+                soft_byte_limit: 1000,
+                hard_byte_limit: 1100,
+                soft_packet_limit: u64::MAX,
+                hard_packet_limit: 50,
+                // Rekeys by time are the engine's.
+                soft_add_expires_seconds: 0,
+                hard_add_expires_seconds: 3960,
+                soft_use_expires_seconds: 0,
+                hard_use_expires_seconds: 0,
+            }
+        );
+        // Under a second is still a limit.
+        let l = lifetime_of(&ChildLimits {
+            life_time: Some(std::time::Duration::from_millis(300)),
+            ..ChildLimits::default()
+        })
+        .unwrap();
+        assert_eq!(l.hard_add_expires_seconds, 1);
+    }
+
+    #[tokio::test]
+    async fn expire_events_of_our_sas_name_their_child_and_others_nothing() {
+        let fake = std::sync::Arc::new(FakeBackend::new());
+        let mut k = Kernel::with_backend(Box::new(fake.clone()));
+        let mut i = install(3, 100, None);
+        i.limits.rekey_bytes = Some(5000);
+        let ev = k.apply(KernelAction::InstallChildSa(Box::new(i))).await;
+        assert!(matches!(ev, KernelEvent::Installed { .. }), "{ev:?}");
+        let sas = fake.sas();
+        assert_eq!(sas.len(), 2);
+        for sa in &sas {
+            // The limits went to the kernel with both SAs.
+            assert_eq!(sa.limits.soft_byte_limit, 5000, "{sa:?}");
+            assert_eq!(sa.limits.hard_byte_limit, u64::MAX, "{sa:?}");
+            for hard in [false, true] {
+                let e = XfrmEvent::SaExpire {
+                    sa: sa.clone(),
+                    hard,
+                };
+                assert_eq!(k.expired_child(&e), Some((100, hard)), "{sa:?}");
+            }
+        }
+        // Another SPI, another destination, another protocol, or no
+        // expire at all: not ours to act on.
+        let mut other = sas[0].clone();
+        other.spi ^= 1;
+        let mut elsewhere = sas[0].clone();
+        elsewhere.dst = Some("203.0.113.9".parse().unwrap());
+        let mut ah = sas[0].clone();
+        ah.proto = 51;
+        for sa in [other, elsewhere, ah] {
+            let e = XfrmEvent::SaExpire { sa, hard: false };
+            assert_eq!(k.expired_child(&e), None, "{e:?}");
+        }
+        let added = XfrmEvent::SaAdded { sa: sas[0].clone() };
+        assert_eq!(k.expired_child(&added), None);
     }
 
     #[tokio::test]

@@ -6,7 +6,10 @@
 //! `backend = "xfrm"`, only logged with `"none"`); a kernel error is logged
 //! with its SA and never stops the agent, and a CHILD_SA the kernel refused
 //! to install is deleted with the peer. With `install_routes` the remote
-//! selectors of tunnel-mode CHILD_SAs are routed as `crate::routes` says. No trigger-db subscription yet.
+//! selectors of tunnel-mode CHILD_SAs are routed as `crate::routes` says.
+//! The kernel's XFRM_MSG_EXPIRE events for our SAs (their byte, packet and
+//! age limits) become [`Command::ChildSaExpired`]. No trigger-db
+//! subscription yet.
 //! The control socket (`crate::control`) is answered from the engine
 //! loop, between two engine steps. Sockets bind to specific addresses so
 //! the engine always knows the local address of a datagram.
@@ -78,6 +81,7 @@ pub async fn run(
         Some(c) => Some(Routes::new(c).map_err(RuntimeError::Routes)?),
         None => None,
     };
+    let mut expires = kernel_expires(&kernel);
     let (tx, mut rx) = mpsc::channel::<Datagram>(QUEUE);
     let mut sockets: HashMap<SocketAddr, Arc<IkeSocket>> = HashMap::new();
     // With a connection on "any" local address, the two wildcards serve
@@ -162,6 +166,20 @@ pub async fn run(
                 None => break,
             },
             () = sleep => ep.handle_timeout(Instant::now()),
+            Some(ev) = expires.recv() => match ev {
+                Ok(ev) => {
+                    if let Some((inbound_spi, hard)) = kernel.expired_child(&ev) {
+                        let cmd = Command::ChildSaExpired { inbound_spi, hard };
+                        if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                            debug!(error = %e, hard, "kernel limit of a CHILD_SA that is gone");
+                        }
+                    }
+                }
+                Err(e) => warn!(
+                    error = %ipsec_backend::error::chain(&e),
+                    "kernel XFRM events lost: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time"
+                ),
+            },
             // The caller may have gone away; nothing to do then.
             Some(req) = ctl_rx.recv() => match req {
                 ControlRequest::Status(reply) => {
@@ -198,6 +216,42 @@ pub async fn run(
     }
     info!(stats = ?ep.stats(), "stopped");
     Ok(())
+}
+
+/// The kernel's SA expire events (and monitor errors), read by a task of
+/// their own into a bounded queue; a queue that never yields with the
+/// backend `none`, or when the subscription failed (logged).
+fn kernel_expires(
+    kernel: &Kernel,
+) -> mpsc::Receiver<Result<ipsec_backend::XfrmEvent, ipsec_backend::Error>> {
+    use futures::StreamExt;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let mut events = match kernel.events() {
+        None => return rx,
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            warn!(error = %ipsec_backend::error::chain(&e),
+                  "cannot subscribe to kernel XFRM events: CHILD_SA byte and packet limits will not trigger rekeys");
+            return rx;
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(ev) = events.next().await {
+            let wanted = match &ev {
+                Ok(e) => matches!(e, ipsec_backend::XfrmEvent::SaExpire { .. }),
+                Err(ipsec_backend::Error::MonitorOverrun) => true,
+                Err(_) => {
+                    // Not to spin on a socket that keeps failing.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    true
+                }
+            };
+            if wanted && tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 async fn flush(

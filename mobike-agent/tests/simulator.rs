@@ -8,7 +8,7 @@ mod sim;
 use std::time::Duration;
 
 use mobike_agent::{
-    engine::{Command, DeleteReason, Event, KernelAction},
+    engine::{ChildLimits, Command, CommandError, DeleteReason, Event, KernelAction},
     proto::{self, ExchangeType, NotifyType, Payload},
 };
 use sim::{Fate, LinkModel, ScriptedLoss, Sim, configs, ip};
@@ -410,6 +410,103 @@ fn child_sa_rekey_replaces_the_sa_on_both_sides() {
         other => panic!("{other:?}"),
     };
     assert_eq!(reqids, vec![first_install], "the reqid survives the rekey");
+    delete_everything(&mut s);
+}
+
+#[test]
+fn kernel_limits_rekey_the_child_at_the_soft_one_and_delete_it_at_the_hard_one() {
+    let limits = ChildLimits {
+        life_time: Some(Duration::from_secs(600)),
+        rekey_bytes: Some(1_000_000),
+        life_bytes: Some(1_100_000),
+        ..ChildLimits::default()
+    };
+    let (mut a, b) = configs(IKE_1, "aes256gcm16");
+    a.connections[0].children[0].limits = limits;
+    let mut s = Sim::new(a, b, 5, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    // The limits go to the kernel with the SAs (A's; B has none set).
+    let installed = |n: usize| match &s.nodes[n].kernel_log[0] {
+        KernelAction::InstallChildSa(i) => i.limits,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(installed(0), limits);
+    assert_eq!(installed(1), ChildLimits::default());
+    let old = *s.nodes[0].kernel.keys().next().unwrap();
+
+    // The soft limit, as the kernel reports it for the outbound and the
+    // inbound SA: one rekey.
+    for _ in 0..2 {
+        s.nodes[0]
+            .ep
+            .handle_command(
+                s.now,
+                Command::ChildSaExpired {
+                    inbound_spi: old,
+                    hard: false,
+                },
+            )
+            .expect("soft expire");
+    }
+    assert!(s.run_until(Duration::from_secs(30), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.kernel.len() == 1 && !n.kernel.contains_key(&old))
+    }));
+    s.run_for(Duration::from_secs(5));
+    let rekeys = |s: &Sim| {
+        s.nodes[0]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::ChildSaRekeyed { .. }))
+            .count()
+    };
+    assert_eq!(rekeys(&s), 1);
+    assert!(s.children_pair_up());
+    let new = *s.nodes[0].kernel.keys().next().unwrap();
+    match s.nodes[0].kernel_log.last() {
+        Some(KernelAction::DeleteChildSa { inbound_spi, .. }) => assert_eq!(*inbound_spi, old),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        s.nodes[0].kernel_log.iter().any(|k| matches!(k,
+            KernelAction::InstallChildSa(i) if i.inbound.spi == new && i.limits == limits)),
+        "the new SA has the limits too"
+    );
+    // The old SA's late report (it is gone): nothing to act on.
+    assert_eq!(
+        s.nodes[0].ep.handle_command(
+            s.now,
+            Command::ChildSaExpired {
+                inbound_spi: old,
+                hard: false,
+            },
+        ),
+        Err(CommandError::NoChildSa(old))
+    );
+
+    // The hard limit: the kernel removed the SA; the CHILD_SA is deleted
+    // with the peer and the IKE SA stays.
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::ChildSaExpired {
+                inbound_spi: new,
+                hard: true,
+            },
+        )
+        .expect("hard expire");
+    assert!(s.run_until(Duration::from_secs(30), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.kernel.is_empty() && n.ep.ike_sas()[0].children.is_empty())
+    }));
+    assert!(s.nodes.iter().all(|n| n.established() == 1));
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+    assert_eq!(deleted_reasons(&s, 1), vec![]);
+    assert_eq!(rekeys(&s), 1);
     delete_everything(&mut s);
 }
 

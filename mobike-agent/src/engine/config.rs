@@ -65,6 +65,31 @@ pub struct ChildConfig {
     pub mode: Mode,
     /// Rekey the CHILD_SA this long after it was created (None: never).
     pub rekey_time: Option<Duration>,
+    /// Limits the kernel enforces on each of its ESP SAs.
+    pub limits: ChildLimits,
+}
+
+/// Limits on each ESP SA of a CHILD_SA, as strongSwan's `life_time`,
+/// `rekey_bytes`, `life_bytes`, `rekey_packets` and `life_packets`. They go
+/// to the kernel with the SAs (XFRMA_LTIME_VAL's configuration part): the
+/// kernel counts traffic, reports a soft limit (XFRM_MSG_EXPIRE, soft) on
+/// which the CHILD_SA is rekeyed, and at a hard limit removes the SA
+/// itself, after which the CHILD_SA is deleted with the peer. The hard time
+/// limit also bounds an SA's life should the agent be gone. Time-based
+/// rekeying is the engine's own timer ([`ChildConfig::rekey_time`]). None:
+/// no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChildLimits {
+    /// Hard limit on the SA's age.
+    pub life_time: Option<Duration>,
+    /// Soft limit on bytes processed: rekey.
+    pub rekey_bytes: Option<u64>,
+    /// Hard limit on bytes processed.
+    pub life_bytes: Option<u64>,
+    /// Soft limit on packets processed: rekey.
+    pub rekey_packets: Option<u64>,
+    /// Hard limit on packets processed.
+    pub life_packets: Option<u64>,
 }
 
 /// IPsec mode of a CHILD_SA. Only tunnel mode for now.

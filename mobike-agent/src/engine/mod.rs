@@ -107,6 +107,17 @@ pub enum Command {
         /// Index into the connection's children.
         child: usize,
     },
+    /// The kernel reports that an ESP SA of the CHILD_SA with this inbound
+    /// SPI reached one of its [`ChildLimits`] (XFRM_MSG_EXPIRE): a soft
+    /// limit rekeys the CHILD_SA, a hard one (the kernel removed the SA)
+    /// deletes it with the peer. Nothing happens to a CHILD_SA already
+    /// being rekeyed or deleted.
+    ChildSaExpired {
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+        /// Hard limit.
+        hard: bool,
+    },
     /// Send a liveness check now.
     Dpd(SaId),
     /// MOBIKE (RFC 4555 §3.5): move the IKE SA and its CHILD_SAs to a new
@@ -150,6 +161,9 @@ pub enum CommandError {
         /// SPI or index.
         what: String,
     },
+    /// No IKE SA has a CHILD_SA with this inbound SPI.
+    #[error("no CHILD_SA with inbound SPI {0:#010x}")]
+    NoChildSa(u32),
     /// The random generator failed.
     #[error("random number generator failed")]
     Random,
@@ -322,6 +336,8 @@ pub struct ChildSaInstall {
     pub local_ts: Vec<TrafficSelector>,
     /// The peer's selectors.
     pub remote_ts: Vec<TrafficSelector>,
+    /// The limits the kernel enforces on both SAs.
+    pub limits: ChildLimits,
 }
 
 /// What the kernel should do, as data; the runtime applies it through
@@ -760,6 +776,16 @@ impl Endpoint {
             Command::CreateChildSa { sa, child } => self
                 .with_sa(now, sa, |s, ctx| s.command_create_child(ctx, child))
                 .ok_or(CommandError::UnknownSa(sa))?,
+            Command::ChildSaExpired { inbound_spi, hard } => {
+                let sa = self
+                    .sas
+                    .iter()
+                    .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
+                    .map(|(id, _)| *id)
+                    .ok_or(CommandError::NoChildSa(inbound_spi))?;
+                self.with_sa(now, sa, |s, ctx| s.child_expired(ctx, inbound_spi, hard))
+                    .ok_or(CommandError::UnknownSa(sa))?
+            }
             Command::Dpd(id) => self
                 .with_sa(now, id, |sa, ctx| sa.command_dpd(ctx))
                 .ok_or(CommandError::UnknownSa(id))?,

@@ -771,6 +771,47 @@ impl IkeSa {
         self.command_on_child(ctx, spi, Pending::DeleteChild(vec![spi]))
     }
 
+    /// An ESP SA of the CHILD_SA `spi` (inbound SPI) reached a kernel
+    /// limit ([`super::Command::ChildSaExpired`]).
+    pub(super) fn child_expired(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        spi: u32,
+        hard: bool,
+    ) -> Result<(), super::CommandError> {
+        let Some(child) = self.children.iter_mut().find(|c| c.inbound_spi == spi) else {
+            return Err(super::CommandError::UnknownChild {
+                sa: self.id,
+                what: format!("{spi:#010x}"),
+            });
+        };
+        if child.state != ChildState::Installed {
+            // Being rekeyed or deleted already: its end is near anyway.
+            debug!(sa = self.id, child = format_args!("{spi:#010x}"), hard, state = ?child.state,
+                   "kernel limit reached by a CHILD_SA already on its way out");
+            return Ok(());
+        }
+        if hard {
+            // RFC 7296 §2.8: an SA past its lifetime is deleted, not used.
+            warn!(
+                sa = self.id,
+                child = format_args!("{spi:#010x}"),
+                "CHILD_SA reached its hard limit in the kernel: deleting it"
+            );
+            self.queue.push_back(Pending::DeleteChild(vec![spi]));
+        } else {
+            info!(
+                sa = self.id,
+                child = format_args!("{spi:#010x}"),
+                "CHILD_SA reached its soft limit in the kernel: rekeying"
+            );
+            child.rekey_at = None;
+            self.queue.push_back(Pending::RekeyChild(spi, None));
+        }
+        self.start_next_request(ctx);
+        Ok(())
+    }
+
     pub(super) fn command_create_child(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -1717,10 +1758,10 @@ impl IkeSa {
             (keys.i_to_r, keys.r_to_i)
         };
         let conn = self.conn(ctx);
-        let name = conn
+        let (name, limits) = conn
             .children
             .get(child.cfg)
-            .map(|c| c.name.clone())
+            .map(|c| (c.name.clone(), c.limits))
             .unwrap_or_default();
         ctx.kernel(KernelAction::InstallChildSa(Box::new(ChildSaInstall {
             ike_sa: self.id,
@@ -1743,6 +1784,7 @@ impl IkeSa {
             esn: child.suite.esn == proposal::Esn::Yes,
             local_ts: child.local_ts.clone(),
             remote_ts: child.remote_ts.clone(),
+            limits,
         })));
         info!(sa = self.id, child = %name, inbound = format_args!("{:#010x}", child.inbound_spi),
               outbound = format_args!("{:#010x}", child.outbound_spi), "CHILD_SA installed");

@@ -349,6 +349,7 @@ pub fn connection(
             esp_proposals: parse_list(esp, EspProposal::parse).expect("esp proposal"),
             mode: Mode::Tunnel,
             rekey_time: None,
+            limits: Default::default(),
         }],
         timers: timers(),
     }

@@ -23,6 +23,8 @@
 #   3. charon rekeys the CHILD_SA: the agent installs the new SAs under the
 #      same reqid and policies (still 12), deletes the old SAs, the pings
 #      use the new ones
+#   3b. the kernel reports the soft byte limit (rekey_bytes) of the SAs:
+#      the agent rekeys the CHILD_SA with charon, once
 #   4. SIGTERM: the agent deletes the SAs at charon and its own SAs + all
 #      12 policies
 #   5. MOBIKE: charon initiates to the agent, then changes its address; the
@@ -149,6 +151,8 @@ start = "initiate"
 local_ts = ["10.1.0.0/24", "10.3.0.0/24"]
 remote_ts = ["10.2.0.0/24", "10.4.0.0/24"]
 esp_proposals = ["aes256gcm16"]
+rekey_bytes = 40000
+life_bytes = 10000000
 EOC
 printf '[control]\nsocket = "%s"\n' "$D/agent.sock" >> "$D/agent.toml"
 ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent.toml" \
@@ -250,6 +254,26 @@ spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print 
 ping_counted 3 10.1.0.1 10.2.0.1 3
 ping_counted 3 10.3.0.1 10.4.0.1 3
 ts "3: CHILD_SA rekeyed by charon; new SAs ($spi_out) carry the ping"
+
+# ---- 3b. the kernel's soft byte limit (rekey_bytes = 40000) makes the
+#          agent rekey: XFRM_MSG_EXPIRE -> CREATE_CHILD_SA with charon ----
+lim=$(ip -n A -s xfrm state list spi "$spi_out")
+echo "$lim" | has 'soft 40000(bytes), hard 10000000(bytes)' || fail "3b: byte limits not in the kernel: $lim"
+echo "$lim" | has 'expire add: soft 0(sec), hard 3960(sec)' || fail "3b: life_time (1h + 10%) not in the kernel: $lim"
+old_out=$spi_out
+# 40 x 1428 bytes through each SA crosses 40000
+ip netns exec A ping -q -c 40 -i 0.05 -s 1400 -W 3 -I 10.1.0.1 10.2.0.1 >/dev/null || fail "3b: big pings"
+wait_for 20 grep -q 'soft limit in the kernel: rekeying' "$D/agent.log" || fail "3b: the agent saw no soft expire"
+wait_for 20 bash -c "[ \"\$(ip -n A xfrm state | grep -c '^src')\" = 2 ] && ! ip -n A xfrm state | grep -q 'spi $old_out '" \
+  || fail "3b: the SAs that reached the limit were not replaced"
+wait_for 10 one_installed || fail "3b: charon has not exactly one CHILD_SA after the agent's rekey"
+[ "$(grep -c 'soft limit in the kernel: rekeying' "$D/agent.log")" = 1 ] || fail "3b: more than one rekey for one limit"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "3b: agent kernel action failed"
+spi_out=$(new_spi_out); [ -n "$spi_out" ] && [ "$spi_out" != "$old_out" ] || fail "3b: no new outbound SPI"
+spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print $4; exit}')
+ip -n A -s xfrm state list spi "$spi_out" | has 'soft 40000(bytes)' || fail "3b: the new SA lacks the limit"
+ping_counted 3b 10.1.0.1 10.2.0.1 3
+ts "3b: soft byte limit reached in the kernel; the agent rekeyed with charon ($old_out -> $spi_out)"
 
 # ---- 4. SIGTERM deletes ----
 kill -TERM "$AGENT"; wait "$AGENT" || fail "4: agent exit status $?"; AGENT=""
