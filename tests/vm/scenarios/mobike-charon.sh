@@ -30,6 +30,10 @@
 #   5. MOBIKE: charon initiates to the agent, then changes its address; the
 #      agent follows and migrates its CHILD_SA (same SPIs; the templates of
 #      all 12 policies move), pings for both subnet pairs pass
+#   6. behind an nftables masquerading router: IKE floats to 4500, the
+#      kernel SAs use ESP-in-UDP, pings pass
+#   7. a hard packet limit (life_packets): the kernel removes the SA, the
+#      agent deletes the CHILD_SA with charon, the IKE SA stays
 # Needs on the host (the guest sees the host fs read-only): strongswan-charon
 # strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
 # Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
@@ -368,4 +372,32 @@ ping_counted 6 - 10.4.0.1 2
 sw --list-sas | has 'ESTABLISHED' || fail "6: charon has no IKE SA"
 ts "6: behind a NAT: IKE on 4500, kernel ESP-in-UDP SAs ($spi_out) carry the pings"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "6: agent exit status $?"; AGENT=""
+
+# ---- 7. a hard limit (life_packets = 20, no rekey): the kernel removes the
+#         SA at the 20th packet, the agent deletes the CHILD_SA with charon
+#         and keeps the IKE SA ----
+wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q ESTABLISHED" \
+  || fail "7: charon still has the IKE SA of step 6"
+sed -e 's/^rekey_bytes = 40000$/rekey_time = "0"\nlife_packets = 20/' -e '/^life_bytes = /d' "$D/agent-nat.toml" > "$D/agent-hard.toml"
+grep -q '^life_packets = 20$' "$D/agent-hard.toml" || fail "7: agent-hard.toml"
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-hard.toml" \
+  2>"$D/agent.log" &
+AGENT=$!
+wait_for 30 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "7: agent did not install the CHILD_SA"
+spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="172.16.0.2" {getline; print $4; exit}')
+ip -n A -s xfrm state list spi "$spi_out" | has 'limit: soft (INF)(packets), hard 20(packets)' ||
+  fail "7: packet limit not in the kernel: $(ip -n A -s xfrm state list spi "$spi_out")"
+ip -n A -s xfrm state list spi "$spi_out" | has 'expire add: soft 0(sec), hard 0(sec)' ||
+  fail "7: rekey_time = 0 must leave no age limit: $(ip -n A -s xfrm state list spi "$spi_out")"
+ip netns exec A ping -q -c 30 -i 0.1 -W 1 -I 10.1.0.1 10.2.0.1 >/dev/null || true
+wait_for 20 grep -q 'hard limit in the kernel: deleting it' "$D/agent.log" || fail "7: the agent saw no hard expire"
+wait_for 20 bash -c "[ \"\$(ip -n A xfrm state | grep -c '^src')\" = 0 ] && [ \"\$(ip -n A xfrm policy | grep -c '^src 10\.')\" = 0 ]" \
+  || fail "7: SAs or policies left in A after the hard limit"
+wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q INSTALLED" \
+  || fail "7: charon still has the CHILD_SA"
+sw --list-sas | has 'ESTABLISHED' || fail "7: the IKE SA went with the CHILD_SA"
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "7: status"
+echo "$st" | has '"state":"ESTABLISHED"' || fail "7: the agent's IKE SA is gone: $st"
+ts "7: hard packet limit: the kernel removed the SA, the agent deleted the CHILD_SA with charon; the IKE SA stays"
+kill -TERM "$AGENT"; wait "$AGENT" || fail "7: agent exit status $?"; AGENT=""
 echo MOBIKE-CHARON-VM-OK
