@@ -25,6 +25,9 @@
 //! dpd_delay = "30s"
 //! retransmit_timeout = "2s"  # doubles per retry
 //! retransmit_tries = 5
+//! dpd_action = "restart"      # or "clear" (default): the peer stopped answering
+//! close_action = "start"      # or "none" (default): the peer deleted the IKE SA
+//! keyingtries = 0             # unanswered attempts before giving up; 0: never (default 1)
 //!
 //! [connections.home.children.net]
 //! local_ts = ["10.1.0.0/24"]
@@ -48,7 +51,9 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    engine::{self, ChildConfig, ChildLimits, ConnectionConfig, EndpointConfig, Mode, Timers},
+    engine::{
+        self, ChildConfig, ChildLimits, ConnectionConfig, EndpointConfig, Mode, Recovery, Timers,
+    },
     proposal::{EspProposal, IkeProposal, ProposalError},
     proto::IKE_PORT,
 };
@@ -234,6 +239,14 @@ pub struct ConnectionSection {
     pub retransmit_timeout: Option<String>,
     /// Retransmissions before the peer is declared dead.
     pub retransmit_tries: Option<u32>,
+    /// What to do when the peer stops answering an established IKE SA.
+    #[serde(default)]
+    pub dpd_action: DpdAction,
+    /// What to do when the peer deletes the IKE SA.
+    #[serde(default)]
+    pub close_action: CloseAction,
+    /// Unanswered attempts to establish before giving up; 0: never.
+    pub keyingtries: Option<u32>,
     /// CHILD_SAs by name; the first by name comes with IKE_AUTH.
     #[serde(default)]
     pub children: BTreeMap<String, ChildSection>,
@@ -241,6 +254,30 @@ pub struct ConnectionSection {
 
 fn yes() -> bool {
     true
+}
+
+/// swanctl's `dpd_action` (`trap` is not supported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpdAction {
+    /// Remove the SAs (the default).
+    #[default]
+    Clear,
+    /// Remove them and establish the connection again.
+    Restart,
+}
+
+/// swanctl's `close_action` (`trap` is not supported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloseAction {
+    /// Nothing (the default).
+    #[default]
+    None,
+    /// The same as `none`: the SAs are gone.
+    Clear,
+    /// Establish the connection again.
+    Start,
 }
 
 /// `[connections.NAME.children.CHILD]`.
@@ -527,6 +564,11 @@ impl FileConfig {
                 mobike: c.mobike,
                 children,
                 timers,
+                recovery: Recovery {
+                    restart_on_dead_peer: c.dpd_action == DpdAction::Restart,
+                    restart_on_peer_close: c.close_action == CloseAction::Start,
+                    keyingtries: c.keyingtries.unwrap_or(Recovery::default().keyingtries),
+                },
             });
             if c.start == Start::Initiate {
                 initiate.push(name.clone());
@@ -618,6 +660,14 @@ mod tests {
         let a = FileConfig::parse(&text).unwrap().to_agent_config().unwrap();
         assert_eq!(a.backend, Backend::Xfrm);
         assert!(a.routes.is_some());
+        assert_eq!(
+            a.endpoint.connections[0].recovery,
+            Recovery {
+                restart_on_dead_peer: true,
+                restart_on_peer_close: true,
+                keyingtries: 0
+            }
+        );
         assert_eq!(a.initiate, ["office"]);
         assert!(a.listen_any && a.endpoint.connections[0].local_addr.is_none());
         let child = &a.endpoint.connections[0].children[0];
@@ -730,6 +780,37 @@ mod tests {
             FileConfig::parse(&EXAMPLE.replace("rekey_time = \"1h\"", "rekey_bytes = \"1G\""))
                 .unwrap_err();
         assert!(format!("{:?}", err).contains("rekey_bytes"), "{err:?}");
+    }
+
+    #[test]
+    fn recovery_as_swanctl_names_it() {
+        let conn = |lines: &str| {
+            let text = EXAMPLE.replace("mobike = true\n", &format!("mobike = true\n{lines}"));
+            FileConfig::parse(&text)
+                .and_then(|f| f.to_agent_config())
+                .map(|a| a.endpoint.connections[0].recovery)
+        };
+        assert_eq!(conn("").unwrap(), Recovery::default());
+        assert_eq!(
+            conn("dpd_action = \"restart\"\nclose_action = \"start\"\nkeyingtries = 0\n").unwrap(),
+            Recovery {
+                restart_on_dead_peer: true,
+                restart_on_peer_close: true,
+                keyingtries: 0,
+            }
+        );
+        assert_eq!(
+            conn("dpd_action = \"clear\"\nclose_action = \"clear\"\n").unwrap(),
+            Recovery::default()
+        );
+        for (lines, key) in [
+            ("dpd_action = \"trap\"\n", "trap"),
+            ("close_action = \"restart\"\n", "restart"),
+            ("keyingtries = -1\n", "keyingtries"),
+        ] {
+            let err = format!("{:?}", conn(lines).unwrap_err());
+            assert!(err.contains(key), "{lines}: {err}");
+        }
     }
 
     #[test]

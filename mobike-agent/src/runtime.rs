@@ -147,7 +147,13 @@ pub async fn run(
         None => None,
     };
     for name in &config.initiate {
-        initiate(&mut ep, Instant::now(), name)?;
+        match initiate(&mut ep, Instant::now(), name) {
+            Ok(()) => {}
+            // No route towards the peer yet (booting without a network):
+            // the engine tries again as the connection's keyingtries allow.
+            Err(e @ CommandError::NoAddresses(_)) => warn!(error = %e, "cannot initiate now"),
+            Err(e) => return Err(e.into()),
+        }
     }
     flush(&mut ep, &mut kernel, &mut routes, &sockets).await;
     tokio::pin!(shutdown);
@@ -263,6 +269,14 @@ async fn flush(
     while let Some(e) = ep.poll_event() {
         match &e {
             Event::IkeSaDeleted { .. } | Event::ChildSaFailed { .. } => warn!(event = ?e, "ike"),
+            Event::RestartDue { connection } => {
+                info!(connection, "re-establishing");
+                // A failure (no route towards the peer now) is counted
+                // and retried by the engine.
+                if let Err(e) = initiate(ep, Instant::now(), connection) {
+                    warn!(connection, error = %e, "cannot re-establish the connection now");
+                }
+            }
             _ => info!(event = ?e, "ike"),
         }
     }

@@ -143,6 +143,7 @@ fn our_responder_answers_charons_ike_sa_init() {
             limits: Default::default(),
         }],
         timers: mobike_agent::engine::Timers::default(),
+        recovery: Default::default(),
     };
     let mut ep = Endpoint::new(EndpointConfig {
         connections: vec![conn],

@@ -153,6 +153,16 @@ impl Pair {
     }
 
     fn start_with(backend_a: &str, start_a: &str, prepare: &[&[&str]]) -> Option<Self> {
+        Self::start_full(backend_a, start_a, "", prepare)
+    }
+
+    /// `extra_a`: more lines for A's connection section.
+    fn start_full(
+        backend_a: &str,
+        start_a: &str,
+        extra_a: &str,
+        prepare: &[&[&str]],
+    ) -> Option<Self> {
         let ns = format!("mbkst{}-{}-{}", std::process::id(), backend_a, start_a);
         if !is_root() || !ip(&["netns", "add", &ns]) {
             eprintln!("skipped: needs root and iproute2 (network namespace)");
@@ -172,7 +182,10 @@ impl Pair {
         let p = |n: &str| -> PathBuf { dir.path().join(n) };
         let a = config("127.0.0.1", "127.0.0.2", "a.test", "b.test", "initiate")
             .replace("backend = \"none\"", &format!("backend = \"{backend_a}\""))
-            .replace("start = \"initiate\"", &format!("start = \"{start_a}\""));
+            .replace(
+                "start = \"initiate\"",
+                &format!("start = \"{start_a}\"\n{extra_a}"),
+            );
         std::fs::write(p("a.toml"), a).expect("write a.toml");
         std::fs::write(
             p("b.toml"),
@@ -369,6 +382,55 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `dpd_action = "restart"` with `keyingtries = 0`: B dies (SIGKILL, no
+/// Delete), A's liveness check goes unanswered and A keeps trying to
+/// re-establish, backing off; once B runs again, A brings the connection
+/// back up by itself with a new IKE SA and CHILD_SA.
+#[test]
+fn a_dead_peer_is_re_established_when_it_comes_back() {
+    let extra = "dpd_delay = \"1s\"\nretransmit_timeout = \"200ms\"\nretransmit_tries = 2\n\
+                 dpd_action = \"restart\"\nkeyingtries = 0\n";
+    let Some(mut pair) = Pair::start_full("none", "initiate", extra, &[]) else {
+        return;
+    };
+    let dir = pair.dir.path().to_path_buf();
+    let p = |n: &str| dir.join(n);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("{}", pair.logs()));
+    established(&p("b.sock"), deadline).unwrap_or_else(|| panic!("{}", pair.logs()));
+
+    let b = &mut pair.guard.agents[0];
+    b.kill().expect("SIGKILL B");
+    b.wait().expect("reap B");
+    let a_log = || std::fs::read_to_string(p("a.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Declared dead, then at least one attempt that went unanswered too.
+    while a_log().matches("re-establishing the connection").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "A did not retry:\n{}",
+            pair.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a_log().contains("PeerUnreachable"), "{}", pair.logs());
+
+    let _ = std::fs::remove_file(p("b.sock"));
+    let ns = pair.guard.name.clone();
+    pair.guard.agents[0] = spawn(&ns, &p("b.toml"), &p("b.sock"), &p("b2.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = established(&p("a.sock"), deadline)
+        .unwrap_or_else(|| panic!("A did not re-establish:\n{}", pair.logs()));
+    assert_ne!(again["spi_i"], first["spi_i"], "a new IKE SA");
+    let b = established(&p("b.sock"), Instant::now() + Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("B: {}", pair.logs()));
+    assert_eq!(b["spi_i"], again["spi_i"]);
+    assert_eq!(
+        again["child_sas"][0]["spi_in"],
+        b["child_sas"][0]["spi_out"]
+    );
 }
 
 /// `initiate`, `rekey` and `terminate` as an operator uses them: A starts

@@ -48,6 +48,37 @@ pub struct ConnectionConfig {
     pub children: Vec<ChildConfig>,
     /// Timers.
     pub timers: Timers,
+    /// Whether and how the connection is re-established when its IKE SA
+    /// ends or does not come up.
+    pub recovery: Recovery,
+}
+
+/// Re-establishing a connection, as swanctl's `dpd_action = restart`,
+/// `close_action = start` and `keyingtries`. Only a connection with a peer
+/// address can be re-established; an IKE SA that ended because we deleted
+/// it, was rekeyed, or failed authentication or negotiation is not.
+/// Restarts in quick succession back off (up to a minute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Re-establish when the peer stopped answering an established IKE SA
+    /// (a liveness check or another request went unanswered).
+    pub restart_on_dead_peer: bool,
+    /// Re-establish when the peer deleted the IKE SA.
+    pub restart_on_peer_close: bool,
+    /// Attempts to establish the connection (initiating, or re-establishing
+    /// it) that the peer leaves unanswered before giving up; 0: never give
+    /// up. 1 (the default) makes no second attempt.
+    pub keyingtries: u32,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            restart_on_dead_peer: false,
+            restart_on_peer_close: false,
+            keyingtries: 1,
+        }
+    }
 }
 
 /// One CHILD_SA configuration.

@@ -32,7 +32,7 @@ mod sa;
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::{IpAddr, SocketAddr},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -276,6 +276,14 @@ pub enum Event {
         /// Why.
         reason: DeleteReason,
     },
+    /// The connection is to be re-established now ([`Recovery`]): the
+    /// runtime initiates it ([`Command::Initiate`], with a local address
+    /// when the connection has none). An initiate that finds no addresses
+    /// counts as a failed attempt and is retried later.
+    RestartDue {
+        /// Connection name.
+        connection: String,
+    },
 }
 
 /// UDP encapsulation of ESP (RFC 3948), used when a NAT was detected.
@@ -428,6 +436,28 @@ pub struct Endpoint {
     next_reqid: u32,
     out: Outputs,
     stats: Stats,
+    /// Re-establishment state by connection index ([`Recovery`]).
+    recovery: HashMap<usize, ConnRecovery>,
+}
+
+/// Restarts closer together than this back off.
+const QUICK_RESTART: Duration = Duration::from_secs(60);
+/// The longest back-off between restarts.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+
+/// A connection's re-establishment ([`Recovery`]).
+#[derive(Debug, Default)]
+struct ConnRecovery {
+    /// When to start it again.
+    due: Option<Instant>,
+    /// [`Event::RestartDue`] was emitted and no initiate has taken yet.
+    restarting: bool,
+    /// Attempts the peer left unanswered since the connection was last
+    /// established (or initiation found no addresses).
+    failed_attempts: u32,
+    /// Restarts in quick succession, for the back-off.
+    quick: u32,
+    last_restart: Option<Instant>,
 }
 
 /// Per-call context handed to an SA.
@@ -550,6 +580,7 @@ impl Endpoint {
             next_reqid: 0,
             out: Outputs::default(),
             stats: Stats::default(),
+            recovery: HashMap::new(),
         })
     }
 
@@ -602,9 +633,11 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let restarts = self.recovery.values().filter_map(|r| r.due);
         self.sas
             .values()
             .filter_map(|s| s.next_deadline(&self.config))
+            .chain(restarts)
             .min()
     }
 
@@ -633,9 +666,9 @@ impl Endpoint {
         let r = f(&mut sa, &mut ctx);
         let new_sas = std::mem::take(&mut ctx.new_sas);
         let ops = std::mem::take(&mut ctx.sa_ops);
-        self.put_back(sa);
+        self.put_back(now, sa);
         for n in new_sas {
-            self.put_back(n);
+            self.put_back(now, n);
         }
         self.apply_sa_ops(now, ops);
         Some(r)
@@ -698,15 +731,116 @@ impl Endpoint {
         }
     }
 
-    fn put_back(&mut self, sa: sa::IkeSa) {
+    fn put_back(&mut self, now: Instant, sa: sa::IkeSa) {
         match sa.init_key() {
             Some(key) => {
                 self.init_index.insert(key, sa.id());
             }
             None => self.init_index.retain(|_, v| *v != sa.id()),
         }
-        if !sa.is_dead() {
-            self.sas.insert(sa.id(), sa);
+        if let Some(ended) = sa.ended() {
+            self.after_end(now, ended);
+            return;
+        }
+        if sa.is_authenticated()
+            && let Some(r) = self.recovery.get_mut(&sa.conn_index())
+        {
+            r.failed_attempts = 0;
+        }
+        self.sas.insert(sa.id(), sa);
+    }
+
+    /// An IKE SA ended: re-establish its connection if its [`Recovery`]
+    /// says so.
+    fn after_end(&mut self, now: Instant, e: sa::Ended) {
+        let Some(c) = self.config.connections.get(e.conn) else {
+            return;
+        };
+        let rec = c.recovery;
+        let why = match e.reason {
+            DeleteReason::PeerUnreachable if e.established => rec
+                .restart_on_dead_peer
+                .then_some("the peer stopped answering"),
+            DeleteReason::PeerDeleted if e.established => {
+                rec.restart_on_peer_close.then_some("the peer closed it")
+            }
+            DeleteReason::PeerUnreachable if e.initiator => {
+                return self.attempt_failed(now, e.conn, "the peer did not answer");
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            self.schedule_restart(now, e.conn, why);
+        }
+    }
+
+    /// An attempt to establish connection `conn` failed: another one, unless
+    /// `keyingtries` are used up.
+    fn attempt_failed(&mut self, now: Instant, conn: usize, why: &str) {
+        let Some(c) = self.config.connections.get(conn) else {
+            return;
+        };
+        let (name, tries) = (c.name.clone(), c.recovery.keyingtries);
+        let r = self.recovery.entry(conn).or_default();
+        r.failed_attempts += 1;
+        if tries != 0 && r.failed_attempts >= tries {
+            tracing::warn!(connection = %name, attempts = r.failed_attempts, reason = why,
+                           "giving up establishing the connection (keyingtries)");
+            r.failed_attempts = 0;
+            r.restarting = false;
+            return;
+        }
+        self.schedule_restart(now, conn, why);
+    }
+
+    /// Connection `conn` is to be started again: now, or after a back-off
+    /// when the last restart was recent.
+    fn schedule_restart(&mut self, now: Instant, conn: usize, why: &str) {
+        let Some(c) = self.config.connections.get(conn) else {
+            return;
+        };
+        if c.remote_addr.is_none() {
+            return;
+        }
+        let name = c.name.clone();
+        let r = self.recovery.entry(conn).or_default();
+        let recent = r
+            .last_restart
+            .is_some_and(|t| now.saturating_duration_since(t) < QUICK_RESTART);
+        r.quick = if recent { r.quick.saturating_add(1) } else { 0 };
+        let delay = match r.quick {
+            0 => Duration::ZERO,
+            n => Duration::from_secs(1u64 << n.min(6)).min(MAX_RESTART_DELAY),
+        };
+        r.due = Some(now + delay);
+        tracing::info!(connection = %name, reason = why, delay = ?delay, "re-establishing the connection");
+    }
+
+    /// Restarts that are due: [`Event::RestartDue`], unless the connection
+    /// has an IKE SA again meanwhile.
+    fn restarts_due(&mut self, now: Instant) {
+        let due: Vec<usize> = self
+            .recovery
+            .iter()
+            .filter(|(_, r)| r.due.is_some_and(|t| t <= now))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in due {
+            let live = self.sas.values().any(|s| s.conn_index() == conn);
+            let Some(r) = self.recovery.get_mut(&conn) else {
+                continue;
+            };
+            r.due = None;
+            if live {
+                continue;
+            }
+            r.restarting = true;
+            r.last_restart = Some(now);
+            if let Some(c) = self.config.connections.get(conn) {
+                self.out.events.push_back(Event::RestartDue {
+                    connection: c.name.clone(),
+                });
+            }
         }
     }
 
@@ -732,8 +866,19 @@ impl Endpoint {
                     .ok_or(CommandError::UnknownConnection(connection.clone()))?;
                 let c = &self.config.connections[conn];
                 let (Some(local), Some(remote)) = (c.local_addr.or(local), c.remote_addr) else {
+                    // No way towards the peer right now (no route): a
+                    // failed attempt, tried again as keyingtries allow.
+                    let retry = c.remote_addr.is_some()
+                        && (c.recovery.keyingtries != 1
+                            || self.recovery.get(&conn).is_some_and(|r| r.restarting));
+                    if retry {
+                        self.attempt_failed(now, conn, "no local address towards the peer");
+                    }
                     return Err(CommandError::NoAddresses(connection));
                 };
+                if let Some(r) = self.recovery.get_mut(&conn) {
+                    r.restarting = false;
+                }
                 let initial_contact = !self.sas.values().any(|s| s.conn_index() == conn);
                 let taken_spis = self.taken_spis();
                 let mut ctx = Ctx {
@@ -751,7 +896,7 @@ impl Endpoint {
                 let sa =
                     sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote }, initial_contact)
                         .ok_or(CommandError::Random)?;
-                self.put_back(sa);
+                self.put_back(now, sa);
                 Ok(())
             }
             Command::DeleteAll => {
@@ -800,6 +945,7 @@ impl Endpoint {
     /// Handles timer expiry: retransmissions, liveness checks, rekeys,
     /// keepalives and half-open expiry due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.restarts_due(now);
         let due: Vec<SaId> = self
             .sas
             .iter()
@@ -896,7 +1042,7 @@ impl Endpoint {
         if let Some(sa) =
             sa::IkeSa::respond_init(&mut ctx, path, bytes, &msg, half_open, &cookie_secret)
         {
-            self.put_back(sa);
+            self.put_back(now, sa);
         }
     }
 }

@@ -79,6 +79,15 @@ pub(super) struct Child {
     rekey_origin: Option<RekeyOrigin>,
 }
 
+/// How an IKE SA ended, for the connection's [`super::Recovery`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ended {
+    pub conn: usize,
+    pub reason: DeleteReason,
+    pub established: bool,
+    pub initiator: bool,
+}
+
 #[derive(Debug, Clone)]
 struct RekeyOrigin {
     old_inbound_spi: u32,
@@ -198,6 +207,8 @@ pub(super) struct IkeSa {
     /// Where the request being answered came from (§2.11).
     reply_path: Option<Path>,
     dead: bool,
+    /// Why it ended, once dead.
+    ended: Option<DeleteReason>,
 }
 
 /// Work on other IKE SAs that an SA asks the endpoint to do (§2.8.2).
@@ -364,15 +375,12 @@ impl IkeSa {
             initial_contact: false,
             reply_path: None,
             dead: false,
+            ended: None,
         }
     }
 
     pub(super) fn id(&self) -> SaId {
         self.id
-    }
-
-    pub(super) fn is_dead(&self) -> bool {
-        self.dead
     }
 
     /// (peer, SPIi) of the IKE_SA_INIT that created this responder SA, for
@@ -690,8 +698,21 @@ impl IkeSa {
             reason,
         });
         self.dead = true;
+        self.ended = Some(reason);
         self.outstanding = None;
         self.queue.clear();
+    }
+
+    /// Once dead: why, and whether it had been established (else it was an
+    /// attempt; `initiator` says whose).
+    pub(super) fn ended(&self) -> Option<Ended> {
+        let reason = self.ended?;
+        Some(Ended {
+            conn: self.conn,
+            reason,
+            established: self.is_authenticated(),
+            initiator: self.initiator,
+        })
     }
 
     pub(super) fn delete(&mut self, ctx: &mut Ctx<'_>) {

@@ -141,8 +141,16 @@ pub struct Node {
 }
 
 impl Node {
-    fn drain(&mut self) -> Vec<Transmit> {
+    fn drain(&mut self, now: Instant) -> Vec<Transmit> {
         while let Some(e) = self.ep.poll_event() {
+            // As the runtime does: a restart is an initiate.
+            if let Event::RestartDue { connection } = &e {
+                let cmd = mobike_agent::engine::Command::Initiate {
+                    connection: connection.clone(),
+                    local: None,
+                };
+                self.ep.handle_command(now, cmd).expect("restart");
+            }
             self.events.push(e);
         }
         while let Some(k) = self.ep.poll_kernel_action() {
@@ -352,6 +360,7 @@ pub fn connection(
             limits: Default::default(),
         }],
         timers: timers(),
+        recovery: Default::default(),
     }
 }
 
@@ -500,7 +509,7 @@ impl Sim {
 
     fn pump_outputs(&mut self) {
         for i in 0..2 {
-            for t in self.nodes[i].drain() {
+            for t in self.nodes[i].drain(self.now) {
                 self.schedule(i, t);
             }
         }
