@@ -457,9 +457,11 @@ pub trait ChildSaBackend: Send + Sync {
     /// the out/in(/fwd) policies. All or nothing: on failure what was
     /// installed is removed again.
     fn install_child_sa<'a>(&'a self, spec: &'a ChildSaSpec) -> BoxFut<'a, ChildSaHandle>;
-    /// Move both SAs and the policies of every selector pair to `to`,
-    /// optionally with new UDP encapsulation (our view). Returns the
-    /// updated handle. All or nothing, as far as the kernel allows.
+    /// Move both SAs and the policies of every selector pair to `to`, with
+    /// the UDP encapsulation of the new path (our view; None: plain ESP,
+    /// taking off any the pair had, as when a MOBIKE move leaves a NAT).
+    /// Returns the updated handle. All or nothing, as far as the kernel
+    /// allows.
     fn migrate_child_sa<'a>(
         &'a self,
         handle: &'a ChildSaHandle,
@@ -739,8 +741,26 @@ impl KernelBackend {
         }
         let mut n = h.clone();
         n.outer = to;
-        if encap.is_some() {
-            n.encap = encap;
+        n.encap = encap;
+        if h.encap.is_some() && encap.is_none() {
+            // MIGRATE keeps the SAs' encapsulation when given none
+            // (xfrm_state_clone): take it off by adding them again.
+            for (i, k) in [n.out_key(), n.in_key()].iter().enumerate() {
+                if let Err(e) = self.handle.state().readd(k, None).await {
+                    // Both SAs as they were, then everything back.
+                    if i == 1 {
+                        let _ = self.handle.state().readd(&n.out_key(), h.encap).await;
+                    }
+                    let moved = ChildSaHandle {
+                        encap: h.encap,
+                        ..n.clone()
+                    };
+                    for back in migrate_specs(&moved, h.outer, h.encap).iter().rev() {
+                        let _ = self.handle.migrate(back).await;
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(n)
     }
@@ -1025,19 +1045,15 @@ impl FakeBackend {
             out.spec.dst = to.remote;
             inb.spec.src = to.remote;
             inb.spec.dst = to.local;
-            if let Some(e) = encap {
-                out.spec.encap = Some(e);
-                inb.spec.encap = Some(e.reversed());
-            }
+            out.spec.encap = encap;
+            inb.spec.encap = encap.map(|e| e.reversed());
         }
         for (k, s) in newk.iter().zip(moved) {
             st.sas.insert(*k, s);
         }
         let mut n = h.clone();
         n.outer = to;
-        if encap.is_some() {
-            n.encap = encap;
-        }
+        n.encap = encap;
         for p in policy_specs(&n, 0) {
             if let Some(old) =
                 st.policies

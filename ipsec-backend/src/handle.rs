@@ -13,7 +13,8 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::codec::{
-    Attr, LifetimeCfg, UserPolicyId, UserSaId, UserSaInfo, XfrmId, XfrmMessage, family_of,
+    Attr, EncapTmpl, LifetimeCfg, UserPolicyId, UserSaId, UserSaInfo, XfrmId, XfrmMessage,
+    family_of,
 };
 use crate::error::{Error, NetlinkError};
 use crate::netlink::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, XfrmSocket};
@@ -204,6 +205,77 @@ impl StateHandle<'_> {
     /// `ip -s xfrm state get dst D proto P spi S` (XFRM_MSG_GETSA): the SA
     /// with its counters.
     pub async fn get(&self, key: &SaKey) -> Result<SaInfo, Error> {
+        let (i, a) = self.get_raw(key).await?;
+        Ok(SaInfo::from_raw(&i, &a))
+    }
+
+    /// Adds the SA `key` names again, with `encap` (None: without UDP
+    /// encapsulation) and otherwise as it is: keys, sequence numbers and
+    /// replay window, lifetime limits and counters (add time included),
+    /// mark and interface id. For what neither XFRM_MSG_UPDSA nor MIGRATE
+    /// can do, taking the encapsulation off an SA; strongSwan moves SAs
+    /// this way. The SA is briefly absent (delete, then add). If the add
+    /// fails the SA is added back as it was and the error returned.
+    pub async fn readd(
+        &self,
+        key: &SaKey,
+        encap: Option<crate::types::Encap>,
+    ) -> Result<(), Error> {
+        let (info, attrs) = self.get_raw(key).await?;
+        // What an SA is made of; the rest (LASTUSED, offload, ...) is state
+        // the kernel reports but does not take back, or must not be copied.
+        let keep = |a: &&Attr| {
+            matches!(
+                a,
+                Attr::AlgAuth(_)
+                    | Attr::AlgCrypt(_)
+                    | Attr::AlgComp(_)
+                    | Attr::AlgAead(_)
+                    | Attr::AlgAuthTrunc(_)
+                    | Attr::ReplayVal(_)
+                    | Attr::ReplayEsnVal(_)
+                    | Attr::ReplayThresh(_)
+                    | Attr::EtimerThresh(_)
+                    | Attr::CoAddr(_)
+                    | Attr::Mark(..)
+                    | Attr::SetMark(_)
+                    | Attr::SetMarkMask(_)
+                    | Attr::IfId(_)
+                    | Attr::TfcPad(_)
+                    | Attr::SaExtraFlags(_)
+            )
+        };
+        let base: Vec<Attr> = attrs
+            .iter()
+            .filter(keep)
+            .cloned()
+            .chain([Attr::LifetimeVal(info.curlft)])
+            .collect();
+        let with = |e: Option<EncapTmpl>| -> Vec<Attr> {
+            base.iter().cloned().chain(e.map(Attr::Encap)).collect()
+        };
+        let old_encap = attrs.iter().find_map(|a| match a {
+            Attr::Encap(e) => Some(*e),
+            _ => None,
+        });
+        self.delete(key).await?;
+        let add = |a: Vec<Attr>| {
+            self.0
+                .exchange(XfrmMessage::NewSa(info, a), NLM_F_CREATE | NLM_F_EXCL)
+        };
+        if let Err(source) = add(with(encap.map(crate::types::Encap::to_raw))).await {
+            let _ = add(with(old_encap)).await;
+            return Err(Error::AddSa {
+                spi: key.spi,
+                dst: key.dst,
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    /// XFRM_MSG_GETSA, the SA as the kernel sends it (keys included).
+    async fn get_raw(&self, key: &SaKey) -> Result<(UserSaInfo, Vec<Attr>), Error> {
         let (id, attrs) = key.to_raw();
         let err = |source| Error::GetSa {
             spi: key.spi,
@@ -216,9 +288,9 @@ impl StateHandle<'_> {
             .await
             .map_err(err)?;
         replies
-            .iter()
+            .into_iter()
             .find_map(|m| match m {
-                XfrmMessage::NewSa(i, a) => Some(SaInfo::from_raw(i, a)),
+                XfrmMessage::NewSa(i, a) => Some((i, a)),
                 _ => None,
             })
             .ok_or_else(|| err(NetlinkError::Unexpected(0)))

@@ -84,6 +84,22 @@ fn fake_migrate_moves_the_pair_keeps_counters_and_emits_events() {
         let h2 = f.migrate_child_sa(&h, to, enc).await.expect("migrate");
         assert_eq!((h2.outer, h2.encap), (to, enc));
         assert_eq!(f.counters(&h2).await.expect("counters"), before);
+        let encaps = |f: &FakeBackend| {
+            let mut e: Vec<_> = f.sas().iter().map(|s| s.encap).collect();
+            e.sort_by_key(|e| e.map(|e| (e.sport, e.dport)));
+            e
+        };
+        assert_eq!(encaps(&f), [enc, enc], "both SAs encapsulated");
+        // Leaving the NAT, on the same addresses: no encapsulation given
+        // is none after the move.
+        let h3 = f.migrate_child_sa(&h2, to, None).await.expect("plain ESP");
+        assert_eq!((h3.outer, h3.encap), (to, None));
+        assert_eq!(encaps(&f), [None, None]);
+        assert_eq!(f.counters(&h3).await.expect("counters"), before);
+        let h2 = f
+            .migrate_child_sa(&h3, to, enc)
+            .await
+            .expect("into a NAT again");
         // The old handle names nothing now.
         let e = f.migrate_child_sa(&h, to, None).await.expect_err("stale");
         assert!(matches!(e, Error::Migrate { .. }), "{e:?}");

@@ -189,6 +189,8 @@ enum ChildCmd {
         spec: PathBuf,
     },
     /// Move a pair to a new outer address pair; prints the new handle.
+    /// Without --encap-* the pair is plain ESP afterwards (a UDP
+    /// encapsulation it had is taken off).
     Migrate {
         #[arg(long)]
         handle: PathBuf,

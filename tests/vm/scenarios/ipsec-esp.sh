@@ -17,7 +17,9 @@
 #   6. ESP-in-UDP pair (AES-CBC + HMAC-SHA-256-128) on ports 4500, moved to
 #      pair 2 and ports 4501 by MIGRATE with XFRMA_ENCAP, ping after
 #      then L alone changes its source port to 4502 (same-address MIGRATE):
-#      R's monitor must report the NAT-T mapping change (XFRM_MSG_MAPPING)
+#      R's monitor must report the NAT-T mapping change (XFRM_MSG_MAPPING);
+#      then both move back to pair 1 as plain ESP (encapsulation taken off
+#      by adding the SAs again: same SPIs, sequence numbers and counters)
 #   6b. a tunnel pair with two traffic selectors per side (the JSON list
 #      form of `xfrmctl child install`): 4 selector pairs x out/in/fwd = 12
 #      policies, one SA pair with a wildcard selector; both subnet pairs
@@ -235,6 +237,27 @@ for i in $(seq 20); do grep -q '"event":"mapping"' "$W/R.events" && break; sleep
 grep '"event":"mapping"' "$W/R.events" | grep -q '"old_sport":4501,"new_sport":4502' ||
   fail "no mapping event 4501 -> 4502 in R: $(cat "$W/R.events")"
 ts "  NAT-T port change 4501 -> 4502 seen by R's monitor as XFRM_MSG_MAPPING"
+grew udp $C_OUT $C_IN
+# Leaving the NAT: back to pair 1 as plain ESP. MIGRATE cannot take the
+# encapsulation off (the kernel keeps it); ipsec-backend adds both SAs
+# again without it, keeping keys, sequence numbers, replay windows and
+# counters: the same SPIs, counters that go on growing, and a ping that
+# passes only if neither side's sequence numbers started over.
+replay() { # ns spi -> "seq 0x.., oseq 0x.., bitmap 0x.." (anti-replay context)
+  ip -n "$1" -s xfrm state list spi "$2" | grep -o 'seq 0x[0-9a-f]*, oseq 0x[0-9a-f]*, bitmap 0x[0-9a-f]*'
+}
+before="L: $(replay L 0x4001) / $(replay L 0x4002); R: $(replay R 0x4001) / $(replay R 0x4002)"
+move_pair udp 192.0.2.1 192.0.2.2
+after="L: $(replay L 0x4001) / $(replay L 0x4002); R: $(replay R 0x4001) / $(replay R 0x4002)"
+[ "$after" = "$before" ] && [[ $(replay L 0x4001) != *"oseq 0x0,"* ]] ||
+  fail "sequence numbers not carried over: before '$before', after '$after'"
+echo "  anti-replay state carried over: $after"
+ip -n L route replace 10.8.0.0/24 dev vL1 src 10.7.0.1; ip -n R route replace 10.7.0.0/24 dev vR1 src 10.8.0.1
+[ "$(sa_dst 0x4001)" = "192.0.2.2  " ] || fail "UDP SA after leaving the NAT: $(sa_dst 0x4001)"
+[ "$(sa_dst 0x4002)" = "192.0.2.1  " ] || fail "inbound UDP SA after leaving the NAT: $(sa_dst 0x4002)"
+ip -n R xfrm state | grep encap >/dev/null && fail "R's SAs still encapsulated: $(ip -n R xfrm state)"
+ping_ok 10.7.0.1 10.8.0.1; grew udp $C_OUT $C_IN
+ts "  left the NAT: plain ESP on pair 1, same SPIs, sequence numbers and counters carried over"
 fi
 
 if want multi; then
