@@ -235,6 +235,9 @@ pub struct ConnectionSection {
     pub dpd_delay: Option<String>,
     /// IKE SA rekey interval, e.g. `4h`.
     pub rekey_time: Option<String>,
+    /// At most this much is taken off each IKE rekey, at random; default
+    /// 10% of rekey_time.
+    pub rand_time: Option<String>,
     /// First retransmission timeout, e.g. `2s`; doubles with every retry.
     pub retransmit_timeout: Option<String>,
     /// Retransmissions before the peer is declared dead.
@@ -297,6 +300,9 @@ pub struct ChildSection {
     pub rekey_time: Option<String>,
     /// Hard age limit of each ESP SA; default `rekey_time` + 10%.
     pub life_time: Option<String>,
+    /// At most this much is taken off each rekey, at random; default
+    /// `life_time` - `rekey_time`.
+    pub rand_time: Option<String>,
     /// Bytes after which the CHILD_SA is rekeyed (default none).
     pub rekey_bytes: Option<u64>,
     /// Hard byte limit; default `rekey_bytes` + 10%.
@@ -525,6 +531,10 @@ impl FileConfig {
                         .map_err(proposal)?,
                     mode: Mode::Tunnel,
                     rekey_time,
+                    rand_time: match &ch.rand_time {
+                        None => life_time.zip(rekey_time).map(|(l, r)| l.saturating_sub(r)),
+                        some => dur(some)?,
+                    },
                     limits: ChildLimits {
                         life_time,
                         rekey_bytes,
@@ -534,13 +544,19 @@ impl FileConfig {
                     },
                 });
             }
+            let ike_rekey_time = match &c.rekey_time {
+                None => Timers::default().ike_rekey_time,
+                some => dur(some)?,
+            };
             let timers = Timers {
                 dpd_delay: match &c.dpd_delay {
                     None => Timers::default().dpd_delay,
                     some => dur(some)?,
                 },
-                ike_rekey_time: match &c.rekey_time {
-                    None => Timers::default().ike_rekey_time,
+                ike_rekey_time,
+                // swanctl: over_time, 10% of rekey_time.
+                ike_rand_time: match &c.rand_time {
+                    None => ike_rekey_time.map(|t| t / 10),
                     some => dur(some)?,
                 },
                 retransmit_timeout: dur(&c.retransmit_timeout)?
@@ -615,6 +631,9 @@ mod tests {
         );
         assert_eq!(c.children[0].name, "net");
         assert_eq!(c.timers.dpd_delay, Some(Duration::from_secs(30)));
+        // The example's IKE rekey_time is 4h: 24m at random off it.
+        assert_eq!(c.timers.ike_rekey_time, Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(c.timers.ike_rand_time, Some(Duration::from_secs(24 * 60)));
         assert_eq!(c.timers.retransmit_timeout, Duration::from_secs(2));
         assert_eq!(c.timers.retransmit_tries, 5);
         assert_eq!(a.listen, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
@@ -723,6 +742,7 @@ mod tests {
         // Nothing said: rekey after 1h, the kernel drops the SA at 66m.
         let c = child("").unwrap();
         assert_eq!(c.rekey_time, min(60));
+        assert_eq!(c.rand_time, min(6), "life_time - rekey_time");
         assert_eq!(
             c.limits,
             ChildLimits {
@@ -733,6 +753,7 @@ mod tests {
         let c =
             child("rekey_time = \"20m\"\nrekey_bytes = 1000000\nrekey_packets = 5000\n").unwrap();
         assert_eq!(c.rekey_time, min(20));
+        assert_eq!(c.rand_time, min(2));
         assert_eq!(
             c.limits,
             ChildLimits {
@@ -748,6 +769,7 @@ mod tests {
             child("rekey_time = \"0\"\nlife_time = \"8h\"\nlife_bytes = 7\nrekey_packets = 0\n")
                 .unwrap();
         assert_eq!(c.rekey_time, None);
+        assert_eq!(c.rand_time, None);
         assert_eq!(
             c.limits,
             ChildLimits {
@@ -776,6 +798,12 @@ mod tests {
                 "{lines}: {err}"
             );
         }
+        // An explicit rand_time, and none.
+        assert_eq!(
+            child("rand_time = \"90s\"\n").unwrap().rand_time,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(child("rand_time = \"0\"\n").unwrap().rand_time, None);
         let err =
             FileConfig::parse(&EXAMPLE.replace("rekey_time = \"1h\"", "rekey_bytes = \"1G\""))
                 .unwrap_err();

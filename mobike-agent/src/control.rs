@@ -368,11 +368,12 @@ pub type Counters = HashMap<(u32, u32), Result<ChildSaCounters, ipsec_backend::E
 /// The status of every IKE SA of `ep`, as the control API reports it, with
 /// the CHILD_SA counters from `counters` (backend `xfrm`).
 pub fn snapshot(ep: &Endpoint, backend: Backend, counters: &Counters) -> StatusResponse {
+    let now = Instant::now();
     StatusResponse {
         ike_sas: ep
             .ike_sas()
             .iter()
-            .map(|i| ike_sa(i, backend, counters))
+            .map(|i| ike_sa(i, backend, counters, now))
             .collect(),
         backend: match backend {
             Backend::None => "none",
@@ -382,8 +383,14 @@ pub fn snapshot(ep: &Endpoint, backend: Backend, counters: &Counters) -> StatusR
     }
 }
 
-fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters) -> IkeSa {
+/// Whole seconds from `now` to `t` (0 when past).
+fn seconds_until(t: Option<Instant>, now: Instant) -> Option<u64> {
+    t.map(|t| t.saturating_duration_since(now).as_secs())
+}
+
+fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) -> IkeSa {
     IkeSa {
+        rekey_in_seconds: seconds_until(i.rekey_at, now),
         name: i.connection.clone(),
         state: match i.state {
             "established" => "ESTABLISHED",
@@ -414,6 +421,7 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters) -> IkeSa {
                     spi_out: c.outbound_spi,
                     local_ts: c.local_ts.iter().map(ts_string).collect(),
                     remote_ts: c.remote_ts.iter().map(ts_string).collect(),
+                    rekey_in_seconds: seconds_until(c.rekey_at, now),
                     ..ChildSa::default()
                 };
                 match (backend, counters.get(&(c.reqid, c.inbound_spi))) {
@@ -600,6 +608,7 @@ pub fn json_lines(st: &StatusResponse) -> String {
                     "replay_errors": c.replay_errors,
                     "integrity_failures": c.integrity_failures,
                     "counters_error": (!c.counters_error.is_empty()).then_some(&c.counters_error),
+                    "rekey_in": c.rekey_in_seconds,
                 })
             })
             .collect();
@@ -614,6 +623,7 @@ pub fn json_lines(st: &StatusResponse) -> String {
             "local_behind_nat": sa.local_behind_nat,
             "remote_behind_nat": sa.remote_behind_nat,
             "mobike": sa.mobike,
+            "rekey_in": sa.rekey_in_seconds,
             "backend": st.backend,
             "child_sas": children,
         });
@@ -630,6 +640,16 @@ fn ago(t: u64, now: u64) -> String {
     } else {
         format!(" ({}s ago)", now.saturating_sub(t))
     }
+}
+
+/// `, rekey in 52m10s` (to the second), nothing when there is no rekey due.
+fn rekey_in(s: Option<u64>) -> String {
+    s.map_or_else(String::new, |s| {
+        format!(
+            ", rekey in {}",
+            humantime::format_duration(std::time::Duration::from_secs(s))
+        )
+    })
 }
 
 /// A readable table: one line per IKE SA, its CHILD_SAs indented below.
@@ -656,7 +676,7 @@ pub fn table(st: &StatusResponse) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<12} {:<11} {:<24} {:<24} {:016x}/{:016x} {:<9} {}",
+            "{:<12} {:<11} {:<24} {:<24} {:016x}/{:016x} {:<9} {}{}",
             sa.name,
             sa.state,
             sa.local,
@@ -664,7 +684,8 @@ pub fn table(st: &StatusResponse) -> String {
             sa.spi_initiator,
             sa.spi_responder,
             nat,
-            if sa.mobike { "yes" } else { "no" }
+            if sa.mobike { "yes" } else { "no" },
+            rekey_in(sa.rekey_in_seconds)
         );
         for c in &sa.child_sas {
             let counters = if c.counters_known {
@@ -692,14 +713,15 @@ pub fn table(st: &StatusResponse) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<10} {:<9} in {:08x} out {:08x}  {} === {}  {}",
+                "  {:<10} {:<9} in {:08x} out {:08x}  {} === {}  {}{}",
                 c.name,
                 c.state,
                 c.spi_in,
                 c.spi_out,
                 c.local_ts.join(","),
                 c.remote_ts.join(","),
-                counters
+                counters,
+                rekey_in(c.rekey_in_seconds)
             );
         }
     }
@@ -729,11 +751,13 @@ mod tests {
             outbound_spi: spi + 1,
             local_ts: vec![ts("10.1.0.0", "10.1.0.255")],
             remote_ts: vec![ts("10.2.0.0", "10.2.0.255")],
+            rekey_at: None,
         }
     }
 
     #[test]
     fn counters_are_reported_per_child_and_missing_ones_say_why() {
+        let now = Instant::now();
         let info = IkeSaInfo {
             id: 1,
             connection: "home".into(),
@@ -749,7 +773,14 @@ mod tests {
             spi_i: 1,
             spi_r: 2,
             children: vec![(0x100, 0x101), (0x200, 0x201)],
-            child_sas: vec![child("net", 0x100), child("net", 0x200)],
+            child_sas: vec![
+                crate::engine::ChildSaInfo {
+                    rekey_at: Some(now + std::time::Duration::from_secs(3130)),
+                    ..child("net", 0x100)
+                },
+                child("net", 0x200),
+            ],
+            rekey_at: Some(now + std::time::Duration::from_secs(4 * 3600 - 1)),
             next_request_id: 0,
             next_peer_request_id: 0,
         };
@@ -763,7 +794,7 @@ mod tests {
         k.inbound_stats.replay = 3;
         let mut counters = Counters::new();
         counters.insert((1, 0x100), Ok(k));
-        let sa = ike_sa(&info, Backend::Xfrm, &counters);
+        let sa = ike_sa(&info, Backend::Xfrm, &counters, now);
         let (a, b) = (&sa.child_sas[0], &sa.child_sas[1]);
         assert!(a.counters_known);
         assert_eq!(
@@ -793,8 +824,17 @@ mod tests {
         assert_eq!(j["child_sas"][0]["packets_in"], 10);
         assert_eq!(j["child_sas"][0]["counters_error"], serde_json::Value::Null);
         assert_eq!(j["child_sas"][1]["counters_known"], false);
+        // When the rekeys are due, where there is one.
+        assert_eq!(j["rekey_in"], 4 * 3600 - 1);
+        assert_eq!(j["child_sas"][0]["rekey_in"], 3130);
+        assert_eq!(j["child_sas"][1]["rekey_in"], serde_json::Value::Null);
+        assert!(
+            t.contains("MOBIKE") && t.contains("yes, rekey in 3h 59m 59s"),
+            "{t}"
+        );
+        assert!(t.contains(", rekey in 52m 10s"), "{t}");
         // Backend none: nothing known, no error either.
-        let none = ike_sa(&info, Backend::None, &Counters::new());
+        let none = ike_sa(&info, Backend::None, &Counters::new(), now);
         assert!(
             none.child_sas
                 .iter()

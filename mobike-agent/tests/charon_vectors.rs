@@ -140,6 +140,7 @@ fn our_responder_answers_charons_ike_sa_init() {
             esp_proposals: vec![EspProposal::parse("aes256gcm16").unwrap()],
             mode: mobike_agent::engine::Mode::Tunnel,
             rekey_time: None,
+            rand_time: None,
             limits: Default::default(),
         }],
         timers: mobike_agent::engine::Timers::default(),

@@ -692,6 +692,45 @@ fn kernel_limits_rekey_the_child_at_the_soft_one_and_delete_it_at_the_hard_one()
 }
 
 #[test]
+fn rekeys_are_spread_over_rand_time_before_rekey_time() {
+    // A rekeys its CHILD_SA after 100 s less up to 20 s at random; B not
+    // at all. Over several seeds, the rekeys fall inside [80 s, 100 s] and
+    // not all at one moment.
+    let mut after = std::collections::BTreeSet::new();
+    for seed in 1..=12 {
+        let (mut a, b) = configs(IKE_1, "aes256gcm16");
+        a.connections[0].children[0].rekey_time = Some(Duration::from_secs(100));
+        a.connections[0].children[0].rand_time = Some(Duration::from_secs(20));
+        let mut s = Sim::new(a, b, seed, LinkModel::clean());
+        s.initiate();
+        assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+        let up = s.now;
+        let first_rekey = |s: &Sim| {
+            s.wire
+                .iter()
+                .find(|w| {
+                    w.from == 0
+                        && w.fate == Fate::Sent
+                        && w.header.exchange == ExchangeType::CREATE_CHILD_SA
+                })
+                .map(|w| w.at)
+        };
+        assert!(s.run_until(Duration::from_secs(200), |s| first_rekey(s).is_some()));
+        let t = first_rekey(&s).unwrap() - up;
+        assert!(
+            t >= Duration::from_secs(79) && t <= Duration::from_secs(100),
+            "seed {seed}: {t:?}"
+        );
+        after.insert(t.as_millis());
+        assert!(
+            s.run_until(Duration::from_secs(30), |s| s.children_pair_up()
+                && s.nodes[0].kernel.len() == 1)
+        );
+    }
+    assert!(after.len() > 6, "{after:?}");
+}
+
+#[test]
 fn child_sa_rekey_with_pfs_uses_a_fresh_key_exchange() {
     let (a, b) = configs(IKE_2, "aes256gcm16-ecp256");
     let mut s = Sim::new(a, b, 2, LinkModel::clean());

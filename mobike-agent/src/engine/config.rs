@@ -96,6 +96,9 @@ pub struct ChildConfig {
     pub mode: Mode,
     /// Rekey the CHILD_SA this long after it was created (None: never).
     pub rekey_time: Option<Duration>,
+    /// A random part of this, at most, is taken off each rekey_time, so
+    /// that SAs made together do not rekey together (swanctl's rand_time).
+    pub rand_time: Option<Duration>,
     /// Limits the kernel enforces on each of its ESP SAs.
     pub limits: ChildLimits,
 }
@@ -141,6 +144,8 @@ pub struct Timers {
     pub dpd_delay: Option<Duration>,
     /// Rekey the IKE SA this long after it was established.
     pub ike_rekey_time: Option<Duration>,
+    /// A random part of this, at most, is taken off each IKE rekey time.
+    pub ike_rand_time: Option<Duration>,
     /// NAT keepalive interval when we are behind a NAT (RFC 3948 §2.3).
     pub nat_keepalive: Duration,
 }
@@ -152,6 +157,8 @@ impl Default for Timers {
             retransmit_tries: 5,
             dpd_delay: Some(Duration::from_secs(30)),
             ike_rekey_time: Some(Duration::from_secs(4 * 3600)),
+            // swanctl: over_time, 10% of rekey_time.
+            ike_rand_time: Some(Duration::from_secs(4 * 360)),
             nat_keepalive: Duration::from_secs(20),
         }
     }

@@ -498,6 +498,21 @@ impl Ctx<'_> {
         self.out.kernel.push_back(k);
     }
 
+    /// When to rekey something made now: `base` later, less a random part
+    /// of `rand` (RFC 7296 §2.8 asks for jitter to keep both ends from
+    /// rekeying at once). None when `base` is.
+    fn rekey_at(&mut self, base: Option<Duration>, rand: Option<Duration>) -> Option<Instant> {
+        let base = base?;
+        let share = match rand {
+            Some(r) if !r.is_zero() => self.random::<4>().map(|b| (r.min(base), b)),
+            _ => None,
+        };
+        let jitter = share.map_or(Duration::ZERO, |(r, b)| {
+            r.mul_f64(f64::from(u32::from_be_bytes(b)) / 4_294_967_296.0)
+        });
+        Some(self.now + (base - jitter))
+    }
+
     fn random<const N: usize>(&mut self) -> Option<[u8; N]> {
         let mut b = [0u8; N];
         self.entropy.fill(&mut b).then_some(b)
@@ -1074,6 +1089,8 @@ pub struct IkeSaInfo {
     pub children: Vec<(u32, u32)>,
     /// The same CHILD_SAs in detail.
     pub child_sas: Vec<ChildSaInfo>,
+    /// When it is due for a rekey (None: never, or not established).
+    pub rekey_at: Option<Instant>,
     /// Our next request message ID.
     pub next_request_id: u32,
     /// The peer's next expected request message ID.
@@ -1097,4 +1114,6 @@ pub struct ChildSaInfo {
     pub local_ts: Vec<TrafficSelector>,
     /// The peer's selectors (negotiated).
     pub remote_ts: Vec<TrafficSelector>,
+    /// When it is due for a rekey (None: never, or already under way).
+    pub rekey_at: Option<Instant>,
 }

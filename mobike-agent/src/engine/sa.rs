@@ -524,8 +524,10 @@ impl IkeSa {
                     outbound_spi: c.outbound_spi,
                     local_ts: c.local_ts.clone(),
                     remote_ts: c.remote_ts.clone(),
+                    rekey_at: c.rekey_at,
                 })
                 .collect(),
+            rekey_at: self.rekey_at,
             next_request_id: self.next_msg_id,
             next_peer_request_id: self.peer_next_msg_id,
         }
@@ -1571,7 +1573,7 @@ impl IkeSa {
         let conn = self.conn(ctx);
         self.state = State::Established;
         self.expires = None;
-        self.rekey_at = conn.timers.ike_rekey_time.map(|t| ctx.now + t);
+        self.rekey_at = ctx.rekey_at(conn.timers.ike_rekey_time, conn.timers.ike_rand_time);
         info!(sa = self.id, conn = %conn.name, local = %self.path.local, remote = %self.path.remote, "IKE SA established");
         ctx.event(Event::IkeSaEstablished {
             sa: self.id,
@@ -1753,7 +1755,7 @@ impl IkeSa {
             local_ts,
             remote_ts,
             state: ChildState::Installed,
-            rekey_at: conn.children[ci].rekey_time.map(|t| ctx.now + t),
+            rekey_at: ctx.rekey_at(conn.children[ci].rekey_time, conn.children[ci].rand_time),
             rekey_origin: rekeying.map(|r| RekeyOrigin {
                 old_inbound_spi: r.inbound_spi,
                 min_nonce: min_nonce(ni, nr),
@@ -2036,7 +2038,7 @@ impl IkeSa {
             local_ts: tsi.clone(),
             remote_ts: tsr.clone(),
             state: ChildState::Installed,
-            rekey_at: child_cfg.rekey_time.map(|t| ctx.now + t),
+            rekey_at: ctx.rekey_at(child_cfg.rekey_time, child_cfg.rand_time),
             rekey_origin: offer.rekey_of.map(|old| RekeyOrigin {
                 old_inbound_spi: old,
                 min_nonce: min_nonce(&ni, &nr),
@@ -2668,7 +2670,8 @@ impl IkeSa {
         n.remote_nat = self.remote_nat;
         n.keepalive_at = self.keepalive_at;
         n.peer_mobike = self.peer_mobike;
-        n.rekey_at = self.conn(ctx).timers.ike_rekey_time.map(|t| ctx.now + t);
+        let timers = &self.conn(ctx).timers;
+        n.rekey_at = ctx.rekey_at(timers.ike_rekey_time, timers.ike_rand_time);
         n
     }
 

@@ -324,6 +324,7 @@ pub fn timers() -> Timers {
         retransmit_tries: 5,
         dpd_delay: Some(Duration::from_secs(30)),
         ike_rekey_time: None,
+        ike_rand_time: None,
         nat_keepalive: Duration::from_secs(20),
     }
 }
@@ -357,6 +358,7 @@ pub fn connection(
             esp_proposals: parse_list(esp, EspProposal::parse).expect("esp proposal"),
             mode: Mode::Tunnel,
             rekey_time: None,
+            rand_time: None,
             limits: Default::default(),
         }],
         timers: timers(),
