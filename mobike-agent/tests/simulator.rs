@@ -245,6 +245,38 @@ fn dpd_action_restart_reestablishes_once_the_peer_answers_again() {
 }
 
 #[test]
+fn our_own_delete_is_final_even_when_the_peer_never_answers_it() {
+    let (mut a, b) = configs(IKE_1, "aes256gcm16");
+    a.connections[0].recovery = Recovery {
+        restart_on_dead_peer: true,
+        restart_on_peer_close: true,
+        keyingtries: 0,
+    };
+    let mut s = Sim::new(a, b, 12, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    // The link goes away just as we delete (shutdown, terminate), with a
+    // liveness check already out: that check, then the Delete, are
+    // retransmitted into nothing and the SA ends unanswered, which must
+    // not bring it back.
+    s.link.down = true;
+    let sa = sa_id(&s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::Dpd(sa))
+        .expect("dpd");
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::DeleteAll)
+        .expect("delete");
+    assert!(s.run_until(Duration::from_secs(300), |s| s.nodes[0].is_clean()));
+    s.run_for(Duration::from_secs(300));
+    assert_eq!(restarts(&s), 0, "{:?}", s.nodes[0].events);
+    assert!(s.nodes[0].is_clean());
+    assert_eq!(s.nodes[0].ep.poll_timeout(), None);
+}
+
+#[test]
 fn keyingtries_bound_the_attempts_then_the_connection_is_left_alone() {
     let (mut a, b) = configs(IKE_1, "aes256gcm16");
     a.connections[0].recovery.keyingtries = 3;

@@ -915,6 +915,8 @@ impl Endpoint {
                 Ok(())
             }
             Command::DeleteAll => {
+                // Nothing is to come back either.
+                self.recovery.clear();
                 let ids: Vec<SaId> = self.sas.keys().copied().collect();
                 for id in ids {
                     self.with_sa(now, id, |sa, ctx| sa.delete(ctx));

@@ -711,7 +711,13 @@ impl IkeSa {
         let reason = self.ended?;
         Some(Ended {
             conn: self.conn,
-            reason,
+            // Whatever ended it in the end (a request that was out before
+            // our Delete can go unanswered first), we wanted it gone.
+            reason: if self.delete_requested {
+                DeleteReason::Local
+            } else {
+                reason
+            },
             established: self.is_authenticated(),
             initiator: self.initiator,
         })
