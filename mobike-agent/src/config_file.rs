@@ -33,7 +33,7 @@
 //! local_ts = ["10.1.0.0/24"]
 //! remote_ts = ["10.2.0.0/24"]
 //! esp_proposals = ["aes256gcm16"]
-//! mode = "tunnel"
+//! mode = "tunnel"            # or "transport": host to host (single addresses), mobike = false
 //! rekey_time = "1h"           # the default; "0": never
 //! life_time = "66m"           # kernel hard limit; default rekey_time + 10%
 //! rekey_bytes = 500000000     # kernel soft limit: rekey (default none)
@@ -293,7 +293,8 @@ pub struct ChildSection {
     pub remote_ts: Vec<String>,
     /// ESP proposals.
     pub esp_proposals: Vec<String>,
-    /// Only `tunnel` for now.
+    /// `tunnel` (the default) or `transport` (host to host, without
+    /// MOBIKE).
     #[serde(default = "tunnel")]
     pub mode: String,
     /// CHILD_SA rekey interval, e.g. `1h` (the default; `0` never).
@@ -471,12 +472,21 @@ impl FileConfig {
                 .map_err(proposal)?;
             let mut children = Vec::new();
             for (cname, ch) in &c.children {
-                if ch.mode != "tunnel" {
-                    return Err(invalid(&format!(
-                        "child `{cname}`: mode `{}` is not supported (tunnel only)",
-                        ch.mode
-                    )));
-                }
+                let mode = match ch.mode.as_str() {
+                    "tunnel" => Mode::Tunnel,
+                    "transport" if c.mobike => {
+                        return Err(invalid(&format!(
+                            "child `{cname}`: mode `transport` needs mobike = false \
+                             (MOBIKE moves tunnel-mode SAs only, RFC 4555 §1.1)"
+                        )));
+                    }
+                    "transport" => Mode::Transport,
+                    other => {
+                        return Err(invalid(&format!(
+                            "child `{cname}`: mode `{other}` is not supported (tunnel or transport)"
+                        )));
+                    }
+                };
                 if ch.esp_proposals.is_empty() {
                     return Err(invalid(&format!(
                         "child `{cname}`: esp_proposals must not be empty"
@@ -487,6 +497,18 @@ impl FileConfig {
                         .map(|t| engine::parse_ts(t).map_err(value))
                         .collect()
                 };
+                if mode == Mode::Transport
+                    && let Some(t) = ch
+                        .local_ts
+                        .iter()
+                        .chain(&ch.remote_ts)
+                        .find(|t| engine::parse_ts(t).is_ok_and(|x| x.start_addr != x.end_addr))
+                {
+                    return Err(invalid(&format!(
+                        "child `{cname}`: transport mode is host to host, but selector `{t}` \
+                         is more than one address"
+                    )));
+                }
                 let child_invalid = |what: String| invalid(&format!("child `{cname}`: {what}"));
                 let rekey_time = match &ch.rekey_time {
                     None => Some(CHILD_REKEY_TIME),
@@ -529,7 +551,7 @@ impl FileConfig {
                         .map(|p| EspProposal::parse(p))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(proposal)?,
-                    mode: Mode::Tunnel,
+                    mode,
                     rekey_time,
                     rand_time: match &ch.rand_time {
                         None => life_time.zip(rekey_time).map(|(l, r)| l.saturating_sub(r)),
@@ -808,6 +830,41 @@ mod tests {
             FileConfig::parse(&EXAMPLE.replace("rekey_time = \"1h\"", "rekey_bytes = \"1G\""))
                 .unwrap_err();
         assert!(format!("{:?}", err).contains("rekey_bytes"), "{err:?}");
+    }
+
+    #[test]
+    fn transport_mode_is_host_to_host_without_mobike() {
+        let cfg = |mobike: &str, lts: &str| {
+            let text = EXAMPLE
+                .replace("mobike = true", &format!("mobike = {mobike}"))
+                .replace("mode = \"tunnel\"", "mode = \"transport\"")
+                .replace(
+                    "local_ts = [\"10.1.0.0/24\"]",
+                    &format!("local_ts = [\"{lts}\"]"),
+                )
+                .replace(
+                    "remote_ts = [\"10.2.0.0/24\"]",
+                    "remote_ts = [\"192.0.2.2\"]",
+                );
+            FileConfig::parse(&text).and_then(|f| f.to_agent_config())
+        };
+        let ok = cfg("false", "192.0.2.1/32").unwrap();
+        assert_eq!(ok.endpoint.connections[0].children[0].mode, Mode::Transport);
+        let err = cfg("true", "192.0.2.1/32").unwrap_err().to_string();
+        assert!(
+            err.contains("mode `transport` needs mobike = false"),
+            "{err}"
+        );
+        let err = cfg("false", "10.1.0.0/24").unwrap_err().to_string();
+        assert!(
+            err.contains("selector `10.1.0.0/24` is more than one address"),
+            "{err}"
+        );
+        let err = FileConfig::parse(&EXAMPLE.replace("mode = \"tunnel\"", "mode = \"beet\""))
+            .and_then(|f| f.to_agent_config())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode `beet` is not supported"), "{err}");
     }
 
     #[test]

@@ -422,6 +422,11 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) ->
                     local_ts: c.local_ts.iter().map(ts_string).collect(),
                     remote_ts: c.remote_ts.iter().map(ts_string).collect(),
                     rekey_in_seconds: seconds_until(c.rekey_at, now),
+                    mode: match c.mode {
+                        crate::engine::Mode::Tunnel => "TUNNEL",
+                        crate::engine::Mode::Transport => "TRANSPORT",
+                    }
+                    .into(),
                     ..ChildSa::default()
                 };
                 match (backend, counters.get(&(c.reqid, c.inbound_spi))) {
@@ -592,6 +597,7 @@ pub fn json_lines(st: &StatusResponse) -> String {
                 serde_json::json!({
                     "name": c.name,
                     "state": c.state,
+                    "mode": c.mode,
                     "reqid": c.reqid,
                     "spi_in": format!("{:08x}", c.spi_in),
                     "spi_out": format!("{:08x}", c.spi_out),
@@ -713,9 +719,10 @@ pub fn table(st: &StatusResponse) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<10} {:<9} in {:08x} out {:08x}  {} === {}  {}{}",
+                "  {:<10} {:<9} {:<9} in {:08x} out {:08x}  {} === {}  {}{}",
                 c.name,
                 c.state,
+                c.mode,
                 c.spi_in,
                 c.spi_out,
                 c.local_ts.join(","),
@@ -752,6 +759,7 @@ mod tests {
             local_ts: vec![ts("10.1.0.0", "10.1.0.255")],
             remote_ts: vec![ts("10.2.0.0", "10.2.0.255")],
             rekey_at: None,
+            mode: crate::engine::Mode::Tunnel,
         }
     }
 

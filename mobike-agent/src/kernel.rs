@@ -238,6 +238,7 @@ pub fn child_sa_spec(i: &ChildSaInstall) -> Result<ChildSaSpec, MapError> {
         selectors,
         mode: match i.mode {
             Mode::Tunnel => XfrmMode::Tunnel,
+            Mode::Transport => XfrmMode::Transport,
         },
         reqid: i.reqid,
         spi_out: i.outbound.spi,

@@ -107,6 +107,11 @@ pub async fn run(
                 Ok(n) => debug!(%addr, bytes = n, "receive buffer"),
                 Err(e) => warn!(%addr, error = %e, "cannot enlarge the receive buffer"),
             }
+            // IKE must not go through (or be required to come out of) the
+            // CHILD_SAs it negotiates (crate::sockopt).
+            if let Err(e) = crate::sockopt::set_ipsec_bypass(sock.socket(), ip.is_ipv6()) {
+                warn!(%addr, error = %e, "cannot exempt the IKE socket from IPsec policies: IKE between addresses a CHILD_SA covers will fail");
+            }
             // Kernel ESP behind a NAT arrives on the NAT-T port: the kernel
             // must take it there (RFC 3948), not hand it to us.
             if port == nat_t

@@ -3,8 +3,13 @@
 //! to one peer, starting at once), so the kernel does not drop datagrams
 //! while the engine computes Diffie-Hellman for the ones before them; and
 //! on the NAT-T port, `UDP_ENCAP_ESPINUDP` (RFC 3948), without which the
-//! kernel hands UDP-encapsulated ESP to the agent instead of decrypting it.
-//! Nothing else lives here.
+//! kernel hands UDP-encapsulated ESP to the agent instead of decrypting it;
+//! and on every IKE socket a per-socket XFRM policy that lets its datagrams
+//! bypass IPsec both ways, as strongSwan sets on its own: without it, IKE
+//! between addresses that a CHILD_SA's policies cover (a full tunnel,
+//! `remote_ts = 0.0.0.0/0`, or host-to-host transport mode) would be sent
+//! into the CHILD_SA, or dropped on the way in for not having come through
+//! it. Nothing else lives here.
 
 use std::os::fd::AsRawFd;
 
@@ -83,6 +88,46 @@ pub fn set_esp_in_udp(sock: &impl AsRawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `IP_XFRM_POLICY` / `IPV6_XFRM_POLICY` from `<linux/in.h>` / `<linux/in6.h>`.
+const IP_XFRM_POLICY: libc::c_int = 17;
+const IPV6_XFRM_POLICY: libc::c_int = 35;
+
+/// Gives `sock` an inbound and an outbound per-socket XFRM policy with
+/// action allow (`xfrm_userpolicy_info`, any selector of the family):
+/// its datagrams neither go into nor must come out of any IPsec SA,
+/// whatever the host's policies say. Needs XFRM and CAP_NET_ADMIN.
+pub fn set_ipsec_bypass(sock: &impl AsRawFd, ipv6: bool) -> std::io::Result<()> {
+    use ipsec_backend::codec::{LifetimeCfg, Selector, UserPolicyInfo};
+    let (level, opt, family) = if ipv6 {
+        (libc::SOL_IPV6, IPV6_XFRM_POLICY, libc::AF_INET6)
+    } else {
+        (libc::SOL_IP, IP_XFRM_POLICY, libc::AF_INET)
+    };
+    for dir in [0u8, 1] {
+        // XFRM_POLICY_IN, XFRM_POLICY_OUT; action XFRM_POLICY_ALLOW (0).
+        let p = UserPolicyInfo {
+            sel: Selector {
+                family: u16::try_from(family).unwrap_or_default(),
+                ..Selector::default()
+            },
+            lft: LifetimeCfg::INFINITE,
+            dir,
+            action: 0,
+            ..UserPolicyInfo::default()
+        }
+        .to_bytes();
+        let len = libc::socklen_t::try_from(p.len())
+            .map_err(|_| std::io::Error::other("socklen_t overflow"))?;
+        // SAFETY: the fd is an open socket borrowed from `sock` for the
+        // call; the value points at `p`, live, of the given length.
+        let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), level, opt, p.as_ptr().cast(), len) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +154,17 @@ mod tests {
         assert_eq!(&buf[..n], &[0, 0, 0, 0, 0x2e]);
         if let Ok(s6) = std::net::UdpSocket::bind("[::1]:0") {
             set_esp_in_udp(&s6).unwrap();
+        }
+    }
+
+    #[test]
+    fn ipsec_bypass_is_accepted_on_v4_and_v6() {
+        // Root with XFRM (as the tests run); the kernel checks the struct
+        // (family, direction, action) and refuses a malformed one.
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_ipsec_bypass(&s, false).unwrap();
+        if let Ok(s6) = std::net::UdpSocket::bind("[::1]:0") {
+            set_ipsec_bypass(&s6, true).unwrap();
         }
     }
 }

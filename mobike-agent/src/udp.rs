@@ -131,6 +131,10 @@ pub fn source_towards(remote: SocketAddr) -> io::Result<IpAddr> {
         "[::]:0".parse().map_err(io::Error::other)?
     };
     let s = std::net::UdpSocket::bind(any)?;
+    // As the IKE sockets: the route IKE takes, not the one a CHILD_SA's
+    // (or a blocking) policy would give other traffic. Without XFRM there
+    // is nothing to bypass.
+    let _ = crate::sockopt::set_ipsec_bypass(&s, remote.is_ipv6());
     s.connect(remote)?;
     Ok(s.local_addr()?.ip())
 }

@@ -8,7 +8,9 @@ mod sim;
 use std::time::Duration;
 
 use mobike_agent::{
-    engine::{ChildLimits, Command, CommandError, DeleteReason, Event, KernelAction, Recovery},
+    engine::{
+        ChildLimits, Command, CommandError, DeleteReason, Event, KernelAction, Mode, Recovery,
+    },
     proto::{self, ExchangeType, NotifyType, Payload},
 };
 use sim::{Fate, LinkModel, ScriptedLoss, Sim, configs, ip};
@@ -760,6 +762,89 @@ fn rekeys_are_spread_over_rand_time_before_rekey_time() {
         );
     }
     assert!(after.len() > 6, "{after:?}");
+}
+
+/// A and B with host-to-host selectors (their own addresses) and the
+/// given modes.
+fn host_to_host(a_mode: Mode, b_mode: Mode) -> Sim {
+    let ts = |s: &str| vec![mobike_agent::engine::parse_ts(s).unwrap()];
+    let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+    for (cfg, mode, local, remote) in [
+        (&mut a, a_mode, sim::A_ADDR, sim::B_ADDR),
+        (&mut b, b_mode, sim::B_ADDR, sim::A_ADDR),
+    ] {
+        let c = &mut cfg.connections[0];
+        c.mobike = false;
+        c.children[0].mode = mode;
+        c.children[0].local_ts = ts(local);
+        c.children[0].remote_ts = ts(remote);
+    }
+    Sim::new(a, b, 13, LinkModel::clean())
+}
+
+fn installed_modes(s: &Sim) -> Vec<Mode> {
+    s.nodes
+        .iter()
+        .flat_map(|n| n.kernel.values().map(|i| i.mode))
+        .collect()
+}
+
+#[test]
+fn transport_mode_is_asked_for_granted_and_kept_across_rekeys() {
+    let mut s = host_to_host(Mode::Transport, Mode::Transport);
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    assert_eq!(installed_modes(&s), [Mode::Transport, Mode::Transport]);
+    assert!(s.children_pair_up());
+    let info = &s.nodes[0].ep.ike_sas()[0].child_sas[0];
+    assert_eq!(info.mode, Mode::Transport);
+    // A rekey asks again (§1.3.3) and keeps the mode.
+    let old = *s.nodes[0].kernel.keys().next().unwrap();
+    let sa = sa_id(&s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::RekeyChildSa {
+                sa,
+                inbound_spi: old,
+            },
+        )
+        .unwrap();
+    assert!(s.run_until(Duration::from_secs(30), |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.kernel.len() == 1 && !n.kernel.contains_key(&old))
+    }));
+    assert_eq!(installed_modes(&s), [Mode::Transport, Mode::Transport]);
+    assert!(s.children_pair_up());
+}
+
+#[test]
+fn transport_mode_needs_both_sides() {
+    // A asks, B's child is a tunnel: B answers without the notify and it
+    // is a tunnel on both sides (§1.3.1).
+    let mut s = host_to_host(Mode::Transport, Mode::Tunnel);
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    assert_eq!(installed_modes(&s), [Mode::Tunnel, Mode::Tunnel]);
+    assert!(s.children_pair_up());
+
+    // A wants a tunnel, B's only child is transport mode: B refuses it,
+    // the IKE SA stays without a CHILD_SA.
+    let mut s = host_to_host(Mode::Tunnel, Mode::Transport);
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes.iter().all(|n| n.established() == 1)
+    }));
+    s.run_for(Duration::from_secs(5));
+    assert_eq!(installed_modes(&s), []);
+    assert!(
+        s.nodes[0].events.iter().any(|e| matches!(e,
+            Event::ChildSaFailed { reason, .. } if *reason == NotifyType::NO_PROPOSAL_CHOSEN)),
+        "{:?}",
+        s.nodes[0].events
+    );
 }
 
 #[test]

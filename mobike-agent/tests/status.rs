@@ -340,8 +340,14 @@ fn child_sa_the_kernel_refuses_is_deleted_with_the_peer() {
         .output()
         .expect("ip xfrm policy");
     let pol = String::from_utf8_lossy(&pol.stdout);
-    assert_eq!(pol.matches("src ").count(), 1, "{pol}");
+    // (Besides the agents' per-socket IKE bypass, listed as "socket".)
+    assert_eq!(pol.matches("\tdir ").count(), 1, "{pol}");
     assert!(pol.contains("action block"), "{pol}");
+    assert_eq!(
+        pol.matches("\tsocket ").count(),
+        pol.matches("src ").count() - 1,
+        "{pol}"
+    );
     let st = Command::new("ip")
         .args(["-n", ns, "xfrm", "state"])
         .output()
@@ -527,19 +533,40 @@ fn initiate_rekey_and_terminate_from_the_command_line() {
 /// peer). Both report the exact addresses of the path. IPv4 and IPv6.
 #[test]
 fn any_local_address_on_both_sides_ipv4() {
-    any_local_address(["192.0.2.1", "192.0.2.2", "198.51.100.2"], "24", "");
+    any_local_address(["192.0.2.1", "192.0.2.2", "198.51.100.2"], "24", "", false);
 }
 
 #[test]
 fn any_local_address_on_both_sides_ipv6() {
-    any_local_address(["fd10::1", "fd10::2", "fd10::99"], "64", "nodad");
+    any_local_address(["fd10::1", "fd10::2", "fd10::99"], "64", "nodad", false);
+}
+
+/// The hosts' IPsec policies cover the agents' own addresses (as a full
+/// tunnel, `remote_ts = 0.0.0.0/0`, or host-to-host transport mode do):
+/// here an administrator's policies in both namespaces block everything
+/// not protected by IPsec, both ways. IKE must still pass, IKE_SA_INIT to
+/// an IKE SA rekey, because the agents' sockets bypass IPsec (as charon's
+/// do); a ping between the same addresses does not.
+#[test]
+fn ike_bypasses_the_hosts_ipsec_policies_ipv4() {
+    any_local_address(["192.0.2.1", "192.0.2.2", "198.51.100.2"], "24", "", true);
+}
+
+#[test]
+fn ike_bypasses_the_hosts_ipsec_policies_ipv6() {
+    any_local_address(["fd10::1", "fd10::2", "fd10::99"], "64", "nodad", true);
 }
 
 /// `addrs`: A's, B's, and a second address of B it must not answer from.
-fn any_local_address(addrs: [&str; 3], len: &str, flags: &str) {
+/// `block`: IPsec policies in both namespaces block all traffic.
+fn any_local_address(addrs: [&str; 3], len: &str, flags: &str, block: bool) {
     let id = std::process::id();
     let tag = if flags.is_empty() { 4 } else { 6 };
-    let (na, nb) = (format!("mbkany{tag}A{id}"), format!("mbkany{tag}B{id}"));
+    let kind = if block { "blk" } else { "any" };
+    let (na, nb) = (
+        format!("mbk{kind}{tag}A{id}"),
+        format!("mbk{kind}{tag}B{id}"),
+    );
     let [a_ip, b_ip, b_other] = addrs;
     let sock_addr = |ip: &str| -> String {
         if ip.contains(':') {
@@ -573,6 +600,42 @@ fn any_local_address(addrs: [&str; 3], len: &str, flags: &str) {
         assert!(ip(&args));
         assert!(ip(&["-n", ns, "link", "set", dev, "up"]));
         assert!(ip(&["-n", ns, "link", "set", "lo", "up"]));
+    }
+    if block {
+        let any = if tag == 4 { "0.0.0.0/0" } else { "::/0" };
+        for ns in [&na, &nb] {
+            for d in ["out", "in"] {
+                assert!(ip(&[
+                    "-n", ns, "xfrm", "policy", "add", "src", any, "dst", any, "dir", d,
+                    "priority", "100", "action", "block"
+                ]));
+                // IPv6 neighbour discovery (solicitation, advertisement)
+                // is let through, as hosts with such policies do.
+                for ty in ["135", "136"].into_iter().filter(|_| tag == 6) {
+                    assert!(ip(&[
+                        "-n",
+                        ns,
+                        "xfrm",
+                        "policy",
+                        "add",
+                        "src",
+                        any,
+                        "dst",
+                        any,
+                        "proto",
+                        "ipv6-icmp",
+                        "type",
+                        ty,
+                        "dir",
+                        d,
+                        "priority",
+                        "10",
+                        "action",
+                        "allow"
+                    ]));
+                }
+            }
+        }
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let p = |n: &str| -> PathBuf { dir.path().join(n) };
@@ -622,6 +685,29 @@ fn any_local_address(addrs: [&str; 3], len: &str, flags: &str) {
     );
     assert_eq!(b["remote_behind_nat"], false, "{b}");
     assert_eq!(a["spi_i"], b["spi_i"]);
+    if block {
+        // The policies are in force for anything but IKE.
+        let ping = Command::new("ip")
+            .args(["netns", "exec", &na, "ping", "-c", "1", "-W", "1", b_ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("ping");
+        assert!(!ping.success(), "the block policies are not in force");
+        // Requests both ways after establishment: an IKE SA rekey.
+        let spi_i = a["spi_i"].as_str().expect("spi_i").to_owned();
+        let r = cli(&p("a.sock"), &["rekey", "--ike-spi", &spi_i]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        wait_until("IKE SA rekeyed through the block policies", || {
+            let (a, b) = (sas(&p("a.sock")), sas(&p("b.sock")));
+            a.len() == 1
+                && b.len() == 1
+                && a[0]["spi_i"] != spi_i.as_str()
+                && a[0]["spi_i"] == b[0]["spi_i"]
+                && a[0]["state"] == "ESTABLISHED"
+        });
+        assert!(!logs().contains("cannot exempt"), "{}", logs());
+    }
     assert!(
         logs().contains(if tag == 4 { "0.0.0.0:500" } else { "[::]:500" }),
         "B listens on the wildcard: {}",

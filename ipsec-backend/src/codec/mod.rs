@@ -488,6 +488,13 @@ impl UserPolicyInfo {
         r.skip(4)?;
         Ok(v)
     }
+    /// The struct as the kernel takes it on its own, e.g. as the value of
+    /// the IP_XFRM_POLICY / IPV6_XFRM_POLICY socket option.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::LEN);
+        self.emit(&mut b);
+        b
+    }
     fn emit(&self, b: &mut Vec<u8>) {
         self.sel.emit(b);
         self.lft.emit(b);

@@ -126,11 +126,17 @@ pub struct ChildLimits {
     pub life_packets: Option<u64>,
 }
 
-/// IPsec mode of a CHILD_SA. Only tunnel mode for now.
+/// IPsec mode of a CHILD_SA (RFC 7296 §1.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Tunnel mode (the default of RFC 7296 §1.3.1).
+    /// Tunnel mode, the default.
     Tunnel,
+    /// Transport mode, asked for with USE_TRANSPORT_MODE: "If the
+    /// responder is willing to use transport mode as requested, it will
+    /// include a USE_TRANSPORT_MODE notification in the response. If the
+    /// responder is not willing to use transport mode, ... the SA will use
+    /// tunnel mode." Host to host only (one address per side).
+    Transport,
 }
 
 /// Timer settings of a connection.

@@ -1118,4 +1118,6 @@ pub struct ChildSaInfo {
     pub remote_ts: Vec<TrafficSelector>,
     /// When it is due for a rekey (None: never, or already under way).
     pub rekey_at: Option<Instant>,
+    /// Negotiated mode.
+    pub mode: Mode,
 }

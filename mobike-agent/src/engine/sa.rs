@@ -66,6 +66,8 @@ enum ChildState {
 #[derive(Debug)]
 pub(super) struct Child {
     cfg: usize,
+    /// Negotiated mode.
+    mode: Mode,
     reqid: u32,
     inbound_spi: u32,
     outbound_spi: u32,
@@ -100,6 +102,9 @@ enum Pending {
     Dpd,
     DeleteIke,
     DeleteChild(Vec<u32>),
+    /// Delete the CHILD_SA the peer made with this (our inbound) SPI in
+    /// an exchange whose outcome we refused: we never had it.
+    DeleteRefused(u32),
     /// Rekey the CHILD_SA with this inbound SPI; the group is the one the
     /// peer asked for with INVALID_KE_PAYLOAD.
     RekeyChild(u32, Option<DhGroup>),
@@ -525,6 +530,7 @@ impl IkeSa {
                     local_ts: c.local_ts.clone(),
                     remote_ts: c.remote_ts.clone(),
                     rekey_at: c.rekey_at,
+                    mode: c.mode,
                 })
                 .collect(),
             rekey_at: self.rekey_at,
@@ -1433,6 +1439,12 @@ impl IkeSa {
             Payload::TsI(offer.local_ts.clone()),
             Payload::TsR(offer.remote_ts.clone()),
         ]
+        .into_iter()
+        // §1.3.1; again with each rekey (§1.3.3).
+        .chain(
+            (child.mode == Mode::Transport).then(|| notify(NotifyType::USE_TRANSPORT_MODE, vec![])),
+        )
+        .collect()
     }
 
     fn send_auth(&mut self, ctx: &mut Ctx<'_>) {
@@ -1670,6 +1682,7 @@ impl IkeSa {
         let props = sa_of(p).ok_or(NotifyType::INVALID_SYNTAX)?;
         let (tsi, tsr) = ts_of(p).ok_or(NotifyType::INVALID_SYNTAX)?;
         let ke = ke_of(p);
+        let transport_asked = notify_of(p, NotifyType::USE_TRANSPORT_MODE).is_some();
         let mut chosen = None;
         let mut reason = NotifyType::TS_UNACCEPTABLE;
         for (ci, child) in conn.children.iter().enumerate() {
@@ -1683,6 +1696,12 @@ impl IkeSa {
                 continue;
             }
             reason = NotifyType::NO_PROPOSAL_CHOSEN;
+            // A transport-mode child is not for a peer that wants a tunnel
+            // (a tunnel child takes a peer that asks for transport mode, as
+            // §1.3.1 allows, and answers without the notify).
+            if child.mode == Mode::Transport && !transport_asked {
+                continue;
+            }
             let pick = props.iter().find_map(|offered| {
                 child
                     .esp_proposals
@@ -1745,6 +1764,12 @@ impl IkeSa {
         }
         payloads.push(Payload::TsI(remote_ts.clone()));
         payloads.push(Payload::TsR(local_ts.clone()));
+        let mode = if transport_asked && conn.children[ci].mode == Mode::Transport {
+            payloads.push(notify(NotifyType::USE_TRANSPORT_MODE, vec![]));
+            Mode::Transport
+        } else {
+            Mode::Tunnel
+        };
         let keys = self
             .keys
             .as_ref()
@@ -1754,6 +1779,7 @@ impl IkeSa {
         let reqid = rekeying.map_or_else(|| ctx.reqid(), |r| r.reqid);
         let child = Child {
             cfg: ci,
+            mode,
             reqid,
             inbound_spi: spi,
             outbound_spi: peer_spi,
@@ -1796,7 +1822,7 @@ impl IkeSa {
             ike_sa: self.id,
             name: name.clone(),
             reqid: child.reqid,
-            mode: Mode::Tunnel,
+            mode: child.mode,
             local: self.path.local.ip(),
             remote: self.path.remote.ip(),
             encap: self.encap(),
@@ -1990,7 +2016,7 @@ impl IkeSa {
             if let [one] = props.as_slice()
                 && one.spi.len() == 4
             {
-                self.queue.push_back(Pending::DeleteChild(vec![offer.spi]));
+                self.queue.push_back(Pending::DeleteRefused(offer.spi));
             }
             return;
         };
@@ -2035,8 +2061,19 @@ impl IkeSa {
             .rekey_of
             .and_then(|spi| self.children.iter().find(|c| c.inbound_spi == spi));
         let reqid = old.map_or_else(|| ctx.reqid(), |c| c.reqid);
+        let transport = notify_of(p, NotifyType::USE_TRANSPORT_MODE).is_some();
+        let mode = match child_cfg.mode {
+            Mode::Transport if transport => Mode::Transport,
+            Mode::Transport => {
+                // §1.3.1: the responder keeps it a tunnel.
+                warn!(sa = self.id, child = %name, "peer did not accept transport mode: the CHILD_SA is in tunnel mode");
+                Mode::Tunnel
+            }
+            Mode::Tunnel => Mode::Tunnel,
+        };
         let child = Child {
             cfg: offer.cfg,
+            mode,
             reqid,
             inbound_spi: offer.spi,
             outbound_spi: peer_spi,
@@ -2130,17 +2167,13 @@ impl IkeSa {
                             c.state = ChildState::Deleting;
                         }
                     }
-                    let d = Payload::Delete(Delete {
-                        protocol: ProtocolId::ESP,
-                        spi_size: 4,
-                        spis: spis.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
-                    });
-                    self.send_request(
-                        ctx,
-                        ExchangeType::INFORMATIONAL,
-                        &[d],
-                        Request::DeleteChild(spis),
-                    );
+                    self.send_child_delete(ctx, spis);
+                }
+                Pending::DeleteRefused(spi) => {
+                    if self.state != State::Established {
+                        continue;
+                    }
+                    self.send_child_delete(ctx, vec![spi]);
                 }
                 Pending::RekeyChild(spi, group) => {
                     if self.state != State::Established {
@@ -2272,6 +2305,21 @@ impl IkeSa {
                 }
             }
         }
+    }
+
+    /// INFORMATIONAL with a Delete of our inbound ESP SPIs (§1.4.1).
+    fn send_child_delete(&mut self, ctx: &mut Ctx<'_>, spis: Vec<u32>) {
+        let d = Payload::Delete(Delete {
+            protocol: ProtocolId::ESP,
+            spi_size: 4,
+            spis: spis.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
+        });
+        self.send_request(
+            ctx,
+            ExchangeType::INFORMATIONAL,
+            &[d],
+            Request::DeleteChild(spis),
+        );
     }
 
     fn create_child_payloads(&self, ctx: &Ctx<'_>, offer: &ChildOffer) -> Vec<Payload> {

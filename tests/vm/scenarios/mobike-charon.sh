@@ -34,6 +34,8 @@
 #      kernel SAs use ESP-in-UDP, pings pass
 #   7. a hard packet limit (life_packets): the kernel removes the SA, the
 #      agent deletes the CHILD_SA with charon, the IKE SA stays
+#   8. transport mode host to host with charon (no MOBIKE); IKE passes the
+#      host-to-host policies because the IKE sockets bypass IPsec
 # Needs on the host (the guest sees the host fs read-only): strongswan-charon
 # strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
 # Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
@@ -400,4 +402,75 @@ st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "7: st
 echo "$st" | has '"state":"ESTABLISHED"' || fail "7: the agent's IKE SA is gone: $st"
 ts "7: hard packet limit: the kernel removed the SA, the agent deleted the CHILD_SA with charon; the IKE SA stays"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "7: agent exit status $?"; AGENT=""
+
+# ---- 8. transport mode, host to host (192.0.2.1 <-> 198.51.100.2, left
+#         from step 5), without MOBIKE: the agent asks for it
+#         (USE_TRANSPORT_MODE), charon grants it; the policies cover the
+#         hosts' own addresses, so IKE itself only passes because both
+#         daemons' sockets bypass IPsec: a charon-initiated IKE rekey must
+#         reach the agent ----
+cat > "$D/B/swanctl-t.conf" <<'EOC'
+connections { t { version = 2
+  proposals = aes256gcm16-prfsha256-x25519
+  mobike = no
+  local_addrs = 198.51.100.2
+  remote_addrs = 192.0.2.1
+  local { auth = psk
+          id = b.test }
+  remote { auth = psk
+           id = a.test }
+  children { host { mode = transport
+                    esp_proposals = aes256gcm16 } } } }
+secrets { ike-t { id-a = a.test
+  id-b = b.test
+  secret = "vm-interop-psk-0123456789" } }
+EOC
+sw --load-all --file "$D/B/swanctl-t.conf" >/dev/null || fail "8: swanctl --load-all (transport)"
+cat > "$D/agent-t.toml" <<EOC
+[kernel]
+backend = "xfrm"
+[control]
+socket = "$D/agent.sock"
+[connections.t]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["198.51.100.2"]
+local_id = "a.test"
+remote_id = "b.test"
+psk = "vm-interop-psk-0123456789"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+mobike = false
+start = "initiate"
+[connections.t.children.host]
+local_ts = ["192.0.2.1/32"]
+remote_ts = ["198.51.100.2/32"]
+esp_proposals = ["aes256gcm16"]
+mode = "transport"
+EOC
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-t.toml" \
+  2>"$D/agent.log" &
+AGENT=$!
+wait_for 30 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "8: agent did not install the CHILD_SA"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "8: agent kernel action failed"
+wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q 'INSTALLED, TRANSPORT'" \
+  || fail "8: charon has no transport-mode CHILD_SA: $(sw --list-sas)"
+[ "$(ip -n A xfrm state | grep -c 'mode transport')" = 2 ] || fail "8: not 2 transport-mode SAs in A: $(ip -n A xfrm state)"
+ip -n A xfrm policy | has 'src 192.0.2.1/32 dst 198.51.100.2/32' || fail "8: no host-to-host policy in A"
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "8: status"
+echo "$st" | has '"mode":"TRANSPORT"' || fail "8: status does not say transport: $st"
+spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}')
+spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="198.51.100.2" {getline; print $4; exit}')
+[ -n "$spi_out" ] && [ -n "$spi_in" ] || fail "8: SPIs not found in A"
+ping_counted 8 - 198.51.100.2 3
+ike_before=$(sw --list-sas | grep -o 't: #[0-9]*' | head -1)
+sw --rekey --ike t >/dev/null || fail "8: charon IKE rekey"
+wait_for 20 grep -q 'IKE SA rekeyed by the peer' "$D/agent.log" \
+  || fail "8: charon's IKE rekey did not reach the agent through the host-to-host policies"
+wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q 'ESTABLISHED'" \
+  || fail "8: no IKE SA at charon after the rekey"
+[ "$(sw --list-sas | grep -o 't: #[0-9]*' | head -1)" != "$ike_before" ] || fail "8: charon still lists the old IKE SA ($ike_before)"
+ping_counted 8 - 198.51.100.2 2
+ts "8: transport mode host to host with charon; IKE (a charon-initiated rekey) passes the policies over the agent's bypassing sockets"
+kill -TERM "$AGENT"; wait "$AGENT" || fail "8: agent exit status $?"; AGENT=""
+wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q ESTABLISHED" \
+  || fail "8: charon still has the IKE SA after SIGTERM"
 echo MOBIKE-CHARON-VM-OK
