@@ -28,6 +28,8 @@
 //! dpd_action = "restart"      # or "clear" (default): the peer stopped answering
 //! close_action = "start"      # or "none" (default): the peer deleted the IKE SA
 //! keyingtries = 0             # unanswered attempts before giving up; 0: never (default 1)
+//! vips = ["0.0.0.0"]          # ask the peer for a virtual IP (children may then leave out local_ts)
+//! pools = ["10.9.0.0/24"]     # as a gateway: hand out virtual IPs from these
 //!
 //! [connections.home.children.net]
 //! local_ts = ["10.1.0.0/24"]
@@ -164,6 +166,17 @@ pub struct KernelSection {
     /// Priority of the rule that looks it up (`routing_table_prio`).
     #[serde(default = "table_220")]
     pub routing_table_priority: u32,
+    /// Put the virtual IPs peers assign on the host (backend `xfrm` only;
+    /// strongSwan's `install_virtual_ip`).
+    #[serde(default = "yes")]
+    pub install_virtual_ip: bool,
+    /// On this interface (strongSwan's `install_virtual_ip_on`).
+    #[serde(default = "lo")]
+    pub virtual_ip_interface: String,
+}
+
+fn lo() -> String {
+    "lo".into()
 }
 
 fn table_220() -> u32 {
@@ -177,6 +190,8 @@ impl Default for KernelSection {
             install_routes: true,
             routing_table: 220,
             routing_table_priority: 220,
+            install_virtual_ip: true,
+            virtual_ip_interface: lo(),
         }
     }
 }
@@ -250,6 +265,13 @@ pub struct ConnectionSection {
     pub close_action: CloseAction,
     /// Unanswered attempts to establish before giving up; 0: never.
     pub keyingtries: Option<u32>,
+    /// Virtual IPs to ask the peer for: `0.0.0.0` / `::` for any of the
+    /// family, or a specific one.
+    #[serde(default)]
+    pub vips: Vec<IpAddr>,
+    /// Address pools (CIDR) to hand out virtual IPs from, as a gateway.
+    #[serde(default)]
+    pub pools: Vec<String>,
     /// CHILD_SAs by name; the first by name comes with IKE_AUTH.
     #[serde(default)]
     pub children: BTreeMap<String, ChildSection>,
@@ -287,7 +309,9 @@ pub enum CloseAction {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChildSection {
-    /// Our selectors (CIDR).
+    /// Our selectors (CIDR); may be left out with `vips`: then the
+    /// addresses the peer assigns.
+    #[serde(default)]
     pub local_ts: Vec<String>,
     /// The peer's selectors.
     pub remote_ts: Vec<String>,
@@ -366,6 +390,9 @@ pub struct AgentConfig {
     pub routes: Option<crate::routes::RouteConfig>,
     /// Control socket to serve `AgentControl` on; `None`: no control socket.
     pub control_socket: Option<PathBuf>,
+    /// The interface for virtual IPs (backend `xfrm` with
+    /// `install_virtual_ip`), else `None`.
+    pub virtual_ip_interface: Option<String>,
 }
 
 impl FileConfig {
@@ -487,6 +514,15 @@ impl FileConfig {
                         )));
                     }
                 };
+                if ch.local_ts.is_empty() && c.vips.is_empty() {
+                    return Err(invalid(&format!(
+                        "child `{cname}`: local_ts is missing (it may be left out only \
+                         with vips, for the addresses the peer assigns)"
+                    )));
+                }
+                if ch.remote_ts.is_empty() {
+                    return Err(invalid(&format!("child `{cname}`: remote_ts is empty")));
+                }
                 if ch.esp_proposals.is_empty() {
                     return Err(invalid(&format!(
                         "child `{cname}`: esp_proposals must not be empty"
@@ -602,6 +638,13 @@ impl FileConfig {
                 mobike: c.mobike,
                 children,
                 timers,
+                vips: c.vips.clone(),
+                pools: c
+                    .pools
+                    .iter()
+                    .map(|p| engine::vip::AddrPool::parse(p))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid(&e.to_string()))?,
                 recovery: Recovery {
                     restart_on_dead_peer: c.dpd_action == DpdAction::Restart,
                     restart_on_peer_close: c.close_action == CloseAction::Start,
@@ -628,6 +671,9 @@ impl FileConfig {
             backend: self.kernel.backend,
             routes: self.routes()?,
             control_socket: self.control.socket.clone(),
+            virtual_ip_interface: (self.kernel.backend == Backend::Xfrm
+                && self.kernel.install_virtual_ip)
+                .then(|| self.kernel.virtual_ip_interface.clone()),
         })
     }
 }

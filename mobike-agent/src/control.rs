@@ -389,8 +389,12 @@ fn seconds_until(t: Option<Instant>, now: Instant) -> Option<u64> {
 }
 
 fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) -> IkeSa {
+    let strings = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect();
     IkeSa {
         rekey_in_seconds: seconds_until(i.rekey_at, now),
+        virtual_ips: strings(&i.vips),
+        dns: strings(&i.dns),
+        peer_virtual_ips: strings(&i.peer_vips),
         name: i.connection.clone(),
         state: match i.state {
             "established" => "ESTABLISHED",
@@ -630,6 +634,9 @@ pub fn json_lines(st: &StatusResponse) -> String {
             "remote_behind_nat": sa.remote_behind_nat,
             "mobike": sa.mobike,
             "rekey_in": sa.rekey_in_seconds,
+            "virtual_ips": sa.virtual_ips,
+            "dns": sa.dns,
+            "peer_virtual_ips": sa.peer_virtual_ips,
             "backend": st.backend,
             "child_sas": children,
         });
@@ -645,6 +652,14 @@ fn ago(t: u64, now: u64) -> String {
         String::new()
     } else {
         format!(" ({}s ago)", now.saturating_sub(t))
+    }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(",")
     }
 }
 
@@ -693,6 +708,19 @@ pub fn table(st: &StatusResponse) -> String {
             if sa.mobike { "yes" } else { "no" },
             rekey_in(sa.rekey_in_seconds)
         );
+        if !sa.virtual_ips.is_empty() || !sa.peer_virtual_ips.is_empty() {
+            let _ = writeln!(
+                out,
+                "  virtual IPs: ours {}, the peer's {}{}",
+                list_or_none(&sa.virtual_ips),
+                list_or_none(&sa.peer_virtual_ips),
+                if sa.dns.is_empty() {
+                    String::new()
+                } else {
+                    format!(", DNS {}", sa.dns.join(","))
+                }
+            );
+        }
         for c in &sa.child_sas {
             let counters = if c.counters_known {
                 let mut t = format!(
@@ -789,6 +817,9 @@ mod tests {
                 child("net", 0x200),
             ],
             rekey_at: Some(now + std::time::Duration::from_secs(4 * 3600 - 1)),
+            vips: vec!["10.9.0.1".parse().unwrap()],
+            dns: vec!["10.9.0.53".parse().unwrap()],
+            peer_vips: vec![],
             next_request_id: 0,
             next_peer_request_id: 0,
         };
@@ -841,6 +872,11 @@ mod tests {
             "{t}"
         );
         assert!(t.contains(", rekey in 52m 10s"), "{t}");
+        assert!(
+            t.contains("virtual IPs: ours 10.9.0.1, the peer's none, DNS 10.9.0.53"),
+            "{t}"
+        );
+        assert_eq!(j["virtual_ips"], serde_json::json!(["10.9.0.1"]));
         // Backend none: nothing known, no error either.
         let none = ike_sa(&info, Backend::None, &Counters::new(), now);
         assert!(

@@ -28,3 +28,4 @@ pub mod routes;
 pub mod runtime;
 pub mod sockopt;
 pub mod udp;
+pub mod vips;

@@ -12,10 +12,11 @@
 //! kernel's routing for the peer's outer address; when the outer and inner
 //! families differ (IPv6 inside IPv4, say) the route names only the
 //! interface. A MOBIKE move re-resolves the next hop and replaces the
-//! routes; the rule is removed on exit if this agent added it. What this
-//! module does not do: virtual IPs (no configuration payload here), routes
-//! for transport mode, or following later route changes under an unchanged
-//! address pair.
+//! routes; the rule is removed on exit if this agent added it. A virtual
+//! IP (`crate::vips` puts it on the host first) is such a local address
+//! inside the local selectors, so its routes take it as source. What this
+//! module does not do: routes for transport mode, or following later
+//! route changes under an unchanged address pair.
 
 use std::{collections::HashMap, net::IpAddr};
 

@@ -15,7 +15,7 @@
 //! the engine always knows the local address of a datagram.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     future::Future,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
@@ -32,6 +32,7 @@ use crate::{
     kernel::{Kernel, KernelEvent, KernelOp},
     routes::Routes,
     udp::{Datagram, IkeSocket},
+    vips::VirtualIps,
 };
 
 /// Datagrams waiting between the socket tasks and the engine.
@@ -60,6 +61,9 @@ pub enum RuntimeError {
     /// The rtnetlink socket for tunnel routes could not be opened.
     #[error("cannot set up tunnel routes")]
     Routes(#[source] crate::routes::RouteError),
+    /// The rtnetlink socket for virtual IPs could not be opened.
+    #[error("cannot set up virtual IPs")]
+    VirtualIps(#[source] crate::vips::VipError),
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
@@ -79,6 +83,10 @@ pub async fn run(
     };
     let mut routes = match config.routes {
         Some(c) => Some(Routes::new(c).map_err(RuntimeError::Routes)?),
+        None => None,
+    };
+    let mut vips = match &config.virtual_ip_interface {
+        Some(i) => Some(VirtualIps::new(i).map_err(RuntimeError::VirtualIps)?),
         None => None,
     };
     let mut expires = kernel_expires(&kernel);
@@ -160,7 +168,7 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }
     }
-    flush(&mut ep, &mut kernel, &mut routes, &sockets).await;
+    flush(&mut ep, &mut kernel, &mut routes, &mut vips, &sockets).await;
     tokio::pin!(shutdown);
     let mut stop_at: Option<Instant> = None;
     loop {
@@ -208,7 +216,7 @@ pub async fn run(
                 stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
             }
         }
-        flush(&mut ep, &mut kernel, &mut routes, &sockets).await;
+        flush(&mut ep, &mut kernel, &mut routes, &mut vips, &sockets).await;
         if let Some(t) = stop_at
             && (ep.ike_sa_count() == 0 || Instant::now() >= t)
         {
@@ -220,6 +228,11 @@ pub async fn run(
         && let Err(e) = r.remove_all().await
     {
         warn!(error = %ipsec_backend::error::chain(&e), "cannot remove all tunnel routes");
+    }
+    if let Some(v) = &mut vips {
+        for e in v.remove_all().await {
+            warn!(error = %ipsec_backend::error::chain(&e), "virtual IP");
+        }
     }
     if let Some((server, path)) = control {
         server.abort();
@@ -269,9 +282,12 @@ async fn flush(
     ep: &mut Endpoint,
     kernel: &mut Kernel,
     routes: &mut Option<Routes>,
+    vips: &mut Option<VirtualIps>,
     sockets: &HashMap<SocketAddr, Arc<IkeSocket>>,
 ) {
+    let mut vips_changed = false;
     while let Some(e) = ep.poll_event() {
+        vips_changed |= matches!(e, Event::VirtualIps { .. } | Event::IkeSaDeleted { .. });
         match &e {
             Event::IkeSaDeleted { .. } | Event::ChildSaFailed { .. } => warn!(event = ?e, "ike"),
             Event::RestartDue { connection } => {
@@ -283,6 +299,13 @@ async fn flush(
                 }
             }
             _ => info!(event = ?e, "ike"),
+        }
+    }
+    // Before the CHILD_SAs that use them (and their routes) go in.
+    if vips_changed && let Some(v) = vips.as_mut() {
+        let wanted: BTreeSet<IpAddr> = ep.ike_sas().iter().flat_map(|s| s.vips.clone()).collect();
+        for e in v.sync(&wanted).await {
+            warn!(error = %ipsec_backend::error::chain(&e), "virtual IP");
         }
     }
     while let Some(k) = ep.poll_kernel_action() {

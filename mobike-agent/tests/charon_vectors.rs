@@ -145,6 +145,8 @@ fn our_responder_answers_charons_ike_sa_init() {
         }],
         timers: mobike_agent::engine::Timers::default(),
         recovery: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
     };
     let mut ep = Endpoint::new(EndpointConfig {
         connections: vec![conn],

@@ -163,7 +163,24 @@ impl Pair {
         extra_a: &str,
         prepare: &[&[&str]],
     ) -> Option<Self> {
-        let ns = format!("mbkst{}-{}-{}", std::process::id(), backend_a, start_a);
+        Self::start_edited(backend_a, start_a, extra_a, [&|a| a, &|b| b], prepare)
+    }
+
+    /// `edit`: rewrites of A's and B's configuration text.
+    fn start_edited(
+        backend_a: &str,
+        start_a: &str,
+        extra_a: &str,
+        edit: [&dyn Fn(String) -> String; 2],
+        prepare: &[&[&str]],
+    ) -> Option<Self> {
+        let ns = format!(
+            "mbkst{}-{}-{}-{}",
+            std::process::id(),
+            backend_a,
+            start_a,
+            extra_a.len()
+        );
         if !is_root() || !ip(&["netns", "add", &ns]) {
             eprintln!("skipped: needs root and iproute2 (network namespace)");
             return None;
@@ -186,10 +203,16 @@ impl Pair {
                 "start = \"initiate\"",
                 &format!("start = \"{start_a}\"\n{extra_a}"),
             );
-        std::fs::write(p("a.toml"), a).expect("write a.toml");
+        std::fs::write(p("a.toml"), edit[0](a)).expect("write a.toml");
         std::fs::write(
             p("b.toml"),
-            config("127.0.0.2", "127.0.0.1", "b.test", "a.test", "listen"),
+            edit[1](config(
+                "127.0.0.2",
+                "127.0.0.1",
+                "b.test",
+                "a.test",
+                "listen",
+            )),
         )
         .expect("write b.toml");
         guard
@@ -388,6 +411,67 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A road warrior (backend `xfrm`) asks B for a virtual IP and gets one
+/// from B's pool; A puts it on `lo`, reports it, and takes it away again
+/// when it stops. (The host kernel has no ESP, so A's CHILD_SA itself is
+/// refused and deleted; the address does not depend on it.)
+#[test]
+fn a_virtual_ip_from_the_gateways_pool_goes_on_lo_and_away_again() {
+    let Some(mut pair) = Pair::start_edited(
+        "xfrm",
+        "initiate",
+        "vips = [\"0.0.0.0\"]\n",
+        [
+            // A proposes what it is given: no local_ts of its own.
+            &|a| a.replace("local_ts = [\"10.1.0.0/24\"]\n", ""),
+            &|b| {
+                b.replace(
+                    "start = \"listen\"",
+                    "start = \"listen\"\npools = [\"10.9.0.0/24\"]",
+                )
+                .replace(
+                    "remote_ts = [\"10.1.0.0/24\"]",
+                    "remote_ts = [\"10.9.0.0/16\"]",
+                )
+            },
+        ],
+        &[],
+    ) else {
+        return;
+    };
+    let ns = pair.guard.name.clone();
+    wait_until("A's control socket", || pair.path("a.sock").exists());
+    let p = |n: &str| pair.path(n);
+    let lo_has = |addr: &str| {
+        let out = Command::new("ip")
+            .args(["-n", &ns, "addr", "show", "dev", "lo"])
+            .output()
+            .expect("ip addr");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {addr}/32"))
+    };
+    wait_until("A has a virtual IP", || {
+        sas(&p("a.sock"))
+            .first()
+            .is_some_and(|s| s["virtual_ips"] == serde_json::json!(["10.9.0.1"]))
+    });
+    wait_until("10.9.0.1 on lo", || lo_has("10.9.0.1"));
+    let b = sas(&p("b.sock"));
+    assert_eq!(
+        b[0]["peer_virtual_ips"],
+        serde_json::json!(["10.9.0.1"]),
+        "{b:?}"
+    );
+    let logs = pair.logs();
+    assert!(logs.contains("virtual IP installed"), "{logs}");
+    // SIGTERM: A deletes its IKE SA and takes the address off.
+    let a = &mut pair.guard.agents[1];
+    let _ = Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status();
+    let _ = a.wait();
+    assert!(!lo_has("10.9.0.1"), "{}", pair.logs());
 }
 
 /// `dpd_action = "restart"` with `keyingtries = 0`: B dies (SIGKILL, no

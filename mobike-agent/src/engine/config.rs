@@ -51,6 +51,14 @@ pub struct ConnectionConfig {
     /// Whether and how the connection is re-established when its IKE SA
     /// ends or does not come up.
     pub recovery: Recovery,
+    /// Virtual IPs to ask the peer for (an unspecified address: any of
+    /// its family), as swanctl's `vips`. A child without local selectors
+    /// then proposes the whole family and takes what the peer narrows it
+    /// to, the address it assigned.
+    pub vips: Vec<IpAddr>,
+    /// Address pools to hand out virtual IPs from, as a gateway; the
+    /// children's remote selectors are narrowed to the address handed out.
+    pub pools: Vec<super::vip::AddrPool>,
 }
 
 /// Re-establishing a connection, as swanctl's `dpd_action = restart`,

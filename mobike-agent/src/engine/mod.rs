@@ -28,6 +28,7 @@
 
 mod config;
 mod sa;
+pub mod vip;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -276,6 +277,18 @@ pub enum Event {
         /// Why.
         reason: DeleteReason,
     },
+    /// The peer assigned us virtual IP addresses (and DNS servers) on this
+    /// IKE SA (RFC 7296 §2.19): the runtime puts the addresses on the host
+    /// before the CHILD_SAs that use them are installed, and removes them
+    /// when no IKE SA has them any more.
+    VirtualIps {
+        /// The SA.
+        sa: SaId,
+        /// Our addresses inside the tunnel.
+        addrs: Vec<IpAddr>,
+        /// DNS servers the peer named.
+        dns: Vec<IpAddr>,
+    },
     /// The connection is to be re-established now ([`Recovery`]): the
     /// runtime initiates it ([`Command::Initiate`], with a local address
     /// when the connection has none). An initiate that finds no addresses
@@ -438,6 +451,8 @@ pub struct Endpoint {
     stats: Stats,
     /// Re-establishment state by connection index ([`Recovery`]).
     recovery: HashMap<usize, ConnRecovery>,
+    /// Virtual IPs handed out from the connections' pools.
+    leases: vip::Leases,
 }
 
 /// Restarts closer together than this back off.
@@ -468,6 +483,8 @@ struct Ctx<'a> {
     entropy: &'a mut dyn Entropy,
     out: &'a mut Outputs,
     stats: &'a mut Stats,
+    /// The gateway's address leases (virtual IPs).
+    leases: &'a mut vip::Leases,
     next_reqid: &'a mut u32,
     new_sas: Vec<sa::IkeSa>,
     sa_ops: Vec<sa::SaOp>,
@@ -596,6 +613,7 @@ impl Endpoint {
             out: Outputs::default(),
             stats: Stats::default(),
             recovery: HashMap::new(),
+            leases: vip::Leases::default(),
         })
     }
 
@@ -677,6 +695,7 @@ impl Endpoint {
             new_sas: Vec::new(),
             sa_ops: Vec::new(),
             taken_spis,
+            leases: &mut self.leases,
         };
         let r = f(&mut sa, &mut ctx);
         let new_sas = std::mem::take(&mut ctx.new_sas);
@@ -754,8 +773,12 @@ impl Endpoint {
             None => self.init_index.retain(|_, v| *v != sa.id()),
         }
         if let Some(ended) = sa.ended() {
+            self.leases.release(sa.id(), sa.peer_vips());
             self.after_end(now, ended);
             return;
+        }
+        if !sa.peer_vips().is_empty() {
+            self.leases.hold(sa.id(), sa.peer_vips());
         }
         if sa.is_authenticated()
             && let Some(r) = self.recovery.get_mut(&sa.conn_index())
@@ -907,6 +930,7 @@ impl Endpoint {
                     new_sas: Vec::new(),
                     sa_ops: Vec::new(),
                     taken_spis,
+                    leases: &mut self.leases,
                 };
                 let sa =
                     sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote }, initial_contact)
@@ -1055,6 +1079,7 @@ impl Endpoint {
             new_sas: Vec::new(),
             sa_ops: Vec::new(),
             taken_spis,
+            leases: &mut self.leases,
         };
         if let Some(sa) =
             sa::IkeSa::respond_init(&mut ctx, path, bytes, &msg, half_open, &cookie_secret)
@@ -1093,6 +1118,12 @@ pub struct IkeSaInfo {
     pub child_sas: Vec<ChildSaInfo>,
     /// When it is due for a rekey (None: never, or not established).
     pub rekey_at: Option<Instant>,
+    /// Virtual IPs the peer assigned us.
+    pub vips: Vec<IpAddr>,
+    /// DNS servers the peer named.
+    pub dns: Vec<IpAddr>,
+    /// Virtual IPs we assigned the peer.
+    pub peer_vips: Vec<IpAddr>,
     /// Our next request message ID.
     pub next_request_id: u32,
     /// The peer's next expected request message ID.

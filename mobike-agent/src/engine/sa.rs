@@ -8,7 +8,7 @@
 
 use std::{
     collections::VecDeque,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -214,6 +214,11 @@ pub(super) struct IkeSa {
     dead: bool,
     /// Why it ended, once dead.
     ended: Option<DeleteReason>,
+    /// Virtual IPs the peer assigned us, and its DNS servers (§2.19).
+    vips: Vec<IpAddr>,
+    dns: Vec<IpAddr>,
+    /// Virtual IPs we assigned the peer from our pools.
+    peer_vips: Vec<IpAddr>,
 }
 
 /// Work on other IKE SAs that an SA asks the endpoint to do (§2.8.2).
@@ -277,6 +282,20 @@ fn sa_of(payloads: &[Payload]) -> Option<&Vec<proto::Proposal>> {
         Payload::Sa(s) => Some(s),
         _ => None,
     })
+}
+
+/// One selector per address, any protocol and port.
+fn host_selectors(addrs: &[IpAddr]) -> Vec<TrafficSelector> {
+    addrs
+        .iter()
+        .map(|a| TrafficSelector {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start_addr: *a,
+            end_addr: *a,
+        })
+        .collect()
 }
 
 fn ts_of(payloads: &[Payload]) -> Option<(&Vec<TrafficSelector>, &Vec<TrafficSelector>)> {
@@ -381,6 +400,9 @@ impl IkeSa {
             reply_path: None,
             dead: false,
             ended: None,
+            vips: Vec::new(),
+            dns: Vec::new(),
+            peer_vips: Vec::new(),
         }
     }
 
@@ -534,6 +556,9 @@ impl IkeSa {
                 })
                 .collect(),
             rekey_at: self.rekey_at,
+            vips: self.vips.clone(),
+            dns: self.dns.clone(),
+            peer_vips: self.peer_vips.clone(),
             next_request_id: self.next_msg_id,
             next_peer_request_id: self.peer_next_msg_id,
         }
@@ -709,6 +734,11 @@ impl IkeSa {
         self.ended = Some(reason);
         self.outstanding = None;
         self.queue.clear();
+    }
+
+    /// Virtual IPs we assigned the peer (held in the endpoint's leases).
+    pub(super) fn peer_vips(&self) -> &[IpAddr] {
+        &self.peer_vips
     }
 
     /// Once dead: why, and whether it had been established (else it was an
@@ -1419,9 +1449,39 @@ impl IkeSa {
             nonce: ctx.random::<32>()?.to_vec(),
             share,
             rekey_of: rekey_of.map(|c| c.inbound_spi),
-            local_ts: rekey_of.map_or_else(|| child.local_ts.clone(), |c| c.local_ts.clone()),
+            local_ts: rekey_of.map_or_else(
+                || self.own_selectors(&self.conn(ctx).vips, &child.local_ts),
+                |c| c.local_ts.clone(),
+            ),
             remote_ts: rekey_of.map_or_else(|| child.remote_ts.clone(), |c| c.remote_ts.clone()),
         })
+    }
+
+    /// Our selectors for a new CHILD_SA: the configured ones; without
+    /// any, our virtual IPs once assigned, before that the whole of each
+    /// family asked for, for the peer to narrow to what it assigns
+    /// (§2.19, §3.15.4).
+    fn own_selectors(
+        &self,
+        asked: &[IpAddr],
+        configured: &[TrafficSelector],
+    ) -> Vec<TrafficSelector> {
+        if !configured.is_empty() {
+            return configured.to_vec();
+        }
+        if !self.vips.is_empty() {
+            return host_selectors(&self.vips);
+        }
+        let mut out: Vec<TrafficSelector> = Vec::new();
+        for a in asked {
+            let whole = if a.is_ipv6() { "::/0" } else { "0.0.0.0/0" };
+            if let Ok(t) = config::parse_ts(whole)
+                && !out.contains(&t)
+            {
+                out.push(t);
+            }
+        }
+        out
     }
 
     fn child_payloads(&self, ctx: &Ctx<'_>, offer: &ChildOffer) -> Vec<Payload> {
@@ -1467,6 +1527,9 @@ impl IkeSa {
         }
         if conn.mobike {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
+        }
+        if !conn.vips.is_empty() {
+            payloads.push(Payload::Config(super::vip::request(&conn.vips)));
         }
         let offer = if conn.children.is_empty() {
             None
@@ -1563,8 +1626,15 @@ impl IkeSa {
         if self.peer_mobike {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
+        let address_failed = !self.assign_vips(ctx, &idi, p, &mut payloads);
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
-        let child = if sa_of(p).is_some() {
+        let child = if address_failed {
+            // §3.15.4: no address, no CHILD_SA; the IKE SA stays.
+            Some(Err(ChildRefusal(
+                NotifyType::INTERNAL_ADDRESS_FAILURE,
+                vec![],
+            )))
+        } else if sa_of(p).is_some() {
             Some(self.accept_child(ctx, p, None, &ni, &nr, true))
         } else {
             None
@@ -1585,6 +1655,52 @@ impl IkeSa {
                 reason: n,
             });
         }
+    }
+
+    /// As responder, the virtual IPs a CFG_REQUEST asks for, from the
+    /// connection's pools (§2.19): the CFG_REPLY goes into `payloads`.
+    /// False when addresses were asked for and none could be assigned
+    /// (every pool of the family in use, or none of it); a request to a
+    /// connection without pools is ignored (§3.15.4 lets the responder).
+    fn assign_vips(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        peer: &proto::Identification,
+        p: &[Payload],
+        payloads: &mut Vec<Payload>,
+    ) -> bool {
+        let conn = self.conn(ctx);
+        let Some(cp) = find(p, |x| match x {
+            Payload::Config(c) => Some(c.clone()),
+            _ => None,
+        }) else {
+            return true;
+        };
+        let asked = super::vip::requested(&cp);
+        if asked.is_empty() || conn.pools.is_empty() {
+            return true;
+        }
+        let mut owner = vec![peer.ty.0];
+        owner.extend_from_slice(&peer.data);
+        let mut got = Vec::new();
+        for (v6, wanted) in asked {
+            let lease = conn
+                .pools
+                .iter()
+                .filter(|pool| pool.is_ipv6() == v6)
+                .find_map(|pool| ctx.leases.acquire(pool, wanted, &owner, self.id));
+            match lease {
+                Some(a) => got.push(a),
+                None => warn!(sa = self.id, ipv6 = v6, "no virtual IP left to hand out"),
+            }
+        }
+        if got.is_empty() {
+            return false;
+        }
+        info!(sa = self.id, vips = ?got, "virtual IPs handed out");
+        payloads.push(Payload::Config(super::vip::reply(&got)));
+        self.peer_vips = got;
+        true
     }
 
     fn become_established(&mut self, ctx: &mut Ctx<'_>) {
@@ -1658,6 +1774,25 @@ impl IkeSa {
         }
         self.peer_mobike = conn.mobike && notify_of(p, NotifyType::MOBIKE_SUPPORTED).is_some();
         self.become_established(ctx);
+        if !conn.vips.is_empty() {
+            let cp = find(p, |x| match x {
+                Payload::Config(c) => Some(c.clone()),
+                _ => None,
+            });
+            let (addrs, dns) = cp.as_ref().map(super::vip::assigned).unwrap_or_default();
+            if addrs.is_empty() {
+                warn!(sa = self.id, "the peer assigned no virtual IP");
+            } else {
+                info!(sa = self.id, vips = ?addrs, dns = ?dns, "virtual IPs assigned");
+                self.vips = addrs.clone();
+                self.dns = dns.clone();
+                ctx.event(Event::VirtualIps {
+                    sa: self.id,
+                    addrs,
+                    dns,
+                });
+            }
+        }
         if let Some(offer) = offer {
             self.complete_child(ctx, offer, p, true);
         }
@@ -1689,8 +1824,12 @@ impl IkeSa {
             if rekeying.is_some_and(|r| r.cfg != ci) {
                 continue;
             }
-            // TSi are the initiator's (= the peer's) selectors.
-            let remote_ts = config::narrow(tsi, &child.remote_ts);
+            // TSi are the initiator's (= the peer's) selectors; a peer we
+            // gave addresses gets its addresses.
+            let mut remote_ts = config::narrow(tsi, &child.remote_ts);
+            if !self.peer_vips.is_empty() {
+                remote_ts = config::narrow(&remote_ts, &host_selectors(&self.peer_vips));
+            }
             let local_ts = config::narrow(tsr, &child.local_ts);
             if remote_ts.is_empty() || local_ts.is_empty() {
                 continue;
@@ -2724,6 +2863,10 @@ impl IkeSa {
         n.remote_nat = self.remote_nat;
         n.keepalive_at = self.keepalive_at;
         n.peer_mobike = self.peer_mobike;
+        // The addresses belong to the connection, not to one IKE SA.
+        n.vips = self.vips.clone();
+        n.dns = self.dns.clone();
+        n.peer_vips = self.peer_vips.clone();
         let timers = &self.conn(ctx).timers;
         n.rekey_at = ctx.rekey_at(timers.ike_rekey_time, timers.ike_rand_time);
         n

@@ -363,6 +363,8 @@ pub fn connection(
         }],
         timers: timers(),
         recovery: Default::default(),
+        vips: Vec::new(),
+        pools: Vec::new(),
     }
 }
 
