@@ -36,6 +36,7 @@
 #      agent deletes the CHILD_SA with charon, the IKE SA stays
 #   8. transport mode host to host with charon (no MOBIKE); IKE passes the
 #      host-to-host policies because the IKE sockets bypass IPsec
+#   9. a virtual IP from charon's pool: on lo, routed from, pinged through
 # Needs on the host (the guest sees the host fs read-only): strongswan-charon
 # strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
 # Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
@@ -473,4 +474,67 @@ ts "8: transport mode host to host with charon; IKE (a charon-initiated rekey) p
 kill -TERM "$AGENT"; wait "$AGENT" || fail "8: agent exit status $?"; AGENT=""
 wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q ESTABLISHED" \
   || fail "8: charon still has the IKE SA after SIGTERM"
+
+# ---- 9. a road warrior's virtual IP: charon (198.51.100.2) hands out
+#         10.9.0.x from a pool; the agent asks for one (vips), puts it on lo,
+#         routes 10.2.0.0/24 from it (table 220) and its pings go through
+#         the tunnel; SIGTERM takes the address off again ----
+cat > "$D/B/swanctl-rw.conf" <<'EOC'
+connections { rw { version = 2
+  proposals = aes256gcm16-prfsha256-x25519
+  local_addrs = 198.51.100.2
+  remote_addrs = 192.0.2.1
+  pools = rwpool
+  local { auth = psk
+          id = b.test }
+  remote { auth = psk
+           id = a.test }
+  children { net { local_ts = 10.2.0.0/24
+                   esp_proposals = aes256gcm16 } } } }
+pools { rwpool { addrs = 10.9.0.0/24 } }
+secrets { ike-rw { id-a = a.test
+  id-b = b.test
+  secret = "vm-interop-psk-0123456789" } }
+EOC
+sw --load-all --file "$D/B/swanctl-rw.conf" >/dev/null || fail "9: swanctl --load-all (road warrior)"
+ip -n B route replace 10.9.0.0/24 dev vB src 10.2.0.1
+cat > "$D/agent-rw.toml" <<EOC
+[kernel]
+backend = "xfrm"
+[control]
+socket = "$D/agent.sock"
+[connections.rw]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["198.51.100.2"]
+local_id = "a.test"
+remote_id = "b.test"
+psk = "vm-interop-psk-0123456789"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+start = "initiate"
+vips = ["0.0.0.0"]
+[connections.rw.children.net]
+remote_ts = ["10.2.0.0/24"]
+esp_proposals = ["aes256gcm16"]
+EOC
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-rw.toml" \
+  2>"$D/agent.log" &
+AGENT=$!
+wait_for 30 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "9: agent did not install the CHILD_SA"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "9: agent kernel action failed"
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "9: status"
+echo "$st" | has '"virtual_ips":\["10.9.0.1"\]' || fail "9: no virtual IP 10.9.0.1 in status: $st"
+ip -n A addr show dev lo | has 'inet 10\.9\.0\.1/32' || fail "9: 10.9.0.1 not on lo: $(ip -n A addr show dev lo)"
+ip -n A route show table 220 | has '^10\.2\.0\.0/24 .*src 10\.9\.0\.1' ||
+  fail "9: no route 10.2.0.0/24 from the virtual IP: $(ip -n A route show table 220)"
+sw --list-sas | grep -E 'remote +10\.9\.0\.1/32' >/dev/null || fail "9: charon's CHILD_SA is not the virtual IP's: $(sw --list-sas)"
+sw --list-pools --leases | has -E '10\.9\.0\.1 +online' || fail "9: charon has no online lease: $(sw --list-pools --leases)"
+spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}')
+spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="198.51.100.2" {getline; print $4; exit}')
+[ -n "$spi_out" ] && [ -n "$spi_in" ] || fail "9: SPIs not found in A"
+ping_counted 9 - 10.2.0.1 3
+ts "9: virtual IP 10.9.0.1 from charon's pool on lo; 10.2.0.0/24 routed from it through the tunnel"
+kill -TERM "$AGENT"; wait "$AGENT" || fail "9: agent exit status $?"; AGENT=""
+ip -n A addr show dev lo | has '10\.9\.0\.1' && fail "9: the virtual IP was left on lo"
+ip -n A rule | has 'lookup 220' && fail "9: rule 220 left in A"
+ts "9: SIGTERM took the virtual IP off lo"
 echo MOBIKE-CHARON-VM-OK
