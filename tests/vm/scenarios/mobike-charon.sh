@@ -37,6 +37,7 @@
 #   8. transport mode host to host with charon (no MOBIKE); IKE passes the
 #      host-to-host policies because the IKE sockets bypass IPsec
 #   9. a virtual IP from charon's pool: on lo, routed from, pinged through
+#  10. the agent as gateway hands charon a virtual IP from its pool
 # Needs on the host (the guest sees the host fs read-only): strongswan-charon
 # strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins.
 # Prints MOBIKE-CHARON-VM-OK and exits 0 on success.
@@ -537,4 +538,57 @@ kill -TERM "$AGENT"; wait "$AGENT" || fail "9: agent exit status $?"; AGENT=""
 ip -n A addr show dev lo | has '10\.9\.0\.1' && fail "9: the virtual IP was left on lo"
 ip -n A rule | has 'lookup 220' && fail "9: rule 220 left in A"
 ts "9: SIGTERM took the virtual IP off lo"
+
+# ---- 10. the other way round: the agent is the gateway with a pool
+#          (10.8.0.0/24), charon the road warrior asking for an address ----
+cat > "$D/B/swanctl-rwc.conf" <<'EOC'
+connections { rwc { version = 2
+  proposals = aes256gcm16-prfsha256-x25519
+  local_addrs = 198.51.100.2
+  remote_addrs = 192.0.2.1
+  vips = 0.0.0.0
+  local { auth = psk
+          id = b.test }
+  remote { auth = psk
+           id = a.test }
+  children { net { remote_ts = 10.1.0.0/24
+                   esp_proposals = aes256gcm16 } } } }
+secrets { ike-rwc { id-a = a.test
+  id-b = b.test
+  secret = "vm-interop-psk-0123456789" } }
+EOC
+sw --load-all --file "$D/B/swanctl-rwc.conf" >/dev/null || fail "10: swanctl --load-all (charon road warrior)"
+cat > "$D/agent-gw.toml" <<EOC
+[kernel]
+backend = "xfrm"
+[control]
+socket = "$D/agent.sock"
+[connections.gw]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["198.51.100.2"]
+local_id = "a.test"
+remote_id = "b.test"
+psk = "vm-interop-psk-0123456789"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+start = "listen"
+pools = ["10.8.0.0/24"]
+[connections.gw.children.net]
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.8.0.0/24"]
+esp_proposals = ["aes256gcm16"]
+EOC
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-gw.toml" \
+  2>"$D/agent.log" &
+AGENT=$!
+wait_for 10 test -S "$D/agent.sock" || fail "10: agent did not start"
+sw --initiate --child net --timeout 30 >/dev/null || fail "10: charon could not initiate: $(tail -20 "$D/B/charon.log")"
+wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "10: agent did not install the CHILD_SA"
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "10: status"
+echo "$st" | has '"peer_virtual_ips":\["10.8.0.1"\]' || fail "10: the agent handed out no 10.8.0.1: $st"
+sw --list-sas | grep -E 'local +10\.8\.0\.1/32' >/dev/null || fail "10: charon's CHILD_SA is not its virtual IP's: $(sw --list-sas)"
+wait_for 10 bash -c "ip -n B addr | grep -q 'inet 10\.8\.0\.1/32'" || fail "10: charon did not install its virtual IP"
+ip -n A xfrm policy | has 'src 10\.8\.0\.1/32 dst 10\.1\.0\.0/24' || fail "10: the agent's policies are not the virtual IP's"
+ip netns exec B ping -c 3 -i 0.2 -W 3 -I 10.8.0.1 10.1.0.1 >/dev/null || fail "10: ping from charon's virtual IP through the tunnel"
+ts "10: the agent as gateway handed charon 10.8.0.1 from its pool; ping from it through the tunnel"
+kill -TERM "$AGENT"; wait "$AGENT" || fail "10: agent exit status $?"; AGENT=""
 echo MOBIKE-CHARON-VM-OK
