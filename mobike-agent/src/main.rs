@@ -14,6 +14,7 @@ use mobike_agent::{
     control::{Client, ControlCommand, Selector},
 };
 use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 use trigger_proto::mobike_v1::CommandResponse;
 
@@ -304,13 +305,36 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
         };
-        mobike_agent::runtime::run(config, shutdown)
+        // SIGHUP: read the file again; a file that does not check out is
+        // refused with its error and the running configuration stays.
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
+        let path = config_path.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                let loaded = FileConfig::load(&path).and_then(|f| f.to_agent_config());
+                match loaded {
+                    Ok(c) => {
+                        if reload_tx.send(c).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => error!(
+                        file = %path.display(),
+                        error = %ipsec_backend::error::chain(&e),
+                        "reload refused; the running configuration stays"
+                    ),
+                }
+            }
+        });
+        mobike_agent::runtime::run(config, shutdown, reloads)
             .await
             .context("runtime")
     })

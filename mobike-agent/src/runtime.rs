@@ -70,12 +70,16 @@ pub enum RuntimeError {
 }
 
 /// Runs the agent until `shutdown` completes, then deletes every IKE SA
-/// (waiting up to a few seconds for the answers) and returns.
+/// (waiting up to a few seconds for the answers) and returns. Each
+/// configuration from `reloads` (SIGHUP) replaces the running one as
+/// [`Endpoint::reload`] says.
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<AgentConfig>,
 ) -> Result<(), RuntimeError> {
     let nat_t = config.endpoint.nat_t_port;
+    let mut running = config.clone();
     let mut ep = Endpoint::new(config.endpoint)?;
     let mut kernel = match config.backend {
         Backend::None => Kernel::none(),
@@ -92,62 +96,7 @@ pub async fn run(
     let mut expires = kernel_expires(&kernel);
     let (tx, mut rx) = mpsc::channel::<Datagram>(QUEUE);
     let mut sockets: HashMap<SocketAddr, Arc<IkeSocket>> = HashMap::new();
-    // With a connection on "any" local address, the two wildcards serve
-    // every connection; else each configured address gets its own.
-    let ips: Vec<IpAddr> = if config.listen_any {
-        vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
-    } else {
-        config.listen.clone()
-    };
-    for ip in ips {
-        for port in [crate::proto::IKE_PORT, nat_t] {
-            let addr = SocketAddr::new(ip, port);
-            let sock = match IkeSocket::bind(addr) {
-                Ok(s) => Arc::new(s),
-                // A host without IPv6 still serves IPv4 on "any".
-                Err(e) if config.listen_any && ip.is_ipv6() => {
-                    warn!(%addr, error = %e, "no IPv6 wildcard socket: IPv4 only");
-                    continue;
-                }
-                Err(source) => return Err(RuntimeError::Bind { addr, source }),
-            };
-            match crate::sockopt::set_recv_buffer(sock.socket(), crate::sockopt::RECV_BUFFER) {
-                Ok(n) => debug!(%addr, bytes = n, "receive buffer"),
-                Err(e) => warn!(%addr, error = %e, "cannot enlarge the receive buffer"),
-            }
-            // IKE must not go through (or be required to come out of) the
-            // CHILD_SAs it negotiates (crate::sockopt).
-            if let Err(e) = crate::sockopt::set_ipsec_bypass(sock.socket(), ip.is_ipv6()) {
-                warn!(%addr, error = %e, "cannot exempt the IKE socket from IPsec policies: IKE between addresses a CHILD_SA covers will fail");
-            }
-            // Kernel ESP behind a NAT arrives on the NAT-T port: the kernel
-            // must take it there (RFC 3948), not hand it to us.
-            if port == nat_t
-                && config.backend == Backend::Xfrm
-                && let Err(e) = crate::sockopt::set_esp_in_udp(sock.socket())
-            {
-                warn!(%addr, error = %e, "cannot mark the NAT-T socket for ESP-in-UDP: UDP-encapsulated ESP will not reach the kernel");
-            }
-            sockets.insert(addr, sock.clone());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                loop {
-                    if let Err(e) = sock.recv(&mut buf, &mut got).await {
-                        debug!(%addr, error = %e, "recv failed");
-                    }
-                    for d in got.drain(..) {
-                        if tx.send(d).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-            info!(%addr, "listening");
-        }
-    }
-    drop(tx);
+    open_sockets(&running, nat_t, &tx, &mut sockets)?;
     // Status calls from the control socket; the sender stays alive (and the
     // arm below pending) even without a socket.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(crate::control::QUEUE);
@@ -209,6 +158,13 @@ pub async fn run(
                     info!(command = ?cmd, "control");
                     let _ = reply.send(crate::control::execute(&mut ep, Instant::now(), cmd));
                 }
+            },
+            Some(new) = reloads.recv(), if stop_at.is_none() => {
+                reload(&mut ep, &running, new.clone(), &tx, &mut sockets);
+                running.endpoint = ep.config().clone();
+                running.initiate = new.initiate;
+                running.listen = new.listen;
+                running.listen_any = new.listen_any;
             },
             () = &mut shutdown, if stop_at.is_none() => {
                 info!("shutting down: deleting all IKE SAs");
@@ -276,6 +232,131 @@ fn kernel_expires(
         }
     });
     rx
+}
+
+/// The IKE sockets `config` needs, on ports 500 and the NAT-T port, that
+/// are not open yet: with a connection on "any" local address the two
+/// wildcards (they serve every connection), else one per configured
+/// address. Each feeds `tx` from a task of its own.
+fn open_sockets(
+    config: &AgentConfig,
+    nat_t: u16,
+    tx: &mpsc::Sender<Datagram>,
+    sockets: &mut HashMap<SocketAddr, Arc<IkeSocket>>,
+) -> Result<(), RuntimeError> {
+    let ips: Vec<IpAddr> = if config.listen_any {
+        vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+    } else {
+        config.listen.clone()
+    };
+    for ip in ips {
+        for port in [crate::proto::IKE_PORT, nat_t] {
+            let addr = SocketAddr::new(ip, port);
+            if sockets.contains_key(&addr) {
+                continue;
+            }
+            let sock = match IkeSocket::bind(addr) {
+                Ok(s) => Arc::new(s),
+                // A host without IPv6 still serves IPv4 on "any".
+                Err(e) if config.listen_any && ip.is_ipv6() => {
+                    warn!(%addr, error = %e, "no IPv6 wildcard socket: IPv4 only");
+                    continue;
+                }
+                Err(source) => return Err(RuntimeError::Bind { addr, source }),
+            };
+            match crate::sockopt::set_recv_buffer(sock.socket(), crate::sockopt::RECV_BUFFER) {
+                Ok(n) => debug!(%addr, bytes = n, "receive buffer"),
+                Err(e) => warn!(%addr, error = %e, "cannot enlarge the receive buffer"),
+            }
+            // IKE must not go through (or be required to come out of) the
+            // CHILD_SAs it negotiates (crate::sockopt).
+            if let Err(e) = crate::sockopt::set_ipsec_bypass(sock.socket(), ip.is_ipv6()) {
+                warn!(%addr, error = %e, "cannot exempt the IKE socket from IPsec policies: IKE between addresses a CHILD_SA covers will fail");
+            }
+            // Kernel ESP behind a NAT arrives on the NAT-T port: the kernel
+            // must take it there (RFC 3948), not hand it to us.
+            if port == nat_t
+                && config.backend == Backend::Xfrm
+                && let Err(e) = crate::sockopt::set_esp_in_udp(sock.socket())
+            {
+                warn!(%addr, error = %e, "cannot mark the NAT-T socket for ESP-in-UDP: UDP-encapsulated ESP will not reach the kernel");
+            }
+            sockets.insert(addr, sock.clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                loop {
+                    if let Err(e) = sock.recv(&mut buf, &mut got).await {
+                        debug!(%addr, error = %e, "recv failed");
+                    }
+                    for d in got.drain(..) {
+                        if tx.send(d).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            info!(%addr, "listening");
+        }
+    }
+    Ok(())
+}
+
+/// A configuration re-read on SIGHUP: the connections are replaced as
+/// [`Endpoint::reload`] does, new local addresses are listened on, and the
+/// connections to start that are new or changed are initiated. What only
+/// a restart changes (kernel backend, routes, virtual IP interface,
+/// control socket, NAT-T port) keeps its running value, said in the log.
+fn reload(
+    ep: &mut Endpoint,
+    running: &AgentConfig,
+    mut new: AgentConfig,
+    tx: &mpsc::Sender<Datagram>,
+    sockets: &mut HashMap<SocketAddr, Arc<IkeSocket>>,
+) {
+    let restart_only = [
+        ("[kernel] backend", running.backend != new.backend),
+        ("[kernel] routes", running.routes != new.routes),
+        (
+            "[kernel] virtual IPs",
+            running.virtual_ip_interface != new.virtual_ip_interface,
+        ),
+        (
+            "the NAT-T port",
+            running.endpoint.nat_t_port != new.endpoint.nat_t_port,
+        ),
+    ];
+    for (what, changed) in restart_only {
+        if changed {
+            warn!(
+                setting = what,
+                "changed in the file; takes effect at the next restart"
+            );
+        }
+    }
+    new.endpoint.nat_t_port = running.endpoint.nat_t_port;
+    new.backend = running.backend;
+    if let Err(e) = open_sockets(&new, running.endpoint.nat_t_port, tx, sockets) {
+        warn!(error = %ipsec_backend::error::chain(&e), "cannot listen on every new local address");
+    }
+    let report = ep.reload(Instant::now(), new.endpoint);
+    info!(
+        added = ?report.added,
+        changed = ?report.changed,
+        removed = ?report.removed,
+        unchanged = report.unchanged.len(),
+        "configuration reloaded"
+    );
+    for name in new
+        .initiate
+        .iter()
+        .filter(|n| report.added.contains(n) || report.changed.contains(n))
+    {
+        if let Err(e) = initiate(ep, Instant::now(), name) {
+            warn!(connection = %name, error = %e, "cannot initiate the reloaded connection now");
+        }
+    }
 }
 
 async fn flush(

@@ -474,6 +474,76 @@ fn a_virtual_ip_from_the_gateways_pool_goes_on_lo_and_away_again() {
     assert!(!lo_has("10.9.0.1"), "{}", pair.logs());
 }
 
+/// SIGHUP reloads the file: unchanged, the IKE SA goes on; a changed
+/// connection is re-established with the new configuration; a file with
+/// an error is refused and the running configuration stays.
+#[test]
+fn sighup_reloads_the_configuration() {
+    let Some(pair) = Pair::start("none", &[]) else {
+        return;
+    };
+    let p = |n: &str| pair.path(n);
+    let hup = || {
+        let pid = pair.guard.agents[1].id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let a_log = || std::fs::read_to_string(p("a.log")).unwrap_or_default();
+    let wait_log = |what: &str, n: usize| {
+        wait_until(what, || a_log().matches(what).count() >= n);
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("{}", pair.logs()));
+
+    hup();
+    wait_log("configuration reloaded", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let same = established(&p("a.sock"), Instant::now() + Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("{}", pair.logs()));
+    assert_eq!(
+        same["spi_i"], first["spi_i"],
+        "an unchanged reload kept the SA"
+    );
+
+    // Another ESP proposal first: the connection changed.
+    let text = std::fs::read_to_string(p("a.toml")).unwrap();
+    let changed = text.replace(
+        "esp_proposals = [\"aes256gcm16\"]",
+        "esp_proposals = [\"chacha20poly1305\", \"aes256gcm16\"]",
+    );
+    assert_ne!(changed, text);
+    std::fs::write(p("a.toml"), &changed).unwrap();
+    hup();
+    wait_log("configuration reloaded", 2);
+    wait_until("a new IKE SA with the new configuration", || {
+        let s = sas(&p("a.sock"));
+        s.len() == 1
+            && s[0]["spi_i"] != first["spi_i"]
+            && s[0]["state"] == "ESTABLISHED"
+            && s[0]["child_sas"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    assert!(a_log().contains("changed=[\"st\"]"), "{}", a_log());
+    let now = sas(&p("a.sock")).remove(0);
+
+    // A broken file: refused, nothing changes.
+    std::fs::write(
+        p("a.toml"),
+        changed.replace("proposals = [", "proposals = 7 ["),
+    )
+    .unwrap();
+    hup();
+    wait_log("reload refused", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let still = sas(&p("a.sock")).remove(0);
+    assert_eq!(still["spi_i"], now["spi_i"]);
+    assert_eq!(a_log().matches("configuration reloaded").count(), 2);
+}
+
 /// `dpd_action = "restart"` with `keyingtries = 0`: B dies (SIGKILL, no
 /// Delete), A's liveness check goes unanswered and A keeps trying to
 /// re-establish, backing off; once B runs again, A brings the connection

@@ -24,7 +24,7 @@ pub enum ConfigError {
 }
 
 /// One connection ("conn" in swanctl.conf terms).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
     /// Name, used in commands and events.
     pub name: String,
@@ -90,7 +90,7 @@ impl Default for Recovery {
 }
 
 /// One CHILD_SA configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildConfig {
     /// Name.
     pub name: String,
@@ -148,7 +148,7 @@ pub enum Mode {
 }
 
 /// Timer settings of a connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timers {
     /// First retransmission timeout; it doubles with every retry.
     pub retransmit_timeout: Duration,

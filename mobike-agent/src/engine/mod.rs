@@ -887,6 +887,63 @@ impl Endpoint {
         self.init_index.len()
     }
 
+    /// Takes a new configuration while running (SIGHUP): a connection
+    /// whose configuration is unchanged keeps its IKE SAs; one that
+    /// changed or is gone has its IKE SAs deleted (with the peer), and a
+    /// changed or new one is there for new SAs (the caller initiates the
+    /// ones to start). Endpoint-wide settings take the new values.
+    /// Connections keep their place, so SAs always find theirs: a gone one
+    /// stays as a nameless entry that matches nothing.
+    pub fn reload(&mut self, now: Instant, new: EndpointConfig) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let mut incoming = new.connections;
+        let mut conns = std::mem::take(&mut self.config.connections);
+        let mut retired = Vec::new();
+        for (i, c) in conns.iter_mut().enumerate() {
+            if c.name.is_empty() {
+                continue;
+            }
+            match incoming.iter().position(|n| n.name == c.name) {
+                Some(j) if incoming[j] == *c => {
+                    incoming.remove(j);
+                    report.unchanged.push(c.name.clone());
+                }
+                found => {
+                    if found.is_some() {
+                        report.changed.push(c.name.clone());
+                    } else {
+                        report.removed.push(c.name.clone());
+                    }
+                    retire(c);
+                    retired.push(i);
+                }
+            }
+        }
+        for c in incoming {
+            if !report.changed.contains(&c.name) {
+                report.added.push(c.name.clone());
+            }
+            conns.push(c);
+        }
+        self.config = EndpointConfig {
+            connections: conns,
+            ..new
+        };
+        for i in retired {
+            self.recovery.remove(&i);
+            let ids: Vec<SaId> = self
+                .sas
+                .iter()
+                .filter(|(_, s)| s.conn_index() == i)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.with_sa(now, id, |sa, ctx| sa.delete(ctx));
+            }
+        }
+        report
+    }
+
     /// The configuration of connection `name`.
     pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
         self.config.connections.iter().find(|c| c.name == name)
@@ -1087,6 +1144,33 @@ impl Endpoint {
             self.put_back(now, sa);
         }
     }
+}
+
+/// What [`Endpoint::reload`] did, by connection name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// New connections.
+    pub added: Vec<String>,
+    /// Changed: their IKE SAs are being deleted; new ones use the new
+    /// configuration.
+    pub changed: Vec<String>,
+    /// Gone: their IKE SAs are being deleted.
+    pub removed: Vec<String>,
+    /// Unchanged: their IKE SAs go on.
+    pub unchanged: Vec<String>,
+}
+
+/// A connection taken out by a reload, kept in its place for the SAs still
+/// winding down: no name (no command finds it), no proposals and no key
+/// (no peer matches it), nothing to restart.
+fn retire(c: &mut ConnectionConfig) {
+    c.name.clear();
+    c.ike_proposals.clear();
+    c.psk.clear();
+    c.remote_addr = None;
+    c.recovery = Recovery::default();
+    c.pools.clear();
+    c.vips.clear();
 }
 
 /// A summary of an IKE SA.
