@@ -767,6 +767,17 @@ fn rekeys_are_spread_over_rand_time_before_rekey_time() {
 /// A asks for `vips` and has no local selectors; B hands out from `pools`
 /// and takes any remote selector within 10.9.0.0/16 or fd09::/64.
 fn road_warrior(vips: &[&str], pools: &[&str]) -> Sim {
+    let (a, b) = road_warrior_configs(vips, pools);
+    Sim::new(a, b, 14, LinkModel::clean())
+}
+
+fn road_warrior_configs(
+    vips: &[&str],
+    pools: &[&str],
+) -> (
+    mobike_agent::engine::EndpointConfig,
+    mobike_agent::engine::EndpointConfig,
+) {
     let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
     let ca = &mut a.connections[0];
     ca.vips = vips.iter().map(|v| ip(v)).collect();
@@ -780,7 +791,7 @@ fn road_warrior(vips: &[&str], pools: &[&str]) -> Sim {
         .iter()
         .map(|t| mobike_agent::engine::parse_ts(t).unwrap())
         .collect();
-    Sim::new(a, b, 14, LinkModel::clean())
+    (a, b)
 }
 
 fn selectors(ts: &[mobike_agent::proto::TrafficSelector]) -> Vec<String> {
@@ -845,6 +856,51 @@ fn a_road_warrior_gets_a_virtual_ip_and_its_child_sa_uses_it() {
     s.initiate();
     assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
     assert_eq!(s.nodes[0].ep.ike_sas()[0].vips, vec![vip]);
+}
+
+#[test]
+fn virtual_ips_survive_loss_and_rekeys_and_are_given_back() {
+    // Over a lossy link with periodic IKE and CHILD_SA rekeys from both
+    // sides: the road warrior keeps its one address, the CHILD_SAs stay
+    // the address's, and after the delete the gateway holds no lease.
+    for seed in sim::seeds(15) {
+        let (mut a, mut b) = road_warrior_configs(&["0.0.0.0"], &["10.9.0.0/24"]);
+        for (n, c) in [&mut a, &mut b].into_iter().enumerate() {
+            patient(c, &LinkModel::lossy());
+            let n = n as u64;
+            c.connections[0].timers.ike_rekey_time = Some(Duration::from_secs(90 + 20 * n));
+            c.connections[0].children[0].rekey_time = Some(Duration::from_secs(50 + 15 * n));
+        }
+        let mut s = Sim::new(a, b, seed, LinkModel::lossy());
+        s.initiate();
+        reach_despite_loss_outages(
+            &mut s,
+            seed,
+            Duration::from_secs(900),
+            Sim::both_established,
+        );
+        s.run_for(Duration::from_secs(400));
+        reach_despite_loss_outages(&mut s, seed, Duration::from_secs(900), |s| {
+            s.both_established() && s.nodes.iter().all(|n| n.ep.ike_sa_count() == 1)
+        });
+        let vip = ip("10.9.0.1");
+        assert_eq!(s.nodes[0].ep.ike_sas()[0].vips, vec![vip], "seed {seed}");
+        assert_eq!(
+            s.nodes[1].ep.ike_sas()[0].peer_vips,
+            vec![vip],
+            "seed {seed}"
+        );
+        assert_eq!(s.nodes[1].ep.leases_online(), 1, "seed {seed}");
+        for k in s.nodes[1].kernel.values() {
+            assert_eq!(
+                selectors(&k.remote_ts),
+                ["10.9.0.1-10.9.0.1"],
+                "seed {seed}"
+            );
+        }
+        assert!(s.children_pair_up(), "seed {seed}");
+        delete_everything(&mut s);
+    }
 }
 
 #[test]

@@ -773,7 +773,14 @@ impl Endpoint {
             None => self.init_index.retain(|_, v| *v != sa.id()),
         }
         if let Some(ended) = sa.ended() {
-            self.leases.release(sa.id(), sa.peer_vips());
+            // An address another IKE SA of the peer holds too (after an IKE
+            // SA rekey, or a collision's redundant SA) stays online with it.
+            for a in sa.peer_vips() {
+                match self.sas.values().find(|o| o.peer_vips().contains(a)) {
+                    Some(other) => self.leases.hold(other.id(), &[*a]),
+                    None => self.leases.release(sa.id(), &[*a]),
+                }
+            }
             self.after_end(now, ended);
             return;
         }
@@ -880,6 +887,12 @@ impl Endpoint {
                 });
             }
         }
+    }
+
+    /// Virtual IPs handed out that an IKE SA holds now (tests check they
+    /// are given back).
+    pub fn leases_online(&self) -> usize {
+        self.leases.online()
     }
 
     /// Size of the IKE_SA_INIT index (tests check it does not leak).

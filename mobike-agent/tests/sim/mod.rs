@@ -202,9 +202,12 @@ impl Node {
     }
 
     /// Nothing at all is left: no IKE SA, no half-open, no index entry, no
-    /// kernel SA.
+    /// kernel SA, no virtual IP held.
     pub fn is_clean(&self) -> bool {
-        self.ep.ike_sa_count() == 0 && self.ep.init_index_len() == 0 && self.kernel.is_empty()
+        self.ep.ike_sa_count() == 0
+            && self.ep.init_index_len() == 0
+            && self.kernel.is_empty()
+            && self.ep.leases_online() == 0
     }
 }
 
