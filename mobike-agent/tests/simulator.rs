@@ -279,6 +279,70 @@ fn our_own_delete_is_final_even_when_the_peer_never_answers_it() {
 }
 
 #[test]
+fn restarts_bring_the_connection_back_after_every_outage_and_leave_nothing_behind() {
+    // A keeps its connection up (dpd_action restart, close_action start,
+    // keyingtries 0) over a lossy link that also goes away for a while,
+    // several times, for random lengths. Whenever the link is back, one IKE
+    // SA with one CHILD_SA must come back on both sides (B clears its stale
+    // ones on INITIAL_CONTACT or by its own liveness checks), and our own
+    // delete at the end must leave nothing, restarts included.
+    let mut restarted = 0;
+    for seed in sim::seeds(12) {
+        let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+        patient(&mut a, &LinkModel::lossy());
+        patient(&mut b, &LinkModel::lossy());
+        a.connections[0].recovery = Recovery {
+            restart_on_dead_peer: true,
+            restart_on_peer_close: true,
+            keyingtries: 0,
+        };
+        let mut s = Sim::new(a, b, seed, LinkModel::lossy());
+        let mut rng = sim::Rng::new(seed ^ 0x5eed);
+        s.initiate();
+        let one_each = |s: &Sim| {
+            s.nodes
+                .iter()
+                .all(|n| n.ep.ike_sa_count() == 1 && n.established() == 1 && n.kernel.len() == 1)
+                && s.children_pair_up()
+        };
+        for round in 0..3 {
+            assert!(
+                s.run_until(Duration::from_secs(3600), one_each),
+                "seed {seed} round {round}: A {:?}\nB {:?}\nA events {:?}",
+                s.nodes[0].ep.ike_sas(),
+                s.nodes[1].ep.ike_sas(),
+                s.nodes[0].events
+            );
+            s.run_for(Duration::from_secs(rng.below(60)));
+            s.link.down = true;
+            // Short ones the retransmissions ride out; long ones (past the
+            // ~17 minutes 10 tries take) end the SAs.
+            let outage = if rng.chance(500) {
+                30 + rng.below(300)
+            } else {
+                1100 + rng.below(600)
+            };
+            s.run_for(Duration::from_secs(outage));
+            s.link.down = false;
+        }
+        assert!(
+            s.run_until(Duration::from_secs(3600), one_each),
+            "seed {seed} at the end"
+        );
+        restarted += s.nodes[0]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::RestartDue { .. }))
+            .count();
+        delete_everything(&mut s);
+        s.run_for(Duration::from_secs(600));
+        assert!(s.nodes.iter().all(sim::Node::is_clean), "seed {seed}");
+    }
+    eprintln!("{restarted} restarts");
+    assert!(restarted > 0, "the long outages must have needed restarts");
+}
+
+#[test]
 fn keyingtries_bound_the_attempts_then_the_connection_is_left_alone() {
     let (mut a, b) = configs(IKE_1, "aes256gcm16");
     a.connections[0].recovery.keyingtries = 3;
