@@ -29,7 +29,7 @@ use tokio::{
 use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 use trigger_proto::mobike_v1::{
     ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, RekeyRequest, SelectRequest,
-    StatusRequest, StatusResponse,
+    StatusRequest, StatusResponse, UpdateAddressesRequest,
     agent_control_client::AgentControlClient,
     agent_control_server::{AgentControl, AgentControlServer},
 };
@@ -80,6 +80,15 @@ pub enum ControlCommand {
         select: Selector,
         /// The CHILD_SA's inbound SPI, or `None` for the IKE SAs.
         child_spi_in: Option<u32>,
+    },
+    /// Move the chosen IKE SAs to another address pair (MOBIKE).
+    UpdateAddresses {
+        /// Which IKE SAs.
+        select: Selector,
+        /// Our new address.
+        local: IpAddr,
+        /// The peer's address to use, `None`: the one in use.
+        remote: Option<IpAddr>,
     },
 }
 
@@ -179,6 +188,31 @@ pub fn execute(
                         inbound_spi,
                     },
                     None => Command::RekeyIkeSa(i.id),
+                };
+                ep.handle_command(now, cmd).map_err(command_status)?;
+            }
+            Ok(CommandResponse {
+                ike_sas: v.iter().map(sa_ref).collect(),
+            })
+        }
+        ControlCommand::UpdateAddresses {
+            select,
+            local,
+            remote,
+        } => {
+            let v = chosen(&select)?;
+            for i in &v {
+                let remote = remote.unwrap_or(i.path.remote.ip());
+                if local.is_ipv4() != remote.is_ipv4() {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "local {local} and remote {remote} are of different address families"
+                    )));
+                }
+                // The ports in use (4500 once floated) stay.
+                let cmd = Command::UpdateAddresses {
+                    sa: i.id,
+                    local: std::net::SocketAddr::new(local, i.path.local.port()),
+                    remote: std::net::SocketAddr::new(remote, i.path.remote.port()),
                 };
                 ep.handle_command(now, cmd).map_err(command_status)?;
             }
@@ -346,6 +380,29 @@ impl AgentControl for Service {
         self.command(ControlCommand::Terminate(sel)).await
     }
 
+    async fn update_addresses(
+        &self,
+        request: tonic::Request<UpdateAddressesRequest>,
+    ) -> Result<tonic::Response<CommandResponse>, tonic::Status> {
+        let r = request.into_inner();
+        let select = selector(r.select)?;
+        let local = r.local.parse().map_err(|_| {
+            tonic::Status::invalid_argument(format!("local: `{}` is no IP address", r.local))
+        })?;
+        let remote = match r.remote.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(|_| {
+                tonic::Status::invalid_argument(format!("remote: `{s}` is no IP address"))
+            })?),
+        };
+        self.command(ControlCommand::UpdateAddresses {
+            select,
+            local,
+            remote,
+        })
+        .await
+    }
+
     async fn rekey(
         &self,
         request: tonic::Request<RekeyRequest>,
@@ -395,6 +452,7 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) ->
         virtual_ips: strings(&i.vips),
         dns: strings(&i.dns),
         peer_virtual_ips: strings(&i.peer_vips),
+        updating_addresses: i.updating_addresses,
         name: i.connection.clone(),
         state: match i.state {
             "established" => "ESTABLISHED",
@@ -579,6 +637,20 @@ impl Client {
                     })
                     .await,
             ),
+            ControlCommand::UpdateAddresses {
+                select,
+                local,
+                remote,
+            } => (
+                "update-addresses",
+                self.inner
+                    .update_addresses(UpdateAddressesRequest {
+                        select: Some(sel(select)),
+                        local: local.to_string(),
+                        remote: remote.map(|r| r.to_string()).unwrap_or_default(),
+                    })
+                    .await,
+            ),
         };
         r.map(tonic::Response::into_inner)
             .map_err(self.call_err(verb))
@@ -637,6 +709,7 @@ pub fn json_lines(st: &StatusResponse) -> String {
             "virtual_ips": sa.virtual_ips,
             "dns": sa.dns,
             "peer_virtual_ips": sa.peer_virtual_ips,
+            "updating_addresses": sa.updating_addresses,
             "backend": st.backend,
             "child_sas": children,
         });
@@ -820,6 +893,7 @@ mod tests {
             vips: vec!["10.9.0.1".parse().unwrap()],
             dns: vec!["10.9.0.53".parse().unwrap()],
             peer_vips: vec![],
+            updating_addresses: false,
             next_request_id: 0,
             next_peer_request_id: 0,
         };

@@ -72,6 +72,21 @@ enum Cmd {
         #[arg(long, value_parser = parse_spi32)]
         child: Option<u32>,
     },
+    /// Move IKE SAs and their CHILD_SAs to another address pair (MOBIKE,
+    /// UPDATE_SA_ADDRESSES) and wait until the peer took it.
+    Move {
+        #[command(flatten)]
+        select: Select,
+        /// Our new address.
+        #[arg(long)]
+        local: std::net::IpAddr,
+        /// The peer's address to use (default: the one in use).
+        #[arg(long)]
+        remote: Option<std::net::IpAddr>,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "30s")]
+        timeout: humantime::Duration,
+    },
 }
 
 /// Which IKE SAs: by connection name or by SPI.
@@ -212,6 +227,58 @@ async fn command(socket: &std::path::Path, cmd: Cmd) -> anyhow::Result<()> {
             match child {
                 Some(c) => println!("rekeying CHILD_SA {c:08x} of {}", sa_names(&r)),
                 None => println!("rekeying {}", sa_names(&r)),
+            }
+        }
+        Cmd::Move {
+            select,
+            local,
+            remote,
+            timeout,
+        } => {
+            let r = client
+                .command(ControlCommand::UpdateAddresses {
+                    select: select.selector(),
+                    local,
+                    remote,
+                })
+                .await?;
+            let deadline = tokio::time::Instant::now() + *timeout;
+            for sa in &r.ike_sas {
+                loop {
+                    let now = client
+                        .status()
+                        .await?
+                        .ike_sas
+                        .into_iter()
+                        .find(|s| s.spi_initiator == sa.spi_initiator);
+                    let Some(now) = now else {
+                        anyhow::bail!("IKE SA {}[{:016x}] is gone", sa.name, sa.spi_initiator);
+                    };
+                    let at = |addr: &str, ip: std::net::IpAddr| {
+                        addr.parse::<std::net::SocketAddr>()
+                            .is_ok_and(|a| a.ip() == ip)
+                    };
+                    if !now.updating_addresses
+                        && at(&now.local, local)
+                        && remote.is_none_or(|r| at(&now.remote, r))
+                    {
+                        println!(
+                            "{}[{:016x}] moved to {} - {}",
+                            sa.name, sa.spi_initiator, now.local, now.remote
+                        );
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "IKE SA {}[{:016x}] still at {} - {} after {timeout}: the peer did not take the move",
+                            sa.name,
+                            sa.spi_initiator,
+                            now.local,
+                            now.remote
+                        );
+                    }
+                    tokio::time::sleep(poll).await;
+                }
             }
         }
         Cmd::Status { .. } => {}

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config_file::{AgentConfig, Backend},
-    control::ControlRequest,
+    control::{ControlCommand, ControlRequest},
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
     kernel::{Kernel, KernelEvent, KernelOp},
     routes::Routes,
@@ -156,7 +156,17 @@ pub async fn run(
                 }
                 ControlRequest::Command(cmd, reply) => {
                     info!(command = ?cmd, "control");
-                    let _ = reply.send(crate::control::execute(&mut ep, Instant::now(), cmd));
+                    let answer = match &cmd {
+                        ControlCommand::UpdateAddresses { local, .. }
+                            if !listening_on(&sockets, *local) =>
+                        {
+                            Err(tonic::Status::failed_precondition(format!(
+                                "not listening on {local}: add it to the connection's local_addrs (or leave them out for any)"
+                            )))
+                        }
+                        _ => crate::control::execute(&mut ep, Instant::now(), cmd),
+                    };
+                    let _ = reply.send(answer);
                 }
             },
             Some(new) = reloads.recv(), if stop_at.is_none() => {
@@ -301,6 +311,17 @@ fn open_sockets(
         }
     }
     Ok(())
+}
+
+/// Whether an IKE socket can send from `ip`: one bound to it, or the
+/// wildcard of its family.
+fn listening_on(sockets: &HashMap<SocketAddr, Arc<IkeSocket>>, ip: IpAddr) -> bool {
+    let any: IpAddr = if ip.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    sockets.keys().any(|a| a.ip() == ip || a.ip() == any)
 }
 
 /// A configuration re-read on SIGHUP: the connections are replaced as

@@ -544,6 +544,64 @@ fn sighup_reloads_the_configuration() {
     assert_eq!(a_log().matches("configuration reloaded").count(), 2);
 }
 
+/// `mobike-agent move`: a multihomed host moves its IKE SA to its other
+/// address (MOBIKE UPDATE_SA_ADDRESSES); both sides then use the new pair.
+/// Addresses it does not listen on, or of the wrong family, are refused
+/// with one line naming them.
+#[test]
+fn move_takes_the_ike_sa_to_another_local_address() {
+    let Some(pair) = Pair::start_edited(
+        "none",
+        "initiate",
+        "",
+        [
+            &|a| a.replace("[\"127.0.0.1\"]", "[\"127.0.0.1\", \"127.0.0.3\"]"),
+            &|b| b,
+        ],
+        &[],
+    ) else {
+        return;
+    };
+    let (a, b) = (pair.path("a.sock"), pair.path("b.sock"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = established(&a, deadline).unwrap_or_else(|| panic!("{}", pair.logs()));
+    assert_eq!(first["local"], "127.0.0.1:4500");
+
+    let out = cli(&a, &["move", "st", "--local", "127.0.0.3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("moved to 127.0.0.3:4500 - 127.0.0.2:4500"),
+        "{text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        pair.logs()
+    );
+    let sa_a = sas(&a).remove(0);
+    assert_eq!(sa_a["local"], "127.0.0.3:4500");
+    assert_eq!(sa_a["spi_i"], first["spi_i"], "the same IKE SA");
+    assert_eq!(sa_a["updating_addresses"], false);
+    wait_until("B follows", || sas(&b)[0]["remote"] == "127.0.0.3:4500");
+
+    for (args, says) in [
+        (
+            &["move", "st", "--local", "127.0.0.9"][..],
+            "not listening on 127.0.0.9",
+        ),
+        (
+            &["move", "st", "--local", "127.0.0.1", "--remote", "::1"][..],
+            "different address families",
+        ),
+    ] {
+        let out = cli(&a, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    assert_eq!(sas(&a)[0]["local"], "127.0.0.3:4500");
+}
+
 /// `dpd_action = "restart"` with `keyingtries = 0`: B dies (SIGKILL, no
 /// Delete), A's liveness check goes unanswered and A keeps trying to
 /// re-establish, backing off; once B runs again, A brings the connection

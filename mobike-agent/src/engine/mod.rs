@@ -1221,6 +1221,9 @@ pub struct IkeSaInfo {
     pub dns: Vec<IpAddr>,
     /// Virtual IPs we assigned the peer.
     pub peer_vips: Vec<IpAddr>,
+    /// Our UPDATE_SA_ADDRESSES is out: `path` is the pair asked for, not
+    /// yet taken by the peer (on refusal it goes back).
+    pub updating_addresses: bool,
     /// Our next request message ID.
     pub next_request_id: u32,
     /// The peer's next expected request message ID.

@@ -559,6 +559,10 @@ impl IkeSa {
             vips: self.vips.clone(),
             dns: self.dns.clone(),
             peer_vips: self.peer_vips.clone(),
+            updating_addresses: self
+                .outstanding
+                .as_ref()
+                .is_some_and(|o| matches!(o.request, Some(Request::UpdateAddresses { .. }))),
             next_request_id: self.next_msg_id,
             next_peer_request_id: self.peer_next_msg_id,
         }

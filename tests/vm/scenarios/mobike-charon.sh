@@ -32,6 +32,8 @@
 #      all 12 policies move), pings for both subnet pairs pass
 #   6. behind an nftables masquerading router: IKE floats to 4500, the
 #      kernel SAs use ESP-in-UDP, pings pass
+#   6b. `mobike-agent move` to the direct path: UPDATE_SA_ADDRESSES from the
+#      agent, no NAT, plain ESP with the same SPIs
 #   7. a hard packet limit (life_packets): the kernel removes the SA, the
 #      agent deletes the CHILD_SA with charon, the IKE SA stays
 #   8. transport mode host to host with charon (no MOBIKE); IKE passes the
@@ -357,7 +359,8 @@ ip -n B route replace 10.3.0.0/24 dev vBR src 10.4.0.1
 sed -e 's/^connections { c {/connections { n {/' -e '/remote_addrs = 192.0.2.1/d' \
   -e 's/secrets { ike-c {/secrets { ike-n {/' "$D/B/swanctl.conf" > "$D/B/swanctl-nat.conf"
 sw --load-all --file "$D/B/swanctl-nat.conf" >/dev/null || fail "6: swanctl --load-all (nat)"
-sed -e 's/192\.0\.2\.1"/172.16.0.2"/' -e 's/192\.0\.2\.2"/203.0.113.2"/' "$D/agent.toml" > "$D/agent-nat.toml"
+# listening on 192.0.2.1 too, for 6b
+sed -e 's/"192\.0\.2\.1"/"172.16.0.2", "192.0.2.1"/' -e 's/192\.0\.2\.2"/203.0.113.2"/' "$D/agent.toml" > "$D/agent-nat.toml"
 grep -q '172.16.0.2' "$D/agent-nat.toml" && grep -q '203.0.113.2' "$D/agent-nat.toml" || fail "6: agent-nat.toml"
 ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-nat.toml" \
   2>"$D/agent.log" &
@@ -375,6 +378,28 @@ ping_counted 6 10.1.0.1 10.2.0.1 3
 ping_counted 6 - 10.4.0.1 2
 sw --list-sas | has 'ESTABLISHED' || fail "6: charon has no IKE SA"
 ts "6: behind a NAT: IKE on 4500, kernel ESP-in-UDP SAs ($spi_out) carry the pings"
+
+# ---- 6b. leaving the NAT: the agent moves its IKE SA to its direct path
+#          (192.0.2.1 -> charon's 198.51.100.2) with `mobike-agent move`
+#          (UPDATE_SA_ADDRESSES from the agent); no NAT any more, so the
+#          kernel SAs drop ESP-in-UDP (ipsec-backend adds them again without
+#          it) and keep their SPIs ----
+"$AGENT_BIN" move c --local 192.0.2.1 --remote 198.51.100.2 --control-socket "$D/agent.sock" \
+  || fail "6b: mobike-agent move"
+wait_for 10 grep -q 'kernel: CHILD_SA migrated' "$D/agent.log" || fail "6b: agent did not migrate the CHILD_SA"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "6b: agent kernel action failed"
+ip -n A xfrm state | has encap && fail "6b: the SAs are still ESP-in-UDP: $(ip -n A xfrm state)"
+ip -n A xfrm state | has '^src 192\.0\.2\.1 dst 198\.51\.100\.2' || fail "6b: outbound SA not on the direct path"
+[ "$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}')" = "$spi_out" ] \
+  || fail "6b: the outbound SPI changed"
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "6b: status"
+echo "$st" | has '"local_behind_nat":false' || fail "6b: the agent still sees a NAT: $st"
+echo "$st" | has '"local":"192.0.2.1:4500"' && echo "$st" | has '"remote":"198.51.100.2:4500"' || fail "6b: status path: $st"
+wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q '192.0.2.1\[4500\]'" \
+  || fail "6b: charon did not follow: $(sw --list-sas)"
+ip -n B route replace 10.1.0.0/24 dev vB src 10.2.0.1; ip -n B route replace 10.3.0.0/24 dev vB src 10.4.0.1
+ping_counted 6b 10.1.0.1 10.2.0.1 3
+ts "6b: the agent left the NAT with mobike-agent move: plain ESP on the direct path, same SPIs ($spi_out)"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "6: agent exit status $?"; AGENT=""
 
 # ---- 7. a hard limit (life_packets = 20, no rekey): the kernel removes the
