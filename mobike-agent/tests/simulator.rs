@@ -100,6 +100,28 @@ fn sa_id(s: &Sim, node: usize) -> u64 {
     s.nodes[node].ep.ike_sas()[0].id
 }
 
+/// A rekeys its (only) CHILD_SA; true once both sides replaced it within
+/// `within`.
+fn rekey_a_child(s: &mut Sim, within: Duration) -> bool {
+    let old = *s.nodes[0].kernel.keys().next().expect("a CHILD_SA");
+    let sa = sa_id(s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::RekeyChildSa {
+                sa,
+                inbound_spi: old,
+            },
+        )
+        .expect("rekey");
+    s.run_until(within, |s| {
+        s.nodes
+            .iter()
+            .all(|n| n.kernel.len() == 1 && !n.kernel.contains_key(&old))
+    })
+}
+
 fn deleted_reasons(s: &Sim, node: usize) -> Vec<DeleteReason> {
     s.nodes[node]
         .events
@@ -1086,23 +1108,7 @@ fn transport_mode_is_asked_for_granted_and_kept_across_rekeys() {
     let info = &s.nodes[0].ep.ike_sas()[0].child_sas[0];
     assert_eq!(info.mode, Mode::Transport);
     // A rekey asks again (§1.3.3) and keeps the mode.
-    let old = *s.nodes[0].kernel.keys().next().unwrap();
-    let sa = sa_id(&s, 0);
-    s.nodes[0]
-        .ep
-        .handle_command(
-            s.now,
-            Command::RekeyChildSa {
-                sa,
-                inbound_spi: old,
-            },
-        )
-        .unwrap();
-    assert!(s.run_until(Duration::from_secs(30), |s| {
-        s.nodes
-            .iter()
-            .all(|n| n.kernel.len() == 1 && !n.kernel.contains_key(&old))
-    }));
+    assert!(rekey_a_child(&mut s, Duration::from_secs(30)));
     assert_eq!(installed_modes(&s), [Mode::Transport, Mode::Transport]);
     assert!(s.children_pair_up());
 }
@@ -1140,23 +1146,7 @@ fn child_sa_rekey_with_pfs_uses_a_fresh_key_exchange() {
     let mut s = Sim::new(a, b, 2, LinkModel::clean());
     s.initiate();
     assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
-    let old = *s.nodes[0].kernel.keys().next().unwrap();
-    let sa = sa_id(&s, 0);
-    s.nodes[0]
-        .ep
-        .handle_command(
-            s.now,
-            Command::RekeyChildSa {
-                sa,
-                inbound_spi: old,
-            },
-        )
-        .unwrap();
-    assert!(s.run_until(Duration::from_secs(10), |s| {
-        s.nodes
-            .iter()
-            .all(|n| n.kernel.len() == 1 && !n.kernel.contains_key(&old))
-    }));
+    assert!(rekey_a_child(&mut s, Duration::from_secs(10)));
     assert!(s.children_pair_up());
     let create: Vec<_> = s.nodes[0]
         .sent
@@ -1834,23 +1824,7 @@ fn child_rekey_retries_with_the_pfs_group_the_responder_wants() {
     let mut s = Sim::new(a, b, 3, LinkModel::clean());
     s.initiate();
     assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
-    let old = *s.nodes[0].kernel.keys().next().unwrap();
-    let sa = sa_id(&s, 0);
-    s.nodes[0]
-        .ep
-        .handle_command(
-            s.now,
-            Command::RekeyChildSa {
-                sa,
-                inbound_spi: old,
-            },
-        )
-        .unwrap();
-    assert!(s.run_until(Duration::from_secs(10), |s| {
-        s.nodes
-            .iter()
-            .all(|n| n.kernel.len() == 1 && !n.kernel.contains_key(&old))
-    }));
+    assert!(rekey_a_child(&mut s, Duration::from_secs(10)));
     assert!(s.children_pair_up());
     // First try with x25519, refused with INVALID_KE_PAYLOAD(19), then ecp256.
     let requests = s.nodes[0]

@@ -430,52 +430,64 @@ echo "$st" | has '"state":"ESTABLISHED"' || fail "7: the agent's IKE SA is gone:
 ts "7: hard packet limit: the kernel removed the SA, the agent deleted the CHILD_SA with charon; the IKE SA stays"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "7: agent exit status $?"; AGENT=""
 
-# ---- 8. transport mode, host to host (192.0.2.1 <-> 198.51.100.2, left
-#         from step 5), without MOBIKE: the agent asks for it
-#         (USE_TRANSPORT_MODE), charon grants it; the policies cover the
-#         hosts' own addresses, so IKE itself only passes because both
-#         daemons' sockets bypass IPsec: a charon-initiated IKE rekey must
-#         reach the agent ----
-cat > "$D/B/swanctl-t.conf" <<'EOC'
-connections { t { version = 2
+# Steps 8-10: charon in B (198.51.100.2) and the agent in A (192.0.2.1) over
+# the direct link, with one connection each.
+# charon_conn NAME STEP CONN_LINES CHILD_LINES [EXTRA_SECTIONS]: loads it.
+charon_conn() {
+  cat > "$D/B/swanctl-$1.conf" <<EOC
+connections { $1 { version = 2
   proposals = aes256gcm16-prfsha256-x25519
-  mobike = no
   local_addrs = 198.51.100.2
   remote_addrs = 192.0.2.1
+$3
   local { auth = psk
           id = b.test }
   remote { auth = psk
            id = a.test }
-  children { host { mode = transport
-                    esp_proposals = aes256gcm16 } } } }
-secrets { ike-t { id-a = a.test
+  children { $4 } } }
+${5:-}
+secrets { ike-$1 { id-a = a.test
   id-b = b.test
   secret = "vm-interop-psk-0123456789" } }
 EOC
-sw --load-all --file "$D/B/swanctl-t.conf" >/dev/null || fail "8: swanctl --load-all (transport)"
-cat > "$D/agent-t.toml" <<EOC
+  sw --load-all --file "$D/B/swanctl-$1.conf" >/dev/null || fail "$2: swanctl --load-all ($1)"
+}
+# agent_conn NAME START CONN_LINES CHILD CHILD_LINES: starts the agent with it.
+agent_conn() {
+  cat > "$D/agent-$1.toml" <<EOC
 [kernel]
 backend = "xfrm"
 [control]
 socket = "$D/agent.sock"
-[connections.t]
+[connections.$1]
 local_addrs = ["192.0.2.1"]
 remote_addrs = ["198.51.100.2"]
 local_id = "a.test"
 remote_id = "b.test"
 psk = "vm-interop-psk-0123456789"
 proposals = ["aes256gcm16-prfsha256-x25519"]
-mobike = false
-start = "initiate"
-[connections.t.children.host]
-local_ts = ["192.0.2.1/32"]
-remote_ts = ["198.51.100.2/32"]
+start = "$2"
+$3
+[connections.$1.children.$4]
 esp_proposals = ["aes256gcm16"]
-mode = "transport"
+$5
 EOC
-ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-t.toml" \
-  2>"$D/agent.log" &
-AGENT=$!
+  ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-$1.toml" \
+    2>"$D/agent.log" &
+  AGENT=$!
+}
+
+# ---- 8. transport mode, host to host (192.0.2.1 <-> 198.51.100.2, left
+#         from step 5), without MOBIKE: the agent asks for it
+#         (USE_TRANSPORT_MODE), charon grants it; the policies cover the
+#         hosts' own addresses, so IKE itself only passes because both
+#         daemons' sockets bypass IPsec: a charon-initiated IKE rekey must
+#         reach the agent ----
+charon_conn t 8 "  mobike = no" "host { mode = transport
+                    esp_proposals = aes256gcm16 }"
+agent_conn t initiate 'mobike = false' host 'local_ts = ["192.0.2.1/32"]
+remote_ts = ["198.51.100.2/32"]
+mode = "transport"'
 wait_for 30 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "8: agent did not install the CHILD_SA"
 grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "8: agent kernel action failed"
 wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q 'INSTALLED, TRANSPORT'" \
@@ -505,46 +517,10 @@ wait_for 10 bash -c "! STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas -
 #         10.9.0.x from a pool; the agent asks for one (vips), puts it on lo,
 #         routes 10.2.0.0/24 from it (table 220) and its pings go through
 #         the tunnel; SIGTERM takes the address off again ----
-cat > "$D/B/swanctl-rw.conf" <<'EOC'
-connections { rw { version = 2
-  proposals = aes256gcm16-prfsha256-x25519
-  local_addrs = 198.51.100.2
-  remote_addrs = 192.0.2.1
-  pools = rwpool
-  local { auth = psk
-          id = b.test }
-  remote { auth = psk
-           id = a.test }
-  children { net { local_ts = 10.2.0.0/24
-                   esp_proposals = aes256gcm16 } } } }
-pools { rwpool { addrs = 10.9.0.0/24 } }
-secrets { ike-rw { id-a = a.test
-  id-b = b.test
-  secret = "vm-interop-psk-0123456789" } }
-EOC
-sw --load-all --file "$D/B/swanctl-rw.conf" >/dev/null || fail "9: swanctl --load-all (road warrior)"
+charon_conn rw 9 "  pools = rwpool" "net { local_ts = 10.2.0.0/24
+                   esp_proposals = aes256gcm16 }" "pools { rwpool { addrs = 10.9.0.0/24 } }"
 ip -n B route replace 10.9.0.0/24 dev vB src 10.2.0.1
-cat > "$D/agent-rw.toml" <<EOC
-[kernel]
-backend = "xfrm"
-[control]
-socket = "$D/agent.sock"
-[connections.rw]
-local_addrs = ["192.0.2.1"]
-remote_addrs = ["198.51.100.2"]
-local_id = "a.test"
-remote_id = "b.test"
-psk = "vm-interop-psk-0123456789"
-proposals = ["aes256gcm16-prfsha256-x25519"]
-start = "initiate"
-vips = ["0.0.0.0"]
-[connections.rw.children.net]
-remote_ts = ["10.2.0.0/24"]
-esp_proposals = ["aes256gcm16"]
-EOC
-ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-rw.toml" \
-  2>"$D/agent.log" &
-AGENT=$!
+agent_conn rw initiate 'vips = ["0.0.0.0"]' net 'remote_ts = ["10.2.0.0/24"]'
 wait_for 30 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "9: agent did not install the CHILD_SA"
 grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "9: agent kernel action failed"
 st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "9: status"
@@ -566,45 +542,10 @@ ts "9: SIGTERM took the virtual IP off lo"
 
 # ---- 10. the other way round: the agent is the gateway with a pool
 #          (10.8.0.0/24), charon the road warrior asking for an address ----
-cat > "$D/B/swanctl-rwc.conf" <<'EOC'
-connections { rwc { version = 2
-  proposals = aes256gcm16-prfsha256-x25519
-  local_addrs = 198.51.100.2
-  remote_addrs = 192.0.2.1
-  vips = 0.0.0.0
-  local { auth = psk
-          id = b.test }
-  remote { auth = psk
-           id = a.test }
-  children { net { remote_ts = 10.1.0.0/24
-                   esp_proposals = aes256gcm16 } } } }
-secrets { ike-rwc { id-a = a.test
-  id-b = b.test
-  secret = "vm-interop-psk-0123456789" } }
-EOC
-sw --load-all --file "$D/B/swanctl-rwc.conf" >/dev/null || fail "10: swanctl --load-all (charon road warrior)"
-cat > "$D/agent-gw.toml" <<EOC
-[kernel]
-backend = "xfrm"
-[control]
-socket = "$D/agent.sock"
-[connections.gw]
-local_addrs = ["192.0.2.1"]
-remote_addrs = ["198.51.100.2"]
-local_id = "a.test"
-remote_id = "b.test"
-psk = "vm-interop-psk-0123456789"
-proposals = ["aes256gcm16-prfsha256-x25519"]
-start = "listen"
-pools = ["10.8.0.0/24"]
-[connections.gw.children.net]
-local_ts = ["10.1.0.0/24"]
-remote_ts = ["10.8.0.0/24"]
-esp_proposals = ["aes256gcm16"]
-EOC
-ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-gw.toml" \
-  2>"$D/agent.log" &
-AGENT=$!
+charon_conn rwc 10 "  vips = 0.0.0.0" "net { remote_ts = 10.1.0.0/24
+                   esp_proposals = aes256gcm16 }"
+agent_conn gw listen 'pools = ["10.8.0.0/24"]' net 'local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.8.0.0/24"]'
 wait_for 10 test -S "$D/agent.sock" || fail "10: agent did not start"
 sw --initiate --child net --timeout 30 >/dev/null || fail "10: charon could not initiate: $(tail -20 "$D/B/charon.log")"
 wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "10: agent did not install the CHILD_SA"
