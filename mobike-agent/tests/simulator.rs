@@ -100,6 +100,19 @@ fn sa_id(s: &Sim, node: usize) -> u64 {
     s.nodes[node].ep.ike_sas()[0].id
 }
 
+/// A creates a second CHILD_SA from its first child config; true once both
+/// sides have two.
+fn add_a_child(s: &mut Sim) -> bool {
+    let sa = sa_id(s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::CreateChildSa { sa, child: 0 })
+        .expect("create child");
+    s.run_until(Duration::from_secs(10), |s| {
+        s.nodes.iter().all(|n| n.kernel.len() == 2)
+    })
+}
+
 /// A rekeys its (only) CHILD_SA; true once both sides replaced it within
 /// `within`.
 fn rekey_a_child(s: &mut Sim, within: Duration) -> bool {
@@ -911,14 +924,7 @@ fn a_road_warrior_gets_a_virtual_ip_and_its_child_sa_uses_it() {
     assert!(s.children_pair_up());
 
     // A second CHILD_SA proposes the address it has.
-    let sa = sa_id(&s, 0);
-    s.nodes[0]
-        .ep
-        .handle_command(s.now, Command::CreateChildSa { sa, child: 0 })
-        .unwrap();
-    assert!(s.run_until(Duration::from_secs(10), |s| {
-        s.nodes.iter().all(|n| n.kernel.len() == 2)
-    }));
+    assert!(add_a_child(&mut s));
     assert!(
         s.nodes[1]
             .kernel
@@ -1601,14 +1607,7 @@ fn simultaneous_ike_sa_rekeys_leave_exactly_one_ike_sa() {
 #[test]
 fn create_child_sa_adds_a_second_child() {
     let mut s = up(41, LinkModel::clean());
-    let sa = sa_id(&s, 0);
-    s.nodes[0]
-        .ep
-        .handle_command(s.now, Command::CreateChildSa { sa, child: 0 })
-        .unwrap();
-    assert!(s.run_until(Duration::from_secs(10), |s| {
-        s.nodes.iter().all(|n| n.kernel.len() == 2)
-    }));
+    assert!(add_a_child(&mut s));
     assert!(s.children_pair_up());
     delete_everything(&mut s);
 }
