@@ -391,14 +391,18 @@ impl Kernel {
     pub async fn counters(
         &self,
     ) -> HashMap<(u32, u32), Result<ChildSaCounters, ipsec_backend::Error>> {
-        let mut out = HashMap::with_capacity(self.installed.len());
         let Some(backend) = &self.backend else {
-            return out;
+            return HashMap::new();
         };
-        for (key, i) in &self.installed {
-            out.insert(*key, backend.counters(&i.handle).await);
-        }
-        out
+        let (keys, handles): (Vec<(u32, u32)>, Vec<ChildSaHandle>) = self
+            .installed
+            .iter()
+            .map(|(k, i)| (*k, i.handle.clone()))
+            .unzip();
+        // One SA dump for all of them (kernel backend), not two requests
+        // per pair on the engine loop.
+        let got = backend.counters_of(&handles).await;
+        keys.into_iter().zip(got).collect()
     }
 
     /// Applies one action; never panics, failures come back as
