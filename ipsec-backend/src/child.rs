@@ -455,6 +455,27 @@ pub struct ChildSaCounters {
     pub inbound_stats: Stats,
 }
 
+impl ChildSaCounters {
+    /// The counters of a pair from its SAs' current lifetimes and the
+    /// inbound SA's statistics.
+    fn of(out: LifetimeCur, inb: LifetimeCur, inbound_stats: Stats) -> Self {
+        Self {
+            outbound: out,
+            inbound: inb,
+            inbound_stats,
+        }
+    }
+}
+
+/// What asking for an SA the SAD does not hold gives (ESRCH).
+fn no_such_sa(k: &SaKey) -> Error {
+    Error::GetSa {
+        spi: k.spi,
+        dst: k.dst,
+        source: kerr(libc::ESRCH),
+    }
+}
+
 /// The kernel operations the MOBIKE agent needs.
 pub trait ChildSaBackend: Send + Sync {
     /// Install the outbound and inbound SA and, for every selector pair,
@@ -802,11 +823,7 @@ impl KernelBackend {
     async fn read_counters(&self, h: &ChildSaHandle) -> Result<ChildSaCounters, Error> {
         let out = self.handle.state().get(&h.out_key()).await?;
         let inb = self.handle.state().get(&h.in_key()).await?;
-        Ok(ChildSaCounters {
-            outbound: out.current,
-            inbound: inb.current,
-            inbound_stats: inb.stats,
-        })
+        Ok(ChildSaCounters::of(out.current, inb.current, inb.stats))
     }
 
     /// One SA dump for every pair; if the dump fails, pair by pair.
@@ -834,22 +851,14 @@ impl KernelBackend {
         let get = |k: SaKey| {
             by_key
                 .get(&(k.dst, k.proto.to_raw(), k.spi))
-                .ok_or(Error::GetSa {
-                    spi: k.spi,
-                    dst: k.dst,
-                    source: kerr(libc::ESRCH),
-                })
+                .ok_or_else(|| no_such_sa(&k))
         };
         handles
             .iter()
             .map(|h| {
                 let out = get(h.out_key())?;
                 let inb = get(h.in_key())?;
-                Ok(ChildSaCounters {
-                    outbound: out.current,
-                    inbound: inb.current,
-                    inbound_stats: inb.stats,
-                })
+                Ok(ChildSaCounters::of(out.current, inb.current, inb.stats))
             })
             .collect()
     }
@@ -965,11 +974,7 @@ impl FakeBackend {
             let sa = st
                 .sas
                 .get_mut(&(k.dst, k.proto.to_raw(), k.spi))
-                .ok_or_else(|| Error::GetSa {
-                    spi: k.spi,
-                    dst: k.dst,
-                    source: kerr(libc::ESRCH),
-                })?;
+                .ok_or_else(|| no_such_sa(&k))?;
             sa.current.bytes += bytes;
             sa.current.packets += 1;
         }
@@ -1193,19 +1198,11 @@ impl FakeBackend {
             st.sas
                 .get(&(k.dst, k.proto.to_raw(), k.spi))
                 .cloned()
-                .ok_or(Error::GetSa {
-                    spi: k.spi,
-                    dst: k.dst,
-                    source: kerr(libc::ESRCH),
-                })
+                .ok_or_else(|| no_such_sa(&k))
         };
         let out = get(h.out_key())?;
         let inb = get(h.in_key())?;
-        Ok(ChildSaCounters {
-            outbound: out.current,
-            inbound: inb.current,
-            inbound_stats: inb.stats,
-        })
+        Ok(ChildSaCounters::of(out.current, inb.current, inb.stats))
     }
 }
 
