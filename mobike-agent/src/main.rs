@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mobike_agent::{
-    config_file::FileConfig,
+    config_file::{AgentConfig, FileConfig},
     control::{Client, ControlCommand, Selector},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -357,12 +357,18 @@ fn main() -> anyhow::Result<()> {
     let mut config = file
         .to_agent_config()
         .context("checking the configuration")?;
-    config.control_socket = Some(
-        args.control_socket
-            .clone()
-            .or(config.control_socket.take())
-            .unwrap_or_else(mobike_agent::control::default_socket),
-    );
+    // --control-socket, else the file's, else the default (at start and
+    // for every reload, so that a reload compares like with like).
+    let cli_socket = args.control_socket.clone();
+    let control_socket = move |c: &mut AgentConfig| {
+        c.control_socket = Some(
+            cli_socket
+                .clone()
+                .or(c.control_socket.take())
+                .unwrap_or_else(mobike_agent::control::default_socket),
+        );
+    };
+    control_socket(&mut config);
     // Two workers: the socket tasks keep draining the UDP sockets while the
     // engine loop (one task) computes DH and keys for a burst of requests.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -388,7 +394,8 @@ fn main() -> anyhow::Result<()> {
                 info!(file = %path.display(), "SIGHUP: reloading the configuration");
                 let loaded = FileConfig::load(&path).and_then(|f| f.to_agent_config());
                 match loaded {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        control_socket(&mut c);
                         if reload_tx.send(c).await.is_err() {
                             return;
                         }

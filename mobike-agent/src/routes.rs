@@ -108,7 +108,8 @@ pub enum RouteCause {
     Kernel(#[from] rtnetlink::Error),
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+/// The errno of a kernel refusal, if it is one.
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
         _ => None,

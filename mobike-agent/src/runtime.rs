@@ -15,7 +15,7 @@
 //! the engine always knows the local address of a datagram.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     future::Future,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
@@ -31,7 +31,7 @@ use crate::{
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
     kernel::{Kernel, KernelEvent, KernelOp},
     routes::Routes,
-    udp::{Datagram, IkeSocket},
+    udp::{Datagram, IkeSocket, wildcard_of},
     vips::VirtualIps,
 };
 
@@ -316,11 +316,7 @@ fn open_sockets(
 /// Whether an IKE socket can send from `ip`: one bound to it, or the
 /// wildcard of its family.
 fn listening_on(sockets: &HashMap<SocketAddr, Arc<IkeSocket>>, ip: IpAddr) -> bool {
-    let any: IpAddr = if ip.is_ipv4() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        Ipv6Addr::UNSPECIFIED.into()
-    };
+    let any = wildcard_of(ip);
     sockets.keys().any(|a| a.ip() == ip || a.ip() == any)
 }
 
@@ -346,6 +342,10 @@ fn reload(
         (
             "the NAT-T port",
             running.endpoint.nat_t_port != new.endpoint.nat_t_port,
+        ),
+        (
+            "[control] socket",
+            running.control_socket != new.control_socket,
         ),
     ];
     for (what, changed) in restart_only {
@@ -405,8 +405,7 @@ async fn flush(
     }
     // Before the CHILD_SAs that use them (and their routes) go in.
     if vips_changed && let Some(v) = vips.as_mut() {
-        let wanted: BTreeSet<IpAddr> = ep.ike_sas().iter().flat_map(|s| s.vips.clone()).collect();
-        for e in v.sync(&wanted).await {
+        for e in v.sync(&ep.virtual_ips()).await {
             warn!(error = %ipsec_backend::error::chain(&e), "virtual IP");
         }
     }
@@ -434,13 +433,7 @@ async fn flush(
     }
     while let Some(t) = ep.poll_transmit() {
         // The socket bound to the address, else the family's wildcard.
-        let wildcard = SocketAddr::new(
-            match t.local.ip() {
-                IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-                IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-            },
-            t.local.port(),
-        );
+        let wildcard = SocketAddr::new(wildcard_of(t.local.ip()), t.local.port());
         match sockets.get(&t.local).or_else(|| sockets.get(&wildcard)) {
             Some(s) => {
                 if let Err(e) = s.send(t.local.ip(), t.remote, &t.payload).await {

@@ -111,6 +111,14 @@ impl IkeSocket {
     }
 }
 
+/// The wildcard address of `ip`'s family.
+pub fn wildcard_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
 /// IPv4-mapped IPv6 addresses as plain IPv4.
 fn unmap(a: SocketAddr) -> SocketAddr {
     match a {
@@ -125,12 +133,7 @@ fn unmap(a: SocketAddr) -> SocketAddr {
 /// The source address the kernel would use towards `remote` (a connected
 /// UDP socket is asked; nothing is sent).
 pub fn source_towards(remote: SocketAddr) -> io::Result<IpAddr> {
-    let any: SocketAddr = if remote.is_ipv4() {
-        "0.0.0.0:0".parse().map_err(io::Error::other)?
-    } else {
-        "[::]:0".parse().map_err(io::Error::other)?
-    };
-    let s = std::net::UdpSocket::bind(any)?;
+    let s = std::net::UdpSocket::bind(SocketAddr::new(wildcard_of(remote.ip()), 0))?;
     // As the IKE sockets: the route IKE takes, not the one a CHILD_SA's
     // (or a blocking) policy would give other traffic. Without XFRM there
     // is nothing to bypass.

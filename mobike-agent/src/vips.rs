@@ -17,10 +17,10 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::Handle;
 use tracing::{info, warn};
 
-/// `EEXIST`: the address is on the interface already.
-const EEXIST: i32 = 17;
-/// `ENOENT`, `ESRCH`, `EADDRNOTAVAIL`: what removing an address that is gone returns.
-const GONE: [i32; 3] = [2, 3, 99];
+use crate::routes::errno;
+
+/// What removing an address that is gone returns.
+const GONE: [i32; 3] = [libc::ENOENT, libc::ESRCH, libc::EADDRNOTAVAIL];
 
 /// What went wrong with a virtual IP.
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +47,6 @@ pub enum VipError {
     /// Looking the interface up failed.
     #[error("cannot look up interface `{0}`")]
     Lookup(String, #[source] Box<rtnetlink::Error>),
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
-        _ => None,
-    }
 }
 
 /// The virtual IPs this agent put on the host.
@@ -87,7 +80,9 @@ impl VirtualIps {
         match links.try_next().await {
             Ok(Some(l)) => Ok(l.header.index),
             Ok(None) => Err(VipError::NoInterface(self.interface.clone())),
-            Err(e) if errno(&e) == Some(19) => Err(VipError::NoInterface(self.interface.clone())),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => {
+                Err(VipError::NoInterface(self.interface.clone()))
+            }
             Err(e) => Err(VipError::Lookup(self.interface.clone(), Box::new(e))),
         }
     }
@@ -132,7 +127,7 @@ impl VirtualIps {
                     info!(vip = %a, interface = %self.interface, "virtual IP installed");
                     self.present.insert(a, true);
                 }
-                Err(e) if errno(&e) == Some(EEXIST) => {
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {
                     info!(vip = %a, interface = %self.interface, "virtual IP already on the host; left as it is");
                     self.present.insert(a, false);
                 }

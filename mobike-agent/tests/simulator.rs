@@ -996,6 +996,19 @@ fn virtual_ips_survive_loss_and_rekeys_and_are_given_back() {
 }
 
 #[test]
+fn a_peer_gets_one_virtual_ip_per_family_however_many_it_asks_for() {
+    let mut s = road_warrior(
+        &["0.0.0.0", "10.9.0.5", "0.0.0.0", "10.9.0.7"],
+        &["10.9.0.0/24"],
+    );
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    assert_eq!(s.nodes[1].ep.ike_sas()[0].peer_vips.len(), 1);
+    assert_eq!(s.nodes[1].ep.leases_online(), 1);
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].vips.len(), 1);
+}
+
+#[test]
 fn no_address_of_the_family_asked_for_is_internal_address_failure() {
     // A wants IPv6, B only has an IPv4 pool: the IKE SA comes up without
     // a CHILD_SA (RFC 7296 §3.15.4).

@@ -889,6 +889,15 @@ impl Endpoint {
         }
     }
 
+    /// The virtual IPs peers assigned us, over every IKE SA (what the host
+    /// should have).
+    pub fn virtual_ips(&self) -> std::collections::BTreeSet<IpAddr> {
+        self.sas
+            .values()
+            .flat_map(|s| s.vips().iter().copied())
+            .collect()
+    }
+
     /// Virtual IPs handed out that an IKE SA holds now (tests check they
     /// are given back).
     pub fn leases_online(&self) -> usize {

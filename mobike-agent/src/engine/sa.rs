@@ -740,6 +740,11 @@ impl IkeSa {
         self.queue.clear();
     }
 
+    /// Virtual IPs the peer assigned us.
+    pub(super) fn vips(&self) -> &[IpAddr] {
+        &self.vips
+    }
+
     /// Virtual IPs we assigned the peer (held in the endpoint's leases).
     pub(super) fn peer_vips(&self) -> &[IpAddr] {
         &self.peer_vips
@@ -1686,8 +1691,13 @@ impl IkeSa {
         }
         let mut owner = vec![peer.ty.0];
         owner.extend_from_slice(&peer.data);
-        let mut got = Vec::new();
+        let mut got: Vec<IpAddr> = Vec::new();
         for (v6, wanted) in asked {
+            // One address per family, however many the peer asks for: a
+            // request cannot drain the pool.
+            if got.iter().any(|a| a.is_ipv6() == v6) {
+                continue;
+            }
             let lease = conn
                 .pools
                 .iter()

@@ -191,8 +191,9 @@ pub fn reply(addrs: &[IpAddr]) -> Configuration {
     }
 }
 
-/// The addresses and DNS servers a CFG_REPLY assigns. Unspecified,
-/// multicast and malformed values are left out.
+/// The addresses (the first of each family; we ask for one) and DNS
+/// servers a CFG_REPLY assigns. Unspecified, multicast and malformed values
+/// are left out.
 pub fn assigned(c: &Configuration) -> (Vec<IpAddr>, Vec<IpAddr>) {
     let (mut addrs, mut dns) = (Vec::new(), Vec::new());
     if c.cfg_type != CfgType::CFG_REPLY {
@@ -202,12 +203,11 @@ pub fn assigned(c: &Configuration) -> (Vec<IpAddr>, Vec<IpAddr>) {
         let Some(a) = addr_of(*ty, v).filter(|a| !a.is_unspecified() && !a.is_multicast()) else {
             continue;
         };
-        let list = match *ty {
-            attr::INTERNAL_IP4_ADDRESS | attr::INTERNAL_IP6_ADDRESS => &mut addrs,
-            _ => &mut dns,
-        };
-        if !list.contains(&a) {
-            list.push(a);
+        let is_addr = matches!(*ty, attr::INTERNAL_IP4_ADDRESS | attr::INTERNAL_IP6_ADDRESS);
+        if is_addr && !addrs.iter().any(|x: &IpAddr| x.is_ipv6() == a.is_ipv6()) {
+            addrs.push(a);
+        } else if !is_addr && !dns.contains(&a) {
+            dns.push(a);
         }
     }
     (addrs, dns)
@@ -326,6 +326,9 @@ mod tests {
             .push((attr::INTERNAL_IP4_ADDRESS, vec![1, 2, 3]));
         rep.attributes
             .push((attr::INTERNAL_IP4_ADDRESS, vec![0, 0, 0, 0]));
+        // A second address of a family we asked one of is left out.
+        rep.attributes
+            .push((attr::INTERNAL_IP4_ADDRESS, ip_octets("10.9.0.2")));
         let (addrs, dns) = assigned(&rep);
         assert_eq!(addrs, vec![ip("10.9.0.1"), ip("fd09::1")]);
         assert_eq!(dns, vec![ip("10.9.0.53")]);
