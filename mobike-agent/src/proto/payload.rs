@@ -55,6 +55,9 @@ impl<'a> Reader<'a> {
     fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
 }
 
 /// One payload. Unknown types are kept as [`Payload::Unknown`] so the engine
@@ -403,7 +406,20 @@ impl Payload {
                 let protocol = ProtocolId(r.u8("Protocol ID missing")?);
                 let spi_size = r.u8("SPI Size missing")?;
                 let n = r.u16("Num of SPIs truncated")?;
-                let mut spis = Vec::with_capacity(usize::from(n).min(body.len()));
+                // An SPI of size 0 takes no bytes, so Num of SPIs must be
+                // bounded by the payload's length before anything is built:
+                // ESP and AH SPIs are 4 octets (§3.11), and no protocol has
+                // empty SPIs to list.
+                if n > 0 && spi_size == 0 {
+                    return Err(r.err("Num of SPIs given with SPI Size 0"));
+                }
+                if matches!(protocol, ProtocolId::ESP | ProtocolId::AH) && spi_size != 4 {
+                    return Err(r.err("ESP/AH delete must have SPI Size 4"));
+                }
+                if usize::from(n) * usize::from(spi_size) > r.remaining() {
+                    return Err(r.err("fewer SPIs than Num of SPIs"));
+                }
+                let mut spis = Vec::with_capacity(usize::from(n));
                 for _ in 0..n {
                     spis.push(
                         r.take(spi_size as usize, "fewer SPIs than Num of SPIs")?

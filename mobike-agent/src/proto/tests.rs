@@ -188,6 +188,35 @@ fn short_nonce_is_malformed() {
 }
 
 #[test]
+fn delete_spi_count_is_bounded_by_the_payload_length() {
+    let malformed = |body: &[u8]| match Payload::decode(PayloadType::DELETE, false, body) {
+        Err(DecodeError::Malformed { reason, .. }) => reason,
+        other => panic!("{body:?} decoded as {other:?}"),
+    };
+    // 65,535 SPIs of size 0 in four bytes of body: nothing may be built.
+    assert_eq!(
+        malformed(&[3, 0, 0xff, 0xff]),
+        "Num of SPIs given with SPI Size 0"
+    );
+    assert_eq!(
+        malformed(&[9, 0, 0xff, 0xff]),
+        "Num of SPIs given with SPI Size 0"
+    );
+    assert_eq!(
+        malformed(&[3, 8, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8]),
+        "ESP/AH delete must have SPI Size 4"
+    );
+    // A count larger than the bytes present is refused before allocating.
+    assert_eq!(
+        malformed(&[3, 4, 0xff, 0xff, 1, 2, 3, 4]),
+        "fewer SPIs than Num of SPIs"
+    );
+    // The well-formed forms still decode: IKE (no SPIs) and ESP.
+    assert!(Payload::decode(PayloadType::DELETE, false, &[1, 0, 0, 0]).is_ok());
+    assert!(Payload::decode(PayloadType::DELETE, false, &[3, 4, 0, 1, 1, 2, 3, 4]).is_ok());
+}
+
+#[test]
 fn unknown_critical_payload_keeps_its_critical_bit() {
     let p = Payload::Unknown {
         ty: PayloadType(222),
