@@ -22,6 +22,7 @@ pub mod control;
 pub mod crypto;
 pub mod engine;
 pub mod kernel;
+pub mod mobility;
 pub mod proposal;
 pub mod proto;
 pub mod routes;

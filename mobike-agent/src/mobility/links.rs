@@ -1,0 +1,415 @@
+//! The link table: what the agent knows of the host's interfaces, changed
+//! only by [`LinkEvent`]s.
+//!
+//! The events are the agent's own vocabulary, not protobuf: the runtime
+//! makes them from trigger-db's triggers (PF_TRIGGER IF_* and the IEEE
+//! 802.21 Link_* events) or from its own rtnetlink watch when trigger-db is
+//! not running. Interfaces are known by index; the kind comes from the
+//! source (rtnetlink's link type and IFLA_INFO_KIND), never from the name.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+/// What an interface is, as trigger-db's `InterfaceKind` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IfaceKind {
+    Ethernet,
+    Wlan,
+    Wwan,
+    Tunnel,
+    Loopback,
+    Veth,
+    Bridge,
+    Vlan,
+    Bond,
+    Other,
+}
+
+impl IfaceKind {
+    /// The name used in configuration (`[mobility.interfaces]`) and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IfaceKind::Ethernet => "ethernet",
+            IfaceKind::Wlan => "wlan",
+            IfaceKind::Wwan => "wwan",
+            IfaceKind::Tunnel => "tunnel",
+            IfaceKind::Loopback => "loopback",
+            IfaceKind::Veth => "veth",
+            IfaceKind::Bridge => "bridge",
+            IfaceKind::Vlan => "vlan",
+            IfaceKind::Bond => "bond",
+            IfaceKind::Other => "other",
+        }
+    }
+
+    /// The kind named `s` in configuration.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ethernet" => IfaceKind::Ethernet,
+            "wlan" => IfaceKind::Wlan,
+            "wwan" => IfaceKind::Wwan,
+            "tunnel" => IfaceKind::Tunnel,
+            "loopback" => IfaceKind::Loopback,
+            "veth" => IfaceKind::Veth,
+            "bridge" => IfaceKind::Bridge,
+            "vlan" => IfaceKind::Vlan,
+            "bond" => IfaceKind::Bond,
+            "other" => IfaceKind::Other,
+            _ => return None,
+        })
+    }
+}
+
+/// rtnetlink IFLA_INFO_KIND values of tunnels and virtual point-to-point
+/// devices. IKE never runs over one of them: the peer is reached through
+/// it only because of a tunnel that may itself depend on the path being
+/// chosen (XFRM interfaces, VTI), or it is another VPN (WireGuard, tun).
+const TUNNEL_DRIVERS: &[&str] = &[
+    "xfrm",
+    "vti",
+    "vti6",
+    "ipip",
+    "ip6tnl",
+    "sit",
+    "gre",
+    "gretap",
+    "ip6gre",
+    "ip6gretap",
+    "erspan",
+    "ip6erspan",
+    "wireguard",
+    "tun",
+    "ipvlan",
+    "macsec",
+    "vxlan",
+    "geneve",
+];
+
+/// RFC 2863 operational state (IF_OPER_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OperState {
+    #[default]
+    Unknown,
+    NotPresent,
+    Down,
+    LowerLayerDown,
+    Testing,
+    Dormant,
+    Up,
+}
+
+/// The flags of a local address that matter for choosing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AddrFlags {
+    /// IFA_F_TENTATIVE: duplicate address detection is still running.
+    pub tentative: bool,
+    /// IFA_F_DADFAILED: another host has it.
+    pub dadfailed: bool,
+    /// IFA_F_DEPRECATED: preferred lifetime over; a last resort.
+    pub deprecated: bool,
+}
+
+/// One address of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    pub flags: AddrFlags,
+}
+
+/// The latest IEEE 802.21 link parameters of an interface (from
+/// Link_Parameters_Report); `None` where never reported.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Quality {
+    /// Signal strength, normalised to 0..=100 (a dBm report is mapped from
+    /// -100..=-40 dBm).
+    pub signal_percent: Option<f64>,
+    /// Signal to interference plus noise ratio, dB.
+    pub sinr_db: Option<f64>,
+    /// Packet error rate, percent.
+    pub packet_error_percent: Option<f64>,
+}
+
+/// One 802.21 link parameter as reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LinkParameter {
+    SignalPercent(f64),
+    SignalDbm(f64),
+    SinrDb(f64),
+    PacketErrorPercent(f64),
+}
+
+/// An interface as the table knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interface {
+    pub index: u32,
+    pub name: String,
+    pub kind: IfaceKind,
+    /// IFLA_INFO_KIND ("veth", "wireguard", "xfrm"); may be empty.
+    pub driver_kind: String,
+    /// IFF_UP.
+    pub admin_up: bool,
+    /// IFF_LOWER_UP.
+    pub carrier: bool,
+    pub oper: OperState,
+    pub addrs: BTreeMap<IpAddr, LocalAddr>,
+    pub quality: Quality,
+    /// Link-downs in trigger-db's flap window (or counted by the agent's own
+    /// watch).
+    pub flaps: u32,
+    /// When a predictive trigger (Link_Going_Down, IF_REMOVEDSOON,
+    /// Link_Handover_Imminent) says the link will be gone.
+    pub going_down_at: Option<Instant>,
+}
+
+impl Interface {
+    /// A new interface with no addresses, down until told otherwise.
+    pub fn new(index: u32, name: impl Into<String>, kind: IfaceKind) -> Self {
+        Self {
+            index,
+            name: name.into(),
+            kind,
+            driver_kind: String::new(),
+            admin_up: false,
+            carrier: false,
+            oper: OperState::Unknown,
+            addrs: BTreeMap::new(),
+            quality: Quality::default(),
+            flaps: 0,
+            going_down_at: None,
+        }
+    }
+
+    /// Whether packets can leave through it: administratively up, with
+    /// carrier, and an operational state that is up or not reported
+    /// (point-to-point and some virtual drivers never report one).
+    pub fn is_up(&self) -> bool {
+        self.admin_up && self.carrier && matches!(self.oper, OperState::Up | OperState::Unknown)
+    }
+
+    /// A tunnel, virtual point-to-point or loopback device: never a path
+    /// for IKE, whatever its routes say.
+    pub fn is_excluded_kind(&self) -> bool {
+        matches!(self.kind, IfaceKind::Tunnel | IfaceKind::Loopback)
+            || TUNNEL_DRIVERS.contains(&self.driver_kind.as_str())
+    }
+
+    /// Whether a predictive trigger says it goes away soon. A prediction is
+    /// kept until the link goes, comes back up after going, or
+    /// [`PREDICTION_GRACE`] after its deadline passes without the link
+    /// going (then it was wrong).
+    pub fn is_going_down(&self, now: Instant) -> bool {
+        self.going_down_at
+            .is_some_and(|at| now < at + PREDICTION_GRACE)
+    }
+}
+
+/// How long after its deadline a loss prediction that did not come true
+/// is still believed.
+pub const PREDICTION_GRACE: Duration = Duration::from_secs(10);
+
+/// A change to the link table. Interfaces are named by index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    /// An interface appeared or its state changed (IF_ADDED, LINK_UP,
+    /// LINK_DOWN, a link-state snapshot). Addresses are kept.
+    Link {
+        index: u32,
+        name: String,
+        kind: IfaceKind,
+        driver_kind: String,
+        admin_up: bool,
+        carrier: bool,
+        oper: OperState,
+    },
+    /// The interface is gone (IF_REMOVED), with its addresses.
+    Removed { index: u32 },
+    /// An address was added or its flags changed (IF_ADDRADDED,
+    /// IF_ADDRCHANGED).
+    Addr { index: u32, addr: LocalAddr },
+    /// An address was removed (IF_ADDRREMOVED).
+    AddrRemoved { index: u32, addr: IpAddr },
+    /// Link_Parameters_Report.
+    Parameters {
+        index: u32,
+        params: Vec<LinkParameter>,
+    },
+    /// Link_Going_Down / IF_REMOVEDSOON / Link_Handover_Imminent: the link
+    /// is expected to be gone `within` this long after `now`.
+    GoingDown { index: u32, within: Duration },
+    /// The flap count of the interface (trigger-db's Stats flaps).
+    Flaps { index: u32, count: u32 },
+    /// Everything known is replaced (after a gap or a resync): the table
+    /// is rebuilt from these interfaces.
+    Snapshot { interfaces: Vec<Interface> },
+}
+
+/// What an event changed, so that only the IKE SAs using these interfaces
+/// (or addresses) are evaluated again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Interfaces whose state, addresses or score inputs changed.
+    pub interfaces: BTreeSet<u32>,
+    /// Every IKE SA must be evaluated (a snapshot replaced the table).
+    pub all: bool,
+}
+
+impl Touched {
+    fn one(index: u32) -> Self {
+        Self {
+            interfaces: BTreeSet::from([index]),
+            all: false,
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.interfaces.is_empty()
+    }
+}
+
+/// The host's interfaces as last reported.
+#[derive(Debug, Clone, Default)]
+pub struct LinkTable {
+    ifaces: BTreeMap<u32, Interface>,
+}
+
+impl LinkTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The interfaces, by index.
+    pub fn interfaces(&self) -> impl Iterator<Item = &Interface> {
+        self.ifaces.values()
+    }
+
+    /// The interface with index `index`.
+    pub fn get(&self, index: u32) -> Option<&Interface> {
+        self.ifaces.get(&index)
+    }
+
+    /// The interface that has `addr`, if any.
+    pub fn owner_of(&self, addr: IpAddr) -> Option<&Interface> {
+        self.ifaces.values().find(|i| i.addrs.contains_key(&addr))
+    }
+
+    /// Applies `event` at `now`; says what it changed (nothing, when the
+    /// event repeats what the table knows).
+    pub fn apply(&mut self, event: LinkEvent, now: Instant) -> Touched {
+        match event {
+            LinkEvent::Link {
+                index,
+                name,
+                kind,
+                driver_kind,
+                admin_up,
+                carrier,
+                oper,
+            } => {
+                let iface = self
+                    .ifaces
+                    .entry(index)
+                    .or_insert_with(|| Interface::new(index, name.clone(), kind));
+                let before = iface.clone();
+                iface.name = name;
+                iface.kind = kind;
+                iface.driver_kind = driver_kind;
+                iface.admin_up = admin_up;
+                iface.carrier = carrier;
+                iface.oper = oper;
+                if iface.is_up() && !before.is_up() {
+                    // Back up: an earlier prediction of its loss is void.
+                    iface.going_down_at = None;
+                }
+                if *iface == before {
+                    Touched::default()
+                } else {
+                    Touched::one(index)
+                }
+            }
+            LinkEvent::Removed { index } => match self.ifaces.remove(&index) {
+                Some(_) => Touched::one(index),
+                None => Touched::default(),
+            },
+            LinkEvent::Addr { index, addr } => {
+                let iface = self
+                    .ifaces
+                    .entry(index)
+                    .or_insert_with(|| Interface::new(index, String::new(), IfaceKind::Other));
+                if iface.addrs.insert(addr.addr, addr) == Some(addr) {
+                    Touched::default()
+                } else {
+                    Touched::one(index)
+                }
+            }
+            LinkEvent::AddrRemoved { index, addr } => {
+                match self
+                    .ifaces
+                    .get_mut(&index)
+                    .and_then(|i| i.addrs.remove(&addr))
+                {
+                    Some(_) => Touched::one(index),
+                    None => Touched::default(),
+                }
+            }
+            LinkEvent::Parameters { index, params } => {
+                let Some(iface) = self.ifaces.get_mut(&index) else {
+                    return Touched::default();
+                };
+                let before = iface.quality;
+                for p in params {
+                    let q = &mut iface.quality;
+                    match p {
+                        LinkParameter::SignalPercent(v) => {
+                            q.signal_percent = Some(v.clamp(0.0, 100.0));
+                        }
+                        LinkParameter::SignalDbm(dbm) => {
+                            q.signal_percent =
+                                Some(((dbm + 100.0) * 100.0 / 60.0).clamp(0.0, 100.0));
+                        }
+                        LinkParameter::SinrDb(v) => q.sinr_db = Some(v),
+                        LinkParameter::PacketErrorPercent(v) => {
+                            q.packet_error_percent = Some(v.clamp(0.0, 100.0));
+                        }
+                    }
+                }
+                if iface.quality == before {
+                    Touched::default()
+                } else {
+                    Touched::one(index)
+                }
+            }
+            LinkEvent::GoingDown { index, within } => {
+                let Some(iface) = self.ifaces.get_mut(&index) else {
+                    return Touched::default();
+                };
+                let at = now + within;
+                // The earliest prediction stands.
+                if iface.going_down_at.is_some_and(|t| t <= at) {
+                    return Touched::default();
+                }
+                iface.going_down_at = Some(at);
+                Touched::one(index)
+            }
+            LinkEvent::Flaps { index, count } => match self.ifaces.get_mut(&index) {
+                Some(iface) if iface.flaps != count => {
+                    iface.flaps = count;
+                    Touched::one(index)
+                }
+                _ => Touched::default(),
+            },
+            LinkEvent::Snapshot { interfaces } => {
+                self.ifaces = interfaces.into_iter().map(|i| (i.index, i)).collect();
+                Touched {
+                    interfaces: self.ifaces.keys().copied().collect(),
+                    all: true,
+                }
+            }
+        }
+    }
+}
