@@ -225,6 +225,13 @@ pub enum LinkEvent {
         carrier: bool,
         oper: OperState,
     },
+    /// Carrier gained or lost, as a connection manager or an 802.21 client
+    /// reports it without rtnetlink's full state (LINK_UP, LINK_DOWN,
+    /// CONN_LOST).
+    Carrier { index: u32, up: bool },
+    /// A default route of the interface (or of an unknown one) changed:
+    /// route answers involving it are to be looked up again.
+    RoutesChanged { index: Option<u32> },
     /// The interface is gone (IF_REMOVED), with its addresses.
     Removed { index: u32 },
     /// An address was added or its flags changed (IF_ADDRADDED,
@@ -332,6 +339,24 @@ impl LinkTable {
                     Touched::one(index)
                 }
             }
+            LinkEvent::Carrier { index, up } => match self.ifaces.get_mut(&index) {
+                Some(iface) if iface.carrier != up => {
+                    iface.carrier = up;
+                    if up {
+                        // A link that went and came back: its old prediction is void.
+                        iface.going_down_at = None;
+                    }
+                    Touched::one(index)
+                }
+                _ => Touched::default(),
+            },
+            LinkEvent::RoutesChanged { index } => match index {
+                Some(index) => Touched::one(index),
+                None => Touched {
+                    interfaces: BTreeSet::new(),
+                    all: true,
+                },
+            },
             LinkEvent::Removed { index } => match self.ifaces.remove(&index) {
                 Some(_) => Touched::one(index),
                 None => Touched::default(),

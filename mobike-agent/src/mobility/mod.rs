@@ -19,6 +19,7 @@
 
 pub mod links;
 pub mod policy;
+pub mod triggers;
 
 pub use links::{IfaceKind, Interface, LinkEvent, LinkTable, Touched};
 pub use policy::{
