@@ -112,6 +112,9 @@ pub enum ConfigFileError {
         #[source]
         source: std::io::Error,
     },
+    /// A `[mobility]` setting is invalid.
+    #[error(transparent)]
+    Mobility(#[from] crate::mobility::config::MobilityConfigError),
     /// A `[kernel]` setting is out of range.
     #[error("[kernel] {0}")]
     Kernel(String),
@@ -138,6 +141,9 @@ pub struct FileConfig {
     /// Local control socket.
     #[serde(default)]
     pub control: ControlSection,
+    /// Following the host's links.
+    #[serde(default)]
+    pub mobility: crate::mobility::config::MobilitySection,
 }
 
 /// `[control]`: the local gRPC socket `mobike-agent status` talks to.
@@ -393,6 +399,8 @@ pub struct AgentConfig {
     /// The interface for virtual IPs (backend `xfrm` with
     /// `install_virtual_ip`), else `None`.
     pub virtual_ip_interface: Option<String>,
+    /// `[mobility]`.
+    pub mobility: crate::mobility::config::MobilityConfig,
 }
 
 impl FileConfig {
@@ -674,6 +682,7 @@ impl FileConfig {
             virtual_ip_interface: (self.kernel.backend == Backend::Xfrm
                 && self.kernel.install_virtual_ip)
                 .then(|| self.kernel.virtual_ip_interface.clone()),
+            mobility: self.mobility.to_config()?,
         })
     }
 }

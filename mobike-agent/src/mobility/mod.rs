@@ -17,6 +17,7 @@
 //! trigger-db subscription, path tests and the RFC 4555 signalling (the
 //! engine's), and the kernel moves (ipsec-backend's).
 
+pub mod config;
 pub mod links;
 pub mod policy;
 pub mod triggers;
