@@ -250,7 +250,8 @@ pub enum LinkEvent {
     /// The flap count of the interface (trigger-db's Stats flaps).
     Flaps { index: u32, count: u32 },
     /// Everything known is replaced (after a gap or a resync): the table
-    /// is rebuilt from these interfaces.
+    /// is rebuilt from these interfaces, keeping the quality, flap count
+    /// and loss prediction of those that remain.
     Snapshot { interfaces: Vec<Interface> },
 }
 
@@ -429,7 +430,18 @@ impl LinkTable {
                 _ => Touched::default(),
             },
             LinkEvent::Snapshot { interfaces } => {
-                self.ifaces = interfaces.into_iter().map(|i| (i.index, i)).collect();
+                // A snapshot carries state, addresses and kind; what only
+                // events report (quality, flaps, a pending prediction) is
+                // kept for interfaces that are still there.
+                let mut old = std::mem::take(&mut self.ifaces);
+                for mut i in interfaces {
+                    if let Some(prev) = old.remove(&i.index) {
+                        i.quality = prev.quality;
+                        i.flaps = prev.flaps;
+                        i.going_down_at = if i.is_up() { prev.going_down_at } else { None };
+                    }
+                    self.ifaces.insert(i.index, i);
+                }
                 Touched {
                     interfaces: self.ifaces.keys().copied().collect(),
                     all: true,

@@ -20,6 +20,7 @@
 pub mod config;
 pub mod links;
 pub mod policy;
+pub mod subscriber;
 pub mod triggers;
 
 pub use links::{IfaceKind, Interface, LinkEvent, LinkTable, Touched};
