@@ -1,24 +1,31 @@
-//! Mobility: the agent's picture of the host's links and the choice of an
-//! address pair for each IKE SA, both sans-IO.
+//! Mobility: how the agent follows the host's links, in layers with data
+//! flowing one way.
 //!
-//! [`links`] is the link table: interfaces (kind, state, addresses with
-//! their flags, 802.21 link quality, flap counts, predicted loss) changed by
-//! [`LinkEvent`]s, plain data that the runtime makes from trigger-db
-//! triggers or from its own rtnetlink watch. Applying an event says which
-//! interfaces it touched, so that only the IKE SAs using them are looked at
-//! again. [`policy`] lists the candidate pairs of an IKE SA (usable local
-//! addresses × the peer's addresses), scores them from configuration and
-//! link state, and says whether to stay or move and why: forced (the
-//! current pair is gone), predictive (its link is about to go) or voluntary
-//! (a better pair, after hysteresis and dwell).
+//! - [`subscriber`]: the trigger-db subscription (the only I/O here: a
+//!   tokio actor) — snapshot, resume by id, gaps, resyncs, reconnects —
+//!   feeding [`triggers`], which turns trigger-db's protobuf into the
+//!   agent's own [`LinkEvent`]s with named errors for bad fields.
+//! - [`links`]: the link table (interfaces, kinds, state, addresses with
+//!   their flags, 802.21 quality, flaps, loss predictions); applying an
+//!   event says which interfaces it touched.
+//! - [`policy`]: the candidate address pairs of one IKE SA, their scores,
+//!   and stay / move with the move's kind (forced, predictive, voluntary
+//!   with hysteresis and dwell).
+//! - [`manager`]: per IKE SA, which inputs concern it, path tests, the
+//!   update, retries, the address list to announce, background probes and
+//!   each move's timeline, as actions for the engine.
+//! - [`config`]: the `[mobility]` section.
 //!
-//! What is not here: I/O of any kind (route lookups come in as a
-//! [`policy::RouteView`] answered by the runtime, time as `now`), the
-//! trigger-db subscription, path tests and the RFC 4555 signalling (the
-//! engine's), and the kernel moves (ipsec-backend's).
+//! Everything but the subscriber is sans-IO: route lookups come in as a
+//! [`policy::RouteView`] answered by the runtime, time as `now`. Not here
+//! yet: the runtime that runs the subscriber and the manager and hands
+//! the manager's actions to the engine, the agent's own rtnetlink watch
+//! (for when trigger-db is not running), and the engine's RFC 4555 path
+//! tests and address lists that those actions need.
 
 pub mod config;
 pub mod links;
+pub mod manager;
 pub mod policy;
 pub mod subscriber;
 pub mod triggers;

@@ -1,0 +1,382 @@
+//! The manager's decisions over scripted inputs: forced, predictive,
+//! voluntary and background-tested moves, failures, and the responder.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::*;
+use crate::mobility::{
+    config::MobilityConfig,
+    links::{AddrFlags, IfaceKind, LocalAddr, OperState},
+    policy::RouteAnswer,
+};
+
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+const PEER6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1));
+const ETH: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+const WLAN: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+const WWAN6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1));
+
+fn link_ev(index: u32, name: &str, kind: IfaceKind, driver: &str, up: bool) -> LinkEvent {
+    LinkEvent::Link {
+        index,
+        name: name.into(),
+        kind,
+        driver_kind: driver.into(),
+        admin_up: true,
+        carrier: up,
+        oper: if up { OperState::Up } else { OperState::Down },
+    }
+}
+
+fn addr_ev(index: u32, a: IpAddr) -> LinkEvent {
+    LinkEvent::Addr {
+        index,
+        addr: LocalAddr {
+            addr: a,
+            prefix_len: 24,
+            flags: AddrFlags::default(),
+        },
+    }
+}
+
+struct Env {
+    m: Manager,
+    now: Instant,
+}
+
+fn pair(local: IpAddr, remote: IpAddr) -> Pair {
+    Pair { local, remote }
+}
+
+impl Env {
+    /// eth0 (1) and wlan0 (2) up; SA 7 on eth0 as initiator; no
+    /// background probes.
+    fn new(initiator: bool) -> Self {
+        let mut m = Manager::new(MobilityConfig {
+            probe_interval: None,
+            ..MobilityConfig::default()
+        });
+        let now = Instant::now();
+        for ev in [
+            link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
+            addr_ev(1, ETH),
+            link_ev(2, "wlan0", IfaceKind::Wlan, "", true),
+            addr_ev(2, WLAN),
+        ] {
+            m.on_link_event(ev, None, now);
+        }
+        m.on_sa(7, initiator, pair(ETH, PEER), vec![PEER], vec![], now);
+        let mut env = Env { m, now };
+        assert_eq!(env.step(0), vec![]);
+        env
+    }
+
+    fn step(&mut self, ms: u64) -> Vec<Action> {
+        self.now += Duration::from_millis(ms);
+        let m = &mut self.m;
+        let table = m.table().clone();
+        let r = move |local: IpAddr, _: IpAddr| match table.owner_of(local) {
+            Some(i) => RouteAnswer::Via(i.index),
+            None => RouteAnswer::NoRoute,
+        };
+        m.evaluate(&r, self.now);
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    /// Applies `ev` and evaluates; announcements are left out (the
+    /// responder test and `both_roles_announce_a_changed_address_list`
+    /// check them).
+    fn moves_after(&mut self, ev: LinkEvent, id: u64) -> Vec<Action> {
+        self.event(ev, id)
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Announce { .. }))
+            .collect()
+    }
+
+    fn event(&mut self, ev: LinkEvent, id: u64) -> Vec<Action> {
+        let cause = Cause {
+            id,
+            observed: SystemTime::now(),
+            received: self.now,
+        };
+        self.m.on_link_event(ev, Some(cause), self.now);
+        self.step(0)
+    }
+}
+
+#[test]
+fn a_lost_link_tests_the_alternates_and_updates_to_the_first_that_answers() {
+    let mut e = Env::new(true);
+    let actions = e.moves_after(link_ev(1, "eth0", IfaceKind::Ethernet, "", false), 41);
+    assert_eq!(
+        actions,
+        vec![Action::TestPaths {
+            sa: 7,
+            pairs: vec![pair(WLAN, PEER)]
+        }]
+    );
+    e.now += Duration::from_millis(20);
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), e.now);
+    assert_eq!(
+        e.step(0),
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }]
+    );
+    e.now += Duration::from_millis(20);
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    e.now += Duration::from_millis(5);
+    e.m.on_first_esp(7, e.now);
+    let (sa, t) = e.m.poll_completed().expect("a completed move");
+    assert_eq!(sa, 7);
+    assert_eq!(t.reason, MoveReason::LinkDown);
+    assert_eq!(t.cause.map(|c| c.id), Some(41));
+    assert_eq!((t.from, t.to), (pair(ETH, PEER), Some(pair(WLAN, PEER))));
+    assert!(
+        t.tests_sent.is_some()
+            && t.first_answer.is_some()
+            && t.update_sent.is_some()
+            && t.moved.is_some()
+    );
+    let status = e.m.status(7).unwrap();
+    assert_eq!(status.current, pair(WLAN, PEER));
+    assert!(status.moves[0].first_esp.is_some());
+    assert_eq!(e.step(0), vec![], "settled: no move storm");
+}
+
+#[test]
+fn a_recently_tested_alternate_is_updated_to_without_a_test_round() {
+    let mut e = Env::new(true);
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
+    assert_eq!(
+        e.moves_after(
+            LinkEvent::AddrRemoved {
+                index: 1,
+                addr: ETH
+            },
+            5
+        ),
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }]
+    );
+}
+
+#[test]
+fn unanswered_tests_try_the_next_candidates_then_give_up_and_say_why() {
+    let mut e = Env::new(true);
+    e.m.on_sa(7, true, pair(ETH, PEER), vec![PEER, PEER6], vec![], e.now);
+    e.m.on_link_event(link_ev(3, "wwan0", IfaceKind::Wwan, "", true), None, e.now);
+    e.m.on_link_event(addr_ev(3, WWAN6), None, e.now);
+    e.step(0);
+    let first = e.moves_after(link_ev(1, "eth0", IfaceKind::Ethernet, "", false), 1);
+    assert_eq!(
+        first,
+        vec![Action::TestPaths {
+            sa: 7,
+            pairs: vec![pair(WLAN, PEER), pair(WWAN6, PEER6)]
+        }]
+    );
+    // Nothing answers within the timeout: the move fails, and is tried
+    // again from a fresh evaluation (the pairs are now known bad).
+    let after = e.step(TEST_TIMEOUT.as_millis() as u64);
+    let status = e.m.status(7).unwrap();
+    assert_eq!(
+        status.moves.last().unwrap().failed.as_deref(),
+        Some("path tests went unanswered")
+    );
+    assert!(status.tests.iter().all(|(_, t)| t.rtt.is_none()));
+    assert!(
+        matches!(after.as_slice(), [] | [Action::TestPaths { .. }]),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn a_failed_update_goes_to_the_next_answering_pair() {
+    let mut e = Env::new(true);
+    e.m.on_sa(7, true, pair(ETH, PEER), vec![PEER, PEER6], vec![], e.now);
+    e.m.on_link_event(link_ev(3, "wwan0", IfaceKind::Wwan, "", true), None, e.now);
+    e.m.on_link_event(addr_ev(3, WWAN6), None, e.now);
+    e.step(0);
+    e.event(LinkEvent::Removed { index: 1 }, 1);
+    e.m.on_test_result(
+        7,
+        pair(WWAN6, PEER6),
+        Some(Duration::from_millis(50)),
+        e.now,
+    );
+    assert_eq!(
+        e.step(0),
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WWAN6, PEER6)
+        }]
+    );
+    // The late answer of the other pair is kept; when the update fails
+    // (UNACCEPTABLE_ADDRESSES, say) it is used.
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(60)), e.now);
+    e.m.on_move_failed(7, pair(WWAN6, PEER6), "UNACCEPTABLE_ADDRESSES", e.now);
+    let next = e.step(0);
+    assert!(
+        next == vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }] || next
+            == vec![Action::TestPaths {
+                sa: 7,
+                pairs: vec![pair(WLAN, PEER)]
+            }],
+        "{next:?}"
+    );
+}
+
+#[test]
+fn link_going_down_moves_before_the_link_goes() {
+    let mut e = Env::new(true);
+    let actions = e.moves_after(
+        LinkEvent::GoingDown {
+            index: 1,
+            within: Duration::from_millis(500),
+        },
+        9,
+    );
+    assert_eq!(
+        actions,
+        vec![Action::TestPaths {
+            sa: 7,
+            pairs: vec![pair(WLAN, PEER)]
+        }]
+    );
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(10)), e.now);
+    assert!(matches!(e.step(0).as_slice(), [Action::Update { .. }]));
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    assert_eq!(
+        e.m.poll_completed().unwrap().1.reason,
+        MoveReason::GoingDown
+    );
+}
+
+#[test]
+fn a_better_link_is_taken_after_dwell_and_only_if_it_answers() {
+    let mut e = Env::new(true);
+    // Start on Wi-Fi; Ethernet is better.
+    e.m.on_sa(8, true, pair(WLAN, PEER), vec![PEER], vec![], e.now);
+    assert_eq!(e.step(0), vec![], "dwell not over");
+    let wait =
+        e.m.poll_timeout()
+            .expect("a recheck at the end of the dwell");
+    let ms = wait.duration_since(e.now).as_millis() as u64;
+    assert_eq!(
+        e.step(ms),
+        vec![Action::TestPaths {
+            sa: 8,
+            pairs: vec![pair(ETH, PEER)]
+        }]
+    );
+    e.m.on_test_result(8, pair(ETH, PEER), Some(Duration::from_millis(5)), e.now);
+    assert_eq!(
+        e.step(0),
+        vec![Action::Update {
+            sa: 8,
+            pair: pair(ETH, PEER)
+        }]
+    );
+}
+
+#[test]
+fn the_responder_only_announces_its_addresses() {
+    let mut e = Env::new(false);
+    let actions = e.event(
+        LinkEvent::AddrRemoved {
+            index: 1,
+            addr: ETH,
+        },
+        3,
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Announce {
+            sa: 7,
+            addrs: vec![WLAN]
+        }]
+    );
+    // A change that leaves the list as it was says nothing.
+    assert_eq!(e.event(LinkEvent::Flaps { index: 2, count: 1 }, 4), vec![]);
+}
+
+#[test]
+fn an_unrelated_tunnel_interface_touches_nothing() {
+    let mut e = Env::new(true);
+    assert_eq!(
+        e.event(link_ev(9, "xfrm0", IfaceKind::Other, "xfrm", true), 1),
+        vec![]
+    );
+    assert_eq!(
+        e.event(addr_ev(9, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))), 2),
+        vec![]
+    );
+    assert!(e.m.status(7).unwrap().moves.is_empty());
+}
+
+#[test]
+fn background_probes_keep_alternates_tested() {
+    let mut m = Manager::new(MobilityConfig {
+        probe_interval: Some(Duration::from_secs(30)),
+        ..MobilityConfig::default()
+    });
+    let now = Instant::now();
+    for ev in [
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
+        addr_ev(1, ETH),
+        link_ev(2, "wlan0", IfaceKind::Wlan, "", true),
+        addr_ev(2, WLAN),
+    ] {
+        m.on_link_event(ev, None, now);
+    }
+    m.on_sa(7, true, pair(ETH, PEER), vec![PEER], vec![], now);
+    let table = m.table().clone();
+    let r = move |local: IpAddr, _: IpAddr| {
+        RouteAnswer::Via(table.owner_of(local).map_or(0, |i| i.index))
+    };
+    m.evaluate(&r, now);
+    assert_eq!(m.poll_action(), None);
+    assert_eq!(m.poll_timeout(), Some(now + Duration::from_secs(30)));
+    m.evaluate(&r, now + Duration::from_secs(30));
+    assert_eq!(
+        m.poll_action(),
+        Some(Action::TestPaths {
+            sa: 7,
+            pairs: vec![pair(WLAN, PEER)]
+        })
+    );
+}
+
+#[test]
+fn a_gone_sa_drops_its_queued_actions() {
+    let mut e = Env::new(true);
+    e.m.on_link_event(
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
+        None,
+        e.now,
+    );
+    e.m.evaluate(&|_, _| RouteAnswer::Unknown, e.now);
+    e.m.on_sa_gone(7);
+    assert_eq!(e.m.poll_action(), None);
+    assert_eq!(e.m.status(7), None);
+}
+
+#[test]
+fn both_roles_announce_a_changed_address_list() {
+    let mut e = Env::new(true);
+    let actions = e.event(addr_ev(2, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2))), 1);
+    assert_eq!(
+        actions,
+        vec![Action::Announce {
+            sa: 7,
+            addrs: vec![ETH, WLAN, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2))]
+        }]
+    );
+}
