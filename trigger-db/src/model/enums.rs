@@ -144,7 +144,7 @@ named_enum! {
 }
 
 named_enum! {
-    /// Which code book a [`Reason`]'s code belongs to.
+    /// Which code book a [`Reason`](super::Reason)'s code belongs to.
     ReasonSpace {
         LinkDown: "link-down",
         LinkGoingDown: "link-going-down",
