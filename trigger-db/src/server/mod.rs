@@ -8,6 +8,8 @@
 //! is [`wire`]'s; this file holds the service and the checks of whole
 //! requests (batch sizes, Flaps and Query ranges).
 
+pub mod wire;
+
 use std::{
     pin::Pin,
     sync::{
@@ -22,8 +24,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 use trigger_proto::v1::{self as pb, trigger_service_server::TriggerService};
-
-pub mod wire;
 
 use crate::{
     hub::Hub,
