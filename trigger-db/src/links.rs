@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use trigger_proto::v1 as pb;
-
 use crate::model::{
     Address, DefaultRoute, Detail, Interface, InterfaceKind, LinkState, Source, Timestamp, Trigger,
     TriggerType,
@@ -84,17 +82,5 @@ impl LinkTable {
             out.push(t);
         }
         out
-    }
-
-    pub fn to_wire(&self) -> Vec<pb::Link> {
-        self.links
-            .values()
-            .map(|l| pb::Link {
-                interface: Some(l.interface.to_wire()),
-                state: Some(l.state.to_wire()),
-                addresses: l.addresses.iter().map(Address::to_wire).collect(),
-                last_change: Some(l.last_change.to_wire()),
-            })
-            .collect()
     }
 }

@@ -1,8 +1,10 @@
 //! The SQLite store: the schema (embedded migrations), the read side shared
 //! by every request, and the write operations the single writer actor runs.
 //!
-//! One table, `triggers`, with the protobuf body of each trigger and the
-//! columns queries filter and order on (see `migrations/`). WAL mode, so
+//! One table, `triggers`, with the protobuf body of each trigger (the
+//! `trigger.v1` form of [`crate::server::wire`], read back with
+//! `Trigger::from_stored`) and the columns queries filter and order on (see
+//! `migrations/`). WAL mode, so
 //! readers never block the writer; `synchronous = FULL` by default, so a
 //! commit that returned is on disk and an acknowledged trigger survives a
 //! crash or power loss. Writes are batched by the caller

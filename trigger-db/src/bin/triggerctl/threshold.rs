@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use trigger_db::{
     client::Client,
     model::{LinkParameterType, LinkType},
-    threshold::{self, Change, Direction, Scope, Threshold},
+    server::wire::change_from_wire,
+    threshold::{Change, Direction, Scope, Threshold},
 };
 use trigger_proto::v1 as pb;
 
@@ -108,7 +109,7 @@ pub fn clear_wire(
 /// A threshold from the daemon, decoded with the daemon's own checks; the
 /// id and spent flag are taken as sent.
 fn decode(w: &pb::Threshold, i: usize) -> Result<Threshold, String> {
-    match threshold::change_from_wire(w, &format!("thresholds[{i}]")) {
+    match change_from_wire(w, &format!("thresholds[{i}]")) {
         Ok(Change::Set(mut t)) => {
             t.id = w.id;
             t.spent = w.spent;
@@ -273,7 +274,7 @@ mod tests {
         assert_eq!(w.direction, pb::ThresholdDirection::Below as i32);
         assert_eq!(w.hysteresis, 5.0);
         assert_eq!(w.action, pb::ThresholdAction::OneShot as i32);
-        let Ok(Change::Set(t)) = threshold::change_from_wire(&w, "t") else {
+        let Ok(Change::Set(t)) = change_from_wire(&w, "t") else {
             panic!("the daemon would refuse {w:?}")
         };
         assert!(t.one_shot);
@@ -292,10 +293,9 @@ mod tests {
             ))
         );
         assert_eq!(w.value, None);
-        let Ok(Change::Cancel { value, .. }) = threshold::change_from_wire(
-            &clear_wire(&scope, LinkParameterType::Sinr, Some(3.0)),
-            "t",
-        ) else {
+        let Ok(Change::Cancel { value, .. }) =
+            change_from_wire(&clear_wire(&scope, LinkParameterType::Sinr, Some(3.0)), "t")
+        else {
             panic!()
         };
         assert_eq!(value, Some(3.0));

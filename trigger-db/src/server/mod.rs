@@ -3,6 +3,12 @@
 //! INVALID_ARGUMENT with the field's name), enforces who may write, maps
 //! domain errors to status codes, and ends streams on shutdown. It holds no
 //! state of its own beyond counters.
+//!
+//! The conversion between the `trigger.v1` messages and the domain model
+//! is [`wire`]'s; this file holds the service and the checks of whole
+//! requests (batch sizes, Flaps and Query ranges).
+
+pub mod wire;
 
 use std::{
     pin::Pin,
@@ -478,7 +484,7 @@ impl Service {
             .thresholds
             .iter()
             .enumerate()
-            .map(|(i, t)| threshold::change_from_wire(t, &format!("thresholds[{i}]")))
+            .map(|(i, t)| wire::change_from_wire(t, &format!("thresholds[{i}]")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.reject(e))?;
         let (now, cancelled) = self
