@@ -17,8 +17,6 @@
 //! - [`wire`]: the record of IKE messages, scripted losses and the
 //!   accounting of outages.
 
-#![allow(dead_code)]
-
 mod config;
 mod net;
 mod node;
@@ -134,7 +132,7 @@ impl Sim {
     /// the NAT rewrites it to [`A_ADDR`].
     pub fn with_nat(mut self, private: IpAddr) -> Self {
         self.nodes[0].addrs = vec![private];
-        self.nats.push(Nat::new(ip(A_ADDR), [private]));
+        self.add_nat(ip(A_ADDR), &[private]);
         self
     }
 

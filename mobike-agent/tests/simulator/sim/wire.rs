@@ -21,8 +21,9 @@ pub struct ScriptedLoss {
     pub count: u32,
 }
 
-/// What happened to an IKE message: sent by `from`, then lost or delivered
-/// to the other node (duplication can deliver one twice).
+/// What happened to an IKE message: sent by `from`, then lost (by the
+/// link model, a killed path or address, or sent from an address the node
+/// no longer has) or delivered (duplication can deliver one twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     Sent,
@@ -113,7 +114,8 @@ impl Sim {
         Some((request, exchange, fate))
     }
 
-    /// Accounts for every IKE SA that ended as `PeerUnreachable`. Each must
+    /// Accounts for every IKE SA of nodes 0 and 1 (peers of each other) that
+    /// ended as `PeerUnreachable`. Each must
     /// have used its whole retransmission budget with no answer delivered,
     /// and one of these must hold:
     ///
