@@ -21,9 +21,7 @@ fn dpd_declares_a_silent_peer_dead_and_releases_everything() {
     let mut s = up(7, LinkModel::clean());
     s.link.down = true;
     // dpd 30 s + retransmits 1+2+4+8+16+32 s.
-    assert!(s.run_until(Duration::from_secs(200), |s| {
-        s.nodes.iter().all(sim::Node::is_clean)
-    }));
+    assert!(s.run_until(Duration::from_secs(200), Sim::all_clean));
     assert_eq!(deleted_reasons(&s, 0), vec![DeleteReason::PeerUnreachable]);
     assert_eq!(deleted_reasons(&s, 1), vec![DeleteReason::PeerUnreachable]);
     assert!(s.nodes[0].ep.stats().retransmits >= 5);
@@ -49,9 +47,7 @@ fn loss_accounting_excuses_only_the_outages_the_link_caused() {
     s.initiate();
     assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
     s.link.down = true;
-    assert!(s.run_until(Duration::from_secs(300), |s| {
-        s.nodes.iter().all(sim::Node::is_clean)
-    }));
+    assert!(s.run_until(Duration::from_secs(300), Sim::all_clean));
     let why = s.explain_unreachable().expect("the link explains it");
     assert_eq!(why.len(), 2, "{why:#?}");
     assert!(
@@ -77,9 +73,7 @@ fn loss_accounting_excuses_only_the_outages_the_link_caused() {
         .ep
         .handle_command(s.now, Command::DeleteIkeSa(b_sa))
         .expect("delete");
-    assert!(s.run_until(Duration::from_secs(300), |s| {
-        s.nodes.iter().all(sim::Node::is_clean)
-    }));
+    assert!(s.run_until(Duration::from_secs(300), Sim::all_clean));
     assert_eq!(deleted_reasons(&s, 0), vec![DeleteReason::PeerUnreachable]);
     let err = s.explain_unreachable().expect_err("not the link's doing");
     assert!(err.contains("delivered copies went unanswered"), "{err}");

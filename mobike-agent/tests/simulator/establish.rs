@@ -107,9 +107,7 @@ fn wrong_psk_fails_with_authentication_failed_on_both_sides() {
     b.connections[0].psk = b"not-the-same-psk".to_vec();
     let mut s = Sim::new(a, b, 5, LinkModel::clean());
     s.initiate();
-    assert!(s.run_until(Duration::from_secs(30), |s| {
-        s.nodes.iter().all(sim::Node::is_clean)
-    }));
+    assert!(s.run_until(Duration::from_secs(30), Sim::all_clean));
     assert_eq!(
         deleted_reasons(&s, 0),
         vec![DeleteReason::AuthenticationFailed]
@@ -130,9 +128,7 @@ fn initiator_rejecting_the_responders_identity_takes_the_responder_down_too() {
     a.connections[0].remote_id = mobike_agent::engine::parse_identity("someone-else.test").unwrap();
     let mut s = Sim::new(a, b, 5, LinkModel::clean());
     s.initiate();
-    assert!(s.run_until(Duration::from_secs(30), |s| {
-        s.nodes.iter().all(sim::Node::is_clean)
-    }));
+    assert!(s.run_until(Duration::from_secs(30), Sim::all_clean));
     assert_eq!(
         deleted_reasons(&s, 0),
         vec![DeleteReason::AuthenticationFailed]
@@ -151,9 +147,7 @@ fn proposal_mismatch_yields_no_proposal_chosen_and_no_responder_state() {
     let (_, b) = configs(IKE_2, "aes256gcm16");
     let mut s = Sim::new(a, b, 5, LinkModel::clean());
     s.initiate();
-    assert!(s.run_until(Duration::from_secs(30), |s| {
-        s.nodes.iter().all(sim::Node::is_clean)
-    }));
+    assert!(s.run_until(Duration::from_secs(30), Sim::all_clean));
     assert_eq!(
         deleted_reasons(&s, 0),
         vec![DeleteReason::PeerError(NotifyType::NO_PROPOSAL_CHOSEN)]
@@ -251,9 +245,7 @@ fn unanswered_half_open_sa_expires() {
             == 1)
     );
     s.link.down = true;
-    assert!(s.run_until(Duration::from_secs(200), |s| {
-        s.nodes.iter().all(sim::Node::is_clean)
-    }));
+    assert!(s.run_until(Duration::from_secs(200), Sim::all_clean));
     assert_eq!(deleted_reasons(&s, 1), vec![DeleteReason::HalfOpenTimeout]);
     assert_eq!(deleted_reasons(&s, 0), vec![DeleteReason::PeerUnreachable]);
 }

@@ -64,9 +64,7 @@ fn reach_despite_loss_outages(
     let mut outages = 0;
     let mut explained = 0;
     loop {
-        let settled = s.run_until(within, |s| {
-            goal(s) || s.nodes.iter().all(sim::Node::is_clean)
-        });
+        let settled = s.run_until(within, |s| goal(s) || s.all_clean());
         let why = s
             .explain_unreachable()
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
@@ -160,10 +158,7 @@ fn delete_everything(s: &mut Sim) {
         .handle_command(s.now, Command::DeleteAll)
         .expect("delete");
     assert!(
-        s.run_until(Duration::from_secs(900), |s| s
-            .nodes
-            .iter()
-            .all(sim::Node::is_clean)),
+        s.run_until(Duration::from_secs(900), Sim::all_clean),
         "state left after delete: {:?} / {:?}",
         s.nodes[0].ep.ike_sas(),
         s.nodes[1].ep.ike_sas()

@@ -12,6 +12,35 @@ use crate::{
     up,
 };
 
+/// Schedules, `after` from now, the link event that A's address `to` is
+/// where to go: the handler moves A's IKE SA there with
+/// `Command::UpdateAddresses` towards `remote`, as an operator would.
+fn move_a_on_link_event(s: &mut Sim, after: Duration, to: SocketAddr, remote: SocketAddr) {
+    s.schedule(after, format!("A moves to {to}"), move |s| {
+        let sa = sa_id(s, 0);
+        s.nodes[0]
+            .ep
+            .handle_command(
+                s.now,
+                Command::UpdateAddresses {
+                    sa,
+                    local: to,
+                    remote,
+                },
+            )
+            .expect("update addresses");
+    });
+}
+
+/// Both nodes reported a `PathChanged`.
+fn path_changed(s: &Sim) -> bool {
+    s.nodes.iter().all(|n| {
+        n.events
+            .iter()
+            .any(|e| matches!(e, Event::PathChanged { .. }))
+    })
+}
+
 #[test]
 fn responses_go_back_to_where_the_request_came_from() {
     let mut s = up(93, LinkModel::clean());
@@ -60,12 +89,7 @@ fn mobike_update_sa_addresses_moves_ike_and_child_sas_on_both_sides() {
             },
         )
         .unwrap();
-    assert!(
-        s.run_until(Duration::from_secs(300), |s| s.nodes.iter().all(|n| n
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::PathChanged { .. }))))
-    );
+    assert!(s.run_until(Duration::from_secs(300), path_changed));
     assert_eq!(
         s.nodes[1].ep.ike_sas()[0].path.remote.ip(),
         new_a,
@@ -142,13 +166,7 @@ fn mobike_move_behind_a_nat_updates_the_encapsulation_ports() {
             },
         )
         .unwrap();
-    assert!(s.run_until(Duration::from_secs(30), |s| {
-        s.nodes.iter().all(|n| {
-            n.events
-                .iter()
-                .any(|e| matches!(e, Event::PathChanged { .. }))
-        })
-    }));
+    assert!(s.run_until(Duration::from_secs(30), path_changed));
     let b_sa = &s.nodes[1].ep.ike_sas()[0];
     assert!(b_sa.remote_behind_nat);
     let encap = s.nodes[1]
@@ -171,34 +189,6 @@ fn mobike_move_behind_a_nat_updates_the_encapsulation_ports() {
             .all(|i| i.local == ip("10.9.0.3"))
     );
     delete_everything(&mut s);
-}
-
-/// Schedules, `after` from now, the link event that A's address `to` is
-/// where to go: the handler moves A's IKE SA there with
-/// `Command::UpdateAddresses` towards `remote`, as an operator would.
-fn move_a_on_link_event(s: &mut Sim, after: Duration, to: SocketAddr, remote: SocketAddr) {
-    s.schedule(after, format!("A moves to {to}"), move |s| {
-        let sa = sa_id(s, 0);
-        s.nodes[0]
-            .ep
-            .handle_command(
-                s.now,
-                Command::UpdateAddresses {
-                    sa,
-                    local: to,
-                    remote,
-                },
-            )
-            .expect("update addresses");
-    });
-}
-
-fn path_changed(s: &Sim) -> bool {
-    s.nodes.iter().all(|n| {
-        n.events
-            .iter()
-            .any(|e| matches!(e, Event::PathChanged { .. }))
-    })
 }
 
 #[test]

@@ -111,7 +111,7 @@ fn restarts_bring_the_connection_back_after_every_outage_and_leave_nothing_behin
             .count();
         delete_everything(&mut s);
         s.run_for(Duration::from_secs(600));
-        assert!(s.nodes.iter().all(sim::Node::is_clean), "seed {seed}");
+        assert!(s.all_clean(), "seed {seed}");
     }
     eprintln!("{restarted} restarts");
     assert!(restarted > 0, "the long outages must have needed restarts");

@@ -7,7 +7,7 @@ use mobike_agent::engine::{Command, CommandError, DeleteReason};
 
 use crate::{
     IKE_1, deleted_reasons, sa_id,
-    sim::{self, LinkModel, Sim, configs},
+    sim::{LinkModel, Sim, configs},
 };
 
 #[test]
@@ -65,5 +65,5 @@ fn a_reload_keeps_unchanged_connections_and_replaces_changed_ones() {
     );
     assert_eq!(gone, Err(CommandError::UnknownConnection("ab".into())));
     assert!(s.nodes[0].ep.connection("other").is_some());
-    assert!(s.nodes.iter().all(sim::Node::is_clean));
+    assert!(s.all_clean());
 }

@@ -436,6 +436,11 @@ impl Sim {
             .expect("initiate");
     }
 
+    /// Nothing is left on any node (see [`Node::is_clean`]).
+    pub fn all_clean(&self) -> bool {
+        self.nodes.iter().all(Node::is_clean)
+    }
+
     pub fn both_established(&self) -> bool {
         self.nodes
             .iter()
