@@ -61,7 +61,8 @@ fn a_pair_with_its_own_link_model_affects_only_that_pair() {
     };
     s.set_link(a2, b, slow.clone());
     s.set_path_up(a, b, false);
-    assert!(s.link_model(a, b).down && s.link_model(b, a).down);
+    assert!(!s.path_up(a, b) && !s.path_up(b, a));
+    assert!(s.path_up(a2, b) && s.path_up(b, a2));
     assert_eq!(s.link_model(a2, b), &slow);
     assert_eq!(s.link_model(b, a2), &slow);
     assert_eq!(s.link_model(ip("192.0.2.12"), b), &s.link, "the default");
@@ -78,11 +79,36 @@ fn a_pair_with_its_own_link_model_affects_only_that_pair() {
     assert!(fates.chunks(2).all(|c| c == [Fate::Sent, Fate::Lost]));
     // Revived, the next retransmission gets through on the clean default.
     s.set_path_up(a, b, true);
-    assert!(!s.link_model(a, b).down);
+    assert!(s.path_up(a, b) && s.path_up(b, a));
+    assert_eq!(s.link_model(a, b), &s.link, "the default");
     let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
     assert!(s.run_until(Duration::from_secs(10), |s| {
         s.nodes[1].ep.ike_sas()[0].next_peer_request_id > before
     }));
+    // Moved to the slow pair (MOBIKE), every message takes its latency.
+    let wire_before = s.wire.len();
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    let local = sim::sock(a2, 4500);
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::UpdateAddresses { sa, local, remote })
+        .expect("update addresses");
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[0].ep.ike_sas()[0].path.local == local
+            && !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    // From A's request on (the answer to the liveness check may still
+    // have been on its way).
+    let times: Vec<_> = s.wire[wire_before..]
+        .iter()
+        .skip_while(|w| w.fate != Fate::Sent)
+        .map(|w| (w.fate, w.at))
+        .collect();
+    assert_eq!(times.len(), 4, "a request and its answer: {times:?}");
+    for pair in times.chunks(2) {
+        assert_eq!((pair[0].0, pair[1].0), (Fate::Sent, Fate::Delivered));
+        assert_eq!(pair[1].1 - pair[0].1, slow.latency);
+    }
 }
 
 #[test]

@@ -172,17 +172,25 @@ impl Sim {
         self.links.set_one_way(b, a, model);
     }
 
-    /// Kills (`up` false) or revives the path between `a` and `b`, both
-    /// directions; a path without its own model gets a copy of the
-    /// default first.
+    /// Kills (`up` false) or revives the path between `a` and `b` (both
+    /// directions, addresses as on the wire), whatever its link model.
     pub fn set_path_up(&mut self, a: IpAddr, b: IpAddr, up: bool) {
-        self.links.own(&self.link, a, b).down = !up;
-        self.links.own(&self.link, b, a).down = !up;
+        self.links.set_pair_down(a, b, !up);
+        self.links.set_pair_down(b, a, !up);
     }
 
     /// The model datagrams from `src` to `dst` (as on the wire) meet.
     pub fn link_model(&self, src: IpAddr, dst: IpAddr) -> &LinkModel {
         self.links.model(&self.link, src, dst)
+    }
+
+    /// Whether anything gets from `src` to `dst` (as on the wire): neither
+    /// address nor the path is killed and the link model is not down.
+    pub fn path_up(&self, src: IpAddr, dst: IpAddr) -> bool {
+        !(self.links.addr_down(src)
+            || self.links.addr_down(dst)
+            || self.links.pair_down(src, dst)
+            || self.link_model(src, dst).down)
     }
 
     /// Puts a NAT with address `public` in front of `inside` (addresses
@@ -283,7 +291,8 @@ impl Sim {
             ]
             .into_iter()
             .flatten()
-            .any(|a| self.links.addr_down(a));
+            .any(|a| self.links.addr_down(a))
+            || self.links.pair_down(src.ip(), t.remote.ip());
         let link = self
             .links
             .model(&self.link, src.ip(), t.remote.ip())

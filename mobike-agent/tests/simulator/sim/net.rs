@@ -64,12 +64,14 @@ impl LinkModel {
     }
 }
 
-/// The link models of the address pairs that have their own, by
-/// direction, and the addresses that are down altogether.
+/// The link models of the address pairs that have their own, and the
+/// pairs and addresses that are down, whatever their model. Pairs are
+/// (source, destination) as on the wire between the NATs and the peer.
 #[derive(Debug, Default)]
 pub struct Links {
-    /// (source, destination) as on the wire between the NATs and the peer.
     pairs: HashMap<(IpAddr, IpAddr), LinkModel>,
+    /// Nothing from the first to the second gets through.
+    down_pairs: BTreeSet<(IpAddr, IpAddr)>,
     /// Nothing from or to these addresses gets through.
     down: BTreeSet<IpAddr>,
 }
@@ -86,12 +88,16 @@ impl Links {
         self.pairs.insert((src, dst), model);
     }
 
-    /// The pair's own model for this direction, made from `default` if it
-    /// had none.
-    pub fn own(&mut self, default: &LinkModel, src: IpAddr, dst: IpAddr) -> &mut LinkModel {
-        self.pairs
-            .entry((src, dst))
-            .or_insert_with(|| default.clone())
+    pub fn set_pair_down(&mut self, src: IpAddr, dst: IpAddr, down: bool) {
+        if down {
+            self.down_pairs.insert((src, dst));
+        } else {
+            self.down_pairs.remove(&(src, dst));
+        }
+    }
+
+    pub fn pair_down(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.down_pairs.contains(&(src, dst))
     }
 
     pub fn set_addr_down(&mut self, addr: IpAddr, down: bool) {
