@@ -273,3 +273,42 @@ fn an_operator_move_from_ipv4_to_ipv6_when_the_address_is_lost() {
     assert_eq!(deleted_reasons(&s, 0), vec![]);
     delete_everything(&mut s);
 }
+
+#[test]
+fn an_operator_move_after_the_path_died_converges_over_a_lossy_link() {
+    for seed in sim::seeds(10) {
+        let mut s = up(seed, LinkModel::lossy());
+        let (a, a2, b) = (ip(sim::A_ADDR), ip("192.0.2.11"), ip(sim::B_ADDR));
+        s.add_addr(0, a2);
+        let ended = |s: &Sim| [deleted_reasons(s, 0).len(), deleted_reasons(s, 1).len()];
+        let ended_before = ended(&s);
+        let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+        s.schedule(Duration::from_secs(5), "path A-B dies", move |s| {
+            s.set_path_up(a, b, false);
+        });
+        move_a_on_link_event(&mut s, Duration::from_secs(8), sim::sock(a2, 4500), remote);
+        assert!(
+            s.run_until(Duration::from_secs(600), |s| path_changed(s)
+                && s.paths_agree().is_ok()
+                && s.children_pair_up()),
+            "seed {seed}: {:?}\nA: {:?}\nB: {:?}",
+            s.paths_agree(),
+            s.nodes[0].ep.ike_sas(),
+            s.nodes[1].ep.ike_sas()
+        );
+        assert!(
+            s.nodes[0]
+                .kernel
+                .values()
+                .all(|k| (k.local, k.remote) == (a2, b))
+        );
+        assert!(
+            s.nodes[1]
+                .kernel
+                .values()
+                .all(|k| (k.local, k.remote) == (b, a2))
+        );
+        assert_eq!(ended(&s), ended_before, "seed {seed}: no IKE SA ended");
+        delete_everything(&mut s);
+    }
+}
