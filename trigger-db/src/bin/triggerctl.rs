@@ -29,12 +29,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use tokio::io::BufReader;
-use trigger_db::{
-    client,
-    model::{
-        Filter, InterfaceKind, LinkParameter, LinkParameterType, LinkType, Source, Timestamp,
-        TriggerType,
-    },
+use trigger_db::model::{
+    Filter, InterfaceKind, LinkParameter, LinkParameterType, LinkType, Source, Timestamp,
+    TriggerType,
 };
 
 use crate::{
@@ -573,8 +570,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let socket = cli.socket.unwrap_or_else(client::socket_from_env);
-    let mut c = client::connect(&socket).await?;
+    let socket = cli.socket.unwrap_or_else(trigger_client::socket_from_env);
+    let mut c = trigger_client::connect(&socket).await?;
     match cli.command {
         Command::Watch {
             filter,
