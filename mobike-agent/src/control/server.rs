@@ -456,6 +456,49 @@ mod tests {
     }
 
     #[test]
+    fn refused_commands_keep_their_codes_and_messages() {
+        let cases = [
+            (
+                Refused::NoMatch(Selector::Connection("home".into())),
+                tonic::Code::NotFound,
+                "no IKE SA of connection `home`",
+            ),
+            (
+                Refused::NoMatch(Selector::Spi(0xab)),
+                tonic::Code::NotFound,
+                "no IKE SA with SPI 00000000000000ab",
+            ),
+            (
+                Refused::Engine(CommandError::UnknownConnection("nope".into())),
+                tonic::Code::NotFound,
+                "no connection named `nope`",
+            ),
+            (
+                Refused::Engine(CommandError::NoMobike(1)),
+                tonic::Code::FailedPrecondition,
+                "MOBIKE was not negotiated on IKE SA 0x0000000000000001",
+            ),
+            (
+                Refused::MixedFamilies {
+                    local: "192.0.2.1".parse().unwrap(),
+                    remote: "2001:db8::1".parse().unwrap(),
+                },
+                tonic::Code::InvalidArgument,
+                "local 192.0.2.1 and remote 2001:db8::1 are of different address families",
+            ),
+            (
+                Refused::NotListening("192.0.2.9".parse().unwrap()),
+                tonic::Code::FailedPrecondition,
+                "not listening on 192.0.2.9: add it to the connection's local_addrs (or leave them out for any)",
+            ),
+        ];
+        for (refused, code, message) in cases {
+            let st = refused_status(refused);
+            assert_eq!((st.code(), st.message()), (code, message));
+        }
+    }
+
+    #[test]
     fn selectors_render_as_prefixes_when_they_are() {
         assert_eq!(ts_string(&ts("10.1.0.0", "10.1.0.255")), "10.1.0.0/24");
         assert_eq!(ts_string(&ts("10.1.0.7", "10.1.0.7")), "10.1.0.7/32");

@@ -101,7 +101,7 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Datagram>(QUEUE);
     let mut sockets: HashMap<SocketAddr, Arc<IkeSocket>> = HashMap::new();
     open_sockets(&running, nat_t, &tx, &mut sockets)?;
-    // Status calls from the control socket; the sender stays alive (and the
+    // Calls from the control socket; the sender stays alive (and the
     // arm below pending) even without a socket.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(crate::control::QUEUE);
     let control = match &config.control_socket {
