@@ -1,21 +1,22 @@
-//! IKEv2 (RFC 7296) endpoint with MOBIKE (RFC 4555) in mind: the sans-IO
-//! protocol core of the mobike-agent.
+//! IKEv2 (RFC 7296) endpoint with MOBIKE (RFC 4555): the mobike-agent.
 //!
-//! What is here: the wire codec ([`proto`]), the cryptography and key
-//! derivation ([`crypto`]), strongSwan-style proposal strings
-//! ([`proposal`]) and the protocol engine ([`engine`]), which takes
+//! The protocol core is sans-IO: the wire codec ([`proto`]), the
+//! cryptography and key derivation ([`crypto`]), strongSwan-style proposal
+//! strings ([`proposal`]) and the protocol engine ([`engine`]), which takes
 //! datagrams, timer ticks and commands with `now` passed in and hands back
 //! datagrams to send, kernel actions as plain data, timer deadlines and
-//! events. What is not: sockets, clocks, tokio, the kernel (the runtime drives
-//! the engine and applies its kernel actions through ipsec-backend), and the
-//! MOBIKE address moves themselves (the engine keeps the address pair of an
-//! IKE SA changeable and parses the MOBIKE notifies so they can be added).
+//! events. MOBIKE there is the address update of RFC 4555 §3.5 in both
+//! roles, started by a command: the engine does not choose address pairs
+//! itself, and nothing yet moves an IKE SA on a trigger-db trigger.
 //!
-//! Around the engine, [`config_file`] reads the TOML configuration and
-//! [`runtime`] is the tokio driver used by the binary, [`kernel`] applies
-//! the engine's kernel actions through ipsec-backend, [`routes`] keeps the
-//! tunnel routes and [`control`] is the local gRPC control socket
-//! (`mobike-agent status`).
+//! Around the engine: [`config_file`] reads the TOML configuration;
+//! [`runtime`] is the tokio driver the binary runs (UDP sockets from
+//! [`udp`] and [`sockopt`], the timer, reloads, shutdown); [`kernel`]
+//! applies the engine's kernel actions through ipsec-backend, [`routes`]
+//! keeps the tunnel routes and [`vips`] the virtual IPs; [`control`] is the
+//! local gRPC control socket, its server feeding the runtime and its client
+//! used by `mobike-agent status`, `initiate`, `terminate`, `rekey` and
+//! `move`.
 
 pub mod config_file;
 pub mod control;

@@ -1,7 +1,8 @@
 //! `mobike-agent --config FILE`: runs the IKEv2 endpoint until SIGTERM or
 //! SIGINT, then deletes its SAs, serving its status on the control socket.
 //! `mobike-agent status [--json]` asks a running agent on that socket;
-//! `initiate`, `terminate` and `rekey` act on its IKE SAs there.
+//! `initiate`, `terminate`, `rekey` and `move` act on its IKE SAs there.
+//! SIGHUP re-reads the configuration file.
 //! Logging is filtered by `MOBIKE_AGENT_LOG` (tracing-subscriber syntax,
 //! default `info`).
 
@@ -11,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mobike_agent::{
     config_file::{AgentConfig, FileConfig},
-    control::{Client, ControlCommand, Selector},
+    control::{self, ControlCommand, Selector, client::Client},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
@@ -145,7 +146,7 @@ async fn state_of(client: &mut Client, spi_i: u64) -> anyhow::Result<Option<Stri
         .map(|s| s.state))
 }
 
-/// `initiate`, `terminate` and `rekey`.
+/// `initiate`, `terminate`, `rekey` and `move`.
 async fn command(socket: &std::path::Path, cmd: Cmd) -> anyhow::Result<()> {
     let mut client = Client::connect(socket).await?;
     let poll = std::time::Duration::from_millis(100);
@@ -295,8 +296,8 @@ fn socket(args: &Args) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("loading {}", c.display()))?
             .control
             .socket
-            .unwrap_or_else(mobike_agent::control::default_socket),
-        (None, None) => mobike_agent::control::default_socket(),
+            .unwrap_or_else(control::default_socket),
+        (None, None) => control::default_socket(),
     })
 }
 
@@ -307,12 +308,12 @@ fn status(args: &Args, json: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match rt.block_on(mobike_agent::control::status(&socket)) {
+    match rt.block_on(control::client::status(&socket)) {
         Ok(st) => {
             let text = if json {
-                mobike_agent::control::json_lines(&st)
+                control::render::json_lines(&st)
             } else {
-                mobike_agent::control::table(&st)
+                control::render::table(&st)
             };
             std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
             Ok(())
@@ -365,7 +366,7 @@ fn main() -> anyhow::Result<()> {
             cli_socket
                 .clone()
                 .or(c.control_socket.take())
-                .unwrap_or_else(mobike_agent::control::default_socket),
+                .unwrap_or_else(control::default_socket),
         );
     };
     control_socket(&mut config);

@@ -114,7 +114,7 @@ fn on_thread(
 /// first stored trigger on), each trigger stamped as the stream yields it.
 async fn subscriber(socket: std::path::PathBuf, tx: mpsc::UnboundedSender<Seen>) {
     let stream = async {
-        let mut client = trigger_db::client::connect(&socket).await?;
+        let mut client = trigger_client::connect(&socket).await?;
         let s = client
             .subscribe(pb::SubscribeRequest {
                 filter: Some(pb::TriggerFilter {

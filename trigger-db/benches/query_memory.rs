@@ -88,11 +88,7 @@ fn query(k: usize, t0: i64) -> pb::QueryRequest {
     }
 }
 
-async fn query_run(
-    c: &mut trigger_db::client::Client,
-    t0: i64,
-    n: usize,
-) -> anyhow::Result<Vec<f64>> {
+async fn query_run(c: &mut trigger_client::Client, t0: i64, n: usize) -> anyhow::Result<Vec<f64>> {
     for k in 0..20 {
         c.query(query(k, t0)).await?;
     }

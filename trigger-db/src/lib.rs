@@ -9,7 +9,6 @@
 //! mobility: it records and reports what links do, for MOBIKE, Mobile IP,
 //! NSIS or an admin to act on.
 
-pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod damping;

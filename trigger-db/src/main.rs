@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         socket: args
             .socket
             .or_else(|| config.socket.clone())
-            .unwrap_or_else(paths::default_socket),
+            .unwrap_or_else(trigger_client::default_socket),
         database: args
             .database
             .or_else(|| config.database.clone())

@@ -1,15 +1,10 @@
-//! Default locations of the socket and the database, shared by the daemon
-//! and triggerctl so that both agree without flags.
-//!
-//! As root: `/run/trigger-db/trigger.sock` and `/var/lib/trigger-db/triggers.db`.
-//! Otherwise `$XDG_RUNTIME_DIR/trigger-db/trigger.sock` (fallback
-//! `/run/user/$UID`, then the temporary directory) and
-//! `$XDG_STATE_HOME/trigger-db/triggers.db` (fallback `$HOME/.local/state`).
+//! The default location of the database: as root
+//! `/var/lib/trigger-db/triggers.db`, otherwise
+//! `$XDG_STATE_HOME/trigger-db/triggers.db` (fallback `$HOME/.local/state`,
+//! then the temporary directory). The socket's default, shared with the
+//! clients, is `trigger_client::default_socket`.
 
 use std::path::PathBuf;
-
-/// Environment variable naming the socket for triggerctl.
-pub const SOCKET_ENV: &str = "TRIGGER_DB_SOCKET";
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -20,23 +15,6 @@ fn env_dir(var: &str) -> Option<PathBuf> {
     std::env::var_os(var)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-}
-
-pub fn default_socket() -> PathBuf {
-    if is_root() {
-        return PathBuf::from("/run/trigger-db/trigger.sock");
-    }
-    let runtime = env_dir("XDG_RUNTIME_DIR").unwrap_or_else(|| {
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let run_user = PathBuf::from(format!("/run/user/{uid}"));
-        if run_user.is_dir() {
-            run_user
-        } else {
-            std::env::temp_dir().join(format!("trigger-db-{uid}"))
-        }
-    });
-    runtime.join("trigger-db").join("trigger.sock")
 }
 
 pub fn default_database() -> PathBuf {

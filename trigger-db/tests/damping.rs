@@ -15,7 +15,7 @@ use std::{
 };
 
 use support::*;
-use trigger_db::client::Client;
+use trigger_client::Client;
 use trigger_proto::v1 as pb;
 
 /// The debounce is long against the two `ip` commands (one process, one

@@ -146,7 +146,7 @@ async fn drive(
 /// The stored strength reports (networkmanager's and the threshold's) and
 /// Link_Going_Downs on wlan0, in id order, as short strings: "nm 35",
 /// "threshold report 20 crossed 40", "threshold going-down".
-async fn history(c: &mut trigger_db::client::Client) -> Vec<String> {
+async fn history(c: &mut trigger_client::Client) -> Vec<String> {
     let page = c
         .query(pb::QueryRequest {
             filter: Some(pb::TriggerFilter {

@@ -42,7 +42,7 @@ fn below(ifname: &str, value: f64, hysteresis: f64, action: pb::ThresholdAction)
     }
 }
 
-async fn report_series(c: &mut trigger_db::client::Client, ifname: &str, series: &[f64]) {
+async fn report_series(c: &mut trigger_client::Client, ifname: &str, series: &[f64]) {
     for v in series {
         c.add(pb::AddRequest {
             triggers: vec![strength(ifname, *v)],
@@ -53,7 +53,7 @@ async fn report_series(c: &mut trigger_db::client::Client, ifname: &str, series:
 }
 
 /// Counts derived triggers of `ty` in the store.
-async fn derived(c: &mut trigger_db::client::Client, ty: pb::TriggerType) -> usize {
+async fn derived(c: &mut trigger_client::Client, ty: pb::TriggerType) -> usize {
     let page = c
         .query(pb::QueryRequest {
             filter: Some(pb::TriggerFilter {

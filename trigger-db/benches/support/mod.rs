@@ -128,8 +128,8 @@ impl Daemon {
         Ok((field("VmHWM:")?, field("VmRSS:")?))
     }
 
-    pub async fn client(&self) -> anyhow::Result<trigger_db::client::Client> {
-        Ok(trigger_db::client::connect(&self.socket).await?)
+    pub async fn client(&self) -> anyhow::Result<trigger_client::Client> {
+        Ok(trigger_client::connect(&self.socket).await?)
     }
 
     /// SIGTERM and wait for a clean exit (the store is flushed then).

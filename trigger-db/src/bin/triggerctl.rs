@@ -31,7 +31,6 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 use tokio::io::BufReader;
-use trigger_db::client;
 
 use crate::{
     add::BatchReader,
@@ -81,8 +80,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let socket = cli.socket.unwrap_or_else(client::socket_from_env);
-    let mut c = client::connect(&socket).await?;
+    let socket = cli.socket.unwrap_or_else(trigger_client::socket_from_env);
+    let mut c = trigger_client::connect(&socket).await?;
     match cli.command {
         Command::Watch {
             filter,

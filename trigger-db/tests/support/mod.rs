@@ -12,10 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use trigger_db::{
-    client::{self, Client},
-    model::{Interface, Source, Trigger, TriggerType},
-};
+use trigger_client::Client;
+use trigger_db::model::{Interface, Source, Trigger, TriggerType};
 use trigger_proto::v1 as pb;
 
 pub const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
@@ -176,7 +174,9 @@ impl Daemon {
     }
 
     pub async fn client(&self) -> Client {
-        client::connect(&self.socket).await.expect("connect")
+        trigger_client::connect(&self.socket)
+            .await
+            .expect("connect")
     }
 
     pub fn pid(&self) -> i32 {

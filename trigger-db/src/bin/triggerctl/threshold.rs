@@ -8,8 +8,8 @@
 //! the request, checks numbers early and formats the replies.
 
 use serde_json::{Value, json};
+use trigger_client::Client;
 use trigger_db::{
-    client::Client,
     model::{LinkParameterType, LinkType},
     server::wire::change_from_wire,
     threshold::{Change, Direction, Scope, Threshold},

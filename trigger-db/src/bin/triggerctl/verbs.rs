@@ -11,10 +11,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, anyhow};
 use serde_json::json;
 use tonic::{Code, Status};
-use trigger_db::{
-    client::Client,
-    model::{Address, Filter, Interface, LinkState, Timestamp, Trigger},
-};
+use trigger_client::Client;
+use trigger_db::model::{Address, Filter, Interface, LinkState, Timestamp, Trigger};
 use trigger_proto::v1 as pb;
 
 use crate::{

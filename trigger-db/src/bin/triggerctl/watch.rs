@@ -12,10 +12,8 @@
 //! stops it from outside.
 
 use serde_json::json;
-use trigger_db::{
-    client::Client,
-    model::{Filter, Timestamp},
-};
+use trigger_client::Client;
+use trigger_db::model::{Filter, Timestamp};
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 
 use crate::{

@@ -1,12 +1,10 @@
-//! The client connector: a `TriggerService` gRPC client over trigger-db's
-//! Unix socket, for triggerctl, the system tests and the benchmarks.
+//! An eager gRPC channel over a Unix socket.
 //!
-//! [`connect`] connects eagerly, so a daemon that is not there fails at once
-//! with an error naming the socket and the cause (no such file, connection
-//! refused, permission denied) instead of on the first call. Later
-//! reconnects (the channel reconnects by itself after the daemon restarts)
-//! dial the same path. This module does not retry, time out long-lived
-//! streams or interpret replies; it only makes the channel.
+//! [`connect`] opens the socket with connect(2) before it returns, so a
+//! server that is not there fails at once with an error naming the socket
+//! and the io error (no such file, connection refused, permission denied)
+//! instead of on the first call. Later reconnects (the channel reconnects by
+//! itself after the server restarts) dial the same path.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,72 +14,68 @@ use std::{
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
-use trigger_proto::v1::trigger_service_client::TriggerServiceClient;
 
-use crate::paths;
-
-/// A client of trigger-db over its Unix socket.
-pub type Client = TriggerServiceClient<Channel>;
-
-/// Why no channel to trigger-db could be made.
+/// Why no channel could be made.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The socket could not be opened: no such file (daemon not running),
+pub enum ConnectError {
+    /// The socket could not be opened: no such file (server not running),
     /// connection refused (stale socket), permission denied.
-    #[error("cannot connect to trigger-db at {}", socket.display())]
+    #[error("cannot connect to {service} at {}", socket.display())]
     Connect {
+        /// What serves on the socket, for the message.
+        service: &'static str,
+        /// Socket path.
         socket: PathBuf,
+        /// The error of connect(2).
         #[source]
         source: std::io::Error,
     },
     /// The socket accepted, but no HTTP/2 channel could be set up on it.
-    #[error("cannot open a gRPC channel to trigger-db at {}", socket.display())]
+    #[error("cannot open a gRPC channel to {service} at {}", socket.display())]
     Channel {
+        /// What serves on the socket, for the message.
+        service: &'static str,
+        /// Socket path.
         socket: PathBuf,
+        /// Cause.
         #[source]
         source: tonic::transport::Error,
     },
 }
 
-impl ClientError {
+impl ConnectError {
     /// The socket path the failed connection was for.
     pub fn socket(&self) -> &Path {
         match self {
-            ClientError::Connect { socket, .. } | ClientError::Channel { socket, .. } => socket,
+            ConnectError::Connect { socket, .. } | ConnectError::Channel { socket, .. } => socket,
         }
     }
 }
 
-/// The socket triggerctl and the tests use when none is given:
-/// `$TRIGGER_DB_SOCKET` if set and not empty, else the daemon's default.
-pub fn socket_from_env() -> PathBuf {
-    std::env::var_os(paths::SOCKET_ENV)
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(paths::default_socket)
-}
-
-/// Connects to trigger-db on `socket`, eagerly: the socket is opened and the
-/// HTTP/2 connection set up before this returns.
-pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
+/// Connects to `service` (a name for error messages) on `socket`, eagerly:
+/// the socket is opened and the HTTP/2 connection set up before this
+/// returns.
+pub async fn connect(service: &'static str, socket: &Path) -> Result<Channel, ConnectError> {
     // Open the socket ourselves first so that the error is the plain
     // io::Error of connect(2), then hand this stream to the first dial.
     let first = UnixStream::connect(socket)
         .await
-        .map_err(|source| ClientError::Connect {
+        .map_err(|source| ConnectError::Connect {
+            service,
             socket: socket.to_owned(),
             source,
         })?;
     let first = Arc::new(Mutex::new(Some(first)));
     let path = Arc::new(socket.to_owned());
-    let channel_err = |source| ClientError::Channel {
+    let channel_err = |source| ConnectError::Channel {
+        service,
         socket: socket.to_owned(),
         source,
     };
     // The URI is required by the API but never dialled: the connector below
     // ignores it.
     let endpoint = Endpoint::try_from("http://[::]:50051").map_err(channel_err)?;
-    let channel = endpoint
+    endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let first = Arc::clone(&first);
             let path = Arc::clone(&path);
@@ -95,8 +89,7 @@ pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
             }
         }))
         .await
-        .map_err(channel_err)?;
-    Ok(TriggerServiceClient::new(channel))
+        .map_err(channel_err)
 }
 
 #[cfg(test)]
@@ -107,13 +100,16 @@ mod tests {
     async fn missing_socket_names_path_and_cause() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("nope.sock");
-        let err = connect(&sock).await.unwrap_err();
+        let err = connect("trigger-db", &sock).await.unwrap_err();
         assert_eq!(err.socket(), sock);
-        let ClientError::Connect { source, .. } = &err else {
+        let ConnectError::Connect { source, .. } = &err else {
             panic!("{err:?}");
         };
         assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
-        assert!(err.to_string().contains("nope.sock"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot connect to trigger-db at {}", sock.display())
+        );
     }
 
     #[tokio::test]
@@ -121,8 +117,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("stale.sock");
         drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
-        let err = connect(&sock).await.unwrap_err();
-        let ClientError::Connect { source, .. } = &err else {
+        let err = connect("trigger-db", &sock).await.unwrap_err();
+        let ConnectError::Connect { source, .. } = &err else {
             panic!("{err:?}");
         };
         assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);

@@ -10,9 +10,11 @@
 //! The kernel's XFRM_MSG_EXPIRE events for our SAs (their byte, packet and
 //! age limits) become [`Command::ChildSaExpired`]. No trigger-db
 //! subscription yet.
-//! The control socket (`crate::control`) is answered from the engine
-//! loop, between two engine steps. Sockets bind to specific addresses so
-//! the engine always knows the local address of a datagram.
+//! The control socket's server (`crate::control::server`) forwards its
+//! calls over a bounded channel; the loop answers them between two engine
+//! steps as [`commands`] says. Sockets bind to specific addresses (or the
+//! wildcards, for connections on any local address) and the engine is
+//! always told the local address of a datagram.
 
 use std::{
     collections::HashMap,
@@ -25,9 +27,11 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+mod commands;
+
 use crate::{
     config_file::{AgentConfig, Backend},
-    control::{ControlCommand, ControlRequest},
+    control::ControlRequest,
     engine::{Command, CommandError, Endpoint, Event, KernelAction},
     kernel::{Kernel, KernelEvent, KernelOp},
     routes::Routes,
@@ -97,19 +101,19 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Datagram>(QUEUE);
     let mut sockets: HashMap<SocketAddr, Arc<IkeSocket>> = HashMap::new();
     open_sockets(&running, nat_t, &tx, &mut sockets)?;
-    // Status calls from the control socket; the sender stays alive (and the
+    // Calls from the control socket; the sender stays alive (and the
     // arm below pending) even without a socket.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(crate::control::QUEUE);
     let control = match &config.control_socket {
         Some(path) => {
-            let server = crate::control::serve(path, ctl_tx.clone()).await?;
+            let server = crate::control::server::serve(path, ctl_tx.clone()).await?;
             info!(socket = %path.display(), "control socket");
             Some((server, path.clone()))
         }
         None => None,
     };
     for name in &config.initiate {
-        match initiate(&mut ep, Instant::now(), name) {
+        match commands::initiate(&mut ep, Instant::now(), name) {
             Ok(()) => {}
             // No route towards the peer yet (booting without a network):
             // the engine tries again as the connection's keyingtries allow.
@@ -152,20 +156,13 @@ pub async fn run(
             Some(req) = ctl_rx.recv() => match req {
                 ControlRequest::Status(reply) => {
                     let counters = kernel.counters().await;
-                    let _ = reply.send(crate::control::snapshot(&ep, config.backend, &counters));
+                    let _ = reply.send(commands::snapshot(&ep, config.backend, counters));
                 }
                 ControlRequest::Command(cmd, reply) => {
                     info!(command = ?cmd, "control");
-                    let answer = match &cmd {
-                        ControlCommand::UpdateAddresses { local, .. }
-                            if !listening_on(&sockets, *local) =>
-                        {
-                            Err(tonic::Status::failed_precondition(format!(
-                                "not listening on {local}: add it to the connection's local_addrs (or leave them out for any)"
-                            )))
-                        }
-                        _ => crate::control::execute(&mut ep, Instant::now(), cmd),
-                    };
+                    let answer = commands::execute(&mut ep, Instant::now(), cmd, |ip| {
+                        listening_on(&sockets, ip)
+                    });
                     let _ = reply.send(answer);
                 }
             },
@@ -374,7 +371,7 @@ fn reload(
         .iter()
         .filter(|n| report.added.contains(n) || report.changed.contains(n))
     {
-        if let Err(e) = initiate(ep, Instant::now(), name) {
+        if let Err(e) = commands::initiate(ep, Instant::now(), name) {
             warn!(connection = %name, error = %e, "cannot initiate the reloaded connection now");
         }
     }
@@ -396,7 +393,7 @@ async fn flush(
                 info!(connection, "re-establishing");
                 // A failure (no route towards the peer now) is counted
                 // and retried by the engine.
-                if let Err(e) = initiate(ep, Instant::now(), connection) {
+                if let Err(e) = commands::initiate(ep, Instant::now(), connection) {
                     warn!(connection, error = %e, "cannot re-establish the connection now");
                 }
             }
@@ -443,32 +440,6 @@ async fn flush(
             None => warn!(local = %t.local, "no socket for this local address"),
         }
     }
-}
-
-/// Starts the connection `name` as initiator. Without a configured local
-/// address ("any"), the source the kernel would use towards the peer is
-/// taken (RFC 7296 §2.23 NAT detection hashes the exact address).
-pub fn initiate(ep: &mut Endpoint, now: Instant, name: &str) -> Result<(), CommandError> {
-    let local = match ep.connection(name) {
-        Some(c) if c.local_addr.is_none() => match c.remote_addr {
-            Some(remote) => match crate::udp::source_towards(remote) {
-                Ok(ip) => Some(SocketAddr::new(ip, crate::proto::IKE_PORT)),
-                Err(e) => {
-                    warn!(connection = name, %remote, error = %e, "no route to the peer");
-                    None
-                }
-            },
-            None => None,
-        },
-        _ => None,
-    };
-    ep.handle_command(
-        now,
-        Command::Initiate {
-            connection: name.to_owned(),
-            local,
-        },
-    )
 }
 
 /// Keeps the tunnel routes in step with the kernel state: installed with

@@ -1,0 +1,181 @@
+//! The text `mobike-agent status` prints: a table, or one JSON object per
+//! IKE SA and line. Both are rendered from the `StatusResponse` as it
+//! arrives over the control socket; nothing here talks to the agent.
+
+use std::fmt::Write as _;
+
+use trigger_proto::mobike_v1::StatusResponse;
+
+/// One JSON object per IKE SA, each on its own line (CHILD_SAs nested).
+pub fn json_lines(st: &StatusResponse) -> String {
+    let mut out = String::new();
+    for sa in &st.ike_sas {
+        let children: Vec<_> = sa
+            .child_sas
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "state": c.state,
+                    "mode": c.mode,
+                    "reqid": c.reqid,
+                    "spi_in": format!("{:08x}", c.spi_in),
+                    "spi_out": format!("{:08x}", c.spi_out),
+                    "local_ts": c.local_ts,
+                    "remote_ts": c.remote_ts,
+                    "counters_known": c.counters_known,
+                    "bytes_in": c.bytes_in,
+                    "bytes_out": c.bytes_out,
+                    "packets_in": c.packets_in,
+                    "packets_out": c.packets_out,
+                    "last_used_in": c.last_used_in,
+                    "last_used_out": c.last_used_out,
+                    "installed_at": c.installed_at,
+                    "replay_errors": c.replay_errors,
+                    "integrity_failures": c.integrity_failures,
+                    "counters_error": (!c.counters_error.is_empty()).then_some(&c.counters_error),
+                    "rekey_in": c.rekey_in_seconds,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "name": sa.name,
+            "state": sa.state,
+            "initiator": sa.initiator,
+            "local": sa.local,
+            "remote": sa.remote,
+            "spi_i": format!("{:016x}", sa.spi_initiator),
+            "spi_r": format!("{:016x}", sa.spi_responder),
+            "local_behind_nat": sa.local_behind_nat,
+            "remote_behind_nat": sa.remote_behind_nat,
+            "mobike": sa.mobike,
+            "rekey_in": sa.rekey_in_seconds,
+            "virtual_ips": sa.virtual_ips,
+            "dns": sa.dns,
+            "peer_virtual_ips": sa.peer_virtual_ips,
+            "updating_addresses": sa.updating_addresses,
+            "backend": st.backend,
+            "child_sas": children,
+        });
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// ` (3s ago)` for a use time in Unix seconds, nothing when never used.
+fn ago(t: u64, now: u64) -> String {
+    if t == 0 {
+        String::new()
+    } else {
+        format!(" ({}s ago)", now.saturating_sub(t))
+    }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(",")
+    }
+}
+
+/// `, rekey in 52m10s` (to the second), nothing when there is no rekey due.
+fn rekey_in(s: Option<u64>) -> String {
+    s.map_or_else(String::new, |s| {
+        format!(
+            ", rekey in {}",
+            humantime::format_duration(std::time::Duration::from_secs(s))
+        )
+    })
+}
+
+/// A readable table: one line per IKE SA, its CHILD_SAs indented below.
+pub fn table(st: &StatusResponse) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut out = String::new();
+    if st.ike_sas.is_empty() {
+        out.push_str("no IKE SAs\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<12} {:<11} {:<24} {:<24} {:<33} {:<9} MOBIKE",
+        "IKE SA", "STATE", "LOCAL", "REMOTE", "SPI_I/SPI_R", "NAT"
+    );
+    for sa in &st.ike_sas {
+        let nat = match (sa.local_behind_nat, sa.remote_behind_nat) {
+            (false, false) => "-",
+            (true, false) => "local",
+            (false, true) => "remote",
+            (true, true) => "both",
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:<11} {:<24} {:<24} {:016x}/{:016x} {:<9} {}{}",
+            sa.name,
+            sa.state,
+            sa.local,
+            sa.remote,
+            sa.spi_initiator,
+            sa.spi_responder,
+            nat,
+            if sa.mobike { "yes" } else { "no" },
+            rekey_in(sa.rekey_in_seconds)
+        );
+        if !sa.virtual_ips.is_empty() || !sa.peer_virtual_ips.is_empty() {
+            let _ = writeln!(
+                out,
+                "  virtual IPs: ours {}, the peer's {}{}",
+                list_or_none(&sa.virtual_ips),
+                list_or_none(&sa.peer_virtual_ips),
+                if sa.dns.is_empty() {
+                    String::new()
+                } else {
+                    format!(", DNS {}", sa.dns.join(","))
+                }
+            );
+        }
+        for c in &sa.child_sas {
+            let counters = if c.counters_known {
+                let mut t = format!(
+                    "{} B/{} pkts in{}, {} B/{} pkts out{}",
+                    c.bytes_in,
+                    c.packets_in,
+                    ago(c.last_used_in, now),
+                    c.bytes_out,
+                    c.packets_out,
+                    ago(c.last_used_out, now)
+                );
+                if c.replay_errors > 0 || c.integrity_failures > 0 {
+                    let _ = write!(
+                        t,
+                        ", dropped {} replayed, {} bad ICV",
+                        c.replay_errors, c.integrity_failures
+                    );
+                }
+                t
+            } else if !c.counters_error.is_empty() {
+                format!("counters unreadable: {}", c.counters_error)
+            } else {
+                format!("counters n/a (backend {})", st.backend)
+            };
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<9} {:<9} in {:08x} out {:08x}  {} === {}  {}{}",
+                c.name,
+                c.state,
+                c.mode,
+                c.spi_in,
+                c.spi_out,
+                c.local_ts.join(","),
+                c.remote_ts.join(","),
+                counters,
+                rekey_in(c.rekey_in_seconds)
+            );
+        }
+    }
+    out
+}
