@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::codec::DecodeError;
+use crate::selector::{Dir, SelectorError, TrafficSelector};
 
 /// An error reported by the kernel in an `NLMSG_ERROR` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,29 +91,29 @@ pub enum Error {
     AllocSpi(#[source] NetlinkError),
     #[error("adding policy ({dir} {selector})")]
     AddPolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
     #[error("updating policy ({dir} {selector})")]
     UpdatePolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
     #[error("deleting policy ({dir} {selector})")]
     DeletePolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
     #[error("getting policy ({dir} {selector})")]
     GetPolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
@@ -124,8 +125,8 @@ pub enum Error {
     /// policy it touched in this call (`xfrm_migrate` restores on error).
     #[error("migrating SAs and policies ({dir} {selector})")]
     Migrate {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
@@ -140,7 +141,7 @@ pub enum Error {
     Invalid(String),
     /// The traffic selectors of a CHILD_SA cannot be installed.
     #[error("CHILD_SA traffic selectors")]
-    Selectors(#[from] crate::child::SelectorError),
+    Selectors(#[from] SelectorError),
 }
 
 impl Error {

@@ -12,9 +12,8 @@
 //!
 //! # Why not netlink-packet-xfrm
 //!
-//! The workspace prefers rust-netlink's `netlink-packet-xfrm` 0.5, and this
-//! codec was written only after checking it against the captured bytes and
-//! the kernel sources. It falls short where this crate needs it most:
+//! rust-netlink's `netlink-packet-xfrm` 0.5, checked against the captured
+//! bytes and the kernel sources, falls short where this crate needs it most:
 //!
 //! * `XfrmAttrs::Migrate(UserMigrate)` holds **one** `xfrm_user_migrate`,
 //!   but the kernel reads XFRMA_MIGRATE as an *array* of up to
@@ -40,6 +39,28 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 pub(crate) use wire::align4;
 use wire::{Put, Reader};
+
+// Netlink header flags (`nlmsghdr.nlmsg_flags`, `<linux/netlink.h>`): the
+// socket layer sets them, and a dump request's body is parsed by them.
+
+/// `NLM_F_REQUEST`.
+pub const NLM_F_REQUEST: u16 = 0x1;
+/// `NLM_F_MULTI`.
+pub const NLM_F_MULTI: u16 = 0x2;
+/// `NLM_F_ACK`.
+pub const NLM_F_ACK: u16 = 0x4;
+/// `NLM_F_DUMP` (= ROOT | MATCH).
+pub const NLM_F_DUMP: u16 = 0x300;
+/// `NLM_F_REPLACE`.
+pub const NLM_F_REPLACE: u16 = 0x100;
+/// `NLM_F_EXCL`.
+pub const NLM_F_EXCL: u16 = 0x200;
+/// `NLM_F_CREATE`.
+pub const NLM_F_CREATE: u16 = 0x400;
+/// `NLM_F_CAPPED` (on NLMSG_ERROR: only the header of the request is echoed).
+pub const NLM_F_CAPPED: u16 = 0x100;
+/// `NLM_F_ACK_TLVS` (on NLMSG_ERROR: extended-ack attributes follow).
+pub const NLM_F_ACK_TLVS: u16 = 0x200;
 
 /// A malformed or truncated netlink/XFRM message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1077,9 +1098,7 @@ impl XfrmMessage {
     /// Parse a message body of type `ty`. Dump requests (`NLM_F_DUMP`) are
     /// kept raw because their body is optional.
     pub fn parse(ty: u16, flags: u16, p: &[u8]) -> Result<Self, DecodeError> {
-        if flags & crate::netlink::NLM_F_DUMP == crate::netlink::NLM_F_DUMP
-            && flags & crate::netlink::NLM_F_REQUEST != 0
-        {
+        if flags & NLM_F_DUMP == NLM_F_DUMP && flags & NLM_F_REQUEST != 0 {
             return Ok(XfrmMessage::Raw(ty, p.to_vec()));
         }
         let mut r = Reader::new(p, "XFRM message body");
