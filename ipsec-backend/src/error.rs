@@ -1,6 +1,10 @@
-//! The crate's one error type. Variants are named after the operation that
-//! failed; the cause (kernel errno + extended-ack text, socket I/O, or a
-//! malformed reply) is in `#[source]` and not repeated in the message.
+//! The crate's one error type, [`Error`], and the causes of a failed
+//! netlink exchange it carries ([`NetlinkError`], [`KernelError`]).
+//! Variants are named after the operation that failed; the cause (kernel
+//! errno + extended-ack text, socket I/O, or a malformed reply) is in
+//! `#[source]` and not repeated in the message. It sits below the IPsec
+//! types and the socket, so every layer above returns it; it uses only the
+//! codec's [`DecodeError`] and the selectors of [`crate::selector`].
 //!
 //! This module does not log, retry or map errors to other protocols.
 

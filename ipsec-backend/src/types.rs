@@ -3,6 +3,8 @@
 //!
 //! These are what callers build and what dumps return. They do not talk to
 //! the kernel. Keys are plain bytes here; nothing in this module zeroizes.
+//! [`Dir`], [`Prefix`] and [`TrafficSelector`] live in [`crate::selector`]
+//! (the crate's error names them) and are re-exported here.
 
 use std::net::IpAddr;
 use std::str::FromStr;
