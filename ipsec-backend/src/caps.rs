@@ -7,9 +7,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use errchain::chain;
 use serde::Serialize;
 
-use crate::error::{Error, chain};
+use crate::error::Error;
 use crate::handle::{PolicyKey, SaKey, XfrmHandle};
 use crate::types::{
     Crypto, Dir, Encap, MigrateEntry, MigrateSpec, Mode, PolicySpec, Prefix, Proto, SaSpec,

@@ -1,6 +1,10 @@
-//! The crate's one error type. Variants are named after the operation that
-//! failed; the cause (kernel errno + extended-ack text, socket I/O, or a
-//! malformed reply) is in `#[source]` and not repeated in the message.
+//! The crate's one error type, [`Error`], and the causes of a failed
+//! netlink exchange it carries ([`NetlinkError`], [`KernelError`]).
+//! Variants are named after the operation that failed; the cause (kernel
+//! errno + extended-ack text, socket I/O, or a malformed reply) is in
+//! `#[source]` and not repeated in the message. It sits below the IPsec
+//! types and the socket, so every layer above returns it; it uses only the
+//! codec's [`DecodeError`] and the selectors of [`crate::selector`].
 //!
 //! This module does not log, retry or map errors to other protocols.
 
@@ -8,6 +12,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::codec::DecodeError;
+use crate::selector::{Dir, SelectorError, TrafficSelector};
 
 /// An error reported by the kernel in an `NLMSG_ERROR` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,29 +95,29 @@ pub enum Error {
     AllocSpi(#[source] NetlinkError),
     #[error("adding policy ({dir} {selector})")]
     AddPolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
     #[error("updating policy ({dir} {selector})")]
     UpdatePolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
     #[error("deleting policy ({dir} {selector})")]
     DeletePolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
     #[error("getting policy ({dir} {selector})")]
     GetPolicy {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
@@ -124,8 +129,8 @@ pub enum Error {
     /// policy it touched in this call (`xfrm_migrate` restores on error).
     #[error("migrating SAs and policies ({dir} {selector})")]
     Migrate {
-        dir: crate::types::Dir,
-        selector: crate::types::TrafficSelector,
+        dir: Dir,
+        selector: TrafficSelector,
         #[source]
         source: NetlinkError,
     },
@@ -140,7 +145,7 @@ pub enum Error {
     Invalid(String),
     /// The traffic selectors of a CHILD_SA cannot be installed.
     #[error("CHILD_SA traffic selectors")]
-    Selectors(#[from] crate::child::SelectorError),
+    Selectors(#[from] SelectorError),
 }
 
 impl Error {
@@ -163,16 +168,4 @@ impl Error {
         }
         None
     }
-}
-
-/// Render an error and its whole `source()` chain on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

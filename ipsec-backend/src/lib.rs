@@ -11,10 +11,23 @@
 //! XFRM state unless the caller asks it to (tests and the capability probe
 //! work in private network namespaces).
 //!
-//! Layers (rust-netlink style): [`codec`] (bytes <-> structs, lossless),
-//! [`netlink`] (framing and the async socket), [`handle`] (one method per
-//! operation), [`types`] (IPsec-level types), [`monitor`], [`caps`],
-//! [`child`] (the agent-facing trait).
+//! Layers, each using only the ones above it in this list (rust-netlink
+//! style); every error type lives with its layer or below it:
+//!
+//! 1. [`codec`]: the wire format, bytes <-> `struct xfrm_*` and XFRMA_*
+//!    attributes, lossless; the netlink header flags; [`codec::DecodeError`].
+//! 2. [`selector`]: policy direction, traffic selectors and the CHILD_SA's
+//!    selector pairs ([`SelectorError`]).
+//! 3. [`error`]: the crate's [`Error`], and [`NetlinkError`] /
+//!    [`KernelError`] for a failed netlink exchange.
+//! 4. [`types`]: IPsec-level SAs, policies and MIGRATE over the codec.
+//! 5. [`netns`]: running code in a network namespace.
+//! 6. [`netlink`]: netlink framing and the async NETLINK_XFRM socket.
+//! 7. [`handle`]: [`XfrmHandle`], one method per SA/policy operation.
+//! 8. [`monitor`] (the kernel's event stream) and [`caps`] (the capability
+//!    probe), over the socket and the handle.
+//! 9. [`child`]: the agent-facing [`ChildSaBackend`] and its kernel and
+//!    in-memory implementations.
 
 pub mod caps;
 pub mod child;
@@ -24,12 +37,13 @@ pub mod handle;
 pub mod monitor;
 pub mod netlink;
 pub mod netns;
+pub mod selector;
 pub mod types;
 
 pub use child::{
     ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, FakeBackend, KernelBackend,
-    SelectorError, SelectorPair,
 };
 pub use error::{Error, KernelError, NetlinkError};
 pub use handle::{PolicyKey, SaKey, XfrmHandle};
 pub use monitor::{XfrmEvent, XfrmMonitor};
+pub use selector::{SelectorError, SelectorPair};

@@ -21,26 +21,11 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_XFRM};
 use tokio::io::unix::AsyncFd;
 
 use crate::codec::{DecodeError, XfrmMessage, align4};
+pub use crate::codec::{
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_MULTI,
+    NLM_F_REPLACE, NLM_F_REQUEST,
+};
 use crate::error::{KernelError, NetlinkError};
-
-/// `NLM_F_REQUEST`.
-pub const NLM_F_REQUEST: u16 = 0x1;
-/// `NLM_F_MULTI`.
-pub const NLM_F_MULTI: u16 = 0x2;
-/// `NLM_F_ACK`.
-pub const NLM_F_ACK: u16 = 0x4;
-/// `NLM_F_DUMP` (= ROOT | MATCH).
-pub const NLM_F_DUMP: u16 = 0x300;
-/// `NLM_F_REPLACE`.
-pub const NLM_F_REPLACE: u16 = 0x100;
-/// `NLM_F_EXCL`.
-pub const NLM_F_EXCL: u16 = 0x200;
-/// `NLM_F_CREATE`.
-pub const NLM_F_CREATE: u16 = 0x400;
-/// `NLM_F_CAPPED` (on NLMSG_ERROR: only the header of the request is echoed).
-pub const NLM_F_CAPPED: u16 = 0x100;
-/// `NLM_F_ACK_TLVS` (on NLMSG_ERROR: extended-ack attributes follow).
-pub const NLM_F_ACK_TLVS: u16 = 0x200;
 
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;

@@ -3,8 +3,9 @@
 //!
 //! These are what callers build and what dumps return. They do not talk to
 //! the kernel. Keys are plain bytes here; nothing in this module zeroizes.
+//! [`Dir`], [`Prefix`] and [`TrafficSelector`] live in [`crate::selector`]
+//! (the crate's error names them) and are re-exported here.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -15,6 +16,7 @@ use crate::codec::{
     UserPolicyInfo, UserSaInfo, UserTmpl, XfrmAddress, XfrmId, family_of,
 };
 use crate::error::Error;
+pub use crate::selector::{Dir, Prefix, TrafficSelector};
 
 /// IPsec mode (`XFRM_MODE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,198 +103,6 @@ impl FromStr for Proto {
             "comp" => Ok(Proto::Comp),
             _ => Err(format!("unknown proto {s:?} (esp, ah, comp)")),
         }
-    }
-}
-
-/// Policy direction (`XFRM_POLICY_IN/OUT/FWD`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dir {
-    /// Inbound (0).
-    In,
-    /// Outbound (1).
-    Out,
-    /// Forwarded (2).
-    Fwd,
-}
-
-impl Dir {
-    /// Kernel number.
-    pub fn to_raw(self) -> u8 {
-        match self {
-            Dir::In => 0,
-            Dir::Out => 1,
-            Dir::Fwd => 2,
-        }
-    }
-    /// From the kernel number.
-    pub fn from_raw(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Dir::In),
-            1 => Some(Dir::Out),
-            2 => Some(Dir::Fwd),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Dir {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Dir::In => "in",
-            Dir::Out => "out",
-            Dir::Fwd => "fwd",
-        })
-    }
-}
-
-impl FromStr for Dir {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "in" => Ok(Dir::In),
-            "out" => Ok(Dir::Out),
-            "fwd" => Ok(Dir::Fwd),
-            _ => Err(format!("unknown direction {s:?} (in, out, fwd)")),
-        }
-    }
-}
-
-/// An address prefix such as `10.1.0.0/24` (serialized as that string).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefix {
-    /// Network address.
-    pub addr: IpAddr,
-    /// Prefix length.
-    pub len: u8,
-}
-
-impl Prefix {
-    /// A host prefix (/32 or /128).
-    pub fn host(addr: IpAddr) -> Self {
-        Self {
-            addr,
-            len: if addr.is_ipv4() { 32 } else { 128 },
-        }
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl FromStr for Prefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match l {
-            Some(l) => l.parse::<u8>().map_err(|e| format!("{s:?}: {e}"))?,
-            None => max,
-        };
-        if len > max {
-            return Err(format!("{s:?}: prefix length over {max}"));
-        }
-        Ok(Self { addr, len })
-    }
-}
-
-impl Serialize for Prefix {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Prefix {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A traffic selector (`struct xfrm_selector`), the part that matters here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TrafficSelector {
-    /// Source prefix.
-    pub src: Prefix,
-    /// Destination prefix.
-    pub dst: Prefix,
-    /// Upper-layer protocol (0 = any).
-    #[serde(default)]
-    pub proto: u8,
-    /// Source port (0 = any).
-    #[serde(default)]
-    pub sport: u16,
-    /// Destination port (0 = any).
-    #[serde(default)]
-    pub dport: u16,
-}
-
-impl TrafficSelector {
-    /// Selector between two prefixes, any protocol/port.
-    pub fn new(src: Prefix, dst: Prefix) -> Self {
-        Self {
-            src,
-            dst,
-            proto: 0,
-            sport: 0,
-            dport: 0,
-        }
-    }
-    /// The reverse direction.
-    pub fn reversed(&self) -> Self {
-        Self {
-            src: self.dst,
-            dst: self.src,
-            proto: self.proto,
-            sport: self.dport,
-            dport: self.sport,
-        }
-    }
-    /// To the kernel struct.
-    pub fn to_raw(&self) -> Selector {
-        Selector {
-            daddr: self.dst.addr.into(),
-            saddr: self.src.addr.into(),
-            dport: self.dport,
-            dport_mask: if self.dport != 0 { 0xffff } else { 0 },
-            sport: self.sport,
-            sport_mask: if self.sport != 0 { 0xffff } else { 0 },
-            family: family_of(&self.src.addr),
-            prefixlen_d: self.dst.len,
-            prefixlen_s: self.src.len,
-            proto: self.proto,
-            ifindex: 0,
-            user: 0,
-        }
-    }
-    /// From the kernel struct (`None` for family 0, i.e. "any").
-    pub fn from_raw(s: &Selector) -> Option<Self> {
-        Some(Self {
-            src: Prefix {
-                addr: s.saddr.to_ip(s.family)?,
-                len: s.prefixlen_s,
-            },
-            dst: Prefix {
-                addr: s.daddr.to_ip(s.family)?,
-                len: s.prefixlen_d,
-            },
-            proto: s.proto,
-            sport: s.sport,
-            dport: s.dport,
-        })
-    }
-}
-
-impl fmt::Display for TrafficSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {}", self.src, self.dst)
     }
 }
 

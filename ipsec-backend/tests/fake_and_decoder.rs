@@ -200,8 +200,8 @@ proptest! {
     }
 }
 
-/// Inputs the cargo-fuzz target found (round-trip mismatches, not panics),
-/// kept as regressions: each must parse, and emitting must be a fixed point.
+/// Messages with odd padding or lengths (from the fuzz target): each must
+/// parse, and emitting must be a fixed point.
 #[test]
 fn fuzz_findings_parse_and_re_emit_stably() {
     let cases = [

@@ -482,7 +482,7 @@ impl Kernel {
             if let Err(e) = ignore_missing(backend.delete_child_sa(&owner).await) {
                 tracing::warn!(
                     reqid,
-                    error = %ipsec_backend::error::chain(&e),
+                    error = %errchain::chain(&e),
                     "kernel: cannot remove the policies of the reqid"
                 );
             }

@@ -403,7 +403,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     Err(e) => error!(
                         file = %path.display(),
-                        error = %ipsec_backend::error::chain(&e),
+                        error = %errchain::chain(&e),
                         "reload refused; the running configuration stays"
                     ),
                 }

@@ -407,7 +407,7 @@ impl Routes {
         }
         for o in old.iter().filter(|o| !done.iter().any(|d| d.dst == o.dst)) {
             if let Err(e) = self.del(o).await {
-                warn!(reqid, dst = %o.dst, error = %ipsec_backend::error::chain(&e), "cannot remove a stale route");
+                warn!(reqid, dst = %o.dst, error = %errchain::chain(&e), "cannot remove a stale route");
             }
         }
         let n = done.len();

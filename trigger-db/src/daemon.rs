@@ -136,7 +136,7 @@ fn start_sources(cfg: &Config, tx: ingest::SourceSender, stop: CancellationToken
             // It waits out an absent bus or NetworkManager by itself; it
             // fails only when the store's channel is gone.
             if let Err(e) = crate::source::nm::run(nm_cfg, tx, stats, stop).await {
-                tracing::error!(error = %crate::error_chain(&e), "NetworkManager source stopped");
+                tracing::error!(error = %errchain::chain(&e), "NetworkManager source stopped");
             }
         }));
     } else {
@@ -150,7 +150,7 @@ fn start_sources(cfg: &Config, tx: ingest::SourceSender, stop: CancellationToken
                 match netlink::run(tx.clone(), stats.clone(), stop.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::error!(error = %crate::error_chain(&e), "rtnetlink source failed; restarting in 1 s");
+                        tracing::error!(error = %errchain::chain(&e), "rtnetlink source failed; restarting in 1 s");
                     }
                 }
                 tokio::select! {

@@ -76,6 +76,6 @@ fn main() -> anyhow::Result<()> {
         let sig = tokio::spawn(signals);
         let r = daemon::run(opts, shutdown).await;
         sig.abort();
-        r.map_err(|e| anyhow::anyhow!(trigger_db::error_chain(&e)))
+        r.map_err(|e| anyhow::anyhow!(errchain::chain(&e)))
     })
 }

@@ -261,7 +261,7 @@ impl Actor {
                 self.engine = Engine::new(t);
             }
             Err(e) => {
-                error!(error = %crate::error_chain(&e), "cannot load thresholds; none active")
+                error!(error = %errchain::chain(&e), "cannot load thresholds; none active")
             }
         }
         let mut retention =
@@ -568,6 +568,6 @@ fn clone_err(e: &StoreError) -> StoreError {
     StoreError::Sql {
         op: "insert",
         // The whole chain: the top-level message alone hides the cause.
-        source: sqlx::Error::Protocol(crate::error_chain(e)),
+        source: sqlx::Error::Protocol(errchain::chain(e)),
     }
 }

@@ -450,7 +450,7 @@ fn main() -> Result<()> {
     rt.block_on(run(cli)).map_err(|e| {
         // Print the whole cause chain (errno + kernel ext-ack included).
         match e.downcast_ref::<ipsec_backend::Error>() {
-            Some(x) => anyhow::anyhow!(ipsec_backend::error::chain(x)),
+            Some(x) => anyhow::anyhow!(errchain::chain(x)),
             None => e,
         }
     })

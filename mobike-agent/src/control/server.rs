@@ -291,7 +291,7 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) ->
                         sa.integrity_failures = k.inbound_stats.integrity_failed;
                     }
                     (Backend::Xfrm, Some(Err(e))) => {
-                        sa.counters_error = ipsec_backend::error::chain(e);
+                        sa.counters_error = errchain::chain(e);
                     }
                     (Backend::Xfrm, None) => {
                         sa.counters_error =

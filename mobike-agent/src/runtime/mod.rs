@@ -148,7 +148,7 @@ pub async fn run(
                     }
                 }
                 Err(e) => warn!(
-                    error = %ipsec_backend::error::chain(&e),
+                    error = %errchain::chain(&e),
                     "kernel XFRM events lost: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time"
                 ),
             },
@@ -190,11 +190,11 @@ pub async fn run(
     if let Some(r) = &mut routes
         && let Err(e) = r.remove_all().await
     {
-        warn!(error = %ipsec_backend::error::chain(&e), "cannot remove all tunnel routes");
+        warn!(error = %errchain::chain(&e), "cannot remove all tunnel routes");
     }
     if let Some(v) = &mut vips {
         for e in v.remove_all().await {
-            warn!(error = %ipsec_backend::error::chain(&e), "virtual IP");
+            warn!(error = %errchain::chain(&e), "virtual IP");
         }
     }
     if let Some((server, path)) = control {
@@ -217,7 +217,7 @@ fn kernel_expires(
         None => return rx,
         Some(Ok(s)) => s,
         Some(Err(e)) => {
-            warn!(error = %ipsec_backend::error::chain(&e),
+            warn!(error = %errchain::chain(&e),
                   "cannot subscribe to kernel XFRM events: CHILD_SA byte and packet limits will not trigger rekeys");
             return rx;
         }
@@ -356,7 +356,7 @@ fn reload(
     new.endpoint.nat_t_port = running.endpoint.nat_t_port;
     new.backend = running.backend;
     if let Err(e) = open_sockets(&new, running.endpoint.nat_t_port, tx, sockets) {
-        warn!(error = %ipsec_backend::error::chain(&e), "cannot listen on every new local address");
+        warn!(error = %errchain::chain(&e), "cannot listen on every new local address");
     }
     let report = ep.reload(Instant::now(), new.endpoint);
     info!(
@@ -403,7 +403,7 @@ async fn flush(
     // Before the CHILD_SAs that use them (and their routes) go in.
     if vips_changed && let Some(v) = vips.as_mut() {
         for e in v.sync(&ep.virtual_ips()).await {
-            warn!(error = %ipsec_backend::error::chain(&e), "virtual IP");
+            warn!(error = %errchain::chain(&e), "virtual IP");
         }
     }
     while let Some(k) = ep.poll_kernel_action() {
@@ -472,7 +472,7 @@ async fn follow_routes(routes: &mut Routes, kernel: &Kernel, ev: &KernelEvent) {
         _ => Ok(()),
     };
     if let Err(e) = r {
-        warn!(error = %ipsec_backend::error::chain(&e), "tunnel route");
+        warn!(error = %errchain::chain(&e), "tunnel route");
     }
 }
 
@@ -565,7 +565,7 @@ fn log_kernel_event(ev: KernelEvent) {
             reqid,
             inbound = format_args!("{inbound_spi:#010x}"),
             ?op,
-            error = %ipsec_backend::error::chain(&error),
+            error = %errchain::chain(&error),
             "kernel: CHILD_SA action failed"
         ),
     }

@@ -78,7 +78,7 @@ fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::NotFound(id) => Status::not_found(format!("trigger {id} not found")),
         StoreError::Closed => Status::unavailable("trigger-db is shutting down"),
-        other => Status::internal(crate::error_chain(&other)),
+        other => Status::internal(errchain::chain(&other)),
     }
 }
 

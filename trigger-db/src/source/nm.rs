@@ -281,7 +281,7 @@ pub async fn run(
                     Ok(()) | Err(Stop::Shutdown) => return Ok(()),
                     Err(Stop::ChannelClosed) => return Err(NmError::ChannelClosed),
                     Err(Stop::Bus(e)) => {
-                        warn!(error = %crate::error_chain(&e), "lost the D-Bus system bus; reconnecting");
+                        warn!(error = %errchain::chain(&e), "lost the D-Bus system bus; reconnecting");
                         bus_down = true;
                         actor.owner = None;
                     }
@@ -289,9 +289,9 @@ pub async fn run(
             }
             Err(e) => {
                 if bus_down {
-                    debug!(error = %crate::error_chain(&e), "D-Bus system bus still unreachable");
+                    debug!(error = %errchain::chain(&e), "D-Bus system bus still unreachable");
                 } else {
-                    warn!(error = %crate::error_chain(&e), retry_max = ?RETRY_MAX, "D-Bus system bus unreachable; retrying");
+                    warn!(error = %errchain::chain(&e), retry_max = ?RETRY_MAX, "D-Bus system bus unreachable; retrying");
                     bus_down = true;
                 }
             }

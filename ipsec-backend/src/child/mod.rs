@@ -1,0 +1,117 @@
+//! What the MOBIKE agent asks of the kernel, as one trait: install a
+//! CHILD_SA pair with its policies, move it to a new outer address pair
+//! (RFC 4555 §3.5 "Updating Address Set"), delete it, read its counters and
+//! follow kernel events. [`KernelBackend`] does it with XFRM netlink,
+//! [`FakeBackend`] in memory with the same invariants (unique SPI per
+//! destination and protocol, unique policy per selector and direction,
+//! migrating a missing SA or policy fails, counters survive a move) so the
+//! agent's tests run without root or a kernel.
+//!
+//! Traffic selectors (RFC 7296 §2.9): a CHILD_SA carries a list of
+//! [`SelectorPair`]s, each one (local prefix, remote prefix) of one address
+//! family for any protocol and port. Like strongSwan's kernel-netlink, every
+//! pair gets its own policy set (out, in and fwd; out and in in transport
+//! mode), all with the same reqid template; the two SAs serve all pairs, so
+//! their selector is the pair itself when there is one, otherwise a wildcard
+//! (`0.0.0.0/0` or `::/0` both ways) of the pairs' family, or an AF_UNSPEC
+//! one when the pairs mix IPv4 and IPv6. Not supported: protocol or port
+//! restrictions in a selector, and address ranges that are not a prefix
+//! (the caller splits or refuses them).
+//!
+//! Inside: the trait (here), the pair's values and the SAs, policies and
+//! MIGRATE calls a pair consists of (`spec`, shared by both backends), the
+//! JSON forms they are read from (`wire`), and the two backends (`kernel`,
+//! `fake`).
+//!
+//! Not here: IKE, key derivation, rekeying policy, choosing addresses.
+
+mod fake;
+mod kernel;
+mod spec;
+mod wire;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::stream::BoxStream;
+
+use crate::error::Error;
+use crate::monitor::XfrmEvent;
+use crate::types::{Encap, OuterPair};
+
+pub use crate::selector::{SelectorError, SelectorPair};
+pub use fake::FakeBackend;
+pub use kernel::KernelBackend;
+pub use spec::{ChildSaCounters, ChildSaHandle, ChildSaSpec};
+
+/// A boxed future, so the trait is object-safe (`dyn ChildSaBackend`).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// The counters of many pairs ([`ChildSaBackend::counters_of`]).
+pub type ManyCounters<'a> =
+    Pin<Box<dyn Future<Output = Vec<Result<ChildSaCounters, Error>>> + Send + 'a>>;
+
+/// The kernel operations the MOBIKE agent needs.
+pub trait ChildSaBackend: Send + Sync {
+    /// Install the outbound and inbound SA and, for every selector pair,
+    /// the out/in(/fwd) policies. All or nothing: on failure what was
+    /// installed is removed again.
+    fn install_child_sa<'a>(&'a self, spec: &'a ChildSaSpec) -> BoxFut<'a, ChildSaHandle>;
+    /// Move both SAs and the policies of every selector pair to `to`, with
+    /// the UDP encapsulation of the new path (our view; None: plain ESP,
+    /// taking off any the pair had, as when a MOBIKE move leaves a NAT).
+    /// Returns the updated handle. All or nothing, as far as the kernel
+    /// allows.
+    fn migrate_child_sa<'a>(
+        &'a self,
+        handle: &'a ChildSaHandle,
+        to: OuterPair,
+        encap: Option<Encap>,
+    ) -> BoxFut<'a, ChildSaHandle>;
+    /// Remove SAs and policies (continues past errors, returns the first).
+    fn delete_child_sa<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ()>;
+    /// Read both SAs' counters.
+    fn counters<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaCounters>;
+    /// The counters of many pairs, in their order; a pair whose SAs are
+    /// gone gets the error `counters` would give. The kernel backend reads
+    /// them all with one SA dump instead of two requests per pair.
+    fn counters_of<'a>(&'a self, handles: &'a [ChildSaHandle]) -> ManyCounters<'a> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(handles.len());
+            for h in handles {
+                out.push(self.counters(h).await);
+            }
+            out
+        })
+    }
+    /// Subscribe to kernel events (expire, acquire, mapping, migrate, ...).
+    fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error>;
+}
+
+/// A shared backend is a backend: the caller keeps a handle (e.g. to a
+/// [`FakeBackend`] it feeds traffic into) while the user owns a box.
+impl<T: ChildSaBackend + ?Sized> ChildSaBackend for std::sync::Arc<T> {
+    fn install_child_sa<'a>(&'a self, spec: &'a ChildSaSpec) -> BoxFut<'a, ChildSaHandle> {
+        (**self).install_child_sa(spec)
+    }
+    fn migrate_child_sa<'a>(
+        &'a self,
+        handle: &'a ChildSaHandle,
+        to: OuterPair,
+        encap: Option<Encap>,
+    ) -> BoxFut<'a, ChildSaHandle> {
+        (**self).migrate_child_sa(handle, to, encap)
+    }
+    fn delete_child_sa<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ()> {
+        (**self).delete_child_sa(handle)
+    }
+    fn counters<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaCounters> {
+        (**self).counters(handle)
+    }
+    fn counters_of<'a>(&'a self, handles: &'a [ChildSaHandle]) -> ManyCounters<'a> {
+        (**self).counters_of(handles)
+    }
+    fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        (**self).events()
+    }
+}
