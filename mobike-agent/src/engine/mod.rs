@@ -13,7 +13,7 @@
 //! (liveness checks, Delete, AUTHENTICATION_FAILED), retransmission with
 //! exponential backoff, a message-ID window of one with replay of the cached
 //! response, the float to port 4500 and NAT keepalives, in both roles.
-//! The address pair of an IKE SA is a field ([`Path`]) that MOBIKE will move;
+//! The address pair of an IKE SA is a field ([`Path`]) that MOBIKE moves;
 //! MOBIKE_SUPPORTED is exchanged in IKE_AUTH. It has no sockets, no clock,
 //! no tokio and no kernel access; SPIs and nonces come from an [`Entropy`]
 //! (the system generator unless a simulator seeds one), DH keys from ring.
@@ -21,10 +21,17 @@
 //! ([`Command::UpdateAddresses`]; UPDATE_SA_ADDRESSES with NAT-D and COOKIE2,
 //! CHILD_SAs migrated as [`KernelAction::MigrateChildSa`]); choosing address
 //! pairs, ADDITIONAL_*_ADDRESS lists, path probing, NO_NATS_ALLOWED and
-//! UNACCEPTABLE_ADDRESSES handling are the next step. It does not do EAP,
+//! UNACCEPTABLE_ADDRESSES handling are not done yet. It does not do EAP,
 //! certificates, IKE fragmentation, transport/BEET mode or SET_WINDOW_SIZE;
 //! inbound SPIs are random (unique on the endpoint) rather than allocated by
 //! the kernel.
+//!
+//! Layout: this module is the [`Endpoint`] (the SAs, the IKE_SA_INIT index,
+//! dispatch of inputs to SAs and cross-SA work); `types` is the public
+//! vocabulary re-exported here (commands, events, kernel actions, status);
+//! `config` the configuration; `ctx` the per-call context an SA works with
+//! and [`Entropy`]; `recovery` re-establishing connections; [`vip`] the
+//! address pools; `sa` one IKE SA, split by exchange.
 
 mod config;
 mod ctx;

@@ -8,11 +8,17 @@ use super::*;
 impl IkeSa {
     pub(super) fn send_auth(&mut self, ctx: &mut Ctx<'_>) {
         let conn = self.conn(ctx);
-        let Some(keys) = self.keys.as_ref() else {
+        let Some(keys) = self.crypto.keys.as_ref() else {
             return;
         };
         let id_body = proto::id_payload_body(&conn.local_id);
-        let auth = keys.psk_auth(&conn.psk, true, &self.init_request, &self.nr, &id_body);
+        let auth = keys.psk_auth(
+            &conn.psk,
+            true,
+            &self.init.request,
+            &self.crypto.nr,
+            &id_body,
+        );
         let mut payloads = vec![
             Payload::IdI(conn.local_id.clone()),
             Payload::IdR(conn.remote_id.clone()),
@@ -21,7 +27,7 @@ impl IkeSa {
                 data: auth,
             }),
         ];
-        if self.initial_contact {
+        if self.init.initial_contact {
             payloads.push(notify(NotifyType::INITIAL_CONTACT, vec![]));
         }
         if conn.mobike {
@@ -66,7 +72,9 @@ impl IkeSa {
             self.destroy(ctx, DeleteReason::Negotiation);
             return;
         };
-        let Some(suite) = self.suite else { return };
+        let Some(suite) = self.crypto.suite else {
+            return;
+        };
         // The connection: same peer identity, same IKE algorithms acceptable.
         let cfg: &crate::engine::EndpointConfig = ctx.config;
         let wire = proposal::ike_suite_to_wire(suite, 1, vec![]);
@@ -77,12 +85,12 @@ impl IkeSa {
                 && c.ike_proposals.iter().any(|p| p.select(&wire).is_some())
         });
         let verified = conn.and_then(|(i, c)| {
-            let keys = self.keys.as_ref()?;
+            let keys = self.crypto.keys.as_ref()?;
             let expected = keys.psk_auth(
                 &c.psk,
                 true,
-                &self.init_request,
-                &self.nr,
+                &self.init.request,
+                &self.crypto.nr,
                 &proto::id_payload_body(&idi),
             );
             (auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
@@ -109,14 +117,14 @@ impl IkeSa {
             });
         }
         let conn = self.conn(ctx);
-        let Some(keys) = self.keys.as_ref() else {
+        let Some(keys) = self.crypto.keys.as_ref() else {
             return;
         };
         let our_auth = keys.psk_auth(
             &conn.psk,
             false,
-            &self.init_response,
-            &self.ni,
+            &self.init.response,
+            &self.crypto.ni,
             &proto::id_payload_body(&conn.local_id),
         );
         self.peer_mobike = conn.mobike && notify_of(p, NotifyType::MOBIKE_SUPPORTED).is_some();
@@ -131,7 +139,7 @@ impl IkeSa {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
         let address_failed = !self.assign_vips(ctx, &idi, p, &mut payloads);
-        let (ni, nr) = (self.ni.clone(), self.nr.clone());
+        let (ni, nr) = (self.crypto.ni.clone(), self.crypto.nr.clone());
         let child = if address_failed {
             // §3.15.4: no address, no CHILD_SA; the IKE SA stays.
             Some(Err(ChildRefusal(
@@ -208,15 +216,15 @@ impl IkeSa {
         }
         info!(sa = self.id, vips = ?got, "virtual IPs handed out");
         payloads.push(Payload::Config(crate::engine::vip::reply(&got)));
-        self.peer_vips = got;
+        self.vips.peers = got;
         true
     }
 
     pub(super) fn become_established(&mut self, ctx: &mut Ctx<'_>) {
         let conn = self.conn(ctx);
         self.state = State::Established;
-        self.expires = None;
-        self.rekey_at = ctx.rekey_at(conn.timers.ike_rekey_time, conn.timers.ike_rand_time);
+        self.life.expires = None;
+        self.rekey.at = ctx.rekey_at(conn.timers.ike_rekey_time, conn.timers.ike_rand_time);
         info!(sa = self.id, conn = %conn.name, local = %self.path.local, remote = %self.path.remote, "IKE SA established");
         ctx.event(Event::IkeSaEstablished {
             sa: self.id,
@@ -256,12 +264,12 @@ impl IkeSa {
         };
         let ok = idr == conn.remote_id
             && auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
-            && self.keys.as_ref().is_some_and(|k| {
+            && self.crypto.keys.as_ref().is_some_and(|k| {
                 let expected = k.psk_auth(
                     &conn.psk,
                     false,
-                    &self.init_response,
-                    &self.ni,
+                    &self.init.response,
+                    &self.crypto.ni,
                     &proto::id_payload_body(&idr),
                 );
                 crypto::verify_mac(&expected, &auth.data)
@@ -273,7 +281,7 @@ impl IkeSa {
             );
             // §2.21.2: tell the peer, once, then forget the SA.
             let payloads = [notify(NotifyType::AUTHENTICATION_FAILED, vec![])];
-            let msg_id = self.next_msg_id;
+            let msg_id = self.window.next_msg_id;
             if let Some(b) = self.seal(
                 self.header(ExchangeType::INFORMATIONAL, msg_id, false),
                 &payloads,
@@ -298,8 +306,8 @@ impl IkeSa {
                 warn!(sa = self.id, "the peer assigned no virtual IP");
             } else {
                 info!(sa = self.id, vips = ?addrs, dns = ?dns, "virtual IPs assigned");
-                self.vips = addrs.clone();
-                self.dns = dns.clone();
+                self.vips.ours = addrs.clone();
+                self.vips.dns = dns.clone();
                 ctx.event(Event::VirtualIps {
                     sa: self.id,
                     addrs,

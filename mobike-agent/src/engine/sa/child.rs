@@ -41,7 +41,9 @@ impl IkeSa {
                 child = format_args!("{spi:#010x}"),
                 "CHILD_SA reached its hard limit in the kernel: deleting it"
             );
-            self.queue.push_back(QueuedRequest::DeleteChild(vec![spi]));
+            self.window
+                .queue
+                .push_back(QueuedRequest::DeleteChild(vec![spi]));
         } else {
             info!(
                 sa = self.id,
@@ -49,7 +51,9 @@ impl IkeSa {
                 "CHILD_SA reached its soft limit in the kernel: rekeying"
             );
             child.rekey_at = None;
-            self.queue.push_back(QueuedRequest::RekeyChild(spi, None));
+            self.window
+                .queue
+                .push_back(QueuedRequest::RekeyChild(spi, None));
         }
         self.start_next_request(ctx);
         Ok(())
@@ -67,13 +71,15 @@ impl IkeSa {
                 what: format!("config #{cfg}"),
             });
         }
-        self.queue.push_back(QueuedRequest::CreateChild(cfg, None));
+        self.window
+            .queue
+            .push_back(QueuedRequest::CreateChild(cfg, None));
         self.start_next_request(ctx);
         Ok(())
     }
 
     pub(super) fn encap(&self) -> Option<UdpEncap> {
-        (self.local_nat || self.remote_nat).then_some(UdpEncap {
+        (self.nat.local_behind || self.nat.remote_behind).then_some(UdpEncap {
             local_port: self.path.local.port(),
             remote_port: self.path.remote.port(),
         })
@@ -128,8 +134,8 @@ impl IkeSa {
         if !configured.is_empty() {
             return configured.to_vec();
         }
-        if !self.vips.is_empty() {
-            return host_selectors(&self.vips);
+        if !self.vips.ours.is_empty() {
+            return host_selectors(&self.vips.ours);
         }
         let mut out: Vec<TrafficSelector> = Vec::new();
         for a in asked {
@@ -208,8 +214,8 @@ impl IkeSa {
             // TSi are the initiator's (= the peer's) selectors; a peer we
             // gave addresses gets its addresses.
             let mut remote_ts = config::narrow(tsi, &child.remote_ts);
-            if !self.peer_vips.is_empty() {
-                remote_ts = config::narrow(&remote_ts, &host_selectors(&self.peer_vips));
+            if !self.vips.peers.is_empty() {
+                remote_ts = config::narrow(&remote_ts, &host_selectors(&self.vips.peers));
             }
             let local_ts = config::narrow(tsr, &child.local_ts);
             if remote_ts.is_empty() || local_ts.is_empty() {
@@ -291,6 +297,7 @@ impl IkeSa {
             Mode::Tunnel
         };
         let keys = self
+            .crypto
             .keys
             .as_ref()
             .ok_or(NotifyType::TEMPORARY_FAILURE)?
@@ -426,7 +433,8 @@ impl IkeSa {
                 c.state = ChildState::Rekeyed;
                 c.rekey_at = None;
             }
-            self.queue
+            self.window
+                .queue
                 .push_back(QueuedRequest::DeleteChild(vec![loser_spi]));
         }
         // Both new SAs are now known: forget the collision bookkeeping.
@@ -494,10 +502,12 @@ impl IkeSa {
                         if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == old) {
                             c.state = ChildState::Installed;
                         }
-                        self.queue
+                        self.window
+                            .queue
                             .push_front(QueuedRequest::RekeyChild(old, Some(g)));
                     }
                     None => self
+                        .window
                         .queue
                         .push_front(QueuedRequest::CreateChild(offer.cfg, Some(g))),
                 }
@@ -542,7 +552,8 @@ impl IkeSa {
             if let [one] = props.as_slice()
                 && one.spi.len() == 4
             {
-                self.queue
+                self.window
+                    .queue
                     .push_back(QueuedRequest::DeleteRefused(offer.spi));
             }
             return;
@@ -553,7 +564,7 @@ impl IkeSa {
             return;
         };
         let (ni, nr) = if in_auth {
-            (self.ni.clone(), self.nr.clone())
+            (self.crypto.ni.clone(), self.crypto.nr.clone())
         } else {
             match nonce_of(p) {
                 Some(n) => (offer.nonce.clone(), n),
@@ -578,6 +589,7 @@ impl IkeSa {
             }
         }
         let Some(keys) = self
+            .crypto
             .keys
             .as_ref()
             .and_then(|k| k.child_keys(suite.encr, shared.as_deref(), &ni, &nr).ok())
@@ -629,7 +641,8 @@ impl IkeSa {
                 c.state = ChildState::Rekeyed;
                 c.rekey_at = None;
             }
-            self.queue
+            self.window
+                .queue
                 .push_back(QueuedRequest::DeleteChild(vec![new_spi]));
             return;
         }
@@ -640,7 +653,9 @@ impl IkeSa {
         // The rekey's initiator deletes the old SA (§1.3.3); after a
         // collision only the creator of the surviving SA does (§2.8.1).
         if collision != Some(true) {
-            self.queue.push_back(QueuedRequest::DeleteChild(vec![old]));
+            self.window
+                .queue
+                .push_back(QueuedRequest::DeleteChild(vec![old]));
         }
     }
 
@@ -665,7 +680,7 @@ impl IkeSa {
         // §2.25.1: no CHILD_SA changes while we rekey the IKE SA; the
         // CHILD_SA would end up on the wrong IKE SA.
         if matches!(
-            self.outstanding,
+            self.window.in_flight,
             Some(SentRequest {
                 request: Some(BuiltRequest::RekeyIke(_)),
                 ..

@@ -15,16 +15,16 @@ impl IkeSa {
     ) -> Option<Instant> {
         let timers = &config.connections[self.conn].timers;
         let mut d: Vec<Instant> = Vec::new();
-        d.extend(self.outstanding.as_ref().map(|o| o.next));
-        d.extend(self.expires);
+        d.extend(self.window.in_flight.as_ref().map(|o| o.next));
+        d.extend(self.life.expires);
         if self.established() {
-            if self.outstanding.is_none()
-                && !self.awaiting_peer
+            if self.window.in_flight.is_none()
+                && !self.rekey.awaiting_peer
                 && let Some(dpd) = timers.dpd_delay
             {
-                d.push(self.last_heard + dpd);
+                d.push(self.life.last_heard + dpd);
             }
-            d.extend(self.rekey_at);
+            d.extend(self.rekey.at);
             d.extend(
                 self.children
                     .iter()
@@ -32,13 +32,13 @@ impl IkeSa {
                     .filter_map(|c| c.rekey_at),
             );
         }
-        if self.local_nat
+        if self.nat.local_behind
             && matches!(
                 self.state,
                 State::Established | State::Deleting | State::Rekeyed
             )
         {
-            d.extend(self.keepalive_at);
+            d.extend(self.nat.keepalive_at);
         }
         d.into_iter().min()
     }
@@ -46,7 +46,7 @@ impl IkeSa {
     pub(in crate::engine) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let timers = &self.conn(ctx).timers;
-        if self.expires.is_some_and(|e| e <= now) {
+        if self.life.expires.is_some_and(|e| e <= now) {
             let reason = if self.state == State::Rekeyed {
                 DeleteReason::Rekeyed
             } else {
@@ -55,7 +55,7 @@ impl IkeSa {
             self.destroy(ctx, reason);
             return;
         }
-        if let Some(o) = self.outstanding.as_mut()
+        if let Some(o) = self.window.in_flight.as_mut()
             && o.next <= now
         {
             if o.sent > timers.retransmit_tries {
@@ -86,32 +86,33 @@ impl IkeSa {
         }
         if self.established() {
             if let Some(dpd) = timers.dpd_delay
-                && self.outstanding.is_none()
-                && self.queue.is_empty()
-                && self.last_heard + dpd <= now
+                && self.window.in_flight.is_none()
+                && self.window.queue.is_empty()
+                && self.life.last_heard + dpd <= now
             {
-                self.queue.push_back(QueuedRequest::Dpd);
+                self.window.queue.push_back(QueuedRequest::Dpd);
             }
-            if self.rekey_at.is_some_and(|t| t <= now) {
-                self.rekey_at = None;
-                self.queue.push_back(QueuedRequest::RekeyIke(None));
+            if self.rekey.at.is_some_and(|t| t <= now) {
+                self.rekey.at = None;
+                self.window.queue.push_back(QueuedRequest::RekeyIke(None));
             }
             for c in &mut self.children {
                 if c.state == ChildState::Installed && c.rekey_at.is_some_and(|t| t <= now) {
                     c.rekey_at = None;
-                    self.queue
+                    self.window
+                        .queue
                         .push_back(QueuedRequest::RekeyChild(c.inbound_spi, None));
                 }
             }
         }
-        if self.local_nat && self.keepalive_at.is_some_and(|t| t <= now) {
+        if self.nat.local_behind && self.nat.keepalive_at.is_some_and(|t| t <= now) {
             // RFC 3948 §2.3: a single 0xFF octet.
             ctx.out.transmits.push_back(crate::engine::Transmit {
                 local: self.path.local,
                 remote: self.path.remote,
                 payload: vec![0xff],
             });
-            self.keepalive_at = Some(now + timers.nat_keepalive);
+            self.nat.keepalive_at = Some(now + timers.nat_keepalive);
         }
         self.start_next_request(ctx);
     }
@@ -131,14 +132,20 @@ impl IkeSa {
     }
 
     pub(super) fn seal(&mut self, header: Header, payloads: &[Payload]) -> Option<Vec<u8>> {
-        let keys = self.keys.as_ref()?;
+        let keys = self.crypto.keys.as_ref()?;
         let key = if self.initiator {
             &keys.sk_ei
         } else {
             &keys.sk_er
         };
-        self.iv += 1;
-        match crypto::seal_message(header, payloads, keys.aead, key, self.iv.to_be_bytes()) {
+        self.crypto.iv += 1;
+        match crypto::seal_message(
+            header,
+            payloads,
+            keys.aead,
+            key,
+            self.crypto.iv.to_be_bytes(),
+        ) {
             Ok(b) => Some(b),
             Err(e) => {
                 warn!(sa = self.id, error = %e, "cannot encrypt message");
@@ -153,6 +160,7 @@ impl IkeSa {
         msg: &Message,
     ) -> Result<Vec<Payload>, crypto::CryptoError> {
         let keys = self
+            .crypto
             .keys
             .as_ref()
             .ok_or(crypto::CryptoError::NotEncrypted)?;
@@ -171,14 +179,14 @@ impl IkeSa {
         payloads: &[Payload],
         request: BuiltRequest,
     ) {
-        let msg_id = self.next_msg_id;
+        let msg_id = self.window.next_msg_id;
         let Some(bytes) = self.seal(self.header(exchange, msg_id, false), payloads) else {
             return;
         };
-        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        self.window.next_msg_id = self.window.next_msg_id.wrapping_add(1);
         ctx.send(self.path, ctx.config.nat_t_port, &bytes);
         let timeout = self.conn(ctx).timers.retransmit_timeout;
-        self.outstanding = Some(SentRequest {
+        self.window.in_flight = Some(SentRequest {
             msg_id,
             exchange,
             bytes,
@@ -199,23 +207,23 @@ impl IkeSa {
             return;
         };
         // §2.11: a response goes back where the request came from.
-        let to = self.reply_path.unwrap_or(self.path);
+        let to = self.window.reply_path.unwrap_or(self.path);
         ctx.send(to, ctx.config.nat_t_port, &bytes);
-        self.cached_response = Some((msg_id, bytes));
+        self.window.cached_response = Some((msg_id, bytes));
     }
 
     /// Takes queued requests while the window is free (one request of ours
     /// at a time, §2.3): each is built and sent by its exchange's module;
     /// one that no longer applies is dropped and the next taken.
     pub(super) fn start_next_request(&mut self, ctx: &mut Ctx<'_>) {
-        if self.awaiting_peer {
+        if self.rekey.awaiting_peer {
             return;
         }
-        while self.outstanding.is_none()
+        while self.window.in_flight.is_none()
             && matches!(self.state, State::Established | State::Rekeyed)
-            && !self.dead
+            && !self.life.dead
         {
-            let Some(next) = self.queue.pop_front() else {
+            let Some(next) = self.window.queue.pop_front() else {
                 return;
             };
             match next {
@@ -251,21 +259,23 @@ impl IkeSa {
             }
             return;
         }
-        if self.keys.is_none() || msg.encrypted().is_none() {
+        if self.crypto.keys.is_none() || msg.encrypted().is_none() {
             ctx.stats.unexpected += 1;
             return;
         }
         if h.is_response() {
             if !self
-                .outstanding
+                .window
+                .in_flight
                 .as_ref()
                 .is_some_and(|o| o.msg_id == h.message_id && o.exchange == h.exchange)
             {
                 ctx.stats.unexpected += 1;
                 return;
             }
-        } else if h.message_id != self.peer_next_msg_id {
+        } else if h.message_id != self.window.peer_next_msg_id {
             let replay = self
+                .window
                 .cached_response
                 .as_ref()
                 .filter(|(id, _)| *id == h.message_id)
@@ -290,11 +300,11 @@ impl IkeSa {
                 return;
             }
         };
-        self.last_heard = ctx.now;
+        self.life.last_heard = ctx.now;
         // A message that verifies with this SA's keys: the peer has it.
-        self.awaiting_peer = false;
+        self.rekey.awaiting_peer = false;
         if h.is_response() {
-            let Some(o) = self.outstanding.take() else {
+            let Some(o) = self.window.in_flight.take() else {
                 return;
             };
             self.handle_response(ctx, o, &payloads);
@@ -312,20 +322,20 @@ impl IkeSa {
             );
             ctx.stats.unexpected += 1;
         } else {
-            self.peer_next_msg_id = self.peer_next_msg_id.wrapping_add(1);
-            self.reply_path = Some(path);
+            self.window.peer_next_msg_id = self.window.peer_next_msg_id.wrapping_add(1);
+            self.window.reply_path = Some(path);
             if self.state == State::InitReplied {
                 // The initiator floats to 4500 for IKE_AUTH: answer where it came from.
                 self.path = path;
-            } else if self.remote_nat && !self.peer_mobike && path != self.path {
+            } else if self.nat.remote_behind && !self.peer_mobike && path != self.path {
                 // §2.23: follow a NAT mapping change on an authenticated request.
                 debug!(sa = self.id, old = %self.path.remote, new = %path.remote, "peer's NAT mapping changed");
                 self.path = path;
             }
             self.handle_request(ctx, h, &payloads);
-            self.reply_path = None;
+            self.window.reply_path = None;
         }
-        if !self.dead {
+        if !self.life.dead {
             self.start_next_request(ctx);
         }
     }

@@ -10,7 +10,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), crate::engine::CommandError> {
         self.require_established()?;
-        self.queue.push_back(QueuedRequest::RekeyIke(None));
+        self.window.queue.push_back(QueuedRequest::RekeyIke(None));
         self.start_next_request(ctx);
         Ok(())
     }
@@ -28,19 +28,19 @@ impl IkeSa {
         let mut n = IkeSa::blank(our, self.conn, initiator, self.path, ctx.now);
         n.spi_i = spi_i;
         n.spi_r = spi_r;
-        n.keys = Some(keys);
-        n.suite = Some(suite);
+        n.crypto.keys = Some(keys);
+        n.crypto.suite = Some(suite);
         n.state = State::Established;
-        n.local_nat = self.local_nat;
-        n.remote_nat = self.remote_nat;
-        n.keepalive_at = self.keepalive_at;
+        n.nat.local_behind = self.nat.local_behind;
+        n.nat.remote_behind = self.nat.remote_behind;
+        n.nat.keepalive_at = self.nat.keepalive_at;
         n.peer_mobike = self.peer_mobike;
         // The addresses belong to the connection, not to one IKE SA.
-        n.vips = self.vips.clone();
-        n.dns = self.dns.clone();
-        n.peer_vips = self.peer_vips.clone();
+        n.vips.ours = self.vips.ours.clone();
+        n.vips.dns = self.vips.dns.clone();
+        n.vips.peers = self.vips.peers.clone();
         let timers = &self.conn(ctx).timers;
-        n.rekey_at = ctx.rekey_at(timers.ike_rekey_time, timers.ike_rand_time);
+        n.rekey.at = ctx.rekey_at(timers.ike_rekey_time, timers.ike_rand_time);
         n
     }
 
@@ -63,9 +63,9 @@ impl IkeSa {
         let conn = self.conn(ctx);
         // §2.25.2: not while one of our CHILD_SA exchanges is in flight,
         // nor when we are about to delete the SA.
-        if self.delete_requested
+        if self.life.delete_requested
             || matches!(
-                self.outstanding,
+                self.window.in_flight,
                 Some(SentRequest {
                     request: Some(BuiltRequest::CreateChild(_) | BuiltRequest::DeleteChild(_)),
                     ..
@@ -127,7 +127,8 @@ impl IkeSa {
             return;
         };
         let public = share.public().to_vec();
-        let (Ok(shared), Some(old_keys)) = (share.agree(&ke.data), self.keys.as_ref()) else {
+        let (Ok(shared), Some(old_keys)) = (share.agree(&ke.data), self.crypto.keys.as_ref())
+        else {
             self.respond(
                 ctx,
                 ExchangeType::CREATE_CHILD_SA,
@@ -158,15 +159,15 @@ impl IkeSa {
         let mut new = self.rekeyed_sa(ctx, false, peer_spi, spi, keys, suite);
         self.move_children(&mut new);
         if matches!(
-            self.outstanding,
+            self.window.in_flight,
             Some(SentRequest {
                 request: Some(BuiltRequest::RekeyIke(_)),
                 ..
             })
         ) {
             // Simultaneous rekey (§2.8.2): settled when our own answer comes.
-            new.collision_parent = Some(self.id);
-            self.peer_rekey = Some((new.id, exchange_min_nonce));
+            new.rekey.collision_parent = Some(self.id);
+            self.rekey.peer_rekey = Some((new.id, exchange_min_nonce));
         }
         info!(old = self.id, new = new.id, "IKE SA rekeyed by the peer");
         ctx.event(Event::IkeSaRekeyed {
@@ -174,11 +175,11 @@ impl IkeSa {
             new: new.id,
         });
         self.state = State::Rekeyed;
-        self.queue.clear();
-        self.rekey_at = None;
+        self.window.queue.clear();
+        self.rekey.at = None;
         // The peer deletes this SA; until then it answers retransmissions
         // (in a collision, of the peer's own rekey request), but not for ever.
-        self.expires = Some(ctx.now + self.linger(ctx.config));
+        self.life.expires = Some(ctx.now + self.linger(ctx.config));
         // Our answer may be lost, and until the peer has it the new SA does
         // not exist there: requests sent on it could only be dropped as for
         // an unknown SA while their retransmissions run out, and the peer
@@ -193,8 +194,8 @@ impl IkeSa {
         // message on it, or the request to close the replaced SA), nothing
         // of ours goes out on the new IKE SA before the peer has used it or
         // deleted this one (or this one's linger ran out).
-        new.awaiting_peer = true;
-        self.successor = Some(new.id);
+        new.rekey.awaiting_peer = true;
+        self.rekey.successor = Some(new.id);
         new.start_next_request(ctx);
         ctx.new_sas.push(new);
     }
@@ -208,7 +209,7 @@ impl IkeSa {
         let conn = self.conn(ctx);
         if let Some(err) = first_error(p) {
             warn!(sa = self.id, notify = ?err, "IKE SA rekey refused");
-            if let Some((theirs, _)) = self.peer_rekey.take() {
+            if let Some((theirs, _)) = self.rekey.peer_rekey.take() {
                 // Only the peer's rekey happened: no collision after all.
                 ctx.sa_ops.push(SaOp::ClearCollision(theirs));
             }
@@ -221,11 +222,13 @@ impl IkeSa {
             if let Some(g) = retry
                 && self.state == State::Established
             {
-                self.queue.push_front(QueuedRequest::RekeyIke(Some(g)));
+                self.window
+                    .queue
+                    .push_front(QueuedRequest::RekeyIke(Some(g)));
                 return;
             }
             // Try again later (TEMPORARY_FAILURE after a collision, ...).
-            self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
+            self.rekey.at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
             return;
         }
         let (Some(props), Some(ke), Some(nr)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
@@ -247,10 +250,11 @@ impl IkeSa {
         };
         let Some((suite, peer_spi)) = suite.filter(|(_, spi)| *spi != 0) else {
             warn!(sa = self.id, "IKE SA rekey: unacceptable answer");
-            self.rekey_at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
+            self.rekey.at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);
             return;
         };
-        let (Ok(shared), Some(old_keys)) = (offer.share.agree(&ke.data), self.keys.as_ref()) else {
+        let (Ok(shared), Some(old_keys)) = (offer.share.agree(&ke.data), self.crypto.keys.as_ref())
+        else {
             return;
         };
         let Ok(keys) = IkeKeys::derive_rekeyed(
@@ -267,7 +271,7 @@ impl IkeSa {
         };
         let mut new = self.rekeyed_sa(ctx, true, offer.spi, peer_spi, keys, suite);
         self.move_children(&mut new);
-        if let Some((theirs, theirs_min)) = self.peer_rekey.take() {
+        if let Some((theirs, theirs_min)) = self.rekey.peer_rekey.take() {
             // §2.8.2: both ends rekeyed; the new SA made with the lowest of
             // the four nonces is deleted by its creator, and the creator of
             // the other deletes the old SA.
@@ -279,12 +283,12 @@ impl IkeSa {
                     "IKE SA rekey collision lost"
                 );
                 ctx.sa_ops.push(SaOp::ClearCollision(theirs));
-                if self.delete_requested {
+                if self.life.delete_requested {
                     ctx.sa_ops.push(SaOp::Delete(theirs));
                 }
                 new.state = State::Rekeyed;
-                new.expires = Some(ctx.now + ctx.config.half_open_timeout);
-                new.queue.push_back(QueuedRequest::DeleteIke);
+                new.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
+                new.window.queue.push_back(QueuedRequest::DeleteIke);
                 new.start_next_request(ctx);
                 ctx.new_sas.push(new);
                 return;
@@ -299,17 +303,17 @@ impl IkeSa {
                 from: theirs,
                 to: new.id,
             });
-            if self.delete_requested {
+            if self.life.delete_requested {
                 ctx.sa_ops.push(SaOp::Delete(new.id));
             }
             ctx.event(Event::IkeSaRekeyed {
                 old: theirs,
                 new: new.id,
             });
-            self.queue.clear();
+            self.window.queue.clear();
             self.state = State::Rekeyed;
-            self.expires = Some(ctx.now + ctx.config.half_open_timeout);
-            self.queue.push_back(QueuedRequest::DeleteIke);
+            self.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
+            self.window.queue.push_back(QueuedRequest::DeleteIke);
             new.start_next_request(ctx);
             ctx.new_sas.push(new);
             return;
@@ -319,15 +323,15 @@ impl IkeSa {
             old: self.id,
             new: new.id,
         });
-        if self.delete_requested {
+        if self.life.delete_requested {
             ctx.sa_ops.push(SaOp::Delete(new.id));
         }
         // Delete the old SA (§1.3.2); its CHILD_SAs already moved. If the
         // answer never comes, forget it after a while anyway.
-        self.queue.clear();
+        self.window.queue.clear();
         self.state = State::Rekeyed;
-        self.expires = Some(ctx.now + ctx.config.half_open_timeout);
-        self.queue.push_back(QueuedRequest::DeleteIke);
+        self.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
+        self.window.queue.push_back(QueuedRequest::DeleteIke);
         new.start_next_request(ctx);
         ctx.new_sas.push(new);
     }
@@ -337,7 +341,7 @@ impl IkeSa {
         if self.state != State::Established {
             return;
         }
-        let Some(mut suite) = self.suite else {
+        let Some(mut suite) = self.crypto.suite else {
             return;
         };
         suite.dh = group.unwrap_or(suite.dh);

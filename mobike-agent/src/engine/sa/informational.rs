@@ -21,7 +21,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), crate::engine::CommandError> {
         self.require_established()?;
-        self.queue.push_back(QueuedRequest::Dpd);
+        self.window.queue.push_back(QueuedRequest::Dpd);
         self.start_next_request(ctx);
         Ok(())
     }
@@ -57,7 +57,7 @@ impl IkeSa {
             .collect();
         if deletes.iter().any(|d| d.protocol == ProtocolId::IKE) {
             self.respond(ctx, ExchangeType::INFORMATIONAL, id, &[]);
-            if let Some(parent) = self.collision_parent.take() {
+            if let Some(parent) = self.rekey.collision_parent.take() {
                 // §2.8.2: the peer found this SA redundant before our own
                 // rekey finished; our rekey's SA gets the CHILD_SAs.
                 let children = std::mem::take(&mut self.children);

@@ -45,10 +45,10 @@ impl IkeSa {
         let spi_i = ctx.spi64()?;
         let mut sa = IkeSa::blank(spi_i, conn, true, path, ctx.now);
         sa.spi_i = spi_i;
-        sa.initial_contact = initial_contact;
-        sa.ni = ctx.random::<32>()?.to_vec();
+        sa.init.initial_contact = initial_contact;
+        sa.crypto.ni = ctx.random::<32>()?.to_vec();
         let group = sa.conn(ctx).ike_proposals.first()?.dh.first().copied()?;
-        sa.share = Some(KeyShare::generate(group, ctx.rng).ok()?);
+        sa.init.share = Some(KeyShare::generate(group, ctx.rng).ok()?);
         info!(sa = sa.id, conn = %sa.conn(ctx).name, remote = %path.remote, "initiating IKE SA");
         sa.send_init(ctx);
         Some(sa)
@@ -56,11 +56,11 @@ impl IkeSa {
 
     pub(super) fn send_init(&mut self, ctx: &mut Ctx<'_>) {
         let conn = self.conn(ctx);
-        let Some(share) = self.share.as_ref() else {
+        let Some(share) = self.init.share.as_ref() else {
             return;
         };
         let mut payloads = Vec::new();
-        if let Some(c) = &self.cookie {
+        if let Some(c) = &self.init.cookie {
             // §2.6: the COOKIE notify MUST be the first payload.
             payloads.push(notify(NotifyType::COOKIE, c.clone()));
         }
@@ -75,7 +75,7 @@ impl IkeSa {
             group: share.group().number(),
             data: share.public().to_vec(),
         }));
-        payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.push(Payload::Nonce(self.crypto.ni.clone()));
         payloads.push(notify(
             NotifyType::NAT_DETECTION_SOURCE_IP,
             crypto::nat_detection_hash(self.spi_i, 0, self.path.local),
@@ -90,11 +90,11 @@ impl IkeSa {
         };
         let bytes = msg.encode();
         ctx.send(self.path, ctx.config.nat_t_port, &bytes);
-        self.init_request = bytes.clone();
+        self.init.request = bytes.clone();
         self.state = State::InitSent;
         // IKE_SA_INIT is message 0; IKE_AUTH follows with 1 (§2.2).
-        self.next_msg_id = 1;
-        self.outstanding = Some(SentRequest {
+        self.window.next_msg_id = 1;
+        self.window.in_flight = Some(SentRequest {
             msg_id: 0,
             exchange: ExchangeType::IKE_SA_INIT,
             bytes,
@@ -114,15 +114,15 @@ impl IkeSa {
         let conn = self.conn(ctx);
         let p = &msg.payloads;
         if let Some(c) = notify_of(p, NotifyType::COOKIE) {
-            if self.init_restarts >= MAX_INIT_RESTARTS || c.data.is_empty() || c.data.len() > 64 {
+            if self.init.restarts >= MAX_INIT_RESTARTS || c.data.is_empty() || c.data.len() > 64 {
                 return;
             }
             debug!(
                 sa = self.id,
                 "responder demands a cookie, restarting IKE_SA_INIT"
             );
-            self.init_restarts += 1;
-            self.cookie = Some(c.data.clone());
+            self.init.restarts += 1;
+            self.init.cookie = Some(c.data.clone());
             self.send_init(ctx);
             return;
         }
@@ -134,23 +134,23 @@ impl IkeSa {
                 .iter()
                 .flat_map(|p| p.dh.iter())
                 .any(|d| d.number() == g);
-            let current = self.share.as_ref().map(|s| s.group().number());
+            let current = self.init.share.as_ref().map(|s| s.group().number());
             match DhGroup::from_number(g) {
                 Some(group)
                     if acceptable
                         && current != Some(g)
-                        && self.init_restarts < MAX_INIT_RESTARTS =>
+                        && self.init.restarts < MAX_INIT_RESTARTS =>
                 {
                     debug!(
                         sa = self.id,
                         ?group,
                         "INVALID_KE_PAYLOAD, retrying with the responder's group"
                     );
-                    self.init_restarts += 1;
+                    self.init.restarts += 1;
                     let Ok(share) = KeyShare::generate(group, ctx.rng) else {
                         return;
                     };
-                    self.share = Some(share);
+                    self.init.share = Some(share);
                     self.send_init(ctx);
                 }
                 _ => self.destroy(ctx, DeleteReason::Negotiation),
@@ -174,7 +174,8 @@ impl IkeSa {
             }),
             _ => None,
         };
-        let Some(suite) = suite.filter(|s| Some(s.dh) == self.share.as_ref().map(KeyShare::group))
+        let Some(suite) =
+            suite.filter(|s| Some(s.dh) == self.init.share.as_ref().map(KeyShare::group))
         else {
             warn!(sa = self.id, "responder chose a proposal we did not offer");
             self.destroy(ctx, DeleteReason::Negotiation);
@@ -184,7 +185,7 @@ impl IkeSa {
             self.destroy(ctx, DeleteReason::Negotiation);
             return;
         }
-        let Some(share) = self.share.take() else {
+        let Some(share) = self.init.share.take() else {
             return;
         };
         let shared = match share.agree(&ke.data) {
@@ -197,19 +198,25 @@ impl IkeSa {
         };
         self.spi_r = msg.header.spi_r;
         let Ok(keys) = IkeKeys::derive(
-            suite.prf, suite.encr, &self.ni, &nr, &shared, self.spi_i, self.spi_r,
+            suite.prf,
+            suite.encr,
+            &self.crypto.ni,
+            &nr,
+            &shared,
+            self.spi_i,
+            self.spi_r,
         ) else {
             return;
         };
-        self.keys = Some(keys);
-        self.suite = Some(suite);
-        self.nr = nr;
-        self.init_response = bytes.to_vec();
-        self.outstanding = None;
+        self.crypto.keys = Some(keys);
+        self.crypto.suite = Some(suite);
+        self.crypto.nr = nr;
+        self.init.response = bytes.to_vec();
+        self.window.in_flight = None;
         self.detect_nat(ctx, path, &msg.header, p);
         // §2.23 and RFC 4555 §3.3: switch to port 4500 for IKE_AUTH when a
         // NAT is detected or MOBIKE is offered.
-        if self.local_nat || self.remote_nat || conn.mobike {
+        if self.nat.local_behind || self.nat.remote_behind || conn.mobike {
             self.path.local.set_port(ctx.config.nat_t_port);
             self.path.remote.set_port(ctx.config.nat_t_port);
         }
@@ -224,19 +231,19 @@ impl IkeSa {
         if src.is_empty() || dst.is_none() {
             return; // peer does not do NAT-T
         }
-        self.local_nat =
+        self.nat.local_behind =
             dst.is_some_and(|d| d.data != crypto::nat_detection_hash(h.spi_i, h.spi_r, path.local));
         let theirs = crypto::nat_detection_hash(h.spi_i, h.spi_r, path.remote);
-        self.remote_nat = !src.iter().any(|n| n.data == theirs);
-        if self.local_nat || self.remote_nat {
+        self.nat.remote_behind = !src.iter().any(|n| n.data == theirs);
+        if self.nat.local_behind || self.nat.remote_behind {
             ctx.event(Event::NatDetected {
                 sa: self.id,
-                local_behind_nat: self.local_nat,
-                remote_behind_nat: self.remote_nat,
+                local_behind_nat: self.nat.local_behind,
+                remote_behind_nat: self.nat.remote_behind,
             });
         }
-        if self.local_nat {
-            self.keepalive_at = Some(ctx.now + self.conn(ctx).timers.nat_keepalive);
+        if self.nat.local_behind {
+            self.nat.keepalive_at = Some(ctx.now + self.conn(ctx).timers.nat_keepalive);
         }
     }
 
@@ -335,8 +342,8 @@ impl IkeSa {
         let mut sa = IkeSa::blank(spi_r, conn, false, path, ctx.now);
         sa.spi_i = h.spi_i;
         sa.spi_r = spi_r;
-        sa.ni = ni;
-        sa.nr = ctx.random::<32>()?.to_vec();
+        sa.crypto.ni = ni;
+        sa.crypto.nr = ctx.random::<32>()?.to_vec();
         let share = KeyShare::generate(suite.dh, ctx.rng).ok()?;
         let public = share.public().to_vec();
         let shared = match share.agree(&ke.data) {
@@ -347,13 +354,19 @@ impl IkeSa {
                 return None;
             }
         };
-        sa.keys = Some(
+        sa.crypto.keys = Some(
             IkeKeys::derive(
-                suite.prf, suite.encr, &sa.ni, &sa.nr, &shared, sa.spi_i, sa.spi_r,
+                suite.prf,
+                suite.encr,
+                &sa.crypto.ni,
+                &sa.crypto.nr,
+                &shared,
+                sa.spi_i,
+                sa.spi_r,
             )
             .ok()?,
         );
-        sa.suite = Some(suite);
+        sa.crypto.suite = Some(suite);
         sa.detect_nat(ctx, path, &h, p);
         let [nat_src, nat_dst] = sa.nat_d_payloads(path);
         let payloads = vec![
@@ -362,7 +375,7 @@ impl IkeSa {
                 group: suite.dh.number(),
                 data: public,
             }),
-            Payload::Nonce(sa.nr.clone()),
+            Payload::Nonce(sa.crypto.nr.clone()),
             nat_src,
             nat_dst,
         ];
@@ -372,13 +385,13 @@ impl IkeSa {
         }
         .encode();
         ctx.send(path, ctx.config.nat_t_port, &out);
-        sa.init_request = bytes.to_vec();
-        sa.init_response = out.clone();
-        sa.cached_response = Some((0, out));
-        sa.peer_next_msg_id = 1;
+        sa.init.request = bytes.to_vec();
+        sa.init.response = out.clone();
+        sa.window.cached_response = Some((0, out));
+        sa.window.peer_next_msg_id = 1;
         sa.state = State::InitReplied;
-        sa.half_open_peer = Some((path.remote, h.spi_i));
-        sa.expires = Some(ctx.now + ctx.config.half_open_timeout);
+        sa.init.half_open_peer = Some((path.remote, h.spi_i));
+        sa.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
         debug!(sa = sa.id, remote = %path.remote, ?suite, "IKE_SA_INIT answered");
         Some(sa)
     }
@@ -386,8 +399,8 @@ impl IkeSa {
     pub(in crate::engine) fn replay_init_response(&mut self, ctx: &mut Ctx<'_>, request: &[u8]) {
         // Once IKE_AUTH arrived the initiator has our answer: late copies
         // of its IKE_SA_INIT are dropped.
-        if self.state == State::InitReplied && request == self.init_request.as_slice() {
-            if let Some((_, r)) = &self.cached_response {
+        if self.state == State::InitReplied && request == self.init.request.as_slice() {
+            if let Some((_, r)) = &self.window.cached_response {
                 ctx.stats.replayed_responses += 1;
                 ctx.send(self.path, ctx.config.nat_t_port, r);
                 // RFC 7296 §2.1: a retransmission "belonging to an existing
@@ -400,7 +413,7 @@ impl IkeSa {
                 // gives up. Only a bitwise-identical retransmission from the
                 // same peer and SPIi gets here, so this lasts no longer than
                 // the initiator keeps retransmitting.
-                self.expires = Some(ctx.now + ctx.config.half_open_timeout);
+                self.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
             }
         } else {
             ctx.stats.unexpected += 1;

@@ -15,7 +15,9 @@ impl IkeSa {
         if !self.peer_mobike {
             return Err(crate::engine::CommandError::NoMobike(self.id));
         }
-        self.queue.push_back(QueuedRequest::UpdateAddresses(path));
+        self.window
+            .queue
+            .push_back(QueuedRequest::UpdateAddresses(path));
         self.start_next_request(ctx);
         Ok(())
     }
@@ -122,7 +124,7 @@ impl IkeSa {
         answer: &mut Vec<Payload>,
     ) {
         let old = self.path;
-        if let Some(new) = self.reply_path {
+        if let Some(new) = self.window.reply_path {
             self.path = new;
             let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
             self.detect_nat(ctx, new, &h, p);

@@ -119,37 +119,100 @@ struct RekeyOrigin {
 /// One IKE SA.
 #[derive(Debug)]
 pub(super) struct IkeSa {
+    /// Our SPI (the endpoint's key for this SA).
     id: SaId,
+    /// Index of its connection in the configuration.
     conn: usize,
+    /// Whether we are the original initiator.
     initiator: bool,
     spi_i: u64,
     spi_r: u64,
     state: State,
+    /// The address pair in use; MOBIKE (RFC 4555) moves it.
     path: Path,
-    local_nat: bool,
-    remote_nat: bool,
+    /// The peer sent MOBIKE_SUPPORTED (RFC 4555 §3.2).
+    peer_mobike: bool,
+    children: Vec<Child>,
+    /// Our requests and the peer's, one at a time each way (§2.3).
+    window: Window,
+    /// The negotiated suite, keys and nonces.
+    crypto: Crypto,
+    /// IKE_SA_INIT: what it takes to restart, replay or finish it.
+    init: InitState,
+    /// NAT detection results and keepalives (§2.23).
+    nat: NatState,
+    /// IKE SA rekeys and their collisions (§2.8.2).
+    rekey: RekeyState,
+    /// Liveness and the end of the SA.
+    life: Lifecycle,
+    /// Virtual IPs both ways (§2.19).
+    vips: VirtualIps,
+}
+
+/// The message-ID window of one in each direction (§2.3).
+#[derive(Debug, Default)]
+struct Window {
+    /// Message ID of our next request.
+    next_msg_id: u32,
+    /// Our request awaiting its answer.
+    in_flight: Option<SentRequest>,
+    /// Our requests waiting for the window.
+    queue: VecDeque<QueuedRequest>,
+    /// Message ID of the peer's next request.
+    peer_next_msg_id: u32,
+    /// Our last answer and its message ID, sent again for a retransmitted
+    /// request (§2.1).
+    cached_response: Option<(u32, Vec<u8>)>,
+    /// Where the request being answered came from (§2.11).
+    reply_path: Option<Path>,
+}
+
+/// What IKE_SA_INIT settled and what protects the SA.
+#[derive(Debug, Default)]
+struct Crypto {
     suite: Option<IkeSuite>,
     keys: Option<IkeKeys>,
+    /// Counter for the IVs of our Encrypted payloads.
     iv: u64,
+    /// The initiator's and responder's nonces (for AUTH and rekeys).
     ni: Vec<u8>,
     nr: Vec<u8>,
+}
+
+/// IKE_SA_INIT state.
+#[derive(Debug, Default)]
+struct InitState {
+    /// Our DH share, until the keys are derived.
     share: Option<KeyShare>,
-    init_request: Vec<u8>,
-    init_response: Vec<u8>,
+    /// Both IKE_SA_INIT messages, signed by AUTH (§2.15).
+    request: Vec<u8>,
+    response: Vec<u8>,
+    /// The responder's cookie demand (§2.6).
     cookie: Option<Vec<u8>>,
-    init_restarts: u32,
-    peer_mobike: bool,
-    next_msg_id: u32,
-    outstanding: Option<SentRequest>,
-    queue: VecDeque<QueuedRequest>,
-    peer_next_msg_id: u32,
-    cached_response: Option<(u32, Vec<u8>)>,
-    children: Vec<Child>,
-    last_heard: Instant,
-    expires: Option<Instant>,
-    rekey_at: Option<Instant>,
-    keepalive_at: Option<Instant>,
+    /// Cookie and INVALID_KE_PAYLOAD restarts so far.
+    restarts: u32,
+    /// (peer, SPIi) of the IKE_SA_INIT that created this responder SA.
     half_open_peer: Option<(SocketAddr, u64)>,
+    /// Send INITIAL_CONTACT in IKE_AUTH (§2.4).
+    initial_contact: bool,
+}
+
+/// NAT detection (§2.23) and keepalives (RFC 3948 §2.3).
+#[derive(Debug, Default)]
+struct NatState {
+    /// We are behind a NAT.
+    local_behind: bool,
+    /// The peer is behind a NAT.
+    remote_behind: bool,
+    /// When to send the next NAT keepalive.
+    keepalive_at: Option<Instant>,
+}
+
+/// IKE SA rekey state.
+#[derive(Debug, Default)]
+struct RekeyState {
+    /// When the IKE SA is due for a rekey.
+    at: Option<Instant>,
     /// Set on an IKE SA we created by answering the peer's rekey while our
     /// own rekey of the same SA was in flight (§2.8.2): the old SA.
     collision_parent: Option<SaId>,
@@ -164,20 +227,32 @@ pub(super) struct IkeSa {
     /// On an old SA replaced by the peer's rekey: the IKE SA that answer
     /// made, told when this one ends (the peer's Delete, or the linger).
     successor: Option<SaId>,
+}
+
+/// Liveness and the end of an IKE SA.
+#[derive(Debug)]
+struct Lifecycle {
+    /// When a message from the peer last verified.
+    last_heard: Instant,
+    /// When a half-open or replaced SA goes.
+    expires: Option<Instant>,
     /// A Delete was asked for; it survives a rekey that was in flight.
     delete_requested: bool,
-    /// Send INITIAL_CONTACT in IKE_AUTH (§2.4).
-    initial_contact: bool,
-    /// Where the request being answered came from (§2.11).
-    reply_path: Option<Path>,
+    /// The SA is gone (the endpoint drops it).
     dead: bool,
     /// Why it ended, once dead.
     ended: Option<DeleteReason>,
-    /// Virtual IPs the peer assigned us, and its DNS servers (§2.19).
-    vips: Vec<IpAddr>,
+}
+
+/// Virtual IPs (§2.19).
+#[derive(Debug, Default)]
+struct VirtualIps {
+    /// Addresses the peer assigned us.
+    ours: Vec<IpAddr>,
+    /// DNS servers the peer named.
     dns: Vec<IpAddr>,
-    /// Virtual IPs we assigned the peer from our pools.
-    peer_vips: Vec<IpAddr>,
+    /// Addresses we assigned the peer from our pools.
+    peers: Vec<IpAddr>,
 }
 
 /// Work on other IKE SAs that an SA asks the endpoint to do (§2.8.2).
@@ -297,42 +372,21 @@ impl IkeSa {
             spi_r: 0,
             state: State::InitSent,
             path,
-            local_nat: false,
-            remote_nat: false,
-            suite: None,
-            keys: None,
-            iv: 0,
-            ni: Vec::new(),
-            nr: Vec::new(),
-            share: None,
-            init_request: Vec::new(),
-            init_response: Vec::new(),
-            cookie: None,
-            init_restarts: 0,
             peer_mobike: false,
-            next_msg_id: 0,
-            outstanding: None,
-            queue: VecDeque::new(),
-            peer_next_msg_id: 0,
-            cached_response: None,
             children: Vec::new(),
-            last_heard: now,
-            expires: None,
-            rekey_at: None,
-            keepalive_at: None,
-            half_open_peer: None,
-            collision_parent: None,
-            peer_rekey: None,
-            awaiting_peer: false,
-            successor: None,
-            delete_requested: false,
-            initial_contact: false,
-            reply_path: None,
-            dead: false,
-            ended: None,
-            vips: Vec::new(),
-            dns: Vec::new(),
-            peer_vips: Vec::new(),
+            window: Window::default(),
+            crypto: Crypto::default(),
+            init: InitState::default(),
+            nat: NatState::default(),
+            rekey: RekeyState::default(),
+            life: Lifecycle {
+                last_heard: now,
+                expires: None,
+                delete_requested: false,
+                dead: false,
+                ended: None,
+            },
+            vips: VirtualIps::default(),
         }
     }
 
@@ -343,7 +397,11 @@ impl IkeSa {
     /// (peer, SPIi) of the IKE_SA_INIT that created this responder SA, for
     /// recognising retransmitted or duplicated IKE_SA_INIT requests.
     pub(super) fn init_key(&self) -> Option<(SocketAddr, u64)> {
-        if self.dead { None } else { self.half_open_peer }
+        if self.life.dead {
+            None
+        } else {
+            self.init.half_open_peer
+        }
     }
 
     pub(super) fn is_half_open(&self) -> bool {
@@ -366,10 +424,10 @@ impl IkeSa {
     /// Delete (§2.8.2).
     pub(super) fn surrender_children(&mut self, now: Instant, linger: Duration) -> Vec<Child> {
         self.state = State::Rekeyed;
-        self.queue.clear();
-        self.rekey_at = None;
-        self.collision_parent = None;
-        self.expires = Some(now + linger);
+        self.window.queue.clear();
+        self.rekey.at = None;
+        self.rekey.collision_parent = None;
+        self.life.expires = Some(now + linger);
         std::mem::take(&mut self.children)
     }
 
@@ -389,7 +447,9 @@ impl IkeSa {
             self.children.push(c);
         }
         if !stale.is_empty() {
-            self.queue.push_back(QueuedRequest::DeleteChild(stale));
+            self.window
+                .queue
+                .push_back(QueuedRequest::DeleteChild(stale));
         }
     }
 
@@ -423,12 +483,12 @@ impl IkeSa {
     }
 
     pub(super) fn clear_collision(&mut self) {
-        self.collision_parent = None;
+        self.rekey.collision_parent = None;
     }
 
     /// The peer has shown it has this IKE SA: start the requests held back.
     pub(super) fn peer_has_it(&mut self, ctx: &mut Ctx<'_>) {
-        self.awaiting_peer = false;
+        self.rekey.awaiting_peer = false;
         self.start_next_request(ctx);
     }
 
@@ -451,8 +511,8 @@ impl IkeSa {
             },
             path: self.path,
             mobike: self.peer_mobike,
-            local_behind_nat: self.local_nat,
-            remote_behind_nat: self.remote_nat,
+            local_behind_nat: self.nat.local_behind,
+            remote_behind_nat: self.nat.remote_behind,
             spi_i: self.spi_i,
             spi_r: self.spi_r,
             children: self
@@ -485,16 +545,17 @@ impl IkeSa {
                     mode: c.mode,
                 })
                 .collect(),
-            rekey_at: self.rekey_at,
-            vips: self.vips.clone(),
-            dns: self.dns.clone(),
-            peer_vips: self.peer_vips.clone(),
+            rekey_at: self.rekey.at,
+            vips: self.vips.ours.clone(),
+            dns: self.vips.dns.clone(),
+            peer_vips: self.vips.peers.clone(),
             updating_addresses: self
-                .outstanding
+                .window
+                .in_flight
                 .as_ref()
                 .is_some_and(|o| matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. }))),
-            next_request_id: self.next_msg_id,
-            next_peer_request_id: self.peer_next_msg_id,
+            next_request_id: self.window.next_msg_id,
+            next_peer_request_id: self.window.peer_next_msg_id,
         }
     }
 
@@ -540,10 +601,10 @@ impl IkeSa {
     }
 
     fn destroy(&mut self, ctx: &mut Ctx<'_>, reason: DeleteReason) {
-        if let Some((theirs, _)) = self.peer_rekey.take() {
+        if let Some((theirs, _)) = self.rekey.peer_rekey.take() {
             ctx.sa_ops.push(SaOp::ClearCollision(theirs));
         }
-        if let Some(next) = self.successor.take() {
+        if let Some(next) = self.rekey.successor.take() {
             // The peer deleted the SA it rekeyed, so it has the new one; or
             // we stopped waiting for that Delete: hold nothing back longer.
             ctx.sa_ops.push(SaOp::PeerHasIt(next));
@@ -557,31 +618,31 @@ impl IkeSa {
             sa: self.id,
             reason,
         });
-        self.dead = true;
-        self.ended = Some(reason);
-        self.outstanding = None;
-        self.queue.clear();
+        self.life.dead = true;
+        self.life.ended = Some(reason);
+        self.window.in_flight = None;
+        self.window.queue.clear();
     }
 
     /// Virtual IPs the peer assigned us.
     pub(super) fn vips(&self) -> &[IpAddr] {
-        &self.vips
+        &self.vips.ours
     }
 
     /// Virtual IPs we assigned the peer (held in the endpoint's leases).
     pub(super) fn peer_vips(&self) -> &[IpAddr] {
-        &self.peer_vips
+        &self.vips.peers
     }
 
     /// Once dead: why, and whether it had been established (else it was an
     /// attempt; `initiator` says whose).
     pub(super) fn ended(&self) -> Option<Ended> {
-        let reason = self.ended?;
+        let reason = self.life.ended?;
         Some(Ended {
             conn: self.conn,
             // Whatever ended it in the end (a request that was out before
             // our Delete can go unanswered first), we wanted it gone.
-            reason: if self.delete_requested {
+            reason: if self.life.delete_requested {
                 DeleteReason::Local
             } else {
                 reason
@@ -594,9 +655,9 @@ impl IkeSa {
     pub(super) fn delete(&mut self, ctx: &mut Ctx<'_>) {
         match self.state {
             State::Established => {
-                self.delete_requested = true;
-                self.queue.clear();
-                self.queue.push_back(QueuedRequest::DeleteIke);
+                self.life.delete_requested = true;
+                self.window.queue.clear();
+                self.window.queue.push_back(QueuedRequest::DeleteIke);
                 self.start_next_request(ctx);
             }
             State::Deleting => {}
@@ -631,7 +692,7 @@ impl IkeSa {
                 what: format!("{spi:#010x}"),
             });
         }
-        self.queue.push_back(job);
+        self.window.queue.push_back(job);
         self.start_next_request(ctx);
         Ok(())
     }
