@@ -3,7 +3,20 @@
 //! IPs in the configuration payload (§2.19) and MOBIKE_SUPPORTED
 //! (RFC 4555 §3.2).
 
-use super::*;
+use std::net::IpAddr;
+
+use tracing::{info, warn};
+
+use crate::engine::{Ctx, DeleteReason, EndpointConfig, Event, vip};
+use crate::{
+    crypto, proposal,
+    proto::{self, AuthMethod, Authentication, ExchangeType, NotifyType, Payload},
+};
+
+use super::{
+    BuiltRequest, ChildOffer, ChildRefusal, IkeSa, SaOp, State, find, first_error, notify,
+    notify_of, sa_of,
+};
 
 impl IkeSa {
     pub(super) fn send_auth(&mut self, ctx: &mut Ctx<'_>) {
@@ -34,7 +47,7 @@ impl IkeSa {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
         }
         if !conn.vips.is_empty() {
-            payloads.push(Payload::Config(crate::engine::vip::request(&conn.vips)));
+            payloads.push(Payload::Config(vip::request(&conn.vips)));
         }
         let offer = if conn.children.is_empty() {
             None
@@ -76,7 +89,7 @@ impl IkeSa {
             return;
         };
         // The connection: same peer identity, same IKE algorithms acceptable.
-        let cfg: &crate::engine::EndpointConfig = ctx.config;
+        let cfg: &EndpointConfig = ctx.config;
         let wire = proposal::ike_suite_to_wire(suite, 1, vec![]);
         let conn = cfg.connections.iter().enumerate().find(|(_, c)| {
             c.remote_id == idi
@@ -188,7 +201,7 @@ impl IkeSa {
         }) else {
             return true;
         };
-        let asked = crate::engine::vip::requested(&cp);
+        let asked = vip::requested(&cp);
         if asked.is_empty() || conn.pools.is_empty() {
             return true;
         }
@@ -215,7 +228,7 @@ impl IkeSa {
             return false;
         }
         info!(sa = self.id, vips = ?got, "virtual IPs handed out");
-        payloads.push(Payload::Config(crate::engine::vip::reply(&got)));
+        payloads.push(Payload::Config(vip::reply(&got)));
         self.vips.peers = got;
         true
     }
@@ -298,10 +311,7 @@ impl IkeSa {
                 Payload::Config(c) => Some(c.clone()),
                 _ => None,
             });
-            let (addrs, dns) = cp
-                .as_ref()
-                .map(crate::engine::vip::assigned)
-                .unwrap_or_default();
+            let (addrs, dns) = cp.as_ref().map(vip::assigned).unwrap_or_default();
             if addrs.is_empty() {
                 warn!(sa = self.id, "the peer assigned no virtual IP");
             } else {

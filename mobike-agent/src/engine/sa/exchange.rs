@@ -6,13 +6,23 @@
 //! dispatch to the exchange modules, which build each request and complete
 //! its response.
 
-use super::*;
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use crate::engine::{Ctx, DeleteReason, EndpointConfig, Path, Transmit};
+use crate::{
+    crypto,
+    proto::{self, ExchangeType, Header, Message, NotifyType, Payload, flags},
+};
+
+use super::{
+    BuiltRequest, ChildState, IkeSa, QueuedRequest, SentRequest, State, backoff, notify,
+    unknown_critical,
+};
 
 impl IkeSa {
-    pub(in crate::engine) fn next_deadline(
-        &self,
-        config: &crate::engine::EndpointConfig,
-    ) -> Option<Instant> {
+    pub(in crate::engine) fn next_deadline(&self, config: &EndpointConfig) -> Option<Instant> {
         let timers = &config.connections[self.conn].timers;
         let mut d: Vec<Instant> = Vec::new();
         d.extend(self.window.in_flight.as_ref().map(|o| o.next));
@@ -107,7 +117,7 @@ impl IkeSa {
         }
         if self.nat.local_behind && self.nat.keepalive_at.is_some_and(|t| t <= now) {
             // RFC 3948 §2.3: a single 0xFF octet.
-            ctx.out.transmits.push_back(crate::engine::Transmit {
+            ctx.out.transmits.push_back(Transmit {
                 local: self.path.local,
                 remote: self.path.remote,
                 payload: vec![0xff],

@@ -2,13 +2,25 @@
 //! roles, including simultaneous rekeys (§2.8.2): the new IKE SA takes over
 //! the CHILD_SAs and the old one is deleted.
 
-use super::*;
+use tracing::{info, warn};
+
+use crate::engine::{CommandError, Ctx, Event};
+use crate::{
+    crypto::{DhGroup, IkeKeys, KeyShare},
+    proposal::{self, IkeSuite},
+    proto::{self, ExchangeType, KeyExchange, Notify, NotifyType, Payload},
+};
+
+use super::{
+    BuiltRequest, IkeRekeyOffer, IkeSa, QueuedRequest, REKEY_RETRY_FACTOR, SaOp, SentRequest,
+    State, first_error, ke_of, min_nonce, nonce_of, notify, notify_of, sa_of,
+};
 
 impl IkeSa {
     pub(in crate::engine) fn command_rekey_ike(
         &mut self,
         ctx: &mut Ctx<'_>,
-    ) -> Result<(), crate::engine::CommandError> {
+    ) -> Result<(), CommandError> {
         self.require_established()?;
         self.window.queue.push_back(QueuedRequest::RekeyIke(None));
         self.start_next_request(ctx);

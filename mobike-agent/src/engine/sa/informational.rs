@@ -2,7 +2,12 @@
 //! IKE SA or of CHILD_SAs (§1.4.1), AUTHENTICATION_FAILED (§2.21.2) and the
 //! answers to the peer's.
 
-use super::*;
+use tracing::warn;
+
+use crate::engine::{CommandError, Ctx, DeleteReason};
+use crate::proto::{Delete, ExchangeType, NotifyType, Payload, ProtocolId};
+
+use super::{BuiltRequest, ChildState, IkeSa, QueuedRequest, SaOp, State, notify, notify_of};
 
 impl IkeSa {
     /// Deletes one CHILD_SA with the peer (INFORMATIONAL with a Delete of
@@ -12,14 +17,11 @@ impl IkeSa {
         &mut self,
         ctx: &mut Ctx<'_>,
         spi: u32,
-    ) -> Result<(), crate::engine::CommandError> {
+    ) -> Result<(), CommandError> {
         self.command_on_child(ctx, spi, QueuedRequest::DeleteChild(vec![spi]))
     }
 
-    pub(in crate::engine) fn command_dpd(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(), crate::engine::CommandError> {
+    pub(in crate::engine) fn command_dpd(&mut self, ctx: &mut Ctx<'_>) -> Result<(), CommandError> {
         self.require_established()?;
         self.window.queue.push_back(QueuedRequest::Dpd);
         self.start_next_request(ctx);

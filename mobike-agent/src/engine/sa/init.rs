@@ -2,7 +2,21 @@
 //! its restarts on a cookie demand (§2.6) or INVALID_KE_PAYLOAD (§1.2), the
 //! responder's stateless answers, and NAT detection (§2.23).
 
-use super::*;
+use std::net::SocketAddr;
+
+use tracing::{debug, info, warn};
+
+use crate::engine::{Ctx, DeleteReason, Event, Path};
+use crate::{
+    crypto::{self, DhGroup, IkeKeys, KeyShare},
+    proposal,
+    proto::{self, ExchangeType, Header, KeyExchange, Message, Notify, NotifyType, Payload, flags},
+};
+
+use super::{
+    IkeSa, MAX_INIT_RESTARTS, SentRequest, State, first_error, ke_of, nonce_of, notify, notify_of,
+    sa_of, unknown_critical,
+};
 
 /// A stateless IKE_SA_INIT answer (errors and cookie demands, §2.6, §2.7).
 fn init_error_response(ctx: &mut Ctx<'_>, path: Path, req: &Header, payload: Payload) {

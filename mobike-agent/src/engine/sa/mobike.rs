@@ -3,17 +3,25 @@
 //! COOKIE2, the answer to the peer's, and moving the CHILD_SAs
 //! ([`KernelAction::MigrateChildSa`]).
 
-use super::*;
+use tracing::{info, warn};
+
+use crate::engine::{CommandError, Ctx, Event, KernelAction, Path};
+use crate::{
+    crypto,
+    proto::{ExchangeType, NotifyType, Payload},
+};
+
+use super::{BuiltRequest, IkeSa, QueuedRequest, State, first_error, notify, notify_of};
 
 impl IkeSa {
     pub(in crate::engine) fn command_update_addresses(
         &mut self,
         ctx: &mut Ctx<'_>,
         path: Path,
-    ) -> Result<(), crate::engine::CommandError> {
+    ) -> Result<(), CommandError> {
         self.require_established()?;
         if !self.peer_mobike {
-            return Err(crate::engine::CommandError::NoMobike(self.id));
+            return Err(CommandError::NoMobike(self.id));
         }
         self.window
             .queue

@@ -10,12 +10,14 @@
 //! CHILD_SAs between IKE SAs) and status; [`exchange`] is the message
 //! machinery shared by all exchanges and dispatches to one module per
 //! exchange, each building its requests and completing their answers:
-//! [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH), [`child`] (CHILD_SAs),
+//! [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH), [`create_child`]
+//! (CREATE_CHILD_SA for CHILD_SAs, on the negotiation in [`child`]),
 //! [`ike_rekey`], [`informational`] and [`mobike`]. [`request`] names the
 //! stages of one of our requests.
 
 mod auth;
 mod child;
+mod create_child;
 mod exchange;
 mod ike_rekey;
 mod informational;
@@ -29,19 +31,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use super::{
-    ChildSaInfo, ChildSaInstall, Ctx, DeleteReason, EspSa, Event, IkeSaInfo, KernelAction, Mode,
-    Path, SaId, UdpEncap, config,
+    ChildSaInfo, Ctx, DeleteReason, Event, IkeSaInfo, KernelAction, Mode, Path, SaId, config,
 };
 use crate::{
-    crypto::{self, ChildKeys, DhGroup, IkeKeys, KeyShare},
-    proposal::{self, EspSuite, IkeSuite},
-    proto::{
-        self, AuthMethod, Authentication, Delete, ExchangeType, Header, KeyExchange, Message,
-        Notify, NotifyType, Payload, ProtocolId, TrafficSelector, flags,
-    },
+    crypto::{IkeKeys, KeyShare},
+    proposal::{EspSuite, IkeSuite},
+    proto::{self, KeyExchange, Notify, NotifyType, Payload, TrafficSelector},
 };
 
 use request::{BuiltRequest, ChildOffer, IkeRekeyOffer, QueuedRequest, SentRequest};
