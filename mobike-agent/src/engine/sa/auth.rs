@@ -19,7 +19,7 @@ use super::{
 };
 
 impl IkeSa {
-    pub(super) fn send_auth(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn start_auth(&mut self, ctx: &mut Ctx<'_>) {
         let conn = self.conn(ctx);
         let Some(keys) = self.crypto.keys.as_ref() else {
             return;

@@ -163,7 +163,7 @@ impl IkeSa {
         Some(loser_by_us)
     }
 
-    pub(super) fn handle_create_child(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
+    pub(super) fn respond_create_child(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
         let Some(ni) = nonce_of(p) else {
             self.respond(
                 ctx,

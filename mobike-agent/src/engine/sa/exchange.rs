@@ -263,7 +263,7 @@ impl IkeSa {
         }
         if h.exchange == ExchangeType::IKE_SA_INIT {
             if h.is_response() && self.state == State::InitSent && h.message_id == 0 {
-                self.handle_init_response(ctx, path, bytes, &msg);
+                self.complete_init(ctx, path, bytes, &msg);
             } else {
                 ctx.stats.unexpected += 1;
             }
@@ -384,10 +384,10 @@ impl IkeSa {
                 State::Established | State::Rekeyed | State::Deleting,
                 ExchangeType::INFORMATIONAL,
             ) => {
-                self.handle_informational(ctx, id, p);
+                self.respond_informational(ctx, id, p);
             }
             (State::Established, ExchangeType::CREATE_CHILD_SA) => {
-                self.handle_create_child(ctx, id, p)
+                self.respond_create_child(ctx, id, p)
             }
             (State::Rekeyed | State::Deleting, ExchangeType::CREATE_CHILD_SA) => {
                 self.respond(

@@ -43,7 +43,7 @@ impl IkeSa {
         );
     }
 
-    pub(super) fn handle_informational(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
+    pub(super) fn respond_informational(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
         if notify_of(p, NotifyType::AUTHENTICATION_FAILED).is_some() {
             // §2.21.2: the initiator could not verify our AUTH.
             warn!(sa = self.id, "peer reports AUTHENTICATION_FAILED");

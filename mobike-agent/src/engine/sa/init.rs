@@ -64,11 +64,11 @@ impl IkeSa {
         let group = sa.conn(ctx).ike_proposals.first()?.dh.first().copied()?;
         sa.init.share = Some(KeyShare::generate(group, ctx.rng).ok()?);
         info!(sa = sa.id, conn = %sa.conn(ctx).name, remote = %path.remote, "initiating IKE SA");
-        sa.send_init(ctx);
+        sa.start_init(ctx);
         Some(sa)
     }
 
-    pub(super) fn send_init(&mut self, ctx: &mut Ctx<'_>) {
+    pub(super) fn start_init(&mut self, ctx: &mut Ctx<'_>) {
         let conn = self.conn(ctx);
         let Some(share) = self.init.share.as_ref() else {
             return;
@@ -118,7 +118,7 @@ impl IkeSa {
         });
     }
 
-    pub(super) fn handle_init_response(
+    pub(super) fn complete_init(
         &mut self,
         ctx: &mut Ctx<'_>,
         path: Path,
@@ -137,7 +137,7 @@ impl IkeSa {
             );
             self.init.restarts += 1;
             self.init.cookie = Some(c.data.clone());
-            self.send_init(ctx);
+            self.start_init(ctx);
             return;
         }
         if let Some(g) =
@@ -165,7 +165,7 @@ impl IkeSa {
                         return;
                     };
                     self.init.share = Some(share);
-                    self.send_init(ctx);
+                    self.start_init(ctx);
                 }
                 _ => self.destroy(ctx, DeleteReason::Negotiation),
             }
@@ -234,7 +234,7 @@ impl IkeSa {
             self.path.local.set_port(ctx.config.nat_t_port);
             self.path.remote.set_port(ctx.config.nat_t_port);
         }
-        self.send_auth(ctx);
+        self.start_auth(ctx);
     }
 
     pub(super) fn detect_nat(&mut self, ctx: &mut Ctx<'_>, path: Path, h: &Header, p: &[Payload]) {

@@ -13,7 +13,9 @@
 //! [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH), [`create_child`]
 //! (CREATE_CHILD_SA for CHILD_SAs, on the negotiation in [`child`]),
 //! [`ike_rekey`], [`informational`] and [`mobike`]. [`request`] names the
-//! stages of one of our requests.
+//! stages of one of our requests. In each module, `start_*` builds and
+//! sends one of our requests, `complete_*` takes the peer's answer to it
+//! and `respond_*` answers one of the peer's requests.
 
 mod auth;
 mod child;
