@@ -1,0 +1,411 @@
+//! The exchange machinery every IKE SA shares (RFC 7296 §2.1-§2.3): the
+//! message-ID window of one in each direction, sealing and opening the
+//! Encrypted payload, sending and retransmitting our requests with backoff,
+//! the response cache that answers a retransmitted request again, and the
+//! timers. [`IkeSa::start_next_request`] and [`IkeSa::handle_response`]
+//! dispatch to the exchange modules, which build each request and complete
+//! its response.
+
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use crate::engine::{Ctx, DeleteReason, EndpointConfig, Path, Transmit};
+use crate::{
+    crypto,
+    proto::{self, ExchangeType, Header, Message, NotifyType, Payload, flags},
+};
+
+use super::{
+    BuiltRequest, ChildState, IkeSa, QueuedRequest, SentRequest, State, backoff, notify,
+    unknown_critical,
+};
+
+impl IkeSa {
+    pub(in crate::engine) fn next_deadline(&self, config: &EndpointConfig) -> Option<Instant> {
+        let timers = &config.connections[self.conn].timers;
+        let mut d: Vec<Instant> = Vec::new();
+        d.extend(self.window.in_flight.as_ref().map(|o| o.next));
+        d.extend(self.life.expires);
+        if self.established() {
+            if self.window.in_flight.is_none()
+                && !self.rekey.awaiting_peer
+                && let Some(dpd) = timers.dpd_delay
+            {
+                d.push(self.life.last_heard + dpd);
+            }
+            d.extend(self.rekey.at);
+            d.extend(
+                self.children
+                    .iter()
+                    .filter(|c| c.state == ChildState::Installed)
+                    .filter_map(|c| c.rekey_at),
+            );
+        }
+        if self.nat.local_behind
+            && matches!(
+                self.state,
+                State::Established | State::Deleting | State::Rekeyed
+            )
+        {
+            d.extend(self.nat.keepalive_at);
+        }
+        d.into_iter().min()
+    }
+
+    pub(in crate::engine) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let timers = &self.conn(ctx).timers;
+        if self.life.expires.is_some_and(|e| e <= now) {
+            let reason = if self.state == State::Rekeyed {
+                DeleteReason::Rekeyed
+            } else {
+                DeleteReason::HalfOpenTimeout
+            };
+            self.destroy(ctx, reason);
+            return;
+        }
+        if let Some(o) = self.window.in_flight.as_mut()
+            && o.next <= now
+        {
+            if o.sent > timers.retransmit_tries {
+                // An unanswered Delete still ends the SA as we wanted: the
+                // peer may have deleted it and lost only the answer.
+                let reason = match o.request {
+                    Some(BuiltRequest::DeleteIke(r)) => r,
+                    _ => DeleteReason::PeerUnreachable,
+                };
+                warn!(
+                    sa = self.id,
+                    ?reason,
+                    "peer does not answer, giving up on the IKE SA"
+                );
+                self.destroy(ctx, reason);
+                return;
+            }
+            ctx.send(self.path, ctx.config.nat_t_port, &o.bytes);
+            ctx.stats.retransmits += 1;
+            o.next = now + backoff(timers.retransmit_timeout, o.sent);
+            o.sent += 1;
+            debug!(
+                sa = self.id,
+                msg_id = o.msg_id,
+                try_ = o.sent,
+                "retransmitted request"
+            );
+        }
+        if self.established() {
+            if let Some(dpd) = timers.dpd_delay
+                && self.window.in_flight.is_none()
+                && self.window.queue.is_empty()
+                && self.life.last_heard + dpd <= now
+            {
+                self.window.queue.push_back(QueuedRequest::Dpd);
+            }
+            if self.rekey.at.is_some_and(|t| t <= now) {
+                self.rekey.at = None;
+                self.window.queue.push_back(QueuedRequest::RekeyIke(None));
+            }
+            for c in &mut self.children {
+                if c.state == ChildState::Installed && c.rekey_at.is_some_and(|t| t <= now) {
+                    c.rekey_at = None;
+                    self.window
+                        .queue
+                        .push_back(QueuedRequest::RekeyChild(c.inbound_spi, None));
+                }
+            }
+        }
+        if self.nat.local_behind && self.nat.keepalive_at.is_some_and(|t| t <= now) {
+            // RFC 3948 §2.3: a single 0xFF octet.
+            ctx.out.transmits.push_back(Transmit {
+                local: self.path.local,
+                remote: self.path.remote,
+                payload: vec![0xff],
+            });
+            self.nat.keepalive_at = Some(now + timers.nat_keepalive);
+        }
+        self.start_next_request(ctx);
+    }
+
+    pub(super) fn header(&self, exchange: ExchangeType, message_id: u32, response: bool) -> Header {
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: proto::PayloadType::NONE,
+            version: 0x20,
+            exchange,
+            flags: if self.initiator { flags::INITIATOR } else { 0 }
+                | if response { flags::RESPONSE } else { 0 },
+            message_id,
+            length: 0,
+        }
+    }
+
+    pub(super) fn seal(&mut self, header: Header, payloads: &[Payload]) -> Option<Vec<u8>> {
+        let keys = self.crypto.keys.as_ref()?;
+        let key = if self.initiator {
+            &keys.sk_ei
+        } else {
+            &keys.sk_er
+        };
+        self.crypto.iv += 1;
+        match crypto::seal_message(
+            header,
+            payloads,
+            keys.aead,
+            key,
+            self.crypto.iv.to_be_bytes(),
+        ) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(sa = self.id, error = %e, "cannot encrypt message");
+                None
+            }
+        }
+    }
+
+    pub(super) fn open(
+        &self,
+        bytes: &[u8],
+        msg: &Message,
+    ) -> Result<Vec<Payload>, crypto::CryptoError> {
+        let keys = self
+            .crypto
+            .keys
+            .as_ref()
+            .ok_or(crypto::CryptoError::NotEncrypted)?;
+        let key = if self.initiator {
+            &keys.sk_er
+        } else {
+            &keys.sk_ei
+        };
+        crypto::open_message(bytes, msg, keys.aead, key)
+    }
+
+    pub(super) fn send_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+        request: BuiltRequest,
+    ) {
+        let msg_id = self.window.next_msg_id;
+        let Some(bytes) = self.seal(self.header(exchange, msg_id, false), payloads) else {
+            return;
+        };
+        self.window.next_msg_id = self.window.next_msg_id.wrapping_add(1);
+        ctx.send(self.path, ctx.config.nat_t_port, &bytes);
+        let timeout = self.conn(ctx).timers.retransmit_timeout;
+        self.window.in_flight = Some(SentRequest {
+            msg_id,
+            exchange,
+            bytes,
+            request: Some(request),
+            sent: 1,
+            next: ctx.now + timeout,
+        });
+    }
+
+    pub(super) fn respond(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        msg_id: u32,
+        payloads: &[Payload],
+    ) {
+        let Some(bytes) = self.seal(self.header(exchange, msg_id, true), payloads) else {
+            return;
+        };
+        // §2.11: a response goes back where the request came from.
+        let to = self.window.reply_path.unwrap_or(self.path);
+        ctx.send(to, ctx.config.nat_t_port, &bytes);
+        self.window.cached_response = Some((msg_id, bytes));
+    }
+
+    /// Takes queued requests while the window is free (one request of ours
+    /// at a time, §2.3): each is built and sent by its exchange's module;
+    /// one that no longer applies is dropped and the next taken.
+    pub(super) fn start_next_request(&mut self, ctx: &mut Ctx<'_>) {
+        if self.rekey.awaiting_peer {
+            return;
+        }
+        while self.window.in_flight.is_none()
+            && matches!(self.state, State::Established | State::Rekeyed)
+            && !self.life.dead
+        {
+            let Some(next) = self.window.queue.pop_front() else {
+                return;
+            };
+            match next {
+                QueuedRequest::Dpd => self.start_dpd(ctx),
+                QueuedRequest::DeleteIke => self.start_delete_ike(ctx),
+                QueuedRequest::DeleteChild(spis) => self.start_delete_child(ctx, spis),
+                QueuedRequest::DeleteRefused(spi) => self.start_delete_refused(ctx, spi),
+                QueuedRequest::RekeyChild(spi, group) => self.start_rekey_child(ctx, spi, group),
+                QueuedRequest::CreateChild(cfg, group) => self.start_create_child(ctx, cfg, group),
+                QueuedRequest::UpdateAddresses(path) => self.start_update_addresses(ctx, path),
+                QueuedRequest::RekeyIke(group) => self.start_rekey_ike(ctx, group),
+            }
+        }
+    }
+
+    pub(in crate::engine) fn handle_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        path: Path,
+        bytes: &[u8],
+        msg: Message,
+    ) {
+        let h = msg.header;
+        if h.from_initiator() == self.initiator {
+            ctx.stats.unexpected += 1;
+            return;
+        }
+        if h.exchange == ExchangeType::IKE_SA_INIT {
+            if h.is_response() && self.state == State::InitSent && h.message_id == 0 {
+                self.complete_init(ctx, path, bytes, &msg);
+            } else {
+                ctx.stats.unexpected += 1;
+            }
+            return;
+        }
+        if self.crypto.keys.is_none() || msg.encrypted().is_none() {
+            ctx.stats.unexpected += 1;
+            return;
+        }
+        if h.is_response() {
+            if !self
+                .window
+                .in_flight
+                .as_ref()
+                .is_some_and(|o| o.msg_id == h.message_id && o.exchange == h.exchange)
+            {
+                ctx.stats.unexpected += 1;
+                return;
+            }
+        } else if h.message_id != self.window.peer_next_msg_id {
+            let replay = self
+                .window
+                .cached_response
+                .as_ref()
+                .filter(|(id, _)| *id == h.message_id)
+                .map(|(_, b)| b.clone());
+            match replay {
+                // A retransmitted request: verify it, then resend our answer.
+                Some(resp) if self.open(bytes, &msg).is_ok() => {
+                    ctx.stats.replayed_responses += 1;
+                    // §2.11: to where this copy of the request came from.
+                    ctx.send(path, ctx.config.nat_t_port, &resp);
+                }
+                Some(_) => ctx.stats.integrity_failures += 1,
+                None => ctx.stats.unexpected += 1,
+            }
+            return;
+        }
+        let payloads = match self.open(bytes, &msg) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(sa = self.id, error = %e, "dropping message that does not verify");
+                ctx.stats.integrity_failures += 1;
+                return;
+            }
+        };
+        self.life.last_heard = ctx.now;
+        // A message that verifies with this SA's keys: the peer has it.
+        self.rekey.awaiting_peer = false;
+        if h.is_response() {
+            let Some(o) = self.window.in_flight.take() else {
+                return;
+            };
+            self.handle_response(ctx, o, &payloads);
+        } else if self.state == State::AuthSent {
+            // The responder is established once it has sent its IKE_AUTH
+            // answer and may send a request at once (a liveness check, a
+            // CREATE_CHILD_SA) that overtakes that answer. Until the answer
+            // authenticates the peer there is nothing to answer with: leave
+            // the request unanswered and its message ID unused, so the
+            // peer's retransmission (§2.1) is taken once we are established.
+            debug!(
+                sa = self.id,
+                msg_id = h.message_id,
+                "request before our IKE_AUTH was answered; left for its retransmission"
+            );
+            ctx.stats.unexpected += 1;
+        } else {
+            self.window.peer_next_msg_id = self.window.peer_next_msg_id.wrapping_add(1);
+            self.window.reply_path = Some(path);
+            if self.state == State::InitReplied {
+                // The initiator floats to 4500 for IKE_AUTH: answer where it came from.
+                self.path = path;
+            } else if self.nat.remote_behind && !self.peer_mobike && path != self.path {
+                // §2.23: follow a NAT mapping change on an authenticated request.
+                debug!(sa = self.id, old = %self.path.remote, new = %path.remote, "peer's NAT mapping changed");
+                self.path = path;
+            }
+            self.handle_request(ctx, h, &payloads);
+            self.window.reply_path = None;
+        }
+        if !self.life.dead {
+            self.start_next_request(ctx);
+        }
+    }
+
+    /// Completes our request `o` with the verified answer `p`, in the
+    /// module of its exchange.
+    pub(super) fn handle_response(&mut self, ctx: &mut Ctx<'_>, o: SentRequest, p: &[Payload]) {
+        match o.request {
+            Some(BuiltRequest::Auth(offer)) => self.complete_auth(ctx, offer, p),
+            Some(BuiltRequest::Dpd) | None => {}
+            Some(BuiltRequest::DeleteIke(reason)) => self.complete_delete_ike(ctx, reason),
+            Some(BuiltRequest::DeleteChild(spis)) => self.complete_delete_child(ctx, spis),
+            Some(BuiltRequest::CreateChild(offer)) => self.complete_child(ctx, offer, p, false),
+            Some(BuiltRequest::RekeyIke(offer)) => self.complete_ike_rekey(ctx, offer, p),
+            Some(BuiltRequest::UpdateAddresses { old, cookie2 }) => {
+                self.complete_update_addresses(ctx, old, cookie2, p)
+            }
+        }
+    }
+
+    pub(super) fn handle_request(&mut self, ctx: &mut Ctx<'_>, h: Header, p: &[Payload]) {
+        let id = h.message_id;
+        if let Some(ty) = unknown_critical(p) {
+            // §2.5: reject the whole message.
+            self.respond(
+                ctx,
+                h.exchange,
+                id,
+                &[notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![ty])],
+            );
+            return;
+        }
+        match (self.state, h.exchange) {
+            (State::InitReplied, ExchangeType::IKE_AUTH) => self.respond_auth(ctx, id, p),
+            (
+                State::Established | State::Rekeyed | State::Deleting,
+                ExchangeType::INFORMATIONAL,
+            ) => {
+                self.respond_informational(ctx, id, p);
+            }
+            (State::Established, ExchangeType::CREATE_CHILD_SA) => {
+                self.respond_create_child(ctx, id, p)
+            }
+            (State::Rekeyed | State::Deleting, ExchangeType::CREATE_CHILD_SA) => {
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    id,
+                    &[notify(NotifyType::TEMPORARY_FAILURE, vec![])],
+                );
+            }
+            _ => {
+                ctx.stats.unexpected += 1;
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    id,
+                    &[notify(NotifyType::INVALID_SYNTAX, vec![])],
+                );
+            }
+        }
+    }
+}

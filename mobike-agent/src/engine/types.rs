@@ -1,0 +1,480 @@
+//! The engine's public vocabulary: the [`Command`]s it takes, the
+//! [`Event`]s, [`Transmit`]s and [`KernelAction`]s it hands out, why
+//! commands fail ([`CommandError`]) and SAs end ([`DeleteReason`]), and the
+//! status summaries ([`IkeSaInfo`], [`ChildSaInfo`], [`Stats`],
+//! [`ReloadReport`]).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use super::{ChildLimits, Mode};
+#[cfg(doc)]
+use super::{Endpoint, Recovery};
+use crate::{
+    crypto::Aead,
+    proto::{NotifyType, TrafficSelector},
+};
+
+/// Identifies an IKE SA in commands and events: our own IKE SPI.
+pub type SaId = u64;
+
+/// The address pair an IKE SA uses; MOBIKE changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    /// Our address and port.
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Source address and port (selects the socket).
+    pub local: SocketAddr,
+    /// Destination.
+    pub remote: SocketAddr,
+    /// UDP payload, including the non-ESP marker on the NAT-T port.
+    pub payload: Vec<u8>,
+}
+
+/// Commands from the runtime or the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start an IKE SA for the named connection.
+    Initiate {
+        /// Connection name.
+        connection: String,
+        /// Local address and port to start from when the connection has
+        /// none configured ("any"): the runtime asks the kernel.
+        local: Option<SocketAddr>,
+    },
+    /// Delete an IKE SA and its CHILD_SAs (INFORMATIONAL with Delete).
+    DeleteIkeSa(SaId),
+    /// Delete every IKE SA (e.g. on SIGTERM).
+    DeleteAll,
+    /// Rekey the IKE SA now.
+    RekeyIkeSa(SaId),
+    /// Rekey the CHILD_SA with this inbound SPI now.
+    RekeyChildSa {
+        /// IKE SA.
+        sa: SaId,
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+    },
+    /// Delete the CHILD_SA with this inbound SPI (INFORMATIONAL with Delete),
+    /// e.g. when the kernel refused to install it.
+    DeleteChildSa {
+        /// IKE SA.
+        sa: SaId,
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+    },
+    /// Create another CHILD_SA from the connection's child config `child`.
+    CreateChildSa {
+        /// IKE SA.
+        sa: SaId,
+        /// Index into the connection's children.
+        child: usize,
+    },
+    /// The kernel reports that an ESP SA of the CHILD_SA with this inbound
+    /// SPI reached one of its [`ChildLimits`] (XFRM_MSG_EXPIRE): a soft
+    /// limit rekeys the CHILD_SA, a hard one (the kernel removed the SA)
+    /// deletes it with the peer. Nothing happens to a CHILD_SA already
+    /// being rekeyed or deleted.
+    ChildSaExpired {
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+        /// Hard limit.
+        hard: bool,
+    },
+    /// Send a liveness check now.
+    Dpd(SaId),
+    /// MOBIKE (RFC 4555 §3.5): move the IKE SA and its CHILD_SAs to a new
+    /// address pair with an UPDATE_SA_ADDRESSES exchange sent from it.
+    UpdateAddresses {
+        /// IKE SA.
+        sa: SaId,
+        /// New local address and port.
+        local: SocketAddr,
+        /// New peer address and port.
+        remote: SocketAddr,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No connection of that name.
+    #[error("no connection named `{0}`")]
+    UnknownConnection(String),
+    /// The connection lacks local or remote address, needed to initiate.
+    #[error(
+        "connection `{0}` cannot initiate: it needs a peer address (remote_addrs) and a \
+         local address (local_addrs, or a route towards the peer)"
+    )]
+    NoAddresses(String),
+    /// No IKE SA with that id.
+    #[error("no IKE SA {0:#018x}")]
+    UnknownSa(SaId),
+    /// The IKE SA is not established.
+    #[error("IKE SA {0:#018x} is not established")]
+    NotEstablished(SaId),
+    /// The peer did not agree to MOBIKE on this IKE SA.
+    #[error("MOBIKE was not negotiated on IKE SA {0:#018x}")]
+    NoMobike(SaId),
+    /// No CHILD_SA with that SPI, or no such child config.
+    #[error("IKE SA {sa:#018x} has no CHILD_SA or child config {what}")]
+    UnknownChild {
+        /// IKE SA.
+        sa: SaId,
+        /// SPI or index.
+        what: String,
+    },
+    /// No IKE SA has a CHILD_SA with this inbound SPI.
+    #[error("no CHILD_SA with inbound SPI {0:#010x}")]
+    NoChildSa(u32),
+    /// The random generator failed.
+    #[error("random number generator failed")]
+    Random,
+}
+
+/// How an IKE SA ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// We deleted it (command).
+    Local,
+    /// The peer sent a Delete.
+    PeerDeleted,
+    /// Retransmissions (including liveness checks) went unanswered.
+    PeerUnreachable,
+    /// Replaced by a rekeyed IKE SA.
+    Rekeyed,
+    /// A responder's half-open SA saw no IKE_AUTH in time.
+    HalfOpenTimeout,
+    /// Authentication failed (either direction).
+    AuthenticationFailed,
+    /// The peer said INITIAL_CONTACT (§2.4): it restarted and forgot this SA.
+    PeerRestarted,
+    /// The peer answered with an error notify (e.g. NO_PROPOSAL_CHOSEN).
+    PeerError(NotifyType),
+    /// We could not agree (no acceptable proposal, bad KE, bad TS, ...).
+    Negotiation,
+}
+
+/// Things the runtime may want to log or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// IKE_AUTH completed.
+    IkeSaEstablished {
+        /// The SA.
+        sa: SaId,
+        /// Connection name.
+        connection: String,
+        /// Whether we were the initiator.
+        initiator: bool,
+        /// Address pair.
+        path: Path,
+        /// Both sides support MOBIKE.
+        mobike: bool,
+    },
+    /// A CHILD_SA was installed.
+    ChildSaEstablished {
+        /// IKE SA.
+        sa: SaId,
+        /// Child config name.
+        child: String,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// Our outbound SPI.
+        outbound_spi: u32,
+    },
+    /// A CHILD_SA could not be created (the IKE SA stays).
+    ChildSaFailed {
+        /// IKE SA.
+        sa: SaId,
+        /// Child config name; empty when, as responder, no child config
+        /// matched the peer's request.
+        child: String,
+        /// The peer's or our reason.
+        reason: NotifyType,
+    },
+    /// A CHILD_SA was removed.
+    ChildSaDeleted {
+        /// IKE SA.
+        sa: SaId,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+    },
+    /// A CHILD_SA was replaced by a new one.
+    ChildSaRekeyed {
+        /// IKE SA.
+        sa: SaId,
+        /// Old inbound SPI.
+        old_inbound_spi: u32,
+        /// New inbound SPI.
+        new_inbound_spi: u32,
+    },
+    /// An IKE SA was replaced; its CHILD_SAs now belong to `new`.
+    IkeSaRekeyed {
+        /// Old SA.
+        old: SaId,
+        /// New SA.
+        new: SaId,
+    },
+    /// The IKE SA and its CHILD_SAs now use another address pair (MOBIKE,
+    /// RFC 4555 §3.5), on our request or the peer's.
+    PathChanged {
+        /// The SA.
+        sa: SaId,
+        /// The new address pair.
+        path: Path,
+    },
+    /// NAT detection result (§2.23), after IKE_SA_INIT.
+    NatDetected {
+        /// The SA.
+        sa: SaId,
+        /// We are behind a NAT.
+        local_behind_nat: bool,
+        /// The peer is behind a NAT.
+        remote_behind_nat: bool,
+    },
+    /// An IKE SA ended (or failed to come up).
+    IkeSaDeleted {
+        /// The SA.
+        sa: SaId,
+        /// Why.
+        reason: DeleteReason,
+    },
+    /// The peer assigned us virtual IP addresses (and DNS servers) on this
+    /// IKE SA (RFC 7296 §2.19): the runtime puts the addresses on the host
+    /// before the CHILD_SAs that use them are installed, and removes them
+    /// when no IKE SA has them any more.
+    VirtualIps {
+        /// The SA.
+        sa: SaId,
+        /// Our addresses inside the tunnel.
+        addrs: Vec<IpAddr>,
+        /// DNS servers the peer named.
+        dns: Vec<IpAddr>,
+    },
+    /// The connection is to be re-established now ([`Recovery`]): the
+    /// runtime initiates it ([`Command::Initiate`], with a local address
+    /// when the connection has none). An initiate that finds no addresses
+    /// counts as a failed attempt and is retried later.
+    RestartDue {
+        /// Connection name.
+        connection: String,
+    },
+}
+
+/// UDP encapsulation of ESP (RFC 3948), used when a NAT was detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpEncap {
+    /// Our port.
+    pub local_port: u16,
+    /// The peer's port.
+    pub remote_port: u16,
+}
+
+/// One direction of an ESP SA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EspSa {
+    /// SPI.
+    pub spi: u32,
+    /// AEAD.
+    pub aead: Aead,
+    /// Key material: key | 4-octet salt.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for EspSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EspSa {{ spi: {:#010x}, aead: {:?}, key: <redacted> }}",
+            self.spi, self.aead
+        )
+    }
+}
+
+/// A CHILD_SA to install: both ESP SAs and the policies between the
+/// selectors, in tunnel mode between the IKE SA's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSaInstall {
+    /// The IKE SA it belongs to.
+    pub ike_sa: SaId,
+    /// Child config name.
+    pub name: String,
+    /// Request id tying SAs and policies together; kept across rekeys.
+    pub reqid: u32,
+    /// Mode.
+    pub mode: Mode,
+    /// Our outer address.
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub remote: IpAddr,
+    /// UDP encapsulation when a NAT was detected.
+    pub encap: Option<UdpEncap>,
+    /// Peer -> us.
+    pub inbound: EspSa,
+    /// Us -> peer.
+    pub outbound: EspSa,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Our selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// The limits the kernel enforces on both SAs.
+    pub limits: ChildLimits,
+}
+
+/// What the kernel should do, as data; the runtime applies it through
+/// ipsec-backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelAction {
+    /// Add both ESP SAs (and the policies, once per reqid).
+    InstallChildSa(Box<ChildSaInstall>),
+    /// Move both ESP SAs (and their policies' templates) of a CHILD_SA to
+    /// new outer addresses (XFRM_MSG_MIGRATE), for MOBIKE.
+    MigrateChildSa {
+        /// Request id.
+        reqid: u32,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// Our outbound SPI.
+        outbound_spi: u32,
+        /// Old (local, remote) outer addresses.
+        from: (IpAddr, IpAddr),
+        /// New (local, remote) outer addresses.
+        to: (IpAddr, IpAddr),
+        /// UDP encapsulation on the new path.
+        encap: Option<UdpEncap>,
+    },
+    /// Remove both ESP SAs of a CHILD_SA.
+    DeleteChildSa {
+        /// Request id.
+        reqid: u32,
+        /// Our outer address.
+        local: IpAddr,
+        /// The peer's outer address.
+        remote: IpAddr,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// Our outbound SPI.
+        outbound_spi: u32,
+        /// Whether the policies of `reqid` go too (no newer CHILD_SA uses them).
+        remove_policies: bool,
+    },
+}
+
+/// Counters for status output and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to the engine.
+    pub datagrams_received: u64,
+    /// Datagrams that did not decode (garbage).
+    pub malformed: u64,
+    /// Datagrams for no known IKE SA.
+    pub unknown_sa: u64,
+    /// Encrypted payloads that failed the integrity check.
+    pub integrity_failures: u64,
+    /// Out-of-window or unexpected messages.
+    pub unexpected: u64,
+    /// Duplicate requests answered from the response cache.
+    pub replayed_responses: u64,
+    /// Retransmitted requests.
+    pub retransmits: u64,
+    /// IKE_SA_INIT requests answered with a cookie demand.
+    pub cookies_sent: u64,
+    /// NAT keepalives received.
+    pub keepalives_received: u64,
+    /// Simultaneous CHILD_SA rekeys resolved by the nonce rule (§2.8.1).
+    pub rekey_collisions: u64,
+    /// Simultaneous IKE SA rekeys resolved by the nonce rule (§2.8.2).
+    pub ike_rekey_collisions: u64,
+}
+
+/// What [`Endpoint::reload`] did, by connection name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// New connections.
+    pub added: Vec<String>,
+    /// Changed: their IKE SAs are being deleted; new ones use the new
+    /// configuration.
+    pub changed: Vec<String>,
+    /// Gone: their IKE SAs are being deleted.
+    pub removed: Vec<String>,
+    /// Unchanged: their IKE SAs go on.
+    pub unchanged: Vec<String>,
+}
+
+/// A summary of an IKE SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    /// Our SPI.
+    pub id: SaId,
+    /// Connection name.
+    pub connection: String,
+    /// Whether we are the original initiator.
+    pub initiator: bool,
+    /// State name.
+    pub state: &'static str,
+    /// Address pair.
+    pub path: Path,
+    /// Both sides support MOBIKE.
+    pub mobike: bool,
+    /// We are behind a NAT.
+    pub local_behind_nat: bool,
+    /// The peer is behind a NAT.
+    pub remote_behind_nat: bool,
+    /// IKE SPI of the original initiator.
+    pub spi_i: u64,
+    /// IKE SPI of the original responder (zero until it answered).
+    pub spi_r: u64,
+    /// Installed CHILD_SAs as (inbound SPI, outbound SPI).
+    pub children: Vec<(u32, u32)>,
+    /// The same CHILD_SAs in detail.
+    pub child_sas: Vec<ChildSaInfo>,
+    /// When it is due for a rekey (None: never, or not established).
+    pub rekey_at: Option<Instant>,
+    /// Virtual IPs the peer assigned us.
+    pub vips: Vec<IpAddr>,
+    /// DNS servers the peer named.
+    pub dns: Vec<IpAddr>,
+    /// Virtual IPs we assigned the peer.
+    pub peer_vips: Vec<IpAddr>,
+    /// Our UPDATE_SA_ADDRESSES is out: `path` is the pair asked for, not
+    /// yet taken by the peer (on refusal it goes back).
+    pub updating_addresses: bool,
+    /// Our next request message ID.
+    pub next_request_id: u32,
+    /// The peer's next expected request message ID.
+    pub next_peer_request_id: u32,
+}
+
+/// Summary of one CHILD_SA, for status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSaInfo {
+    /// Child config name.
+    pub name: String,
+    /// State name: `installed`, `rekeying`, `rekeyed` or `deleting`.
+    pub state: &'static str,
+    /// Request id.
+    pub reqid: u32,
+    /// Our inbound SPI.
+    pub inbound_spi: u32,
+    /// Our outbound SPI.
+    pub outbound_spi: u32,
+    /// Our selectors (negotiated).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's selectors (negotiated).
+    pub remote_ts: Vec<TrafficSelector>,
+    /// When it is due for a rekey (None: never, or already under way).
+    pub rekey_at: Option<Instant>,
+    /// Negotiated mode.
+    pub mode: Mode,
+}
