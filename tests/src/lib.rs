@@ -1,7 +1,8 @@
 //! The workspace's shared test harness: network namespaces joined by veth
-//! links that are deleted when dropped ([`netns`]), the trigger-db daemon
-//! as a process on a socket and database of its own ([`trigger_db`],
-//! feature `trigger-db`), child processes ([`process`]) and polling with timeouts
+//! links that are deleted when dropped ([`netns`]), strongSwan's charon as
+//! a peer in such a namespace ([`charon`]), the trigger-db daemon as a
+//! process on a socket and database of its own ([`trigger_db`], feature
+//! `trigger-db`), child processes ([`process`]) and polling with timeouts
 //! that fail naming what they waited for ([`wait`]). The integration tests
 //! and benchmark programs of trigger-db, ipsec-backend and mobike-agent use
 //! it as a dev-dependency.
@@ -11,6 +12,7 @@
 //! and iproute2, and nothing here touches the host's own interfaces, routes
 //! or XFRM state.
 
+pub mod charon;
 pub mod netns;
 pub mod process;
 #[cfg(feature = "trigger-db")]
