@@ -14,7 +14,7 @@
 #   agent:  backend "none" (CHILD_SAs not installed anywhere).
 #   charon: kernel-libipsec (this host's kernel has no ESP; userspace SAs,
 #           plus one route per CHILD_SA via netlink, whose source address
-#           each namespace has on lo), encap = yes as in interop-charon.sh,
+#           each namespace has on lo), encap = yes as in tests/interop_charon.rs,
 #           logging off, DoS thresholds lifted (see strongswan.conf below).
 # Memory: VmRSS of each agent with N established IKE SAs minus its VmRSS
 # just before (same configuration, no SA), over N.

@@ -7,37 +7,14 @@
 //!            10.1.0.1/32 and fd01::1/128 on lo (inner addresses)
 //!   peer 198.51.100.2 is routed via 192.0.2.254, 203.0.113.2 via 198.18.0.254
 
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::net::IpAddr;
 
 use ipsec_backend::{SelectorPair, types::Prefix};
 use mobike_agent::routes::{RouteConfig, Routes};
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn out(args: &[&str]) -> String {
-    let o = Command::new("ip").args(args).output().expect("run ip");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-struct Netns(Vec<String>);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
+use system_tests::{
+    netns::{self, Netns},
+    process,
+};
 
 fn p(s: &str) -> Prefix {
     s.parse().expect("prefix")
@@ -48,46 +25,27 @@ fn a(s: &str) -> IpAddr {
 
 #[test]
 fn routes_follow_the_child_sa_and_the_peer_and_go_away() {
-    let id = std::process::id();
-    let (na, nb) = (format!("mbkrtA{id}"), format!("mbkrtB{id}"));
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if !is_root || !ip(&["netns", "add", &na]) {
+    let Some(a_ns) = Netns::try_new("mbkrtA") else {
         eprintln!("skipped: needs root and iproute2 (network namespace)");
         return;
-    }
-    let mut guard = Netns(vec![na.clone()]);
-    assert!(ip(&["netns", "add", &nb]));
-    guard.0.push(nb.clone());
-    let sh = |ns: &str, args: &str| {
-        let mut full = vec!["-n", ns];
-        full.extend(args.split_whitespace());
-        assert!(ip(&full), "ip -n {ns} {args}");
     };
-    for ns in [&na, &nb] {
-        sh(ns, "link set lo up");
+    let b_ns = Netns::new("mbkrtB");
+    netns::veth(&a_ns, "vA", &b_ns, "vB");
+    netns::veth(&a_ns, "vC", &b_ns, "vD");
+    a_ns.ip_line("addr add 192.0.2.1/24 dev vA");
+    a_ns.ip_line("addr add 198.18.0.1/24 dev vC");
+    b_ns.ip_line("addr add 192.0.2.254/24 dev vB");
+    b_ns.ip_line("addr add 198.18.0.254/24 dev vD");
+    for (ns, dev) in [(&a_ns, "vA"), (&a_ns, "vC"), (&b_ns, "vB"), (&b_ns, "vD")] {
+        ns.up(dev);
     }
-    assert!(ip(&[
-        "link", "add", "vA", "netns", &na, "type", "veth", "peer", "name", "vB", "netns", &nb
-    ]));
-    assert!(ip(&[
-        "link", "add", "vC", "netns", &na, "type", "veth", "peer", "name", "vD", "netns", &nb
-    ]));
-    sh(&na, "addr add 192.0.2.1/24 dev vA");
-    sh(&na, "addr add 198.18.0.1/24 dev vC");
-    sh(&nb, "addr add 192.0.2.254/24 dev vB");
-    sh(&nb, "addr add 198.18.0.254/24 dev vD");
-    for (ns, dev) in [(&na, "vA"), (&na, "vC"), (&nb, "vB"), (&nb, "vD")] {
-        sh(ns, &format!("link set {dev} up"));
-    }
-    sh(&na, "addr add 10.1.0.1/32 dev lo");
-    sh(&na, "addr add fd01::1/128 dev lo nodad");
-    sh(&na, "route add 198.51.100.0/24 via 192.0.2.254");
-    sh(&na, "route add 203.0.113.0/24 via 198.18.0.254");
+    a_ns.ip_line("addr add 10.1.0.1/32 dev lo");
+    a_ns.ip_line("addr add fd01::1/128 dev lo nodad");
+    a_ns.ip_line("route add 198.51.100.0/24 via 192.0.2.254");
+    a_ns.ip_line("route add 203.0.113.0/24 via 198.18.0.254");
 
-    let path = PathBuf::from(format!("/run/netns/{na}"));
-    let ns = na.clone();
+    let path = a_ns.path();
+    let ns = a_ns.name().to_owned();
     let res = ipsec_backend::netns::in_netns(&path, move || async move {
         let mut r = Routes::new(RouteConfig::default()).expect("rtnetlink");
         // A gateway-to-gateway CHILD_SA (no local address in 10.9.0.0/24):
@@ -159,5 +117,5 @@ fn routes_follow_the_child_sa_and_the_peer_and_go_away() {
 fn out_in(ns: &str, args: &str) -> String {
     let mut full = vec!["-n", ns];
     full.extend(args.split_whitespace());
-    out(&full)
+    process::output("ip", &full)
 }

@@ -10,6 +10,10 @@ use std::{
 };
 
 use serde_json::Value;
+use system_tests::{
+    netns::{self, Netns},
+    process, wait,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mobike-agent");
 
@@ -33,42 +37,37 @@ fn unreachable_socket_is_one_line_naming_it_and_fails() {
     assert!(out.stdout.is_empty());
 }
 
-/// Namespace and agents, removed on drop.
-struct Netns {
-    name: String,
+/// A namespace and the agents in it: on drop the agents get SIGTERM (up
+/// to 8 s to exit, then SIGKILL) before the namespace is deleted.
+struct Guard {
     agents: Vec<Child>,
+    ns: Netns,
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for a in &mut self.agents {
-            let _ = Command::new("kill")
-                .args(["-TERM", &a.id().to_string()])
-                .status();
-        }
-        for a in &mut self.agents {
-            let deadline = Instant::now() + Duration::from_secs(8);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = a.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+impl Guard {
+    /// A fresh namespace, or `None` (the test is skipped) without root or
+    /// iproute2.
+    fn new(tag: &str) -> Option<Self> {
+        let Some(ns) = Netns::try_new(tag) else {
+            eprintln!("skipped: needs root and iproute2 (network namespace)");
+            return None;
+        };
+        Some(Self {
+            agents: Vec::new(),
+            ns,
+        })
     }
 }
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for a in &self.agents {
+            process::signal(a, libc::SIGTERM);
+        }
+        for a in &mut self.agents {
+            process::stop(a, Duration::from_secs(8));
+        }
+    }
 }
 
 fn config(local: &str, remote: &str, local_id: &str, remote_id: &str, start: &str) -> String {
@@ -98,9 +97,9 @@ esp_proposals = ["aes256gcm16"]
     )
 }
 
-fn spawn(ns: &str, conf: &Path, sock: &Path, log: &Path) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", ns, BIN, "--config"])
+fn spawn(ns: &Netns, conf: &Path, sock: &Path, log: &Path) -> Child {
+    ns.command(BIN)
+        .arg("--config")
         .arg(conf)
         .arg("--control-socket")
         .arg(sock)
@@ -113,7 +112,7 @@ fn spawn(ns: &str, conf: &Path, sock: &Path, log: &Path) -> Child {
 
 /// The one IKE SA of `sock` once it is ESTABLISHED with one CHILD_SA.
 fn established(sock: &Path, deadline: Instant) -> Option<Value> {
-    while Instant::now() < deadline {
+    wait::poll(deadline, Duration::from_millis(100), || {
         let out = status(sock);
         if out.status.success() {
             let text = String::from_utf8_lossy(&out.stdout);
@@ -128,22 +127,15 @@ fn established(sock: &Path, deadline: Instant) -> Option<Value> {
                 return Some(sa.clone());
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+        None
+    })
 }
 
 /// Two agents in a fresh namespace (B listening on 127.0.0.2, A initiating
 /// from 127.0.0.1), each with a control socket in `dir`; `backend_a` is A's
 /// kernel backend. `prepare` runs in the namespace before the agents start.
 struct Pair {
-    guard: Netns,
+    guard: Guard,
     dir: tempfile::TempDir,
 }
 
@@ -174,26 +166,9 @@ impl Pair {
         edit: [&dyn Fn(String) -> String; 2],
         prepare: &[&[&str]],
     ) -> Option<Self> {
-        let ns = format!(
-            "mbkst{}-{}-{}-{}",
-            std::process::id(),
-            backend_a,
-            start_a,
-            extra_a.len()
-        );
-        if !is_root() || !ip(&["netns", "add", &ns]) {
-            eprintln!("skipped: needs root and iproute2 (network namespace)");
-            return None;
-        }
-        let mut guard = Netns {
-            name: ns.clone(),
-            agents: Vec::new(),
-        };
-        assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
+        let mut guard = Guard::new("mbkst")?;
         for args in prepare {
-            let mut full = vec!["-n", ns.as_str()];
-            full.extend_from_slice(args);
-            assert!(ip(&full), "ip {full:?}");
+            guard.ns.ip(args);
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |n: &str| -> PathBuf { dir.path().join(n) };
@@ -215,17 +190,12 @@ impl Pair {
             )),
         )
         .expect("write b.toml");
-        guard
-            .agents
-            .push(spawn(&ns, &p("b.toml"), &p("b.sock"), &p("b.log")));
+        let b = spawn(&guard.ns, &p("b.toml"), &p("b.sock"), &p("b.log"));
+        guard.agents.push(b);
         // B listens before A initiates (A would retransmit anyway).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !p("b.sock").exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        guard
-            .agents
-            .push(spawn(&ns, &p("a.toml"), &p("a.sock"), &p("a.log")));
+        b_listens(&p("b.sock"));
+        let a = spawn(&guard.ns, &p("a.toml"), &p("a.sock"), &p("a.log"));
+        guard.agents.push(a);
         Some(Self { guard, dir })
     }
 
@@ -304,7 +274,7 @@ fn two_agents_report_the_same_ike_sa_and_mirrored_child_sa() {
 
 /// The one IKE SA of `sock` once it is ESTABLISHED with no CHILD_SA.
 fn established_without_children(sock: &Path, deadline: Instant) -> Option<Value> {
-    while Instant::now() < deadline {
+    wait::poll(deadline, Duration::from_millis(100), || {
         let out = status(sock);
         let text = String::from_utf8_lossy(&out.stdout);
         if out.status.success()
@@ -315,9 +285,8 @@ fn established_without_children(sock: &Path, deadline: Instant) -> Option<Value>
         {
             return Some(sa);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
+        None
+    })
 }
 
 /// A's kernel (backend `xfrm`) refuses the CHILD_SA: an administrator's
@@ -357,7 +326,7 @@ fn child_sa_the_kernel_refuses_is_deleted_with_the_peer() {
     assert!(logs.contains("op=Install"), "{logs}");
     assert!(logs.contains("ChildSaDeleted"), "{logs}");
     // Only the administrator's policy is there, and no SA.
-    let ns = &pair.guard.name;
+    let ns = pair.guard.ns.name();
     let pol = Command::new("ip")
         .args(["-n", ns, "xfrm", "policy"])
         .output()
@@ -405,12 +374,17 @@ fn sas(sock: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    wait::until(what, Duration::from_secs(15), Duration::from_millis(100), f);
+}
+
+/// Waits up to 5 s for B's control socket, the sign that B listens (A
+/// would retransmit to a late B anyway, so no failure here).
+fn b_listens(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    wait::poll(deadline, Duration::from_millis(20), || {
+        sock.exists().then_some(())
+    });
 }
 
 /// A road warrior (backend `xfrm`) asks B for a virtual IP and gets one
@@ -441,7 +415,7 @@ fn a_virtual_ip_from_the_gateways_pool_goes_on_lo_and_away_again() {
     ) else {
         return;
     };
-    let ns = pair.guard.name.clone();
+    let ns = pair.guard.ns.name().to_owned();
     wait_until("A's control socket", || pair.path("a.sock").exists());
     let p = |n: &str| pair.path(n);
     let lo_has = |addr: &str| {
@@ -625,19 +599,14 @@ fn a_dead_peer_is_re_established_when_it_comes_back() {
     let a_log = || std::fs::read_to_string(p("a.log")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(20);
     // Declared dead, then at least one attempt that went unanswered too.
-    while a_log().matches("re-establishing the connection").count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "A did not retry:\n{}",
-            pair.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait::poll(deadline, Duration::from_millis(100), || {
+        (a_log().matches("re-establishing the connection").count() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("A did not retry:\n{}", pair.logs()));
     assert!(a_log().contains("PeerUnreachable"), "{}", pair.logs());
 
     let _ = std::fs::remove_file(p("b.sock"));
-    let ns = pair.guard.name.clone();
-    pair.guard.agents[0] = spawn(&ns, &p("b.toml"), &p("b.sock"), &p("b2.log"));
+    pair.guard.agents[0] = spawn(&pair.guard.ns, &p("b.toml"), &p("b.sock"), &p("b2.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
     let again = established(&p("a.sock"), deadline)
         .unwrap_or_else(|| panic!("A did not re-establish:\n{}", pair.logs()));
@@ -772,13 +741,8 @@ fn ike_bypasses_the_hosts_ipsec_policies_ipv6() {
 /// `addrs`: A's, B's, and a second address of B it must not answer from.
 /// `block`: IPsec policies in both namespaces block all traffic.
 fn any_local_address(addrs: [&str; 3], len: &str, flags: &str, block: bool) {
-    let id = std::process::id();
     let tag = if flags.is_empty() { 4 } else { 6 };
     let kind = if block { "blk" } else { "any" };
-    let (na, nb) = (
-        format!("mbk{kind}{tag}A{id}"),
-        format!("mbk{kind}{tag}B{id}"),
-    );
     let [a_ip, b_ip, b_other] = addrs;
     let sock_addr = |ip: &str| -> String {
         if ip.contains(':') {
@@ -787,46 +751,32 @@ fn any_local_address(addrs: [&str; 3], len: &str, flags: &str, block: bool) {
             format!("{ip}:4500")
         }
     };
-    if !is_root() || !ip(&["netns", "add", &na]) {
-        eprintln!("skipped: needs root and iproute2 (network namespace)");
+    let Some(mut ga) = Guard::new(&format!("mbk{kind}{tag}A")) else {
         return;
-    }
-    let mut ga = Netns {
-        name: na.clone(),
-        agents: Vec::new(),
     };
-    assert!(ip(&["netns", "add", &nb]));
-    let mut gb = Netns {
-        name: nb.clone(),
-        agents: Vec::new(),
-    };
-    assert!(ip(&[
-        "link", "add", "va", "netns", &na, "type", "veth", "peer", "name", "vb", "netns", &nb
-    ]));
-    for (ns, dev, addr) in [(&na, "va", a_ip), (&nb, "vb", b_ip), (&nb, "vb", b_other)] {
-        let cidr = format!("{addr}/{len}");
-        let mut args = vec!["-n", ns.as_str(), "addr", "add", cidr.as_str(), "dev", dev];
-        if !flags.is_empty() {
-            args.push(flags);
-        }
-        assert!(ip(&args));
-        assert!(ip(&["-n", ns, "link", "set", dev, "up"]));
-        assert!(ip(&["-n", ns, "link", "set", "lo", "up"]));
+    let mut gb = Guard::new(&format!("mbk{kind}{tag}B")).expect("a second namespace");
+    netns::veth(&ga.ns, "va", &gb.ns, "vb");
+    let flags: &[&str] = if flags.is_empty() { &[] } else { &[flags] };
+    for (ns, dev, addr) in [
+        (&ga.ns, "va", a_ip),
+        (&gb.ns, "vb", b_ip),
+        (&gb.ns, "vb", b_other),
+    ] {
+        ns.addr_add(dev, &format!("{addr}/{len}"), flags);
+        ns.up(dev);
     }
     if block {
         let any = if tag == 4 { "0.0.0.0/0" } else { "::/0" };
-        for ns in [&na, &nb] {
+        for ns in [&ga.ns, &gb.ns] {
             for d in ["out", "in"] {
-                assert!(ip(&[
-                    "-n", ns, "xfrm", "policy", "add", "src", any, "dst", any, "dir", d,
-                    "priority", "100", "action", "block"
-                ]));
+                ns.ip(&[
+                    "xfrm", "policy", "add", "src", any, "dst", any, "dir", d, "priority", "100",
+                    "action", "block",
+                ]);
                 // IPv6 neighbour discovery (solicitation, advertisement)
                 // is let through, as hosts with such policies do.
                 for ty in ["135", "136"].into_iter().filter(|_| tag == 6) {
-                    assert!(ip(&[
-                        "-n",
-                        ns,
+                    ns.ip(&[
                         "xfrm",
                         "policy",
                         "add",
@@ -843,8 +793,8 @@ fn any_local_address(addrs: [&str; 3], len: &str, flags: &str, block: bool) {
                         "priority",
                         "10",
                         "action",
-                        "allow"
-                    ]));
+                        "allow",
+                    ]);
                 }
             }
         }
@@ -869,14 +819,11 @@ fn any_local_address(addrs: [&str; 3], len: &str, flags: &str, block: bool) {
         strip(config("x", "x", "b.test", "a.test", "listen"), true),
     )
     .expect("write b.toml");
-    gb.agents
-        .push(spawn(&nb, &p("b.toml"), &p("b.sock"), &p("b.log")));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !p("b.sock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    ga.agents
-        .push(spawn(&na, &p("a.toml"), &p("a.sock"), &p("a.log")));
+    let b = spawn(&gb.ns, &p("b.toml"), &p("b.sock"), &p("b.log"));
+    gb.agents.push(b);
+    b_listens(&p("b.sock"));
+    let a = spawn(&ga.ns, &p("a.toml"), &p("a.sock"), &p("a.log"));
+    ga.agents.push(a);
     let logs = || {
         format!(
             "--- a.log\n{}\n--- b.log\n{}",
@@ -900,7 +847,17 @@ fn any_local_address(addrs: [&str; 3], len: &str, flags: &str, block: bool) {
     if block {
         // The policies are in force for anything but IKE.
         let ping = Command::new("ip")
-            .args(["netns", "exec", &na, "ping", "-c", "1", "-W", "1", b_ip])
+            .args([
+                "netns",
+                "exec",
+                ga.ns.name(),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                b_ip,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

@@ -11,7 +11,8 @@
 #
 # Before booting it builds (cargo, release) the workspace binaries named by
 # VM_CARGO_PACKAGES (default: ipsec-backend) because the guest cannot write
-# the source tree; the guest gets their directory in $BIN_DIR.  It installs
+# the source tree; the guest gets their directory in $BIN_DIR (and the
+# benchmark programs of VM_CARGO_BENCHES in $BENCH_DIR).  It installs
 # what it needs itself: qemu-system-x86 busybox-static file kmod iproute2
 # iputils-ping python3-venv udev (apt), virtme-ng $VNG_VERSION (PyPI, in a venv
 # under $VM_CACHE), and Debian's linux-image-amd64 target package
@@ -23,6 +24,9 @@
 #   VM_OUT             dir shared read-write with the guest, for results
 #                      (default $VM_CACHE/out); the guest sees it as $VM_OUT
 #   VM_CARGO_PACKAGES  space-separated cargo packages to build (bins)
+#   VM_CARGO_BENCHES   space-separated PACKAGE/BENCH benchmark programs to
+#                      build (default ipsec-backend/xfrm-bench); the guest
+#                      finds them in $BENCH_DIR
 #   VM_CPUS / VM_MEM   guest size (default 2 / 1G)
 #   VM_PASS_ENV        names of variables handed to the guest script
 #                      (default: STEPS RUST_LOG XFRMCTL_LOG)
@@ -112,11 +116,32 @@ if [ -n "${VM_CARGO_PACKAGES-ipsec-backend}" ]; then
        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   BIN_DIR=$TD/release
 fi
+# 4b. benchmark programs ([[bench]], harness = false): each PACKAGE/BENCH of
+#     VM_CARGO_BENCHES is built (cargo bench --no-run) and linked as
+#     $BENCH_DIR/BENCH for the guest.
+BENCH_DIR=
+if [ -n "${VM_CARGO_BENCHES-ipsec-backend/xfrm-bench}" ]; then
+  TD=$(cd "$ROOT" && cargo metadata -q --format-version 1 --no-deps |
+       /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  BENCH_DIR=$TD/vm-benches
+  mkdir -p "$BENCH_DIR"
+  for pb in ${VM_CARGO_BENCHES:-ipsec-backend/xfrm-bench}; do
+    log "cargo bench --no-run -p ${pb%%/*} --bench ${pb#*/}"
+    exe=$(cd "$ROOT" && cargo bench -q --no-run -p "${pb%%/*}" --bench "${pb#*/}" --message-format=json |
+          /usr/bin/python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "${pb#*/}")
+    [ -n "$exe" ] || { echo "no executable for bench $pb" >&2; exit 1; }
+    ln -sf "$exe" "$BENCH_DIR/${pb#*/}"
+  done
+fi
 
 # 5. boot.  --force-9p: no virtiofsd needed.  Hand QEMU pipes, not files:
 #    virtme-ng makes QEMU open /proc/self/fd/1 and 2, which truncates files.
 log "booting $KVER (TCG) for $(basename "$script")"
-envs=(BIN_DIR="$BIN_DIR" VM_OUT="$VM_OUT")
+envs=(BIN_DIR="$BIN_DIR" BENCH_DIR="$BENCH_DIR" VM_OUT="$VM_OUT")
 for v in ${VM_PASS_ENV:-STEPS RUST_LOG XFRMCTL_LOG}; do
   [ -n "${!v+x}" ] && envs+=("$v=${!v}")
 done

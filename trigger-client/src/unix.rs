@@ -56,6 +56,16 @@ impl ConnectError {
 /// the socket is opened and the HTTP/2 connection set up before this
 /// returns.
 pub async fn connect(service: &'static str, socket: &Path) -> Result<Channel, ConnectError> {
+    connect_with(service, socket, |e| e).await
+}
+
+/// [`connect`] with HTTP/2 settings of the caller's (`configure` gets the
+/// endpoint before it is connected; e.g. window sizes).
+pub async fn connect_with(
+    service: &'static str,
+    socket: &Path,
+    configure: impl FnOnce(Endpoint) -> Endpoint,
+) -> Result<Channel, ConnectError> {
     // Open the socket ourselves first so that the error is the plain
     // io::Error of connect(2), then hand this stream to the first dial.
     let first = UnixStream::connect(socket)
@@ -74,7 +84,7 @@ pub async fn connect(service: &'static str, socket: &Path) -> Result<Channel, Co
     };
     // The URI is required by the API but never dialled: the connector below
     // ignores it.
-    let endpoint = Endpoint::try_from("http://[::]:50051").map_err(channel_err)?;
+    let endpoint = configure(Endpoint::try_from("http://[::]:50051").map_err(channel_err)?);
     endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let first = Arc::clone(&first);

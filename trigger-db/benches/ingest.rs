@@ -145,10 +145,10 @@ async fn daemon_run(
     reqs: &[pb::AddRequest],
     conns: usize,
 ) -> anyhow::Result<(f64, u64)> {
-    let mut d = Daemon::start(dir, None, NO_NETLINK)?;
+    let mut d = start_daemon(dir, None, NO_NETLINK);
     let mut clients = Vec::new();
     for _ in 0..conns {
-        clients.push(d.client().await?);
+        clients.push(d.client().await);
     }
     // Warm the connections and the writer with one small Add.
     let warm = pb::AddRequest {
@@ -177,8 +177,8 @@ async fn daemon_run(
         n += t.await??;
     }
     let secs = start.elapsed().as_secs_f64();
-    let (hwm, _) = d.rss_kib()?;
-    d.stop()?;
+    let (hwm, _) = d.rss_kib();
+    stop(&mut d)?;
     Ok((n as f64 / secs, hwm))
 }
 

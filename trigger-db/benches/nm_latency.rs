@@ -265,7 +265,7 @@ async fn run(iters: usize, durability: &str) -> anyhow::Result<Figures> {
     let dir = tmp.path();
     let bus = Bus::start(dir);
     let _mock = NmMock::start(&bus, dir);
-    let daemon = Daemon::start(
+    let daemon = start_daemon(
         dir,
         None,
         &format!(
@@ -273,7 +273,7 @@ async fn run(iters: usize, durability: &str) -> anyhow::Result<Figures> {
              [store]\ndurability = \"{durability}\"\n",
             bus.address
         ),
-    )?;
+    );
     let (sub_tx, mut sub_rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     // Cancels both stamping threads when run returns, also on error.

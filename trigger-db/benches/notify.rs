@@ -32,7 +32,6 @@ mod support;
 use std::{
     net::Ipv4Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -48,62 +47,6 @@ use trigger_proto::v1::{self as pb, subscribe_response::Item};
 
 const WARMUP: usize = 5;
 const CONNECTIONS: usize = 10;
-
-/// A network namespace made for the bench, deleted when dropped.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> anyhow::Result<Self> {
-        let name = format!("tdb-bench-{}", std::process::id());
-        ip(&["netns", "add", &name])?;
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// Runs `f` on a thread that has entered this namespace (sockets made
-    /// there stay in it).
-    fn enter<T: Send>(&self, f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).with_context(|| path.clone())?;
-                // SAFETY: a valid namespace fd; only this thread switches.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                ensure!(rc == 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// A NETLINK_ROUTE socket bound to `groups`.
 fn netlink_socket(groups: u32) -> anyhow::Result<OwnedFd> {
@@ -320,22 +263,17 @@ struct Figures {
 }
 
 async fn run(n_subs: usize, iters: usize, durability: &str) -> anyhow::Result<Figures> {
-    let ns = Netns::new()?;
-    ns.ip(&["link", "add", "vA", "type", "veth", "peer", "name", "vB"])?;
-    ns.ip(&["link", "set", "vA", "up"])?;
-    ns.ip(&["link", "set", "vB", "up"])?;
-    let (req_fd, bare_fd) = ns.enter(|| Ok((netlink_socket(0)?, netlink_socket(0x10)?)))?;
-    let ifindex = ns.enter(|| {
-        let c = std::ffi::CString::new("vA")?;
-        // SAFETY: valid C string.
-        Ok(unsafe { libc::if_nametoindex(c.as_ptr()) })
-    })?;
-    ensure!(ifindex != 0, "no vA in the namespace");
+    let ns = Netns::new("tdb-bench");
+    ns.veth("vA", "vB");
+    ns.up("vA");
+    ns.up("vB");
+    let (req_fd, bare_fd) = ns.enter(|| anyhow::Ok((netlink_socket(0)?, netlink_socket(0x10)?)))?;
+    let ifindex = ns.ifindex("vA");
 
     let dir = tempfile::tempdir()?;
     let config =
         format!("[store]\ndurability = \"{durability}\"\n[sources.rtnetlink]\nenabled = true\n");
-    let d = Daemon::start(dir.path(), Some(&ns.name), &config)?;
+    let d = start_daemon(dir.path(), Some(&ns), &config);
     let total_iters = WARMUP + iters;
     let counts: Arc<Vec<AtomicU32>> =
         Arc::new((0..total_iters).map(|_| AtomicU32::new(0)).collect());
@@ -343,7 +281,7 @@ async fn run(n_subs: usize, iters: usize, durability: &str) -> anyhow::Result<Fi
 
     let mut conns = Vec::new();
     for _ in 0..CONNECTIONS.min(n_subs) {
-        conns.push(d.client().await?);
+        conns.push(d.client().await);
     }
     let mut subs = Vec::new();
     for j in 0..n_subs {
@@ -468,7 +406,7 @@ async fn run(n_subs: usize, iters: usize, durability: &str) -> anyhow::Result<Fi
     let per = 1.0 / total_iters as f64;
     let cpu_daemon = (cpu_ms(d.pid())? - cpu0.0) * per;
     let cpu_bench = (cpu_ms(std::process::id())? - cpu0.1) * per;
-    let (hwm_kib, _) = d.rss_kib()?;
+    let (hwm_kib, _) = d.rss_kib();
     stop.cancel();
     let mut bare = Vec::new();
     for i in WARMUP..total_iters {

@@ -159,14 +159,14 @@ async fn main() -> anyhow::Result<()> {
     println!("machine: {}", machine(dir.path()));
 
     // 1. Idle, empty database.
-    let mut d = Daemon::start(dir.path(), None, NO_NETLINK)?;
-    let mut c = d.client().await?;
+    let mut d = start_daemon(dir.path(), None, NO_NETLINK);
+    let mut c = d.client().await;
     c.stats(pb::StatsRequest {}).await?;
     drop(c);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (idle_hwm, idle_rss) = d.rss_kib()?;
+    let (idle_hwm, idle_rss) = d.rss_kib();
     let db_path = d.database.clone();
-    d.stop()?;
+    stop(&mut d)?;
     println!(
         "memory idle (empty db): peak RSS {:.1} MiB (current {:.1} MiB); target <= 20 MiB: {}",
         mib(idle_hwm),
@@ -188,8 +188,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 3. Query.
-    let mut d = Daemon::start(dir.path(), None, NO_NETLINK)?;
-    let mut c = d.client().await?;
+    let mut d = start_daemon(dir.path(), None, NO_NETLINK);
+    let mut c = d.client().await;
     let stats = c.stats(pb::StatsRequest {}).await?.into_inner();
     ensure!(
         stats.stored_triggers == ROWS,
@@ -207,12 +207,12 @@ async fn main() -> anyhow::Result<()> {
         "  target p50 <= 5 ms: {}",
         if p50 <= 5.0 { "met" } else { "MISSED" }
     );
-    let (after_query_hwm, _) = d.rss_kib()?;
+    let (after_query_hwm, _) = d.rss_kib();
 
     // 4. Loaded: 100 subscribers, traffic, more queries.
     let mut conns = Vec::new();
     for _ in 0..10 {
-        conns.push(d.client().await?);
+        conns.push(d.client().await);
     }
     let delivered = Arc::new(AtomicUsize::new(0));
     let mut subs = Vec::new();
@@ -264,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
     }
     ensure!(total == SUBSCRIBERS * TRAFFIC, "{total} delivered");
     query_run(&mut c, t0, QUERIES).await?;
-    let (hwm, rss) = d.rss_kib()?;
+    let (hwm, rss) = d.rss_kib();
     println!(
         "memory loaded ({} rows, {SUBSCRIBERS} subscribers, {TRAFFIC} triggers fanned out to each, {} queries): \
          peak RSS {:.1} MiB (current {:.1} MiB; after the first queries {:.1} MiB); target <= 64 MiB: {}",
@@ -277,6 +277,6 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(conns);
     drop(c);
-    d.stop()?;
+    stop(&mut d)?;
     Ok(())
 }

@@ -3,11 +3,12 @@
 //! PERMISSION_DENIED naming the verb and can still read; a member of the
 //! writer group may write. Clients run as other uids with setpriv(1).
 
-mod support;
-
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
 
-use support::*;
+use system_tests::trigger_db::*;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
+const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
 /// Runs a copy of triggerctl (readable by any uid) as `uid` with `groups`.
 fn triggerctl_as(
@@ -51,6 +52,7 @@ async fn uid_outside_the_writer_group_is_refused_writes_but_can_read() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = Daemon::start(
+        DAEMON,
         dir.path(),
         None,
         Some("writer_group = \"4242\"\n[sources.rtnetlink]\nenabled = false\n"),

@@ -1,13 +1,13 @@
 //! System tests of the trigger-db daemon as a process: resume, durability,
 //! slow subscribers, access control, bad input, shutdown.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use system_tests::trigger_db::*;
 use trigger_db::model::TriggerType;
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 
 fn ids_of(items: &[Item]) -> Vec<u64> {
     items
@@ -22,7 +22,7 @@ fn ids_of(items: &[Item]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_id_replays_exactly_the_missed_triggers_also_across_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), None, None);
+    let mut d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     let first = add_many(&mut c, "eth0", 5, 5).await;
 
@@ -72,7 +72,7 @@ async fn resume_after_id_replays_exactly_the_missed_triggers_also_across_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_add_of_ten_thousand_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), None, None);
+    let mut d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     let ids = add_many(&mut c, "wlan0", 10_000, 1_000).await;
     d.kill9();
@@ -96,6 +96,7 @@ async fn acknowledged_add_of_ten_thousand_survives_sigkill() {
 async fn slow_subscriber_gets_a_gap_notice_and_never_delays_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(
+        DAEMON,
         dir.path(),
         None,
         Some("[sources.rtnetlink]\nenabled = false\n[subscribers]\nqueue = 2048\n"),
@@ -182,7 +183,7 @@ async fn slow_subscriber_gets_a_gap_notice_and_never_delays_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_invalid_argument_naming_the_field_and_the_daemon_stays_up() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
 
     async fn expect_invalid<T: std::fmt::Debug>(
@@ -298,7 +299,7 @@ async fn bad_input_gets_invalid_argument_naming_the_field_and_the_daemon_stays_u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_by_cursor_in_time_order_with_filters() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     let eth = add_many(&mut c, "eth0", 25, 10).await;
     add_many(&mut c, "wlan0", 10, 10).await;
@@ -331,7 +332,7 @@ async fn history_pages_by_cursor_in_time_order_with_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_cleanly_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), None, None);
+    let mut d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     let mut s = c
         .subscribe(pb::SubscribeRequest::default())
@@ -382,7 +383,7 @@ fn config_with_unknown_key_fails_naming_key_and_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_modify_delete_flush_and_dump_act_on_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     let eth = add_many(&mut c, "eth0", 3, 3).await;
     let wlan = add_many(&mut c, "wlan0", 2, 2).await;
@@ -460,7 +461,7 @@ async fn get_modify_delete_flush_and_dump_act_on_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
     let ch = channel(&d.socket, false).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let r = health
@@ -501,6 +502,7 @@ async fn health_and_reflection_are_served() {
 async fn retention_keeps_only_the_newest_rows() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(
+        DAEMON,
         dir.path(),
         None,
         Some(

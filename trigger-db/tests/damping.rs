@@ -7,16 +7,17 @@
 //! `triggerctl flaps`) counts the stored link-downs in buckets, whose edges
 //! and filters the store test checks on its own.
 
-mod support;
-
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use support::*;
+use system_tests::{netns::Netns, trigger_db::*, wait};
 use trigger_client::Client;
 use trigger_proto::v1 as pb;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
+const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
 /// The debounce is long against the two `ip` commands (one process, one
 /// batch) and the kernel's linkwatch delay (up to a second before an
@@ -67,27 +68,28 @@ async fn stored(c: &mut Client, ifname: &str, types: &[pb::TriggerType]) -> Vec<
 /// Waits until the kernel says both ends are operationally up, so that no
 /// late link-up reaches the daemon after its start.
 fn wait_oper_up(ns: &Netns, ifname: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = Command::new("ip")
-            .args(["-n", &ns.name, "-o", "link", "show", "dev", ifname])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&o.stdout).contains("state UP") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{ifname} never came up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let what = format!("{ifname} operationally up");
+    wait::until(
+        &what,
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            ns.ip_output(&["-o", "link", "show", "dev", ifname])
+                .contains("state UP")
+        },
+    );
 }
 
 /// Polls the history until `ifname` has a stored trigger of `ty`.
 async fn stored_until(c: &mut Client, ifname: &str, ty: pb::TriggerType) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stored(c, ifname, &[ty]).await.is_empty() {
-        assert!(Instant::now() < deadline, "no {ty:?} of {ifname} stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("a stored {ty:?} of {ifname}");
+    wait::until_async(
+        &what,
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || !stored(c, ifname, &[ty]).await.is_empty(),
+    )
+    .await;
 }
 
 fn flaps_of<'a>(s: &'a pb::StatsResponse, ifname: &str) -> Option<&'a pb::InterfaceFlaps> {
@@ -104,7 +106,7 @@ async fn flap_within_the_debounce_is_suppressed_and_a_lasting_down_stored_once()
     wait_oper_up(&ns, "vA");
     wait_oper_up(&ns, "vB");
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), Some(&ns), Some(CONFIG));
+    let d = Daemon::start(DAEMON, dir.path(), Some(&ns), Some(CONFIG));
     let mut c = d.client().await;
 
     // The peer goes down and straight up again: one `ip` process.

@@ -4,12 +4,12 @@
 //! same triggers are in the Query history afterwards, and ListLinks shows
 //! the current state.
 
-mod support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use support::*;
+use system_tests::{netns::Netns, trigger_db::*};
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 
 type Stream = tonic::Streaming<pb::SubscribeResponse>;
 
@@ -22,31 +22,30 @@ async fn expect(
     addr: Option<&str>,
     within: Duration,
 ) -> pb::Trigger {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, s.message()).await;
-        let Ok(Ok(Some(pb::SubscribeResponse {
-            item: Some(Item::Trigger(t)),
-        }))) = msg
-        else {
-            panic!("no {ty:?} on {ifname} {addr:?} within {within:?}; saw {seen:?}, then {msg:?}");
-        };
-        let name = t
-            .interface
+    let name = |t: &pb::Trigger| {
+        t.interface
             .as_ref()
             .map(|i| i.name.clone())
-            .unwrap_or_default();
-        let a = t
-            .address
+            .unwrap_or_default()
+    };
+    let a = |t: &pb::Trigger| {
+        t.address
             .as_ref()
-            .map(|a| format!("{}/{}", a.address, a.prefix_len));
-        if t.r#type == ty as i32 && name == ifname && (addr.is_none() || a.as_deref() == addr) {
-            return t;
-        }
-        seen.push((t.r#type, name, a));
-    }
+            .map(|a| format!("{}/{}", a.address, a.prefix_len))
+    };
+    expect_trigger(
+        s,
+        within,
+        &format!("{ty:?} on {ifname} {addr:?}"),
+        |t| {
+            t.r#type == ty as i32
+                && name(t) == ifname
+                && (addr.is_none() || a(t).as_deref() == addr)
+        },
+        |t| format!("{:?}", (t.r#type, name(t), a(t))),
+        String::new,
+    )
+    .await
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -56,7 +55,7 @@ async fn veth_link_and_address_changes_reach_subscribers_and_history() {
     use pb::TriggerType as T;
     let ns = Netns::new("kev");
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), Some(&ns), None);
+    let d = Daemon::start(DAEMON, dir.path(), Some(&ns), None);
     let mut c = d.client().await;
 
     let mut s = c
@@ -163,7 +162,7 @@ async fn list_links_shows_current_interfaces_and_addresses() {
     ns.ip(&["addr", "add", "192.0.2.7/24", "dev", "wan0"]);
     ns.ip(&["link", "set", "wan0", "up"]);
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), Some(&ns), None);
+    let d = Daemon::start(DAEMON, dir.path(), Some(&ns), None);
     let mut c = d.client().await;
     let links = c
         .list_links(pb::ListLinksRequest {})

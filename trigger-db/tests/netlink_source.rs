@@ -7,7 +7,6 @@
 
 use std::{
     collections::{BTreeSet, VecDeque},
-    future::Future,
     net::IpAddr,
     process::{Command, Stdio},
     sync::Arc,
@@ -16,6 +15,7 @@ use std::{
 
 use std::io::Write as _;
 
+use system_tests::{netns::in_new_netns, process};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trigger_db::{
@@ -31,47 +31,8 @@ use trigger_db::{
 /// Only so that a broken source fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Runs `test` in a fresh network namespace on a thread of its own.
-fn in_new_netns<F, Fut>(test: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    let thread = std::thread::spawn(move || {
-        // SAFETY: unshare(2) with CLONE_NEWNET only moves this thread (and
-        // what it forks later) into a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {} (these tests need root)",
-            std::io::Error::last_os_error()
-        );
-        let links = ip_out(&["-o", "link", "show"]);
-        assert!(
-            links.lines().count() == 1 && links.contains(": lo:"),
-            "`ip` does not run in the new namespace; refusing to go on:\n{links}"
-        );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        rt.block_on(test());
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
-
 fn ip_out(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    process::output("ip", args)
 }
 
 fn ip(cmd: &str) {

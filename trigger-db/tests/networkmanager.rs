@@ -11,14 +11,19 @@
 //! python3-dbusmock, python3-dbus, python3-gi.
 
 mod nm_support;
-mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nm_support::{AP_IFACE, Bus, MOCK, NM, NM_PATH, NetworkManager, NmMock, WIRELESS, wait_for};
-use support::*;
+use nm_support::{AP_IFACE, Bus, MOCK, NM, NM_PATH, NetworkManager, NmMock, WIRELESS};
+use system_tests::{
+    netns::{self, Netns},
+    trigger_db::*,
+    wait,
+};
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 use zbus::{ObjectPath, Variant};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 
 type Stream = tonic::Streaming<pb::SubscribeResponse>;
 
@@ -66,27 +71,19 @@ async fn expect(
     within: Duration,
     log: &dyn Fn() -> String,
 ) -> pb::Trigger {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, s.message()).await;
-        let Ok(Ok(Some(pb::SubscribeResponse {
-            item: Some(Item::Trigger(t)),
-        }))) = msg
-        else {
-            panic!(
-                "no {ty:?} on {ifname:?} within {within:?}; saw {seen:?}, then {msg:?}\n{}",
-                log()
-            );
-        };
-        assert_eq!(t.source, NM_SOURCE, "{t:?}");
-        let name = t.interface.as_ref().map(|i| i.name.as_str());
-        if t.r#type == ty as i32 && (ifname.is_none() || name == ifname) {
-            return t;
-        }
-        seen.push(describe(&t));
-    }
+    expect_trigger(
+        s,
+        within,
+        &format!("{ty:?} on {ifname:?}"),
+        |t| {
+            assert_eq!(t.source, NM_SOURCE, "{t:?}");
+            let name = t.interface.as_ref().map(|i| i.name.as_str());
+            t.r#type == ty as i32 && (ifname.is_none() || name == ifname)
+        },
+        describe,
+        log,
+    )
+    .await
 }
 
 /// The next trigger, which must come within `within`.
@@ -118,6 +115,8 @@ fn strength(t: &pb::Trigger) -> f64 {
 }
 
 const LONG: Duration = Duration::from_secs(30);
+/// How often a wait polls.
+const POLL: Duration = Duration::from_millis(50);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_networkmanager_activation_carrier_and_restart_reach_subscribers() {
@@ -126,22 +125,16 @@ async fn real_networkmanager_activation_carrier_and_restart_reach_subscribers() 
     let bus = Bus::start(dir.path());
     let ns = Netns::new("nm");
     let peer = Netns::new("nmpeer");
-    run(
-        "ip",
-        &[
-            "-n", &ns.name, "link", "add", "nmA", "type", "veth", "peer", "name", "nmB", "netns",
-            &peer.name,
-        ],
-    );
+    netns::veth(&ns, "nmA", &peer, "nmB");
     peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "nmB"]);
     peer.ip(&["link", "set", "nmB", "up"]);
     let ifindex = ns.ifindex("nmA");
 
     // In NetworkManager's namespace: NetworkManager 1.42 has no Ifindex
     // property, and the source looks the index up by name there.
-    let d = Daemon::start(dir.path(), Some(&ns), Some(&config(&bus.address)));
+    let d = Daemon::start(DAEMON, dir.path(), Some(&ns), Some(&config(&bus.address)));
     let mut s = subscribe(&d).await;
-    let mut nm = NetworkManager::start(&bus, &ns.name, &dir.path().join("nm"));
+    let mut nm = NetworkManager::start(&bus, ns.name(), &dir.path().join("nm"));
     let nm_log = || nm_support_log(dir.path());
 
     let t = expect(&mut s, T::Resync, None, LONG, &nm_log).await;
@@ -205,9 +198,12 @@ async fn real_networkmanager_activation_carrier_and_restart_reach_subscribers() 
     nm.restart(&bus);
     let t = expect(&mut s, T::Resync, None, LONG, &nm_log).await;
     assert_eq!(resync_cause(&t), "nm-appeared");
-    wait_for(LONG, "nmA activated by the new NetworkManager", || {
-        nm.device_state("nmA") == Some(100)
-    });
+    wait::until(
+        "nmA activated by the new NetworkManager",
+        LONG,
+        POLL,
+        || nm.device_state("nmA") == Some(100),
+    );
     nm.nmcli(&["device", "disconnect", "nmA"]);
     let down = expect(&mut s, T::LinkDown, Some("nmA"), LONG, &nm_log).await;
     let reason = down.reason.as_ref().unwrap();
@@ -281,6 +277,7 @@ async fn wifi_strength_becomes_parameter_reports_and_bad_values_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     // The daemon first: neither the bus nor NetworkManager is there yet.
     let d = Daemon::start(
+        DAEMON,
         dir.path(),
         None,
         Some(&config(&Bus::address_in(dir.path()))),
@@ -413,7 +410,7 @@ async fn connectivity_changes_give_conn_triggers_and_a_bus_restart_is_followed()
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::start(dir.path());
     let _mock = NmMock::start(&bus, dir.path());
-    let d = Daemon::start(dir.path(), None, Some(&config(&bus.address)));
+    let d = Daemon::start(DAEMON, dir.path(), None, Some(&config(&bus.address)));
     let log = || d.log_text();
     let mut s = subscribe(&d).await;
     expect(&mut s, T::Resync, None, LONG, &log).await;
@@ -470,7 +467,7 @@ async fn vpn_active_connection_states_give_conn_triggers_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::start(dir.path());
     let _mock = NmMock::start(&bus, dir.path());
-    let d = Daemon::start(dir.path(), None, Some(&config(&bus.address)));
+    let d = Daemon::start(DAEMON, dir.path(), None, Some(&config(&bus.address)));
     let log = || d.log_text();
     let mut s = subscribe(&d).await;
     expect(&mut s, T::Resync, None, LONG, &log).await;

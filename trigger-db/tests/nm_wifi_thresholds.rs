@@ -21,14 +21,15 @@
 //! python3-gi.
 
 mod nm_support;
-mod support;
 
 use std::time::Duration;
 
 use nm_support::{AP_IFACE, Bus, NmMock, WIRELESS};
-use support::*;
+use system_tests::trigger_db::*;
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 use zbus::{ObjectPath, Variant};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 
 type Stream = tonic::Streaming<pb::SubscribeResponse>;
 
@@ -202,6 +203,7 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
     let bus = Bus::start(dir.path());
     let _mock = NmMock::start(&bus, dir.path());
     let d = Daemon::start(
+        DAEMON,
         dir.path(),
         None,
         Some(&format!(

@@ -3,14 +3,14 @@
 //! Link_Parameters_Report and Link_Going_Down; hysteresis stops flapping;
 //! the configuration (and spent one-shots) survive a restart.
 
-mod support;
-
-use support::*;
+use system_tests::trigger_db::*;
 use trigger_db::model::{
     Detail, Interface, LinkParameter, LinkParameterType, LinkType, ParameterUnit, Source, Trigger,
     TriggerType,
 };
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 
 fn strength(ifname: &str, v: f64) -> pb::Trigger {
     let mut t = Trigger::new(Source::Client, TriggerType::LinkParametersReport);
@@ -73,7 +73,7 @@ async fn derived(c: &mut trigger_client::Client, ty: pb::TriggerType) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falling_strength_gives_one_going_down_and_hysteresis_stops_flapping() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), None, None);
+    let mut d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     let r = c
         .configure_thresholds(pb::ConfigureThresholdsRequest {
@@ -149,7 +149,7 @@ async fn falling_strength_gives_one_going_down_and_hysteresis_stops_flapping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_stays_spent_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), None, None);
+    let mut d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     c.configure_thresholds(pb::ConfigureThresholdsRequest {
         thresholds: vec![below("lte0", 30.0, 0.0, pb::ThresholdAction::OneShot)],
@@ -179,7 +179,7 @@ async fn one_shot_stays_spent_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_thresholds_and_unknown_parameter_types_are_invalid_argument() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
     let mut c = d.client().await;
     let mut bad = below("wlan0", 40.0, -2.0, pb::ThresholdAction::Normal);
     let e = c

@@ -8,17 +8,18 @@
 //! Links and snapshots of real interfaces run the daemon in a network
 //! namespace of the test's own (veth pair), never on the host's links.
 
-mod support;
-
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use support::{Daemon, Netns, TRIGGERCTL};
+use system_tests::{netns::Netns, process, trigger_db::Daemon};
 use trigger_db::model::{Trigger, TriggerType};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
+const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
 fn ctl_cmd(d: &Daemon, args: &[&str]) -> Command {
     let mut c = Command::new(TRIGGERCTL);
@@ -103,7 +104,7 @@ fn link_up_lines(n: usize, ifname: &str) -> String {
 #[test]
 fn add_get_history_delete_flush_and_stats() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
 
     let out = ok(ctl(
         &d,
@@ -190,7 +191,7 @@ fn add_get_history_delete_flush_and_stats() {
 #[test]
 fn add_from_sends_acknowledged_batches_and_names_bad_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
 
     let file = dir.path().join("many.jsonl");
     std::fs::write(&file, link_up_lines(2500, "veth0")).unwrap();
@@ -243,7 +244,7 @@ fn add_from_sends_acknowledged_batches_and_names_bad_lines() {
 #[test]
 fn history_pages_follow_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
     ok(ctl_stdin(
         &d,
         &["add", "--from", "-"],
@@ -313,16 +314,9 @@ impl Watch {
 
     /// Ctrl-C; exit status and stderr.
     fn interrupt(mut self) -> (Option<i32>, String) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "watch ignored SIGINT");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        process::signal(&self.child, libc::SIGINT);
+        let status = process::wait_exit(&mut self.child, Duration::from_secs(10))
+            .expect("watch ignored SIGINT");
         let mut err = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut err);
@@ -334,7 +328,7 @@ impl Watch {
 #[test]
 fn watch_since_prints_history_then_live_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
     ok(ctl_stdin(
         &d,
         &["add", "--from", "-"],
@@ -388,7 +382,7 @@ fn watch_since_prints_history_then_live_without_gap_or_duplicate() {
 #[test]
 fn watch_follows_a_daemon_restart_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), None, None);
+    let mut d = Daemon::start(DAEMON, dir.path(), None, None);
     ok(ctl_stdin(
         &d,
         &["add", "--from", "-"],
@@ -405,17 +399,8 @@ fn watch_follows_a_daemon_restart_without_gap_or_duplicate() {
 
     d.restart();
     // The one that does not reconnect ends, naming where to go on.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = once.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "--no-reconnect watch kept running"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = process::wait_exit(&mut once.child, Duration::from_secs(10))
+        .expect("--no-reconnect watch kept running");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut once.child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success());
@@ -455,6 +440,7 @@ fn watch_follows_a_daemon_restart_without_gap_or_duplicate() {
 fn watch_resubscribes_after_a_gap_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(
+        DAEMON,
         dir.path(),
         None,
         Some("[sources.rtnetlink]\nenabled = false\n[subscribers]\nqueue = 16\n"),
@@ -486,8 +472,7 @@ fn watch_resubscribes_after_a_gap_and_loses_nothing() {
     }
     let expected: Vec<u64> = (1..=N).collect();
     assert!(ids == expected, "ids not exactly 1..={N} in order");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    process::signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -538,6 +523,7 @@ fn readers_may_query_but_not_write() {
     )
     .unwrap();
     let d = Daemon::start(
+        DAEMON,
         dir.path(),
         None,
         Some("socket_mode = \"0666\"\n[sources.rtnetlink]\nenabled = false\n"),
@@ -572,7 +558,7 @@ fn links_and_watch_snapshot_show_the_namespace() {
     ns.ip(&["link", "set", "va", "up"]);
     ns.ip(&["link", "set", "vb", "up"]);
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), Some(&ns), None);
+    let d = Daemon::start(DAEMON, dir.path(), Some(&ns), None);
 
     let links = json_lines(&ok(ctl(&d, &["--json", "links"])));
     let va = links
@@ -624,7 +610,7 @@ fn links_and_watch_snapshot_show_the_namespace() {
 #[test]
 fn threshold_set_list_clear_and_a_crossing() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), None, None);
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
 
     let out = ok(ctl(
         &d,

@@ -6,4 +6,4 @@ set -euo pipefail
 for m in xfrm_user esp4 esp6 veth dummy gcm ghash_generic authenc seqiv; do
   modprobe "$m" 2>/dev/null || true
 done
-"$BIN_DIR/xfrm-bench" "$@" | tee "$VM_OUT/ipsec-bench.md"
+"$BENCH_DIR/xfrm-bench" "$@" | tee "$VM_OUT/ipsec-bench.md"

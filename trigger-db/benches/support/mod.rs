@@ -1,20 +1,15 @@
 //! Shared pieces of the trigger-db benchmark programs: the release-built
-//! daemon as a process (optionally inside a network namespace the bench
-//! made), its peak and current RSS from /proc, the rows the benches store,
-//! a plain SQLite connection through the C API for baselines, and
+//! daemon started through the test harness's [`Daemon`] (warnings only:
+//! logging costs on the measured path), the rows the benches store, a
+//! plain SQLite connection through the C API for baselines, and
 //! percentiles. Nothing here touches the host's interfaces.
-//!
-//! The system tests' `tests/support` starts the daemon too, but with debug
-//! logging (a cost on the measured path) and panics instead of errors; this
-//! one logs warnings only and also reads the daemon's RSS.
 
 #![allow(dead_code)]
 
 use std::{
     ffi::{CStr, CString},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
 use anyhow::{Context as _, bail, ensure};
@@ -22,6 +17,8 @@ use libsqlite3_sys as ffi;
 use prost::Message as _;
 use trigger_db::model::{Interface, InterfaceKind, Source, Timestamp, Trigger, TriggerType};
 use trigger_proto::v1 as pb;
+
+pub use system_tests::{netns::Netns, trigger_db::Daemon};
 
 /// The daemon binary cargo built for this bench (bench profile = release).
 /// `TRIGGER_DB_BIN` overrides it.
@@ -37,130 +34,18 @@ pub const SCHEMA: &str = include_str!("../../migrations/0001_triggers.sql");
 /// Config that keeps the daemon away from the host's links.
 pub const NO_NETLINK: &str = "[sources.rtnetlink]\nenabled = false\n";
 
-/// The daemon as a process, killed when dropped.
-#[derive(Debug)]
-pub struct Daemon {
-    child: Option<Child>,
-    pub socket: PathBuf,
-    pub database: PathBuf,
-    pub log: PathBuf,
+/// Starts the daemon for a benchmark (in `netns` if given) with its
+/// socket and database under `dir` and exactly `config`, logging warnings
+/// only, and waits until it accepts connections.
+pub fn start_daemon(dir: &Path, netns: Option<&Netns>, config: &str) -> Daemon {
+    Daemon::start_for_bench(daemon_bin(), dir, netns, config)
 }
 
-impl Daemon {
-    /// Starts the daemon (in `netns` if given, via `ip netns exec`) with its
-    /// socket and database under `dir` and the config `config`, and waits
-    /// until it accepts connections.
-    pub fn start(dir: &Path, netns: Option<&str>, config: &str) -> anyhow::Result<Self> {
-        let cfg = dir.join("trigger-db.toml");
-        std::fs::write(&cfg, config)?;
-        let socket = dir.join("trigger.sock");
-        let database = dir.join("triggers.db");
-        let log = dir.join("daemon.log");
-        let bin = daemon_bin();
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
-        cmd.arg("--socket")
-            .arg(&socket)
-            .arg("--database")
-            .arg(&database)
-            .arg("--config")
-            .arg(&cfg);
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        cmd.env("TRIGGER_DB_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        let mut d = Self {
-            child: Some(child),
-            socket,
-            database,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
-                return Ok(d);
-            }
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("trigger-db exited early ({st}): {}", d.log_text());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "trigger-db did not come up: {}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The daemon's pid (with `ip netns exec`, which execs, the same).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// (VmHWM, VmRSS) in KiB: peak and current resident set.
-    pub fn rss_kib(&self) -> anyhow::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("no {name} in /proc status"))
-        };
-        Ok((field("VmHWM:")?, field("VmRSS:")?))
-    }
-
-    pub async fn client(&self) -> anyhow::Result<trigger_client::Client> {
-        Ok(trigger_client::connect(&self.socket).await?)
-    }
-
-    /// SIGTERM and wait for a clean exit (the store is flushed then).
-    pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut c) = self.child.take() else {
-            return Ok(());
-        };
-        // SAFETY: a signal to our own child, which we have not reaped.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = c.try_wait()? {
-                ensure!(st.success(), "trigger-db exited with {st}");
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                bail!("trigger-db ignored SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// SIGTERM and wait for a clean exit (the store is flushed then).
+pub fn stop(d: &mut Daemon) -> anyhow::Result<()> {
+    let st = d.terminate();
+    ensure!(st.success(), "trigger-db exited with {st}");
+    Ok(())
 }
 
 /// The `i`th benchmark trigger as a client sends it: LINK_UP or LINK_DOWN on

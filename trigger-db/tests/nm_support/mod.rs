@@ -20,23 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Sends SIGTERM, waits up to `grace`, then SIGKILL.
-fn stop_child(child: &mut Child, grace: Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
+use system_tests::{process, wait};
 
 fn log_file(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
@@ -45,6 +29,9 @@ fn log_file(path: &Path) -> std::fs::File {
         .open(path)
         .unwrap()
 }
+
+/// How often the helpers here poll what they wait for.
+const POLL: Duration = Duration::from_millis(50);
 
 /// A dbus-daemon acting as the system bus, private to one test.
 #[derive(Debug)]
@@ -99,9 +86,12 @@ impl Bus {
             address: format!("unix:path={}", socket.display()),
             socket,
         };
-        wait_for(Duration::from_secs(10), "the private bus socket", || {
-            bus.socket.exists()
-        });
+        wait::until(
+            "the private bus socket",
+            Duration::from_secs(10),
+            POLL,
+            || bus.socket.exists(),
+        );
         bus
     }
 
@@ -131,21 +121,9 @@ impl Bus {
 impl Drop for Bus {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            stop_child(&mut c, Duration::from_secs(2));
+            process::stop(&mut c, Duration::from_secs(2));
         }
         let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-/// Polls `ready` every 50 ms until it holds; panics after `within`.
-pub fn wait_for(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} not ready within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -243,7 +221,7 @@ impl NetworkManager {
     /// SIGTERM and wait: NetworkManager leaves the bus.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            stop_child(&mut c, Duration::from_secs(10));
+            process::stop(&mut c, Duration::from_secs(10));
         }
     }
 
@@ -412,15 +390,18 @@ impl NmMock {
             child: Some(child),
             log,
         };
-        wait_for(Duration::from_secs(20), "the NetworkManager mock", || {
-            bus.has_owner("org.freedesktop.NetworkManager")
-        });
+        wait::until(
+            "the NetworkManager mock",
+            Duration::from_secs(20),
+            POLL,
+            || bus.has_owner("org.freedesktop.NetworkManager"),
+        );
         mock
     }
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            stop_child(&mut c, Duration::from_secs(5));
+            process::stop(&mut c, Duration::from_secs(5));
         }
     }
 }

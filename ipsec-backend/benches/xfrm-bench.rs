@@ -12,9 +12,11 @@
 //!    (streaming and collecting) and of `ip xfrm state list`.
 //!
 //! It does not assert anything; the figures go to docs/benchmarks.md.
+//! A `[[bench]]` program (harness = false) so that it can use the test
+//! harness's namespaces: `cargo bench -p ipsec-backend --bench xfrm-bench
+//! -- ARGS` on such a kernel, or in the VM as above.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,7 @@ use ipsec_backend::types::{Crypto, OuterPair, Prefix};
 use ipsec_backend::{
     ChildSaBackend, ChildSaHandle, ChildSaSpec, KernelBackend, SaKey, SelectorPair,
 };
+use system_tests::netns::{self, Netns};
 
 /// Benchmark MIGRATE vs delete-and-re-add, and a 10k-SA dump. Needs root
 /// and a kernel with ESP (run it in the VM: tests/vm/run.sh ipsec-bench).
@@ -38,37 +41,16 @@ struct Args {
     /// Quiet time before and after each move, in ms (ping keeps running).
     #[arg(long, default_value_t = 1000)]
     settle_ms: u64,
+    /// Passed by `cargo bench` to every benchmark program; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-struct Netns {
-    names: Vec<String>,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn sh(args: &[&str]) -> Result<()> {
-    let st = Command::new(args[0]).args(&args[1..]).status()?;
-    if !st.success() {
-        bail!("{args:?} failed: {st}");
-    }
-    Ok(())
-}
-
-fn setup(l: &str, r: &str) -> Result<Netns> {
-    let g = Netns {
-        names: vec![l.into(), r.into()],
-    };
-    sh(&["ip", "netns", "add", l])?;
-    sh(&["ip", "netns", "add", r])?;
-    for ns in [l, r] {
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-    }
+/// Namespaces L and R joined by two veth pairs (192.0.2.0/24 on
+/// xbl0/xbr0, 198.51.100.0/24 on xbl1/xbr1), each with an inner address on
+/// a dummy `d0` (10.1.0.1/24 in L, 10.2.0.1/24 in R) routed over xbl0/xbr0.
+fn setup() -> (Netns, Netns) {
+    let (l, r) = (Netns::new("xbL"), Netns::new("xbR"));
     for (i, (a, b)) in [
         ("192.0.2.1/24", "192.0.2.2/24"),
         ("198.51.100.1/24", "198.51.100.2/24"),
@@ -77,46 +59,21 @@ fn setup(l: &str, r: &str) -> Result<Netns> {
     .enumerate()
     {
         let (vl, vr) = (format!("xbl{i}"), format!("xbr{i}"));
-        sh(&[
-            "ip", "link", "add", &vl, "netns", l, "type", "veth", "peer", "name", &vr, "netns", r,
-        ])?;
-        sh(&["ip", "-n", l, "addr", "add", a, "dev", &vl])?;
-        sh(&["ip", "-n", r, "addr", "add", b, "dev", &vr])?;
-        sh(&["ip", "-n", l, "link", "set", &vl, "up"])?;
-        sh(&["ip", "-n", r, "link", "set", &vr, "up"])?;
+        netns::veth(&l, &vl, &r, &vr);
+        l.addr_add(&vl, a, &[]);
+        r.addr_add(&vr, b, &[]);
+        l.up(&vl);
+        r.up(&vr);
     }
-    sh(&["ip", "-n", l, "link", "add", "d0", "type", "dummy"])?;
-    sh(&["ip", "-n", r, "link", "add", "d0", "type", "dummy"])?;
-    sh(&["ip", "-n", l, "addr", "add", "10.1.0.1/24", "dev", "d0"])?;
-    sh(&["ip", "-n", r, "addr", "add", "10.2.0.1/24", "dev", "d0"])?;
-    sh(&["ip", "-n", l, "link", "set", "d0", "up"])?;
-    sh(&["ip", "-n", r, "link", "set", "d0", "up"])?;
+    for (ns, addr) in [(&l, "10.1.0.1/24"), (&r, "10.2.0.1/24")] {
+        ns.ip(&["link", "add", "d0", "type", "dummy"]);
+        ns.addr_add("d0", addr, &[]);
+        ns.up("d0");
+    }
     // Inner routes only; the SA's outer address decides the outer path.
-    sh(&[
-        "ip",
-        "-n",
-        l,
-        "route",
-        "add",
-        "10.2.0.0/24",
-        "dev",
-        "xbl0",
-        "src",
-        "10.1.0.1",
-    ])?;
-    sh(&[
-        "ip",
-        "-n",
-        r,
-        "route",
-        "add",
-        "10.1.0.0/24",
-        "dev",
-        "xbr0",
-        "src",
-        "10.2.0.1",
-    ])?;
-    Ok(g)
+    l.ip_line("route add 10.2.0.0/24 dev xbl0 src 10.1.0.1");
+    r.ip_line("route add 10.1.0.0/24 dev xbr0 src 10.2.0.1");
+    (l, r)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -196,11 +153,11 @@ fn pair(p: (&str, &str), left: bool) -> OuterPair {
 struct Ping(Child);
 
 impl Ping {
-    fn start(ns: &str) -> Result<Self> {
-        let c = Command::new("ip")
+    fn start(ns: &Netns) -> Result<Self> {
+        let c = ns
+            .command("ping")
             .args([
-                "netns", "exec", ns, "ping", "-q", "-n", "-i", "0.01", "-W", "1", "-I", "10.1.0.1",
-                "10.2.0.1",
+                "-q", "-n", "-i", "0.01", "-W", "1", "-I", "10.1.0.1", "10.2.0.1",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -279,9 +236,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn bench_moves(args: &Args, l: &str, r: &str) -> Result<()> {
-    let bl = KernelBackend::in_netns(PathBuf::from("/run/netns").join(l))?;
-    let br = KernelBackend::in_netns(PathBuf::from("/run/netns").join(r))?;
+async fn bench_moves(args: &Args, l: &Netns, r: &Netns) -> Result<()> {
+    let bl = KernelBackend::in_netns(l.path())?;
+    let br = KernelBackend::in_netns(r.path())?;
     println!(
         "| pairs | MIGRATE L / R (ms) | re-add L / R (ms) | re-add / MIGRATE | pings lost MIGRATE | pings lost re-add |"
     );
@@ -358,8 +315,8 @@ fn reset_hwm() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-async fn bench_dump(n: usize, l: &str) -> Result<()> {
-    let b = KernelBackend::in_netns(PathBuf::from("/run/netns").join(l))?;
+async fn bench_dump(n: usize, l: &Netns) -> Result<()> {
+    let b = KernelBackend::in_netns(l.path())?;
     let st = b.handle().state();
     let t = Instant::now();
     for i in 0..n {
@@ -397,7 +354,7 @@ async fn bench_dump(n: usize, l: &str) -> Result<()> {
     }
     let t = Instant::now();
     let out = Command::new("ip")
-        .args(["-n", l, "xfrm", "state", "list"])
+        .args(["-n", l.name(), "xfrm", "state", "list"])
         .stdout(Stdio::null())
         .status()?;
     let el = t.elapsed();
@@ -416,9 +373,7 @@ async fn bench_dump(n: usize, l: &str) -> Result<()> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let id = std::process::id();
-    let (l, r) = (format!("xbL{id}"), format!("xbR{id}"));
-    let _guard = setup(&l, &r)?;
+    let (l, r) = setup();
     println!(
         "kernel {}, {} CPUs",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
