@@ -13,9 +13,6 @@ pub mod config;
 pub mod daemon;
 pub mod damping;
 pub mod hub;
-pub mod ingest;
-pub mod links;
-pub mod model;
 pub mod paths;
 pub mod peer;
 pub mod server;
@@ -23,3 +20,7 @@ pub mod source;
 pub mod store;
 pub mod threshold;
 pub mod writer;
+
+/// The trigger model, the link table and the source channel live in
+/// `trigger-model`, shared with mobike-agent; they keep their paths here.
+pub use trigger_model::{ingest, links, model};

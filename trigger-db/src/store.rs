@@ -2,7 +2,7 @@
 //! by every request, and the write operations the single writer actor runs.
 //!
 //! One table, `triggers`, with the protobuf body of each trigger (the
-//! `trigger.v1` form of [`crate::server::wire`], read back with
+//! `trigger.v1` form of [`trigger_model::wire`], read back with
 //! `Trigger::from_stored`) and the columns queries filter and order on (see
 //! `migrations/`). WAL mode, so
 //! readers never block the writer; `synchronous = FULL` by default, so a

@@ -7,5 +7,6 @@
 //! and never decides anything about mobility. There are two: the kernel's
 //! rtnetlink ([`netlink`]) and NetworkManager over D-Bus ([`nm`]).
 
-pub mod netlink;
+/// The rtnetlink source (in `trigger-model`, shared with mobike-agent).
+pub use trigger_model::netlink;
 pub mod nm;

@@ -16,7 +16,7 @@
 //!   --from` reads.
 //!
 //! A value of these types has been checked: external input reaches them
-//! only through [`crate::server::wire`] (the `trigger.v1` messages, whose
+//! only through [`crate::wire`] (the `trigger.v1` messages, whose
 //! problems are [`ValidationError`]s naming the field, never panics) or the
 //! JSON form. This module knows nothing of protobuf, gRPC or SQLite.
 

@@ -6,7 +6,7 @@
 //! Each enum has one kebab-case name per value: its JSON form, its
 //! `Display` and what `FromStr` accepts (case-insensitive, `_` for `-`), so
 //! `LINK_GOING_DOWN` and `link-going-down` name the same type. Their
-//! `trigger.v1` numbers are [`crate::server::wire`]'s business.
+//! `trigger.v1` numbers are [`crate::wire`]'s business.
 
 use std::{fmt, str::FromStr};
 
