@@ -29,6 +29,7 @@ pub mod manager;
 pub mod policy;
 pub mod subscriber;
 pub mod triggers;
+pub mod watch;
 
 pub use links::{IfaceKind, Interface, LinkEvent, LinkTable, Touched};
 pub use policy::{
