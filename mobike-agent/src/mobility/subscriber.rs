@@ -6,8 +6,10 @@
 //! first replays what was missed, then sends the current links and
 //! addresses, which this actor collects into one [`LinkEvent::Snapshot`]
 //! (so that interfaces that went away while it was disconnected are
-//! dropped), then live triggers. A gap notice ends the stream and the next
-//! subscription resumes where it says; a RESYNC rebuilds the picture from
+//! dropped), then live triggers. Of the replay, only what a snapshot
+//! cannot hold is forwarded, after it: predictions still in the future,
+//! link quality, flaps and unreachable peers. A gap notice ends the stream
+//! and the next subscription resumes where it says; a RESYNC rebuilds the picture from
 //! `ListLinks`. When trigger-db is not there, it retries with a backoff
 //! from 100 ms to 5 s and reports the loss once, so that the agent can
 //! follow the links by itself meanwhile ([`Feed::Disconnected`]).
@@ -110,6 +112,15 @@ impl Subscriber {
         Self::default()
     }
 
+    /// A subscription that first replays what trigger-db stored after
+    /// `id` (an agent restarted with its last id, or a test).
+    pub fn resuming_after(id: u64) -> Self {
+        Self {
+            last_id: Some(id),
+            ..Self::default()
+        }
+    }
+
     /// Runs until `tx` is closed: connects with `connect`, subscribes, and
     /// forwards; reconnects with backoff.
     pub async fn run<C, F, E>(mut self, connect: C, tx: mpsc::Sender<Feed>) -> SubscriberError
@@ -196,6 +207,9 @@ impl Subscriber {
         }
         // The snapshot's links and addresses, collected until SnapshotComplete.
         let mut snapshot = Some(LinkTable::new());
+        // Replayed triggers (they come before the snapshot): held until the
+        // snapshot's table can resolve the interfaces they name.
+        let mut replayed = Vec::new();
         let mut healthy = false;
         while let Some(item) = stream.next().await {
             let item = match item {
@@ -206,6 +220,11 @@ impl Subscriber {
                 }
             };
             let sent = match item {
+                Some(Item::Trigger(t)) if t.id != 0 && snapshot.is_some() => {
+                    self.last_id = Some(t.id);
+                    replayed.push(t);
+                    Ok(())
+                }
                 Some(Item::Trigger(t)) => self.trigger(&mut client, t, &mut snapshot, tx).await,
                 Some(Item::SnapshotComplete(c)) => {
                     healthy = true;
@@ -214,7 +233,16 @@ impl Subscriber {
                     let event = LinkEvent::Snapshot {
                         interfaces: table.interfaces().cloned().collect(),
                     };
-                    match self.send_event(tx, 0, event, SystemTime::now()).await {
+                    let mut sent = self.send_event(tx, 0, event, SystemTime::now()).await;
+                    // The snapshot is newer than the replayed state changes;
+                    // what it cannot carry (predictions, link quality,
+                    // unreachable peers) is taken from the replay.
+                    for t in std::mem::take(&mut replayed) {
+                        if sent.is_ok() {
+                            sent = self.replayed(t, tx).await;
+                        }
+                    }
+                    match sent {
                         Ok(()) => tx.send(Feed::Synced).await.map_err(|_| ()),
                         Err(()) => Err(()),
                     }
@@ -261,16 +289,7 @@ impl Subscriber {
             }
             return Ok(());
         }
-        let observed = t
-            .observed_at
-            .as_ref()
-            .and_then(|ts| {
-                SystemTime::UNIX_EPOCH.checked_add(Duration::new(
-                    u64::try_from(ts.seconds).ok()?,
-                    u32::try_from(ts.nanos).ok()?,
-                ))
-            })
-            .unwrap_or(now);
+        let observed = observed_of(&t, now);
         match triggers::map(&t, &self.table, now) {
             Ok(Mapped::Event(e)) => self.send_event(tx, t.id, e, observed).await,
             Ok(Mapped::Unreachable(a)) => tx.send(Feed::Unreachable(a)).await.map_err(|_| ()),
@@ -293,6 +312,26 @@ impl Subscriber {
         }
     }
 
+    /// A trigger replayed from the store, after the snapshot: only the
+    /// kinds of information the snapshot does not hold are forwarded.
+    async fn replayed(&mut self, t: pb::Trigger, tx: &mpsc::Sender<Feed>) -> Result<(), ()> {
+        let now = SystemTime::now();
+        match triggers::map(&t, &self.table, now) {
+            Ok(Mapped::Event(
+                e @ (LinkEvent::GoingDown { .. }
+                | LinkEvent::Parameters { .. }
+                | LinkEvent::Flaps { .. }),
+            )) => self.send_event(tx, t.id, e, observed_of(&t, now)).await,
+            Ok(Mapped::Unreachable(a)) => tx.send(Feed::Unreachable(a)).await.map_err(|_| ()),
+            Ok(Mapped::Stale) => {
+                debug!(id = t.id, "replayed prediction already past; not acted on");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => tx.send(Feed::Rejected(e)).await.map_err(|_| ()),
+        }
+    }
+
     async fn send_event(
         &mut self,
         tx: &mpsc::Sender<Feed>,
@@ -310,6 +349,19 @@ impl Subscriber {
         .await
         .map_err(|_| ())
     }
+}
+
+/// When the source observed `t` (`now` if it does not say).
+fn observed_of(t: &pb::Trigger, now: SystemTime) -> SystemTime {
+    t.observed_at
+        .as_ref()
+        .and_then(|ts| {
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(
+                u64::try_from(ts.seconds).ok()?,
+                u32::try_from(ts.nanos).ok()?,
+            ))
+        })
+        .unwrap_or(now)
 }
 
 enum Served {
