@@ -446,10 +446,20 @@ impl Endpoint {
             Command::Dpd(id) => self
                 .with_sa(now, id, |sa, ctx| sa.command_dpd(ctx))
                 .ok_or(CommandError::UnknownSa(id))?,
-            Command::UpdateAddresses { sa, local, remote } => self
+            Command::UpdateAddresses {
+                sa,
+                local,
+                remote,
+                fallback,
+            } => self
                 .with_sa(now, sa, |s, ctx| {
-                    s.command_update_addresses(ctx, Path { local, remote })
+                    let mut paths = vec![Path { local, remote }];
+                    paths.extend(fallback);
+                    s.command_update_addresses(ctx, paths)
                 })
+                .ok_or(CommandError::UnknownSa(sa))?,
+            Command::TestPaths { sa, paths } => self
+                .with_sa(now, sa, |s, ctx| s.command_test_paths(ctx, paths))
                 .ok_or(CommandError::UnknownSa(sa))?,
         }
     }
