@@ -195,6 +195,7 @@ fn command_status(e: CommandError) -> tonic::Status {
         | CommandError::NotEstablished(_)
         | CommandError::NoMobike(_)
         | CommandError::NotInitiator(_) => tonic::Status::failed_precondition(e.to_string()),
+        CommandError::MixedFamilies { .. } => tonic::Status::invalid_argument(e.to_string()),
         CommandError::Random => tonic::Status::internal(e.to_string()),
     }
 }

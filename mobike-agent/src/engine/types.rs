@@ -158,6 +158,15 @@ pub enum CommandError {
     /// (RFC 4555 §3.1, §3.5).
     #[error("IKE SA {0:#018x}: only the original initiator updates addresses or tests paths")]
     NotInitiator(SaId),
+    /// An address pair of two families: IKE and ESP need both outer
+    /// addresses of one family (IPv4 or IPv6).
+    #[error("address pair {local} -> {remote} mixes IPv4 and IPv6")]
+    MixedFamilies {
+        /// Our address.
+        local: SocketAddr,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
 }
 
 /// How an IKE SA ended.

@@ -215,6 +215,26 @@ fn a_refused_update_without_fallback_stays_on_the_old_pair() {
     let before = s.nodes[0].ep.ike_sas()[0].path;
     s.add_addr(0, ip("2001:db8::1"));
     s.add_addr(1, ip("2001:db8::2"));
+    // Only the original initiator moves the SA or tests paths (§3.5).
+    let b_sa = sa_id(&s, 1);
+    let v6 = pair("2001:db8::2", "2001:db8::1");
+    for cmd in [
+        Command::UpdateAddresses {
+            sa: b_sa,
+            local: v6.local,
+            remote: v6.remote,
+            fallback: vec![],
+        },
+        Command::TestPaths {
+            sa: b_sa,
+            paths: vec![v6],
+        },
+    ] {
+        assert_eq!(
+            s.nodes[1].ep.handle_command(s.now, cmd),
+            Err(mobike_agent::engine::CommandError::NotInitiator(b_sa))
+        );
+    }
     update(&mut s, pair("2001:db8::1", "2001:db8::2"), vec![]);
     assert!(s.run_until(Duration::from_secs(60), |s| !update_failures(s).is_empty()));
     s.run_for(Duration::from_secs(5));
@@ -394,4 +414,70 @@ fn random_path_failures_keep_both_sides_consistent() {
     }
     // Killing the pair in use forces a move in about every other run.
     assert!(2 * moves >= runs, "{moves} moves in {runs} runs");
+}
+
+#[test]
+fn every_child_sa_moves_between_ipv4_and_ipv6_and_back() {
+    let mut s = up(18, LinkModel::clean());
+    assert!(crate::add_a_child(&mut s));
+    let (a6, b6) = ("2001:db8::1", "2001:db8::2");
+    s.add_addr(0, ip(a6));
+    s.add_addr(1, ip(b6));
+    let v4 = s.nodes[0].ep.ike_sas()[0].path;
+    let sa = sa_id(&s, 0);
+    // A mixed pair is refused before anything is sent.
+    let mixed = Command::UpdateAddresses {
+        sa,
+        local: sim::sock(ip(a6), 4500),
+        remote: v4.remote,
+        fallback: vec![],
+    };
+    assert!(matches!(
+        s.nodes[0].ep.handle_command(s.now, mixed),
+        Err(mobike_agent::engine::CommandError::MixedFamilies { .. })
+    ));
+    let v6 = pair(a6, b6);
+    for (n, (from, to)) in [(v4, v6), (v6, v4)].into_iter().enumerate() {
+        s.nodes[0].kernel_log.clear();
+        update(&mut s, to, vec![]);
+        assert!(s.run_until(Duration::from_secs(30), |s| {
+            s.nodes.iter().all(|x| {
+                x.events
+                    .iter()
+                    .filter(|e| matches!(e, Event::PathChanged { .. }))
+                    .count()
+                    > n
+            })
+        }));
+        s.paths_agree().unwrap();
+        let migrations: Vec<_> = s.nodes[0]
+            .kernel_log
+            .iter()
+            .filter_map(|k| match k {
+                mobike_agent::engine::KernelAction::MigrateChildSa { from, to, .. } => {
+                    Some((*from, *to))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            migrations,
+            vec![
+                (
+                    (from.local.ip(), from.remote.ip()),
+                    (to.local.ip(), to.remote.ip())
+                );
+                2
+            ],
+            "both CHILD_SAs, old family to new"
+        );
+        assert_eq!(s.nodes[1].kernel.len(), 2);
+        assert!(
+            s.nodes[1]
+                .kernel
+                .values()
+                .all(|k| (k.local, k.remote) == (to.remote.ip(), to.local.ip()))
+        );
+        assert!(s.children_pair_up());
+    }
 }

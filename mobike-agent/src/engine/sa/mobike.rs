@@ -46,6 +46,7 @@ impl IkeSa {
         if !self.initiator {
             return Err(CommandError::NotInitiator(self.id));
         }
+        check_families(&paths)?;
         let Some(&first) = paths.first() else {
             return Ok(());
         };
@@ -256,5 +257,21 @@ impl IkeSa {
         if self.path != old {
             self.migrate_children(ctx, old);
         }
+    }
+}
+
+/// Every pair has both addresses of one family (RFC 4555 §3.5 moves
+/// between IPv4 and IPv6 freely, but one pair is one family: the kernel's
+/// MIGRATE carries one family for the old and one for the new addresses).
+pub(super) fn check_families(paths: &[Path]) -> Result<(), CommandError> {
+    match paths
+        .iter()
+        .find(|p| p.local.is_ipv4() != p.remote.is_ipv4())
+    {
+        Some(p) => Err(CommandError::MixedFamilies {
+            local: p.local,
+            remote: p.remote,
+        }),
+        None => Ok(()),
     }
 }

@@ -66,6 +66,7 @@ impl IkeSa {
         if !self.initiator {
             return Err(CommandError::NotInitiator(self.id));
         }
+        super::mobike::check_families(&paths)?;
         let mut unique: Vec<Path> = Vec::new();
         for p in paths {
             if !unique.contains(&p) {
