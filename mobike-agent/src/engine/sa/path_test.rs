@@ -141,6 +141,15 @@ impl IkeSa {
     fn cookie2_matches(&self, ctx: &mut Ctx<'_>, p: &[Payload], ours: &[u8]) -> bool {
         match notify_of(p, NotifyType::COOKIE2) {
             Some(n) if n.data == ours => true,
+            Some(n) if !(8..=64).contains(&n.data.len()) => {
+                warn!(
+                    sa = self.id,
+                    len = n.data.len(),
+                    "path test answer with a malformed COOKIE2 (RFC 4555 §3.7: 8-64 octets): not taken"
+                );
+                ctx.stats.bad_cookie2 += 1;
+                false
+            }
             Some(n) => {
                 warn!(
                     sa = self.id,
@@ -296,4 +305,162 @@ fn mark_answered(ctx: &mut Ctx<'_>, sa: u64, probes: &mut [Probe], path: Path) {
 fn report(ctx: &mut Ctx<'_>, sa: u64, path: Path, rtt: Option<std::time::Duration>) {
     debug!(sa, local = %path.local, remote = %path.remote, ?rtt, "path tested");
     ctx.event(Event::PathTested { sa, path, rtt });
+}
+
+#[cfg(test)]
+mod tests {
+    //! Answers only the peer's keys can make: a path test answer with
+    //! another COOKIE2, and UPDATE_SA_ADDRESSES from the original
+    //! responder, sealed with the responder SA's own keys.
+
+    use std::{net::SocketAddr, time::Instant};
+
+    use crate::config_file::FileConfig;
+    use crate::engine::{Command, Endpoint, Event};
+    use crate::proto::{ExchangeType, NotifyType};
+
+    use super::super::notify;
+
+    const A: &str = r#"
+[connections.ab]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["192.0.2.2"]
+local_id = "a.test"
+remote_id = "b.test"
+psk = "unit-psk-0123456789"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+mobike = true
+[connections.ab.children.net]
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.2.0.0/24"]
+esp_proposals = ["aes256gcm16"]
+"#;
+
+    fn endpoint(text: &str) -> Endpoint {
+        let cfg = FileConfig::parse(text).unwrap().to_agent_config().unwrap();
+        Endpoint::new(cfg.endpoint).unwrap()
+    }
+
+    /// Delivers everything both send until nothing is left.
+    fn shuttle(now: Instant, a: &mut Endpoint, b: &mut Endpoint) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = a.poll_transmit() {
+                b.handle_datagram(now, t.remote, t.local, &t.payload);
+                moved = true;
+            }
+            while let Some(t) = b.poll_transmit() {
+                a.handle_datagram(now, t.remote, t.local, &t.payload);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn established() -> (Instant, Endpoint, Endpoint) {
+        let b_text = A
+            .replace("192.0.2.1", "X")
+            .replace("192.0.2.2", "192.0.2.1")
+            .replace("X", "192.0.2.2")
+            .replace("\"a.test\"", "\"Y\"")
+            .replace("\"b.test\"", "\"a.test\"")
+            .replace("\"Y\"", "\"b.test\"")
+            .replace("10.1.0.0", "Z")
+            .replace("10.2.0.0", "10.1.0.0")
+            .replace("Z", "10.2.0.0");
+        let (mut a, mut b) = (endpoint(A), endpoint(&b_text));
+        let now = Instant::now();
+        a.handle_command(
+            now,
+            Command::Initiate {
+                connection: "ab".into(),
+                local: None,
+            },
+        )
+        .unwrap();
+        shuttle(now, &mut a, &mut b);
+        assert_eq!(a.ike_sas()[0].state, "established");
+        assert!(a.ike_sas()[0].mobike);
+        while a.poll_event().is_some() {}
+        (now, a, b)
+    }
+
+    fn events(a: &mut Endpoint) -> Vec<Event> {
+        std::iter::from_fn(|| a.poll_event()).collect()
+    }
+
+    #[test]
+    fn a_path_test_answer_with_another_cookie2_does_not_count() {
+        let (now, mut a, mut b) = established();
+        let sa = a.ike_sas()[0].id;
+        let path = a.ike_sas()[0].path;
+        a.handle_command(
+            now,
+            Command::TestPaths {
+                sa,
+                paths: vec![path],
+            },
+        )
+        .unwrap();
+        let request = a.poll_transmit().expect("test sent");
+        let msg_id = a.ike_sas()[0].next_request_id - 1;
+        // An authentic answer (B's keys) with a COOKIE2 of the wrong
+        // length, then one of the right length but other octets.
+        let b_sa = b.sas.values_mut().next().unwrap();
+        let h = b_sa.header(ExchangeType::INFORMATIONAL, msg_id, true);
+        for cookie in [vec![7u8; 4], vec![7u8; 16]] {
+            let forged = b_sa
+                .seal(h, &[notify(NotifyType::COOKIE2, cookie)])
+                .unwrap();
+            let d = [&[0u8; 4][..], &forged].concat();
+            a.handle_datagram(now, path.local, path.remote, &d);
+        }
+        assert_eq!(a.stats().bad_cookie2, 2);
+        assert!(events(&mut a).is_empty(), "no PathTested");
+        // The genuine answer counts.
+        b.handle_datagram(now, request.remote, request.local, &request.payload);
+        let answer = b.poll_transmit().expect("answer");
+        a.handle_datagram(now, answer.remote, answer.local, &answer.payload);
+        assert_eq!(
+            events(&mut a),
+            vec![Event::PathTested {
+                sa,
+                path,
+                rtt: Some(std::time::Duration::ZERO)
+            }]
+        );
+    }
+
+    #[test]
+    fn an_update_from_the_original_responder_is_ignored() {
+        let (now, mut a, mut b) = established();
+        let before = a.ike_sas()[0].path;
+        let b_sa = b.sas.values_mut().next().unwrap();
+        let msg_id = b_sa.window.next_msg_id;
+        let h = b_sa.header(ExchangeType::INFORMATIONAL, msg_id, false);
+        let req = b_sa
+            .seal(
+                h,
+                &[
+                    notify(NotifyType::UPDATE_SA_ADDRESSES, vec![]),
+                    notify(NotifyType::COOKIE2, vec![1; 16]),
+                ],
+            )
+            .unwrap();
+        let moved: SocketAddr = "192.0.2.99:4500".parse().unwrap();
+        let d = [&[0u8; 4][..], &req].concat();
+        a.handle_datagram(now, before.local, moved, &d);
+        assert_eq!(a.stats().update_from_responder, 1);
+        assert_eq!(a.ike_sas()[0].path, before);
+        assert!(
+            !events(&mut a)
+                .iter()
+                .any(|e| matches!(e, Event::PathChanged { .. }))
+        );
+        // Answered (the exchange completes), from where it came.
+        let t = a.poll_transmit().expect("answer");
+        assert_eq!(t.remote, moved);
+    }
 }
