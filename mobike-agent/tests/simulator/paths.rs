@@ -481,3 +481,34 @@ fn every_child_sa_moves_between_ipv4_and_ipv6_and_back() {
         assert!(s.children_pair_up());
     }
 }
+
+#[test]
+fn addresses_that_change_again_mid_update_get_another_update() {
+    let mut s = up(19, LinkModel::clean());
+    let (a2, a3, b) = ("192.0.2.11", "192.0.2.12", sim::B_ADDR);
+    s.add_addr(0, ip(a2));
+    s.add_addr(0, ip(a3));
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    let via = |a: &str| Path {
+        local: sim::sock(ip(a), 4500),
+        remote,
+    };
+    s.set_path_up(ip(a2), ip(b), false);
+    let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+    update(&mut s, via(a2), vec![]);
+    s.run_for(Duration::from_secs(2));
+    // a2 turns out dead while its update is out: the update is
+    // retransmitted from a3, and a second one follows its answer.
+    update(&mut s, via(a3), vec![]);
+    assert!(s.run_until(Duration::from_secs(60), |s| {
+        !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    assert_eq!(s.nodes[1].ep.ike_sas()[0].next_peer_request_id, before + 2);
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, via(a3));
+    assert_eq!(update_failures(&s), vec![]);
+    s.paths_agree().unwrap();
+    assert!(s.nodes[1].kernel.values().all(|k| k.remote == ip(a3)));
+    s.run_for(Duration::from_secs(200));
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+}

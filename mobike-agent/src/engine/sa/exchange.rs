@@ -79,7 +79,9 @@ impl IkeSa {
                         self.give_up_path_test(ctx, o);
                     }
                 }
-                Some(BuiltRequest::UpdateAddresses { rest, .. }) if !rest.is_empty() => {
+                Some(BuiltRequest::UpdateAddresses { rest, .. })
+                    if !rest.is_empty() || self.update_queued() =>
+                {
                     if let Some(o) = self.window.in_flight.take() {
                         self.update_unanswered(ctx, o);
                     }

@@ -135,6 +135,14 @@ impl IkeSa {
         );
     }
 
+    /// Newer addresses wait for the window.
+    pub(super) fn update_queued(&self) -> bool {
+        self.window
+            .queue
+            .iter()
+            .any(|q| matches!(q, QueuedRequest::UpdateAddresses(_)))
+    }
+
     /// Reports the failed pair and tries the next candidate in `rest`
     /// unless newer addresses are queued; with neither, the IKE SA stays
     /// on `old`.
@@ -152,12 +160,7 @@ impl IkeSa {
             reason,
         });
         self.path = old;
-        let newer = self
-            .window
-            .queue
-            .iter()
-            .any(|q| matches!(q, QueuedRequest::UpdateAddresses(_)));
-        if !newer && !rest.is_empty() {
+        if !self.update_queued() && !rest.is_empty() {
             info!(sa = self.id, next = %rest[0].local, "trying the next candidate pair");
             self.window
                 .queue
@@ -201,7 +204,7 @@ impl IkeSa {
     }
 
     /// Our UPDATE_SA_ADDRESSES `o` went unanswered on its pair and another
-    /// candidate is left: that one is tried, reusing the message ID (the
+    /// candidate is left (or newer addresses are queued): that one is tried, reusing the message ID (the
     /// peer most likely never saw this request: a message ID it did not
     /// receive must not be skipped, RFC 7296 §2.2). Should the peer have
     /// taken it and only the answers been lost, its cached answer comes back

@@ -12,7 +12,8 @@
 //! exchange, each building its requests and completing their answers:
 //! [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH), [`create_child`]
 //! (CREATE_CHILD_SA for CHILD_SAs, on the negotiation in [`child`]),
-//! [`ike_rekey`], [`informational`] and [`mobike`]. [`request`] names the
+//! [`ike_rekey`], [`informational`], [`mobike`] (address updates) and
+//! [`path_test`] (MOBIKE path testing). [`request`] names the
 //! stages of one of our requests. In each module, `start_*` builds and
 //! sends one of our requests, `complete_*` takes the peer's answer to it
 //! and `respond_*` answers one of the peer's requests.

@@ -35,7 +35,7 @@ use crate::engine::{CommandError, Ctx, Event, Path};
 use crate::proto::{ExchangeType, NotifyType, Payload};
 
 use super::{
-    BuiltRequest, IkeSa, QueuedRequest, SentRequest, backoff, notify, notify_of,
+    BuiltRequest, IkeSa, QueuedRequest, SentRequest, State, backoff, notify, notify_of,
     request::{PathTest, Probe},
 };
 
@@ -85,6 +85,9 @@ impl IkeSa {
 
     /// Builds the test request once and sends it on every pair.
     pub(super) fn start_path_test(&mut self, ctx: &mut Ctx<'_>, paths: Vec<Path>) {
+        if self.state != State::Established {
+            return;
+        }
         let Some(cookie2) = ctx.random::<COOKIE2_LEN>() else {
             warn!(sa = self.id, "no randomness for COOKIE2; path test dropped");
             return;
