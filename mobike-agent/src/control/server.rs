@@ -193,7 +193,9 @@ fn command_status(e: CommandError) -> tonic::Status {
         | CommandError::NoChildSa(_) => tonic::Status::not_found(e.to_string()),
         CommandError::NoAddresses(_)
         | CommandError::NotEstablished(_)
-        | CommandError::NoMobike(_) => tonic::Status::failed_precondition(e.to_string()),
+        | CommandError::NoMobike(_)
+        | CommandError::NotInitiator(_) => tonic::Status::failed_precondition(e.to_string()),
+        CommandError::MixedFamilies { .. } => tonic::Status::invalid_argument(e.to_string()),
         CommandError::Random => tonic::Status::internal(e.to_string()),
     }
 }

@@ -17,11 +17,13 @@
 //! MOBIKE_SUPPORTED is exchanged in IKE_AUTH. It has no sockets, no clock,
 //! no tokio and no kernel access; SPIs and nonces come from an [`Entropy`]
 //! (the system generator unless a simulator seeds one), DH keys from ring.
-//! MOBIKE so far is the address update of RFC 4555 §3.5 in both roles
-//! ([`Command::UpdateAddresses`]; UPDATE_SA_ADDRESSES with NAT-D and COOKIE2,
-//! CHILD_SAs migrated as [`KernelAction::MigrateChildSa`]); choosing address
-//! pairs, ADDITIONAL_*_ADDRESS lists, path probing, NO_NATS_ALLOWED and
-//! UNACCEPTABLE_ADDRESSES handling are not done yet. It does not do EAP,
+//! MOBIKE: the address update of RFC 4555 §3.5 in both roles
+//! ([`Command::UpdateAddresses`] with ranked fallback pairs; UPDATE_SA_ADDRESSES
+//! with NAT-D and COOKIE2, CHILD_SAs migrated as
+//! [`KernelAction::MigrateChildSa`], UNACCEPTABLE_ADDRESSES sent and honoured)
+//! and path testing (§3.10, [`Command::TestPaths`]); the engine reports, the
+//! caller chooses the pairs. ADDITIONAL_*_ADDRESS lists and NO_NATS_ALLOWED
+//! are not done yet. It does not do EAP,
 //! certificates, IKE fragmentation, transport/BEET mode or SET_WINDOW_SIZE;
 //! inbound SPIs are random (unique on the endpoint) rather than allocated by
 //! the kernel.
@@ -446,10 +448,20 @@ impl Endpoint {
             Command::Dpd(id) => self
                 .with_sa(now, id, |sa, ctx| sa.command_dpd(ctx))
                 .ok_or(CommandError::UnknownSa(id))?,
-            Command::UpdateAddresses { sa, local, remote } => self
+            Command::UpdateAddresses {
+                sa,
+                local,
+                remote,
+                fallback,
+            } => self
                 .with_sa(now, sa, |s, ctx| {
-                    s.command_update_addresses(ctx, Path { local, remote })
+                    let mut paths = vec![Path { local, remote }];
+                    paths.extend(fallback);
+                    s.command_update_addresses(ctx, paths)
                 })
+                .ok_or(CommandError::UnknownSa(sa))?,
+            Command::TestPaths { sa, paths } => self
+                .with_sa(now, sa, |s, ctx| s.command_test_paths(ctx, paths))
                 .ok_or(CommandError::UnknownSa(sa))?,
         }
     }

@@ -6,7 +6,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use super::{ChildLimits, Mode};
@@ -101,6 +101,21 @@ pub enum Command {
         local: SocketAddr,
         /// New peer address and port.
         remote: SocketAddr,
+        /// Further candidate pairs, best first: tried in turn when the
+        /// peer refuses a pair (UNACCEPTABLE_ADDRESSES) or an update sent
+        /// from it goes unanswered (RFC 4555 §3.5). Empty: `local`/`remote`
+        /// only.
+        fallback: Vec<Path>,
+    },
+    /// MOBIKE path testing (RFC 4555 §3.10): one protected INFORMATIONAL
+    /// with COOKIE2 sent on every pair at once; one
+    /// [`Event::PathTested`] per pair follows. Only the original initiator
+    /// tests paths (it decides which pair is used, §3.1).
+    TestPaths {
+        /// IKE SA.
+        sa: SaId,
+        /// Candidate address pairs.
+        paths: Vec<Path>,
     },
 }
 
@@ -139,6 +154,19 @@ pub enum CommandError {
     /// The random generator failed.
     #[error("random number generator failed")]
     Random,
+    /// Only the original initiator moves the IKE SA or tests paths
+    /// (RFC 4555 §3.1, §3.5).
+    #[error("IKE SA {0:#018x}: only the original initiator updates addresses or tests paths")]
+    NotInitiator(SaId),
+    /// An address pair of two families: IKE and ESP need both outer
+    /// addresses of one family (IPv4 or IPv6).
+    #[error("address pair {local} -> {remote} mixes IPv4 and IPv6")]
+    MixedFamilies {
+        /// Our address.
+        local: SocketAddr,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
 }
 
 /// How an IKE SA ended.
@@ -232,6 +260,34 @@ pub enum Event {
         /// The new address pair.
         path: Path,
     },
+    /// One pair of a [`Command::TestPaths`] answered (with the time from
+    /// its first send) or, `rtt` None, did not answer while the test lasted.
+    PathTested {
+        /// The SA.
+        sa: SaId,
+        /// The tested pair.
+        path: Path,
+        /// Round-trip time; None: unanswered.
+        rtt: Option<Duration>,
+    },
+    /// An UPDATE_SA_ADDRESSES from `path` failed (RFC 4555 §3.5): the next
+    /// candidate pair is tried, or the SA stays where it was.
+    UpdateFailed {
+        /// The SA.
+        sa: SaId,
+        /// The refused or unanswered pair.
+        path: Path,
+        /// Why.
+        reason: UpdateFailure,
+    },
+    /// The first retransmission of a request on the current pair went
+    /// unanswered: a hint to move before the liveness check gives up.
+    Unresponsive {
+        /// The SA.
+        sa: SaId,
+        /// The current pair.
+        path: Path,
+    },
     /// NAT detection result (§2.23), after IKE_SA_INIT.
     NatDetected {
         /// The SA.
@@ -268,6 +324,17 @@ pub enum Event {
         /// Connection name.
         connection: String,
     },
+}
+
+/// Why an UPDATE_SA_ADDRESSES from a pair failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateFailure {
+    /// The peer answered with this error (e.g. UNACCEPTABLE_ADDRESSES).
+    Refused(NotifyType),
+    /// The answer did not echo our COOKIE2.
+    BadCookie2,
+    /// No answer after all retransmissions.
+    Unanswered,
 }
 
 /// UDP encapsulation of ESP (RFC 3948), used when a NAT was detected.
@@ -396,6 +463,12 @@ pub struct Stats {
     pub rekey_collisions: u64,
     /// Simultaneous IKE SA rekeys resolved by the nonce rule (§2.8.2).
     pub ike_rekey_collisions: u64,
+    /// MOBIKE answers without our COOKIE2 or with another one (RFC 4555
+    /// §3.5, §3.10): not taken.
+    pub bad_cookie2: u64,
+    /// UPDATE_SA_ADDRESSES from the original responder, ignored (RFC 4555
+    /// §3.5: only the original initiator sends it).
+    pub update_from_responder: u64,
 }
 
 /// What [`Endpoint::reload`] did, by connection name.
@@ -447,8 +520,9 @@ pub struct IkeSaInfo {
     pub dns: Vec<IpAddr>,
     /// Virtual IPs we assigned the peer.
     pub peer_vips: Vec<IpAddr>,
-    /// Our UPDATE_SA_ADDRESSES is out: `path` is the pair asked for, not
-    /// yet taken by the peer (on refusal it goes back).
+    /// Our UPDATE_SA_ADDRESSES is out or waiting for the window: `path` is
+    /// the pair asked for, not yet taken by the peer (on refusal it goes
+    /// back).
     pub updating_addresses: bool,
     /// Our next request message ID.
     pub next_request_id: u32,

@@ -108,6 +108,7 @@ pub(super) fn execute(
                     sa: i.id,
                     local: SocketAddr::new(local, i.path.local.port()),
                     remote: SocketAddr::new(remote, i.path.remote.port()),
+                    fallback: Vec::new(),
                 };
                 ep.handle_command(now, cmd)?;
             }

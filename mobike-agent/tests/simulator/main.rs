@@ -14,6 +14,7 @@ mod hostile;
 mod mobike;
 mod nat;
 mod network;
+mod paths;
 mod recovery;
 mod rekey;
 mod reload;

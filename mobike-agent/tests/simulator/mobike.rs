@@ -26,6 +26,7 @@ fn move_a_on_link_event(s: &mut Sim, after: Duration, to: SocketAddr, remote: So
                     sa,
                     local: to,
                     remote,
+                    fallback: Vec::new(),
                 },
             )
             .expect("update addresses");
@@ -86,6 +87,7 @@ fn mobike_update_sa_addresses_moves_ike_and_child_sas_on_both_sides() {
                 sa,
                 local: sim::sock(new_a, path.local.port()),
                 remote: path.remote,
+                fallback: Vec::new(),
             },
         )
         .unwrap();
@@ -125,7 +127,8 @@ fn address_update_needs_mobike() {
             Command::UpdateAddresses {
                 sa,
                 local: path.local,
-                remote: path.remote
+                remote: path.remote,
+                fallback: Vec::new(),
             }
         ),
         Err(mobike_agent::engine::CommandError::NoMobike(sa))
@@ -163,6 +166,7 @@ fn mobike_move_behind_a_nat_updates_the_encapsulation_ports() {
                 sa,
                 local: new_local,
                 remote,
+                fallback: Vec::new(),
             },
         )
         .unwrap();

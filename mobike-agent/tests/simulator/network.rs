@@ -91,7 +91,15 @@ fn a_pair_with_its_own_link_model_affects_only_that_pair() {
     let local = sim::sock(a2, 4500);
     s.nodes[0]
         .ep
-        .handle_command(s.now, Command::UpdateAddresses { sa, local, remote })
+        .handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa,
+                local,
+                remote,
+                fallback: Vec::new(),
+            },
+        )
         .expect("update addresses");
     assert!(s.run_until(Duration::from_secs(10), |s| {
         s.nodes[0].ep.ike_sas()[0].path.local == local

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
-use crate::engine::{Ctx, DeleteReason, EndpointConfig, Path, Transmit};
+use crate::engine::{Ctx, DeleteReason, EndpointConfig, Event, Path, Transmit};
 use crate::{
     crypto,
     proto::{self, ExchangeType, Header, Message, NotifyType, Payload, flags},
@@ -26,6 +26,7 @@ impl IkeSa {
         let timers = &config.connections[self.conn].timers;
         let mut d: Vec<Instant> = Vec::new();
         d.extend(self.window.in_flight.as_ref().map(|o| o.next));
+        d.extend(self.lingering_test_deadline());
         d.extend(self.life.expires);
         if self.established() {
             if self.window.in_flight.is_none()
@@ -55,7 +56,6 @@ impl IkeSa {
 
     pub(in crate::engine) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
-        let timers = &self.conn(ctx).timers;
         if self.life.expires.is_some_and(|e| e <= now) {
             let reason = if self.state == State::Rekeyed {
                 DeleteReason::Rekeyed
@@ -65,6 +65,37 @@ impl IkeSa {
             self.destroy(ctx, reason);
             return;
         }
+        if self.lingering_test_deadline().is_some_and(|t| t <= now) {
+            self.end_lingering_test(ctx);
+        }
+        let timers = &self.conn(ctx).timers;
+        if let Some(o) = self.window.in_flight.as_ref()
+            && o.next <= now
+            && o.sent > timers.retransmit_tries
+        {
+            match &o.request {
+                Some(BuiltRequest::PathTest(_)) => {
+                    if let Some(o) = self.window.in_flight.take() {
+                        self.give_up_path_test(ctx, o);
+                    }
+                }
+                Some(BuiltRequest::UpdateAddresses { rest, .. })
+                    if !rest.is_empty() || self.update_queued() =>
+                {
+                    if let Some(o) = self.window.in_flight.take() {
+                        self.update_unanswered(ctx, o);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let timers = &self.conn(ctx).timers;
+        let destinations = self
+            .window
+            .in_flight
+            .as_ref()
+            .map(|o| self.destinations(o))
+            .unwrap_or_default();
         if let Some(o) = self.window.in_flight.as_mut()
             && o.next <= now
         {
@@ -83,7 +114,17 @@ impl IkeSa {
                 self.destroy(ctx, reason);
                 return;
             }
-            ctx.send(self.path, ctx.config.nat_t_port, &o.bytes);
+            if o.sent == 2 && !matches!(o.request, Some(BuiltRequest::PathTest(_))) {
+                // The first retransmission went unanswered too: tell the
+                // mobility manager while there is time to move.
+                ctx.event(Event::Unresponsive {
+                    sa: self.id,
+                    path: self.path,
+                });
+            }
+            for p in &destinations {
+                ctx.send(*p, ctx.config.nat_t_port, &o.bytes);
+            }
             ctx.stats.retransmits += 1;
             o.next = now + backoff(timers.retransmit_timeout, o.sent);
             o.sent += 1;
@@ -243,7 +284,8 @@ impl IkeSa {
                 QueuedRequest::DeleteRefused(spi) => self.start_delete_refused(ctx, spi),
                 QueuedRequest::RekeyChild(spi, group) => self.start_rekey_child(ctx, spi, group),
                 QueuedRequest::CreateChild(cfg, group) => self.start_create_child(ctx, cfg, group),
-                QueuedRequest::UpdateAddresses(path) => self.start_update_addresses(ctx, path),
+                QueuedRequest::UpdateAddresses(paths) => self.start_update_addresses(ctx, paths),
+                QueuedRequest::TestPaths(paths) => self.start_path_test(ctx, paths),
                 QueuedRequest::RekeyIke(group) => self.start_rekey_ike(ctx, group),
             }
         }
@@ -274,12 +316,24 @@ impl IkeSa {
             return;
         }
         if h.is_response() {
-            if !self
+            let ours = self
                 .window
                 .in_flight
                 .as_ref()
-                .is_some_and(|o| o.msg_id == h.message_id && o.exchange == h.exchange)
-            {
+                .is_some_and(|o| o.msg_id == h.message_id && o.exchange == h.exchange);
+            if !ours {
+                if self.lingering_test_id() == Some(h.message_id)
+                    && h.exchange == ExchangeType::INFORMATIONAL
+                {
+                    match self.open(bytes, &msg) {
+                        Ok(p) => {
+                            self.life.last_heard = ctx.now;
+                            self.late_path_test_answer(ctx, h.message_id, path, &p);
+                        }
+                        Err(_) => ctx.stats.integrity_failures += 1,
+                    }
+                    return;
+                }
                 ctx.stats.unexpected += 1;
                 return;
             }
@@ -317,7 +371,12 @@ impl IkeSa {
             let Some(o) = self.window.in_flight.take() else {
                 return;
             };
-            self.handle_response(ctx, o, &payloads);
+            if matches!(o.request, Some(BuiltRequest::PathTest(_))) {
+                // The pair it came back on is the tested one (§2.11).
+                self.complete_path_test(ctx, o, path, &payloads);
+            } else {
+                self.handle_response(ctx, o, &payloads);
+            }
         } else if self.state == State::AuthSent {
             // The responder is established once it has sent its IKE_AUTH
             // answer and may send a request at once (a liveness check, a
@@ -360,9 +419,11 @@ impl IkeSa {
             Some(BuiltRequest::DeleteChild(spis)) => self.complete_delete_child(ctx, spis),
             Some(BuiltRequest::CreateChild(offer)) => self.complete_child(ctx, offer, p, false),
             Some(BuiltRequest::RekeyIke(offer)) => self.complete_ike_rekey(ctx, offer, p),
-            Some(BuiltRequest::UpdateAddresses { old, cookie2 }) => {
-                self.complete_update_addresses(ctx, old, cookie2, p)
+            Some(BuiltRequest::UpdateAddresses { old, cookie2, rest }) => {
+                self.complete_update_addresses(ctx, old, cookie2, rest, p)
             }
+            // Completed with the pair it came back on, in handle_message.
+            Some(BuiltRequest::PathTest(_)) => {}
         }
     }
 

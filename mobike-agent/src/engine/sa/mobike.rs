@@ -1,31 +1,73 @@
 //! MOBIKE address updates (RFC 4555 §3.5) in both roles: the
 //! UPDATE_SA_ADDRESSES request sent from the new address pair with NAT-D and
 //! COOKIE2, the answer to the peer's, and moving the CHILD_SAs
-//! ([`KernelAction::MigrateChildSa`]).
+//! ([`KernelAction::MigrateChildSa`], both outer addresses of one family,
+//! IPv4 or IPv6, whichever the new pair has).
+//!
+//! Pending-update semantics (§3.5), initiator side:
+//! - a new pair asked for while a request is outstanding takes effect for
+//!   the IKE SA at once: the outstanding request is retransmitted from it,
+//!   and the UPDATE_SA_ADDRESSES follows the answer (also when the request
+//!   outstanding is itself an update: the newest pair wins);
+//! - an update refused (UNACCEPTABLE_ADDRESSES or another error) or
+//!   unanswered on one pair tries the next candidate of the command's
+//!   ranked list before the SA is given up; with none left, a refused
+//!   update stays on the old pair;
+//! - each failed pair is reported ([`Event::UpdateFailed`]).
+//!
+//! Only the original initiator sends UPDATE_SA_ADDRESSES (§3.1: it decides
+//! which addresses are used); one from the original responder is logged,
+//! counted and not followed.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::engine::{CommandError, Ctx, Event, KernelAction, Path};
+use crate::engine::{CommandError, Ctx, Event, KernelAction, Path, UpdateFailure};
 use crate::{
     crypto,
     proto::{ExchangeType, NotifyType, Payload},
 };
 
-use super::{BuiltRequest, IkeSa, QueuedRequest, State, first_error, notify, notify_of};
+use super::{
+    BuiltRequest, IkeSa, QueuedRequest, SentRequest, State, first_error, notify, notify_of,
+};
 
 impl IkeSa {
+    /// Moves the IKE SA to the first of `paths`, the others being fallbacks
+    /// in rank order (RFC 4555 §3.5).
     pub(in crate::engine) fn command_update_addresses(
         &mut self,
         ctx: &mut Ctx<'_>,
-        path: Path,
+        paths: Vec<Path>,
     ) -> Result<(), CommandError> {
         self.require_established()?;
         if !self.peer_mobike {
             return Err(CommandError::NoMobike(self.id));
         }
+        if !self.initiator {
+            return Err(CommandError::NotInitiator(self.id));
+        }
+        check_families(&paths)?;
+        let Some(&first) = paths.first() else {
+            return Ok(());
+        };
+        // The newest addresses win over an update still waiting.
         self.window
             .queue
-            .push_back(QueuedRequest::UpdateAddresses(path));
+            .retain(|q| !matches!(q, QueuedRequest::UpdateAddresses(_)));
+        if let Some(o) = self.window.in_flight.as_ref() {
+            // §3.5: outstanding requests are retransmitted from the new
+            // addresses; the update follows their answer. An outstanding
+            // update moves the CHILD_SAs itself when answered; otherwise
+            // they stay where they are until the update.
+            if !matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })) {
+                self.window.update_from.get_or_insert(self.path);
+            }
+            debug!(sa = self.id, local = %first.local, remote = %first.remote, "outstanding request now retransmitted from the new pair");
+            self.path = first;
+        }
+        self.window
+            .queue
+            .push_back(QueuedRequest::UpdateAddresses(paths));
         self.start_next_request(ctx);
         Ok(())
     }
@@ -65,15 +107,17 @@ impl IkeSa {
         });
     }
 
-    /// Builds and sends UPDATE_SA_ADDRESSES from `path` (RFC 4555 §3.5).
-    pub(super) fn start_update_addresses(&mut self, ctx: &mut Ctx<'_>, path: Path) {
-        if self.state != State::Established {
+    /// Builds and sends UPDATE_SA_ADDRESSES from the first of `paths`
+    /// (RFC 4555 §3.5); the rest are tried if it fails.
+    pub(super) fn start_update_addresses(&mut self, ctx: &mut Ctx<'_>, mut paths: Vec<Path>) {
+        if self.state != State::Established || paths.is_empty() {
             return;
         }
         let Some(cookie2) = ctx.random::<16>() else {
             return;
         };
-        let old = self.path;
+        let path = paths.remove(0);
+        let old = self.window.update_from.take().unwrap_or(self.path);
         // Sent (and retransmitted) from the new address (§3.5).
         self.path = path;
         let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, vec![])];
@@ -86,18 +130,54 @@ impl IkeSa {
             BuiltRequest::UpdateAddresses {
                 old,
                 cookie2: cookie2.to_vec(),
+                rest: paths,
             },
         );
     }
 
+    /// Newer addresses wait for the window.
+    pub(super) fn update_queued(&self) -> bool {
+        self.window
+            .queue
+            .iter()
+            .any(|q| matches!(q, QueuedRequest::UpdateAddresses(_)))
+    }
+
+    /// Reports the failed pair and tries the next candidate in `rest`
+    /// unless newer addresses are queued; with neither, the IKE SA stays
+    /// on `old`.
+    fn update_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        old: Path,
+        rest: Vec<Path>,
+        reason: UpdateFailure,
+    ) {
+        let failed = self.path;
+        ctx.event(Event::UpdateFailed {
+            sa: self.id,
+            path: failed,
+            reason,
+        });
+        self.path = old;
+        if !self.update_queued() && !rest.is_empty() {
+            info!(sa = self.id, next = %rest[0].local, "trying the next candidate pair");
+            self.window
+                .queue
+                .push_front(QueuedRequest::UpdateAddresses(rest));
+        }
+    }
+
     /// Completes our UPDATE_SA_ADDRESSES (RFC 4555 §3.5): on an answer that
     /// echoes our COOKIE2 and refuses nothing, the CHILD_SAs follow to the
-    /// new path; otherwise the IKE SA goes back to `old`.
+    /// new path; on UNACCEPTABLE_ADDRESSES (or another error) the next
+    /// candidate is tried, or the IKE SA goes back to `old`.
     pub(super) fn complete_update_addresses(
         &mut self,
         ctx: &mut Ctx<'_>,
         old: Path,
         cookie2: Vec<u8>,
+        rest: Vec<Path>,
         p: &[Payload],
     ) {
         // RFC 4555 §3.5: the answer must echo our COOKIE2.
@@ -106,12 +186,13 @@ impl IkeSa {
                 sa = self.id,
                 "UPDATE_SA_ADDRESSES answer without our COOKIE2"
             );
-            self.path = old;
+            ctx.stats.bad_cookie2 += 1;
+            self.update_failed(ctx, old, rest, UpdateFailure::BadCookie2);
             return;
         }
         if let Some(err) = first_error(p) {
-            warn!(sa = self.id, notify = ?err, "address update refused");
-            self.path = old;
+            warn!(sa = self.id, notify = ?err, local = %self.path.local, remote = %self.path.remote, "address update refused");
+            self.update_failed(ctx, old, rest, UpdateFailure::Refused(err));
             return;
         }
         let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
@@ -120,6 +201,22 @@ impl IkeSa {
         if path != old {
             self.migrate_children(ctx, old);
         }
+    }
+
+    /// Our UPDATE_SA_ADDRESSES `o` went unanswered on its pair and another
+    /// candidate is left (or newer addresses are queued): that one is tried, reusing the message ID (the
+    /// peer most likely never saw this request: a message ID it did not
+    /// receive must not be skipped, RFC 7296 §2.2). Should the peer have
+    /// taken it and only the answers been lost, its cached answer comes back
+    /// without the new COOKIE2 and the update fails cleanly.
+    pub(super) fn update_unanswered(&mut self, ctx: &mut Ctx<'_>, o: SentRequest) {
+        let Some(BuiltRequest::UpdateAddresses { old, rest, .. }) = o.request else {
+            return;
+        };
+        warn!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "address update unanswered on this pair");
+        self.window.next_msg_id = o.msg_id;
+        self.update_failed(ctx, old, rest, UpdateFailure::Unanswered);
+        self.window.update_from = Some(old);
     }
 
     /// The peer's UPDATE_SA_ADDRESSES (RFC 4555 §3.5): the peer moved;
@@ -131,6 +228,28 @@ impl IkeSa {
         p: &[Payload],
         answer: &mut Vec<Payload>,
     ) {
+        if self.initiator {
+            // RFC 4555 §3.5: only the original initiator sends it.
+            warn!(
+                sa = self.id,
+                "UPDATE_SA_ADDRESSES from the original responder ignored"
+            );
+            ctx.stats.update_from_responder += 1;
+            return;
+        }
+        if let Some(new) = self.window.reply_path
+            && let Some(known) = self.conn(ctx).remote_addr
+            && known.is_ipv4() != new.remote.is_ipv4()
+        {
+            // RFC 4555 §3.5: a responder that does not accept the new
+            // addresses answers UNACCEPTABLE_ADDRESSES and stays. Ours
+            // refuses an address family other than that of the peer
+            // address the connection is configured with (remote_addr):
+            // that is the family its policy names the peer in.
+            warn!(sa = self.id, peer = %new.remote, configured = %known, "refusing to move the IKE SA to another address family than the configured peer's");
+            answer.push(notify(NotifyType::UNACCEPTABLE_ADDRESSES, vec![]));
+            return;
+        }
         let old = self.path;
         if let Some(new) = self.window.reply_path {
             self.path = new;
@@ -141,5 +260,21 @@ impl IkeSa {
         if self.path != old {
             self.migrate_children(ctx, old);
         }
+    }
+}
+
+/// Every pair has both addresses of one family (RFC 4555 §3.5 moves
+/// between IPv4 and IPv6 freely, but one pair is one family: the kernel's
+/// MIGRATE carries one family for the old and one for the new addresses).
+pub(super) fn check_families(paths: &[Path]) -> Result<(), CommandError> {
+    match paths
+        .iter()
+        .find(|p| p.local.is_ipv4() != p.remote.is_ipv4())
+    {
+        Some(p) => Err(CommandError::MixedFamilies {
+            local: p.local,
+            remote: p.remote,
+        }),
+        None => Ok(()),
     }
 }

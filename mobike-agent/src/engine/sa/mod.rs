@@ -12,7 +12,8 @@
 //! exchange, each building its requests and completing their answers:
 //! [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH), [`create_child`]
 //! (CREATE_CHILD_SA for CHILD_SAs, on the negotiation in [`child`]),
-//! [`ike_rekey`], [`informational`] and [`mobike`]. [`request`] names the
+//! [`ike_rekey`], [`informational`], [`mobike`] (address updates) and
+//! [`path_test`] (MOBIKE path testing). [`request`] names the
 //! stages of one of our requests. In each module, `start_*` builds and
 //! sends one of our requests, `complete_*` takes the peer's answer to it
 //! and `respond_*` answers one of the peer's requests.
@@ -25,6 +26,7 @@ mod ike_rekey;
 mod informational;
 mod init;
 mod mobike;
+mod path_test;
 mod request;
 
 use std::{
@@ -165,6 +167,11 @@ struct Window {
     cached_response: Option<(u32, Vec<u8>)>,
     /// Where the request being answered came from (§2.11).
     reply_path: Option<Path>,
+    /// A completed path test whose other pairs may still answer.
+    lingering_test: Option<path_test::LingeringTest>,
+    /// MOBIKE: the pair the CHILD_SAs are on while `path` moved ahead of
+    /// the UPDATE_SA_ADDRESSES that takes them along (RFC 4555 §3.5).
+    update_from: Option<Path>,
 }
 
 /// What IKE_SA_INIT settled and what protects the SA.
@@ -553,7 +560,13 @@ impl IkeSa {
                 .window
                 .in_flight
                 .as_ref()
-                .is_some_and(|o| matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. }))),
+                .is_some_and(|o| matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })))
+                || self.window.update_from.is_some()
+                || self
+                    .window
+                    .queue
+                    .iter()
+                    .any(|q| matches!(q, QueuedRequest::UpdateAddresses(_))),
             next_request_id: self.window.next_msg_id,
             next_peer_request_id: self.window.peer_next_msg_id,
         }

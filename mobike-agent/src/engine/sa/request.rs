@@ -38,8 +38,11 @@ pub(super) enum QueuedRequest {
     CreateChild(usize, Option<DhGroup>),
     /// Rekey the IKE SA, with the group the peer asked for.
     RekeyIke(Option<DhGroup>),
-    /// MOBIKE: move to this address pair.
-    UpdateAddresses(Path),
+    /// MOBIKE: move to the first of these address pairs; the others are
+    /// tried in turn if it fails (RFC 4555 §3.5).
+    UpdateAddresses(Vec<Path>),
+    /// MOBIKE: test these address pairs (RFC 4555 §3.10).
+    TestPaths(Vec<Path>),
 }
 
 /// Our side of a CHILD_SA offer (IKE_AUTH or CREATE_CHILD_SA).
@@ -71,11 +74,32 @@ pub(super) enum BuiltRequest {
     DeleteChild(Vec<u32>),
     CreateChild(ChildOffer),
     RekeyIke(IkeRekeyOffer),
-    /// MOBIKE: the old path and the COOKIE2 we sent (RFC 4555 §3.5).
+    /// MOBIKE: the old path, the COOKIE2 we sent (RFC 4555 §3.5) and the
+    /// candidate pairs still to try if this one fails.
     UpdateAddresses {
         old: Path,
         cookie2: Vec<u8>,
+        rest: Vec<Path>,
     },
+    /// MOBIKE path test (RFC 4555 §3.10).
+    PathTest(PathTest),
+}
+
+/// A path test: one request sent on every pair (same message ID), and
+/// which pairs answered.
+#[derive(Debug)]
+pub(super) struct PathTest {
+    pub(super) cookie2: Vec<u8>,
+    pub(super) probes: Vec<Probe>,
+}
+
+/// One tested pair.
+#[derive(Debug)]
+pub(super) struct Probe {
+    pub(super) path: Path,
+    /// First sent on this pair (the round-trip time counts from here).
+    pub(super) first_sent: Instant,
+    pub(super) answered: bool,
 }
 
 /// Our request in flight: sent, awaiting its answer, retransmitted until

@@ -1,0 +1,514 @@
+//! MOBIKE path testing (RFC 4555 §3.10) and updates that survive (§3.5):
+//! parallel probes over several address pairs, pairs killed and revived,
+//! pending updates, fallback to the next candidate pair, and forged
+//! messages that never move anything.
+
+use std::{net::SocketAddr, time::Duration};
+
+use mobike_agent::{
+    engine::{Command, Event, Path, UpdateFailure},
+    proto::NotifyType,
+};
+
+use crate::{
+    IKE_1, deleted_reasons, patient, reach_despite_loss_outages, sa_id,
+    sim::{self, LinkModel, Sim, configs, ip},
+    up,
+};
+
+fn pair(local: &str, remote: &str) -> Path {
+    Path {
+        local: sim::sock(ip(local), 4500),
+        remote: sim::sock(ip(remote), 4500),
+    }
+}
+
+/// A's `PathTested` events: (pair, rtt).
+fn tested(s: &Sim) -> Vec<(Path, Option<Duration>)> {
+    s.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PathTested { path, rtt, .. } => Some((*path, *rtt)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn update_failures(s: &Sim) -> Vec<(Path, UpdateFailure)> {
+    s.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::UpdateFailed { path, reason, .. } => Some((*path, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn path_changed(s: &Sim) -> bool {
+    s.nodes.iter().all(|n| {
+        n.events
+            .iter()
+            .any(|e| matches!(e, Event::PathChanged { .. }))
+    })
+}
+
+fn test_paths(s: &mut Sim, paths: Vec<Path>) {
+    let sa = sa_id(s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::TestPaths { sa, paths })
+        .expect("test paths");
+}
+
+fn update(s: &mut Sim, first: Path, fallback: Vec<Path>) {
+    let sa = sa_id(s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa,
+                local: first.local,
+                remote: first.remote,
+                fallback,
+            },
+        )
+        .expect("update addresses");
+}
+
+#[test]
+fn parallel_probes_report_the_answering_pairs_and_never_end_the_sa() {
+    let mut s = up(11, LinkModel::clean());
+    let (a2, a3, a4, b) = ("192.0.2.11", "192.0.2.12", "192.0.2.13", sim::B_ADDR);
+    for a in [a2, a3, a4] {
+        s.add_addr(0, ip(a));
+    }
+    s.set_path_up(ip(a3), ip(b), false);
+    let path_before = s.nodes[0].ep.ike_sas()[0].path;
+    let (live, dead, live2) = (pair(a2, b), pair(a3, b), pair(a4, b));
+    test_paths(&mut s, vec![live, dead, live2]);
+    assert!(s.run_until(Duration::from_secs(300), |s| tested(s).len() == 3));
+    let t = tested(&s);
+    let rtt = |p: Path| t.iter().find(|(q, _)| *q == p).expect("reported").1;
+    let latency = s.link.latency;
+    assert_eq!(rtt(live), Some(2 * latency), "{t:?}");
+    assert_eq!(
+        rtt(live2),
+        Some(2 * latency),
+        "late answer still taken: {t:?}"
+    );
+    assert_eq!(rtt(dead), None, "{t:?}");
+    // A test moves nothing and ends nothing.
+    s.run_for(Duration::from_secs(120));
+    assert_eq!(tested(&s).len(), 3, "one report per pair");
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, path_before);
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+    s.paths_agree().unwrap();
+}
+
+#[test]
+fn a_test_no_pair_answers_leaves_the_sa_on_its_working_pair() {
+    let mut s = up(12, LinkModel::clean());
+    let (a2, a3, b) = ("192.0.2.11", "192.0.2.12", sim::B_ADDR);
+    s.add_addr(0, ip(a2));
+    s.add_addr(0, ip(a3));
+    s.set_path_up(ip(a2), ip(b), false);
+    s.set_path_up(ip(a3), ip(b), false);
+    let sa = sa_id(&s, 0);
+    test_paths(&mut s, vec![pair(a2, b), pair(a3, b)]);
+    assert!(s.run_until(Duration::from_secs(300), |s| tested(s).len() == 2));
+    assert!(tested(&s).iter().all(|(_, rtt)| rtt.is_none()));
+    // The message ID stays in step: later requests are answered.
+    let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::Dpd(sa))
+        .unwrap();
+    assert!(s.run_until(Duration::from_secs(60), |s| {
+        s.nodes[1].ep.ike_sas()[0].next_peer_request_id > before
+            && s.nodes[0].ep.ike_sas()[0].next_request_id
+                == s.nodes[1].ep.ike_sas()[0].next_peer_request_id
+    }));
+    s.run_for(Duration::from_secs(200));
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+    assert_eq!(deleted_reasons(&s, 1), vec![]);
+}
+
+#[test]
+fn an_update_while_a_liveness_check_is_outstanding_on_a_dead_path() {
+    let mut s = up(13, LinkModel::clean());
+    let (a, a2, b) = (sim::A_ADDR, "192.0.2.11", sim::B_ADDR);
+    s.add_addr(0, ip(a2));
+    let sa = sa_id(&s, 0);
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    s.set_path_up(ip(a), ip(b), false);
+    let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::Dpd(sa))
+        .unwrap();
+    // The first retransmission goes unanswered: A says so.
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Unresponsive { .. }))
+    }));
+    assert_eq!(s.nodes[1].ep.ike_sas()[0].next_peer_request_id, before);
+    let new = Path {
+        local: sim::sock(ip(a2), 4500),
+        remote,
+    };
+    update(&mut s, new, vec![]);
+    // The check, retransmitted from the new pair, is answered; then the
+    // update moves both sides.
+    assert!(s.run_until(Duration::from_secs(120), path_changed));
+    assert_eq!(
+        s.nodes[1].ep.ike_sas()[0].next_peer_request_id,
+        before + 2,
+        "the liveness check and the update"
+    );
+    s.paths_agree().unwrap();
+    assert!(s.nodes[0].kernel.values().all(|k| k.local == ip(a2)));
+    s.run_for(Duration::from_secs(200));
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+}
+
+#[test]
+fn unacceptable_addresses_moves_on_to_the_next_pair() {
+    let (a, mut b) = configs(IKE_1, "aes256gcm16");
+    // B knows A by an IPv4 address: it refuses to follow A to IPv6.
+    b.connections[0].remote_addr = Some(sim::sock(ip(sim::A_ADDR), 500));
+    let mut s = Sim::new(a, b, 14, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    let (a6, b6, a2, b4) = ("2001:db8::1", "2001:db8::2", "192.0.2.11", sim::B_ADDR);
+    s.add_addr(0, ip(a6));
+    s.add_addr(1, ip(b6));
+    s.add_addr(0, ip(a2));
+    update(&mut s, pair(a6, b6), vec![pair(a2, b4)]);
+    assert!(s.run_until(Duration::from_secs(60), path_changed));
+    assert_eq!(
+        update_failures(&s),
+        vec![(
+            pair(a6, b6),
+            UpdateFailure::Refused(NotifyType::UNACCEPTABLE_ADDRESSES)
+        )]
+    );
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, pair(a2, b4));
+    s.paths_agree().unwrap();
+    assert!(s.nodes[1].kernel.values().all(|k| k.remote == ip(a2)));
+}
+
+#[test]
+fn a_refused_update_without_fallback_stays_on_the_old_pair() {
+    let (a, mut b) = configs(IKE_1, "aes256gcm16");
+    b.connections[0].remote_addr = Some(sim::sock(ip(sim::A_ADDR), 500));
+    let mut s = Sim::new(a, b, 15, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    let before = s.nodes[0].ep.ike_sas()[0].path;
+    s.add_addr(0, ip("2001:db8::1"));
+    s.add_addr(1, ip("2001:db8::2"));
+    // Only the original initiator moves the SA or tests paths (§3.5).
+    let b_sa = sa_id(&s, 1);
+    let v6 = pair("2001:db8::2", "2001:db8::1");
+    for cmd in [
+        Command::UpdateAddresses {
+            sa: b_sa,
+            local: v6.local,
+            remote: v6.remote,
+            fallback: vec![],
+        },
+        Command::TestPaths {
+            sa: b_sa,
+            paths: vec![v6],
+        },
+    ] {
+        assert_eq!(
+            s.nodes[1].ep.handle_command(s.now, cmd),
+            Err(mobike_agent::engine::CommandError::NotInitiator(b_sa))
+        );
+    }
+    update(&mut s, pair("2001:db8::1", "2001:db8::2"), vec![]);
+    assert!(s.run_until(Duration::from_secs(60), |s| !update_failures(s).is_empty()));
+    s.run_for(Duration::from_secs(5));
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, before);
+    assert!(!s.nodes[0].ep.ike_sas()[0].updating_addresses);
+    s.paths_agree().unwrap();
+    assert!(s.both_established());
+}
+
+#[test]
+fn an_unanswered_update_moves_on_to_the_next_pair() {
+    let mut s = up(16, LinkModel::clean());
+    let (a2, a3, b) = ("192.0.2.11", "192.0.2.12", sim::B_ADDR);
+    s.add_addr(0, ip(a2));
+    s.add_addr(0, ip(a3));
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    s.set_path_up(ip(a2), ip(b), false);
+    let via = |a: &str| Path {
+        local: sim::sock(ip(a), 4500),
+        remote,
+    };
+    update(&mut s, via(a2), vec![via(a3)]);
+    assert!(s.run_until(Duration::from_secs(300), path_changed));
+    assert_eq!(
+        update_failures(&s),
+        vec![(via(a2), UpdateFailure::Unanswered)]
+    );
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, via(a3));
+    s.paths_agree().unwrap();
+    s.run_for(Duration::from_secs(200));
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+    s.paths_agree().unwrap();
+}
+
+#[test]
+fn forged_or_tampered_messages_never_change_the_path() {
+    let mut s = up(17, LinkModel::clean());
+    let a2 = "192.0.2.11";
+    s.add_addr(0, ip(a2));
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    let new = Path {
+        local: sim::sock(ip(a2), 4500),
+        remote,
+    };
+    update(&mut s, new, vec![]);
+    // Take A's update off the wire before the network has it.
+    let t = s.nodes[0].ep.poll_transmit().expect("update sent");
+    assert_eq!((t.local, t.remote), (new.local, new.remote));
+    let b_before = s.nodes[1].ep.ike_sas()[0].path;
+    let kernel_before = s.nodes[1].kernel.clone();
+    let forged: SocketAddr = sim::sock(ip("198.51.100.7"), 4500);
+    let mut tampered = t.payload.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let fails = s.nodes[1].ep.stats().integrity_failures;
+    s.nodes[1]
+        .ep
+        .handle_datagram(s.now, t.remote, forged, &tampered);
+    assert_eq!(s.nodes[1].ep.stats().integrity_failures, fails + 1);
+    assert_eq!(s.nodes[1].ep.ike_sas()[0].path, b_before);
+    assert_eq!(s.nodes[1].kernel, kernel_before);
+    // B's (authentic) answer, tampered on its way to A, moves A nowhere.
+    s.nodes[1]
+        .ep
+        .handle_datagram(s.now, t.remote, t.local, &t.payload);
+    let answer = s.nodes[1].ep.poll_transmit().expect("answer");
+    let mut bad = answer.payload.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    s.nodes[0]
+        .ep
+        .handle_datagram(s.now, answer.remote, answer.local, &bad);
+    assert!(s.nodes[0].ep.ike_sas()[0].updating_addresses);
+    assert!(
+        !s.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PathChanged { .. }))
+    );
+    // The genuine answer completes it.
+    s.nodes[0]
+        .ep
+        .handle_datagram(s.now, answer.remote, answer.local, &answer.payload);
+    assert!(!s.nodes[0].ep.ike_sas()[0].updating_addresses);
+    s.run_for(Duration::from_secs(5));
+    s.paths_agree().unwrap();
+}
+
+/// Random pair failures and revivals while A tests pairs and moves to the
+/// best answering one, across seeds: both sides keep the same SAs on the
+/// same addresses, the kernel models agreeing.
+#[test]
+fn random_path_failures_keep_both_sides_consistent() {
+    let (mut moves, mut runs) = (0, 0);
+    for seed in sim::seeds(20) {
+        runs += 1;
+        let link = LinkModel::lossy();
+        let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+        patient(&mut a, &link);
+        patient(&mut b, &link);
+        let mut s = Sim::new(a, b, seed, link);
+        s.initiate();
+        reach_despite_loss_outages(
+            &mut s,
+            seed,
+            Duration::from_secs(900),
+            Sim::both_established,
+        );
+        let addrs = [sim::A_ADDR, "192.0.2.11", "192.0.2.12"];
+        for a in &addrs[1..] {
+            s.add_addr(0, ip(a));
+        }
+        let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+        let candidates: Vec<Path> = addrs
+            .iter()
+            .map(|a| Path {
+                local: sim::sock(ip(a), 4500),
+                remote,
+            })
+            .collect();
+        let mut rng = sim::Rng::new(seed);
+        for round in 0..6 {
+            // Kill or revive one pair; at least one pair stays up.
+            let i = rng.below(3) as usize;
+            let up_now = s.path_up(ip(addrs[i]), ip(sim::B_ADDR));
+            let others_up = (0..3)
+                .filter(|&j| j != i)
+                .any(|j| s.path_up(ip(addrs[j]), ip(sim::B_ADDR)));
+            if !up_now || others_up {
+                s.set_path_up(ip(addrs[i]), ip(sim::B_ADDR), !up_now);
+            }
+            if s.nodes[0].ep.ike_sas().is_empty() {
+                break;
+            }
+            let seen = tested(&s).len();
+            test_paths(&mut s, candidates.clone());
+            s.run_until(Duration::from_secs(600), |s| tested(s).len() >= seen + 3);
+            let answered: Vec<Path> = tested(&s)[seen..]
+                .iter()
+                .filter(|(_, rtt)| rtt.is_some())
+                .map(|(p, _)| *p)
+                .collect();
+            if let Some((&best, rest)) = answered.split_first()
+                && s.nodes[0]
+                    .ep
+                    .ike_sas()
+                    .first()
+                    .is_some_and(|x| x.path != best)
+            {
+                update(&mut s, best, rest.to_vec());
+            }
+            let settled = s.run_until(Duration::from_secs(600), |s| {
+                s.nodes[0]
+                    .ep
+                    .ike_sas()
+                    .first()
+                    .is_some_and(|x| !x.updating_addresses)
+                    && s.paths_agree().is_ok()
+            });
+            assert!(
+                settled || s.explain_unreachable().is_ok_and(|w| !w.is_empty()),
+                "seed {seed} round {round}: {:?}\nA: {:?}\nB: {:?}",
+                s.paths_agree(),
+                s.nodes[0].ep.ike_sas(),
+                s.nodes[1].ep.ike_sas()
+            );
+            if !settled {
+                break;
+            }
+        }
+        moves += s.nodes[0]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PathChanged { .. }))
+            .count();
+    }
+    // Killing the pair in use forces a move in about every other run.
+    assert!(2 * moves >= runs, "{moves} moves in {runs} runs");
+}
+
+#[test]
+fn every_child_sa_moves_between_ipv4_and_ipv6_and_back() {
+    let mut s = up(18, LinkModel::clean());
+    assert!(crate::add_a_child(&mut s));
+    let (a6, b6) = ("2001:db8::1", "2001:db8::2");
+    s.add_addr(0, ip(a6));
+    s.add_addr(1, ip(b6));
+    let v4 = s.nodes[0].ep.ike_sas()[0].path;
+    let sa = sa_id(&s, 0);
+    // A mixed pair is refused before anything is sent.
+    let mixed = Command::UpdateAddresses {
+        sa,
+        local: sim::sock(ip(a6), 4500),
+        remote: v4.remote,
+        fallback: vec![],
+    };
+    assert!(matches!(
+        s.nodes[0].ep.handle_command(s.now, mixed),
+        Err(mobike_agent::engine::CommandError::MixedFamilies { .. })
+    ));
+    let v6 = pair(a6, b6);
+    for (n, (from, to)) in [(v4, v6), (v6, v4)].into_iter().enumerate() {
+        s.nodes[0].kernel_log.clear();
+        update(&mut s, to, vec![]);
+        assert!(s.run_until(Duration::from_secs(30), |s| {
+            s.nodes.iter().all(|x| {
+                x.events
+                    .iter()
+                    .filter(|e| matches!(e, Event::PathChanged { .. }))
+                    .count()
+                    > n
+            })
+        }));
+        s.paths_agree().unwrap();
+        let migrations: Vec<_> = s.nodes[0]
+            .kernel_log
+            .iter()
+            .filter_map(|k| match k {
+                mobike_agent::engine::KernelAction::MigrateChildSa { from, to, .. } => {
+                    Some((*from, *to))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            migrations,
+            vec![
+                (
+                    (from.local.ip(), from.remote.ip()),
+                    (to.local.ip(), to.remote.ip())
+                );
+                2
+            ],
+            "both CHILD_SAs, old family to new"
+        );
+        assert_eq!(s.nodes[1].kernel.len(), 2);
+        assert!(
+            s.nodes[1]
+                .kernel
+                .values()
+                .all(|k| (k.local, k.remote) == (to.remote.ip(), to.local.ip()))
+        );
+        assert!(s.children_pair_up());
+    }
+}
+
+#[test]
+fn addresses_that_change_again_mid_update_get_another_update() {
+    let mut s = up(19, LinkModel::clean());
+    let (a2, a3, b) = ("192.0.2.11", "192.0.2.12", sim::B_ADDR);
+    s.add_addr(0, ip(a2));
+    s.add_addr(0, ip(a3));
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    let via = |a: &str| Path {
+        local: sim::sock(ip(a), 4500),
+        remote,
+    };
+    s.set_path_up(ip(a2), ip(b), false);
+    let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+    update(&mut s, via(a2), vec![]);
+    s.run_for(Duration::from_secs(2));
+    // a2 turns out dead while its update is out: the update is
+    // retransmitted from a3, and a second one follows its answer.
+    update(&mut s, via(a3), vec![]);
+    assert!(s.run_until(Duration::from_secs(60), |s| {
+        !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    assert_eq!(s.nodes[1].ep.ike_sas()[0].next_peer_request_id, before + 2);
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, via(a3));
+    assert_eq!(update_failures(&s), vec![]);
+    s.paths_agree().unwrap();
+    assert!(s.nodes[1].kernel.values().all(|k| k.remote == ip(a3)));
+    s.run_for(Duration::from_secs(200));
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+}
