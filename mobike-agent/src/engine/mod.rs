@@ -20,8 +20,10 @@
 //! MOBIKE so far is the address update of RFC 4555 §3.5 in both roles
 //! ([`Command::UpdateAddresses`]; UPDATE_SA_ADDRESSES with NAT-D and COOKIE2,
 //! CHILD_SAs migrated as [`KernelAction::MigrateChildSa`]); choosing address
-//! pairs, ADDITIONAL_*_ADDRESS lists, path probing, NO_NATS_ALLOWED and
-//! UNACCEPTABLE_ADDRESSES handling are not done yet. It does not do EAP,
+//! pairs, path probing, NO_NATS_ALLOWED and UNACCEPTABLE_ADDRESSES
+//! handling are not done yet. Address lists (RFC 4555 §3.4, §3.6) go both
+//! ways: ours in IKE_AUTH and on [`Command::AnnounceAddresses`], the
+//! peer's reported as [`Event::PeerAddresses`]. It does not do EAP,
 //! certificates, IKE fragmentation, transport/BEET mode or SET_WINDOW_SIZE;
 //! inbound SPIs are random (unique on the endpoint) rather than allocated by
 //! the kernel.
@@ -75,6 +77,9 @@ pub struct Endpoint {
     recovery: HashMap<usize, ConnRecovery>,
     /// Virtual IPs handed out from the connections' pools.
     leases: vip::Leases,
+    /// Our usable local addresses, once announced
+    /// ([`Command::AnnounceAddresses`]).
+    usable_addrs: Option<Vec<IpAddr>>,
 }
 
 impl Endpoint {
@@ -105,6 +110,7 @@ impl Endpoint {
             stats: Stats::default(),
             recovery: HashMap::new(),
             leases: vip::Leases::default(),
+            usable_addrs: None,
         })
     }
 
@@ -141,6 +147,7 @@ impl Endpoint {
             sa_ops: Vec::new(),
             taken_spis,
             leases: &mut self.leases,
+            usable_addrs: self.usable_addrs.as_deref(),
         }
     }
 
@@ -451,6 +458,14 @@ impl Endpoint {
                     s.command_update_addresses(ctx, Path { local, remote })
                 })
                 .ok_or(CommandError::UnknownSa(sa))?,
+            Command::AnnounceAddresses { addrs } => {
+                self.usable_addrs = Some(addrs);
+                let ids: Vec<SaId> = self.sas.keys().copied().collect();
+                for id in ids {
+                    self.with_sa(now, id, |s, ctx| s.command_announce_addresses(ctx));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -504,6 +519,9 @@ impl Endpoint {
         };
         let h = msg.header;
         let path = Path { local, remote };
+        if h.exchange == proto::ExchangeType::IKE_SA_INIT {
+            sa::refuse_in_init(&mut self.stats, &msg);
+        }
         // The I flag says who sent it; our SPI is the other one (§3.1).
         let our_spi = if h.from_initiator() { h.spi_r } else { h.spi_i };
         if h.exchange == proto::ExchangeType::IKE_SA_INIT

@@ -245,6 +245,7 @@ impl IkeSa {
                 QueuedRequest::CreateChild(cfg, group) => self.start_create_child(ctx, cfg, group),
                 QueuedRequest::UpdateAddresses(path) => self.start_update_addresses(ctx, path),
                 QueuedRequest::RekeyIke(group) => self.start_rekey_ike(ctx, group),
+                QueuedRequest::AnnounceAddresses => self.start_announce_addresses(ctx),
             }
         }
     }
@@ -311,6 +312,7 @@ impl IkeSa {
             }
         };
         self.life.last_heard = ctx.now;
+        self.refuse_misplaced_list(ctx, h.exchange, h.is_response(), &payloads);
         // A message that verifies with this SA's keys: the peer has it.
         self.rekey.awaiting_peer = false;
         if h.is_response() {
@@ -363,6 +365,7 @@ impl IkeSa {
             Some(BuiltRequest::UpdateAddresses { old, cookie2 }) => {
                 self.complete_update_addresses(ctx, old, cookie2, p)
             }
+            Some(BuiltRequest::AnnounceAddresses) => self.complete_announce_addresses(p),
         }
     }
 

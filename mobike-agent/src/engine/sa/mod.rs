@@ -12,11 +12,13 @@
 //! exchange, each building its requests and completing their answers:
 //! [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH), [`create_child`]
 //! (CREATE_CHILD_SA for CHILD_SAs, on the negotiation in [`child`]),
-//! [`ike_rekey`], [`informational`] and [`mobike`]. [`request`] names the
+//! [`ike_rekey`], [`informational`], [`mobike`] and [`addresses`] (MOBIKE
+//! address lists). [`request`] names the
 //! stages of one of our requests. In each module, `start_*` builds and
 //! sends one of our requests, `complete_*` takes the peer's answer to it
 //! and `respond_*` answers one of the peer's requests.
 
+mod addresses;
 mod auth;
 mod child;
 mod create_child;
@@ -44,6 +46,7 @@ use crate::{
     proto::{self, KeyExchange, Notify, NotifyType, Payload, TrafficSelector},
 };
 
+pub(super) use addresses::refuse_in_init;
 use request::{BuiltRequest, ChildOffer, IkeRekeyOffer, QueuedRequest, SentRequest};
 
 /// Limit on cookie and INVALID_KE_PAYLOAD restarts of one IKE_SA_INIT.
@@ -147,6 +150,8 @@ pub(super) struct IkeSa {
     life: Lifecycle,
     /// Virtual IPs both ways (§2.19).
     vips: VirtualIps,
+    /// MOBIKE address lists, ours and the peer's (RFC 4555 §3.4, §3.6).
+    addrs: addresses::AddressLists,
 }
 
 /// The message-ID window of one in each direction (§2.3).
@@ -387,6 +392,7 @@ impl IkeSa {
                 ended: None,
             },
             vips: VirtualIps::default(),
+            addrs: addresses::AddressLists::default(),
         }
     }
 
@@ -554,6 +560,13 @@ impl IkeSa {
                 .in_flight
                 .as_ref()
                 .is_some_and(|o| matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. }))),
+            local_addrs: self.sent_addresses(),
+            peer_addrs: self.peer_addresses().to_vec(),
+            remote_addrs: config
+                .connections
+                .get(self.conn)
+                .map(|c| c.remote_addrs().map(|a| a.ip()).collect())
+                .unwrap_or_default(),
             next_request_id: self.window.next_msg_id,
             next_peer_request_id: self.window.peer_next_msg_id,
         }

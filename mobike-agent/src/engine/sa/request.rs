@@ -40,6 +40,9 @@ pub(super) enum QueuedRequest {
     RekeyIke(Option<DhGroup>),
     /// MOBIKE: move to this address pair.
     UpdateAddresses(Path),
+    /// MOBIKE: send our address list as it is when the window frees
+    /// (RFC 4555 §3.6).
+    AnnounceAddresses,
 }
 
 /// Our side of a CHILD_SA offer (IKE_AUTH or CREATE_CHILD_SA).
@@ -76,6 +79,8 @@ pub(super) enum BuiltRequest {
         old: Path,
         cookie2: Vec<u8>,
     },
+    /// MOBIKE: our address list (RFC 4555 §3.6).
+    AnnounceAddresses,
 }
 
 /// Our request in flight: sent, awaiting its answer, retransmitted until
