@@ -292,40 +292,5 @@ impl IkeSa {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn n(ty: NotifyType, data: Vec<u8>) -> Payload {
-        notify(ty, data)
-    }
-
-    #[test]
-    fn lists_parse_and_bad_ones_are_refused() {
-        let a4: IpAddr = "192.0.2.7".parse().unwrap();
-        let a6: IpAddr = "2001:db8::7".parse().unwrap();
-        let good = list_payloads(&[a4, a6], true);
-        assert_eq!(parse_list(&good), Ok(Some(vec![a4, a6])));
-        assert_eq!(parse_list(&[]), Ok(None));
-        let none = list_payloads(&[], true);
-        assert_eq!(
-            none,
-            vec![n(NotifyType::NO_ADDITIONAL_ADDRESSES, vec![])],
-            "§3.6: NO_ADDITIONAL_ADDRESSES in INFORMATIONAL"
-        );
-        assert_eq!(parse_list(&none), Ok(Some(vec![])));
-        assert!(
-            list_payloads(&[], false).is_empty(),
-            "§3.4: nothing in IKE_AUTH"
-        );
-        for bad in [
-            vec![n(NotifyType::ADDITIONAL_IP4_ADDRESS, vec![192, 0, 2])],
-            vec![n(NotifyType::ADDITIONAL_IP4_ADDRESS, vec![0; 16])],
-            vec![n(NotifyType::ADDITIONAL_IP6_ADDRESS, vec![1; 4])],
-            vec![n(NotifyType::ADDITIONAL_IP4_ADDRESS, vec![0; 4])],
-            vec![n(NotifyType::NO_ADDITIONAL_ADDRESSES, vec![1])],
-            [none.clone(), good.clone()].concat(),
-        ] {
-            assert!(parse_list(&bad).is_err(), "{bad:?}");
-        }
-    }
-}
+#[path = "addresses_tests.rs"]
+mod tests;
