@@ -14,8 +14,11 @@
 //! socket = "/run/mobike-agent/control.sock"   # the default as root
 //!
 //! [connections.home]
-//! local_addrs = ["192.0.2.1"]   # optional; empty or absent: any
-//! remote_addrs = ["192.0.2.2"]
+//! local_addrs = ["192.0.2.1"]   # optional; empty or absent: any; more
+//!                               # than one: the first initiates, the others
+//!                               # are announced to a MOBIKE peer
+//! remote_addrs = ["192.0.2.2"]  # the first initiates, the others are
+//!                               # candidates for MOBIKE moves
 //! local_id = "a.test"
 //! remote_id = "b.test"
 //! psk_file = "/etc/mobike-agent/home.psk"   # or psk = "..."

@@ -196,7 +196,10 @@ fn without_mobike_nothing_is_announced() {
     s.run_for(Duration::from_secs(5));
     assert_eq!(s.nodes[1].ep.ike_sas()[0].next_peer_request_id, before);
     assert!(peer_lists(&s, 0).is_empty() && peer_lists(&s, 1).is_empty());
-    assert!(s.nodes[1].ep.ike_sas()[0].peer_addrs.is_empty());
+    for n in &s.nodes {
+        let i = &n.ep.ike_sas()[0];
+        assert!(i.peer_addrs.is_empty() && i.local_addrs.is_empty(), "{i:?}");
+    }
     delete_everything(&mut s);
 }
 

@@ -280,8 +280,12 @@ impl IkeSa {
         }
     }
 
-    /// Our list as last sent (empty before any).
+    /// Our list as last sent (empty before any, and without MOBIKE, where
+    /// the peer has no use for it).
     pub(super) fn sent_addresses(&self) -> Vec<IpAddr> {
+        if !self.peer_mobike {
+            return Vec::new();
+        }
         self.addrs.sent.clone().unwrap_or_default()
     }
 
