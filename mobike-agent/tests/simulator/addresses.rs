@@ -232,3 +232,28 @@ fn a_list_in_ike_sa_init_is_refused_and_counted() {
     assert_eq!(s.nodes[1].ep.stats().address_lists_refused, 1);
     assert_eq!(s.nodes[1].ep.ike_sa_count(), 0);
 }
+
+#[test]
+fn an_announce_queued_behind_an_ike_rekey_goes_out_on_the_new_ike_sa() {
+    let mut s = crate::up(406, LinkModel::clean());
+    let a2 = ip("192.0.2.11");
+    s.add_addr(0, a2);
+    let old = sa_id(&s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::RekeyIkeSa(old))
+        .unwrap();
+    // Waits behind the rekey (window of one).
+    announce(&mut s, 0, &[ip(sim::A_ADDR), a2]);
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| {
+            s.nodes.iter().all(|n| n.ep.ike_sa_count() == 1)
+                && sa_id(s, 0) != old
+                && s.nodes[1].ep.ike_sas()[0].peer_addrs == vec![a2]
+        }),
+        "{:?}",
+        s.nodes[1].ep.ike_sas()
+    );
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].local_addrs, vec![a2]);
+    delete_everything(&mut s);
+}
