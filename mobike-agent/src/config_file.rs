@@ -14,8 +14,11 @@
 //! socket = "/run/mobike-agent/control.sock"   # the default as root
 //!
 //! [connections.home]
-//! local_addrs = ["192.0.2.1"]   # optional; empty or absent: any
-//! remote_addrs = ["192.0.2.2"]
+//! local_addrs = ["192.0.2.1"]   # optional; empty or absent: any; more
+//!                               # than one: the first initiates, the others
+//!                               # are announced to a MOBIKE peer
+//! remote_addrs = ["192.0.2.2"]  # the first initiates, the others are
+//!                               # candidates for MOBIKE moves
 //! local_id = "a.test"
 //! remote_id = "b.test"
 //! psk_file = "/etc/mobike-agent/home.psk"   # or psk = "..."
@@ -228,12 +231,13 @@ pub enum Start {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSection {
-    /// Local addresses; the first is used to initiate and all are listened
-    /// on. Empty: any (the wildcards are listened on, and an initiator
+    /// Local addresses; the first is used to initiate, all are listened
+    /// on, and the others are announced to a MOBIKE peer (RFC 4555 §3.4). Empty: any (the wildcards are listened on, and an initiator
     /// starts from the address the kernel routes towards the peer).
     #[serde(default)]
     pub local_addrs: Vec<IpAddr>,
-    /// Peer addresses; the first is used to initiate.
+    /// Peer addresses; the first is used to initiate, the others are
+    /// candidates for MOBIKE, and a responder accepts any of them.
     #[serde(default)]
     pub remote_addrs: Vec<IpAddr>,
     /// Our identity.
@@ -639,6 +643,13 @@ impl FileConfig {
                     .remote_addrs
                     .first()
                     .map(|a| SocketAddr::new(*a, IKE_PORT)),
+                alt_local_addrs: c.local_addrs.iter().skip(1).copied().collect(),
+                alt_remote_addrs: c
+                    .remote_addrs
+                    .iter()
+                    .skip(1)
+                    .map(|a| SocketAddr::new(*a, IKE_PORT))
+                    .collect(),
                 local_id: engine::parse_identity(&c.local_id).map_err(value)?,
                 remote_id: engine::parse_identity(&c.remote_id).map_err(value)?,
                 psk,
@@ -769,6 +780,38 @@ mod tests {
         let child = &a.endpoint.connections[0].children[0];
         assert_eq!(child.remote_ts.len(), 2);
         assert_eq!(child.rekey_time, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn every_configured_address_is_kept() {
+        let text = EXAMPLE
+            .replace(
+                "local_addrs = [\"192.0.2.1\"]",
+                "local_addrs = [\"192.0.2.1\", \"198.51.100.1\", \"2001:db8::1\"]",
+            )
+            .replace(
+                "remote_addrs = [\"192.0.2.2\"]",
+                "remote_addrs = [\"192.0.2.2\", \"203.0.113.2\"]",
+            );
+        let a = FileConfig::parse(&text).unwrap().to_agent_config().unwrap();
+        let c = &a.endpoint.connections[0];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The first of each is the one to initiate with.
+        assert_eq!(c.local_addr, Some(SocketAddr::new(ip("192.0.2.1"), 500)));
+        assert_eq!(c.remote_addr, Some(SocketAddr::new(ip("192.0.2.2"), 500)));
+        assert_eq!(
+            c.local_addrs().collect::<Vec<_>>(),
+            [ip("192.0.2.1"), ip("198.51.100.1"), ip("2001:db8::1")]
+        );
+        assert_eq!(
+            c.remote_addrs().map(|a| a.ip()).collect::<Vec<_>>(),
+            [ip("192.0.2.2"), ip("203.0.113.2")]
+        );
+        // A responder accepts any configured peer address, no other.
+        assert!(c.accepts_peer(ip("203.0.113.2")) && c.accepts_peer(ip("192.0.2.2")));
+        assert!(!c.accepts_peer(ip("203.0.113.3")));
+        // All are listened on.
+        assert!(a.listen.contains(&ip("2001:db8::1")));
     }
 
     #[test]

@@ -128,6 +128,8 @@ fn our_responder_answers_charons_ike_sa_init() {
         name: "c".into(),
         local_addr: None,
         remote_addr: None,
+        alt_local_addrs: vec![],
+        alt_remote_addrs: vec![],
         local_id: parse_identity("b.test").unwrap(),
         remote_id: parse_identity("a.test").unwrap(),
         psk: b"capture-psk-0123456789".to_vec(),

@@ -18,6 +18,9 @@
 //! 7. charon dies (SIGKILL): the agent's liveness check declares it dead.
 //! 8. MOBIKE: charon (initiator) changes its address; it sends
 //!    UPDATE_SA_ADDRESSES and the agent follows it (RFC 4555 §3.5).
+//! 9. MOBIKE address lists: the agent initiates with two local addresses
+//!    and lists the second in IKE_AUTH; charon takes it as an additional
+//!    peer address, and the agent takes charon's list (RFC 4555 §3.4).
 //!
 //! Needs root, iproute2 and the Debian packages strongswan-charon
 //! strongswan-swanctl libstrongswan-standard-plugins
@@ -342,6 +345,7 @@ fn agent_interoperates_with_charon_in_both_roles() {
     ipv6_with_pfs_and_invalid_ke_payload(&mut t);
     dead_peer(&mut t);
     mobike_peer_moves(&mut t);
+    address_lists(&mut t);
 }
 
 fn agent_initiates_and_charon_rekeys(t: &mut Interop) {
@@ -728,4 +732,47 @@ fn mobike_peer_moves(t: &mut Interop) {
         "8: CHILD_SA lost after the move",
     );
     t.stop_agent();
+}
+
+fn address_lists(t: &mut Interop) {
+    t.stop_charon();
+    // Charon back at 192.0.2.2 (scenario 8 moved it away); the agent with a
+    // second address.
+    t.b.ip_line("addr add 192.0.2.2/24 dev vB");
+    t.b.ip_line("addr del 198.51.100.2/24 dev vB");
+    t.a.ip_line("addr add 198.51.100.1/24 dev vA");
+    t.clear_charon_log();
+    t.start_charon(&charon_conf(SUITE, "aes256gcm16", "", PSK, "", ""));
+    let conf = agent_conf("initiate", SUITE, "aes256gcm16", PSK, "", "").replace(
+        "local_addrs = [\"192.0.2.1\"]",
+        "local_addrs = [\"192.0.2.1\", \"198.51.100.1\"]",
+    );
+    t.start_agent("addrs", &conf);
+    t.wait_for(20, "9: CHILD_SA not installed by charon", |t| {
+        t.charon().has("INSTALLED")
+    });
+    // charon logs each address of the list at `ike 2`; the one in use
+    // (192.0.2.1) is not in it.
+    t.wait_for(5, "9: charon did not take the agent's address list", |t| {
+        t.charon_count("got additional MOBIKE peer address: 198.51.100.1") > 0
+    });
+    t.check(
+        t.charon_count("got additional MOBIKE peer address: 192.0.2.1") == 0,
+        "9: the address in use was listed",
+    );
+    t.check(
+        t.charon().has("192.0.2.1[4500]"),
+        "9: the IKE SA does not use the first local address",
+    );
+    // charon lists its other addresses (2001:db8::2 among them) in its
+    // IKE_AUTH answer.
+    t.check(
+        has_line_with(
+            &t.agent().log_text(),
+            &["the peer's address list changed", "2001:db8::2"],
+        ),
+        "9: the agent did not take charon's address list",
+    );
+    t.stop_agent();
+    t.a.ip_line("addr del 198.51.100.1/24 dev vA");
 }

@@ -54,6 +54,9 @@ pub fn json_lines(st: &StatusResponse) -> String {
             "dns": sa.dns,
             "peer_virtual_ips": sa.peer_virtual_ips,
             "updating_addresses": sa.updating_addresses,
+            "local_addrs": sa.local_addrs,
+            "peer_addrs": sa.peer_addrs,
+            "remote_addrs": sa.remote_addrs,
             "backend": st.backend,
             "child_sas": children,
         });
@@ -136,6 +139,16 @@ pub fn table(st: &StatusResponse) -> String {
                 } else {
                     format!(", DNS {}", sa.dns.join(","))
                 }
+            );
+        }
+        if sa.mobike || !sa.remote_addrs.is_empty() {
+            // RFC 4555 §3.4: each side's addresses besides the one in use.
+            let _ = writeln!(
+                out,
+                "  addresses: ours {}, the peer's {}, configured peer {}",
+                list_or_none(&sa.local_addrs),
+                list_or_none(&sa.peer_addrs),
+                list_or_none(&sa.remote_addrs)
             );
         }
         for c in &sa.child_sas {

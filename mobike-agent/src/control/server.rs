@@ -240,6 +240,9 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) ->
         dns: strings(&i.dns),
         peer_virtual_ips: strings(&i.peer_vips),
         updating_addresses: i.updating_addresses,
+        local_addrs: strings(&i.local_addrs),
+        peer_addrs: strings(&i.peer_addrs),
+        remote_addrs: strings(&i.remote_addrs),
         name: i.connection.clone(),
         state: match i.state {
             "established" => "ESTABLISHED",
@@ -391,6 +394,9 @@ mod tests {
             dns: vec!["10.9.0.53".parse().unwrap()],
             peer_vips: vec![],
             updating_addresses: false,
+            local_addrs: vec!["192.0.2.9".parse().unwrap()],
+            peer_addrs: vec!["2001:db8::2".parse().unwrap()],
+            remote_addrs: vec!["192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap()],
             next_request_id: 0,
             next_peer_request_id: 0,
         };
@@ -448,6 +454,19 @@ mod tests {
             "{t}"
         );
         assert_eq!(j["virtual_ips"], serde_json::json!(["10.9.0.1"]));
+        // Both MOBIKE address lists and the configured peer addresses.
+        assert!(
+            t.contains(
+                "addresses: ours 192.0.2.9, the peer's 2001:db8::2, configured peer 192.0.2.2,192.0.2.3"
+            ),
+            "{t}"
+        );
+        assert_eq!(j["local_addrs"], serde_json::json!(["192.0.2.9"]));
+        assert_eq!(j["peer_addrs"], serde_json::json!(["2001:db8::2"]));
+        assert_eq!(
+            j["remote_addrs"],
+            serde_json::json!(["192.0.2.2", "192.0.2.3"])
+        );
         // Backend none: nothing known, no error either.
         let none = ike_sa(&info, Backend::None, &Counters::new(), now);
         assert!(

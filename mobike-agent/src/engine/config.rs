@@ -31,8 +31,18 @@ pub struct ConnectionConfig {
     /// Local address and IKE port the initiator sends from.
     pub local_addr: Option<SocketAddr>,
     /// Peer address and IKE port; required to initiate, and when set a
-    /// responder only accepts this peer.
+    /// responder only accepts this peer (or one of `alt_remote_addrs`).
     pub remote_addr: Option<SocketAddr>,
+    /// Further configured local addresses (`local_addrs` after the first):
+    /// candidates for MOBIKE, announced to the peer in our address list
+    /// (RFC 4555 §3.4) until [`Command::AnnounceAddresses`] says which
+    /// addresses are usable.
+    ///
+    /// [`Command::AnnounceAddresses`]: super::Command::AnnounceAddresses
+    pub alt_local_addrs: Vec<IpAddr>,
+    /// Further configured peer addresses (`remote_addrs` after the first):
+    /// addresses the initiator may move to, and peers a responder accepts.
+    pub alt_remote_addrs: Vec<SocketAddr>,
     /// Our IDi/IDr.
     pub local_id: Identification,
     /// The identity the peer must prove.
@@ -59,6 +69,29 @@ pub struct ConnectionConfig {
     /// Address pools to hand out virtual IPs from, as a gateway; the
     /// children's remote selectors are narrowed to the address handed out.
     pub pools: Vec<super::vip::AddrPool>,
+}
+
+impl ConnectionConfig {
+    /// Every configured local address, the one to initiate from first.
+    pub fn local_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.local_addr
+            .map(|a| a.ip())
+            .into_iter()
+            .chain(self.alt_local_addrs.iter().copied())
+    }
+
+    /// Every configured peer address, the one to initiate to first.
+    pub fn remote_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.remote_addr
+            .into_iter()
+            .chain(self.alt_remote_addrs.iter().copied())
+    }
+
+    /// Whether a peer at `ip` may use this connection: any peer when no
+    /// peer address is configured, else one of them.
+    pub fn accepts_peer(&self, ip: IpAddr) -> bool {
+        self.remote_addr.is_none() || self.remote_addrs().any(|a| a.ip() == ip)
+    }
 }
 
 /// Re-establishing a connection, as swanctl's `dpd_action = restart`,

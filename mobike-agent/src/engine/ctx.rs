@@ -5,6 +5,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -37,6 +38,9 @@ pub(super) struct Ctx<'a> {
     pub(super) sa_ops: Vec<sa::SaOp>,
     /// Inbound ESP SPIs in use anywhere on this endpoint.
     pub(super) taken_spis: HashSet<u32>,
+    /// Our usable local addresses as last announced
+    /// ([`super::Command::AnnounceAddresses`]); None before that.
+    pub(super) usable_addrs: Option<&'a [IpAddr]>,
 }
 
 impl Ctx<'_> {

@@ -20,10 +20,11 @@
 //! MOBIKE: the address update of RFC 4555 §3.5 in both roles
 //! ([`Command::UpdateAddresses`] with ranked fallback pairs; UPDATE_SA_ADDRESSES
 //! with NAT-D and COOKIE2, CHILD_SAs migrated as
-//! [`KernelAction::MigrateChildSa`], UNACCEPTABLE_ADDRESSES sent and honoured)
-//! and path testing (§3.10, [`Command::TestPaths`]); the engine reports, the
-//! caller chooses the pairs. ADDITIONAL_*_ADDRESS lists and NO_NATS_ALLOWED
-//! are not done yet. It does not do EAP,
+//! [`KernelAction::MigrateChildSa`], UNACCEPTABLE_ADDRESSES sent and honoured),
+//! path testing (§3.10, [`Command::TestPaths`]) and address lists (§3.4,
+//! §3.6: ours in IKE_AUTH and on [`Command::AnnounceAddresses`], the peer's
+//! reported as [`Event::PeerAddresses`]); the engine reports, the caller
+//! chooses the pairs. NO_NATS_ALLOWED is not done yet. It does not do EAP,
 //! certificates, IKE fragmentation, transport/BEET mode or SET_WINDOW_SIZE;
 //! inbound SPIs are random (unique on the endpoint) rather than allocated by
 //! the kernel.
@@ -77,6 +78,9 @@ pub struct Endpoint {
     recovery: HashMap<usize, ConnRecovery>,
     /// Virtual IPs handed out from the connections' pools.
     leases: vip::Leases,
+    /// Our usable local addresses, once announced
+    /// ([`Command::AnnounceAddresses`]).
+    usable_addrs: Option<Vec<IpAddr>>,
 }
 
 impl Endpoint {
@@ -107,6 +111,7 @@ impl Endpoint {
             stats: Stats::default(),
             recovery: HashMap::new(),
             leases: vip::Leases::default(),
+            usable_addrs: None,
         })
     }
 
@@ -143,6 +148,7 @@ impl Endpoint {
             sa_ops: Vec::new(),
             taken_spis,
             leases: &mut self.leases,
+            usable_addrs: self.usable_addrs.as_deref(),
         }
     }
 
@@ -463,6 +469,14 @@ impl Endpoint {
             Command::TestPaths { sa, paths } => self
                 .with_sa(now, sa, |s, ctx| s.command_test_paths(ctx, paths))
                 .ok_or(CommandError::UnknownSa(sa))?,
+            Command::AnnounceAddresses { addrs } => {
+                self.usable_addrs = Some(addrs);
+                let ids: Vec<SaId> = self.sas.keys().copied().collect();
+                for id in ids {
+                    self.with_sa(now, id, |s, ctx| s.command_announce_addresses(ctx));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -516,6 +530,9 @@ impl Endpoint {
         };
         let h = msg.header;
         let path = Path { local, remote };
+        if h.exchange == proto::ExchangeType::IKE_SA_INIT {
+            sa::refuse_in_init(&mut self.stats, &msg);
+        }
         // The I flag says who sent it; our SPI is the other one (§3.1).
         let our_spi = if h.from_initiator() { h.spi_r } else { h.spi_i };
         if h.exchange == proto::ExchangeType::IKE_SA_INIT

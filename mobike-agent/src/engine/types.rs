@@ -117,6 +117,17 @@ pub enum Command {
         /// Candidate address pairs.
         paths: Vec<Path>,
     },
+    /// MOBIKE (RFC 4555 §3.6): our usable local addresses are now `addrs`.
+    /// Every established MOBIKE IKE SA whose address list this changes
+    /// (these addresses less the one it uses) sends the new list in an
+    /// INFORMATIONAL exchange, in its turn after requests already queued;
+    /// IKE SAs made later announce it in IKE_AUTH. Until the first such
+    /// command the list comes from the connection's configured local
+    /// addresses.
+    AnnounceAddresses {
+        /// Our usable local addresses.
+        addrs: Vec<IpAddr>,
+    },
 }
 
 /// Why a command was refused.
@@ -287,6 +298,15 @@ pub enum Event {
         sa: SaId,
         /// The current pair.
         path: Path,
+    },
+    /// The peer's address list changed (RFC 4555 §3.4, §3.6): its
+    /// addresses other than the one the IKE SA uses, from IKE_AUTH or a
+    /// later INFORMATIONAL exchange; each list replaces the previous one.
+    PeerAddresses {
+        /// The SA.
+        sa: SaId,
+        /// The peer's additional addresses (empty: none).
+        addrs: Vec<IpAddr>,
     },
     /// NAT detection result (§2.23), after IKE_SA_INIT.
     NatDetected {
@@ -469,6 +489,10 @@ pub struct Stats {
     /// UPDATE_SA_ADDRESSES from the original responder, ignored (RFC 4555
     /// §3.5: only the original initiator sends it).
     pub update_from_responder: u64,
+    /// Address lists (ADDITIONAL_*_ADDRESS, NO_ADDITIONAL_ADDRESSES,
+    /// RFC 4555 §3.4, §3.6) refused: a bad length, a contradiction, no
+    /// MOBIKE, or an exchange they do not belong in.
+    pub address_lists_refused: u64,
 }
 
 /// What [`Endpoint::reload`] did, by connection name.
@@ -524,6 +548,15 @@ pub struct IkeSaInfo {
     /// the pair asked for, not yet taken by the peer (on refusal it goes
     /// back).
     pub updating_addresses: bool,
+    /// Our address list as last sent to the peer (RFC 4555 §3.4, §3.6):
+    /// our addresses other than the one in use.
+    pub local_addrs: Vec<IpAddr>,
+    /// The peer's address list (its addresses other than the one in use),
+    /// as last received.
+    pub peer_addrs: Vec<IpAddr>,
+    /// The configured peer addresses (`remote_addrs`): where the initiator
+    /// may move the IKE SA besides the peer's list.
+    pub remote_addrs: Vec<IpAddr>,
     /// Our next request message ID.
     pub next_request_id: u32,
     /// The peer's next expected request message ID.

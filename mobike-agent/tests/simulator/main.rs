@@ -7,6 +7,7 @@
 
 mod sim;
 
+mod addresses;
 mod child;
 mod dpd;
 mod establish;

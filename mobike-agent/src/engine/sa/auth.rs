@@ -45,6 +45,8 @@ impl IkeSa {
         }
         if conn.mobike {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
+            // RFC 4555 §3.4: our other addresses, beside MOBIKE_SUPPORTED.
+            payloads.extend(self.auth_address_payloads(ctx));
         }
         if !conn.vips.is_empty() {
             payloads.push(Payload::Config(vip::request(&conn.vips)));
@@ -93,8 +95,7 @@ impl IkeSa {
         let wire = proposal::ike_suite_to_wire(suite, 1, vec![]);
         let conn = cfg.connections.iter().enumerate().find(|(_, c)| {
             c.remote_id == idi
-                && c.remote_addr
-                    .is_none_or(|a| a.ip() == self.path.remote.ip())
+                && c.accepts_peer(self.path.remote.ip())
                 && c.ike_proposals.iter().any(|p| p.select(&wire).is_some())
         });
         let verified = conn.and_then(|(i, c)| {
@@ -150,6 +151,8 @@ impl IkeSa {
         ];
         if self.peer_mobike {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
+            // RFC 4555 §3.4: the responder lists its other addresses too.
+            payloads.extend(self.auth_address_payloads(ctx));
         }
         let address_failed = !self.assign_vips(ctx, &idi, p, &mut payloads);
         let (ni, nr) = (self.crypto.ni.clone(), self.crypto.nr.clone());
@@ -171,6 +174,7 @@ impl IkeSa {
         }
         self.respond(ctx, ExchangeType::IKE_AUTH, msg_id, &payloads);
         self.become_established(ctx);
+        self.take_peer_addresses(ctx, ExchangeType::IKE_AUTH, p);
         if let Some(Ok((_, c, keys))) = child {
             self.install_child(ctx, c, keys, false);
         } else if let Some(Err(ChildRefusal(n, _))) = child {
@@ -306,6 +310,9 @@ impl IkeSa {
         }
         self.peer_mobike = conn.mobike && notify_of(p, NotifyType::MOBIKE_SUPPORTED).is_some();
         self.become_established(ctx);
+        self.take_peer_addresses(ctx, ExchangeType::IKE_AUTH, p);
+        // Our addresses may have changed since the request listed them.
+        self.announce_if_changed(ctx);
         if !conn.vips.is_empty() {
             let cp = find(p, |x| match x {
                 Payload::Config(c) => Some(c.clone()),

@@ -287,6 +287,7 @@ impl IkeSa {
                 QueuedRequest::UpdateAddresses(paths) => self.start_update_addresses(ctx, paths),
                 QueuedRequest::TestPaths(paths) => self.start_path_test(ctx, paths),
                 QueuedRequest::RekeyIke(group) => self.start_rekey_ike(ctx, group),
+                QueuedRequest::AnnounceAddresses => self.start_announce_addresses(ctx),
             }
         }
     }
@@ -365,6 +366,7 @@ impl IkeSa {
             }
         };
         self.life.last_heard = ctx.now;
+        self.refuse_misplaced_list(ctx, h.exchange, h.is_response(), &payloads);
         // A message that verifies with this SA's keys: the peer has it.
         self.rekey.awaiting_peer = false;
         if h.is_response() {
@@ -424,6 +426,7 @@ impl IkeSa {
             }
             // Completed with the pair it came back on, in handle_message.
             Some(BuiltRequest::PathTest(_)) => {}
+            Some(BuiltRequest::AnnounceAddresses) => self.complete_announce_addresses(p),
         }
     }
 

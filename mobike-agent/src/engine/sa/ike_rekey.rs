@@ -47,6 +47,14 @@ impl IkeSa {
         n.nat.remote_behind = self.nat.remote_behind;
         n.nat.keepalive_at = self.nat.keepalive_at;
         n.peer_mobike = self.peer_mobike;
+        // Both lists stay true of the peers, whichever IKE SA carries them.
+        n.addrs = self.addrs.clone();
+        if n.peer_mobike {
+            // An announce still queued here dies with this SA: the new one
+            // sends our list if the peer does not have it (nothing if it
+            // does).
+            n.window.queue.push_back(QueuedRequest::AnnounceAddresses);
+        }
         // The addresses belong to the connection, not to one IKE SA.
         n.vips.ours = self.vips.ours.clone();
         n.vips.dns = self.vips.dns.clone();

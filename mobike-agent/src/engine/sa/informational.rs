@@ -77,6 +77,9 @@ impl IkeSa {
             self.destroy(ctx, reason);
             return;
         }
+        // RFC 4555 §3.6: the peer's new address list, in any INFORMATIONAL
+        // request (alone or with other MOBIKE notifies).
+        self.take_peer_addresses(ctx, ExchangeType::INFORMATIONAL, p);
         let mut ours = Vec::new();
         for d in deletes.iter().filter(|d| d.protocol == ProtocolId::ESP) {
             for spi in &d.spis {

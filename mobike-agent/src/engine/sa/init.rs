@@ -307,7 +307,7 @@ impl IkeSa {
             .iter()
             .enumerate()
             .find_map(|(i, c)| {
-                if c.remote_addr.is_some_and(|a| a.ip() != path.remote.ip()) {
+                if !c.accepts_peer(path.remote.ip()) {
                     return None;
                 }
                 props.iter().find_map(|offered| {

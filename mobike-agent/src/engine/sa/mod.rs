@@ -12,12 +12,14 @@
 //! exchange, each building its requests and completing their answers:
 //! [`init`] (IKE_SA_INIT), [`auth`] (IKE_AUTH), [`create_child`]
 //! (CREATE_CHILD_SA for CHILD_SAs, on the negotiation in [`child`]),
-//! [`ike_rekey`], [`informational`], [`mobike`] (address updates) and
-//! [`path_test`] (MOBIKE path testing). [`request`] names the
+//! [`ike_rekey`], [`informational`], [`mobike`] (address updates),
+//! [`path_test`] (MOBIKE path testing) and [`addresses`] (MOBIKE address
+//! lists). [`request`] names the
 //! stages of one of our requests. In each module, `start_*` builds and
 //! sends one of our requests, `complete_*` takes the peer's answer to it
 //! and `respond_*` answers one of the peer's requests.
 
+mod addresses;
 mod auth;
 mod child;
 mod create_child;
@@ -46,6 +48,7 @@ use crate::{
     proto::{self, KeyExchange, Notify, NotifyType, Payload, TrafficSelector},
 };
 
+pub(super) use addresses::refuse_in_init;
 use request::{BuiltRequest, ChildOffer, IkeRekeyOffer, QueuedRequest, SentRequest};
 
 /// Limit on cookie and INVALID_KE_PAYLOAD restarts of one IKE_SA_INIT.
@@ -149,6 +152,8 @@ pub(super) struct IkeSa {
     life: Lifecycle,
     /// Virtual IPs both ways (§2.19).
     vips: VirtualIps,
+    /// MOBIKE address lists, ours and the peer's (RFC 4555 §3.4, §3.6).
+    addrs: addresses::AddressLists,
 }
 
 /// The message-ID window of one in each direction (§2.3).
@@ -394,6 +399,7 @@ impl IkeSa {
                 ended: None,
             },
             vips: VirtualIps::default(),
+            addrs: addresses::AddressLists::default(),
         }
     }
 
@@ -567,6 +573,13 @@ impl IkeSa {
                     .queue
                     .iter()
                     .any(|q| matches!(q, QueuedRequest::UpdateAddresses(_))),
+            local_addrs: self.sent_addresses(),
+            peer_addrs: self.peer_addresses().to_vec(),
+            remote_addrs: config
+                .connections
+                .get(self.conn)
+                .map(|c| c.remote_addrs().map(|a| a.ip()).collect())
+                .unwrap_or_default(),
             next_request_id: self.window.next_msg_id,
             next_peer_request_id: self.window.peer_next_msg_id,
         }

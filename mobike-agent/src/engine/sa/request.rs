@@ -43,6 +43,9 @@ pub(super) enum QueuedRequest {
     UpdateAddresses(Vec<Path>),
     /// MOBIKE: test these address pairs (RFC 4555 §3.10).
     TestPaths(Vec<Path>),
+    /// MOBIKE: send our address list as it is when the window frees
+    /// (RFC 4555 §3.6).
+    AnnounceAddresses,
 }
 
 /// Our side of a CHILD_SA offer (IKE_AUTH or CREATE_CHILD_SA).
@@ -83,6 +86,8 @@ pub(super) enum BuiltRequest {
     },
     /// MOBIKE path test (RFC 4555 §3.10).
     PathTest(PathTest),
+    /// MOBIKE: our address list (RFC 4555 §3.6).
+    AnnounceAddresses,
 }
 
 /// A path test: one request sent on every pair (same message ID), and

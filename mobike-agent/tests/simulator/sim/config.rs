@@ -64,6 +64,8 @@ pub fn connection(
         name: name.into(),
         local_addr: local,
         remote_addr: remote,
+        alt_local_addrs: vec![],
+        alt_remote_addrs: vec![],
         local_id: parse_identity(local_id).expect("id"),
         remote_id: parse_identity(remote_id).expect("id"),
         psk: psk.as_bytes().to_vec(),
