@@ -388,7 +388,9 @@ async fn flush(
     while let Some(e) = ep.poll_event() {
         vips_changed |= matches!(e, Event::VirtualIps { .. } | Event::IkeSaDeleted { .. });
         match &e {
-            Event::IkeSaDeleted { .. } | Event::ChildSaFailed { .. } => warn!(event = ?e, "ike"),
+            Event::IkeSaDeleted { .. }
+            | Event::ChildSaFailed { .. }
+            | Event::MigrateFailed { .. } => warn!(event = ?e, "ike"),
             Event::RestartDue { connection } => {
                 info!(connection, "re-establishing");
                 // A failure (no route towards the peer now) is counted
@@ -421,6 +423,19 @@ async fn flush(
             let cmd = Command::DeleteChildSa { sa, inbound_spi };
             if let Err(e) = ep.handle_command(Instant::now(), cmd) {
                 warn!(error = %e, "cannot delete the CHILD_SA the kernel refused");
+            }
+        }
+        if let KernelEvent::Failed {
+            op: KernelOp::Migrate,
+            inbound_spi,
+            ..
+        } = ev
+        {
+            // A CHILD_SA the kernel did not move stays on the old
+            // addresses: the engine replaces or deletes it with the peer.
+            let cmd = Command::MigrateFailed { inbound_spi };
+            if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                warn!(error = %e, "cannot act on the CHILD_SA the kernel did not move");
             }
         }
         if let Some(r) = routes.as_mut() {

@@ -17,6 +17,7 @@ mod network;
 mod recovery;
 mod rekey;
 mod reload;
+mod return_routability;
 mod vip;
 
 use std::time::Duration;

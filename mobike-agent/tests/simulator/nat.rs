@@ -1,5 +1,6 @@
 //! NAT traversal (RFC 7296 §2.23): detection, the move to UDP 4500 with
-//! ESP encapsulation, keepalives, and a NAT mapping change IKE follows.
+//! ESP encapsulation, keepalives, and a NAT mapping change IKE and the
+//! CHILD_SAs' encapsulation follow.
 
 use std::time::Duration;
 
@@ -57,7 +58,7 @@ fn nat_is_detected_and_ike_and_esp_move_to_udp_4500() {
 }
 
 #[test]
-fn ike_follows_a_nat_rebinding_on_the_next_authenticated_request() {
+fn ike_and_esp_follow_a_nat_rebinding_on_the_next_authenticated_request() {
     // Without MOBIKE, B takes A's new public port, then address, from A's
     // next request (RFC 7296 §2.23), and its own requests get through.
     let (mut a, b) = configs(IKE_1, "aes256gcm16");
@@ -93,6 +94,9 @@ fn ike_follows_a_nat_rebinding_on_the_next_authenticated_request() {
         assert_ne!(seen, before);
         assert_eq!(s.nodes[1].ep.ike_sas()[0].path.remote, seen);
         assert_eq!(seen.ip(), public.unwrap_or(before.ip()));
+        // §2.23: the CHILD_SA's UDP encapsulation follows too, or ESP goes
+        // to the stale mapping.
+        assert!(s.paths_agree().is_ok(), "{public:?}: {:?}", s.paths_agree());
         // B's own liveness check reaches A through the new mapping.
         let answered = s.nodes[0].ep.ike_sas()[0].next_peer_request_id;
         s.nodes[1]

@@ -93,6 +93,7 @@ impl IkeSa {
                 try_ = o.sent,
                 "retransmitted request"
             );
+            self.send_check_to_candidates(ctx);
         }
         if self.established() {
             if let Some(dpd) = timers.dpd_delay
@@ -244,6 +245,7 @@ impl IkeSa {
                 QueuedRequest::RekeyChild(spi, group) => self.start_rekey_child(ctx, spi, group),
                 QueuedRequest::CreateChild(cfg, group) => self.start_create_child(ctx, cfg, group),
                 QueuedRequest::UpdateAddresses(path) => self.start_update_addresses(ctx, path),
+                QueuedRequest::ReturnRoutability => self.start_return_routability(ctx),
                 QueuedRequest::RekeyIke(group) => self.start_rekey_ike(ctx, group),
             }
         }
@@ -296,6 +298,7 @@ impl IkeSa {
                     ctx.stats.replayed_responses += 1;
                     // §2.11: to where this copy of the request came from.
                     ctx.send(path, ctx.config.nat_t_port, &resp);
+                    self.update_copy_from(ctx, h.message_id, path);
                 }
                 Some(_) => ctx.stats.integrity_failures += 1,
                 None => ctx.stats.unexpected += 1,
@@ -317,7 +320,9 @@ impl IkeSa {
             let Some(o) = self.window.in_flight.take() else {
                 return;
             };
+            self.window.answer_path = Some(path);
             self.handle_response(ctx, o, &payloads);
+            self.window.answer_path = None;
         } else if self.state == State::AuthSent {
             // The responder is established once it has sent its IKE_AUTH
             // answer and may send a request at once (a liveness check, a
@@ -340,7 +345,8 @@ impl IkeSa {
             } else if self.nat.remote_behind && !self.peer_mobike && path != self.path {
                 // §2.23: follow a NAT mapping change on an authenticated request.
                 debug!(sa = self.id, old = %self.path.remote, new = %path.remote, "peer's NAT mapping changed");
-                self.path = path;
+                let old = std::mem::replace(&mut self.path, path);
+                self.follow_nat_rebinding(ctx, old);
             }
             self.handle_request(ctx, h, &payloads);
             self.window.reply_path = None;
@@ -362,6 +368,10 @@ impl IkeSa {
             Some(BuiltRequest::RekeyIke(offer)) => self.complete_ike_rekey(ctx, offer, p),
             Some(BuiltRequest::UpdateAddresses { old, cookie2 }) => {
                 self.complete_update_addresses(ctx, old, cookie2, p)
+            }
+            Some(BuiltRequest::ReturnRoutability { cookie2 }) => {
+                let from = self.window.answer_path.take();
+                self.complete_return_routability(ctx, cookie2, from, p)
             }
         }
     }

@@ -106,7 +106,7 @@ impl IkeSa {
         };
         let mut answer = answer;
         if self.peer_mobike && notify_of(p, NotifyType::UPDATE_SA_ADDRESSES).is_some() {
-            self.answer_update_addresses(ctx, p, &mut answer);
+            self.respond_update_addresses(ctx, id, p, &mut answer);
         }
         if let Some(c2) = notify_of(p, NotifyType::COOKIE2) {
             // RFC 4555 §3.6 / §5.2.1: return routability check.

@@ -1,7 +1,8 @@
 //! MOBIKE address updates (RFC 4555 §3.5) in both roles: the
 //! UPDATE_SA_ADDRESSES request sent from the new address pair with NAT-D and
-//! COOKIE2, the answer to the peer's, and moving the CHILD_SAs
-//! ([`KernelAction::MigrateChildSa`]).
+//! COOKIE2 (and NO_NATS_ALLOWED when configured, §3.9), and moving the
+//! CHILD_SAs ([`KernelAction::MigrateChildSa`]); the answer to the peer's
+//! is in [`super::return_routability`].
 
 use tracing::{info, warn};
 
@@ -79,6 +80,7 @@ impl IkeSa {
         let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, vec![])];
         payloads.extend(self.nat_d_payloads(path));
         payloads.push(notify(NotifyType::COOKIE2, cookie2.to_vec()));
+        payloads.extend(self.no_nats_payload(ctx, path));
         self.send_request(
             ctx,
             ExchangeType::INFORMATIONAL,
@@ -118,27 +120,6 @@ impl IkeSa {
         let path = self.path;
         self.detect_nat(ctx, path, &h, p);
         if path != old {
-            self.migrate_children(ctx, old);
-        }
-    }
-
-    /// The peer's UPDATE_SA_ADDRESSES (RFC 4555 §3.5): the peer moved;
-    /// follow it to where this (authenticated) request came from, and add
-    /// NAT-D to the `answer` (its COOKIE2 is echoed with the other notifies).
-    pub(super) fn answer_update_addresses(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        p: &[Payload],
-        answer: &mut Vec<Payload>,
-    ) {
-        let old = self.path;
-        if let Some(new) = self.window.reply_path {
-            self.path = new;
-            let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
-            self.detect_nat(ctx, new, &h, p);
-        }
-        answer.extend(self.nat_d_payloads(self.path));
-        if self.path != old {
             self.migrate_children(ctx, old);
         }
     }

@@ -26,6 +26,7 @@ mod informational;
 mod init;
 mod mobike;
 mod request;
+mod return_routability;
 
 use std::{
     collections::VecDeque,
@@ -147,6 +148,9 @@ pub(super) struct IkeSa {
     life: Lifecycle,
     /// Virtual IPs both ways (§2.19).
     vips: VirtualIps,
+    /// MOBIKE responder: the peer's new address under a return
+    /// routability check (RFC 4555 §5.2).
+    rr: Option<return_routability::Unverified>,
 }
 
 /// The message-ID window of one in each direction (§2.3).
@@ -165,6 +169,8 @@ struct Window {
     cached_response: Option<(u32, Vec<u8>)>,
     /// Where the request being answered came from (§2.11).
     reply_path: Option<Path>,
+    /// Where the answer being completed came from.
+    answer_path: Option<Path>,
 }
 
 /// What IKE_SA_INIT settled and what protects the SA.
@@ -387,6 +393,7 @@ impl IkeSa {
                 ended: None,
             },
             vips: VirtualIps::default(),
+            rr: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub(super) enum QueuedRequest {
     RekeyIke(Option<DhGroup>),
     /// MOBIKE: move to this address pair.
     UpdateAddresses(Path),
+    /// MOBIKE responder: check the peer's new address (RFC 4555 §5.2).
+    ReturnRoutability,
 }
 
 /// Our side of a CHILD_SA offer (IKE_AUTH or CREATE_CHILD_SA).
@@ -74,6 +76,10 @@ pub(super) enum BuiltRequest {
     /// MOBIKE: the old path and the COOKIE2 we sent (RFC 4555 §3.5).
     UpdateAddresses {
         old: Path,
+        cookie2: Vec<u8>,
+    },
+    /// MOBIKE responder: the COOKIE2 of our return routability check.
+    ReturnRoutability {
         cookie2: Vec<u8>,
     },
 }

@@ -1,0 +1,307 @@
+//! The responder's side of a MOBIKE address update (RFC 4555 §3.5) and
+//! the return routability check that guards ESP (§5.2), the NAT rules on
+//! it (NO_NATS_ALLOWED, §3.9), a NAT rebinding without MOBIKE (RFC 7296
+//! §2.23), and a MIGRATE the kernel refused.
+//!
+//! RFC 4555 §3.5, the responder: "Update the IP addresses in the IKE_SA
+//! with the values from the IP header", answer, then "If necessary,
+//! initiate return routability check for the new address (see Section
+//! 5.2) and wait until the check is completed", and only then "Update the
+//! IPsec SAs associated with this IKE_SA with the new addresses". §5.2:
+//! an authenticated peer can still send an update from a forged source
+//! address (or an attacker can race a copy of a real one from elsewhere),
+//! so before ESP (bulk traffic) goes to an address whose routability is
+//! not known, a protected INFORMATIONAL with COOKIE2 goes there and its
+//! answer must echo the cookie. [`MobikeVerify`](config::MobikeVerify)
+//! says which addresses are checked.
+//!
+//! While a check runs, the IKE SA is on the new pair and the CHILD_SAs
+//! stay on the last verified pair ([`Unverified::esp`]). Every
+//! authenticated copy of the update request (the original, or a
+//! retransmission from another address) names a candidate pair; the check
+//! goes to each candidate, and ESP moves to the candidate its answer came
+//! from, so a copy raced from a forged source never gets ESP.
+
+use std::net::IpAddr;
+
+use tracing::{info, warn};
+
+use crate::engine::{CommandError, Ctx, Event, Path, config};
+use crate::proto::{ExchangeType, NotifyType, Payload};
+
+use super::{BuiltRequest, ChildState, IkeSa, QueuedRequest, notify, notify_of};
+
+/// Candidates kept per check: each gets every transmission of the check,
+/// so a flood of raced copies cannot multiply our traffic further.
+const MAX_CANDIDATES: usize = 4;
+
+/// A return routability check (RFC 4555 §5.2) under way.
+#[derive(Debug)]
+pub(super) struct Unverified {
+    /// Where the CHILD_SAs are: the last verified pair.
+    esp: Path,
+    /// Pairs an authenticated copy of the peer's update came from.
+    candidates: Vec<Path>,
+    /// Message ID of that update request.
+    msg_id: u32,
+}
+
+impl IkeSa {
+    /// The peer's UPDATE_SA_ADDRESSES (RFC 4555 §3.5): the IKE SA follows
+    /// to where this authenticated request came from at once; the
+    /// CHILD_SAs follow now or after a return routability check. Adds
+    /// NAT-D (or UNEXPECTED_NAT_DETECTED, §3.9) to the `answer`; its COOKIE2
+    /// is echoed with the other notifies.
+    pub(super) fn respond_update_addresses(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg_id: u32,
+        p: &[Payload],
+        answer: &mut Vec<Payload>,
+    ) {
+        let Some(new) = self.window.reply_path else {
+            return;
+        };
+        if let Some(n) = notify_of(p, NotifyType::NO_NATS_ALLOWED) {
+            // §3.9: the addresses the initiator sent from and to, as it saw
+            // them; "If the addresses do not match, ... the responder MUST
+            // NOT update" and answers UNEXPECTED_NAT_DETECTED.
+            match no_nats_data(new.remote, new.local) {
+                _ if !matches!(n.data.len(), 12 | 36) => {
+                    warn!(
+                        sa = self.id,
+                        len = n.data.len(),
+                        "NO_NATS_ALLOWED of a wrong length: update refused"
+                    );
+                    ctx.stats.unexpected += 1;
+                    answer.push(notify(NotifyType::INVALID_SYNTAX, vec![]));
+                    return;
+                }
+                data if data != n.data => {
+                    warn!(sa = self.id, from = %new.remote, "NO_NATS_ALLOWED: the addresses were translated, update refused");
+                    answer.push(notify(NotifyType::UNEXPECTED_NAT_DETECTED, vec![]));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let old = self.path;
+        self.path = new;
+        let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
+        self.detect_nat(ctx, new, &h, p);
+        answer.extend(self.nat_d_payloads(new));
+        // The CHILD_SAs are where the last verified update put them.
+        let esp = self.rr.take().map_or(old, |u| u.esp);
+        if esp == new {
+            return;
+        }
+        if self.needs_check(ctx, esp, new) {
+            info!(sa = self.id, from = %new.remote, "peer moved to an unverified address: IKE follows, ESP after the return routability check");
+            self.rr = Some(Unverified {
+                esp,
+                candidates: vec![new],
+                msg_id,
+            });
+            self.window
+                .queue
+                .push_back(QueuedRequest::ReturnRoutability);
+        } else {
+            self.migrate_children(ctx, esp);
+        }
+    }
+
+    /// Whether `new` needs a return routability check before the CHILD_SAs
+    /// leave `esp` for it ([`config::MobikeVerify`]). An address the peer
+    /// already gets ESP at, or one configured as the peer's, is known.
+    fn needs_check(&self, ctx: &Ctx<'_>, esp: Path, new: Path) -> bool {
+        let conn = self.conn(ctx);
+        let listed =
+            |ip: IpAddr| ip == esp.remote.ip() || conn.remote_addr.is_some_and(|a| a.ip() == ip);
+        match conn.mobike_verify {
+            config::MobikeVerify::Always => true,
+            config::MobikeVerify::Never => false,
+            config::MobikeVerify::Unlisted => !listed(new.remote.ip()),
+        }
+    }
+
+    /// An authenticated copy of the peer's request `msg_id` came again,
+    /// from `path` (a retransmission, or a copy raced from elsewhere):
+    /// when it is the update under check, `path` is one more candidate and
+    /// an outstanding check goes there at once.
+    pub(super) fn update_copy_from(&mut self, ctx: &mut Ctx<'_>, msg_id: u32, path: Path) {
+        let Some(u) = self.rr.as_mut() else {
+            return;
+        };
+        if u.msg_id != msg_id || u.candidates.contains(&path) {
+            return;
+        }
+        if u.candidates.len() >= MAX_CANDIDATES {
+            ctx.stats.unexpected += 1;
+            return;
+        }
+        u.candidates.push(path);
+        if let Some(o) = &self.window.in_flight
+            && matches!(o.request, Some(BuiltRequest::ReturnRoutability { .. }))
+        {
+            ctx.send(path, ctx.config.nat_t_port, &o.bytes);
+        }
+    }
+
+    /// Sends the check (RFC 4555 §5.2): a protected INFORMATIONAL with a
+    /// fresh COOKIE2 (§3.7 / RFC 7296 §2.23 sizes: 8 to 64 octets) to every
+    /// candidate.
+    pub(super) fn start_return_routability(&mut self, ctx: &mut Ctx<'_>) {
+        if self.rr.is_none() {
+            return;
+        }
+        let Some(cookie2) = ctx.random::<16>() else {
+            return;
+        };
+        let payloads = [notify(NotifyType::COOKIE2, cookie2.to_vec())];
+        self.send_request(
+            ctx,
+            ExchangeType::INFORMATIONAL,
+            &payloads,
+            BuiltRequest::ReturnRoutability {
+                cookie2: cookie2.to_vec(),
+            },
+        );
+        self.send_check_to_candidates(ctx);
+    }
+
+    /// Sends the outstanding check to the candidates other than the IKE
+    /// SA's pair (which [`IkeSa::send_request`] and retransmissions use).
+    pub(super) fn send_check_to_candidates(&mut self, ctx: &mut Ctx<'_>) {
+        let (Some(u), Some(o)) = (&self.rr, &self.window.in_flight) else {
+            return;
+        };
+        if !matches!(o.request, Some(BuiltRequest::ReturnRoutability { .. })) {
+            return;
+        }
+        for c in u.candidates.iter().filter(|c| **c != self.path) {
+            ctx.send(*c, ctx.config.nat_t_port, &o.bytes);
+        }
+    }
+
+    /// The check's answer, which came from `from`: when it echoes our
+    /// COOKIE2 and came from a candidate, the peer is there; the IKE SA
+    /// and the CHILD_SAs go to that pair.
+    pub(super) fn complete_return_routability(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cookie2: Vec<u8>,
+        from: Option<Path>,
+        p: &[Payload],
+    ) {
+        let Some(u) = self.rr.take() else {
+            return;
+        };
+        if notify_of(p, NotifyType::COOKIE2).is_none_or(|n| n.data != cookie2) {
+            // §5.2: the answer must echo the cookie; ESP stays where it was
+            // verified, and so does IKE.
+            warn!(
+                sa = self.id,
+                "return routability answer without our COOKIE2: staying on the verified pair"
+            );
+            ctx.stats.unexpected += 1;
+            self.path = u.esp;
+            return;
+        }
+        let Some(at) = from.filter(|f| u.candidates.contains(f)) else {
+            warn!(sa = self.id, from = ?from, "return routability answer from an address not checked: checking again");
+            self.rr = Some(u);
+            self.window
+                .queue
+                .push_back(QueuedRequest::ReturnRoutability);
+            return;
+        };
+        info!(sa = self.id, remote = %at.remote, "peer address verified");
+        self.path = at;
+        if at != u.esp {
+            self.migrate_children(ctx, u.esp);
+        }
+    }
+
+    /// NO_NATS_ALLOWED for our update sent on `path` (RFC 4555 §3.9),
+    /// when the connection asks for it.
+    pub(super) fn no_nats_payload(&self, ctx: &Ctx<'_>, path: Path) -> Option<Payload> {
+        self.conn(ctx).no_nats.then(|| {
+            notify(
+                NotifyType::NO_NATS_ALLOWED,
+                no_nats_data(path.local, path.remote),
+            )
+        })
+    }
+
+    /// Without MOBIKE the peer's NAT mapping changed (RFC 7296 §2.23: "a
+    /// host ... SHOULD ... dynamically update the address" from an
+    /// authenticated message): the IKE SA moved from `old`; the CHILD_SAs'
+    /// UDP encapsulation follows, or ESP goes to the stale mapping.
+    pub(super) fn follow_nat_rebinding(&mut self, ctx: &mut Ctx<'_>, old: Path) {
+        if self.encap().is_some() {
+            self.migrate_children(ctx, old);
+        }
+    }
+
+    /// The kernel refused to move the CHILD_SA `spi` (inbound SPI) to the
+    /// current pair: it stays where it was, which the peer no longer
+    /// uses. It is replaced by a rekey on the current pair (the new SAs go
+    /// in where they are needed; the old one is deleted with the peer), or
+    /// deleted with the peer when it is already being replaced or deleted.
+    pub(in crate::engine) fn migrate_failed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        spi: u32,
+    ) -> Result<(), CommandError> {
+        let Some(child) = self.children.iter_mut().find(|c| c.inbound_spi == spi) else {
+            return Err(CommandError::UnknownChild {
+                sa: self.id,
+                what: format!("{spi:#010x}"),
+            });
+        };
+        let replace = child.state == ChildState::Installed;
+        warn!(
+            sa = self.id,
+            child = format_args!("{spi:#010x}"),
+            replace,
+            "the kernel refused to move the CHILD_SA: {}",
+            if replace {
+                "replacing it on the new addresses"
+            } else {
+                "deleting it"
+            }
+        );
+        if replace {
+            child.rekey_at = None;
+            self.window
+                .queue
+                .push_back(QueuedRequest::RekeyChild(spi, None));
+        } else {
+            self.window
+                .queue
+                .push_back(QueuedRequest::DeleteChild(vec![spi]));
+        }
+        ctx.event(Event::MigrateFailed {
+            sa: self.id,
+            inbound_spi: spi,
+            replaced: replace,
+        });
+        self.start_next_request(ctx);
+        Ok(())
+    }
+}
+
+/// NO_NATS_ALLOWED data (RFC 4555 §3.9, §4.2): source address, destination address, source port, destination
+/// port, as sent (12 octets for IPv4, 36 for IPv6).
+fn no_nats_data(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8> {
+    let mut v = Vec::with_capacity(36);
+    for a in [src.ip(), dst.ip()] {
+        match a {
+            IpAddr::V4(a) => v.extend(a.octets()),
+            IpAddr::V6(a) => v.extend(a.octets()),
+        }
+    }
+    v.extend(src.port().to_be_bytes());
+    v.extend(dst.port().to_be_bytes());
+    v
+}
