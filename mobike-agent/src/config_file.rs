@@ -252,7 +252,7 @@ pub struct ConnectionSection {
     #[serde(default = "yes")]
     pub mobike: bool,
     /// Which new peer addresses are checked before ESP moves there on the
-    /// peer's UPDATE_SA_ADDRESSES (RFC 4555 §5.2).
+    /// peer's UPDATE_SA_ADDRESSES (RFC 4555 §3.7).
     #[serde(default)]
     pub mobike_verify: MobikeVerifySetting,
     /// Send NO_NATS_ALLOWED in our address updates (RFC 4555 §3.9).
@@ -297,7 +297,7 @@ fn yes() -> bool {
 }
 
 /// `mobike_verify`: which new peer addresses a MOBIKE responder checks
-/// with a return routability check before moving ESP (RFC 4555 §5.2).
+/// with a return routability check before moving ESP (RFC 4555 §3.7).
 /// charon has no such option and never checks (`"never"`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

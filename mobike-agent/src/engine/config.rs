@@ -44,7 +44,7 @@ pub struct ConnectionConfig {
     pub ike_proposals: Vec<IkeProposal>,
     /// Offer and accept MOBIKE (RFC 4555 §3.1 MOBIKE_SUPPORTED).
     pub mobike: bool,
-    /// Which new peer addresses a MOBIKE responder checks (RFC 4555 §5.2)
+    /// Which new peer addresses a MOBIKE responder checks (RFC 4555 §3.7)
     /// before it moves the CHILD_SAs there.
     pub mobike_verify: MobikeVerify,
     /// Send NO_NATS_ALLOWED in our UPDATE_SA_ADDRESSES (RFC 4555 §3.9):
@@ -68,7 +68,7 @@ pub struct ConnectionConfig {
 }
 
 /// Which addresses a MOBIKE responder verifies with a return routability
-/// check (RFC 4555 §5.2: a protected INFORMATIONAL with COOKIE2 to the new
+/// check (RFC 4555 §3.7, §5.2: a protected INFORMATIONAL with COOKIE2 to the new
 /// address, answered) before the CHILD_SAs move there on the peer's
 /// UPDATE_SA_ADDRESSES; the IKE SA moves at once either way (§3.5).
 /// strongSwan's charon has no such setting: it moves the CHILD_SAs at once,

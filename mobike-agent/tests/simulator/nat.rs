@@ -112,3 +112,58 @@ fn ike_and_esp_follow_a_nat_rebinding_on_the_next_authenticated_request() {
     assert!(s.nodes.iter().all(|n| n.ep.stats().retransmits == 0));
     delete_everything(&mut s);
 }
+
+#[test]
+fn under_mobike_the_initiator_notices_a_nat_rebinding_and_updates() {
+    // RFC 4555 §3.8: B does not follow A's new mapping by itself; A's
+    // liveness checks carry NAT-D, B's answer shows the new mapping, and
+    // A sends UPDATE_SA_ADDRESSES, after which IKE and ESP are on it.
+    let (mut a, b) = configs(IKE_1, "aes256gcm16");
+    a.connections[0].local_addr = Some(sim::sock(ip("10.9.0.2"), 500));
+    let mut s = Sim::new(a, b, 15, LinkModel::clean()).with_nat(ip("10.9.0.2"));
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    let sa_a = sa_id(&s, 0);
+    let a_local = s.nodes[0].ep.ike_sas()[0].path.local;
+    let dpd = |s: &mut Sim| {
+        let answered = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+        s.nodes[0]
+            .ep
+            .handle_command(s.now, Command::Dpd(sa_a))
+            .expect("dpd");
+        assert!(s.run_until(Duration::from_secs(30), |s| {
+            s.nodes[1].ep.ike_sas()[0].next_peer_request_id > answered
+                && s.nodes[0].ep.ike_sas()[0].next_request_id > 0
+        }));
+    };
+    // A first check learns how B sees A.
+    dpd(&mut s);
+    for public in [None, Some(ip("198.51.100.9"))] {
+        let before = s.nodes[1].ep.ike_sas()[0].path.remote;
+        let changes = s.nodes[1]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PathChanged { .. }))
+            .count();
+        s.rebind_nat(0, public);
+        dpd(&mut s);
+        let seen = s.wire_addr(a_local).expect("mapped again");
+        assert_ne!(seen, before);
+        assert!(
+            s.run_until(Duration::from_secs(30), |s| {
+                s.nodes[1].ep.ike_sas()[0].path.remote == seen && s.paths_agree().is_ok()
+            }),
+            "{public:?}: B on {}, A seen as {seen}: {:?}",
+            s.nodes[1].ep.ike_sas()[0].path.remote,
+            s.paths_agree()
+        );
+        let changed = s.nodes[1]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PathChanged { .. }))
+            .count();
+        assert_eq!(changed, changes + 1, "{public:?}: moved by A's update");
+    }
+    assert!(s.both_established());
+    delete_everything(&mut s);
+}

@@ -361,7 +361,8 @@ impl IkeSa {
     pub(super) fn handle_response(&mut self, ctx: &mut Ctx<'_>, o: SentRequest, p: &[Payload]) {
         match o.request {
             Some(BuiltRequest::Auth(offer)) => self.complete_auth(ctx, offer, p),
-            Some(BuiltRequest::Dpd) | None => {}
+            Some(BuiltRequest::Dpd) => self.complete_dpd(ctx, p),
+            None => {}
             Some(BuiltRequest::DeleteIke(reason)) => self.complete_delete_ike(ctx, reason),
             Some(BuiltRequest::DeleteChild(spis)) => self.complete_delete_child(ctx, spis),
             Some(BuiltRequest::CreateChild(offer)) => self.complete_child(ctx, offer, p, false),

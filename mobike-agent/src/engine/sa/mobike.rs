@@ -119,6 +119,7 @@ impl IkeSa {
         let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
         let path = self.path;
         self.detect_nat(ctx, path, &h, p);
+        self.note_nat_mapping(p);
         if path != old {
             self.migrate_children(ctx, old);
         }

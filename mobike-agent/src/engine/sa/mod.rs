@@ -212,6 +212,10 @@ struct NatState {
     remote_behind: bool,
     /// When to send the next NAT keepalive.
     keepalive_at: Option<Instant>,
+    /// MOBIKE initiator behind a NAT: the peer's last
+    /// NAT_DETECTION_DESTINATION_IP, the hash of where it sees us (RFC
+    /// 4555 §3.8); another value means the NAT mapping changed.
+    seen_as: Option<Vec<u8>>,
 }
 
 /// IKE SA rekey state.

@@ -1,19 +1,19 @@
 //! The responder's side of a MOBIKE address update (RFC 4555 §3.5) and
-//! the return routability check that guards ESP (§5.2), the NAT rules on
-//! it (NO_NATS_ALLOWED, §3.9), a NAT rebinding without MOBIKE (RFC 7296
-//! §2.23), and a MIGRATE the kernel refused.
+//! the return routability check that guards ESP (§3.7, §5.2), the NAT
+//! rules on it (NAT-D in INFORMATIONAL exchanges, §3.8; NO_NATS_ALLOWED,
+//! §3.9), a NAT rebinding without MOBIKE (RFC 7296 §2.23), and a MIGRATE
+//! the kernel refused.
 //!
-//! RFC 4555 §3.5, the responder: "Update the IP addresses in the IKE_SA
-//! with the values from the IP header", answer, then "If necessary,
-//! initiate return routability check for the new address (see Section
-//! 5.2) and wait until the check is completed", and only then "Update the
-//! IPsec SAs associated with this IKE_SA with the new addresses". §5.2:
-//! an authenticated peer can still send an update from a forged source
-//! address (or an attacker can race a copy of a real one from elsewhere),
-//! so before ESP (bulk traffic) goes to an address whose routability is
-//! not known, a protected INFORMATIONAL with COOKIE2 goes there and its
-//! answer must echo the cookie. [`MobikeVerify`](config::MobikeVerify)
-//! says which addresses are checked.
+//! RFC 4555 §3.5 has the responder of UPDATE_SA_ADDRESSES take the new
+//! addresses from the IP header into the IKE SA and answer, then, if
+//! necessary, run a return routability check of the new address and wait
+//! for it, and only then move the IPsec SAs. §3.7 says the check (a
+//! protected INFORMATIONAL with COOKIE2, its answer must echo the cookie)
+//! should be done by default and may be left out where the addresses are
+//! trusted; §5.2 says why: an authenticated peer can still name a forged
+//! source address (or an attacker can race a copy of a real update from
+//! elsewhere) and have bulk ESP traffic flood a third party.
+//! [`MobikeVerify`](config::MobikeVerify) says which addresses are checked.
 //!
 //! While a check runs, the IKE SA is on the new pair and the CHILD_SAs
 //! stay on the last verified pair ([`Unverified::esp`]). Every
@@ -31,11 +31,14 @@ use crate::proto::{ExchangeType, NotifyType, Payload};
 
 use super::{BuiltRequest, ChildState, IkeSa, QueuedRequest, notify, notify_of};
 
+/// NAT-D data: a SHA-1 hash (RFC 7296 §2.23).
+const NAT_D_LEN: usize = 20;
+
 /// Candidates kept per check: each gets every transmission of the check,
 /// so a flood of raced copies cannot multiply our traffic further.
 const MAX_CANDIDATES: usize = 4;
 
-/// A return routability check (RFC 4555 §5.2) under way.
+/// A return routability check (RFC 4555 §3.7, §5.2) under way.
 #[derive(Debug)]
 pub(super) struct Unverified {
     /// Where the CHILD_SAs are: the last verified pair.
@@ -63,9 +66,10 @@ impl IkeSa {
             return;
         };
         if let Some(n) = notify_of(p, NotifyType::NO_NATS_ALLOWED) {
-            // §3.9: the addresses the initiator sent from and to, as it saw
-            // them; "If the addresses do not match, ... the responder MUST
-            // NOT update" and answers UNEXPECTED_NAT_DETECTED.
+            // §3.9: the addresses and ports the initiator sent from and to,
+            // as it saw them; when they do not match the IP header, a NAT
+            // is in between: the update is refused with
+            // UNEXPECTED_NAT_DETECTED and the data is used for nothing else.
             match no_nats_data(new.remote, new.local) {
                 _ if !matches!(n.data.len(), 12 | 36) => {
                     warn!(
@@ -110,6 +114,87 @@ impl IkeSa {
         }
     }
 
+    /// An INFORMATIONAL request without an address update.
+    /// RFC 4555 §3.8: NAT-D in any INFORMATIONAL request is answered with
+    /// NAT-D for the addresses it came from and to, so that an initiator
+    /// behind a NAT sees its mapping change; a NAT-D notify other than the
+    /// 20-octet SHA-1 hash is refused and counted.
+    pub(super) fn answer_nat_d(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: &[Payload],
+        answer: &mut Vec<Payload>,
+    ) {
+        if notify_of(p, NotifyType::NO_NATS_ALLOWED).is_some() {
+            // §3.9: it belongs in an UPDATE_SA_ADDRESSES request.
+            warn!(
+                sa = self.id,
+                "NO_NATS_ALLOWED outside an address update: ignored"
+            );
+            ctx.stats.unexpected += 1;
+        }
+        let (Some(src), Some(dst)) = (
+            notify_of(p, NotifyType::NAT_DETECTION_SOURCE_IP),
+            notify_of(p, NotifyType::NAT_DETECTION_DESTINATION_IP),
+        ) else {
+            return;
+        };
+        if src.data.len() != NAT_D_LEN || dst.data.len() != NAT_D_LEN {
+            warn!(
+                sa = self.id,
+                "NAT-D of a wrong length in an INFORMATIONAL: ignored"
+            );
+            ctx.stats.unexpected += 1;
+            return;
+        }
+        let at = self.window.reply_path.unwrap_or(self.path);
+        answer.extend(self.nat_d_payloads(at));
+    }
+
+    /// NAT-D for our liveness check, when we are a MOBIKE initiator behind
+    /// a NAT (RFC 4555 §3.8: it should include them, as charon's DPD does,
+    /// to notice a changed mapping).
+    pub(super) fn liveness_nat_d(&self) -> Vec<Payload> {
+        if self.initiator && self.peer_mobike && self.nat.local_behind {
+            self.nat_d_payloads(self.path).to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The answer to our liveness check: when the peer now sees us at
+    /// another address or port than before (its
+    /// NAT_DETECTION_DESTINATION_IP changed), the NAT mapping changed and,
+    /// as the responder does not follow it by itself under MOBIKE (§3.8),
+    /// an UPDATE_SA_ADDRESSES from our pair tells it where we are.
+    pub(super) fn complete_dpd(&mut self, ctx: &mut Ctx<'_>, p: &[Payload]) {
+        if self.liveness_nat_d().is_empty() {
+            return;
+        }
+        if self.note_nat_mapping(p) {
+            info!(
+                sa = self.id,
+                "NAT mapping changed: updating the peer (MOBIKE)"
+            );
+            self.window
+                .queue
+                .push_back(QueuedRequest::UpdateAddresses(self.path));
+            self.start_next_request(ctx);
+        }
+    }
+
+    /// Keeps the peer's NAT_DETECTION_DESTINATION_IP of an answer; true
+    /// when it differs from the one kept before.
+    pub(super) fn note_nat_mapping(&mut self, p: &[Payload]) -> bool {
+        let Some(d) = notify_of(p, NotifyType::NAT_DETECTION_DESTINATION_IP)
+            .filter(|d| d.data.len() == NAT_D_LEN)
+        else {
+            return false;
+        };
+        let before = self.nat.seen_as.replace(d.data.clone());
+        before.is_some_and(|b| b != d.data)
+    }
+
     /// Whether `new` needs a return routability check before the CHILD_SAs
     /// leave `esp` for it ([`config::MobikeVerify`]). An address the peer
     /// already gets ESP at, or one configured as the peer's, is known.
@@ -147,9 +232,9 @@ impl IkeSa {
         }
     }
 
-    /// Sends the check (RFC 4555 §5.2): a protected INFORMATIONAL with a
-    /// fresh COOKIE2 (§3.7 / RFC 7296 §2.23 sizes: 8 to 64 octets) to every
-    /// candidate.
+    /// Sends the check (RFC 4555 §3.7): a protected INFORMATIONAL with a
+    /// fresh, unpredictable COOKIE2 (§4.2.5: 8 to 64 octets; 16 here, as
+    /// charon) to every candidate.
     pub(super) fn start_return_routability(&mut self, ctx: &mut Ctx<'_>) {
         if self.rr.is_none() {
             return;
@@ -197,14 +282,15 @@ impl IkeSa {
             return;
         };
         if notify_of(p, NotifyType::COOKIE2).is_none_or(|n| n.data != cookie2) {
-            // §5.2: the answer must echo the cookie; ESP stays where it was
-            // verified, and so does IKE.
+            // §3.7: a COOKIE2 that does not match closes the IKE SA; ESP
+            // never left the verified pair.
             warn!(
                 sa = self.id,
-                "return routability answer without our COOKIE2: staying on the verified pair"
+                "return routability answer without our COOKIE2: closing the IKE SA"
             );
             ctx.stats.unexpected += 1;
             self.path = u.esp;
+            self.window.queue.push_back(QueuedRequest::DeleteIke);
             return;
         }
         let Some(at) = from.filter(|f| u.candidates.contains(f)) else {
@@ -233,8 +319,8 @@ impl IkeSa {
         })
     }
 
-    /// Without MOBIKE the peer's NAT mapping changed (RFC 7296 §2.23: "a
-    /// host ... SHOULD ... dynamically update the address" from an
+    /// Without MOBIKE the peer's NAT mapping changed (RFC 7296 §2.23: the
+    /// host not behind the NAT takes the new address and port from an
     /// authenticated message): the IKE SA moved from `old`; the CHILD_SAs'
     /// UDP encapsulation follows, or ESP goes to the stale mapping.
     pub(super) fn follow_nat_rebinding(&mut self, ctx: &mut Ctx<'_>, old: Path) {
@@ -304,4 +390,27 @@ fn no_nats_data(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8>
     v.extend(src.port().to_be_bytes());
     v.extend(dst.port().to_be_bytes());
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_nats_data_is_addresses_then_ports() {
+        let v4 = no_nats_data(
+            "192.0.2.1:4500".parse().unwrap(),
+            "198.51.100.2:500".parse().unwrap(),
+        );
+        assert_eq!(
+            v4,
+            [192, 0, 2, 1, 198, 51, 100, 2, 0x11, 0x94, 0x01, 0xf4].to_vec()
+        );
+        let v6 = no_nats_data(
+            "[2001:db8::1]:4500".parse().unwrap(),
+            "[2001:db8::2]:4500".parse().unwrap(),
+        );
+        assert_eq!(v6.len(), 36);
+        assert_eq!(&v6[32..], &[0x11, 0x94, 0x11, 0x94]);
+    }
 }
