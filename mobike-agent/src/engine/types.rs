@@ -98,6 +98,17 @@ pub enum Command {
         /// Our inbound ESP SPI of the CHILD_SA.
         inbound_spi: u32,
     },
+    /// The kernel saw ESP of the CHILD_SA with this inbound SPI, which
+    /// verified, come from a new address or port of a peer behind a NAT
+    /// (XFRM_MSG_MAPPING). Without MOBIKE the IKE SA and the CHILD_SAs'
+    /// UDP encapsulation follow (RFC 7296 §2.23); under MOBIKE nothing
+    /// happens (RFC 4555 §3.8: the initiator sends an update).
+    NatMapping {
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+        /// Where the peer's ESP now comes from.
+        remote: SocketAddr,
+    },
     /// Send a liveness check now.
     Dpd(SaId),
     /// MOBIKE (RFC 4555 §3.5): move the IKE SA and its CHILD_SAs to a new

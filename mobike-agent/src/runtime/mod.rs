@@ -8,7 +8,8 @@
 //! to install is deleted with the peer. With `install_routes` the remote
 //! selectors of tunnel-mode CHILD_SAs are routed as `crate::routes` says.
 //! The kernel's XFRM_MSG_EXPIRE events for our SAs (their byte, packet and
-//! age limits) become [`Command::ChildSaExpired`]. No trigger-db
+//! age limits) become [`Command::ChildSaExpired`], its XFRM_MSG_MAPPING
+//! events (a NAT-T peer's new address or port) [`Command::NatMapping`]. No trigger-db
 //! subscription yet.
 //! The control socket's server (`crate::control::server`) forwards its
 //! calls over a bounded channel; the loop answers them between two engine
@@ -146,6 +147,12 @@ pub async fn run(
                             debug!(error = %e, hard, "kernel limit of a CHILD_SA that is gone");
                         }
                     }
+                    if let Some((inbound_spi, remote)) = kernel.mapped_child(&ev) {
+                        let cmd = Command::NatMapping { inbound_spi, remote };
+                        if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                            debug!(error = %e, %remote, "NAT mapping of a CHILD_SA that is gone");
+                        }
+                    }
                 }
                 Err(e) => warn!(
                     error = %errchain::chain(&e),
@@ -225,7 +232,11 @@ fn kernel_expires(
     tokio::spawn(async move {
         while let Some(ev) = events.next().await {
             let wanted = match &ev {
-                Ok(e) => matches!(e, ipsec_backend::XfrmEvent::SaExpire { .. }),
+                Ok(e) => matches!(
+                    e,
+                    ipsec_backend::XfrmEvent::SaExpire { .. }
+                        | ipsec_backend::XfrmEvent::Mapping { .. }
+                ),
                 Err(ipsec_backend::Error::MonitorOverrun) => true,
                 Err(_) => {
                     // Not to spin on a socket that keeps failing.

@@ -167,3 +167,43 @@ fn under_mobike_the_initiator_notices_a_nat_rebinding_and_updates() {
     assert!(s.both_established());
     delete_everything(&mut s);
 }
+
+#[test]
+fn a_kernel_nat_mapping_moves_ike_and_esp_without_mobike() {
+    // XFRM_MSG_MAPPING (Command::NatMapping): B's kernel saw A's ESP from
+    // the NAT's new mapping; without MOBIKE, B's IKE SA and ESP
+    // encapsulation follow before any IKE request from A (RFC 7296 §2.23),
+    // and B's own liveness check reaches A. Under MOBIKE nothing moves.
+    for mobike in [false, true] {
+        let (mut a, b) = configs(IKE_1, "aes256gcm16");
+        a.connections[0].local_addr = Some(sim::sock(ip("10.9.0.2"), 500));
+        a.connections[0].mobike = mobike;
+        let mut s = Sim::new(a, b, 16, LinkModel::clean()).with_nat(ip("10.9.0.2"));
+        s.initiate();
+        assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+        let before = s.nodes[1].ep.ike_sas()[0].path.remote;
+        // What B's kernel would report after A's NAT rebound.
+        let seen = sim::sock(before.ip(), before.port().wrapping_add(1));
+        let inbound_spi = *s.nodes[1].kernel.keys().next().expect("a CHILD_SA");
+        s.nodes[1]
+            .ep
+            .handle_command(
+                s.now,
+                Command::NatMapping {
+                    inbound_spi,
+                    remote: seen,
+                },
+            )
+            .expect("mapping");
+        s.run_for(Duration::ZERO);
+        let b_path = s.nodes[1].ep.ike_sas()[0].path.remote;
+        let encap = s.nodes[1].kernel[&inbound_spi].encap.expect("encapsulated");
+        if mobike {
+            assert_eq!(b_path, before, "MOBIKE: B does not follow by itself");
+            assert_eq!(encap.remote_port, before.port());
+        } else {
+            assert_eq!(b_path, seen);
+            assert_eq!(encap.remote_port, seen.port(), "ESP follows");
+        }
+    }
+}

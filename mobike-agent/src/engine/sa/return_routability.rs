@@ -329,6 +329,28 @@ impl IkeSa {
         }
     }
 
+    /// The kernel saw the peer's ESP come from `remote`
+    /// ([`Command::NatMapping`](crate::engine::Command::NatMapping)):
+    /// without MOBIKE and with the peer behind a NAT, IKE and the CHILD_SAs'
+    /// encapsulation follow (RFC 7296 §2.23), before the next IKE request
+    /// would show it. Under MOBIKE the IKE SA does not follow a mapping by
+    /// itself (RFC 4555 §3.8); its initiator sends an update.
+    pub(in crate::engine) fn nat_mapping(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        remote: std::net::SocketAddr,
+    ) -> Result<(), CommandError> {
+        if self.peer_mobike || !self.nat.remote_behind || self.path.remote == remote {
+            tracing::debug!(sa = self.id, %remote, mobike = self.peer_mobike, "kernel NAT mapping: nothing to follow");
+            return Ok(());
+        }
+        info!(sa = self.id, old = %self.path.remote, new = %remote, "kernel saw the peer's NAT mapping change");
+        let old = self.path;
+        self.path.remote = remote;
+        self.follow_nat_rebinding(ctx, old);
+        Ok(())
+    }
+
     /// The kernel refused to move the CHILD_SA `spi` (inbound SPI) to the
     /// current pair: it stays where it was, which the peer no longer
     /// uses. It is replaced by a rekey on the current pair (the new SAs go
