@@ -234,3 +234,56 @@ fn a_refused_migrate_is_replaced_on_the_new_addresses() {
     assert_eq!(esp_remotes(&s, 1), vec![new_a]);
     delete_everything(&mut s);
 }
+
+#[test]
+fn a_child_sa_made_during_the_check_stays_on_the_verified_pair_until_it_ends() {
+    // B's first check is lost; A rekeys its CHILD_SA meanwhile: B installs
+    // the new one on A's old (verified) address, and moves it with the
+    // others once the retransmitted check is answered.
+    let mut s = up_with(35, MobikeVerify::Unlisted);
+    let (old_a, new_a) = (ip(sim::A_ADDR), ip(NEW_A));
+    s.scripted_losses = vec![crate::sim::ScriptedLoss {
+        from: 1,
+        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
+        response: false,
+        count: 1,
+    }];
+    s.add_addr(0, new_a);
+    a_moves_to(&mut s, new_a);
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[1].ep.ike_sas()[0].path.remote.ip() == new_a
+            && !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    assert!(crate::rekey_a_child(&mut s, Duration::from_secs(60)));
+    let installs: Vec<IpAddr> = s.nodes[1]
+        .kernel_log
+        .iter()
+        .filter_map(|k| match k {
+            KernelAction::InstallChildSa(i) => Some(i.remote),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(installs.len(), 2);
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| s.paths_agree().is_ok()),
+        "{:?}",
+        s.paths_agree()
+    );
+    assert_eq!(esp_remotes(&s, 1), vec![new_a]);
+    assert!(s.children_pair_up());
+    // Installed during the check (its retransmission comes a timeout
+    // later), on the verified address.
+    let moved_at = s.nodes[1]
+        .kernel_log
+        .iter()
+        .position(|k| matches!(k, KernelAction::MigrateChildSa { to, .. } if to.1 == new_a))
+        .expect("ESP moved");
+    let installed_at = s.nodes[1]
+        .kernel_log
+        .iter()
+        .rposition(|k| matches!(k, KernelAction::InstallChildSa(_)))
+        .expect("installed");
+    assert!(installed_at < moved_at, "{:?}", s.nodes[1].kernel_log);
+    assert_eq!(installs[1], old_a);
+    delete_everything(&mut s);
+}

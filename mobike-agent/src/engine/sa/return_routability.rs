@@ -195,6 +195,12 @@ impl IkeSa {
         before.is_some_and(|b| b != d.data)
     }
 
+    /// The pair the CHILD_SAs use: the IKE SA's, or during a return
+    /// routability check the last verified one.
+    pub(super) fn esp_path(&self) -> Path {
+        self.rr.as_ref().map_or(self.path, |u| u.esp)
+    }
+
     /// Whether `new` needs a return routability check before the CHILD_SAs
     /// leave `esp` for it ([`config::MobikeVerify`]). An address the peer
     /// already gets ESP at, or one configured as the peer's, is known.
