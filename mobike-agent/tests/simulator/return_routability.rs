@@ -277,7 +277,7 @@ fn a_child_sa_made_during_the_check_stays_on_the_verified_pair_until_it_ends() {
         .kernel_log
         .iter()
         .position(|k| matches!(k, KernelAction::MigrateChildSa { to, .. } if to.1 == new_a))
-        .expect("ESP moved");
+        .unwrap_or_else(|| panic!("ESP moved: {:#?}", s.nodes[1].kernel_log));
     let installed_at = s.nodes[1]
         .kernel_log
         .iter()
