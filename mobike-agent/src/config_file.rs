@@ -24,6 +24,8 @@
 //! psk_file = "/etc/mobike-agent/home.psk"   # or psk = "..."
 //! proposals = ["aes256gcm16-prfsha256-x25519"]
 //! mobike = true
+//! mobike_verify = "unlisted" # or "always", "never" (charon's way): check new peer addresses before ESP moves
+//! no_nats = false             # true: NO_NATS_ALLOWED in our address updates (RFC 4555 §3.9)
 //! start = "initiate"          # or "listen"
 //! dpd_delay = "30s"
 //! retransmit_timeout = "2s"  # doubles per retry
@@ -253,6 +255,13 @@ pub struct ConnectionSection {
     /// Offer MOBIKE.
     #[serde(default = "yes")]
     pub mobike: bool,
+    /// Which new peer addresses are checked before ESP moves there on the
+    /// peer's UPDATE_SA_ADDRESSES (RFC 4555 §3.7).
+    #[serde(default)]
+    pub mobike_verify: MobikeVerifySetting,
+    /// Send NO_NATS_ALLOWED in our address updates (RFC 4555 §3.9).
+    #[serde(default)]
+    pub no_nats: bool,
     /// Start action.
     #[serde(default)]
     pub start: Start,
@@ -289,6 +298,32 @@ pub struct ConnectionSection {
 
 fn yes() -> bool {
     true
+}
+
+/// `mobike_verify`: which new peer addresses a MOBIKE responder checks
+/// with a return routability check before moving ESP (RFC 4555 §3.7).
+/// charon has no such option and never checks (`"never"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MobikeVerifySetting {
+    /// Every new address.
+    Always,
+    /// Addresses neither in `remote_addrs` nor announced by the peer (the
+    /// default).
+    #[default]
+    Unlisted,
+    /// None (charon's behaviour).
+    Never,
+}
+
+impl From<MobikeVerifySetting> for engine::MobikeVerify {
+    fn from(v: MobikeVerifySetting) -> Self {
+        match v {
+            MobikeVerifySetting::Always => engine::MobikeVerify::Always,
+            MobikeVerifySetting::Unlisted => engine::MobikeVerify::Unlisted,
+            MobikeVerifySetting::Never => engine::MobikeVerify::Never,
+        }
+    }
 }
 
 /// swanctl's `dpd_action` (`trap` is not supported).
@@ -655,6 +690,8 @@ impl FileConfig {
                 psk,
                 ike_proposals,
                 mobike: c.mobike,
+                mobike_verify: c.mobike_verify.into(),
+                no_nats: c.no_nats,
                 children,
                 timers,
                 vips: c.vips.clone(),
@@ -994,6 +1031,35 @@ mod tests {
             let err = format!("{:?}", conn(lines).unwrap_err());
             assert!(err.contains(key), "{lines}: {err}");
         }
+    }
+
+    #[test]
+    fn mobike_verify_and_no_nats() {
+        let conn = |lines: &str| {
+            let text = EXAMPLE.replace("mobike = true\n", &format!("mobike = true\n{lines}"));
+            FileConfig::parse(&text)
+                .and_then(|f| f.to_agent_config())
+                .map(|a| {
+                    let c = &a.endpoint.connections[0];
+                    (c.mobike_verify, c.no_nats)
+                })
+        };
+        use engine::MobikeVerify as V;
+        assert_eq!(conn("").unwrap(), (V::Unlisted, false));
+        assert_eq!(
+            conn("mobike_verify = \"always\"\nno_nats = true\n").unwrap(),
+            (V::Always, true)
+        );
+        assert_eq!(
+            conn("mobike_verify = \"never\"\n").unwrap(),
+            (V::Never, false)
+        );
+        assert_eq!(
+            conn("mobike_verify = \"unlisted\"\n").unwrap(),
+            (V::Unlisted, false)
+        );
+        let err = format!("{:?}", conn("mobike_verify = \"sometimes\"\n").unwrap_err());
+        assert!(err.contains("sometimes"), "{err}");
     }
 
     #[test]

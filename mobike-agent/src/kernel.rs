@@ -23,7 +23,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use ipsec_backend::{
@@ -372,6 +372,27 @@ impl Kernel {
                 .iter()
                 .any(|k| k.spi == sa.spi && sa.dst == Some(k.dst) && k.proto.to_raw() == sa.proto);
             ours.then_some((i.handle.spi_in, *hard))
+        })
+    }
+
+    /// The CHILD_SA (inbound SPI) whose peer the kernel saw at a new
+    /// address or port (XFRM_MSG_MAPPING on a UDP-encapsulated inbound SA:
+    /// ESP that verified came from there), and that address and port.
+    pub fn mapped_child(&self, event: &XfrmEvent) -> Option<(u32, SocketAddr)> {
+        let XfrmEvent::Mapping {
+            dst,
+            spi,
+            new_src: Some(new_src),
+            new_sport,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        self.installed.values().find_map(|i| {
+            let k = i.handle.in_key();
+            (k.spi == *spi && *dst == Some(k.dst))
+                .then_some((i.handle.spi_in, SocketAddr::new(*new_src, *new_sport)))
         })
     }
 
@@ -1077,6 +1098,45 @@ mod tests {
         }
         let added = XfrmEvent::SaAdded { sa: sas[0].clone() };
         assert_eq!(k.expired_child(&added), None);
+    }
+
+    #[tokio::test]
+    async fn mapping_events_of_our_inbound_sas_name_their_child_and_the_new_peer() {
+        let fake = std::sync::Arc::new(FakeBackend::new());
+        let mut k = Kernel::with_backend(Box::new(fake.clone()));
+        let ev = k
+            .apply(KernelAction::InstallChildSa(Box::new(install(
+                3, 100, None,
+            ))))
+            .await;
+        assert!(matches!(ev, KernelEvent::Installed { .. }), "{ev:?}");
+        let inbound = fake
+            .sas()
+            .into_iter()
+            .find(|sa| sa.spi == 100)
+            .expect("inbound SA");
+        let new: IpAddr = "198.51.100.9".parse().unwrap();
+        let mapping = |spi: u32, dst: Option<IpAddr>, new_src: Option<IpAddr>| XfrmEvent::Mapping {
+            dst,
+            spi,
+            reqid: 3,
+            old_src: None,
+            new_src,
+            old_sport: 4500,
+            new_sport: 40000,
+        };
+        assert_eq!(
+            k.mapped_child(&mapping(100, inbound.dst, Some(new))),
+            Some((100, SocketAddr::new(new, 40000)))
+        );
+        // Another SPI, another destination, no new address: not ours.
+        for e in [
+            mapping(101, inbound.dst, Some(new)),
+            mapping(100, Some("203.0.113.9".parse().unwrap()), Some(new)),
+            mapping(100, inbound.dst, None),
+        ] {
+            assert_eq!(k.mapped_child(&e), None, "{e:?}");
+        }
     }
 
     #[tokio::test]

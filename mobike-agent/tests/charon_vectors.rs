@@ -149,6 +149,8 @@ fn our_responder_answers_charons_ike_sa_init() {
         recovery: Default::default(),
         vips: Vec::new(),
         pools: Vec::new(),
+        mobike_verify: Default::default(),
+        no_nats: false,
     };
     let mut ep = Endpoint::new(EndpointConfig {
         connections: vec![conn],

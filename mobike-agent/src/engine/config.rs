@@ -54,6 +54,12 @@ pub struct ConnectionConfig {
     pub ike_proposals: Vec<IkeProposal>,
     /// Offer and accept MOBIKE (RFC 4555 §3.1 MOBIKE_SUPPORTED).
     pub mobike: bool,
+    /// Which new peer addresses a MOBIKE responder checks (RFC 4555 §3.7)
+    /// before it moves the CHILD_SAs there.
+    pub mobike_verify: MobikeVerify,
+    /// Send NO_NATS_ALLOWED in our UPDATE_SA_ADDRESSES (RFC 4555 §3.9):
+    /// the peer refuses the update when a NAT changed its addresses.
+    pub no_nats: bool,
     /// CHILD_SAs; the first is created with IKE_AUTH.
     pub children: Vec<ChildConfig>,
     /// Timers.
@@ -92,6 +98,24 @@ impl ConnectionConfig {
     pub fn accepts_peer(&self, ip: IpAddr) -> bool {
         self.remote_addr.is_none() || self.remote_addrs().any(|a| a.ip() == ip)
     }
+}
+
+/// Which addresses a MOBIKE responder verifies with a return routability
+/// check (RFC 4555 §3.7, §5.2: a protected INFORMATIONAL with COOKIE2 to the new
+/// address, answered) before the CHILD_SAs move there on the peer's
+/// UPDATE_SA_ADDRESSES; the IKE SA moves at once either way (§3.5).
+/// strongSwan's charon has no such setting: it moves the CHILD_SAs at once,
+/// which is [`MobikeVerify::Never`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MobikeVerify {
+    /// Every new peer address, even one the peer announced or configured.
+    Always,
+    /// Addresses neither configured (`remote_addrs`) nor announced by the
+    /// peer (ADDITIONAL_*_ADDRESS, §3.6), whose routability is unknown.
+    #[default]
+    Unlisted,
+    /// None: the CHILD_SAs follow the update at once (as charon does).
+    Never,
 }
 
 /// Re-establishing a connection, as swanctl's `dpd_action = restart`,

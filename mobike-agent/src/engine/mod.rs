@@ -451,6 +451,29 @@ impl Endpoint {
                 self.with_sa(now, sa, |s, ctx| s.child_expired(ctx, inbound_spi, hard))
                     .ok_or(CommandError::UnknownSa(sa))?
             }
+            Command::MigrateFailed { inbound_spi } => {
+                let sa = self
+                    .sas
+                    .iter()
+                    .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
+                    .map(|(id, _)| *id)
+                    .ok_or(CommandError::NoChildSa(inbound_spi))?;
+                self.with_sa(now, sa, |s, ctx| s.migrate_failed(ctx, inbound_spi))
+                    .ok_or(CommandError::UnknownSa(sa))?
+            }
+            Command::NatMapping {
+                inbound_spi,
+                remote,
+            } => {
+                let sa = self
+                    .sas
+                    .iter()
+                    .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
+                    .map(|(id, _)| *id)
+                    .ok_or(CommandError::NoChildSa(inbound_spi))?;
+                self.with_sa(now, sa, |s, ctx| s.nat_mapping(ctx, remote))
+                    .ok_or(CommandError::UnknownSa(sa))?
+            }
             Command::Dpd(id) => self
                 .with_sa(now, id, |sa, ctx| sa.command_dpd(ctx))
                 .ok_or(CommandError::UnknownSa(id))?,

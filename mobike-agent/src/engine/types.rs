@@ -90,6 +90,25 @@ pub enum Command {
         /// Hard limit.
         hard: bool,
     },
+    /// The kernel refused to move the CHILD_SA with this inbound SPI
+    /// ([`KernelAction::MigrateChildSa`]): it stays on its old addresses.
+    /// The engine replaces it on the IKE SA's current addresses (or
+    /// deletes it with the peer) and says so with [`Event::MigrateFailed`].
+    MigrateFailed {
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+    },
+    /// The kernel saw ESP of the CHILD_SA with this inbound SPI, which
+    /// verified, come from a new address or port of a peer behind a NAT
+    /// (XFRM_MSG_MAPPING). Without MOBIKE the IKE SA and the CHILD_SAs'
+    /// UDP encapsulation follow (RFC 7296 §2.23); under MOBIKE nothing
+    /// happens (RFC 4555 §3.8: the initiator sends an update).
+    NatMapping {
+        /// Our inbound ESP SPI of the CHILD_SA.
+        inbound_spi: u32,
+        /// Where the peer's ESP now comes from.
+        remote: SocketAddr,
+    },
     /// Send a liveness check now.
     Dpd(SaId),
     /// MOBIKE (RFC 4555 §3.5): move the IKE SA and its CHILD_SAs to a new
@@ -264,7 +283,9 @@ pub enum Event {
         new: SaId,
     },
     /// The IKE SA and its CHILD_SAs now use another address pair (MOBIKE,
-    /// RFC 4555 §3.5), on our request or the peer's.
+    /// RFC 4555 §3.5), on our request or the peer's (as its responder,
+    /// once the pair is verified, §5.2), or the peer's NAT mapping changed
+    /// without MOBIKE (RFC 7296 §2.23).
     PathChanged {
         /// The SA.
         sa: SaId,
@@ -307,6 +328,16 @@ pub enum Event {
         sa: SaId,
         /// The peer's additional addresses (empty: none).
         addrs: Vec<IpAddr>,
+    },
+    /// The kernel refused to move a CHILD_SA ([`Command::MigrateFailed`]).
+    MigrateFailed {
+        /// IKE SA.
+        sa: SaId,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// It is being replaced by a rekey on the new addresses; false: it
+        /// is being deleted with the peer.
+        replaced: bool,
     },
     /// NAT detection result (§2.23), after IKE_SA_INIT.
     NatDetected {

@@ -8,7 +8,8 @@
 //! to install is deleted with the peer. With `install_routes` the remote
 //! selectors of tunnel-mode CHILD_SAs are routed as `crate::routes` says.
 //! The kernel's XFRM_MSG_EXPIRE events for our SAs (their byte, packet and
-//! age limits) become [`Command::ChildSaExpired`]. No trigger-db
+//! age limits) become [`Command::ChildSaExpired`], its XFRM_MSG_MAPPING
+//! events (a NAT-T peer's new address or port) [`Command::NatMapping`]. No trigger-db
 //! subscription yet.
 //! The control socket's server (`crate::control::server`) forwards its
 //! calls over a bounded channel; the loop answers them between two engine
@@ -146,6 +147,12 @@ pub async fn run(
                             debug!(error = %e, hard, "kernel limit of a CHILD_SA that is gone");
                         }
                     }
+                    if let Some((inbound_spi, remote)) = kernel.mapped_child(&ev) {
+                        let cmd = Command::NatMapping { inbound_spi, remote };
+                        if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                            debug!(error = %e, %remote, "NAT mapping of a CHILD_SA that is gone");
+                        }
+                    }
                 }
                 Err(e) => warn!(
                     error = %errchain::chain(&e),
@@ -225,7 +232,11 @@ fn kernel_expires(
     tokio::spawn(async move {
         while let Some(ev) = events.next().await {
             let wanted = match &ev {
-                Ok(e) => matches!(e, ipsec_backend::XfrmEvent::SaExpire { .. }),
+                Ok(e) => matches!(
+                    e,
+                    ipsec_backend::XfrmEvent::SaExpire { .. }
+                        | ipsec_backend::XfrmEvent::Mapping { .. }
+                ),
                 Err(ipsec_backend::Error::MonitorOverrun) => true,
                 Err(_) => {
                     // Not to spin on a socket that keeps failing.
@@ -388,7 +399,9 @@ async fn flush(
     while let Some(e) = ep.poll_event() {
         vips_changed |= matches!(e, Event::VirtualIps { .. } | Event::IkeSaDeleted { .. });
         match &e {
-            Event::IkeSaDeleted { .. } | Event::ChildSaFailed { .. } => warn!(event = ?e, "ike"),
+            Event::IkeSaDeleted { .. }
+            | Event::ChildSaFailed { .. }
+            | Event::MigrateFailed { .. } => warn!(event = ?e, "ike"),
             Event::RestartDue { connection } => {
                 info!(connection, "re-establishing");
                 // A failure (no route towards the peer now) is counted
@@ -421,6 +434,19 @@ async fn flush(
             let cmd = Command::DeleteChildSa { sa, inbound_spi };
             if let Err(e) = ep.handle_command(Instant::now(), cmd) {
                 warn!(error = %e, "cannot delete the CHILD_SA the kernel refused");
+            }
+        }
+        if let KernelEvent::Failed {
+            op: KernelOp::Migrate,
+            inbound_spi,
+            ..
+        } = ev
+        {
+            // A CHILD_SA the kernel did not move stays on the old
+            // addresses: the engine replaces or deletes it with the peer.
+            let cmd = Command::MigrateFailed { inbound_spi };
+            if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                warn!(error = %e, "cannot act on the CHILD_SA the kernel did not move");
             }
         }
         if let Some(r) = routes.as_mut() {

@@ -19,6 +19,7 @@ mod paths;
 mod recovery;
 mod rekey;
 mod reload;
+mod return_routability;
 mod vip;
 
 use std::time::Duration;

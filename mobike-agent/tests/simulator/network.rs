@@ -106,9 +106,11 @@ fn a_pair_with_its_own_link_model_affects_only_that_pair() {
             && !s.nodes[0].ep.ike_sas()[0].updating_addresses
     }));
     // From A's request on (the answer to the liveness check may still
-    // have been on its way).
+    // have been on its way); A's update and its answer, not B's return
+    // routability check of A's new address (RFC 4555 §5.2) and its answer.
     let times: Vec<_> = s.wire[wire_before..]
         .iter()
+        .filter(|w| (w.from == 0) != w.header.is_response())
         .skip_while(|w| w.fate != Fate::Sent)
         .map(|w| (w.fate, w.at))
         .collect();

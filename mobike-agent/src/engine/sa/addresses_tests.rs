@@ -69,6 +69,8 @@ mod protected {
             psk: b"unit-psk-0123456789".to_vec(),
             ike_proposals: parse_list("aes256gcm16-prfsha256-x25519", IkeProposal::parse).unwrap(),
             mobike: true,
+            mobike_verify: Default::default(),
+            no_nats: false,
             children: vec![ChildConfig {
                 name: "net".into(),
                 local_ts: vec![parse_ts("10.1.0.0/16").unwrap()],

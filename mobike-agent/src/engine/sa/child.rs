@@ -22,10 +22,13 @@ use super::{
 };
 
 impl IkeSa {
+    /// UDP encapsulation of the CHILD_SAs, on the pair ESP uses
+    /// ([`IkeSa::esp_path`]).
     pub(super) fn encap(&self) -> Option<UdpEncap> {
+        let esp = self.esp_path();
         (self.nat.local_behind || self.nat.remote_behind).then_some(UdpEncap {
-            local_port: self.path.local.port(),
-            remote_port: self.path.remote.port(),
+            local_port: esp.local.port(),
+            remote_port: esp.remote.port(),
         })
     }
 
@@ -278,8 +281,9 @@ impl IkeSa {
             name: name.clone(),
             reqid: child.reqid,
             mode: child.mode,
-            local: self.path.local.ip(),
-            remote: self.path.remote.ip(),
+            // Not on an address still under a return routability check.
+            local: self.esp_path().local.ip(),
+            remote: self.esp_path().remote.ip(),
             encap: self.encap(),
             inbound: EspSa {
                 spi: child.inbound_spi,

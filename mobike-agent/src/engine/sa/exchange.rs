@@ -134,6 +134,7 @@ impl IkeSa {
                 try_ = o.sent,
                 "retransmitted request"
             );
+            self.send_check_to_candidates(ctx);
         }
         if self.established() {
             if let Some(dpd) = timers.dpd_delay
@@ -286,6 +287,7 @@ impl IkeSa {
                 QueuedRequest::CreateChild(cfg, group) => self.start_create_child(ctx, cfg, group),
                 QueuedRequest::UpdateAddresses(paths) => self.start_update_addresses(ctx, paths),
                 QueuedRequest::TestPaths(paths) => self.start_path_test(ctx, paths),
+                QueuedRequest::ReturnRoutability => self.start_return_routability(ctx),
                 QueuedRequest::RekeyIke(group) => self.start_rekey_ike(ctx, group),
                 QueuedRequest::AnnounceAddresses => self.start_announce_addresses(ctx),
             }
@@ -351,6 +353,7 @@ impl IkeSa {
                     ctx.stats.replayed_responses += 1;
                     // §2.11: to where this copy of the request came from.
                     ctx.send(path, ctx.config.nat_t_port, &resp);
+                    self.update_copy_from(ctx, h.message_id, path);
                 }
                 Some(_) => ctx.stats.integrity_failures += 1,
                 None => ctx.stats.unexpected += 1,
@@ -373,12 +376,14 @@ impl IkeSa {
             let Some(o) = self.window.in_flight.take() else {
                 return;
             };
+            self.window.answer_path = Some(path);
             if matches!(o.request, Some(BuiltRequest::PathTest(_))) {
                 // The pair it came back on is the tested one (§2.11).
                 self.complete_path_test(ctx, o, path, &payloads);
             } else {
                 self.handle_response(ctx, o, &payloads);
             }
+            self.window.answer_path = None;
         } else if self.state == State::AuthSent {
             // The responder is established once it has sent its IKE_AUTH
             // answer and may send a request at once (a liveness check, a
@@ -401,7 +406,8 @@ impl IkeSa {
             } else if self.nat.remote_behind && !self.peer_mobike && path != self.path {
                 // §2.23: follow a NAT mapping change on an authenticated request.
                 debug!(sa = self.id, old = %self.path.remote, new = %path.remote, "peer's NAT mapping changed");
-                self.path = path;
+                let old = std::mem::replace(&mut self.path, path);
+                self.follow_nat_rebinding(ctx, old);
             }
             self.handle_request(ctx, h, &payloads);
             self.window.reply_path = None;
@@ -416,7 +422,8 @@ impl IkeSa {
     pub(super) fn handle_response(&mut self, ctx: &mut Ctx<'_>, o: SentRequest, p: &[Payload]) {
         match o.request {
             Some(BuiltRequest::Auth(offer)) => self.complete_auth(ctx, offer, p),
-            Some(BuiltRequest::Dpd) | None => {}
+            Some(BuiltRequest::Dpd) => self.complete_dpd(ctx, p),
+            None => {}
             Some(BuiltRequest::DeleteIke(reason)) => self.complete_delete_ike(ctx, reason),
             Some(BuiltRequest::DeleteChild(spis)) => self.complete_delete_child(ctx, spis),
             Some(BuiltRequest::CreateChild(offer)) => self.complete_child(ctx, offer, p, false),
@@ -427,6 +434,10 @@ impl IkeSa {
             // Completed with the pair it came back on, in handle_message.
             Some(BuiltRequest::PathTest(_)) => {}
             Some(BuiltRequest::AnnounceAddresses) => self.complete_announce_addresses(p),
+            Some(BuiltRequest::ReturnRoutability { cookie2 }) => {
+                let from = self.window.answer_path.take();
+                self.complete_return_routability(ctx, cookie2, from, p)
+            }
         }
     }
 

@@ -109,7 +109,9 @@ impl IkeSa {
         };
         let mut answer = answer;
         if self.peer_mobike && notify_of(p, NotifyType::UPDATE_SA_ADDRESSES).is_some() {
-            self.answer_update_addresses(ctx, p, &mut answer);
+            self.respond_update_addresses(ctx, id, p, &mut answer);
+        } else {
+            self.answer_nat_d(ctx, p, &mut answer);
         }
         if let Some(c2) = notify_of(p, NotifyType::COOKIE2) {
             // RFC 4555 §3.6 / §5.2.1: return routability check.
@@ -119,9 +121,17 @@ impl IkeSa {
         self.respond(ctx, ExchangeType::INFORMATIONAL, id, &answer);
     }
 
-    /// Sends a liveness check: an empty INFORMATIONAL (§2.4).
+    /// Sends a liveness check: an empty INFORMATIONAL (§2.4), with NAT-D
+    /// when a MOBIKE initiator behind a NAT watches its mapping (RFC 4555
+    /// §3.8, [`IkeSa::liveness_nat_d`]).
     pub(super) fn start_dpd(&mut self, ctx: &mut Ctx<'_>) {
-        self.send_request(ctx, ExchangeType::INFORMATIONAL, &[], BuiltRequest::Dpd)
+        let payloads = self.liveness_nat_d();
+        self.send_request(
+            ctx,
+            ExchangeType::INFORMATIONAL,
+            &payloads,
+            BuiltRequest::Dpd,
+        )
     }
 
     /// Builds and sends our Delete of the IKE SA (§1.4.1).

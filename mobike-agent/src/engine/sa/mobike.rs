@@ -1,8 +1,9 @@
 //! MOBIKE address updates (RFC 4555 §3.5) in both roles: the
 //! UPDATE_SA_ADDRESSES request sent from the new address pair with NAT-D and
-//! COOKIE2, the answer to the peer's, and moving the CHILD_SAs
-//! ([`KernelAction::MigrateChildSa`], both outer addresses of one family,
-//! IPv4 or IPv6, whichever the new pair has).
+//! COOKIE2 (and NO_NATS_ALLOWED when configured, §3.9), and moving the
+//! CHILD_SAs ([`KernelAction::MigrateChildSa`], both outer addresses of
+//! one family, IPv4 or IPv6, whichever the new pair has); the answer to
+//! the peer's is in [`super::return_routability`].
 //!
 //! Pending-update semantics (§3.5), initiator side:
 //! - a new pair asked for while a request is outstanding takes effect for
@@ -123,6 +124,7 @@ impl IkeSa {
         let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, vec![])];
         payloads.extend(self.nat_d_payloads(path));
         payloads.push(notify(NotifyType::COOKIE2, cookie2.to_vec()));
+        payloads.extend(self.no_nats_payload(ctx, path));
         self.send_request(
             ctx,
             ExchangeType::INFORMATIONAL,
@@ -198,6 +200,7 @@ impl IkeSa {
         let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
         let path = self.path;
         self.detect_nat(ctx, path, &h, p);
+        self.note_nat_mapping(p);
         if path != old {
             self.migrate_children(ctx, old);
         }
@@ -217,49 +220,6 @@ impl IkeSa {
         self.window.next_msg_id = o.msg_id;
         self.update_failed(ctx, old, rest, UpdateFailure::Unanswered);
         self.window.update_from = Some(old);
-    }
-
-    /// The peer's UPDATE_SA_ADDRESSES (RFC 4555 §3.5): the peer moved;
-    /// follow it to where this (authenticated) request came from, and add
-    /// NAT-D to the `answer` (its COOKIE2 is echoed with the other notifies).
-    pub(super) fn answer_update_addresses(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        p: &[Payload],
-        answer: &mut Vec<Payload>,
-    ) {
-        if self.initiator {
-            // RFC 4555 §3.5: only the original initiator sends it.
-            warn!(
-                sa = self.id,
-                "UPDATE_SA_ADDRESSES from the original responder ignored"
-            );
-            ctx.stats.update_from_responder += 1;
-            return;
-        }
-        if let Some(new) = self.window.reply_path
-            && let Some(known) = self.conn(ctx).remote_addr
-            && known.is_ipv4() != new.remote.is_ipv4()
-        {
-            // RFC 4555 §3.5: a responder that does not accept the new
-            // addresses answers UNACCEPTABLE_ADDRESSES and stays. Ours
-            // refuses an address family other than that of the peer
-            // address the connection is configured with (remote_addr):
-            // that is the family its policy names the peer in.
-            warn!(sa = self.id, peer = %new.remote, configured = %known, "refusing to move the IKE SA to another address family than the configured peer's");
-            answer.push(notify(NotifyType::UNACCEPTABLE_ADDRESSES, vec![]));
-            return;
-        }
-        let old = self.path;
-        if let Some(new) = self.window.reply_path {
-            self.path = new;
-            let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
-            self.detect_nat(ctx, new, &h, p);
-        }
-        answer.extend(self.nat_d_payloads(self.path));
-        if self.path != old {
-            self.migrate_children(ctx, old);
-        }
     }
 }
 

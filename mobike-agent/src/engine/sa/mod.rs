@@ -30,6 +30,7 @@ mod init;
 mod mobike;
 mod path_test;
 mod request;
+mod return_routability;
 
 use std::{
     collections::VecDeque,
@@ -154,6 +155,9 @@ pub(super) struct IkeSa {
     vips: VirtualIps,
     /// MOBIKE address lists, ours and the peer's (RFC 4555 §3.4, §3.6).
     addrs: addresses::AddressLists,
+    /// MOBIKE responder: the peer's new address under a return
+    /// routability check (RFC 4555 §5.2).
+    rr: Option<return_routability::Unverified>,
 }
 
 /// The message-ID window of one in each direction (§2.3).
@@ -177,6 +181,8 @@ struct Window {
     /// MOBIKE: the pair the CHILD_SAs are on while `path` moved ahead of
     /// the UPDATE_SA_ADDRESSES that takes them along (RFC 4555 §3.5).
     update_from: Option<Path>,
+    /// Where the answer being completed came from.
+    answer_path: Option<Path>,
 }
 
 /// What IKE_SA_INIT settled and what protects the SA.
@@ -218,6 +224,10 @@ struct NatState {
     remote_behind: bool,
     /// When to send the next NAT keepalive.
     keepalive_at: Option<Instant>,
+    /// MOBIKE initiator behind a NAT: the peer's last
+    /// NAT_DETECTION_DESTINATION_IP, the hash of where it sees us (RFC
+    /// 4555 §3.8); another value means the NAT mapping changed.
+    seen_as: Option<Vec<u8>>,
 }
 
 /// IKE SA rekey state.
@@ -400,6 +410,7 @@ impl IkeSa {
             },
             vips: VirtualIps::default(),
             addrs: addresses::AddressLists::default(),
+            rr: None,
         }
     }
 

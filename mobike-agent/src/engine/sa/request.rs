@@ -46,6 +46,8 @@ pub(super) enum QueuedRequest {
     /// MOBIKE: send our address list as it is when the window frees
     /// (RFC 4555 §3.6).
     AnnounceAddresses,
+    /// MOBIKE responder: check the peer's new address (RFC 4555 §5.2).
+    ReturnRoutability,
 }
 
 /// Our side of a CHILD_SA offer (IKE_AUTH or CREATE_CHILD_SA).
@@ -88,6 +90,10 @@ pub(super) enum BuiltRequest {
     PathTest(PathTest),
     /// MOBIKE: our address list (RFC 4555 §3.6).
     AnnounceAddresses,
+    /// MOBIKE responder: the COOKIE2 of our return routability check.
+    ReturnRoutability {
+        cookie2: Vec<u8>,
+    },
 }
 
 /// A path test: one request sent on every pair (same message ID), and

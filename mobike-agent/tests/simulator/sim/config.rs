@@ -85,6 +85,8 @@ pub fn connection(
         recovery: Default::default(),
         vips: Vec::new(),
         pools: Vec::new(),
+        mobike_verify: Default::default(),
+        no_nats: false,
     }
 }
 

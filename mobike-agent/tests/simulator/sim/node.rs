@@ -38,6 +38,9 @@ pub struct Node {
     pub kernel_log: Vec<KernelAction>,
     /// Every datagram it sent, as sent.
     pub sent: Vec<Transmit>,
+    /// The kernel model refuses MIGRATE: the SA stays where it was and
+    /// the engine is told ([`Command::MigrateFailed`]), as the runtime does.
+    pub refuse_migrate: bool,
 }
 
 impl Node {
@@ -50,6 +53,7 @@ impl Node {
             kernel: BTreeMap::new(),
             kernel_log: Vec::new(),
             sent: Vec::new(),
+            refuse_migrate: false,
         }
     }
 
@@ -96,6 +100,14 @@ impl Node {
                         .get_mut(inbound_spi)
                         .expect("migrate of an SA never installed");
                     assert_eq!((sa.local, sa.remote), *from, "migrated from where it was");
+                    if self.refuse_migrate {
+                        let cmd = Command::MigrateFailed {
+                            inbound_spi: *inbound_spi,
+                        };
+                        self.ep.handle_command(now, cmd).expect("migrate failed");
+                        self.kernel_log.push(k);
+                        continue;
+                    }
                     (sa.local, sa.remote) = *to;
                     sa.encap = *encap;
                 }

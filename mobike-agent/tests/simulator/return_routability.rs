@@ -1,0 +1,290 @@
+//! The MOBIKE responder's return routability check (RFC 4555 §3.5, §5.2):
+//! ESP moves to a new, unlisted peer address only after a check answered
+//! from there; a copy of the update raced from a forged source never gets
+//! ESP; NO_NATS_ALLOWED (§3.9); a MIGRATE the kernel refuses.
+
+use std::{net::IpAddr, time::Duration};
+
+use mobike_agent::engine::{Command, Event, KernelAction, MobikeVerify};
+
+use crate::{
+    IKE_1, delete_everything, sa_id,
+    sim::{self, LinkModel, Sim, configs, ip},
+};
+
+const NEW_A: &str = "192.0.2.11";
+
+fn up_with(seed: u64, verify: MobikeVerify) -> Sim {
+    let (a, mut b) = configs(IKE_1, "aes256gcm16");
+    b.connections[0].mobike_verify = verify;
+    let mut s = Sim::new(a, b, seed, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    s
+}
+
+/// A (which keeps its old address) asks to move to `to`.
+fn a_moves_to(s: &mut Sim, to: IpAddr) {
+    let sa = sa_id(s, 0);
+    let path = s.nodes[0].ep.ike_sas()[0].path;
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa,
+                local: sim::sock(to, path.local.port()),
+                remote: path.remote,
+                fallback: vec![],
+            },
+        )
+        .expect("update addresses");
+}
+
+fn esp_remotes(s: &Sim, node: usize) -> Vec<IpAddr> {
+    s.nodes[node].kernel.values().map(|k| k.remote).collect()
+}
+
+/// Whether `node` ever asked the kernel to move ESP towards `remote`.
+fn esp_ever_sent_to(s: &Sim, node: usize, remote: IpAddr) -> bool {
+    s.nodes[node]
+        .kernel_log
+        .iter()
+        .any(|k| matches!(k, KernelAction::MigrateChildSa { to, .. } if to.1 == remote))
+}
+
+#[test]
+fn esp_moves_to_an_unlisted_address_only_after_the_check() {
+    for (verify, at_once) in [
+        (MobikeVerify::Unlisted, false),
+        (MobikeVerify::Always, false),
+        (MobikeVerify::Never, true),
+    ] {
+        let mut s = up_with(31, verify);
+        let old_a = ip(sim::A_ADDR);
+        let new_a = ip(NEW_A);
+        s.add_addr(0, new_a);
+        a_moves_to(&mut s, new_a);
+        // The step that moves B's IKE SA: ESP moved too only without a check.
+        assert!(s.run_until(Duration::from_secs(10), |s| {
+            s.nodes[1].ep.ike_sas()[0].path.remote.ip() == new_a
+        }));
+        let expect = if at_once { new_a } else { old_a };
+        assert_eq!(esp_remotes(&s, 1), vec![expect], "{verify:?}");
+        assert!(
+            s.run_until(Duration::from_secs(10), |s| s.paths_agree().is_ok()),
+            "{verify:?}: {:?}",
+            s.paths_agree()
+        );
+        assert_eq!(esp_remotes(&s, 1), vec![new_a], "{verify:?}");
+        assert!(s.children_pair_up());
+        assert!(
+            s.nodes[1]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::PathChanged { .. }))
+        );
+        delete_everything(&mut s);
+    }
+}
+
+#[test]
+fn a_listed_address_is_not_checked() {
+    // B has A's first address configured: back there from an unlisted
+    // one (checked), ESP follows at once.
+    let (a, mut b) = configs(IKE_1, "aes256gcm16");
+    b.connections[0].remote_addr = Some(sim::sock(ip(sim::A_ADDR), 500));
+    let mut s = Sim::new(a, b, 32, LinkModel::clean());
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    s.add_addr(0, ip(NEW_A));
+    a_moves_to(&mut s, ip(NEW_A));
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[1].ep.ike_sas()[0].path.remote.ip() == ip(NEW_A)
+    }));
+    assert_eq!(esp_remotes(&s, 1), vec![ip(sim::A_ADDR)], "checked first");
+    assert!(s.run_until(Duration::from_secs(10), |s| s.paths_agree().is_ok()));
+    a_moves_to(&mut s, ip(sim::A_ADDR));
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[1].ep.ike_sas()[0].path.remote.ip() == ip(sim::A_ADDR)
+    }));
+    assert_eq!(esp_remotes(&s, 1), vec![ip(sim::A_ADDR)], "at once");
+    delete_everything(&mut s);
+}
+
+#[test]
+fn a_copy_of_the_update_raced_from_a_forged_source_never_gets_esp() {
+    let forged = ip("203.0.113.66");
+    for seed in sim::seeds(8) {
+        for forged_first in [true, false] {
+            let mut s = up_with(seed, MobikeVerify::Unlisted);
+            let new_a = ip(NEW_A);
+            s.add_addr(0, new_a);
+            a_moves_to(&mut s, new_a);
+            let forge = |s: &mut Sim| {
+                let t = s.nodes[0]
+                    .sent
+                    .iter()
+                    .rev()
+                    .find(|t| t.local.ip() == new_a)
+                    .cloned()
+                    .expect("A's update");
+                let from = sim::sock(forged, t.local.port());
+                s.nodes[1]
+                    .ep
+                    .handle_datagram(s.now, t.remote, from, &t.payload);
+            };
+            if forged_first {
+                // The attacker's copy overtakes the real one.
+                s.run_for(Duration::ZERO);
+                forge(&mut s);
+                assert_eq!(s.nodes[1].ep.ike_sas()[0].path.remote.ip(), forged);
+            } else {
+                assert!(s.run_until(Duration::from_secs(10), |s| {
+                    s.nodes[1].ep.ike_sas()[0].path.remote.ip() == new_a
+                }));
+                forge(&mut s);
+            }
+            assert!(
+                s.run_until(Duration::from_secs(60), |s| s.paths_agree().is_ok()),
+                "seed {seed}, forged first {forged_first}: {:?}",
+                s.paths_agree()
+            );
+            assert!(
+                !esp_ever_sent_to(&s, 1, forged),
+                "seed {seed}: ESP went to the forged source"
+            );
+            assert_eq!(esp_remotes(&s, 1), vec![new_a]);
+            assert_eq!(s.nodes[1].ep.ike_sas()[0].path.remote.ip(), new_a);
+            assert!(s.children_pair_up());
+            delete_everything(&mut s);
+        }
+    }
+}
+
+#[test]
+fn no_nats_allowed_refuses_an_update_through_a_nat() {
+    // RFC 4555 §3.9: A behind a NAT moves to a second address behind
+    // another NAT; with NO_NATS_ALLOWED B refuses (UNEXPECTED_NAT_DETECTED)
+    // and nothing moves; without it B follows. Without a NAT the notify
+    // matches and B follows.
+    for (no_nats, nat, follows) in [
+        (true, true, false),
+        (false, true, true),
+        (true, false, true),
+    ] {
+        let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+        b.connections[0].mobike_verify = MobikeVerify::Never;
+        a.connections[0].no_nats = no_nats;
+        let second = if nat {
+            a.connections[0].local_addr = Some(sim::sock(ip("10.9.0.2"), 500));
+            ip("10.9.0.3")
+        } else {
+            ip(NEW_A)
+        };
+        let mut s = Sim::new(a, b, 33, LinkModel::clean());
+        if nat {
+            s = s.with_nat(ip("10.9.0.2"));
+            s.add_nat(ip("198.51.100.20"), &[second]);
+        }
+        s.initiate();
+        assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+        let before = s.nodes[1].ep.ike_sas()[0].path;
+        s.add_addr(0, second);
+        a_moves_to(&mut s, second);
+        s.run_for(Duration::from_secs(5));
+        let moved = s.nodes[1].ep.ike_sas()[0].path != before;
+        assert_eq!(moved, follows, "no_nats {no_nats}, nat {nat}");
+        assert_eq!(
+            s.nodes[0].ep.ike_sas()[0].path.local.ip() == second,
+            follows,
+            "no_nats {no_nats}, nat {nat}: A's side"
+        );
+        assert!(s.paths_agree().is_ok(), "{:?}", s.paths_agree());
+        assert!(s.both_established());
+    }
+}
+
+#[test]
+fn a_refused_migrate_is_replaced_on_the_new_addresses() {
+    let mut s = up_with(34, MobikeVerify::Never);
+    let old_spi = *s.nodes[1].kernel.keys().next().expect("a CHILD_SA");
+    s.nodes[1].refuse_migrate = true;
+    let new_a = ip(NEW_A);
+    s.add_addr(0, new_a);
+    a_moves_to(&mut s, new_a);
+    assert!(
+        s.run_until(Duration::from_secs(30), |s| {
+            s.paths_agree().is_ok()
+                && s.nodes[1].kernel.len() == 1
+                && !s.nodes[1].kernel.contains_key(&old_spi)
+                && s.children_pair_up()
+        }),
+        "{:?} {:?}",
+        s.paths_agree(),
+        s.nodes[1].kernel.keys().collect::<Vec<_>>()
+    );
+    assert!(s.nodes[1].events.iter().any(|e| matches!(
+        e,
+        Event::MigrateFailed {
+            inbound_spi,
+            replaced: true,
+            ..
+        } if *inbound_spi == old_spi
+    )));
+    assert_eq!(esp_remotes(&s, 1), vec![new_a]);
+    delete_everything(&mut s);
+}
+
+#[test]
+fn a_child_sa_made_during_the_check_stays_on_the_verified_pair_until_it_ends() {
+    // B's first check is lost; A rekeys its CHILD_SA meanwhile: B installs
+    // the new one on A's old (verified) address, and moves it with the
+    // others once the retransmitted check is answered.
+    let mut s = up_with(35, MobikeVerify::Unlisted);
+    let (old_a, new_a) = (ip(sim::A_ADDR), ip(NEW_A));
+    s.scripted_losses = vec![crate::sim::ScriptedLoss {
+        from: 1,
+        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
+        response: false,
+        count: 1,
+    }];
+    s.add_addr(0, new_a);
+    a_moves_to(&mut s, new_a);
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[1].ep.ike_sas()[0].path.remote.ip() == new_a
+            && !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    assert!(crate::rekey_a_child(&mut s, Duration::from_secs(60)));
+    let installs: Vec<IpAddr> = s.nodes[1]
+        .kernel_log
+        .iter()
+        .filter_map(|k| match k {
+            KernelAction::InstallChildSa(i) => Some(i.remote),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(installs.len(), 2);
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| s.paths_agree().is_ok()),
+        "{:?}",
+        s.paths_agree()
+    );
+    assert_eq!(esp_remotes(&s, 1), vec![new_a]);
+    assert!(s.children_pair_up());
+    // Installed during the check (its retransmission comes a timeout
+    // later), on the verified address.
+    let moved_at = s.nodes[1]
+        .kernel_log
+        .iter()
+        .position(|k| matches!(k, KernelAction::MigrateChildSa { to, .. } if to.1 == new_a))
+        .unwrap_or_else(|| panic!("ESP moved: {:#?}", s.nodes[1].kernel_log));
+    let installed_at = s.nodes[1]
+        .kernel_log
+        .iter()
+        .rposition(|k| matches!(k, KernelAction::InstallChildSa(_)))
+        .expect("installed");
+    assert!(installed_at < moved_at, "{:?}", s.nodes[1].kernel_log);
+    assert_eq!(installs[1], old_a);
+    delete_everything(&mut s);
+}
