@@ -23,9 +23,12 @@
 //! [`KernelAction::MigrateChildSa`], UNACCEPTABLE_ADDRESSES sent and honoured),
 //! path testing (§3.10, [`Command::TestPaths`]) and address lists (§3.4,
 //! §3.6: ours in IKE_AUTH and on [`Command::AnnounceAddresses`], the peer's
-//! reported as [`Event::PeerAddresses`]); the engine reports, the caller
-//! chooses the pairs. NO_NATS_ALLOWED is not done yet. It does not do EAP,
-//! certificates, IKE fragmentation, transport/BEET mode or SET_WINDOW_SIZE;
+//! reported as [`Event::PeerAddresses`]); as responder, a return
+//! routability check (§5.2) before the CHILD_SAs follow an update to an
+//! unlisted address; NAT-D in liveness checks (§3.8) and NO_NATS_ALLOWED
+//! (§3.9); kernel MIGRATE refusals and NAT mappings come back as commands.
+//! The engine reports, the caller chooses the pairs. It does not do EAP,
+//! certificates, IKE fragmentation, BEET mode or SET_WINDOW_SIZE;
 //! inbound SPIs are random (unique on the endpoint) rather than allocated by
 //! the kernel.
 //!
