@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::engine::EspSa;
 use ipsec_backend::FakeBackend;
