@@ -40,14 +40,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         paths: Vec<Path>,
     ) -> Result<(), CommandError> {
-        self.require_established()?;
-        if !self.peer_mobike {
-            return Err(CommandError::NoMobike(self.id));
-        }
-        if !self.initiator {
-            return Err(CommandError::NotInitiator(self.id));
-        }
-        check_families(&paths)?;
+        self.require_mobike_initiator(&paths)?;
         let Some(&first) = paths.first() else {
             return Ok(());
         };
@@ -223,10 +216,26 @@ impl IkeSa {
     }
 }
 
+impl IkeSa {
+    /// What moving or testing `paths` needs: an established IKE SA with
+    /// MOBIKE, of which we are the original initiator (RFC 4555 §3.1: it
+    /// decides which addresses are used), and pairs of one family each.
+    pub(super) fn require_mobike_initiator(&self, paths: &[Path]) -> Result<(), CommandError> {
+        self.require_established()?;
+        if !self.peer_mobike {
+            return Err(CommandError::NoMobike(self.id));
+        }
+        if !self.initiator {
+            return Err(CommandError::NotInitiator(self.id));
+        }
+        check_families(paths)
+    }
+}
+
 /// Every pair has both addresses of one family (RFC 4555 §3.5 moves
 /// between IPv4 and IPv6 freely, but one pair is one family: the kernel's
 /// MIGRATE carries one family for the old and one for the new addresses).
-pub(super) fn check_families(paths: &[Path]) -> Result<(), CommandError> {
+fn check_families(paths: &[Path]) -> Result<(), CommandError> {
     match paths
         .iter()
         .find(|p| p.local.is_ipv4() != p.remote.is_ipv4())

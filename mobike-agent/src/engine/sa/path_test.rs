@@ -59,14 +59,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         paths: Vec<Path>,
     ) -> Result<(), CommandError> {
-        self.require_established()?;
-        if !self.peer_mobike {
-            return Err(CommandError::NoMobike(self.id));
-        }
-        if !self.initiator {
-            return Err(CommandError::NotInitiator(self.id));
-        }
-        super::mobike::check_families(&paths)?;
+        self.require_mobike_initiator(&paths)?;
         let mut unique: Vec<Path> = Vec::new();
         for p in paths {
             if !unique.contains(&p) {
