@@ -263,7 +263,8 @@ pub const XFRM_STATE_ESN: u8 = 128;
 /// `XFRM_STATE_AF_UNSPEC`.
 pub const XFRM_STATE_AF_UNSPEC: u8 = 32;
 
-fn default_replay() -> u32 {
+/// The anti-replay window of an SA when none is given, in packets.
+pub(crate) fn default_replay() -> u32 {
     32
 }
 

@@ -14,12 +14,8 @@ use crate::handle::{PolicyKey, SaKey};
 use crate::selector::{SelectorError, SelectorPair, check_selectors};
 use crate::types::{
     Crypto, Dir, Encap, Mark, MigrateSpec, Mode, OuterPair, PairMove, PolicySpec, Prefix, Proto,
-    SaSpec, Template, TrafficSelector,
+    SaSpec, Template, TrafficSelector, default_replay,
 };
-
-pub(super) fn default_replay() -> u32 {
-    32
-}
 
 /// The selector of the outbound SA, and whether it is an AF_UNSPEC one
 /// (then `None`): the pair when there is one; otherwise, since the SA

@@ -6,9 +6,10 @@
 
 use serde::Deserialize;
 
-use super::spec::{ChildSaHandle, ChildSaSpec, default_replay};
+use super::spec::{ChildSaHandle, ChildSaSpec};
 use crate::codec::LifetimeCfg;
 use crate::selector::SelectorPair;
+use crate::types::default_replay;
 use crate::types::{Crypto, Encap, Mark, Mode, OuterPair, Prefix};
 
 #[derive(Deserialize)]

@@ -217,6 +217,15 @@ impl Endpoint {
         Some(r)
     }
 
+    /// The IKE SA that has the CHILD_SA with our inbound SPI `inbound_spi`.
+    fn sa_of_child(&self, inbound_spi: u32) -> Result<SaId, CommandError> {
+        self.sas
+            .iter()
+            .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
+            .map(|(id, _)| *id)
+            .ok_or(CommandError::NoChildSa(inbound_spi))
+    }
+
     /// IKE SA `to` takes over `children` and goes on with its queue; if it
     /// vanished meanwhile, they are lost, said so.
     fn adopt(&mut self, now: Instant, to: SaId, children: Vec<sa::Child>) {
@@ -445,22 +454,12 @@ impl Endpoint {
                 .with_sa(now, sa, |s, ctx| s.command_create_child(ctx, child))
                 .ok_or(CommandError::UnknownSa(sa))?,
             Command::ChildSaExpired { inbound_spi, hard } => {
-                let sa = self
-                    .sas
-                    .iter()
-                    .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
-                    .map(|(id, _)| *id)
-                    .ok_or(CommandError::NoChildSa(inbound_spi))?;
+                let sa = self.sa_of_child(inbound_spi)?;
                 self.with_sa(now, sa, |s, ctx| s.child_expired(ctx, inbound_spi, hard))
                     .ok_or(CommandError::UnknownSa(sa))?
             }
             Command::MigrateFailed { inbound_spi } => {
-                let sa = self
-                    .sas
-                    .iter()
-                    .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
-                    .map(|(id, _)| *id)
-                    .ok_or(CommandError::NoChildSa(inbound_spi))?;
+                let sa = self.sa_of_child(inbound_spi)?;
                 self.with_sa(now, sa, |s, ctx| s.migrate_failed(ctx, inbound_spi))
                     .ok_or(CommandError::UnknownSa(sa))?
             }
@@ -468,12 +467,7 @@ impl Endpoint {
                 inbound_spi,
                 remote,
             } => {
-                let sa = self
-                    .sas
-                    .iter()
-                    .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
-                    .map(|(id, _)| *id)
-                    .ok_or(CommandError::NoChildSa(inbound_spi))?;
+                let sa = self.sa_of_child(inbound_spi)?;
                 self.with_sa(now, sa, |s, ctx| s.nat_mapping(ctx, remote))
                     .ok_or(CommandError::UnknownSa(sa))?
             }

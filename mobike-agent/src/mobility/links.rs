@@ -323,21 +323,25 @@ impl LinkTable {
                     .ifaces
                     .entry(index)
                     .or_insert_with(|| Interface::new(index, name.clone(), kind));
-                let before = iface.clone();
+                let was_up = iface.is_up();
+                let changed = iface.name != name
+                    || iface.kind != kind
+                    || iface.driver_kind != driver_kind
+                    || (iface.admin_up, iface.carrier, iface.oper) != (admin_up, carrier, oper);
                 iface.name = name;
                 iface.kind = kind;
                 iface.driver_kind = driver_kind;
                 iface.admin_up = admin_up;
                 iface.carrier = carrier;
                 iface.oper = oper;
-                if iface.is_up() && !before.is_up() {
+                if iface.is_up() && !was_up {
                     // Back up: an earlier prediction of its loss is void.
                     iface.going_down_at = None;
                 }
-                if *iface == before {
-                    Touched::default()
-                } else {
+                if changed {
                     Touched::one(index)
+                } else {
+                    Touched::default()
                 }
             }
             LinkEvent::Carrier { index, up } => match self.ifaces.get_mut(&index) {

@@ -17,7 +17,7 @@
 //! answered. Each move keeps a [`Timeline`] from the trigger to the kernel.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     net::IpAddr,
     time::{Duration, Instant, SystemTime},
 };
@@ -111,6 +111,9 @@ struct SaPathState {
     dirty: bool,
     cause: Option<Cause>,
     last: Option<Evaluation>,
+    /// The interfaces `last` depended on (its candidates'), kept so that a
+    /// link event is matched against them without rebuilding the set.
+    deps: BTreeSet<u32>,
     pending: Option<Pending>,
     moves: VecDeque<Timeline>,
     announced: Option<Vec<IpAddr>>,
@@ -206,14 +209,15 @@ impl Manager {
             return;
         }
         for sa in self.sas.values_mut() {
-            let deps = sa
-                .last
-                .as_ref()
-                .map(Evaluation::interfaces)
-                .unwrap_or_default();
             let current_iface = self.table.owner_of(sa.current.local).map(|i| i.index);
             if sa.last.is_none()
-                || policy::affects(&self.table, touched, &deps, current_iface, &sa.peer_addrs)
+                || policy::affects(
+                    &self.table,
+                    touched,
+                    &sa.deps,
+                    current_iface,
+                    &sa.peer_addrs,
+                )
                 || current_iface.is_none()
             {
                 sa.dirty = true;
@@ -248,6 +252,7 @@ impl Manager {
             dirty: true,
             cause: None,
             last: None,
+            deps: BTreeSet::new(),
             pending: None,
             moves: VecDeque::new(),
             announced: None,
@@ -484,6 +489,7 @@ impl Manager {
         {
             s.recheck_at = Some(s.since + cfg.policy.min_dwell);
         }
+        s.deps = eval.interfaces();
         s.last = Some(eval);
         if timed_out {
             if let Some(p) = s.pending.as_mut() {

@@ -129,7 +129,8 @@ pub fn map(t: &pb::Trigger, table: &LinkTable, now: SystemTime) -> Result<Mapped
         ty: t.r#type,
     })?;
     let name = ty.as_str_name();
-    let iface = t.interface.clone().unwrap_or_default();
+    let no_iface = pb::Interface::default();
+    let iface = t.interface.as_ref().unwrap_or(&no_iface);
     let index = || -> Result<u32, TriggerError> {
         if iface.index != 0 {
             return Ok(iface.index);
@@ -141,19 +142,21 @@ pub fn map(t: &pb::Trigger, table: &LinkTable, now: SystemTime) -> Result<Mapped
             .ok_or(TriggerError::NoInterface { id: t.id, ty: name })
     };
     let address = || -> Result<LocalAddr, TriggerError> {
-        let a = t.address.clone().unwrap_or_default();
-        local_addr(&a).map_err(|(value, len)| match (len, value.parse::<IpAddr>()) {
-            (Some(len), Ok(addr)) => TriggerError::BadPrefix {
-                id: t.id,
-                ty: name,
-                addr,
-                len,
-            },
-            _ => TriggerError::BadAddress {
-                id: t.id,
-                ty: name,
-                value,
-            },
+        let no_addr = pb::Address::default();
+        local_addr(t.address.as_ref().unwrap_or(&no_addr)).map_err(|(value, len)| {
+            match (len, value.parse::<IpAddr>()) {
+                (Some(len), Ok(addr)) => TriggerError::BadPrefix {
+                    id: t.id,
+                    ty: name,
+                    addr,
+                    len,
+                },
+                _ => TriggerError::BadAddress {
+                    id: t.id,
+                    ty: name,
+                    value,
+                },
+            }
         })
     };
     let observed = t.observed_at.as_ref().and_then(system_time).unwrap_or(now);

@@ -152,11 +152,13 @@ pub async fn run(
                         if let Err(e) = ep.handle_command(Instant::now(), cmd) {
                             debug!(error = %e, %remote, "NAT mapping of a CHILD_SA that is gone");
                         }
+                    } else if matches!(ev, ipsec_backend::XfrmEvent::Mapping { .. }) {
+                        debug!(event = ?ev, "NAT mapping of an SA that is not one of ours (or has no new address)");
                     }
                 }
                 Err(e) => warn!(
                     error = %errchain::chain(&e),
-                    "kernel XFRM events lost: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time"
+                    "kernel XFRM events lost: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time, a peer's NAT mapping change until its next message"
                 ),
             },
             // The caller may have gone away; nothing to do then.

@@ -24,24 +24,31 @@ use super::{
 impl IkeSa {
     pub(in crate::engine) fn next_deadline(&self, config: &EndpointConfig) -> Option<Instant> {
         let timers = &config.connections[self.conn].timers;
-        let mut d: Vec<Instant> = Vec::new();
-        d.extend(self.window.in_flight.as_ref().map(|o| o.next));
-        d.extend(self.lingering_test_deadline());
-        d.extend(self.life.expires);
+        // The earliest of the timers that apply, without collecting them
+        // (this runs for every SA on every poll of the runtime's loop).
+        let mut d: Option<Instant> = None;
+        let mut at = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |m| m.min(t)));
+            }
+        };
+        at(self.window.in_flight.as_ref().map(|o| o.next));
+        at(self.lingering_test_deadline());
+        at(self.life.expires);
         if self.established() {
             if self.window.in_flight.is_none()
                 && !self.rekey.awaiting_peer
                 && let Some(dpd) = timers.dpd_delay
             {
-                d.push(self.life.last_heard + dpd);
+                at(Some(self.life.last_heard + dpd));
             }
-            d.extend(self.rekey.at);
-            d.extend(
-                self.children
-                    .iter()
-                    .filter(|c| c.state == ChildState::Installed)
-                    .filter_map(|c| c.rekey_at),
-            );
+            at(self.rekey.at);
+            at(self
+                .children
+                .iter()
+                .filter(|c| c.state == ChildState::Installed)
+                .filter_map(|c| c.rekey_at)
+                .min());
         }
         if self.nat.local_behind
             && matches!(
@@ -49,9 +56,9 @@ impl IkeSa {
                 State::Established | State::Deleting | State::Rekeyed
             )
         {
-            d.extend(self.nat.keepalive_at);
+            at(self.nat.keepalive_at);
         }
-        d.into_iter().min()
+        d
     }
 
     pub(in crate::engine) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
@@ -331,7 +338,7 @@ impl IkeSa {
                     match self.open(bytes, &msg) {
                         Ok(p) => {
                             self.life.last_heard = ctx.now;
-                            self.late_path_test_answer(ctx, h.message_id, path, &p);
+                            self.late_path_test_answer(ctx, path, &p);
                         }
                         Err(_) => ctx.stats.integrity_failures += 1,
                     }

@@ -84,6 +84,12 @@ impl IkeSa {
         for d in deletes.iter().filter(|d| d.protocol == ProtocolId::ESP) {
             for spi in &d.spis {
                 let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()).map(u32::from_be_bytes) else {
+                    warn!(
+                        sa = self.id,
+                        len = spi.len(),
+                        "Delete with an ESP SPI that is not 4 octets: ignored"
+                    );
+                    ctx.stats.unexpected += 1;
                     continue;
                 };
                 // The peer names its inbound SPI, our outbound (§1.4.1).
@@ -98,7 +104,7 @@ impl IkeSa {
         for spi in &ours {
             self.remove_child(ctx, *spi);
         }
-        let answer: Vec<Payload> = if deletes.is_empty() {
+        let mut answer: Vec<Payload> = if deletes.is_empty() {
             Vec::new()
         } else {
             vec![Payload::Delete(Delete {
@@ -107,7 +113,6 @@ impl IkeSa {
                 spis: ours.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
             })]
         };
-        let mut answer = answer;
         if self.peer_mobike && notify_of(p, NotifyType::UPDATE_SA_ADDRESSES).is_some() {
             self.respond_update_addresses(ctx, id, p, &mut answer);
         } else {

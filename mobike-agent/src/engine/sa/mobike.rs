@@ -28,9 +28,7 @@ use crate::{
     proto::{ExchangeType, NotifyType, Payload},
 };
 
-use super::{
-    BuiltRequest, IkeSa, QueuedRequest, SentRequest, State, first_error, notify, notify_of,
-};
+use super::{BuiltRequest, IkeSa, QueuedRequest, SentRequest, State, first_error, notify};
 
 impl IkeSa {
     /// Moves the IKE SA to the first of `paths`, the others being fallbacks
@@ -107,7 +105,11 @@ impl IkeSa {
         if self.state != State::Established || paths.is_empty() {
             return;
         }
-        let Some(cookie2) = ctx.random::<16>() else {
+        let Some(cookie2) = ctx.random::<{ super::path_test::COOKIE2_LEN }>() else {
+            warn!(
+                sa = self.id,
+                "no randomness for COOKIE2; address update dropped"
+            );
             return;
         };
         let path = paths.remove(0);
@@ -176,12 +178,7 @@ impl IkeSa {
         p: &[Payload],
     ) {
         // RFC 4555 §3.5: the answer must echo our COOKIE2.
-        if notify_of(p, NotifyType::COOKIE2).is_none_or(|n| n.data != cookie2) {
-            warn!(
-                sa = self.id,
-                "UPDATE_SA_ADDRESSES answer without our COOKIE2"
-            );
-            ctx.stats.bad_cookie2 += 1;
+        if !self.cookie2_matches(ctx, p, &cookie2, "UPDATE_SA_ADDRESSES") {
             self.update_failed(ctx, old, rest, UpdateFailure::BadCookie2);
             return;
         }

@@ -41,7 +41,7 @@ use super::{
 
 /// COOKIE2 length we send: RFC 4555 §3.7 allows 8-64 octets; 16 random
 /// octets make it unpredictable.
-const COOKIE2_LEN: usize = 16;
+pub(super) const COOKIE2_LEN: usize = 16;
 
 /// The pairs of a completed test that have not answered yet: answers to
 /// copies already sent are taken until `until`.
@@ -132,35 +132,26 @@ impl IkeSa {
         }
     }
 
-    /// Whether a COOKIE2 in `p` is exactly `ours` (RFC 4555 §3.7); logs
-    /// and counts a missing, malformed or different one.
-    fn cookie2_matches(&self, ctx: &mut Ctx<'_>, p: &[Payload], ours: &[u8]) -> bool {
-        match notify_of(p, NotifyType::COOKIE2) {
-            Some(n) if n.data == ours => true,
+    /// Whether the answer `p` echoes our COOKIE2 `ours` (RFC 4555 §3.5,
+    /// §3.7); if not, it is logged as the `what` answer and counted.
+    pub(super) fn cookie2_matches(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &[Payload],
+        ours: &[u8],
+        what: &str,
+    ) -> bool {
+        let why = match notify_of(p, NotifyType::COOKIE2) {
+            Some(n) if n.data == ours => return true,
             Some(n) if !(8..=64).contains(&n.data.len()) => {
-                warn!(
-                    sa = self.id,
-                    len = n.data.len(),
-                    "path test answer with a malformed COOKIE2 (RFC 4555 §3.7: 8-64 octets): not taken"
-                );
-                ctx.stats.bad_cookie2 += 1;
-                false
+                "a malformed COOKIE2 (RFC 4555 §3.7: 8-64 octets)"
             }
-            Some(n) => {
-                warn!(
-                    sa = self.id,
-                    len = n.data.len(),
-                    "path test answer with another COOKIE2: not taken"
-                );
-                ctx.stats.bad_cookie2 += 1;
-                false
-            }
-            None => {
-                warn!(sa = self.id, "path test answer without COOKIE2: not taken");
-                ctx.stats.bad_cookie2 += 1;
-                false
-            }
-        }
+            Some(_) => "another COOKIE2",
+            None => "no COOKIE2",
+        };
+        warn!(sa = self.id, "{what} answer with {why}: not taken");
+        ctx.stats.bad_cookie2 += 1;
+        false
     }
 
     /// The verified answer `p` to our path test `o` arrived on `path`:
@@ -177,7 +168,7 @@ impl IkeSa {
         let Some(BuiltRequest::PathTest(mut test)) = o.request else {
             return;
         };
-        if !self.cookie2_matches(ctx, p, &test.cookie2) {
+        if !self.cookie2_matches(ctx, p, &test.cookie2, "path test") {
             self.window.in_flight = Some(SentRequest {
                 request: Some(BuiltRequest::PathTest(test)),
                 ..o
@@ -203,31 +194,19 @@ impl IkeSa {
         }
     }
 
-    /// A verified answer with message ID `msg_id`, not our request in
-    /// flight: a late answer to a completed path test, if one lingers.
-    /// Returns whether it was one.
-    pub(super) fn late_path_test_answer(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        msg_id: u32,
-        path: Path,
-        p: &[Payload],
-    ) -> bool {
+    /// A verified late answer to the lingering path test (the caller
+    /// matched its message ID), on `path`.
+    pub(super) fn late_path_test_answer(&mut self, ctx: &mut Ctx<'_>, path: Path, p: &[Payload]) {
         let Some(mut t) = self.window.lingering_test.take() else {
-            return false;
+            return;
         };
-        if t.msg_id != msg_id {
-            self.window.lingering_test = Some(t);
-            return false;
-        }
-        if self.cookie2_matches(ctx, p, &t.cookie2) {
+        if self.cookie2_matches(ctx, p, &t.cookie2, "path test") {
             mark_answered(ctx, self.id, &mut t.pending, path);
             t.pending.retain(|p| !p.answered);
         }
         if !t.pending.is_empty() {
             self.window.lingering_test = Some(t);
         }
-        true
     }
 
     /// The message ID of a lingering test, for matching late answers

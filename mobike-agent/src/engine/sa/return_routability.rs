@@ -270,7 +270,11 @@ impl IkeSa {
         if self.rr.is_none() {
             return;
         }
-        let Some(cookie2) = ctx.random::<16>() else {
+        let Some(cookie2) = ctx.random::<{ super::path_test::COOKIE2_LEN }>() else {
+            warn!(
+                sa = self.id,
+                "no randomness for COOKIE2; return routability check dropped"
+            );
             return;
         };
         let payloads = [notify(NotifyType::COOKIE2, cookie2.to_vec())];
@@ -312,14 +316,9 @@ impl IkeSa {
         let Some(u) = self.rr.take() else {
             return;
         };
-        if notify_of(p, NotifyType::COOKIE2).is_none_or(|n| n.data != cookie2) {
+        if !self.cookie2_matches(ctx, p, &cookie2, "return routability check") {
             // §3.7: a COOKIE2 that does not match closes the IKE SA; ESP
             // never left the verified pair.
-            warn!(
-                sa = self.id,
-                "return routability answer without our COOKIE2: closing the IKE SA"
-            );
-            ctx.stats.unexpected += 1;
             self.path = u.esp;
             self.window.queue.push_back(QueuedRequest::DeleteIke);
             return;
