@@ -125,6 +125,10 @@ fn the_own_watch_follows_carrier_and_address_loss_and_the_manager_moves() {
                 now,
             );
             m.evaluate(&routes, now);
+            assert!(
+                matches!(m.poll_action(), Some(Action::Announce { sa: 1, .. })),
+                "the first evaluation gives the address list"
+            );
             assert_eq!(m.poll_action(), None, "both uplinks up: stay on vA");
 
             // The peer end of vA goes down: vA loses its carrier but keeps

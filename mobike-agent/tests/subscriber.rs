@@ -24,18 +24,7 @@ use trigger_proto::v1::{self as pb, trigger::Detail};
 
 /// trigger-db's binary, beside this test's directory in the target dir.
 fn daemon_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("trigger-db"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (cargo build -p trigger-db, or cargo test --workspace)",
-        bin.display()
-    );
-    bin
+    system_tests::trigger_db::workspace_bin("trigger-db")
 }
 
 fn going_down(ifname: &str, ms: u32) -> pb::Trigger {

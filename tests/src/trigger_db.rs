@@ -241,6 +241,24 @@ fn log_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// A binary of the workspace (`trigger-db`, `triggerctl`) beside the
+/// running test's directory in the target dir; fails the test with how to
+/// build it when it is missing.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(name))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (cargo build -p trigger-db, or cargo test --workspace)",
+        bin.display()
+    );
+    bin
+}
+
 /// A client trigger as a test adds it.
 pub fn client_trigger(kind: TriggerType, ifname: &str) -> pb::Trigger {
     let mut t = Trigger::new(Source::Client, kind);

@@ -16,7 +16,9 @@
 //! traffic, so they are zero and `counters_known` is false.
 
 pub mod client;
+mod mobility;
 pub mod render;
+mod render_mobility;
 pub mod server;
 
 use std::{
@@ -135,6 +137,8 @@ pub struct StatusSnapshot {
     pub backend: Backend,
     /// The CHILD_SAs' kernel counters (backend `xfrm`).
     pub counters: Counters,
+    /// The mobility manager (absent with `[mobility] source = "off"`).
+    pub mobility: Option<crate::mobility::MobilityStatus>,
 }
 
 /// What went wrong with the control socket.

@@ -57,6 +57,8 @@ pub fn json_lines(st: &StatusResponse) -> String {
             "local_addrs": sa.local_addrs,
             "peer_addrs": sa.peer_addrs,
             "remote_addrs": sa.remote_addrs,
+            "mobility": sa.mobility.as_ref().map(super::render_mobility::sa_json),
+            "mobility_source": st.mobility.as_ref().map(super::render_mobility::source_json),
             "backend": st.backend,
             "child_sas": children,
         });
@@ -99,6 +101,9 @@ pub fn table(st: &StatusResponse) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut out = String::new();
+    if let Some(m) = &st.mobility {
+        out.push_str(&super::render_mobility::source_line(m));
+    }
     if st.ike_sas.is_empty() {
         out.push_str("no IKE SAs\n");
         return out;
@@ -150,6 +155,9 @@ pub fn table(st: &StatusResponse) -> String {
                 list_or_none(&sa.peer_addrs),
                 list_or_none(&sa.remote_addrs)
             );
+        }
+        if let Some(m) = &sa.mobility {
+            out.push_str(&super::render_mobility::sa_lines(m));
         }
         for c in &sa.child_sas {
             let counters = if c.counters_known {

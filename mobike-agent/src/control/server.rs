@@ -217,13 +217,21 @@ fn status_response(s: &StatusSnapshot) -> StatusResponse {
         ike_sas: s
             .ike_sas
             .iter()
-            .map(|i| ike_sa(i, s.backend, &s.counters, s.at))
+            .map(|i| {
+                let mut sa = ike_sa(i, s.backend, &s.counters, s.at);
+                sa.mobility = s.mobility.as_ref().and_then(|m| {
+                    let (_, paths) = m.sas.iter().find(|(id, _)| *id == i.id)?;
+                    Some(super::mobility::sa_mobility(paths, s.at))
+                });
+                sa
+            })
             .collect(),
         backend: match s.backend {
             Backend::None => "none",
             Backend::Xfrm => "xfrm",
         }
         .into(),
+        mobility: s.mobility.as_ref().map(super::mobility::mobility),
     }
 }
 
@@ -243,6 +251,7 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) ->
         local_addrs: strings(&i.local_addrs),
         peer_addrs: strings(&i.peer_addrs),
         remote_addrs: strings(&i.remote_addrs),
+        mobility: None,
         name: i.connection.clone(),
         state: match i.state {
             "established" => "ESTABLISHED",
@@ -431,6 +440,7 @@ mod tests {
         let st = StatusResponse {
             ike_sas: vec![sa.clone()],
             backend: "xfrm".into(),
+            mobility: None,
         };
         let t = table(&st);
         assert!(t.contains("840 B/10 pkts in ("), "{t}");

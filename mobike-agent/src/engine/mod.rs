@@ -170,6 +170,11 @@ impl Endpoint {
         self.sas.values().map(|s| s.info(&self.config)).collect()
     }
 
+    /// Summary of one IKE SA.
+    pub fn ike_sa(&self, id: SaId) -> Option<IkeSaInfo> {
+        self.sas.get(&id).map(|s| s.info(&self.config))
+    }
+
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.transmits.pop_front()

@@ -67,6 +67,18 @@ pub enum Source {
     Off,
 }
 
+impl Source {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Automatic => "automatic",
+            Source::TriggerDb => "trigger-db",
+            Source::Netlink => "netlink",
+            Source::Off => "off",
+        }
+    }
+}
+
 /// `[mobility.kinds.KIND]` and `[mobility.interfaces.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,7 @@ use std::{
 
 use super::{
     config::MobilityConfig,
-    links::{LinkEvent, LinkTable, Touched},
+    links::{IfaceKind, LinkEvent, LinkTable, Touched},
     policy::{self, Evaluation, MoveReason, Pair, PathTest, RouteView, SaPaths, Verdict},
     subscriber::Feed,
 };
@@ -62,13 +62,36 @@ pub struct Cause {
     pub received: Instant,
 }
 
+/// An interface as it was when a move left or reached it (it may be gone
+/// from the table by the time the move is reported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRef {
+    pub index: u32,
+    pub name: String,
+    pub kind: IfaceKind,
+}
+
+impl LinkRef {
+    fn of(table: &LinkTable, addr: IpAddr) -> Option<Self> {
+        table.owner_of(addr).map(|i| Self {
+            index: i.index,
+            name: i.name.clone(),
+            kind: i.kind,
+        })
+    }
+}
+
 /// The stages of one move, for status and for LINK_HANDOVER_COMPLETE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeline {
     pub reason: MoveReason,
     pub from: Pair,
+    /// The interface of `from`'s local address, as last seen.
+    pub from_link: Option<LinkRef>,
     /// The pair moved to (set when the update is sent).
     pub to: Option<Pair>,
+    /// The interface of `to`'s local address when the update was sent.
+    pub to_link: Option<LinkRef>,
     pub cause: Option<Cause>,
     pub decided: Instant,
     pub tests_sent: Option<Instant>,
@@ -103,6 +126,8 @@ struct Pending {
 struct SaPathState {
     initiator: bool,
     current: Pair,
+    /// The interface of `current`'s local address, as last seen.
+    current_link: Option<LinkRef>,
     since: Instant,
     peer_addrs: Vec<IpAddr>,
     vips: Vec<IpAddr>,
@@ -244,6 +269,7 @@ impl Manager {
         let e = self.sas.entry(sa).or_insert_with(|| SaPathState {
             initiator,
             current,
+            current_link: None,
             since: now,
             peer_addrs: Vec::new(),
             vips: Vec::new(),
@@ -267,6 +293,27 @@ impl Manager {
         e.peer_addrs = peer_addrs;
         e.vips = vips;
         e.dirty = true;
+    }
+
+    /// The IKE SA was rekeyed (RFC 7296 §2.18): its paths, tests and
+    /// moves carry over to `new`; a move under way is dropped (the engine
+    /// does not carry requests over), and the next evaluation starts again.
+    pub fn on_sa_rekeyed(&mut self, old: SaId, new: SaId) {
+        let Some(mut s) = self.sas.remove(&old) else {
+            return;
+        };
+        if let Some(p) = s.pending.take() {
+            let mut timeline = p.timeline;
+            timeline.failed = Some("the IKE SA was rekeyed".into());
+            push_move(&mut s.moves, timeline);
+        }
+        s.dirty = true;
+        self.sas.insert(new, s);
+        self.actions.retain(|a| match a {
+            Action::TestPaths { sa, .. }
+            | Action::Update { sa, .. }
+            | Action::Announce { sa, .. } => *sa != old,
+        });
     }
 
     /// The IKE SA is gone.
@@ -334,6 +381,7 @@ impl Manager {
         };
         p.updating = true;
         p.timeline.to = Some(to);
+        p.timeline.to_link = LinkRef::of(&self.table, to.local);
         p.timeline.update_sent = Some(now);
         p.deadline = None;
         self.actions.push_back(Action::Update { sa, pair: to });
@@ -353,7 +401,10 @@ impl Manager {
             // A move we did not decide (an operator's, or the peer's).
             None => return,
         };
-        timeline.to = Some(pair);
+        if timeline.to != Some(pair) {
+            timeline.to = Some(pair);
+            timeline.to_link = LinkRef::of(&self.table, pair.local);
+        }
         timeline.moved = Some(now);
         push_move(&mut s.moves, timeline.clone());
         self.completed.push_back((sa, timeline));
@@ -442,25 +493,16 @@ impl Manager {
         let Some(s) = self.sas.get_mut(&id) else {
             return;
         };
-        // Unanswered path tests time out as failures.
-        let timed_out = s
-            .pending
-            .as_ref()
-            .is_some_and(|p| !p.updating && p.deadline.is_some_and(|d| now >= d));
-        let due = |t: Option<Instant>| t.is_some_and(|t| now >= t);
-        if !s.dirty && !timed_out && !due(s.recheck_at) && !due(s.next_probe) {
+        if !s.needs_evaluation(now) {
             return;
         }
+        // Unanswered path tests time out as failures.
+        let timed_out = s.tests_timed_out(now);
         s.recheck_at = None;
-        let view = SaPaths {
-            current: Some(s.current),
-            since: s.since,
-            peer_addrs: &s.peer_addrs,
-            own_vips: &s.vips,
-            tests: &s.tests,
-            unresponsive: s.unresponsive,
-        };
-        let eval = policy::evaluate(table, &cfg.policy, routes, &view, now);
+        if let Some(link) = LinkRef::of(table, s.current.local) {
+            s.current_link = Some(link);
+        }
+        let eval = policy::evaluate(table, &cfg.policy, routes, &s.view(), now);
         s.dirty = false;
         // Our address list, for the peer.
         let mut addrs: Vec<IpAddr> = Vec::new();
@@ -471,12 +513,10 @@ impl Manager {
         }
         addrs.sort();
         if s.announced.as_ref() != Some(&addrs) {
-            if s.announced.is_some() {
-                self.actions.push_back(Action::Announce {
-                    sa: id,
-                    addrs: addrs.clone(),
-                });
-            }
+            self.actions.push_back(Action::Announce {
+                sa: id,
+                addrs: addrs.clone(),
+            });
             s.announced = Some(addrs);
         }
         let verdict = eval.verdict.clone();
@@ -527,7 +567,9 @@ impl Manager {
                 let mut timeline = Timeline {
                     reason,
                     from: s.current,
+                    from_link: s.current_link.clone(),
                     to: None,
+                    to_link: None,
                     cause: s.cause.take(),
                     decided: now,
                     tests_sent: None,
@@ -551,6 +593,7 @@ impl Manager {
                     && fresh(&best)
                 {
                     timeline.to = Some(best);
+                    timeline.to_link = LinkRef::of(table, best.local);
                     timeline.update_sent = Some(now);
                     s.pending = Some(Pending {
                         timeline,
@@ -595,6 +638,36 @@ impl Manager {
         }
     }
 
+    /// The (local, remote) pairs whose kernel route the next
+    /// [`Manager::evaluate`] asks about: those of the IKE SAs it will
+    /// evaluate (empty when none is due).
+    pub fn route_pairs(&self, now: Instant) -> Vec<(IpAddr, IpAddr)> {
+        let mut out = Vec::new();
+        for s in self.sas.values().filter(|s| s.needs_evaluation(now)) {
+            for p in policy::route_pairs(&self.table, &self.config.policy, &s.view()) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the manager follows this IKE SA.
+    pub fn follows(&self, sa: SaId) -> bool {
+        self.sas.contains_key(&sa)
+    }
+
+    /// Whether a move is under way on any IKE SA.
+    pub fn is_moving(&self) -> bool {
+        self.sas.values().any(|s| s.pending.is_some())
+    }
+
+    /// The IKE SAs the manager follows.
+    pub fn sas(&self) -> impl Iterator<Item = SaId> + '_ {
+        self.sas.keys().copied()
+    }
+
     /// The next action for the engine.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -636,6 +709,32 @@ impl Manager {
             moving: s.pending.as_ref().map(|p| p.timeline.clone()),
             moves: s.moves.iter().cloned().collect(),
         })
+    }
+}
+
+impl SaPathState {
+    fn view(&self) -> SaPaths<'_> {
+        SaPaths {
+            current: Some(self.current),
+            since: self.since,
+            peer_addrs: &self.peer_addrs,
+            own_vips: &self.vips,
+            tests: &self.tests,
+            unresponsive: self.unresponsive,
+        }
+    }
+
+    /// Path tests of the pending move that are past their deadline.
+    fn tests_timed_out(&self, now: Instant) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|p| !p.updating && p.deadline.is_some_and(|d| now >= d))
+    }
+
+    /// An input concerned it, or one of its timers is due.
+    fn needs_evaluation(&self, now: Instant) -> bool {
+        let due = |t: Option<Instant>| t.is_some_and(|t| now >= t);
+        self.dirty || self.tests_timed_out(now) || due(self.recheck_at) || due(self.next_probe)
     }
 }
 

@@ -16,12 +16,10 @@
 //!   each move's timeline, as actions for the engine.
 //! - [`config`]: the `[mobility]` section.
 //!
-//! Everything but the subscriber is sans-IO: route lookups come in as a
-//! [`policy::RouteView`] answered by the runtime, time as `now`. Not here
-//! yet: the runtime that runs the subscriber and the manager and hands
-//! the manager's actions to the engine, the agent's own rtnetlink watch
-//! (for when trigger-db is not running), and the engine's RFC 4555 path
-//! tests and address lists that those actions need.
+//! Everything but the subscriber and the watch is sans-IO: route lookups
+//! come in as a [`policy::RouteView`] answered by the runtime, time as
+//! `now`. The runtime (`crate::runtime::mobility`) runs the sources and the
+//! manager and hands the manager's actions to the engine.
 
 pub mod config;
 pub mod links;
@@ -35,3 +33,28 @@ pub use links::{IfaceKind, Interface, LinkEvent, LinkTable, Touched};
 pub use policy::{
     Candidate, Evaluation, MoveReason, PolicyConfig, RouteAnswer, RouteView, Verdict,
 };
+
+use std::time::SystemTime;
+
+/// Which source feeds the manager now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Active {
+    /// Waiting for trigger-db (source `trigger-db`, not reachable).
+    Waiting { since: SystemTime, why: String },
+    /// The trigger-db subscription.
+    TriggerDb { since: SystemTime },
+    /// The agent's own rtnetlink watch; `why` trigger-db is not used.
+    Netlink { since: SystemTime, why: String },
+}
+
+/// What `mobike-agent status` shows of mobility.
+#[derive(Debug, Clone)]
+pub struct MobilityStatus {
+    pub source: config::Source,
+    pub active: Active,
+    pub synced: bool,
+    pub interfaces: usize,
+    pub rejected: u64,
+    pub reports_dropped: u64,
+    pub sas: Vec<(manager::SaId, manager::SaMobility)>,
+}

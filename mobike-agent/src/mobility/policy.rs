@@ -324,6 +324,35 @@ fn score(
     s
 }
 
+/// The (local, remote) pairs whose route [`candidates`] and [`evaluate`]
+/// ask `routes` about for `sa`: every usable local address of the table
+/// with every peer address of its family, and the current pair. The
+/// runtime looks these up in the kernel before it evaluates.
+pub fn route_pairs(
+    table: &LinkTable,
+    cfg: &PolicyConfig,
+    sa: &SaPaths<'_>,
+) -> Vec<(IpAddr, IpAddr)> {
+    let mut out: Vec<(IpAddr, IpAddr)> = sa
+        .current
+        .map(|c| (c.local, c.remote))
+        .into_iter()
+        .collect();
+    for iface in table.interfaces() {
+        for &local in iface.addrs.keys() {
+            if unusable(iface, cfg, local, sa) {
+                continue;
+            }
+            for &remote in sa.peer_addrs {
+                if local.is_ipv4() == remote.is_ipv4() && !out.contains(&(local, remote)) {
+                    out.push((local, remote));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The candidates of `sa`, best first.
 pub fn candidates(
     table: &LinkTable,

@@ -9,8 +9,11 @@
 //! selectors of tunnel-mode CHILD_SAs are routed as `crate::routes` says.
 //! The kernel's XFRM_MSG_EXPIRE events for our SAs (their byte, packet and
 //! age limits) become [`Command::ChildSaExpired`], its XFRM_MSG_MAPPING
-//! events (a NAT-T peer's new address or port) [`Command::NatMapping`]. No trigger-db
-//! subscription yet.
+//! events (a NAT-T peer's new address or port) [`Command::NatMapping`].
+//! The mobility manager follows the host's links through trigger-db or
+//! its own rtnetlink watch and moves MOBIKE IKE SAs ([`mobility`]); its
+//! actions are handed to the engine in the same loop turn as the event
+//! that caused them.
 //! The control socket's server (`crate::control::server`) forwards its
 //! calls over a bounded channel; the loop answers them between two engine
 //! steps as [`commands`] says. Sockets bind to specific addresses (or the
@@ -29,6 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 mod commands;
+pub mod mobility;
 
 use crate::{
     config_file::{AgentConfig, Backend},
@@ -39,6 +43,7 @@ use crate::{
     udp::{Datagram, IkeSocket, wildcard_of},
     vips::VirtualIps,
 };
+use mobility::{Input, Mobility};
 
 /// Datagrams waiting between the socket tasks and the engine.
 const QUEUE: usize = 1024;
@@ -99,6 +104,7 @@ pub async fn run(
         None => None,
     };
     let mut expires = kernel_expires(&kernel);
+    let mut mobility = Mobility::start(config.mobility.clone(), config.backend == Backend::Xfrm);
     let (tx, mut rx) = mpsc::channel::<Datagram>(QUEUE);
     let mut sockets: HashMap<SocketAddr, Arc<IkeSocket>> = HashMap::new();
     open_sockets(&running, nat_t, &tx, &mut sockets)?;
@@ -122,11 +128,25 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }
     }
-    flush(&mut ep, &mut kernel, &mut routes, &mut vips, &sockets).await;
+    flush(
+        &mut ep,
+        &mut kernel,
+        &mut routes,
+        &mut vips,
+        &sockets,
+        &mut mobility,
+    )
+    .await;
     tokio::pin!(shutdown);
     let mut stop_at: Option<Instant> = None;
     loop {
-        let wake = [ep.poll_timeout(), stop_at].into_iter().flatten().min();
+        let mobility_wake = mobility
+            .as_ref()
+            .and_then(|m| m.poll_timeout(Instant::now()));
+        let wake = [ep.poll_timeout(), stop_at, mobility_wake]
+            .into_iter()
+            .flatten()
+            .min();
         let sleep = async {
             match wake {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -138,7 +158,18 @@ pub async fn run(
                 Some((local, remote, data)) => ep.handle_datagram(Instant::now(), local, remote, &data),
                 None => break,
             },
-            () = sleep => ep.handle_timeout(Instant::now()),
+            () = sleep => {
+                ep.handle_timeout(Instant::now());
+                if let Some(m) = mobility.as_mut().filter(|m| m.wants_counters()) {
+                    let counters = kernel.counters().await;
+                    m.on_counters(&ep, &counters, Instant::now());
+                }
+            }
+            input = next_input(&mut mobility) => {
+                if let Some(m) = mobility.as_mut() {
+                    m.on_input(input, Instant::now());
+                }
+            }
             Some(ev) = expires.recv() => match ev {
                 Ok(ev) => {
                     if let Some((inbound_spi, hard)) = kernel.expired_child(&ev) {
@@ -165,7 +196,9 @@ pub async fn run(
             Some(req) = ctl_rx.recv() => match req {
                 ControlRequest::Status(reply) => {
                     let counters = kernel.counters().await;
-                    let _ = reply.send(commands::snapshot(&ep, config.backend, counters));
+                    let mut snap = commands::snapshot(&ep, config.backend, counters);
+                    snap.mobility = mobility.as_ref().map(Mobility::status);
+                    let _ = reply.send(snap);
                 }
                 ControlRequest::Command(cmd, reply) => {
                     info!(command = ?cmd, "control");
@@ -188,7 +221,15 @@ pub async fn run(
                 stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
             }
         }
-        flush(&mut ep, &mut kernel, &mut routes, &mut vips, &sockets).await;
+        flush(
+            &mut ep,
+            &mut kernel,
+            &mut routes,
+            &mut vips,
+            &sockets,
+            &mut mobility,
+        )
+        .await;
         if let Some(t) = stop_at
             && (ep.ike_sa_count() == 0 || Instant::now() >= t)
         {
@@ -196,6 +237,9 @@ pub async fn run(
         }
     }
     drop(ctl_tx);
+    if let Some(m) = &mut mobility {
+        m.stop();
+    }
     if let Some(r) = &mut routes
         && let Err(e) = r.remove_all().await
     {
@@ -212,6 +256,14 @@ pub async fn run(
     }
     info!(stats = ?ep.stats(), "stopped");
     Ok(())
+}
+
+/// The next link event for the mobility manager (pending without one).
+async fn next_input(mobility: &mut Option<Mobility>) -> Input {
+    match mobility {
+        Some(m) => m.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The kernel's SA expire events (and monitor errors), read by a task of
@@ -396,23 +448,21 @@ async fn flush(
     routes: &mut Option<Routes>,
     vips: &mut Option<VirtualIps>,
     sockets: &HashMap<SocketAddr, Arc<IkeSocket>>,
+    mobility: &mut Option<Mobility>,
 ) {
     let mut vips_changed = false;
-    while let Some(e) = ep.poll_event() {
-        vips_changed |= matches!(e, Event::VirtualIps { .. } | Event::IkeSaDeleted { .. });
-        match &e {
-            Event::IkeSaDeleted { .. }
-            | Event::ChildSaFailed { .. }
-            | Event::MigrateFailed { .. } => warn!(event = ?e, "ike"),
-            Event::RestartDue { connection } => {
-                info!(connection, "re-establishing");
-                // A failure (no route towards the peer now) is counted
-                // and retried by the engine.
-                if let Err(e) = commands::initiate(ep, Instant::now(), connection) {
-                    warn!(connection, error = %e, "cannot re-establish the connection now");
-                }
+    // The manager's commands queue events of their own (a path test that
+    // cannot be sent, a move that is refused): round again until quiet.
+    loop {
+        let events = take_events(ep, mobility, &mut vips_changed);
+        if let Some(m) = mobility.as_mut() {
+            let now = Instant::now();
+            for (sa, t) in m.drive(ep, now, |ip| listening_on(sockets, ip)).await {
+                log_move(sa, &t);
             }
-            _ => info!(event = ?e, "ike"),
+        }
+        if events == 0 {
+            break;
         }
     }
     // Before the CHILD_SAs that use them (and their routes) go in.
@@ -468,6 +518,54 @@ async fn flush(
             None => warn!(local = %t.local, "no socket for this local address"),
         }
     }
+}
+
+/// Logs the engine's events (re-establishing connections that are due)
+/// and hands them to the mobility manager; how many there were.
+fn take_events(
+    ep: &mut Endpoint,
+    mobility: &mut Option<Mobility>,
+    vips_changed: &mut bool,
+) -> usize {
+    let mut n = 0;
+    while let Some(e) = ep.poll_event() {
+        n += 1;
+        *vips_changed |= matches!(e, Event::VirtualIps { .. } | Event::IkeSaDeleted { .. });
+        match &e {
+            Event::IkeSaDeleted { .. }
+            | Event::ChildSaFailed { .. }
+            | Event::MigrateFailed { .. } => warn!(event = ?e, "ike"),
+            Event::RestartDue { connection } => {
+                info!(connection, "re-establishing");
+                // A failure (no route towards the peer now) is counted
+                // and retried by the engine.
+                if let Err(e) = commands::initiate(ep, Instant::now(), connection) {
+                    warn!(connection, error = %e, "cannot re-establish the connection now");
+                }
+            }
+            _ => info!(event = ?e, "ike"),
+        }
+        if let Some(m) = mobility.as_mut() {
+            m.on_event(ep, &e, Instant::now());
+        }
+    }
+    n
+}
+
+/// A completed move, in the log.
+fn log_move(sa: u64, t: &crate::mobility::manager::Timeline) {
+    let since = |i: Option<Instant>| i.map(|i| i.saturating_duration_since(t.decided));
+    info!(
+        sa = format_args!("{sa:#018x}"),
+        reason = t.reason.as_str(),
+        from = %t.from.local,
+        to = ?t.to.map(|p| p.local),
+        trigger = ?t.cause.map(|c| c.id),
+        received_to_decided = ?t.cause.map(|c| t.decided.saturating_duration_since(c.received)),
+        update_sent = ?since(t.update_sent),
+        moved = ?since(t.moved),
+        "mobility: moved"
+    );
 }
 
 /// Keeps the tunnel routes in step with the kernel state: installed with

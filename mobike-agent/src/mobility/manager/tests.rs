@@ -67,7 +67,14 @@ impl Env {
         }
         m.on_sa(7, initiator, pair(ETH, PEER), vec![PEER], vec![], now);
         let mut env = Env { m, now };
-        assert_eq!(env.step(0), vec![]);
+        // The first evaluation tells the engine the SA's address list.
+        assert_eq!(
+            env.step(0),
+            vec![Action::Announce {
+                sa: 7,
+                addrs: vec![ETH, WLAN]
+            }]
+        );
         env
     }
 
@@ -264,7 +271,14 @@ fn a_better_link_is_taken_after_dwell_and_only_if_it_answers() {
     let mut e = Env::new(true);
     // Start on Wi-Fi; Ethernet is better.
     e.m.on_sa(8, true, pair(WLAN, PEER), vec![PEER], vec![], e.now);
-    assert_eq!(e.step(0), vec![], "dwell not over");
+    assert_eq!(
+        e.step(0),
+        vec![Action::Announce {
+            sa: 8,
+            addrs: vec![ETH, WLAN]
+        }],
+        "dwell not over: only the address list"
+    );
     let wait =
         e.m.poll_timeout()
             .expect("a recheck at the end of the dwell");
@@ -342,6 +356,10 @@ fn background_probes_keep_alternates_tested() {
         RouteAnswer::Via(table.owner_of(local).map_or(0, |i| i.index))
     };
     m.evaluate(&r, now);
+    assert!(matches!(
+        m.poll_action(),
+        Some(Action::Announce { sa: 7, .. })
+    ));
     assert_eq!(m.poll_action(), None);
     assert_eq!(m.poll_timeout(), Some(now + Duration::from_secs(30)));
     m.evaluate(&r, now + Duration::from_secs(30));
