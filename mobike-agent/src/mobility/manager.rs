@@ -33,6 +33,11 @@ use super::{
 pub const PARALLEL_TESTS: usize = 4;
 /// How long a move waits for path-test answers before giving up on them.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a predictive move waits, after its first answer, for better
+/// candidates still being tested: the old link still carries traffic, so
+/// the better pair (the preferred family, say) is worth a few
+/// milliseconds; a forced move takes the first answer.
+pub const PREDICTIVE_GRACE: Duration = Duration::from_millis(50);
 /// Moves kept per IKE SA for status.
 pub const HISTORY: usize = 8;
 
@@ -352,10 +357,12 @@ impl Manager {
             p.timeline.first_answer.get_or_insert(now);
             p.answered.push(pair);
         }
-        let voluntary = p.timeline.reason.is_voluntary();
-        // Forced and predictive: the first answer wins. Voluntary: the
-        // best-ranked answer, once every better pair has answered or failed.
-        let choice = if !voluntary {
+        let reason = p.timeline.reason;
+        let patient = reason.is_voluntary() || reason == MoveReason::GoingDown;
+        // Forced: the first answer wins. Voluntary and predictive: the
+        // best-ranked answer, once every better pair has answered or failed
+        // (predictive: or PREDICTIVE_GRACE after the first answer).
+        let choice = if !patient {
             rtt.map(|_| pair)
         } else {
             p.ranked
@@ -364,6 +371,10 @@ impl Manager {
                 .filter(|c| p.answered.contains(c))
                 .copied()
         };
+        if choice.is_none() && rtt.is_some() && reason == MoveReason::GoingDown {
+            let grace = now + PREDICTIVE_GRACE;
+            p.deadline = Some(p.deadline.map_or(grace, |d| d.min(grace)));
+        }
         let exhausted = p.testing.is_empty();
         if let Some(to) = choice {
             self.update(sa, to, now);
@@ -532,12 +543,30 @@ impl Manager {
         s.deps = eval.interfaces();
         s.last = Some(eval);
         if timed_out {
+            let mut best = None;
             if let Some(p) = s.pending.as_mut() {
                 for t in std::mem::take(&mut p.testing) {
                     s.tests.insert(t, PathTest { at: now, rtt: None });
                 }
+                // The best of those that answered in time.
+                best = p.ranked.iter().find(|c| p.answered.contains(c)).copied();
             }
-            self.retry(id, now, "path tests went unanswered");
+            // A forced move whose tests all went unanswered may be stuck
+            // behind a request outstanding on the dead pair (the window
+            // holds one): the update to the best candidate goes anyway, and
+            // the engine retransmits that request from the new pair first
+            // (RFC 4555 §3.5).
+            let blind = s.pending.as_ref().and_then(|p| {
+                (!p.timeline.reason.is_voluntary()
+                    && p.timeline.reason != MoveReason::GoingDown
+                    && p.answered.is_empty())
+                .then(|| p.ranked.first().copied())
+                .flatten()
+            });
+            match best.or(blind) {
+                Some(to) => self.update(id, to, now),
+                None => self.retry(id, now, "path tests went unanswered"),
+            }
             return;
         }
         let Some(s) = self.sas.get_mut(&id) else {

@@ -22,6 +22,7 @@
 //! manager and hands the manager's actions to the engine.
 
 pub mod config;
+pub mod driver;
 pub mod links;
 pub mod manager;
 pub mod policy;

@@ -8,23 +8,15 @@
 //! when the subscription is back, whose snapshot then replaces the
 //! picture). Only the active source's events reach the manager.
 //!
-//! The engine's events about MOBIKE IKE SAs (established, rekeyed, moved,
-//! path tests, failed updates, unresponsive pairs, the peer's address
-//! list, virtual IPs, deletion) go to the manager; its actions become
-//! engine commands at once, in the same loop turn, so that a trigger's
-//! update is on the wire before the loop waits again. Before each
-//! evaluation the kernel is asked for the routes of the pairs it will
-//! look at (RTM_GETROUTE). After a move the CHILD_SAs' inbound packet
+//! The manager and its link to the engine are [`Driver`]'s (sans-IO); here
+//! the kernel is asked for the routes of the pairs the next evaluation
+//! looks at (RTM_GETROUTE), and after a move the CHILD_SAs' inbound packet
 //! counters are read every [`ESP_POLL`] until the first ESP packet on the
-//! new path is counted, for the move's timeline. Completed moves are
-//! logged and handed to the LINK_HANDOVER_COMPLETE reporter.
-//!
-//! Not here: decisions (the manager's, sans-IO) and the engine's RFC 4555
-//! exchanges.
+//! new path is counted, for the move's timeline.
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
@@ -35,12 +27,13 @@ use tracing::{debug, info, warn};
 
 use crate::{
     control::Counters,
-    engine::{Command, Endpoint, Event, IkeSaInfo, Path, SaId},
+    engine::{Endpoint, Event, SaId},
     mobility::{
         Active, MobilityStatus,
         config::{MobilityConfig, Source},
-        manager::{Action, Manager, Timeline},
-        policy::{Pair, RouteAnswer},
+        driver::Driver,
+        manager::Timeline,
+        policy::RouteAnswer,
         subscriber::{Feed, Subscriber},
         watch,
     },
@@ -81,7 +74,7 @@ struct EspWait {
 #[derive(Debug)]
 pub struct Mobility {
     source: Source,
-    manager: Manager,
+    driver: Driver,
     subscription: Option<(mpsc::Receiver<Feed>, JoinHandle<()>)>,
     watch: Option<Watch>,
     active: Active,
@@ -91,8 +84,6 @@ pub struct Mobility {
     counters: bool,
     rejected: u64,
     reports_dropped: u64,
-    /// Our address list, held while a move is under way.
-    announce: Option<Vec<IpAddr>>,
 }
 
 /// The kernel's answers for the pairs of one evaluation.
@@ -134,7 +125,7 @@ impl Mobility {
         let now = SystemTime::now();
         let mut m = Self {
             source,
-            manager: Manager::new(config),
+            driver: Driver::new(config),
             subscription: None,
             watch: None,
             active: Active::Waiting {
@@ -146,7 +137,6 @@ impl Mobility {
             counters,
             rejected: 0,
             reports_dropped: 0,
-            announce: None,
         };
         match source {
             Source::Netlink => m.start_watch("[mobility] source = \"netlink\"".into()),
@@ -251,168 +241,52 @@ impl Mobility {
             self.rejected += 1;
             warn!(error = %e, "mobility: a link event was not usable");
         }
-        self.manager.on_feed(feed, now);
+        self.driver.manager_mut().on_feed(feed, now);
     }
 
-    /// An engine event: the manager follows the MOBIKE IKE SAs.
+    /// An engine event, for the manager; a moved IKE SA waits for its
+    /// first ESP packet on the new path.
     pub fn on_event(&mut self, ep: &Endpoint, e: &Event, now: Instant) {
         match e {
-            Event::IkeSaEstablished {
-                sa, mobike: true, ..
-            } => self.follow(ep, *sa, now),
-            Event::IkeSaRekeyed { old, new } => {
-                self.manager.on_sa_rekeyed(*old, *new);
+            Event::IkeSaRekeyed { old, .. } | Event::IkeSaDeleted { sa: old, .. } => {
                 self.esp.remove(old);
-                self.follow(ep, *new, now);
-            }
-            Event::PathChanged { sa, path } if self.manager.follows(*sa) => {
-                self.manager.on_moved(*sa, pair_of(path), now);
-                self.follow(ep, *sa, now);
-                if self.counters {
-                    let until = now + ESP_WAIT;
-                    self.esp.insert(
-                        *sa,
-                        EspWait {
-                            baseline: None,
-                            until,
-                        },
-                    );
-                }
-            }
-            Event::PathTested { sa, path, rtt } => {
-                self.manager.on_test_result(*sa, pair_of(path), *rtt, now);
-            }
-            Event::UpdateFailed { sa, path, reason } => {
-                self.manager
-                    .on_move_failed(*sa, pair_of(path), &format!("{reason:?}"), now);
-            }
-            Event::Unresponsive { sa, .. } => self.manager.on_unresponsive(*sa),
-            Event::PeerAddresses { sa, .. } | Event::VirtualIps { sa, .. }
-                if self.manager.follows(*sa) =>
-            {
-                self.follow(ep, *sa, now);
-            }
-            Event::IkeSaDeleted { sa, .. } => {
-                self.manager.on_sa_gone(*sa);
-                self.esp.remove(sa);
             }
             _ => {}
         }
-    }
-
-    /// Tells the manager an IKE SA's current pair, peer addresses and
-    /// virtual IPs as the engine has them.
-    fn follow(&mut self, ep: &Endpoint, sa: SaId, now: Instant) {
-        let Some(info) = ep.ike_sa(sa) else {
-            return;
-        };
-        if !info.mobike {
-            return;
+        if let Some(sa) = self.driver.on_event(ep, e, now)
+            && self.counters
+        {
+            let until = now + ESP_WAIT;
+            self.esp.insert(
+                sa,
+                EspWait {
+                    baseline: None,
+                    until,
+                },
+            );
         }
-        self.manager.on_sa(
-            sa,
-            info.initiator,
-            pair_of(&info.path),
-            peer_addrs(&info),
-            info.vips.clone(),
-            now,
-        );
     }
 
-    /// Evaluates what inputs concerned and hands the manager's actions to
-    /// the engine; `listening_on` says whether an IKE socket can send from
-    /// a local address. Completed moves go to `reports`.
+    /// Looks up the routes the next evaluation needs, evaluates and hands
+    /// the manager's actions to the engine (see [`Driver::drive`]).
     pub async fn drive(
         &mut self,
         ep: &mut Endpoint,
         now: Instant,
         listening_on: impl Fn(IpAddr) -> bool,
     ) -> Vec<(SaId, Timeline)> {
-        let pairs = self.manager.route_pairs(now);
+        let pairs = self.driver.manager().route_pairs(now);
         if !pairs.is_empty() {
             self.routes.refresh(&pairs).await;
         }
-        self.manager.evaluate(&self.routes, now);
-        let mut fresh: Option<Vec<IpAddr>> = None;
-        while let Some(a) = self.manager.poll_action() {
-            match a {
-                Action::TestPaths { sa, pairs } => {
-                    let Some(info) = ep.ike_sa(sa) else { continue };
-                    let (ok, cannot): (Vec<Pair>, Vec<Pair>) =
-                        pairs.into_iter().partition(|p| listening_on(p.local));
-                    for p in cannot {
-                        debug!(sa, local = %p.local, "no IKE socket can send from this address; not a candidate");
-                        self.manager.on_test_result(sa, p, None, now);
-                    }
-                    if ok.is_empty() {
-                        continue;
-                    }
-                    let paths = ok.iter().map(|p| path_of(&info, *p)).collect();
-                    debug!(sa, pairs = ?ok, "mobility: testing paths");
-                    if let Err(e) = ep.handle_command(now, Command::TestPaths { sa, paths }) {
-                        debug!(sa, error = %e, "mobility: path test not sent");
-                        for p in ok {
-                            self.manager.on_test_result(sa, p, None, now);
-                        }
-                    }
-                }
-                Action::Update { sa, pair } => {
-                    let Some(info) = ep.ike_sa(sa) else { continue };
-                    if !listening_on(pair.local) {
-                        self.manager.on_move_failed(
-                            sa,
-                            pair,
-                            "no IKE socket can send from this address",
-                            now,
-                        );
-                        continue;
-                    }
-                    let p = path_of(&info, pair);
-                    info!(sa = format_args!("{sa:#018x}"), from = %info.path.local, to = %p.local, remote = %p.remote, "mobility: moving the IKE SA");
-                    let cmd = Command::UpdateAddresses {
-                        sa,
-                        local: p.local,
-                        remote: p.remote,
-                        fallback: Vec::new(),
-                    };
-                    if let Err(e) = ep.handle_command(now, cmd) {
-                        self.manager.on_move_failed(sa, pair, &e.to_string(), now);
-                    }
-                }
-                Action::Announce { addrs, .. } => {
-                    let all = fresh.get_or_insert_with(Vec::new);
-                    for a in addrs {
-                        if !all.contains(&a) {
-                            all.push(a);
-                        }
-                    }
-                }
-            }
-        }
-        if fresh.is_some() {
-            self.announce = fresh;
-        }
-        // A move goes first: an INFORMATIONAL with the list queued ahead of
-        // the update would delay it by a round trip, or by a retransmission
-        // on a dying pair.
-        if !self.manager.is_moving()
-            && let Some(mut addrs) = self.announce.take()
-        {
-            addrs.retain(|a| listening_on(*a));
-            addrs.sort();
-            debug!(?addrs, "mobility: our address list");
-            if let Err(e) = ep.handle_command(now, Command::AnnounceAddresses { addrs }) {
-                debug!(error = %e, "mobility: address list not announced");
-            }
-        }
-        std::iter::from_fn(|| self.manager.poll_completed()).collect()
+        self.driver.drive(ep, &self.routes, now, listening_on)
     }
 
     /// When [`Mobility::drive`] has timers to run, or the counters are to
     /// be read.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let esp = (!self.esp.is_empty()).then(|| now + ESP_POLL);
-        [self.manager.poll_timeout(), esp]
+        [self.driver.manager().poll_timeout(), esp]
             .into_iter()
             .flatten()
             .min()
@@ -427,7 +301,7 @@ impl Mobility {
     /// The CHILD_SA counters read after a move: the first growth of an
     /// SA's inbound packets after the move is its first ESP packet.
     pub fn on_counters(&mut self, ep: &Endpoint, counters: &Counters, now: Instant) {
-        let manager = &mut self.manager;
+        let manager = self.driver.manager_mut();
         self.esp.retain(|sa, wait| {
             let Some(info) = ep.ike_sa(*sa) else {
                 return false;
@@ -458,14 +332,15 @@ impl Mobility {
         MobilityStatus {
             source: self.source,
             active: self.active.clone(),
-            synced: self.manager.is_synced(),
-            interfaces: self.manager.table().interfaces().count(),
+            synced: self.driver.manager().is_synced(),
+            interfaces: self.driver.manager().table().interfaces().count(),
             rejected: self.rejected,
             reports_dropped: self.reports_dropped,
             sas: self
-                .manager
+                .driver
+                .manager()
                 .sas()
-                .filter_map(|sa| Some((sa, self.manager.status(sa)?)))
+                .filter_map(|sa| Some((sa, self.driver.manager().status(sa)?)))
                 .collect(),
         }
     }
@@ -491,32 +366,4 @@ fn subscribe(socket: PathBuf) -> (mpsc::Receiver<Feed>, JoinHandle<()>) {
         debug!(error = %e, "trigger-db subscription ended");
     });
     (rx, task)
-}
-
-fn pair_of(p: &Path) -> Pair {
-    Pair {
-        local: p.local.ip(),
-        remote: p.remote.ip(),
-    }
-}
-
-/// The engine path for `pair` on `info`'s IKE SA: its ports stay (after
-/// IKE_AUTH a MOBIKE IKE SA is on the NAT-T port, RFC 4555 §3.3).
-fn path_of(info: &IkeSaInfo, pair: Pair) -> Path {
-    Path {
-        local: SocketAddr::new(pair.local, info.path.local.port()),
-        remote: SocketAddr::new(pair.remote, info.path.remote.port()),
-    }
-}
-
-/// Where the IKE SA may go: the peer's address now, the configured
-/// `remote_addrs` and the peer's announced list.
-fn peer_addrs(info: &IkeSaInfo) -> Vec<IpAddr> {
-    let mut v = vec![info.path.remote.ip()];
-    for a in info.remote_addrs.iter().chain(&info.peer_addrs) {
-        if !v.contains(a) && !a.is_unspecified() {
-            v.push(*a);
-        }
-    }
-    v
 }

@@ -172,7 +172,7 @@ fn a_recently_tested_alternate_is_updated_to_without_a_test_round() {
 }
 
 #[test]
-fn unanswered_tests_try_the_next_candidates_then_give_up_and_say_why() {
+fn unanswered_tests_lead_to_an_untested_update_then_give_up_and_say_why() {
     let mut e = Env::new(true);
     e.m.on_sa(7, true, pair(ETH, PEER), vec![PEER, PEER6], vec![], e.now);
     e.m.on_link_event(link_ev(3, "wwan0", IfaceKind::Wwan, "", true), None, e.now);
@@ -186,15 +186,33 @@ fn unanswered_tests_try_the_next_candidates_then_give_up_and_say_why() {
             pairs: vec![pair(WLAN, PEER), pair(WWAN6, PEER6)]
         }]
     );
-    // Nothing answers within the timeout: the move fails, and is tried
-    // again from a fresh evaluation (the pairs are now known bad).
+    // Nothing answers within the timeout: the tests may be stuck behind a
+    // request outstanding on the dead pair, so the update goes to the best
+    // candidate anyway.
     let after = e.step(TEST_TIMEOUT.as_millis() as u64);
+    assert_eq!(
+        after,
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }]
+    );
+    assert!(
+        e.m.status(7)
+            .unwrap()
+            .tests
+            .iter()
+            .all(|(_, t)| t.rtt.is_none())
+    );
+    // That update fails too: the move is given up, saying why, and tried
+    // again from a fresh evaluation (the pairs are now known bad).
+    e.m.on_move_failed(7, pair(WLAN, PEER), "unanswered", e.now);
+    let after = e.step(0);
     let status = e.m.status(7).unwrap();
     assert_eq!(
         status.moves.last().unwrap().failed.as_deref(),
-        Some("path tests went unanswered")
+        Some("unanswered")
     );
-    assert!(status.tests.iter().all(|(_, t)| t.rtt.is_none()));
     assert!(
         matches!(after.as_slice(), [] | [Action::TestPaths { .. }]),
         "{after:?}"
@@ -263,6 +281,64 @@ fn link_going_down_moves_before_the_link_goes() {
     assert_eq!(
         e.m.poll_completed().unwrap().1.reason,
         MoveReason::GoingDown
+    );
+}
+
+/// eth0 predicted to go with wlan0 and wwan0 (worse) as alternates: the
+/// tests go to both.
+fn going_down_with_two_alternates() -> Env {
+    let mut e = Env::new(true);
+    let wwan = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1));
+    for ev in [
+        link_ev(3, "wwan0", IfaceKind::Wwan, "", true),
+        addr_ev(3, wwan),
+    ] {
+        e.moves_after(ev, 0);
+    }
+    let actions = e.moves_after(
+        LinkEvent::GoingDown {
+            index: 1,
+            within: Duration::from_millis(500),
+        },
+        9,
+    );
+    assert_eq!(
+        actions,
+        vec![Action::TestPaths {
+            sa: 7,
+            pairs: vec![pair(WLAN, PEER), pair(wwan, PEER)]
+        }]
+    );
+    e
+}
+
+#[test]
+fn a_predictive_move_waits_briefly_for_a_better_pair_than_the_first_answer() {
+    let wwan = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1));
+    // The better pair answers within the grace: it is taken.
+    let mut e = going_down_with_two_alternates();
+    e.m.on_test_result(7, pair(wwan, PEER), Some(Duration::from_millis(2)), e.now);
+    assert_eq!(e.step(0), vec![], "wwan0 answered first: wait for wlan0");
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(5)), e.now);
+    assert_eq!(
+        e.step(3),
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }]
+    );
+    // It does not answer within the grace: the first answer is taken.
+    let mut e = going_down_with_two_alternates();
+    e.m.on_test_result(7, pair(wwan, PEER), Some(Duration::from_millis(2)), e.now);
+    assert_eq!(e.step(0), vec![]);
+    let wait = e.m.poll_timeout().expect("the grace's end");
+    assert_eq!(wait, e.now + PREDICTIVE_GRACE);
+    assert_eq!(
+        e.step(PREDICTIVE_GRACE.as_millis() as u64),
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(wwan, PEER)
+        }]
     );
 }
 

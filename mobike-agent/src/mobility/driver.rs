@@ -1,0 +1,220 @@
+//! The mobility manager joined to the engine, sans-IO: the engine's
+//! events about MOBIKE IKE SAs (established, rekeyed, moved, path tests,
+//! failed updates, unresponsive pairs, the peer's address list, virtual
+//! IPs, deletion) go to the [`Manager`]; its actions become engine
+//! commands at once ([`Driver::drive`]), so that a trigger's update is
+//! queued in the same step as the trigger. Our address list is held back
+//! while a move is under way: an INFORMATIONAL queued ahead of the update
+//! would delay it by a round trip, or a retransmission on a dying pair.
+//!
+//! The runtime (`crate::runtime::mobility`) adds the I/O: the sources, the
+//! kernel's route answers and the CHILD_SA counters; the simulator drives
+//! the same code with virtual time.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use tracing::{debug, info};
+
+use super::{
+    config::MobilityConfig,
+    manager::{Action, Manager, Timeline},
+    policy::{Pair, RouteView},
+};
+use crate::engine::{Command, Endpoint, Event, IkeSaInfo, Path, SaId};
+
+/// The manager and its link to one engine.
+#[derive(Debug)]
+pub struct Driver {
+    manager: Manager,
+    /// Our address list, held while a move is under way.
+    announce: Option<Vec<IpAddr>>,
+}
+
+impl Driver {
+    pub fn new(config: MobilityConfig) -> Self {
+        Self {
+            manager: Manager::new(config),
+            announce: None,
+        }
+    }
+
+    pub fn manager(&self) -> &Manager {
+        &self.manager
+    }
+
+    pub fn manager_mut(&mut self) -> &mut Manager {
+        &mut self.manager
+    }
+
+    /// An engine event: the manager follows the MOBIKE IKE SAs. Says which
+    /// followed IKE SA moved, if one did.
+    pub fn on_event(&mut self, ep: &Endpoint, e: &Event, now: Instant) -> Option<SaId> {
+        match e {
+            Event::IkeSaEstablished {
+                sa, mobike: true, ..
+            } => self.follow(ep, *sa, now),
+            Event::IkeSaRekeyed { old, new } => {
+                self.manager.on_sa_rekeyed(*old, *new);
+                self.follow(ep, *new, now);
+            }
+            Event::PathChanged { sa, path } if self.manager.follows(*sa) => {
+                self.manager.on_moved(*sa, pair_of(path), now);
+                self.follow(ep, *sa, now);
+                return Some(*sa);
+            }
+            Event::PathTested { sa, path, rtt } => {
+                self.manager.on_test_result(*sa, pair_of(path), *rtt, now);
+            }
+            Event::UpdateFailed { sa, path, reason } => {
+                self.manager
+                    .on_move_failed(*sa, pair_of(path), &format!("{reason:?}"), now);
+            }
+            Event::Unresponsive { sa, .. } => self.manager.on_unresponsive(*sa),
+            Event::PeerAddresses { sa, .. } | Event::VirtualIps { sa, .. }
+                if self.manager.follows(*sa) =>
+            {
+                self.follow(ep, *sa, now);
+            }
+            Event::IkeSaDeleted { sa, .. } => self.manager.on_sa_gone(*sa),
+            _ => {}
+        }
+        None
+    }
+
+    /// Tells the manager an IKE SA's current pair, peer addresses and
+    /// virtual IPs as the engine has them.
+    fn follow(&mut self, ep: &Endpoint, sa: SaId, now: Instant) {
+        let Some(info) = ep.ike_sa(sa) else {
+            return;
+        };
+        if !info.mobike {
+            return;
+        }
+        self.manager.on_sa(
+            sa,
+            info.initiator,
+            pair_of(&info.path),
+            peer_addrs(&info),
+            info.vips.clone(),
+            now,
+        );
+    }
+
+    /// Evaluates what inputs concerned (with the kernel's `routes` for
+    /// [`Manager::route_pairs`]) and hands the manager's actions to the
+    /// engine; `listening_on` says whether an IKE socket can send from a
+    /// local address. Returns the moves completed since the last call.
+    pub fn drive(
+        &mut self,
+        ep: &mut Endpoint,
+        routes: &dyn RouteView,
+        now: Instant,
+        listening_on: impl Fn(IpAddr) -> bool,
+    ) -> Vec<(SaId, Timeline)> {
+        self.manager.evaluate(routes, now);
+        let mut fresh: Option<Vec<IpAddr>> = None;
+        while let Some(a) = self.manager.poll_action() {
+            match a {
+                Action::TestPaths { sa, pairs } => {
+                    let Some(info) = ep.ike_sa(sa) else { continue };
+                    let (ok, cannot): (Vec<Pair>, Vec<Pair>) =
+                        pairs.into_iter().partition(|p| listening_on(p.local));
+                    for p in cannot {
+                        debug!(sa, local = %p.local, "no IKE socket can send from this address; not a candidate");
+                        self.manager.on_test_result(sa, p, None, now);
+                    }
+                    if ok.is_empty() {
+                        continue;
+                    }
+                    let paths = ok.iter().map(|p| path_of(&info, *p)).collect();
+                    debug!(sa, pairs = ?ok, "mobility: testing paths");
+                    if let Err(e) = ep.handle_command(now, Command::TestPaths { sa, paths }) {
+                        debug!(sa, error = %e, "mobility: path test not sent");
+                        for p in ok {
+                            self.manager.on_test_result(sa, p, None, now);
+                        }
+                    }
+                }
+                Action::Update { sa, pair } => {
+                    let Some(info) = ep.ike_sa(sa) else { continue };
+                    if !listening_on(pair.local) {
+                        self.manager.on_move_failed(
+                            sa,
+                            pair,
+                            "no IKE socket can send from this address",
+                            now,
+                        );
+                        continue;
+                    }
+                    let p = path_of(&info, pair);
+                    info!(sa = format_args!("{sa:#018x}"), from = %info.path.local, to = %p.local, remote = %p.remote, "mobility: moving the IKE SA");
+                    let cmd = Command::UpdateAddresses {
+                        sa,
+                        local: p.local,
+                        remote: p.remote,
+                        fallback: Vec::new(),
+                    };
+                    if let Err(e) = ep.handle_command(now, cmd) {
+                        self.manager.on_move_failed(sa, pair, &e.to_string(), now);
+                    }
+                }
+                Action::Announce { addrs, .. } => {
+                    let all = fresh.get_or_insert_with(Vec::new);
+                    for a in addrs {
+                        if !all.contains(&a) {
+                            all.push(a);
+                        }
+                    }
+                }
+            }
+        }
+        if fresh.is_some() {
+            self.announce = fresh;
+        }
+        // A move goes first: an INFORMATIONAL with the list queued ahead of
+        // the update would delay it by a round trip, or by a retransmission
+        // on a dying pair.
+        if !self.manager.is_moving()
+            && let Some(mut addrs) = self.announce.take()
+        {
+            addrs.retain(|a| listening_on(*a));
+            addrs.sort();
+            debug!(?addrs, "mobility: our address list");
+            if let Err(e) = ep.handle_command(now, Command::AnnounceAddresses { addrs }) {
+                debug!(error = %e, "mobility: address list not announced");
+            }
+        }
+        std::iter::from_fn(|| self.manager.poll_completed()).collect()
+    }
+}
+
+fn pair_of(p: &Path) -> Pair {
+    Pair {
+        local: p.local.ip(),
+        remote: p.remote.ip(),
+    }
+}
+
+/// The engine path for `pair` on `info`'s IKE SA: its ports stay (after
+/// IKE_AUTH a MOBIKE IKE SA is on the NAT-T port, RFC 4555 §3.3).
+fn path_of(info: &IkeSaInfo, pair: Pair) -> Path {
+    Path {
+        local: SocketAddr::new(pair.local, info.path.local.port()),
+        remote: SocketAddr::new(pair.remote, info.path.remote.port()),
+    }
+}
+
+/// Where the IKE SA may go: the peer's address now, the configured
+/// `remote_addrs` and the peer's announced list.
+fn peer_addrs(info: &IkeSaInfo) -> Vec<IpAddr> {
+    let mut v = vec![info.path.remote.ip()];
+    for a in info.remote_addrs.iter().chain(&info.peer_addrs) {
+        if !v.contains(a) && !a.is_unspecified() {
+            v.push(*a);
+        }
+    }
+    v
+}
