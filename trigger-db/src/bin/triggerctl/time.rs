@@ -72,6 +72,18 @@ pub fn parse_interval_ms(s: &str) -> Result<u32, String> {
     u32::try_from(d.as_millis()).map_err(|_| format!("{s:?} is longer than {} ms", u32::MAX))
 }
 
+/// Parses a duration (`1500us`, `2ms`, `1s`; a bare number is
+/// milliseconds) into whole microseconds.
+pub fn parse_duration_us(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let d = match s.parse::<u64>() {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("not a duration (e.g. 1500us, 2ms): {s:?}: {e}"))?,
+    };
+    u64::try_from(d.as_micros()).map_err(|_| format!("{s:?} is longer than {} us", u64::MAX))
+}
+
 /// A time for tables: `2026-11-27 13:05:01.123` (UTC, milliseconds).
 pub fn short(t: Timestamp) -> String {
     let s = humantime::format_rfc3339_millis(t.to_system_time()).to_string();
@@ -140,6 +152,10 @@ mod tests {
         assert_eq!(parse_interval_ms("250"), Ok(250));
         assert!(parse_interval_ms("50d").is_err());
         assert!(parse_interval_ms("soon").is_err());
+        assert_eq!(parse_duration_us("1500us"), Ok(1500));
+        assert_eq!(parse_duration_us("2ms"), Ok(2000));
+        assert_eq!(parse_duration_us("3"), Ok(3000));
+        assert!(parse_duration_us("quick").is_err());
     }
 
     #[test]
