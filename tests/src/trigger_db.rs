@@ -241,6 +241,24 @@ fn log_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The trigger-db binary of this build, for tests of other crates (where
+/// `CARGO_BIN_EXE_trigger-db` does not exist): beside the test's `deps`
+/// directory in the target dir. Panics naming the command that builds it.
+pub fn built_daemon() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("trigger-db"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (cargo build -p trigger-db, or cargo test --workspace)",
+        bin.display()
+    );
+    bin
+}
+
 /// A client trigger as a test adds it.
 pub fn client_trigger(kind: TriggerType, ifname: &str) -> pb::Trigger {
     let mut t = Trigger::new(Source::Client, kind);

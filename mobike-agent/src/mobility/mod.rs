@@ -27,6 +27,7 @@ pub mod config;
 pub mod links;
 pub mod manager;
 pub mod policy;
+pub mod report;
 pub mod subscriber;
 pub mod triggers;
 pub mod watch;
