@@ -28,6 +28,7 @@ pub mod links;
 pub mod manager;
 pub mod policy;
 pub mod report;
+pub mod route_lookup;
 pub mod subscriber;
 pub mod triggers;
 pub mod watch;
