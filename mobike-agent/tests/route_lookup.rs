@@ -17,15 +17,13 @@ use mobike_agent::mobility::{
     RouteAnswer, RouteView,
     route_lookup::{RouteCache, RouteLookup},
 };
-use system_tests::{netns::in_new_netns, process};
+use system_tests::{
+    netns::{in_new_netns, ip_here, veth_here},
+    process,
+};
 
 fn a(s: &str) -> IpAddr {
     s.parse().expect("address")
-}
-
-fn ip(line: &str) {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    process::run("ip", &args);
 }
 
 /// From `ip -o link show dev DEV` (`7: u1@p1: <...`); /sys shows the
@@ -39,11 +37,8 @@ fn ifindex(dev: &str) -> u32 {
 }
 
 fn set_up() -> (u32, u32) {
-    for (u, p) in [("u1", "p1"), ("u2", "p2")] {
-        ip(&format!("link add {u} type veth peer name {p}"));
-        ip(&format!("link set {u} up"));
-        ip(&format!("link set {p} up"));
-    }
+    veth_here("u1", "p1");
+    veth_here("u2", "p2");
     for line in [
         "addr add 192.0.2.1/24 dev u1",
         "addr add 198.51.100.1/24 dev u2",
@@ -61,7 +56,7 @@ fn set_up() -> (u32, u32) {
         "-6 route add unreachable 2001:db8:b2::/48",
         "-6 route add prohibit 2001:db8:b3::/48",
     ] {
-        ip(line);
+        ip_here(line);
     }
     (ifindex("u1"), ifindex("u2"))
 }
@@ -128,7 +123,7 @@ fn lookups_follow_the_source_and_name_dropping_routes_no_route() {
         assert_eq!(cache.route(v4, a("192.0.2.77")), RouteAnswer::Unknown);
 
         // A route change shows at the next refresh.
-        ip("route replace 203.0.113.0/24 dev u1");
+        ip_here("route replace 203.0.113.0/24 dev u1");
         cache.refresh(&lookup, [(v4, a("203.0.113.9"))]).await;
         assert_eq!(cache.route(v4, a("203.0.113.9")), RouteAnswer::Via(u1));
     });

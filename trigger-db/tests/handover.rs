@@ -4,14 +4,11 @@
 //! addresses refused naming the field; `triggerctl add` takes them and
 //! `history`, `get` and `get --json` show them.
 
-use std::process::{Command, Output};
-
 use system_tests::trigger_db::{Daemon, client_trigger};
 use trigger_db::model::TriggerType;
 use trigger_proto::v1 as pb;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
-const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
 fn link(name: &str, index: u32) -> pb::Interface {
     pb::Interface {
@@ -163,96 +160,4 @@ async fn bad_handover_addresses_are_refused_naming_the_field() {
     }
     let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.stored_triggers, 0, "a refused batch stores nothing");
-}
-
-fn ctl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(TRIGGERCTL)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .env_remove("TRIGGER_DB_SOCKET")
-        .output()
-        .expect("run triggerctl")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "triggerctl failed ({}): {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-#[test]
-fn triggerctl_adds_and_shows_a_completed_move() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(DAEMON, dir.path(), None, None);
-    let out = ok(ctl(
-        &d,
-        &[
-            "add",
-            "--type",
-            "link-handover-complete",
-            "-i",
-            "wwan0",
-            "--old-link",
-            "wlan0",
-            "--new-link",
-            "wwan0",
-            "--old-local",
-            "2001:db8::1",
-            "--new-local",
-            "2001:db8:2::1",
-            "--old-remote",
-            "2001:db8:9::9",
-            "--new-remote",
-            "2001:db8:9::9",
-            "--duration",
-            "1500us",
-            "--move-reason",
-            "predicted",
-            "--cause",
-            "41",
-        ],
-    ));
-    assert_eq!(out, "added trigger 1\n");
-    let detail = "wlan0 -> wwan0 local 2001:db8::1 -> 2001:db8:2::1 peer 2001:db8:9::9 \
-                  took 1.500ms why=predicted cause=41";
-    let history = ok(ctl(&d, &["history"]));
-    assert!(history.contains(detail), "{history}");
-    let get = ok(ctl(&d, &["get", "1"]));
-    assert!(get.contains(&format!("detail:      {detail}")), "{get}");
-    let json: serde_json::Value =
-        serde_json::from_str(ok(ctl(&d, &["--json", "get", "1"])).trim()).unwrap();
-    let h = &json["detail"]["handover"];
-    assert_eq!(h["old_local_address"], "2001:db8::1");
-    assert_eq!(h["new_local_address"], "2001:db8:2::1");
-    assert_eq!(h["old_remote_address"], "2001:db8:9::9");
-    assert_eq!(h["new_remote_address"], "2001:db8:9::9");
-    assert_eq!(h["duration_us"], 1500);
-    assert_eq!(h["move_reason"], "predicted");
-    assert_eq!(h["cause_trigger_id"], 41);
-
-    // Checked before sending: a bad address names the flag.
-    let o = ctl(
-        &d,
-        &[
-            "add",
-            "-t",
-            "link-handover-complete",
-            "-i",
-            "wwan0",
-            "--old-link",
-            "wlan0",
-            "--new-link",
-            "wwan0",
-            "--old-local",
-            "2001:db8::zz",
-        ],
-    );
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--old-local"), "{err}");
 }
