@@ -10,7 +10,6 @@
 
 use std::{
     net::IpAddr,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -18,14 +17,12 @@ use mobike_agent::mobility::{
     links::{LinkEvent, LinkTable},
     subscriber::{Feed, Subscriber},
 };
-use system_tests::{netns::Netns, trigger_db::Daemon};
+use system_tests::{
+    netns::Netns,
+    trigger_db::{Daemon, built_daemon},
+};
 use tokio::sync::mpsc;
 use trigger_proto::v1::{self as pb, trigger::Detail};
-
-/// trigger-db's binary, beside this test's directory in the target dir.
-fn daemon_bin() -> PathBuf {
-    system_tests::trigger_db::workspace_bin("trigger-db")
-}
 
 fn going_down(ifname: &str, ms: u32) -> pb::Trigger {
     let mut t = system_tests::trigger_db::client_trigger(
@@ -81,7 +78,7 @@ fn the_subscription_follows_trigger_db_across_restarts() {
     ns.up("vB");
     let va = ns.ifindex("vA");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut daemon = Daemon::start(daemon_bin(), dir.path(), Some(&ns), None);
+    let mut daemon = Daemon::start(built_daemon(), dir.path(), Some(&ns), None);
     let socket = daemon.socket.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -147,6 +147,20 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
     );
 }
 
+/// `ip` with the whitespace-separated words of `line`, in the calling
+/// thread's namespace (inside [`in_new_netns`]); it must succeed.
+pub fn ip_here(line: &str) {
+    process::run("ip", &line.split_whitespace().collect::<Vec<_>>());
+}
+
+/// A veth pair `dev` <-> `peer` in the calling thread's namespace, both
+/// ends up (inside [`in_new_netns`]).
+pub fn veth_here(dev: &str, peer: &str) {
+    ip_here(&format!("link add {dev} type veth peer name {peer}"));
+    ip_here(&format!("link set {dev} up"));
+    ip_here(&format!("link set {peer} up"));
+}
+
 /// Runs `test` on a thread of its own that unshared its network namespace
 /// (it dies with the thread), on a current-thread runtime. The `ip`
 /// processes the thread forks inherit the namespace, which is checked

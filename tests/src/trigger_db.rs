@@ -259,6 +259,12 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// The trigger-db binary of this build, for tests of other crates (where
+/// `CARGO_BIN_EXE_trigger-db` does not exist).
+pub fn built_daemon() -> PathBuf {
+    workspace_bin("trigger-db")
+}
+
 /// A client trigger as a test adds it.
 pub fn client_trigger(kind: TriggerType, ifname: &str) -> pb::Trigger {
     let mut t = Trigger::new(Source::Client, kind);

@@ -1,9 +1,9 @@
 //! End-to-end tests of `triggerctl` as a process against the real
 //! `trigger-db` daemon (rtnetlink source off, socket and database in a
-//! temporary directory): every verb's output, `add --from` batching and bad
-//! lines, history paging, `watch --since` without gap or duplicate, watch
-//! surviving a gap notice and daemon restarts, Ctrl-C, access control and an
-//! absent daemon.
+//! temporary directory): every verb's output, a completed handover's
+//! fields, `add --from` batching and bad lines, history paging, `watch
+//! --since` without gap or duplicate, watch surviving a gap notice and
+//! daemon restarts, Ctrl-C, access control and an absent daemon.
 //!
 //! Links and snapshots of real interfaces run the daemon in a network
 //! namespace of the test's own (veth pair), never on the host's links.
@@ -186,6 +186,77 @@ fn add_get_history_delete_flush_and_stats() {
         &["add", "-t", "link-up", "-i", "x", "--source", "rtnetlink"],
     ));
     assert!(e.contains("source"), "{e}");
+}
+
+#[test]
+fn triggerctl_adds_and_shows_a_completed_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
+    let out = ok(ctl(
+        &d,
+        &[
+            "add",
+            "--type",
+            "link-handover-complete",
+            "-i",
+            "wwan0",
+            "--old-link",
+            "wlan0",
+            "--new-link",
+            "wwan0",
+            "--old-local",
+            "2001:db8::1",
+            "--new-local",
+            "2001:db8:2::1",
+            "--old-remote",
+            "2001:db8:9::9",
+            "--new-remote",
+            "2001:db8:9::9",
+            "--duration",
+            "1500us",
+            "--move-reason",
+            "predicted",
+            "--cause",
+            "41",
+        ],
+    ));
+    assert_eq!(out, "added trigger 1\n");
+    let detail = "wlan0 -> wwan0 local 2001:db8::1 -> 2001:db8:2::1 peer 2001:db8:9::9 \
+                  took 1.500ms why=predicted cause=41";
+    let history = ok(ctl(&d, &["history"]));
+    assert!(history.contains(detail), "{history}");
+    let get = ok(ctl(&d, &["get", "1"]));
+    assert!(get.contains(&format!("detail:      {detail}")), "{get}");
+    let json = json_lines(&ok(ctl(&d, &["--json", "get", "1"])));
+    let h = &json[0]["detail"]["handover"];
+    assert_eq!(h["old_local_address"], "2001:db8::1");
+    assert_eq!(h["new_local_address"], "2001:db8:2::1");
+    assert_eq!(h["old_remote_address"], "2001:db8:9::9");
+    assert_eq!(h["new_remote_address"], "2001:db8:9::9");
+    assert_eq!(h["duration_us"], 1500);
+    assert_eq!(h["move_reason"], "predicted");
+    assert_eq!(h["cause_trigger_id"], 41);
+
+    // Refused by the flag's parser (a usage error, exit 2), naming it.
+    let o = ctl(
+        &d,
+        &[
+            "add",
+            "-t",
+            "link-handover-complete",
+            "-i",
+            "wwan0",
+            "--old-link",
+            "wlan0",
+            "--new-link",
+            "wwan0",
+            "--old-local",
+            "2001:db8::zz",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--old-local"), "{e}");
 }
 
 #[test]

@@ -19,10 +19,10 @@ use trigger_proto::v1 as pb;
 use crate::{
     links::LinkTable,
     model::{
-        Address, AddressFlag, Connectivity, DefaultRoute, Detail, FieldPath, Filter, Interface,
-        InterfaceKind, LinkParameter, LinkParameterType, LinkState, LinkType, MAX_FILTER_ENTRIES,
-        MAX_PARAMETERS, OperState, ParameterUnit, Reason, ReasonSpace, Resync, Source, Sub,
-        Timestamp, Trigger, TriggerType, ValidationError, check_name, validation::sub,
+        Address, AddressFlag, Connectivity, DefaultRoute, Detail, FieldPath, Filter, Handover,
+        Interface, InterfaceKind, LinkParameter, LinkParameterType, LinkState, LinkType,
+        MAX_FILTER_ENTRIES, MAX_PARAMETERS, OperState, ParameterUnit, Reason, ReasonSpace, Resync,
+        Source, Sub, Timestamp, Trigger, TriggerType, ValidationError, check_name, validation::sub,
     },
 };
 
@@ -411,6 +411,82 @@ impl LinkParameter {
     }
 }
 
+/// An optional textual IP address: empty is `None`.
+fn optional_ip(text: &str, field: &str) -> Result<Option<IpAddr>, ValidationError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| ValidationError::new(field, format!("not an IP address: {text:?}")))
+}
+
+fn ip_text(ip: Option<IpAddr>) -> String {
+    ip.map(|a| a.to_string()).unwrap_or_default()
+}
+
+impl Handover {
+    fn to_wire(&self) -> pb::Handover {
+        pb::Handover {
+            old_link: Some(self.old_link.to_wire()),
+            new_link: Some(self.new_link.to_wire()),
+            old_local_address: ip_text(self.old_local_address),
+            old_remote_address: ip_text(self.old_remote_address),
+            new_local_address: ip_text(self.new_local_address),
+            new_remote_address: ip_text(self.new_remote_address),
+            duration_us: self.duration_us,
+            move_reason: self.move_reason.clone(),
+            cause_trigger_id: self.cause_trigger_id,
+        }
+    }
+
+    /// `field` is the handover's own path (`triggers[0].handover`).
+    fn from_wire(w: &pb::Handover, field: &str) -> Result<Self, ValidationError> {
+        let link = |l: &Option<pb::Interface>, name: &str| {
+            let f = sub(field, name);
+            l.as_ref()
+                .ok_or_else(|| ValidationError::new(&f, "is required"))
+                .and_then(|l| Interface::from_wire(l, &f))
+        };
+        let ip = |text: &str, name: &str| optional_ip(text, &sub(field, name));
+        let h = Self {
+            old_link: link(&w.old_link, "old_link")?,
+            new_link: link(&w.new_link, "new_link")?,
+            old_local_address: ip(&w.old_local_address, "old_local_address")?,
+            old_remote_address: ip(&w.old_remote_address, "old_remote_address")?,
+            new_local_address: ip(&w.new_local_address, "new_local_address")?,
+            new_remote_address: ip(&w.new_remote_address, "new_remote_address")?,
+            duration_us: w.duration_us,
+            move_reason: w.move_reason.clone(),
+            cause_trigger_id: w.cause_trigger_id,
+        };
+        check_name(&h.move_reason, Sub(field, "move_reason"))?;
+        // A pair is one family: RFC 4555 moves keep local and peer alike.
+        for (local, remote, name) in [
+            (
+                h.old_local_address,
+                h.old_remote_address,
+                "old_remote_address",
+            ),
+            (
+                h.new_local_address,
+                h.new_remote_address,
+                "new_remote_address",
+            ),
+        ] {
+            if let (Some(l), Some(r)) = (local, remote)
+                && l.is_ipv4() != r.is_ipv4()
+            {
+                return Err(ValidationError::new(
+                    sub(field, name),
+                    format!("{r} is not of the local address's family ({l})"),
+                ));
+            }
+        }
+        Ok(h)
+    }
+}
+
 impl Detail {
     fn to_wire(&self) -> pb::trigger::Detail {
         use pb::trigger::Detail as D;
@@ -422,10 +498,7 @@ impl Detail {
             Detail::ParametersReport { parameters } => D::ParametersReport(pb::ParametersReport {
                 parameters: parameters.iter().map(LinkParameter::to_wire).collect(),
             }),
-            Detail::Handover { old_link, new_link } => D::Handover(pb::Handover {
-                old_link: Some(old_link.to_wire()),
-                new_link: Some(new_link.to_wire()),
-            }),
+            Detail::Handover(h) => D::Handover(h.to_wire()),
             Detail::DefaultRoute(r) => D::DefaultRoute(pb::DefaultRoute {
                 family: if r.ipv6 {
                     pb::AddressFamily::Ipv6
@@ -477,18 +550,7 @@ impl Detail {
                         .collect::<Result<_, _>>()?,
                 }
             }
-            D::Handover(h) => {
-                let link = |l: &Option<pb::Interface>, name: &str| {
-                    let f = sub(field, &format!("handover.{name}"));
-                    l.as_ref()
-                        .ok_or_else(|| ValidationError::new(&f, "is required"))
-                        .and_then(|l| Interface::from_wire(l, &f))
-                };
-                Detail::Handover {
-                    old_link: link(&h.old_link, "old_link")?,
-                    new_link: link(&h.new_link, "new_link")?,
-                }
-            }
+            D::Handover(h) => Detail::Handover(Handover::from_wire(h, &sub(field, "handover"))?),
             D::DefaultRoute(r) => {
                 let f = sub(field, "default_route");
                 let gateway = if r.gateway.is_empty() {
@@ -777,6 +839,75 @@ mod tests {
                 .field,
             "t.id"
         );
+    }
+
+    fn handover_complete_wire() -> pb::Trigger {
+        let link = |name: &str, index| Interface {
+            index,
+            name: name.into(),
+            kind: Some(InterfaceKind::Ethernet),
+            ..Default::default()
+        };
+        Trigger {
+            detail: Some(Detail::Handover(Handover {
+                old_local_address: Some("192.0.2.1".parse().unwrap()),
+                old_remote_address: Some("198.51.100.7".parse().unwrap()),
+                new_local_address: Some("2001:db8::1".parse().unwrap()),
+                new_remote_address: Some("2001:db8:1::7".parse().unwrap()),
+                duration_us: Some(1_234),
+                move_reason: "link-down".into(),
+                cause_trigger_id: 42,
+                ..Handover::links(link("eth0", 2), link("eth1", 3))
+            })),
+            interface: Some(link("eth1", 3)),
+            ..Trigger::new(Source::Client, TriggerType::LinkHandoverComplete)
+        }
+        .to_wire()
+    }
+
+    fn handover_of(w: &mut pb::Trigger) -> &mut pb::Handover {
+        match w.detail.as_mut() {
+            Some(pb::trigger::Detail::Handover(h)) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn handover_with_addresses_round_trips_and_bad_fields_are_named() {
+        let w = handover_complete_wire();
+        let t = Trigger::from_client(&w, "triggers[0]", Timestamp(5)).unwrap();
+        assert_eq!(t.to_wire(), w);
+        let Some(Detail::Handover(h)) = &t.detail else {
+            panic!("{t:?}")
+        };
+        assert_eq!(h.cause_trigger_id, 42);
+        assert_eq!(h.duration_us, Some(1_234));
+
+        let mut w = handover_complete_wire();
+        handover_of(&mut w).new_local_address = "2001:db8::zz".into();
+        let e = Trigger::from_client(&w, "triggers[2]", Timestamp(0)).unwrap_err();
+        assert_eq!(e.field, "triggers[2].handover.new_local_address");
+        assert!(e.problem.contains("2001:db8::zz"), "{e}");
+
+        let mut w = handover_complete_wire();
+        handover_of(&mut w).old_remote_address = "2001:db8::9".into();
+        let e = Trigger::from_client(&w, "t", Timestamp(0)).unwrap_err();
+        assert_eq!(e.field, "t.handover.old_remote_address");
+
+        let mut w = handover_complete_wire();
+        handover_of(&mut w).move_reason = "link down".into();
+        let e = Trigger::from_client(&w, "t", Timestamp(0)).unwrap_err();
+        assert_eq!(e.field, "t.handover.move_reason");
+
+        // Only the links, as before the address fields: still valid.
+        let mut w = handover_complete_wire();
+        let h = handover_of(&mut w);
+        *h = pb::Handover {
+            old_link: h.old_link.clone(),
+            new_link: h.new_link.clone(),
+            ..Default::default()
+        };
+        Trigger::from_client(&w, "t", Timestamp(0)).unwrap();
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub(super) fn move_of(t: &Timeline, now: Instant) -> pb::Move {
             SystemTime::now().checked_sub(now.saturating_duration_since(c.received))?;
         received_wall.duration_since(c.observed).ok().map(micros)
     });
-    let link = |l: &Option<crate::mobility::manager::LinkRef>| {
+    let link = |l: &Option<crate::mobility::links::LinkRef>| {
         l.as_ref().map(|l| l.name.clone()).unwrap_or_default()
     };
     pb::Move {

@@ -211,6 +211,28 @@ impl Interface {
 /// is still believed.
 pub const PREDICTION_GRACE: Duration = Duration::from_secs(10);
 
+/// An interface as the table knew it at some moment (a move left or
+/// reached it; it may be gone from the table since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRef {
+    pub index: u32,
+    pub name: String,
+    pub kind: IfaceKind,
+    /// IFLA_INFO_KIND; may be empty.
+    pub driver_kind: String,
+}
+
+impl From<&Interface> for LinkRef {
+    fn from(i: &Interface) -> Self {
+        Self {
+            index: i.index,
+            name: i.name.clone(),
+            kind: i.kind,
+            driver_kind: i.driver_kind.clone(),
+        }
+    }
+}
+
 /// A change to the link table. Interfaces are named by index.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LinkEvent {

@@ -24,7 +24,7 @@ use std::{
 
 use super::{
     config::MobilityConfig,
-    links::{IfaceKind, LinkEvent, LinkTable, Touched},
+    links::{LinkEvent, LinkRef, LinkTable, Touched},
     policy::{self, Evaluation, MoveReason, Pair, PathTest, RouteView, SaPaths, Verdict},
     subscriber::Feed,
 };
@@ -65,25 +65,6 @@ pub struct Cause {
     pub id: u64,
     pub observed: SystemTime,
     pub received: Instant,
-}
-
-/// An interface as it was when a move left or reached it (it may be gone
-/// from the table by the time the move is reported).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkRef {
-    pub index: u32,
-    pub name: String,
-    pub kind: IfaceKind,
-}
-
-impl LinkRef {
-    fn of(table: &LinkTable, addr: IpAddr) -> Option<Self> {
-        table.owner_of(addr).map(|i| Self {
-            index: i.index,
-            name: i.name.clone(),
-            kind: i.kind,
-        })
-    }
 }
 
 /// The stages of one move, for status and for LINK_HANDOVER_COMPLETE.
@@ -392,7 +373,7 @@ impl Manager {
         };
         p.updating = true;
         p.timeline.to = Some(to);
-        p.timeline.to_link = LinkRef::of(&self.table, to.local);
+        p.timeline.to_link = link_of(&self.table, to.local);
         p.timeline.update_sent = Some(now);
         p.deadline = None;
         self.actions.push_back(Action::Update { sa, pair: to });
@@ -414,7 +395,7 @@ impl Manager {
         };
         if timeline.to != Some(pair) {
             timeline.to = Some(pair);
-            timeline.to_link = LinkRef::of(&self.table, pair.local);
+            timeline.to_link = link_of(&self.table, pair.local);
         }
         timeline.moved = Some(now);
         push_move(&mut s.moves, timeline.clone());
@@ -510,7 +491,7 @@ impl Manager {
         // Unanswered path tests time out as failures.
         let timed_out = s.tests_timed_out(now);
         s.recheck_at = None;
-        if let Some(link) = LinkRef::of(table, s.current.local) {
+        if let Some(link) = link_of(table, s.current.local) {
             s.current_link = Some(link);
         }
         let eval = policy::evaluate(table, &cfg.policy, routes, &s.view(), now);
@@ -622,7 +603,7 @@ impl Manager {
                     && fresh(&best)
                 {
                     timeline.to = Some(best);
-                    timeline.to_link = LinkRef::of(table, best.local);
+                    timeline.to_link = link_of(table, best.local);
                     timeline.update_sent = Some(now);
                     s.pending = Some(Pending {
                         timeline,
@@ -765,6 +746,11 @@ impl SaPathState {
         let due = |t: Option<Instant>| t.is_some_and(|t| now >= t);
         self.dirty || self.tests_timed_out(now) || due(self.recheck_at) || due(self.next_probe)
     }
+}
+
+/// The interface `addr` is on now.
+fn link_of(table: &LinkTable, addr: IpAddr) -> Option<LinkRef> {
+    table.owner_of(addr).map(LinkRef::from)
 }
 
 fn push_move(moves: &mut VecDeque<Timeline>, t: Timeline) {

@@ -26,6 +26,8 @@ pub mod driver;
 pub mod links;
 pub mod manager;
 pub mod policy;
+pub mod report;
+pub mod route_lookup;
 pub mod subscriber;
 pub mod triggers;
 pub mod watch;

@@ -29,16 +29,21 @@ use crate::{
     control::Counters,
     engine::{Endpoint, Event, SaId},
     mobility::{
-        Active, MobilityStatus,
+        Active, IfaceKind, MobilityStatus,
         config::{MobilityConfig, Source},
         driver::Driver,
+        links::LinkRef,
         manager::Timeline,
-        policy::RouteAnswer,
+        report::{self, HandoverReport},
+        route_lookup::{RouteCache, RouteLookup},
         subscriber::{Feed, Subscriber},
         watch,
     },
 };
 
+/// Completed moves waiting for the trigger-db writer (which keeps its own
+/// backlog while trigger-db is away).
+const REPORT_QUEUE: usize = 64;
 /// Feed items waiting between a source and the manager.
 const FEED_QUEUE: usize = 256;
 /// How often the CHILD_SA counters are read while a moved SA waits for its
@@ -79,35 +84,17 @@ pub struct Mobility {
     watch: Option<Watch>,
     active: Active,
     routes: RouteCache,
+    /// `None` when the rtnetlink socket could not be opened (logged): every
+    /// route is then unknown to the policy.
+    lookup: Option<RouteLookup>,
+    /// Completed moves for trigger-db (LINK_HANDOVER_COMPLETE); `None`
+    /// with source `netlink`.
+    reports: Option<mpsc::Sender<HandoverReport>>,
     esp: HashMap<SaId, EspWait>,
     /// Whether the kernel has counters (backend `xfrm`).
     counters: bool,
     rejected: u64,
     reports_dropped: u64,
-}
-
-/// The kernel's answers for the pairs of one evaluation.
-#[derive(Debug, Default)]
-struct RouteCache {
-    answers: HashMap<(IpAddr, IpAddr), RouteAnswer>,
-}
-
-impl RouteCache {
-    async fn refresh(&mut self, pairs: &[(IpAddr, IpAddr)]) {
-        self.answers.clear();
-        for p in pairs {
-            self.answers.insert(*p, RouteAnswer::Unknown);
-        }
-    }
-}
-
-impl crate::mobility::policy::RouteView for RouteCache {
-    fn route(&self, local: IpAddr, remote: IpAddr) -> RouteAnswer {
-        self.answers
-            .get(&(local, remote))
-            .copied()
-            .unwrap_or(RouteAnswer::Unknown)
-    }
 }
 
 impl Mobility {
@@ -132,7 +119,15 @@ impl Mobility {
                 since: now,
                 why: "starting".into(),
             },
-            routes: RouteCache::default(),
+            routes: RouteCache::new(),
+            lookup: match RouteLookup::new() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    warn!(error = %errchain::chain(&e), "mobility: cannot ask the kernel for routes; a source routed out of another interface, or no route to the peer, goes unnoticed");
+                    None
+                }
+            },
+            reports: None,
             esp: HashMap::new(),
             counters,
             rejected: 0,
@@ -142,7 +137,10 @@ impl Mobility {
             Source::Netlink => m.start_watch("[mobility] source = \"netlink\"".into()),
             Source::TriggerDb | Source::Automatic => {
                 info!(socket = %socket.display(), "mobility: subscribing to trigger-db");
-                m.subscription = Some(subscribe(socket));
+                m.subscription = Some(subscribe(socket.clone()));
+                let (tx, rx) = mpsc::channel(REPORT_QUEUE);
+                tokio::spawn(report::run(rx, socket));
+                m.reports = Some(tx);
             }
             Source::Off => {}
         }
@@ -276,10 +274,47 @@ impl Mobility {
         listening_on: impl Fn(IpAddr) -> bool,
     ) -> Vec<(SaId, Timeline)> {
         let pairs = self.driver.manager().route_pairs(now);
-        if !pairs.is_empty() {
-            self.routes.refresh(&pairs).await;
+        if !pairs.is_empty()
+            && let Some(lookup) = &self.lookup
+        {
+            self.routes.refresh(lookup, pairs).await;
         }
-        self.driver.drive(ep, &self.routes, now, listening_on)
+        let done = self.driver.drive(ep, &self.routes, now, listening_on);
+        for (_, t) in &done {
+            self.report(t);
+        }
+        done
+    }
+
+    /// Hands a completed move to the LINK_HANDOVER_COMPLETE writer.
+    fn report(&mut self, t: &Timeline) {
+        let (Some(tx), Some(to), Some(moved)) = (&self.reports, t.to, t.moved) else {
+            return;
+        };
+        let unknown = || LinkRef {
+            index: 0,
+            name: String::new(),
+            kind: IfaceKind::Other,
+            driver_kind: String::new(),
+        };
+        let start = t.cause.map_or(t.decided, |c| c.received.min(t.decided));
+        let r = HandoverReport {
+            old_link: t.from_link.clone().unwrap_or_else(unknown),
+            new_link: t.to_link.clone().unwrap_or_else(unknown),
+            old_pair: t.from,
+            new_pair: to,
+            reason: t.reason,
+            cause_id: t.cause.map_or(0, |c| c.id),
+            observed: t.cause.map_or_else(
+                || SystemTime::now() - moved.saturating_duration_since(t.decided),
+                |c| c.observed,
+            ),
+            duration: moved.saturating_duration_since(start),
+        };
+        if let Err(e) = tx.try_send(r) {
+            self.reports_dropped += 1;
+            warn!(report = %e.into_inner().describe(), "mobility: the handover is not written to trigger-db (its writer is behind)");
+        }
     }
 
     /// When [`Mobility::drive`] has timers to run, or the counters are to

@@ -35,7 +35,7 @@ pub use self::{
     filter::{Filter, MAX_FILTER_ENTRIES},
     time::Timestamp,
     trigger::{
-        Address, Connectivity, DefaultRoute, Detail, Interface, LinkParameter, LinkState,
+        Address, Connectivity, DefaultRoute, Detail, Handover, Interface, LinkParameter, LinkState,
         MAX_PARAMETERS, Reason, Resync, Trigger,
     },
     validation::{FieldPath, MAX_INTERFACE_NAME, Sub, ValidationError, check_name},

@@ -1,7 +1,8 @@
 //! One trigger and its parts: the interface it is about, an address, a
 //! reason in a code book, and the typed parameters ([`Detail`]) its type
 //! carries (link state, Link_Going_Down's time interval, a parameters
-//! report, a handover's two links, a default route, a resync marker,
+//! report, a handover's two links with, for a completed move, its address
+//! pairs, duration, reason and cause, a default route, a resync marker,
 //! connectivity). [`Trigger::check_complete`] holds the rules of which
 //! fields a type needs and which parameters fit it.
 //!
@@ -169,21 +170,58 @@ pub struct Connectivity {
     pub code: u32,
 }
 
+/// A handover: the link left and the link joined. A completed move as a
+/// mobility agent reports it also carries the address pairs before and
+/// after, how long it took, why, and the trigger that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handover {
+    pub old_link: Interface,
+    pub new_link: Interface,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_local_address: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_remote_address: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_local_address: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_remote_address: Option<IpAddr>,
+    /// Microseconds from the cause being received to the move complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    /// A short token: "link-down", "address-gone", "predicted", "better".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub move_reason: String,
+    /// The stored trigger that caused the move; 0 = none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cause_trigger_id: u64,
+}
+
+impl Handover {
+    /// Only the two links (what an 802.21 function reports).
+    pub fn links(old_link: Interface, new_link: Interface) -> Self {
+        Self {
+            old_link,
+            new_link,
+            old_local_address: None,
+            old_remote_address: None,
+            new_local_address: None,
+            new_remote_address: None,
+            duration_us: None,
+            move_reason: String::new(),
+            cause_trigger_id: 0,
+        }
+    }
+}
+
 /// The typed parameters of a trigger; which one depends on its type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Detail {
     LinkState(LinkState),
-    GoingDown {
-        time_interval_ms: u32,
-    },
-    ParametersReport {
-        parameters: Vec<LinkParameter>,
-    },
-    Handover {
-        old_link: Interface,
-        new_link: Interface,
-    },
+    GoingDown { time_interval_ms: u32 },
+    ParametersReport { parameters: Vec<LinkParameter> },
+    Handover(Handover),
     DefaultRoute(DefaultRoute),
     Resync(Resync),
     Connectivity(Connectivity),
@@ -266,7 +304,7 @@ impl Trigger {
             }
             (
                 TriggerType::LinkHandoverImminent | TriggerType::LinkHandoverComplete,
-                Some(Detail::Handover { .. }),
+                Some(Detail::Handover(_)),
             ) => {}
             (TriggerType::LinkHandoverImminent | TriggerType::LinkHandoverComplete, _) => {
                 return Err(ValidationError::new(
@@ -280,7 +318,7 @@ impl Trigger {
                     format!("going_down does not fit {}", self.kind),
                 ));
             }
-            (_, Some(Detail::Handover { .. })) => {
+            (_, Some(Detail::Handover(_))) => {
                 return Err(ValidationError::new(
                     sub(field, "detail"),
                     format!("handover does not fit {}", self.kind),

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use trigger_db::model::{
-    Address, Detail, Interface, InterfaceKind, LinkParameter, LinkParameterType, LinkType,
-    ParameterUnit, Reason, ReasonSpace, Source, Timestamp, Trigger, TriggerType,
+    Address, Detail, Handover, Interface, InterfaceKind, LinkParameter, LinkParameterType,
+    LinkType, ParameterUnit, Reason, ReasonSpace, Source, Timestamp, Trigger, TriggerType,
 };
 use trigger_proto::v1 as pb;
 
@@ -39,9 +39,35 @@ pub struct TriggerFlags {
     pub params: Vec<LinkParameter>,
     pub old_link: Option<String>,
     pub new_link: Option<String>,
+    pub moved: MoveFlags,
     pub source: Option<Source>,
     pub origin: Option<String>,
     pub observed_at: Option<Timestamp>,
+}
+
+/// What a completed move adds to a handover (`--old-local` ...); all
+/// optional, and only for the handover types.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MoveFlags {
+    pub old_local: Option<IpAddr>,
+    pub old_remote: Option<IpAddr>,
+    pub new_local: Option<IpAddr>,
+    pub new_remote: Option<IpAddr>,
+    pub duration_us: Option<u64>,
+    pub move_reason: Option<String>,
+    pub cause: Option<u64>,
+}
+
+impl MoveFlags {
+    fn apply(&self, h: &mut Handover) {
+        h.old_local_address = self.old_local;
+        h.old_remote_address = self.old_remote;
+        h.new_local_address = self.new_local;
+        h.new_remote_address = self.new_remote;
+        h.duration_us = self.duration_us;
+        h.move_reason = self.move_reason.clone().unwrap_or_default();
+        h.cause_trigger_id = self.cause.unwrap_or(0);
+    }
 }
 
 /// Parses `IP` or `IP/LEN` (a bare address is a host route: /32 or /128).
@@ -185,10 +211,9 @@ pub fn build(f: &TriggerFlags) -> Result<pb::Trigger, String> {
         }
         (None, None) => {}
         (Some(old), Some(new)) if handover => {
-            t.detail = Some(Detail::Handover {
-                old_link: link(old),
-                new_link: link(new),
-            });
+            let mut h = Handover::links(link(old), link(new));
+            f.moved.apply(&mut h);
+            t.detail = Some(Detail::Handover(h));
         }
         _ if handover => {
             return Err(format!("--old-link and --new-link go together for {kind}"));
@@ -199,6 +224,12 @@ pub fn build(f: &TriggerFlags) -> Result<pb::Trigger, String> {
                 "link-handover-imminent and link-handover-complete",
             ));
         }
+    }
+    if !handover && f.moved != MoveFlags::default() {
+        return Err(only(
+            "--old-local/--old-remote/--new-local/--new-remote/--duration/--move-reason/--cause",
+            "link-handover-imminent and link-handover-complete",
+        ));
     }
     if let Some(o) = &f.origin {
         t.origin = o.clone();
@@ -569,6 +600,57 @@ mod tests {
         assert_eq!(w.interface.unwrap().index, 2);
         assert_eq!(w.observed_at.unwrap().seconds, 1_700_000_000);
         assert_eq!(w.origin, "test");
+    }
+
+    #[test]
+    fn handover_complete_carries_the_move() {
+        let moved = MoveFlags {
+            old_local: Some("192.0.2.1".parse().unwrap()),
+            old_remote: Some("198.51.100.7".parse().unwrap()),
+            new_local: Some("192.0.2.9".parse().unwrap()),
+            new_remote: Some("198.51.100.7".parse().unwrap()),
+            duration_us: Some(2_500),
+            move_reason: Some("link-down".into()),
+            cause: Some(17),
+        };
+        let w = build(&TriggerFlags {
+            old_link: Some("eth0".into()),
+            new_link: Some("wlan0".into()),
+            moved: moved.clone(),
+            ..flags(TriggerType::LinkHandoverComplete)
+        })
+        .unwrap();
+        let Some(pb::trigger::Detail::Handover(h)) = w.detail else {
+            panic!("{w:?}")
+        };
+        assert_eq!(
+            (
+                h.old_local_address.as_str(),
+                h.new_remote_address.as_str(),
+                h.duration_us,
+                h.move_reason.as_str(),
+                h.cause_trigger_id
+            ),
+            ("192.0.2.1", "198.51.100.7", Some(2_500), "link-down", 17)
+        );
+        let e = build(&TriggerFlags {
+            moved,
+            ..flags(TriggerType::LinkUp)
+        })
+        .unwrap_err();
+        assert!(e.contains("fits only link-handover"), "{e}");
+        let e = build(&TriggerFlags {
+            old_link: Some("eth0".into()),
+            new_link: Some("wlan0".into()),
+            moved: MoveFlags {
+                old_local: Some("192.0.2.1".parse().unwrap()),
+                old_remote: Some("2001:db8::7".parse().unwrap()),
+                ..Default::default()
+            },
+            ..flags(TriggerType::LinkHandoverComplete)
+        })
+        .unwrap_err();
+        assert!(e.starts_with("handover.old_remote_address:"), "{e}");
     }
 
     #[test]

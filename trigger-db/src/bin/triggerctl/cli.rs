@@ -2,7 +2,7 @@
 //! (clap), and the checks clap makes before anything connects. Turning the
 //! parsed command into requests is the verbs' business.
 
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use trigger_db::model::{
@@ -126,7 +126,7 @@ pub(crate) enum Command {
     },
     /// Add triggers: one from flags, or many from JSON lines.
     #[command(after_help = ADD_HELP)]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Show one stored trigger.
     #[command(after_help = "Example:\n  triggerctl get 42\n  triggerctl --json get 42")]
     Get {
@@ -362,6 +362,9 @@ Examples:
   triggerctl add --type link-parameters-report -i wlan0 \\
       --param signal-strength=-78dbm --param sinr=3db
   triggerctl add --type link-handover-imminent -i wlan0 --old-link wlan0 --new-link wwan0
+  triggerctl add --type link-handover-complete -i wwan0 --old-link wlan0 --new-link wwan0 \\
+      --old-local 192.0.2.1 --new-local 198.51.100.4 --old-remote 203.0.113.9 \\
+      --new-remote 203.0.113.9 --duration 1200us --move-reason link-down --cause 41
   triggerctl add --type if-addr-added -i eth0 --address 192.0.2.10/24
   triggerctl add --from triggers.jsonl
   triggerctl --json history --all -i wlan0 | triggerctl add --from -
@@ -469,6 +472,27 @@ pub(crate) struct AddFlags {
     /// Handover: the link being moved to.
     #[arg(long, value_name = "NAME")]
     new_link: Option<String>,
+    /// Completed move: the local address before it.
+    #[arg(long, value_name = "IP")]
+    old_local: Option<IpAddr>,
+    /// Completed move: the peer's address before it.
+    #[arg(long, value_name = "IP")]
+    old_remote: Option<IpAddr>,
+    /// Completed move: the local address after it.
+    #[arg(long, value_name = "IP")]
+    new_local: Option<IpAddr>,
+    /// Completed move: the peer's address after it.
+    #[arg(long, value_name = "IP")]
+    new_remote: Option<IpAddr>,
+    /// Completed move: how long it took (1500us, 2ms; a bare number is ms).
+    #[arg(long, value_name = "DURATION", value_parser = time::parse_duration_us)]
+    duration: Option<u64>,
+    /// Completed move: why (link-down, address-gone, predicted, better, ...).
+    #[arg(long, value_name = "TOKEN")]
+    move_reason: Option<String>,
+    /// Completed move: the id of the trigger that caused it.
+    #[arg(long, value_name = "ID")]
+    cause: Option<u64>,
     /// client (default) or ieee802-21.
     #[arg(long, value_name = "SOURCE")]
     source: Option<Source>,
@@ -494,6 +518,15 @@ impl AddFlags {
             params: self.params.clone(),
             old_link: self.old_link.clone(),
             new_link: self.new_link.clone(),
+            moved: add::MoveFlags {
+                old_local: self.old_local,
+                old_remote: self.old_remote,
+                new_local: self.new_local,
+                new_remote: self.new_remote,
+                duration_us: self.duration,
+                move_reason: self.move_reason.clone(),
+                cause: self.cause,
+            },
             source: self.source,
             origin: self.origin.clone(),
             observed_at: self.observed_at,

@@ -10,7 +10,9 @@
 use std::io::{self, Write};
 
 use serde_json::{Value, json};
-use trigger_db::model::{Address, Detail, Interface, LinkState, Source, Timestamp, Trigger};
+use trigger_db::model::{
+    Address, Detail, Handover, Interface, LinkState, Source, Timestamp, Trigger,
+};
 
 use crate::time::short;
 
@@ -169,13 +171,7 @@ fn summary_of(t: &Trigger, long: bool) -> String {
                 parts.push(s);
             }
         }
-        Some(Detail::Handover { old_link, new_link }) => {
-            parts.push(format!(
-                "{} -> {}",
-                iface_name(old_link),
-                iface_name(new_link)
-            ));
-        }
+        Some(Detail::Handover(h)) => handover_summary(h, &mut parts),
         Some(Detail::DefaultRoute(r)) => {
             let fam = if r.ipv6 { "ipv6" } else { "ipv4" };
             match r.gateway {
@@ -196,6 +192,34 @@ fn summary_of(t: &Trigger, long: bool) -> String {
         Some(Detail::Connectivity(c)) => parts.push(format!("{}({})", c.state, c.code)),
     }
     parts.join(" ")
+}
+
+/// A handover: `eth0 -> eth1`, then what a completed move adds:
+/// `local 192.0.2.1 -> 192.0.2.9 peer 198.51.100.7 took 1.234ms
+/// why=link-down cause=42` (a peer that did not change is named once).
+fn handover_summary(h: &Handover, parts: &mut Vec<String>) {
+    parts.push(format!(
+        "{} -> {}",
+        iface_name(&h.old_link),
+        iface_name(&h.new_link)
+    ));
+    let ip = |a: Option<std::net::IpAddr>| a.map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let pair = |label: &str, old, new| match (old, new) {
+        (None, None) => None,
+        (old, new) if old == new => Some(format!("{label} {}", ip(old))),
+        (old, new) => Some(format!("{label} {} -> {}", ip(old), ip(new))),
+    };
+    parts.extend(pair("local", h.old_local_address, h.new_local_address));
+    parts.extend(pair("peer", h.old_remote_address, h.new_remote_address));
+    if let Some(us) = h.duration_us {
+        parts.push(format!("took {}.{:03}ms", us / 1000, us % 1000));
+    }
+    if !h.move_reason.is_empty() {
+        parts.push(format!("why={}", h.move_reason));
+    }
+    if h.cause_trigger_id != 0 {
+        parts.push(format!("cause={}", h.cause_trigger_id));
+    }
 }
 
 /// One trigger in full, one field a line, for `get`.
@@ -332,6 +356,36 @@ mod tests {
             time_interval_ms: 500,
         });
         t
+    }
+
+    #[test]
+    fn handover_shows_links_addresses_duration_reason_and_cause() {
+        let link = |name: &str| Interface {
+            name: name.into(),
+            ..Default::default()
+        };
+        let mut h = Handover::links(link("eth0"), link("wlan0"));
+        let mut t = Trigger::new(Source::Client, TriggerType::LinkHandoverComplete);
+        t.detail = Some(Detail::Handover(h.clone()));
+        assert_eq!(summary(&t), "eth0 -> wlan0");
+        h.old_local_address = Some("192.0.2.1".parse().unwrap());
+        h.new_local_address = Some("192.0.2.9".parse().unwrap());
+        h.old_remote_address = Some("198.51.100.7".parse().unwrap());
+        h.new_remote_address = h.old_remote_address;
+        h.duration_us = Some(1_234);
+        h.move_reason = "link-down".into();
+        h.cause_trigger_id = 42;
+        t.detail = Some(Detail::Handover(h));
+        assert_eq!(
+            summary(&t),
+            "eth0 -> wlan0 local 192.0.2.1 -> 192.0.2.9 peer 198.51.100.7 took 1.234ms \
+             why=link-down cause=42"
+        );
+        let long = trigger_long(&t).join("\n");
+        assert!(
+            long.contains("detail:      eth0 -> wlan0 local 192.0.2.1"),
+            "{long}"
+        );
     }
 
     #[test]

@@ -60,16 +60,29 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     parse_time_at(s, SystemTime::now())
 }
 
-/// Parses a duration (`500ms`, `2s`, `1m 30s`; a bare number is
-/// milliseconds) into whole milliseconds that fit the wire's u32.
+/// Parses a duration (`500ms`, `2s`, `1m 30s`, `1500us`; a bare number is
+/// milliseconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("not a duration (e.g. 500ms, 2s): {s:?}: {e}")),
+    }
+}
+
+/// A duration ([`parse_duration`]) in whole milliseconds that fit the
+/// wire's u32.
 pub fn parse_interval_ms(s: &str) -> Result<u32, String> {
     let s = s.trim();
-    let d = match s.parse::<u64>() {
-        Ok(ms) => Duration::from_millis(ms),
-        Err(_) => humantime::parse_duration(s)
-            .map_err(|e| format!("not a duration (e.g. 500ms, 2s): {s:?}: {e}"))?,
-    };
-    u32::try_from(d.as_millis()).map_err(|_| format!("{s:?} is longer than {} ms", u32::MAX))
+    u32::try_from(parse_duration(s)?.as_millis())
+        .map_err(|_| format!("{s:?} is longer than {} ms", u32::MAX))
+}
+
+/// A duration ([`parse_duration`]) in whole microseconds.
+pub fn parse_duration_us(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    u64::try_from(parse_duration(s)?.as_micros())
+        .map_err(|_| format!("{s:?} is longer than {} us", u64::MAX))
 }
 
 /// A time for tables: `2026-11-27 13:05:01.123` (UTC, milliseconds).
@@ -140,6 +153,10 @@ mod tests {
         assert_eq!(parse_interval_ms("250"), Ok(250));
         assert!(parse_interval_ms("50d").is_err());
         assert!(parse_interval_ms("soon").is_err());
+        assert_eq!(parse_duration_us("1500us"), Ok(1500));
+        assert_eq!(parse_duration_us("2ms"), Ok(2000));
+        assert_eq!(parse_duration_us("3"), Ok(3000));
+        assert!(parse_duration_us("quick").is_err());
     }
 
     #[test]
