@@ -128,18 +128,24 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }
     }
-    flush(
-        &mut ep,
-        &mut kernel,
-        &mut routes,
-        &mut vips,
-        &sockets,
-        &mut mobility,
-    )
-    .await;
     tokio::pin!(shutdown);
     let mut stop_at: Option<Instant> = None;
     loop {
+        // What the last input (or the start-up) queued goes out first.
+        flush(
+            &mut ep,
+            &mut kernel,
+            &mut routes,
+            &mut vips,
+            &sockets,
+            &mut mobility,
+        )
+        .await;
+        if let Some(t) = stop_at
+            && (ep.ike_sa_count() == 0 || Instant::now() >= t)
+        {
+            break;
+        }
         let mobility_wake = mobility
             .as_ref()
             .and_then(|m| m.poll_timeout(Instant::now()));
@@ -220,20 +226,6 @@ pub async fn run(
                 ep.handle_command(Instant::now(), Command::DeleteAll)?;
                 stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
             }
-        }
-        flush(
-            &mut ep,
-            &mut kernel,
-            &mut routes,
-            &mut vips,
-            &sockets,
-            &mut mobility,
-        )
-        .await;
-        if let Some(t) = stop_at
-            && (ep.ike_sa_count() == 0 || Instant::now() >= t)
-        {
-            break;
         }
     }
     drop(ctl_tx);

@@ -258,16 +258,21 @@ fn a_failed_update_goes_to_the_next_answering_pair() {
     );
 }
 
-#[test]
-fn link_going_down_moves_before_the_link_goes() {
-    let mut e = Env::new(true);
-    let actions = e.moves_after(
+/// Link_Going_Down for eth0 (the SA's link) 500 ms ahead, trigger 9.
+fn predict_eth0_down(e: &mut Env) -> Vec<Action> {
+    e.moves_after(
         LinkEvent::GoingDown {
             index: 1,
             within: Duration::from_millis(500),
         },
         9,
-    );
+    )
+}
+
+#[test]
+fn link_going_down_moves_before_the_link_goes() {
+    let mut e = Env::new(true);
+    let actions = predict_eth0_down(&mut e);
     assert_eq!(
         actions,
         vec![Action::TestPaths {
@@ -295,13 +300,7 @@ fn going_down_with_two_alternates() -> Env {
     ] {
         e.moves_after(ev, 0);
     }
-    let actions = e.moves_after(
-        LinkEvent::GoingDown {
-            index: 1,
-            within: Duration::from_millis(500),
-        },
-        9,
-    );
+    let actions = predict_eth0_down(&mut e);
     assert_eq!(
         actions,
         vec![Action::TestPaths {
