@@ -135,6 +135,8 @@ pub struct StatusSnapshot {
     pub backend: Backend,
     /// The CHILD_SAs' kernel counters (backend `xfrm`).
     pub counters: Counters,
+    /// The engine's counters.
+    pub stats: crate::engine::Stats,
 }
 
 /// What went wrong with the control socket.

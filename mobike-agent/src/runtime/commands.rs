@@ -27,6 +27,7 @@ pub(super) fn snapshot(ep: &Endpoint, backend: Backend, counters: Counters) -> S
         ike_sas: ep.ike_sas(),
         backend,
         counters,
+        stats: ep.stats().clone(),
     }
 }
 

@@ -31,6 +31,8 @@ mod mobike;
 mod path_test;
 mod request;
 mod return_routability;
+#[cfg(test)]
+mod test_pair;
 
 use std::{
     collections::VecDeque,
@@ -591,6 +593,7 @@ impl IkeSa {
                 .get(self.conn)
                 .map(|c| c.remote_addrs().map(|a| a.ip()).collect())
                 .unwrap_or_default(),
+            return_routability: self.return_routability_info(),
             next_request_id: self.window.next_msg_id,
             next_peer_request_id: self.window.peer_next_msg_id,
         }

@@ -127,6 +127,7 @@ impl IkeSa {
                 candidates: vec![new],
                 msg_id,
             });
+            ctx.stats.return_routability_checks += 1;
             self.window
                 .queue
                 .push_back(QueuedRequest::ReturnRoutability);
@@ -220,6 +221,16 @@ impl IkeSa {
     /// routability check the last verified one.
     pub(super) fn esp_path(&self) -> Path {
         self.rr.as_ref().map_or(self.path, |u| u.esp)
+    }
+
+    /// The check under way, for status.
+    pub(super) fn return_routability_info(&self) -> Option<crate::engine::ReturnRoutabilityInfo> {
+        self.rr
+            .as_ref()
+            .map(|u| crate::engine::ReturnRoutabilityInfo {
+                esp: u.esp,
+                candidates: u.candidates.iter().map(|c| c.remote).collect(),
+            })
     }
 
     /// Whether `new` needs a return routability check before the CHILD_SAs
@@ -446,7 +457,13 @@ fn no_nats_data(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8>
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+    use crate::engine::{Command, Endpoint, KernelAction};
+    use crate::proto::Payload;
+
+    use super::super::test_pair::{established, events, kernel_actions, shuttle};
 
     #[test]
     fn no_nats_data_is_addresses_then_ports() {
@@ -464,5 +481,173 @@ mod tests {
         );
         assert_eq!(v6.len(), 36);
         assert_eq!(&v6[32..], &[0x11, 0x94, 0x11, 0x94]);
+    }
+
+    /// A's new address, not in B's configuration nor in A's list.
+    const MOVED: &str = "192.0.2.9:4500";
+
+    /// A moves its IKE SA to [`MOVED`]; B answers, takes it into the IKE
+    /// SA and starts its return routability check. Returns B's check
+    /// message ID; A's answer to the check is left undelivered.
+    fn a_moves_and_b_checks(now: Instant, a: &mut Endpoint, b: &mut Endpoint) -> u32 {
+        let info = a.ike_sas()[0].clone();
+        a.handle_command(
+            now,
+            Command::UpdateAddresses {
+                sa: info.id,
+                local: MOVED.parse().unwrap(),
+                remote: info.path.remote,
+                fallback: vec![],
+            },
+        )
+        .unwrap();
+        let update = a.poll_transmit().expect("update sent");
+        b.handle_datagram(now, update.remote, update.local, &update.payload);
+        // B's answer and its check, both to the new address.
+        let to_a: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+        assert_eq!(to_a.len(), 2, "answer and check");
+        assert!(to_a.iter().all(|t| t.remote == MOVED.parse().unwrap()));
+        for t in &to_a {
+            a.handle_datagram(now, t.remote, t.local, &t.payload);
+        }
+        // A's answer to the check: dropped.
+        while a.poll_transmit().is_some() {}
+        let b_sa = &b.ike_sas()[0];
+        assert_eq!(b_sa.path.remote, MOVED.parse().unwrap(), "IKE moved");
+        assert!(kernel_actions(b).is_empty(), "ESP waits for the check");
+        b_sa.next_request_id - 1
+    }
+
+    /// A's answer to B's check `msg_id` with `cookie2`, sealed with A's
+    /// keys and delivered to B from [`MOVED`].
+    fn answer_check(now: Instant, a: &mut Endpoint, b: &mut Endpoint, msg_id: u32, cookie2: &[u8]) {
+        let a_sa = a.sas.values_mut().next().unwrap();
+        let h = a_sa.header(ExchangeType::INFORMATIONAL, msg_id, true);
+        let answer = a_sa
+            .seal(h, &[notify(NotifyType::COOKIE2, cookie2.to_vec())])
+            .unwrap();
+        let local = b.ike_sas()[0].path.local;
+        let d = [&[0u8; 4][..], &answer].concat();
+        b.handle_datagram(now, local, MOVED.parse().unwrap(), &d);
+    }
+
+    /// The COOKIE2 of B's outstanding check.
+    fn check_cookie(b: &Endpoint) -> Vec<u8> {
+        let b_sa = b.sas.values().next().unwrap();
+        match b_sa
+            .window
+            .in_flight
+            .as_ref()
+            .and_then(|o| o.request.as_ref())
+        {
+            Some(BuiltRequest::ReturnRoutability { cookie2 }) => cookie2.clone(),
+            other => panic!("no check outstanding: {other:?}"),
+        }
+    }
+
+    fn migrations(actions: &[KernelAction]) -> Vec<(IpAddr, IpAddr)> {
+        actions
+            .iter()
+            .filter_map(|k| match k {
+                KernelAction::MigrateChildSa { to, .. } => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_check_answered_with_another_cookie2_never_moves_esp() {
+        // RFC 4555 §3.5, §5.2: B's ESP stays on A's verified address when
+        // the answer does not echo B's COOKIE2 (another one, or one of a
+        // length §3.7 does not allow); B counts it, takes the IKE SA back
+        // to the verified pair and deletes it.
+        for cookie2 in [vec![7u8; 16], vec![7u8; 4]] {
+            let (now, mut a, mut b) = established();
+            let verified = b.ike_sas()[0].path;
+            let msg_id = a_moves_and_b_checks(now, &mut a, &mut b);
+            assert_ne!(check_cookie(&b), cookie2);
+            answer_check(now, &mut a, &mut b, msg_id, &cookie2);
+            assert_eq!(b.stats().bad_cookie2, 1, "{cookie2:?}");
+            let actions = kernel_actions(&mut b);
+            assert!(migrations(&actions).is_empty(), "{actions:?}");
+            assert!(
+                !events(&mut b)
+                    .iter()
+                    .any(|e| matches!(e, Event::PathChanged { .. }))
+            );
+            assert_eq!(b.ike_sas()[0].path, verified, "back on the verified pair");
+            // The Delete goes to the verified pair.
+            let delete = b.poll_transmit().expect("IKE SA deleted");
+            assert_eq!(delete.remote, verified.remote);
+            assert_eq!(b.ike_sas()[0].state, "deleting");
+        }
+    }
+
+    #[test]
+    fn a_check_answered_with_our_cookie2_moves_esp() {
+        let (now, mut a, mut b) = established();
+        let msg_id = a_moves_and_b_checks(now, &mut a, &mut b);
+        let cookie2 = check_cookie(&b);
+        answer_check(now, &mut a, &mut b, msg_id, &cookie2);
+        assert_eq!(b.stats().bad_cookie2, 0);
+        let moved: std::net::SocketAddr = MOVED.parse().unwrap();
+        assert_eq!(
+            migrations(&kernel_actions(&mut b)),
+            vec![(b.ike_sas()[0].path.local.ip(), moved.ip())]
+        );
+        assert_eq!(b.ike_sas()[0].path.remote, moved);
+    }
+
+    /// A's UPDATE_SA_ADDRESSES with `extra` notifies, sealed with A's keys
+    /// at A's next message ID, delivered to B from [`MOVED`].
+    fn forged_request(now: Instant, a: &mut Endpoint, b: &mut Endpoint, payloads: &[Payload]) {
+        let a_sa = a.sas.values_mut().next().unwrap();
+        let h = a_sa.header(ExchangeType::INFORMATIONAL, a_sa.window.next_msg_id, false);
+        a_sa.window.next_msg_id += 1;
+        let req = a_sa.seal(h, payloads).unwrap();
+        let local = b.ike_sas()[0].path.local;
+        let d = [&[0u8; 4][..], &req].concat();
+        b.handle_datagram(now, local, MOVED.parse().unwrap(), &d);
+    }
+
+    #[test]
+    fn no_nats_allowed_of_a_bad_length_or_out_of_place_is_refused() {
+        // RFC 4555 §3.9, §4.2: 12 octets (IPv4) or 36 (IPv6), in an
+        // UPDATE_SA_ADDRESSES request. Anything else is refused, counted in
+        // `unexpected`, and changes nothing; the request is answered.
+        let (now, mut a, mut b) = established();
+        let before = b.ike_sas()[0].clone();
+        let update = |len: usize| {
+            vec![
+                notify(NotifyType::UPDATE_SA_ADDRESSES, vec![]),
+                notify(NotifyType::NO_NATS_ALLOWED, vec![0; len]),
+                notify(NotifyType::COOKIE2, vec![1; 16]),
+            ]
+        };
+        let plain = vec![notify(NotifyType::NO_NATS_ALLOWED, vec![0; 12])];
+        for (k, payloads) in [update(5), update(13), update(0), plain]
+            .into_iter()
+            .enumerate()
+        {
+            forged_request(now, &mut a, &mut b, &payloads);
+            assert_eq!(b.stats().unexpected, k as u64 + 1, "{payloads:?}");
+            let after = b.ike_sas()[0].clone();
+            assert_eq!(after.path, before.path, "{payloads:?}");
+            assert_eq!(after.children, before.children);
+            assert_eq!(after.peer_addrs, before.peer_addrs);
+            assert_eq!(
+                after.next_peer_request_id,
+                before.next_peer_request_id + k as u32 + 1
+            );
+            assert!(kernel_actions(&mut b).is_empty(), "{payloads:?}");
+            assert!(events(&mut b).is_empty(), "{payloads:?}");
+            let answer = b.poll_transmit().expect("answered");
+            assert_eq!(answer.remote, MOVED.parse().unwrap());
+            assert!(b.poll_transmit().is_none(), "no check started");
+        }
+        // The SA still works: A's own requests resume where the forged ones
+        // left the message IDs.
+        shuttle(now, &mut a, &mut b);
+        assert_eq!(b.ike_sas()[0].state, "established");
     }
 }
