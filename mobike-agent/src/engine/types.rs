@@ -524,8 +524,9 @@ pub struct Stats {
     /// RFC 4555 §3.4, §3.6) refused: a bad length, a contradiction, no
     /// MOBIKE, or an exchange they do not belong in.
     pub address_lists_refused: u64,
-    /// Return routability checks started as MOBIKE responder (RFC 4555
-    /// §3.7, §5.2): the peer moved to an address not yet verified.
+    /// Return routability checks sent as MOBIKE responder (RFC 4555 §3.7,
+    /// §5.2; one per exchange, retransmissions not counted): the peer moved
+    /// to an address not yet verified.
     pub return_routability_checks: u64,
 }
 

@@ -288,3 +288,132 @@ fn a_child_sa_made_during_the_check_stays_on_the_verified_pair_until_it_ends() {
     assert_eq!(installs[1], old_a);
     delete_everything(&mut s);
 }
+
+#[test]
+fn an_ike_rekey_during_the_check_carries_the_check_to_the_new_ike_sa() {
+    // RFC 4555 §5.2: B's first check is lost and A rekeys the IKE SA
+    // meanwhile (B itself cannot: its check holds its window). The new IKE
+    // SA must not take A's unverified address as verified: B's CHILD_SAs
+    // stay on A's old address until a check on the new IKE SA is answered
+    // from the new one.
+    let rekeyer = 0;
+    let mut s = up_with(36, MobikeVerify::Unlisted);
+    let new_a = ip(NEW_A);
+    s.scripted_losses = vec![crate::sim::ScriptedLoss {
+        from: 1,
+        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
+        response: false,
+        count: 1,
+    }];
+    s.add_addr(0, new_a);
+    a_moves_to(&mut s, new_a);
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[1].ep.ike_sas()[0].return_routability.is_some()
+            && !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    let old_sa = sa_id(&s, rekeyer);
+    s.nodes[rekeyer]
+        .ep
+        .handle_command(s.now, Command::RekeyIkeSa(old_sa))
+        .expect("rekey");
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| {
+            s.nodes.iter().all(|n| n.ep.ike_sa_count() == 1) && sa_id(s, rekeyer) != old_sa
+        }),
+        "rekeyer {rekeyer}"
+    );
+    let b = &s.nodes[1].ep.ike_sas()[0];
+    assert_eq!(b.path.remote.ip(), new_a);
+    assert!(
+        b.return_routability.is_some(),
+        "the new IKE SA has no check"
+    );
+    assert!(!esp_ever_sent_to(&s, 1, new_a), "ESP moved unchecked");
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| s.paths_agree().is_ok()),
+        "rekeyer {rekeyer}: {:?}",
+        s.paths_agree()
+    );
+    assert_eq!(esp_remotes(&s, 1), vec![new_a]);
+    assert!(s.nodes[1].ep.ike_sas()[0].return_routability.is_none());
+    // ESP moved once, after the check the new IKE SA answered.
+    let moves: Vec<_> = s.nodes[1]
+        .kernel_log
+        .iter()
+        .filter(|k| matches!(k, KernelAction::MigrateChildSa { .. }))
+        .collect();
+    assert_eq!(moves.len(), 1, "rekeyer {rekeyer}: {moves:?}");
+    assert!(
+        s.nodes[1].ep.stats().return_routability_checks >= 2,
+        "rekeyer {rekeyer}: {:?}",
+        s.nodes[1].ep.stats()
+    );
+    assert!(s.children_pair_up());
+    delete_everything(&mut s);
+}
+
+#[test]
+fn unexpected_nat_detected_makes_the_initiator_try_the_next_pair() {
+    // RFC 4555 §3.9: an update refused with UNEXPECTED_NAT_DETECTED may be
+    // retried from other addresses. A, behind a NAT and sending
+    // NO_NATS_ALLOWED, asks for a second address behind another NAT
+    // (refused) with a direct one as fallback, which B takes.
+    let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+    b.connections[0].mobike_verify = MobikeVerify::Never;
+    a.connections[0].no_nats = true;
+    a.connections[0].local_addr = Some(sim::sock(ip("10.9.0.2"), 500));
+    let (natted, direct) = (ip("10.9.0.3"), ip(NEW_A));
+    let mut s = Sim::new(a, b, 37, LinkModel::clean()).with_nat(ip("10.9.0.2"));
+    s.add_nat(ip("198.51.100.20"), &[natted]);
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    assert!(s.nodes[0].ep.ike_sas()[0].local_behind_nat);
+    s.add_addr(0, natted);
+    s.add_addr(0, direct);
+    let path = s.nodes[0].ep.ike_sas()[0].path;
+    let from = |a: IpAddr| mobike_agent::engine::Path {
+        local: sim::sock(a, path.local.port()),
+        remote: path.remote,
+    };
+    let sa = sa_id(&s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa,
+                local: from(natted).local,
+                remote: path.remote,
+                fallback: vec![from(direct)],
+            },
+        )
+        .expect("update addresses");
+    assert!(
+        s.run_until(Duration::from_secs(30), |s| {
+            s.nodes[0].ep.ike_sas()[0].path.local.ip() == direct && s.paths_agree().is_ok()
+        }),
+        "{:?}",
+        s.paths_agree()
+    );
+    let failures: Vec<_> = s.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::UpdateFailed { path, reason, .. } => Some((*path, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        vec![(
+            from(natted),
+            mobike_agent::engine::UpdateFailure::Refused(
+                mobike_agent::proto::NotifyType::UNEXPECTED_NAT_DETECTED
+            )
+        )]
+    );
+    assert!(!s.nodes[0].ep.ike_sas()[0].local_behind_nat);
+    assert_eq!(esp_remotes(&s, 1), vec![direct]);
+    assert!(s.children_pair_up());
+    delete_everything(&mut s);
+}

@@ -183,6 +183,9 @@ struct Window {
     /// MOBIKE: the pair the CHILD_SAs are on while `path` moved ahead of
     /// the UPDATE_SA_ADDRESSES that takes them along (RFC 4555 §3.5).
     update_from: Option<Path>,
+    /// MOBIKE: the COOKIE2s of our updates that went unanswered under
+    /// message ID `.0`, which the next update reuses.
+    unanswered_updates: Option<(u32, Vec<Vec<u8>>)>,
     /// Where the answer being completed came from.
     answer_path: Option<Path>,
 }

@@ -45,8 +45,9 @@ pub(super) struct Unverified {
     esp: Path,
     /// Pairs an authenticated copy of the peer's update came from.
     candidates: Vec<Path>,
-    /// Message ID of that update request.
-    msg_id: u32,
+    /// Message ID of that update request (None once the check moved to a
+    /// rekeyed IKE SA, where the update was never received).
+    msg_id: Option<u32>,
 }
 
 impl IkeSa {
@@ -112,6 +113,14 @@ impl IkeSa {
         }
         let old = self.path;
         self.path = new;
+        // Our outstanding request is retransmitted to the addresses in use
+        // (§3.5); it goes to the new ones now, not at its next
+        // retransmission, which may be the last before we would give up.
+        if new != old
+            && let Some(o) = &self.window.in_flight
+        {
+            ctx.send(new, ctx.config.nat_t_port, &o.bytes);
+        }
         let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
         self.detect_nat(ctx, new, &h, p);
         answer.extend(self.nat_d_payloads(new));
@@ -125,9 +134,8 @@ impl IkeSa {
             self.rr = Some(Unverified {
                 esp,
                 candidates: vec![new],
-                msg_id,
+                msg_id: Some(msg_id),
             });
-            ctx.stats.return_routability_checks += 1;
             self.window
                 .queue
                 .push_back(QueuedRequest::ReturnRoutability);
@@ -205,6 +213,20 @@ impl IkeSa {
         }
     }
 
+    /// A MOBIKE initiator behind a NAT notices a changed mapping by
+    /// comparing the NAT-D of the peer's answers (§3.8), which needs a
+    /// first one. An address update from the pair in use, sent as soon as
+    /// the IKE SA is up, gives it and takes the peer to the mapping as it
+    /// is then, so a change before the first liveness check is noticed too.
+    /// Not with NO_NATS_ALLOWED, which the peer would refuse (§3.9).
+    pub(super) fn pin_nat_mapping(&mut self, ctx: &Ctx<'_>) {
+        if self.peer_mobike && self.nat.local_behind && !self.conn(ctx).no_nats {
+            self.window
+                .queue
+                .push_back(QueuedRequest::UpdateAddresses(vec![self.path]));
+        }
+    }
+
     /// Keeps the peer's NAT_DETECTION_DESTINATION_IP of an answer; true
     /// when it differs from the one kept before.
     pub(super) fn note_nat_mapping(&mut self, p: &[Payload]) -> bool {
@@ -221,6 +243,16 @@ impl IkeSa {
     /// routability check the last verified one.
     pub(super) fn esp_path(&self) -> Path {
         self.rr.as_ref().map_or(self.path, |u| u.esp)
+    }
+
+    /// The check `u` of the IKE SA this one rekeys (RFC 4555 §5.2): a new
+    /// IKE SA does not make the peer's address verified. The check starts
+    /// again here; the old IKE SA's one dies with it.
+    pub(super) fn carry_check(&mut self, u: Unverified) {
+        self.rr = Some(Unverified { msg_id: None, ..u });
+        self.window
+            .queue
+            .push_back(QueuedRequest::ReturnRoutability);
     }
 
     /// The check under way, for status.
@@ -254,12 +286,13 @@ impl IkeSa {
     /// An authenticated copy of the peer's request `msg_id` came again,
     /// from `path` (a retransmission, or a copy raced from elsewhere):
     /// when it is the update under check, `path` is one more candidate and
-    /// an outstanding check goes there at once.
+    /// an outstanding check goes there at once, its retransmissions
+    /// counted afresh.
     pub(super) fn update_copy_from(&mut self, ctx: &mut Ctx<'_>, msg_id: u32, path: Path) {
         let Some(u) = self.rr.as_mut() else {
             return;
         };
-        if u.msg_id != msg_id || u.candidates.contains(&path) {
+        if u.msg_id != Some(msg_id) || u.candidates.contains(&path) {
             return;
         }
         if u.candidates.len() >= MAX_CANDIDATES {
@@ -267,10 +300,16 @@ impl IkeSa {
             return;
         }
         u.candidates.push(path);
-        if let Some(o) = &self.window.in_flight
+        let timeout = self.conn(ctx).timers.retransmit_timeout;
+        if let Some(o) = self.window.in_flight.as_mut()
             && matches!(o.request, Some(BuiltRequest::ReturnRoutability { .. }))
         {
             ctx.send(path, ctx.config.nat_t_port, &o.bytes);
+            // The new candidate gets the whole retransmission budget: the
+            // peer, alive at it, must not be given up for the silence of
+            // the earlier ones (bounded by MAX_CANDIDATES).
+            o.sent = 1;
+            o.next = ctx.now + timeout;
         }
     }
 
@@ -297,6 +336,7 @@ impl IkeSa {
                 cookie2: cookie2.to_vec(),
             },
         );
+        ctx.stats.return_routability_checks += 1;
         self.send_check_to_candidates(ctx);
     }
 
