@@ -71,7 +71,7 @@ impl IkeSa {
     /// under way goes along: the CHILD_SAs stay on the verified pair.
     pub(super) fn move_children(&mut self, new: &mut IkeSa) {
         new.adopt_children(std::mem::take(&mut self.children));
-        if let Some(u) = self.rr.take() {
+        if let Some(u) = self.take_moving(|m| m.rr.take()) {
             new.carry_check(u);
         }
     }

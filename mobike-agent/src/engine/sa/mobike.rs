@@ -54,7 +54,8 @@ impl IkeSa {
             // update moves the CHILD_SAs itself when answered; otherwise
             // they stay where they are until the update.
             if !matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })) {
-                self.window.update_from.get_or_insert(self.path);
+                let path = self.path;
+                self.moving_mut().update_from.get_or_insert(path);
             }
             debug!(sa = self.id, local = %first.local, remote = %first.remote, "outstanding request now retransmitted from the new pair");
             self.path = first;
@@ -115,8 +116,10 @@ impl IkeSa {
             return;
         };
         let path = paths.remove(0);
-        let old = self.window.update_from.take().unwrap_or(self.path);
-        let unanswered = match self.window.unanswered_updates.take() {
+        let old = self
+            .take_moving(|m| m.update_from.take())
+            .unwrap_or(self.path);
+        let unanswered = match self.take_moving(|m| m.unanswered_updates.take()) {
             Some((id, cookies)) if id == self.window.next_msg_id => cookies,
             _ => Vec::new(),
         };
@@ -193,7 +196,7 @@ impl IkeSa {
     ) {
         if notify_of(p, NotifyType::COOKIE2).is_some_and(|n| unanswered.contains(&n.data)) {
             info!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "the peer took an earlier address update whose answers were lost: updating again");
-            self.window.update_from = Some(old);
+            self.moving_mut().update_from = Some(old);
             let mut again = vec![self.path];
             again.extend(rest);
             self.window
@@ -240,9 +243,9 @@ impl IkeSa {
         warn!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "address update unanswered on this pair");
         self.window.next_msg_id = o.msg_id;
         unanswered.push(cookie2);
-        self.window.unanswered_updates = Some((o.msg_id, unanswered));
+        self.moving_mut().unanswered_updates = Some((o.msg_id, unanswered));
         self.update_failed(ctx, old, rest, UpdateFailure::Unanswered);
-        self.window.update_from = Some(old);
+        self.moving_mut().update_from = Some(old);
     }
 }
 

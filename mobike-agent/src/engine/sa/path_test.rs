@@ -185,7 +185,7 @@ impl IkeSa {
         }
         let pending: Vec<Probe> = test.probes.into_iter().filter(|p| !p.answered).collect();
         if !pending.is_empty() {
-            self.window.lingering_test = Some(LingeringTest {
+            self.moving_mut().lingering_test = Some(LingeringTest {
                 msg_id: o.msg_id,
                 cookie2: test.cookie2,
                 pending,
@@ -197,7 +197,7 @@ impl IkeSa {
     /// A verified late answer to the lingering path test (the caller
     /// matched its message ID), on `path`.
     pub(super) fn late_path_test_answer(&mut self, ctx: &mut Ctx<'_>, path: Path, p: &[Payload]) {
-        let Some(mut t) = self.window.lingering_test.take() else {
+        let Some(mut t) = self.take_moving(|m| m.lingering_test.take()) else {
             return;
         };
         if self.cookie2_matches(ctx, p, &t.cookie2, "path test") {
@@ -205,24 +205,28 @@ impl IkeSa {
             t.pending.retain(|p| !p.answered);
         }
         if !t.pending.is_empty() {
-            self.window.lingering_test = Some(t);
+            self.moving_mut().lingering_test = Some(t);
         }
     }
 
     /// The message ID of a lingering test, for matching late answers
     /// before they are decrypted.
     pub(super) fn lingering_test_id(&self) -> Option<u32> {
-        self.window.lingering_test.as_ref().map(|t| t.msg_id)
+        self.moving()
+            .and_then(|m| m.lingering_test.as_ref())
+            .map(|t| t.msg_id)
     }
 
     pub(super) fn lingering_test_deadline(&self) -> Option<Instant> {
-        self.window.lingering_test.as_ref().map(|t| t.until)
+        self.moving()
+            .and_then(|m| m.lingering_test.as_ref())
+            .map(|t| t.until)
     }
 
     /// Reports the lingering test's unanswered pairs as such, once its
     /// time is up (or a new test replaces it).
     pub(super) fn end_lingering_test(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(t) = self.window.lingering_test.take() {
+        if let Some(t) = self.take_moving(|m| m.lingering_test.take()) {
             for p in t.pending {
                 report(ctx, self.id, p.path, None);
             }

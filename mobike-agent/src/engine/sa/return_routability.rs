@@ -125,13 +125,13 @@ impl IkeSa {
         self.detect_nat(ctx, new, &h, p);
         answer.extend(self.nat_d_payloads(new));
         // The CHILD_SAs are where the last verified update put them.
-        let esp = self.rr.take().map_or(old, |u| u.esp);
+        let esp = self.take_moving(|m| m.rr.take()).map_or(old, |u| u.esp);
         if esp == new {
             return;
         }
         if self.needs_check(ctx, esp, new) {
             info!(sa = self.id, from = %new.remote, "peer moved to an unverified address: IKE follows, ESP after the return routability check");
-            self.rr = Some(Unverified {
+            self.moving_mut().rr = Some(Unverified {
                 esp,
                 candidates: vec![new],
                 msg_id: Some(msg_id),
@@ -242,14 +242,16 @@ impl IkeSa {
     /// The pair the CHILD_SAs use: the IKE SA's, or during a return
     /// routability check the last verified one.
     pub(super) fn esp_path(&self) -> Path {
-        self.rr.as_ref().map_or(self.path, |u| u.esp)
+        self.moving()
+            .and_then(|m| m.rr.as_ref())
+            .map_or(self.path, |u| u.esp)
     }
 
     /// The check `u` of the IKE SA this one rekeys (RFC 4555 §5.2): a new
     /// IKE SA does not make the peer's address verified. The check starts
     /// again here; the old IKE SA's one dies with it.
     pub(super) fn carry_check(&mut self, u: Unverified) {
-        self.rr = Some(Unverified { msg_id: None, ..u });
+        self.moving_mut().rr = Some(Unverified { msg_id: None, ..u });
         self.window
             .queue
             .push_back(QueuedRequest::ReturnRoutability);
@@ -257,8 +259,8 @@ impl IkeSa {
 
     /// The check under way, for status.
     pub(super) fn return_routability_info(&self) -> Option<crate::engine::ReturnRoutabilityInfo> {
-        self.rr
-            .as_ref()
+        self.moving()
+            .and_then(|m| m.rr.as_ref())
             .map(|u| crate::engine::ReturnRoutabilityInfo {
                 esp: u.esp,
                 candidates: u.candidates.iter().map(|c| c.remote).collect(),
@@ -289,7 +291,7 @@ impl IkeSa {
     /// an outstanding check goes there at once, its retransmissions
     /// counted afresh.
     pub(super) fn update_copy_from(&mut self, ctx: &mut Ctx<'_>, msg_id: u32, path: Path) {
-        let Some(u) = self.rr.as_mut() else {
+        let Some(u) = self.moving.as_deref_mut().and_then(|m| m.rr.as_mut()) else {
             return;
         };
         if u.msg_id != Some(msg_id) || u.candidates.contains(&path) {
@@ -317,7 +319,7 @@ impl IkeSa {
     /// fresh, unpredictable COOKIE2 (§4.2.5: 8 to 64 octets; 16 here, as
     /// charon) to every candidate.
     pub(super) fn start_return_routability(&mut self, ctx: &mut Ctx<'_>) {
-        if self.rr.is_none() {
+        if self.moving().is_none_or(|m| m.rr.is_none()) {
             return;
         }
         let Some(cookie2) = ctx.random::<{ super::path_test::COOKIE2_LEN }>() else {
@@ -343,7 +345,10 @@ impl IkeSa {
     /// Sends the outstanding check to the candidates other than the IKE
     /// SA's pair (which [`IkeSa::send_request`] and retransmissions use).
     pub(super) fn send_check_to_candidates(&mut self, ctx: &mut Ctx<'_>) {
-        let (Some(u), Some(o)) = (&self.rr, &self.window.in_flight) else {
+        let (Some(u), Some(o)) = (
+            self.moving().and_then(|m| m.rr.as_ref()),
+            &self.window.in_flight,
+        ) else {
             return;
         };
         if !matches!(o.request, Some(BuiltRequest::ReturnRoutability { .. })) {
@@ -364,7 +369,7 @@ impl IkeSa {
         from: Option<Path>,
         p: &[Payload],
     ) {
-        let Some(u) = self.rr.take() else {
+        let Some(u) = self.take_moving(|m| m.rr.take()) else {
             return;
         };
         if !self.cookie2_matches(ctx, p, &cookie2, "return routability check") {
@@ -376,7 +381,7 @@ impl IkeSa {
         }
         let Some(at) = from.filter(|f| u.candidates.contains(f)) else {
             warn!(sa = self.id, from = ?from, "return routability answer from an address not checked: checking again");
-            self.rr = Some(u);
+            self.moving_mut().rr = Some(u);
             self.window
                 .queue
                 .push_back(QueuedRequest::ReturnRoutability);
