@@ -5,7 +5,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use mobike_agent::engine::{Command, Event, KernelAction, MobikeVerify};
+use mobike_agent::engine::{Command, Event, KernelAction, MobikeVerify, Path};
 
 use crate::{
     IKE_1, delete_everything, sa_id,
@@ -25,20 +25,40 @@ fn up_with(seed: u64, verify: MobikeVerify) -> Sim {
 
 /// A (which keeps its old address) asks to move to `to`.
 fn a_moves_to(s: &mut Sim, to: IpAddr) {
+    a_moves_to_or(s, to, &[]);
+}
+
+/// A asks to move to `to`, then to each of `fallback` in turn (same
+/// ports, same peer address).
+fn a_moves_to_or(s: &mut Sim, to: IpAddr, fallback: &[IpAddr]) {
     let sa = sa_id(s, 0);
     let path = s.nodes[0].ep.ike_sas()[0].path;
+    let from = |a: IpAddr| Path {
+        local: sim::sock(a, path.local.port()),
+        remote: path.remote,
+    };
     s.nodes[0]
         .ep
         .handle_command(
             s.now,
             Command::UpdateAddresses {
                 sa,
-                local: sim::sock(to, path.local.port()),
+                local: from(to).local,
                 remote: path.remote,
-                fallback: vec![],
+                fallback: fallback.iter().map(|a| from(*a)).collect(),
             },
         )
         .expect("update addresses");
+}
+
+/// B's first return routability check is lost on the way to A.
+fn lose_bs_first_check(s: &mut Sim) {
+    s.scripted_losses = vec![crate::sim::ScriptedLoss {
+        from: 1,
+        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
+        response: false,
+        count: 1,
+    }];
 }
 
 fn esp_remotes(s: &Sim, node: usize) -> Vec<IpAddr> {
@@ -243,12 +263,7 @@ fn a_child_sa_made_during_the_check_stays_on_the_verified_pair_until_it_ends() {
     // others once the retransmitted check is answered.
     let mut s = up_with(35, MobikeVerify::Unlisted);
     let (old_a, new_a) = (ip(sim::A_ADDR), ip(NEW_A));
-    s.scripted_losses = vec![crate::sim::ScriptedLoss {
-        from: 1,
-        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
-        response: false,
-        count: 1,
-    }];
+    lose_bs_first_check(&mut s);
     s.add_addr(0, new_a);
     a_moves_to(&mut s, new_a);
     assert!(s.run_until(Duration::from_secs(10), |s| {
@@ -299,12 +314,7 @@ fn an_ike_rekey_during_the_check_carries_the_check_to_the_new_ike_sa() {
     let rekeyer = 0;
     let mut s = up_with(36, MobikeVerify::Unlisted);
     let new_a = ip(NEW_A);
-    s.scripted_losses = vec![crate::sim::ScriptedLoss {
-        from: 1,
-        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
-        response: false,
-        count: 1,
-    }];
+    lose_bs_first_check(&mut s);
     s.add_addr(0, new_a);
     a_moves_to(&mut s, new_a);
     assert!(s.run_until(Duration::from_secs(10), |s| {
@@ -371,23 +381,7 @@ fn unexpected_nat_detected_makes_the_initiator_try_the_next_pair() {
     s.add_addr(0, natted);
     s.add_addr(0, direct);
     let path = s.nodes[0].ep.ike_sas()[0].path;
-    let from = |a: IpAddr| mobike_agent::engine::Path {
-        local: sim::sock(a, path.local.port()),
-        remote: path.remote,
-    };
-    let sa = sa_id(&s, 0);
-    s.nodes[0]
-        .ep
-        .handle_command(
-            s.now,
-            Command::UpdateAddresses {
-                sa,
-                local: from(natted).local,
-                remote: path.remote,
-                fallback: vec![from(direct)],
-            },
-        )
-        .expect("update addresses");
+    a_moves_to_or(&mut s, natted, &[direct]);
     assert!(
         s.run_until(Duration::from_secs(30), |s| {
             s.nodes[0].ep.ike_sas()[0].path.local.ip() == direct && s.paths_agree().is_ok()
@@ -406,7 +400,10 @@ fn unexpected_nat_detected_makes_the_initiator_try_the_next_pair() {
     assert_eq!(
         failures,
         vec![(
-            from(natted),
+            Path {
+                local: sim::sock(natted, path.local.port()),
+                remote: path.remote,
+            },
             mobike_agent::engine::UpdateFailure::Refused(
                 mobike_agent::proto::NotifyType::UNEXPECTED_NAT_DETECTED
             )
