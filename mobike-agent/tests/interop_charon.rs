@@ -17,10 +17,18 @@
 //!    and first offers a group charon refuses (INVALID_KE_PAYLOAD retry).
 //! 7. charon dies (SIGKILL): the agent's liveness check declares it dead.
 //! 8. MOBIKE: charon (initiator) changes its address; it sends
-//!    UPDATE_SA_ADDRESSES and the agent follows it (RFC 4555 §3.5).
+//!    UPDATE_SA_ADDRESSES and the agent follows it (RFC 4555 §3.5): IKE at
+//!    once, ESP after the agent's return routability check of the new,
+//!    unlisted address answered (§3.7, §5.2).
 //! 9. MOBIKE address lists: the agent initiates with two local addresses
 //!    and lists the second in IKE_AUTH; charon takes it as an additional
 //!    peer address, and the agent takes charon's list (RFC 4555 §3.4).
+//! 10. MOBIKE across families: the agent (initiator, IPv4 and IPv6
+//!     addresses) moves its IKE SA from IPv4 to IPv6 with `mobike-agent
+//!     move`; charon lists the IPv6 pair with the same IKE SPIs (its
+//!     kernel-libipsec cannot move ESP SAs across families, so charon
+//!     rekeys the CHILD_SA there; the VM scenario shows the same ESP SPIs
+//!     with kernel ESP).
 //!
 //! Needs root, iproute2 and the Debian packages strongswan-charon
 //! strongswan-swanctl libstrongswan-standard-plugins
@@ -346,6 +354,7 @@ fn agent_interoperates_with_charon_in_both_roles() {
     dead_peer(&mut t);
     mobike_peer_moves(&mut t);
     address_lists(&mut t);
+    agent_moves_to_ipv6(&mut t);
 }
 
 fn agent_initiates_and_charon_rekeys(t: &mut Interop) {
@@ -696,9 +705,13 @@ fn mobike_peer_moves(t: &mut Interop) {
     t.b.ip_line("route add default dev vB");
     t.clear_charon_log();
     t.start_charon(&charon_conf(SUITE, "aes256gcm16", "192.0.2.1", PSK, "", ""));
+    let control = t.dir.path().join("mobike.sock");
     t.start_agent(
         "mobike",
-        &agent_conf("listen", SUITE, "aes256gcm16", PSK, "", ""),
+        &with_control(
+            &agent_conf("listen", SUITE, "aes256gcm16", PSK, "", ""),
+            &control,
+        ),
     );
     std::thread::sleep(Duration::from_millis(500));
     t.check(
@@ -730,6 +743,36 @@ fn mobike_peer_moves(t: &mut Interop) {
     t.check(
         t.listed("INSTALLED") == 1,
         "8: CHILD_SA lost after the move",
+    );
+    // RFC 4555 §3.5, §5.2: 198.51.100.2 is neither configured at the agent
+    // nor in charon's address list, so the agent checked it (a protected
+    // INFORMATIONAL with COOKIE2, which charon echoed) before ESP moved.
+    let log = t.agent().log_text();
+    let line = |parts: &[&str]| {
+        log.lines()
+            .position(|l| has_line_with(l, parts))
+            .unwrap_or_else(|| t.fail(&format!("8: the agent never logged {parts:?}")))
+    };
+    let unverified = line(&["peer moved to an unverified address", "198.51.100.2"]);
+    let verified = line(&["peer address verified", "remote=198.51.100.2"]);
+    let migrated = line(&["migrate CHILD_SA", "remote=198.51.100.2"]);
+    t.check(
+        unverified < verified && verified < migrated,
+        "8: ESP moved before the return routability check was answered",
+    );
+    t.check(
+        has_line_with(
+            &t.charon_log(),
+            &["parsed INFORMATIONAL request", "N(COOKIE2)"],
+        ),
+        "8: charon never got the agent's return routability check",
+    );
+    let st = status_json(t, &control);
+    t.check(
+        st["stats"]["return_routability_checks"] == 1
+            && st["stats"]["bad_cookie2"] == 0
+            && st["return_routability"].is_null(),
+        &format!("8: status after the check: {st}"),
     );
     t.stop_agent();
 }
@@ -775,4 +818,138 @@ fn address_lists(t: &mut Interop) {
     );
     t.stop_agent();
     t.a.ip_line("addr del 198.51.100.1/24 dev vA");
+}
+
+fn agent_moves_to_ipv6(t: &mut Interop) {
+    t.stop_charon();
+    t.clear_charon_log();
+    t.start_charon(&charon_conf(SUITE, "aes256gcm16", "", PSK, "", ""));
+    let control = t.dir.path().join("v6move.sock");
+    let conf = agent_conf("initiate", SUITE, "aes256gcm16", PSK, "", "")
+        .replace(
+            "local_addrs = [\"192.0.2.1\"]",
+            "local_addrs = [\"192.0.2.1\", \"2001:db8::1\"]",
+        )
+        .replace(
+            "remote_addrs = [\"192.0.2.2\"]",
+            "remote_addrs = [\"192.0.2.2\", \"2001:db8::2\"]",
+        );
+    t.start_agent("v6move", &with_control(&conf, &control));
+    t.wait_for(20, "10: CHILD_SA not installed by charon", |t| {
+        t.charon().has("INSTALLED")
+    });
+    t.check(
+        t.charon().has("192.0.2.1[4500]"),
+        "10: the IKE SA does not start on IPv4",
+    );
+    let ike = ike_spis(&t.charon().list_sas());
+    let esp = t.charon().child_spis();
+    t.check(
+        ike.is_some() && esp.len() == 2,
+        "10: no SPIs listed by charon",
+    );
+    let out =
+        t.a.command(BIN)
+            .arg("--control-socket")
+            .arg(&control)
+            .args([
+                "move",
+                "c",
+                "--local",
+                "2001:db8::1",
+                "--remote",
+                "2001:db8::2",
+                "--timeout",
+                "20s",
+            ])
+            .output()
+            .expect("run mobike-agent move");
+    t.check(
+        out.status.success(),
+        &format!(
+            "10: mobike-agent move: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    );
+    t.wait_for(10, "10: charon does not list the IPv6 pair", |t| {
+        let l = t.charon().list_sas();
+        l.contains("2001:db8::2[4500]") && l.contains("2001:db8::1[4500]")
+    });
+    let listed = t.charon().list_sas();
+    t.check(
+        !listed.contains("192.0.2.1[4500]") && !listed.contains("192.0.2.2[4500]"),
+        &format!("10: charon still lists the IPv4 pair:\n{listed}"),
+    );
+    t.check(
+        ike_spis(&listed) == ike,
+        &format!("10: the IKE SPIs changed ({ike:?}):\n{listed}"),
+    );
+    t.check(
+        has_line_with(
+            &t.agent().log_text(),
+            &["migrate CHILD_SA", "remote=2001:db8::2"],
+        ),
+        "10: the agent did not migrate its CHILD_SA to IPv6",
+    );
+    // charon's kernel-libipsec cannot move an SA to another address family
+    // (its update is refused), so charon rekeys the CHILD_SA on the new
+    // pair right after the update; with kernel ESP (the VM scenario) the
+    // SPIs stay. Either way both ends agree on the one CHILD_SA.
+    t.wait_for(10, "10: charon has not one CHILD_SA", |t| {
+        t.listed("INSTALLED") == 1 && t.charon().child_spis().len() == 2
+    });
+    let now = t.charon().child_spis();
+    t.check(
+        now == esp || t.charon_count("queueing CHILD_REKEY task") == 1,
+        &format!("10: the CHILD_SA changed without a rekey ({esp:?} -> {now:?})"),
+    );
+    let st = status_json(t, &control);
+    t.check(
+        st["local"] == "[2001:db8::1]:4500" && st["remote"] == "[2001:db8::2]:4500",
+        &format!("10: agent status after the move: {st}"),
+    );
+    let agent_esp = |key: &str| {
+        st["child_sas"]
+            .as_array()
+            .and_then(|c| c.first())
+            .and_then(|c| c[key].as_str())
+            .map(|s| format!("{s},"))
+    };
+    t.check(
+        st["child_sas"].as_array().map(Vec::len) == Some(1)
+            && agent_esp("spi_out") == now.first().cloned()
+            && agent_esp("spi_in") == now.get(1).cloned(),
+        &format!("10: the agent's CHILD_SA is not charon's {now:?}: {st}"),
+    );
+    t.stop_agent();
+}
+
+/// The agent configuration `conf` with its control socket at `socket`.
+fn with_control(conf: &str, socket: &Path) -> String {
+    format!("{conf}[control]\nsocket = \"{}\"\n", socket.display())
+}
+
+/// `mobike-agent status --json` of the agent's one IKE SA.
+fn status_json(t: &Interop, socket: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--json", "--control-socket"])
+        .arg(socket)
+        .output()
+        .expect("run mobike-agent status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().next().map(serde_json::from_str) {
+        Some(Ok(v)) if out.status.success() => v,
+        _ => t.fail(&format!(
+            "status: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+/// The IKE SPIs charon lists (`<spi_i>_i <spi_r>_r`, `*` marking its own).
+fn ike_spis(list: &str) -> Option<String> {
+    list.lines().find_map(|l| {
+        l.split_once("ESTABLISHED, IKEv2, ")
+            .map(|(_, spis)| spis.trim().to_owned())
+    })
 }

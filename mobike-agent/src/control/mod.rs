@@ -139,6 +139,8 @@ pub struct StatusSnapshot {
     pub counters: Counters,
     /// The mobility manager (absent with `[mobility] source = "off"`).
     pub mobility: Option<crate::mobility::MobilityStatus>,
+    /// The engine's counters.
+    pub stats: crate::engine::Stats,
 }
 
 /// What went wrong with the control socket.

@@ -4,10 +4,12 @@
 
 use std::fmt::Write as _;
 
-use trigger_proto::mobike_v1::StatusResponse;
+use trigger_proto::mobike_v1::{Stats, StatusResponse};
 
-/// One JSON object per IKE SA, each on its own line (CHILD_SAs nested).
+/// One JSON object per IKE SA, each on its own line (CHILD_SAs nested; the
+/// engine's counters, the same in each, under `stats`).
 pub fn json_lines(st: &StatusResponse) -> String {
+    let stats = st.stats.as_ref().map(stats_json);
     let mut out = String::new();
     for sa in &st.ike_sas {
         let children: Vec<_> = sa
@@ -59,13 +61,39 @@ pub fn json_lines(st: &StatusResponse) -> String {
             "remote_addrs": sa.remote_addrs,
             "mobility": sa.mobility.as_ref().map(super::render_mobility::sa_json),
             "mobility_source": st.mobility.as_ref().map(super::render_mobility::source_json),
+            "return_routability": sa.return_routability.as_ref().map(|r| serde_json::json!({
+                "esp_local": r.esp_local,
+                "esp_remote": r.esp_remote,
+                "candidates": r.candidates,
+            })),
             "backend": st.backend,
+            "stats": stats,
             "child_sas": children,
         });
         out.push_str(&v.to_string());
         out.push('\n');
     }
     out
+}
+
+fn stats_json(s: &Stats) -> serde_json::Value {
+    serde_json::json!({
+        "datagrams_received": s.datagrams_received,
+        "malformed": s.malformed,
+        "unknown_sa": s.unknown_sa,
+        "integrity_failures": s.integrity_failures,
+        "unexpected": s.unexpected,
+        "replayed_responses": s.replayed_responses,
+        "retransmits": s.retransmits,
+        "cookies_sent": s.cookies_sent,
+        "keepalives_received": s.keepalives_received,
+        "rekey_collisions": s.rekey_collisions,
+        "ike_rekey_collisions": s.ike_rekey_collisions,
+        "bad_cookie2": s.bad_cookie2,
+        "update_from_responder": s.update_from_responder,
+        "address_lists_refused": s.address_lists_refused,
+        "return_routability_checks": s.return_routability_checks,
+    })
 }
 
 /// ` (3s ago)` for a use time in Unix seconds, nothing when never used.
@@ -156,6 +184,16 @@ pub fn table(st: &StatusResponse) -> String {
                 list_or_none(&sa.remote_addrs)
             );
         }
+        if let Some(r) = &sa.return_routability {
+            // RFC 4555 §3.7, §5.2: ESP waits on the verified pair.
+            let _ = writeln!(
+                out,
+                "  return routability check of {}: ESP stays on {} - {}",
+                r.candidates.join(","),
+                r.esp_local,
+                r.esp_remote
+            );
+        }
         if let Some(m) = &sa.mobility {
             out.push_str(&super::render_mobility::sa_lines(m));
         }
@@ -197,6 +235,17 @@ pub fn table(st: &StatusResponse) -> String {
                 rekey_in(c.rekey_in_seconds)
             );
         }
+    }
+    if let Some(s) = &st.stats {
+        let _ = writeln!(
+            out,
+            "MOBIKE: {} return routability checks, {} bad COOKIE2, {} updates from the responder, {} address lists refused; {} unexpected messages",
+            s.return_routability_checks,
+            s.bad_cookie2,
+            s.update_from_responder,
+            s.address_lists_refused,
+            s.unexpected
+        );
     }
     out
 }

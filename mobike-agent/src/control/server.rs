@@ -14,8 +14,8 @@ use tokio::{
     task::JoinHandle,
 };
 use trigger_proto::mobike_v1::{
-    ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, RekeyRequest, SelectRequest,
-    StatusRequest, StatusResponse, UpdateAddressesRequest,
+    ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, RekeyRequest, ReturnRoutability,
+    SelectRequest, Stats, StatusRequest, StatusResponse, UpdateAddressesRequest,
     agent_control_server::{AgentControl, AgentControlServer},
 };
 
@@ -232,6 +232,27 @@ fn status_response(s: &StatusSnapshot) -> StatusResponse {
         }
         .into(),
         mobility: s.mobility.as_ref().map(super::mobility::mobility),
+        stats: Some(stats(&s.stats)),
+    }
+}
+
+fn stats(s: &crate::engine::Stats) -> Stats {
+    Stats {
+        datagrams_received: s.datagrams_received,
+        malformed: s.malformed,
+        unknown_sa: s.unknown_sa,
+        integrity_failures: s.integrity_failures,
+        unexpected: s.unexpected,
+        replayed_responses: s.replayed_responses,
+        retransmits: s.retransmits,
+        cookies_sent: s.cookies_sent,
+        keepalives_received: s.keepalives_received,
+        rekey_collisions: s.rekey_collisions,
+        ike_rekey_collisions: s.ike_rekey_collisions,
+        bad_cookie2: s.bad_cookie2,
+        update_from_responder: s.update_from_responder,
+        address_lists_refused: s.address_lists_refused,
+        return_routability_checks: s.return_routability_checks,
     }
 }
 
@@ -252,6 +273,11 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) ->
         peer_addrs: strings(&i.peer_addrs),
         remote_addrs: strings(&i.remote_addrs),
         mobility: None,
+        return_routability: i.return_routability.as_ref().map(|r| ReturnRoutability {
+            esp_local: r.esp.local.to_string(),
+            esp_remote: r.esp.remote.to_string(),
+            candidates: r.candidates.iter().map(ToString::to_string).collect(),
+        }),
         name: i.connection.clone(),
         state: match i.state {
             "established" => "ESTABLISHED",
@@ -406,6 +432,13 @@ mod tests {
             local_addrs: vec!["192.0.2.9".parse().unwrap()],
             peer_addrs: vec!["2001:db8::2".parse().unwrap()],
             remote_addrs: vec!["192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap()],
+            return_routability: Some(crate::engine::ReturnRoutabilityInfo {
+                esp: crate::engine::Path {
+                    local: "192.0.2.1:4500".parse().unwrap(),
+                    remote: "192.0.2.2:4500".parse().unwrap(),
+                },
+                candidates: vec!["192.0.2.7:4500".parse().unwrap()],
+            }),
             next_request_id: 0,
             next_peer_request_id: 0,
         };
@@ -441,6 +474,11 @@ mod tests {
             ike_sas: vec![sa.clone()],
             backend: "xfrm".into(),
             mobility: None,
+            stats: Some(stats(&crate::engine::Stats {
+                bad_cookie2: 2,
+                return_routability_checks: 1,
+                ..Default::default()
+            })),
         };
         let t = table(&st);
         assert!(t.contains("840 B/10 pkts in ("), "{t}");
@@ -477,6 +515,24 @@ mod tests {
             j["remote_addrs"],
             serde_json::json!(["192.0.2.2", "192.0.2.3"])
         );
+        // The check under way and the MOBIKE counters.
+        assert!(
+            t.contains(
+                "return routability check of 192.0.2.7:4500: ESP stays on 192.0.2.1:4500 - 192.0.2.2:4500"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("MOBIKE: 1 return routability checks, 2 bad COOKIE2"),
+            "{t}"
+        );
+        assert_eq!(
+            j["return_routability"]["candidates"],
+            serde_json::json!(["192.0.2.7:4500"])
+        );
+        assert_eq!(j["return_routability"]["esp_remote"], "192.0.2.2:4500");
+        assert_eq!(j["stats"]["bad_cookie2"], 2);
+        assert_eq!(j["stats"]["return_routability_checks"], 1);
         // Backend none: nothing known, no error either.
         let none = ike_sa(&info, Backend::None, &Counters::new(), now);
         assert!(

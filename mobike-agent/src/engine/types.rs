@@ -524,6 +524,10 @@ pub struct Stats {
     /// RFC 4555 §3.4, §3.6) refused: a bad length, a contradiction, no
     /// MOBIKE, or an exchange they do not belong in.
     pub address_lists_refused: u64,
+    /// Return routability checks sent as MOBIKE responder (RFC 4555 §3.7,
+    /// §5.2; one per exchange, retransmissions not counted): the peer moved
+    /// to an address not yet verified.
+    pub return_routability_checks: u64,
 }
 
 /// What [`Endpoint::reload`] did, by connection name.
@@ -588,10 +592,25 @@ pub struct IkeSaInfo {
     /// The configured peer addresses (`remote_addrs`): where the initiator
     /// may move the IKE SA besides the peer's list.
     pub remote_addrs: Vec<IpAddr>,
+    /// The return routability check under way (RFC 4555 §3.7, §5.2):
+    /// the IKE SA is on `path`, the CHILD_SAs wait on the verified pair.
+    pub return_routability: Option<ReturnRoutabilityInfo>,
     /// Our next request message ID.
     pub next_request_id: u32,
     /// The peer's next expected request message ID.
     pub next_peer_request_id: u32,
+}
+
+/// A MOBIKE responder's return routability check under way, for status
+/// output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnRoutabilityInfo {
+    /// Where the CHILD_SAs stay until the check is answered: the last
+    /// verified pair.
+    pub esp: Path,
+    /// Peer addresses an authenticated copy of the update came from, each
+    /// sent the check.
+    pub candidates: Vec<SocketAddr>,
 }
 
 /// Summary of one CHILD_SA, for status output.

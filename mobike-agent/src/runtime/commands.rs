@@ -28,6 +28,7 @@ pub(super) fn snapshot(ep: &Endpoint, backend: Backend, counters: Counters) -> S
         backend,
         counters,
         mobility: None,
+        stats: ep.stats().clone(),
     }
 }
 

@@ -169,6 +169,37 @@ fn under_mobike_the_initiator_notices_a_nat_rebinding_and_updates() {
 }
 
 #[test]
+fn under_mobike_a_nat_rebinding_before_the_first_liveness_check_is_noticed() {
+    // RFC 4555 §3.8: A's NAT maps A anew right after the IKE SA is up,
+    // before any liveness check. A's first answer with NAT-D is already a
+    // baseline, so the next liveness check shows the change and A updates.
+    for seed in sim::seeds(4) {
+        let (mut a, b) = configs(IKE_1, "aes256gcm16");
+        a.connections[0].local_addr = Some(sim::sock(ip("10.9.0.2"), 500));
+        let mut s = Sim::new(a, b, seed, LinkModel::clean()).with_nat(ip("10.9.0.2"));
+        s.initiate();
+        assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+        let a_local = s.nodes[0].ep.ike_sas()[0].path.local;
+        s.run_for(Duration::from_secs(1));
+        let before = s.nodes[1].ep.ike_sas()[0].path.remote;
+        s.rebind_nat(0, None);
+        assert!(
+            s.run_until(Duration::from_secs(120), |s| {
+                let b = s.nodes[1].ep.ike_sas()[0].path.remote;
+                b != before && s.wire_addr(a_local) == Some(b) && s.paths_agree().is_ok()
+            }),
+            "seed {seed}: B on {}, A seen as {:?}: {:?}",
+            s.nodes[1].ep.ike_sas()[0].path.remote,
+            s.wire_addr(a_local),
+            s.paths_agree()
+        );
+        assert!(s.both_established());
+        assert!(s.children_pair_up());
+        delete_everything(&mut s);
+    }
+}
+
+#[test]
 fn a_kernel_nat_mapping_moves_ike_and_esp_without_mobike() {
     // XFRM_MSG_MAPPING (Command::NatMapping): B's kernel saw A's ESP from
     // the NAT's new mapping; without MOBIKE, B's IKE SA and ESP

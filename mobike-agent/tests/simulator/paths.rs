@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use mobike_agent::{
-    engine::{Command, Event, Path, UpdateFailure},
+    engine::{Command, Event, MobikeVerify, Path, UpdateFailure},
     proto::NotifyType,
 };
 
@@ -511,4 +511,78 @@ fn addresses_that_change_again_mid_update_get_another_update() {
     s.run_for(Duration::from_secs(200));
     assert!(s.both_established());
     assert_eq!(deleted_reasons(&s, 0), vec![]);
+}
+
+#[test]
+fn an_update_whose_answers_were_lost_leaves_message_ids_and_pairs_consistent() {
+    // a2 works one way only: A's update from it reaches B, B's answers do
+    // not come back. A gives up on a2 and tries a3 with the same message
+    // ID (B may never have seen it, RFC 7296 §2.2); B did see it, so B
+    // answers from its response cache, with the COOKIE2 of the update
+    // from a2: A asks for a3 again under the next message ID. B's own
+    // request outstanding meanwhile (a liveness check, or the return
+    // routability check of a2) goes to a3 as soon as a message from there
+    // shows A alive at it. Afterwards both sides agree on the pair and on
+    // the message IDs, and the next requests of both go through.
+    for verify in [MobikeVerify::Never, MobikeVerify::Unlisted] {
+        let (a, mut b) = configs(IKE_1, "aes256gcm16");
+        b.connections[0].mobike_verify = verify;
+        let mut s = Sim::new(a, b, 20, LinkModel::clean());
+        s.initiate();
+        assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+        let (a2, a3, b_addr) = ("192.0.2.11", "192.0.2.12", sim::B_ADDR);
+        s.add_addr(0, ip(a2));
+        s.add_addr(0, ip(a3));
+        let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+        let via = |a: &str| Path {
+            local: sim::sock(ip(a), 4500),
+            remote,
+        };
+        s.links.set_pair_down(ip(b_addr), ip(a2), true);
+        let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+        update(&mut s, via(a2), vec![via(a3)]);
+        assert!(
+            s.run_until(Duration::from_secs(300), |s| {
+                s.nodes[0]
+                    .ep
+                    .ike_sas()
+                    .first()
+                    .is_none_or(|x| !x.updating_addresses)
+            }),
+            "{verify:?}"
+        );
+        s.run_for(Duration::from_secs(10));
+        assert!(
+            s.both_established(),
+            "{verify:?}: {:?} {:?}",
+            deleted_reasons(&s, 0),
+            deleted_reasons(&s, 1)
+        );
+        let (sa_a, sa_b) = (&s.nodes[0].ep.ike_sas()[0], &s.nodes[1].ep.ike_sas()[0]);
+        assert_eq!(
+            sa_a.next_request_id, sa_b.next_peer_request_id,
+            "{verify:?}: message IDs"
+        );
+        assert!(sa_b.next_peer_request_id > before);
+        assert_eq!(sa_a.path, via(a3), "{verify:?}");
+        assert_eq!(
+            update_failures(&s),
+            vec![(via(a2), UpdateFailure::Unanswered)],
+            "{verify:?}"
+        );
+        s.paths_agree()
+            .unwrap_or_else(|e| panic!("{verify:?}: {e}"));
+        // Requests of both sides still go through.
+        s.run_for(Duration::from_secs(200));
+        assert!(
+            s.both_established(),
+            "{verify:?}: {:?} {:?}",
+            deleted_reasons(&s, 0),
+            deleted_reasons(&s, 1)
+        );
+        assert_eq!(deleted_reasons(&s, 0), vec![], "{verify:?}");
+        s.paths_agree()
+            .unwrap_or_else(|e| panic!("{verify:?}: {e}"));
+        assert!(s.children_pair_up());
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use mobike_agent::engine::{Command, Event, KernelAction, MobikeVerify};
+use mobike_agent::engine::{Command, Event, KernelAction, MobikeVerify, Path};
 
 use crate::{
     IKE_1, delete_everything, sa_id,
@@ -25,20 +25,40 @@ fn up_with(seed: u64, verify: MobikeVerify) -> Sim {
 
 /// A (which keeps its old address) asks to move to `to`.
 fn a_moves_to(s: &mut Sim, to: IpAddr) {
+    a_moves_to_or(s, to, &[]);
+}
+
+/// A asks to move to `to`, then to each of `fallback` in turn (same
+/// ports, same peer address).
+fn a_moves_to_or(s: &mut Sim, to: IpAddr, fallback: &[IpAddr]) {
     let sa = sa_id(s, 0);
     let path = s.nodes[0].ep.ike_sas()[0].path;
+    let from = |a: IpAddr| Path {
+        local: sim::sock(a, path.local.port()),
+        remote: path.remote,
+    };
     s.nodes[0]
         .ep
         .handle_command(
             s.now,
             Command::UpdateAddresses {
                 sa,
-                local: sim::sock(to, path.local.port()),
+                local: from(to).local,
                 remote: path.remote,
-                fallback: vec![],
+                fallback: fallback.iter().map(|a| from(*a)).collect(),
             },
         )
         .expect("update addresses");
+}
+
+/// B's first return routability check is lost on the way to A.
+fn lose_bs_first_check(s: &mut Sim) {
+    s.scripted_losses = vec![crate::sim::ScriptedLoss {
+        from: 1,
+        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
+        response: false,
+        count: 1,
+    }];
 }
 
 fn esp_remotes(s: &Sim, node: usize) -> Vec<IpAddr> {
@@ -243,12 +263,7 @@ fn a_child_sa_made_during_the_check_stays_on_the_verified_pair_until_it_ends() {
     // others once the retransmitted check is answered.
     let mut s = up_with(35, MobikeVerify::Unlisted);
     let (old_a, new_a) = (ip(sim::A_ADDR), ip(NEW_A));
-    s.scripted_losses = vec![crate::sim::ScriptedLoss {
-        from: 1,
-        exchange: mobike_agent::proto::ExchangeType::INFORMATIONAL,
-        response: false,
-        count: 1,
-    }];
+    lose_bs_first_check(&mut s);
     s.add_addr(0, new_a);
     a_moves_to(&mut s, new_a);
     assert!(s.run_until(Duration::from_secs(10), |s| {
@@ -286,5 +301,116 @@ fn a_child_sa_made_during_the_check_stays_on_the_verified_pair_until_it_ends() {
         .expect("installed");
     assert!(installed_at < moved_at, "{:?}", s.nodes[1].kernel_log);
     assert_eq!(installs[1], old_a);
+    delete_everything(&mut s);
+}
+
+#[test]
+fn an_ike_rekey_during_the_check_carries_the_check_to_the_new_ike_sa() {
+    // RFC 4555 §5.2: B's first check is lost and A rekeys the IKE SA
+    // meanwhile (B itself cannot: its check holds its window). The new IKE
+    // SA must not take A's unverified address as verified: B's CHILD_SAs
+    // stay on A's old address until a check on the new IKE SA is answered
+    // from the new one.
+    let rekeyer = 0;
+    let mut s = up_with(36, MobikeVerify::Unlisted);
+    let new_a = ip(NEW_A);
+    lose_bs_first_check(&mut s);
+    s.add_addr(0, new_a);
+    a_moves_to(&mut s, new_a);
+    assert!(s.run_until(Duration::from_secs(10), |s| {
+        s.nodes[1].ep.ike_sas()[0].return_routability.is_some()
+            && !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    let old_sa = sa_id(&s, rekeyer);
+    s.nodes[rekeyer]
+        .ep
+        .handle_command(s.now, Command::RekeyIkeSa(old_sa))
+        .expect("rekey");
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| {
+            s.nodes.iter().all(|n| n.ep.ike_sa_count() == 1) && sa_id(s, rekeyer) != old_sa
+        }),
+        "rekeyer {rekeyer}"
+    );
+    let b = &s.nodes[1].ep.ike_sas()[0];
+    assert_eq!(b.path.remote.ip(), new_a);
+    assert!(
+        b.return_routability.is_some(),
+        "the new IKE SA has no check"
+    );
+    assert!(!esp_ever_sent_to(&s, 1, new_a), "ESP moved unchecked");
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| s.paths_agree().is_ok()),
+        "rekeyer {rekeyer}: {:?}",
+        s.paths_agree()
+    );
+    assert_eq!(esp_remotes(&s, 1), vec![new_a]);
+    assert!(s.nodes[1].ep.ike_sas()[0].return_routability.is_none());
+    // ESP moved once, after the check the new IKE SA answered.
+    let moves: Vec<_> = s.nodes[1]
+        .kernel_log
+        .iter()
+        .filter(|k| matches!(k, KernelAction::MigrateChildSa { .. }))
+        .collect();
+    assert_eq!(moves.len(), 1, "rekeyer {rekeyer}: {moves:?}");
+    assert!(
+        s.nodes[1].ep.stats().return_routability_checks >= 2,
+        "rekeyer {rekeyer}: {:?}",
+        s.nodes[1].ep.stats()
+    );
+    assert!(s.children_pair_up());
+    delete_everything(&mut s);
+}
+
+#[test]
+fn unexpected_nat_detected_makes_the_initiator_try_the_next_pair() {
+    // RFC 4555 §3.9: an update refused with UNEXPECTED_NAT_DETECTED may be
+    // retried from other addresses. A, behind a NAT and sending
+    // NO_NATS_ALLOWED, asks for a second address behind another NAT
+    // (refused) with a direct one as fallback, which B takes.
+    let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+    b.connections[0].mobike_verify = MobikeVerify::Never;
+    a.connections[0].no_nats = true;
+    a.connections[0].local_addr = Some(sim::sock(ip("10.9.0.2"), 500));
+    let (natted, direct) = (ip("10.9.0.3"), ip(NEW_A));
+    let mut s = Sim::new(a, b, 37, LinkModel::clean()).with_nat(ip("10.9.0.2"));
+    s.add_nat(ip("198.51.100.20"), &[natted]);
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(10), Sim::both_established));
+    assert!(s.nodes[0].ep.ike_sas()[0].local_behind_nat);
+    s.add_addr(0, natted);
+    s.add_addr(0, direct);
+    let path = s.nodes[0].ep.ike_sas()[0].path;
+    a_moves_to_or(&mut s, natted, &[direct]);
+    assert!(
+        s.run_until(Duration::from_secs(30), |s| {
+            s.nodes[0].ep.ike_sas()[0].path.local.ip() == direct && s.paths_agree().is_ok()
+        }),
+        "{:?}",
+        s.paths_agree()
+    );
+    let failures: Vec<_> = s.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::UpdateFailed { path, reason, .. } => Some((*path, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        vec![(
+            Path {
+                local: sim::sock(natted, path.local.port()),
+                remote: path.remote,
+            },
+            mobike_agent::engine::UpdateFailure::Refused(
+                mobike_agent::proto::NotifyType::UNEXPECTED_NAT_DETECTED
+            )
+        )]
+    );
+    assert!(!s.nodes[0].ep.ike_sas()[0].local_behind_nat);
+    assert_eq!(esp_remotes(&s, 1), vec![direct]);
+    assert!(s.children_pair_up());
     delete_everything(&mut s);
 }

@@ -28,12 +28,17 @@
 #   4. SIGTERM: the agent deletes the SAs at charon and its own SAs + all
 #      12 policies
 #   5. MOBIKE: charon initiates to the agent, then changes its address; the
-#      agent follows and migrates its CHILD_SA (same SPIs; the templates of
-#      all 12 policies move), pings for both subnet pairs pass
+#      agent checks the new address (return routability) and migrates its
+#      CHILD_SA (the templates of all 12 policies move), pings for both
+#      subnet pairs pass with the same SPIs in both namespaces
 #   6. behind an nftables masquerading router: IKE floats to 4500, the
 #      kernel SAs use ESP-in-UDP, pings pass
 #   6b. `mobike-agent move` to the direct path: UPDATE_SA_ADDRESSES from the
-#      agent, no NAT, plain ESP with the same SPIs
+#      agent, no NAT, plain ESP with the same SPIs in both namespaces
+#   6c. `mobike-agent move` to a second IPv4 address of the agent
+#   6d. `mobike-agent move` from IPv4 to IPv6 (the inner traffic stays
+#      IPv4); after 6c and 6d the pings pass with the same SPIs in both
+#      namespaces
 #   7. a hard packet limit (life_packets): the kernel removes the SA, the
 #      agent deletes the CHILD_SA with charon, the IKE SA stays
 #   8. transport mode host to host with charon (no MOBIKE); IKE passes the
@@ -209,6 +214,20 @@ pkts() { # ns spi -> packets of that SA (ip -s xfrm state lifetime current)
 spi_out=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.1" {getline; print $4; exit}')
 spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="192.0.2.2" {getline; print $4; exit}')
 [ -n "$spi_out" ] && [ -n "$spi_in" ] || fail "2: SPIs not found in A"
+spis() { ip -n "$1" xfrm state | awk '$1=="proto" && $2=="esp" {print $4}' | sort | tr '\n' ' '; }
+same_spis() { # step spis-before: both namespaces have exactly the SAs of before a move
+  [ -n "$2" ] || fail "$1: no SAs before the move"
+  [ "$(spis A)" = "$2" ] || fail "$1: the agent's SAs changed in the move: $2 -> $(spis A)"
+  [ "$(spis B)" = "$2" ] || fail "$1: charon's kernel SAs changed in the move: $2 -> $(spis B)"
+}
+ping_both() { # step src dst count: ping_counted, and charon's kernel SAs count the pings too
+  local b_in b_out c_in c_out
+  b_in=$(pkts B "$spi_out"); b_out=$(pkts B "$spi_in")
+  ping_counted "$@"
+  c_in=$(pkts B "$spi_out"); c_out=$(pkts B "$spi_in")
+  [ "${c_in:-0}" -ge $(( ${b_in:-0} + $4 )) ] && [ "${c_out:-0}" -ge $(( ${b_out:-0} + $4 )) ] ||
+    fail "$1: charon's kernel SAs did not count the pings (in $spi_out ${b_in:-?} -> ${c_in:-?}, out $spi_in ${b_out:-?} -> ${c_out:-?})"
+}
 ping_counted() { # step src dst count: the ping passes and both SAs count it
   local b_out b_in a_out a_in
   b_out=$(pkts A "$spi_out"); b_in=$(pkts A "$spi_in")
@@ -311,6 +330,7 @@ spi_out=$(new_spi_out); [ -n "$spi_out" ] || fail "5: no outbound SPI in A"
 [ "$(policies A)" = "$(want_policies)" ] || fail "5: agent's policies as responder: $(policies A)"
 ip netns exec A ping -c 2 -i 0.2 -W 3 -I 10.1.0.1 10.2.0.1 >/dev/null || fail "5: ping before the move"
 ip netns exec A ping -c 2 -i 0.2 -W 3 -I 10.3.0.1 10.4.0.1 >/dev/null || fail "5: ping 10.3.0.1 -> 10.4.0.1 before the move"
+spis_before=$(spis A); [ "$(spis B)" = "$spis_before" ] || fail "5: A and B disagree on the SAs: $spis_before / $(spis B)"
 ip -n B addr add 198.51.100.2/24 dev vB
 ip -n B addr del 192.0.2.2/24 dev vB
 ip -n B route replace default dev vB; ip -n B route replace 10.1.0.0/24 dev vB src 10.2.0.1
@@ -327,8 +347,14 @@ wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --u
   || fail "5: charon did not move"
 spi_in=$(ip -n A xfrm state | awk '$1=="src" && $2=="198.51.100.2" {getline; print $4; exit}')
 [ -n "$spi_in" ] || fail "5: inbound SA not moved to 198.51.100.2"
-ping_counted 5 10.1.0.1 10.2.0.1 3
+same_spis 5 "$spis_before"
+ping_both 5 10.1.0.1 10.2.0.1 3
 ping_counted 5 10.3.0.1 10.4.0.1 3
+# 198.51.100.2 is not configured and not in charon's list: the agent
+# checked it (RFC 4555 §3.7, §5.2) before ESP moved
+st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "5: status"
+echo "$st" | has '"return_routability_checks":1' || fail "5: no return routability check in the agent's status: $st"
+echo "$st" | has '"return_routability":null' || fail "5: a check is still under way: $st"
 ip -n A route show table 220 | has '^10\.2\.0\.0/24 dev vA proto static src 10\.1\.0\.1' ||
   fail "5: agent route lost in the move: $(ip -n A route show table 220)"
 ping_counted 5 - 10.2.0.1 2
@@ -359,8 +385,10 @@ ip -n B route replace 10.3.0.0/24 dev vBR src 10.4.0.1
 sed -e 's/^connections { c {/connections { n {/' -e '/remote_addrs = 192.0.2.1/d' \
   -e 's/secrets { ike-c {/secrets { ike-n {/' "$D/B/swanctl.conf" > "$D/B/swanctl-nat.conf"
 sw --load-all --file "$D/B/swanctl-nat.conf" >/dev/null || fail "6: swanctl --load-all (nat)"
-# listening on 192.0.2.1 too, for 6b
-sed -e 's/"192\.0\.2\.1"/"172.16.0.2", "192.0.2.1"/' -e 's/192\.0\.2\.2"/203.0.113.2"/' "$D/agent.toml" > "$D/agent-nat.toml"
+# listening on 192.0.2.1, 192.0.2.11 and 2001:db8::1 too, for 6b-6d
+ip -n A addr add 192.0.2.11/24 dev vA
+ip -n A addr add 2001:db8::1/64 dev vA nodad; ip -n B addr add 2001:db8::2/64 dev vB nodad
+sed -e 's/"192\.0\.2\.1"/"172.16.0.2", "192.0.2.1", "192.0.2.11", "2001:db8::1"/' -e 's/192\.0\.2\.2"/203.0.113.2"/' "$D/agent.toml" > "$D/agent-nat.toml"
 grep -q '172.16.0.2' "$D/agent-nat.toml" && grep -q '203.0.113.2' "$D/agent-nat.toml" || fail "6: agent-nat.toml"
 ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-mobike_agent=debug}" "$AGENT_BIN" --config "$D/agent-nat.toml" \
   2>"$D/agent.log" &
@@ -384,6 +412,7 @@ ts "6: behind a NAT: IKE on 4500, kernel ESP-in-UDP SAs ($spi_out) carry the pin
 #          (UPDATE_SA_ADDRESSES from the agent); no NAT any more, so the
 #          kernel SAs drop ESP-in-UDP (ipsec-backend adds them again without
 #          it) and keep their SPIs ----
+spis_before=$(spis A); [ "$(spis B)" = "$spis_before" ] || fail "6: A and B disagree on the SAs: $spis_before / $(spis B)"
 "$AGENT_BIN" move c --local 192.0.2.1 --remote 198.51.100.2 --control-socket "$D/agent.sock" \
   || fail "6b: mobike-agent move"
 wait_for 10 grep -q 'kernel: CHILD_SA migrated' "$D/agent.log" || fail "6b: agent did not migrate the CHILD_SA"
@@ -398,8 +427,38 @@ echo "$st" | has '"local":"192.0.2.1:4500"' && echo "$st" | has '"remote":"198.5
 wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --list-sas --uri unix://$D/B/charon.vici | grep -q '192.0.2.1\[4500\]'" \
   || fail "6b: charon did not follow: $(sw --list-sas)"
 ip -n B route replace 10.1.0.0/24 dev vB src 10.2.0.1; ip -n B route replace 10.3.0.0/24 dev vB src 10.4.0.1
-ping_counted 6b 10.1.0.1 10.2.0.1 3
+same_spis 6b "$spis_before"
+ping_both 6b 10.1.0.1 10.2.0.1 3
 ts "6b: the agent left the NAT with mobike-agent move: plain ESP on the direct path, same SPIs ($spi_out)"
+
+# ---- 6c. the agent moves to its second address 192.0.2.11 ----
+migrated() { grep -c 'kernel: CHILD_SA migrated' "$D/agent.log"; }
+n=$(migrated)
+"$AGENT_BIN" move c --local 192.0.2.11 --control-socket "$D/agent.sock" || fail "6c: mobike-agent move"
+wait_for 10 bash -c "[ \$(grep -c 'kernel: CHILD_SA migrated' $D/agent.log) -gt $n ]" || fail "6c: agent did not migrate the CHILD_SA"
+ip -n A xfrm state | has '^src 192\.0\.2\.11 dst 198\.51\.100\.2' || fail "6c: outbound SA not on 192.0.2.11: $(ip -n A xfrm state)"
+wait_for 10 bash -c "ip -n B xfrm state | grep -q '^src 198\.51\.100\.2 dst 192\.0\.2\.11'" \
+  || fail "6c: charon's kernel SA does not go to 192.0.2.11: $(ip -n B xfrm state)"
+same_spis 6c "$spis_before"
+ping_both 6c 10.1.0.1 10.2.0.1 3
+ts "6c: the agent moved to 192.0.2.11 with mobike-agent move, same SPIs in both namespaces"
+
+# ---- 6d. IPv4 -> IPv6: the outer addresses of the SAs change family,
+#          the inner traffic (IPv4 selectors) does not ----
+n=$(migrated)
+"$AGENT_BIN" move c --local 2001:db8::1 --remote 2001:db8::2 --control-socket "$D/agent.sock" \
+  || fail "6d: mobike-agent move to IPv6"
+wait_for 10 bash -c "[ \$(grep -c 'kernel: CHILD_SA migrated' $D/agent.log) -gt $n ]" || fail "6d: agent did not migrate the CHILD_SA"
+grep -q 'CHILD_SA action failed' "$D/agent.log" && fail "6d: agent kernel action failed"
+ip -n A xfrm state | has '^src 2001:db8::1 dst 2001:db8::2' || fail "6d: outbound SA not on IPv6: $(ip -n A xfrm state)"
+ip -n A xfrm state | has '^src 192\.' && fail "6d: an SA still on IPv4: $(ip -n A xfrm state)"
+wait_for 10 bash -c "ip -n B xfrm state | grep -q '^src 2001:db8::2 dst 2001:db8::1'" \
+  || fail "6d: charon's kernel SA is not on IPv6: $(ip -n B xfrm state)"
+[ "$(ip -n A xfrm policy | grep -c 'tmpl src 2001:db8::1 dst 2001:db8::2')" = 4 ] || fail "6d: not all 4 out policy templates on IPv6"
+same_spis 6d "$spis_before"
+ping_both 6d 10.1.0.1 10.2.0.1 3
+ping_counted 6d 10.3.0.1 10.4.0.1 2
+ts "6d: the agent moved IPv4 -> IPv6 with mobike-agent move, same SPIs in both namespaces"
 kill -TERM "$AGENT"; wait "$AGENT" || fail "6: agent exit status $?"; AGENT=""
 
 # ---- 7. a hard limit (life_packets = 20, no rekey): the kernel removes the

@@ -313,6 +313,7 @@ impl IkeSa {
         self.take_peer_addresses(ctx, ExchangeType::IKE_AUTH, p);
         // Our addresses may have changed since the request listed them.
         self.announce_if_changed(ctx);
+        self.pin_nat_mapping(ctx);
         if !conn.vips.is_empty() {
             let cp = find(p, |x| match x {
                 Payload::Config(c) => Some(c.clone()),

@@ -435,9 +435,12 @@ impl IkeSa {
             Some(BuiltRequest::DeleteChild(spis)) => self.complete_delete_child(ctx, spis),
             Some(BuiltRequest::CreateChild(offer)) => self.complete_child(ctx, offer, p, false),
             Some(BuiltRequest::RekeyIke(offer)) => self.complete_ike_rekey(ctx, offer, p),
-            Some(BuiltRequest::UpdateAddresses { old, cookie2, rest }) => {
-                self.complete_update_addresses(ctx, old, cookie2, rest, p)
-            }
+            Some(BuiltRequest::UpdateAddresses {
+                old,
+                cookie2,
+                rest,
+                unanswered,
+            }) => self.complete_update_addresses(ctx, old, (cookie2, unanswered), rest, p),
             // Completed with the pair it came back on, in handle_message.
             Some(BuiltRequest::PathTest(_)) => {}
             Some(BuiltRequest::AnnounceAddresses) => self.complete_announce_addresses(p),

@@ -67,9 +67,13 @@ impl IkeSa {
     /// Moves the CHILD_SAs to the rekeyed IKE SA. Deletes that were queued
     /// or in flight on the old SA are lost with it, so replaced CHILD_SAs
     /// are deleted again from the new one (deleting twice is harmless: the
-    /// second Delete gets an empty answer).
+    /// second Delete gets an empty answer). A return routability check
+    /// under way goes along: the CHILD_SAs stay on the verified pair.
     pub(super) fn move_children(&mut self, new: &mut IkeSa) {
         new.adopt_children(std::mem::take(&mut self.children));
+        if let Some(u) = self.take_moving(|m| m.rr.take()) {
+            new.carry_check(u);
+        }
     }
 
     pub(super) fn respond_ike_rekey(

@@ -28,7 +28,9 @@ use crate::{
     proto::{ExchangeType, NotifyType, Payload},
 };
 
-use super::{BuiltRequest, IkeSa, QueuedRequest, SentRequest, State, first_error, notify};
+use super::{
+    BuiltRequest, IkeSa, QueuedRequest, SentRequest, State, first_error, notify, notify_of,
+};
 
 impl IkeSa {
     /// Moves the IKE SA to the first of `paths`, the others being fallbacks
@@ -52,7 +54,8 @@ impl IkeSa {
             // update moves the CHILD_SAs itself when answered; otherwise
             // they stay where they are until the update.
             if !matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })) {
-                self.window.update_from.get_or_insert(self.path);
+                let path = self.path;
+                self.moving_mut().update_from.get_or_insert(path);
             }
             debug!(sa = self.id, local = %first.local, remote = %first.remote, "outstanding request now retransmitted from the new pair");
             self.path = first;
@@ -113,7 +116,13 @@ impl IkeSa {
             return;
         };
         let path = paths.remove(0);
-        let old = self.window.update_from.take().unwrap_or(self.path);
+        let old = self
+            .take_moving(|m| m.update_from.take())
+            .unwrap_or(self.path);
+        let unanswered = match self.take_moving(|m| m.unanswered_updates.take()) {
+            Some((id, cookies)) if id == self.window.next_msg_id => cookies,
+            _ => Vec::new(),
+        };
         // Sent (and retransmitted) from the new address (§3.5).
         self.path = path;
         let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, vec![])];
@@ -128,6 +137,7 @@ impl IkeSa {
                 old,
                 cookie2: cookie2.to_vec(),
                 rest: paths,
+                unanswered,
             },
         );
     }
@@ -169,14 +179,31 @@ impl IkeSa {
     /// echoes our COOKIE2 and refuses nothing, the CHILD_SAs follow to the
     /// new path; on UNACCEPTABLE_ADDRESSES (or another error) the next
     /// candidate is tried, or the IKE SA goes back to `old`.
+    ///
+    /// An answer that echoes the COOKIE2 of an earlier update of ours under
+    /// the same message ID (`unanswered`, see
+    /// [`IkeSa::update_unanswered`]) is the peer's cached answer to that
+    /// one (RFC 7296 §2.1): the peer took it, moved to its pair and
+    /// advanced its window, and never saw this request. This pair is asked
+    /// for again under the next message ID.
     pub(super) fn complete_update_addresses(
         &mut self,
         ctx: &mut Ctx<'_>,
         old: Path,
-        cookie2: Vec<u8>,
+        (cookie2, unanswered): (Vec<u8>, Vec<Vec<u8>>),
         rest: Vec<Path>,
         p: &[Payload],
     ) {
+        if notify_of(p, NotifyType::COOKIE2).is_some_and(|n| unanswered.contains(&n.data)) {
+            info!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "the peer took an earlier address update whose answers were lost: updating again");
+            self.moving_mut().update_from = Some(old);
+            let mut again = vec![self.path];
+            again.extend(rest);
+            self.window
+                .queue
+                .push_front(QueuedRequest::UpdateAddresses(again));
+            return;
+        }
         // RFC 4555 §3.5: the answer must echo our COOKIE2.
         if !self.cookie2_matches(ctx, p, &cookie2, "UPDATE_SA_ADDRESSES") {
             self.update_failed(ctx, old, rest, UpdateFailure::BadCookie2);
@@ -197,19 +224,28 @@ impl IkeSa {
     }
 
     /// Our UPDATE_SA_ADDRESSES `o` went unanswered on its pair and another
-    /// candidate is left (or newer addresses are queued): that one is tried, reusing the message ID (the
-    /// peer most likely never saw this request: a message ID it did not
-    /// receive must not be skipped, RFC 7296 §2.2). Should the peer have
-    /// taken it and only the answers been lost, its cached answer comes back
-    /// without the new COOKIE2 and the update fails cleanly.
+    /// candidate is left (or newer addresses are queued): that one is
+    /// tried, reusing the message ID (the peer most likely never saw this
+    /// request: a message ID it did not receive must not be skipped, RFC
+    /// 7296 §2.2). Should the peer have taken it and only the answers been
+    /// lost, its cached answer comes back with this request's COOKIE2,
+    /// kept for the next update ([`IkeSa::complete_update_addresses`]).
     pub(super) fn update_unanswered(&mut self, ctx: &mut Ctx<'_>, o: SentRequest) {
-        let Some(BuiltRequest::UpdateAddresses { old, rest, .. }) = o.request else {
+        let Some(BuiltRequest::UpdateAddresses {
+            old,
+            rest,
+            cookie2,
+            mut unanswered,
+        }) = o.request
+        else {
             return;
         };
         warn!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "address update unanswered on this pair");
         self.window.next_msg_id = o.msg_id;
+        unanswered.push(cookie2);
+        self.moving_mut().unanswered_updates = Some((o.msg_id, unanswered));
         self.update_failed(ctx, old, rest, UpdateFailure::Unanswered);
-        self.window.update_from = Some(old);
+        self.moving_mut().update_from = Some(old);
     }
 }
 

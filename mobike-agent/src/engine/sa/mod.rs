@@ -28,9 +28,12 @@ mod ike_rekey;
 mod informational;
 mod init;
 mod mobike;
+mod moving;
 mod path_test;
 mod request;
 mod return_routability;
+#[cfg(test)]
+mod test_pair;
 
 use std::{
     collections::VecDeque,
@@ -155,9 +158,9 @@ pub(super) struct IkeSa {
     vips: VirtualIps,
     /// MOBIKE address lists, ours and the peer's (RFC 4555 §3.4, §3.6).
     addrs: addresses::AddressLists,
-    /// MOBIKE responder: the peer's new address under a return
-    /// routability check (RFC 4555 §5.2).
-    rr: Option<return_routability::Unverified>,
+    /// MOBIKE: a move, return routability check or path test in progress
+    /// (RFC 4555), boxed: most IKE SAs never have one.
+    moving: Option<Box<moving::Moving>>,
 }
 
 /// The message-ID window of one in each direction (§2.3).
@@ -176,11 +179,6 @@ struct Window {
     cached_response: Option<(u32, Vec<u8>)>,
     /// Where the request being answered came from (§2.11).
     reply_path: Option<Path>,
-    /// A completed path test whose other pairs may still answer.
-    lingering_test: Option<path_test::LingeringTest>,
-    /// MOBIKE: the pair the CHILD_SAs are on while `path` moved ahead of
-    /// the UPDATE_SA_ADDRESSES that takes them along (RFC 4555 §3.5).
-    update_from: Option<Path>,
     /// Where the answer being completed came from.
     answer_path: Option<Path>,
 }
@@ -410,7 +408,7 @@ impl IkeSa {
             },
             vips: VirtualIps::default(),
             addrs: addresses::AddressLists::default(),
-            rr: None,
+            moving: None,
         }
     }
 
@@ -578,7 +576,7 @@ impl IkeSa {
                 .in_flight
                 .as_ref()
                 .is_some_and(|o| matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })))
-                || self.window.update_from.is_some()
+                || self.moving().is_some_and(|m| m.update_from.is_some())
                 || self
                     .window
                     .queue
@@ -591,6 +589,7 @@ impl IkeSa {
                 .get(self.conn)
                 .map(|c| c.remote_addrs().map(|a| a.ip()).collect())
                 .unwrap_or_default(),
+            return_routability: self.return_routability_info(),
             next_request_id: self.window.next_msg_id,
             next_peer_request_id: self.window.peer_next_msg_id,
         }

@@ -185,7 +185,7 @@ impl IkeSa {
         }
         let pending: Vec<Probe> = test.probes.into_iter().filter(|p| !p.answered).collect();
         if !pending.is_empty() {
-            self.window.lingering_test = Some(LingeringTest {
+            self.moving_mut().lingering_test = Some(LingeringTest {
                 msg_id: o.msg_id,
                 cookie2: test.cookie2,
                 pending,
@@ -197,7 +197,7 @@ impl IkeSa {
     /// A verified late answer to the lingering path test (the caller
     /// matched its message ID), on `path`.
     pub(super) fn late_path_test_answer(&mut self, ctx: &mut Ctx<'_>, path: Path, p: &[Payload]) {
-        let Some(mut t) = self.window.lingering_test.take() else {
+        let Some(mut t) = self.take_moving(|m| m.lingering_test.take()) else {
             return;
         };
         if self.cookie2_matches(ctx, p, &t.cookie2, "path test") {
@@ -205,24 +205,28 @@ impl IkeSa {
             t.pending.retain(|p| !p.answered);
         }
         if !t.pending.is_empty() {
-            self.window.lingering_test = Some(t);
+            self.moving_mut().lingering_test = Some(t);
         }
     }
 
     /// The message ID of a lingering test, for matching late answers
     /// before they are decrypted.
     pub(super) fn lingering_test_id(&self) -> Option<u32> {
-        self.window.lingering_test.as_ref().map(|t| t.msg_id)
+        self.moving()
+            .and_then(|m| m.lingering_test.as_ref())
+            .map(|t| t.msg_id)
     }
 
     pub(super) fn lingering_test_deadline(&self) -> Option<Instant> {
-        self.window.lingering_test.as_ref().map(|t| t.until)
+        self.moving()
+            .and_then(|m| m.lingering_test.as_ref())
+            .map(|t| t.until)
     }
 
     /// Reports the lingering test's unanswered pairs as such, once its
     /// time is up (or a new test replaces it).
     pub(super) fn end_lingering_test(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(t) = self.window.lingering_test.take() {
+        if let Some(t) = self.take_moving(|m| m.lingering_test.take()) {
             for p in t.pending {
                 report(ctx, self.id, p.path, None);
             }
@@ -288,83 +292,13 @@ mod tests {
     //! another COOKIE2, and UPDATE_SA_ADDRESSES from the original
     //! responder, sealed with the responder SA's own keys.
 
-    use std::{net::SocketAddr, time::Instant};
+    use std::net::SocketAddr;
 
-    use crate::config_file::FileConfig;
-    use crate::engine::{Command, Endpoint, Event};
+    use crate::engine::{Command, Event};
     use crate::proto::{ExchangeType, NotifyType};
 
     use super::super::notify;
-
-    const A: &str = r#"
-[connections.ab]
-local_addrs = ["192.0.2.1"]
-remote_addrs = ["192.0.2.2"]
-local_id = "a.test"
-remote_id = "b.test"
-psk = "unit-psk-0123456789"
-proposals = ["aes256gcm16-prfsha256-x25519"]
-mobike = true
-[connections.ab.children.net]
-local_ts = ["10.1.0.0/24"]
-remote_ts = ["10.2.0.0/24"]
-esp_proposals = ["aes256gcm16"]
-"#;
-
-    fn endpoint(text: &str) -> Endpoint {
-        let cfg = FileConfig::parse(text).unwrap().to_agent_config().unwrap();
-        Endpoint::new(cfg.endpoint).unwrap()
-    }
-
-    /// Delivers everything both send until nothing is left.
-    fn shuttle(now: Instant, a: &mut Endpoint, b: &mut Endpoint) {
-        loop {
-            let mut moved = false;
-            while let Some(t) = a.poll_transmit() {
-                b.handle_datagram(now, t.remote, t.local, &t.payload);
-                moved = true;
-            }
-            while let Some(t) = b.poll_transmit() {
-                a.handle_datagram(now, t.remote, t.local, &t.payload);
-                moved = true;
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn established() -> (Instant, Endpoint, Endpoint) {
-        let b_text = A
-            .replace("192.0.2.1", "X")
-            .replace("192.0.2.2", "192.0.2.1")
-            .replace("X", "192.0.2.2")
-            .replace("\"a.test\"", "\"Y\"")
-            .replace("\"b.test\"", "\"a.test\"")
-            .replace("\"Y\"", "\"b.test\"")
-            .replace("10.1.0.0", "Z")
-            .replace("10.2.0.0", "10.1.0.0")
-            .replace("Z", "10.2.0.0");
-        let (mut a, mut b) = (endpoint(A), endpoint(&b_text));
-        let now = Instant::now();
-        a.handle_command(
-            now,
-            Command::Initiate {
-                connection: "ab".into(),
-                local: None,
-            },
-        )
-        .unwrap();
-        shuttle(now, &mut a, &mut b);
-        assert_eq!(a.ike_sas()[0].state, "established");
-        assert!(a.ike_sas()[0].mobike);
-        while a.poll_event().is_some() {}
-        (now, a, b)
-    }
-
-    fn events(a: &mut Endpoint) -> Vec<Event> {
-        std::iter::from_fn(|| a.poll_event()).collect()
-    }
+    use super::super::test_pair::{established, events};
 
     #[test]
     fn a_path_test_answer_with_another_cookie2_does_not_count() {

@@ -79,12 +79,14 @@ pub(super) enum BuiltRequest {
     DeleteChild(Vec<u32>),
     CreateChild(ChildOffer),
     RekeyIke(IkeRekeyOffer),
-    /// MOBIKE: the old path, the COOKIE2 we sent (RFC 4555 §3.5) and the
-    /// candidate pairs still to try if this one fails.
+    /// MOBIKE: the old path, the COOKIE2 we sent (RFC 4555 §3.5), the
+    /// candidate pairs still to try if this one fails, and the COOKIE2s of
+    /// our earlier updates that went unanswered under this message ID.
     UpdateAddresses {
         old: Path,
         cookie2: Vec<u8>,
         rest: Vec<Path>,
+        unanswered: Vec<Vec<u8>>,
     },
     /// MOBIKE path test (RFC 4555 §3.10).
     PathTest(PathTest),

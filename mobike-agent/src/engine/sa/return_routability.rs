@@ -45,8 +45,9 @@ pub(super) struct Unverified {
     esp: Path,
     /// Pairs an authenticated copy of the peer's update came from.
     candidates: Vec<Path>,
-    /// Message ID of that update request.
-    msg_id: u32,
+    /// Message ID of that update request (None once the check moved to a
+    /// rekeyed IKE SA, where the update was never received).
+    msg_id: Option<u32>,
 }
 
 impl IkeSa {
@@ -112,20 +113,28 @@ impl IkeSa {
         }
         let old = self.path;
         self.path = new;
+        // Our outstanding request is retransmitted to the addresses in use
+        // (§3.5); it goes to the new ones now, not at its next
+        // retransmission, which may be the last before we would give up.
+        if new != old
+            && let Some(o) = &self.window.in_flight
+        {
+            ctx.send(new, ctx.config.nat_t_port, &o.bytes);
+        }
         let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
         self.detect_nat(ctx, new, &h, p);
         answer.extend(self.nat_d_payloads(new));
         // The CHILD_SAs are where the last verified update put them.
-        let esp = self.rr.take().map_or(old, |u| u.esp);
+        let esp = self.take_moving(|m| m.rr.take()).map_or(old, |u| u.esp);
         if esp == new {
             return;
         }
         if self.needs_check(ctx, esp, new) {
             info!(sa = self.id, from = %new.remote, "peer moved to an unverified address: IKE follows, ESP after the return routability check");
-            self.rr = Some(Unverified {
+            self.moving_mut().rr = Some(Unverified {
                 esp,
                 candidates: vec![new],
-                msg_id,
+                msg_id: Some(msg_id),
             });
             self.window
                 .queue
@@ -204,6 +213,20 @@ impl IkeSa {
         }
     }
 
+    /// A MOBIKE initiator behind a NAT notices a changed mapping by
+    /// comparing the NAT-D of the peer's answers (§3.8), which needs a
+    /// first one. An address update from the pair in use, sent as soon as
+    /// the IKE SA is up, gives it and takes the peer to the mapping as it
+    /// is then, so a change before the first liveness check is noticed too.
+    /// Not with NO_NATS_ALLOWED, which the peer would refuse (§3.9).
+    pub(super) fn pin_nat_mapping(&mut self, ctx: &Ctx<'_>) {
+        if self.peer_mobike && self.nat.local_behind && !self.conn(ctx).no_nats {
+            self.window
+                .queue
+                .push_back(QueuedRequest::UpdateAddresses(vec![self.path]));
+        }
+    }
+
     /// Keeps the peer's NAT_DETECTION_DESTINATION_IP of an answer; true
     /// when it differs from the one kept before.
     pub(super) fn note_nat_mapping(&mut self, p: &[Payload]) -> bool {
@@ -219,7 +242,29 @@ impl IkeSa {
     /// The pair the CHILD_SAs use: the IKE SA's, or during a return
     /// routability check the last verified one.
     pub(super) fn esp_path(&self) -> Path {
-        self.rr.as_ref().map_or(self.path, |u| u.esp)
+        self.moving()
+            .and_then(|m| m.rr.as_ref())
+            .map_or(self.path, |u| u.esp)
+    }
+
+    /// The check `u` of the IKE SA this one rekeys (RFC 4555 §5.2): a new
+    /// IKE SA does not make the peer's address verified. The check starts
+    /// again here; the old IKE SA's one dies with it.
+    pub(super) fn carry_check(&mut self, u: Unverified) {
+        self.moving_mut().rr = Some(Unverified { msg_id: None, ..u });
+        self.window
+            .queue
+            .push_back(QueuedRequest::ReturnRoutability);
+    }
+
+    /// The check under way, for status.
+    pub(super) fn return_routability_info(&self) -> Option<crate::engine::ReturnRoutabilityInfo> {
+        self.moving()
+            .and_then(|m| m.rr.as_ref())
+            .map(|u| crate::engine::ReturnRoutabilityInfo {
+                esp: u.esp,
+                candidates: u.candidates.iter().map(|c| c.remote).collect(),
+            })
     }
 
     /// Whether `new` needs a return routability check before the CHILD_SAs
@@ -243,12 +288,13 @@ impl IkeSa {
     /// An authenticated copy of the peer's request `msg_id` came again,
     /// from `path` (a retransmission, or a copy raced from elsewhere):
     /// when it is the update under check, `path` is one more candidate and
-    /// an outstanding check goes there at once.
+    /// an outstanding check goes there at once, its retransmissions
+    /// counted afresh.
     pub(super) fn update_copy_from(&mut self, ctx: &mut Ctx<'_>, msg_id: u32, path: Path) {
-        let Some(u) = self.rr.as_mut() else {
+        let Some(u) = self.moving.as_deref_mut().and_then(|m| m.rr.as_mut()) else {
             return;
         };
-        if u.msg_id != msg_id || u.candidates.contains(&path) {
+        if u.msg_id != Some(msg_id) || u.candidates.contains(&path) {
             return;
         }
         if u.candidates.len() >= MAX_CANDIDATES {
@@ -256,10 +302,16 @@ impl IkeSa {
             return;
         }
         u.candidates.push(path);
-        if let Some(o) = &self.window.in_flight
+        let timeout = self.conn(ctx).timers.retransmit_timeout;
+        if let Some(o) = self.window.in_flight.as_mut()
             && matches!(o.request, Some(BuiltRequest::ReturnRoutability { .. }))
         {
             ctx.send(path, ctx.config.nat_t_port, &o.bytes);
+            // The new candidate gets the whole retransmission budget: the
+            // peer, alive at it, must not be given up for the silence of
+            // the earlier ones (bounded by MAX_CANDIDATES).
+            o.sent = 1;
+            o.next = ctx.now + timeout;
         }
     }
 
@@ -267,7 +319,7 @@ impl IkeSa {
     /// fresh, unpredictable COOKIE2 (§4.2.5: 8 to 64 octets; 16 here, as
     /// charon) to every candidate.
     pub(super) fn start_return_routability(&mut self, ctx: &mut Ctx<'_>) {
-        if self.rr.is_none() {
+        if self.moving().is_none_or(|m| m.rr.is_none()) {
             return;
         }
         let Some(cookie2) = ctx.random::<{ super::path_test::COOKIE2_LEN }>() else {
@@ -286,13 +338,17 @@ impl IkeSa {
                 cookie2: cookie2.to_vec(),
             },
         );
+        ctx.stats.return_routability_checks += 1;
         self.send_check_to_candidates(ctx);
     }
 
     /// Sends the outstanding check to the candidates other than the IKE
     /// SA's pair (which [`IkeSa::send_request`] and retransmissions use).
     pub(super) fn send_check_to_candidates(&mut self, ctx: &mut Ctx<'_>) {
-        let (Some(u), Some(o)) = (&self.rr, &self.window.in_flight) else {
+        let (Some(u), Some(o)) = (
+            self.moving().and_then(|m| m.rr.as_ref()),
+            &self.window.in_flight,
+        ) else {
             return;
         };
         if !matches!(o.request, Some(BuiltRequest::ReturnRoutability { .. })) {
@@ -313,7 +369,7 @@ impl IkeSa {
         from: Option<Path>,
         p: &[Payload],
     ) {
-        let Some(u) = self.rr.take() else {
+        let Some(u) = self.take_moving(|m| m.rr.take()) else {
             return;
         };
         if !self.cookie2_matches(ctx, p, &cookie2, "return routability check") {
@@ -325,7 +381,7 @@ impl IkeSa {
         }
         let Some(at) = from.filter(|f| u.candidates.contains(f)) else {
             warn!(sa = self.id, from = ?from, "return routability answer from an address not checked: checking again");
-            self.rr = Some(u);
+            self.moving_mut().rr = Some(u);
             self.window
                 .queue
                 .push_back(QueuedRequest::ReturnRoutability);
@@ -446,7 +502,13 @@ fn no_nats_data(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8>
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+    use crate::engine::{Command, Endpoint, KernelAction};
+    use crate::proto::Payload;
+
+    use super::super::test_pair::{established, events, kernel_actions, shuttle};
 
     #[test]
     fn no_nats_data_is_addresses_then_ports() {
@@ -464,5 +526,173 @@ mod tests {
         );
         assert_eq!(v6.len(), 36);
         assert_eq!(&v6[32..], &[0x11, 0x94, 0x11, 0x94]);
+    }
+
+    /// A's new address, not in B's configuration nor in A's list.
+    const MOVED: &str = "192.0.2.9:4500";
+
+    /// A moves its IKE SA to [`MOVED`]; B answers, takes it into the IKE
+    /// SA and starts its return routability check. Returns B's check
+    /// message ID; A's answer to the check is left undelivered.
+    fn a_moves_and_b_checks(now: Instant, a: &mut Endpoint, b: &mut Endpoint) -> u32 {
+        let info = a.ike_sas()[0].clone();
+        a.handle_command(
+            now,
+            Command::UpdateAddresses {
+                sa: info.id,
+                local: MOVED.parse().unwrap(),
+                remote: info.path.remote,
+                fallback: vec![],
+            },
+        )
+        .unwrap();
+        let update = a.poll_transmit().expect("update sent");
+        b.handle_datagram(now, update.remote, update.local, &update.payload);
+        // B's answer and its check, both to the new address.
+        let to_a: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+        assert_eq!(to_a.len(), 2, "answer and check");
+        assert!(to_a.iter().all(|t| t.remote == MOVED.parse().unwrap()));
+        for t in &to_a {
+            a.handle_datagram(now, t.remote, t.local, &t.payload);
+        }
+        // A's answer to the check: dropped.
+        while a.poll_transmit().is_some() {}
+        let b_sa = &b.ike_sas()[0];
+        assert_eq!(b_sa.path.remote, MOVED.parse().unwrap(), "IKE moved");
+        assert!(kernel_actions(b).is_empty(), "ESP waits for the check");
+        b_sa.next_request_id - 1
+    }
+
+    /// A's answer to B's check `msg_id` with `cookie2`, sealed with A's
+    /// keys and delivered to B from [`MOVED`].
+    fn answer_check(now: Instant, a: &mut Endpoint, b: &mut Endpoint, msg_id: u32, cookie2: &[u8]) {
+        let a_sa = a.sas.values_mut().next().unwrap();
+        let h = a_sa.header(ExchangeType::INFORMATIONAL, msg_id, true);
+        let answer = a_sa
+            .seal(h, &[notify(NotifyType::COOKIE2, cookie2.to_vec())])
+            .unwrap();
+        let local = b.ike_sas()[0].path.local;
+        let d = [&[0u8; 4][..], &answer].concat();
+        b.handle_datagram(now, local, MOVED.parse().unwrap(), &d);
+    }
+
+    /// The COOKIE2 of B's outstanding check.
+    fn check_cookie(b: &Endpoint) -> Vec<u8> {
+        let b_sa = b.sas.values().next().unwrap();
+        match b_sa
+            .window
+            .in_flight
+            .as_ref()
+            .and_then(|o| o.request.as_ref())
+        {
+            Some(BuiltRequest::ReturnRoutability { cookie2 }) => cookie2.clone(),
+            other => panic!("no check outstanding: {other:?}"),
+        }
+    }
+
+    fn migrations(actions: &[KernelAction]) -> Vec<(IpAddr, IpAddr)> {
+        actions
+            .iter()
+            .filter_map(|k| match k {
+                KernelAction::MigrateChildSa { to, .. } => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_check_answered_with_another_cookie2_never_moves_esp() {
+        // RFC 4555 §3.5, §5.2: B's ESP stays on A's verified address when
+        // the answer does not echo B's COOKIE2 (another one, or one of a
+        // length §3.7 does not allow); B counts it, takes the IKE SA back
+        // to the verified pair and deletes it.
+        for cookie2 in [vec![7u8; 16], vec![7u8; 4]] {
+            let (now, mut a, mut b) = established();
+            let verified = b.ike_sas()[0].path;
+            let msg_id = a_moves_and_b_checks(now, &mut a, &mut b);
+            assert_ne!(check_cookie(&b), cookie2);
+            answer_check(now, &mut a, &mut b, msg_id, &cookie2);
+            assert_eq!(b.stats().bad_cookie2, 1, "{cookie2:?}");
+            let actions = kernel_actions(&mut b);
+            assert!(migrations(&actions).is_empty(), "{actions:?}");
+            assert!(
+                !events(&mut b)
+                    .iter()
+                    .any(|e| matches!(e, Event::PathChanged { .. }))
+            );
+            assert_eq!(b.ike_sas()[0].path, verified, "back on the verified pair");
+            // The Delete goes to the verified pair.
+            let delete = b.poll_transmit().expect("IKE SA deleted");
+            assert_eq!(delete.remote, verified.remote);
+            assert_eq!(b.ike_sas()[0].state, "deleting");
+        }
+    }
+
+    #[test]
+    fn a_check_answered_with_our_cookie2_moves_esp() {
+        let (now, mut a, mut b) = established();
+        let msg_id = a_moves_and_b_checks(now, &mut a, &mut b);
+        let cookie2 = check_cookie(&b);
+        answer_check(now, &mut a, &mut b, msg_id, &cookie2);
+        assert_eq!(b.stats().bad_cookie2, 0);
+        let moved: std::net::SocketAddr = MOVED.parse().unwrap();
+        assert_eq!(
+            migrations(&kernel_actions(&mut b)),
+            vec![(b.ike_sas()[0].path.local.ip(), moved.ip())]
+        );
+        assert_eq!(b.ike_sas()[0].path.remote, moved);
+    }
+
+    /// A's UPDATE_SA_ADDRESSES with `extra` notifies, sealed with A's keys
+    /// at A's next message ID, delivered to B from [`MOVED`].
+    fn forged_request(now: Instant, a: &mut Endpoint, b: &mut Endpoint, payloads: &[Payload]) {
+        let a_sa = a.sas.values_mut().next().unwrap();
+        let h = a_sa.header(ExchangeType::INFORMATIONAL, a_sa.window.next_msg_id, false);
+        a_sa.window.next_msg_id += 1;
+        let req = a_sa.seal(h, payloads).unwrap();
+        let local = b.ike_sas()[0].path.local;
+        let d = [&[0u8; 4][..], &req].concat();
+        b.handle_datagram(now, local, MOVED.parse().unwrap(), &d);
+    }
+
+    #[test]
+    fn no_nats_allowed_of_a_bad_length_or_out_of_place_is_refused() {
+        // RFC 4555 §3.9, §4.2: 12 octets (IPv4) or 36 (IPv6), in an
+        // UPDATE_SA_ADDRESSES request. Anything else is refused, counted in
+        // `unexpected`, and changes nothing; the request is answered.
+        let (now, mut a, mut b) = established();
+        let before = b.ike_sas()[0].clone();
+        let update = |len: usize| {
+            vec![
+                notify(NotifyType::UPDATE_SA_ADDRESSES, vec![]),
+                notify(NotifyType::NO_NATS_ALLOWED, vec![0; len]),
+                notify(NotifyType::COOKIE2, vec![1; 16]),
+            ]
+        };
+        let plain = vec![notify(NotifyType::NO_NATS_ALLOWED, vec![0; 12])];
+        for (k, payloads) in [update(5), update(13), update(0), plain]
+            .into_iter()
+            .enumerate()
+        {
+            forged_request(now, &mut a, &mut b, &payloads);
+            assert_eq!(b.stats().unexpected, k as u64 + 1, "{payloads:?}");
+            let after = b.ike_sas()[0].clone();
+            assert_eq!(after.path, before.path, "{payloads:?}");
+            assert_eq!(after.children, before.children);
+            assert_eq!(after.peer_addrs, before.peer_addrs);
+            assert_eq!(
+                after.next_peer_request_id,
+                before.next_peer_request_id + k as u32 + 1
+            );
+            assert!(kernel_actions(&mut b).is_empty(), "{payloads:?}");
+            assert!(events(&mut b).is_empty(), "{payloads:?}");
+            let answer = b.poll_transmit().expect("answered");
+            assert_eq!(answer.remote, MOVED.parse().unwrap());
+            assert!(b.poll_transmit().is_none(), "no check started");
+        }
+        // The SA still works: A's own requests resume where the forged ones
+        // left the message IDs.
+        shuttle(now, &mut a, &mut b);
+        assert_eq!(b.ike_sas()[0].state, "established");
     }
 }
