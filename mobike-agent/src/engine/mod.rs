@@ -175,6 +175,11 @@ impl Endpoint {
         self.sas.get(&id).map(|s| s.info(&self.config))
     }
 
+    /// Whether datagrams, events or kernel actions wait to be polled.
+    pub fn has_output(&self) -> bool {
+        !self.out.transmits.is_empty() || !self.out.events.is_empty() || !self.out.kernel.is_empty()
+    }
+
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.transmits.pop_front()

@@ -47,6 +47,8 @@ use mobility::{Input, Mobility};
 
 /// Datagrams waiting between the socket tasks and the engine.
 const QUEUE: usize = 1024;
+/// Rounds of engine output per loop turn (see `flush`).
+const FLUSH_ROUNDS: usize = 16;
 /// How long a shutdown waits for the peers to answer our Deletes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -442,27 +444,39 @@ async fn flush(
     sockets: &HashMap<SocketAddr, Arc<IkeSocket>>,
     mobility: &mut Option<Mobility>,
 ) {
-    let mut vips_changed = false;
-    // The manager's commands queue events of their own (a path test that
-    // cannot be sent, a move that is refused): round again until quiet.
-    loop {
-        let events = take_events(ep, mobility, &mut vips_changed);
+    // Kernel actions and datagrams go first (a CHILD_SA migrated at the
+    // peer's answer, an update on the wire), the mobility manager's route
+    // lookups and evaluation after; what it queues (and what the kernel's
+    // failures queue) goes round again, a bounded number of times.
+    for _ in 0..FLUSH_ROUNDS {
+        let mut vips_changed = false;
+        take_events(ep, mobility, &mut vips_changed);
+        // Before the CHILD_SAs that use them (and their routes) go in.
+        if vips_changed && let Some(v) = vips.as_mut() {
+            for e in v.sync(&ep.virtual_ips()).await {
+                warn!(error = %errchain::chain(&e), "virtual IP");
+            }
+        }
+        apply_kernel_actions(ep, kernel, routes).await;
+        send_all(ep, sockets).await;
         if let Some(m) = mobility.as_mut() {
             let now = Instant::now();
             for (sa, t) in m.drive(ep, now, |ip| listening_on(sockets, ip)).await {
                 log_move(sa, &t);
             }
         }
-        if events == 0 {
-            break;
+        if !ep.has_output() {
+            return;
         }
     }
-    // Before the CHILD_SAs that use them (and their routes) go in.
-    if vips_changed && let Some(v) = vips.as_mut() {
-        for e in v.sync(&ep.virtual_ips()).await {
-            warn!(error = %errchain::chain(&e), "virtual IP");
-        }
-    }
+    // Left for the next turn of the loop (never seen: each round needs new
+    // output from the one before).
+    debug!("engine output left after {FLUSH_ROUNDS} rounds");
+}
+
+/// The engine's kernel actions, applied; a refused install or migrate goes
+/// back to the engine.
+async fn apply_kernel_actions(ep: &mut Endpoint, kernel: &mut Kernel, routes: &mut Option<Routes>) {
     while let Some(k) = ep.poll_kernel_action() {
         let ev = kernel.apply(k).await;
         if let KernelEvent::Failed {
@@ -498,6 +512,10 @@ async fn flush(
         }
         log_kernel_event(ev);
     }
+}
+
+/// The engine's datagrams, each from the socket of its local address.
+async fn send_all(ep: &mut Endpoint, sockets: &HashMap<SocketAddr, Arc<IkeSocket>>) {
     while let Some(t) = ep.poll_transmit() {
         // The socket bound to the address, else the family's wildcard.
         let wildcard = SocketAddr::new(wildcard_of(t.local.ip()), t.local.port());
@@ -513,15 +531,9 @@ async fn flush(
 }
 
 /// Logs the engine's events (re-establishing connections that are due)
-/// and hands them to the mobility manager; how many there were.
-fn take_events(
-    ep: &mut Endpoint,
-    mobility: &mut Option<Mobility>,
-    vips_changed: &mut bool,
-) -> usize {
-    let mut n = 0;
+/// and hands them to the mobility manager.
+fn take_events(ep: &mut Endpoint, mobility: &mut Option<Mobility>, vips_changed: &mut bool) {
     while let Some(e) = ep.poll_event() {
-        n += 1;
         *vips_changed |= matches!(e, Event::VirtualIps { .. } | Event::IkeSaDeleted { .. });
         match &e {
             Event::IkeSaDeleted { .. }
@@ -541,7 +553,6 @@ fn take_events(
             m.on_event(ep, &e, Instant::now());
         }
     }
-    n
 }
 
 /// A completed move, in the log.
