@@ -1,7 +1,7 @@
 # Sourced by the guest scenarios of tests/vm/scenarios/: timing, waiting,
 # kernel modules and a charon per network namespace. Expects `set -euo
-# pipefail` and a function `fail MESSAGE` (each scenario prints its own
-# diagnostics) defined by the scenario.
+# pipefail` and a function `fail MESSAGE` that prints the diagnostics and
+# exits (the scenario's own, or tests/vm/lib/mobility.sh's).
 
 T0=${EPOCHREALTIME:-$(date +%s.%N)}
 # ts MESSAGE: the message with the seconds since the scenario began

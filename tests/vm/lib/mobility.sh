@@ -1,8 +1,8 @@
 # Sourced by the guest scenarios mobility (pass/fail) and mobility-bench
 # (handover times): a mobile host with two uplinks, a gateway running
 # charon, the mobile side's initiator (charon or mobike-agent), events on
-# the uplinks and the pings that measure them. Needs tests/vm/lib/common.sh
-# sourced first, $D (a scratch dir) and $BIN_DIR.
+# the uplinks and the pings that measure them, and `fail`. Needs
+# tests/vm/lib/common.sh sourced first, $D (a scratch dir) and $BIN_DIR.
 #
 #   netns A (mobile)                    netns R (router)        netns B (gateway)
 #   u1 192.0.2.1/24    2001:db8:1::1 -- r1 .254 / ::fe
@@ -121,7 +121,8 @@ in_spi() {
 
 # ---- the gateway's charon in B (responder for both initiators) ----
 gateway_start() {
-  # the inner dummy's address is no IKE address (not in the address lists)
+  # the inner dummy's address is no IKE address (not in the address lists;
+  # the agent's configuration excludes d0 likewise)
   charon_conf "$D/B" "  interfaces_ignore = d0"
   local id
   {
@@ -200,6 +201,8 @@ socket = "$D/agent.sock"
 [mobility]
 source = "$1"
 trigger_db_socket = "$D/trigger.sock"
+[mobility.interfaces.d0]
+exclude = true
 [connections.m]
 remote_addrs = ["$B_V4", "$B_V6"]
 local_id = "a.test"
@@ -220,6 +223,20 @@ EOC
   wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "the agent did not install its CHILD_SA"
 }
 agent_moves() { grep -c 'kernel: CHILD_SA migrated' "$D/agent.log" || true; }
+# agent_timeline: "UPDATE_SENT_MS MOVED_MS" of the agent's last move (its
+# timeline in the log line "mobility: moved", from the trigger's receipt)
+agent_timeline() {
+  grep 'mobility: moved' "$D/agent.log" | tail -n 1 | awk '
+    function ms(k,   v) {
+      if (!match($0, k "=Some\\([0-9.]+(µs|ms|s|ns)\\)")) return "-"
+      v = substr($0, RSTART + length(k) + 6, RLENGTH - length(k) - 7)
+      if (v ~ /µs$/) return sprintf("%.2f", v / 1000)
+      if (v ~ /ns$/) return sprintf("%.3f", v / 1000000)
+      if (v ~ /ms$/) return sprintf("%.2f", v + 0)
+      return sprintf("%.2f", v * 1000)
+    }
+    { print ms("update_sent"), ms("moved") }'
+}
 
 gw_installed() { gw --list-sas 2>/dev/null | has INSTALLED; }
 # gw_peer ADDR: the gateway's IKE SA is with ADDR
@@ -245,8 +262,9 @@ replies_after() {
   awk -v t="$2" '/bytes from.*icmp_seq=/ { x=substr($1, 2, length($1) - 2); if (x + 0 > t + 0) n++ } END { print n + 0 }' "$1"
 }
 # handover FILE T: "HANDOVER_MS LOST GAP_MS" for an event at T: the largest
-# silence between two replies from 0.2 s before T on, the time from T to the
-# reply that ended it, and the sequence numbers never answered
+# silence between two replies from 0.2 s before T to 5 s after it, the time
+# from T to the reply that ended it ("-" if that was before T), and the
+# sequence numbers never answered in the whole file
 handover() {
   awk -v t="$2" '
     /bytes from.*icmp_seq=/ {
@@ -256,7 +274,7 @@ handover() {
       seen[s] = 1; n++
       if (n == 1 || s < lo) lo = s
       if (n == 1 || s > hi) hi = s
-      if (x >= t - 0.2 && prev > 0 && x - prev > gap) { gap = x - prev; end = x }
+      if (x >= t - 0.2 && x <= t + 5 && prev > 0 && x - prev > gap) { gap = x - prev; end = x }
       prev = x
     }
     END {
@@ -354,7 +372,20 @@ flap() {
   uplink_up "$n"
 }
 
-# mob_diag: what a failing scenario prints
+fail() { echo "FAIL: $*"; mob_diag; exit 1; }
+
+# mob_setup: checks the binaries, loads the modules, builds the topology
+# and starts the gateway
+mob_setup() {
+  need_charon
+  [ -x "$BIN_DIR/mobike-agent" ] && [ -x "$BIN_DIR/trigger-db" ] && [ -x "$BIN_DIR/triggerctl" ] ||
+    fail "VM_CARGO_PACKAGES must include mobike-agent and trigger-db"
+  load_modules
+  mob_topology
+  gateway_start
+}
+
+# mob_diag: what a failing scenario prints (fail)
 mob_diag() {
   echo "--- agent log"; tail -n 60 "$D/agent.log" 2>/dev/null || true
   echo "--- trigger-db log"; tail -n 20 "$D/trigger-db.log" 2>/dev/null || true
@@ -370,8 +401,15 @@ mob_diag() {
   done
 }
 
+# mob_cleanup NAME: stops everything, keeps the logs in $VM_OUT/NAME/
 mob_cleanup() {
   ping_stop
+  if [ -n "${VM_OUT:-}" ] && [ -d "$D" ]; then
+    rm -rf "${VM_OUT:?}/$1"; mkdir -p "$VM_OUT/$1"
+    cp "$D"/*.log "$D"/*.toml "$VM_OUT/$1/" 2>/dev/null || true
+    cp "$D/B/charon.log" "$VM_OUT/$1/gateway-charon.log" 2>/dev/null || true
+    cp "$D/CA/charon.log" "$VM_OUT/$1/initiator-charon.log" 2>/dev/null || true
+  fi
   stop_pid "$INITIATOR_PID"; stop_pid "$TRIGGERDB_PID"; stop_pid "${GATEWAY_PID:-}"
   stop_pid "${MONITOR_PID:-}"
   local ns

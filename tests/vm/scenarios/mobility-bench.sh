@@ -13,6 +13,9 @@
 #             ends the longest silence of the pings (the first reply through
 #             the tunnel on the new path)
 #   lost      sequence numbers never answered
+# The event's time is the kernel's announcement of it (ip -ts monitor); the
+# agent's own timeline of each move (its log line "mobility: moved": trigger
+# received -> update sent -> update answered) is tabled beside.
 # Sets of N moves (default 10) per initiator, each move on the uplink of
 # the current path, which is then restored:
 #   break      the uplink set down (both uplinks dual-stack)
@@ -21,7 +24,10 @@
 #   lgd-500 / lgd-100 (agent only; charon has no predictive trigger):
 #              Link_Going_Down with 500 / 100 ms lead through trigger-db
 #              (`triggerctl add`), then the uplink set down
-# The agent runs with [mobility] source = "trigger-db", trigger-db in A.
+#   break-netlink  (agent only) break, with the agent's own rtnetlink watch
+#              ([mobility] source = "netlink") instead of trigger-db
+# The agent runs with [mobility] source = "trigger-db" (but in
+# break-netlink), trigger-db in A.
 # Prints a Markdown table (also $VM_OUT/mobility-bench.md; the raw moves in
 # $VM_OUT/mobility-bench.raw).
 set -euo pipefail
@@ -36,33 +42,31 @@ while [ $# -gt 0 ]; do
     *) echo "mobility-bench: unknown argument $1" >&2; exit 2;;
   esac
 done
-fail() { echo "FAIL: $*"; mob_diag; exit 1; }
 # shellcheck source=../lib/common.sh
 . "$LIB/common.sh"
 # shellcheck source=../lib/mobility.sh
 . "$LIB/mobility.sh"
-trap 'mob_cleanup; rm -rf "$D"' EXIT
-
-need_charon
-[ -x "$BIN_DIR/mobike-agent" ] && [ -x "$BIN_DIR/trigger-db" ] && [ -x "$BIN_DIR/triggerctl" ] ||
-  fail "VM_CARGO_PACKAGES must include mobike-agent and trigger-db"
-load_modules
-mob_topology
-gateway_start
+trap 'mob_cleanup mobility-bench; rm -rf "$D"' EXIT
+mob_setup
 ts "topology and gateway up"
 RAW=$D/raw; : > "$RAW"
 
-# run_set IMPL NAME EVENT FAMILIES1 FAMILIES2 [LEAD_MS]
+# run_set IMPL NAME EVENT FAMILIES1 FAMILIES2 [LEAD_MS [SOURCE]]
 run_set() {
   local impl=$1 name=$2 ev=$3 lead=${6:-} i
   uplinks_set "$4" "$5"
-  if [ "$impl" = charon ]; then charon_initiator_start; else agent_initiator_start trigger-db; fi
+  if [ "$impl" = charon ]; then charon_initiator_start; else agent_initiator_start "${7:-trigger-db}"; fi
   sleep 1
   for i in $(seq "$MOVES"); do
+    local before=0 timeline="- -"
+    [ "$impl" = charon ] || before=$(grep -c 'mobility: moved' "$D/agent.log" || true)
     measure_move "$impl-$name-$i" "$ev" "$lead"
     local moved=yes
-    { [ -n "${MOVE_TO:-}" ] && [ "$(uplink_of "$MOVE_TO")" != "$(uplink_of "$MOVE_FROM")" ]; } || moved=no
-    echo "$impl $name $MOVE $EVENT_MS $moved $MOVE_FROM ${MOVE_TO:--}" >> "$RAW"
+    { [ -n "${MOVE_TO:-}" ] && [ "$MOVE_TO" != "$MOVE_FROM" ]; } || moved=no
+    if [ "$impl" = agent ] && [ "$(grep -c 'mobility: moved' "$D/agent.log" || true)" -gt "$before" ]; then
+      timeline=$(agent_timeline)
+    fi
+    echo "$impl $name $MOVE $EVENT_MS $moved $timeline $MOVE_FROM ${MOVE_TO:--}" >> "$RAW"
     echo "  $impl $name #$i: handover/lost/gap $MOVE (event cmd ${EVENT_MS} ms) $MOVE_FROM -> ${MOVE_TO:--}"
     if [ -n "$VERBOSE" ]; then
       ip -n A xfrm state | grep '^src' || true
@@ -82,6 +86,7 @@ for impl in charon agent; do
   if [ "$impl" = agent ]; then
     run_set agent lgd-500 break "4 6" "4 6" 500
     run_set agent lgd-100 break "4 6" "4 6" 100
+    run_set agent break-netlink break "4 6" "4 6" "" netlink
   fi
 done
 cp "$RAW" "$VM_OUT/mobility-bench.raw" 2>/dev/null || true
@@ -92,16 +97,17 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def num(x):
     return None if x == "-" else float(x)
 sets = {}
-for impl, name, h, lost, gap, ev_ms, moved, *_ in rows:
-    sets.setdefault((name, impl), []).append((num(h), int(lost) if lost != "-" else None, num(gap), float(ev_ms), moved == "yes"))
+for impl, name, h, lost, gap, ev_ms, moved, upd, mv, *_ in rows:
+    sets.setdefault((name, impl), []).append((num(h), int(lost) if lost != "-" else None, num(gap), float(ev_ms),
+                                              moved == "yes", num(upd), num(mv)))
 def mmm(v, fmt):
     v = [x for x in v if x is not None]
     if not v:
         return "-"
     return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(v), min(v), max(v))
 print(f"Kernel {sys.argv[2]}, TCG; pings every 10 ms; median (min-max) over the moves of a set.\n")
-print("| set | initiator | moves | moved | handover ms | pings lost | longest silence ms | event command ms |")
-print("|---|---|---|---|---|---|---|---|")
+print("| set | initiator | moves | moved | handover ms | pings lost | longest silence ms | agent: trigger received -> update sent ms | agent: -> update answered ms |")
+print("|---|---|---|---|---|---|---|---|---|")
 names = []
 for (name, impl) in sets:
     if name not in names:
@@ -112,7 +118,8 @@ for name in names:
         if not m:
             continue
         print(f"| {name} | {impl} | {len(m)} | {sum(x[4] for x in m)} | {mmm([x[0] for x in m], '%.1f')} | "
-              f"{mmm([x[1] for x in m], '%d')} | {mmm([x[2] for x in m], '%.1f')} | {mmm([x[3] for x in m], '%.1f')} |")
+              f"{mmm([x[1] for x in m], '%d')} | {mmm([x[2] for x in m], '%.1f')} | {mmm([x[5] for x in m], '%.1f')} | "
+              f"{mmm([x[6] for x in m], '%.1f')} |")
 print()
 for name in names:
     a, c = sets.get((name, "agent")), sets.get((name, "charon"))
