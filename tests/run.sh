@@ -46,9 +46,11 @@ cargo test --workspace -- --include-ignored
 if [ -z "${SKIP_VM:-}" ]; then
   # ipsec-esp: ESP SAs installed and moved by ipsec-backend (xfrmctl);
   # mobike-charon: mobike-agent with backend xfrm against charon, ping
-  # through the tunnel, rekey, delete, MOBIKE move.
-  export VM_CARGO_PACKAGES="ipsec-backend mobike-agent"
-  for scenario in ipsec-esp mobike-charon; do
+  # through the tunnel, rekey, delete, MOBIKE move;
+  # mobility: mobike-agent follows the links (trigger-db, its own watch)
+  # and moves its SAs: break, replace, Link_Going_Down, flapping, IPv4 -> IPv6.
+  export VM_CARGO_PACKAGES="ipsec-backend mobike-agent trigger-db"
+  for scenario in ipsec-esp mobike-charon mobility; do
     echo "== VM scenario: $scenario"
     tests/vm/run.sh "$scenario"
   done

@@ -51,9 +51,10 @@
 set -euo pipefail
 AGENT_BIN="$BIN_DIR/mobike-agent"
 D=$(mktemp -d /tmp/mbkvm.XXXXXX)
-T0=$(date +%s.%N)
-ts() { awk -v t0="$T0" -v now="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "[%6.2fs] %s\n", now-t0, m}'; }
-CHARON=""; AGENT=""
+# ts, has, wait_for, load_modules, charon_conf, charon_start, sw_in
+# shellcheck source=../lib/common.sh
+. "$(cd "$(dirname "$0")/../lib" && pwd)/common.sh"
+CHARON_PID=""; AGENT=""
 fail() {
   echo "FAIL: $*"
   echo "--- agent log"; tail -n 40 "$D/agent.log" 2>/dev/null || true
@@ -67,26 +68,15 @@ fail() {
 }
 cleanup() {
   [ -n "$AGENT" ] && { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
-  [ -n "$CHARON" ] && { kill "$CHARON" 2>/dev/null || true; wait "$CHARON" 2>/dev/null || true; }
+  stop_pid "$CHARON_PID"
   ip netns del A 2>/dev/null || true; ip netns del B 2>/dev/null || true
   ip netns del R 2>/dev/null || true
   rm -rf "$D"
 }
 trap cleanup EXIT
-# grep -q in a pipe under pipefail can fail the pipe (SIGPIPE to the writer)
-has() { grep "$@" >/dev/null; }
-wait_for() { # seconds cmd...
-  local n=$(( $1 * 10 )); shift
-  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done; return 1
-}
-
 [ -x "$AGENT_BIN" ] || fail "no $AGENT_BIN (VM_CARGO_PACKAGES must include mobike-agent)"
-[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null ||
-  fail "strongSwan missing on the host (strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins)"
-for m in xfrm_user xfrm_algo esp4 esp6 veth dummy af_key aes_generic gcm ghash_generic ctr seqiv \
-         authenc chacha20poly1305 sha256_generic hmac nf_tables nft_chain_nat nft_masq nf_nat; do
-  modprobe "$m" 2>/dev/null || true
-done
+need_charon
+load_modules
 ts "modules loaded"
 
 ip netns add A; ip netns add B
@@ -105,23 +95,7 @@ ip -n B route add 10.1.0.0/24 dev vB src 10.2.0.1
 ip -n B route add 10.3.0.0/24 dev vB src 10.4.0.1
 
 # ---- charon (responder) in B ----
-mkdir -p "$D/B"; (cd "$D/B" && mkdir -p x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12)
-cat > "$D/B/strongswan.conf" <<EOC
-charon {
-  load = random nonce openssl pem pkcs1 x509 pubkey kdf kernel-netlink socket-default vici
-  install_routes = no
-  retransmit_timeout = 2.0
-  plugins { vici { socket = unix://$D/B/charon.vici } }
-  filelog { main { path = $D/B/charon.log
-    time_format = %T
-    flush_line = yes
-    default = 1
-    ike = 2
-    knl = 2 } }
-}
-swanctl { load = pem pkcs1 x509 pubkey openssl random nonce
-  socket = unix://$D/B/charon.vici }
-EOC
+charon_conf "$D/B"
 cat > "$D/B/swanctl.conf" <<'EOC'
 connections { c { version = 2
   proposals = aes256gcm16-prfsha256-x25519
@@ -138,15 +112,8 @@ secrets { ike-c { id-a = a.test
   id-b = b.test
   secret = "vm-interop-psk-0123456789" } }
 EOC
-sw() { STRONGSWAN_CONF=$D/B/strongswan.conf swanctl "$@" --uri "unix://$D/B/charon.vici"; }
-# charon's pidfile is /var/run/charon.pid: a private tmpfs on /run per charon
-ip netns exec B unshare -m sh -c \
-  "mount -t tmpfs tmpfs /run && exec env STRONGSWAN_CONF=$D/B/strongswan.conf /usr/lib/ipsec/charon" \
-  >"$D/B/charon.stdout" 2>&1 &
-CHARON=$!
-wait_for 30 test -S "$D/B/charon.vici" || fail "charon did not start: $(cat "$D/B/charon.stdout")"
-wait_for 10 bash -c "STRONGSWAN_CONF=$D/B/strongswan.conf swanctl --load-all --file $D/B/swanctl.conf \
-  --uri unix://$D/B/charon.vici >/dev/null 2>&1" || fail "swanctl --load-all"
+sw() { sw_in "$D/B" "$@"; }
+charon_start B "$D/B" "$D/B/swanctl.conf"
 ts "charon up, config loaded"
 
 # ---- mobike-agent (initiator) in A, backend xfrm ----

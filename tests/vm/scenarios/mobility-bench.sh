@@ -1,0 +1,132 @@
+#!/bin/bash
+# Guest benchmark (run by hand, not by tests/run.sh):
+#
+#   VM_CARGO_PACKAGES="mobike-agent ipsec-backend trigger-db" VM_CARGO_BENCHES= \
+#     tests/vm/run.sh mobility-bench [--moves N] [--only charon|agent] [--verbose]
+#
+# Handover time and pings lost when the mobile host's current uplink goes,
+# charon <-> charon against mobike-agent <-> charon in the same VM boot, on
+# the topology of tests/vm/lib/mobility.sh (kernel ESP, two uplinks, charon
+# as the gateway). Pings every 10 ms from 10.1.0.1 to 10.2.0.1 through the
+# tunnel, kernel-timestamped (ping -D); per move:
+#   handover  the event (just before its `ip` command) -> the reply that
+#             ends the longest silence of the pings (the first reply through
+#             the tunnel on the new path)
+#   lost      sequence numbers never answered
+# The event's time is the kernel's announcement of it (ip -ts monitor); the
+# agent's own timeline of each move (its log line "mobility: moved": trigger
+# received -> update sent -> update answered) is tabled beside.
+# Sets of N moves (default 10) per initiator, each move on the uplink of
+# the current path, which is then restored:
+#   break      the uplink set down (both uplinks dual-stack)
+#   replace    the current address deleted, the link stays up
+#   v4<->v6    u1 IPv4 only, u2 IPv6 only: each break changes the family
+#   lgd-500 / lgd-100 (agent only; charon has no predictive trigger):
+#              Link_Going_Down with 500 / 100 ms lead through trigger-db
+#              (`triggerctl add`), then the uplink set down
+#   break-netlink  (agent only) break, with the agent's own rtnetlink watch
+#              ([mobility] source = "netlink") instead of trigger-db
+# The agent runs with [mobility] source = "trigger-db" (but in
+# break-netlink), trigger-db in A.
+# Prints a Markdown table (also $VM_OUT/mobility-bench.md; the raw moves in
+# $VM_OUT/mobility-bench.raw).
+set -euo pipefail
+LIB=$(cd "$(dirname "$0")/../lib" && pwd)
+D=$(mktemp -d /tmp/mobbench.XXXXXX)
+MOVES=10; ONLY=""; VERBOSE=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --moves) MOVES=$2; shift 2;;
+    --only) ONLY=$2; shift 2;;
+    --verbose) VERBOSE=1; shift;;
+    *) echo "mobility-bench: unknown argument $1" >&2; exit 2;;
+  esac
+done
+# shellcheck source=../lib/common.sh
+. "$LIB/common.sh"
+# shellcheck source=../lib/mobility.sh
+. "$LIB/mobility.sh"
+trap 'mob_cleanup mobility-bench; rm -rf "$D"' EXIT
+mob_setup
+ts "topology and gateway up"
+RAW=$D/raw; : > "$RAW"
+
+# run_set IMPL NAME EVENT FAMILIES1 FAMILIES2 [LEAD_MS [SOURCE]]
+run_set() {
+  local impl=$1 name=$2 ev=$3 lead=${6:-} i
+  uplinks_set "$4" "$5"
+  if [ "$impl" = charon ]; then charon_initiator_start; else agent_initiator_start "${7:-trigger-db}"; fi
+  sleep 1
+  for i in $(seq "$MOVES"); do
+    local before=0 timeline="- -"
+    [ "$impl" = charon ] || before=$(grep -c 'mobility: moved' "$D/agent.log" || true)
+    measure_move "$impl-$name-$i" "$ev" "$lead"
+    local moved=yes
+    { [ -n "${MOVE_TO:-}" ] && [ "$MOVE_TO" != "$MOVE_FROM" ]; } || moved=no
+    if [ "$impl" = agent ] && [ "$(grep -c 'mobility: moved' "$D/agent.log" || true)" -gt "$before" ]; then
+      timeline=$(agent_timeline)
+    fi
+    echo "$impl $name $MOVE $EVENT_MS $moved $timeline $MOVE_FROM ${MOVE_TO:--}" >> "$RAW"
+    echo "  $impl $name #$i: handover/lost/gap $MOVE (event cmd ${EVENT_MS} ms) $MOVE_FROM -> ${MOVE_TO:--}"
+    if [ -n "$VERBOSE" ]; then
+      ip -n A xfrm state | grep '^src' || true
+      head -3 "$D/ping-$impl-$name-$i.log"; tail -4 "$D/monitor.log"
+    fi
+  done
+  initiator_stop
+  ts "$impl $name: $MOVES moves"
+}
+
+for impl in charon agent; do
+  [ -z "$ONLY" ] || [ "$ONLY" = "$impl" ] || continue
+  [ "$impl" = agent ] && triggerdb_start
+  run_set "$impl" break break "4 6" "4 6"
+  run_set "$impl" replace replace "4 6" "4 6"
+  run_set "$impl" "v4<->v6" break "4" "6"
+  if [ "$impl" = agent ]; then
+    run_set agent lgd-500 break "4 6" "4 6" 500
+    run_set agent lgd-100 break "4 6" "4 6" 100
+    run_set agent break-netlink break "4 6" "4 6" "" netlink
+  fi
+done
+cp "$RAW" "$VM_OUT/mobility-bench.raw" 2>/dev/null || true
+
+python3 - "$RAW" "$(uname -r)" <<'EOP' | tee "$VM_OUT/mobility-bench.md"
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def num(x):
+    return None if x == "-" else float(x)
+sets = {}
+for impl, name, h, lost, gap, ev_ms, moved, upd, mv, *_ in rows:
+    sets.setdefault((name, impl), []).append((num(h), int(lost) if lost != "-" else None, num(gap), float(ev_ms),
+                                              moved == "yes", num(upd), num(mv)))
+def mmm(v, fmt):
+    v = [x for x in v if x is not None]
+    if not v:
+        return "-"
+    return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(v), min(v), max(v))
+print(f"Kernel {sys.argv[2]}, TCG; pings every 10 ms; median (min-max) over the moves of a set.\n")
+print("| set | initiator | moves | moved | handover ms | pings lost | longest silence ms | agent: trigger received -> update sent ms | agent: -> update answered ms |")
+print("|---|---|---|---|---|---|---|---|---|")
+names = []
+for (name, impl) in sets:
+    if name not in names:
+        names.append(name)
+for name in names:
+    for impl in ("charon", "agent"):
+        m = sets.get((name, impl))
+        if not m:
+            continue
+        print(f"| {name} | {impl} | {len(m)} | {sum(x[4] for x in m)} | {mmm([x[0] for x in m], '%.1f')} | "
+              f"{mmm([x[1] for x in m], '%d')} | {mmm([x[2] for x in m], '%.1f')} | {mmm([x[5] for x in m], '%.1f')} | "
+              f"{mmm([x[6] for x in m], '%.1f')} |")
+print()
+for name in names:
+    a, c = sets.get((name, "agent")), sets.get((name, "charon"))
+    if a and c:
+        ha = [x[0] for x in a if x[0] is not None]; hc = [x[0] for x in c if x[0] is not None]
+        if ha and hc:
+            print(f"- {name}: agent / charon handover (medians) = {statistics.median(ha) / statistics.median(hc):.2f}")
+EOP
+ts "done"
+echo MOBILITY-BENCH-OK
