@@ -510,6 +510,13 @@ impl Manager {
         // Unanswered path tests time out as failures.
         let timed_out = s.tests_timed_out(now);
         s.recheck_at = None;
+        // A due probe is rescheduled whatever the verdict (a move under
+        // way, the responder's role): a timer left in the past would wake
+        // the runtime at once, again and again.
+        let probe_due = s.next_probe.is_some_and(|t| now >= t);
+        if probe_due {
+            s.next_probe = cfg.probe_interval.map(|p| now + p);
+        }
         if let Some(link) = LinkRef::of(table, s.current.local) {
             s.current_link = Some(link);
         }
@@ -650,10 +657,7 @@ impl Manager {
             }
             Verdict::Stay | Verdict::Stranded(_) => {
                 // Background tests of the best alternates.
-                if let Some(t) = s.next_probe
-                    && now >= t
-                {
-                    s.next_probe = self.config.probe_interval.map(|p| now + p);
+                if probe_due {
                     let pairs: Vec<Pair> = candidates
                         .into_iter()
                         .filter(|p| *p != s.current)
