@@ -582,6 +582,31 @@ impl Manager {
         if !s.initiator {
             return;
         }
+        // An update under way to a pair that is no candidate any more (its
+        // link went before the peer answered) would be retransmitted there
+        // until the engine gives up on the IKE SA: the newest pair wins
+        // (RFC 4555 §3.5), so update to the best candidate now. Back to the
+        // current pair, the move is over.
+        if let Some(p) = s.pending.as_mut()
+            && p.updating
+            && p.timeline.to.is_some_and(|to| !candidates.contains(&to))
+            && let Some(&best) = candidates.first()
+        {
+            self.actions
+                .push_back(Action::Update { sa: id, pair: best });
+            if best == s.current {
+                if let Some(p) = s.pending.take() {
+                    let mut timeline = p.timeline;
+                    timeline.failed = Some("its pair went before the peer answered".into());
+                    push_move(&mut s.moves, timeline);
+                }
+            } else {
+                p.timeline.to = Some(best);
+                p.timeline.to_link = LinkRef::of(table, best.local);
+                p.timeline.update_sent = Some(now);
+            }
+            return;
+        }
         // The reason for a move still being tested went away (the link
         // came back): stay.
         if verdict == Verdict::Stay

@@ -448,6 +448,95 @@ fn background_probes_keep_alternates_tested() {
     );
 }
 
+/// A probe that falls due while a move is under way, or on an SA we only
+/// answer for, is put off to the next interval: a deadline left in the
+/// past would wake the runtime again and again.
+#[test]
+fn a_due_probe_is_rescheduled_whatever_the_verdict() {
+    for initiator in [true, false] {
+        let mut m = Manager::new(MobilityConfig {
+            probe_interval: Some(Duration::from_secs(30)),
+            ..MobilityConfig::default()
+        });
+        let t0 = Instant::now();
+        for ev in [
+            link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
+            addr_ev(1, ETH),
+            link_ev(2, "wlan0", IfaceKind::Wlan, "", true),
+            addr_ev(2, WLAN),
+        ] {
+            m.on_link_event(ev, None, t0);
+        }
+        m.on_sa(7, initiator, pair(ETH, PEER), vec![PEER], vec![], t0);
+        let r = |_: IpAddr, _: IpAddr| RouteAnswer::Unknown;
+        m.evaluate(&r, t0);
+        while m.poll_action().is_some() {}
+        let due = t0 + Duration::from_secs(30);
+        if initiator {
+            // eth0 goes just before: its move's tests are out when the
+            // probe falls due.
+            let before = due - Duration::from_millis(500);
+            m.on_link_event(
+                link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
+                None,
+                before,
+            );
+            m.evaluate(&r, before);
+            assert!(m.is_moving());
+        }
+        m.evaluate(&r, due);
+        assert!(
+            m.poll_timeout().is_some_and(|t| t > due),
+            "initiator {initiator}: next deadline {:?}",
+            m.poll_timeout().map(|t| t - t0)
+        );
+    }
+}
+
+/// The pair of an update under way goes before the peer answered: the
+/// update goes to the best candidate at once (here back to the current
+/// pair, which ends the move), not left to die with the IKE SA.
+#[test]
+fn an_update_whose_pair_goes_before_the_answer_goes_to_the_best_candidate() {
+    let mut e = Env::new(true);
+    let down = e.moves_after(link_ev(1, "eth0", IfaceKind::Ethernet, "", false), 1);
+    assert_eq!(
+        down,
+        vec![Action::TestPaths {
+            sa: 7,
+            pairs: vec![pair(WLAN, PEER)]
+        }]
+    );
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), e.now);
+    let update: Vec<Action> = e
+        .step(0)
+        .into_iter()
+        .filter(|a| !matches!(a, Action::Announce { .. }))
+        .collect();
+    assert_eq!(
+        update,
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }]
+    );
+    // eth0 back and wlan0 gone before the peer answered.
+    e.m.on_link_event(
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
+        None,
+        e.now,
+    );
+    let actions = e.moves_after(link_ev(2, "wlan0", IfaceKind::Wlan, "", false), 2);
+    assert_eq!(
+        actions,
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(ETH, PEER)
+        }]
+    );
+    assert!(!e.m.is_moving());
+}
+
 #[test]
 fn a_gone_sa_drops_its_queued_actions() {
     let mut e = Env::new(true);
