@@ -396,8 +396,9 @@ fn random_link_changes_end_on_a_working_path_without_move_storms() {
 
 /// The same with silent losses among the changes.
 #[test]
-#[ignore = "fails in seeds 1, 8, 12, 14, 17, 35, 37 of 0..40: the SA ends with an \
-            update that never completes, is lost, or B's CHILD_SA stays on the old pair"]
+#[ignore = "fails in 15 of seeds 0..100 (1, 8, 12, 14, 17, 35, 48, 61, 64, 70, 75, 79, 87, \
+            97, 99): the SA ends in an update that never completes or is lost, or B's \
+            CHILD_SA stays on the old pair"]
 fn random_link_changes_with_silent_losses_end_on_a_working_path() {
     random_link_changes(true);
 }
