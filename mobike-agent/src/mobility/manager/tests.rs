@@ -411,13 +411,12 @@ fn an_unrelated_tunnel_interface_touches_nothing() {
     assert!(e.m.status(7).unwrap().moves.is_empty());
 }
 
-#[test]
-fn background_probes_keep_alternates_tested() {
+/// eth0 (1) and wlan0 (2) up; background probes every 30 s.
+fn probing(now: Instant) -> Manager {
     let mut m = Manager::new(MobilityConfig {
         probe_interval: Some(Duration::from_secs(30)),
         ..MobilityConfig::default()
     });
-    let now = Instant::now();
     for ev in [
         link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
         addr_ev(1, ETH),
@@ -426,6 +425,13 @@ fn background_probes_keep_alternates_tested() {
     ] {
         m.on_link_event(ev, None, now);
     }
+    m
+}
+
+#[test]
+fn background_probes_keep_alternates_tested() {
+    let now = Instant::now();
+    let mut m = probing(now);
     m.on_sa(7, true, pair(ETH, PEER), vec![PEER], vec![], now);
     let table = m.table().clone();
     let r = move |local: IpAddr, _: IpAddr| {
@@ -454,19 +460,8 @@ fn background_probes_keep_alternates_tested() {
 #[test]
 fn a_due_probe_is_rescheduled_whatever_the_verdict() {
     for initiator in [true, false] {
-        let mut m = Manager::new(MobilityConfig {
-            probe_interval: Some(Duration::from_secs(30)),
-            ..MobilityConfig::default()
-        });
         let t0 = Instant::now();
-        for ev in [
-            link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
-            addr_ev(1, ETH),
-            link_ev(2, "wlan0", IfaceKind::Wlan, "", true),
-            addr_ev(2, WLAN),
-        ] {
-            m.on_link_event(ev, None, t0);
-        }
+        let mut m = probing(t0);
         m.on_sa(7, initiator, pair(ETH, PEER), vec![PEER], vec![], t0);
         let r = |_: IpAddr, _: IpAddr| RouteAnswer::Unknown;
         m.evaluate(&r, t0);
