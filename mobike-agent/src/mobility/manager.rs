@@ -494,6 +494,13 @@ impl Manager {
         // Unanswered path tests time out as failures.
         let timed_out = s.tests_timed_out(now);
         s.recheck_at = None;
+        // A due probe is rescheduled whatever the verdict (a move under
+        // way, the responder's role): a timer left in the past would wake
+        // the runtime at once, again and again.
+        let probe_due = s.next_probe.is_some_and(|t| now >= t);
+        if probe_due {
+            s.next_probe = cfg.probe_interval.map(|p| now + p);
+        }
         if let Some(link) = link_of(table, s.current.local) {
             s.current_link = Some(link);
         }
@@ -525,9 +532,11 @@ impl Manager {
             s.recheck_at = Some(s.since + cfg.policy.min_dwell);
         }
         // An alternate that has no recent test (the SA is new, a link came
-        // back, a new address): test it soon, not at the next interval, so
-        // that a break finds it tested and updates at once.
+        // back, a new address) and is not being probed now: test it soon,
+        // not at the next interval, so that a break finds it tested and
+        // updates at once.
         if s.initiator
+            && !probe_due
             && cfg.probe_interval.is_some()
             && candidates
                 .iter()
@@ -575,6 +584,31 @@ impl Manager {
             return;
         };
         if !s.initiator {
+            return;
+        }
+        // An update under way to a pair that is no candidate any more (its
+        // link went before the peer answered) would be retransmitted there
+        // until the engine gives up on the IKE SA: the newest pair wins
+        // (RFC 4555 §3.5), so update to the best candidate now. Back to the
+        // current pair, the move is over.
+        if let Some(p) = s.pending.as_mut()
+            && p.updating
+            && p.timeline.to.is_some_and(|to| !candidates.contains(&to))
+            && let Some(&best) = candidates.first()
+        {
+            self.actions
+                .push_back(Action::Update { sa: id, pair: best });
+            if best == s.current {
+                if let Some(p) = s.pending.take() {
+                    let mut timeline = p.timeline;
+                    timeline.failed = Some("its pair went before the peer answered".into());
+                    push_move(&mut s.moves, timeline);
+                }
+            } else {
+                p.timeline.to = Some(best);
+                p.timeline.to_link = link_of(table, best.local);
+                p.timeline.update_sent = Some(now);
+            }
             return;
         }
         // The reason for a move still being tested went away (the link
@@ -652,10 +686,7 @@ impl Manager {
             }
             Verdict::Stay | Verdict::Stranded(_) => {
                 // Background tests of the best alternates.
-                if let Some(t) = s.next_probe
-                    && now >= t
-                {
-                    s.next_probe = self.config.probe_interval.map(|p| now + p);
+                if probe_due {
                     let pairs: Vec<Pair> = candidates
                         .into_iter()
                         .filter(|p| *p != s.current)

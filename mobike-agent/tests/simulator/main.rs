@@ -1,8 +1,8 @@
 //! Two engines through the deterministic simulator (see `sim/mod.rs`):
 //! SAs come up over clean and hostile networks, rekeys complete, DPD
 //! notices a dead peer, failures are reported with the RFC's notify,
-//! addresses and paths change under MOBIKE and NAT, and nothing is left
-//! behind. One test binary; the tests are grouped by topic in the modules
+//! addresses and paths change under MOBIKE and NAT, the mobility manager
+//! follows link changes, and nothing is left behind. One test binary; the tests are grouped by topic in the modules
 //! below, the helpers they share are here.
 
 mod sim;
@@ -13,6 +13,7 @@ mod dpd;
 mod establish;
 mod hostile;
 mod mobike;
+mod mobility;
 mod nat;
 mod network;
 mod paths;

@@ -337,7 +337,9 @@ impl IkeSa {
                 {
                     match self.open(bytes, &msg) {
                         Ok(p) => {
-                            self.life.last_heard = ctx.now;
+                            if path == self.path {
+                                self.life.last_heard = ctx.now;
+                            }
                             self.late_path_test_answer(ctx, path, &p);
                         }
                         Err(_) => ctx.stats.integrity_failures += 1,
@@ -375,7 +377,20 @@ impl IkeSa {
                 return;
             }
         };
-        self.life.last_heard = ctx.now;
+        // A path test's answer on another pair shows that the peer is
+        // alive, not that the pair in use works: only what arrives on that
+        // pair puts off the liveness check that judges it (RFC 7296 §2.4;
+        // RFC 4555 §3.10 leaves the pair in use to DPD).
+        let probe_elsewhere = h.is_response()
+            && path != self.path
+            && self
+                .window
+                .in_flight
+                .as_ref()
+                .is_some_and(|o| matches!(o.request, Some(BuiltRequest::PathTest(_))));
+        if !probe_elsewhere {
+            self.life.last_heard = ctx.now;
+        }
         self.refuse_misplaced_list(ctx, h.exchange, h.is_response(), &payloads);
         // A message that verifies with this SA's keys: the peer has it.
         self.rekey.awaiting_peer = false;

@@ -410,13 +410,12 @@ fn an_unrelated_tunnel_interface_touches_nothing() {
     assert!(e.m.status(7).unwrap().moves.is_empty());
 }
 
-#[test]
-fn background_probes_keep_alternates_tested() {
+/// eth0 (1) and wlan0 (2) up; background probes every 30 s.
+fn probing(now: Instant) -> Manager {
     let mut m = Manager::new(MobilityConfig {
         probe_interval: Some(Duration::from_secs(30)),
         ..MobilityConfig::default()
     });
-    let now = Instant::now();
     for ev in [
         link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
         addr_ev(1, ETH),
@@ -425,6 +424,13 @@ fn background_probes_keep_alternates_tested() {
     ] {
         m.on_link_event(ev, None, now);
     }
+    m
+}
+
+#[test]
+fn background_probes_keep_alternates_tested() {
+    let now = Instant::now();
+    let mut m = probing(now);
     m.on_sa(7, true, pair(ETH, PEER), vec![PEER], vec![], now);
     let table = m.table().clone();
     let r = move |local: IpAddr, _: IpAddr| {
@@ -452,6 +458,84 @@ fn background_probes_keep_alternates_tested() {
     assert_eq!(m.poll_timeout(), Some(t1 + Duration::from_secs(30)));
     m.evaluate(&r, t1 + Duration::from_secs(30));
     assert_eq!(m.poll_action(), probe);
+}
+
+/// A probe that falls due while a move is under way, or on an SA we only
+/// answer for, is put off to the next interval: a deadline left in the
+/// past would wake the runtime again and again.
+#[test]
+fn a_due_probe_is_rescheduled_whatever_the_verdict() {
+    for initiator in [true, false] {
+        let t0 = Instant::now();
+        let mut m = probing(t0);
+        m.on_sa(7, initiator, pair(ETH, PEER), vec![PEER], vec![], t0);
+        let r = |_: IpAddr, _: IpAddr| RouteAnswer::Unknown;
+        m.evaluate(&r, t0);
+        while m.poll_action().is_some() {}
+        let due = t0 + Duration::from_secs(30);
+        if initiator {
+            // eth0 goes just before: its move's tests are out when the
+            // probe falls due.
+            let before = due - Duration::from_millis(500);
+            m.on_link_event(
+                link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
+                None,
+                before,
+            );
+            m.evaluate(&r, before);
+            assert!(m.is_moving());
+        }
+        m.evaluate(&r, due);
+        assert!(
+            m.poll_timeout().is_some_and(|t| t > due),
+            "initiator {initiator}: next deadline {:?}",
+            m.poll_timeout().map(|t| t - t0)
+        );
+    }
+}
+
+/// The pair of an update under way goes before the peer answered: the
+/// update goes to the best candidate at once (here back to the current
+/// pair, which ends the move), not left to die with the IKE SA.
+#[test]
+fn an_update_whose_pair_goes_before_the_answer_goes_to_the_best_candidate() {
+    let mut e = Env::new(true);
+    let down = e.moves_after(link_ev(1, "eth0", IfaceKind::Ethernet, "", false), 1);
+    assert_eq!(
+        down,
+        vec![Action::TestPaths {
+            sa: 7,
+            pairs: vec![pair(WLAN, PEER)]
+        }]
+    );
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), e.now);
+    let update: Vec<Action> = e
+        .step(0)
+        .into_iter()
+        .filter(|a| !matches!(a, Action::Announce { .. }))
+        .collect();
+    assert_eq!(
+        update,
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }]
+    );
+    // eth0 back and wlan0 gone before the peer answered.
+    e.m.on_link_event(
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", true),
+        None,
+        e.now,
+    );
+    let actions = e.moves_after(link_ev(2, "wlan0", IfaceKind::Wlan, "", false), 2);
+    assert_eq!(
+        actions,
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(ETH, PEER)
+        }]
+    );
+    assert!(!e.m.is_moving());
 }
 
 #[test]

@@ -8,16 +8,20 @@
 //! engine commands); and a model of each node's kernel SAD built from the
 //! engine's kernel actions. Datagrams go to the node that has their
 //! destination address (through the NAT in front of it, if any).
-//! Everything is driven from the engines' own deadlines and the scheduled
-//! events; there is no wall clock.
+//! A node may run the mobility manager, driven as the runtime drives it.
+//! Everything is driven from the engines' (and managers') own deadlines and
+//! the scheduled events; there is no wall clock.
 //!
 //! - [`net`]: the RNG, link models, NATs;
 //! - [`node`]: one engine, its addresses and kernel model;
+//! - [`mobility`]: a node's mobility manager, its simulated interfaces
+//!   and the network changes it is told of (or not);
 //! - [`config`]: the usual configurations, addresses and seeds;
 //! - [`wire`]: the record of IKE messages, scripted losses and the
 //!   accounting of outages.
 
 mod config;
+mod mobility;
 mod net;
 mod node;
 mod wire;
@@ -353,7 +357,18 @@ impl Sim {
 
     fn next_time(&self) -> Option<Instant> {
         let f = self.flight.iter().map(|f| f.at).min();
-        let t = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
+        let t = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                let m = n.mobility.as_ref();
+                [
+                    n.ep.poll_timeout(),
+                    m.and_then(|m| m.driver.manager().poll_timeout()),
+                ]
+            })
+            .flatten()
+            .min();
         let e = self.scheduled.iter().map(|e| e.at).min();
         [f, t, e].into_iter().flatten().min()
     }
@@ -412,11 +427,34 @@ impl Sim {
     /// virtual time passes. Returns whether `cond` held.
     pub fn run_until(&mut self, within: Duration, mut cond: impl FnMut(&Sim) -> bool) -> bool {
         let limit = self.now + within;
+        let mut same = (self.now, 0u32);
         loop {
             self.pump_outputs();
             if cond(self) {
                 return true;
             }
+            // A timer that stays due without being handled would spin here.
+            same = if same.0 == self.now {
+                (self.now, same.1 + 1)
+            } else {
+                (self.now, 0)
+            };
+            assert!(
+                same.1 < 100_000,
+                "no progress at {:?}: engine deadlines {:?}, managers' {:?}",
+                self.now - self.start,
+                self.nodes
+                    .iter()
+                    .map(|n| n.ep.poll_timeout())
+                    .collect::<Vec<_>>(),
+                self.nodes
+                    .iter()
+                    .map(|n| n
+                        .mobility
+                        .as_ref()
+                        .map(|m| m.driver.manager().poll_timeout()))
+                    .collect::<Vec<_>>(),
+            );
             if !self.step(limit) {
                 self.now = self.now.max(limit);
                 return cond(self);

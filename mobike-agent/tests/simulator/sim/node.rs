@@ -8,7 +8,7 @@ use mobike_agent::engine::{
     ChildSaInstall, Command, Endpoint, EndpointConfig, Entropy, Event, KernelAction, Transmit,
 };
 
-use super::net::Rng;
+use super::{mobility::NodeMobility, net::Rng};
 
 /// Seeded SPIs and nonces, so a seed replays the same run (only the DH
 /// keys, and so the key bytes, differ between runs).
@@ -41,6 +41,10 @@ pub struct Node {
     /// The kernel model refuses MIGRATE: the SA stays where it was and
     /// the engine is told ([`Command::MigrateFailed`]), as the runtime does.
     pub refuse_migrate: bool,
+    /// The mobility manager, if the node runs one (see [`Sim::with_mobility`]).
+    ///
+    /// [`Sim::with_mobility`]: super::Sim::with_mobility
+    pub mobility: Option<NodeMobility>,
 }
 
 impl Node {
@@ -54,6 +58,7 @@ impl Node {
             kernel_log: Vec::new(),
             sent: Vec::new(),
             refuse_migrate: false,
+            mobility: None,
         }
     }
 
@@ -70,15 +75,31 @@ impl Node {
     /// applies kernel actions to the kernel model (checking each is
     /// consistent with it) and returns the datagrams to send.
     pub(super) fn drain(&mut self, now: Instant) -> Vec<Transmit> {
-        while let Some(e) = self.ep.poll_event() {
-            if let Event::RestartDue { connection } = &e {
-                let cmd = Command::Initiate {
-                    connection: connection.clone(),
-                    local: None,
-                };
-                self.ep.handle_command(now, cmd).expect("restart");
+        // As the runtime: the events go to the mobility manager, then it
+        // drives the engine; its commands queue events of their own, so
+        // round again until quiet.
+        loop {
+            let mut fresh = 0;
+            while let Some(e) = self.ep.poll_event() {
+                fresh += 1;
+                if let Event::RestartDue { connection } = &e {
+                    let cmd = Command::Initiate {
+                        connection: connection.clone(),
+                        local: None,
+                    };
+                    self.ep.handle_command(now, cmd).expect("restart");
+                }
+                if let Some(m) = self.mobility.as_mut() {
+                    m.on_event(&self.ep, &e, now);
+                }
+                self.events.push(e);
             }
-            self.events.push(e);
+            if let Some(m) = self.mobility.as_mut() {
+                m.drive(&mut self.ep, &self.addrs, now);
+            }
+            if fresh == 0 {
+                break;
+            }
         }
         while let Some(k) = self.ep.poll_kernel_action() {
             match &k {
