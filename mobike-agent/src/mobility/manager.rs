@@ -38,9 +38,6 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// the better pair (the preferred family, say) is worth a few
 /// milliseconds; a forced move takes the first answer.
 pub const PREDICTIVE_GRACE: Duration = Duration::from_millis(50);
-/// How soon an alternate without a recent test is tested in the
-/// background (with `probe_interval` set).
-pub const PROBE_SOON: Duration = Duration::from_millis(200);
 /// Moves kept per IKE SA for status.
 pub const HISTORY: usize = 8;
 
@@ -530,26 +527,6 @@ impl Manager {
             && now < s.since + cfg.policy.min_dwell
         {
             s.recheck_at = Some(s.since + cfg.policy.min_dwell);
-        }
-        // An alternate that has no recent test (the SA is new, a link came
-        // back, a new address) and is not being probed now: test it soon,
-        // not at the next interval, so that a break finds it tested and
-        // updates at once.
-        if s.initiator
-            && !probe_due
-            && cfg.probe_interval.is_some()
-            && candidates
-                .iter()
-                .filter(|p| **p != s.current)
-                .take(cfg.probe_alternates as usize)
-                .any(|p| {
-                    s.tests.get(p).is_none_or(|t| {
-                        now.saturating_duration_since(t.at) > cfg.policy.test_valid_for
-                    })
-                })
-        {
-            let soon = now + PROBE_SOON;
-            s.next_probe = Some(s.next_probe.map_or(soon, |t| t.min(soon)));
         }
         s.deps = eval.interfaces();
         s.last = Some(eval);
