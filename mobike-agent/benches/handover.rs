@@ -48,37 +48,29 @@ fn config(text: &str) -> EndpointConfig {
         .endpoint
 }
 
-fn configs() -> (EndpointConfig, EndpointConfig) {
-    let common = "psk = \"bench-psk-0123456789\"
+/// Connection `c` with CHILD_SA `net` from `ours` to `theirs` (10.x.0.0/24
+/// each); `addrs` are the address lines of the connection.
+fn side(addrs: &str, me: &str, peer: &str, ours: u8, theirs: u8) -> EndpointConfig {
+    config(&format!(
+        "[connections.c]
+{addrs}
+local_id = \"{me}.test\"
+remote_id = \"{peer}.test\"
+psk = \"bench-psk-0123456789\"
 proposals = [\"aes256gcm16-prfsha256-x25519\"]
 mobike = true
-";
-    let a = config(&format!(
-        "[connections.c]
-local_addrs = [\"{A1}\", \"{A2}\"]
-remote_addrs = [\"{B}\"]
-local_id = \"a.test\"
-remote_id = \"b.test\"
-{common}
 [connections.c.children.net]
-local_ts = [\"10.1.0.0/24\"]
-remote_ts = [\"10.2.0.0/24\"]
+local_ts = [\"10.{ours}.0.0/24\"]
+remote_ts = [\"10.{theirs}.0.0/24\"]
 esp_proposals = [\"aes256gcm16\"]
 "
-    ));
-    let b = config(&format!(
-        "[connections.c]
-local_addrs = [\"{B}\"]
-local_id = \"b.test\"
-remote_id = \"a.test\"
-{common}
-[connections.c.children.net]
-local_ts = [\"10.2.0.0/24\"]
-remote_ts = [\"10.1.0.0/24\"]
-esp_proposals = [\"aes256gcm16\"]
-"
-    ));
-    (a, b)
+    ))
+}
+
+fn configs() -> (EndpointConfig, EndpointConfig) {
+    let a = format!("local_addrs = [\"{A1}\", \"{A2}\"]\nremote_addrs = [\"{B}\"]");
+    let b = format!("local_addrs = [\"{B}\"]");
+    (side(&a, "a", "b", 1, 2), side(&b, "b", "a", 2, 1))
 }
 
 /// A and B, with A's driver; datagrams are delivered at once.

@@ -175,6 +175,12 @@ impl Endpoint {
         self.sas.get(&id).map(|s| s.info(&self.config))
     }
 
+    /// The address pair of one IKE SA (without building its whole
+    /// [`IkeSaInfo`]).
+    pub fn ike_sa_path(&self, id: SaId) -> Option<Path> {
+        self.sas.get(&id).map(|s| s.path())
+    }
+
     /// Whether datagrams, events or kernel actions wait to be polled.
     pub fn has_output(&self) -> bool {
         !self.out.transmits.is_empty() || !self.out.events.is_empty() || !self.out.kernel.is_empty()

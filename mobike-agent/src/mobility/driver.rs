@@ -119,7 +119,9 @@ impl Driver {
         while let Some(a) = self.manager.poll_action() {
             match a {
                 Action::TestPaths { sa, pairs } => {
-                    let Some(info) = ep.ike_sa(sa) else { continue };
+                    let Some(current) = ep.ike_sa_path(sa) else {
+                        continue;
+                    };
                     let (ok, cannot): (Vec<Pair>, Vec<Pair>) =
                         pairs.into_iter().partition(|p| listening_on(p.local));
                     for p in cannot {
@@ -129,7 +131,7 @@ impl Driver {
                     if ok.is_empty() {
                         continue;
                     }
-                    let paths = ok.iter().map(|p| path_of(&info, *p)).collect();
+                    let paths = ok.iter().map(|p| path_of(current, *p)).collect();
                     debug!(sa, pairs = ?ok, "mobility: testing paths");
                     if let Err(e) = ep.handle_command(now, Command::TestPaths { sa, paths }) {
                         debug!(sa, error = %e, "mobility: path test not sent");
@@ -139,7 +141,9 @@ impl Driver {
                     }
                 }
                 Action::Update { sa, pair } => {
-                    let Some(info) = ep.ike_sa(sa) else { continue };
+                    let Some(current) = ep.ike_sa_path(sa) else {
+                        continue;
+                    };
                     if !listening_on(pair.local) {
                         self.manager.on_move_failed(
                             sa,
@@ -149,8 +153,8 @@ impl Driver {
                         );
                         continue;
                     }
-                    let p = path_of(&info, pair);
-                    info!(sa = format_args!("{sa:#018x}"), from = %info.path.local, to = %p.local, remote = %p.remote, "mobility: moving the IKE SA");
+                    let p = path_of(current, pair);
+                    info!(sa = format_args!("{sa:#018x}"), from = %current.local, to = %p.local, remote = %p.remote, "mobility: moving the IKE SA");
                     let cmd = Command::UpdateAddresses {
                         sa,
                         local: p.local,
@@ -198,12 +202,13 @@ fn pair_of(p: &Path) -> Pair {
     }
 }
 
-/// The engine path for `pair` on `info`'s IKE SA: its ports stay (after
-/// IKE_AUTH a MOBIKE IKE SA is on the NAT-T port, RFC 4555 §3.3).
-fn path_of(info: &IkeSaInfo, pair: Pair) -> Path {
+/// The engine path for `pair` on an IKE SA now at `current`: its ports
+/// stay (after IKE_AUTH a MOBIKE IKE SA is on the NAT-T port, RFC 4555
+/// §3.3).
+fn path_of(current: Path, pair: Pair) -> Path {
     Path {
-        local: SocketAddr::new(pair.local, info.path.local.port()),
-        remote: SocketAddr::new(pair.remote, info.path.remote.port()),
+        local: SocketAddr::new(pair.local, current.local.port()),
+        remote: SocketAddr::new(pair.remote, current.remote.port()),
     }
 }
 

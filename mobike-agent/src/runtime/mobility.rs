@@ -306,7 +306,11 @@ impl Mobility {
             reason: t.reason,
             cause_id: t.cause.map_or(0, |c| c.id),
             observed: t.cause.map_or_else(
-                || SystemTime::now() - moved.saturating_duration_since(t.decided),
+                || {
+                    let now = SystemTime::now();
+                    now.checked_sub(moved.saturating_duration_since(t.decided))
+                        .unwrap_or(now)
+                },
                 |c| c.observed,
             ),
             duration: moved.saturating_duration_since(start),

@@ -514,6 +514,11 @@ impl IkeSa {
         self.start_next_request(ctx);
     }
 
+    /// The address pair in use.
+    pub(super) fn path(&self) -> Path {
+        self.path
+    }
+
     pub(super) fn info(&self, config: &super::EndpointConfig) -> IkeSaInfo {
         IkeSaInfo {
             id: self.id,
