@@ -222,42 +222,11 @@ impl StateHandle<'_> {
         encap: Option<crate::types::Encap>,
     ) -> Result<(), Error> {
         let (info, attrs) = self.get_raw(key).await?;
-        // What an SA is made of; the rest (LASTUSED, offload, ...) is state
-        // the kernel reports but does not take back, or must not be copied.
-        let keep = |a: &&Attr| {
-            matches!(
-                a,
-                Attr::AlgAuth(_)
-                    | Attr::AlgCrypt(_)
-                    | Attr::AlgComp(_)
-                    | Attr::AlgAead(_)
-                    | Attr::AlgAuthTrunc(_)
-                    | Attr::ReplayVal(_)
-                    | Attr::ReplayEsnVal(_)
-                    | Attr::ReplayThresh(_)
-                    | Attr::EtimerThresh(_)
-                    | Attr::CoAddr(_)
-                    | Attr::Mark(..)
-                    | Attr::SetMark(_)
-                    | Attr::SetMarkMask(_)
-                    | Attr::IfId(_)
-                    | Attr::TfcPad(_)
-                    | Attr::SaExtraFlags(_)
-            )
-        };
-        let base: Vec<Attr> = attrs
-            .iter()
-            .filter(keep)
-            .cloned()
-            .chain([Attr::LifetimeVal(info.curlft)])
-            .collect();
+        let base = sa_body(&info, &attrs);
         let with = |e: Option<EncapTmpl>| -> Vec<Attr> {
             base.iter().cloned().chain(e.map(Attr::Encap)).collect()
         };
-        let old_encap = attrs.iter().find_map(|a| match a {
-            Attr::Encap(e) => Some(*e),
-            _ => None,
-        });
+        let old_encap = encap_of(&attrs);
         self.delete(key).await?;
         let add = |a: Vec<Attr>| {
             self.0
@@ -272,6 +241,38 @@ impl StateHandle<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Adds a copy of the SA `key` names under the destination address
+    /// `dst`: the same SPI, keys, encapsulation, sequence numbers and
+    /// replay window, lifetime limits and counters, mark and interface id.
+    /// The kernel finds an inbound SA by (destination, SPI, protocol)
+    /// only, so the copy takes the peer's ESP sent to `dst` while the
+    /// original still takes what is sent to the old address: a MOBIKE
+    /// move made before the peer switches (make-before-break). The
+    /// original stays.
+    pub async fn copy_to(&self, key: &SaKey, dst: IpAddr) -> Result<(), Error> {
+        let (mut info, attrs) = self.get_raw(key).await?;
+        if dst.is_ipv4() != key.dst.is_ipv4() {
+            return Err(Error::Invalid(format!(
+                "copy of the SA at {} to {dst}: another address family",
+                key.dst
+            )));
+        }
+        info.id.daddr = dst.into();
+        let body: Vec<Attr> = sa_body(&info, &attrs)
+            .into_iter()
+            .chain(encap_of(&attrs).map(Attr::Encap))
+            .collect();
+        self.0
+            .exchange(XfrmMessage::NewSa(info, body), NLM_F_CREATE | NLM_F_EXCL)
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::AddSa {
+                spi: key.spi,
+                dst,
+                source,
+            })
     }
 
     /// XFRM_MSG_GETSA, the SA as the kernel sends it (keys included).
@@ -469,4 +470,48 @@ impl PolicyHandle<'_> {
             .map(|_| ())
             .map_err(Error::FlushPolicy)
     }
+}
+
+/// What an SA is made of, as XFRM_MSG_NEWSA takes it back from
+/// XFRM_MSG_GETSA's answer: keys, sequence numbers and replay window,
+/// counters (add time included), mark and interface id; not the
+/// encapsulation (the caller chooses it). The rest (LASTUSED, offload,
+/// ...) is state the kernel reports but does not take back, or must not
+/// be copied.
+fn sa_body(info: &UserSaInfo, attrs: &[Attr]) -> Vec<Attr> {
+    let keep = |a: &&Attr| {
+        matches!(
+            a,
+            Attr::AlgAuth(_)
+                | Attr::AlgCrypt(_)
+                | Attr::AlgComp(_)
+                | Attr::AlgAead(_)
+                | Attr::AlgAuthTrunc(_)
+                | Attr::ReplayVal(_)
+                | Attr::ReplayEsnVal(_)
+                | Attr::ReplayThresh(_)
+                | Attr::EtimerThresh(_)
+                | Attr::CoAddr(_)
+                | Attr::Mark(..)
+                | Attr::SetMark(_)
+                | Attr::SetMarkMask(_)
+                | Attr::IfId(_)
+                | Attr::TfcPad(_)
+                | Attr::SaExtraFlags(_)
+        )
+    };
+    attrs
+        .iter()
+        .filter(keep)
+        .cloned()
+        .chain([Attr::LifetimeVal(info.curlft)])
+        .collect()
+}
+
+/// The SA's UDP encapsulation, from XFRM_MSG_GETSA's answer.
+fn encap_of(attrs: &[Attr]) -> Option<EncapTmpl> {
+    attrs.iter().find_map(|a| match a {
+        Attr::Encap(e) => Some(*e),
+        _ => None,
+    })
 }

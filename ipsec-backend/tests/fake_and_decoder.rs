@@ -147,6 +147,81 @@ fn fake_migrate_of_a_missing_sa_is_an_error() {
     });
 }
 
+/// The SAs held as (destination, SPI), sorted.
+fn sa_keys(f: &FakeBackend) -> Vec<(IpAddr, u32)> {
+    let mut v: Vec<_> = f
+        .sas()
+        .iter()
+        .map(|s| (s.dst.expect("dst"), s.spi))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn fake_inbound_copy_takes_over_on_the_move_to_its_address() {
+    rt().block_on(async {
+        let f = FakeBackend::new();
+        let h = f
+            .install_child_sa(&spec(0x100, 0x200, 1, "10.2.0.0/24"))
+            .await
+            .expect("install");
+        f.record_traffic(&h, 1000, 500).expect("traffic");
+        let before = f.counters(&h).await.expect("counters");
+        // Make-before-break: the inbound SA at the new address too.
+        let new_local = ip("198.51.100.1");
+        let h1 = f.add_inbound_copy(&h, new_local).await.expect("copy");
+        assert_eq!(h1.inbound_copy, Some(new_local));
+        assert_eq!(
+            sa_keys(&f),
+            [
+                (ip("192.0.2.1"), 0x200),
+                (ip("192.0.2.2"), 0x100),
+                (new_local, 0x200)
+            ]
+        );
+        // A second copy at the same address is refused as the kernel would.
+        let e = f
+            .add_inbound_copy(&h, new_local)
+            .await
+            .expect_err("copy twice");
+        assert_eq!(e.errno(), Some(libc::EEXIST), "{e:?}");
+        // The move to the copy's address: the copy becomes the inbound SA,
+        // the old one goes, counters come along.
+        let to = OuterPair {
+            local: new_local,
+            remote: ip("192.0.2.2"),
+        };
+        let h2 = f.migrate_child_sa(&h1, to, None).await.expect("migrate");
+        assert_eq!((h2.outer, h2.inbound_copy), (to, None));
+        assert_eq!(sa_keys(&f), [(ip("192.0.2.2"), 0x100), (new_local, 0x200)]);
+        assert_eq!(f.counters(&h2).await.expect("counters"), before);
+        // A copy elsewhere is removed by a move to another pair.
+        let h3 = f
+            .add_inbound_copy(&h2, ip("203.0.113.1"))
+            .await
+            .expect("copy");
+        let back = OuterPair {
+            local: ip("192.0.2.1"),
+            remote: ip("192.0.2.2"),
+        };
+        let h4 = f.migrate_child_sa(&h3, back, None).await.expect("back");
+        assert_eq!(
+            sa_keys(&f),
+            [(ip("192.0.2.1"), 0x200), (ip("192.0.2.2"), 0x100)]
+        );
+        // An abandoned move: the copy goes, the pair stays.
+        let h5 = f.add_inbound_copy(&h4, new_local).await.expect("copy");
+        let h6 = f.remove_inbound_copy(&h5).await.expect("remove");
+        assert_eq!(h6, h4);
+        assert_eq!(f.len(), (2, 3));
+        // Delete takes a copy along.
+        let h7 = f.add_inbound_copy(&h6, new_local).await.expect("copy");
+        f.delete_child_sa(&h7).await.expect("delete");
+        assert!(f.is_empty());
+    });
+}
+
 fn golden_messages() -> Vec<Vec<u8>> {
     let dir = format!("{}/tests/golden", env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();

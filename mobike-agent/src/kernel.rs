@@ -101,6 +101,8 @@ pub enum KernelOp {
     Install,
     /// Move a pair.
     Migrate,
+    /// Make a pair's inbound SA valid at another address too, or no more.
+    PrepareInbound,
     /// Delete a pair.
     Delete,
 }
@@ -124,6 +126,14 @@ pub enum KernelEvent {
         /// IKE SA.
         ike_sa: SaId,
         /// New handle.
+        handle: ChildSaHandle,
+    },
+    /// The pair's inbound SA is valid at `handle.inbound_copy` too (a
+    /// move under way), or (None) only at its own address again.
+    InboundCopy {
+        /// IKE SA.
+        ike_sa: SaId,
+        /// The handle naming the copy.
         handle: ChildSaHandle,
     },
     /// The pair is gone.
@@ -468,6 +478,23 @@ impl Kernel {
                         self.failed(KernelOp::Migrate, reqid, inbound_spi, error)
                     }),
             },
+            KernelAction::PrepareInbound {
+                reqid,
+                inbound_spi,
+                local,
+            } => match self.failed.get(&(reqid, inbound_spi)) {
+                Some(&ike_sa) => KernelEvent::NotInstalled {
+                    ike_sa,
+                    reqid,
+                    inbound_spi,
+                },
+                None => self
+                    .prepare_inbound(reqid, inbound_spi, local)
+                    .await
+                    .unwrap_or_else(|error| {
+                        self.failed(KernelOp::PrepareInbound, reqid, inbound_spi, error)
+                    }),
+            },
             KernelAction::DeleteChildSa {
                 reqid,
                 inbound_spi,
@@ -604,6 +631,34 @@ impl Kernel {
         })
     }
 
+    /// The inbound SA of a pair also at `local` (a copy), or only at its
+    /// own address when `local` is that address.
+    async fn prepare_inbound(
+        &mut self,
+        reqid: u32,
+        inbound_spi: u32,
+        local: IpAddr,
+    ) -> Result<KernelEvent, KernelActionError> {
+        let Some(backend) = &self.backend else {
+            return Err(KernelActionError::SaOnlyUnsupported);
+        };
+        let cur = self
+            .installed
+            .get_mut(&(reqid, inbound_spi))
+            .ok_or(KernelActionError::Unknown { reqid, inbound_spi })?;
+        let wanted = (local != cur.handle.outer.local).then_some(local);
+        if cur.handle.inbound_copy != wanted {
+            cur.handle = match wanted {
+                Some(l) => backend.add_inbound_copy(&cur.handle, l).await?,
+                None => backend.remove_inbound_copy(&cur.handle).await?,
+            };
+        }
+        Ok(KernelEvent::InboundCopy {
+            ike_sa: cur.ike_sa,
+            handle: cur.handle.clone(),
+        })
+    }
+
     async fn delete(
         &mut self,
         reqid: u32,
@@ -623,7 +678,11 @@ impl Kernel {
             (Some(o), Some(x)) if !remove_policies || o.spi_in != inbound_spi => {
                 let a = ignore_missing(x.state().delete(&cur.handle.out_key()).await);
                 let b = ignore_missing(x.state().delete(&cur.handle.in_key()).await);
-                a.and(b)
+                let c = match cur.handle.in_copy_key() {
+                    Some(k) => ignore_missing(x.state().delete(&k).await),
+                    None => Ok(()),
+                };
+                a.and(b).and(c)
             }
             _ if !remove_policies => Err(KernelActionError::SaOnlyUnsupported)?,
             _ => Ok(()),
@@ -631,7 +690,10 @@ impl Kernel {
         if remove_policies {
             self.policies.remove(&reqid);
             // The owner's SAs may be gone already; its policies are not.
-            let h = owner.unwrap_or_else(|| cur.handle.clone());
+            // The pair itself names its inbound copy, if any.
+            let h = owner
+                .filter(|o| o.spi_in != inbound_spi)
+                .unwrap_or_else(|| cur.handle.clone());
             let r = backend.delete_child_sa(&h).await;
             if h.spi_in == inbound_spi {
                 r?;

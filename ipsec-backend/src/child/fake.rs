@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use super::spec::{handle_of, kerr, migrate_specs, no_such_sa, policy_specs, sa_specs};
+use super::spec::{
+    adopts_copy, handle_of, kerr, migrate_specs, no_such_sa, policy_specs, sa_specs,
+};
 use super::{BoxFut, ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec};
 use crate::codec::{LifetimeCur, Stats};
 use crate::error::Error;
@@ -204,15 +206,23 @@ impl FakeBackend {
         let (ok, ik) = (h.out_key(), h.in_key());
         let oldk = [(ok.dst, 50u8, ok.spi), (ik.dst, 50u8, ik.spi)];
         let newk = [(to.remote, 50u8, h.spi_out), (to.local, 50u8, h.spi_in)];
+        // A copy of the inbound SA at the new local address becomes the
+        // inbound SA (the old one is deleted, not moved); one elsewhere
+        // goes first, as in the kernel backend.
+        let adopt = adopts_copy(h, to);
+        if let (false, Some(c)) = (adopt, h.in_copy_key()) {
+            st.sas.remove(&(c.dst, 50u8, c.spi));
+        }
         for (i, k) in oldk.iter().enumerate() {
-            if !st.sas.contains_key(k) {
+            let replaced_by_copy = adopt && i == 1;
+            if !(replaced_by_copy || st.sas.contains_key(k)) {
                 return Err(sa_err(i, libc::ENOENT));
             }
         }
         // The kernel cannot add the moved SA where one exists already:
         // xfrm_migrate rolls back and returns ENODATA.
         for (i, k) in newk.iter().enumerate() {
-            if !oldk.contains(k) && st.sas.contains_key(k) {
+            if !oldk.contains(k) && st.sas.contains_key(k) && !(adopt && i == 1) {
                 return Err(sa_err(i, libc::ENODATA));
             }
         }
@@ -232,7 +242,16 @@ impl FakeBackend {
                 });
             }
         }
-        let mut moved: Vec<FakeSa> = oldk.iter().filter_map(|k| st.sas.remove(k)).collect();
+        let inbound_from = if adopt {
+            st.sas.remove(&oldk[1]);
+            newk[1]
+        } else {
+            oldk[1]
+        };
+        let mut moved: Vec<FakeSa> = [oldk[0], inbound_from]
+            .iter()
+            .filter_map(|k| st.sas.remove(k))
+            .collect();
         if let [out, inb] = moved.as_mut_slice() {
             out.spec.src = to.local;
             out.spec.dst = to.remote;
@@ -247,6 +266,7 @@ impl FakeBackend {
         let mut n = h.clone();
         n.outer = to;
         n.encap = encap;
+        n.inbound_copy = None;
         for p in policy_specs(&n, 0) {
             if let Some(old) =
                 st.policies
@@ -308,9 +328,72 @@ impl FakeBackend {
                 }
             }
         }
+        if let Some(k) = h.in_copy_key()
+            && let Some(s) = st.sas.remove(&(k.dst, k.proto.to_raw(), k.spi))
+        {
+            ev.push(XfrmEvent::SaDeleted {
+                dst: Some(k.dst),
+                spi: k.spi,
+                proto: k.proto.to_raw(),
+                sa: Some(sa_info(&s)),
+            });
+        }
         drop(st);
         ev.into_iter().for_each(|e| self.emit(e));
         first.map_or(Ok(()), Err)
+    }
+
+    fn add_copy(&self, h: &ChildSaHandle, local: IpAddr) -> Result<ChildSaHandle, Error> {
+        let mut n = self.remove_copy(h)?;
+        if local == h.outer.local {
+            return Ok(n);
+        }
+        let k = h.in_key();
+        let mut st = self.lock();
+        if local.is_ipv4() != k.dst.is_ipv4() {
+            return Err(Error::Invalid(format!(
+                "copy of the SA at {} to {local}: another address family",
+                k.dst
+            )));
+        }
+        let mut copy = st
+            .sas
+            .get(&(k.dst, k.proto.to_raw(), k.spi))
+            .cloned()
+            .ok_or_else(|| no_such_sa(&k))?;
+        let key = (local, k.proto.to_raw(), k.spi);
+        if st.sas.contains_key(&key) {
+            return Err(Error::AddSa {
+                spi: k.spi,
+                dst: local,
+                source: kerr(libc::EEXIST),
+            });
+        }
+        copy.spec.dst = local;
+        let ev = XfrmEvent::SaAdded { sa: sa_info(&copy) };
+        st.sas.insert(key, copy);
+        drop(st);
+        self.emit(ev);
+        n.inbound_copy = Some(local);
+        Ok(n)
+    }
+
+    fn remove_copy(&self, h: &ChildSaHandle) -> Result<ChildSaHandle, Error> {
+        let mut n = h.clone();
+        n.inbound_copy = None;
+        if let Some(k) = h.in_copy_key() {
+            // Gone already (expired, flushed): nothing to remove.
+            let gone = self.lock().sas.remove(&(k.dst, k.proto.to_raw(), k.spi));
+            if let Some(s) = gone {
+                self.emit(XfrmEvent::SaDeleted {
+                    dst: Some(k.dst),
+                    spi: k.spi,
+                    proto: k.proto.to_raw(),
+                    sa: Some(sa_info(&s)),
+                });
+            }
+        }
+        Ok(n)
     }
 
     fn read_counters(&self, h: &ChildSaHandle) -> Result<ChildSaCounters, Error> {
@@ -341,6 +424,16 @@ impl ChildSaBackend for FakeBackend {
     }
     fn delete_child_sa<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ()> {
         Box::pin(std::future::ready(self.delete(handle)))
+    }
+    fn add_inbound_copy<'a>(
+        &'a self,
+        handle: &'a ChildSaHandle,
+        local: IpAddr,
+    ) -> BoxFut<'a, ChildSaHandle> {
+        Box::pin(std::future::ready(self.add_copy(handle, local)))
+    }
+    fn remove_inbound_copy<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaHandle> {
+        Box::pin(std::future::ready(self.remove_copy(handle)))
     }
     fn counters<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaCounters> {
         Box::pin(std::future::ready(self.read_counters(handle)))

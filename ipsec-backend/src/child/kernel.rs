@@ -10,13 +10,21 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use super::spec::{handle_of, migrate_specs, no_such_sa, policy_specs, sa_specs};
+use super::spec::{adopts_copy, handle_of, migrate_specs, no_such_sa, policy_specs, sa_specs};
 use super::{BoxFut, ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, ManyCounters};
 use crate::error::Error;
 use crate::handle::{PolicyKey, SaKey, XfrmHandle};
 use crate::monitor::{ALL_GROUPS, XfrmEvent, XfrmMonitor};
 use crate::selector::check_selectors;
 use crate::types::{Encap, OuterPair, SaInfo};
+
+/// ENOENT and ESRCH: what deleting an SA that is gone returns.
+fn ignore_gone(r: Result<(), Error>) -> Result<(), Error> {
+    match r {
+        Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH)) => Ok(()),
+        r => r,
+    }
+}
 
 /// [`ChildSaBackend`] over the kernel's XFRM.
 #[derive(Debug, Clone)]
@@ -79,6 +87,17 @@ impl KernelBackend {
         encap: Option<Encap>,
     ) -> Result<ChildSaHandle, Error> {
         check_selectors(&h.selectors)?;
+        let adopt = adopts_copy(h, to);
+        let h = &if adopt {
+            // The copy becomes the inbound SA. The kernel cannot move the
+            // old one onto it (xfrm_state_add: EEXIST, MIGRATE: ENODATA),
+            // so it goes, and the MIGRATE of the inbound policies finds no
+            // SA at the old addresses and moves their templates only.
+            ignore_gone(self.handle.state().delete(&h.in_key()).await)?;
+            h.clone()
+        } else {
+            self.remove_copy(h).await?
+        };
         let steps = migrate_specs(h, to, encap);
         for (i, m) in steps.iter().enumerate() {
             if let Err(e) = self.handle.migrate(m).await {
@@ -90,12 +109,22 @@ impl KernelBackend {
                 for back in migrate_specs(&moved, h.outer, h.encap).iter().take(i).rev() {
                     let _ = self.handle.migrate(back).await;
                 }
+                if adopt {
+                    // The inbound SA at the old address again, from the
+                    // copy (which stays).
+                    let _ = self
+                        .handle
+                        .state()
+                        .copy_to(&moved.in_key(), h.outer.local)
+                        .await;
+                }
                 return Err(e);
             }
         }
         let mut n = h.clone();
         n.outer = to;
         n.encap = encap;
+        n.inbound_copy = None;
         if h.encap.is_some() && encap.is_none() {
             // MIGRATE keeps the SAs' encapsulation when given none
             // (xfrm_state_clone): take it off by adding them again.
@@ -119,6 +148,25 @@ impl KernelBackend {
         Ok(n)
     }
 
+    async fn add_copy(&self, h: &ChildSaHandle, local: IpAddr) -> Result<ChildSaHandle, Error> {
+        let mut n = self.remove_copy(h).await?;
+        if local != h.outer.local {
+            self.handle.state().copy_to(&h.in_key(), local).await?;
+            n.inbound_copy = Some(local);
+        }
+        Ok(n)
+    }
+
+    async fn remove_copy(&self, h: &ChildSaHandle) -> Result<ChildSaHandle, Error> {
+        if let Some(k) = h.in_copy_key() {
+            ignore_gone(self.handle.state().delete(&k).await)?;
+        }
+        Ok(ChildSaHandle {
+            inbound_copy: None,
+            ..h.clone()
+        })
+    }
+
     async fn delete(&self, h: &ChildSaHandle) -> Result<(), Error> {
         let mut first = None;
         for key in h.policy_keys() {
@@ -130,6 +178,11 @@ impl KernelBackend {
             if let Err(e) = self.handle.state().delete(&k).await {
                 first.get_or_insert(e);
             }
+        }
+        if let Some(k) = h.in_copy_key()
+            && let Err(e) = ignore_gone(self.handle.state().delete(&k).await)
+        {
+            first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
     }
@@ -192,6 +245,16 @@ impl ChildSaBackend for KernelBackend {
     }
     fn delete_child_sa<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ()> {
         Box::pin(self.delete(handle))
+    }
+    fn add_inbound_copy<'a>(
+        &'a self,
+        handle: &'a ChildSaHandle,
+        local: IpAddr,
+    ) -> BoxFut<'a, ChildSaHandle> {
+        Box::pin(self.add_copy(handle, local))
+    }
+    fn remove_inbound_copy<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaHandle> {
+        Box::pin(self.remove_copy(handle))
     }
     fn counters<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaCounters> {
         Box::pin(self.read_counters(handle))

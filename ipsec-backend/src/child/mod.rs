@@ -31,6 +31,7 @@ mod spec;
 mod wire;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use futures::stream::BoxStream;
@@ -68,8 +69,34 @@ pub trait ChildSaBackend: Send + Sync {
         to: OuterPair,
         encap: Option<Encap>,
     ) -> BoxFut<'a, ChildSaHandle>;
-    /// Remove SAs and policies (continues past errors, returns the first).
+    /// Remove SAs and policies, and the inbound copy if there is one
+    /// (continues past errors, returns the first).
     fn delete_child_sa<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ()>;
+    /// Make-before-break for a move of our address (RFC 4555 §3.5, the
+    /// old path still working): a copy of the inbound SA at our address
+    /// `local` (same SPI, keys, replay state and counters), so the peer's
+    /// ESP is taken there from the moment the peer switches, while the
+    /// inbound SA at the current address takes what the peer still sends
+    /// there. A copy at another address goes first; `local` being the
+    /// current address only removes the copy. A later
+    /// [`migrate_child_sa`](Self::migrate_child_sa) to `local` with the
+    /// same peer address makes the copy the inbound SA (the old one is
+    /// deleted, not moved; the kernel cannot move an SA onto an existing
+    /// one); one to any other pair removes it first. Returns the handle
+    /// naming the copy.
+    ///
+    /// Replay protection across the move: the copy starts from the
+    /// original's replay state when it is made, so ESP the old address
+    /// took after that (about one round trip) can be replayed once to the
+    /// new address within the replay window.
+    fn add_inbound_copy<'a>(
+        &'a self,
+        handle: &'a ChildSaHandle,
+        local: IpAddr,
+    ) -> BoxFut<'a, ChildSaHandle>;
+    /// Removes the inbound copy (a move abandoned); returns the handle
+    /// without it. A copy the kernel no longer has is not an error.
+    fn remove_inbound_copy<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaHandle>;
     /// Read both SAs' counters.
     fn counters<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaCounters>;
     /// The counters of many pairs, in their order; a pair whose SAs are
@@ -104,6 +131,16 @@ impl<T: ChildSaBackend + ?Sized> ChildSaBackend for std::sync::Arc<T> {
     }
     fn delete_child_sa<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ()> {
         (**self).delete_child_sa(handle)
+    }
+    fn add_inbound_copy<'a>(
+        &'a self,
+        handle: &'a ChildSaHandle,
+        local: IpAddr,
+    ) -> BoxFut<'a, ChildSaHandle> {
+        (**self).add_inbound_copy(handle, local)
+    }
+    fn remove_inbound_copy<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaHandle> {
+        (**self).remove_inbound_copy(handle)
     }
     fn counters<'a>(&'a self, handle: &'a ChildSaHandle) -> BoxFut<'a, ChildSaCounters> {
         (**self).counters(handle)

@@ -117,6 +117,11 @@ pub struct ChildSaHandle {
     pub mark: Option<Mark>,
     /// Interface id.
     pub if_id: Option<u32>,
+    /// Our other address where a copy of the inbound SA takes the peer's
+    /// ESP too while a move is under way
+    /// ([`super::ChildSaBackend::add_inbound_copy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_copy: Option<IpAddr>,
 }
 
 impl ChildSaHandle {
@@ -128,6 +133,13 @@ impl ChildSaHandle {
             proto: Proto::Esp,
             mark: self.mark,
         }
+    }
+    /// The copy of the inbound SA at our other address, if there is one.
+    pub fn in_copy_key(&self) -> Option<SaKey> {
+        self.inbound_copy.map(|dst| SaKey {
+            dst,
+            ..self.in_key()
+        })
     }
     /// The inbound SA (towards us).
     pub fn in_key(&self) -> SaKey {
@@ -301,6 +313,14 @@ pub(super) fn sa_specs(spec: &ChildSaSpec) -> [SaSpec; 2] {
     ]
 }
 
+/// Whether a move to `to` makes the copy of the inbound SA the inbound SA:
+/// the copy is at the new local address and the peer's address stays (the
+/// inbound policies' templates name the peer's address, RFC 4555 §3.5
+/// moves of our address only).
+pub(super) fn adopts_copy(h: &ChildSaHandle, to: OuterPair) -> bool {
+    h.inbound_copy == Some(to.local) && to.remote == h.outer.remote
+}
+
 pub(super) fn handle_of(spec: &ChildSaSpec) -> ChildSaHandle {
     ChildSaHandle {
         outer: spec.outer,
@@ -312,6 +332,7 @@ pub(super) fn handle_of(spec: &ChildSaSpec) -> ChildSaHandle {
         encap: spec.encap,
         mark: spec.mark,
         if_id: spec.if_id,
+        inbound_copy: None,
     }
 }
 

@@ -4,6 +4,8 @@
 //! [`SelectorPair::product`]. Both forms are documented in the README for
 //! `xfrmctl child install --spec`; the VM scenarios write the second.
 
+use std::net::IpAddr;
+
 use serde::Deserialize;
 
 use super::spec::{ChildSaHandle, ChildSaSpec};
@@ -138,6 +140,8 @@ pub(super) struct ChildSaHandleWire {
     mark: Option<Mark>,
     #[serde(default)]
     if_id: Option<u32>,
+    #[serde(default)]
+    inbound_copy: Option<IpAddr>,
 }
 
 impl TryFrom<ChildSaHandleWire> for ChildSaHandle {
@@ -153,6 +157,7 @@ impl TryFrom<ChildSaHandleWire> for ChildSaHandle {
             encap: w.encap,
             mark: w.mark,
             if_id: w.if_id,
+            inbound_copy: w.inbound_copy,
         })
     }
 }

@@ -472,6 +472,23 @@ pub enum KernelAction {
         /// UDP encapsulation on the new path.
         encap: Option<UdpEncap>,
     },
+    /// Make-before-break (RFC 4555 §3.5, sent with UPDATE_SA_ADDRESSES):
+    /// the inbound SA of a CHILD_SA also valid at our address `local`, a
+    /// copy with the same SPI and keys (the kernel finds an inbound SA by
+    /// destination and SPI), so the peer's ESP is taken on the new pair
+    /// from the moment the peer switches, before the answer comes back
+    /// and [`KernelAction::MigrateChildSa`] makes the copy the inbound SA.
+    /// `local` being the CHILD_SA's current address removes the copy (a
+    /// move abandoned, or one that changes the peer's address, which the
+    /// inbound policies name).
+    PrepareInbound {
+        /// Request id.
+        reqid: u32,
+        /// Our inbound SPI.
+        inbound_spi: u32,
+        /// Our address the copy is for.
+        local: IpAddr,
+    },
     /// Remove both ESP SAs of a CHILD_SA.
     DeleteChildSa {
         /// Request id.

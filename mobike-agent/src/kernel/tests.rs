@@ -229,6 +229,73 @@ async fn fake_backend_multi_selector_install_migrate_delete() {
     assert!(fake.is_empty(), "{:?}", fake.len());
 }
 
+#[tokio::test]
+async fn inbound_copy_for_a_move_then_migrate_or_abandon() {
+    let fake = std::sync::Arc::new(FakeBackend::new());
+    let mut k = Kernel::with_backend(Box::new(fake.clone()));
+    let ev = k
+        .apply(KernelAction::InstallChildSa(Box::new(install(
+            3, 100, None,
+        ))))
+        .await;
+    assert!(matches!(ev, KernelEvent::Installed { .. }), "{ev:?}");
+    let new_local: IpAddr = "198.51.100.1".parse().unwrap();
+    let prepare = |local| KernelAction::PrepareInbound {
+        reqid: 3,
+        inbound_spi: 100,
+        local,
+    };
+    // The update goes out: the inbound SA is valid at the new address too.
+    let ev = k.apply(prepare(new_local)).await;
+    match &ev {
+        KernelEvent::InboundCopy { handle, .. } => {
+            assert_eq!(handle.inbound_copy, Some(new_local))
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(fake.len().0, 3, "two SAs and the copy");
+    // Asked again (the update retransmitted): nothing more.
+    let ev = k.apply(prepare(new_local)).await;
+    assert!(matches!(ev, KernelEvent::InboundCopy { .. }), "{ev:?}");
+    assert_eq!(fake.len().0, 3);
+    // Abandoned (back to the current address): the copy goes.
+    let ev = k.apply(prepare("192.0.2.1".parse().unwrap())).await;
+    match &ev {
+        KernelEvent::InboundCopy { handle, .. } => assert_eq!(handle.inbound_copy, None),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(fake.len().0, 2);
+    // Prepared again, then answered: the migrate makes the copy the
+    // inbound SA.
+    k.apply(prepare(new_local)).await;
+    let to = (new_local, "192.0.2.2".parse().unwrap());
+    let ev = k.apply(migrate_action(3, 100, to)).await;
+    match &ev {
+        KernelEvent::Migrated { handle, .. } => {
+            assert_eq!((handle.outer.local, handle.inbound_copy), (new_local, None))
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(fake.len().0, 2);
+    let mut dsts: Vec<IpAddr> = fake.sas().iter().filter_map(|s| s.dst).collect();
+    dsts.sort();
+    assert_eq!(dsts, [to.1, new_local]);
+    // A copy left when the pair is deleted goes with it.
+    k.apply(prepare("203.0.113.1".parse().unwrap())).await;
+    let ev = k
+        .apply(KernelAction::DeleteChildSa {
+            reqid: 3,
+            local: to.0,
+            remote: to.1,
+            inbound_spi: 100,
+            outbound_spi: 101,
+            remove_policies: true,
+        })
+        .await;
+    assert!(matches!(ev, KernelEvent::Deleted { .. }), "{ev:?}");
+    assert!(fake.is_empty(), "{:?}", fake.len());
+}
+
 /// Move the pair (reqid, inbound SPI) from 192.0.2.1/2 to `to`.
 fn migrate_action(reqid: u32, inbound_spi: u32, to: (IpAddr, IpAddr)) -> KernelAction {
     KernelAction::MigrateChildSa {

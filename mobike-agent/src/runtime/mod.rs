@@ -636,6 +636,16 @@ fn log_kernel_event(ev: KernelEvent) {
                 encap = ?encap,
                 "kernel (backend none): migrate CHILD_SA"
             ),
+            KernelAction::PrepareInbound {
+                reqid,
+                inbound_spi,
+                local,
+            } => info!(
+                reqid,
+                inbound = format_args!("{inbound_spi:#010x}"),
+                local = %local,
+                "kernel (backend none): inbound SA valid at this address too"
+            ),
             KernelAction::DeleteChildSa {
                 reqid, inbound_spi, ..
             } => info!(
@@ -666,6 +676,14 @@ fn log_kernel_event(ev: KernelEvent) {
             remote = %h.outer.remote,
             encap = ?h.encap,
             "kernel: CHILD_SA migrated"
+        ),
+        KernelEvent::InboundCopy { ike_sa, handle: h } => info!(
+            ike_sa = format_args!("{ike_sa:#018x}"),
+            reqid = h.reqid,
+            inbound = format_args!("{:#010x}", h.spi_in),
+            local = %h.outer.local,
+            also = ?h.inbound_copy,
+            "kernel: inbound SA for the move under way"
         ),
         KernelEvent::Deleted { ike_sa, handle: h } => info!(
             ike_sa = format_args!("{ike_sa:#018x}"),

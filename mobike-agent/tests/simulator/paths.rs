@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use mobike_agent::{
-    engine::{Command, Event, MobikeVerify, Path, UpdateFailure},
+    engine::{Command, Event, KernelAction, MobikeVerify, Path, UpdateFailure},
     proto::NotifyType,
 };
 
@@ -240,6 +240,16 @@ fn a_refused_update_without_fallback_stays_on_the_old_pair() {
     s.run_for(Duration::from_secs(5));
     assert_eq!(s.nodes[0].ep.ike_sas()[0].path, before);
     assert!(!s.nodes[0].ep.ike_sas()[0].updating_addresses);
+    // Another peer address: no inbound copy (the inbound policies name
+    // the peer's address), only the current one asked for.
+    assert!(
+        s.nodes[0].kernel_log.iter().all(|k| match k {
+            KernelAction::PrepareInbound { local, .. } => *local == before.local.ip(),
+            _ => true,
+        }),
+        "{:?}",
+        s.nodes[0].kernel_log
+    );
     s.paths_agree().unwrap();
     assert!(s.both_established());
 }
@@ -263,6 +273,25 @@ fn an_unanswered_update_moves_on_to_the_next_pair() {
         vec![(via(a2), UpdateFailure::Unanswered)]
     );
     assert_eq!(s.nodes[0].ep.ike_sas()[0].path, via(a3));
+    // Make-before-break in the kernel: each update made the inbound SAs
+    // valid at its address before it went out, and the migrate to a3
+    // came after a3's.
+    let log = &s.nodes[0].kernel_log;
+    let mut prepared: Vec<_> = log
+        .iter()
+        .filter_map(|k| match k {
+            KernelAction::PrepareInbound { local, .. } => Some(*local),
+            _ => None,
+        })
+        .collect();
+    prepared.dedup();
+    assert_eq!(prepared, [ip(a2), ip(a3)], "{log:?}");
+    let at = |f: &dyn Fn(&KernelAction) -> bool| log.iter().position(f).expect("in the log");
+    assert!(
+        at(&|k| matches!(k, KernelAction::PrepareInbound { local, .. } if *local == ip(a3)))
+            < at(&|k| matches!(k, KernelAction::MigrateChildSa { .. })),
+        "{log:?}"
+    );
     s.paths_agree().unwrap();
     s.run_for(Duration::from_secs(200));
     assert!(s.both_established());

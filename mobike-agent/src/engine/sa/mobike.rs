@@ -102,6 +102,27 @@ impl IkeSa {
         });
     }
 
+    /// Make-before-break: the inbound SAs of every CHILD_SA (on `old`)
+    /// also valid at the local address of `to` while the update to `to` is
+    /// under way, so the peer's ESP is taken there as soon as it switches
+    /// ([`KernelAction::PrepareInbound`]). Only for a move of our address:
+    /// the inbound policies name the peer's address, so a pair with
+    /// another peer address (or `to` = `old`) removes any copy instead.
+    fn prepare_inbound(&self, ctx: &mut Ctx<'_>, old: Path, to: Path) {
+        let local = if to.remote.ip() == old.remote.ip() {
+            to.local.ip()
+        } else {
+            old.local.ip()
+        };
+        for c in &self.children {
+            ctx.kernel(KernelAction::PrepareInbound {
+                reqid: c.reqid,
+                inbound_spi: c.inbound_spi,
+                local,
+            });
+        }
+    }
+
     /// Builds and sends UPDATE_SA_ADDRESSES from the first of `paths`
     /// (RFC 4555 §3.5); the rest are tried if it fails.
     pub(super) fn start_update_addresses(&mut self, ctx: &mut Ctx<'_>, mut paths: Vec<Path>) {
@@ -125,6 +146,7 @@ impl IkeSa {
         };
         // Sent (and retransmitted) from the new address (§3.5).
         self.path = path;
+        self.prepare_inbound(ctx, old, path);
         let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, vec![])];
         payloads.extend(self.nat_d_payloads(path));
         payloads.push(notify(NotifyType::COOKIE2, cookie2.to_vec()));
@@ -172,6 +194,9 @@ impl IkeSa {
             self.window
                 .queue
                 .push_front(QueuedRequest::UpdateAddresses(rest));
+        } else if !self.update_queued() {
+            // Staying on `old`: the inbound copies go.
+            self.prepare_inbound(ctx, old, old);
         }
     }
 

@@ -132,6 +132,12 @@ impl Node {
                     (sa.local, sa.remote) = *to;
                     sa.encap = *encap;
                 }
+                KernelAction::PrepareInbound { inbound_spi, .. } => {
+                    assert!(
+                        self.kernel.contains_key(inbound_spi),
+                        "inbound copy of an SA never installed"
+                    );
+                }
                 KernelAction::DeleteChildSa { inbound_spi, .. } => {
                     assert!(
                         self.kernel.remove(inbound_spi).is_some(),
