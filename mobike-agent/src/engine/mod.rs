@@ -502,6 +502,9 @@ impl Endpoint {
                     s.command_update_addresses(ctx, paths)
                 })
                 .ok_or(CommandError::UnknownSa(sa))?,
+            Command::PathLost { sa } => self
+                .with_sa(now, sa, |s, _| s.command_path_lost())
+                .ok_or(CommandError::UnknownSa(sa))?,
             Command::TestPaths { sa, paths } => self
                 .with_sa(now, sa, |s, ctx| s.command_test_paths(ctx, paths))
                 .ok_or(CommandError::UnknownSa(sa))?,

@@ -126,6 +126,19 @@ pub enum Command {
         /// only.
         fallback: Vec<Path>,
     },
+    /// MOBIKE: the IKE SA's current pair carries nothing any more (its
+    /// address, link or route went). Until the IKE SA has moved, each
+    /// UPDATE_SA_ADDRESSES moves the CHILD_SAs in the kernel when it is
+    /// sent rather than when it is answered: the ESP we send is on the new
+    /// pair at once (the peer takes it by destination and SPI), and what
+    /// the peer sends there once it has switched is taken. RFC 4555 §3.5
+    /// leaves the timing of the initiator's own IPsec SA update open; with
+    /// the old pair lost, waiting for the answer only loses traffic. An
+    /// update that fails moves them back. Only the original initiator.
+    PathLost {
+        /// IKE SA.
+        sa: SaId,
+    },
     /// MOBIKE path testing (RFC 4555 §3.10): one protected INFORMATIONAL
     /// with COOKIE2 sent on every pair at once; one
     /// [`Event::PathTested`] per pair follows. Only the original initiator

@@ -155,6 +155,11 @@ impl Driver {
                     }
                     let p = path_of(current, pair);
                     info!(sa = format_args!("{sa:#018x}"), from = %current.local, to = %p.local, remote = %p.remote, "mobility: moving the IKE SA");
+                    if self.manager.path_lost(sa)
+                        && let Err(e) = ep.handle_command(now, Command::PathLost { sa })
+                    {
+                        debug!(sa, error = %e, "mobility: path loss not noted");
+                    }
                     let cmd = Command::UpdateAddresses {
                         sa,
                         local: p.local,

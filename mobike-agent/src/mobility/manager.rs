@@ -697,6 +697,20 @@ impl Manager {
         self.sas.contains_key(&sa)
     }
 
+    /// Whether the move under way on `sa` is forced by a loss of its
+    /// current pair (address, link or route gone, the peer unresponsive
+    /// on it): nothing is lost by moving the CHILD_SAs before the peer
+    /// answers ([`crate::engine::Command::PathLost`]). Not for predictive
+    /// and voluntary moves, whose old pair still carries traffic.
+    pub fn path_lost(&self, sa: SaId) -> bool {
+        self.sas
+            .get(&sa)
+            .and_then(|s| s.pending.as_ref())
+            .is_some_and(|p| {
+                !p.timeline.reason.is_voluntary() && p.timeline.reason != MoveReason::GoingDown
+            })
+    }
+
     /// Whether a move is under way on any IKE SA.
     pub fn is_moving(&self) -> bool {
         self.sas.values().any(|s| s.pending.is_some())

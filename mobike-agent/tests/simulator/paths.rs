@@ -299,6 +299,84 @@ fn an_unanswered_update_moves_on_to_the_next_pair() {
     s.paths_agree().unwrap();
 }
 
+/// A's CHILD_SA migrations: (from local, to local).
+fn migrations(s: &Sim) -> Vec<(std::net::IpAddr, std::net::IpAddr)> {
+    s.nodes[0]
+        .kernel_log
+        .iter()
+        .filter_map(|k| match k {
+            KernelAction::MigrateChildSa { from, to, .. } => Some((from.0, to.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn with_the_old_pair_lost_the_child_sas_move_as_the_update_is_sent() {
+    let mut s = up(18, LinkModel::clean());
+    let (a1, a2, a3, b) = (sim::A_ADDR, "192.0.2.11", "192.0.2.12", sim::B_ADDR);
+    s.add_addr(0, ip(a2));
+    s.add_addr(0, ip(a3));
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    let via = |a: &str| Path {
+        local: sim::sock(ip(a), 4500),
+        remote,
+    };
+    // The current pair is lost; a2 does not work either, a3 does.
+    s.set_path_up(ip(a1), ip(b), false);
+    s.set_path_up(ip(a2), ip(b), false);
+    let sa = sa_id(&s, 0);
+    s.nodes[0]
+        .ep
+        .handle_command(s.now, Command::PathLost { sa })
+        .expect("path lost");
+    s.nodes[0].kernel_log.clear();
+    update(&mut s, via(a2), vec![via(a3)]);
+    // Before anything is answered, the CHILD_SAs are on a2 already (no
+    // inbound copy: they moved whole).
+    assert!(s.run_until(Duration::from_millis(5), |s| !migrations(s).is_empty()));
+    assert_eq!(migrations(&s), [(ip(a1), ip(a2))]);
+    assert!(
+        !s.nodes[0]
+            .kernel_log
+            .iter()
+            .any(|k| matches!(k, KernelAction::PrepareInbound { .. })),
+        "{:?}",
+        s.nodes[0].kernel_log
+    );
+    s.paths_agree().unwrap_err();
+    assert!(s.run_until(Duration::from_secs(300), path_changed));
+    // a2 went unanswered: back to a1, then on to a3 as that update went
+    // out; its answer moved nothing more.
+    assert_eq!(
+        migrations(&s),
+        [(ip(a1), ip(a2)), (ip(a2), ip(a1)), (ip(a1), ip(a3))]
+    );
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, via(a3));
+    s.paths_agree().unwrap();
+    // Moved: a later update is make-before-break again.
+    s.nodes[0].kernel_log.clear();
+    s.set_path_up(ip(a1), ip(b), true);
+    update(&mut s, via(a1), vec![]);
+    assert!(s.run_until(Duration::from_secs(60), |s| {
+        s.nodes[0].ep.ike_sas()[0].path == via(a1) && !migrations(s).is_empty()
+    }));
+    assert!(
+        matches!(
+            s.nodes[0].kernel_log.first(),
+            Some(KernelAction::PrepareInbound { local, .. }) if *local == ip(a1)
+        ),
+        "{:?}",
+        s.nodes[0].kernel_log
+    );
+    assert_eq!(migrations(&s), [(ip(a3), ip(a1))]);
+    // B follows once its return routability check of a1 is answered.
+    assert!(s.run_until(Duration::from_secs(30), |s| s.paths_agree().is_ok()));
+    s.run_for(Duration::from_secs(100));
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+}
+
 #[test]
 fn forged_or_tampered_messages_never_change_the_path() {
     let mut s = up(17, LinkModel::clean());

@@ -2,7 +2,7 @@
 # Guest benchmark (run by hand, not by tests/run.sh):
 #
 #   VM_CARGO_PACKAGES="mobike-agent ipsec-backend trigger-db" VM_CARGO_BENCHES= \
-#     tests/vm/run.sh mobility-bench [--moves N] [--only charon|agent] [--verbose]
+#     tests/vm/run.sh mobility-bench [--moves N] [--only charon|agent] [--sets "S ..."] [--verbose]
 #
 # Handover time and pings lost when the mobile host's current uplink goes,
 # charon <-> charon against mobike-agent <-> charon in the same VM boot, on
@@ -27,17 +27,21 @@
 #   break-netlink  (agent only) break, with the agent's own rtnetlink watch
 #              ([mobility] source = "netlink") instead of trigger-db
 # The agent runs with [mobility] source = "trigger-db" (but in
-# break-netlink), trigger-db in A.
+# break-netlink), trigger-db in A. --sets runs only the sets named.
+# After each set, the XFRM error counters (/proc/net/xfrm_stat) that grew
+# in A and in B during it say on which side the lost pings were dropped
+# (e.g. XfrmInNoStates: ESP for an SA that was not there).
 # Prints a Markdown table (also $VM_OUT/mobility-bench.md; the raw moves in
 # $VM_OUT/mobility-bench.raw).
 set -euo pipefail
 LIB=$(cd "$(dirname "$0")/../lib" && pwd)
 D=$(mktemp -d /tmp/mobbench.XXXXXX)
-MOVES=10; ONLY=""; VERBOSE=""
+MOVES=10; ONLY=""; SETS=""; VERBOSE=""
 while [ $# -gt 0 ]; do
   case $1 in
     --moves) MOVES=$2; shift 2;;
     --only) ONLY=$2; shift 2;;
+    --sets) SETS=$2; shift 2;;
     --verbose) VERBOSE=1; shift;;
     *) echo "mobility-bench: unknown argument $1" >&2; exit 2;;
   esac
@@ -54,7 +58,10 @@ RAW=$D/raw; : > "$RAW"
 # run_set IMPL NAME EVENT FAMILIES1 FAMILIES2 [LEAD_MS [SOURCE]]
 run_set() {
   local impl=$1 name=$2 ev=$3 lead=${6:-} i
+  [ -z "$SETS" ] || [[ " $SETS " == *" $name "* ]] || return 0
   uplinks_set "$4" "$5"
+  local stat_a stat_b
+  stat_a=$(ip netns exec A cat /proc/net/xfrm_stat); stat_b=$(ip netns exec B cat /proc/net/xfrm_stat)
   if [ "$impl" = charon ]; then charon_initiator_start; else agent_initiator_start "${7:-trigger-db}"; fi
   sleep 1
   for i in $(seq "$MOVES"); do
@@ -75,6 +82,17 @@ run_set() {
   done
   initiator_stop
   ts "$impl $name: $MOVES moves"
+  echo "$impl $name: xfrm_stat grew: A [$(stat_grew "$stat_a" A)] B [$(stat_grew "$stat_b" B)]" \
+    | tee -a "$D/xfrm_stat"
+}
+
+# stat_grew BEFORE NS: the /proc/net/xfrm_stat counters of NS above BEFORE.
+stat_grew() {
+  ip netns exec "$2" cat /proc/net/xfrm_stat | while read -r k v; do
+    local was
+    was=$(printf '%s\n' "$1" | awk -v k="$k" '$1 == k { print $2 }')
+    [ "$v" -gt "${was:-0}" ] && printf ' %s+%d' "$k" $((v - ${was:-0}))
+  done || true
 }
 
 for impl in charon agent; do
@@ -90,6 +108,7 @@ for impl in charon agent; do
   fi
 done
 cp "$RAW" "$VM_OUT/mobility-bench.raw" 2>/dev/null || true
+cp "$D/xfrm_stat" "$VM_OUT/mobility-bench.xfrm_stat" 2>/dev/null || true
 
 python3 - "$RAW" "$(uname -r)" <<'EOP' | tee "$VM_OUT/mobility-bench.md"
 import statistics, sys

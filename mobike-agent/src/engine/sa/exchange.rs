@@ -455,7 +455,14 @@ impl IkeSa {
                 cookie2,
                 rest,
                 unanswered,
-            }) => self.complete_update_addresses(ctx, old, (cookie2, unanswered), rest, p),
+                moved_early,
+            }) => self.complete_update_addresses(
+                ctx,
+                (old, moved_early),
+                (cookie2, unanswered),
+                rest,
+                p,
+            ),
             // Completed with the pair it came back on, in handle_message.
             Some(BuiltRequest::PathTest(_)) => {}
             Some(BuiltRequest::AnnounceAddresses) => self.complete_announce_addresses(p),

@@ -22,7 +22,7 @@
 
 use tracing::{debug, info, warn};
 
-use crate::engine::{CommandError, Ctx, Event, KernelAction, Path, UpdateFailure};
+use crate::engine::{CommandError, Ctx, Event, KernelAction, Path, UdpEncap, UpdateFailure};
 use crate::{
     crypto,
     proto::{ExchangeType, NotifyType, Payload},
@@ -84,22 +84,59 @@ impl IkeSa {
 
     /// Moves every CHILD_SA from `old` to the current path in the kernel.
     pub(super) fn migrate_children(&mut self, ctx: &mut Ctx<'_>, old: Path) {
+        self.migrate_children_between(ctx, old, self.path);
+        self.moved(ctx);
+    }
+
+    /// The kernel side of a move: every CHILD_SA from `from` to `to`, with
+    /// the encapsulation the IKE SA has now.
+    fn migrate_children_between(&self, ctx: &mut Ctx<'_>, from: Path, to: Path) {
         let encap = self.encap();
         for c in &self.children {
             ctx.kernel(KernelAction::MigrateChildSa {
                 reqid: c.reqid,
                 inbound_spi: c.inbound_spi,
                 outbound_spi: c.outbound_spi,
-                from: (old.local.ip(), old.remote.ip()),
-                to: (self.path.local.ip(), self.path.remote.ip()),
+                from: (from.local.ip(), from.remote.ip()),
+                to: (to.local.ip(), to.remote.ip()),
                 encap,
             });
         }
+    }
+
+    /// The IKE SA is on its new path: logged and reported.
+    fn moved(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(m) = self.moving.as_deref_mut() {
+            m.path_lost = false;
+        }
+        self.take_moving(|_| None::<()>);
         info!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "IKE SA moved (MOBIKE)");
         ctx.event(Event::PathChanged {
             sa: self.id,
             path: self.path,
         });
+    }
+
+    /// The current pair carries nothing any more (Command::PathLost).
+    pub(in crate::engine) fn command_path_lost(&mut self) -> Result<(), CommandError> {
+        self.require_mobike_initiator(&[])?;
+        self.moving_mut().path_lost = true;
+        Ok(())
+    }
+
+    /// CHILD_SAs an update moved as it was sent (`moved_early`) go back to
+    /// `old`, where the IKE SA stays or from where the next update starts.
+    fn undo_early_move(
+        &self,
+        ctx: &mut Ctx<'_>,
+        moved_early: Option<(Path, Option<UdpEncap>)>,
+        old: Path,
+    ) {
+        if let Some((at, _)) = moved_early
+            && at != old
+        {
+            self.migrate_children_between(ctx, at, old);
+        }
     }
 
     /// Make-before-break: the inbound SAs of every CHILD_SA (on `old`)
@@ -146,7 +183,17 @@ impl IkeSa {
         };
         // Sent (and retransmitted) from the new address (§3.5).
         self.path = path;
-        self.prepare_inbound(ctx, old, path);
+        let moved_early = match self.moving() {
+            Some(m) if m.path_lost && path != old => {
+                // The old pair is lost: the CHILD_SAs go now.
+                self.migrate_children_between(ctx, old, path);
+                Some((path, self.encap()))
+            }
+            _ => {
+                self.prepare_inbound(ctx, old, path);
+                None
+            }
+        };
         let mut payloads = vec![notify(NotifyType::UPDATE_SA_ADDRESSES, vec![])];
         payloads.extend(self.nat_d_payloads(path));
         payloads.push(notify(NotifyType::COOKIE2, cookie2.to_vec()));
@@ -160,6 +207,7 @@ impl IkeSa {
                 cookie2: cookie2.to_vec(),
                 rest: paths,
                 unanswered,
+                moved_early,
             },
         );
     }
@@ -178,11 +226,12 @@ impl IkeSa {
     fn update_failed(
         &mut self,
         ctx: &mut Ctx<'_>,
-        old: Path,
+        (old, moved_early): (Path, Option<(Path, Option<UdpEncap>)>),
         rest: Vec<Path>,
         reason: UpdateFailure,
     ) {
         let failed = self.path;
+        self.undo_early_move(ctx, moved_early, old);
         ctx.event(Event::UpdateFailed {
             sa: self.id,
             path: failed,
@@ -214,13 +263,14 @@ impl IkeSa {
     pub(super) fn complete_update_addresses(
         &mut self,
         ctx: &mut Ctx<'_>,
-        old: Path,
+        (old, moved_early): (Path, Option<(Path, Option<UdpEncap>)>),
         (cookie2, unanswered): (Vec<u8>, Vec<Vec<u8>>),
         rest: Vec<Path>,
         p: &[Payload],
     ) {
         if notify_of(p, NotifyType::COOKIE2).is_some_and(|n| unanswered.contains(&n.data)) {
             info!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "the peer took an earlier address update whose answers were lost: updating again");
+            self.undo_early_move(ctx, moved_early, old);
             self.moving_mut().update_from = Some(old);
             let mut again = vec![self.path];
             again.extend(rest);
@@ -231,20 +281,31 @@ impl IkeSa {
         }
         // RFC 4555 §3.5: the answer must echo our COOKIE2.
         if !self.cookie2_matches(ctx, p, &cookie2, "UPDATE_SA_ADDRESSES") {
-            self.update_failed(ctx, old, rest, UpdateFailure::BadCookie2);
+            self.update_failed(ctx, (old, moved_early), rest, UpdateFailure::BadCookie2);
             return;
         }
         if let Some(err) = first_error(p) {
             warn!(sa = self.id, notify = ?err, local = %self.path.local, remote = %self.path.remote, "address update refused");
-            self.update_failed(ctx, old, rest, UpdateFailure::Refused(err));
+            self.update_failed(ctx, (old, moved_early), rest, UpdateFailure::Refused(err));
             return;
         }
         let h = self.header(ExchangeType::INFORMATIONAL, 0, false);
         let path = self.path;
         self.detect_nat(ctx, path, &h, p);
         self.note_nat_mapping(p);
-        if path != old {
-            self.migrate_children(ctx, old);
+        match moved_early {
+            // Moved as sent: again only if the pair moved on since (a
+            // newer update) or the answer showed another NAT state.
+            Some((at, encap)) => {
+                if at != path || encap != self.encap() {
+                    self.migrate_children_between(ctx, at, path);
+                }
+                if path != old {
+                    self.moved(ctx);
+                }
+            }
+            None if path != old => self.migrate_children(ctx, old),
+            None => {}
         }
     }
 
@@ -261,6 +322,7 @@ impl IkeSa {
             rest,
             cookie2,
             mut unanswered,
+            moved_early,
         }) = o.request
         else {
             return;
@@ -269,7 +331,7 @@ impl IkeSa {
         self.window.next_msg_id = o.msg_id;
         unanswered.push(cookie2);
         self.moving_mut().unanswered_updates = Some((o.msg_id, unanswered));
-        self.update_failed(ctx, old, rest, UpdateFailure::Unanswered);
+        self.update_failed(ctx, (old, moved_early), rest, UpdateFailure::Unanswered);
         self.moving_mut().update_from = Some(old);
     }
 }

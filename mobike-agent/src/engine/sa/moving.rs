@@ -21,6 +21,10 @@ pub(super) struct Moving {
     /// The COOKIE2s of our updates that went unanswered under message ID
     /// `.0`, which the next update reuses.
     pub(super) unanswered_updates: Option<(u32, Vec<Vec<u8>>)>,
+    /// The current pair carries nothing any more
+    /// ([`crate::engine::Command::PathLost`]): updates move the CHILD_SAs
+    /// when sent.
+    pub(super) path_lost: bool,
 }
 
 impl Moving {
@@ -29,6 +33,7 @@ impl Moving {
             && self.lingering_test.is_none()
             && self.update_from.is_none()
             && self.unanswered_updates.is_none()
+            && !self.path_lost
     }
 }
 

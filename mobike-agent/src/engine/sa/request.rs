@@ -17,6 +17,7 @@ use crate::{
 #[cfg(doc)]
 use super::IkeSa;
 use super::{DeleteReason, Path};
+use crate::engine::UdpEncap;
 
 /// A request waiting for the window (one outstanding request, §2.3).
 #[derive(Debug)]
@@ -80,13 +81,16 @@ pub(super) enum BuiltRequest {
     CreateChild(ChildOffer),
     RekeyIke(IkeRekeyOffer),
     /// MOBIKE: the old path, the COOKIE2 we sent (RFC 4555 §3.5), the
-    /// candidate pairs still to try if this one fails, and the COOKIE2s of
-    /// our earlier updates that went unanswered under this message ID.
+    /// candidate pairs still to try if this one fails, the COOKIE2s of
+    /// our earlier updates that went unanswered under this message ID,
+    /// and, when the CHILD_SAs moved as it was sent (the old pair lost),
+    /// the pair and encapsulation they moved to.
     UpdateAddresses {
         old: Path,
         cookie2: Vec<u8>,
         rest: Vec<Path>,
         unanswered: Vec<Vec<u8>>,
+        moved_early: Option<(Path, Option<UdpEncap>)>,
     },
     /// MOBIKE path test (RFC 4555 §3.10).
     PathTest(PathTest),

@@ -131,8 +131,11 @@ fn a_lost_link_tests_the_alternates_and_updates_to_the_first_that_answers() {
             pair: pair(WLAN, PEER)
         }]
     );
+    // The link is gone: the CHILD_SAs may move as the update is sent.
+    assert!(e.m.path_lost(7));
     e.now += Duration::from_millis(20);
     e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    assert!(!e.m.path_lost(7), "no move under way");
     e.now += Duration::from_millis(5);
     e.m.on_first_esp(7, e.now);
     let (sa, t) = e.m.poll_completed().expect("a completed move");
@@ -282,6 +285,8 @@ fn link_going_down_moves_before_the_link_goes() {
     );
     e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(10)), e.now);
     assert!(matches!(e.step(0).as_slice(), [Action::Update { .. }]));
+    // The old pair still carries traffic: no early move of the CHILD_SAs.
+    assert!(!e.m.path_lost(7));
     e.m.on_moved(7, pair(WLAN, PEER), e.now);
     assert_eq!(
         e.m.poll_completed().unwrap().1.reason,
