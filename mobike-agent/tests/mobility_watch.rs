@@ -1,7 +1,8 @@
 //! The agent's own rtnetlink watch against the real kernel, in network
 //! namespaces of its own, feeding the mobility manager: two uplinks, the
-//! current one loses its carrier, then an address goes. Needs root and
-//! iproute2; without them the test says so and passes.
+//! current one loses its carrier (counted as a flap), then an address
+//! goes. Needs root and iproute2; without them the test says so and
+//! passes.
 //!
 //!   netns A: vA 192.0.2.1/24   <->  vB 192.0.2.254/24   in netns B
 //!            vC 198.18.0.1/24  <->  vD 198.18.0.254/24  in netns B
@@ -136,6 +137,11 @@ fn the_own_watch_follows_carrier_and_address_loss_and_the_manager_moves() {
             b_ns_down(&b_name, "vB");
             feed_until(&mut m, &mut rx, "vA without carrier", |m| {
                 m.table().get(va).is_some_and(|i| !i.is_up())
+            })
+            .await;
+            // Counted as a flap, as trigger-db would.
+            feed_until(&mut m, &mut rx, "vA's flap count", |m| {
+                m.table().get(va).is_some_and(|i| i.flaps == 1)
             })
             .await;
             m.evaluate(&routes, Instant::now());

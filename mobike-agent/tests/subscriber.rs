@@ -1,7 +1,8 @@
 //! The agent's trigger-db subscription against the real daemon, in a
 //! network namespace of its own (the daemon's rtnetlink source sees only
 //! the test's links): snapshot first, client triggers named by interface
-//! name only, a prediction already past when replayed is dropped, a daemon
+//! name only, a prediction already past when replayed is dropped, the
+//! flap count of a flapping link forwarded, a daemon
 //! killed and restarted is reconnected to and the picture rebuilt. Needs
 //! root, iproute2 and the trigger-db binary (built by `cargo test
 //! --workspace`).
@@ -162,6 +163,18 @@ fn the_subscription_follows_trigger_db_across_restarts() {
             "only the 60 s prediction is acted on: {replay:?}"
         );
         assert!(predictions[0] > Duration::from_secs(50));
+
+        // vA's link flaps: trigger-db's flap count for it comes through.
+        for _ in 0..3 {
+            ns.ip_line("link set vB down");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            ns.ip_line("link set vB up");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        until(&mut rx, &mut table, "vA's flap count", |_, t| {
+            t.get(va).is_some_and(|i| i.flaps >= 2)
+        })
+        .await;
 
         // trigger-db dies: the loss is reported once; vA goes down meanwhile.
         daemon.kill9();

@@ -14,10 +14,17 @@
 //! from 100 ms to 5 s and reports the loss once, so that the agent can
 //! follow the links by itself meanwhile ([`Feed::Disconnected`]).
 //!
+//! Flaps: trigger-db counts each interface's link-downs in a sliding window
+//! (before its debounce, `Stats.flaps`); while live, after a link went up
+//! or down and while a count is above zero, this actor reads them every
+//! [`FLAP_POLL`] and forwards each change as [`LinkEvent::Flaps`] (the
+//! policy's flap penalty).
+//!
 //! It does no decisions: everything goes to the mobility manager through
 //! one bounded channel, in order.
 
 use std::{
+    collections::HashMap,
     fmt::Display,
     future::Future,
     net::IpAddr,
@@ -29,7 +36,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
 use tracing::{debug, info, warn};
 use trigger_proto::v1::{
-    self as pb, ListLinksRequest, SubscribeRequest, TriggerFilter, TriggerType,
+    self as pb, ListLinksRequest, StatsRequest, SubscribeRequest, TriggerFilter, TriggerType,
     subscribe_response::Item, trigger_service_client::TriggerServiceClient,
 };
 
@@ -60,6 +67,9 @@ pub const TYPES: &[TriggerType] = &[
     TriggerType::DefaultRouteRemoved,
     TriggerType::Resync,
 ];
+
+/// How often trigger-db's flap counts are read while they may change.
+pub const FLAP_POLL: Duration = Duration::from_secs(1);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -105,6 +115,10 @@ pub struct Subscriber {
     /// The links as forwarded so far: resolves triggers that name an
     /// interface only by name (as clients may add them).
     table: LinkTable,
+    /// The flap counts forwarded, by interface name.
+    flaps: HashMap<String, u32>,
+    /// A link went up or down since the flap counts were last read.
+    flaps_stale: bool,
 }
 
 impl Subscriber {
@@ -211,7 +225,20 @@ impl Subscriber {
         // snapshot's table can resolve the interfaces they name.
         let mut replayed = Vec::new();
         let mut healthy = false;
-        while let Some(item) = stream.next().await {
+        let mut flap_poll = tokio::time::interval(FLAP_POLL);
+        flap_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.flaps_stale = true;
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = flap_poll.tick(), if healthy && self.flaps_may_change() => {
+                    if self.poll_flaps(&mut client, tx).await.is_err() {
+                        return Ok(Served::ManagerGone);
+                    }
+                    continue;
+                }
+            };
+            let Some(item) = item else { break };
             let item = match item {
                 Ok(r) => r.item,
                 Err(s) => {
@@ -332,6 +359,70 @@ impl Subscriber {
         }
     }
 
+    /// Whether trigger-db's flap counts may differ from those forwarded:
+    /// a link went up or down since they were read, or one is not zero yet
+    /// (the window slides).
+    fn flaps_may_change(&self) -> bool {
+        self.flaps_stale || self.flaps.values().any(|n| *n > 0)
+    }
+
+    /// Reads trigger-db's flap counts and forwards those that changed. A
+    /// failed read is retried at the next poll.
+    async fn poll_flaps(
+        &mut self,
+        client: &mut TriggerServiceClient<Channel>,
+        tx: &mpsc::Sender<Feed>,
+    ) -> Result<(), ()> {
+        let stats = match client.stats(StatsRequest {}).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                debug!(status = %s, "trigger-db Stats (flap counts) failed");
+                return Ok(());
+            }
+        };
+        self.flaps_stale = false;
+        let now = SystemTime::now();
+        let mut seen = Vec::with_capacity(stats.flaps.len());
+        for f in stats.flaps {
+            let count = u32::try_from(f.in_window).unwrap_or(u32::MAX);
+            seen.push(f.interface.clone());
+            if self.flaps.get(&f.interface).copied().unwrap_or(0) == count {
+                continue;
+            }
+            let Some(index) = self.index_of(&f.interface) else {
+                continue;
+            };
+            debug!(interface = %f.interface, count, window_s = f.window_s, "flap count");
+            self.flaps.insert(f.interface, count);
+            self.send_event(tx, 0, LinkEvent::Flaps { index, count }, now)
+                .await?;
+        }
+        // Interfaces trigger-db no longer reports have no flaps in its
+        // window.
+        let gone: Vec<String> = self
+            .flaps
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.flaps.remove(&name);
+            if let Some(index) = self.index_of(&name) {
+                self.send_event(tx, 0, LinkEvent::Flaps { index, count: 0 }, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the interface named `name`, as forwarded.
+    fn index_of(&self, name: &str) -> Option<u32> {
+        self.table
+            .interfaces()
+            .find(|i| i.name == name)
+            .map(|i| i.index)
+    }
+
     async fn send_event(
         &mut self,
         tx: &mpsc::Sender<Feed>,
@@ -339,6 +430,9 @@ impl Subscriber {
         event: LinkEvent,
         observed: SystemTime,
     ) -> Result<(), ()> {
+        if is_link_state(&event) {
+            self.flaps_stale = true;
+        }
         self.table.apply(event.clone(), Instant::now());
         tx.send(Feed::Event {
             id,
@@ -349,6 +443,15 @@ impl Subscriber {
         .await
         .map_err(|_| ())
     }
+}
+
+/// Whether `event` may be a link going up or down (what trigger-db's flap
+/// counts count).
+fn is_link_state(event: &LinkEvent) -> bool {
+    matches!(
+        event,
+        LinkEvent::Link { .. } | LinkEvent::Carrier { .. } | LinkEvent::Removed { .. }
+    )
 }
 
 /// When the source observed `t` (`now` if it does not say).

@@ -8,16 +8,24 @@
 //! [`LinkEvent::Snapshot`](super::links::LinkEvent::Snapshot)
 //! and [`Feed::Synced`]; every other trigger goes through the same
 //! mapping as trigger-db's ([`triggers::map`] on the wire form).
+//!
+//! Link flaps are counted as trigger-db counts them (the same
+//! [`FlapCounter`], over [`FLAP_WINDOW`], trigger-db's default): each
+//! link-down, and every [`FLAP_POLL`] while a count is above zero (the
+//! window slides), a changed count goes out as
+//! [`LinkEvent::Flaps`](super::links::LinkEvent::Flaps).
 
 use std::{
+    collections::HashMap,
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use trigger_model::{
+    flaps::FlapCounter,
     ingest::{SourceBatch, source_channel},
     links::LinkTable as SourceTable,
     model::TriggerType,
@@ -25,10 +33,56 @@ use trigger_model::{
 };
 
 use super::{
-    links::LinkTable,
-    subscriber::Feed,
+    links::{LinkEvent, LinkTable},
+    subscriber::{FLAP_POLL, Feed},
     triggers::{self, Mapped},
 };
+
+/// The window link-downs are counted over (trigger-db's default
+/// `flap_window`).
+pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
+
+/// Link-downs per interface, and the counts forwarded.
+struct Flaps {
+    counter: FlapCounter,
+    sent: HashMap<String, u32>,
+}
+
+impl Flaps {
+    fn new() -> Self {
+        Self {
+            counter: FlapCounter::new(FLAP_WINDOW),
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Whether a count forwarded may still go down as the window slides.
+    fn pending(&self) -> bool {
+        self.sent.values().any(|n| *n > 0)
+    }
+
+    /// The counts that changed since forwarded, as events for the
+    /// interfaces `names` knows.
+    fn changes(&mut self, names: &LinkTable, now: Instant) -> Vec<LinkEvent> {
+        let mut out = Vec::new();
+        for f in self.counter.snapshot(now) {
+            let count = u32::try_from(f.in_window).unwrap_or(u32::MAX);
+            if self.sent.get(&f.interface).copied().unwrap_or(0) == count {
+                continue;
+            }
+            let Some(index) = names
+                .interfaces()
+                .find(|i| i.name == f.interface)
+                .map(|i| i.index)
+            else {
+                continue;
+            };
+            self.sent.insert(f.interface, count);
+            out.push(LinkEvent::Flaps { index, count });
+        }
+        out
+    }
+}
 
 /// Runs the watch until `shutdown` is cancelled or `tx` is closed.
 pub async fn run(tx: mpsc::Sender<Feed>, shutdown: CancellationToken) -> Result<(), NetlinkError> {
@@ -36,8 +90,20 @@ pub async fn run(tx: mpsc::Sender<Feed>, shutdown: CancellationToken) -> Result<
     let stats = Arc::new(NetlinkStats::default());
     let source = tokio::spawn(netlink::run(source_tx, stats, shutdown.clone()));
     let mut names = LinkTable::new();
-    while let Some(batch) = source_rx.recv().await {
-        if forward(batch, &mut names, &tx).await.is_err() {
+    let mut flaps = Flaps::new();
+    let mut poll = tokio::time::interval(FLAP_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let sent = tokio::select! {
+            batch = source_rx.recv() => match batch {
+                Some(b) => forward(b, &mut names, &mut flaps, &tx).await,
+                None => break,
+            },
+            _ = poll.tick(), if flaps.pending() => {
+                send_flaps(&mut flaps, &names, &tx).await
+            }
+        };
+        if sent.is_err() {
             shutdown.cancel();
             break;
         }
@@ -57,10 +123,18 @@ pub async fn run(tx: mpsc::Sender<Feed>, shutdown: CancellationToken) -> Result<
 async fn forward(
     batch: SourceBatch,
     names: &mut LinkTable,
+    flaps: &mut Flaps,
     tx: &mpsc::Sender<Feed>,
 ) -> Result<(), ()> {
     let now = SystemTime::now();
+    let mut link_down = false;
     for t in &batch.triggers {
+        if t.kind == TriggerType::LinkDown
+            && let Some(i) = &t.interface
+        {
+            flaps.counter.record(&i.name, Instant::now());
+            link_down = true;
+        }
         if t.kind == TriggerType::Resync {
             if let Some(table) = &batch.links {
                 snapshot(table, names, tx).await?;
@@ -84,6 +158,28 @@ async fn forward(
             Err(e) => Feed::Rejected(e),
         };
         tx.send(item).await.map_err(|_| ())?;
+    }
+    if link_down {
+        send_flaps(flaps, names, tx).await?;
+    }
+    Ok(())
+}
+
+/// The flap counts that changed, forwarded.
+async fn send_flaps(
+    flaps: &mut Flaps,
+    names: &LinkTable,
+    tx: &mpsc::Sender<Feed>,
+) -> Result<(), ()> {
+    for event in flaps.changes(names, Instant::now()) {
+        tx.send(Feed::Event {
+            id: 0,
+            event,
+            received: Instant::now(),
+            observed: SystemTime::now(),
+        })
+        .await
+        .map_err(|_| ())?;
     }
     Ok(())
 }
@@ -114,6 +210,42 @@ async fn snapshot(
 mod tests {
     use super::*;
     use crate::mobility::links::LinkEvent;
+
+    #[test]
+    fn link_downs_become_flap_counts_that_slide_out_of_the_window() {
+        let mut names = LinkTable::new();
+        names.apply(
+            LinkEvent::Snapshot {
+                interfaces: vec![crate::mobility::links::Interface::new(
+                    4,
+                    "wlan0",
+                    crate::mobility::links::IfaceKind::Wlan,
+                )],
+            },
+            Instant::now(),
+        );
+        let mut f = Flaps::new();
+        let t0 = Instant::now();
+        f.counter.record("wlan0", t0);
+        f.counter.record("wlan0", t0 + Duration::from_secs(1));
+        // An interface the table does not know is not forwarded.
+        f.counter.record("gone0", t0);
+        assert_eq!(
+            f.changes(&names, t0 + Duration::from_secs(1)),
+            [LinkEvent::Flaps { index: 4, count: 2 }]
+        );
+        assert!(f.pending());
+        assert_eq!(f.changes(&names, t0 + Duration::from_secs(2)), []);
+        assert_eq!(
+            f.changes(&names, t0 + FLAP_WINDOW + Duration::from_millis(500)),
+            [LinkEvent::Flaps { index: 4, count: 1 }]
+        );
+        assert_eq!(
+            f.changes(&names, t0 + FLAP_WINDOW + Duration::from_secs(2)),
+            [LinkEvent::Flaps { index: 4, count: 0 }]
+        );
+        assert!(!f.pending());
+    }
 
     #[test]
     fn snapshot_events_are_link_events() {
