@@ -202,9 +202,10 @@ socket = "$D/agent.sock"
 source = "$1"
 trigger_db_socket = "$D/trigger.sock"
 # Moves between the uplinks stay on IPv4 while it is there (the path-test
-# round trips under TCG differ by more than the family would otherwise
-# count); step 6 moves to IPv6 when u1's IPv4 goes.
+# round trips under TCG differ by more than the default bonus of 20
+# points, 200 ms, would outweigh); step 6 moves to IPv6 when u1's IPv4 goes.
 prefer_family = "ipv4"
+family_bonus = 100
 [mobility.interfaces.d0]
 exclude = true
 [connections.m]
