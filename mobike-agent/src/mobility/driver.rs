@@ -160,11 +160,19 @@ impl Driver {
                     {
                         debug!(sa, error = %e, "mobility: path loss not noted");
                     }
+                    let fallback = self
+                        .manager
+                        .fallbacks(sa, pair)
+                        .into_iter()
+                        .filter(|f| listening_on(f.local))
+                        .map(|f| path_of(current, f))
+                        .filter(|f| f.local.is_ipv4() == f.remote.is_ipv4())
+                        .collect();
                     let cmd = Command::UpdateAddresses {
                         sa,
                         local: p.local,
                         remote: p.remote,
-                        fallback: Vec::new(),
+                        fallback,
                     };
                     if let Err(e) = ep.handle_command(now, cmd) {
                         self.manager.on_move_failed(sa, pair, &e.to_string(), now);

@@ -40,6 +40,12 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub const PREDICTIVE_GRACE: Duration = Duration::from_millis(50);
 /// Moves kept per IKE SA for status.
 pub const HISTORY: usize = 8;
+/// When a new IKE SA's alternates are first tested in the background (if
+/// `probe_interval` is not shorter), so that a link lost soon after it
+/// came up is left with an update at once, without a test round. An
+/// update commanded meanwhile does not wait for that test: the engine
+/// sends it on the update's pair too.
+pub const FIRST_PROBE: Duration = Duration::from_secs(2);
 
 /// An IKE SA as the engine sees it.
 pub type SaId = u64;
@@ -251,7 +257,7 @@ impl Manager {
         vips: Vec<IpAddr>,
         now: Instant,
     ) {
-        let probe = self.config.probe_interval.map(|p| now + p);
+        let probe = self.config.probe_interval.map(|p| now + p.min(FIRST_PROBE));
         let e = self.sas.entry(sa).or_insert_with(|| SaPathState {
             initiator,
             current,
@@ -695,6 +701,29 @@ impl Manager {
     /// Whether the manager follows this IKE SA.
     pub fn follows(&self, sa: SaId) -> bool {
         self.sas.contains_key(&sa)
+    }
+
+    /// Where the engine goes next if the update to `pair` is refused or
+    /// goes unanswered (RFC 4555 §3.5): the move's other candidates, those
+    /// that answered a test first, then the rest in rank order (a test
+    /// that went unanswered may have been stuck behind a request on the
+    /// dead pair); not the pair being left nor one whose update failed
+    /// during this move; at most [`PARALLEL_TESTS`].
+    pub fn fallbacks(&self, sa: SaId, pair: Pair) -> Vec<Pair> {
+        let Some(s) = self.sas.get(&sa) else {
+            return Vec::new();
+        };
+        let Some(p) = s.pending.as_ref() else {
+            return Vec::new();
+        };
+        let mut out: Vec<Pair> = Vec::new();
+        for c in p.answered.iter().chain(&p.ranked) {
+            if *c != pair && *c != s.current && !out.contains(c) {
+                out.push(*c);
+            }
+        }
+        out.truncate(PARALLEL_TESTS);
+        out
     }
 
     /// Whether the move under way on `sa` is forced by a loss of its

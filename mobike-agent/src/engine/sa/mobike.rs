@@ -30,6 +30,7 @@ use crate::{
 
 use super::{
     BuiltRequest, IkeSa, QueuedRequest, SentRequest, State, first_error, notify, notify_of,
+    request::Probe,
 };
 
 impl IkeSa {
@@ -44,15 +45,37 @@ impl IkeSa {
         let Some(&first) = paths.first() else {
             return Ok(());
         };
-        // The newest addresses win over an update still waiting.
-        self.window
-            .queue
-            .retain(|q| !matches!(q, QueuedRequest::UpdateAddresses(_)));
-        if let Some(o) = self.window.in_flight.as_ref() {
+        // The newest addresses win over an update still waiting, and a
+        // path test still waiting has lost its purpose (the pair is
+        // chosen; what it would tell comes from the update). The update
+        // goes first: whatever else waits would otherwise go on the pair
+        // being left.
+        self.window.queue.retain(|q| {
+            !matches!(
+                q,
+                QueuedRequest::UpdateAddresses(_) | QueuedRequest::TestPaths(_)
+            )
+        });
+        if let Some(o) = self.window.in_flight.as_mut() {
             // §3.5: outstanding requests are retransmitted from the new
             // addresses; the update follows their answer. An outstanding
             // update moves the CHILD_SAs itself when answered; otherwise
             // they stay where they are until the update.
+            if let Some(BuiltRequest::PathTest(t)) = o.request.as_mut() {
+                // A path test goes on its own pairs, which may all be dead
+                // (the window would stay shut for its whole retry budget):
+                // it goes on the new pair too, now, so that the window is
+                // free one round trip later (§3.10: the same request on
+                // one more pair).
+                if !t.probes.iter().any(|p| p.path == first) {
+                    t.probes.push(Probe {
+                        path: first,
+                        first_sent: ctx.now,
+                        answered: false,
+                    });
+                }
+                ctx.send(first, ctx.config.nat_t_port, &o.bytes);
+            }
             if !matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })) {
                 let path = self.path;
                 self.moving_mut().update_from.get_or_insert(path);
@@ -62,7 +85,7 @@ impl IkeSa {
         }
         self.window
             .queue
-            .push_back(QueuedRequest::UpdateAddresses(paths));
+            .push_front(QueuedRequest::UpdateAddresses(paths));
         self.start_next_request(ctx);
         Ok(())
     }

@@ -447,15 +447,21 @@ fn background_probes_keep_alternates_tested() {
         Some(Action::Announce { sa: 7, .. })
     ));
     assert_eq!(m.poll_action(), None);
-    assert_eq!(m.poll_timeout(), Some(now + Duration::from_secs(30)));
-    m.evaluate(&r, now + Duration::from_secs(30));
-    assert_eq!(
-        m.poll_action(),
-        Some(Action::TestPaths {
-            sa: 7,
-            pairs: vec![pair(WLAN, PEER)]
-        })
-    );
+    // A new SA's alternates are tested soon, then every probe_interval.
+    let first = now + FIRST_PROBE;
+    assert_eq!(m.poll_timeout(), Some(first));
+    for at in [first, first + Duration::from_secs(30)] {
+        m.evaluate(&r, at);
+        assert_eq!(
+            m.poll_action(),
+            Some(Action::TestPaths {
+                sa: 7,
+                pairs: vec![pair(WLAN, PEER)]
+            })
+        );
+        m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), at);
+        assert_eq!(m.poll_timeout(), Some(at + Duration::from_secs(30)));
+    }
 }
 
 /// A probe that falls due while a move is under way, or on an SA we only
