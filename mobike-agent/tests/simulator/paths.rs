@@ -378,6 +378,41 @@ fn with_the_old_pair_lost_the_child_sas_move_as_the_update_is_sent() {
 }
 
 #[test]
+fn an_update_does_not_wait_for_a_path_test_on_dead_pairs() {
+    let mut s = up(19, LinkModel::clean());
+    let (a2, a3, a4, b) = ("192.0.2.11", "192.0.2.12", "192.0.2.13", sim::B_ADDR);
+    for a in [a2, a3, a4] {
+        s.add_addr(0, ip(a));
+    }
+    s.set_path_up(ip(a2), ip(b), false);
+    s.set_path_up(ip(a3), ip(b), false);
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    let via = |a: &str| Path {
+        local: sim::sock(ip(a), 4500),
+        remote,
+    };
+    // A background test of two dead pairs is out; the update to a live
+    // one goes one round trip later, not after the test's retry budget.
+    test_paths(&mut s, vec![via(a2), via(a3)]);
+    s.run_for(Duration::from_millis(100));
+    let t0 = s.now;
+    update(&mut s, via(a4), vec![]);
+    assert!(s.run_until(Duration::from_secs(2), path_changed));
+    assert!(s.now - t0 < Duration::from_secs(1), "{:?}", s.now - t0);
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path, via(a4));
+    // The test's answer came on the update's pair.
+    assert!(
+        tested(&s)
+            .iter()
+            .any(|(p, rtt)| *p == via(a4) && rtt.is_some())
+    );
+    assert!(s.run_until(Duration::from_secs(30), |s| s.paths_agree().is_ok()));
+    s.run_for(Duration::from_secs(200));
+    assert!(s.both_established());
+    assert_eq!(deleted_reasons(&s, 0), vec![]);
+}
+
+#[test]
 fn forged_or_tampered_messages_never_change_the_path() {
     let mut s = up(17, LinkModel::clean());
     let a2 = "192.0.2.11";
