@@ -24,6 +24,7 @@ use super::{
     policy::{Pair, RouteView},
 };
 use crate::engine::{Command, Endpoint, Event, IkeSaInfo, Path, SaId};
+use crate::proto::TrafficSelector;
 
 /// The manager and its link to one engine.
 #[derive(Debug)]
@@ -73,7 +74,10 @@ impl Driver {
                     .on_move_failed(*sa, pair_of(path), &format!("{reason:?}"), now);
             }
             Event::Unresponsive { sa, .. } => self.manager.on_unresponsive(*sa),
-            Event::PeerAddresses { sa, .. } | Event::VirtualIps { sa, .. }
+            // A CHILD_SA's remote selectors rule out peer addresses.
+            Event::PeerAddresses { sa, .. }
+            | Event::VirtualIps { sa, .. }
+            | Event::ChildSaEstablished { sa, .. }
                 if self.manager.follows(*sa) =>
             {
                 self.follow(ep, *sa, now);
@@ -93,11 +97,18 @@ impl Driver {
         if !info.mobike {
             return;
         }
+        let peers = peer_addrs(&info);
+        debug!(
+            sa,
+            ?peers,
+            children = info.child_sas.len(),
+            "mobility: the IKE SA's peer addresses"
+        );
         self.manager.on_sa(
             sa,
             info.initiator,
             pair_of(&info.path),
-            peer_addrs(&info),
+            peers,
             info.vips.clone(),
             now,
         );
@@ -226,13 +237,99 @@ fn path_of(current: Path, pair: Pair) -> Path {
 }
 
 /// Where the IKE SA may go: the peer's address now, the configured
-/// `remote_addrs` and the peer's announced list.
+/// `remote_addrs` and the peer's announced list, less the addresses inside
+/// a remote traffic selector of its CHILD_SAs that does not hold the
+/// peer's address now. A gateway announces every address it has (RFC 4555
+/// §3.6), those of the networks behind it too, which are reached through
+/// the tunnel, not beside it: no path to test or move to. A selector
+/// that holds the gateway's own address (0.0.0.0/0, say) says nothing
+/// about where its addresses are.
 fn peer_addrs(info: &IkeSaInfo) -> Vec<IpAddr> {
-    let mut v = vec![info.path.remote.ip()];
-    for a in info.remote_addrs.iter().chain(&info.peer_addrs) {
-        if !v.contains(a) && !a.is_unspecified() {
-            v.push(*a);
+    let remote_ts: Vec<TrafficSelector> = info
+        .child_sas
+        .iter()
+        .flat_map(|c| c.remote_ts.iter().copied())
+        .collect();
+    candidate_peer_addrs(
+        info.path.remote.ip(),
+        info.remote_addrs.iter().chain(&info.peer_addrs).copied(),
+        &remote_ts,
+    )
+}
+
+/// [`peer_addrs`] on its parts: the peer's address `now`, the others, the
+/// CHILD_SAs' remote traffic selectors.
+fn candidate_peer_addrs(
+    now: IpAddr,
+    others: impl Iterator<Item = IpAddr>,
+    remote_ts: &[TrafficSelector],
+) -> Vec<IpAddr> {
+    let tunneled = |a: IpAddr| {
+        remote_ts
+            .iter()
+            .any(|ts| ts_contains(ts, a) && !ts_contains(ts, now))
+    };
+    let mut v = vec![now];
+    for a in others {
+        if !v.contains(&a) && !a.is_unspecified() && !tunneled(a) {
+            v.push(a);
         }
     }
     v
+}
+
+/// Whether the address range of `ts` (RFC 7296 §3.13.1) holds `a`.
+fn ts_contains(ts: &TrafficSelector, a: IpAddr) -> bool {
+    match (ts.start_addr, ts.end_addr, a) {
+        (IpAddr::V4(s), IpAddr::V4(e), IpAddr::V4(a)) => s <= a && a <= e,
+        (IpAddr::V6(s), IpAddr::V6(e), IpAddr::V6(a)) => s <= a && a <= e,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(start: &str, end: &str) -> TrafficSelector {
+        TrafficSelector {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start_addr: start.parse().unwrap(),
+            end_addr: end.parse().unwrap(),
+        }
+    }
+
+    fn a(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_behind_the_gateway_are_no_candidates() {
+        let inner = [ts("10.2.0.0", "10.2.0.255"), ts("10.4.0.0", "10.4.0.255")];
+        let announced = [
+            a("10.2.0.1"),
+            a("198.51.100.2"),
+            a("10.4.0.1"),
+            a("2001:db8::2"),
+        ];
+        assert_eq!(
+            candidate_peer_addrs(a("203.0.113.2"), announced.into_iter(), &inner),
+            [a("203.0.113.2"), a("198.51.100.2"), a("2001:db8::2")]
+        );
+        // A selector that holds the gateway's own address (a full tunnel)
+        // says nothing about where its other addresses are.
+        let full = [ts("0.0.0.0", "255.255.255.255")];
+        assert_eq!(
+            candidate_peer_addrs(a("203.0.113.2"), announced.into_iter(), &full),
+            [
+                a("203.0.113.2"),
+                a("10.2.0.1"),
+                a("198.51.100.2"),
+                a("10.4.0.1"),
+                a("2001:db8::2")
+            ]
+        );
+    }
 }

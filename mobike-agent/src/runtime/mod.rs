@@ -555,6 +555,17 @@ fn take_events(ep: &mut Endpoint, mobility: &mut Option<Mobility>, vips_changed:
     }
 }
 
+/// How long the trigger took from its source's observation (trigger-db's
+/// or the own watch's clock) to the agent's receipt: the wall-clock age
+/// now less the time since receipt. None when the clocks say nothing
+/// sensible (a source clock ahead of ours).
+fn observed_to_received(c: crate::mobility::manager::Cause) -> Option<std::time::Duration> {
+    let age = std::time::SystemTime::now()
+        .duration_since(c.observed)
+        .ok()?;
+    age.checked_sub(c.received.elapsed())
+}
+
 /// A completed move, in the log.
 fn log_move(sa: u64, t: &crate::mobility::manager::Timeline) {
     let since = |i: Option<Instant>| i.map(|i| i.saturating_duration_since(t.decided));
@@ -564,6 +575,7 @@ fn log_move(sa: u64, t: &crate::mobility::manager::Timeline) {
         from = %t.from.local,
         to = ?t.to.map(|p| p.local),
         trigger = ?t.cause.map(|c| c.id),
+        observed_to_received = ?t.cause.and_then(observed_to_received),
         received_to_decided = ?t.cause.map(|c| t.decided.saturating_duration_since(c.received)),
         update_sent = ?since(t.update_sent),
         moved = ?since(t.moved),

@@ -228,8 +228,9 @@ EOC
   wait_for 20 grep -q 'kernel: CHILD_SA installed' "$D/agent.log" || fail "the agent did not install its CHILD_SA"
 }
 agent_moves() { grep -c 'kernel: CHILD_SA migrated' "$D/agent.log" || true; }
-# agent_timeline: "UPDATE_SENT_MS MOVED_MS" of the agent's last move (its
-# timeline in the log line "mobility: moved", from the trigger's receipt)
+# agent_timeline: "UPDATE_SENT_MS MOVED_MS OBSERVED_TO_RECEIVED_MS" of the
+# agent's last move (its timeline in the log line "mobility: moved", from
+# the trigger's receipt; the last from the source's observation to it)
 agent_timeline() {
   grep 'mobility: moved' "$D/agent.log" | tail -n 1 | awk '
     function ms(k,   v) {
@@ -240,7 +241,7 @@ agent_timeline() {
       if (v ~ /ms$/) return sprintf("%.2f", v + 0)
       return sprintf("%.2f", v * 1000)
     }
-    { print ms("update_sent"), ms("moved") }'
+    { print ms("update_sent"), ms("moved"), ms("observed_to_received") }'
 }
 
 gw_installed() { gw --list-sas 2>/dev/null | has INSTALLED; }

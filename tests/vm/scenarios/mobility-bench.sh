@@ -15,7 +15,8 @@
 #   lost      sequence numbers never answered
 # The event's time is the kernel's announcement of it (ip -ts monitor); the
 # agent's own timeline of each move (its log line "mobility: moved": trigger
-# received -> update sent -> update answered) is tabled beside.
+# observed by its source -> received -> update sent -> update answered) is
+# tabled beside.
 # Sets of N moves (default 10) per initiator, each move on the uplink of
 # the current path, which is then restored:
 #   break      the uplink set down (both uplinks dual-stack)
@@ -65,7 +66,7 @@ run_set() {
   if [ "$impl" = charon ]; then charon_initiator_start; else agent_initiator_start "${7:-trigger-db}"; fi
   sleep 1
   for i in $(seq "$MOVES"); do
-    local before=0 timeline="- -"
+    local before=0 timeline="- - -"
     [ "$impl" = charon ] || before=$(grep -c 'mobility: moved' "$D/agent.log" || true)
     measure_move "$impl-$name-$i" "$ev" "$lead"
     local moved=yes
@@ -116,17 +117,17 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def num(x):
     return None if x == "-" else float(x)
 sets = {}
-for impl, name, h, lost, gap, ev_ms, moved, upd, mv, *_ in rows:
+for impl, name, h, lost, gap, ev_ms, moved, upd, mv, obs, *_ in rows:
     sets.setdefault((name, impl), []).append((num(h), int(lost) if lost != "-" else None, num(gap), float(ev_ms),
-                                              moved == "yes", num(upd), num(mv)))
+                                              moved == "yes", num(upd), num(mv), num(obs)))
 def mmm(v, fmt):
     v = [x for x in v if x is not None]
     if not v:
         return "-"
     return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(v), min(v), max(v))
 print(f"Kernel {sys.argv[2]}, TCG; pings every 10 ms; median (min-max) over the moves of a set.\n")
-print("| set | initiator | moves | moved | handover ms | pings lost | longest silence ms | agent: trigger received -> update sent ms | agent: -> update answered ms |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| set | initiator | moves | moved | handover ms | pings lost | longest silence ms | agent: trigger observed -> received ms | agent: trigger received -> update sent ms | agent: -> update answered ms |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 names = []
 for (name, impl) in sets:
     if name not in names:
@@ -137,8 +138,8 @@ for name in names:
         if not m:
             continue
         print(f"| {name} | {impl} | {len(m)} | {sum(x[4] for x in m)} | {mmm([x[0] for x in m], '%.1f')} | "
-              f"{mmm([x[1] for x in m], '%d')} | {mmm([x[2] for x in m], '%.1f')} | {mmm([x[5] for x in m], '%.1f')} | "
-              f"{mmm([x[6] for x in m], '%.1f')} |")
+              f"{mmm([x[1] for x in m], '%d')} | {mmm([x[2] for x in m], '%.1f')} | {mmm([x[7] for x in m], '%.1f')} | "
+              f"{mmm([x[5] for x in m], '%.1f')} | {mmm([x[6] for x in m], '%.1f')} |")
 print()
 for name in names:
     a, c = sets.get((name, "agent")), sets.get((name, "charon"))
