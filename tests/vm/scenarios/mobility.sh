@@ -20,7 +20,8 @@
 #      source = "automatic" (trigger-db running); u1 set down -> the SAs are
 #      on IPv6 (2001:db8:2::1 -> 2001:db8:ff::1), same SPIs
 #   7. trigger-db stopped: the agent follows the links by its own rtnetlink
-#      watch; u2 set down -> back on IPv4 over u1, same SPIs
+#      watch; the uplink in use set down -> the SAs on the other one, same
+#      SPIs
 # Needs strongSwan on the host (as mobike-charon). The logs are kept in
 # $VM_OUT/mobility/. Prints MOBILITY-VM-OK and
 # exits 0 on success. No timing is asserted: handover times are the
@@ -112,13 +113,17 @@ case $MOVE_TO in *:*) ;; *) fail "6: the SAs are not on IPv6: $MOVE_TO";; esac
 ts "6: IPv4 -> IPv6: u1 (IPv4) down, the SAs moved to u2 (IPv6) with their SPIs"
 
 # ---- 7. trigger-db stopped: the agent's own rtnetlink watch ----
+# u1 is back since step 6; whether the SAs return to it (IPv4 preferred)
+# or stay on u2 (u1 flapped in step 5: the flap penalty) is the policy's
+# call, made once min_dwell is over. Then the uplink in use goes, which
+# only the agent's own watch can tell it now.
 stop_pid "$TRIGGERDB_PID"; TRIGGERDB_PID=""
-sleep 2
+sleep 7
 measure_move ci-netlink break
 check_moved 7
-case $MOVE_TO in *:*) fail "7: the SAs are not back on IPv4: $MOVE_TO";; esac
 grep -iE 'netlink|trigger-db' "$D/agent.log" | tail -n 3 || true
-ts "7: trigger-db stopped: the agent's own watch moved the SAs back to IPv4 over u1"
+grep -q "own rtnetlink watch" "$D/agent.log" || fail "7: the agent did not switch to its own watch"
+ts "7: trigger-db stopped: the agent's own watch moved the SAs off the uplink that went ($MOVE_FROM -> $MOVE_TO)"
 "$BIN_DIR/mobike-agent" status --control-socket "$D/agent.sock" || true
 initiator_stop
 echo MOBILITY-VM-OK
