@@ -119,8 +119,19 @@ impl IkeSa {
             self.answer_nat_d(ctx, p, &mut answer);
         }
         if let Some(c2) = notify_of(p, NotifyType::COOKIE2) {
-            // RFC 4555 §3.6 / §5.2.1: return routability check.
-            answer.push(notify(NotifyType::COOKIE2, c2.data.clone()));
+            // RFC 4555 §3.6 / §5.2.1: return routability check. §3.7: the
+            // data is 8 to 64 octets; anything else is not echoed (the
+            // peer's check fails as with any wrong answer) but counted.
+            if (8..=64).contains(&c2.data.len()) {
+                answer.push(notify(NotifyType::COOKIE2, c2.data.clone()));
+            } else {
+                warn!(
+                    sa = self.id,
+                    len = c2.data.len(),
+                    "COOKIE2 of a length RFC 4555 §3.7 does not allow: not echoed"
+                );
+                ctx.stats.bad_cookie2 += 1;
+            }
         }
         // Liveness checks and other notifies get an (otherwise) empty answer.
         self.respond(ctx, ExchangeType::INFORMATIONAL, id, &answer);
@@ -196,6 +207,43 @@ impl IkeSa {
     pub(super) fn complete_delete_child(&mut self, ctx: &mut Ctx<'_>, spis: Vec<u32>) {
         for spi in spis {
             self.remove_child(ctx, spi);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::proto::{ExchangeType, NotifyType};
+
+    use super::super::notify;
+    use super::super::test_pair::established;
+
+    /// B asks A (an INFORMATIONAL with COOKIE2 of `len` octets); returns
+    /// the size of A's answer and A's count of bad COOKIE2s.
+    fn answer_to_cookie2_of(len: usize) -> (usize, u64) {
+        let (now, mut a, mut b) = established();
+        let b_sa = b.sas.values_mut().next().unwrap();
+        let id = b_sa.window.next_msg_id;
+        let h = b_sa.header(ExchangeType::INFORMATIONAL, id, false);
+        let req = b_sa
+            .seal(h, &[notify(NotifyType::COOKIE2, vec![7; len])])
+            .unwrap();
+        let path = b.ike_sas()[0].path;
+        let d = [&[0u8; 4][..], &req].concat();
+        a.handle_datagram(now, path.remote, path.local, &d);
+        let answer = a.poll_transmit().expect("an answer");
+        (answer.payload.len(), a.stats().bad_cookie2)
+    }
+
+    #[test]
+    fn a_cookie2_is_echoed_only_when_its_length_is_allowed() {
+        // RFC 4555 §3.7: 8 to 64 octets.
+        let (echoed, bad) = answer_to_cookie2_of(64);
+        assert_eq!(bad, 0);
+        for len in [4, 65, 1000] {
+            let (size, bad) = answer_to_cookie2_of(len);
+            assert_eq!(bad, 1, "{len}");
+            assert!(size < echoed - 60, "{len}: answer of {size} bytes");
         }
     }
 }
