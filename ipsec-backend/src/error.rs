@@ -154,6 +154,12 @@ impl Error {
         self.kernel().map(|k| k.errno)
     }
 
+    /// Whether the kernel said the SA or policy is not there (ENOENT,
+    /// ESRCH): what deleting one that is gone already returns.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.errno(), Some(libc::ENOENT | libc::ESRCH))
+    }
+
     /// The kernel error behind this error, if any.
     pub fn kernel(&self) -> Option<&KernelError> {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);

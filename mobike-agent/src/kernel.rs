@@ -324,12 +324,10 @@ impl std::fmt::Debug for Kernel {
     }
 }
 
-/// ENOENT and ESRCH: what deleting an SA or policy that is gone returns.
-const GONE: [i32; 2] = [2, 3];
-
+/// Deleting an SA or policy that is gone already is no error.
 fn ignore_missing(r: Result<(), ipsec_backend::Error>) -> Result<(), ipsec_backend::Error> {
     match r {
-        Err(e) if e.errno().is_some_and(|n| GONE.contains(&n)) => Ok(()),
+        Err(e) if e.is_gone() => Ok(()),
         r => r,
     }
 }

@@ -18,10 +18,10 @@ use crate::monitor::{ALL_GROUPS, XfrmEvent, XfrmMonitor};
 use crate::selector::check_selectors;
 use crate::types::{Encap, OuterPair, SaInfo};
 
-/// ENOENT and ESRCH: what deleting an SA that is gone returns.
+/// Deleting what is gone already is no error.
 fn ignore_gone(r: Result<(), Error>) -> Result<(), Error> {
     match r {
-        Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH)) => Ok(()),
+        Err(e) if e.is_gone() => Ok(()),
         r => r,
     }
 }

@@ -177,7 +177,6 @@ impl Driver {
                         .into_iter()
                         .filter(|f| listening_on(f.local))
                         .map(|f| path_of(current, f))
-                        .filter(|f| f.local.is_ipv4() == f.remote.is_ipv4())
                         .collect();
                     let cmd = Command::UpdateAddresses {
                         sa,

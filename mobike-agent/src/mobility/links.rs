@@ -323,6 +323,14 @@ impl LinkTable {
         self.ifaces.get(&index)
     }
 
+    /// The interface named `name`, if any (an empty name names none).
+    pub fn by_name(&self, name: &str) -> Option<&Interface> {
+        if name.is_empty() {
+            return None;
+        }
+        self.ifaces.values().find(|i| i.name == name)
+    }
+
     /// The interface that has `addr`, if any.
     pub fn owner_of(&self, addr: IpAddr) -> Option<&Interface> {
         self.ifaces.values().find(|i| i.addrs.contains_key(&addr))
@@ -474,5 +482,63 @@ impl LinkTable {
                 }
             }
         }
+    }
+}
+
+/// The flap counts forwarded as [`LinkEvent::Flaps`], by interface name:
+/// turns a source's counts (trigger-db's `Stats.flaps`, the own watch's
+/// counter) into events for those that changed.
+#[derive(Debug, Default)]
+pub struct FlapCounts {
+    sent: BTreeMap<String, u32>,
+}
+
+impl FlapCounts {
+    /// Whether a count forwarded is above zero: it goes down as the
+    /// source's window slides, so the source is worth reading again.
+    pub fn pending(&self) -> bool {
+        self.sent.values().any(|n| *n > 0)
+    }
+
+    /// Events for the counts (interface name, link-downs in the window)
+    /// that differ from those forwarded, for the interfaces `table`
+    /// knows; an interface the counts no longer list has none.
+    pub fn changes(
+        &mut self,
+        counts: impl IntoIterator<Item = (String, u64)>,
+        table: &LinkTable,
+    ) -> Vec<LinkEvent> {
+        let mut out = Vec::new();
+        let mut listed = BTreeSet::new();
+        for (name, n) in counts {
+            let count = u32::try_from(n).unwrap_or(u32::MAX);
+            if self.sent.get(&name).copied().unwrap_or(0) != count
+                && let Some(i) = table.by_name(&name)
+            {
+                out.push(LinkEvent::Flaps {
+                    index: i.index,
+                    count,
+                });
+                self.sent.insert(name.clone(), count);
+            }
+            listed.insert(name);
+        }
+        let gone: Vec<String> = self
+            .sent
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if self.sent.remove(&name).is_some_and(|n| n > 0)
+                && let Some(i) = table.by_name(&name)
+            {
+                out.push(LinkEvent::Flaps {
+                    index: i.index,
+                    count: 0,
+                });
+            }
+        }
+        out
     }
 }

@@ -345,7 +345,7 @@ impl Manager {
             p.answered.push(pair);
         }
         let reason = p.timeline.reason;
-        let patient = reason.is_voluntary() || reason == MoveReason::GoingDown;
+        let patient = !reason.loses_pair();
         // Forced: the first answer wins. Voluntary and predictive: the
         // best-ranked answer, once every better pair has answered or failed
         // (predictive: or PREDICTIVE_GRACE after the first answer).
@@ -551,11 +551,9 @@ impl Manager {
             // the engine retransmits that request from the new pair first
             // (RFC 4555 §3.5).
             let blind = s.pending.as_ref().and_then(|p| {
-                (!p.timeline.reason.is_voluntary()
-                    && p.timeline.reason != MoveReason::GoingDown
-                    && p.answered.is_empty())
-                .then(|| p.ranked.first().copied())
-                .flatten()
+                (p.timeline.reason.loses_pair() && p.answered.is_empty())
+                    .then(|| p.ranked.first().copied())
+                    .flatten()
             });
             match best.or(blind) {
                 Some(to) => self.update(id, to, now),
@@ -727,17 +725,14 @@ impl Manager {
     }
 
     /// Whether the move under way on `sa` is forced by a loss of its
-    /// current pair (address, link or route gone, the peer unresponsive
-    /// on it): nothing is lost by moving the CHILD_SAs before the peer
-    /// answers ([`crate::engine::Command::PathLost`]). Not for predictive
-    /// and voluntary moves, whose old pair still carries traffic.
+    /// current pair ([`MoveReason::loses_pair`]): nothing is lost by moving
+    /// the CHILD_SAs before the peer answers
+    /// ([`crate::engine::Command::PathLost`]).
     pub fn path_lost(&self, sa: SaId) -> bool {
         self.sas
             .get(&sa)
             .and_then(|s| s.pending.as_ref())
-            .is_some_and(|p| {
-                !p.timeline.reason.is_voluntary() && p.timeline.reason != MoveReason::GoingDown
-            })
+            .is_some_and(|p| p.timeline.reason.loses_pair())
     }
 
     /// Whether a move is under way on any IKE SA.

@@ -219,6 +219,14 @@ impl MoveReason {
         self == MoveReason::Better
     }
 
+    /// The current pair no longer carries traffic (its address, link or
+    /// route went, or the peer stopped answering on it): the move takes
+    /// the first pair that works. Not for predictive and voluntary moves,
+    /// whose old pair still works.
+    pub fn loses_pair(self) -> bool {
+        !self.is_voluntary() && self != MoveReason::GoingDown
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MoveReason::AddressGone => "address-gone",

@@ -24,7 +24,6 @@
 //! one bounded channel, in order.
 
 use std::{
-    collections::HashMap,
     fmt::Display,
     future::Future,
     net::IpAddr,
@@ -41,7 +40,7 @@ use trigger_proto::v1::{
 };
 
 use super::{
-    links::{LinkEvent, LinkTable},
+    links::{FlapCounts, LinkEvent, LinkTable},
     triggers::{self, Mapped, TriggerError},
 };
 
@@ -115,8 +114,8 @@ pub struct Subscriber {
     /// The links as forwarded so far: resolves triggers that name an
     /// interface only by name (as clients may add them).
     table: LinkTable,
-    /// The flap counts forwarded, by interface name.
-    flaps: HashMap<String, u32>,
+    /// The flap counts forwarded.
+    flaps: FlapCounts,
     /// A link went up or down since the flap counts were last read.
     flaps_stale: bool,
 }
@@ -363,7 +362,7 @@ impl Subscriber {
     /// a link went up or down since they were read, or one is not zero yet
     /// (the window slides).
     fn flaps_may_change(&self) -> bool {
-        self.flaps_stale || self.flaps.values().any(|n| *n > 0)
+        self.flaps_stale || self.flaps.pending()
     }
 
     /// Reads trigger-db's flap counts and forwards those that changed. A
@@ -382,45 +381,12 @@ impl Subscriber {
         };
         self.flaps_stale = false;
         let now = SystemTime::now();
-        let mut seen = Vec::with_capacity(stats.flaps.len());
-        for f in stats.flaps {
-            let count = u32::try_from(f.in_window).unwrap_or(u32::MAX);
-            seen.push(f.interface.clone());
-            if self.flaps.get(&f.interface).copied().unwrap_or(0) == count {
-                continue;
-            }
-            let Some(index) = self.index_of(&f.interface) else {
-                continue;
-            };
-            debug!(interface = %f.interface, count, window_s = f.window_s, "flap count");
-            self.flaps.insert(f.interface, count);
-            self.send_event(tx, 0, LinkEvent::Flaps { index, count }, now)
-                .await?;
-        }
-        // Interfaces trigger-db no longer reports have no flaps in its
-        // window.
-        let gone: Vec<String> = self
-            .flaps
-            .keys()
-            .filter(|k| !seen.contains(k))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.flaps.remove(&name);
-            if let Some(index) = self.index_of(&name) {
-                self.send_event(tx, 0, LinkEvent::Flaps { index, count: 0 }, now)
-                    .await?;
-            }
+        let counts = stats.flaps.into_iter().map(|f| (f.interface, f.in_window));
+        for event in self.flaps.changes(counts, &self.table) {
+            debug!(?event, "flap count");
+            self.send_event(tx, 0, event, now).await?;
         }
         Ok(())
-    }
-
-    /// The index of the interface named `name`, as forwarded.
-    fn index_of(&self, name: &str) -> Option<u32> {
-        self.table
-            .interfaces()
-            .find(|i| i.name == name)
-            .map(|i| i.index)
     }
 
     async fn send_event(

@@ -136,8 +136,7 @@ pub fn map(t: &pb::Trigger, table: &LinkTable, now: SystemTime) -> Result<Mapped
             return Ok(iface.index);
         }
         table
-            .interfaces()
-            .find(|i| !iface.name.is_empty() && i.name == iface.name)
+            .by_name(&iface.name)
             .map(|i| i.index)
             .ok_or(TriggerError::NoInterface { id: t.id, ty: name })
     };

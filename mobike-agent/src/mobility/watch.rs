@@ -16,7 +16,6 @@
 //! [`LinkEvent::Flaps`](super::links::LinkEvent::Flaps).
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -33,7 +32,7 @@ use trigger_model::{
 };
 
 use super::{
-    links::{LinkEvent, LinkTable},
+    links::{FlapCounts, LinkEvent, LinkTable},
     subscriber::{FLAP_POLL, Feed},
     triggers::{self, Mapped},
 };
@@ -45,42 +44,28 @@ pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
 /// Link-downs per interface, and the counts forwarded.
 struct Flaps {
     counter: FlapCounter,
-    sent: HashMap<String, u32>,
+    sent: FlapCounts,
 }
 
 impl Flaps {
     fn new() -> Self {
         Self {
             counter: FlapCounter::new(FLAP_WINDOW),
-            sent: HashMap::new(),
+            sent: FlapCounts::default(),
         }
     }
 
     /// Whether a count forwarded may still go down as the window slides.
     fn pending(&self) -> bool {
-        self.sent.values().any(|n| *n > 0)
+        self.sent.pending()
     }
 
     /// The counts that changed since forwarded, as events for the
     /// interfaces `names` knows.
     fn changes(&mut self, names: &LinkTable, now: Instant) -> Vec<LinkEvent> {
-        let mut out = Vec::new();
-        for f in self.counter.snapshot(now) {
-            let count = u32::try_from(f.in_window).unwrap_or(u32::MAX);
-            if self.sent.get(&f.interface).copied().unwrap_or(0) == count {
-                continue;
-            }
-            let Some(index) = names
-                .interfaces()
-                .find(|i| i.name == f.interface)
-                .map(|i| i.index)
-            else {
-                continue;
-            };
-            self.sent.insert(f.interface, count);
-            out.push(LinkEvent::Flaps { index, count });
-        }
-        out
+        let counts = self.counter.snapshot(now).into_iter();
+        self.sent
+            .changes(counts.map(|f| (f.interface, f.in_window)), names)
     }
 }
 
@@ -172,16 +157,19 @@ async fn send_flaps(
     tx: &mpsc::Sender<Feed>,
 ) -> Result<(), ()> {
     for event in flaps.changes(names, Instant::now()) {
-        tx.send(Feed::Event {
-            id: 0,
-            event,
-            received: Instant::now(),
-            observed: SystemTime::now(),
-        })
-        .await
-        .map_err(|_| ())?;
+        tx.send(observed_now(event)).await.map_err(|_| ())?;
     }
     Ok(())
+}
+
+/// `event` as the feed item of something the watch observed just now.
+fn observed_now(event: LinkEvent) -> Feed {
+    Feed::Event {
+        id: 0,
+        event,
+        received: Instant::now(),
+        observed: SystemTime::now(),
+    }
 }
 
 async fn snapshot(
@@ -192,14 +180,7 @@ async fn snapshot(
     match triggers::snapshot(&table.to_wire()) {
         Ok(event) => {
             names.apply(event.clone(), Instant::now());
-            tx.send(Feed::Event {
-                id: 0,
-                event,
-                received: Instant::now(),
-                observed: SystemTime::now(),
-            })
-            .await
-            .map_err(|_| ())?;
+            tx.send(observed_now(event)).await.map_err(|_| ())?;
             tx.send(Feed::Synced).await.map_err(|_| ())
         }
         Err(e) => tx.send(Feed::Rejected(e)).await.map_err(|_| ()),

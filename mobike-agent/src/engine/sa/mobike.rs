@@ -129,10 +129,10 @@ impl IkeSa {
 
     /// The IKE SA is on its new path: logged and reported.
     fn moved(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(m) = self.moving.as_deref_mut() {
+        self.take_moving(|m| {
             m.path_lost = false;
-        }
-        self.take_moving(|_| None::<()>);
+            None::<()>
+        });
         info!(sa = self.id, local = %self.path.local, remote = %self.path.remote, "IKE SA moved (MOBIKE)");
         ctx.event(Event::PathChanged {
             sa: self.id,
