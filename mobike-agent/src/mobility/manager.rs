@@ -226,19 +226,44 @@ impl Manager {
             return;
         }
         for sa in self.sas.values_mut() {
-            let current_iface = self.table.owner_of(sa.current.local).map(|i| i.index);
-            if sa.last.is_none()
-                || policy::affects(
-                    &self.table,
-                    touched,
-                    &sa.deps,
-                    current_iface,
-                    &sa.peer_addrs,
-                )
-                || current_iface.is_none()
-            {
+            // While an update is on the wire, only what touches the pair it
+            // goes to matters (its link or address going too: the update is
+            // redirected). The pair being left, other candidates, links
+            // that appear: `on_moved` evaluates the SA again when the peer
+            // has answered. A burst of events on the link being left (a
+            // link going down brings its addresses and routes with it)
+            // would otherwise cost a round of route lookups each, while the
+            // peer is busy moving its SAs.
+            let target = sa
+                .pending
+                .as_ref()
+                .filter(|p| p.updating)
+                .and_then(|p| p.timeline.to);
+            let affected = match target {
+                Some(to) => {
+                    let to_iface = self.table.owner_of(to.local).map(|i| i.index);
+                    touched.all
+                        || to_iface.is_none()
+                        || to_iface.is_some_and(|i| touched.interfaces.contains(&i))
+                }
+                None => {
+                    let current_iface = self.table.owner_of(sa.current.local).map(|i| i.index);
+                    sa.last.is_none()
+                        || policy::affects(
+                            &self.table,
+                            touched,
+                            &sa.deps,
+                            current_iface,
+                            &sa.peer_addrs,
+                        )
+                        || current_iface.is_none()
+                }
+            };
+            if affected {
                 sa.dirty = true;
-                if cause.is_some() {
+                // The first event since the last evaluation is the cause of
+                // what the next one decides.
+                if sa.cause.is_none() {
                     sa.cause = cause;
                 }
             }
@@ -509,6 +534,9 @@ impl Manager {
         }
         let eval = policy::evaluate(table, &cfg.policy, routes, &s.view(), now);
         s.dirty = false;
+        // Consumed by this evaluation whatever it decides: an event that
+        // moved nothing is not the cause of a later move.
+        let cause = s.cause.take();
         // Our address list, for the peer.
         let mut addrs: Vec<IpAddr> = Vec::new();
         for c in &eval.candidates {
@@ -616,7 +644,7 @@ impl Manager {
                     from_link: s.current_link.clone(),
                     to: None,
                     to_link: None,
-                    cause: s.cause.take(),
+                    cause,
                     decided: now,
                     tests_sent: None,
                     first_answer: None,

@@ -46,6 +46,10 @@ use crate::{
 const REPORT_QUEUE: usize = 64;
 /// Feed items waiting between a source and the manager.
 const FEED_QUEUE: usize = 256;
+/// At most this many queued feed items are applied together before the
+/// manager evaluates (a link going down comes with its addresses and
+/// routes: one evaluation for the burst, not one per item).
+pub const FEED_BURST: usize = 64;
 /// How often the CHILD_SA counters are read while a moved SA waits for its
 /// first ESP packet on the new path.
 pub const ESP_POLL: Duration = Duration::from_millis(10);
@@ -199,6 +203,17 @@ impl Mobility {
             Some(f) = watch => Input::Watch(f),
             else => std::future::pending().await,
         }
+    }
+
+    /// A feed item already queued by an active source, without waiting.
+    pub fn try_next(&mut self) -> Option<Input> {
+        if let Some((rx, _)) = self.subscription.as_mut()
+            && let Ok(f) = rx.try_recv()
+        {
+            return Some(Input::Subscription(f));
+        }
+        let w = self.watch.as_mut()?;
+        w.rx.try_recv().ok().map(Input::Watch)
     }
 
     /// Applies a feed item: source switching, then the manager.

@@ -176,6 +176,11 @@ pub async fn run(
             input = next_input(&mut mobility) => {
                 if let Some(m) = mobility.as_mut() {
                     m.on_input(input, Instant::now());
+                    // What else is queued goes in before the evaluation.
+                    for _ in 1..mobility::FEED_BURST {
+                        let Some(input) = m.try_next() else { break };
+                        m.on_input(input, Instant::now());
+                    }
                 }
             }
             Some(ev) = expires.recv() => match ev {

@@ -44,6 +44,7 @@ ${2:-}
   plugins { vici { socket = unix://$1/charon.vici } }
   filelog { main { path = $1/charon.log
     time_format = %T
+    time_add_ms = yes
     flush_line = yes
     default = 1
     ike = 2

@@ -568,3 +568,82 @@ fn both_roles_announce_a_changed_address_list() {
         }]
     );
 }
+
+/// While the update is on the wire, the rest of the burst on the link being
+/// left (its address going, its link flapping) costs no evaluation and no
+/// route lookup; what touches the pair the update goes to does. The move's
+/// cause is the event that started it, not the last of the burst.
+#[test]
+fn an_update_under_way_ignores_the_link_being_left() {
+    let mut e = Env::new(true);
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
+    let update = e.moves_after(link_ev(1, "eth0", IfaceKind::Ethernet, "", false), 11);
+    assert_eq!(
+        update,
+        vec![Action::Update {
+            sa: 7,
+            pair: pair(WLAN, PEER)
+        }]
+    );
+    for (ev, id) in [
+        (
+            LinkEvent::AddrRemoved {
+                index: 1,
+                addr: ETH,
+            },
+            12,
+        ),
+        (link_ev(1, "eth0", IfaceKind::Ethernet, "", true), 13),
+        (link_ev(1, "eth0", IfaceKind::Ethernet, "", false), 14),
+    ] {
+        e.m.on_link_event(ev, Some(cause(id, e.now)), e.now);
+        assert!(
+            e.m.route_pairs(e.now).is_empty(),
+            "event {id} on the link being left asks for no route lookup"
+        );
+    }
+    // wlan0 changes: the update's own pair is looked at again.
+    let second = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
+    e.m.on_link_event(addr_ev(2, second), Some(cause(15, e.now)), e.now);
+    assert!(!e.m.route_pairs(e.now).is_empty());
+    e.step(0);
+    e.now += Duration::from_millis(20);
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    e.m.on_first_esp(7, e.now);
+    let (_, t) = e.m.poll_completed().expect("a completed move");
+    assert_eq!(t.cause.map(|c| c.id), Some(11));
+    assert!(
+        !e.m.route_pairs(e.now).is_empty(),
+        "after the answer the SA is evaluated again"
+    );
+    e.step(0);
+    assert!(e.m.route_pairs(e.now).is_empty(), "then settled");
+}
+
+/// An event that moved nothing is not the cause of a later move.
+#[test]
+fn a_cause_that_moved_nothing_is_forgotten() {
+    let mut e = Env::new(true);
+    e.m.on_link_event(addr_ev(2, WLAN), Some(cause(1, e.now)), e.now);
+    assert_eq!(e.step(0), vec![]);
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
+    e.m.on_link_event(
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
+        None,
+        e.now,
+    );
+    e.step(0);
+    e.now += Duration::from_millis(20);
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    e.m.on_first_esp(7, e.now);
+    let (_, t) = e.m.poll_completed().expect("a completed move");
+    assert_eq!(t.cause.map(|c| c.id), None);
+}
+
+fn cause(id: u64, received: Instant) -> Cause {
+    Cause {
+        id,
+        observed: SystemTime::now(),
+        received,
+    }
+}
