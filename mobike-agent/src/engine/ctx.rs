@@ -21,6 +21,10 @@ pub(super) struct Outputs {
     pub(super) transmits: VecDeque<Transmit>,
     pub(super) events: VecDeque<Event>,
     pub(super) kernel: VecDeque<KernelAction>,
+    /// Kernel actions the queued datagrams do not wait for (see
+    /// [`Ctx::kernel_after_send`]); they stay behind every action in
+    /// `kernel`.
+    pub(super) kernel_after_send: VecDeque<KernelAction>,
 }
 
 /// Per-call context handed to an SA.
@@ -63,7 +67,21 @@ impl Ctx<'_> {
     }
 
     pub(super) fn kernel(&mut self, k: KernelAction) {
+        // Behind any action queued to go after the datagrams: the order
+        // in which the engine asked is the order the kernel sees.
+        let after = std::mem::take(&mut self.out.kernel_after_send);
+        self.out.kernel.extend(after);
         self.out.kernel.push_back(k);
+    }
+
+    /// A kernel action that need not be done before the datagrams queued
+    /// with it go out: the runtime sends first, then applies it
+    /// ([`super::Endpoint::poll_kernel_action_before_send`]). For work
+    /// the datagram's receiver does in parallel with ours, such as the
+    /// CHILD_SAs of a lost pair migrated as the update goes out: the peer
+    /// starts moving its SAs while ours move.
+    pub(super) fn kernel_after_send(&mut self, k: KernelAction) {
+        self.out.kernel_after_send.push_back(k);
     }
 
     /// When to rekey something made now: `base` later, less a random part

@@ -183,7 +183,10 @@ impl Endpoint {
 
     /// Whether datagrams, events or kernel actions wait to be polled.
     pub fn has_output(&self) -> bool {
-        !self.out.transmits.is_empty() || !self.out.events.is_empty() || !self.out.kernel.is_empty()
+        !self.out.transmits.is_empty()
+            || !self.out.events.is_empty()
+            || !self.out.kernel.is_empty()
+            || !self.out.kernel_after_send.is_empty()
     }
 
     /// Next datagram to send.
@@ -196,8 +199,19 @@ impl Endpoint {
         self.out.events.pop_front()
     }
 
-    /// Next kernel action.
+    /// Next kernel action, in the order the engine asked for them.
     pub fn poll_kernel_action(&mut self) -> Option<KernelAction> {
+        self.out
+            .kernel
+            .pop_front()
+            .or_else(|| self.out.kernel_after_send.pop_front())
+    }
+
+    /// Next kernel action that must be applied before the queued
+    /// datagrams are sent; the rest ([`Endpoint::poll_kernel_action`]) may
+    /// follow the datagrams. A runtime that does not care polls
+    /// `poll_kernel_action` alone.
+    pub fn poll_kernel_action_before_send(&mut self) -> Option<KernelAction> {
         self.out.kernel.pop_front()
     }
 

@@ -450,7 +450,8 @@ async fn flush(
     mobility: &mut Option<Mobility>,
 ) {
     // Kernel actions and datagrams go first (a CHILD_SA migrated at the
-    // peer's answer, an update on the wire), the mobility manager's route
+    // peer's answer, an update on the wire; the kernel actions the
+    // datagrams do not wait for after them), the mobility manager's route
     // lookups and evaluation after; what it queues (and what the kernel's
     // failures queue) goes round again, a bounded number of times.
     for _ in 0..FLUSH_ROUNDS {
@@ -462,8 +463,9 @@ async fn flush(
                 warn!(error = %errchain::chain(&e), "virtual IP");
             }
         }
-        apply_kernel_actions(ep, kernel, routes).await;
+        apply_kernel_actions(ep, kernel, routes, true).await;
         send_all(ep, sockets).await;
+        apply_kernel_actions(ep, kernel, routes, false).await;
         if let Some(m) = mobility.as_mut() {
             let now = Instant::now();
             for (sa, t) in m.drive(ep, now, |ip| listening_on(sockets, ip)).await {
@@ -479,10 +481,23 @@ async fn flush(
     debug!("engine output left after {FLUSH_ROUNDS} rounds");
 }
 
-/// The engine's kernel actions, applied; a refused install or migrate goes
-/// back to the engine.
-async fn apply_kernel_actions(ep: &mut Endpoint, kernel: &mut Kernel, routes: &mut Option<Routes>) {
-    while let Some(k) = ep.poll_kernel_action() {
+/// The engine's kernel actions, applied (`before_send`: only those the
+/// queued datagrams wait for); a refused install or migrate goes back to
+/// the engine.
+async fn apply_kernel_actions(
+    ep: &mut Endpoint,
+    kernel: &mut Kernel,
+    routes: &mut Option<Routes>,
+    before_send: bool,
+) {
+    let next = |ep: &mut Endpoint| {
+        if before_send {
+            ep.poll_kernel_action_before_send()
+        } else {
+            ep.poll_kernel_action()
+        }
+    };
+    while let Some(k) = next(ep) {
         let ev = kernel.apply(k).await;
         if let KernelEvent::Failed {
             op: KernelOp::Install,

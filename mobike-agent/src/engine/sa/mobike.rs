@@ -114,16 +114,27 @@ impl IkeSa {
     /// The kernel side of a move: every CHILD_SA from `from` to `to`, with
     /// the encapsulation the IKE SA has now.
     fn migrate_children_between(&self, ctx: &mut Ctx<'_>, from: Path, to: Path) {
+        self.migrate_children_with(ctx, from, to, false);
+    }
+
+    /// `after_send`: the migrations may follow the datagrams queued with
+    /// them ([`Ctx::kernel_after_send`]).
+    fn migrate_children_with(&self, ctx: &mut Ctx<'_>, from: Path, to: Path, after_send: bool) {
         let encap = self.encap();
         for c in &self.children {
-            ctx.kernel(KernelAction::MigrateChildSa {
+            let k = KernelAction::MigrateChildSa {
                 reqid: c.reqid,
                 inbound_spi: c.inbound_spi,
                 outbound_spi: c.outbound_spi,
                 from: (from.local.ip(), from.remote.ip()),
                 to: (to.local.ip(), to.remote.ip()),
                 encap,
-            });
+            };
+            if after_send {
+                ctx.kernel_after_send(k);
+            } else {
+                ctx.kernel(k);
+            }
         }
     }
 
@@ -208,8 +219,9 @@ impl IkeSa {
         self.path = path;
         let moved_early = match self.moving() {
             Some(m) if m.path_lost && path != old => {
-                // The old pair is lost: the CHILD_SAs go now.
-                self.migrate_children_between(ctx, old, path);
+                // The old pair is lost: the CHILD_SAs go now, right after
+                // the update (the peer moves its SAs meanwhile).
+                self.migrate_children_with(ctx, old, path, true);
                 Some((path, self.encap()))
             }
             _ => {
@@ -388,5 +400,68 @@ fn check_families(paths: &[Path]) -> Result<(), CommandError> {
             remote: p.remote,
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_pair::{established, kernel_actions};
+    use crate::engine::{Command, KernelAction};
+
+    /// With the old pair lost, the CHILD_SAs are migrated right after the
+    /// update goes out (the peer moves its SAs meanwhile), not before it;
+    /// an action the engine asks for later still follows them.
+    #[test]
+    fn a_lost_pair_migrates_after_the_update_is_sent() {
+        let (now, mut a, _b) = established();
+        let info = a.ike_sas()[0].clone();
+        a.handle_command(now, Command::PathLost { sa: info.id })
+            .unwrap();
+        a.handle_command(
+            now,
+            Command::UpdateAddresses {
+                sa: info.id,
+                local: "192.0.2.9:4500".parse().unwrap(),
+                remote: info.path.remote,
+                fallback: vec![],
+            },
+        )
+        .unwrap();
+        assert!(a.poll_transmit().is_some(), "the update is queued");
+        assert_eq!(
+            a.poll_kernel_action_before_send(),
+            None,
+            "nothing the update waits for"
+        );
+        let after = kernel_actions(&mut a);
+        assert_eq!(after.len(), info.child_sas.len());
+        assert!(
+            after
+                .iter()
+                .all(|k| matches!(k, KernelAction::MigrateChildSa { .. })),
+            "{after:?}"
+        );
+    }
+
+    /// A move whose old pair still works prepares the inbound SAs at the
+    /// new address before the update goes out.
+    #[test]
+    fn make_before_break_prepares_before_the_update_is_sent() {
+        let (now, mut a, _b) = established();
+        let info = a.ike_sas()[0].clone();
+        a.handle_command(
+            now,
+            Command::UpdateAddresses {
+                sa: info.id,
+                local: "192.0.2.9:4500".parse().unwrap(),
+                remote: info.path.remote,
+                fallback: vec![],
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            a.poll_kernel_action_before_send(),
+            Some(KernelAction::PrepareInbound { .. })
+        ));
     }
 }
