@@ -26,7 +26,8 @@
 #              Link_Going_Down with 500 / 100 ms lead through trigger-db
 #              (`triggerctl add`), then the uplink set down
 #   break-netlink  (agent only) break, with the agent's own rtnetlink watch
-#              ([mobility] source = "netlink") instead of trigger-db
+#              ([mobility] source = "netlink") and no trigger-db running,
+#              as charon runs
 # The agent runs with [mobility] source = "trigger-db" (but in
 # break-netlink), trigger-db in A. --sets runs only the sets named.
 # After each set, the XFRM error counters (/proc/net/xfrm_stat) that grew
@@ -105,6 +106,10 @@ for impl in charon agent; do
   if [ "$impl" = agent ]; then
     run_set agent lgd-500 break "4 6" "4 6" 500
     run_set agent lgd-100 break "4 6" "4 6" 100
+    # The agent alone, as charon runs: no trigger-db on the host.
+    if [ -z "$SETS" ] || [[ " $SETS " == *" break-netlink "* ]]; then
+      stop_pid "$TRIGGERDB_PID"; TRIGGERDB_PID=""
+    fi
     run_set agent break-netlink break "4 6" "4 6" "" netlink
   fi
 done
