@@ -4,19 +4,20 @@
 //! `initiate`, `terminate`, `rekey` and `move` act on its IKE SAs there.
 //! SIGHUP re-reads the configuration file.
 //! Logging is filtered by `MOBIKE_AGENT_LOG` (tracing-subscriber syntax,
-//! default `info`).
+//! default `info`), as text (colour only on a terminal) or JSON lines
+//! (`--log-format json`, `MOBIKE_AGENT_LOG_FORMAT`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use logsetup::LogFormat;
 use mobike_agent::{
     config_file::{AgentConfig, FileConfig},
     control::{self, ControlCommand, Selector, client::Client},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 use trigger_proto::mobike_v1::CommandResponse;
 
 /// IKEv2 + MOBIKE agent.
@@ -31,6 +32,16 @@ struct Args {
     /// $XDG_RUNTIME_DIR/mobike-agent/control.sock].
     #[arg(long, global = true)]
     control_socket: Option<PathBuf>,
+    /// Log lines as text (colour only on a terminal) or JSON, one object
+    /// per line.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "MOBIKE_AGENT_LOG_FORMAT",
+        default_value_t
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -346,13 +357,7 @@ fn main() -> anyhow::Result<()> {
         .config
         .clone()
         .context("--config FILE is required to run the agent")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("MOBIKE_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logsetup::init("MOBIKE_AGENT_LOG", "info", args.log_format);
     let file = FileConfig::load(&config_path)
         .with_context(|| format!("loading {}", config_path.display()))?;
     let mut config = file

@@ -50,3 +50,49 @@ fn xfrm_backend_is_accepted_and_fails_only_at_the_kernel_or_socket() {
         "{err}"
     );
 }
+
+fn run_logging(format: Option<&str>) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, include_str!("../config/example.toml")).expect("write config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mobike-agent"));
+    cmd.arg("--config")
+        .arg(&path)
+        .env("MOBIKE_AGENT_LOG", "debug");
+    if let Some(f) = format {
+        cmd.args(["--log-format", f]);
+    }
+    let out = cmd.output().expect("run mobike-agent");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// stderr is a pipe here (as under systemd): no ANSI colour codes.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let err = run_logging(None);
+    assert!(err.contains(" INFO "), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
+
+/// `--log-format json`: every log line is one JSON object.
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let err = run_logging(Some("json"));
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "{err}");
+    for l in &lines {
+        assert!(l["level"].is_string() && l["fields"].is_object(), "{l}");
+    }
+    // Everything before the exit's error report (anyhow's, not a log
+    // line) is JSON.
+    assert!(
+        err.lines()
+            .take_while(|l| !l.starts_with("Error:"))
+            .all(|l| l.starts_with('{')),
+        "{err}"
+    );
+}

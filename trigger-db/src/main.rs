@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use logsetup::LogFormat;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 use trigger_db::{config::Config, daemon, paths};
 
 /// The link-trigger database (PF_TRIGGER over gRPC): collects link,
@@ -27,16 +27,21 @@ struct Args {
     /// TOML configuration file (see the documentation of trigger_db::config).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log lines as text (colour only on a terminal) or JSON, one object
+    /// per line.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "TRIGGER_DB_LOG_FORMAT",
+        default_value_t
+    )]
+    log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("TRIGGER_DB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logsetup::init("TRIGGER_DB_LOG", "info", args.log_format);
     let config = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),

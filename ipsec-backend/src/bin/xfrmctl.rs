@@ -431,13 +431,7 @@ fn opt(a: Option<IpAddr>) -> String {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("XFRMCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logsetup::init("XFRMCTL_LOG", "warn", logsetup::LogFormat::Text);
     let cli = Cli::parse();
     if let Some(ns) = &cli.netns {
         // Single-threaded from here on: the whole process moves.
