@@ -1,5 +1,6 @@
-//! The hub: fan-out of stored triggers to subscribers, and the current link
-//! table that subscribers' snapshots come from.
+//! The hub: fan-out of triggers to subscribers (as soon as the writer has
+//! given them ids, before the store has committed them), and the current
+//! link table that subscribers' snapshots come from.
 //!
 //! Every subscriber has its own bounded queue. Publishing never waits: a
 //! subscriber whose queue is full is cut off on the spot (its queue is
@@ -9,9 +10,10 @@
 //!
 //! Registration and publishing share one lock, so a new subscriber learns
 //! exactly which id the live part of its stream starts after, and gets the
-//! link table as of that id: replay from the store up to it, snapshot, then
-//! live triggers, with no gap and no duplicate. The hub does not touch the
-//! store itself.
+//! link table as of that id: replay from the store up to it (and the
+//! published triggers the store has not committed yet, which the hub keeps
+//! until the writer settles them), snapshot, then live triggers, with no
+//! gap and no duplicate. The hub does not touch the store itself.
 
 use std::sync::{
     Arc, Mutex, MutexGuard,
@@ -39,6 +41,13 @@ struct Slot {
 #[derive(Debug, Default)]
 struct Inner {
     last_id: u64,
+    /// The writer is done with every id up to this one: committed (or
+    /// failed and logged). What the store holds for readers.
+    settled_id: u64,
+    /// Published triggers the store has not committed yet (the writer's
+    /// batch under way, in id order): a subscriber registering now gets
+    /// them from here, since its replay from the store cannot see them.
+    inflight: Vec<Arc<Trigger>>,
     links: Arc<LinkTable>,
     slots: Vec<Slot>,
     closed: bool,
@@ -71,8 +80,12 @@ pub struct Hub {
 pub struct Subscription {
     pub rx: mpsc::Receiver<Arc<Trigger>>,
     /// Every trigger with a higher id arrives on `rx`; those up to it are in
-    /// the store.
+    /// the store or in `inflight`.
     pub start_after: u64,
+    /// Triggers up to `start_after` that were published but are not
+    /// committed yet: replay the store up to the id before the first of
+    /// these, then these.
+    pub inflight: Vec<Arc<Trigger>>,
     /// The link table as of `start_after`.
     pub links: Arc<LinkTable>,
     missed: Arc<AtomicU64>,
@@ -94,6 +107,7 @@ impl Hub {
         Self {
             inner: Mutex::new(Inner {
                 last_id,
+                settled_id: last_id,
                 ..Default::default()
             }),
             queue: queue.max(1),
@@ -126,6 +140,7 @@ impl Hub {
         Some(Subscription {
             rx,
             start_after: inner.last_id,
+            inflight: inner.inflight.clone(),
             links: inner.links.clone(),
             missed,
         })
@@ -165,6 +180,7 @@ impl Hub {
         if let Some(last) = triggers.last() {
             inner.last_id = inner.last_id.max(last.id);
         }
+        inner.inflight.extend(triggers.iter().cloned());
         self.stats
             .published
             .fetch_add(triggers.len() as u64, Ordering::Relaxed);
@@ -193,6 +209,30 @@ impl Hub {
             }
             true
         });
+    }
+
+    /// The writer is done with the triggers up to `id` (committed, or
+    /// failed and logged): new subscribers read them from the store.
+    pub fn settle(&self, id: u64) {
+        let mut inner = self.lock();
+        inner.inflight.retain(|t| t.id > id);
+        inner.settled_id = inner.settled_id.max(id);
+    }
+
+    /// The published trigger `id` if the store has not committed it yet.
+    pub fn in_flight(&self, id: u64) -> Option<Arc<Trigger>> {
+        let inner = self.lock();
+        inner
+            .inflight
+            .binary_search_by_key(&id, |t| t.id)
+            .ok()
+            .map(|i| inner.inflight[i].clone())
+    }
+
+    /// The last id the writer is done with (see [`Hub::settle`]): a reader
+    /// of the store that then subscribes resuming after it misses nothing.
+    pub fn settled_id(&self) -> u64 {
+        self.lock().settled_id
     }
 
     /// Ends every subscription (their queues close after what they hold) and
@@ -257,6 +297,32 @@ mod tests {
         assert_eq!(wlan.rx.try_recv().unwrap().id, 2);
         assert!(wlan.rx.try_recv().is_err());
         assert_eq!(hub.subscribe(Filter::default()).unwrap().start_after, 2);
+    }
+
+    /// Published but not committed: a subscriber registering now gets them
+    /// from the in-flight list (its store replay cannot see them), Get
+    /// finds them there, and once settled they are the store's.
+    #[test]
+    fn triggers_in_flight_reach_late_subscribers_until_settled() {
+        let hub = Hub::new(4, 16, 16);
+        hub.publish(&[trig(5, "eth0"), trig(6, "wlan0")], None);
+        let late = hub.subscribe(Filter::default()).unwrap();
+        assert_eq!(late.start_after, 6);
+        assert_eq!(
+            late.inflight.iter().map(|t| t.id).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!(hub.in_flight(6).map(|t| t.id), Some(6));
+        assert_eq!(hub.settled_id(), 4);
+        hub.settle(6);
+        assert_eq!(hub.settled_id(), 6);
+        assert!(hub.in_flight(6).is_none());
+        assert!(
+            hub.subscribe(Filter::default())
+                .unwrap()
+                .inflight
+                .is_empty()
+        );
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //! crash or power loss. Writes are batched by the caller
 //! ([`crate::writer`]): many triggers, one transaction, one fsync.
 //!
-//! This module does not fan out or decide ids itself: SQLite's AUTOINCREMENT
-//! assigns them, and only the writer inserts, so they strictly increase in
-//! publish order. It is also the seam for another backend later (PostgreSQL
+//! This module does not fan out or decide ids itself: the writer gives them
+//! from ranges it first makes durable here ([`Writer::reserve_ids`], which
+//! moves AUTOINCREMENT's `sqlite_sequence` ahead), so they strictly increase
+//! in publish order and are never given twice, even when a crash lost rows
+//! that subscribers had already been sent. It is also the seam for another backend later (PostgreSQL
 //! for fleets) with the same queries.
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -346,7 +348,8 @@ impl Store {
     }
 
     pub async fn last_id(&self) -> Result<u64, StoreError> {
-        // sqlite_sequence keeps the highest id ever given, even after deletes.
+        // sqlite_sequence keeps the highest id ever given or reserved
+        // (`Writer::reserve_ids`), even after deletes.
         let row = sqlx::query("SELECT seq FROM sqlite_sequence WHERE name = 'triggers'")
             .fetch_optional(&self.pool)
             .await
@@ -453,30 +456,74 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Inserts the triggers in one transaction and sets their ids, in order.
-    pub async fn insert(&mut self, triggers: &mut [&mut Trigger]) -> Result<(), StoreError> {
+    /// Makes every id up to `up_to` taken for good, before any of them is
+    /// handed out: AUTOINCREMENT never gives an id at or below
+    /// `sqlite_sequence`'s value, so after a crash the ids continue above
+    /// it whether or not their rows were stored. One small transaction.
+    pub async fn reserve_ids(&mut self, up_to: u64) -> Result<(), StoreError> {
+        let up_to = i64::try_from(up_to).map_err(|_| StoreError::Sql {
+            op: "reserve ids",
+            source: sqlx::Error::Protocol(format!("id {up_to} is beyond SQLite's integers")),
+        })?;
+        let mut tx = self.conn.begin().await.map_err(sql("begin"))?;
+        let updated =
+            sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'triggers'")
+                .bind(up_to)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("reserve ids"))?;
+        if updated.rows_affected() == 0 {
+            // No row was ever stored: the table has no sequence yet.
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('triggers', ?)")
+                .bind(up_to)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("reserve ids"))?;
+        }
+        tx.commit().await.map_err(sql("commit"))?;
+        Ok(())
+    }
+
+    /// Gives back the reserved ids above `last_given` (none of them was
+    /// handed out): at a clean shutdown, so that ids go on densely.
+    pub async fn release_ids(&mut self, last_given: u64) -> Result<(), StoreError> {
+        let last_given = i64::try_from(last_given).map_err(|_| StoreError::Sql {
+            op: "release ids",
+            source: sqlx::Error::Protocol(format!("id {last_given} is beyond SQLite's integers")),
+        })?;
+        sqlx::query("UPDATE sqlite_sequence SET seq = ? WHERE name = 'triggers' AND seq > ?")
+            .bind(last_given)
+            .bind(last_given)
+            .execute(&mut self.conn)
+            .await
+            .map_err(sql("release ids"))?;
+        Ok(())
+    }
+
+    /// Inserts the triggers in one transaction with the ids they carry
+    /// (given by the writer from a range [`Writer::reserve_ids`] made
+    /// durable, increasing).
+    pub async fn insert(&mut self, triggers: &[&Trigger]) -> Result<(), StoreError> {
         if triggers.is_empty() {
             return Ok(());
         }
         let mut tx = self.conn.begin().await.map_err(sql("begin"))?;
-        for chunk in triggers.chunks_mut(ROWS_PER_STATEMENT) {
+        for chunk in triggers.chunks(ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO triggers (observed_at, source, type, if_name, if_index, body) ",
+                "INSERT INTO triggers (id, observed_at, source, type, if_name, if_index, body) ",
             );
             qb.push_values(chunk.iter(), |mut b, t| {
-                b.push_bind(t.observed_at.0)
+                b.push_bind(t.id as i64)
+                    .push_bind(t.observed_at.0)
                     .push_bind(i64::from(t.source.to_wire()))
                     .push_bind(i64::from(t.kind.to_wire()))
                     .push_bind(t.interface.as_ref().map(|i| i.name.clone()))
                     .push_bind(t.interface.as_ref().map(|i| i64::from(i.index)))
                     .push_bind(encode(t));
             });
-            // One writer and AUTOINCREMENT: the rows of one statement get
-            // consecutive ids ending at last_insert_rowid (cheaper than
-            // RETURNING, which hands every id back as a row of its own).
             let done = qb.build().execute(&mut *tx).await.map_err(sql("insert"))?;
-            let n = chunk.len() as i64;
-            if done.rows_affected() != n as u64 {
+            let n = chunk.len() as u64;
+            if done.rows_affected() != n {
                 return Err(StoreError::Sql {
                     op: "insert",
                     source: sqlx::Error::Protocol(format!(
@@ -484,10 +531,6 @@ impl Writer {
                         done.rows_affected()
                     )),
                 });
-            }
-            let first = done.last_insert_rowid() - n + 1;
-            for (i, t) in chunk.iter_mut().enumerate() {
-                t.id = (first + i as i64) as u64;
             }
         }
         tx.commit().await.map_err(sql("commit"))?;

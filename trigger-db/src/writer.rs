@@ -1,8 +1,10 @@
 //! The writer actor: the only task that writes to the store. It takes client
 //! Adds and source batches from bounded queues, coalesces whatever is
 //! waiting into one transaction (group commit: one fsync for many callers),
-//! then publishes the stored triggers to the hub in id order and only then
-//! acknowledges the callers. Modify, Delete, Flush and retention run between
+//! gives the triggers their ids from a range already reserved in the store,
+//! publishes them to the hub in id order at once (live delivery does not
+//! wait for the fsync), stores them, and only then acknowledges the Add
+//! callers. Modify, Delete, Flush and retention run between
 //! batches on the same connection, so SQLite never sees two writers.
 //!
 //! Source triggers pass through the [`Damper`] first (debounce per
@@ -39,6 +41,10 @@ use crate::{
 
 /// Capacity of the client command queue.
 const COMMAND_QUEUE: usize = 1024;
+/// Ids reserved ahead in one small transaction ([`Writer::reserve_ids`]):
+/// one such commit per this many triggers, and after a crash the ids
+/// continue at most this far above the last one given.
+const ID_RESERVATION: u64 = 4096;
 
 type AddReply = oneshot::Sender<Result<Vec<u64>, StoreError>>;
 
@@ -207,8 +213,12 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    // The store's sequence is the highest id ever given or reserved.
+    let last_id = hub.last_id();
     let actor = Actor {
         writer,
+        next_id: last_id + 1,
+        reserved: last_id,
         commands: rx,
         sources,
         hub,
@@ -223,6 +233,10 @@ pub fn spawn(
 
 struct Actor {
     writer: Writer,
+    /// The id the next trigger gets.
+    next_id: u64,
+    /// Ids up to this one are reserved in the store.
+    reserved: u64,
     commands: mpsc::Receiver<Command>,
     sources: SourceReceiver,
     hub: Arc<Hub>,
@@ -328,6 +342,14 @@ impl Actor {
             self.group_commit(p).await;
         }
         self.hub.close();
+        // Ids reserved but never given go back, so that a clean restart
+        // goes on with the next one (only a crash skips the rest of a
+        // reservation).
+        if self.reserved > self.next_id - 1
+            && let Err(e) = self.writer.release_ids(self.next_id - 1).await
+        {
+            warn!(error = %e, "cannot give back the reserved ids; the next start skips them");
+        }
         if let Err(e) = self.writer.close().await {
             error!(error = %e, "closing the database");
         }
@@ -436,22 +458,36 @@ impl Actor {
             }
         }
         let n = triggers.len();
+        // Ids from a durable reservation, then the triggers go to the
+        // subscribers at once and to the store after: a link going down
+        // reaches MOBIKE without waiting for the commit's fsync. A
+        // subscriber that registers before the commit gets them from the
+        // hub's in-flight list; callers of Add are answered only once the
+        // commit is done ("a reply means committed").
+        if let Err(e) = self.assign_ids(&mut triggers).await {
+            self.failed(&e, n, links, acks);
+            return;
+        }
+        let published: Vec<Arc<Trigger>> = triggers.into_iter().map(Arc::new).collect();
+        self.hub.publish(&published, links.clone());
         let result = {
-            let mut refs: Vec<&mut Trigger> = triggers.iter_mut().collect();
-            self.writer.insert(&mut refs).await
+            let refs: Vec<&Trigger> = published.iter().map(|t| &**t).collect();
+            self.writer.insert(&refs).await
         };
+        if let Some(last) = published.last() {
+            self.hub.settle(last.id);
+        }
         match result {
             Ok(()) => {
                 self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
                 // Source triggers were counted when they came in.
                 self.count_flaps(
-                    triggers.iter().filter(|t| {
+                    published.iter().map(|t| &**t).filter(|t| {
                         !matches!(t.source, Source::Rtnetlink | Source::NetworkManager)
                     }),
                 );
-                let stored: Vec<Arc<Trigger>> = triggers.into_iter().map(Arc::new).collect();
-                self.hub.publish(&stored, links);
+                let stored = published;
                 let mut at = 0;
                 for (count, reply) in acks {
                     let ids = positions[at..at + count]
@@ -469,17 +505,56 @@ impl Actor {
                 debug!(triggers = n, "committed");
             }
             Err(e) => {
-                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                error!(error = %e, triggers = n, "storing triggers failed; callers get the error");
-                // Source triggers of this batch are lost to the store; say so
-                // loudly. The link table still moves on so state stays right.
-                if let Some(links) = links {
-                    self.hub.publish(&[], Some(links));
-                }
-                for (_, reply) in acks {
-                    let _ = reply.send(Err(clone_err(&e)));
-                }
+                error!(
+                    first_id = published.first().map_or(0, |t| t.id),
+                    last_id = published.last().map_or(0, |t| t.id),
+                    "triggers sent to subscribers live could not be stored"
+                );
+                self.failed(&e, n, None, acks);
             }
+        }
+    }
+
+    /// Gives the triggers their ids, reserving a further range first when
+    /// this batch would go past the reserved one.
+    async fn assign_ids(&mut self, triggers: &mut [Trigger]) -> Result<(), StoreError> {
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        let Some(last) = self.next_id.checked_add(triggers.len() as u64 - 1) else {
+            return Err(StoreError::Sql {
+                op: "assign ids",
+                source: sqlx::Error::Protocol("ids exhausted".into()),
+            });
+        };
+        if last > self.reserved {
+            let up_to = last.saturating_add(ID_RESERVATION);
+            self.writer.reserve_ids(up_to).await?;
+            self.reserved = up_to;
+        }
+        for t in triggers.iter_mut() {
+            t.id = self.next_id;
+            self.next_id += 1;
+        }
+        Ok(())
+    }
+
+    /// A batch the store did not take: counted, logged, the Add callers get
+    /// the error. The link table still moves on so state stays right.
+    fn failed(
+        &mut self,
+        e: &StoreError,
+        n: usize,
+        links: Option<Arc<LinkTable>>,
+        acks: Vec<(usize, AddReply)>,
+    ) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        error!(error = %e, triggers = n, "storing triggers failed; callers get the error");
+        if let Some(links) = links {
+            self.hub.publish(&[], Some(links));
+        }
+        for (_, reply) in acks {
+            let _ = reply.send(Err(clone_err(e)));
         }
     }
 

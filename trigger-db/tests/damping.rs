@@ -230,8 +230,12 @@ async fn store_counts_link_downs_per_interface_and_bucket() {
         mk(TriggerType::LinkDown, "wlan0", 300), // until is exclusive
         mk(TriggerType::LinkDown, "eth0", -1),   // before since
     ];
-    let mut refs: Vec<&mut Trigger> = ts.iter_mut().collect();
-    writer.insert(&mut refs).await.unwrap();
+    writer.reserve_ids(ts.len() as u64).await.unwrap();
+    for (i, t) in ts.iter_mut().enumerate() {
+        t.id = i as u64 + 1;
+    }
+    let refs: Vec<&Trigger> = ts.iter().collect();
+    writer.insert(&refs).await.unwrap();
     let at = |s: i64| Timestamp(since + s * S);
     let all = store.flaps(at(0), at(300), 60 * S, &[]).await.unwrap();
     assert_eq!(

@@ -105,7 +105,7 @@ async fn until_type(s: &mut Stream, ty: pb::TriggerType, log: &dyn Fn() -> Strin
 /// Reads the stream (networkmanager triggers) up to the report of strength
 /// `value` on wlan0, which must be the next report there; other triggers
 /// (resync, link up, ...) are skipped.
-async fn until_report(s: &mut Stream, value: u8, log: &dyn Fn() -> String) {
+async fn until_report(s: &mut Stream, value: u8, log: &dyn Fn() -> String) -> u64 {
     loop {
         let msg = tokio::time::timeout(LONG, s.message()).await;
         let Ok(Ok(Some(pb::SubscribeResponse {
@@ -122,7 +122,7 @@ async fn until_report(s: &mut Stream, value: u8, log: &dyn Fn() -> String) {
         if on_wlan && let Some((v, crossed)) = report(&t) {
             assert_eq!(crossed, None, "the source's own report: {t:?}");
             assert_eq!(v, f64::from(value), "reports out of order: {t:?}");
-            return;
+            return t.id;
         }
     }
 }
@@ -137,10 +137,34 @@ async fn drive(
     s: &mut Stream,
     series: &[u8],
     log: &dyn Fn() -> String,
-) {
+) -> u64 {
+    let mut last = 0;
     for &v in series {
         set(conn, ap, AP_IFACE, "Strength", Variant::from(v)).await;
-        until_report(s, v, log).await;
+        last = until_report(s, v, log).await;
+    }
+    last
+}
+
+/// Waits until the store holds every trigger up to `id` (Stats.last_id):
+/// subscribers get a trigger as soon as it has its id, the store commits
+/// it right after.
+async fn settled(c: &mut trigger_client::Client, id: u64) {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let s = c
+            .stats(pb::StatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner();
+        if s.last_id >= id {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "id {id} not stored within {LONG:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -256,7 +280,8 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
     until_report(&mut s, 80, &log).await;
 
     // The fall: one crossing, at 35.
-    drive(&conn, &ap, &mut s, &[70, 60, 50, 35, 20], &log).await;
+    let last = drive(&conn, &ap, &mut s, &[70, 60, 50, 35, 20], &log).await;
+    settled(&mut c, last).await;
     let h = history(&mut c).await;
     assert_eq!(
         h,
@@ -275,14 +300,16 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
     );
 
     // Hovering around 40 but never back above 45: nothing more.
-    drive(&conn, &ap, &mut s, &[38, 42, 39, 41, 38, 42], &log).await;
+    let last = drive(&conn, &ap, &mut s, &[38, 42, 39, 41, 38, 42], &log).await;
+    settled(&mut c, last).await;
     let h = history(&mut c).await;
     assert_eq!(count(&h, "threshold going-down"), 1, "{h:?}");
     assert_eq!(h.iter().filter(|e| e.starts_with("threshold")).count(), 2);
     assert_eq!(h.len(), 8 + 6, "{h:?}");
 
     // Above 40 + 5 re-arms it; the next fall is the second crossing.
-    drive(&conn, &ap, &mut s, &[46, 30], &log).await;
+    let last = drive(&conn, &ap, &mut s, &[46, 30], &log).await;
+    settled(&mut c, last).await;
     let h = history(&mut c).await;
     assert_eq!(
         h[14..],
@@ -300,7 +327,8 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
     // again): the persisted threshold starts over, and the first sight of
     // NetworkManager reports the current strength, so the fall that
     // follows is a crossing, not the start of a series.
-    drive(&conn, &ap, &mut s, &[80], &log).await;
+    let seen = drive(&conn, &ap, &mut s, &[80], &log).await;
+    settled(&mut c, seen).await;
     let last = c
         .stats(pb::StatsRequest {})
         .await
@@ -326,7 +354,8 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
         .expect("subscribe after the restart")
         .into_inner();
     until_report(&mut s, 80, &log).await;
-    drive(&conn, &ap, &mut s, &[20], &log).await;
+    let seen = drive(&conn, &ap, &mut s, &[20], &log).await;
+    settled(&mut c, seen).await;
     let h = history(&mut c).await;
     assert_eq!(
         h[h.len() - 5..],

@@ -162,9 +162,14 @@ impl TriggerService for Service {
         if id == 0 {
             return Err(self.reject(ValidationError::new("id", "must not be 0")));
         }
-        let t = self.store.get(id).await.map_err(store_status)?;
+        // A subscriber may ask for a trigger it was just sent, before the
+        // store has committed it.
+        let wire = match self.hub.in_flight(id) {
+            Some(t) => t.to_wire(),
+            None => self.store.get(id).await.map_err(store_status)?.to_wire(),
+        };
         Ok(Response::new(pb::GetResponse {
-            trigger: Some(t.to_wire()),
+            trigger: Some(wire),
         }))
     }
 
@@ -223,7 +228,7 @@ impl TriggerService for Service {
     async fn dump(&self, req: Request<pb::DumpRequest>) -> Result<Response<TriggerStream>, Status> {
         let filter = check_filter(req.get_ref().filter.as_ref()).map_err(|e| self.reject(e))?;
         let store = self.store.clone();
-        let upto = self.store.last_id().await.map_err(store_status)?;
+        let upto = self.hub.settled_id();
         let shutdown = self.shutdown.clone();
         let stream = async_stream::try_stream! {
             let mut after = 0;
@@ -294,14 +299,22 @@ impl TriggerService for Service {
         let shutdown = self.shutdown.clone();
         let stream = async_stream::try_stream! {
             use pb::subscribe_response::Item;
-            // 1. Replay what the subscriber missed, up to where live starts.
+            // 1. Replay what the subscriber missed, up to where live starts:
+            // from the store up to what it has committed, then the
+            // triggers published but not committed when we registered.
             if let Some(mut after) = body.resume_after_id {
-                while after < start_after {
+                let stored_upto = sub.inflight.first().map_or(start_after, |t| t.id - 1);
+                while after < stored_upto {
                     if shutdown.is_cancelled() { return; }
-                    let page = store.after_id(after, Some(start_after), &filter, REPLAY_PAGE).await.map_err(store_status)?;
+                    let page = store.after_id(after, Some(stored_upto), &filter, REPLAY_PAGE).await.map_err(store_status)?;
                     let Some(last) = page.last() else { break };
                     after = last.id;
                     for t in page {
+                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
+                    }
+                }
+                for t in std::mem::take(&mut sub.inflight) {
+                    if t.id > after && filter.matches(&t) {
                         yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
                     }
                 }
@@ -407,7 +420,7 @@ impl TriggerService for Service {
         Ok(Response::new(pb::StatsResponse {
             stored_triggers: s.rows,
             first_id: s.first_id,
-            last_id: s.last_id,
+            last_id: self.hub.settled_id(),
             database_bytes: s.database_bytes,
             subscribers: self.hub.subscribers() as u64,
             gap_notices: self.hub.stats.gap_notices.load(Ordering::Relaxed),
