@@ -27,6 +27,7 @@ packages=(
   strongswan-charon strongswan-swanctl        # the IKEv2 peer for interop
   libstrongswan-standard-plugins libcharon-extra-plugins
   nftables                                    # the NAT router of the VM scenario mobike-charon
+  systemd                                     # systemd-analyze verify of the units
 )
 missing=()
 for p in "${packages[@]}"; do

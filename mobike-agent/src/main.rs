@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use logsetup::LogFormat;
+use daemon_support::LogFormat;
 use mobike_agent::{
     config_file::{AgentConfig, FileConfig},
     control::{self, ControlCommand, Selector, client::Client},
@@ -357,7 +357,7 @@ fn main() -> anyhow::Result<()> {
         .config
         .clone()
         .context("--config FILE is required to run the agent")?;
-    logsetup::init("MOBIKE_AGENT_LOG", "info", args.log_format);
+    daemon_support::init_logging("MOBIKE_AGENT_LOG", "info", args.log_format);
     let file = FileConfig::load(&config_path)
         .with_context(|| format!("loading {}", config_path.display()))?;
     let mut config = file
@@ -396,8 +396,12 @@ fn main() -> anyhow::Result<()> {
         let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
         let path = config_path.clone();
         tokio::spawn(async move {
+            // RELOADING=1 here; READY=1 from the runtime once the new
+            // configuration is in, or from here when it is refused.
+            let notifier = daemon_support::notify::Notifier::from_env();
             while hup.recv().await.is_some() {
                 info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                notifier.reloading();
                 let loaded = FileConfig::load(&path).and_then(|f| f.to_agent_config());
                 match loaded {
                     Ok(mut c) => {
@@ -406,11 +410,17 @@ fn main() -> anyhow::Result<()> {
                             return;
                         }
                     }
-                    Err(e) => error!(
-                        file = %path.display(),
-                        error = %errchain::chain(&e),
-                        "reload refused; the running configuration stays"
-                    ),
+                    Err(e) => {
+                        error!(
+                            file = %path.display(),
+                            error = %errchain::chain(&e),
+                            "reload refused; the running configuration stays"
+                        );
+                        notifier.ready(&format!(
+                            "reload refused ({}); the running configuration stays",
+                            errchain::chain(&e)
+                        ));
+                    }
                 }
             }
         });

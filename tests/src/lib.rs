@@ -2,7 +2,8 @@
 //! links that are deleted when dropped ([`netns`]), strongSwan's charon as
 //! a peer in such a namespace ([`charon`]), the trigger-db daemon as a
 //! process on a socket and database of its own ([`trigger_db`], feature
-//! `trigger-db`), child processes ([`process`]) and polling with timeouts
+//! `trigger-db`), child processes ([`process`]), systemd's notify socket and unit
+//! checks ([`systemd`]) and polling with timeouts
 //! that fail naming what they waited for ([`wait`]). The integration tests
 //! and benchmark programs of trigger-db, ipsec-backend and mobike-agent use
 //! it as a dev-dependency.
@@ -15,6 +16,7 @@
 pub mod charon;
 pub mod netns;
 pub mod process;
+pub mod systemd;
 #[cfg(feature = "trigger-db")]
 pub mod trigger_db;
 pub mod wait;

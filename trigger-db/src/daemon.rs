@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use daemon_support::notify::Notifier;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -165,6 +166,20 @@ fn start_sources(cfg: &Config, tx: ingest::SourceSender, stop: CancellationToken
     (counters, tasks)
 }
 
+/// How often the status line for systemd is renewed (at least as often as
+/// the watchdog wants its ping).
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// systemd's STATUS= line: what `systemctl status trigger-db` shows.
+fn status_line(hub: &Hub, stats: &WriterStats) -> String {
+    format!(
+        "serving; last id {}, {} triggers stored since start, {} subscribers",
+        hub.settled_id(),
+        stats.ingested.load(std::sync::atomic::Ordering::Relaxed),
+        hub.subscribers()
+    )
+}
+
 /// Runs the daemon until `shutdown` is cancelled; returns once the store is
 /// flushed and closed.
 pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), DaemonError> {
@@ -221,6 +236,38 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
 
     let listener = bind(&opts.socket, cfg.socket_mode.unwrap_or(0o666), socket_gid).await?;
     info!(socket = %opts.socket.display(), "serving");
+    // systemd (Type=notify): ready now that the socket accepts and the
+    // sources' first state is in; then a status line (and the watchdog's
+    // ping, with WatchdogSec) every STATUS_EVERY or half the watchdog time.
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.ready(&status_line(&hub, &writer_stats));
+    let status_task = tokio::spawn({
+        let (notifier, hub, stats, shutdown) = (
+            notifier.clone(),
+            hub.clone(),
+            writer_stats.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            let every = notifier
+                .watchdog_interval()
+                .map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                // Taking the hub's lock for the line is part of the proof
+                // of life the watchdog ping gives.
+                notifier.status(&status_line(&hub, &stats));
+                if notifier.watchdog_interval().is_some() {
+                    notifier.watchdog();
+                }
+            }
+        }
+    });
 
     let service = Service {
         store: store.clone(),
@@ -252,11 +299,13 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     // On shutdown: stop the sources, let the writer drain and close the hub
     // (which ends every live stream), then the server finishes.
     let stop_chain = {
+        let notifier = notifier.clone();
         let shutdown = shutdown.clone();
         let writer_stop = writer_stop.clone();
         let sources_stop = sources_stop.clone();
         async move {
             shutdown.cancelled().await;
+            notifier.stopping();
             info!("shutting down: no new connections; flushing the store");
             health_reporter
                 .set_not_serving::<TriggerServiceServer<Service>>()
@@ -286,6 +335,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     };
     writer_stop.cancel();
     sources_stop.cancel();
+    status_task.abort();
     for t in source_tasks {
         if let Err(e) = t.await {
             warn!(error = %e, "source task ended abnormally");

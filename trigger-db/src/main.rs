@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use logsetup::LogFormat;
+use daemon_support::LogFormat;
 use tokio_util::sync::CancellationToken;
 use trigger_db::{config::Config, daemon, paths};
 
@@ -41,7 +41,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    logsetup::init("TRIGGER_DB_LOG", "info", args.log_format);
+    daemon_support::init_logging("TRIGGER_DB_LOG", "info", args.log_format);
     let config = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),

@@ -431,7 +431,7 @@ fn opt(a: Option<IpAddr>) -> String {
 }
 
 fn main() -> Result<()> {
-    logsetup::init("XFRMCTL_LOG", "warn", logsetup::LogFormat::Text);
+    daemon_support::init_logging("XFRMCTL_LOG", "warn", daemon_support::LogFormat::Text);
     let cli = Cli::parse();
     if let Some(ns) = &cli.netns {
         // Single-threaded from here on: the whole process moves.

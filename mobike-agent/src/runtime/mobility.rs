@@ -381,6 +381,16 @@ impl Mobility {
         });
     }
 
+    /// Where link events come from now, in a few words (systemd's status
+    /// line).
+    pub fn following(&self) -> &'static str {
+        match self.active {
+            Active::TriggerDb { .. } => "links from trigger-db",
+            Active::Netlink { .. } => "links from its own rtnetlink watch",
+            Active::Waiting { .. } => "waiting for trigger-db",
+        }
+    }
+
     /// Status for the control socket.
     pub fn status(&self) -> MobilityStatus {
         MobilityStatus {

@@ -28,6 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use daemon_support::notify::Notifier;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -130,6 +131,17 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }
     }
+    // systemd (Type=notify): ready once the sockets are up and the
+    // configured connections started; then a status line (and the
+    // watchdog's ping, with WatchdogSec) from this loop.
+    let notifier = Notifier::from_env();
+    notifier.ready(&status_line(&ep, &mobility));
+    let mut status_tick = tokio::time::interval(
+        notifier
+            .watchdog_interval()
+            .map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY)),
+    );
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut stop_at: Option<Instant> = None;
     loop {
@@ -227,8 +239,17 @@ pub async fn run(
                 running.initiate = new.initiate;
                 running.listen = new.listen;
                 running.listen_any = new.listen_any;
+                // The SIGHUP handler said RELOADING=1.
+                notifier.ready(&status_line(&ep, &mobility));
             },
+            _ = status_tick.tick() => {
+                notifier.status(&status_line(&ep, &mobility));
+                if notifier.watchdog_interval().is_some() {
+                    notifier.watchdog();
+                }
+            }
             () = &mut shutdown, if stop_at.is_none() => {
+                notifier.stopping();
                 info!("shutting down: deleting all IKE SAs");
                 ep.handle_command(Instant::now(), Command::DeleteAll)?;
                 stop_at = Some(Instant::now() + SHUTDOWN_GRACE);
@@ -255,6 +276,20 @@ pub async fn run(
     }
     info!(stats = ?ep.stats(), "stopped");
     Ok(())
+}
+
+/// How often systemd's status line is renewed (at least as often as the
+/// watchdog wants its ping).
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// systemd's STATUS= line: what `systemctl status mobike-agent` shows.
+fn status_line(ep: &Endpoint, mobility: &Option<Mobility>) -> String {
+    let sas = ep.ike_sas();
+    let children: usize = sas.iter().map(|s| s.child_sas.len()).sum();
+    let links = mobility
+        .as_ref()
+        .map_or("mobility off", Mobility::following);
+    format!("{} IKE SAs, {children} CHILD_SAs; {links}", sas.len())
 }
 
 /// The next link event for the mobility manager (pending without one).

@@ -1,4 +1,4 @@
-//! How the project's binaries log: [`tracing`] events to stderr, filtered
+//! How the binaries log: [`tracing`] events to stderr, filtered
 //! by a per-binary environment variable (`TRIGGER_DB_LOG=debug`, the
 //! `RUST_LOG` syntax), written either as text or as JSON lines
 //! ([`LogFormat`], from `--log-format` or the binary's `*_LOG_FORMAT`
