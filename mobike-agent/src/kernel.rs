@@ -363,6 +363,17 @@ impl Kernel {
         }
     }
 
+    /// Removes the kernel SAs and policies of our reqids
+    /// ([`crate::engine::REQIDS`]) that a killed run of the agent left
+    /// behind; at start, before this run installs any. Nothing with the
+    /// backend `none`.
+    pub async fn remove_leftovers(&self) -> Result<ipsec_backend::Leftovers, ipsec_backend::Error> {
+        match &self.backend {
+            Some(b) => b.remove_leftovers(crate::engine::REQIDS).await,
+            None => Ok(ipsec_backend::Leftovers::default()),
+        }
+    }
+
     /// Installed pairs (for status and tests).
     pub fn installed(&self) -> impl Iterator<Item = (SaId, &ChildSaHandle)> {
         self.installed.values().map(|i| (i.ike_sa, &i.handle))

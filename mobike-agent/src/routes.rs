@@ -29,6 +29,13 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 
+/// The routing protocol number our routes carry (`proto 167` in `ip
+/// route`): the marker by which a later run finds the routes a killed run
+/// left in the table and removes them, leaving others' routes (strongSwan
+/// puts `proto static` ones in the same table 220) alone. No routing
+/// daemon iproute2 knows uses it.
+pub const ROUTE_PROTOCOL: u8 = 167;
+
 /// `EEXIST`: the rule is there already.
 const EEXIST: i32 = 17;
 /// `ENOENT` / `ESRCH`: what deleting a route or rule that is gone returns.
@@ -278,7 +285,7 @@ impl Routes {
             .destination_prefix(dst.addr, dst.len)
             .map_err(err)?
             .table_id(self.config.table)
-            .protocol(RouteProtocol::Static);
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
         if let Some(src) = src {
             b = b.pref_source(src).map_err(err)?;
         }
@@ -453,6 +460,53 @@ impl Routes {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Removes the routes of protocol [`ROUTE_PROTOCOL`] in our table, both
+    /// families: what a run of the agent that was killed left behind (at
+    /// start, before any route of this run). Returns how many went.
+    pub async fn remove_leftovers(&self) -> Result<usize, RouteError> {
+        let table = self.config.table;
+        let dump_err = |source| RouteError::Route {
+            dst: Prefix::host(IpAddr::from([0, 0, 0, 0])),
+            table,
+            source: RouteCause::Kernel(source),
+        };
+        let mut found = Vec::new();
+        for v6 in [false, true] {
+            let filter = if v6 {
+                RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+            } else {
+                RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+            };
+            let mut s = self.handle.route().get(filter).execute();
+            while let Some(m) = s.try_next().await.map_err(dump_err)? {
+                let in_table = m
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(m.header.table))
+                    == table;
+                if in_table && m.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
+                    found.push(m);
+                }
+            }
+        }
+        let mut removed = 0;
+        for m in found {
+            match self.handle.route().del(m).execute().await {
+                Ok(()) => removed += 1,
+                Err(e) if errno(&e).is_some_and(|n| GONE.contains(&n)) => {}
+                Err(e) => return Err(dump_err(e)),
+            }
+        }
+        if removed > 0 {
+            info!(removed, table, "removed routes an earlier run left behind");
+        }
+        Ok(removed)
     }
 
     /// Removes every route and the rules this agent added (on exit).

@@ -32,6 +32,7 @@ mod wire;
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::pin::Pin;
 
 use futures::stream::BoxStream;
@@ -113,6 +114,21 @@ pub trait ChildSaBackend: Send + Sync {
     }
     /// Subscribe to kernel events (expire, acquire, mapping, migrate, ...).
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error>;
+    /// Removes the SAs whose reqid is in `reqids`, and the policies with a
+    /// template of such a reqid: what an earlier run of the daemon that
+    /// owns the range left behind when it was killed (charon flushes its
+    /// own state at start the same way). Continues past errors, returns
+    /// the first; state of other reqids (another daemon's) is untouched.
+    fn remove_leftovers<'a>(&'a self, reqids: RangeInclusive<u32>) -> BoxFut<'a, Leftovers>;
+}
+
+/// What [`ChildSaBackend::remove_leftovers`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// SAs.
+    pub sas: usize,
+    /// Policies.
+    pub policies: usize,
 }
 
 /// A shared backend is a backend: the caller keeps a handle (e.g. to a
@@ -150,5 +166,8 @@ impl<T: ChildSaBackend + ?Sized> ChildSaBackend for std::sync::Arc<T> {
     }
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
         (**self).events()
+    }
+    fn remove_leftovers<'a>(&'a self, reqids: RangeInclusive<u32>) -> BoxFut<'a, Leftovers> {
+        (**self).remove_leftovers(reqids)
     }
 }

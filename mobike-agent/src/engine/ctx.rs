@@ -110,8 +110,13 @@ impl Ctx<'_> {
         }
     }
 
+    /// The next reqid, from [`super::REQIDS`], wrapping within it.
     pub(super) fn reqid(&mut self) -> u32 {
-        *self.next_reqid += 1;
+        let r = &super::REQIDS;
+        *self.next_reqid = match *self.next_reqid {
+            n if r.contains(&n) && n < *r.end() => n + 1,
+            _ => *r.start(),
+        };
         *self.next_reqid
     }
 }

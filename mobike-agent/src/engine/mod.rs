@@ -67,6 +67,12 @@ use ctx::{Ctx, Outputs};
 use index::SaIndex;
 use recovery::ConnRecovery;
 
+/// The reqids of our CHILD_SAs' kernel SAs and policies: a range of our
+/// own, far above the small numbers charon counts up from, so that at
+/// start the agent can tell the state a killed run of it left behind from
+/// other daemons' and remove it (`Kernel::remove_leftovers`).
+pub const REQIDS: std::ops::RangeInclusive<u32> = 0x6d00_0001..=0x6dff_ffff;
+
 /// The IKEv2 endpoint: all IKE SAs of this host.
 #[derive(Debug)]
 pub struct Endpoint {

@@ -82,7 +82,9 @@ pub enum RuntimeError {
 }
 
 /// Runs the agent until `shutdown` completes, then deletes every IKE SA
-/// (waiting up to a few seconds for the answers) and returns. Each
+/// (waiting up to a few seconds for the answers) and returns.
+/// At start it removes the kernel SAs, policies and routes a killed run
+/// left behind ([`remove_leftovers`]). Each
 /// configuration from `reloads` (SIGHUP) replaces the running one as
 /// [`Endpoint::reload`] says.
 pub async fn run(
@@ -101,6 +103,9 @@ pub async fn run(
         Some(c) => Some(Routes::new(c).map_err(RuntimeError::Routes)?),
         None => None,
     };
+    // What a killed run left in the kernel goes before this run adds
+    // anything (charon does the same with its own state).
+    remove_leftovers(&kernel, routes.as_ref()).await;
     let mut vips = match &config.virtual_ip_interface {
         Some(i) => Some(VirtualIps::new(i).map_err(RuntimeError::VirtualIps)?),
         None => None,
@@ -727,5 +732,29 @@ fn log_kernel_event(ev: KernelEvent) {
             error = %errchain::chain(&error),
             "kernel: CHILD_SA action failed"
         ),
+    }
+}
+
+/// Removes the kernel SAs and policies of our reqids and the routes of our
+/// routing protocol that an earlier run left behind (it was killed and
+/// could not clean up); a failure is logged, the agent starts anyway.
+async fn remove_leftovers(kernel: &Kernel, routes: Option<&Routes>) {
+    match kernel.remove_leftovers().await {
+        Ok(l) if l.sas + l.policies > 0 => {
+            info!(
+                sas = l.sas,
+                policies = l.policies,
+                "removed kernel state an earlier run left behind"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %errchain::chain(&e), "cannot remove kernel state an earlier run left behind")
+        }
+    }
+    if let Some(r) = routes
+        && let Err(e) = r.remove_leftovers().await
+    {
+        warn!(error = %errchain::chain(&e), "cannot remove routes an earlier run left behind");
     }
 }

@@ -284,3 +284,28 @@ fn an_attempt_that_drew_only_an_error_notify_ends_with_it_and_is_retried() {
     );
     assert!(restarted, "the connection is to be tried again");
 }
+
+#[test]
+fn child_sa_reqids_come_from_the_agents_own_range() {
+    let now = Instant::now();
+    let mut a = endpoint(A);
+    let mut b = endpoint(&b_text());
+    a.handle_command(
+        now,
+        Command::Initiate {
+            connection: "ab".into(),
+            local: None,
+        },
+    )
+    .unwrap();
+    shuttle(now, &mut a, &mut b);
+    for e in [&mut a, &mut b] {
+        let reqids: Vec<u32> = std::iter::from_fn(|| e.poll_kernel_action())
+            .filter_map(|k| match k {
+                crate::engine::KernelAction::InstallChildSa(i) => Some(i.reqid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reqids, [*crate::engine::REQIDS.start()]);
+    }
+}
