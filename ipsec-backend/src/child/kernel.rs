@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::handle::{PolicyKey, SaKey, XfrmHandle};
-use crate::monitor::{ALL_GROUPS, XfrmEvent, XfrmMonitor};
+use crate::monitor::{ALL_GROUPS, KEY_MANAGER_GROUPS, XfrmEvent, XfrmMonitor};
 use crate::selector::check_selectors;
 use crate::types::{Encap, OuterPair, Proto, SaInfo};
 
@@ -57,6 +57,18 @@ impl KernelBackend {
     /// The underlying request handle.
     pub fn handle(&self) -> &XfrmHandle {
         &self.handle
+    }
+
+    /// The events of `groups`, in our network namespace.
+    fn monitor(
+        &self,
+        groups: &[u32],
+    ) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        let m = match &self.netns {
+            Some(p) => XfrmMonitor::open_in(p, groups)?,
+            None => XfrmMonitor::open(groups)?,
+        };
+        Ok(m.into_stream().boxed())
     }
 
     /// [`ChildSaBackend::remove_leftovers`]: one dump of the SAD and one
@@ -316,10 +328,9 @@ impl ChildSaBackend for KernelBackend {
         Box::pin(self.remove_reqids(reqids))
     }
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
-        let m = match &self.netns {
-            Some(p) => XfrmMonitor::open_in(p, ALL_GROUPS)?,
-            None => XfrmMonitor::open(ALL_GROUPS)?,
-        };
-        Ok(m.into_stream().boxed())
+        self.monitor(ALL_GROUPS)
+    }
+    fn key_manager_events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        self.monitor(KEY_MANAGER_GROUPS)
     }
 }

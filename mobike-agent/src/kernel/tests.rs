@@ -616,3 +616,30 @@ async fn a_new_run_removes_the_sas_and_policies_of_our_reqids_a_killed_run_left(
         ipsec_backend::Leftovers::default()
     );
 }
+
+#[tokio::test]
+async fn resync_after_lost_events_finds_vanished_and_soft_expired_pairs() {
+    let fake = std::sync::Arc::new(FakeBackend::new());
+    let mut k = Kernel::with_backend(Box::new(fake.clone()));
+    let mut handles = Vec::new();
+    for (n, reqid) in [(100u32, 3u32), (200, 4), (300, 5)] {
+        let mut i = install(reqid, n, None);
+        i.limits.rekey_bytes = Some(1000);
+        i.limits.life_bytes = Some(2000);
+        i.local_ts = vec![ts(&format!("10.{reqid}.0.0"), &format!("10.{reqid}.0.255"))];
+        let ev = k.apply(KernelAction::InstallChildSa(Box::new(i))).await;
+        let KernelEvent::Installed { handle, .. } = ev else {
+            panic!("{ev:?}");
+        };
+        handles.push(handle);
+    }
+    assert_eq!(k.resync().await, vec![], "nothing expired yet");
+    // Pair 200 passed its soft byte limit; pair 300 vanished (its hard
+    // expire, whose event was lost).
+    fake.record_traffic(&handles[1], 1500, 10).expect("traffic");
+    fake.delete_child_sa(&handles[2]).await.expect("gone");
+    let mut got = k.resync().await;
+    got.sort();
+    assert_eq!(got, vec![(200, false), (300, true)]);
+    assert!(Kernel::none().resync().await.is_empty());
+}

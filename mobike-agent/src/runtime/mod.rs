@@ -200,9 +200,22 @@ pub async fn run(
                         debug!(event = ?ev, "NAT mapping of an SA that is not one of ours (or has no new address)");
                     }
                 }
+                Err(ipsec_backend::Error::MonitorOverrun) => {
+                    // Expires may be among the lost events: read the SAs
+                    // again and act on what expired or vanished meanwhile.
+                    let expired = kernel.resync().await;
+                    warn!(found = expired.len(),
+                          "kernel XFRM events lost (socket overrun); re-read the CHILD_SAs (a peer's NAT mapping change waits for its next message)");
+                    for (inbound_spi, hard) in expired {
+                        let cmd = Command::ChildSaExpired { inbound_spi, hard };
+                        if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                            debug!(error = %e, hard, "kernel limit of a CHILD_SA that is gone");
+                        }
+                    }
+                }
                 Err(e) => warn!(
                     error = %errchain::chain(&e),
-                    "kernel XFRM events lost: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time, a peer's NAT mapping change until its next message"
+                    "kernel XFRM events failed: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time, a peer's NAT mapping change until its next message"
                 ),
             },
             // The caller may have gone away; nothing to do then.
