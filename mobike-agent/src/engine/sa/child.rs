@@ -441,7 +441,7 @@ impl IkeSa {
         let (ni, nr) = if in_auth {
             (self.crypto.ni.clone(), self.crypto.nr.clone())
         } else {
-            match nonce_of(p) {
+            match self.peer_nonce(p) {
                 Some(n) => (offer.nonce.clone(), n),
                 None => {
                     fail(ctx, self, NotifyType::INVALID_SYNTAX);

@@ -46,7 +46,7 @@ pub(in crate::engine) struct Admission {
 /// inclusive"; §2.10: "at least half the key size of the negotiated
 /// pseudorandom function (PRF)". The PRF's key size is its output size
 /// (§2.14, "the preferred key size").
-fn nonce_fits(nonce: &[u8], prf: Prf) -> bool {
+pub(super) fn nonce_fits(nonce: &[u8], prf: Prf) -> bool {
     (16..=256).contains(&nonce.len()) && nonce.len() * 2 >= prf.output_len()
 }
 

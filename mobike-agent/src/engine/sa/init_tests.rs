@@ -309,3 +309,53 @@ fn child_sa_reqids_come_from_the_agents_own_range() {
         assert_eq!(reqids, [*crate::engine::REQIDS.start()]);
     }
 }
+
+/// A's answer to B's CREATE_CHILD_SA carrying only a nonce of `len`
+/// octets, on an IKE SA with PRF_HMAC_SHA2_512: the notifies in it.
+fn create_child_answer_to_nonce_of(len: usize) -> Vec<NotifyType> {
+    let now = Instant::now();
+    let mut a = endpoint(&A.replace("prfsha256", "prfsha512"));
+    let mut b = endpoint(&b_text().replace("prfsha256", "prfsha512"));
+    a.handle_command(
+        now,
+        Command::Initiate {
+            connection: "ab".into(),
+            local: None,
+        },
+    )
+    .unwrap();
+    shuttle(now, &mut a, &mut b);
+    assert_eq!(a.ike_sas()[0].state, "established");
+    let path = b.ike_sas()[0].path;
+    let b_sa = b.sas.values_mut().next().unwrap();
+    let id = b_sa.window.next_msg_id;
+    let h = b_sa.header(ExchangeType::CREATE_CHILD_SA, id, false);
+    // A whole request for a new CHILD_SA (§1.3.1), B's side of the selectors.
+    let esp = crate::proposal::EspProposal::parse("aes256gcm16").unwrap();
+    let ts = |t: &str| crate::engine::parse_ts(t).unwrap();
+    let payloads = [
+        Payload::Sa(vec![esp.to_wire(1, 0x4242_4242, false)]),
+        Payload::Nonce(vec![5; len]),
+        Payload::TsI(vec![ts("10.2.0.0/24")]),
+        Payload::TsR(vec![ts("10.1.0.0/24")]),
+    ];
+    let req = b_sa.seal(h, &payloads).unwrap();
+    let d = [&[0u8; 4][..], &req].concat();
+    a.handle_datagram(now, path.remote, path.local, &d);
+    let answer = a.poll_transmit().expect("an answer");
+    let bytes = &answer.payload[4..];
+    let msg = Message::decode(bytes).unwrap();
+    let b_sa = b.sas.values().next().unwrap();
+    let payloads = b_sa.open(bytes, &msg).expect("opens");
+    proto::notifies(&payloads).map(|n| n.ty).collect()
+}
+
+#[test]
+fn a_create_child_sa_nonce_shorter_than_half_the_prf_key_is_refused() {
+    assert_eq!(
+        create_child_answer_to_nonce_of(24),
+        [NotifyType::INVALID_SYNTAX]
+    );
+    // 32 octets are enough: the CHILD_SA is made.
+    assert_eq!(create_child_answer_to_nonce_of(32), []);
+}

@@ -516,6 +516,14 @@ impl IkeSa {
         self.children.iter().map(|c| c.inbound_spi)
     }
 
+    /// The peer's nonce in a CREATE_CHILD_SA, if it is as long as §2.10
+    /// asks for the IKE SA's PRF (at least half its key size); None (as if
+    /// missing) otherwise.
+    fn peer_nonce(&self, p: &[Payload]) -> Option<Vec<u8>> {
+        let prf = self.crypto.suite.map(|s| s.prf);
+        nonce_of(p).filter(|n| prf.is_none_or(|prf| init::nonce_fits(n, prf)))
+    }
+
     /// Our inbound ESP SPIs while the SA lives (an ended SA holds none).
     pub(super) fn live_spis(&self) -> Vec<u32> {
         if self.life.dead {
