@@ -14,7 +14,7 @@ use crate::{
 
 use super::{
     BuiltRequest, ChildOffer, ChildRefusal, ChildState, IkeSa, QueuedRequest, SentRequest, State,
-    nonce_of, notify, notify_of, sa_of,
+    notify, notify_of, sa_of,
 };
 
 impl IkeSa {
