@@ -36,8 +36,11 @@
 //! dispatch of inputs to SAs and cross-SA work); `types` is the public
 //! vocabulary re-exported here (commands, events, kernel actions, status);
 //! `config` the configuration; `ctx` the per-call context an SA works with
-//! and [`Entropy`]; `recovery` re-establishing connections; [`vip`] the
-//! address pools; `sa` one IKE SA, split by exchange.
+//! and [`Entropy`]; `index` what the endpoint keeps about its SAs so that
+//! no input costs a scan of them all (inbound SPIs, half-open SAs by
+//! source, deadlines); `cookie` the IKE_SA_INIT cookies and their rotating
+//! secret; `recovery` re-establishing connections; [`vip`] the address
+//! pools; `sa` one IKE SA, split by exchange.
 
 mod config;
 mod cookie;
