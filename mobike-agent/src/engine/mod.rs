@@ -289,11 +289,16 @@ impl Endpoint {
                 t.adopt_children(children);
                 self.with_sa(now, to, |s, ctx| s.kick(ctx));
             }
-            None => tracing::warn!(
-                to,
-                lost = children.len(),
-                "CHILD_SAs handed to a vanished IKE SA"
-            ),
+            None => {
+                tracing::warn!(
+                    to,
+                    lost = children.len(),
+                    "CHILD_SAs handed to a vanished IKE SA"
+                );
+                self.index
+                    .spis
+                    .settle(children.iter().map(sa::Child::inbound_spi), &[]);
+            }
         }
     }
 
