@@ -25,6 +25,7 @@ use ipsec_backend::{SelectorPair, types::Prefix};
 use netlink_packet_route::{
     address::AddressAttribute,
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
+    rule::RuleAttribute,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tracing::{debug, info, warn};
@@ -305,7 +306,7 @@ impl Routes {
         if self.rules[i] {
             return Ok(());
         }
-        let req = self
+        let mut req = self
             .handle
             .rule()
             .add()
@@ -315,6 +316,13 @@ impl Routes {
             // kernel takes but which fails every lookup passing the rule
             // with EINVAL: it must say "lookup the table".
             .action(netlink_packet_route::rule::RuleAction::ToTable);
+        // Our marker on the rule too (FRA_PROTOCOL), so that the next run
+        // can tell a rule a killed run added from someone else's.
+        req.message_mut()
+            .attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Other(
+                ROUTE_PROTOCOL,
+            )));
         let r = if v6 {
             req.v6().execute().await
         } else {
@@ -463,8 +471,9 @@ impl Routes {
     }
 
     /// Removes the routes of protocol [`ROUTE_PROTOCOL`] in our table, both
-    /// families: what a run of the agent that was killed left behind (at
-    /// start, before any route of this run). Returns how many went.
+    /// families, and the rule with that marker that looks it up: what a run
+    /// of the agent that was killed left behind (at start, before any route
+    /// of this run). Returns how many routes went.
     pub async fn remove_leftovers(&self) -> Result<usize, RouteError> {
         let table = self.config.table;
         let dump_err = |source| RouteError::Route {
@@ -506,7 +515,52 @@ impl Routes {
         if removed > 0 {
             info!(removed, table, "removed routes an earlier run left behind");
         }
+        self.remove_leftover_rules().await?;
         Ok(removed)
+    }
+
+    /// Removes the rules at our priority that look up our table and carry
+    /// our protocol marker: the ones a killed run added (another daemon's
+    /// rule, without the marker, stays and is used).
+    async fn remove_leftover_rules(&self) -> Result<(), RouteError> {
+        for v6 in [false, true] {
+            let (family, name) = if v6 {
+                (rtnetlink::IpVersion::V6, "IPv6")
+            } else {
+                (rtnetlink::IpVersion::V4, "IPv4")
+            };
+            let rule_err = |source| RouteError::Rule {
+                priority: self.config.priority,
+                table: self.config.table,
+                family: name,
+                source,
+            };
+            let mut found = Vec::new();
+            let mut s = self.handle.rule().get(family).execute();
+            while let Some(m) = s.try_next().await.map_err(rule_err)? {
+                let has = |want: &RuleAttribute| m.attributes.iter().any(|a| a == want);
+                if has(&RuleAttribute::Priority(self.config.priority))
+                    && has(&RuleAttribute::Table(self.config.table))
+                    && has(&RuleAttribute::Protocol(RouteProtocol::Other(
+                        ROUTE_PROTOCOL,
+                    )))
+                {
+                    found.push(m);
+                }
+            }
+            for m in found {
+                match self.handle.rule().del(m).execute().await {
+                    Ok(()) => info!(
+                        priority = self.config.priority,
+                        ipv6 = v6,
+                        "removed the routing rule an earlier run left behind"
+                    ),
+                    Err(e) if errno(&e).is_some_and(|n| GONE.contains(&n)) => {}
+                    Err(e) => return Err(rule_err(e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes every route and the rules this agent added (on exit).

@@ -111,6 +111,7 @@ fn a_new_run_removes_the_policies_and_routes_a_killed_run_left_and_only_those() 
             ],
         );
         let before = process::output("ip", &["-n", &name, "route", "show", "table", "220"]);
+        let rules_before = process::output("ip", &["-n", &name, "rule", "show"]);
 
         // The next run, as the runtime starts it.
         let kernel = Kernel::xfrm().expect("xfrm backend");
@@ -126,10 +127,17 @@ fn a_new_run_removes_the_policies_and_routes_a_killed_run_left_and_only_those() 
             .flat_map(|p| p.templates.iter().map(|t| t.reqid))
             .collect();
         let after = process::output("ip", &["-n", &name, "route", "show", "table", "220"]);
-        (gone, routes_gone, policies, before, after)
+        let rules_after = process::output("ip", &["-n", &name, "rule", "show"]);
+        (
+            gone,
+            routes_gone,
+            policies,
+            (before, after),
+            (rules_before, rules_after),
+        )
     })
     .expect("netns");
-    let (gone, routes_gone, policies, before, after) = res;
+    let (gone, routes_gone, policies, (before, after), (rules_before, rules_after)) = res;
     assert_eq!(
         gone,
         Leftovers {
@@ -146,4 +154,10 @@ fn a_new_run_removes_the_policies_and_routes_a_killed_run_left_and_only_those() 
     assert!(!after.contains("10.2.0.0/24"), "{after}");
     assert!(!after.contains("10.4.0.0/16"), "{after}");
     assert!(after.contains("10.6.0.0/24 dev lo proto static"), "{after}");
+    // The rule the killed run added (marked proto 167) goes as well.
+    assert!(
+        rules_before.contains("220:\tfrom all lookup 220 proto 167"),
+        "{rules_before}"
+    );
+    assert!(!rules_after.contains("lookup 220"), "{rules_after}");
 }
