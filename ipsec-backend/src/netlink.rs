@@ -31,6 +31,8 @@ const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_OVERRUN: u16 = 4;
+/// XFRM_MSG_BASE: XFRM message types start here, below are netlink's own.
+const XFRM_MSG_BASE: u16 = 0x10;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -411,13 +413,24 @@ impl XfrmSocket {
             body: NlBody::Xfrm(msg),
         };
         self.send(&m.emit()).await?;
+        let port = self.port;
+        let ours = |h: &NlHeader| h.seq == seq && h.pid == port;
         loop {
             for reply in self.recv().await? {
                 let reply = match reply {
                     Ok(r) => r,
-                    // One of ours that did not decode fails the request;
-                    // anything else undecodable is not ours to judge.
-                    Err(u) if u.header.is_none_or(|h| h.seq == seq && h.pid == self.port) => {
+                    // An entry of our dump that did not decode is skipped,
+                    // said so, and the rest of the dump kept.
+                    Err(u)
+                        if dump && u.header.is_some_and(|h| ours(&h) && h.ty >= XFRM_MSG_BASE) =>
+                    {
+                        tracing::warn!(error = %errchain::chain(&u), "XFRM dump entry skipped");
+                        continue;
+                    }
+                    // Any other reply of ours that did not decode (the
+                    // answer itself, an error, the end of a dump) fails the
+                    // request; anything else undecodable is not ours.
+                    Err(u) if u.header.is_none_or(|h| ours(&h)) => {
                         return Err(u.error.into());
                     }
                     Err(_) => continue,
@@ -425,7 +438,7 @@ impl XfrmSocket {
                 // A reply to us carries our sequence number and our port id;
                 // anything else is a stale reply to an earlier, abandoned
                 // request, or not addressed to this socket.
-                if reply.header.seq != seq || reply.header.pid != self.port {
+                if !ours(&reply.header) {
                     continue;
                 }
                 match reply.body {
