@@ -97,10 +97,12 @@ impl IkeSa {
             }
         }
         let timers = &self.conn(ctx).timers;
+        // Only a request due for retransmission needs its destinations.
         let destinations = self
             .window
             .in_flight
             .as_ref()
+            .filter(|o| o.next <= now)
             .map(|o| self.destinations(o))
             .unwrap_or_default();
         if let Some(o) = self.window.in_flight.as_mut()
