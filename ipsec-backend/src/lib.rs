@@ -42,6 +42,7 @@ pub mod types;
 
 pub use child::{
     ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, FakeBackend, KernelBackend,
+    Leftovers,
 };
 pub use error::{Error, KernelError, NetlinkError};
 pub use handle::{PolicyKey, SaKey, XfrmHandle};

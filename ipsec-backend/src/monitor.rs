@@ -27,6 +27,12 @@ pub const ALL_GROUPS: &[u32] = &[
     group::MAPPING,
 ];
 
+/// The groups a key manager acts on: SA expires (rekey on a soft limit,
+/// the SA gone on a hard one) and NAT-T mapping changes. Joining only
+/// these keeps the SA and policy notifications of every change on the host
+/// out of the socket's queue, so it overruns less.
+pub const KEY_MANAGER_GROUPS: &[u32] = &[group::EXPIRE, group::MAPPING];
+
 /// One kernel XFRM event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -285,8 +291,14 @@ impl XfrmMonitor {
                 Err(e) => return Err(Error::Monitor(e)),
             };
             for m in msgs {
-                if let NlBody::Xfrm(x) = m.body {
-                    self.pending.push_back(XfrmEvent::from_message(&x));
+                match m {
+                    Ok(m) => {
+                        if let NlBody::Xfrm(x) = m.body {
+                            self.pending.push_back(XfrmEvent::from_message(&x));
+                        }
+                    }
+                    // One message the codec cannot read costs only itself.
+                    Err(u) => tracing::warn!(error = %errchain::chain(&u), "XFRM event skipped"),
                 }
             }
         }

@@ -31,6 +31,8 @@ const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_OVERRUN: u16 = 4;
+/// XFRM_MSG_BASE: XFRM message types start here, below are netlink's own.
+const XFRM_MSG_BASE: u16 = 0x10;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -87,6 +89,49 @@ impl NlMessage {
             off += used;
         }
         Ok(out)
+    }
+
+    /// Parse every message in one datagram, one result each: a message
+    /// whose body does not decode is an [`Undecodable`] (with its header,
+    /// so the caller can say which message it was) and the ones after it
+    /// still come; only broken framing (a header or length that does not
+    /// fit) ends the datagram, with that error last.
+    pub fn parse_each(buf: &[u8]) -> Vec<Result<NlMessage, Undecodable>> {
+        let mut out = Vec::new();
+        let mut off = 0usize;
+        while off < buf.len() {
+            let rest = &buf[off..];
+            match Self::parse_one(rest) {
+                Ok((m, used)) => {
+                    out.push(Ok(m));
+                    off += used;
+                }
+                Err(error) => {
+                    let header = Self::frame(rest);
+                    out.push(Err(Undecodable { header, error }));
+                    match header {
+                        // The frame is sound, only the body is not: skip it.
+                        Some(h) => off += align4(h.len as usize).min(rest.len()),
+                        None => break,
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The header of the first message of `buf` if its length fits.
+    fn frame(buf: &[u8]) -> Option<NlHeader> {
+        let b = buf.get(..16)?;
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let h = NlHeader {
+            len: u32_at(0),
+            ty: u16::from_ne_bytes([b[4], b[5]]),
+            flags: u16::from_ne_bytes([b[6], b[7]]),
+            seq: u32_at(8),
+            pid: u32_at(12),
+        };
+        (16..=buf.len()).contains(&(h.len as usize)).then_some(h)
     }
 
     /// Parse the first message of `buf`; returns it and the aligned length
@@ -195,11 +240,25 @@ pub fn kernel_error(flags: u16, error: i32, rest: &[u8]) -> KernelError {
     }
 }
 
+/// A netlink message of a datagram that did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable netlink message{}", .header.map(|h| format!(" (type {}, seq {}, port {})", h.ty, h.seq, h.pid)).unwrap_or_default())]
+pub struct Undecodable {
+    /// Its header, if the framing held (then it was skipped and the
+    /// messages after it were read).
+    pub header: Option<NlHeader>,
+    /// What was wrong.
+    #[source]
+    pub error: DecodeError,
+}
+
 /// An async NETLINK_XFRM socket.
 #[derive(Debug)]
 pub struct XfrmSocket {
     fd: AsyncFd<Socket>,
     seq: AtomicU32,
+    /// Our netlink port id: the kernel's replies to our requests carry it.
+    port: u32,
     buf: Vec<u8>,
 }
 
@@ -230,12 +289,16 @@ impl XfrmSocket {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(io::Error::other("XFRM sockets need a tokio runtime"));
         }
+        let mut addr = SocketAddr::new(0, 0);
+        s.get_address(&mut addr)?;
+        let port = addr.port_number();
         // SAFETY: `Socket` owns its fd, keeps it open until dropped and
         // always returns the same fd from `as_raw_fd`.
         let fd = unsafe { AsyncFd::register(s) }?;
         Ok(Self {
             fd,
             seq: AtomicU32::new(1),
+            port,
             buf: vec![0u8; RECV_BUF],
         })
     }
@@ -281,8 +344,14 @@ impl XfrmSocket {
         }
     }
 
-    /// Receive one datagram and parse the messages in it.
-    pub async fn recv(&mut self) -> Result<Vec<NlMessage>, NetlinkError> {
+    /// Our netlink port id (the kernel's replies to us carry it).
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Receive one datagram and parse the messages in it, each on its own
+    /// ([`NlMessage::parse_each`]).
+    pub async fn recv(&mut self) -> Result<Vec<Result<NlMessage, Undecodable>>, NetlinkError> {
         let n = loop {
             let mut g = self.fd.readable().await?;
             let buf = &mut self.buf;
@@ -306,7 +375,7 @@ impl XfrmSocket {
                 Err(_would_block) => continue,
             }
         };
-        Ok(NlMessage::parse_all(&self.buf[..n])?)
+        Ok(NlMessage::parse_each(&self.buf[..n]))
     }
 
     /// Send `msg` with `flags` (REQUEST and ACK are added) and collect the
@@ -344,10 +413,33 @@ impl XfrmSocket {
             body: NlBody::Xfrm(msg),
         };
         self.send(&m.emit()).await?;
+        let port = self.port;
+        let ours = |h: &NlHeader| h.seq == seq && h.pid == port;
         loop {
             for reply in self.recv().await? {
-                if reply.header.seq != seq {
-                    continue; // a stale reply to an earlier, abandoned request
+                let reply = match reply {
+                    Ok(r) => r,
+                    // An entry of our dump that did not decode is skipped,
+                    // said so, and the rest of the dump kept.
+                    Err(u)
+                        if dump && u.header.is_some_and(|h| ours(&h) && h.ty >= XFRM_MSG_BASE) =>
+                    {
+                        tracing::warn!(error = %errchain::chain(&u), "XFRM dump entry skipped");
+                        continue;
+                    }
+                    // Any other reply of ours that did not decode (the
+                    // answer itself, an error, the end of a dump) fails the
+                    // request; anything else undecodable is not ours.
+                    Err(u) if u.header.is_none_or(|h| ours(&h)) => {
+                        return Err(u.error.into());
+                    }
+                    Err(_) => continue,
+                };
+                // A reply to us carries our sequence number and our port id;
+                // anything else is a stale reply to an earlier, abandoned
+                // request, or not addressed to this socket.
+                if !ours(&reply.header) {
+                    continue;
                 }
                 match reply.body {
                     NlBody::Error { error: 0, .. } => return Ok(()),

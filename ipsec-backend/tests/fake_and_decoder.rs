@@ -332,3 +332,67 @@ fn fake_migrate_onto_an_existing_sa_fails_like_the_kernel_and_moves_nothing() {
         );
     });
 }
+
+#[test]
+fn an_undecodable_message_costs_only_itself_in_a_datagram() {
+    use ipsec_backend::netlink::Undecodable;
+    let goods: Vec<Vec<u8>> = golden_messages()
+        .into_iter()
+        .filter(|m| NlMessage::parse_all(m).is_ok_and(|v| v.len() == 1))
+        .take(2)
+        .collect();
+    assert_eq!(goods.len(), 2);
+    // An XFRM_MSG_NEWSA whose body is 4 bytes of a 200-odd byte struct.
+    let mut bad = Vec::new();
+    bad.extend_from_slice(&20u32.to_ne_bytes());
+    bad.extend_from_slice(&0x10u16.to_ne_bytes());
+    bad.extend_from_slice(&0u16.to_ne_bytes());
+    bad.extend_from_slice(&77u32.to_ne_bytes());
+    bad.extend_from_slice(&0u32.to_ne_bytes());
+    bad.extend_from_slice(&[0; 4]);
+    let mut datagram = Vec::new();
+    for part in [&goods[0], &bad, &goods[1]] {
+        datagram.extend_from_slice(part);
+        while datagram.len() % 4 != 0 {
+            datagram.push(0);
+        }
+    }
+    assert!(
+        NlMessage::parse_all(&datagram).is_err(),
+        "the strict parse fails"
+    );
+    let each = NlMessage::parse_each(&datagram);
+    assert_eq!(each.len(), 3, "{each:?}");
+    assert_eq!(
+        each[0].as_ref().ok(),
+        NlMessage::parse_all(&goods[0])
+            .ok()
+            .as_ref()
+            .and_then(|v| v.first())
+    );
+    assert!(
+        matches!(&each[1], Err(Undecodable { header: Some(h), .. }) if h.seq == 77 && h.ty == 0x10),
+        "{:?}",
+        each[1]
+    );
+    assert!(
+        each[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("type 16, seq 77")
+    );
+    assert_eq!(
+        each[2].as_ref().ok(),
+        NlMessage::parse_all(&goods[1])
+            .ok()
+            .as_ref()
+            .and_then(|v| v.first())
+    );
+    // Broken framing (a length past the end) ends the datagram there.
+    let mut cut = goods[0].clone();
+    cut.extend_from_slice(&[0xff, 0xff, 0, 0, 0x10, 0, 0, 0]);
+    let each = NlMessage::parse_each(&cut);
+    assert_eq!(each.len(), 2);
+    assert!(matches!(&each[1], Err(Undecodable { header: None, .. })));
+}

@@ -629,3 +629,107 @@ fn kernel_install_of_several_pairs_is_all_or_nothing() {
     })
     .expect("netns");
 }
+
+#[test]
+fn a_reply_counts_only_with_our_sequence_number_and_our_port_id() {
+    use ipsec_backend::codec::{XfrmMessage, msg};
+    use ipsec_backend::netlink::{NLM_F_DUMP, NlBody, NlHeader, NlMessage, XfrmSocket};
+    in_new_netns(|| async {
+        let h = XfrmHandle::new().expect("handle");
+        let p = policy(
+            Dir::Out,
+            sel("10.7.0.0/16", "10.8.0.0/16"),
+            "192.0.2.1",
+            "192.0.2.2",
+            3,
+        );
+        h.policy().add(&p).await.expect("add");
+        let mut sock = XfrmSocket::open(&[]).expect("socket");
+        // Another socket sends ours an NLMSG_DONE with the sequence number
+        // our next request will have, before we ask: taken as the answer,
+        // it would end our dump empty.
+        let mut forger =
+            netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_XFRM).expect("forger");
+        let mut fa = netlink_sys::SocketAddr::new(0, 0);
+        forger.bind(&fa).expect("bind");
+        forger.get_address(&mut fa).expect("address");
+        let done = NlMessage {
+            header: NlHeader {
+                len: 0,
+                ty: 3,
+                flags: 0,
+                seq: 1,
+                pid: fa.port_number(),
+            },
+            body: NlBody::Control(3, 0i32.to_ne_bytes().to_vec()),
+        };
+        forger
+            .send_to(
+                &done.emit(),
+                &netlink_sys::SocketAddr::new(sock.port(), 0),
+                0,
+            )
+            .expect("forged reply sent");
+        let replies = sock
+            .request(XfrmMessage::Raw(msg::GETPOLICY, Vec::new()), NLM_F_DUMP)
+            .await
+            .expect("dump");
+        assert_eq!(
+            replies
+                .iter()
+                .filter(|m| matches!(m, XfrmMessage::NewPolicy(..)))
+                .count(),
+            1,
+            "the kernel's dump, not the forged end: {replies:?}"
+        );
+    })
+    .expect("netns");
+}
+
+#[test]
+fn an_undecodable_dump_entry_is_skipped_and_the_rest_of_the_dump_kept() {
+    use ipsec_backend::codec::{XfrmMessage, msg};
+    use ipsec_backend::netlink::{NLM_F_DUMP, NLM_F_MULTI, XfrmSocket};
+    in_new_netns(|| async {
+        let h = XfrmHandle::new().expect("handle");
+        let p = policy(
+            Dir::Out,
+            sel("10.7.0.0/16", "10.8.0.0/16"),
+            "192.0.2.1",
+            "192.0.2.2",
+            3,
+        );
+        h.policy().add(&p).await.expect("add");
+        let mut sock = XfrmSocket::open(&[]).expect("socket");
+        // An XFRM_MSG_NEWPOLICY of our dump (our seq and port) whose body is
+        // 4 bytes of a 168-byte struct, queued before the kernel's answer.
+        let mut other =
+            netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_XFRM).expect("socket");
+        other
+            .bind(&netlink_sys::SocketAddr::new(0, 0))
+            .expect("bind");
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&20u32.to_ne_bytes());
+        bad.extend_from_slice(&msg::NEWPOLICY.to_ne_bytes());
+        bad.extend_from_slice(&NLM_F_MULTI.to_ne_bytes());
+        bad.extend_from_slice(&1u32.to_ne_bytes());
+        bad.extend_from_slice(&sock.port().to_ne_bytes());
+        bad.extend_from_slice(&[0; 4]);
+        other
+            .send_to(&bad, &netlink_sys::SocketAddr::new(sock.port(), 0), 0)
+            .expect("sent");
+        let replies = sock
+            .request(XfrmMessage::Raw(msg::GETPOLICY, Vec::new()), NLM_F_DUMP)
+            .await
+            .expect("the dump, without the bad entry");
+        assert_eq!(
+            replies
+                .iter()
+                .filter(|m| matches!(m, XfrmMessage::NewPolicy(..)))
+                .count(),
+            1,
+            "{replies:?}"
+        );
+    })
+    .expect("netns");
+}

@@ -13,6 +13,13 @@
 //! [control]
 //! socket = "/run/mobike-agent/control.sock"   # the default as root
 //!
+//! [ike]                       # the responder's defences; the defaults shown
+//! half_open_timeout = "30s"   # a half-open IKE SA without IKE_AUTH goes
+//! half_open_limit = 1000      # half-open IKE SAs at most in all; 0: no limit
+//! half_open_per_source = 5    # ... from one address (strongSwan's block_threshold)
+//! cookie_threshold = 30       # demand cookies from this many half-open SAs on (RFC 7296 §2.6)
+//! cookie_rotation = "2m"      # the cookie secret changes this often
+//!
 //! [connections.home]
 //! local_addrs = ["192.0.2.1"]   # optional; empty or absent: any; more
 //!                               # than one: the first initiates, the others
@@ -123,6 +130,9 @@ pub enum ConfigFileError {
     /// A `[kernel]` setting is out of range.
     #[error("[kernel] {0}")]
     Kernel(String),
+    /// An `[ike]` setting is out of range.
+    #[error("[ike] {0}")]
+    Ike(String),
     /// A duration like `30s` is malformed.
     #[error("connection `{connection}`: bad duration `{value}`")]
     Duration {
@@ -149,6 +159,60 @@ pub struct FileConfig {
     /// Following the host's links.
     #[serde(default)]
     pub mobility: crate::mobility::config::MobilitySection,
+    /// Endpoint-wide IKE settings: the responder's half-open limits.
+    #[serde(default)]
+    pub ike: IkeSection,
+}
+
+/// `[ike]`: the limits a responder puts on half-open IKE SAs, as strongSwan
+/// users know them (`charon.half_open_timeout`, `init_limit_half_open`,
+/// `block_threshold`, `cookie_threshold`). Absent keys take the engine's
+/// defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IkeSection {
+    /// A half-open IKE SA without IKE_AUTH is dropped after this long.
+    pub half_open_timeout: Option<String>,
+    /// Half-open IKE SAs at most in all; 0: no limit.
+    pub half_open_limit: Option<usize>,
+    /// Half-open IKE SAs at most from one peer address; 0: no limit.
+    pub half_open_per_source: Option<usize>,
+    /// Half-open IKE SAs from which on IKE_SA_INIT needs a cookie.
+    pub cookie_threshold: Option<usize>,
+    /// How often the cookie secret changes.
+    pub cookie_rotation: Option<String>,
+}
+
+impl IkeSection {
+    /// The engine's settings with these applied.
+    fn apply(&self, mut e: EndpointConfig) -> Result<EndpointConfig, ConfigFileError> {
+        let dur = |key: &str, v: &Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(t) => match humantime::parse_duration(t) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(ConfigFileError::Ike(format!(
+                    "{key} = \"{t}\": must be more than 0"
+                ))),
+                Err(err) => Err(ConfigFileError::Ike(format!("{key} = \"{t}\": {err}"))),
+            },
+        };
+        e.half_open_timeout = dur(
+            "half_open_timeout",
+            &self.half_open_timeout,
+            e.half_open_timeout,
+        )?;
+        e.cookie_rotation = dur("cookie_rotation", &self.cookie_rotation, e.cookie_rotation)?;
+        e.half_open_limit = self.half_open_limit.unwrap_or(e.half_open_limit);
+        e.half_open_per_source = self.half_open_per_source.unwrap_or(e.half_open_per_source);
+        e.cookie_threshold = self.cookie_threshold.unwrap_or(e.cookie_threshold);
+        if e.half_open_limit != 0 && e.cookie_threshold > e.half_open_limit {
+            return Err(ConfigFileError::Ike(format!(
+                "cookie_threshold = {} is above half_open_limit = {}: cookies would never be asked for before the limit drops requests",
+                e.cookie_threshold, e.half_open_limit
+            )));
+        }
+        Ok(e)
+    }
 }
 
 /// `[control]`: the local gRPC socket `mobike-agent status` talks to.
@@ -717,10 +781,10 @@ impl FileConfig {
             }
         }
         Ok(AgentConfig {
-            endpoint: EndpointConfig {
+            endpoint: self.ike.apply(EndpointConfig {
                 connections,
                 ..EndpointConfig::default()
-            },
+            })?,
             initiate,
             listen,
             listen_any,

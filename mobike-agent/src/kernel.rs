@@ -300,6 +300,8 @@ pub type EventStream = futures::stream::BoxStream<'static, Result<XfrmEvent, ips
 struct Installed {
     ike_sa: SaId,
     handle: ChildSaHandle,
+    /// The kernel limits it was installed with (for [`Kernel::resync`]).
+    lifetime: Option<LifetimeCfg>,
 }
 
 /// The runtime's kernel: a backend (or none) and the installed pairs.
@@ -363,6 +365,17 @@ impl Kernel {
         }
     }
 
+    /// Removes the kernel SAs and policies of our reqids
+    /// ([`crate::engine::REQIDS`]) that a killed run of the agent left
+    /// behind; at start, before this run installs any. Nothing with the
+    /// backend `none`.
+    pub async fn remove_leftovers(&self) -> Result<ipsec_backend::Leftovers, ipsec_backend::Error> {
+        match &self.backend {
+            Some(b) => b.remove_leftovers(crate::engine::REQIDS).await,
+            None => Ok(ipsec_backend::Leftovers::default()),
+        }
+    }
+
     /// Installed pairs (for status and tests).
     pub fn installed(&self) -> impl Iterator<Item = (SaId, &ChildSaHandle)> {
         self.installed.values().map(|i| (i.ike_sa, &i.handle))
@@ -404,9 +417,51 @@ impl Kernel {
         })
     }
 
-    /// The backend's kernel event stream; None with the backend `none`.
+    /// The backend's kernel events the agent acts on (SA expires, NAT-T
+    /// mappings: [`ChildSaBackend::key_manager_events`]); None with the
+    /// backend `none`.
     pub fn events(&self) -> Option<Result<EventStream, ipsec_backend::Error>> {
-        self.backend.as_ref().map(|b| b.events())
+        self.backend.as_ref().map(|b| b.key_manager_events())
+    }
+
+    /// After kernel events were lost (the event socket overran): the
+    /// CHILD_SAs whose expire may have been among them, as (inbound SPI,
+    /// hard), found by reading every installed pair's SAs again (one SA
+    /// dump). A pair the kernel no longer has hit its hard limit (or was
+    /// removed under us): hard, so the engine replaces it rather than
+    /// leave a dead CHILD_SA until its next rekey. A pair past its soft
+    /// byte or packet limit: soft, due for a rekey. A pair the kernel
+    /// could not be asked about is left for the next event.
+    pub async fn resync(&self) -> Vec<(u32, bool)> {
+        let Some(backend) = &self.backend else {
+            return Vec::new();
+        };
+        let (pairs, handles): (Vec<&Installed>, Vec<ChildSaHandle>) = self
+            .installed
+            .values()
+            .map(|i| (i, i.handle.clone()))
+            .unzip();
+        let got = backend.counters_of(&handles).await;
+        let mut out = Vec::new();
+        for (i, r) in pairs.into_iter().zip(got) {
+            match r {
+                Err(e) if e.is_gone() => out.push((i.handle.spi_in, true)),
+                Err(e) => {
+                    tracing::warn!(inbound_spi = format_args!("{:#010x}", i.handle.spi_in),
+                                   error = %errchain::chain(&e), "cannot read a CHILD_SA's state after lost kernel events");
+                }
+                Ok(c) => {
+                    let Some(l) = i.lifetime else { continue };
+                    let past = |cur: &ipsec_backend::codec::LifetimeCur| {
+                        cur.bytes >= l.soft_byte_limit || cur.packets >= l.soft_packet_limit
+                    };
+                    if past(&c.outbound) || past(&c.inbound) {
+                        out.push((i.handle.spi_in, false));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether the policies of `reqid` are installed (routes go with them).
@@ -581,6 +636,7 @@ impl Kernel {
             Installed {
                 ike_sa: i.ike_sa,
                 handle: handle.clone(),
+                lifetime: spec.lifetime,
             },
         );
         Ok(KernelEvent::Installed {
@@ -619,8 +675,8 @@ impl Kernel {
         self.installed.insert(
             (reqid, inbound_spi),
             Installed {
-                ike_sa: cur.ike_sa,
                 handle: handle.clone(),
+                ..cur
             },
         );
         Ok(KernelEvent::Migrated {

@@ -25,9 +25,17 @@ use ipsec_backend::{SelectorPair, types::Prefix};
 use netlink_packet_route::{
     address::AddressAttribute,
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
+    rule::RuleAttribute,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tracing::{debug, info, warn};
+
+/// The routing protocol number our routes carry (`proto 167` in `ip
+/// route`): the marker by which a later run finds the routes a killed run
+/// left in the table and removes them, leaving others' routes (strongSwan
+/// puts `proto static` ones in the same table 220) alone. No routing
+/// daemon iproute2 knows uses it.
+pub const ROUTE_PROTOCOL: u8 = 167;
 
 /// `EEXIST`: the rule is there already.
 const EEXIST: i32 = 17;
@@ -278,7 +286,7 @@ impl Routes {
             .destination_prefix(dst.addr, dst.len)
             .map_err(err)?
             .table_id(self.config.table)
-            .protocol(RouteProtocol::Static);
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
         if let Some(src) = src {
             b = b.pref_source(src).map_err(err)?;
         }
@@ -298,7 +306,7 @@ impl Routes {
         if self.rules[i] {
             return Ok(());
         }
-        let req = self
+        let mut req = self
             .handle
             .rule()
             .add()
@@ -308,6 +316,13 @@ impl Routes {
             // kernel takes but which fails every lookup passing the rule
             // with EINVAL: it must say "lookup the table".
             .action(netlink_packet_route::rule::RuleAction::ToTable);
+        // Our marker on the rule too (FRA_PROTOCOL), so that the next run
+        // can tell a rule a killed run added from someone else's.
+        req.message_mut()
+            .attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Other(
+                ROUTE_PROTOCOL,
+            )));
         let r = if v6 {
             req.v6().execute().await
         } else {
@@ -453,6 +468,99 @@ impl Routes {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Removes the routes of protocol [`ROUTE_PROTOCOL`] in our table, both
+    /// families, and the rule with that marker that looks it up: what a run
+    /// of the agent that was killed left behind (at start, before any route
+    /// of this run). Returns how many routes went.
+    pub async fn remove_leftovers(&self) -> Result<usize, RouteError> {
+        let table = self.config.table;
+        let dump_err = |source| RouteError::Route {
+            dst: Prefix::host(IpAddr::from([0, 0, 0, 0])),
+            table,
+            source: RouteCause::Kernel(source),
+        };
+        let mut found = Vec::new();
+        for v6 in [false, true] {
+            let filter = if v6 {
+                RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+            } else {
+                RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+            };
+            let mut s = self.handle.route().get(filter).execute();
+            while let Some(m) = s.try_next().await.map_err(dump_err)? {
+                let in_table = m
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(m.header.table))
+                    == table;
+                if in_table && m.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
+                    found.push(m);
+                }
+            }
+        }
+        let mut removed = 0;
+        for m in found {
+            match self.handle.route().del(m).execute().await {
+                Ok(()) => removed += 1,
+                Err(e) if errno(&e).is_some_and(|n| GONE.contains(&n)) => {}
+                Err(e) => return Err(dump_err(e)),
+            }
+        }
+        if removed > 0 {
+            info!(removed, table, "removed routes an earlier run left behind");
+        }
+        self.remove_leftover_rules().await?;
+        Ok(removed)
+    }
+
+    /// Removes the rules at our priority that look up our table and carry
+    /// our protocol marker: the ones a killed run added (another daemon's
+    /// rule, without the marker, stays and is used).
+    async fn remove_leftover_rules(&self) -> Result<(), RouteError> {
+        for v6 in [false, true] {
+            let (family, name) = if v6 {
+                (rtnetlink::IpVersion::V6, "IPv6")
+            } else {
+                (rtnetlink::IpVersion::V4, "IPv4")
+            };
+            let rule_err = |source| RouteError::Rule {
+                priority: self.config.priority,
+                table: self.config.table,
+                family: name,
+                source,
+            };
+            let mut found = Vec::new();
+            let mut s = self.handle.rule().get(family).execute();
+            while let Some(m) = s.try_next().await.map_err(rule_err)? {
+                let has = |want: &RuleAttribute| m.attributes.iter().any(|a| a == want);
+                if has(&RuleAttribute::Priority(self.config.priority))
+                    && has(&RuleAttribute::Table(self.config.table))
+                    && has(&RuleAttribute::Protocol(RouteProtocol::Other(
+                        ROUTE_PROTOCOL,
+                    )))
+                {
+                    found.push(m);
+                }
+            }
+            for m in found {
+                match self.handle.rule().del(m).execute().await {
+                    Ok(()) => info!(
+                        priority = self.config.priority,
+                        ipv6 = v6,
+                        "removed the routing rule an earlier run left behind"
+                    ),
+                    Err(e) if errno(&e).is_some_and(|n| GONE.contains(&n)) => {}
+                    Err(e) => return Err(rule_err(e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes every route and the rules this agent added (on exit).

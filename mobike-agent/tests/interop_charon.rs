@@ -10,7 +10,8 @@
 //!    the agent rekeys CHILD_SA and IKE SA itself and sends liveness
 //!    checks; charon deletes.
 //! 3. wrong PSK: AUTHENTICATION_FAILED. 4. proposal mismatch:
-//!    NO_PROPOSAL_CHOSEN.
+//!    NO_PROPOSAL_CHOSEN, which ends the attempt only after the
+//!    retransmissions (RFC 7296 §2.21.1).
 //! 5. both ends rekey the IKE SA every 6 s and the CHILD_SA every 5 s, so
 //!    rekeys cross (RFC 7296 §2.8.1, §2.8.2).
 //! 6. over IPv6 with IPv6 selectors; the agent rekeys the CHILD_SA with PFS
@@ -524,13 +525,24 @@ fn wrong_psk_and_proposal_mismatch(t: &mut Interop) {
             "aes128gcm16-prfsha512-ecp256",
             "aes256gcm16",
             PSK,
-            "",
+            "retransmit_timeout = \"1s\"\nretransmit_tries = 2",
             "",
         ),
     );
+    // RFC 7296 §2.21.1: the unauthenticated refusal is noted at once but
+    // ends the attempt only when the retransmissions (1 s, 2 s, 4 s) ran
+    // out without a proper answer.
     t.wait_for(10, "4: no NO_PROPOSAL_CHOSEN", |t| {
-        t.agent().logged("PeerError(NO_PROPOSAL_CHOSEN)")
+        t.agent()
+            .log_text()
+            .lines()
+            .any(|l| l.contains("IKE_SA_INIT refused") && l.contains("NO_PROPOSAL_CHOSEN"))
     });
+    t.wait_for(
+        20,
+        "4: the attempt did not end with NO_PROPOSAL_CHOSEN",
+        |t| t.agent().logged("PeerError(NO_PROPOSAL_CHOSEN)"),
+    );
     t.stop_agent();
 }
 

@@ -87,23 +87,23 @@ fn routes_follow_the_child_sa_and_the_peer_and_go_away() {
     .expect("netns");
     let (first, moved, v6, rules, get, after_remove, rules_after) = res;
     assert!(
-        first.contains("10.2.0.0/24 via 192.0.2.254 dev vA proto static src 10.1.0.1"),
+        first.contains("10.2.0.0/24 via 192.0.2.254 dev vA proto 167 src 10.1.0.1"),
         "{first}"
     );
     assert!(
-        first.contains("10.4.0.0/16 via 192.0.2.254 dev vA proto static src 10.1.0.1"),
+        first.contains("10.4.0.0/16 via 192.0.2.254 dev vA proto 167 src 10.1.0.1"),
         "{first}"
     );
     assert!(!first.contains("10.8.0.0"), "{first}");
     // The peer moved to a path over vC: the routes follow.
     assert!(
-        moved.contains("10.2.0.0/24 via 198.18.0.254 dev vC proto static src 10.1.0.1"),
+        moved.contains("10.2.0.0/24 via 198.18.0.254 dev vC proto 167 src 10.1.0.1"),
         "{moved}"
     );
     assert!(!moved.contains("dev vA"), "{moved}");
     // IPv6 inside IPv4: the interface only, no IPv4 gateway.
     assert!(
-        v6.contains("fd02::/64 dev vC proto static src fd01::1"),
+        v6.contains("fd02::/64 dev vC proto 167 src fd01::1"),
         "{v6}"
     );
     assert!(rules.contains("220:\tfrom all lookup 220"), "{rules}");

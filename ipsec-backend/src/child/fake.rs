@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::sync::Mutex;
 
 use futures::StreamExt;
@@ -14,7 +15,7 @@ use futures::stream::BoxStream;
 use super::spec::{
     adopts_copy, handle_of, kerr, migrate_specs, no_such_sa, policy_specs, sa_specs,
 };
-use super::{BoxFut, ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec};
+use super::{BoxFut, ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, Leftovers};
 use crate::codec::{LifetimeCur, Stats};
 use crate::error::Error;
 use crate::handle::SaKey;
@@ -102,6 +103,28 @@ impl FakeBackend {
             sa.current.packets += 1;
         }
         Ok(())
+    }
+
+    /// Puts an SA and policies into the fake's SAD and SPD as another
+    /// process (or an earlier run) would have left them (for tests).
+    pub fn insert_raw(&self, sas: &[SaSpec], policies: &[PolicySpec]) {
+        let mut st = self.lock();
+        for s in sas {
+            st.sas.insert(
+                sa_key(s),
+                FakeSa {
+                    spec: s.clone(),
+                    current: LifetimeCur::default(),
+                    stats: Stats::default(),
+                },
+            );
+        }
+        for p in policies {
+            st.policies.insert(
+                (p.selector, p.dir, p.mark.map(|m| (m.value, m.mask))),
+                p.clone(),
+            );
+        }
     }
 
     /// Number of SAs and policies held (for tests).
@@ -450,5 +473,17 @@ impl ChildSaBackend for FakeBackend {
             }
         })
         .boxed())
+    }
+    fn remove_leftovers<'a>(&'a self, reqids: RangeInclusive<u32>) -> BoxFut<'a, Leftovers> {
+        let mut st = self.lock();
+        let (sas, policies) = (st.sas.len(), st.policies.len());
+        st.sas.retain(|_, sa| !reqids.contains(&sa.spec.reqid));
+        st.policies
+            .retain(|_, p| !p.templates.iter().any(|t| reqids.contains(&t.reqid)));
+        let gone = Leftovers {
+            sas: sas - st.sas.len(),
+            policies: policies - st.policies.len(),
+        };
+        Box::pin(std::future::ready(Ok(gone)))
     }
 }

@@ -5,18 +5,21 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::spec::{adopts_copy, handle_of, migrate_specs, no_such_sa, policy_specs, sa_specs};
-use super::{BoxFut, ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, ManyCounters};
+use super::{
+    BoxFut, ChildSaBackend, ChildSaCounters, ChildSaHandle, ChildSaSpec, Leftovers, ManyCounters,
+};
 use crate::error::Error;
 use crate::handle::{PolicyKey, SaKey, XfrmHandle};
-use crate::monitor::{ALL_GROUPS, XfrmEvent, XfrmMonitor};
+use crate::monitor::{ALL_GROUPS, KEY_MANAGER_GROUPS, XfrmEvent, XfrmMonitor};
 use crate::selector::check_selectors;
-use crate::types::{Encap, OuterPair, SaInfo};
+use crate::types::{Encap, OuterPair, Proto, SaInfo};
 
 /// Deleting what is gone already is no error.
 fn ignore_gone(r: Result<(), Error>) -> Result<(), Error> {
@@ -54,6 +57,65 @@ impl KernelBackend {
     /// The underlying request handle.
     pub fn handle(&self) -> &XfrmHandle {
         &self.handle
+    }
+
+    /// The events of `groups`, in our network namespace.
+    fn monitor(
+        &self,
+        groups: &[u32],
+    ) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        let m = match &self.netns {
+            Some(p) => XfrmMonitor::open_in(p, groups)?,
+            None => XfrmMonitor::open(groups)?,
+        };
+        Ok(m.into_stream().boxed())
+    }
+
+    /// [`ChildSaBackend::remove_leftovers`]: one dump of the SAD and one
+    /// of the SPD, then a delete for each entry of a reqid in `reqids`.
+    async fn remove_reqids(&self, reqids: RangeInclusive<u32>) -> Result<Leftovers, Error> {
+        let mut gone = Leftovers::default();
+        let mut first_err: Option<Error> = None;
+        let mut note = |r: Result<(), Error>, n: &mut usize| match ignore_gone(r) {
+            Ok(()) => *n += 1,
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        };
+        for sa in self.handle.state().dump().await? {
+            let (Some(dst), Some(proto)) = (sa.dst, Proto::from_raw(sa.proto)) else {
+                continue;
+            };
+            if !reqids.contains(&sa.reqid) {
+                continue;
+            }
+            let key = SaKey {
+                dst,
+                spi: sa.spi,
+                proto,
+                mark: sa.mark,
+            };
+            note(self.handle.state().delete(&key).await, &mut gone.sas);
+        }
+        for p in self.handle.policy().dump().await? {
+            let (Some(selector), Some(dir)) = (p.selector, p.dir) else {
+                continue;
+            };
+            if !p.templates.iter().any(|t| reqids.contains(&t.reqid)) {
+                continue;
+            }
+            let key = PolicyKey {
+                selector,
+                dir,
+                mark: p.mark,
+                if_id: p.if_id,
+            };
+            note(self.handle.policy().delete(&key).await, &mut gone.policies);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(gone),
+        }
     }
 
     async fn install(&self, spec: &ChildSaSpec) -> Result<ChildSaHandle, Error> {
@@ -262,11 +324,13 @@ impl ChildSaBackend for KernelBackend {
     fn counters_of<'a>(&'a self, handles: &'a [ChildSaHandle]) -> ManyCounters<'a> {
         Box::pin(self.read_counters_of(handles))
     }
+    fn remove_leftovers<'a>(&'a self, reqids: RangeInclusive<u32>) -> BoxFut<'a, Leftovers> {
+        Box::pin(self.remove_reqids(reqids))
+    }
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
-        let m = match &self.netns {
-            Some(p) => XfrmMonitor::open_in(p, ALL_GROUPS)?,
-            None => XfrmMonitor::open(ALL_GROUPS)?,
-        };
-        Ok(m.into_stream().boxed())
+        self.monitor(ALL_GROUPS)
+    }
+    fn key_manager_events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        self.monitor(KEY_MANAGER_GROUPS)
     }
 }

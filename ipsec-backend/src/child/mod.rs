@@ -32,6 +32,7 @@ mod wire;
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::pin::Pin;
 
 use futures::stream::BoxStream;
@@ -113,6 +114,30 @@ pub trait ChildSaBackend: Send + Sync {
     }
     /// Subscribe to kernel events (expire, acquire, mapping, migrate, ...).
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error>;
+    /// Subscribe to the events a key manager acts on only: SA expires and
+    /// NAT-T mapping changes ([`crate::monitor::KEY_MANAGER_GROUPS`]), so
+    /// that other XFRM notifications do not fill the queue. An overrun is
+    /// still possible and comes as [`Error::MonitorOverrun`]: events were
+    /// lost, and the caller re-reads the state it depends on. By default
+    /// the same as [`Self::events`].
+    fn key_manager_events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        self.events()
+    }
+    /// Removes the SAs whose reqid is in `reqids`, and the policies with a
+    /// template of such a reqid: what an earlier run of the daemon that
+    /// owns the range left behind when it was killed (charon flushes its
+    /// own state at start the same way). Continues past errors, returns
+    /// the first; state of other reqids (another daemon's) is untouched.
+    fn remove_leftovers<'a>(&'a self, reqids: RangeInclusive<u32>) -> BoxFut<'a, Leftovers>;
+}
+
+/// What [`ChildSaBackend::remove_leftovers`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// SAs.
+    pub sas: usize,
+    /// Policies.
+    pub policies: usize,
 }
 
 /// A shared backend is a backend: the caller keeps a handle (e.g. to a
@@ -150,5 +175,11 @@ impl<T: ChildSaBackend + ?Sized> ChildSaBackend for std::sync::Arc<T> {
     }
     fn events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
         (**self).events()
+    }
+    fn remove_leftovers<'a>(&'a self, reqids: RangeInclusive<u32>) -> BoxFut<'a, Leftovers> {
+        (**self).remove_leftovers(reqids)
+    }
+    fn key_manager_events(&self) -> Result<BoxStream<'static, Result<XfrmEvent, Error>>, Error> {
+        (**self).key_manager_events()
     }
 }

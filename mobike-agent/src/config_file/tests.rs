@@ -332,3 +332,40 @@ fn psk_file_is_read_without_its_newline() {
     let a = FileConfig::parse(&text).unwrap().to_agent_config().unwrap();
     assert_eq!(a.endpoint.connections[0].psk, b"from-a-file");
 }
+
+#[test]
+fn ike_section_sets_the_half_open_limits_and_absent_keys_keep_the_defaults() {
+    let cfg = |section: &str| {
+        FileConfig::parse(&format!("{EXAMPLE}\n{section}"))
+            .and_then(|f| f.to_agent_config())
+            .map(|a| a.endpoint)
+    };
+    let d = cfg("").unwrap();
+    assert_eq!(d.half_open_limit, engine::DEFAULT_HALF_OPEN_LIMIT);
+    assert_eq!(d.half_open_per_source, engine::DEFAULT_HALF_OPEN_PER_SOURCE);
+    assert_eq!(d.cookie_threshold, engine::DEFAULT_COOKIE_THRESHOLD);
+    assert_eq!(d.half_open_timeout, Duration::from_secs(30));
+    assert_eq!(d.cookie_rotation, Duration::from_secs(120));
+    let e = cfg(
+        "[ike]\nhalf_open_timeout = \"10s\"\nhalf_open_limit = 50\nhalf_open_per_source = 2\n\
+         cookie_threshold = 5\ncookie_rotation = \"1m\"",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            e.half_open_timeout,
+            e.half_open_limit,
+            e.half_open_per_source,
+            e.cookie_threshold,
+            e.cookie_rotation
+        ),
+        (Duration::from_secs(10), 50, 2, 5, Duration::from_secs(60))
+    );
+    let err = |section: &str| errchain::chain(&cfg(section).unwrap_err()).to_string();
+    assert!(err("[ike]\nhalf_open_timeout = \"0s\"").contains("half_open_timeout"));
+    assert!(err("[ike]\ncookie_rotation = \"soon\"").contains("cookie_rotation"));
+    assert!(
+        err("[ike]\nhalf_open_limit = 10\ncookie_threshold = 20").contains("cookie_threshold = 20")
+    );
+    assert!(err("[ike]\nhalf_open = 1").contains("half_open"));
+}

@@ -93,6 +93,11 @@ fn stats_json(s: &Stats) -> serde_json::Value {
         "update_from_responder": s.update_from_responder,
         "address_lists_refused": s.address_lists_refused,
         "return_routability_checks": s.return_routability_checks,
+        "half_open_limit_drops": s.half_open_limit_drops,
+        "half_open_source_drops": s.half_open_source_drops,
+        "bad_nonces": s.bad_nonces,
+        "init_error_notifies": s.init_error_notifies,
+        "half_open": s.half_open,
     })
 }
 
@@ -245,6 +250,16 @@ pub fn table(st: &StatusResponse) -> String {
             s.update_from_responder,
             s.address_lists_refused,
             s.unexpected
+        );
+        let _ = writeln!(
+            out,
+            "IKE_SA_INIT: {} half-open, {} cookies sent, dropped {} at the half-open limit and {} at the limit per source; {} bad nonces, {} error notifies waited out",
+            s.half_open,
+            s.cookies_sent,
+            s.half_open_limit_drops,
+            s.half_open_source_drops,
+            s.bad_nonces,
+            s.init_error_notifies
         );
     }
     out

@@ -232,7 +232,10 @@ fn status_response(s: &StatusSnapshot) -> StatusResponse {
         }
         .into(),
         mobility: s.mobility.as_ref().map(super::mobility::mobility),
-        stats: Some(stats(&s.stats)),
+        stats: Some(Stats {
+            half_open: s.ike_sas.iter().filter(|i| i.state == "half-open").count() as u64,
+            ..stats(&s.stats)
+        }),
     }
 }
 
@@ -253,6 +256,12 @@ fn stats(s: &crate::engine::Stats) -> Stats {
         update_from_responder: s.update_from_responder,
         address_lists_refused: s.address_lists_refused,
         return_routability_checks: s.return_routability_checks,
+        half_open_limit_drops: s.half_open_limit_drops,
+        half_open_source_drops: s.half_open_source_drops,
+        bad_nonces: s.bad_nonces,
+        init_error_notifies: s.init_error_notifies,
+        // A gauge of the snapshot's SAs, not an engine counter.
+        half_open: 0,
     }
 }
 
@@ -477,6 +486,8 @@ mod tests {
             stats: Some(stats(&crate::engine::Stats {
                 bad_cookie2: 2,
                 return_routability_checks: 1,
+                half_open_source_drops: 7,
+                bad_nonces: 1,
                 ..Default::default()
             })),
         };
@@ -533,6 +544,14 @@ mod tests {
         assert_eq!(j["return_routability"]["esp_remote"], "192.0.2.2:4500");
         assert_eq!(j["stats"]["bad_cookie2"], 2);
         assert_eq!(j["stats"]["return_routability_checks"], 1);
+        // The responder's defences (issue 12).
+        assert!(
+            t.contains(
+                "dropped 0 at the half-open limit and 7 at the limit per source; 1 bad nonces"
+            ),
+            "{t}"
+        );
+        assert_eq!(j["stats"]["half_open_source_drops"], 7);
         // Backend none: nothing known, no error either.
         let none = ike_sa(&info, Backend::None, &Counters::new(), now);
         assert!(

@@ -235,6 +235,19 @@ impl Default for Timers {
     }
 }
 
+/// strongSwan's `cookie_threshold` default.
+pub const DEFAULT_COOKIE_THRESHOLD: usize = 30;
+/// A total that a responder for a few hundred road warriors never needs
+/// and that bounds the memory of a flood (each half-open SA holds both
+/// IKE_SA_INIT messages and keys: a few kB).
+pub const DEFAULT_HALF_OPEN_LIMIT: usize = 1000;
+/// strongSwan's `block_threshold` default.
+pub const DEFAULT_HALF_OPEN_PER_SOURCE: usize = 5;
+/// strongSwan's `half_open_timeout` default.
+pub const DEFAULT_HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// strongSwan changes its cookie secret every 120 s (`SECRET_SWITCH`).
+pub const DEFAULT_COOKIE_ROTATION: Duration = Duration::from_secs(120);
+
 /// Endpoint-wide settings.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -242,10 +255,24 @@ pub struct EndpointConfig {
     /// (respond).
     pub connections: Vec<ConnectionConfig>,
     /// Half-open IKE SAs beyond which IKE_SA_INIT must carry a cookie
-    /// (§2.6). 0 demands cookies always.
+    /// (§2.6; strongSwan's `cookie_threshold`). 0 demands cookies always.
     pub cookie_threshold: usize,
-    /// Drop a responder's half-open SA after this long without IKE_AUTH.
+    /// Half-open IKE SAs at most, in all; IKE_SA_INIT beyond is dropped
+    /// (strongSwan's `init_limit_half_open`). 0: no limit.
+    pub half_open_limit: usize,
+    /// Half-open IKE SAs at most from one peer address; IKE_SA_INIT
+    /// beyond is dropped (strongSwan's `block_threshold`). 0: no limit.
+    /// Checked after the cookie, so a spoofed source cannot use up
+    /// another's share once cookies are demanded.
+    pub half_open_per_source: usize,
+    /// Drop a responder's half-open SA after this long without IKE_AUTH,
+    /// counted from our answer. A replayed answer to a retransmitted
+    /// IKE_SA_INIT keeps it at most twice as long in all (see
+    /// `replay_init_response`).
     pub half_open_timeout: Duration,
+    /// How often the cookie secret changes (§2.6); a cookie of the secret
+    /// before is accepted until the next change.
+    pub cookie_rotation: Duration,
     /// UDP port of NAT-T (datagrams there carry the non-ESP marker).
     pub nat_t_port: u16,
 }
@@ -254,8 +281,11 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
             connections: Vec::new(),
-            cookie_threshold: 32,
-            half_open_timeout: Duration::from_secs(30),
+            cookie_threshold: DEFAULT_COOKIE_THRESHOLD,
+            half_open_limit: DEFAULT_HALF_OPEN_LIMIT,
+            half_open_per_source: DEFAULT_HALF_OPEN_PER_SOURCE,
+            half_open_timeout: DEFAULT_HALF_OPEN_TIMEOUT,
+            cookie_rotation: DEFAULT_COOKIE_ROTATION,
             nat_t_port: crate::proto::NAT_T_PORT,
         }
     }

@@ -4,7 +4,7 @@
 //! ([`Entropy`]).
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::VecDeque,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -12,7 +12,7 @@ use std::{
 use ring::rand::{SecureRandom, SystemRandom};
 use tracing::debug;
 
-use super::{EndpointConfig, Event, KernelAction, Path, Stats, Transmit, sa, vip};
+use super::{EndpointConfig, Event, KernelAction, Path, Stats, Transmit, index::SpiTable, sa, vip};
 use crate::proto;
 
 /// Output queues, shared by all SAs.
@@ -41,7 +41,7 @@ pub(super) struct Ctx<'a> {
     pub(super) new_sas: Vec<sa::IkeSa>,
     pub(super) sa_ops: Vec<sa::SaOp>,
     /// Inbound ESP SPIs in use anywhere on this endpoint.
-    pub(super) taken_spis: HashSet<u32>,
+    pub(super) spis: &'a mut SpiTable,
     /// Our usable local addresses as last announced
     /// ([`super::Command::AnnounceAddresses`]); None before that.
     pub(super) usable_addrs: Option<&'a [IpAddr]>,
@@ -122,14 +122,19 @@ impl Ctx<'_> {
             // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1); inbound SPIs
             // must be unique on this host.
             let v = u32::from_be_bytes(self.random::<4>()?);
-            if v > 255 && self.taken_spis.insert(v) {
+            if v > 255 && self.spis.take(v) {
                 return Some(v);
             }
         }
     }
 
+    /// The next reqid, from [`super::REQIDS`], wrapping within it.
     pub(super) fn reqid(&mut self) -> u32 {
-        *self.next_reqid += 1;
+        let r = &super::REQIDS;
+        *self.next_reqid = match *self.next_reqid {
+            n if r.contains(&n) && n < *r.end() => n + 1,
+            _ => *r.start(),
+        };
         *self.next_reqid
     }
 }

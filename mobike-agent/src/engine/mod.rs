@@ -36,18 +36,23 @@
 //! dispatch of inputs to SAs and cross-SA work); `types` is the public
 //! vocabulary re-exported here (commands, events, kernel actions, status);
 //! `config` the configuration; `ctx` the per-call context an SA works with
-//! and [`Entropy`]; `recovery` re-establishing connections; [`vip`] the
-//! address pools; `sa` one IKE SA, split by exchange.
+//! and [`Entropy`]; `index` what the endpoint keeps about its SAs so that
+//! no input costs a scan of them all (inbound SPIs, half-open SAs by
+//! source, deadlines); `cookie` the IKE_SA_INIT cookies and their rotating
+//! secret; `recovery` re-establishing connections; [`vip`] the address
+//! pools; `sa` one IKE SA, split by exchange.
 
 mod config;
+mod cookie;
 mod ctx;
+mod index;
 mod recovery;
 mod sa;
 mod types;
 pub mod vip;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     time::Instant,
 };
@@ -60,8 +65,16 @@ pub use ctx::{Entropy, SystemEntropy};
 pub use types::*;
 
 use crate::proto::{self, DecodeError, Header, NatTDatagram};
+use cookie::CookieSecrets;
 use ctx::{Ctx, Outputs};
+use index::SaIndex;
 use recovery::ConnRecovery;
+
+/// The reqids of our CHILD_SAs' kernel SAs and policies: a range of our
+/// own, far above the small numbers charon counts up from, so that at
+/// start the agent can tell the state a killed run of it left behind from
+/// other daemons' and remove it (`Kernel::remove_leftovers`).
+pub const REQIDS: std::ops::RangeInclusive<u32> = 0x6d00_0001..=0x6dff_ffff;
 
 /// The IKEv2 endpoint: all IKE SAs of this host.
 #[derive(Debug)]
@@ -73,7 +86,11 @@ pub struct Endpoint {
     /// Responder SAs by the (peer, SPIi) of their IKE_SA_INIT, to recognise
     /// retransmitted or duplicated IKE_SA_INIT requests (§2.1).
     init_index: HashMap<(SocketAddr, u64), SaId>,
-    cookie_secret: [u8; 32],
+    /// Inbound SPIs, half-open SAs by source and deadlines, kept as the
+    /// SAs change so that no input costs a scan of all SAs.
+    index: SaIndex,
+    /// The secrets of our IKE_SA_INIT cookies (§2.6).
+    cookies: CookieSecrets,
     next_reqid: u32,
     out: Outputs,
     stats: Stats,
@@ -108,7 +125,8 @@ impl Endpoint {
             entropy,
             sas: BTreeMap::new(),
             init_index: HashMap::new(),
-            cookie_secret,
+            index: SaIndex::default(),
+            cookies: CookieSecrets::new(cookie_secret),
             next_reqid: 0,
             out: Outputs::default(),
             stats: Stats::default(),
@@ -128,17 +146,8 @@ impl Endpoint {
         &self.stats
     }
 
-    fn taken_spis(&self) -> HashSet<u32> {
-        self.sas
-            .values()
-            .flat_map(sa::IkeSa::inbound_spis)
-            .collect()
-    }
-
-    /// The context an IKE SA works with during one call at `now`;
-    /// `taken_spis` are the inbound SPIs in use (taken before the SA being
-    /// worked on is taken out of the map, so its own count too).
-    fn ctx(&mut self, now: Instant, taken_spis: HashSet<u32>) -> Ctx<'_> {
+    /// The context an IKE SA works with during one call at `now`.
+    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
         Ctx {
             now,
             config: &self.config,
@@ -149,7 +158,7 @@ impl Endpoint {
             next_reqid: &mut self.next_reqid,
             new_sas: Vec::new(),
             sa_ops: Vec::new(),
-            taken_spis,
+            spis: &mut self.index.spis,
             leases: &mut self.leases,
             usable_addrs: self.usable_addrs.as_deref(),
         }
@@ -162,7 +171,31 @@ impl Endpoint {
 
     /// Number of responder half-open SAs.
     pub fn half_open_count(&self) -> usize {
-        self.sas.values().filter(|s| s.is_half_open()).count()
+        self.index.half_open()
+    }
+
+    /// Number of responder half-open SAs from `source`.
+    pub fn half_open_from(&self, source: IpAddr) -> usize {
+        self.index.half_open_from(source)
+    }
+
+    /// Whether the endpoint's indexes (inbound SPIs, half-open SAs,
+    /// deadlines) agree with its SAs, recomputed by a scan; for tests.
+    #[doc(hidden)]
+    pub fn indexes_agree(&self) -> bool {
+        let spis: usize = self.sas.values().map(|s| s.inbound_spis().count()).sum();
+        let spis_ok = spis == self.index.spis.len()
+            && self.sas.iter().all(|(id, s)| {
+                s.inbound_spis()
+                    .all(|spi| self.index.spis.owner(spi) == Some(*id))
+            });
+        let half_open = self.sas.values().filter(|s| s.is_half_open()).count();
+        let deadline = self
+            .sas
+            .values()
+            .filter_map(|s| s.next_deadline(&self.config))
+            .min();
+        spis_ok && half_open == self.index.half_open() && deadline == self.index.next_deadline()
     }
 
     /// Summary of every IKE SA, for status output and tests.
@@ -218,11 +251,7 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let restarts = self.recovery.values().filter_map(|r| r.due);
-        self.sas
-            .values()
-            .filter_map(|s| s.next_deadline(&self.config))
-            .chain(restarts)
-            .min()
+        self.index.next_deadline().into_iter().chain(restarts).min()
     }
 
     fn with_sa<R>(
@@ -231,14 +260,24 @@ impl Endpoint {
         id: SaId,
         f: impl FnOnce(&mut sa::IkeSa, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
-        let taken_spis = self.taken_spis();
         let mut sa = self.sas.remove(&id)?;
+        let before: Vec<u32> = sa.inbound_spis().collect();
         // One span per IKE SA: every log line of its processing carries it.
         let _span = tracing::info_span!("ike_sa", sa = format_args!("{id:016x}")).entered();
-        let mut ctx = self.ctx(now, taken_spis);
+        let mut ctx = self.ctx(now);
         let r = f(&mut sa, &mut ctx);
         let new_sas = std::mem::take(&mut ctx.new_sas);
         let ops = std::mem::take(&mut ctx.sa_ops);
+        // Who holds which inbound SPI now: this SA, the SAs it made, and
+        // the IKE SAs CHILD_SAs are handed to.
+        let mut after = vec![(sa.id(), sa.live_spis())];
+        after.extend(new_sas.iter().map(|n| (n.id(), n.live_spis())));
+        for op in &ops {
+            if let sa::SaOp::HandOff { to, children } = op {
+                after.push((*to, children.iter().map(sa::Child::inbound_spi).collect()));
+            }
+        }
+        self.index.spis.settle(before, &after);
         self.put_back(now, sa);
         for n in new_sas {
             self.put_back(now, n);
@@ -249,10 +288,10 @@ impl Endpoint {
 
     /// The IKE SA that has the CHILD_SA with our inbound SPI `inbound_spi`.
     fn sa_of_child(&self, inbound_spi: u32) -> Result<SaId, CommandError> {
-        self.sas
-            .iter()
-            .find(|(_, s)| s.inbound_spis().any(|x| x == inbound_spi))
-            .map(|(id, _)| *id)
+        self.index
+            .spis
+            .owner(inbound_spi)
+            .filter(|id| self.sas.contains_key(id))
             .ok_or(CommandError::NoChildSa(inbound_spi))
     }
 
@@ -264,11 +303,16 @@ impl Endpoint {
                 t.adopt_children(children);
                 self.with_sa(now, to, |s, ctx| s.kick(ctx));
             }
-            None => tracing::warn!(
-                to,
-                lost = children.len(),
-                "CHILD_SAs handed to a vanished IKE SA"
-            ),
+            None => {
+                tracing::warn!(
+                    to,
+                    lost = children.len(),
+                    "CHILD_SAs handed to a vanished IKE SA"
+                );
+                self.index
+                    .spis
+                    .settle(children.iter().map(sa::Child::inbound_spi), &[]);
+            }
         }
     }
 
@@ -283,6 +327,7 @@ impl Endpoint {
                         Some(f) => f.surrender_children(now, self.config.half_open_timeout),
                         None => continue,
                     };
+                    self.refresh(from);
                     self.adopt(now, to, children);
                 }
                 sa::SaOp::Delete(id) => {
@@ -305,6 +350,7 @@ impl Endpoint {
                     if let Some(s) = self.sas.get_mut(&id) {
                         s.clear_collision();
                     }
+                    self.refresh(id);
                 }
                 sa::SaOp::PeerHasIt(id) => {
                     self.with_sa(now, id, |s, ctx| s.peer_has_it(ctx));
@@ -313,12 +359,35 @@ impl Endpoint {
         }
     }
 
+    /// Brings the indexes up to date with SA `id` after a change made in
+    /// place.
+    fn refresh(&mut self, id: SaId) {
+        if let Some(s) = self.sas.get(&id) {
+            self.index.set_deadline(id, s.next_deadline(&self.config));
+            self.index.set_half_open(id, s.half_open_source());
+        }
+    }
+
     fn put_back(&mut self, now: Instant, sa: sa::IkeSa) {
+        let id = sa.id();
         match sa.init_key() {
             Some(key) => {
-                self.init_index.insert(key, sa.id());
+                self.init_index.insert(key, id);
             }
-            None => self.init_index.retain(|_, v| *v != sa.id()),
+            None => {
+                if let Some(key) = sa.init_peer()
+                    && self.init_index.get(&key) == Some(&id)
+                {
+                    self.init_index.remove(&key);
+                }
+            }
+        }
+        if sa.ended().is_some() {
+            self.index.set_half_open(id, None);
+            self.index.set_deadline(id, None);
+        } else {
+            self.index.set_half_open(id, sa.half_open_source());
+            self.index.set_deadline(id, sa.next_deadline(&self.config));
         }
         if let Some(ended) = sa.ended() {
             // An address another IKE SA of the peer holds too (after an IKE
@@ -405,6 +474,11 @@ impl Endpoint {
             connections: conns,
             ..new
         };
+        // Timers may have changed.
+        let ids: Vec<SaId> = self.sas.keys().copied().collect();
+        for id in ids {
+            self.refresh(id);
+        }
         for i in retired {
             self.recovery.remove(&i);
             let ids: Vec<SaId> = self
@@ -451,13 +525,10 @@ impl Endpoint {
                     r.restarting = false;
                 }
                 let initial_contact = !self.sas.values().any(|s| s.conn_index() == conn);
-                let taken_spis = self.taken_spis();
-                let mut ctx = self.ctx(now, taken_spis);
+                let mut ctx = self.ctx(now);
                 let sa =
-                    sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote }, initial_contact)
-                        .ok_or(CommandError::Random)?;
-                self.put_back(now, sa);
-                Ok(())
+                    sa::IkeSa::initiate(&mut ctx, conn, Path { local, remote }, initial_contact);
+                self.settle_new(now, sa).ok_or(CommandError::Random)
             }
             Command::DeleteAll => {
                 // Nothing is to come back either.
@@ -537,13 +608,7 @@ impl Endpoint {
     /// keepalives and half-open expiry due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.restarts_due(now);
-        let due: Vec<SaId> = self
-            .sas
-            .iter()
-            .filter(|(_, s)| s.next_deadline(&self.config).is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        for id in self.index.due(now) {
             self.with_sa(now, id, |sa, ctx| sa.handle_timeout(ctx));
         }
     }
@@ -618,15 +683,29 @@ impl Endpoint {
             self.with_sa(now, id, |sa, ctx| sa.replay_init_response(ctx, bytes));
             return;
         }
-        let half_open = self.half_open_count();
-        let cookie_secret = self.cookie_secret;
-        let taken_spis = self.taken_spis();
-        let mut ctx = self.ctx(now, taken_spis);
-        if let Some(sa) =
-            sa::IkeSa::respond_init(&mut ctx, path, bytes, &msg, half_open, &cookie_secret)
-        {
-            self.put_back(now, sa);
-        }
+        // §2.6: the secret changes periodically; cookies made with the
+        // previous one stay good for a while.
+        self.cookies
+            .rotate_if_due(now, self.config.cookie_rotation, self.entropy.as_mut());
+        let admission = sa::Admission {
+            half_open: self.index.half_open(),
+            from_source: self.index.half_open_from(path.remote.ip()),
+        };
+        let cookies = std::mem::take(&mut self.cookies);
+        let mut ctx = self.ctx(now);
+        let sa = sa::IkeSa::respond_init(&mut ctx, path, bytes, &msg, admission, &cookies);
+        self.cookies = cookies;
+        self.settle_new(now, sa);
+    }
+
+    /// A new IKE SA made outside [`Endpoint::with_sa`] (initiated, or
+    /// answering IKE_SA_INIT) joins the others; the SPIs drawn for it are
+    /// settled. None if there is none.
+    fn settle_new(&mut self, now: Instant, sa: Option<sa::IkeSa>) -> Option<()> {
+        let after: Vec<(SaId, Vec<u32>)> = sa.iter().map(|s| (s.id(), s.live_spis())).collect();
+        self.index.spis.settle([], &after);
+        self.put_back(now, sa?);
+        Some(())
     }
 }
 

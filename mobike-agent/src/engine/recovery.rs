@@ -47,6 +47,14 @@ impl Endpoint {
             DeleteReason::PeerUnreachable if e.initiator => {
                 return self.attempt_failed(now, e.conn, "the peer did not answer");
             }
+            // The responder refused IKE_SA_INIT or IKE_AUTH with an error
+            // notify (a gateway restarting, TEMPORARY_FAILURE, a pool run
+            // dry): a failed attempt, retried as keyingtries allow, so a
+            // road warrior whose restart met such an answer does not stay
+            // down.
+            DeleteReason::PeerError(_) if e.initiator && !e.established => {
+                return self.attempt_failed(now, e.conn, "the peer refused the attempt");
+            }
             _ => None,
         };
         if let Some(why) = why {

@@ -558,6 +558,17 @@ pub struct Stats {
     /// §5.2; one per exchange, retransmissions not counted): the peer moved
     /// to an address not yet verified.
     pub return_routability_checks: u64,
+    /// IKE_SA_INIT requests dropped: the half-open SAs were at
+    /// `half_open_limit` in all.
+    pub half_open_limit_drops: u64,
+    /// IKE_SA_INIT requests dropped: the half-open SAs from that peer
+    /// address were at `half_open_per_source`.
+    pub half_open_source_drops: u64,
+    /// IKE_SA_INIT messages whose nonce had a length §2.10 does not allow.
+    pub bad_nonces: u64,
+    /// Error notifies in IKE_SA_INIT answers, unauthenticated, not acted
+    /// on at once (§2.21.1).
+    pub init_error_notifies: u64,
 }
 
 /// What [`Endpoint::reload`] did, by connection name.

@@ -565,3 +565,81 @@ async fn none_only_logs() {
         .await;
     assert!(matches!(ev, KernelEvent::Logged(_)));
 }
+
+#[tokio::test]
+async fn a_new_run_removes_the_sas_and_policies_of_our_reqids_a_killed_run_left() {
+    let fake = std::sync::Arc::new(FakeBackend::new());
+    // The killed run: a CHILD_SA of ours, never deleted.
+    let ours = *crate::engine::REQIDS.start();
+    let mut killed = Kernel::with_backend(Box::new(fake.clone()));
+    let ev = killed
+        .apply(KernelAction::InstallChildSa(Box::new(install(
+            ours, 100, None,
+        ))))
+        .await;
+    assert!(matches!(ev, KernelEvent::Installed { .. }), "{ev:?}");
+    drop(killed);
+    // Another daemon's (charon counts reqids up from 1) on other selectors.
+    let mut other = install(1, 300, None);
+    other.local_ts = vec![ts("10.5.0.0", "10.5.0.255")];
+    other.remote_ts = vec![ts("10.6.0.0", "10.6.0.255")];
+    let mut charon = Kernel::with_backend(Box::new(fake.clone()));
+    let ev = charon
+        .apply(KernelAction::InstallChildSa(Box::new(other)))
+        .await;
+    assert!(matches!(ev, KernelEvent::Installed { .. }), "{ev:?}");
+    assert_eq!(fake.len(), (4, 6));
+
+    let next = Kernel::with_backend(Box::new(fake.clone()));
+    let gone = next.remove_leftovers().await.expect("remove leftovers");
+    assert_eq!(
+        gone,
+        ipsec_backend::Leftovers {
+            sas: 2,
+            policies: 3
+        }
+    );
+    assert_eq!(fake.len(), (2, 3), "the other daemon's state stays");
+    assert!(fake.sas().iter().all(|s| s.reqid == 1));
+    assert!(
+        fake.policies()
+            .iter()
+            .all(|p| p.templates.iter().all(|t| t.reqid == 1))
+    );
+    // Nothing is left the second time; the backend `none` has nothing.
+    assert_eq!(
+        next.remove_leftovers().await.expect("again"),
+        ipsec_backend::Leftovers::default()
+    );
+    assert_eq!(
+        Kernel::none().remove_leftovers().await.expect("none"),
+        ipsec_backend::Leftovers::default()
+    );
+}
+
+#[tokio::test]
+async fn resync_after_lost_events_finds_vanished_and_soft_expired_pairs() {
+    let fake = std::sync::Arc::new(FakeBackend::new());
+    let mut k = Kernel::with_backend(Box::new(fake.clone()));
+    let mut handles = Vec::new();
+    for (n, reqid) in [(100u32, 3u32), (200, 4), (300, 5)] {
+        let mut i = install(reqid, n, None);
+        i.limits.rekey_bytes = Some(1000);
+        i.limits.life_bytes = Some(2000);
+        i.local_ts = vec![ts(&format!("10.{reqid}.0.0"), &format!("10.{reqid}.0.255"))];
+        let ev = k.apply(KernelAction::InstallChildSa(Box::new(i))).await;
+        let KernelEvent::Installed { handle, .. } = ev else {
+            panic!("{ev:?}");
+        };
+        handles.push(handle);
+    }
+    assert_eq!(k.resync().await, vec![], "nothing expired yet");
+    // Pair 200 passed its soft byte limit; pair 300 vanished (its hard
+    // expire, whose event was lost).
+    fake.record_traffic(&handles[1], 1500, 10).expect("traffic");
+    fake.delete_child_sa(&handles[2]).await.expect("gone");
+    let mut got = k.resync().await;
+    got.sort();
+    assert_eq!(got, vec![(200, false), (300, true)]);
+    assert!(Kernel::none().resync().await.is_empty());
+}

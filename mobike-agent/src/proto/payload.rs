@@ -416,6 +416,12 @@ impl Payload {
                 if matches!(protocol, ProtocolId::ESP | ProtocolId::AH) && spi_size != 4 {
                     return Err(r.err("ESP/AH delete must have SPI Size 4"));
                 }
+                // §3.11 knows IKE, AH and ESP; an SPI list of another
+                // protocol (of any SPI Size, one octet each) is refused
+                // rather than kept as many tiny allocations.
+                if !matches!(protocol, ProtocolId::IKE | ProtocolId::ESP | ProtocolId::AH) {
+                    return Err(r.err("Delete for a protocol other than IKE, AH or ESP"));
+                }
                 if usize::from(n) * usize::from(spi_size) > r.remaining() {
                     return Err(r.err("fewer SPIs than Num of SPIs"));
                 }
@@ -555,7 +561,10 @@ fn decode_proposals(r: &mut Reader<'_>) -> Result<Vec<Proposal>, DecodeError> {
         let spi = p
             .take(spi_size as usize, "SPI shorter than SPI Size")?
             .to_vec();
-        let mut transforms = Vec::with_capacity(n as usize);
+        // Num Transforms is the peer's word; room is made for no more than
+        // the bytes left can hold (8 octets each, §3.3.2), so a lie costs
+        // nothing.
+        let mut transforms = Vec::with_capacity(usize::from(n).min(p.remaining() / 8));
         for i in 0..n {
             let tlast = p.u8("Last Substruc of transform missing")?;
             p.take(1, "transform RESERVED missing")?;
@@ -653,7 +662,8 @@ fn encode_proposals(props: &[Proposal], out: &mut Vec<u8>) {
 fn decode_traffic_selectors(r: &mut Reader<'_>) -> Result<Vec<TrafficSelector>, DecodeError> {
     let n = r.u8("Number of TSs missing")?;
     r.take(3, "RESERVED truncated")?;
-    let mut out = Vec::with_capacity(n as usize);
+    // At most as many as the bytes left can hold (16 octets each, §3.13.1).
+    let mut out = Vec::with_capacity(usize::from(n).min(r.remaining() / 16));
     for _ in 0..n {
         let ty = TsType(r.u8("TS Type missing")?);
         let ip_protocol = r.u8("IP Protocol ID missing")?;

@@ -83,7 +83,9 @@ pub enum RuntimeError {
 }
 
 /// Runs the agent until `shutdown` completes, then deletes every IKE SA
-/// (waiting up to a few seconds for the answers) and returns. Each
+/// (waiting up to a few seconds for the answers) and returns.
+/// At start it removes the kernel SAs, policies and routes a killed run
+/// left behind ([`remove_leftovers`]). Each
 /// configuration from `reloads` (SIGHUP) replaces the running one as
 /// [`Endpoint::reload`] says.
 pub async fn run(
@@ -102,6 +104,9 @@ pub async fn run(
         Some(c) => Some(Routes::new(c).map_err(RuntimeError::Routes)?),
         None => None,
     };
+    // What a killed run left in the kernel goes before this run adds
+    // anything (charon does the same with its own state).
+    remove_leftovers(&kernel, routes.as_ref()).await;
     let mut vips = match &config.virtual_ip_interface {
         Some(i) => Some(VirtualIps::new(i).map_err(RuntimeError::VirtualIps)?),
         None => None,
@@ -212,9 +217,22 @@ pub async fn run(
                         debug!(event = ?ev, "NAT mapping of an SA that is not one of ours (or has no new address)");
                     }
                 }
+                Err(ipsec_backend::Error::MonitorOverrun) => {
+                    // Expires may be among the lost events: read the SAs
+                    // again and act on what expired or vanished meanwhile.
+                    let expired = kernel.resync().await;
+                    warn!(found = expired.len(),
+                          "kernel XFRM events lost (socket overrun); re-read the CHILD_SAs (a peer's NAT mapping change waits for its next message)");
+                    for (inbound_spi, hard) in expired {
+                        let cmd = Command::ChildSaExpired { inbound_spi, hard };
+                        if let Err(e) = ep.handle_command(Instant::now(), cmd) {
+                            debug!(error = %e, hard, "kernel limit of a CHILD_SA that is gone");
+                        }
+                    }
+                }
                 Err(e) => warn!(
                     error = %errchain::chain(&e),
-                    "kernel XFRM events lost: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time, a peer's NAT mapping change until its next message"
+                    "kernel XFRM events failed: a CHILD_SA's byte or packet limit may pass unnoticed until its rekey_time, a peer's NAT mapping change until its next message"
                 ),
             },
             // The caller may have gone away; nothing to do then.
@@ -782,5 +800,29 @@ fn log_kernel_event(ev: KernelEvent) {
             error = %errchain::chain(&error),
             "kernel: CHILD_SA action failed"
         ),
+    }
+}
+
+/// Removes the kernel SAs and policies of our reqids and the routes of our
+/// routing protocol that an earlier run left behind (it was killed and
+/// could not clean up); a failure is logged, the agent starts anyway.
+async fn remove_leftovers(kernel: &Kernel, routes: Option<&Routes>) {
+    match kernel.remove_leftovers().await {
+        Ok(l) if l.sas + l.policies > 0 => {
+            info!(
+                sas = l.sas,
+                policies = l.policies,
+                "removed kernel state an earlier run left behind"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %errchain::chain(&e), "cannot remove kernel state an earlier run left behind")
+        }
+    }
+    if let Some(r) = routes
+        && let Err(e) = r.remove_leftovers().await
+    {
+        warn!(error = %errchain::chain(&e), "cannot remove routes an earlier run left behind");
     }
 }

@@ -147,7 +147,10 @@ fn proposal_mismatch_yields_no_proposal_chosen_and_no_responder_state() {
     let (_, b) = configs(IKE_2, "aes256gcm16");
     let mut s = Sim::new(a, b, 5, LinkModel::clean());
     s.initiate();
-    assert!(s.run_until(Duration::from_secs(30), Sim::all_clean));
+    // The unauthenticated refusal ends the attempt only when the
+    // retransmissions have run out (RFC 7296 §2.21.1).
+    assert!(s.run_until(Duration::from_secs(200), Sim::all_clean));
+    assert!(s.elapsed() > Duration::from_secs(60));
     assert_eq!(
         deleted_reasons(&s, 0),
         vec![DeleteReason::PeerError(NotifyType::NO_PROPOSAL_CHOSEN)]

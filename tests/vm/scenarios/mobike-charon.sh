@@ -166,9 +166,9 @@ want_policies() {
 [ "$(ip -n A xfrm policy | grep -Eo 'reqid [0-9]+' | sort -u | wc -l)" = 1 ] || fail "1: policies of more than one reqid"
 [ "$(ip -n B xfrm policy | grep -c '^src 10\.')" = 12 ] || fail "1: charon has not 12 policies in B"
 ip -n A xfrm state | has 'rfc4106(gcm(aes))' || fail "1: no AES-GCM SA in A"
-ip -n A route show table 220 | has '^10\.2\.0\.0/24 dev vA proto static src 10\.1\.0\.1' ||
+ip -n A route show table 220 | has '^10\.2\.0\.0/24 dev vA proto 167 src 10\.1\.0\.1' ||
   fail "1: no agent route 10.2.0.0/24 src 10.1.0.1 in table 220: $(ip -n A route show table 220)"
-ip -n A route show table 220 | has '^10\.4\.0\.0/24 dev vA proto static src 10\.1\.0\.1' ||
+ip -n A route show table 220 | has '^10\.4\.0\.0/24 dev vA proto 167 src 10\.1\.0\.1' ||
   fail "1: no agent route 10.4.0.0/24 in table 220: $(ip -n A route show table 220)"
 ip -n A rule | has '^220:.*lookup 220' || fail "1: no rule 220 in A: $(ip -n A rule)"
 ts "1: IKE SA + CHILD_SA up; agent installed it via ipsec-backend (2 SAs, 12 policies) and routed both remote subnets (table 220)"
@@ -322,7 +322,7 @@ ping_counted 5 10.3.0.1 10.4.0.1 3
 st=$("$AGENT_BIN" status --json --control-socket "$D/agent.sock") || fail "5: status"
 echo "$st" | has '"return_routability_checks":1' || fail "5: no return routability check in the agent's status: $st"
 echo "$st" | has '"return_routability":null' || fail "5: a check is still under way: $st"
-ip -n A route show table 220 | has '^10\.2\.0\.0/24 dev vA proto static src 10\.1\.0\.1' ||
+ip -n A route show table 220 | has '^10\.2\.0\.0/24 dev vA proto 167 src 10\.1\.0\.1' ||
   fail "5: agent route lost in the move: $(ip -n A route show table 220)"
 ping_counted 5 - 10.2.0.1 2
 ip -n A xfrm state | grep -E '^src'

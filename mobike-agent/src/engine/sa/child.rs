@@ -17,8 +17,7 @@ use crate::{
 
 use super::{
     Child, ChildOffer, ChildRefusal, ChildState, IkeSa, QueuedRequest, REKEY_RETRY_FACTOR,
-    RekeyOrigin, first_error, host_selectors, ke_of, min_nonce, nonce_of, notify, notify_of, sa_of,
-    ts_of,
+    RekeyOrigin, first_error, host_selectors, ke_of, min_nonce, notify, notify_of, sa_of, ts_of,
 };
 
 impl IkeSa {
@@ -441,7 +440,7 @@ impl IkeSa {
         let (ni, nr) = if in_auth {
             (self.crypto.ni.clone(), self.crypto.nr.clone())
         } else {
-            match nonce_of(p) {
+            match self.peer_nonce(p) {
                 Some(n) => (offer.nonce.clone(), n),
                 None => {
                     fail(ctx, self, NotifyType::INVALID_SYNTAX);

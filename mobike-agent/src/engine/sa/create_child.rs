@@ -14,7 +14,7 @@ use crate::{
 
 use super::{
     BuiltRequest, ChildOffer, ChildRefusal, ChildState, IkeSa, QueuedRequest, SentRequest, State,
-    nonce_of, notify, notify_of, sa_of,
+    notify, notify_of, sa_of,
 };
 
 impl IkeSa {
@@ -164,7 +164,7 @@ impl IkeSa {
     }
 
     pub(super) fn respond_create_child(&mut self, ctx: &mut Ctx<'_>, id: u32, p: &[Payload]) {
-        let Some(ni) = nonce_of(p) else {
+        let Some(ni) = self.peer_nonce(p) else {
             self.respond(
                 ctx,
                 ExchangeType::CREATE_CHILD_SA,

@@ -97,10 +97,12 @@ impl IkeSa {
             }
         }
         let timers = &self.conn(ctx).timers;
+        // Only a request due for retransmission needs its destinations.
         let destinations = self
             .window
             .in_flight
             .as_ref()
+            .filter(|o| o.next <= now)
             .map(|o| self.destinations(o))
             .unwrap_or_default();
         if let Some(o) = self.window.in_flight.as_mut()
@@ -109,8 +111,11 @@ impl IkeSa {
             if o.sent > timers.retransmit_tries {
                 // An unanswered Delete still ends the SA as we wanted: the
                 // peer may have deleted it and lost only the answer.
-                let reason = match o.request {
-                    Some(BuiltRequest::DeleteIke(r)) => r,
+                // An IKE_SA_INIT that drew only an error notify ends with
+                // that error now (§2.21.1).
+                let reason = match (&o.request, self.init.peer_error) {
+                    (Some(BuiltRequest::DeleteIke(r)), _) => *r,
+                    (_, Some(err)) if self.state == State::InitSent => DeleteReason::PeerError(err),
                     _ => DeleteReason::PeerUnreachable,
                 };
                 warn!(

@@ -135,6 +135,12 @@ impl IkeSa {
         {
             suite.dh = g;
         }
+        if !super::init::nonce_fits(&ni, suite.prf) {
+            // §2.10, for the new IKE SA's PRF.
+            let n = notify(NotifyType::INVALID_SYNTAX, vec![]);
+            self.respond(ctx, ExchangeType::CREATE_CHILD_SA, id, &[n]);
+            return;
+        }
         if ke.group != suite.dh.number() {
             let n = notify(
                 NotifyType::INVALID_KE_PAYLOAD,
@@ -272,6 +278,8 @@ impl IkeSa {
                 }),
             _ => None,
         };
+        // §2.10: the responder's nonce must suit the new IKE SA's PRF.
+        let suite = suite.filter(|(s, _)| super::init::nonce_fits(&nr, s.prf));
         let Some((suite, peer_spi)) = suite.filter(|(_, spi)| *spi != 0) else {
             warn!(sa = self.id, "IKE SA rekey: unacceptable answer");
             self.rekey.at = Some(ctx.now + conn.timers.retransmit_timeout * REKEY_RETRY_FACTOR);

@@ -2,13 +2,11 @@
 //! its restarts on a cookie demand (§2.6) or INVALID_KE_PAYLOAD (§1.2), the
 //! responder's stateless answers, and NAT detection (§2.23).
 
-use std::net::SocketAddr;
-
 use tracing::{debug, info, warn};
 
-use crate::engine::{Ctx, DeleteReason, Event, Path};
+use crate::engine::{Ctx, DeleteReason, Event, Path, cookie::CookieSecrets};
 use crate::{
-    crypto::{self, DhGroup, IkeKeys, KeyShare},
+    crypto::{self, DhGroup, IkeKeys, KeyShare, Prf},
     proposal,
     proto::{self, ExchangeType, Header, KeyExchange, Message, Notify, NotifyType, Payload, flags},
 };
@@ -36,15 +34,20 @@ fn init_error_response(ctx: &mut Ctx<'_>, path: Path, req: &Header, payload: Pay
     ctx.send(path, ctx.config.nat_t_port, &msg.encode());
 }
 
-fn cookie_for(secret: &[u8; 32], ni: &[u8], remote: SocketAddr, spi_i: u64) -> Vec<u8> {
-    // §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>).
-    let ip = match remote.ip() {
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    let mut c = vec![1u8];
-    c.extend_from_slice(&crypto::sha256(&[ni, &ip, &spi_i.to_be_bytes(), secret]));
-    c
+/// What the endpoint knows when an IKE_SA_INIT request arrives: the
+/// half-open SAs in all and from its source address.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::engine) struct Admission {
+    pub half_open: usize,
+    pub from_source: usize,
+}
+
+/// §3.9: "The size of the Nonce Data MUST be between 16 and 256 octets,
+/// inclusive"; §2.10: "at least half the key size of the negotiated
+/// pseudorandom function (PRF)". The PRF's key size is its output size
+/// (§2.14, "the preferred key size").
+pub(super) fn nonce_fits(nonce: &[u8], prf: Prf) -> bool {
+    (16..=256).contains(&nonce.len()) && nonce.len() * 2 >= prf.output_len()
 }
 
 impl IkeSa {
@@ -172,8 +175,14 @@ impl IkeSa {
             return;
         }
         if let Some(err) = first_error(p) {
-            warn!(sa = self.id, notify = ?err, "IKE_SA_INIT refused");
-            self.destroy(ctx, DeleteReason::PeerError(err));
+            // §2.21.1: an error notify in the IKE_SA_INIT answer is not
+            // authenticated, so "the initiator MUST NOT act on it
+            // immediately": it keeps retransmitting and waits for a proper
+            // answer; only when none comes does the error end the attempt
+            // (see `handle_timeout`).
+            warn!(sa = self.id, notify = ?err, "IKE_SA_INIT refused (unauthenticated; waiting for another answer)");
+            ctx.stats.init_error_notifies += 1;
+            self.init.peer_error = Some(err);
             return;
         }
         let (Some(props), Some(ke), Some(nr)) = (sa_of(p), ke_of(p), nonce_of(p)) else {
@@ -197,6 +206,13 @@ impl IkeSa {
         };
         if msg.header.spi_r == 0 || ke.group != suite.dh.number() {
             self.destroy(ctx, DeleteReason::Negotiation);
+            return;
+        }
+        if !nonce_fits(&nr, suite.prf) {
+            // Unauthenticated as an error notify is (§2.21.1): not a reason
+            // to give up on a peer that may still answer properly.
+            warn!(sa = self.id, len = nr.len(), prf = ?suite.prf, "IKE_SA_INIT answer with a nonce of a length §2.10 does not allow; ignored");
+            ctx.stats.bad_nonces += 1;
             return;
         }
         let Some(share) = self.init.share.take() else {
@@ -266,8 +282,8 @@ impl IkeSa {
         path: Path,
         bytes: &[u8],
         msg: &Message,
-        half_open: usize,
-        cookie_secret: &[u8; 32],
+        admission: Admission,
+        cookies: &CookieSecrets,
     ) -> Option<Self> {
         let h = msg.header;
         let p = &msg.payloads;
@@ -288,17 +304,32 @@ impl IkeSa {
             init_error_response(ctx, path, &h, notify(NotifyType::INVALID_SYNTAX, vec![]));
             return None;
         };
-        if half_open >= ctx.config.cookie_threshold {
-            let expected = cookie_for(cookie_secret, &ni, path.remote, h.spi_i);
+        if admission.half_open >= ctx.config.cookie_threshold {
             let got = match p.first() {
                 Some(Payload::Notify(n)) if n.ty == NotifyType::COOKIE => Some(&n.data),
                 _ => None,
             };
-            if got.is_none_or(|c| !crypto::verify_mac(&expected, c)) {
+            if got.is_none_or(|c| !cookies.verify(c, &ni, path.remote, h.spi_i)) {
                 ctx.stats.cookies_sent += 1;
-                init_error_response(ctx, path, &h, notify(NotifyType::COOKIE, expected));
+                let cookie = cookies.make(&ni, path.remote, h.spi_i);
+                init_error_response(ctx, path, &h, notify(NotifyType::COOKIE, cookie));
                 return None;
             }
+        }
+        // The limits strongSwan users know (`init_limit_half_open`,
+        // `block_threshold`): beyond them IKE_SA_INIT is dropped unanswered
+        // before any DH work, and the peer retransmits or gives up.
+        let limits = &ctx.config;
+        if limits.half_open_limit != 0 && admission.half_open >= limits.half_open_limit {
+            ctx.stats.half_open_limit_drops += 1;
+            debug!(remote = %path.remote, half_open = admission.half_open, "IKE_SA_INIT dropped: half-open limit");
+            return None;
+        }
+        if limits.half_open_per_source != 0 && admission.from_source >= limits.half_open_per_source
+        {
+            ctx.stats.half_open_source_drops += 1;
+            debug!(remote = %path.remote, half_open = admission.from_source, "IKE_SA_INIT dropped: half-open limit per source");
+            return None;
         }
         // First connection that accepts one of the offered proposals.
         let choice = ctx
@@ -350,6 +381,12 @@ impl IkeSa {
                     suite.dh.number().to_be_bytes().to_vec(),
                 ),
             );
+            return None;
+        }
+        if !nonce_fits(&ni, suite.prf) {
+            debug!(remote = %path.remote, len = ni.len(), prf = ?suite.prf, "IKE_SA_INIT: nonce of a length §2.10 does not allow");
+            ctx.stats.bad_nonces += 1;
+            init_error_response(ctx, path, &h, notify(NotifyType::INVALID_SYNTAX, vec![]));
             return None;
         }
         let spi_r = ctx.spi64()?;
@@ -406,6 +443,7 @@ impl IkeSa {
         sa.state = State::InitReplied;
         sa.init.half_open_peer = Some((path.remote, h.spi_i));
         sa.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
+        sa.init.answered_at = Some(ctx.now);
         debug!(sa = sa.id, remote = %path.remote, ?suite, "IKE_SA_INIT answered");
         Some(sa)
     }
@@ -424,10 +462,14 @@ impl IkeSa {
                 // it, not from the first (lost) answer: otherwise the SA can
                 // expire between the replay and the IKE_AUTH it invites, and
                 // the initiator retransmits IKE_AUTH into nothing until it
-                // gives up. Only a bitwise-identical retransmission from the
-                // same peer and SPIi gets here, so this lasts no longer than
-                // the initiator keeps retransmitting.
-                self.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
+                // gives up. But a peer (or anyone who saw its request) that
+                // resends the same bytes for ever must not keep the SA for
+                // ever: a replay extends it up to twice the half-open
+                // timeout from our first answer, no further.
+                let timeout = ctx.config.half_open_timeout;
+                let cap = self.init.answered_at.map(|t| t + timeout * 2);
+                let extended = ctx.now + timeout;
+                self.life.expires = Some(cap.map_or(extended, |c| extended.min(c)));
             }
         } else {
             ctx.stats.unexpected += 1;

@@ -27,6 +27,8 @@ mod exchange;
 mod ike_rekey;
 mod informational;
 mod init;
+#[cfg(test)]
+mod init_tests;
 mod mobike;
 mod moving;
 mod path_test;
@@ -53,6 +55,7 @@ use crate::{
 };
 
 pub(super) use addresses::refuse_in_init;
+pub(super) use init::Admission;
 use request::{BuiltRequest, ChildOffer, IkeRekeyOffer, QueuedRequest, SentRequest};
 
 /// Limit on cookie and INVALID_KE_PAYLOAD restarts of one IKE_SA_INIT.
@@ -107,6 +110,13 @@ pub(super) struct Child {
     /// Set on a CHILD_SA made by rekeying: the old SA's inbound SPI, the
     /// lowest nonce of that exchange and whether we initiated it (§2.8.1).
     rekey_origin: Option<RekeyOrigin>,
+}
+
+impl Child {
+    /// Our inbound ESP SPI.
+    pub(super) fn inbound_spi(&self) -> u32 {
+        self.inbound_spi
+    }
 }
 
 /// How an IKE SA ended, for the connection's [`super::Recovery`].
@@ -211,6 +221,11 @@ struct InitState {
     half_open_peer: Option<(SocketAddr, u64)>,
     /// Send INITIAL_CONTACT in IKE_AUTH (§2.4).
     initial_contact: bool,
+    /// Initiator: an error notify that came in an IKE_SA_INIT answer,
+    /// kept until the retransmissions run out (§2.21.1).
+    peer_error: Option<NotifyType>,
+    /// Responder: when we first answered the IKE_SA_INIT.
+    answered_at: Option<Instant>,
 }
 
 /// NAT detection (§2.23) and keepalives (RFC 3948 §2.3).
@@ -426,8 +441,23 @@ impl IkeSa {
         }
     }
 
+    /// The (peer, SPIi) of the IKE_SA_INIT that created this responder
+    /// SA, dead or alive.
+    pub(super) fn init_peer(&self) -> Option<(SocketAddr, u64)> {
+        self.init.half_open_peer
+    }
+
     pub(super) fn is_half_open(&self) -> bool {
         self.state == State::InitReplied
+    }
+
+    /// Where a half-open responder SA's IKE_SA_INIT came from; None once
+    /// it is no longer half-open.
+    pub(super) fn half_open_source(&self) -> Option<IpAddr> {
+        self.init
+            .half_open_peer
+            .filter(|_| self.is_half_open() && !self.life.dead)
+            .map(|(p, _)| p.ip())
     }
 
     /// How long an old SA replaced by the peer's rekey stays to answer
@@ -484,6 +514,23 @@ impl IkeSa {
     /// Our inbound ESP SPIs.
     pub(super) fn inbound_spis(&self) -> impl Iterator<Item = u32> + '_ {
         self.children.iter().map(|c| c.inbound_spi)
+    }
+
+    /// The peer's nonce in a CREATE_CHILD_SA, if it is as long as §2.10
+    /// asks for the IKE SA's PRF (at least half its key size); None (as if
+    /// missing) otherwise.
+    fn peer_nonce(&self, p: &[Payload]) -> Option<Vec<u8>> {
+        let prf = self.crypto.suite.map(|s| s.prf);
+        nonce_of(p).filter(|n| prf.is_none_or(|prf| init::nonce_fits(n, prf)))
+    }
+
+    /// Our inbound ESP SPIs while the SA lives (an ended SA holds none).
+    pub(super) fn live_spis(&self) -> Vec<u32> {
+        if self.life.dead {
+            Vec::new()
+        } else {
+            self.inbound_spis().collect()
+        }
     }
 
     pub(super) fn conn_index(&self) -> usize {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::config_file::FileConfig;
 use crate::engine::{Command, Endpoint, Event, KernelAction};
 
-const A: &str = r#"
+pub(super) const A: &str = r#"
 [connections.ab]
 local_addrs = ["192.0.2.1"]
 remote_addrs = ["192.0.2.2"]
@@ -23,9 +23,22 @@ remote_ts = ["10.2.0.0/24"]
 esp_proposals = ["aes256gcm16"]
 "#;
 
-fn endpoint(text: &str) -> Endpoint {
+pub(super) fn endpoint(text: &str) -> Endpoint {
     let cfg = FileConfig::parse(text).unwrap().to_agent_config().unwrap();
     Endpoint::new(cfg.endpoint).unwrap()
+}
+
+/// B's configuration: A's mirrored.
+pub(super) fn b_text() -> String {
+    A.replace("192.0.2.1", "X")
+        .replace("192.0.2.2", "192.0.2.1")
+        .replace("X", "192.0.2.2")
+        .replace("\"a.test\"", "\"Y\"")
+        .replace("\"b.test\"", "\"a.test\"")
+        .replace("\"Y\"", "\"b.test\"")
+        .replace("10.1.0.0", "Z")
+        .replace("10.2.0.0", "10.1.0.0")
+        .replace("Z", "10.2.0.0")
 }
 
 /// Delivers everything both send until nothing is left.
@@ -49,17 +62,7 @@ pub(super) fn shuttle(now: Instant, a: &mut Endpoint, b: &mut Endpoint) {
 /// A and B with their IKE SA established; events and kernel actions so
 /// far are drained.
 pub(super) fn established() -> (Instant, Endpoint, Endpoint) {
-    let b_text = A
-        .replace("192.0.2.1", "X")
-        .replace("192.0.2.2", "192.0.2.1")
-        .replace("X", "192.0.2.2")
-        .replace("\"a.test\"", "\"Y\"")
-        .replace("\"b.test\"", "\"a.test\"")
-        .replace("\"Y\"", "\"b.test\"")
-        .replace("10.1.0.0", "Z")
-        .replace("10.2.0.0", "10.1.0.0")
-        .replace("Z", "10.2.0.0");
-    let (mut a, mut b) = (endpoint(A), endpoint(&b_text));
+    let (mut a, mut b) = (endpoint(A), endpoint(&b_text()));
     let now = Instant::now();
     a.handle_command(
         now,

@@ -430,6 +430,14 @@ impl Sim {
         let mut same = (self.now, 0u32);
         loop {
             self.pump_outputs();
+            // The engine's incremental indexes (inbound SPIs, half-open
+            // SAs, deadlines) must match a scan of its SAs at every step.
+            for (i, n) in self.nodes.iter().enumerate() {
+                assert!(
+                    n.ep.indexes_agree(),
+                    "node {i}: engine indexes disagree with its SAs"
+                );
+            }
             if cond(self) {
                 return true;
             }
