@@ -118,6 +118,7 @@ impl Hub {
         if inner.closed {
             return None;
         }
+        reclaim(&mut inner.slots);
         inner.slots.push(Slot {
             filter,
             tx,
@@ -131,8 +132,14 @@ impl Hub {
         })
     }
 
+    /// Live subscribers. The slots of subscribers that went away (their
+    /// receiver dropped: the client disconnected) are reclaimed first, so a
+    /// subscriber whose filter never matches does not hold a slot after it
+    /// left.
     pub fn subscribers(&self) -> usize {
-        self.lock().slots.len()
+        let mut inner = self.lock();
+        reclaim(&mut inner.slots);
+        inner.slots.len()
     }
 
     pub fn last_id(&self) -> u64 {
@@ -170,6 +177,10 @@ impl Hub {
             .fetch_add(triggers.len() as u64, Ordering::Relaxed);
         let queue = self.queue;
         inner.slots.retain(|slot| {
+            if slot.tx.is_closed() {
+                // Its subscriber went away: nothing to deliver or tell.
+                return false;
+            }
             let pending = slot.tx.max_capacity() - slot.tx.capacity();
             for t in triggers {
                 if !slot.filter.matches(t) {
@@ -202,6 +213,12 @@ impl Hub {
         inner.closed = true;
         inner.slots.clear();
     }
+}
+
+/// Drops the slots whose receiver is gone, whatever their filter: a slot is
+/// freed when its subscriber leaves, not only when a publish finds it closed.
+fn reclaim(slots: &mut Vec<Slot>) {
+    slots.retain(|s| !s.tx.is_closed());
 }
 
 #[cfg(test)]
@@ -257,6 +274,26 @@ mod tests {
         assert_eq!(wlan.rx.try_recv().unwrap().id, 2);
         assert!(wlan.rx.try_recv().is_err());
         assert_eq!(hub.subscribe(Filter::default()).unwrap().start_after, 2);
+    }
+
+    #[test]
+    fn a_subscriber_that_left_frees_its_slot_even_if_its_filter_never_matched() {
+        let hub = Hub::new(0, 16, 16);
+        let never = Filter {
+            interfaces: vec!["nosuch0".into()],
+            ..Default::default()
+        };
+        for _ in 0..100 {
+            drop(hub.subscribe(never.clone()).unwrap());
+        }
+        let kept = hub.subscribe(never).unwrap();
+        assert_eq!(hub.subscribers(), 1);
+        // Publishing keeps the live one and walks no dead slots.
+        hub.publish(&[trig(1, "eth0")], None);
+        assert_eq!(hub.subscribers(), 1);
+        drop(kept);
+        assert_eq!(hub.subscribers(), 0);
+        assert_eq!(hub.lock().slots.len(), 0);
     }
 
     #[test]
