@@ -457,6 +457,8 @@ impl TriggerService for Service {
                 .collect(),
             debounced: w.debounced.load(Ordering::Relaxed),
             suppressed_flaps: w.suppressed_flaps.load(Ordering::Relaxed),
+            write_errors: w.write_errors.load(Ordering::Relaxed),
+            unstored_triggers: w.unstored_triggers.load(Ordering::Relaxed),
         }))
     }
 }
