@@ -313,6 +313,41 @@ impl Store {
         rows.iter().map(trigger_row).collect()
     }
 
+    /// Like [`Store::after_id`], and the lowest id stored (`None`: no rows)
+    /// as of the same read: a resume can tell whether rows after its id
+    /// were removed (retention, Delete, Flush) before it could read them.
+    pub async fn replay_page(
+        &self,
+        after_id: u64,
+        upto_id: Option<u64>,
+        filter: &Filter,
+        limit: u32,
+    ) -> Result<(Option<u64>, Vec<Trigger>), StoreError> {
+        // One read transaction: in WAL mode both statements see the same
+        // snapshot, so no row can vanish between them.
+        let mut tx = self.pool.begin().await.map_err(sql("begin replay"))?;
+        let row = sqlx::query("SELECT MIN(id) FROM triggers")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql("replay"))?;
+        let first: Option<i64> = row.try_get(0).map_err(sql("read the lowest id"))?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE id > ");
+        qb.push_bind(after_id as i64);
+        if let Some(upto) = upto_id {
+            qb.push(" AND id <= ").push_bind(upto as i64);
+        }
+        push_filter(&mut qb, filter);
+        qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        let rows = qb
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql("replay"))?;
+        tx.commit().await.map_err(sql("end replay"))?;
+        let page = rows.iter().map(trigger_row).collect::<Result<_, _>>()?;
+        Ok((first.map(|f| f as u64), page))
+    }
+
     /// One history page, ordered by (observed_at, id).
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<Trigger>, StoreError> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE 1");

@@ -524,3 +524,62 @@ async fn retention_keeps_only_the_newest_rows() {
     assert_eq!(stats.first_id, ids[15]);
     assert_eq!(stats.retention_deleted, 15);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_an_id_retention_removed_gets_a_gap_notice_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        DAEMON,
+        dir.path(),
+        None,
+        Some(
+            "[store]\nretention_max_rows = 5\nretention_interval = \"1s\"\n\
+             [sources.rtnetlink]\nenabled = false\n",
+        ),
+    );
+    let mut c = d.client().await;
+    let ids = add_many(&mut c, "eth0", 20, 20).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while c
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .stored_triggers
+        > 5
+    {
+        assert!(std::time::Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The subscriber last saw ids[0]; ids[1..15] are gone.
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(ids[0]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match next_item(&mut s, 5).await {
+        Some(Item::Gap(g)) => {
+            assert_eq!(g.first_missed_id, ids[1]);
+            assert_eq!(g.resume_after_id, ids[14]);
+        }
+        other => panic!("expected a gap notice first, got {other:?}"),
+    }
+    assert!(next_item(&mut s, 5).await.is_none(), "the stream ends");
+    // Resuming where the notice says replays the rest, without a gap.
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(ids[14]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(next_item(&mut s, 5).await.unwrap());
+    }
+    assert_eq!(ids_of(&got), ids[15..]);
+}

@@ -292,13 +292,28 @@ impl TriggerService for Service {
         debug!(peer, ?filter, resume = ?body.resume_after_id, snapshot = body.snapshot, start_after, "subscribe");
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
+        let gap_notices = self.hub.clone();
         let stream = async_stream::try_stream! {
             use pb::subscribe_response::Item;
+            let gap_notices = &gap_notices.stats.gap_notices;
             // 1. Replay what the subscriber missed, up to where live starts.
+            // Rows after its id that are gone already (retention, Delete,
+            // Flush) cannot be replayed: a gap notice names them and where
+            // to resume, and the stream ends, as after an overflow.
             if let Some(mut after) = body.resume_after_id {
                 while after < start_after {
                     if shutdown.is_cancelled() { return; }
-                    let page = store.after_id(after, Some(start_after), &filter, REPLAY_PAGE).await.map_err(store_status)?;
+                    let (first, page) = store.replay_page(after, Some(start_after), &filter, REPLAY_PAGE).await.map_err(store_status)?;
+                    let oldest = first.unwrap_or(start_after + 1);
+                    if after + 1 < oldest {
+                        info!(peer, resume_after = after, oldest, "resume from before the oldest stored trigger; gap notice sent");
+                        gap_notices.fetch_add(1, Ordering::Relaxed);
+                        yield pb::SubscribeResponse { item: Some(Item::Gap(pb::GapNotice {
+                            resume_after_id: oldest - 1,
+                            first_missed_id: after + 1,
+                        })) };
+                        return;
+                    }
                     let Some(last) = page.last() else { break };
                     after = last.id;
                     for t in page {
