@@ -48,6 +48,30 @@ pub struct Access {
     pub writer_gid: Option<u32>,
 }
 
+impl Access {
+    pub fn may_write(&self, peer: &PeerCred) -> bool {
+        peer.uid == 0 || self.writer_gid.is_some_and(|g| peer.in_group(g))
+    }
+}
+
+/// The triggers of an Add, checked; `origin` is the daemon's, from the
+/// peer's credentials, whatever the client put there.
+pub fn client_triggers(
+    wire: &[pb::Trigger],
+    peer: &PeerCred,
+    now: Timestamp,
+) -> Result<Vec<Trigger>, ValidationError> {
+    let origin = peer.to_string();
+    wire.iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut t = Trigger::from_client(w, &format!("triggers[{i}]"), now)?;
+            t.origin.clone_from(&origin);
+            Ok(t)
+        })
+        .collect()
+}
+
 /// Counters from the sources, read when Stats is asked.
 pub trait SourceCounters: Send + Sync + std::fmt::Debug {
     /// The source's name in Stats (`rtnetlink`, `networkmanager`).
@@ -90,24 +114,24 @@ impl Service {
         req.extensions().get::<PeerCred>().cloned()
     }
 
-    /// Write verbs: uid 0 or the writer group, by SO_PEERCRED.
-    fn check_writer<T>(&self, req: &Request<T>, verb: &str) -> Result<Option<PeerCred>, Status> {
+    /// Write verbs: uid 0 or the writer group, by SO_PEERCRED. A request
+    /// without credentials (not over the Unix socket) is refused: there is
+    /// nobody to check.
+    fn check_writer<T>(&self, req: &Request<T>, verb: &str) -> Result<PeerCred, Status> {
         let peer = Self::peer(req);
-        let allowed = match &peer {
-            // Not over the Unix socket (in-process tests): no credentials to
-            // check and no way to have reached us from outside.
-            None => true,
-            Some(p) => p.uid == 0 || self.access.writer_gid.is_some_and(|g| p.in_group(g)),
-        };
-        if allowed {
-            Ok(peer)
-        } else {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-            let p = peer.as_ref().map(ToString::to_string).unwrap_or_default();
-            info!(verb, peer = %p, "write refused");
-            Err(Status::permission_denied(format!(
-                "{verb} needs uid 0 or the writer group; {p} is neither"
-            )))
+        match peer {
+            Some(p) if self.access.may_write(&p) => Ok(p),
+            _ => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                let p = peer.as_ref().map_or_else(
+                    || "a peer without credentials".to_owned(),
+                    ToString::to_string,
+                );
+                info!(verb, peer = %p, "write refused");
+                Err(Status::permission_denied(format!(
+                    "{verb} needs uid 0 or the writer group; {p} is neither"
+                )))
+            }
         }
     }
 
@@ -138,21 +162,8 @@ impl TriggerService for Service {
                 ),
             )));
         }
-        let now = Timestamp::now();
-        let origin = peer.map(|p| p.to_string()).unwrap_or_default();
-        let triggers = body
-            .triggers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let mut t = Trigger::from_client(w, &format!("triggers[{i}]"), now)?;
-                if t.origin.is_empty() {
-                    t.origin.clone_from(&origin);
-                }
-                Ok(t)
-            })
-            .collect::<Result<Vec<_>, ValidationError>>()
-            .map_err(|e| self.reject(e))?;
+        let triggers =
+            client_triggers(&body.triggers, &peer, Timestamp::now()).map_err(|e| self.reject(e))?;
         let ids = self.writer.add(triggers).await.map_err(store_status)?;
         Ok(Response::new(pb::AddResponse { ids }))
     }
@@ -657,6 +668,46 @@ mod tests {
             bucket_s,
             interfaces: vec![],
         }
+    }
+
+    fn cred(uid: u32, gid: u32, groups: Vec<u32>) -> PeerCred {
+        PeerCred {
+            uid,
+            gid,
+            pid: Some(42),
+            groups,
+        }
+    }
+
+    #[test]
+    fn origin_is_the_peer_whatever_the_client_says() {
+        let w = pb::Trigger {
+            r#type: pb::TriggerType::LinkUp as i32,
+            origin: "uid=0 pid=1".into(),
+            interface: Some(pb::Interface {
+                name: "eth0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t =
+            client_triggers(&[w.clone(), w], &cred(1000, 1000, vec![]), Timestamp::now()).unwrap();
+        assert!(
+            t.iter().all(|t| t.origin == "uid=1000 gid=1000 pid=42"),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn only_root_and_the_writer_group_may_write() {
+        let access = Access {
+            writer_gid: Some(77),
+        };
+        assert!(access.may_write(&cred(0, 0, vec![])));
+        assert!(access.may_write(&cred(1000, 1000, vec![77])));
+        assert!(access.may_write(&cred(1000, 77, vec![])));
+        assert!(!access.may_write(&cred(1000, 1000, vec![78])));
+        assert!(!Access::default().may_write(&cred(1000, 1000, vec![])));
     }
 
     #[test]
