@@ -22,7 +22,7 @@ use crate::{
     ingest,
     paths::{self, PathError},
     peer,
-    server::{Access, Service},
+    server::{Access, Service, limits::RequestLimits},
     source::netlink::{self, NetlinkStats},
     store::{self, StoreError},
     writer::{self, Retention, WriterConfig, WriterStats},
@@ -318,9 +318,16 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         .build_v1()
         .map_err(DaemonError::Reflection)?;
 
+    // The largest request any verb may send; the per-verb limits are the
+    // RequestLimits layer's.
+    let limits = &cfg.limits;
     let grpc = TriggerServiceServer::new(service)
-        .max_decoding_message_size(32 * 1024 * 1024)
+        .max_decoding_message_size(limits.write_request_bytes)
         .max_encoding_message_size(32 * 1024 * 1024);
+    let admission = peer::Admission::new(peer::ConnectionLimits {
+        total: limits.max_connections,
+        per_uid: limits.max_connections_per_uid,
+    });
 
     // On shutdown: stop the sources, let the writer drain and close the hub
     // (which ends every live stream), then the server finishes.
@@ -343,10 +350,23 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         // room so one stream that stops reading does not stall the others.
         .initial_connection_window_size(4 * 1024 * 1024)
         .initial_stream_window_size(256 * 1024)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        // Pings keep a live client talking, so the idle timeout only closes
+        // peers that answer nothing; a peer that does not answer a ping
+        // within 20 s is gone.
+        .http2_keepalive_interval(Some(limits.idle_timeout / 3))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(RequestLimits {
+            read: limits.read_request_bytes,
+            write: limits.write_request_bytes,
+        })
         .add_service(health)
         .add_service(reflection)
         .add_service(grpc)
-        .serve_with_incoming_shutdown(peer::incoming(listener), stop_chain);
+        .serve_with_incoming_shutdown(
+            peer::incoming(listener, admission, limits.idle_timeout),
+            stop_chain,
+        );
     // A client that never answers (its HTTP/2 PING of the graceful close
     // included) must not keep the daemon from exiting.
     tokio::pin!(serve);

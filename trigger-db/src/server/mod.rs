@@ -8,6 +8,7 @@
 //! is [`wire`]'s; this file holds the service and the checks of whole
 //! requests (batch sizes, Flaps and Query ranges).
 
+pub mod limits;
 pub mod wire;
 
 use std::{
