@@ -22,7 +22,7 @@ use crate::{
     ingest,
     paths::{self, PathError},
     peer,
-    server::{Access, Service, limits::RequestLimits},
+    server::{Access, Service, limits::RequestLimits, subscribe},
     source::netlink::{self, NetlinkStats},
     store::{self, StoreError},
     writer::{self, Retention, WriterConfig, WriterStats},
@@ -295,7 +295,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     let listener = bind(&opts.socket, cfg.socket_mode.unwrap_or(0o666), socket_gid).await?;
     info!(socket = %opts.socket.display(), "serving");
 
-    let service = Service {
+    let service = Arc::new(Service {
         store: store.clone(),
         writer,
         hub: hub.clone(),
@@ -306,7 +306,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         shutdown: shutdown.clone(),
         started: Instant::now(),
         rejected: Default::default(),
-    };
+    });
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -321,9 +321,11 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     // The largest request any verb may send; the per-verb limits are the
     // RequestLimits layer's.
     let limits = &cfg.limits;
-    let grpc = TriggerServiceServer::new(service)
+    let generated = TriggerServiceServer::from_arc(service.clone())
         .max_decoding_message_size(limits.write_request_bytes)
         .max_encoding_message_size(32 * 1024 * 1024);
+    // Subscribe sends the hub's shared frames; the rest is generated.
+    let grpc = subscribe::Router::new(service, generated, limits.read_request_bytes);
     let admission = peer::Admission::new(peer::ConnectionLimits {
         total: limits.max_connections,
         per_uid: limits.max_connections_per_uid,

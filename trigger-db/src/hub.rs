@@ -7,6 +7,12 @@
 //! which id to resume after. So one subscriber that stops reading never
 //! slows the writer or the others, and never loses a trigger silently.
 //!
+//! Each published trigger is encoded once, as the Subscribe response that
+//! carries it, when the first subscriber's filter takes it; every queue
+//! gets the same shared bytes ([`Delivery`]), so the cost of a delivery is
+//! a reference count and a copy into the stream's buffer, not a protobuf
+//! encoding per subscriber.
+//!
 //! Registration and publishing share one lock, so a new subscriber learns
 //! exactly which id the live part of its stream starts after, and gets the
 //! link table as of that id: replay from the store up to it, snapshot, then
@@ -18,6 +24,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
@@ -28,10 +35,26 @@ use crate::{
 /// Default capacity of one subscriber's queue, in triggers.
 pub const DEFAULT_QUEUE: usize = 4096;
 
+/// One stored trigger as subscribers get it: the trigger (for filters and
+/// in-process readers) and its Subscribe response, encoded once.
+#[derive(Debug)]
+pub struct Delivery {
+    pub trigger: Arc<Trigger>,
+    /// `trigger.v1.SubscribeResponse { trigger }`, protobuf-encoded.
+    pub frame: Bytes,
+}
+
+impl Delivery {
+    pub fn new(trigger: Arc<Trigger>) -> Self {
+        let frame = crate::server::subscribe::trigger_frame(&trigger);
+        Self { trigger, frame }
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     filter: Filter,
-    tx: mpsc::Sender<Arc<Trigger>>,
+    tx: mpsc::Sender<Arc<Delivery>>,
     /// Set to the first id not delivered when the queue overflowed.
     missed: Arc<AtomicU64>,
 }
@@ -69,7 +92,7 @@ pub struct Hub {
 /// A registered subscriber's end: its queue and where its live part starts.
 #[derive(Debug)]
 pub struct Subscription {
-    pub rx: mpsc::Receiver<Arc<Trigger>>,
+    pub rx: mpsc::Receiver<Arc<Delivery>>,
     /// Every trigger with a higher id arrives on `rx`; those up to it are in
     /// the store.
     pub start_after: u64,
@@ -176,13 +199,15 @@ impl Hub {
             .published
             .fetch_add(triggers.len() as u64, Ordering::Relaxed);
         let queue = self.queue;
+        // Encoded on first use, shared by every queue that takes it.
+        let mut deliveries: Vec<Option<Arc<Delivery>>> = vec![None; triggers.len()];
         inner.slots.retain(|slot| {
             if slot.tx.is_closed() {
                 // Its subscriber went away: nothing to deliver or tell.
                 return false;
             }
             let pending = slot.tx.max_capacity() - slot.tx.capacity();
-            for t in triggers {
+            for (t, d) in triggers.iter().zip(deliveries.iter_mut()) {
                 if !slot.filter.matches(t) {
                     continue;
                 }
@@ -192,7 +217,8 @@ impl Hub {
                     self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
-                match slot.tx.try_send(t.clone()) {
+                let d = d.get_or_insert_with(|| Arc::new(Delivery::new(t.clone())));
+                match slot.tx.try_send(d.clone()) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
                         slot.missed.store(t.id, Ordering::Release);
@@ -246,14 +272,14 @@ mod tests {
         for id in (11..=17).step_by(2) {
             hub.publish(&[trig(id, "eth0"), trig(id + 1, "eth0")], None);
             // the fast one keeps reading
-            assert_eq!(fast.rx.try_recv().unwrap().id, id);
-            assert_eq!(fast.rx.try_recv().unwrap().id, id + 1);
+            assert_eq!(fast.rx.try_recv().unwrap().trigger.id, id);
+            assert_eq!(fast.rx.try_recv().unwrap().trigger.id, id + 1);
         }
         assert_eq!(hub.subscribers(), 1);
         // 11..=14 fit (2 pending before the second batch is not more than
         // the queue), 15 found 4 pending: cut off.
         for id in 11..=14 {
-            assert_eq!(slow.rx.try_recv().unwrap().id, id);
+            assert_eq!(slow.rx.try_recv().unwrap().trigger.id, id);
         }
         assert!(slow.rx.try_recv().is_err());
         assert_eq!(slow.first_missed(), Some(15));
@@ -271,7 +297,7 @@ mod tests {
             })
             .unwrap();
         hub.publish(&[trig(1, "eth0"), trig(2, "wlan0")], None);
-        assert_eq!(wlan.rx.try_recv().unwrap().id, 2);
+        assert_eq!(wlan.rx.try_recv().unwrap().trigger.id, 2);
         assert!(wlan.rx.try_recv().is_err());
         assert_eq!(hub.subscribe(Filter::default()).unwrap().start_after, 2);
     }
@@ -304,5 +330,31 @@ mod tests {
         assert!(s.rx.blocking_recv().is_none());
         assert_eq!(s.first_missed(), None);
         assert!(hub.subscribe(Filter::default()).is_none());
+    }
+}
+
+#[cfg(test)]
+mod encode_once {
+    use super::*;
+    use crate::model::{Source, TriggerType};
+
+    #[test]
+    fn every_subscriber_gets_the_same_encoded_bytes() {
+        let hub = Hub::new(0, 16, 16);
+        let mut a = hub.subscribe(Filter::default()).unwrap();
+        let mut b = hub.subscribe(Filter::default()).unwrap();
+        let mut t = Trigger::new(Source::Client, TriggerType::LinkUp);
+        t.id = 1;
+        hub.publish(&[Arc::new(t)], None);
+        let (da, db) = (a.rx.try_recv().unwrap(), b.rx.try_recv().unwrap());
+        assert!(Arc::ptr_eq(&da, &db), "one encoding, shared");
+        use prost::Message as _;
+        let decoded = trigger_proto::v1::SubscribeResponse::decode(da.frame.clone()).unwrap();
+        assert_eq!(
+            decoded.item,
+            Some(trigger_proto::v1::subscribe_response::Item::Trigger(
+                da.trigger.to_wire()
+            ))
+        );
     }
 }

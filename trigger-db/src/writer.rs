@@ -783,7 +783,7 @@ mod tests {
 
         // Above the threshold: arms it.
         let armed = handle.add(vec![report(50.0)]).await.unwrap();
-        assert_eq!(sub.rx.recv().await.unwrap().id, armed[0]);
+        assert_eq!(sub.rx.recv().await.unwrap().trigger.id, armed[0]);
 
         set_failing(&mut switch, true).await;
         // A client Add gets the error; the report it carried was not stored.
@@ -805,7 +805,7 @@ mod tests {
 
         // The store works again: the RESYNC comes without new input.
         set_failing(&mut switch, false).await;
-        let resync = sub.rx.recv().await.unwrap();
+        let resync = sub.rx.recv().await.unwrap().trigger.clone();
         assert_eq!(resync.kind, TriggerType::Resync);
         assert_eq!(resync.source, Source::TriggerDb);
         assert!(resync.id > 0, "the RESYNC is stored");
@@ -817,9 +817,9 @@ mod tests {
         // The failed report did not move the threshold's state: the same
         // report, stored now, crosses it.
         let ids = handle.add(vec![report(30.0)]).await.unwrap();
-        let stored = sub.rx.recv().await.unwrap();
+        let stored = sub.rx.recv().await.unwrap().trigger.clone();
         assert_eq!(stored.id, ids[0]);
-        let derived = sub.rx.recv().await.unwrap();
+        let derived = sub.rx.recv().await.unwrap().trigger.clone();
         assert_eq!(derived.source, Source::Threshold);
         assert_eq!(derived.kind, TriggerType::LinkParametersReport);
 

@@ -9,6 +9,7 @@
 //! requests (batch sizes, Flaps and Query ranges).
 
 pub mod limits;
+pub mod subscribe;
 pub mod wire;
 
 use std::{
@@ -23,7 +24,7 @@ use std::{
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::info;
 use trigger_proto::v1::{self as pb, trigger_service_server::TriggerService};
 
 use crate::{
@@ -274,88 +275,23 @@ impl TriggerService for Service {
 
     type SubscribeStream = SubscribeStream;
 
+    /// Subscribe as typed messages, for a server that mounts this service
+    /// without [`subscribe::Router`]: the shared frames decoded again. The
+    /// daemon serves Subscribe through the router, which sends the frames
+    /// as they are.
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<SubscribeStream>, Status> {
-        let peer = Self::peer(&req).map(|p| p.to_string()).unwrap_or_default();
-        let body = req.into_inner();
-        let filter = check_filter(body.filter.as_ref()).map_err(|e| self.reject(e))?;
-        if self.hub.subscribers() >= self.max_subscribers {
-            return Err(Status::resource_exhausted(format!(
-                "{} subscribers already; the limit is {}",
-                self.max_subscribers, self.max_subscribers
-            )));
-        }
-        // Register first: everything after `start_after` is queued for us.
-        let mut sub = self
-            .hub
-            .subscribe(filter.clone())
-            .ok_or_else(|| Status::unavailable("trigger-db is shutting down"))?;
-        let start_after = sub.start_after;
-        if let Some(r) = body.resume_after_id
-            && r > start_after
-        {
-            return Err(self.reject(ValidationError::new(
-                "resume_after_id",
-                format!("{r} is beyond the last id {start_after}"),
-            )));
-        }
-        debug!(peer, ?filter, resume = ?body.resume_after_id, snapshot = body.snapshot, start_after, "subscribe");
-        let store = self.store.clone();
-        let shutdown = self.shutdown.clone();
-        let gap_notices = self.hub.clone();
-        let stream = async_stream::try_stream! {
-            use pb::subscribe_response::Item;
-            let gap_notices = &gap_notices.stats.gap_notices;
-            // 1. Replay what the subscriber missed, up to where live starts.
-            // Rows after its id that are gone already (retention, Delete,
-            // Flush) cannot be replayed: a gap notice names them and where
-            // to resume, and the stream ends, as after an overflow.
-            if let Some(mut after) = body.resume_after_id {
-                while after < start_after {
-                    if shutdown.is_cancelled() { return; }
-                    let (first, page) = store.replay_page(after, Some(start_after), &filter, REPLAY_PAGE).await.map_err(store_status)?;
-                    let oldest = first.unwrap_or(start_after + 1);
-                    if after + 1 < oldest {
-                        info!(peer, resume_after = after, oldest, "resume from before the oldest stored trigger; gap notice sent");
-                        gap_notices.fetch_add(1, Ordering::Relaxed);
-                        yield pb::SubscribeResponse { item: Some(Item::Gap(pb::GapNotice {
-                            resume_after_id: oldest - 1,
-                            first_missed_id: after + 1,
-                        })) };
-                        return;
-                    }
-                    let Some(last) = page.last() else { break };
-                    after = last.id;
-                    for t in page {
-                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
-                    }
-                }
-            }
-            // 2. The state as of `start_after`.
-            if body.snapshot {
-                let now = Timestamp::now();
-                for t in sub.links.snapshot_triggers(now) {
-                    if filter.matches(&t) {
-                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
-                    }
-                }
-                yield pb::SubscribeResponse { item: Some(Item::SnapshotComplete(pb::SnapshotComplete { last_id: start_after })) };
-            }
-            // 3. Live, until the hub closes or this queue overflowed.
-            while let Some(t) = sub.rx.recv().await {
-                yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
-            }
-            if let Some(first_missed) = sub.first_missed() {
-                info!(peer, first_missed, "subscriber fell behind; gap notice sent");
-                yield pb::SubscribeResponse { item: Some(Item::Gap(pb::GapNotice {
-                    resume_after_id: first_missed - 1,
-                    first_missed_id: first_missed,
-                })) };
-            }
-        };
-        Ok(Response::new(Box::pin(stream)))
+        use futures::StreamExt as _;
+        use prost::Message as _;
+        let frames = self.subscribe_frames(req).await?.into_inner();
+        Ok(Response::new(Box::pin(frames.map(|f| {
+            f.and_then(|bytes| {
+                pb::SubscribeResponse::decode(bytes)
+                    .map_err(|e| Status::internal(format!("re-decoding a frame: {e}")))
+            })
+        }))))
     }
 
     async fn query(
