@@ -583,3 +583,67 @@ async fn resume_after_an_id_retention_removed_gets_a_gap_notice_first() {
     }
     assert_eq!(ids_of(&got), ids[15..]);
 }
+
+/// SIGKILL in the middle of ingest, 100 times: after every restart each
+/// acknowledged trigger is stored. An adder keeps Adds in flight while
+/// the daemon is killed, so some kills land between commit and ack, or in
+/// the middle of a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_trigger_survives_a_hundred_sigkills_mid_ingest() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(DAEMON, dir.path(), None, None);
+    let mut all_acked = Vec::new();
+    for round in 0..100 {
+        let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+        let mut c = d.client().await;
+        let adder = {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                loop {
+                    let triggers = (0..20)
+                        .map(|_| client_trigger(TriggerType::LinkUp, "eth0"))
+                        .collect();
+                    match c.add(pb::AddRequest { triggers }).await {
+                        Ok(r) => acked.lock().unwrap().extend(r.into_inner().ids),
+                        // The daemon was killed under this Add.
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
+        // Kill once this round has at least one acknowledged batch, with
+        // the next Add in flight.
+        let mut waited = 0;
+        while acked.lock().unwrap().is_empty() {
+            assert!(waited < 3_000, "round {round}: no Add acknowledged");
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        d.kill9();
+        adder.await.unwrap();
+        d.restart();
+        let mut c = d.client().await;
+        let round_acked = std::mem::take(&mut *acked.lock().unwrap());
+        for id in &round_acked {
+            let got = c.get(pb::GetRequest { id: *id }).await;
+            assert!(
+                got.is_ok(),
+                "round {round}: acknowledged trigger {id} lost: {got:?}"
+            );
+        }
+        all_acked.extend(round_acked);
+    }
+    let mut c = d.client().await;
+    let mut stream = c
+        .dump(pb::DumpRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stored = std::collections::HashSet::new();
+    while let Some(t) = stream.message().await.unwrap() {
+        stored.insert(t.id);
+    }
+    let lost: Vec<_> = all_acked.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(lost.is_empty(), "lost after the last restart: {lost:?}");
+}
