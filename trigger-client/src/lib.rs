@@ -75,7 +75,6 @@ pub async fn connect(socket: &Path) -> Result<Client, ConnectError> {
 /// otherwise another local user could have made it first and serve a
 /// daemon of their own there. Paths outside `tmp` are not checked here.
 pub fn check_socket_dir(socket: &Path, tmp: &Path) -> Result<(), ConnectError> {
-    use std::os::unix::fs::MetadataExt as _;
     let Some(first) = socket
         .parent()
         .and_then(|d| d.strip_prefix(tmp).ok())
@@ -84,26 +83,8 @@ pub fn check_socket_dir(socket: &Path, tmp: &Path) -> Result<(), ConnectError> {
         return Ok(());
     };
     let top = tmp.join(first);
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let why = match std::fs::symlink_metadata(&top) {
-        // Not there: connecting fails on its own, naming the socket.
-        Err(_) => None,
-        Ok(m) if m.file_type().is_symlink() => {
-            Some(format!("{} is a symbolic link", top.display()))
-        }
-        Ok(m) if m.uid() != me && m.uid() != 0 => Some(format!(
-            "{} belongs to uid {}, neither us (uid {me}) nor root",
-            top.display(),
-            m.uid()
-        )),
-        Ok(m) if m.mode() & 0o022 != 0 => Some(format!(
-            "{} has mode {:o}: others may write to it",
-            top.display(),
-            m.mode() & 0o7777
-        )),
-        Ok(_) => None,
-    };
+    // Not there: connecting fails on its own, naming the socket.
+    let why = untrusted_dir(&top, true).unwrap_or(None);
     match why {
         None => Ok(()),
         // As a connect error (the variants are matched elsewhere), with
@@ -117,6 +98,36 @@ pub fn check_socket_dir(socket: &Path, tmp: &Path) -> Result<(), ConnectError> {
             ),
         }),
     }
+}
+
+/// What makes `dir` unfit to hold a socket or a database another local
+/// user must not control, or `None` if nothing does: it must be a
+/// directory (not a link to one), owned by this user (or root, if
+/// `root_too`), that no group or other user may write to. Errors are those
+/// of reading its metadata.
+pub fn untrusted_dir(dir: &Path, root_too: bool) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let d = dir.display();
+    Ok(if m.file_type().is_symlink() {
+        Some(format!("{d} is a symbolic link"))
+    } else if !m.is_dir() {
+        Some(format!("{d} is not a directory"))
+    } else if m.uid() != me && !(root_too && m.uid() == 0) {
+        Some(format!(
+            "{d} belongs to uid {}, not to us (uid {me})",
+            m.uid()
+        ))
+    } else if m.mode() & 0o022 != 0 {
+        Some(format!(
+            "{d} has mode {:o}: others may write to it",
+            m.mode() & 0o7777
+        ))
+    } else {
+        None
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 
 use std::{
     io,
-    os::unix::fs::{DirBuilderExt, MetadataExt},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
@@ -94,38 +94,16 @@ pub fn prepare_dir(dir: &Path, tmp: &Path) -> Result<(), PathError> {
 /// group or other user can write to.
 pub fn check_private(dir: &Path) -> Result<(), PathError> {
     let path = dir.display().to_string();
-    let m = std::fs::symlink_metadata(dir).map_err(|source| PathError::Inspect {
-        path: path.clone(),
-        source,
-    })?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let why = if m.file_type().is_symlink() {
-        Some("it is a symbolic link".to_owned())
-    } else if !m.is_dir() {
-        Some("it is not a directory".to_owned())
-    } else if m.uid() != me {
-        Some(format!(
-            "it belongs to uid {}, not to us (uid {me})",
-            m.uid()
-        ))
-    } else if m.mode() & 0o022 != 0 {
-        Some(format!(
-            "its mode {:o} lets others write to it",
-            m.mode() & 0o7777
-        ))
-    } else {
-        None
-    };
-    match why {
-        None => Ok(()),
-        Some(why) => Err(PathError::NotPrivate { path, why }),
+    match trigger_client::untrusted_dir(dir, false) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(PathError::NotPrivate { path, why }),
+        Err(source) => Err(PathError::Inspect { path, source }),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
 
@@ -147,7 +125,7 @@ mod tests {
         std::fs::create_dir(&top).unwrap();
         std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = prepare_dir(&top.join("trigger-db"), tmp.path()).unwrap_err();
-        assert!(e.to_string().contains("lets others write"), "{e}");
+        assert!(e.to_string().contains("others may write"), "{e}");
         assert!(!top.join("trigger-db").exists());
 
         let elsewhere = tempfile::tempdir().unwrap();

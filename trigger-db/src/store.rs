@@ -202,6 +202,24 @@ fn trigger_row(row: &SqliteRow) -> Result<Trigger, StoreError> {
     Trigger::from_stored(&w).map_err(|source| StoreError::Corrupt { id, source })
 }
 
+/// `SELECT id, body` of up to `limit` rows with id above `after_id` and at
+/// most `upto_id`, matching `filter`, in id order.
+fn after_id_query(
+    after_id: u64,
+    upto_id: Option<u64>,
+    filter: &Filter,
+    limit: u32,
+) -> QueryBuilder<Sqlite> {
+    let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE id > ");
+    qb.push_bind(after_id as i64);
+    if let Some(upto) = upto_id {
+        qb.push(" AND id <= ").push_bind(upto as i64);
+    }
+    push_filter(&mut qb, filter);
+    qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+    qb
+}
+
 fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &Filter) {
     fn list<T>(qb: &mut QueryBuilder<Sqlite>, col: &str, items: &[T], bind: impl Fn(&T) -> i64) {
         qb.push(format_args!(" AND {col} IN ("));
@@ -327,14 +345,7 @@ impl Store {
         filter: &Filter,
         limit: u32,
     ) -> Result<Vec<Trigger>, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE id > ");
-        qb.push_bind(after_id as i64);
-        if let Some(upto) = upto_id {
-            qb.push(" AND id <= ").push_bind(upto as i64);
-        }
-        push_filter(&mut qb, filter);
-        qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-        let rows = qb
+        let rows = after_id_query(after_id, upto_id, filter, limit)
             .build()
             .fetch_all(&self.pool)
             .await
@@ -360,14 +371,7 @@ impl Store {
             .await
             .map_err(sql("replay"))?;
         let first: Option<i64> = row.try_get(0).map_err(sql("read the lowest id"))?;
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE id > ");
-        qb.push_bind(after_id as i64);
-        if let Some(upto) = upto_id {
-            qb.push(" AND id <= ").push_bind(upto as i64);
-        }
-        push_filter(&mut qb, filter);
-        qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-        let rows = qb
+        let rows = after_id_query(after_id, upto_id, filter, limit)
             .build()
             .fetch_all(&mut *tx)
             .await
