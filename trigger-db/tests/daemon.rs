@@ -647,3 +647,35 @@ async fn every_acknowledged_trigger_survives_a_hundred_sigkills_mid_ingest() {
     let lost: Vec<_> = all_acked.iter().filter(|id| !stored.contains(id)).collect();
     assert!(lost.is_empty(), "lost after the last restart: {lost:?}");
 }
+
+/// Read verbs take small requests: a Query past `[limits]
+/// read_request_bytes` is refused with RESOURCE_EXHAUSTED naming the verb,
+/// while an Add of the same size (a write verb) is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_request_past_its_limit_is_resource_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        DAEMON,
+        dir.path(),
+        None,
+        Some("[limits]\nread_request_bytes = 4096\n"),
+    );
+    let mut c = d.client().await;
+    let names: Vec<String> = (0..1_000).map(|i| format!("if{i}")).collect();
+    let e = c
+        .query(pb::QueryRequest {
+            page_size: 10,
+            filter: Some(pb::TriggerFilter {
+                interfaces: names,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("Query"), "{e}");
+    // Writes have their own, larger limit; the connection still serves.
+    let ids = add_many(&mut c, "eth0", 200, 200).await;
+    assert_eq!(ids.len(), 200);
+}
