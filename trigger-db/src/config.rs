@@ -20,6 +20,16 @@
 //! queue = 4096                # per-subscriber queue, triggers
 //! max = 10000                 # concurrent subscriptions at most
 //!
+//! [limits]                   # what one local peer can make the daemon hold
+//! max_connections = 1024      # open connections at most (root's not refused)
+//! max_connections_per_uid = 64 # per non-root uid
+//! max_streams_per_connection = 128 # concurrent requests on one connection
+//! read_request_bytes = 65536  # largest request of a read verb
+//! write_request_bytes = 16777216 # largest Add / Modify / Delete / Flush /
+//!                             # ConfigureThresholds request
+//! idle_timeout = "5min"       # a connection that sends nothing (keepalive
+//!                             # ping answers count) this long is closed
+//!
 //! [sources.rtnetlink]
 //! enabled = true
 //!
@@ -93,6 +103,36 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub damping: DampingConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: bounds on what local peers can make the daemon hold, so an
+/// unprivileged user cannot exhaust its memory or file descriptors and lock
+/// root's writers out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    pub max_streams_per_connection: u32,
+    pub read_request_bytes: usize,
+    pub write_request_bytes: usize,
+    #[serde(deserialize_with = "required_duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_uid: 64,
+            max_streams_per_connection: 128,
+            read_request_bytes: 64 * 1024,
+            write_request_bytes: 16 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `[damping]`: debounce of source triggers and the flap window.
@@ -273,6 +313,28 @@ impl Config {
                 "damping.debounce",
                 &format!("{k}: {d:?} is outside 1ms..=1h"),
             );
+        }
+        let l = &self.limits;
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            return bad("limits.max_connections", "must be 1..=1000000");
+        }
+        if !(1..=l.max_connections).contains(&l.max_connections_per_uid) {
+            return bad(
+                "limits.max_connections_per_uid",
+                "must be 1..=limits.max_connections",
+            );
+        }
+        if !(1..=10_000).contains(&l.max_streams_per_connection) {
+            return bad("limits.max_streams_per_connection", "must be 1..=10000");
+        }
+        if !(1024..=(64 << 20)).contains(&l.read_request_bytes) {
+            return bad("limits.read_request_bytes", "must be 1 KiB..=64 MiB");
+        }
+        if !(1024..=(256 << 20)).contains(&l.write_request_bytes) {
+            return bad("limits.write_request_bytes", "must be 1 KiB..=256 MiB");
+        }
+        if l.idle_timeout < Duration::from_secs(5) || l.idle_timeout > Duration::from_secs(86_400) {
+            return bad("limits.idle_timeout", "must be 5s..=1day");
         }
         if let Some(a) = &self.sources.networkmanager.bus_address
             && let Err(e) = a.parse::<zbus::Address>()

@@ -5,7 +5,7 @@
 //! run the same thing in-process.
 
 use std::{
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
@@ -20,8 +20,10 @@ use trigger_proto::v1::trigger_service_server::TriggerServiceServer;
 use crate::{
     config::Config,
     hub::Hub,
-    ingest, peer,
-    server::{Access, Service},
+    ingest,
+    paths::{self, PathError},
+    peer,
+    server::{Access, Service, limits::RequestLimits, subscribe},
     source::netlink::{self, NetlinkStats},
     store::{self, StoreError},
     writer::{self, Retention, WriterConfig, WriterStats},
@@ -31,6 +33,8 @@ use crate::{
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("socket {path}: {what}")]
     Socket {
         path: String,
@@ -51,6 +55,30 @@ pub enum DaemonError {
     Serve(#[source] tonic::transport::Error),
     #[error("cannot build the reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
+    #[error("the store writer stopped before shutdown ({0}); nothing can be stored")]
+    WriterDied(String),
+}
+
+/// Watches the writer task: `died` is cancelled if it ends (returns or
+/// panics) before `stopped` was cancelled, i.e. while the daemon still
+/// serves. The returned task yields how it ended.
+pub fn watch_writer(
+    task: tokio::task::JoinHandle<()>,
+    stopped: CancellationToken,
+    died: CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        let end = match task.await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_panic() => Err("it panicked".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        if !stopped.is_cancelled() {
+            died.cancel();
+            return Err(end.err().unwrap_or_else(|| "it returned".to_owned()));
+        }
+        end
+    })
 }
 
 /// How long connections get to close after shutdown began.
@@ -70,11 +98,17 @@ fn socket_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) ->
 }
 
 /// Binds the socket, replacing a stale file left by a daemon that died, but
-/// never one a live daemon is serving on.
+/// never one a live daemon is serving on. The socket is bound in a private
+/// directory (0700) beside `path`, given its mode and group there, and only
+/// then renamed to `path`: it is never reachable with the mode the umask
+/// gave it. (Changing the umask instead would change it for every thread,
+/// the store's files included.)
 async fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, DaemonError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(socket_err(path, "cannot create its directory"))?;
-    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    paths::prepare_dir(dir, &std::env::temp_dir())?;
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(DaemonError::SocketInUse {
@@ -83,14 +117,34 @@ async fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener
         }
         std::fs::remove_file(path).map_err(socket_err(path, "cannot remove the stale socket"))?;
     }
-    let listener = UnixListener::bind(path).map_err(socket_err(path, "cannot bind"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(socket_err(path, "cannot set its mode"))?;
-    if let Some(gid) = group {
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .map_err(socket_err(path, "cannot set its group"))?;
-    }
-    Ok(listener)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let private = dir.join(format!(".{name}.{}.bind", std::process::id()));
+    // A leftover of an earlier daemon with our pid (it died while binding).
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(socket_err(
+            &private,
+            "cannot create the private directory to bind in",
+        ))?;
+    let staged = private.join("socket");
+    let bound = (|| {
+        let listener = UnixListener::bind(&staged).map_err(socket_err(path, "cannot bind"))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+            .map_err(socket_err(path, "cannot set its mode"))?;
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(&staged, None, Some(gid))
+                .map_err(socket_err(path, "cannot set its group"))?;
+        }
+        std::fs::rename(&staged, path).map_err(socket_err(path, "cannot move it into place"))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 fn group(name: &Option<String>, key: &'static str) -> Result<Option<u32>, DaemonError> {
@@ -187,6 +241,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     let writer_gid = group(&cfg.writer_group, "writer_group")?;
     let socket_gid = group(&cfg.socket_group, "socket_group")?;
 
+    if let Some(dir) = opts.database.parent().filter(|d| !d.as_os_str().is_empty()) {
+        paths::prepare_dir(dir, &std::env::temp_dir())?;
+    }
     let (store, writer_conn) =
         store::open(&opts.database, cfg.store.durability, cfg.store.readers).await?;
     let last_id = store.last_id().await?;
@@ -220,6 +277,22 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         },
         writer_stop.clone(),
     );
+    // Without the writer nothing is stored: the daemon must end (non-zero)
+    // so that systemd restarts it, not serve on without a store.
+    let writer_died = CancellationToken::new();
+    let writer_task = watch_writer(writer_task, writer_stop.clone(), writer_died.clone());
+    {
+        let (died, shutdown, stop) = (writer_died.clone(), shutdown.clone(), writer_stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = died.cancelled() => {
+                    tracing::error!("the store writer stopped; shutting down");
+                    shutdown.cancel();
+                }
+                () = stop.cancelled() => {}
+            }
+        });
+    }
 
     let sources_stop = CancellationToken::new();
     let (counters, source_tasks) = start_sources(cfg, source_tx, sources_stop.clone());
@@ -269,7 +342,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         }
     });
 
-    let service = Service {
+    let service = Arc::new(Service {
         store: store.clone(),
         writer,
         hub: hub.clone(),
@@ -280,7 +353,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         shutdown: shutdown.clone(),
         started: Instant::now(),
         rejected: Default::default(),
-    };
+    });
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -292,9 +365,18 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         .build_v1()
         .map_err(DaemonError::Reflection)?;
 
-    let grpc = TriggerServiceServer::new(service)
-        .max_decoding_message_size(32 * 1024 * 1024)
+    // The largest request any verb may send; the per-verb limits are the
+    // RequestLimits layer's.
+    let limits = &cfg.limits;
+    let generated = TriggerServiceServer::from_arc(service.clone())
+        .max_decoding_message_size(limits.write_request_bytes)
         .max_encoding_message_size(32 * 1024 * 1024);
+    // Subscribe sends the hub's shared frames; the rest is generated.
+    let grpc = subscribe::Router::new(service, generated, limits.read_request_bytes);
+    let admission = peer::Admission::new(peer::ConnectionLimits {
+        total: limits.max_connections,
+        per_uid: limits.max_connections_per_uid,
+    });
 
     // On shutdown: stop the sources, let the writer drain and close the hub
     // (which ends every live stream), then the server finishes.
@@ -319,10 +401,23 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         // room so one stream that stops reading does not stall the others.
         .initial_connection_window_size(4 * 1024 * 1024)
         .initial_stream_window_size(256 * 1024)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        // Pings keep a live client talking, so the idle timeout only closes
+        // peers that answer nothing; a peer that does not answer a ping
+        // within 20 s is gone.
+        .http2_keepalive_interval(Some(limits.idle_timeout / 3))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(RequestLimits {
+            read: limits.read_request_bytes,
+            write: limits.write_request_bytes,
+        })
         .add_service(health)
         .add_service(reflection)
         .add_service(grpc)
-        .serve_with_incoming_shutdown(peer::incoming(listener), stop_chain);
+        .serve_with_incoming_shutdown(
+            peer::incoming(listener, admission, limits.idle_timeout),
+            stop_chain,
+        );
     // A client that never answers (its HTTP/2 PING of the graceful close
     // included) must not keep the daemon from exiting.
     tokio::pin!(serve);
@@ -341,12 +436,70 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
             warn!(error = %e, "source task ended abnormally");
         }
     }
-    if let Err(e) = writer_task.await {
+    let writer_end = match writer_task.await {
+        Ok(end) => end,
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &writer_end {
         warn!(error = %e, "writer task ended abnormally");
     }
     store.close().await;
     let _ = std::fs::remove_file(&opts.socket);
+    if writer_died.is_cancelled() {
+        return Err(DaemonError::WriterDied(
+            writer_end.err().unwrap_or_else(|| "it returned".to_owned()),
+        ));
+    }
     served.map_err(DaemonError::Serve)?;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_socket_appears_with_its_mode_and_group_and_nothing_else_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trigger.sock");
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        let listener = bind(&path, 0o660, Some(gid)).await.unwrap();
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o660);
+        assert_eq!(m.gid(), gid);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["trigger.sock"]);
+        // It serves under its final name.
+        let (accepted, connected) =
+            tokio::join!(listener.accept(), tokio::net::UnixStream::connect(&path));
+        accepted.unwrap();
+        connected.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_panics_while_serving_is_reported_dead() {
+        let (stopped, died) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(async { panic!("writer bug") });
+        let end = watch_writer(task, stopped, died.clone()).await.unwrap();
+        assert!(died.is_cancelled());
+        assert_eq!(end, Err("it panicked".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_ends_after_shutdown_is_not_dead() {
+        let (stopped, died) = (CancellationToken::new(), CancellationToken::new());
+        stopped.cancel();
+        let end = watch_writer(tokio::spawn(async {}), stopped, died.clone())
+            .await
+            .unwrap();
+        assert!(!died.is_cancelled());
+        assert_eq!(end, Ok(()));
+    }
 }

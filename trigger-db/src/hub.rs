@@ -8,6 +8,12 @@
 //! which id to resume after. So one subscriber that stops reading never
 //! slows the writer or the others, and never loses a trigger silently.
 //!
+//! Each published trigger is encoded once, as the Subscribe response that
+//! carries it, when the first subscriber's filter takes it; every queue
+//! gets the same shared bytes ([`Delivery`]), so the cost of a delivery is
+//! a reference count and a copy into the stream's buffer, not a protobuf
+//! encoding per subscriber.
+//!
 //! Registration and publishing share one lock, so a new subscriber learns
 //! exactly which id the live part of its stream starts after, and gets the
 //! link table as of that id: replay from the store up to it (and the
@@ -20,6 +26,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
@@ -30,10 +37,26 @@ use crate::{
 /// Default capacity of one subscriber's queue, in triggers.
 pub const DEFAULT_QUEUE: usize = 4096;
 
+/// One stored trigger as subscribers get it: the trigger (for filters and
+/// in-process readers) and its Subscribe response, encoded once.
+#[derive(Debug)]
+pub struct Delivery {
+    pub trigger: Arc<Trigger>,
+    /// `trigger.v1.SubscribeResponse { trigger }`, protobuf-encoded.
+    pub frame: Bytes,
+}
+
+impl Delivery {
+    pub fn new(trigger: Arc<Trigger>) -> Self {
+        let frame = crate::server::subscribe::trigger_frame(&trigger);
+        Self { trigger, frame }
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     filter: Filter,
-    tx: mpsc::Sender<Arc<Trigger>>,
+    tx: mpsc::Sender<Arc<Delivery>>,
     /// Set to the first id not delivered when the queue overflowed.
     missed: Arc<AtomicU64>,
 }
@@ -78,7 +101,7 @@ pub struct Hub {
 /// A registered subscriber's end: its queue and where its live part starts.
 #[derive(Debug)]
 pub struct Subscription {
-    pub rx: mpsc::Receiver<Arc<Trigger>>,
+    pub rx: mpsc::Receiver<Arc<Delivery>>,
     /// Every trigger with a higher id arrives on `rx`; those up to it are in
     /// the store or in `inflight`.
     pub start_after: u64,
@@ -132,6 +155,7 @@ impl Hub {
         if inner.closed {
             return None;
         }
+        reclaim(&mut inner.slots);
         inner.slots.push(Slot {
             filter,
             tx,
@@ -146,8 +170,14 @@ impl Hub {
         })
     }
 
+    /// Live subscribers. The slots of subscribers that went away (their
+    /// receiver dropped: the client disconnected) are reclaimed first, so a
+    /// subscriber whose filter never matches does not hold a slot after it
+    /// left.
     pub fn subscribers(&self) -> usize {
-        self.lock().slots.len()
+        let mut inner = self.lock();
+        reclaim(&mut inner.slots);
+        inner.slots.len()
     }
 
     pub fn last_id(&self) -> u64 {
@@ -185,9 +215,15 @@ impl Hub {
             .published
             .fetch_add(triggers.len() as u64, Ordering::Relaxed);
         let queue = self.queue;
+        // Encoded on first use, shared by every queue that takes it.
+        let mut deliveries: Vec<Option<Arc<Delivery>>> = vec![None; triggers.len()];
         inner.slots.retain(|slot| {
+            if slot.tx.is_closed() {
+                // Its subscriber went away: nothing to deliver or tell.
+                return false;
+            }
             let pending = slot.tx.max_capacity() - slot.tx.capacity();
-            for t in triggers {
+            for (t, d) in triggers.iter().zip(deliveries.iter_mut()) {
                 if !slot.filter.matches(t) {
                     continue;
                 }
@@ -197,7 +233,8 @@ impl Hub {
                     self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
-                match slot.tx.try_send(t.clone()) {
+                let d = d.get_or_insert_with(|| Arc::new(Delivery::new(t.clone())));
+                match slot.tx.try_send(d.clone()) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
                         slot.missed.store(t.id, Ordering::Release);
@@ -244,6 +281,12 @@ impl Hub {
     }
 }
 
+/// Drops the slots whose receiver is gone, whatever their filter: a slot is
+/// freed when its subscriber leaves, not only when a publish finds it closed.
+fn reclaim(slots: &mut Vec<Slot>) {
+    slots.retain(|s| !s.tx.is_closed());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,14 +312,14 @@ mod tests {
         for id in (11..=17).step_by(2) {
             hub.publish(&[trig(id, "eth0"), trig(id + 1, "eth0")], None);
             // the fast one keeps reading
-            assert_eq!(fast.rx.try_recv().unwrap().id, id);
-            assert_eq!(fast.rx.try_recv().unwrap().id, id + 1);
+            assert_eq!(fast.rx.try_recv().unwrap().trigger.id, id);
+            assert_eq!(fast.rx.try_recv().unwrap().trigger.id, id + 1);
         }
         assert_eq!(hub.subscribers(), 1);
         // 11..=14 fit (2 pending before the second batch is not more than
         // the queue), 15 found 4 pending: cut off.
         for id in 11..=14 {
-            assert_eq!(slow.rx.try_recv().unwrap().id, id);
+            assert_eq!(slow.rx.try_recv().unwrap().trigger.id, id);
         }
         assert!(slow.rx.try_recv().is_err());
         assert_eq!(slow.first_missed(), Some(15));
@@ -294,7 +337,7 @@ mod tests {
             })
             .unwrap();
         hub.publish(&[trig(1, "eth0"), trig(2, "wlan0")], None);
-        assert_eq!(wlan.rx.try_recv().unwrap().id, 2);
+        assert_eq!(wlan.rx.try_recv().unwrap().trigger.id, 2);
         assert!(wlan.rx.try_recv().is_err());
         assert_eq!(hub.subscribe(Filter::default()).unwrap().start_after, 2);
     }
@@ -326,6 +369,26 @@ mod tests {
     }
 
     #[test]
+    fn a_subscriber_that_left_frees_its_slot_even_if_its_filter_never_matched() {
+        let hub = Hub::new(0, 16, 16);
+        let never = Filter {
+            interfaces: vec!["nosuch0".into()],
+            ..Default::default()
+        };
+        for _ in 0..100 {
+            drop(hub.subscribe(never.clone()).unwrap());
+        }
+        let kept = hub.subscribe(never).unwrap();
+        assert_eq!(hub.subscribers(), 1);
+        // Publishing keeps the live one and walks no dead slots.
+        hub.publish(&[trig(1, "eth0")], None);
+        assert_eq!(hub.subscribers(), 1);
+        drop(kept);
+        assert_eq!(hub.subscribers(), 0);
+        assert_eq!(hub.lock().slots.len(), 0);
+    }
+
+    #[test]
     fn close_ends_streams_without_a_gap() {
         let hub = Hub::new(0, 16, 16);
         let mut s = hub.subscribe(Filter::default()).unwrap();
@@ -333,5 +396,31 @@ mod tests {
         assert!(s.rx.blocking_recv().is_none());
         assert_eq!(s.first_missed(), None);
         assert!(hub.subscribe(Filter::default()).is_none());
+    }
+}
+
+#[cfg(test)]
+mod encode_once {
+    use super::*;
+    use crate::model::{Source, TriggerType};
+
+    #[test]
+    fn every_subscriber_gets_the_same_encoded_bytes() {
+        let hub = Hub::new(0, 16, 16);
+        let mut a = hub.subscribe(Filter::default()).unwrap();
+        let mut b = hub.subscribe(Filter::default()).unwrap();
+        let mut t = Trigger::new(Source::Client, TriggerType::LinkUp);
+        t.id = 1;
+        hub.publish(&[Arc::new(t)], None);
+        let (da, db) = (a.rx.try_recv().unwrap(), b.rx.try_recv().unwrap());
+        assert!(Arc::ptr_eq(&da, &db), "one encoding, shared");
+        use prost::Message as _;
+        let decoded = trigger_proto::v1::SubscribeResponse::decode(da.frame.clone()).unwrap();
+        assert_eq!(
+            decoded.item,
+            Some(trigger_proto::v1::subscribe_response::Item::Trigger(
+                da.trigger.to_wire()
+            ))
+        );
     }
 }

@@ -2,14 +2,23 @@
 //! and SO_PEERGROUPS (supplementary groups), read once at accept time and
 //! handed to every request of the connection as its connect info.
 //!
-//! This module only reports identities; the policy (who may write) lives in
-//! the gRPC adapter.
+//! This module reports identities; the policy (who may write) lives in the
+//! gRPC adapter. It also bounds what peers can hold open: connections in
+//! all and per uid ([`Admission`]; root is never refused, so a local user
+//! who opens many connections cannot lock root's writers out), and how
+//! long a connection may stay silent (the idle timeout: server keepalive
+//! pings make a live client answer, so only a peer that sends nothing at
+//! all, not even those answers, is closed).
 
 use std::{
+    collections::HashMap,
+    future::Future as _,
     io,
     os::fd::{AsRawFd, RawFd},
     pin::Pin,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use tokio::{
@@ -81,15 +90,101 @@ fn peer_groups(fd: RawFd) -> io::Result<Vec<u32>> {
     }
 }
 
-/// A Unix stream with its peer's credentials.
+/// How many connections peers may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// In all (root's connections count, but are never refused).
+    pub total: usize,
+    /// Per non-root uid.
+    pub per_uid: usize,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// The connection count, shared by the accept loop and every connection's
+/// [`Permit`].
+#[derive(Debug, Clone)]
+pub struct Admission {
+    limits: ConnectionLimits,
+    open: Arc<Mutex<Open>>,
+}
+
+/// One admitted connection; the count goes down when it is dropped.
+#[derive(Debug)]
+pub struct Permit {
+    uid: u32,
+    open: Arc<Mutex<Open>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        o.total = o.total.saturating_sub(1);
+        if let Some(n) = o.by_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                o.by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(limits: ConnectionLimits) -> Self {
+        Self {
+            limits,
+            open: Default::default(),
+        }
+    }
+
+    /// Admits a connection of `uid`, or says which limit it hit.
+    pub fn admit(&self, uid: u32) -> Result<Permit, &'static str> {
+        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if uid != 0 {
+            if o.total >= self.limits.total {
+                return Err("max_connections");
+            }
+            if o.by_uid.get(&uid).copied().unwrap_or(0) >= self.limits.per_uid {
+                return Err("max_connections_per_uid");
+            }
+        }
+        o.total += 1;
+        *o.by_uid.entry(uid).or_default() += 1;
+        Ok(Permit {
+            uid,
+            open: self.open.clone(),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+/// A Unix stream with its peer's credentials, its admission and its idle
+/// timer.
 #[derive(Debug)]
 pub struct PeerStream {
     inner: UnixStream,
     cred: PeerCred,
+    _permit: Option<Permit>,
+    idle_after: Duration,
+    /// When the connection counts as idle; moved on by every read.
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl PeerStream {
+    /// The stream and its peer's credentials, with no limits.
     pub fn new(inner: UnixStream) -> io::Result<Self> {
+        Self::with_idle_timeout(inner, Duration::from_secs(86_400 * 365))
+    }
+
+    fn with_idle_timeout(inner: UnixStream, idle_after: Duration) -> io::Result<Self> {
         let c = inner.peer_cred()?;
         let groups = peer_groups(inner.as_raw_fd())?;
         Ok(Self {
@@ -100,6 +195,9 @@ impl PeerStream {
                 groups,
             },
             inner,
+            _permit: None,
+            idle_after,
+            idle: Box::pin(tokio::time::sleep(idle_after)),
         })
     }
 }
@@ -117,7 +215,24 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + this.idle_after;
+                this.idle.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{}: nothing received for {:?}; connection closed",
+                        this.cred, this.idle_after
+                    ),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -147,16 +262,27 @@ impl AsyncWrite for PeerStream {
     }
 }
 
-/// Accepted connections with their credentials. Accept errors (e.g. out of
+/// Accepted connections with their credentials, admitted by `admission`
+/// (a connection over a limit is closed at once and logged at debug level:
+/// whoever floods the socket must not flood the log too) and closed after
+/// `idle_timeout` without a byte from the peer. Accept errors (e.g. out of
 /// file descriptors) are logged and retried after a pause, never fatal.
 pub fn incoming(
     listener: UnixListener,
+    admission: Admission,
+    idle_timeout: Duration,
 ) -> impl futures::Stream<Item = Result<PeerStream, io::Error>> {
     async_stream::stream! {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => match PeerStream::new(stream) {
-                    Ok(s) => yield Ok(s),
+                Ok((stream, _)) => match PeerStream::with_idle_timeout(stream, idle_timeout) {
+                    Ok(mut s) => match admission.admit(s.cred.uid) {
+                        Ok(permit) => {
+                            s._permit = Some(permit);
+                            yield Ok(s);
+                        }
+                        Err(limit) => tracing::debug!(peer = %s.cred, limit, "connection refused: limit reached"),
+                    },
                     Err(e) => tracing::warn!(error = %e, "cannot read peer credentials; connection dropped"),
                 },
                 Err(e) => {
@@ -219,6 +345,38 @@ mod tests {
         assert_eq!(s.cred.uid, uid);
         assert_eq!(s.cred.gid, gid);
         assert_eq!(s.cred.pid, Some(std::process::id() as i32));
+    }
+
+    #[test]
+    fn connections_are_limited_per_uid_and_in_all_but_root_is_never_refused() {
+        let a = Admission::new(ConnectionLimits {
+            total: 3,
+            per_uid: 2,
+        });
+        let p1 = a.admit(1000).unwrap();
+        let _p2 = a.admit(1000).unwrap();
+        assert_eq!(a.admit(1000).unwrap_err(), "max_connections_per_uid");
+        let _p3 = a.admit(1001).unwrap();
+        assert_eq!(a.admit(1002).unwrap_err(), "max_connections");
+        let _root = a.admit(0).unwrap();
+        assert_eq!(a.open(), 4);
+        drop(p1);
+        assert_eq!(a.admit(1000).unwrap_err(), "max_connections");
+        drop(_root);
+        let _again = a.admit(1000).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut s = PeerStream::with_idle_timeout(a, Duration::from_secs(60)).unwrap();
+        b.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 1);
+        // With the clock paused, the runtime jumps to the timer.
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

@@ -72,6 +72,15 @@ pub enum StoreError {
         #[source]
         source: prost::DecodeError,
     },
+    #[error("{table}: {row}: column {column} does not hold what trigger-db writes there")]
+    Column {
+        table: &'static str,
+        /// The row's id, or what the query was ("count").
+        row: String,
+        column: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("trigger {0} not found")]
     NotFound(u64),
     #[error("the store is shut down")]
@@ -80,6 +89,27 @@ pub enum StoreError {
 
 fn sql(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Sql { op, source }
+}
+
+/// Column `i` (named `column`) of a row of `table` (`row` names it in the
+/// error): the database file is outside input, so a value of the wrong
+/// type is an error naming row and column, never a panic.
+fn col<'r, T>(
+    r: &'r SqliteRow,
+    i: usize,
+    table: &'static str,
+    row: impl std::fmt::Display,
+    column: &'static str,
+) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    r.try_get(i).map_err(|source| StoreError::Column {
+        table,
+        row: row.to_string(),
+        column,
+        source,
+    })
 }
 
 /// How hard a commit waits for the disk.
@@ -167,12 +197,29 @@ fn encode(t: &Trigger) -> Vec<u8> {
 /// input too: a row that is not what the daemon wrote is an error naming
 /// the row, never a panic.
 fn trigger_row(row: &SqliteRow) -> Result<Trigger, StoreError> {
-    let id: i64 = row.try_get(0).map_err(sql("read trigger id"))?;
-    let id = id as u64;
-    let body: &[u8] = row.try_get(1).map_err(sql("read trigger body"))?;
+    let id = col::<i64>(row, 0, "triggers", "a row", "id")? as u64;
+    let body: &[u8] = col(row, 1, "triggers", format_args!("id {id}"), "body")?;
     let mut w = pb::Trigger::decode(body).map_err(|source| StoreError::Decode { id, source })?;
     w.id = id;
     Trigger::from_stored(&w).map_err(|source| StoreError::Corrupt { id, source })
+}
+
+/// `SELECT id, body` of up to `limit` rows with id above `after_id` and at
+/// most `upto_id`, matching `filter`, in id order.
+fn after_id_query(
+    after_id: u64,
+    upto_id: Option<u64>,
+    filter: &Filter,
+    limit: u32,
+) -> QueryBuilder<Sqlite> {
+    let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE id > ");
+    qb.push_bind(after_id as i64);
+    if let Some(upto) = upto_id {
+        qb.push(" AND id <= ").push_bind(upto as i64);
+    }
+    push_filter(&mut qb, filter);
+    qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+    qb
 }
 
 fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &Filter) {
@@ -300,19 +347,40 @@ impl Store {
         filter: &Filter,
         limit: u32,
     ) -> Result<Vec<Trigger>, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE id > ");
-        qb.push_bind(after_id as i64);
-        if let Some(upto) = upto_id {
-            qb.push(" AND id <= ").push_bind(upto as i64);
-        }
-        push_filter(&mut qb, filter);
-        qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-        let rows = qb
+        let rows = after_id_query(after_id, upto_id, filter, limit)
             .build()
             .fetch_all(&self.pool)
             .await
             .map_err(sql("replay"))?;
         rows.iter().map(trigger_row).collect()
+    }
+
+    /// Like [`Store::after_id`], and the lowest id stored (`None`: no rows)
+    /// as of the same read: a resume can tell whether rows after its id
+    /// were removed (retention, Delete, Flush) before it could read them.
+    pub async fn replay_page(
+        &self,
+        after_id: u64,
+        upto_id: Option<u64>,
+        filter: &Filter,
+        limit: u32,
+    ) -> Result<(Option<u64>, Vec<Trigger>), StoreError> {
+        // One read transaction: in WAL mode both statements see the same
+        // snapshot, so no row can vanish between them.
+        let mut tx = self.pool.begin().await.map_err(sql("begin replay"))?;
+        let row = sqlx::query("SELECT MIN(id) FROM triggers")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql("replay"))?;
+        let first: Option<i64> = row.try_get(0).map_err(sql("read the lowest id"))?;
+        let rows = after_id_query(after_id, upto_id, filter, limit)
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql("replay"))?;
+        tx.commit().await.map_err(sql("end replay"))?;
+        let page = rows.iter().map(trigger_row).collect::<Result<_, _>>()?;
+        Ok((first.map(|f| f as u64), page))
     }
 
     /// One history page, ordered by (observed_at, id).
@@ -354,7 +422,10 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(sql("last id"))?;
-        Ok(row.map_or(0, |r| r.get::<i64, _>(0) as u64))
+        match row {
+            None => Ok(0),
+            Some(r) => Ok(col::<i64>(&r, 0, "sqlite_sequence", "triggers", "seq")? as u64),
+        }
     }
 
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -365,8 +436,8 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(sql("stats"))?;
-        s.rows = row.get::<i64, _>(0) as u64;
-        s.first_id = row.get::<i64, _>(1) as u64;
+        s.rows = col::<i64>(&row, 0, "triggers", "COUNT(*)", "id")? as u64;
+        s.first_id = col::<i64>(&row, 1, "triggers", "MIN(id)", "id")? as u64;
         s.last_id = self.last_id().await?;
         let row = sqlx::query(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
@@ -374,14 +445,18 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(sql("stats"))?;
-        s.database_bytes = row.get::<i64, _>(0) as u64;
+        s.database_bytes = col::<i64>(&row, 0, "pragma_page_count", "size", "page_count")? as u64;
         for r in sqlx::query("SELECT source, COUNT(*) FROM triggers GROUP BY source")
             .fetch_all(&self.pool)
             .await
             .map_err(sql("stats"))?
         {
-            if let Ok(src) = Source::from_wire(r.get::<i64, _>(0) as i32, "source") {
-                s.by_source.push((src, r.get::<i64, _>(1) as u64));
+            let n = col::<i64>(&r, 1, "triggers", "count by source", "COUNT(*)")? as u64;
+            // A source number this build does not know is left out.
+            if let Ok(src) = col::<i64>(&r, 0, "triggers", "count by source", "source")
+                .map(|v| Source::from_wire(v as i32, "source"))?
+            {
+                s.by_source.push((src, n));
             }
         }
         for r in sqlx::query("SELECT type, COUNT(*) FROM triggers GROUP BY type")
@@ -389,8 +464,11 @@ impl Store {
             .await
             .map_err(sql("stats"))?
         {
-            if let Ok(t) = TriggerType::from_wire(r.get::<i64, _>(0) as i32, "type") {
-                s.by_type.push((t, r.get::<i64, _>(1) as u64));
+            let n = col::<i64>(&r, 1, "triggers", "count by type", "COUNT(*)")? as u64;
+            if let Ok(t) = col::<i64>(&r, 0, "triggers", "count by type", "type")
+                .map(|v| TriggerType::from_wire(v as i32, "type"))?
+            {
+                s.by_type.push((t, n));
             }
         }
         Ok(s)
@@ -431,17 +509,16 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql("flaps"))?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                let b: i64 = r.get(1);
-                (
-                    r.get::<String, _>(0),
-                    Timestamp(since.0 + b * bucket_ns),
-                    r.get::<i64, _>(2) as u64,
-                )
+                let b: i64 = col(r, 1, "triggers", "flap bucket", "observed_at")?;
+                Ok((
+                    col::<String>(r, 0, "triggers", "flap bucket", "if_name")?,
+                    Timestamp(since.0.saturating_add(b.saturating_mul(bucket_ns))),
+                    col::<i64>(r, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
+                ))
             })
-            .collect())
+            .collect()
     }
 
     pub async fn close(&self) {
@@ -638,7 +715,7 @@ impl Writer {
                 .fetch_one(&mut self.conn)
                 .await
                 .map_err(sql("retention"))?;
-            let count = row.get::<i64, _>(0) as u64;
+            let count = col::<i64>(&row, 0, "triggers", "retention count", "COUNT(*)")? as u64;
             if count > max {
                 // The oldest (count - max) rows by id.
                 let excess = (count - max) as i64;
@@ -668,16 +745,21 @@ impl Writer {
         .map_err(sql("load thresholds"))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let id = r.get::<i64, _>(0) as u64;
+            const T: &str = "thresholds";
+            let id = col::<i64>(&r, 0, T, "a row", "id")? as u64;
+            let row = format_args!("id {id}").to_string();
             let corrupt = |what: &str| StoreError::Corrupt {
                 id,
                 source: ValidationError::new("thresholds", what.to_owned()),
             };
-            let scope =
-                scope_from_column(r.get::<&str, _>(1)).ok_or_else(|| corrupt("bad scope"))?;
-            let parameter = LinkParameterType::from_wire(r.get::<i64, _>(2) as i32, "parameter")
-                .map_err(|_| corrupt("bad parameter"))?;
-            let direction = match r.get::<i64, _>(4) {
+            let scope = scope_from_column(col::<&str>(&r, 1, T, &row, "scope")?)
+                .ok_or_else(|| corrupt("bad scope"))?;
+            let parameter = LinkParameterType::from_wire(
+                col::<i64>(&r, 2, T, &row, "parameter")? as i32,
+                "parameter",
+            )
+            .map_err(|_| corrupt("bad parameter"))?;
+            let direction = match col::<i64>(&r, 4, T, &row, "direction")? {
                 1 => Direction::Above,
                 2 => Direction::Below,
                 _ => return Err(corrupt("bad direction")),
@@ -686,11 +768,11 @@ impl Writer {
                 id,
                 scope,
                 parameter,
-                value: r.get(3),
+                value: col(&r, 3, T, &row, "value")?,
                 direction,
-                hysteresis: r.get(5),
-                one_shot: r.get::<i64, _>(6) != 0,
-                spent: r.get::<i64, _>(7) != 0,
+                hysteresis: col(&r, 5, T, &row, "hysteresis")?,
+                one_shot: col::<i64>(&r, 6, T, &row, "one_shot")? != 0,
+                spent: col::<i64>(&r, 7, T, &row, "spent")? != 0,
             });
         }
         Ok(out)
@@ -787,4 +869,61 @@ fn scope_from_column(s: &str) -> Option<Scope> {
     LinkType::from_wire(n, "link_type")
         .ok()
         .map(Scope::LinkType)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens a fresh store and runs `sql` on it behind the daemon's back.
+    async fn tampered(sql_text: &'static str) -> (tempfile::TempDir, Store, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let (store, mut writer) = open(&db, Durability::Normal, 1).await.unwrap();
+        sqlx::raw_sql(sql_text)
+            .execute(&mut writer.conn)
+            .await
+            .unwrap();
+        (dir, store, writer)
+    }
+
+    fn column_of(e: &StoreError) -> (&'static str, &'static str, String) {
+        match e {
+            StoreError::Column {
+                table, column, row, ..
+            } => (*table, *column, row.clone()),
+            other => panic!("expected a column error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_threshold_row_of_the_wrong_type_is_an_error_naming_row_and_column() {
+        let (_dir, _store, mut writer) = tampered(
+            "INSERT INTO thresholds (id, scope, parameter, value, direction, hysteresis, one_shot) \
+             VALUES (7, 'if:wlan0', 1, 'forty', 2, 0.0, 0)",
+        )
+        .await;
+        let e = writer.load_thresholds().await.unwrap_err();
+        assert_eq!(
+            column_of(&e),
+            ("thresholds", "value", "id 7".to_owned()),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn trigger_rows_of_the_wrong_type_are_errors_for_every_reader() {
+        let (_dir, store, _writer) = tampered(
+            "INSERT INTO triggers (id, observed_at, source, type, body) VALUES (3, 1, 'x', 1, 42)",
+        )
+        .await;
+        let e = store.stats().await.unwrap_err();
+        assert_eq!(column_of(&e).1, "source", "{e}");
+        let e = store.get(3).await.unwrap_err();
+        assert_eq!(
+            column_of(&e),
+            ("triggers", "body", "id 3".to_owned()),
+            "{e}"
+        );
+    }
 }

@@ -118,7 +118,7 @@ pub const DEFAULT_GOING_DOWN_MS: u32 = 5_000;
 
 /// The engine: thresholds, their crossing state per interface, and recent
 /// samples for the trend.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Engine {
     thresholds: Vec<Threshold>,
     state: HashMap<(u64, String), Crossing>,

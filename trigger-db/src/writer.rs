@@ -13,6 +13,16 @@
 //! comes in (before the debounce: a suppressed flap is a flap) counts as a
 //! flap of its interface.
 //!
+//! A commit that fails (disk full, read-only file system) is never silent:
+//! Add callers get the error, `write_errors` and `unstored_triggers` count
+//! it, the threshold engine is put back to where it was before the failed
+//! batch, and the source triggers that could not be stored are followed, as
+//! soon as the store takes writes again, by a RESYNC trigger (source
+//! trigger-db, cause "store-error") and the link changes since the last
+//! stored link table, so subscribers learn that they missed something and
+//! get the current state. The actor retries that on its own every second,
+//! without waiting for new input.
+//!
 //! On shutdown it drains both queues, releases what the damper holds,
 //! commits, checkpoints the WAL and closes the hub, so every stream ends
 //! cleanly after the last trigger.
@@ -35,6 +45,7 @@ use crate::{
     ingest::{SourceBatch, SourceReceiver},
     links::LinkTable,
     model::{Filter, Source, Timestamp, Trigger, TriggerType},
+    source::netlink,
     store::{StoreError, Writer},
     threshold::{Change, Engine, Threshold},
 };
@@ -45,6 +56,12 @@ const COMMAND_QUEUE: usize = 1024;
 /// one such commit per this many triggers, and after a crash the ids
 /// continue at most this far above the last one given.
 const ID_RESERVATION: u64 = 4096;
+
+/// How often the actor retries storing the RESYNC after a failed write.
+const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+
+/// The RESYNC cause for triggers the store could not take.
+pub const STORE_ERROR_CAUSE: &str = "store-error";
 
 type AddReply = oneshot::Sender<Result<Vec<u64>, StoreError>>;
 
@@ -99,7 +116,11 @@ pub struct WriterStats {
     pub ingested: AtomicU64,
     pub transactions: AtomicU64,
     pub retention_deleted: AtomicU64,
+    /// Commits that failed.
     pub write_errors: AtomicU64,
+    /// Triggers no caller was told about (source and debounced triggers)
+    /// lost to failed commits.
+    pub unstored_triggers: AtomicU64,
     /// Source triggers replaced while held by the debounce.
     pub debounced: AtomicU64,
     /// Held link-state triggers dropped as no net change.
@@ -122,6 +143,7 @@ impl WriterStats {
             transactions: AtomicU64::new(0),
             retention_deleted: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            unstored_triggers: AtomicU64::new(0),
             debounced: AtomicU64::new(0),
             suppressed_flaps: AtomicU64::new(0),
             flaps: Mutex::new(FlapCounter::new(flap_window)),
@@ -226,6 +248,8 @@ pub fn spawn(
         damper: Damper::new(&config.debounce),
         config,
         engine: Engine::default(),
+        stored_links: None,
+        lost: false,
     };
     let task = tokio::spawn(actor.run(shutdown));
     (WriterHandle { tx }, task)
@@ -246,6 +270,24 @@ struct Actor {
     engine: Engine,
     /// Debounces source triggers.
     damper: Damper,
+    /// The link table as of the last stored batch that carried one: where
+    /// the RESYNC after a failed write diffs from.
+    stored_links: Option<Arc<LinkTable>>,
+    /// Triggers nobody was told about failed to store; the next commit
+    /// starts with the RESYNC.
+    lost: bool,
+}
+
+/// What [`Actor::write_failed`] needs to know of the batch.
+struct Failed {
+    /// Triggers in the batch (with RESYNC and derived crossings).
+    n: usize,
+    /// Of them, those that came in (from sources and Adds).
+    incoming: usize,
+    /// The recovery triggers at the batch's head.
+    acked_from: usize,
+    /// The threshold state before the batch, if it had reports.
+    engine_before: Option<Engine>,
 }
 
 /// What one group commit collects.
@@ -281,6 +323,8 @@ impl Actor {
         let mut retention =
             tokio::time::interval(self.config.retention.interval.max(Duration::from_secs(1)));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recovery = tokio::time::interval(RECOVERY_RETRY);
+        recovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_open = true;
         let mut sources_open = true;
         loop {
@@ -314,6 +358,11 @@ impl Actor {
                     None => sources_open = false,
                 },
                 _ = retention.tick() => self.retain().await,
+                _ = recovery.tick(), if self.lost => {
+                    // Nothing new came in since the failure: store the
+                    // RESYNC by itself.
+                    self.commit(Pending::default()).await;
+                }
             }
         }
         // Shutdown: no new work is accepted once the senders see the closed
@@ -443,15 +492,35 @@ impl Actor {
             acks,
             links,
         } = p;
+        // The link table this batch leaves behind (the hub's if the batch
+        // carries none).
+        let links_after = links.clone().unwrap_or_else(|| self.hub.links());
+        // After a failed write: the RESYNC and the link changes since the
+        // last stored table go first.
+        let mut triggers = if self.lost {
+            self.recovery_triggers(&links_after)
+        } else {
+            Vec::new()
+        };
+        let acked_from = triggers.len();
+        if incoming.is_empty() && triggers.is_empty() && links.is_none() && acks.is_empty() {
+            return;
+        }
+        // A failed write must leave the threshold state as it was: the
+        // reports it saw were not stored.
+        let engine_before = incoming
+            .iter()
+            .any(|t| t.kind == TriggerType::LinkParametersReport)
+            .then(|| self.engine.clone());
         // Threshold crossings go right after the report that caused them.
-        let mut triggers = Vec::with_capacity(incoming.len());
+        triggers.reserve(incoming.len());
         let mut positions = Vec::with_capacity(incoming.len());
         let mut spent = Vec::new();
         for t in incoming {
             let at = triggers.len();
             positions.push(at);
             triggers.push(t);
-            if triggers[at].kind == crate::model::TriggerType::LinkParametersReport {
+            if triggers[at].kind == TriggerType::LinkParametersReport {
                 let mut derived = Vec::new();
                 spent.extend(self.engine.evaluate(&triggers[at], &mut derived));
                 triggers.extend(derived);
@@ -465,7 +534,13 @@ impl Actor {
         // hub's in-flight list; callers of Add are answered only once the
         // commit is done ("a reply means committed").
         if let Err(e) = self.assign_ids(&mut triggers).await {
-            self.failed(&e, n, links, acks);
+            let failed = Failed {
+                n,
+                incoming: positions.len(),
+                acked_from,
+                engine_before,
+            };
+            self.write_failed(&e, failed, links, acks);
             return;
         }
         let published: Vec<Arc<Trigger>> = triggers.into_iter().map(Arc::new).collect();
@@ -479,6 +554,13 @@ impl Actor {
         }
         match result {
             Ok(()) => {
+                if self.lost {
+                    info!("the store takes writes again; RESYNC stored for the lost triggers");
+                    self.lost = false;
+                }
+                if links.is_some() || acked_from > 0 {
+                    self.stored_links = Some(links_after);
+                }
                 self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
                 // Source triggers were counted when they came in.
@@ -510,7 +592,14 @@ impl Actor {
                     last_id = published.last().map_or(0, |t| t.id),
                     "triggers sent to subscribers live could not be stored"
                 );
-                self.failed(&e, n, None, acks);
+                // The link table went to the hub with the triggers.
+                let failed = Failed {
+                    n,
+                    incoming: positions.len(),
+                    acked_from,
+                    engine_before,
+                };
+                self.write_failed(&e, failed, None, acks);
             }
         }
     }
@@ -539,23 +628,57 @@ impl Actor {
         Ok(())
     }
 
-    /// A batch the store did not take: counted, logged, the Add callers get
-    /// the error. The link table still moves on so state stays right.
-    fn failed(
+    /// A batch the store did not take: counted, logged, the threshold
+    /// state put back, the Add callers get the error, and subscribers a
+    /// RESYNC once the store works again. `links`: the batch's link table
+    /// if it has not gone to the hub yet (the table moves on, so ListLinks
+    /// and snapshots show the state as it is).
+    fn write_failed(
         &mut self,
         e: &StoreError,
-        n: usize,
+        f: Failed,
         links: Option<Arc<LinkTable>>,
         acks: Vec<(usize, AddReply)>,
     ) {
         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-        error!(error = %e, triggers = n, "storing triggers failed; callers get the error");
+        if let Some(engine) = f.engine_before {
+            self.engine = engine;
+        }
+        let acked: usize = acks.iter().map(|(count, _)| count).sum();
+        // The incoming triggers no caller hears about are lost. (The
+        // RESYNC is rebuilt on the next try; what thresholds derived is
+        // derived again when its report is stored, the engine being back
+        // where it was.)
+        let unstored = f.incoming - acked;
+        if unstored > 0 || f.acked_from > 0 {
+            self.lost = true;
+        }
+        self.stats
+            .unstored_triggers
+            .fetch_add(unstored as u64, Ordering::Relaxed);
+        error!(error = %errchain::chain(e), triggers = f.n, unstored,
+            "storing triggers failed; callers get the error, subscribers a RESYNC once the store works again");
         if let Some(links) = links {
             self.hub.publish(&[], Some(links));
         }
         for (_, reply) in acks {
             let _ = reply.send(Err(clone_err(e)));
         }
+    }
+
+    /// What follows a failed write: a RESYNC marker (source trigger-db,
+    /// cause "store-error", the counts of `now`), then the link changes
+    /// from the last stored link table to `now`.
+    fn recovery_triggers(&self, now: &LinkTable) -> Vec<Trigger> {
+        let at = Timestamp::now();
+        let mut out = match &self.stored_links {
+            Some(old) => netlink::resync_triggers(STORE_ERROR_CAUSE, old, now, at),
+            None => vec![netlink::resync_marker(STORE_ERROR_CAUSE, now, at)],
+        };
+        if let Some(marker) = out.first_mut() {
+            marker.source = Source::TriggerDb;
+        }
+        out
     }
 
     async fn retain(&mut self) {
@@ -644,5 +767,178 @@ fn clone_err(e: &StoreError) -> StoreError {
         op: "insert",
         // The whole chain: the top-level message alone hides the cause.
         source: sqlx::Error::Protocol(errchain::chain(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, SqliteConnection};
+
+    use super::*;
+    use crate::{
+        ingest,
+        model::{Detail, Interface, LinkParameter, LinkParameterType},
+        store::{self, Durability},
+        threshold::{Direction, Scope},
+    };
+
+    /// A switch inside the database that makes every insert into
+    /// `triggers` fail, the way a full disk or a read-only file system
+    /// fails a commit.
+    async fn failure_switch(db: &std::path::Path) -> SqliteConnection {
+        let mut c = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE fail_switch (failing INTEGER NOT NULL); \
+             INSERT INTO fail_switch VALUES (0); \
+             CREATE TRIGGER fail_insert BEFORE INSERT ON triggers \
+             WHEN (SELECT failing FROM fail_switch) \
+             BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c
+    }
+
+    async fn set_failing(c: &mut SqliteConnection, failing: bool) {
+        sqlx::query("UPDATE fail_switch SET failing = ?")
+            .bind(i64::from(failing))
+            .execute(c)
+            .await
+            .unwrap();
+    }
+
+    fn report(value: f64) -> Trigger {
+        let mut t = Trigger::new(Source::Client, TriggerType::LinkParametersReport);
+        t.interface = Some(Interface {
+            name: "wlan0".into(),
+            ..Default::default()
+        });
+        t.detail = Some(Detail::ParametersReport {
+            parameters: vec![LinkParameter {
+                kind: LinkParameterType::SignalStrength,
+                value,
+                unit: None,
+                threshold_crossed: None,
+            }],
+        });
+        t
+    }
+
+    fn link_down(source: Source) -> Trigger {
+        let mut t = Trigger::new(source, TriggerType::LinkDown);
+        t.interface = Some(Interface {
+            name: "eth0".into(),
+            ..Default::default()
+        });
+        t
+    }
+
+    /// Waits (bounded) until `cond` holds.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..1_000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_counted_reported_by_a_resync_and_leaves_thresholds_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let (store, conn) = store::open(&db, Durability::Normal, 1).await.unwrap();
+        let mut switch = failure_switch(&db).await;
+        let hub = Arc::new(Hub::new(0, 64, 64));
+        let mut sub = hub.subscribe(Filter::default()).unwrap();
+        let stats = Arc::new(WriterStats::default());
+        let (source_tx, source_rx) = ingest::source_channel();
+        let stop = CancellationToken::new();
+        let (handle, task) = spawn(
+            conn,
+            source_rx,
+            hub.clone(),
+            stats.clone(),
+            WriterConfig {
+                batch_max: 100,
+                retention: Retention::default(),
+                debounce: vec![],
+            },
+            stop.clone(),
+        );
+        handle
+            .configure_thresholds(vec![Change::Set(Threshold {
+                id: 0,
+                scope: Scope::Interface("wlan0".into()),
+                parameter: LinkParameterType::SignalStrength,
+                value: 40.0,
+                direction: Direction::Below,
+                hysteresis: 0.0,
+                one_shot: false,
+                spent: false,
+            })])
+            .await
+            .unwrap();
+
+        // Above the threshold: arms it.
+        let armed = handle.add(vec![report(50.0)]).await.unwrap();
+        assert_eq!(sub.rx.recv().await.unwrap().trigger.id, armed[0]);
+
+        set_failing(&mut switch, true).await;
+        // A client Add gets the error; the report it carried was not stored.
+        assert!(handle.add(vec![report(30.0)]).await.is_err());
+        // A source trigger has nobody to tell but the subscribers.
+        source_tx
+            .send(ingest::SourceBatch {
+                triggers: vec![link_down(Source::Rtnetlink)],
+                links: None,
+            })
+            .await
+            .unwrap();
+        until("the source trigger's failed commit", || {
+            stats.unstored_triggers.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert!(stats.write_errors.load(Ordering::Relaxed) >= 2);
+        // Live delivery does not wait for the commit: what the store then
+        // refused was sent already. It is not in the store, and counted.
+        let mut live = Vec::new();
+        while let Ok(d) = sub.rx.try_recv() {
+            live.push(d.trigger.clone());
+        }
+        assert!(
+            live.iter().any(|t| t.kind == TriggerType::LinkDown),
+            "{live:?}"
+        );
+        for t in &live {
+            assert!(store.get(t.id).await.is_err(), "{} is not stored", t.id);
+        }
+
+        // The store works again: the RESYNC comes without new input.
+        set_failing(&mut switch, false).await;
+        let resync = sub.rx.recv().await.unwrap().trigger.clone();
+        assert_eq!(resync.kind, TriggerType::Resync);
+        assert_eq!(resync.source, Source::TriggerDb);
+        assert!(resync.id > 0, "the RESYNC is stored");
+        match &resync.detail {
+            Some(Detail::Resync(r)) => assert_eq!(r.cause, STORE_ERROR_CAUSE),
+            other => panic!("RESYNC without its detail: {other:?}"),
+        }
+
+        // The failed report did not move the threshold's state: the same
+        // report, stored now, crosses it.
+        let ids = handle.add(vec![report(30.0)]).await.unwrap();
+        let stored = sub.rx.recv().await.unwrap().trigger.clone();
+        assert_eq!(stored.id, ids[0]);
+        let derived = sub.rx.recv().await.unwrap().trigger.clone();
+        assert_eq!(derived.source, Source::Threshold);
+        assert_eq!(derived.kind, TriggerType::LinkParametersReport);
+
+        stop.cancel();
+        task.await.unwrap();
     }
 }

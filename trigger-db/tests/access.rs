@@ -94,3 +94,93 @@ async fn uid_outside_the_writer_group_is_refused_writes_but_can_read() {
     assert_eq!(stats.stored_triggers, 3);
     assert!(stats.rejected_requests >= 1);
 }
+
+/// A local unprivileged user opens hundreds of connections, sends oversized
+/// requests on half of them and subscriptions that never match on the
+/// others, and holds them: root's `triggerctl add` still goes through.
+/// Then the user leaves without a goodbye: every abandoned subscription's
+/// slot is reclaimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_local_user_does_not_lock_roots_writers_out() {
+    use std::{
+        io::{BufRead as _, Write as _},
+        process::Stdio,
+        time::Duration,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(
+        DAEMON,
+        dir.path(),
+        None,
+        Some("[sources.rtnetlink]\nenabled = false\n"),
+    );
+    let script = dir.path().join("flood.py");
+    std::fs::write(&script, include_str!("flood.py")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut flood = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg("/usr/bin/python3")
+        .arg(&script)
+        .arg(&d.socket)
+        .arg("400")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv python3");
+    let mut ready = String::new();
+    std::io::BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.starts_with("ready"), "flood: {ready:?}");
+
+    let mut c = d.client().await;
+    // The flood's subscriptions are in (so that their going away below
+    // proves something), and no more than one uid may hold.
+    let mut during = 0;
+    for _ in 0..500 {
+        during = c
+            .stats(trigger_proto::v1::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .subscribers;
+        if during > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("flood: {} subscribers held: {during}", ready.trim());
+    assert!(
+        (1..=64).contains(&during),
+        "subscribers held by one uid: {during} (max_connections_per_uid is 64)"
+    );
+    let mut add = Command::new(TRIGGERCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["add", "--type", "link-up", "--interface", "eth0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let st = system_tests::process::wait_exit(&mut add, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("root's add hung under the flood: {}", d.log_text()));
+    assert!(st.success(), "root's add failed under the flood ({ready})");
+
+    // The user goes away: the abandoned subscriptions free their slots.
+    flood.stdin.take().unwrap().write_all(b"").unwrap();
+    flood.wait().unwrap();
+    let mut subscribers = u64::MAX;
+    for _ in 0..500 {
+        subscribers = c
+            .stats(trigger_proto::v1::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .subscribers;
+        if subscribers == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(subscribers, 0, "abandoned subscriptions still hold slots");
+}

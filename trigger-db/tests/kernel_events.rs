@@ -198,3 +198,96 @@ async fn list_links_shows_current_interfaces_and_addresses() {
         "{page:?}"
     );
 }
+
+/// A small tmpfs mounted on the test's temporary directory for the time of
+/// the test (lazily unmounted when dropped, after the daemon is gone).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        system_tests::process::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+async fn stats(c: &mut trigger_client::Client) -> pb::StatsResponse {
+    c.stats(pb::StatsRequest {}).await.unwrap().into_inner()
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// The store's file system fills up while link events flow: the daemon
+/// neither panics nor drops them silently. Stats count the failed writes
+/// and the lost triggers, and once space returns subscribers get a RESYNC
+/// from trigger-db itself and writes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_by_a_resync_and_the_daemon_recovers() {
+    let ns = Netns::new("full");
+    ns.veth("fa", "fb");
+    ns.up("fa");
+    let dir = tempfile::tempdir().unwrap();
+    let _tmpfs = Tmpfs::mount(dir.path(), "4m");
+    let d = Daemon::start(DAEMON, dir.path(), Some(&ns), None);
+    let mut c = d.client().await;
+    let mut s = c
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    fill(&dir.path().join("filler"));
+    let mut lost = stats(&mut c).await;
+    for round in 0.. {
+        assert!(round < 200, "no source trigger failed to store: {lost:?}");
+        ns.addr_add(
+            "fa",
+            &format!("10.99.{}.{}/32", round / 200, round % 200 + 1),
+            &[],
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        lost = stats(&mut c).await;
+        if lost.unstored_triggers > 0 {
+            break;
+        }
+    }
+    assert!(lost.write_errors > 0, "{lost:?}");
+    std::fs::remove_file(dir.path().join("filler")).unwrap();
+    let resync = expect_trigger(
+        &mut s,
+        Duration::from_secs(10),
+        "RESYNC from trigger-db after the store works again",
+        |t| t.r#type == pb::TriggerType::Resync as i32 && t.source == pb::Source::TriggerDb as i32,
+        |t| format!("{:?}", (t.r#type, t.source)),
+        || d.log_text(),
+    )
+    .await;
+    assert!(resync.id > 0, "the RESYNC is stored");
+    let ids = add_many(&mut c, "eth0", 1, 1).await;
+    assert!(ids[0] > resync.id);
+}

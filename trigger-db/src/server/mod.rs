@@ -8,6 +8,8 @@
 //! is [`wire`]'s; this file holds the service and the checks of whole
 //! requests (batch sizes, Flaps and Query ranges).
 
+pub mod limits;
+pub mod subscribe;
 pub mod wire;
 
 use std::{
@@ -22,7 +24,7 @@ use std::{
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::info;
 use trigger_proto::v1::{self as pb, trigger_service_server::TriggerService};
 
 use crate::{
@@ -46,6 +48,30 @@ const REPLAY_PAGE: u32 = 1_000;
 pub struct Access {
     /// Besides uid 0, members of this group may write.
     pub writer_gid: Option<u32>,
+}
+
+impl Access {
+    pub fn may_write(&self, peer: &PeerCred) -> bool {
+        peer.uid == 0 || self.writer_gid.is_some_and(|g| peer.in_group(g))
+    }
+}
+
+/// The triggers of an Add, checked; `origin` is the daemon's, from the
+/// peer's credentials, whatever the client put there.
+pub fn client_triggers(
+    wire: &[pb::Trigger],
+    peer: &PeerCred,
+    now: Timestamp,
+) -> Result<Vec<Trigger>, ValidationError> {
+    let origin = peer.to_string();
+    wire.iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut t = Trigger::from_client(w, &format!("triggers[{i}]"), now)?;
+            t.origin.clone_from(&origin);
+            Ok(t)
+        })
+        .collect()
 }
 
 /// Counters from the sources, read when Stats is asked.
@@ -90,24 +116,24 @@ impl Service {
         req.extensions().get::<PeerCred>().cloned()
     }
 
-    /// Write verbs: uid 0 or the writer group, by SO_PEERCRED.
-    fn check_writer<T>(&self, req: &Request<T>, verb: &str) -> Result<Option<PeerCred>, Status> {
+    /// Write verbs: uid 0 or the writer group, by SO_PEERCRED. A request
+    /// without credentials (not over the Unix socket) is refused: there is
+    /// nobody to check.
+    fn check_writer<T>(&self, req: &Request<T>, verb: &str) -> Result<PeerCred, Status> {
         let peer = Self::peer(req);
-        let allowed = match &peer {
-            // Not over the Unix socket (in-process tests): no credentials to
-            // check and no way to have reached us from outside.
-            None => true,
-            Some(p) => p.uid == 0 || self.access.writer_gid.is_some_and(|g| p.in_group(g)),
-        };
-        if allowed {
-            Ok(peer)
-        } else {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-            let p = peer.as_ref().map(ToString::to_string).unwrap_or_default();
-            info!(verb, peer = %p, "write refused");
-            Err(Status::permission_denied(format!(
-                "{verb} needs uid 0 or the writer group; {p} is neither"
-            )))
+        match peer {
+            Some(p) if self.access.may_write(&p) => Ok(p),
+            _ => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                let p = peer.as_ref().map_or_else(
+                    || "a peer without credentials".to_owned(),
+                    ToString::to_string,
+                );
+                info!(verb, peer = %p, "write refused");
+                Err(Status::permission_denied(format!(
+                    "{verb} needs uid 0 or the writer group; {p} is neither"
+                )))
+            }
         }
     }
 
@@ -138,21 +164,8 @@ impl TriggerService for Service {
                 ),
             )));
         }
-        let now = Timestamp::now();
-        let origin = peer.map(|p| p.to_string()).unwrap_or_default();
-        let triggers = body
-            .triggers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let mut t = Trigger::from_client(w, &format!("triggers[{i}]"), now)?;
-                if t.origin.is_empty() {
-                    t.origin.clone_from(&origin);
-                }
-                Ok(t)
-            })
-            .collect::<Result<Vec<_>, ValidationError>>()
-            .map_err(|e| self.reject(e))?;
+        let triggers =
+            client_triggers(&body.triggers, &peer, Timestamp::now()).map_err(|e| self.reject(e))?;
         let ids = self.writer.add(triggers).await.map_err(store_status)?;
         Ok(Response::new(pb::AddResponse { ids }))
     }
@@ -267,81 +280,23 @@ impl TriggerService for Service {
 
     type SubscribeStream = SubscribeStream;
 
+    /// Subscribe as typed messages, for a server that mounts this service
+    /// without [`subscribe::Router`]: the shared frames decoded again. The
+    /// daemon serves Subscribe through the router, which sends the frames
+    /// as they are.
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<SubscribeStream>, Status> {
-        let peer = Self::peer(&req).map(|p| p.to_string()).unwrap_or_default();
-        let body = req.into_inner();
-        let filter = check_filter(body.filter.as_ref()).map_err(|e| self.reject(e))?;
-        if self.hub.subscribers() >= self.max_subscribers {
-            return Err(Status::resource_exhausted(format!(
-                "{} subscribers already; the limit is {}",
-                self.max_subscribers, self.max_subscribers
-            )));
-        }
-        // Register first: everything after `start_after` is queued for us.
-        let mut sub = self
-            .hub
-            .subscribe(filter.clone())
-            .ok_or_else(|| Status::unavailable("trigger-db is shutting down"))?;
-        let start_after = sub.start_after;
-        if let Some(r) = body.resume_after_id
-            && r > start_after
-        {
-            return Err(self.reject(ValidationError::new(
-                "resume_after_id",
-                format!("{r} is beyond the last id {start_after}"),
-            )));
-        }
-        debug!(peer, ?filter, resume = ?body.resume_after_id, snapshot = body.snapshot, start_after, "subscribe");
-        let store = self.store.clone();
-        let shutdown = self.shutdown.clone();
-        let stream = async_stream::try_stream! {
-            use pb::subscribe_response::Item;
-            // 1. Replay what the subscriber missed, up to where live starts:
-            // from the store up to what it has committed, then the
-            // triggers published but not committed when we registered.
-            if let Some(mut after) = body.resume_after_id {
-                let stored_upto = sub.inflight.first().map_or(start_after, |t| t.id - 1);
-                while after < stored_upto {
-                    if shutdown.is_cancelled() { return; }
-                    let page = store.after_id(after, Some(stored_upto), &filter, REPLAY_PAGE).await.map_err(store_status)?;
-                    let Some(last) = page.last() else { break };
-                    after = last.id;
-                    for t in page {
-                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
-                    }
-                }
-                for t in std::mem::take(&mut sub.inflight) {
-                    if t.id > after && filter.matches(&t) {
-                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
-                    }
-                }
-            }
-            // 2. The state as of `start_after`.
-            if body.snapshot {
-                let now = Timestamp::now();
-                for t in sub.links.snapshot_triggers(now) {
-                    if filter.matches(&t) {
-                        yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
-                    }
-                }
-                yield pb::SubscribeResponse { item: Some(Item::SnapshotComplete(pb::SnapshotComplete { last_id: start_after })) };
-            }
-            // 3. Live, until the hub closes or this queue overflowed.
-            while let Some(t) = sub.rx.recv().await {
-                yield pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire())) };
-            }
-            if let Some(first_missed) = sub.first_missed() {
-                info!(peer, first_missed, "subscriber fell behind; gap notice sent");
-                yield pb::SubscribeResponse { item: Some(Item::Gap(pb::GapNotice {
-                    resume_after_id: first_missed - 1,
-                    first_missed_id: first_missed,
-                })) };
-            }
-        };
-        Ok(Response::new(Box::pin(stream)))
+        use futures::StreamExt as _;
+        use prost::Message as _;
+        let frames = self.subscribe_frames(req).await?.into_inner();
+        Ok(Response::new(Box::pin(frames.map(|f| {
+            f.and_then(|bytes| {
+                pb::SubscribeResponse::decode(bytes)
+                    .map_err(|e| Status::internal(format!("re-decoding a frame: {e}")))
+            })
+        }))))
     }
 
     async fn query(
@@ -470,6 +425,8 @@ impl TriggerService for Service {
                 .collect(),
             debounced: w.debounced.load(Ordering::Relaxed),
             suppressed_flaps: w.suppressed_flaps.load(Ordering::Relaxed),
+            write_errors: w.write_errors.load(Ordering::Relaxed),
+            unstored_triggers: w.unstored_triggers.load(Ordering::Relaxed),
         }))
     }
 }
@@ -653,6 +610,46 @@ mod tests {
             bucket_s,
             interfaces: vec![],
         }
+    }
+
+    fn cred(uid: u32, gid: u32, groups: Vec<u32>) -> PeerCred {
+        PeerCred {
+            uid,
+            gid,
+            pid: Some(42),
+            groups,
+        }
+    }
+
+    #[test]
+    fn origin_is_the_peer_whatever_the_client_says() {
+        let w = pb::Trigger {
+            r#type: pb::TriggerType::LinkUp as i32,
+            origin: "uid=0 pid=1".into(),
+            interface: Some(pb::Interface {
+                name: "eth0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t =
+            client_triggers(&[w.clone(), w], &cred(1000, 1000, vec![]), Timestamp::now()).unwrap();
+        assert!(
+            t.iter().all(|t| t.origin == "uid=1000 gid=1000 pid=42"),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn only_root_and_the_writer_group_may_write() {
+        let access = Access {
+            writer_gid: Some(77),
+        };
+        assert!(access.may_write(&cred(0, 0, vec![])));
+        assert!(access.may_write(&cred(1000, 1000, vec![77])));
+        assert!(access.may_write(&cred(1000, 77, vec![])));
+        assert!(!access.may_write(&cred(1000, 1000, vec![78])));
+        assert!(!Access::default().may_write(&cred(1000, 1000, vec![])));
     }
 
     #[test]

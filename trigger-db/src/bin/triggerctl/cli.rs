@@ -409,7 +409,7 @@ const STATS_HELP: &str = "\
 --json prints one object: stored_triggers, first_id, last_id, database_bytes, \
 subscribers, gap_notices, resyncs, ingested_total, retention_deleted, \
 rejected_requests, netlink_parse_errors, debounced, suppressed_flaps, \
-uptime_s, by_source / by_type / bad_input_by_source (objects of name -> \
+write_errors, unstored_triggers, uptime_s, by_source / by_type / bad_input_by_source (objects of name -> \
 count; bad input: netlink attributes or D-Bus values a source could not \
 use), and flaps (a list \
 of {\"interface\",\"in_window\",\"total\",\"window_s\"}: link-downs in the \
@@ -417,7 +417,10 @@ last window and since the daemon started).
 
 debounced: source triggers replaced by a newer one while the [damping] \
 debounce held them; suppressed_flaps: link-downs and link-ups dropped because \
-the link came back to its state within the debounce.";
+the link came back to its state within the debounce. write_errors: store \
+commits that failed (Add callers got the error); unstored_triggers: source \
+triggers those failures lost (a RESYNC with cause store-error follows once \
+the store works again).";
 
 #[derive(Debug, Args)]
 pub(crate) struct AddArgs {

@@ -329,7 +329,7 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
     let by_source = counts(&s.by_source);
     let by_type = counts(&s.by_type);
     let bad_input = counts(&s.bad_input_by_source);
-    let scalars: [(&str, u64); 14] = [
+    let scalars: [(&str, u64); 16] = [
         ("stored_triggers", s.stored_triggers),
         ("first_id", s.first_id),
         ("last_id", s.last_id),
@@ -343,6 +343,8 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
         ("netlink_parse_errors", s.netlink_parse_errors),
         ("debounced", s.debounced),
         ("suppressed_flaps", s.suppressed_flaps),
+        ("write_errors", s.write_errors),
+        ("unstored_triggers", s.unstored_triggers),
         ("uptime_s", s.uptime_s),
     ];
     let flaps: Vec<serde_json::Value> = s
