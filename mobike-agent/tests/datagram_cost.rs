@@ -5,62 +5,16 @@
 //! handles one liveness check of one IKE SA, with 8 and with 256
 //! established IKE SAs (each with a CHILD_SA) beside it: the same.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
-    time::Instant,
-};
+use std::time::Instant;
 
 use mobike_agent::{
     config_file::FileConfig,
     engine::{Command, Endpoint},
 };
 
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static BYTES: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count(n: usize) {
-    let _ = ON.try_with(|on| {
-        if on.get() {
-            let _ = BYTES.try_with(|b| b.set(b.get() + n));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the
-// counting touches only const-initialised thread-locals, which never
-// allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: forwarded with the caller's arguments.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocated;
 
 const A: &str = r#"
 [connections.ab]
@@ -144,12 +98,10 @@ fn cost_with(n: usize) -> usize {
     a.handle_command(now, Command::Dpd(first))
         .expect("liveness check");
     let t = a.poll_transmit().expect("the check");
-    BYTES.with(|c| c.set(0));
-    ON.with(|on| on.set(true));
-    b.handle_datagram(now, t.remote, t.local, &t.payload);
-    let _ = b.poll_timeout();
-    ON.with(|on| on.set(false));
-    let cost = BYTES.with(Cell::get);
+    let ((), cost) = allocated(|| {
+        b.handle_datagram(now, t.remote, t.local, &t.payload);
+        let _ = b.poll_timeout();
+    });
     assert!(b.poll_transmit().is_some(), "B answered");
     cost
 }

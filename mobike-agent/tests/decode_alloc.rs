@@ -7,70 +7,18 @@
 //! Issue 12: one ~540-byte Delete with SPI Size 0 and 65,535 SPIs had made
 //! the agent allocate ~100 MB before any authentication.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
-};
-
 use mobike_agent::proto::Message;
 use proptest::prelude::*;
 
-/// Counts, per thread, the bytes requested while counting is on.
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static BYTES: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count(n: usize) {
-    // try_with: the thread's locals may be gone while it exits.
-    let _ = ON.try_with(|on| {
-        if on.get() {
-            let _ = BYTES.try_with(|b| b.set(b.get() + n));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the
-// counting touches only const-initialised thread-locals, which never
-// allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: forwarded with the caller's arguments.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocated;
 
 /// Bytes allocated while decoding `data` (whether it decodes or not).
 fn decode_cost(data: &[u8]) -> usize {
-    BYTES.with(|b| b.set(0));
-    ON.with(|on| on.set(true));
-    let r = Message::decode(data);
-    ON.with(|on| on.set(false));
+    let (r, bytes) = allocated(|| Message::decode(data));
     drop(r);
-    BYTES.with(Cell::get)
+    bytes
 }
 
 /// The bound: this many bytes per datagram byte, plus a fixed allowance.

@@ -90,6 +90,9 @@ async fn until_stored(d: &Daemon, n: usize) -> Vec<pb::Trigger> {
 fn assert_stored_as(t: &pb::Trigger, r: &HandoverReport) {
     let mut expect = report::trigger(r);
     expect.id = t.id;
+    // The daemon names the writer by its credentials.
+    assert!(t.origin.starts_with("uid=0 "), "{t:?}");
+    expect.origin = t.origin.clone();
     assert_eq!(t, &expect);
     let Some(Detail::Handover(h)) = &t.detail else {
         panic!("{t:?}")

@@ -115,7 +115,8 @@ pub fn trigger(r: &HandoverReport) -> pb::Trigger {
             ..Default::default()
         }),
         reason: None,
-        origin: "mobike-agent".into(),
+        // trigger-db sets it from our credentials (uid, gid, pid).
+        origin: String::new(),
         detail: Some(Detail::Handover(pb::Handover {
             old_link: Some(link_to_wire(&r.old_link)),
             new_link: Some(link_to_wire(&r.new_link)),

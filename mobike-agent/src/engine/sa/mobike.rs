@@ -405,18 +405,14 @@ fn check_families(paths: &[Path]) -> Result<(), CommandError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_pair::{established, kernel_actions};
-    use crate::engine::{Command, KernelAction};
+    use std::time::Instant;
 
-    /// With the old pair lost, the CHILD_SAs are migrated right after the
-    /// update goes out (the peer moves its SAs meanwhile), not before it;
-    /// an action the engine asks for later still follows them.
-    #[test]
-    fn a_lost_pair_migrates_after_the_update_is_sent() {
-        let (now, mut a, _b) = established();
+    use super::super::test_pair::{established, kernel_actions};
+    use crate::engine::{Command, Endpoint, KernelAction};
+
+    /// A's IKE SA updated to a local address of its own (192.0.2.9).
+    fn update_from_a_new_address(a: &mut Endpoint, now: Instant) {
         let info = a.ike_sas()[0].clone();
-        a.handle_command(now, Command::PathLost { sa: info.id })
-            .unwrap();
         a.handle_command(
             now,
             Command::UpdateAddresses {
@@ -427,6 +423,18 @@ mod tests {
             },
         )
         .unwrap();
+    }
+
+    /// With the old pair lost, the CHILD_SAs are migrated right after the
+    /// update goes out (the peer moves its SAs meanwhile), not before it;
+    /// an action the engine asks for later still follows them.
+    #[test]
+    fn a_lost_pair_migrates_after_the_update_is_sent() {
+        let (now, mut a, _b) = established();
+        let info = a.ike_sas()[0].clone();
+        a.handle_command(now, Command::PathLost { sa: info.id })
+            .unwrap();
+        update_from_a_new_address(&mut a, now);
         assert!(a.poll_transmit().is_some(), "the update is queued");
         assert_eq!(
             a.poll_kernel_action_before_send(),
@@ -448,17 +456,7 @@ mod tests {
     #[test]
     fn make_before_break_prepares_before_the_update_is_sent() {
         let (now, mut a, _b) = established();
-        let info = a.ike_sas()[0].clone();
-        a.handle_command(
-            now,
-            Command::UpdateAddresses {
-                sa: info.id,
-                local: "192.0.2.9:4500".parse().unwrap(),
-                remote: info.path.remote,
-                fallback: vec![],
-            },
-        )
-        .unwrap();
+        update_from_a_new_address(&mut a, now);
         assert!(matches!(
             a.poll_kernel_action_before_send(),
             Some(KernelAction::PrepareInbound { .. })
