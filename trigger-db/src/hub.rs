@@ -64,9 +64,6 @@ struct Slot {
 #[derive(Debug, Default)]
 struct Inner {
     last_id: u64,
-    /// The writer is done with every id up to this one: committed (or
-    /// failed and logged). What the store holds for readers.
-    settled_id: u64,
     /// Published triggers the store has not committed yet (the writer's
     /// batch under way, in id order): a subscriber registering now gets
     /// them from here, since its replay from the store cannot see them.
@@ -130,7 +127,6 @@ impl Hub {
         Self {
             inner: Mutex::new(Inner {
                 last_id,
-                settled_id: last_id,
                 ..Default::default()
             }),
             queue: queue.max(1),
@@ -253,7 +249,6 @@ impl Hub {
     pub fn settle(&self, id: u64) {
         let mut inner = self.lock();
         inner.inflight.retain(|t| t.id > id);
-        inner.settled_id = inner.settled_id.max(id);
     }
 
     /// The published trigger `id` if the store has not committed it yet.
@@ -269,7 +264,10 @@ impl Hub {
     /// The last id the writer is done with (see [`Hub::settle`]): a reader
     /// of the store that then subscribes resuming after it misses nothing.
     pub fn settled_id(&self) -> u64 {
-        self.lock().settled_id
+        // Ids are given consecutively: everything before the first one in
+        // flight is settled (all of them when none is).
+        let inner = self.lock();
+        inner.inflight.first().map_or(inner.last_id, |t| t.id - 1)
     }
 
     /// Ends every subscription (their queues close after what they hold) and
