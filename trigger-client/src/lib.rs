@@ -62,7 +62,7 @@ pub fn socket_from_env() -> PathBuf {
 /// Connects to trigger-db on `socket`, eagerly (see [`unix::connect`]),
 /// after [`check_socket_dir`] with the system's temporary directory.
 pub async fn connect(socket: &Path) -> Result<Client, ConnectError> {
-    check_socket_dir(socket, &std::env::temp_dir())?;
+    check_socket_dir("trigger-db", socket, &std::env::temp_dir())?;
     Ok(TriggerServiceClient::new(
         unix::connect("trigger-db", socket).await?,
     ))
@@ -74,7 +74,12 @@ pub async fn connect(socket: &Path) -> Result<Client, ConnectError> {
 /// owned by this user or root that no group or other user may write to;
 /// otherwise another local user could have made it first and serve a
 /// daemon of their own there. Paths outside `tmp` are not checked here.
-pub fn check_socket_dir(socket: &Path, tmp: &Path) -> Result<(), ConnectError> {
+/// `service` names the daemon in the error.
+pub fn check_socket_dir(
+    service: &'static str,
+    socket: &Path,
+    tmp: &Path,
+) -> Result<(), ConnectError> {
     let Some(first) = socket
         .parent()
         .and_then(|d| d.strip_prefix(tmp).ok())
@@ -90,7 +95,7 @@ pub fn check_socket_dir(socket: &Path, tmp: &Path) -> Result<(), ConnectError> {
         // As a connect error (the variants are matched elsewhere), with
         // what is wrong in the cause.
         Some(why) => Err(ConnectError::Connect {
-            service: "trigger-db",
+            service,
             socket: socket.to_owned(),
             source: std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
@@ -149,13 +154,13 @@ mod tests {
         std::fs::create_dir_all(top.join("trigger-db")).unwrap();
         let socket = top.join("trigger-db").join("trigger.sock");
         std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700)).unwrap();
-        check_socket_dir(&socket, tmp.path()).unwrap();
+        check_socket_dir("trigger-db", &socket, tmp.path()).unwrap();
         std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = check_socket_dir(&socket, tmp.path()).unwrap_err();
+        let e = check_socket_dir("trigger-db", &socket, tmp.path()).unwrap_err();
         assert!(cause(&e).contains("others may write"), "{e}");
         // Outside the temporary directory nothing is checked here.
         let other = tempfile::tempdir().unwrap();
-        check_socket_dir(&socket, other.path()).unwrap();
+        check_socket_dir("trigger-db", &socket, other.path()).unwrap();
     }
 
     #[test]
@@ -169,7 +174,7 @@ mod tests {
         let top = tmp.path().join("trigger-db-1000");
         std::fs::create_dir(&top).unwrap();
         std::os::unix::fs::chown(&top, Some(65534), Some(65534)).unwrap();
-        let e = check_socket_dir(&top.join("trigger.sock"), tmp.path()).unwrap_err();
+        let e = check_socket_dir("trigger-db", &top.join("trigger.sock"), tmp.path()).unwrap_err();
         assert!(cause(&e).contains("belongs to uid 65534"), "{e}");
     }
 }

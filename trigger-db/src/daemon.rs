@@ -5,14 +5,15 @@
 //! run the same thing in-process.
 
 use std::{
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use daemon_support::notify::Notifier;
-use tokio::net::UnixListener;
+use daemon_support::{
+    notify::Notifier,
+    socket::{self, SocketError},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use trigger_proto::v1::trigger_service_server::TriggerServiceServer;
@@ -20,9 +21,7 @@ use trigger_proto::v1::trigger_service_server::TriggerServiceServer;
 use crate::{
     config::Config,
     hub::Hub,
-    ingest,
-    paths::{self, PathError},
-    peer,
+    ingest, peer,
     server::{Access, Service, limits::RequestLimits, subscribe},
     source::netlink::{self, NetlinkStats},
     store::{self, StoreError},
@@ -33,17 +32,9 @@ use crate::{
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The socket's or the database's directory, or binding the socket.
     #[error(transparent)]
-    Path(#[from] PathError),
-    #[error("socket {path}: {what}")]
-    Socket {
-        path: String,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("socket {path} is in use by a running trigger-db")]
-    SocketInUse { path: String },
+    Socket(#[from] SocketError),
     #[error("group {name:?} (config {key})")]
     Group {
         name: String,
@@ -90,61 +81,6 @@ pub struct Options {
     pub socket: PathBuf,
     pub database: PathBuf,
     pub config: Config,
-}
-
-fn socket_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
-    let path = path.display().to_string();
-    move |source| DaemonError::Socket { path, what, source }
-}
-
-/// Binds the socket, replacing a stale file left by a daemon that died, but
-/// never one a live daemon is serving on. The socket is bound in a private
-/// directory (0700) beside `path`, given its mode and group there, and only
-/// then renamed to `path`: it is never reachable with the mode the umask
-/// gave it. (Changing the umask instead would change it for every thread,
-/// the store's files included.)
-async fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, DaemonError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    paths::prepare_dir(dir, &std::env::temp_dir())?;
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(DaemonError::SocketInUse {
-                path: path.display().to_string(),
-            });
-        }
-        std::fs::remove_file(path).map_err(socket_err(path, "cannot remove the stale socket"))?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let private = dir.join(format!(".{name}.{}.bind", std::process::id()));
-    // A leftover of an earlier daemon with our pid (it died while binding).
-    let _ = std::fs::remove_dir_all(&private);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&private)
-        .map_err(socket_err(
-            &private,
-            "cannot create the private directory to bind in",
-        ))?;
-    let staged = private.join("socket");
-    let bound = (|| {
-        let listener = UnixListener::bind(&staged).map_err(socket_err(path, "cannot bind"))?;
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
-            .map_err(socket_err(path, "cannot set its mode"))?;
-        if let Some(gid) = group {
-            std::os::unix::fs::chown(&staged, None, Some(gid))
-                .map_err(socket_err(path, "cannot set its group"))?;
-        }
-        std::fs::rename(&staged, path).map_err(socket_err(path, "cannot move it into place"))?;
-        Ok(listener)
-    })();
-    let _ = std::fs::remove_dir_all(&private);
-    bound
 }
 
 fn group(name: &Option<String>, key: &'static str) -> Result<Option<u32>, DaemonError> {
@@ -242,7 +178,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     let socket_gid = group(&cfg.socket_group, "socket_group")?;
 
     if let Some(dir) = opts.database.parent().filter(|d| !d.as_os_str().is_empty()) {
-        paths::prepare_dir(dir, &std::env::temp_dir())?;
+        socket::prepare_dir(dir, &std::env::temp_dir())?;
     }
     let (store, writer_conn) =
         store::open(&opts.database, cfg.store.durability, cfg.store.readers).await?;
@@ -307,7 +243,13 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         warn!("no link table from the rtnetlink source after 10 s; serving anyway");
     }
 
-    let listener = bind(&opts.socket, cfg.socket_mode.unwrap_or(0o666), socket_gid).await?;
+    let listener = socket::bind(
+        "trigger-db",
+        &opts.socket,
+        cfg.socket_mode.unwrap_or(0o666),
+        socket_gid,
+    )
+    .await?;
     info!(socket = %opts.socket.display(), "serving");
     // systemd (Type=notify): ready now that the socket accepts and the
     // sources' first state is in; then a status line (and the watchdog's
@@ -457,31 +399,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
-
     use super::*;
-
-    #[tokio::test]
-    async fn the_socket_appears_with_its_mode_and_group_and_nothing_else_is_left() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("trigger.sock");
-        // SAFETY: getegid has no preconditions.
-        let gid = unsafe { libc::getegid() };
-        let listener = bind(&path, 0o660, Some(gid)).await.unwrap();
-        let m = std::fs::symlink_metadata(&path).unwrap();
-        assert_eq!(m.mode() & 0o7777, 0o660);
-        assert_eq!(m.gid(), gid);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["trigger.sock"]);
-        // It serves under its final name.
-        let (accepted, connected) =
-            tokio::join!(listener.accept(), tokio::net::UnixStream::connect(&path));
-        accepted.unwrap();
-        connected.unwrap();
-    }
 
     #[tokio::test]
     async fn a_writer_that_panics_while_serving_is_reported_dead() {

@@ -25,18 +25,22 @@ impl Client {
     /// Connects to the socket at `path`.
     pub async fn connect(path: &Path) -> Result<Self, ControlError> {
         // In the control socket's words (`ControlError`), as the CLI prints them.
-        let channel = trigger_client::unix::connect("mobike-agent", path)
-            .await
-            .map_err(|e| match e {
-                ConnectError::Connect { socket, source, .. } => ControlError::Connect {
-                    path: socket,
-                    source,
-                },
-                ConnectError::Channel { socket, source, .. } => ControlError::Channel {
-                    path: socket,
-                    source,
-                },
-            })?;
+        let tmp = std::env::temp_dir();
+        let channel = async {
+            trigger_client::check_socket_dir("mobike-agent", path, &tmp)?;
+            trigger_client::unix::connect("mobike-agent", path).await
+        }
+        .await
+        .map_err(|e| match e {
+            ConnectError::Connect { socket, source, .. } => ControlError::Connect {
+                path: socket,
+                source,
+            },
+            ConnectError::Channel { socket, source, .. } => ControlError::Channel {
+                path: socket,
+                source,
+            },
+        })?;
         Ok(Self {
             path: path.to_owned(),
             inner: AgentControlClient::new(channel),

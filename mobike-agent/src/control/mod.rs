@@ -146,20 +146,10 @@ pub struct StatusSnapshot {
 /// What went wrong with the control socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// Binding or preparing the socket failed.
-    #[error("control socket {path}: {what}")]
-    Bind {
-        /// Socket path.
-        path: PathBuf,
-        /// Which step.
-        what: &'static str,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Another agent is serving on the socket.
-    #[error("control socket {0} is in use by a running mobike-agent")]
-    InUse(PathBuf),
+    /// Preparing its directory or binding the socket failed (another
+    /// agent serving on it included).
+    #[error("control socket")]
+    Bind(#[from] daemon_support::socket::SocketError),
     /// The socket cannot be reached.
     #[error("cannot connect to the control socket {path}")]
     Connect {
@@ -192,7 +182,8 @@ pub enum ControlError {
 
 /// The default socket: `/run/mobike-agent/control.sock` as root, else
 /// `$XDG_RUNTIME_DIR/mobike-agent/control.sock` (or `/tmp/mobike-agent-UID/`
-/// when that is unset).
+/// when that is unset: created private and used only if it is ours, see
+/// `daemon_support::socket`).
 pub fn default_socket() -> PathBuf {
     // The owner of /proc/self is the effective uid (no unsafe getuid call).
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();

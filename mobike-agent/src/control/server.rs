@@ -4,12 +4,9 @@
 //! [`StatusSnapshot`] into a `StatusResponse`, a [`Refused`] command into a
 //! gRPC status. It holds no agent state and never touches the engine.
 
-use std::{
-    fmt::Write as _, net::IpAddr, os::unix::fs::PermissionsExt as _, path::Path, time::Instant,
-};
+use std::{fmt::Write as _, net::IpAddr, path::Path, time::Instant};
 
 use tokio::{
-    net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
@@ -28,29 +25,15 @@ use crate::{
     proto::TrafficSelector,
 };
 
-/// Binds `path` (creating its directory; replacing a stale socket file but
-/// never one a live agent serves on, mode 0600) and serves `AgentControl`
-/// on it, forwarding each call to `requests`.
+/// Binds `path` (creating its directory, private if it is in the shared
+/// temporary directory; replacing a stale socket file but never one a live
+/// agent serves on; mode 0600 from the start) and serves `AgentControl` on
+/// it, forwarding each call to `requests`.
 pub async fn serve(
     path: &Path,
     requests: mpsc::Sender<ControlRequest>,
 ) -> Result<JoinHandle<()>, ControlError> {
-    let err = |what| {
-        let path = path.to_owned();
-        move |source| ControlError::Bind { path, what, source }
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err("cannot create its directory"))?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(ControlError::InUse(path.to_owned()));
-        }
-        std::fs::remove_file(path).map_err(err("cannot remove the stale socket"))?;
-    }
-    let listener = UnixListener::bind(path).map_err(err("cannot bind"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(err("cannot set its mode"))?;
+    let listener = daemon_support::socket::bind("mobike-agent", path, 0o600, None).await?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let svc = AgentControlServer::new(Service { requests });
     Ok(tokio::spawn(async move {
@@ -406,6 +389,31 @@ mod tests {
             rekey_at: None,
             mode: crate::engine::Mode::Tunnel,
         }
+    }
+
+    #[tokio::test]
+    async fn a_socket_dir_in_the_temporary_directory_that_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // As the fallback /tmp/mobike-agent-UID would be if another user
+        // made it first, open to all.
+        let top = tempfile::Builder::new()
+            .prefix("mobike-agent-test-")
+            .tempdir_in(std::env::temp_dir())
+            .unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let e = serve(&top.path().join("control.sock"), tx.clone())
+            .await
+            .unwrap_err();
+        let chain = errchain::chain(&e).to_string();
+        assert!(chain.contains("others may write"), "{chain}");
+        // Ours and private: served, mode 0600.
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = top.path().join("control.sock");
+        let task = serve(&path, tx).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        task.abort();
     }
 
     #[test]
