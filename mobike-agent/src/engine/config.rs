@@ -266,9 +266,8 @@ pub struct EndpointConfig {
     /// another's share once cookies are demanded.
     pub half_open_per_source: usize,
     /// Drop a responder's half-open SA after this long without IKE_AUTH,
-    /// counted from our answer. A replayed answer to a retransmitted
-    /// IKE_SA_INIT keeps it at most twice as long in all (see
-    /// `replay_init_response`).
+    /// counted from our first answer; a replayed answer to a retransmitted
+    /// IKE_SA_INIT does not extend it (see `replay_init_response`).
     pub half_open_timeout: Duration,
     /// How often the cookie secret changes (§2.6); a cookie of the secret
     /// before is accepted until the next change.

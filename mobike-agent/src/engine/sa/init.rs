@@ -443,7 +443,6 @@ impl IkeSa {
         sa.state = State::InitReplied;
         sa.init.half_open_peer = Some((path.remote, h.spi_i));
         sa.life.expires = Some(ctx.now + ctx.config.half_open_timeout);
-        sa.init.answered_at = Some(ctx.now);
         debug!(sa = sa.id, remote = %path.remote, ?suite, "IKE_SA_INIT answered");
         Some(sa)
     }
@@ -457,19 +456,12 @@ impl IkeSa {
                 ctx.send(self.path, ctx.config.nat_t_port, r);
                 // RFC 7296 §2.1: a retransmission "belonging to an existing
                 // 'half-open' IKE SA (in which case the responder
-                // retransmits the same response)". That replay is what the
-                // initiator goes on from, so the half-open timeout runs from
-                // it, not from the first (lost) answer: otherwise the SA can
-                // expire between the replay and the IKE_AUTH it invites, and
-                // the initiator retransmits IKE_AUTH into nothing until it
-                // gives up. But a peer (or anyone who saw its request) that
-                // resends the same bytes for ever must not keep the SA for
-                // ever: a replay extends it up to twice the half-open
-                // timeout from our first answer, no further.
-                let timeout = ctx.config.half_open_timeout;
-                let cap = self.init.answered_at.map(|t| t + timeout * 2);
-                let extended = ctx.now + timeout;
-                self.life.expires = Some(cap.map_or(extended, |c| extended.min(c)));
+                // retransmits the same response)". The half-open timeout
+                // still runs from our first answer: anyone who saw the
+                // request could resend the same bytes for ever, and the SA
+                // must not live for ever. An initiator whose first
+                // answers were lost still has the rest of the 30 s
+                // default after the replay to send IKE_AUTH.
             }
         } else {
             ctx.stats.unexpected += 1;

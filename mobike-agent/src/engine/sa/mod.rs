@@ -224,8 +224,6 @@ struct InitState {
     /// Initiator: an error notify that came in an IKE_SA_INIT answer,
     /// kept until the retransmissions run out (§2.21.1).
     peer_error: Option<NotifyType>,
-    /// Responder: when we first answered the IKE_SA_INIT.
-    answered_at: Option<Instant>,
 }
 
 /// NAT detection (§2.23) and keepalives (RFC 3948 §2.3).
