@@ -1,9 +1,10 @@
 //! End-to-end test of `triggerctl timeline` against the real daemon
 //! (rtnetlink source off, socket and database in a temporary directory):
 //! the fixed history `tests/data/timeline.jsonl` goes in with `triggerctl
-//! add --from`, more than one Query page of it comes back, and the SVG and
-//! HTML files written parse as XML with the expected lanes, the state from
-//! before the window, and the handovers.
+//! add --from`, and the SVG and HTML files written parse as XML with the
+//! expected lanes, the state from before the window, and the handovers;
+//! then a flapping link's 1,100 triggers (more than one Query page) all
+//! count.
 
 use std::{
     path::Path,
@@ -114,6 +115,30 @@ fn timeline_of_a_stored_history() {
     assert_eq!(doc.root_element().tag_name().name(), "html");
     assert_eq!(lanes(&doc), ["wwan0", "wlan0"]);
     assert_eq!(count_class(&doc, "handover"), 3);
+
+    // 550 flaps: more than one Query page, all of them read.
+    let mut flaps = String::new();
+    for i in 0..550 {
+        for (k, kind) in [(0, "link-down"), (1, "link-up")] {
+            let secs = 1200 + i;
+            flaps.push_str(&format!(
+                "{{\"observed_at\":\"2026-11-27T09:{:02}:{:02}.{}Z\",\"type\":\"{kind}\",\"interface\":{{\"name\":\"flappy0\"}}}}\n",
+                secs / 60,
+                secs % 60,
+                k * 5
+            ));
+        }
+    }
+    let flaps_path = dir.path().join("flaps.jsonl");
+    std::fs::write(&flaps_path, flaps).unwrap();
+    ok(ctl(&d, &["add", "--from", flaps_path.to_str().unwrap()]));
+    let mut args = vec!["timeline", "-o", "-", "-i", "flappy0"];
+    args.extend(window);
+    let out = ok(ctl(&d, &args));
+    let doc = roxmltree::Document::parse(&out).unwrap();
+    assert_eq!(lanes(&doc), ["flappy0"]);
+    assert!(out.contains("550 downs"));
+    assert!(out.contains("550 link-down(s)"));
 
     // To stdout; an unknown extension without --format is refused.
     let mut args = vec!["timeline", "-o", "-"];

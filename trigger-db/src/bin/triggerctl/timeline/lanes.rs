@@ -211,7 +211,10 @@ pub fn build(h: &History) -> Lanes {
             }
             continue;
         }
-        let Some(lane) = name_of(t).and_then(|n| index.get(n)).map(|&i| &mut lanes[i]) else {
+        let Some(lane) = name_of(t)
+            .and_then(|n| index.get(n))
+            .map(|&i| &mut lanes[i])
+        else {
             continue;
         };
         if let Some(state) = state_of(t.kind) {
@@ -268,7 +271,9 @@ pub fn build(h: &History) -> Lanes {
                 let Some(a) = &t.address else { continue };
                 let (kind, sign, verb) = match t.kind {
                     TriggerType::IfAddrAdded => (EventKind::AddressAdded, "+", "added"),
-                    TriggerType::IfAddrRemoved => (EventKind::AddressRemoved, "\u{2212}", "removed"),
+                    TriggerType::IfAddrRemoved => {
+                        (EventKind::AddressRemoved, "\u{2212}", "removed")
+                    }
                     _ => (EventKind::AddressChanged, "~", "changed"),
                 };
                 let flags = if a.flags.is_empty() {
@@ -363,7 +368,11 @@ fn crossings(t: &Trigger) -> Vec<Crossing> {
             };
             Some(Crossing {
                 kind,
-                label: format!("{} {}{th}", short_param(p.kind), if below { "<" } else { ">" }),
+                label: format!(
+                    "{} {}{th}",
+                    short_param(p.kind),
+                    if below { "<" } else { ">" }
+                ),
                 text: format!(
                     "{} {}{unit} crossed {rel} threshold {th}{unit}",
                     p.kind, p.value
@@ -394,7 +403,11 @@ fn handover(t: &Trigger, ho: &trigger_db::model::Handover, at: i64) -> Handover 
     if let Some(us) = ho.duration_us {
         text.push_str(&format!(
             ", took {}",
-            duration_text(i64::try_from(us).unwrap_or(i64::MAX / 1000).saturating_mul(1000))
+            duration_text(
+                i64::try_from(us)
+                    .unwrap_or(i64::MAX / 1000)
+                    .saturating_mul(1000)
+            )
         ));
     }
     if !ho.move_reason.is_empty() {

@@ -276,7 +276,10 @@ pub async fn timeline(c: &mut Client, out: &Out, a: TimelineArgs) -> anyhow::Res
     let format = format_for(&a.output, a.format)?;
     let until = a.until.unwrap_or_else(Timestamp::now);
     if until <= a.since {
-        anyhow::bail!("timeline: --since ({}) must be before --until ({until})", a.since);
+        anyhow::bail!(
+            "timeline: --since ({}) must be before --until ({until})",
+            a.since
+        );
     }
     let history = fetch(c, out, a.since, until, &a.interfaces).await?;
     let options = render::Options {

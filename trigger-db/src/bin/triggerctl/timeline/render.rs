@@ -148,7 +148,11 @@ pub fn render(h: &History, o: &Options) -> Result<String, RenderError> {
         built.lanes.len() as f64 * LANE_H
     };
     let lanes_bottom = LANES_TOP + lanes_h;
-    let ticks = ticks(since, until, ((sc.right - sc.left) / 110.0).max(2.0) as usize);
+    let ticks = ticks(
+        since,
+        until,
+        ((sc.right - sc.left) / 110.0).max(2.0) as usize,
+    );
 
     let mut body = String::new();
     header(&mut body, h, o, &built);
@@ -291,7 +295,7 @@ fn grid(s: &mut String, ticks: &[Tick], sc: &Scale, top: f64, bottom: f64) {
 }
 
 fn lane_background(s: &mut String, lane: &Lane, i: usize, y0: f64, width: f64) {
-    let fill = if i % 2 == 0 { "#f6f7f9" } else { "#ffffff" };
+    let fill = if i.is_multiple_of(2) { "#f6f7f9" } else { "#ffffff" };
     let _ = writeln!(
         s,
         r#"<rect class="lane-bg" x="0" y="{y0:.2}" width="{width:.0}" height="{LANE_H}" fill="{fill}"/>"#
@@ -423,11 +427,15 @@ fn periods(s: &mut String, lane: &Lane, y0: f64, sc: &Scale) {
                 let (a, b) = (ps[0].start, ps[ps.len() - 1].end);
                 let downs = ps
                     .iter()
-                    .filter(|p| p.state == State::Down && p.cause.as_ref().is_some_and(|c| !c.before_window))
+                    .filter(|p| {
+                        p.state == State::Down && p.cause.as_ref().is_some_and(|c| !c.before_window)
+                    })
                     .count();
                 let ups = ps
                     .iter()
-                    .filter(|p| p.state == State::Up && p.cause.as_ref().is_some_and(|c| !c.before_window))
+                    .filter(|p| {
+                        p.state == State::Up && p.cause.as_ref().is_some_and(|c| !c.before_window)
+                    })
                     .count();
                 let x = sc.x(a);
                 let w = (sc.x(b) - x).max(2.0);
@@ -463,15 +471,7 @@ fn draw_period(s: &mut String, lane: &Lane, p: &Period, y0: f64, sc: &Scale, min
         State::Down => ("down", DOWN),
         State::Unknown => ("unknown", "url(#unknown)"),
     };
-    period_rect(
-        s,
-        class,
-        fill,
-        x,
-        w,
-        y0,
-        &period_tooltip(lane, p, sc.until),
-    );
+    period_rect(s, class, fill, x, w, y0, &period_tooltip(lane, p, sc.until));
 }
 
 /// A marker's shape centred on `(x, y)`.
@@ -554,7 +554,11 @@ fn markers(s: &mut String, events: &[Event], y0: f64, sc: &Scale, taken: &mut Ve
         i = j;
     }
     // Labels keep clear of the markers.
-    taken.extend(clusters.iter().map(|(x, _)| (x - 5.0, y - 5.0, x + 5.0, y + 5.0)));
+    taken.extend(
+        clusters
+            .iter()
+            .map(|(x, _)| (x - 5.0, y - 5.0, x + 5.0, y + 5.0)),
+    );
     for (x, cluster) in clusters {
         let first = &cluster[0];
         let mut tip: Vec<&str> = cluster
@@ -632,7 +636,10 @@ fn handovers(s: &mut String, built: &lanes::Lanes, sc: &Scale) -> Vec<Box> {
             let x = sc.x(ho.at);
             let ys = [lane_y(&ho.from), lane_y(&ho.to)];
             let lo = ys.iter().flatten().fold(f64::INFINITY, |a, &b| a.min(b));
-            let hi = ys.iter().flatten().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let hi = ys
+                .iter()
+                .flatten()
+                .fold(f64::NEG_INFINITY, |a, &b| a.max(b));
             (x - 5.0, lo + 2.0, x + 5.0, hi + LANE_H - 4.0)
         })
         .collect();
@@ -648,7 +655,13 @@ fn handovers(s: &mut String, built: &lanes::Lanes, sc: &Scale) -> Vec<Box> {
         };
         let mut label = ho
             .duration_us
-            .map(|us| duration_text(i64::try_from(us).unwrap_or(i64::MAX / 1000).saturating_mul(1000)))
+            .map(|us| {
+                duration_text(
+                    i64::try_from(us)
+                        .unwrap_or(i64::MAX / 1000)
+                        .saturating_mul(1000),
+                )
+            })
             .unwrap_or_default();
         if let Some(stub) = stub {
             label = if label.is_empty() {
@@ -692,9 +705,7 @@ fn handovers(s: &mut String, built: &lanes::Lanes, sc: &Scale) -> Vec<Box> {
 
 /// The legend from `y`; returns the y below it.
 fn legend(s: &mut String, y: f64, width: f64) -> f64 {
-    let bar = |fill: &str| {
-        format!(r#"<rect x="0" y="-6" width="22" height="12" fill="{fill}"/>"#)
-    };
+    let bar = |fill: &str| format!(r#"<rect x="0" y="-6" width="22" height="12" fill="{fill}"/>"#);
     let items: Vec<(String, &str)> = vec![
         (bar(UP), "link up"),
         (bar(DOWN), "link down"),
@@ -707,8 +718,14 @@ fn legend(s: &mut String, y: f64, width: f64) -> f64 {
             "link going down: predicted interval",
         ),
         (shape(EventKind::AddressAdded, 11.0, 0.0), "address added"),
-        (shape(EventKind::AddressRemoved, 11.0, 0.0), "address removed"),
-        (shape(EventKind::AddressChanged, 11.0, 0.0), "address changed"),
+        (
+            shape(EventKind::AddressRemoved, 11.0, 0.0),
+            "address removed",
+        ),
+        (
+            shape(EventKind::AddressChanged, 11.0, 0.0),
+            "address changed",
+        ),
         (
             shape(EventKind::ThresholdBelow, 11.0, 0.0),
             "threshold crossed (\u{25bc} below, \u{25b2} above)",

@@ -56,7 +56,7 @@ fn fixed(interfaces: &[&str]) -> History {
 fn options() -> Options {
     Options {
         width: 1200,
-        title: "Link timeline (test history)".into(),
+        title: "Link timeline".into(),
         notes: vec![
             "Times are UTC. Hover over a shape for its trigger's details.".into(),
             "Suppressed flaps are not stored, so not drawn: trigger-db's debounce dropped 0 link-down/link-up pairs since it started (1h 00m).".into(),
@@ -366,10 +366,7 @@ fn thousands_of_flaps_stay_small() {
     }
     let svg = render(&h, &options()).unwrap();
     let doc = Document::parse(&svg).unwrap();
-    let n = doc
-        .descendants()
-        .filter(|n| has_class(n, "period"))
-        .count();
+    let n = doc.descendants().filter(|n| has_class(n, "period")).count();
     assert!(n <= 3, "{n} period shapes");
     assert!(svg.len() < 50_000, "{} bytes", svg.len());
 }
@@ -384,7 +381,9 @@ fn format_from_flag_or_extension() {
         format_for(Path::new("a.png"), Some(Format::Html)).unwrap(),
         Format::Html
     );
-    let e = format_for(Path::new("a.png"), None).unwrap_err().to_string();
+    let e = format_for(Path::new("a.png"), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--format"), "{e}");
 }
 

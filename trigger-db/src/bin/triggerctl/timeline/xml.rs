@@ -17,8 +17,7 @@ fn allowed(c: char) -> bool {
 /// `s` escaped for text and attribute values: `& < > " '` as entities,
 /// characters XML does not allow as U+FFFD.
 pub fn esc(s: &str) -> Cow<'_, str> {
-    if s
-        .chars()
+    if s.chars()
         .all(|c| allowed(c) && !matches!(c, '&' | '<' | '>' | '"' | '\''))
     {
         return Cow::Borrowed(s);
