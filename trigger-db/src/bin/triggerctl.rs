@@ -81,6 +81,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             verbs::flush_check(filter.is_empty(), *before, *yes)?;
             None
         }
+        Command::Timeline(a) => {
+            timeline::check(a)?;
+            None
+        }
         _ => None,
     };
     let socket = cli.socket.unwrap_or_else(trigger_client::socket_from_env);

@@ -263,7 +263,7 @@ async fn notes(c: &mut Client) -> Vec<String> {
     if let Ok(s) = c.stats(pb::StatsRequest {}).await {
         let s = s.into_inner();
         n.push(format!(
-            "Suppressed flaps are not stored, so not drawn: trigger-db's debounce dropped {} link-down/link-up pair{} since it started ({}).",
+            "Suppressed flaps are not stored, so not drawn: trigger-db's debounce has dropped {} link-up/link-down trigger{} of flaps since it started ({} ago).",
             s.suppressed_flaps,
             if s.suppressed_flaps == 1 { "" } else { "s" },
             axis::duration_text(i64::try_from(s.uptime_s).unwrap_or(0).saturating_mul(1_000_000_000)),
@@ -272,7 +272,8 @@ async fn notes(c: &mut Client) -> Vec<String> {
     n
 }
 
-pub async fn timeline(c: &mut Client, out: &Out, a: TimelineArgs) -> anyhow::Result<()> {
+/// What can be checked before connecting: the format and the window.
+pub fn check(a: &TimelineArgs) -> anyhow::Result<(Format, Timestamp)> {
     let format = format_for(&a.output, a.format)?;
     let until = a.until.unwrap_or_else(Timestamp::now);
     if until <= a.since {
@@ -281,6 +282,11 @@ pub async fn timeline(c: &mut Client, out: &Out, a: TimelineArgs) -> anyhow::Res
             a.since
         );
     }
+    Ok((format, until))
+}
+
+pub async fn timeline(c: &mut Client, out: &Out, a: TimelineArgs) -> anyhow::Result<()> {
+    let (format, until) = check(&a)?;
     let history = fetch(c, out, a.since, until, &a.interfaces).await?;
     let options = render::Options {
         width: a.width,

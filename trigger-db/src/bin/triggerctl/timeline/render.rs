@@ -295,7 +295,11 @@ fn grid(s: &mut String, ticks: &[Tick], sc: &Scale, top: f64, bottom: f64) {
 }
 
 fn lane_background(s: &mut String, lane: &Lane, i: usize, y0: f64, width: f64) {
-    let fill = if i.is_multiple_of(2) { "#f6f7f9" } else { "#ffffff" };
+    let fill = if i.is_multiple_of(2) {
+        "#f6f7f9"
+    } else {
+        "#ffffff"
+    };
     let _ = writeln!(
         s,
         r#"<rect class="lane-bg" x="0" y="{y0:.2}" width="{width:.0}" height="{LANE_H}" fill="{fill}"/>"#

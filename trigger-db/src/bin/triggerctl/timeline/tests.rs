@@ -59,7 +59,7 @@ fn options() -> Options {
         title: "Link timeline".into(),
         notes: vec![
             "Times are UTC. Hover over a shape for its trigger's details.".into(),
-            "Suppressed flaps are not stored, so not drawn: trigger-db's debounce dropped 0 link-down/link-up pairs since it started (1h 00m).".into(),
+            "Suppressed flaps are not stored, so not drawn: trigger-db's debounce has dropped 0 link-up/link-down triggers of flaps since it started (1h 00m ago).".into(),
         ],
     }
 }
