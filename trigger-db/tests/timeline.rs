@@ -78,7 +78,8 @@ fn timeline_of_a_stored_history() {
     let doc = roxmltree::Document::parse(&svg).unwrap();
     assert_eq!(lanes(&doc), ["eth0", ODD, "wlan0", "wwan0"]);
     assert_eq!(count_class(&doc, "handover"), 3);
-    assert_eq!(count_class(&doc, "going-down"), 2);
+    // wlan0's two, and wwan0's from 10 s before the window.
+    assert_eq!(count_class(&doc, "going-down"), 3);
     assert_eq!(count_class(&doc, "flapping"), 1);
     // eth0's down state comes from its link-down before the window.
     let eth0 = doc

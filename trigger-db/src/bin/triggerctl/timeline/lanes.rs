@@ -9,8 +9,10 @@
 //!
 //! A link's state at the start of the window is the state its last link-up
 //! or link-down before the window said; without one it is unknown until the
-//! first link-up or link-down in the window. Triggers without an interface
-//! name, and parameter reports that crossed no threshold, are not shown.
+//! first link-up or link-down in the window. A Link_Going_Down from before
+//! the window whose interval reaches into it is shown (cut at the start).
+//! Triggers without an interface name, and parameter reports that crossed
+//! no threshold, are not shown.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +29,9 @@ pub struct History {
     pub since: Timestamp,
     /// End of the window (exclusive).
     pub until: Timestamp,
-    /// The triggers observed in the window, in any order.
+    /// The triggers observed in the window, in any order, and
+    /// Link_Going_Downs from before it (drawn if their interval reaches
+    /// into the window).
     pub triggers: Vec<Trigger>,
     /// Per interface name: its last link-up or link-down before `since`.
     pub before: BTreeMap<String, Trigger>,
@@ -150,7 +154,7 @@ pub fn build(h: &History) -> Lanes {
     let mut triggers: Vec<&Trigger> = h
         .triggers
         .iter()
-        .filter(|t| (since..until).contains(&t.observed_at.nanos()))
+        .filter(|t| (since..until).contains(&t.observed_at.nanos()) || reaches_into(t, since))
         .collect();
     triggers.sort_by_key(|t| (t.observed_at, t.id));
 
@@ -316,6 +320,17 @@ pub fn build(h: &History) -> Lanes {
         }
     }
     Lanes { lanes, handovers }
+}
+
+/// A Link_Going_Down from before `since` whose interval reaches past it.
+fn reaches_into(t: &Trigger, since: i64) -> bool {
+    let at = t.observed_at.nanos();
+    match (t.kind, &t.detail) {
+        (TriggerType::LinkGoingDown, Some(Detail::GoingDown { time_interval_ms })) => {
+            at < since && at.saturating_add(i64::from(*time_interval_ms) * 1_000_000) > since
+        }
+        _ => false,
+    }
 }
 
 fn new_lane(name: &str, before: Option<&Trigger>, since: i64, until: i64) -> Lane {

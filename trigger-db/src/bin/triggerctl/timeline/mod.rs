@@ -7,8 +7,8 @@
 //! Suppressed flaps are not in the store (trigger-db's debounce only counts
 //! them, in Stats, since the daemon started), so they cannot be placed on
 //! the time axis: the picture states the count under the legend instead.
-//! A Link_Going_Down observed before the window is not drawn even if its
-//! interval reaches into it.
+//! A Link_Going_Down observed up to [`GOING_DOWN_LOOKBACK_NS`] (10 minutes) before the
+//! window is drawn where its interval reaches into it; an older one is not.
 
 pub mod axis;
 pub mod lanes;
@@ -36,6 +36,9 @@ use crate::{
 /// narrower window (memory stays bounded).
 pub const MAX_TRIGGERS: usize = 200_000;
 const PAGE: u32 = 1000;
+/// How far before the window to look for Link_Going_Downs reaching into
+/// it: 10 minutes.
+pub const GOING_DOWN_LOOKBACK_NS: i64 = 600 * 1_000_000_000;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -209,6 +212,14 @@ pub async fn fetch(
         sources: vec![],
     };
     query_all(c, out, since, until, filter, &mut triggers).await?;
+    // Predictions made shortly before the window may reach into it.
+    let filter = Filter {
+        interfaces: interfaces.to_vec(),
+        types: vec![TriggerType::LinkGoingDown],
+        sources: vec![],
+    };
+    let lookback = Timestamp(since.nanos().saturating_sub(GOING_DOWN_LOOKBACK_NS));
+    query_all(c, out, lookback, since, filter, &mut triggers).await?;
     if !interfaces.is_empty() {
         // A handover is stored on its new link: ask for all of them, so
         // that one leaving a shown link is drawn too.

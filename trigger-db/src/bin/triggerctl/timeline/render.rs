@@ -128,14 +128,19 @@ pub fn render(h: &History, o: &Options) -> Result<String, RenderError> {
     }
     let built = lanes::build(h);
     let width = f64::from(o.width);
-    let longest = built
+    // The label column fits the longest (cut) name and summary line.
+    let left = built
         .lanes
         .iter()
-        .map(|l| cut(&l.name, MAX_LABEL_CHARS).chars().count())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let left = (longest as f64 * 13.0 * CHAR_EM + 28.0).clamp(96.0, 240.0);
+        .flat_map(|l| {
+            let name = text_w(&cut(&l.name, MAX_LABEL_CHARS), 13.0);
+            summary_lines(l)
+                .into_iter()
+                .map(|line| text_w(&line, 10.0))
+                .chain([name])
+        })
+        .fold(0.0, f64::max);
+    let left = (left + 28.0).clamp(96.0, 260.0);
     let sc = Scale {
         since,
         until,
@@ -304,6 +309,32 @@ fn lane_background(s: &mut String, lane: &Lane, i: usize, y0: f64, width: f64) {
         s,
         r#"<rect class="lane-bg" x="0" y="{y0:.2}" width="{width:.0}" height="{LANE_H}" fill="{fill}"/>"#
     );
+    let (addrs, crossings) = event_counts(lane);
+    let mut summary = String::new();
+    for (k, line) in summary_lines(lane).iter().enumerate() {
+        let _ = write!(
+            summary,
+            r#"<text x="12" y="{:.2}" font-size="10" fill="{MUTED}">{}</text>"#,
+            y0 + 47.0 + 12.0 * k as f64,
+            esc(line)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<g class="lane-label"><title>{name}: {summary_long}</title><text class="lane-name" x="12" y="{:.2}" font-size="13" font-weight="bold" fill="{INK}">{short}</text>{summary}</g>"#,
+        y0 + 30.0,
+        name = esc(&lane.name),
+        short = esc(&cut(&lane.name, MAX_LABEL_CHARS)),
+        summary_long = esc(&format!(
+            "{} link-down(s), {} link-going-down, {addrs} address change(s), {crossings} threshold crossing(s) in the window",
+            lane.link_downs,
+            lane.going_down.len()
+        )),
+    );
+}
+
+/// Address changes and threshold crossings of a lane.
+fn event_counts(lane: &Lane) -> (usize, usize) {
     let addrs = lane
         .events
         .iter()
@@ -314,7 +345,12 @@ fn lane_background(s: &mut String, lane: &Lane, i: usize, y0: f64, width: f64) {
             )
         })
         .count();
-    let crossings = lane.events.len() - addrs;
+    (addrs, lane.events.len() - addrs)
+}
+
+/// The counts under a lane's name, two to a line.
+fn summary_lines(lane: &Lane) -> Vec<String> {
+    let (addrs, crossings) = event_counts(lane);
     let mut parts = vec![format!(
         "{} down{}",
         lane.link_downs,
@@ -329,21 +365,7 @@ fn lane_background(s: &mut String, lane: &Lane, i: usize, y0: f64, width: f64) {
     if crossings > 0 {
         parts.push(format!("{crossings} thr"));
     }
-    let summary = parts.join(" \u{b7} ");
-    let _ = writeln!(
-        s,
-        r#"<g class="lane-label"><title>{name}: {summary_long}</title><text class="lane-name" x="12" y="{:.2}" font-size="13" font-weight="bold" fill="{INK}">{short}</text><text x="12" y="{:.2}" font-size="10" fill="{MUTED}">{summary}</text></g>"#,
-        y0 + 32.0,
-        y0 + 47.0,
-        name = esc(&lane.name),
-        short = esc(&cut(&lane.name, MAX_LABEL_CHARS)),
-        summary = esc(&summary),
-        summary_long = esc(&format!(
-            "{} link-down(s), {} link-going-down, {addrs} address change(s), {crossings} threshold crossing(s) in the window",
-            lane.link_downs,
-            lane.going_down.len()
-        )),
-    );
+    parts.chunks(2).map(|c| c.join(" \u{b7} ")).collect()
 }
 
 fn state_word(s: State) -> &'static str {

@@ -26,7 +26,8 @@ fn at(secs: f64) -> i64 {
 }
 
 /// The fixed history as the timeline verb would fetch it: ids in line
-/// order, the window's triggers and each interface's last state before it.
+/// order, the window's triggers (and a prediction from before it), and
+/// each interface's last state before it.
 fn fixed(interfaces: &[&str]) -> History {
     let mut window = Vec::new();
     let mut before = BTreeMap::new();
@@ -36,10 +37,10 @@ fn fixed(interfaces: &[&str]) -> History {
     for (i, l) in lines.enumerate() {
         let mut t: Trigger = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
         t.id = i as u64 + 1;
-        if t.observed_at.nanos() < SINCE {
-            if matches!(t.kind, TriggerType::LinkUp | TriggerType::LinkDown) {
-                before.insert(t.interface_name().unwrap().to_owned(), t);
-            }
+        if t.observed_at.nanos() < SINCE
+            && matches!(t.kind, TriggerType::LinkUp | TriggerType::LinkDown)
+        {
+            before.insert(t.interface_name().unwrap().to_owned(), t);
         } else {
             window.push(t);
         }
@@ -224,6 +225,39 @@ fn link_going_down_spans_its_interval() {
     let tip = lgd[0].first_element_child().unwrap().text().unwrap();
     assert!(tip.contains("within 20 s"), "{tip}");
     assert!(tip.contains("link-parameter-degrading"), "{tip}");
+}
+
+#[test]
+fn a_prediction_from_before_the_window_is_cut_at_its_start() {
+    let mut h = fixed(&["wwan0"]);
+    for (ago, id) in [(5.0, 9001), (30.0, 9002)] {
+        let mut t: Trigger = serde_json::from_str(
+            r#"{"observed_at":"2026-11-27T09:00:00Z","source":"client","type":"link-going-down",
+                "interface":{"name":"wwan0"},"detail":{"going-down":{"time_interval_ms":20000}}}"#,
+        )
+        .unwrap();
+        t.id = id;
+        t.observed_at = Timestamp(at(-ago));
+        h.triggers.push(t);
+    }
+    let svg = render(&h, &options()).unwrap();
+    let doc = Document::parse(&svg).unwrap();
+    let s = Svg::new(&doc);
+    let lgd: Vec<Node> = s
+        .lane("wwan0")
+        .children()
+        .filter(|n| has_class(n, "going-down"))
+        .collect();
+    // The history's own (08:59:50, 30 s) and the one from 5 s before;
+    // the one from 30 s before ended at 08:59:50.
+    assert_eq!(lgd.len(), 2);
+    let mine = lgd
+        .iter()
+        .find(|n| n.attribute("data-at-ns") == Some(&at(-5.0).to_string()))
+        .unwrap();
+    let rect = mine.children().find(|n| n.has_tag_name("rect")).unwrap();
+    assert!(close(num(&rect, "x"), s.left));
+    assert!(close(num(&rect, "width"), s.x(at(15.0)) - s.left));
 }
 
 #[test]
