@@ -133,7 +133,8 @@ pub fn render(h: &History, o: &Options) -> Result<String, RenderError> {
         .lanes
         .iter()
         .flat_map(|l| {
-            let name = text_w(&cut(&l.name, MAX_LABEL_CHARS), 13.0);
+            // Bold: wider than the estimate for plain text.
+            let name = text_w(&cut(&l.name, MAX_LABEL_CHARS), 13.0) * 1.12;
             summary_lines(l)
                 .into_iter()
                 .map(|line| text_w(&line, 10.0))
@@ -218,7 +219,7 @@ const DEFS: &str = r##"<defs>
 <pattern id="lgd" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#fde7c2"/><rect width="2" height="6" fill="#e69a1c"/></pattern>
 <pattern id="flap" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="3" height="6" fill="#d9534f"/><rect x="3" width="3" height="6" fill="#3a9d5d"/></pattern>
 <pattern id="unknown" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#e4e4e4"/><rect width="2" height="6" fill="#cfcfcf"/></pattern>
-<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#222222"/></marker>
+<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#222222"/></marker>
 </defs>
 "##;
 
@@ -698,7 +699,7 @@ fn handovers(s: &mut String, built: &lanes::Lanes, sc: &Scale) -> Vec<Box> {
         }
         let _ = write!(
             s,
-            r#"<g class="handover" data-from="{}" data-to="{}" data-at-ns="{}"><title>{}</title><circle cx="{x:.2}" cy="{y1:.2}" r="3" fill="{INK}"/><line x1="{x:.2}" y1="{y1:.2}" x2="{x:.2}" y2="{y2:.2}" stroke="{INK}" stroke-width="1.8" marker-end="url(#arrow)"/>"#,
+            r#"<g class="handover" data-from="{}" data-to="{}" data-at-ns="{}"><title>{}</title><circle cx="{x:.2}" cy="{y1:.2}" r="3" fill="{INK}"/><line x1="{x:.2}" y1="{y1:.2}" x2="{x:.2}" y2="{y2:.2}" stroke="{INK}" stroke-opacity="0.8" stroke-width="1.5" marker-end="url(#arrow)"/>"#,
             esc(&ho.from),
             esc(&ho.to),
             ho.at,
