@@ -6,7 +6,8 @@
 //!
 //! This file runs a parsed command and maps the outcome to the exit code;
 //! the command line is `triggerctl/cli.rs`, the verbs are in
-//! `triggerctl/verbs.rs`, `triggerctl/watch.rs` and `triggerctl/threshold.rs`,
+//! `triggerctl/verbs.rs`, `triggerctl/watch.rs`, `triggerctl/threshold.rs`
+//! and `triggerctl/timeline/` (the SVG timeline),
 //! input parsing in `triggerctl/add.rs` and `triggerctl/time.rs`, formatting
 //! in `triggerctl/output.rs`. It does not decide anything about triggers: the
 //! daemon validates and stores, triggerctl only checks early to give
@@ -22,6 +23,8 @@ mod output;
 mod threshold;
 #[path = "triggerctl/time.rs"]
 mod time;
+#[path = "triggerctl/timeline/mod.rs"]
+mod timeline;
 #[path = "triggerctl/verbs.rs"]
 mod verbs;
 #[path = "triggerctl/watch.rs"]
@@ -76,6 +79,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             yes,
         } => {
             verbs::flush_check(filter.is_empty(), *before, *yes)?;
+            None
+        }
+        Command::Timeline(a) => {
+            timeline::check(a)?;
             None
         }
         _ => None,
@@ -147,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bucket,
             interfaces,
         } => verbs::flaps(&mut c, &out, since, until, bucket, interfaces).await,
+        Command::Timeline(a) => timeline::timeline(&mut c, &out, a).await,
         Command::Threshold(ThresholdCommand::Clear(a)) => {
             threshold::clear(&mut c, &out, &a.scope.scope(), a.param, a.value).await
         }

@@ -10,7 +10,7 @@ use trigger_db::model::{
     TriggerType,
 };
 
-use crate::{add, add::TriggerFlags, threshold, time};
+use crate::{add, add::TriggerFlags, threshold, time, timeline};
 
 const EXIT_HELP: &str = "\
 Exit status: 0 success; 1 the daemon is unreachable, refused the request, or \
@@ -185,6 +185,9 @@ pub(crate) enum Command {
         )]
         interfaces: Vec<String>,
     },
+    /// Draw the link history of a window as an SVG or HTML timeline.
+    #[command(after_help = timeline::TIMELINE_HELP)]
+    Timeline(timeline::TimelineArgs),
 }
 
 const FLAPS_HELP: &str = "\
