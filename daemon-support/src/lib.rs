@@ -1,11 +1,14 @@
 //! What the project's binaries share about running as a service: how they
 //! log ([`log`]: tracing to stderr, text or JSON lines) and how they tell
 //! systemd their state ([`notify`]: READY, STATUS, RELOADING, STOPPING,
-//! watchdog pings over `$NOTIFY_SOCKET`).
+//! watchdog pings over `$NOTIFY_SOCKET`), and how their Unix-socket gRPC
+//! servers accept stock clients that send the socket path as the HTTP/2
+//! `:authority` ([`h2_authority`]).
 //!
 //! It holds no daemon logic: each daemon decides when it is ready and what
 //! its status line says.
 
+pub mod h2_authority;
 pub mod log;
 pub mod notify;
 

@@ -160,6 +160,9 @@ pub enum ControlError {
     /// Another agent is serving on the socket.
     #[error("control socket {0} is in use by a running mobike-agent")]
     InUse(PathBuf),
+    /// The reflection service could not be built from the descriptors.
+    #[error("control socket: cannot build the reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
     /// The socket cannot be reached.
     #[error("cannot connect to the control socket {path}")]
     Connect {

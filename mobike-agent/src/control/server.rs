@@ -8,11 +8,13 @@ use std::{
     fmt::Write as _, net::IpAddr, os::unix::fs::PermissionsExt as _, path::Path, time::Instant,
 };
 
+use daemon_support::h2_authority::AuthorityFix;
 use tokio::{
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
+use tokio_stream::StreamExt as _;
 use trigger_proto::mobike_v1::{
     ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, RekeyRequest, ReturnRoutability,
     SelectRequest, Stats, StatusRequest, StatusResponse, UpdateAddressesRequest,
@@ -51,11 +53,38 @@ pub async fn serve(
     let listener = UnixListener::bind(path).map_err(err("cannot bind"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(err("cannot set its mode"))?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    // Every connection reads through AuthorityFix, so stock clients that
+    // send the socket path as `:authority` (grpcio, grpc-java...) are served.
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| {
+        s.map(|s| {
+            let peer = match s.peer_cred() {
+                Ok(c) => format!("uid={} pid={}", c.uid(), c.pid().unwrap_or(0)),
+                Err(_) => "unknown peer".to_owned(),
+            };
+            AuthorityFix::new(s, peer)
+        })
+    });
+    // Reflection in both versions: v1, and v1alpha, which clients such as
+    // Python's grpcio-reflection and older grpcurl still ask. Only what this
+    // socket serves is advertised (the descriptor set holds trigger-db's
+    // service too).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(trigger_proto::FILE_DESCRIPTOR_SET)
+            .with_service_name("mobike.v1.AgentControl")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(ControlError::Reflection)?;
+    let reflection = reflection().build_v1().map_err(ControlError::Reflection)?;
     let svc = AgentControlServer::new(Service { requests });
     Ok(tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming(incoming)
             .await
         {
