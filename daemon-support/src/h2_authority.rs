@@ -73,7 +73,9 @@ pub enum AuthorityError {
     UnexpectedContinuation { stream: u32 },
     #[error("stream {stream}: CONTINUATION for another stream than the header block's ({block})")]
     ContinuationStreamMismatch { stream: u32, block: u32 },
-    #[error("stream {stream}: HEADERS frame of {len} bytes too short for its padding/priority fields")]
+    #[error(
+        "stream {stream}: HEADERS frame of {len} bytes too short for its padding/priority fields"
+    )]
     HeadersTooShort { stream: u32, len: usize },
     #[error("stream {stream}: padding of {pad} bytes exceeds the HEADERS payload")]
     BadPadding { stream: u32, pad: usize },

@@ -21,11 +21,11 @@ use std::{
     time::Duration,
 };
 
+use daemon_support::h2_authority::AuthorityFix;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
 };
-use daemon_support::h2_authority::AuthorityFix;
 use tonic::transport::server::Connected;
 
 /// The kernel's view of the connecting process, taken when it connected.

@@ -548,9 +548,9 @@ async fn health_and_reflection_are_served() {
     );
     let req = alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
     let mut resp = refl
         .server_reflection_info(tokio_stream::iter([req]))
@@ -565,7 +565,10 @@ async fn health_and_reflection_are_served() {
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"trigger.v1.TriggerService"), "{names:?}");
-    assert!(names.contains(&"grpc.reflection.v1alpha.ServerReflection"), "{names:?}");
+    assert!(
+        names.contains(&"grpc.reflection.v1alpha.ServerReflection"),
+        "{names:?}"
+    );
 }
 
 /// A daemon keeping 5 rows, 20 added, once retention has run: the daemon,

@@ -13,7 +13,10 @@ fn request(authority: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         (b":authority", authority),
         (b"te", b"trailers"),
         (b"content-type", b"application/grpc"),
-        (b"user-agent", b"grpc-python/1.85.4 grpc-c/52.0.0 (linux; chttp2)"),
+        (
+            b"user-agent",
+            b"grpc-python/1.85.4 grpc-c/52.0.0 (linux; chttp2)",
+        ),
     ]
     .iter()
     .map(|(n, v)| (n.to_vec(), v.to_vec()))
@@ -116,8 +119,14 @@ fn a_bad_authority_split_over_continuation_is_replaced_and_the_rest_passes() {
     let f = frames(&out);
     assert_eq!(f.len(), 3, "{f:?}");
     assert_eq!(f[0].payload, SETTINGS[9..]);
-    assert_eq!((f[1].kind, f[1].flags, f[1].stream), (FRAME_HEADERS, FLAG_END_HEADERS, 1));
-    assert_eq!(decode_fresh(&f[1].payload), with_authority(&fields, b"localhost"));
+    assert_eq!(
+        (f[1].kind, f[1].flags, f[1].stream),
+        (FRAME_HEADERS, FLAG_END_HEADERS, 1)
+    );
+    assert_eq!(
+        decode_fresh(&f[1].payload),
+        with_authority(&fields, b"localhost")
+    );
     assert_eq!(f[2], frames(&[&PREFACE[..], &data].concat())[0]);
 
     // Byte by byte, the same.
@@ -135,7 +144,12 @@ fn a_valid_authority_is_kept() {
     let fields = request(b"localhost:50051");
     let block = encode(&mut loona_hpack::Encoder::new(), &fields);
     let mut input = PREFACE.to_vec();
-    input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3, &block));
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_END_HEADERS | FLAG_END_STREAM,
+        3,
+        &block,
+    ));
     let out = rewrite(&input).unwrap();
     let f = frames(&out);
     assert_eq!(f[0].flags, FLAG_END_HEADERS | FLAG_END_STREAM);
@@ -161,17 +175,33 @@ fn padded_headers_with_priority_keep_the_priority_and_lose_the_padding() {
     let f = frames(&rewrite(&input).unwrap());
     assert_eq!(f[0].flags, FLAG_PRIORITY | FLAG_END_HEADERS);
     assert_eq!(f[0].payload[..5], prio);
-    assert_eq!(decode_fresh(&f[0].payload[5..]), with_authority(&fields, b"localhost"));
+    assert_eq!(
+        decode_fresh(&f[0].payload[5..]),
+        with_authority(&fields, b"localhost")
+    );
 
     // Padding longer than what is left is refused.
     let mut input = PREFACE.to_vec();
-    input.extend(frame(FRAME_HEADERS, FLAG_PADDED | FLAG_END_HEADERS, 5, &[200, 0x82]));
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_PADDED | FLAG_END_HEADERS,
+        5,
+        &[200, 0x82],
+    ));
     assert_eq!(
         rewrite(&input).unwrap_err(),
-        AuthorityError::BadPadding { stream: 5, pad: 200 }
+        AuthorityError::BadPadding {
+            stream: 5,
+            pad: 200
+        }
     );
     let mut input = PREFACE.to_vec();
-    input.extend(frame(FRAME_HEADERS, FLAG_PRIORITY | FLAG_END_HEADERS, 5, &[1, 2]));
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_PRIORITY | FLAG_END_HEADERS,
+        5,
+        &[1, 2],
+    ));
     assert!(matches!(
         rewrite(&input).unwrap_err(),
         AuthorityError::HeadersTooShort { stream: 5, len: 2 }
@@ -187,9 +217,15 @@ fn the_clients_dynamic_table_is_followed_across_requests() {
     let fields = request(BAD);
     let first = encode(&mut enc, &fields);
     let second = encode(&mut enc, &fields);
-    assert!(second.len() < first.len(), "the second block refers to the table");
+    assert!(
+        second.len() < first.len(),
+        "the second block refers to the table"
+    );
     let mut third = vec![0x20]; // size update to 0
-    third.extend(encode(&mut loona_hpack::Encoder::new(), &request(b"example.org")));
+    third.extend(encode(
+        &mut loona_hpack::Encoder::new(),
+        &request(b"example.org"),
+    ));
     let mut input = PREFACE.to_vec();
     input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &first));
     input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &second));
@@ -204,10 +240,21 @@ fn the_clients_dynamic_table_is_followed_across_requests() {
     // above the server's table size.
     let mut input = PREFACE.to_vec();
     input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &[0x80 | 70]));
-    assert!(matches!(rewrite(&input), Err(AuthorityError::Hpack { stream: 1, .. })));
+    assert!(matches!(
+        rewrite(&input),
+        Err(AuthorityError::Hpack { stream: 1, .. })
+    ));
     let mut input = PREFACE.to_vec();
-    input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &[0x3f, 0xe1, 0x3f, 0x82]));
-    assert!(matches!(rewrite(&input), Err(AuthorityError::Hpack { stream: 1, .. })));
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &[0x3f, 0xe1, 0x3f, 0x82],
+    ));
+    assert!(matches!(
+        rewrite(&input),
+        Err(AuthorityError::Hpack { stream: 1, .. })
+    ));
 }
 
 #[test]
@@ -217,7 +264,12 @@ fn an_oversized_block_is_split_into_frames_of_16k_and_a_huge_one_refused() {
     let block = encode(&mut loona_hpack::Encoder::new(), &fields);
     let mut input = PREFACE.to_vec();
     let (a, b) = block.split_at(16_000);
-    input.extend(frame(FRAME_HEADERS, FLAG_END_STREAM | FLAG_PRIORITY, 1, &[&[0, 0, 0, 0, 1][..], a].concat()));
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_END_STREAM | FLAG_PRIORITY,
+        1,
+        &[&[0, 0, 0, 0, 1][..], a].concat(),
+    ));
     let (b, c) = b.split_at(MAX_FRAME);
     input.extend(frame(FRAME_CONTINUATION, 0, 1, b));
     input.extend(frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 1, c));
@@ -225,8 +277,14 @@ fn an_oversized_block_is_split_into_frames_of_16k_and_a_huge_one_refused() {
     assert_eq!(f.len(), 3);
     assert_eq!(f[0].flags, FLAG_END_STREAM | FLAG_PRIORITY);
     assert_eq!(f[0].payload.len(), MAX_FRAME);
-    assert_eq!((f[1].kind, f[1].flags, f[1].payload.len()), (FRAME_CONTINUATION, 0, MAX_FRAME));
-    assert_eq!((f[2].kind, f[2].flags), (FRAME_CONTINUATION, FLAG_END_HEADERS));
+    assert_eq!(
+        (f[1].kind, f[1].flags, f[1].payload.len()),
+        (FRAME_CONTINUATION, 0, MAX_FRAME)
+    );
+    assert_eq!(
+        (f[2].kind, f[2].flags),
+        (FRAME_CONTINUATION, FLAG_END_HEADERS)
+    );
     let joined: Vec<u8> = [&f[0].payload[5..], &f[1].payload, &f[2].payload].concat();
     assert_eq!(decode_fresh(&joined), with_authority(&fields, b"localhost"));
 
@@ -239,18 +297,34 @@ fn an_oversized_block_is_split_into_frames_of_16k_and_a_huge_one_refused() {
     let mut out = Vec::new();
     assert_eq!(
         r.feed(&input, &mut out).unwrap_err(),
-        AuthorityError::BlockTooLarge { stream: 1, limit: 30_000 }
+        AuthorityError::BlockTooLarge {
+            stream: 1,
+            limit: 30_000
+        }
     );
 
     // A small block that references a big table entry many times.
     let mut enc = loona_hpack::Encoder::new();
     let big = vec![(b"x-big".to_vec(), vec![b'b'; 3000])];
     let mut input = PREFACE.to_vec();
-    input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &encode(&mut enc, &big)));
-    input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &[0x80 | 62; 1000]));
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &encode(&mut enc, &big),
+    ));
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_END_HEADERS,
+        3,
+        &[0x80 | 62; 1000],
+    ));
     assert_eq!(
         rewrite(&input).unwrap_err(),
-        AuthorityError::DecodedTooLarge { stream: 3, limit: 256 * 1024 }
+        AuthorityError::DecodedTooLarge {
+            stream: 3,
+            limit: 256 * 1024
+        }
     );
 }
 
@@ -271,18 +345,27 @@ fn broken_streams_are_named() {
     input.extend(SETTINGS);
     assert_eq!(
         rewrite(&input).unwrap_err(),
-        AuthorityError::ExpectedContinuation { stream: 1, kind: 0x4 }
+        AuthorityError::ExpectedContinuation {
+            stream: 1,
+            kind: 0x4
+        }
     );
     let mut input = PREFACE.to_vec();
     input.extend(frame(FRAME_HEADERS, 0, 1, &[0x82]));
     input.extend(frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 3, &[0x82]));
     assert_eq!(
         rewrite(&input).unwrap_err(),
-        AuthorityError::ContinuationStreamMismatch { stream: 3, block: 1 }
+        AuthorityError::ContinuationStreamMismatch {
+            stream: 3,
+            block: 1
+        }
     );
     let mut input = PREFACE.to_vec();
     input.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 0, &[0x82]));
-    assert_eq!(rewrite(&input).unwrap_err(), AuthorityError::HeadersOnStreamZero);
+    assert_eq!(
+        rewrite(&input).unwrap_err(),
+        AuthorityError::HeadersOnStreamZero
+    );
 }
 
 #[tokio::test]
