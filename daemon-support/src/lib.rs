@@ -3,11 +3,13 @@
 //! systemd their state ([`notify`]: READY, STATUS, RELOADING, STOPPING,
 //! watchdog pings over `$NOTIFY_SOCKET`), and how their Unix-socket gRPC
 //! servers accept stock clients that send the socket path as the HTTP/2
-//! `:authority` ([`h2_authority`]).
+//! `:authority` (`h2_authority`, behind the `h2-authority` feature, which
+//! the gRPC daemons turn on).
 //!
 //! It holds no daemon logic: each daemon decides when it is ready and what
 //! its status line says.
 
+#[cfg(feature = "h2-authority")]
 pub mod h2_authority;
 pub mod log;
 pub mod notify;
