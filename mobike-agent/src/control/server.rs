@@ -1,10 +1,11 @@
 //! The gRPC adapter of the control socket: serves `mobike.v1.AgentControl`
 //! (and server reflection, v1 and v1alpha) on a Unix socket, each
 //! connection read through `daemon_support::h2_authority` so stock clients
-//! that send the socket path as `:authority` are served, checks each call into a [`ControlRequest`] for the
-//! runtime's loop, and turns the answer back into the reply: a
-//! [`StatusSnapshot`] into a `StatusResponse`, a [`Refused`] command into a
-//! gRPC status. It holds no agent state and never touches the engine.
+//! that send the socket path as `:authority` are served; checks each call
+//! into a [`ControlRequest`] for the runtime's loop, and turns the answer
+//! back into the reply: a [`StatusSnapshot`] into a `StatusResponse`, a
+//! [`Refused`] command into a gRPC status. It holds no agent state and
+//! never touches the engine.
 
 use std::{
     fmt::Write as _, net::IpAddr, os::unix::fs::PermissionsExt as _, path::Path, time::Instant,
