@@ -28,7 +28,8 @@
 //! it drops HEADERS padding (padding is not flow-controlled, so nothing
 //! else changes); it leaves PUSH_PROMISE (which a client must not send)
 //! to h2 to refuse. A malformed preface, frame sequence or header block
-//! ends the connection with an [`AuthorityError`], logged once.
+//! ends the connection with an [`AuthorityError`], logged once; so does a
+//! header frame over 16,384 bytes (h2 would refuse it the same way).
 //!
 //! Hand-written parts: the frame walk (9-byte headers; no maintained crate
 //! exposes an HTTP/2 frame parser separately from a whole connection
@@ -79,6 +80,8 @@ pub enum AuthorityError {
     HeadersTooShort { stream: u32, len: usize },
     #[error("stream {stream}: padding of {pad} bytes exceeds the HEADERS payload")]
     BadPadding { stream: u32, pad: usize },
+    #[error("stream {stream}: header frame of {len} bytes exceeds the maximum frame size (16,384)")]
+    FrameTooLarge { stream: u32, len: usize },
     #[error("stream {stream}: header block exceeds {limit} bytes")]
     BlockTooLarge { stream: u32, limit: usize },
     #[error("stream {stream}: decoded header list exceeds {limit} bytes")]
@@ -242,6 +245,11 @@ impl Rewriter {
                         stream: b.stream,
                         kind,
                     });
+                }
+                // h2 would refuse it too (FRAME_SIZE_ERROR): the daemons keep
+                // the default SETTINGS_MAX_FRAME_SIZE.
+                if len > MAX_FRAME {
+                    return Err(AuthorityError::FrameTooLarge { stream, len });
                 }
                 let so_far = self.block.as_ref().map_or(0, |b| b.fragment.len());
                 if so_far + len > self.limits.block {

@@ -303,6 +303,22 @@ fn an_oversized_block_is_split_into_frames_of_16k_and_a_huge_one_refused() {
         }
     );
 
+    // A header frame over the default maximum frame size.
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(
+        FRAME_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &vec![0u8; MAX_FRAME + 1],
+    ));
+    assert_eq!(
+        rewrite(&input).unwrap_err(),
+        AuthorityError::FrameTooLarge {
+            stream: 1,
+            len: MAX_FRAME + 1
+        }
+    );
+
     // A small block that references a big table entry many times.
     let mut enc = loona_hpack::Encoder::new();
     let big = vec![(b"x-big".to_vec(), vec![b'b'; 3000])];
