@@ -3,7 +3,8 @@
 # project's kind, as root. It installs the system packages the tests use
 # (Debian), then runs every Rust test of the workspace (including the ones
 # `cargo test` skips by default because they need root, namespaces,
-# NetworkManager or strongSwan), then the real-ESP scenarios in a VM booting
+# NetworkManager or strongSwan), then stock Python gRPC clients (grpcio
+# from PyPI) on the daemons' sockets, then the real-ESP scenarios in a VM booting
 # Debian's stock kernel (tests/vm/run.sh).
 #
 #   tests/run.sh            everything
@@ -28,6 +29,7 @@ packages=(
   libstrongswan-standard-plugins libcharon-extra-plugins
   nftables                                    # the NAT router of the VM scenario mobike-charon
   systemd                                     # systemd-analyze verify of the units
+  python3-venv                                # tests/python-client.sh: grpcio from PyPI
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -43,6 +45,9 @@ systemctl disable --now strongswan-starter strongswan 2>/dev/null || true
 
 echo "== cargo test --workspace (all tests, including root-only ones)"
 cargo test --workspace -- --include-ignored
+
+echo "== stock Python gRPC clients on the daemons' sockets (tests/python-client.sh)"
+tests/python-client.sh
 
 if [ -z "${SKIP_VM:-}" ]; then
   # ipsec-esp: ESP SAs installed and moved by ipsec-backend (xfrmctl);

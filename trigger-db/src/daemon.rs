@@ -301,11 +301,23 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     health_reporter
         .set_serving::<TriggerServiceServer<Service>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trigger_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+    // Reflection in both versions: v1, and v1alpha, which clients such as
+    // Python's grpcio-reflection and older grpcurl still ask. Only what this
+    // socket serves is advertised (the descriptor set holds the agent's
+    // service too).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(trigger_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("trigger.v1.TriggerService")
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(DaemonError::Reflection)?;
+    let reflection = reflection().build_v1().map_err(DaemonError::Reflection)?;
 
     // The largest request any verb may send; the per-verb limits are the
     // RequestLimits layer's.
@@ -355,6 +367,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         })
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(grpc)
         .serve_with_incoming_shutdown(
             peer::incoming(listener, admission, limits.idle_timeout),

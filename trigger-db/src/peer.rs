@@ -21,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use daemon_support::h2_authority::AuthorityFix;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
@@ -267,11 +268,15 @@ impl AsyncWrite for PeerStream {
 /// whoever floods the socket must not flood the log too) and closed after
 /// `idle_timeout` without a byte from the peer. Accept errors (e.g. out of
 /// file descriptors) are logged and retried after a pause, never fatal.
+///
+/// Each connection reads through [`AuthorityFix`], so clients that send the
+/// socket path as `:authority` (grpcio, grpc-java...) are served too; the
+/// connect info stays the [`PeerCred`].
 pub fn incoming(
     listener: UnixListener,
     admission: Admission,
     idle_timeout: Duration,
-) -> impl futures::Stream<Item = Result<PeerStream, io::Error>> {
+) -> impl futures::Stream<Item = Result<AuthorityFix<PeerStream>, io::Error>> {
     async_stream::stream! {
         loop {
             match listener.accept().await {
@@ -279,7 +284,8 @@ pub fn incoming(
                     Ok(mut s) => match admission.admit(s.cred.uid) {
                         Ok(permit) => {
                             s._permit = Some(permit);
-                            yield Ok(s);
+                            let peer = s.cred.to_string();
+                            yield Ok(AuthorityFix::new(s, peer));
                         }
                         Err(limit) => tracing::debug!(peer = %s.cred, limit, "connection refused: limit reached"),
                     },

@@ -537,6 +537,38 @@ async fn health_and_reflection_are_served() {
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"trigger.v1.TriggerService"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    // Only what the socket serves: not the agent's service of the same
+    // descriptor set.
+    assert!(!names.contains(&"mobike.v1.AgentControl"), "{names:?}");
+
+    // v1alpha too (Python's grpcio-reflection and older grpcurl ask it).
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut refl = alpha::server_reflection_client::ServerReflectionClient::new(
+        channel(&d.socket, false).await,
+    );
+    let req = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        msg.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer {msg:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"trigger.v1.TriggerService"), "{names:?}");
+    assert!(
+        names.contains(&"grpc.reflection.v1alpha.ServerReflection"),
+        "{names:?}"
+    );
 }
 
 /// A daemon keeping 5 rows, 20 added, once retention has run: the daemon,

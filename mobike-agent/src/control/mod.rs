@@ -150,6 +150,9 @@ pub enum ControlError {
     /// agent serving on it included).
     #[error("control socket")]
     Bind(#[from] daemon_support::socket::SocketError),
+    /// The reflection service could not be built from the descriptors.
+    #[error("control socket: cannot build the reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
     /// The socket cannot be reached.
     #[error("cannot connect to the control socket {path}")]
     Connect {

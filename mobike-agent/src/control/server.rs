@@ -1,15 +1,20 @@
 //! The gRPC adapter of the control socket: serves `mobike.v1.AgentControl`
-//! on a Unix socket, checks each call into a [`ControlRequest`] for the
-//! runtime's loop, and turns the answer back into the reply: a
-//! [`StatusSnapshot`] into a `StatusResponse`, a [`Refused`] command into a
-//! gRPC status. It holds no agent state and never touches the engine.
+//! (and server reflection, v1 and v1alpha) on a Unix socket, each
+//! connection read through `daemon_support::h2_authority` so stock clients
+//! that send the socket path as `:authority` are served; checks each call
+//! into a [`ControlRequest`] for the runtime's loop, and turns the answer
+//! back into the reply: a [`StatusSnapshot`] into a `StatusResponse`, a
+//! [`Refused`] command into a gRPC status. It holds no agent state and
+//! never touches the engine.
 
 use std::{fmt::Write as _, net::IpAddr, path::Path, time::Instant};
 
+use daemon_support::h2_authority::AuthorityFix;
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
+use tokio_stream::StreamExt as _;
 use trigger_proto::mobike_v1::{
     ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, RekeyRequest, ReturnRoutability,
     SelectRequest, Stats, StatusRequest, StatusResponse, UpdateAddressesRequest,
@@ -34,11 +39,38 @@ pub async fn serve(
     requests: mpsc::Sender<ControlRequest>,
 ) -> Result<JoinHandle<()>, ControlError> {
     let listener = daemon_support::socket::bind("mobike-agent", path, 0o600, None).await?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    // Every connection reads through AuthorityFix, so stock clients that
+    // send the socket path as `:authority` (grpcio, grpc-java...) are served.
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| {
+        s.map(|s| {
+            let peer = match s.peer_cred() {
+                Ok(c) => format!("uid={} pid={}", c.uid(), c.pid().unwrap_or(0)),
+                Err(_) => "unknown peer".to_owned(),
+            };
+            AuthorityFix::new(s, peer)
+        })
+    });
+    // Reflection in both versions: v1, and v1alpha, which clients such as
+    // Python's grpcio-reflection and older grpcurl still ask. Only what this
+    // socket serves is advertised (the descriptor set holds trigger-db's
+    // service too).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(trigger_proto::FILE_DESCRIPTOR_SET)
+            .with_service_name("mobike.v1.AgentControl")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(ControlError::Reflection)?;
+    let reflection = reflection().build_v1().map_err(ControlError::Reflection)?;
     let svc = AgentControlServer::new(Service { requests });
     Ok(tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming(incoming)
             .await
         {

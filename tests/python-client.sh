@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# tests/python-client.sh: stock Python gRPC (grpcio from PyPI, default
+# channel options) against the daemons' real Unix sockets. As root:
+#   - a venv with the pinned versions of examples/python/requirements.txt;
+#   - trigger-db on a temporary socket and database, its sources off (it
+#     reads nothing of the host), and mobike-agent (backend "none", one
+#     connection listening on 127.0.0.2, mobility off) inside a network
+#     namespace this script creates and deletes;
+#   - examples/python/triggerdb_client.py: Health, Query, Add (root is a
+#     writer), Subscribe with resume, no duplicates;
+#   - examples/python/list_services.py (grpcio-reflection, v1alpha) on both
+#     sockets.
+# Needs python3-venv, iproute2 and PyPI. BIN_DIR: where the debug binaries
+# are (default: the workspace's target dir, built here first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tests/python-client.sh: run as root (network namespace, trigger-db writer)" >&2
+  exit 2
+fi
+
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --quiet -p trigger-db -p mobike-agent --bins
+  target=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN_DIR="$target/debug"
+fi
+
+work=$(mktemp -d /tmp/python-client.XXXXXX)
+ns="pyclient-$$"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_socket() { # path log
+  for _ in $(seq 1 100); do
+    [ -S "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "no socket $1 after 10 s; log:" >&2
+  cat "$2" >&2
+  return 1
+}
+
+echo "-- venv: $(grep -v '^#' examples/python/requirements.txt | tr '\n' ' ')"
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check \
+  -r examples/python/requirements.txt
+py="$work/venv/bin/python"
+
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+
+cat > "$work/trigger-db.toml" <<'TOML'
+[sources.rtnetlink]
+enabled = false
+[sources.networkmanager]
+enabled = false
+TOML
+cat > "$work/agent.toml" <<'TOML'
+[kernel]
+backend = "none"
+
+[mobility]
+source = "off"
+
+[connections.py]
+local_addrs = ["127.0.0.2"]
+remote_addrs = ["127.0.0.1"]
+local_id = "b.test"
+remote_id = "a.test"
+psk = "python-client-test-psk"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+start = "listen"
+
+[connections.py.children.net]
+local_ts = ["10.2.0.0/24"]
+remote_ts = ["10.1.0.0/24"]
+esp_proposals = ["aes256gcm16"]
+TOML
+
+TRIGGER_DB_LOG=info ip netns exec "$ns" "$BIN_DIR/trigger-db" --config "$work/trigger-db.toml" \
+  --socket "$work/trigger.sock" --database "$work/triggers.db" 2> "$work/trigger-db.log" &
+pids+=($!)
+MOBIKE_AGENT_LOG=info ip netns exec "$ns" "$BIN_DIR/mobike-agent" --config "$work/agent.toml" \
+  --control-socket "$work/control.sock" 2> "$work/agent.log" &
+pids+=($!)
+wait_socket "$work/trigger.sock" "$work/trigger-db.log"
+wait_socket "$work/control.sock" "$work/agent.log"
+
+fail() { echo "FAIL: $*" >&2; echo "-- trigger-db log:" >&2; cat "$work/trigger-db.log" >&2;
+  echo "-- agent log:" >&2; cat "$work/agent.log" >&2; exit 1; }
+
+echo "-- examples/python/triggerdb_client.py (trigger-db)"
+"$py" examples/python/triggerdb_client.py --socket "$work/trigger.sock" --add 6 ||
+  fail "triggerdb_client.py"
+# Twice: the second run's Query sees the first run's rows.
+"$py" examples/python/triggerdb_client.py --socket "$work/trigger.sock" --add 4 > "$work/second.out" ||
+  fail "triggerdb_client.py (second run)"
+grep -q "query: 3 newest" "$work/second.out" || fail "second run's Query: $(cat "$work/second.out")"
+
+echo "-- reflection (v1alpha, grpcio-reflection) on trigger-db"
+"$py" examples/python/list_services.py "unix://$work/trigger.sock" --expect \
+  trigger.v1.TriggerService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection ||
+  fail "reflection on trigger-db"
+echo "-- reflection (v1alpha, grpcio-reflection) on mobike-agent's control socket"
+"$py" examples/python/list_services.py "unix://$work/control.sock" --expect \
+  mobike.v1.AgentControl grpc.reflection.v1alpha.ServerReflection ||
+  fail "reflection on mobike-agent"
+
+# No connection may have been closed as malformed.
+if grep -q "malformed HTTP/2" "$work/trigger-db.log" "$work/agent.log"; then
+  fail "a connection was closed as malformed"
+fi
+echo "-- python-client: ok"
