@@ -310,11 +310,49 @@ kernel_time() {
 }
 
 # ---- events on the uplink of the current path ----
+# The events of measured moves go through one long-lived `ip -batch` in A
+# (events_start), fed line by line through a FIFO: a new `ip` process per
+# event costs 100-2000 ms of CPU under TCG around the very moment measured
+# (its start before the change, its exit after it), on the vCPUs the
+# gateway needs to answer the update. Without it (flap, uplink_up) each
+# event is its own `ip` command.
+EV_FD=""
+events_start() {
+  mkfifo "$D/events.fifo"
+  ip -n A -force -batch "$D/events.fifo" >"$D/events.log" 2>&1 &
+  EVENTS_PID=$!
+  exec {EV_FD}>"$D/events.fifo"
+}
+events_stop() {
+  [ -z "$EV_FD" ] || { exec {EV_FD}>&-; EV_FD=""; wait "${EVENTS_PID:-}" 2>/dev/null || true; }
+}
+# ev_ip ARGS...: one `ip -n A` command, through the batch when it runs
+ev_ip() { if [ -n "$EV_FD" ]; then echo "$*" >&"$EV_FD"; else ip -n A "$@"; fi; }
 # ev_break N: uplink N set down (admin down; the kernel drops its routes)
-ev_break() { ip -n A link set "u$1" down; }
+ev_break() { ev_ip link set "u$1" down; }
 # ev_replace N ADDR: ADDR deleted from uplink N (the link stays up)
 ev_replace() {
-  case $2 in *:*) ip -n A addr del "$2/64" dev "u$1";; *) ip -n A addr del "$2/24" dev "u$1";; esac
+  case $2 in *:*) ev_ip addr del "$2/64" dev "u$1";; *) ev_ip addr del "$2/24" dev "u$1";; esac
+}
+
+# idle SECONDS: waits without starting a process (bash's read timing out
+# on a FIFO nobody writes; `sleep` is a process, costly under TCG)
+idle() {
+  [ -p "$D/idle.fifo" ] || mkfifo "$D/idle.fifo"
+  read -rt "$1" _ <>"$D/idle.fifo" || true
+}
+
+# pin_cpus: (benchmark) the gateway B's processes on the last vCPU, this
+# shell and so everything of A it starts from now on (the initiator,
+# trigger-db, pings, monitor, events) on the others, as if they were two
+# machines; without it the gateway's answer to an update waits behind
+# whatever A runs at that moment (2 vCPUs under TCG). No-op on one vCPU.
+pin_cpus() {
+  local n p
+  n=$(nproc)
+  [ "$n" -ge 2 ] || return 0
+  taskset -cp "0-$((n - 2))" $$ >/dev/null
+  for p in $(ip netns pids B); do taskset -a -cp "$((n - 1))" "$p" >/dev/null || true; done
 }
 
 # measure_move NAME EVENT [LEAD]: with pings running, applies EVENT (break
@@ -329,7 +367,7 @@ ev_replace() {
 # announcement was seen); MOVE_REPLIES counts the replies after the event
 # (30 when the pings flow again).
 measure_move() {
-  local name=$1 ev=$2 lead=${3:-} f="$D/ping-$1.log" src dst n t_ev t_lgd t_ref i
+  local name=$1 ev=$2 lead=${3:-} f="$D/ping-$1.log" src dst n t_ev t_done t_lgd t_ref i
   read -r src dst MOVE_SPI < <(out_sa) || true
   [ -n "${src:-}" ] || fail "$name: no outbound SA in A"
   n=$(uplink_of "$src"); [ "$n" != 0 ] || fail "$name: outbound SA from $src, not an uplink"
@@ -350,9 +388,12 @@ measure_move() {
     replace) ev_replace "$n" "$src";;
     *) fail "measure_move: no event $ev";;
   esac
-  EVENT_MS=$(awk -v a="$t_ev" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", (b-a)*1000}')
-  # 30 replies after the event as the kernel announced it (the reference
-  # MOVE_REPLIES uses below; under TCG it comes 0.1-2 s after t_ev)
+  t_done=$EPOCHREALTIME
+  # Nothing else runs in A for QUIET seconds (the move is measured then);
+  # then wait for 30 replies after the event as the kernel announced it
+  # (the reference MOVE_REPLIES uses below; under TCG it comes 0.1-2 s
+  # after t_ev with a new `ip` per event)
+  idle "${QUIET:-0}"
   for i in $(seq 200); do
     t_ref=$(kernel_time "u$n" "$t_ev")
     [ "$(replies_after "$f" "${t_ref:-$t_ev}")" -ge 30 ] && break
@@ -362,7 +403,7 @@ measure_move() {
   # the event's time: when the kernel announced it (ip monitor), else when
   # its command started
   T_KERNEL=$(kernel_time "u$n" "$t_ev")
-  EVENT_MS=$(awk -v a="$t_ev" -v k="${T_KERNEL:-0}" -v b="$EVENT_MS" 'BEGIN{ if (k > 0) printf "%.1f", (k-a)*1000; else print b }')
+  EVENT_MS=$(awk -v a="$t_ev" -v k="${T_KERNEL:-0}" -v b="$t_done" 'BEGIN{ printf "%.1f", ((k > 0 ? k : b) - a) * 1000 }')
   MOVE=$(handover "$f" "${T_KERNEL:-$t_ev}")
   MOVE_REPLIES=$(replies_after "$f" "${T_KERNEL:-$t_ev}")
   read -r MOVE_TO _ MOVE_SPI_AFTER < <(out_sa) || true
@@ -421,6 +462,7 @@ mob_cleanup() {
   fi
   stop_pid "$INITIATOR_PID"; stop_pid "$TRIGGERDB_PID"; stop_pid "${GATEWAY_PID:-}"
   stop_pid "${MONITOR_PID:-}"
+  events_stop
   local ns
   for ns in A R B; do ip netns del "$ns" 2>/dev/null || true; done
 }

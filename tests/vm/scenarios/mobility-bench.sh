@@ -54,7 +54,13 @@ done
 . "$LIB/mobility.sh"
 trap 'mob_cleanup mobility-bench; rm -rf "$D"' EXIT
 mob_setup
-ts "topology and gateway up"
+# Two machines' worth of CPU (pin_cpus), events from a long-lived `ip
+# -batch` (events_start), and the harness idle for the first second after
+# each event.
+pin_cpus
+events_start
+QUIET=1
+ts "topology and gateway up (gateway on vCPU $(($(nproc) - 1)), A on the rest)"
 RAW=$D/raw; : > "$RAW"
 
 # run_set IMPL NAME EVENT FAMILIES1 FAMILIES2 [LEAD_MS [SOURCE]]

@@ -22,6 +22,10 @@
 #   7. trigger-db stopped: the agent follows the links by its own rtnetlink
 #      watch; the uplink in use set down -> the SAs on the other one, same
 #      SPIs
+#   8. SIGKILL of the agent with its SAs installed: its SAs, policies and
+#      routes stay in the kernel; the agent started again removes them
+#      (none of the old SPIs remain, as many policies and routes as one run
+#      makes) and the tunnel comes back
 # Needs strongSwan on the host (as mobike-charon). The logs are kept in
 # $VM_OUT/mobility/. Prints MOBILITY-VM-OK and
 # exits 0 on success. No timing is asserted: handover times are the
@@ -58,10 +62,15 @@ check_moved() {
   [ "$MOVE_SPI_AFTER" = "$MOVE_SPI" ] || fail "$1: outbound SPI $MOVE_SPI became $MOVE_SPI_AFTER"
   [ "$(in_spi)" = "$IN_SPI" ] || fail "$1: inbound SPI $IN_SPI became $(in_spi)"
   [ "$MOVE_REPLIES" -ge 30 ] || fail "$1: the pings did not pass again after the move ($MOVE_REPLIES replies)"
-  wait_for 10 gw_peer "$MOVE_TO" || fail "$1: the gateway does not list the agent at $MOVE_TO"
+  # The gateway follows the SAs to wherever they are now: after the
+  # uplink's return the agent may have moved on already (step 6: back to
+  # IPv4, preferred, once min_dwell is over).
+  wait_for 10 gw_follows || fail "$1: the gateway does not list the agent at $(out_sa | awk '{print $1}') (moved to $MOVE_TO)"
   echo "  $1: $MOVE_FROM -> $MOVE_TO, SPIs $MOVE_SPI/$IN_SPI kept; handover/lost/silence $MOVE (ms, pings)"
 }
 IN_SPI=$(in_spi)
+# gw_follows: the gateway lists the agent at the address of A's outbound SA
+gw_follows() { local s; read -r s _ _ < <(out_sa) || return 1; [ -n "$s" ] && gw_peer "$s"; }
 
 # ---- 2. break ----
 measure_move ci-break break
@@ -125,5 +134,31 @@ grep -iE 'netlink|trigger-db' "$D/agent.log" | tail -n 3 || true
 grep -q "own rtnetlink watch" "$D/agent.log" || fail "7: the agent did not switch to its own watch"
 ts "7: trigger-db stopped: the agent's own watch moved the SAs off the uplink that went ($MOVE_FROM -> $MOVE_TO)"
 "$BIN_DIR/mobike-agent" status --control-socket "$D/agent.sock" || true
+
+# ---- 8. SIGKILL of the agent with its SAs installed ----
+# ours: policies and routes of one agent run (reqids 0x6d000001 on, route
+# protocol 167)
+policies() { ip -n A xfrm policy | awk '/reqid/ { r = $4 + 0; if (r >= 1828716545 && r < 1845493760) n++ } END { print n + 0 }'; }
+routes() { { ip -n A route show table all proto 167; ip -n A -6 route show table all proto 167; } | wc -l; }
+read -r _ _ old_out < <(out_sa) || true
+old_in=$(in_spi)
+p0=$(policies); r0=$(routes)
+[ "$p0" -gt 0 ] && [ "$r0" -gt 0 ] || fail "8: no policies ($p0) or routes ($r0) of the agent before the kill"
+kill -KILL "$INITIATOR_PID"; wait "$INITIATOR_PID" 2>/dev/null || true; INITIATOR_PID=""
+ip -n A xfrm state | grep -q "spi $old_out" || fail "8: the killed agent's outbound SA is gone already"
+[ "$(policies)" = "$p0" ] && [ "$(routes)" = "$r0" ] || fail "8: the killed agent's policies or routes are gone already"
+echo "  8: killed with SPIs $old_out/$old_in, $p0 policies and $r0 routes in the kernel"
+installed_before=$(grep -c 'kernel: CHILD_SA installed' "$D/agent.log" || true)
+ip netns exec A env MOBIKE_AGENT_LOG="${RUST_LOG:-info,mobike_agent=debug}" "$BIN_DIR/mobike-agent" \
+  --config "$D/agent.toml" >>"$D/agent.log" 2>&1 &
+INITIATOR_PID=$!
+wait_for 60 bash -c "[ \$(grep -c 'kernel: CHILD_SA installed' '$D/agent.log') -gt $installed_before ]" ||
+  fail "8: the restarted agent did not install a CHILD_SA"
+grep -q 'removed kernel state an earlier run left behind' "$D/agent.log" || fail "8: the restart did not report removing the old state"
+! ip -n A xfrm state | grep -qE "spi ($old_out|$old_in)( |$)" || fail "8: an SA of the killed run is still there"
+[ "$(policies)" = "$p0" ] || fail "8: $(policies) policies after the restart, one run makes $p0"
+[ "$(routes)" = "$r0" ] || fail "8: $(routes) routes of ours after the restart, one run makes $r0"
+wait_for 20 ip netns exec A ping -c 1 -W 1 -I 10.1.0.1 10.2.0.1 >/dev/null || fail "8: no pings through the new tunnel"
+ts "8: SIGKILL: the restarted agent removed the old SAs, policies and routes; the tunnel is back (SPIs $(out_sa | awk '{print $3}')/$(in_spi))"
 initiator_stop
 echo MOBILITY-VM-OK
