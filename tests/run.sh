@@ -8,6 +8,8 @@
 #
 #   tests/run.sh            everything
 #   SKIP_VM=1 tests/run.sh  everything but the VM scenarios
+#   SKIP_DEB=1 tests/run.sh everything but the Debian packages (tests/deb.sh
+#                           installs and purges them on this machine)
 #
 # Tests make their own network namespaces, buses and VMs and remove them;
 # they never touch the host's interfaces, routes or XFRM state.
@@ -28,6 +30,7 @@ packages=(
   libstrongswan-standard-plugins libcharon-extra-plugins
   nftables                                    # the NAT router of the VM scenario mobike-charon
   systemd                                     # systemd-analyze verify of the units
+  man-db                                      # man -w of the packages' pages (tests/deb.sh)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -43,6 +46,13 @@ systemctl disable --now strongswan-starter strongswan 2>/dev/null || true
 
 echo "== cargo test --workspace (all tests, including root-only ones)"
 cargo test --workspace -- --include-ignored
+
+if [ -z "${SKIP_DEB:-}" ]; then
+  # Builds the .debs (cargo-deb, installed if missing), installs, checks
+  # and purges them.
+  echo "== Debian packages (tests/deb.sh)"
+  tests/deb.sh
+fi
 
 if [ -z "${SKIP_VM:-}" ]; then
   # ipsec-esp: ESP SAs installed and moved by ipsec-backend (xfrmctl);
