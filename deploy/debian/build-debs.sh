@@ -25,9 +25,13 @@ cargo build --release --locked -p trigger-db -p mobike-agent -p ipsec-backend -p
 echo "== man pages and completions" >&2
 rm -rf "$target/release/assets"
 "$target/release/gen-assets" "$target/release/assets" >&2
+# cargo-deb compresses man pages only outside the target dir.
+gzip -9 -n "$target/release/assets/man/"*.1
 
 for p in trigger-db mobike-agent; do
   echo "== cargo deb -p $p" >&2
-  # cargo-deb prints the path of the package it wrote.
-  cargo deb --locked -p "$p" --no-build --output "$target/debian" | tail -n 1
+  # cargo-deb prints the path of the package it wrote. --strip: the release
+  # profile keeps line tables (debug = 1) for benchmarks and backtraces;
+  # the packages do without.
+  cargo deb --locked -p "$p" --no-build --strip --output "$target/debian" | tail -n 1
 done

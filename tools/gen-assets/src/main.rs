@@ -18,7 +18,10 @@
 //! `completions/zsh/_NAME`, `completions/fish/NAME.fish` (the names the
 //! shells look for in their vendor directories).
 
-#![allow(dead_code, reason = "only the command lines of the included modules are used")]
+#![allow(
+    dead_code,
+    reason = "only the command lines of the included modules are used"
+)]
 
 #[path = "../../../trigger-db/src/bin/triggerctl/add.rs"]
 mod add;
@@ -147,4 +150,3 @@ fn main() -> anyhow::Result<()> {
     println!("{}", args.out_dir.display());
     Ok(())
 }
-

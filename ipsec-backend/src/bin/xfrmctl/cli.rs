@@ -10,7 +10,10 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use ipsec_backend::types::{Mode, Prefix, Proto};
 
 /// The whole command line, for man pages and completions.
-#[allow(dead_code, reason = "used by tools/gen-assets, which includes this file")]
+#[allow(
+    dead_code,
+    reason = "used by tools/gen-assets, which includes this file"
+)]
 pub(crate) fn command() -> clap::Command {
     Cli::command()
 }
