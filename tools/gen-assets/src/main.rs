@@ -54,8 +54,11 @@ struct Args {
     out_dir: PathBuf,
 }
 
-/// Every installed program: its name and its command line.
-const PROGRAMS: [(&str, fn() -> clap::Command); 4] = [
+/// An installed program: its name and its command line.
+type Program = (&'static str, fn() -> clap::Command);
+
+/// Every installed program.
+const PROGRAMS: [Program; 4] = [
     ("trigger-db", trigger_db::cli::command),
     ("triggerctl", cli::command),
     ("mobike-agent", mobike_agent::cli::command),
