@@ -9,6 +9,8 @@
 #
 #   tests/run.sh            everything
 #   SKIP_VM=1 tests/run.sh  everything but the VM scenarios
+#   SKIP_DEB=1 tests/run.sh everything but the Debian packages (tests/deb.sh
+#                           installs and purges them on this machine)
 #
 # Tests make their own network namespaces, buses and VMs and remove them;
 # they never touch the host's interfaces, routes or XFRM state.
@@ -30,6 +32,7 @@ packages=(
   nftables                                    # the NAT router of the VM scenario mobike-charon
   systemd                                     # systemd-analyze verify of the units
   python3-venv                                # tests/python-client.sh: grpcio from PyPI
+  man-db                                      # man -w of the packages' pages (tests/deb.sh)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -48,6 +51,12 @@ cargo test --workspace -- --include-ignored
 
 echo "== stock Python gRPC clients on the daemons' sockets (tests/python-client.sh)"
 tests/python-client.sh
+if [ -z "${SKIP_DEB:-}" ]; then
+  # Builds the .debs (cargo-deb, installed if missing), installs, checks
+  # and purges them.
+  echo "== Debian packages (tests/deb.sh)"
+  tests/deb.sh
+fi
 
 if [ -z "${SKIP_VM:-}" ]; then
   # ipsec-esp: ESP SAs installed and moved by ipsec-backend (xfrmctl);

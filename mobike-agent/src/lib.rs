@@ -18,6 +18,7 @@
 //! used by `mobike-agent status`, `initiate`, `terminate`, `rekey` and
 //! `move`.
 
+pub mod cli;
 pub mod config_file;
 pub mod control;
 pub mod crypto;

@@ -75,8 +75,9 @@ pub fn value<'a>(msg: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 /// `systemd-analyze verify` of the unit file `unit` (under `deploy/`) with
-/// its `/usr/local/bin/NAME` replaced by `binary` (verify wants the program
-/// to exist): `Ok` when it passes without a warning, else what it said.
+/// its `/usr/bin/NAME` (where the Debian packages install it) replaced by
+/// `binary` (verify wants the program to exist): `Ok` when it passes
+/// without a warning, else what it said.
 /// `None` when systemd-analyze is not installed.
 pub fn verify_unit(unit: &Path, binary: &str) -> Option<Result<(), String>> {
     let name = unit.file_name().expect("a unit file name");
@@ -84,7 +85,7 @@ pub fn verify_unit(unit: &Path, binary: &str) -> Option<Result<(), String>> {
     let text = std::fs::read_to_string(unit).expect("read the unit");
     let dir = tempfile_dir();
     let copy = dir.join(name);
-    let installed = format!("/usr/local/bin/{}", stem.to_string_lossy());
+    let installed = format!("/usr/bin/{}", stem.to_string_lossy());
     std::fs::write(&copy, text.replace(&installed, binary)).expect("write the unit copy");
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])

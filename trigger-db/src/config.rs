@@ -375,7 +375,7 @@ mod tests {
     fn example_in_deploy_parses() {
         let text = include_str!("../../deploy/trigger-db.toml");
         let c = Config::parse(text, "deploy/trigger-db.toml").unwrap();
-        assert_eq!(c.writer_group.as_deref(), Some("netdev"));
+        assert_eq!(c.writer_group.as_deref(), Some("trigger-db"));
         assert!(c.sources.rtnetlink.enabled);
     }
 

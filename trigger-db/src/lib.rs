@@ -9,6 +9,7 @@
 //! mobility: it records and reports what links do, for MOBIKE, Mobile IP,
 //! NSIS or an admin to act on.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod damping;

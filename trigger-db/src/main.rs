@@ -1,43 +1,10 @@
 //! `trigger-db`: the trigger database daemon. Flags and signals only; the
 //! wiring is in `trigger_db::daemon`.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
-use clap::Parser;
-use daemon_support::LogFormat;
+use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
-use trigger_db::{config::Config, daemon, paths};
-
-/// The link-trigger database (PF_TRIGGER over gRPC): collects link,
-/// address and route events, stores them in SQLite and notifies subscribers.
-///
-/// Log filter: TRIGGER_DB_LOG (e.g. "info", "trigger_db=debug").
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Unix socket to serve on [default: /run/trigger-db/trigger.sock as
-    /// root, else $XDG_RUNTIME_DIR/trigger-db/trigger.sock].
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// SQLite database [default: /var/lib/trigger-db/triggers.db as root,
-    /// else $XDG_STATE_HOME/trigger-db/triggers.db].
-    #[arg(long, value_name = "PATH")]
-    database: Option<PathBuf>,
-    /// TOML configuration file (see the documentation of trigger_db::config).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Log lines as text (colour only on a terminal) or JSON, one object
-    /// per line.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "FORMAT",
-        env = "TRIGGER_DB_LOG_FORMAT",
-        default_value_t
-    )]
-    log_format: LogFormat,
-}
+use trigger_db::{cli::Args, config::Config, daemon, paths};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();

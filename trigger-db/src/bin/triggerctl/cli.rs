@@ -22,7 +22,7 @@ a duration meaning that long ago (10m, 2h, 3days).";
 
 /// Admin CLI of trigger-db, the link-trigger database (PF_TRIGGER over gRPC).
 #[derive(Debug, Parser)]
-#[command(version, after_help = EXIT_HELP)]
+#[command(name = "triggerctl", version, after_help = EXIT_HELP)]
 pub(crate) struct Cli {
     /// The daemon's Unix socket [default: $TRIGGER_DB_SOCKET if set, else
     /// /run/trigger-db/trigger.sock as root, else
@@ -34,6 +34,13 @@ pub(crate) struct Cli {
     pub(crate) json: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// The whole command line, for man pages and completions (tools/gen-assets
+/// includes this file).
+#[allow(dead_code, reason = "used by tools/gen-assets only")]
+pub(crate) fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Which triggers: lists AND together, entries of one list OR. Each flag
