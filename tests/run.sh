@@ -31,7 +31,8 @@ packages=(
   libstrongswan-standard-plugins libcharon-extra-plugins
   nftables                                    # the NAT router of the VM scenario mobike-charon
   systemd                                     # systemd-analyze verify of the units
-  python3-venv                                # tests/python-client.sh: grpcio from PyPI
+  python3-venv                                # tests/grpc-clients.sh: grpcio from PyPI
+  nodejs                                      # tests/grpc-clients.sh: @grpc/grpc-js from npm (npm comes with the machine's nodejs)
   man-db                                      # man -w of the packages' pages (tests/deb.sh)
 )
 missing=()
@@ -49,8 +50,8 @@ systemctl disable --now strongswan-starter strongswan 2>/dev/null || true
 echo "== cargo test --workspace (all tests, including root-only ones)"
 cargo test --workspace -- --include-ignored
 
-echo "== stock Python gRPC clients on the daemons' sockets (tests/python-client.sh)"
-tests/python-client.sh
+echo "== stock gRPC clients (Python, Node.js) on the daemons' sockets (tests/grpc-clients.sh)"
+tests/grpc-clients.sh
 if [ -z "${SKIP_DEB:-}" ]; then
   # Builds the .debs (cargo-deb, installed if missing), installs, checks
   # and purges them.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# tests/python-client.sh: stock Python gRPC (grpcio from PyPI, default
-# channel options) against the daemons' real Unix sockets. As root:
+# tests/grpc-clients.sh: stock gRPC clients (Python's grpcio from PyPI and
+# Node.js's @grpc/grpc-js from npm, default channel options) against the
+# daemons' real Unix sockets. As root:
 #   - a venv with the pinned versions of examples/python/requirements.txt;
 #   - trigger-db on a temporary socket and database, its sources off (it
 #     reads nothing of the host), and mobike-agent (backend "none", one
@@ -9,14 +10,17 @@
 #   - examples/python/triggerdb_client.py: Health, Query, Add (root is a
 #     writer), Subscribe with resume, no duplicates;
 #   - examples/python/list_services.py (grpcio-reflection, v1alpha) on both
-#     sockets.
-# Needs python3-venv, iproute2 and PyPI. BIN_DIR: where the debug binaries
+#     sockets;
+#   - examples/node/triggerdb_client.mjs (@grpc/grpc-js, the pinned
+#     versions of examples/node/package.json): Stats, Add, Query, Subscribe
+#     with resume.
+# Needs python3-venv, nodejs + npm, iproute2, PyPI and the npm registry. BIN_DIR: where the debug binaries
 # are (default: the workspace's target dir, built here first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "tests/python-client.sh: run as root (network namespace, trigger-db writer)" >&2
+  echo "tests/grpc-clients.sh: run as root (network namespace, trigger-db writer)" >&2
   exit 2
 fi
 
@@ -27,7 +31,7 @@ if [ -z "${BIN_DIR:-}" ]; then
   BIN_DIR="$target/debug"
 fi
 
-work=$(mktemp -d /tmp/python-client.XXXXXX)
+work=$(mktemp -d /tmp/grpc-clients.XXXXXX)
 ns="pyclient-$$"
 pids=()
 cleanup() {
@@ -114,8 +118,13 @@ echo "-- reflection (v1alpha, grpcio-reflection) on mobike-agent's control socke
   mobike.v1.AgentControl grpc.reflection.v1alpha.ServerReflection ||
   fail "reflection on mobike-agent"
 
+echo "-- examples/node/triggerdb_client.mjs (@grpc/grpc-js, trigger-db)"
+command -v node >/dev/null && command -v npm >/dev/null || fail "node and npm are needed (Debian: nodejs, npm)"
+(cd examples/node && npm install --no-package-lock --no-audit --no-fund --silent) || fail "npm install in examples/node"
+node examples/node/triggerdb_client.mjs --socket "$work/trigger.sock" --add 6 || fail "triggerdb_client.mjs"
+
 # No connection may have been closed as malformed.
 if grep -q "malformed HTTP/2" "$work/trigger-db.log" "$work/agent.log"; then
   fail "a connection was closed as malformed"
 fi
-echo "-- python-client: ok"
+echo "-- grpc-clients: ok"
