@@ -13,8 +13,12 @@
 #     sockets;
 #   - examples/node/triggerdb_client.mjs (@grpc/grpc-js, the pinned
 #     versions of examples/node/package.json): Stats, Add, Query, Subscribe
-#     with resume.
-# Needs python3-venv, nodejs + npm, iproute2, PyPI and the npm registry. BIN_DIR: where the debug binaries
+#     with resume;
+#   - examples/go/grpc_check.go (grpc-go from Debian, 1.33): Health/Check,
+#     reflection v1alpha on both sockets.
+# For each client it says whether the daemon had to read its :authority as
+# localhost. Needs python3-venv, nodejs + npm, golang-go +
+# golang-google-grpc-dev, iproute2, PyPI and the npm registry. BIN_DIR: where the debug binaries
 # are (default: the workspace's target dir, built here first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,10 +93,10 @@ remote_ts = ["10.1.0.0/24"]
 esp_proposals = ["aes256gcm16"]
 TOML
 
-TRIGGER_DB_LOG=info ip netns exec "$ns" "$BIN_DIR/trigger-db" --config "$work/trigger-db.toml" \
+TRIGGER_DB_LOG=info,daemon_support=debug ip netns exec "$ns" "$BIN_DIR/trigger-db" --config "$work/trigger-db.toml" \
   --socket "$work/trigger.sock" --database "$work/triggers.db" 2> "$work/trigger-db.log" &
 pids+=($!)
-MOBIKE_AGENT_LOG=info ip netns exec "$ns" "$BIN_DIR/mobike-agent" --config "$work/agent.toml" \
+MOBIKE_AGENT_LOG=info,daemon_support=debug ip netns exec "$ns" "$BIN_DIR/mobike-agent" --config "$work/agent.toml" \
   --control-socket "$work/control.sock" 2> "$work/agent.log" &
 pids+=($!)
 wait_socket "$work/trigger.sock" "$work/trigger-db.log"
@@ -101,13 +105,24 @@ wait_socket "$work/control.sock" "$work/agent.log"
 fail() { echo "FAIL: $*" >&2; echo "-- trigger-db log:" >&2; cat "$work/trigger-db.log" >&2;
   echo "-- agent log:" >&2; cat "$work/agent.log" >&2; exit 1; }
 
+# rewrites LOG: connections whose :authority the daemon read as localhost
+rewrites() { grep -c "invalid :authority" "$1" || true; }
+# rewritten CLIENT LOG BEFORE: says whether CLIENT's connections needed it
+rewritten() {
+  local n=$(( $(rewrites "$2") - $3 ))
+  if [ "$n" -gt 0 ]; then echo "   ($1 sent an invalid :authority on $n connection(s), read as localhost)"
+  else echo "   ($1 sent a valid :authority)"; fi
+}
+
 echo "-- examples/python/triggerdb_client.py (trigger-db)"
+r0=$(rewrites "$work/trigger-db.log")
 "$py" examples/python/triggerdb_client.py --socket "$work/trigger.sock" --add 6 ||
   fail "triggerdb_client.py"
 # Twice: the second run's Query sees the first run's rows.
 "$py" examples/python/triggerdb_client.py --socket "$work/trigger.sock" --add 4 > "$work/second.out" ||
   fail "triggerdb_client.py (second run)"
 grep -q "query: 3 newest" "$work/second.out" || fail "second run's Query: $(cat "$work/second.out")"
+rewritten grpcio "$work/trigger-db.log" "$r0"
 
 echo "-- reflection (v1alpha, grpcio-reflection) on trigger-db"
 "$py" examples/python/list_services.py "unix://$work/trigger.sock" --expect \
@@ -121,7 +136,18 @@ echo "-- reflection (v1alpha, grpcio-reflection) on mobike-agent's control socke
 echo "-- examples/node/triggerdb_client.mjs (@grpc/grpc-js, trigger-db)"
 command -v node >/dev/null && command -v npm >/dev/null || fail "node and npm are needed (Debian: nodejs, npm)"
 (cd examples/node && npm install --no-package-lock --no-audit --no-fund --silent) || fail "npm install in examples/node"
+r0=$(rewrites "$work/trigger-db.log")
 node examples/node/triggerdb_client.mjs --socket "$work/trigger.sock" --add 6 || fail "triggerdb_client.mjs"
+rewritten @grpc/grpc-js "$work/trigger-db.log" "$r0"
+
+echo "-- examples/go/grpc_check.go (grpc-go $(dpkg-query -W -f='${Version}' golang-google-grpc-dev 2>/dev/null), both sockets)"
+GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$work/gocache" \
+  go build -o "$work/grpc_check" examples/go/grpc_check.go || fail "go build examples/go/grpc_check.go"
+r0=$(rewrites "$work/trigger-db.log")
+"$work/grpc_check" -health trigger.v1.TriggerService -expect trigger.v1.TriggerService,grpc.health.v1.Health \
+  "unix://$work/trigger.sock" || fail "grpc_check on trigger-db"
+"$work/grpc_check" -expect mobike.v1.AgentControl "unix://$work/control.sock" || fail "grpc_check on mobike-agent"
+rewritten grpc-go "$work/trigger-db.log" "$r0"
 
 # No connection may have been closed as malformed.
 if grep -q "malformed HTTP/2" "$work/trigger-db.log" "$work/agent.log"; then

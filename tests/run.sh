@@ -32,6 +32,7 @@ packages=(
   nftables                                    # the NAT router of the VM scenario mobike-charon
   systemd                                     # systemd-analyze verify of the units
   python3-venv                                # tests/grpc-clients.sh: grpcio from PyPI
+  golang-go golang-google-grpc-dev            # tests/grpc-clients.sh: grpc-go 1.33
   nodejs                                      # tests/grpc-clients.sh: @grpc/grpc-js from npm (npm comes with the machine's nodejs)
   man-db                                      # man -w of the packages' pages (tests/deb.sh)
 )
