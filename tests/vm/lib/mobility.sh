@@ -349,7 +349,7 @@ idle() {
 # whatever A runs at that moment (2 vCPUs under TCG). No-op on one vCPU.
 pin_cpus() {
   local n p
-  n=$(nproc)
+  n=$(nproc --all)
   [ "$n" -ge 2 ] || return 0
   taskset -cp "0-$((n - 2))" $$ >/dev/null
   for p in $(ip netns pids B); do taskset -a -cp "$((n - 1))" "$p" >/dev/null || true; done

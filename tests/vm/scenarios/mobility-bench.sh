@@ -60,7 +60,7 @@ mob_setup
 pin_cpus
 events_start
 QUIET=1
-ts "topology and gateway up (gateway on vCPU $(($(nproc) - 1)), A on the rest)"
+ts "topology and gateway up (gateway on vCPU $(($(nproc --all) - 1)), A on the rest)"
 RAW=$D/raw; : > "$RAW"
 
 # run_set IMPL NAME EVENT FAMILIES1 FAMILIES2 [LEAD_MS [SOURCE]]
