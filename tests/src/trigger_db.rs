@@ -7,7 +7,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -16,6 +16,17 @@ use trigger_db::model::{Interface, Source, Trigger, TriggerType};
 use trigger_proto::v1 as pb;
 
 use crate::{netns::Netns, process};
+
+/// The stdout of a `triggerctl` run that must have succeeded.
+pub fn triggerctl_ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "triggerctl failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("triggerctl printed UTF-8")
+}
 
 /// How long the daemon may take to accept connections, or to exit after
 /// SIGTERM.
@@ -173,6 +184,15 @@ impl Daemon {
     /// What the daemon has logged so far.
     pub fn log_text(&self) -> String {
         log_text(&self.log)
+    }
+
+    /// `triggerctl` (the caller's binary, `env!("CARGO_BIN_EXE_triggerctl")`)
+    /// with `args` on the daemon's socket, whatever `TRIGGER_DB_SOCKET` says.
+    pub fn triggerctl(&self, bin: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("--socket").arg(&self.socket).args(args);
+        c.env_remove("TRIGGER_DB_SOCKET");
+        c
     }
 
     /// A client on the daemon's socket.

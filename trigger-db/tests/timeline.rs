@@ -6,35 +6,18 @@
 //! then a flapping link's 1,100 triggers (more than one Query page) all
 //! count.
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-};
+use std::{path::Path, process::Output};
 
-use system_tests::trigger_db::Daemon;
+use system_tests::trigger_db::{Daemon, triggerctl_ok as ok};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 const ODD: &str = "wl<an>&\"1'";
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(TRIGGERCTL)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .env_remove("TRIGGER_DB_SOCKET")
+    d.triggerctl(TRIGGERCTL, args)
         .output()
         .expect("run triggerctl")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "triggerctl failed ({}): {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 fn lanes(doc: &roxmltree::Document) -> Vec<String> {

@@ -15,17 +15,18 @@ use std::{
     time::Duration,
 };
 
-use system_tests::{netns::Netns, process, trigger_db::Daemon};
+use system_tests::{
+    netns::Netns,
+    process,
+    trigger_db::{Daemon, triggerctl_ok as ok},
+};
 use trigger_db::model::{Trigger, TriggerType};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
 fn ctl_cmd(d: &Daemon, args: &[&str]) -> Command {
-    let mut c = Command::new(TRIGGERCTL);
-    c.arg("--socket").arg(&d.socket).args(args);
-    c.env_remove("TRIGGER_DB_SOCKET");
-    c
+    d.triggerctl(TRIGGERCTL, args)
 }
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {
@@ -47,17 +48,6 @@ fn ctl_stdin(d: &Daemon, args: &[&str], input: &str) -> Output {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     out
-}
-
-/// Succeeded; its stdout.
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "triggerctl failed ({}): {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 /// Failed with exit 1 and one line on stderr; that line.
