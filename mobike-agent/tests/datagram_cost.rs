@@ -70,7 +70,7 @@ fn shuttle(now: Instant, a: &mut Endpoint, b: &mut Endpoint) {
     }
 }
 
-/// Bytes B allocates handling A's liveness check of their first IKE SA
+/// Bytes B allocates handling A's liveness check of one of their IKE SAs
 /// when they have `n` IKE SAs.
 fn cost_with(n: usize) -> usize {
     let now = Instant::now();
@@ -94,16 +94,23 @@ fn cost_with(n: usize) -> usize {
     );
     while b.poll_event().is_some() {}
     while b.poll_kernel_action().is_some() {}
-    let first = a.ike_sas()[0].id;
-    a.handle_command(now, Command::Dpd(first))
-        .expect("liveness check");
-    let t = a.poll_transmit().expect("the check");
-    let ((), cost) = allocated(|| {
-        b.handle_datagram(now, t.remote, t.local, &t.payload);
-        let _ = b.poll_timeout();
-    });
-    assert!(b.poll_transmit().is_some(), "B answered");
-    cost
+    // The least of three checks on three IKE SAs: a hash table that
+    // happens to be full grows on one of them (amortized, and when it
+    // happens depends on the random SPIs), never on all three.
+    let mut least = usize::MAX;
+    for sa in a.ike_sas().iter().take(3).map(|s| s.id) {
+        a.handle_command(now, Command::Dpd(sa))
+            .expect("liveness check");
+        let t = a.poll_transmit().expect("the check");
+        let ((), cost) = allocated(|| {
+            b.handle_datagram(now, t.remote, t.local, &t.payload);
+            let _ = b.poll_timeout();
+        });
+        let answer = b.poll_transmit().expect("B answered");
+        a.handle_datagram(now, answer.remote, answer.local, &answer.payload);
+        least = least.min(cost);
+    }
+    least
 }
 
 #[test]
