@@ -46,6 +46,16 @@ pub const HISTORY: usize = 8;
 /// update commanded meanwhile does not wait for that test: the engine
 /// sends it on the update's pair too.
 pub const FIRST_PROBE: Duration = Duration::from_secs(2);
+/// How soon a pair that has just become a candidate (its link came up,
+/// its address or route appeared) is tested in the background when it is
+/// one of the best alternates: a break soon after finds it tested and
+/// updates at once. The delay lets the burst of events a link brings up
+/// (addresses, routes) settle into one test.
+pub const PROMPT_PROBE: Duration = Duration::from_millis(250);
+/// The least time between two background tests of one IKE SA's
+/// alternates that new candidates brought forward: a flapping link costs
+/// at most one INFORMATIONAL exchange per second.
+pub const PROMPT_PROBE_GAP: Duration = Duration::from_secs(1);
 
 /// An IKE SA as the engine sees it.
 pub type SaId = u64;
@@ -135,6 +145,8 @@ struct SaPathState {
     moves: VecDeque<Timeline>,
     announced: Option<Vec<IpAddr>>,
     next_probe: Option<Instant>,
+    /// When the alternates were last tested in the background.
+    last_probe: Option<Instant>,
     /// When to evaluate again without a new input (dwell over).
     recheck_at: Option<Instant>,
 }
@@ -300,6 +312,7 @@ impl Manager {
             moves: VecDeque::new(),
             announced: None,
             next_probe: probe,
+            last_probe: None,
             recheck_at: None,
         });
         if e.current != current {
@@ -534,6 +547,27 @@ impl Manager {
         }
         let eval = policy::evaluate(table, &cfg.policy, routes, &s.view(), now);
         s.dirty = false;
+        // A pair that is no candidate any more (its link, address or route
+        // went) loses its test result: when it comes back, the result
+        // says nothing about the path then. One of the best alternates
+        // that has just become a candidate is tested soon.
+        if let Some(before) = &s.last {
+            let is_candidate =
+                |p: &Pair| *p == s.current || eval.candidates.iter().any(|c| c.pair == *p);
+            s.tests.retain(|p, _| is_candidate(p));
+            let appeared = eval
+                .candidates
+                .iter()
+                .map(|c| c.pair)
+                .filter(|p| *p != s.current)
+                .take(cfg.probe_alternates as usize)
+                .any(|p| !before.candidates.iter().any(|c| c.pair == p));
+            if appeared && cfg.probe_interval.is_some() {
+                let gap = s.last_probe.map(|t| t + PROMPT_PROBE_GAP);
+                let at = gap.map_or(now + PROMPT_PROBE, |g| g.max(now + PROMPT_PROBE));
+                s.next_probe = Some(s.next_probe.map_or(at, |t| t.min(at)));
+            }
+        }
         // Consumed by this evaluation whatever it decides: an event that
         // moved nothing is not the cause of a later move.
         let cause = s.cause.take();
@@ -702,6 +736,7 @@ impl Manager {
                         .take(self.config.probe_alternates as usize)
                         .collect();
                     if !pairs.is_empty() && s.pending.is_none() {
+                        s.last_probe = Some(now);
                         self.actions.push_back(Action::TestPaths { sa: id, pairs });
                     }
                 }

@@ -464,6 +464,79 @@ fn background_probes_keep_alternates_tested() {
     }
 }
 
+/// An alternate whose link went down loses its test result; when the link
+/// is back it is tested again soon (not at the next interval), at most
+/// once per PROMPT_PROBE_GAP however often the link flaps, so that a break
+/// after it updates at once.
+#[test]
+fn an_alternate_that_comes_back_is_tested_soon() {
+    let t0 = Instant::now();
+    let mut m = probing(t0);
+    m.on_sa(7, true, pair(ETH, PEER), vec![PEER], vec![], t0);
+    let table = std::rc::Rc::new(std::cell::RefCell::new(m.table().clone()));
+    let view = table.clone();
+    let r = move |local: IpAddr, _: IpAddr| {
+        RouteAnswer::Via(view.borrow().owner_of(local).map_or(0, |i| i.index))
+    };
+    let drain = |m: &mut Manager| {
+        let mut tests = Vec::new();
+        while let Some(a) = m.poll_action() {
+            if let Action::TestPaths { pairs, .. } = a {
+                tests.push(pairs);
+            }
+        }
+        tests
+    };
+    m.evaluate(&r, t0);
+    drain(&mut m);
+    let first = t0 + FIRST_PROBE;
+    m.evaluate(&r, first);
+    assert_eq!(drain(&mut m), vec![vec![pair(WLAN, PEER)]]);
+    m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), first);
+    let tested = |m: &Manager| {
+        m.status(7)
+            .unwrap()
+            .tests
+            .iter()
+            .any(|(p, t)| *p == pair(WLAN, PEER) && t.rtt.is_some())
+    };
+    assert!(tested(&m));
+    // wlan0 goes down and comes back: its old result is dropped, and the
+    // next probe is PROMPT_PROBE after it came back, not the interval.
+    let mut at = first + Duration::from_secs(3);
+    for up in [false, true] {
+        let ev = link_ev(2, "wlan0", IfaceKind::Wlan, "", up);
+        m.on_link_event(ev.clone(), None, at);
+        table.borrow_mut().apply(ev, at);
+        m.evaluate(&r, at);
+        assert!(drain(&mut m).is_empty());
+        assert!(!tested(&m), "up {up}: a result from before the link went");
+        at += Duration::from_millis(100);
+    }
+    let back = at - Duration::from_millis(100);
+    assert_eq!(m.poll_timeout(), Some(back + PROMPT_PROBE));
+    m.evaluate(&r, back + PROMPT_PROBE);
+    assert_eq!(drain(&mut m), vec![vec![pair(WLAN, PEER)]]);
+    let probed = back + PROMPT_PROBE;
+    m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), probed);
+    // It flaps at once: the next prompt test waits for the gap.
+    at = probed + Duration::from_millis(50);
+    for up in [false, true] {
+        let ev = link_ev(2, "wlan0", IfaceKind::Wlan, "", up);
+        m.on_link_event(ev.clone(), None, at);
+        table.borrow_mut().apply(ev, at);
+        m.evaluate(&r, at);
+        drain(&mut m);
+        at += Duration::from_millis(50);
+    }
+    assert_eq!(m.poll_timeout(), Some(probed + PROMPT_PROBE_GAP));
+    // An unrelated SA evaluation in between sends nothing early.
+    m.evaluate(&r, probed + PROMPT_PROBE_GAP - Duration::from_millis(1));
+    assert!(drain(&mut m).is_empty());
+    m.evaluate(&r, probed + PROMPT_PROBE_GAP);
+    assert_eq!(drain(&mut m), vec![vec![pair(WLAN, PEER)]]);
+}
+
 /// A probe that falls due while a move is under way, or on an SA we only
 /// answer for, is put off to the next interval: a deadline left in the
 /// past would wake the runtime again and again.
