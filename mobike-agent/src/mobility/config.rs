@@ -12,7 +12,8 @@
 //! hysteresis = 50             # points a better pair must win by (voluntary moves)
 //! min_dwell = "5s"            # time on a pair before a voluntary move
 //! flap_penalty = 30           # points off per recent link-down (ten at most)
-//! probe_interval = "30s"      # background tests of the best alternates; "0": off
+//! probe_interval = "30s"      # background tests of the best alternates (and of
+//!                             # one that has just become a candidate); "0": off
 //! probe_alternates = 2        # how many alternates are kept tested
 //!
 //! [mobility.kinds.wwan]       # by interface kind: ethernet, wlan, wwan, veth,

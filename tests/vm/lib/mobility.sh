@@ -65,8 +65,37 @@ mob_topology() {
 }
 
 # uplink_up N: uplink N up with the addresses of its families (U_FAM) and
-# its routes (an interface set down loses its routes), in one `ip -batch`
+# its routes (an interface set down loses its routes), in one `ip -batch`;
+# again (five times at most) until the kernel routes each of its sources
+# to the gateway B through it: a route added while the link comes up can
+# be missing afterwards (seen once for IPv6, table 10N), which left the
+# next move of that run with no path
 uplink_up() {
+  local n=$1 try
+  for try in 1 2 3 4 5; do
+    uplink_apply "$n"
+    uplink_routed "$n" && return 0
+    echo "uplink_up $n: a route is missing (try $try); again"
+    ip -n A route show table "10$n"; ip -n A -6 route show table "10$n"
+    sleep 0.2
+  done
+  fail "uplink_up $n: routes missing after 5 tries"
+}
+
+# uplink_routed N: whether each source of uplink N is routed to B via its
+# gateway
+uplink_routed() {
+  local n=$1 f
+  for f in ${U_FAM[$n]}; do
+    if [ "$f" = 4 ]; then
+      ip -n A route get "$B_V4" from "${A_V4[$n]}" 2>/dev/null | grep -q "via ${A_GW4[$n]} dev u$n" || return 1
+    else
+      ip -n A -6 route get "$B_V6" from "${A_V6[$n]}" 2>/dev/null | grep -q "via ${A_GW6[$n]} dev u$n" || return 1
+    fi
+  done
+}
+
+uplink_apply() {
   local n=$1 f
   {
     echo "link set u$n up"
@@ -417,7 +446,7 @@ flap() {
   local n=$1 steps=$(( $2 * 5 )) t0=$EPOCHREALTIME k
   for k in $(seq 0 $(( steps - 1 ))); do
     sleep "$(awk -v t0="$t0" -v now="$EPOCHREALTIME" -v k="$k" 'BEGIN{d=t0+k*0.2-now; print (d>0?d:0)}')"
-    if [ $(( k % 2 )) = 0 ]; then ev_break "$n"; else uplink_up "$n"; fi
+    if [ $(( k % 2 )) = 0 ]; then ev_break "$n"; else uplink_apply "$n"; fi
   done
   uplink_up "$n"
 }
