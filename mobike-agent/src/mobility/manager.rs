@@ -579,7 +579,13 @@ impl Manager {
             }
         }
         addrs.sort();
-        if s.announced.as_ref() != Some(&addrs) {
+        // While the current pair is being lost, the initiator's list waits
+        // for the move: sent now it would go on the dead pair and hold the
+        // window the update needs. The evaluation after the move announces
+        // it. (The responder does not move: it announces at once.)
+        let losing = s.initiator
+            && matches!(&eval.verdict, Verdict::Move { reason, .. } if reason.loses_pair());
+        if !losing && s.announced.as_ref() != Some(&addrs) {
             self.actions.push_back(Action::Announce {
                 sa: id,
                 addrs: addrs.clone(),

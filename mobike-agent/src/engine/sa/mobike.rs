@@ -56,6 +56,7 @@ impl IkeSa {
                 QueuedRequest::UpdateAddresses(_) | QueuedRequest::TestPaths(_)
             )
         });
+        let lost = self.moving().is_some_and(|m| m.path_lost);
         if let Some(o) = self.window.in_flight.as_mut() {
             // §3.5: outstanding requests are retransmitted from the new
             // addresses; the update follows their answer. An outstanding
@@ -74,6 +75,14 @@ impl IkeSa {
                         answered: false,
                     });
                 }
+                ctx.send(first, ctx.config.nat_t_port, &o.bytes);
+            } else if lost && !matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })) {
+                // With the current pair lost, any other request (an address
+                // announcement, a liveness check, a rekey) goes on the new
+                // pair now, not at its next retransmission seconds later:
+                // the update waits behind it. (While the old pair works,
+                // its answer comes there.) An outstanding update is left to
+                // its timer: its NAT-D notifies name its own pair.
                 ctx.send(first, ctx.config.nat_t_port, &o.bytes);
             }
             if !matches!(o.request, Some(BuiltRequest::UpdateAddresses { .. })) {
@@ -448,6 +457,42 @@ mod tests {
                 .iter()
                 .all(|k| matches!(k, KernelAction::MigrateChildSa { .. })),
             "{after:?}"
+        );
+    }
+
+    /// A request outstanding when the IKE SA leaves a lost pair (here a
+    /// liveness check) is sent again on the new pair at once (RFC 4555
+    /// §3.5), not at its next retransmission seconds later: the update
+    /// waits behind it in the window. While the old pair works, it is not.
+    #[test]
+    fn an_outstanding_request_leaves_a_lost_pair_at_once() {
+        let (now, mut a, _b) = established();
+        let info = a.ike_sas()[0].clone();
+        a.handle_command(now, Command::Dpd(info.id)).unwrap();
+        let check = a.poll_transmit().expect("the liveness check");
+        assert_eq!(check.local.ip(), info.path.local.ip());
+        let mut working = {
+            let (_, mut a2, _) = established();
+            let id = a2.ike_sas()[0].id;
+            a2.handle_command(now, Command::Dpd(id)).unwrap();
+            a2.poll_transmit().expect("the liveness check");
+            update_from_a_new_address(&mut a2, now);
+            a2
+        };
+        assert!(
+            working.poll_transmit().is_none(),
+            "old pair working: the check's answer comes there"
+        );
+        a.handle_command(now, Command::PathLost { sa: info.id })
+            .unwrap();
+        update_from_a_new_address(&mut a, now);
+        let again = a.poll_transmit().expect("the check again, at once");
+        assert_eq!(again.local, "192.0.2.9:4500".parse().unwrap());
+        let ike = |t: &[u8]| t.strip_prefix(&[0u8; 4][..]).unwrap_or(t).to_vec();
+        assert_eq!(ike(&again.payload), ike(&check.payload));
+        assert!(
+            a.poll_transmit().is_none(),
+            "the update waits for the check's answer"
         );
     }
 

@@ -152,6 +152,15 @@ fn a_lost_link_tests_the_alternates_and_updates_to_the_first_that_answers() {
     let status = e.m.status(7).unwrap();
     assert_eq!(status.current, pair(WLAN, PEER));
     assert!(status.moves[0].first_esp.is_some());
+    // The address list, held back while the pair was being lost, goes
+    // from the new pair; then nothing more.
+    assert_eq!(
+        e.step(0),
+        vec![Action::Announce {
+            sa: 7,
+            addrs: vec![WLAN]
+        }]
+    );
     assert_eq!(e.step(0), vec![], "settled: no move storm");
 }
 
