@@ -35,6 +35,7 @@ packages=(
   golang-go golang-google-grpc-dev            # tests/grpc-clients.sh: grpc-go 1.33
   nodejs                                      # tests/grpc-clients.sh: @grpc/grpc-js from npm (npm comes with the machine's nodejs)
   man-db                                      # man -w of the packages' pages (tests/deb.sh)
+  openssl                                     # the certificates mobike-agent's pki tests make
 )
 missing=()
 for p in "${packages[@]}"; do

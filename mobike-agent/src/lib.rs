@@ -7,7 +7,9 @@
 //! datagrams to send, kernel actions as plain data, timer deadlines and
 //! events. MOBIKE there is the address update of RFC 4555 §3.5 in both
 //! roles, started by a command: the engine does not choose address pairs
-//! itself, and nothing yet moves an IKE SA on a trigger-db trigger.
+//! itself; [`mobility`] does, from trigger-db's triggers or the agent's own
+//! rtnetlink watch. [`pki`] holds the X.509 side of certificate
+//! authentication (not yet used by IKE_AUTH).
 //!
 //! Around the engine: [`config_file`] reads the TOML configuration;
 //! [`runtime`] is the tokio driver the binary runs (UDP sockets from
@@ -25,6 +27,7 @@ pub mod crypto;
 pub mod engine;
 pub mod kernel;
 pub mod mobility;
+pub mod pki;
 pub mod proposal;
 pub mod proto;
 pub mod routes;

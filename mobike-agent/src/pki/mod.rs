@@ -1,0 +1,25 @@
+//! X.509 for public-key authentication (RFC 7296 §2.15 and §3.6-3.8,
+//! RFC 7427): certificate and private-key files ([`files`]), our private
+//! key and its signatures ([`key`]), validation of a peer's certificate
+//! chain against configured trust anchors and optional CRLs ([`verify`]),
+//! and matching an IKE identity against a certificate ([`identity`]).
+//!
+//! Nothing here parses DER by hand: certificates are read with
+//! x509-parser (subject, subjectAltName, key usage, validity), paths are
+//! built and their signatures, validity times, CA constraints and
+//! revocation checked by webpki on ring, PEM is pki-types' and SEC1 EC
+//! keys are read with sec1. Validation takes the time as an argument, so
+//! it is sans-IO like the engine; only [`files`] touches the file system.
+//!
+//! Not here yet: the IKE_AUTH exchange's use of it (CERT and CERTREQ
+//! payloads, the AUTH payload by Digital Signature with
+//! SIGNATURE_HASH_ALGORITHMS negotiated, RFC 7427 §3-4) and the
+//! configuration (`auth = "pubkey"`).
+
+pub mod files;
+pub mod identity;
+pub mod key;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,404 @@
+//! Certificates made with openssl for each test run: a root CA (P-256), an
+//! intermediate CA (RSA-3072) and end entities with RSA-3072, ECDSA P-256
+//! and Ed25519 keys; another root for "unknown CA"; an end entity whose key
+//! usage does not allow signatures.
+
+use std::{
+    net::IpAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::{Duration, SystemTime},
+};
+
+use ring::signature::{self, UnparsedPublicKey};
+use x509_parser::prelude::{FromDer as _, X509Certificate};
+
+use super::{
+    files::{FileError, read_certificates, read_private_key},
+    identity::{matches, subject_id},
+    key::{KeyKind, Scheme},
+    verify::{Refusal, TrustStore},
+};
+use crate::proto::{IdType, Identification};
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (package openssl) runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const CA_EXT: &str = "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n";
+
+/// A key of `kind` in `name.key` (PKCS#8, mode 600).
+fn genkey(dir: &Path, name: &str, kind: &str) {
+    let key = format!("{name}.key");
+    match kind {
+        "rsa" => openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:3072",
+                "-out",
+                &key,
+            ],
+        ),
+        "ec" => openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &key,
+            ],
+        ),
+        "ed" => openssl(dir, &["genpkey", "-algorithm", "ED25519", "-out", &key]),
+        other => panic!("key kind {other}"),
+    }
+    std::fs::set_permissions(dir.join(&key), std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `name.pem` for `name.key`, signed by `ca` (self-signed if None).
+fn cert(dir: &Path, name: &str, subject: &str, ca: Option<&str>, ext: &str, days: &str) {
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let pem = format!("{name}.pem");
+    let extfile = format!("{name}.ext");
+    std::fs::write(dir.join(&extfile), ext).unwrap();
+    openssl(
+        dir,
+        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
+    );
+    match ca {
+        None => openssl(
+            dir,
+            &[
+                "x509", "-req", "-in", &csr, "-key", &key, "-days", days, "-extfile", &extfile,
+                "-out", &pem,
+            ],
+        ),
+        Some(ca) => openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                days,
+                "-extfile",
+                &extfile,
+                "-out",
+                &pem,
+            ],
+        ),
+    }
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        genkey(d, "root", "ec");
+        cert(
+            d,
+            "root",
+            "/C=CH/O=mobike test/CN=Root CA",
+            None,
+            CA_EXT,
+            "3650",
+        );
+        genkey(d, "int", "rsa");
+        cert(
+            d,
+            "int",
+            "/C=CH/O=mobike test/CN=Intermediate CA",
+            Some("root"),
+            CA_EXT,
+            "3650",
+        );
+        let ee = |name: &str, kind: &str, san: &str, ku: &str| {
+            genkey(d, name, kind);
+            let ext = format!("subjectAltName={san}\nkeyUsage=critical,{ku}\n");
+            cert(
+                d,
+                name,
+                &format!("/C=CH/O=mobike test/CN={name}.test"),
+                Some("int"),
+                &ext,
+                "365",
+            );
+        };
+        ee("rsa", "rsa", "DNS:rsa.test", "digitalSignature");
+        ee(
+            "ec",
+            "ec",
+            "DNS:EC.test,email:vpn@ec.test,IP:192.0.2.1,IP:2001:db8::1",
+            "digitalSignature",
+        );
+        ee("ed", "ed", "DNS:ed.test", "digitalSignature");
+        ee("enc", "ec", "DNS:enc.test", "keyEncipherment");
+        genkey(d, "other", "ec");
+        cert(
+            d,
+            "other",
+            "/C=CH/O=elsewhere/CN=Other CA",
+            None,
+            CA_EXT,
+            "3650",
+        );
+        genkey(d, "stranger", "ec");
+        cert(
+            d,
+            "stranger",
+            "/C=CH/O=elsewhere/CN=stranger.test",
+            Some("other"),
+            "keyUsage=critical,digitalSignature\n",
+            "365",
+        );
+        // The same EC key as SEC1 and the RSA key as PKCS#1.
+        openssl(d, &["ec", "-in", "ec.key", "-out", "ec.sec1.key"]);
+        openssl(
+            d,
+            &[
+                "rsa",
+                "-in",
+                "rsa.key",
+                "-traditional",
+                "-out",
+                "rsa.pkcs1.key",
+            ],
+        );
+        for k in ["ec.sec1.key", "rsa.pkcs1.key"] {
+            std::fs::set_permissions(d.join(k), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Pki { dir }
+    })
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn cert(&self, name: &str) -> rustls_pki_types::CertificateDer<'static> {
+        read_certificates(&self.path(&format!("{name}.pem")))
+            .unwrap()
+            .remove(0)
+    }
+    fn store(&self) -> TrustStore {
+        TrustStore::new(&[self.cert("root")], &[]).unwrap()
+    }
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+#[test]
+fn chains_through_the_intermediate_validate_for_each_key_type() {
+    let p = pki();
+    let store = p.store();
+    for name in ["rsa", "ec", "ed"] {
+        let v = store
+            .verify(&p.cert(name), &[p.cert("int")], now())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            v.subject.contains(&format!("CN={name}.test")),
+            "{}",
+            v.subject
+        );
+        assert!(v.not_after > now() + Duration::from_secs(300 * 86_400));
+    }
+}
+
+#[test]
+fn refusals_name_what_was_wrong() {
+    let p = pki();
+    let store = p.store();
+    let int = [p.cert("int")];
+    let r = store.verify(&p.cert("stranger"), &[], now()).unwrap_err();
+    assert!(matches!(r, Refusal::UnknownCa { .. }), "{r}");
+    assert!(r.to_string().contains("Other CA"), "{r}");
+    let r = store.verify(&p.cert("ec"), &[], now()).unwrap_err();
+    assert!(
+        matches!(r, Refusal::UnknownCa { .. }),
+        "no intermediate: {r}"
+    );
+    let later = now() + Duration::from_secs(3 * 365 * 86_400);
+    let r = store.verify(&p.cert("ec"), &int, later).unwrap_err();
+    assert!(matches!(r, Refusal::Expired { .. }), "{r}");
+    assert!(r.to_string().contains("expired at"), "{r}");
+    let before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let r = store.verify(&p.cert("ec"), &int, before).unwrap_err();
+    assert!(matches!(r, Refusal::NotYetValid { .. }), "{r}");
+    let r = store.verify(&p.cert("enc"), &int, now()).unwrap_err();
+    assert!(matches!(r, Refusal::WrongKeyUsage { .. }), "{r}");
+    // A certificate whose signature was changed.
+    let mut forged = p.cert("ec").to_vec();
+    let last = forged.len() - 3;
+    forged[last] ^= 0x55;
+    let r = store.verify(&forged.into(), &int, now()).unwrap_err();
+    assert!(
+        matches!(r, Refusal::BadSignature { .. } | Refusal::Malformed(_)),
+        "{r}"
+    );
+}
+
+#[test]
+fn identities_match_subject_alt_names_and_the_subject() {
+    let p = pki();
+    let ec = p.cert("ec");
+    let id = |ty, data: &[u8]| Identification {
+        ty,
+        data: data.to_vec(),
+    };
+    let ip = |s: &str| match s.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    for (i, want) in [
+        (id(IdType::ID_FQDN, b"ec.test"), true),
+        (id(IdType::ID_FQDN, b"Ec.Test."), true),
+        (id(IdType::ID_FQDN, b"rsa.test"), false),
+        (id(IdType::ID_RFC822_ADDR, b"vpn@ec.test"), true),
+        (id(IdType::ID_RFC822_ADDR, b"other@ec.test"), false),
+        (id(IdType::ID_IPV4_ADDR, &ip("192.0.2.1")), true),
+        (id(IdType::ID_IPV4_ADDR, &ip("192.0.2.2")), false),
+        (id(IdType::ID_IPV6_ADDR, &ip("2001:db8::1")), true),
+        (id(IdType::ID_KEY_ID, b"ec.test"), false),
+        (subject_id(&ec).unwrap(), true),
+        (subject_id(&p.cert("rsa")).unwrap(), false),
+    ] {
+        assert_eq!(matches(&i, &ec).unwrap(), want, "{i:?}");
+    }
+}
+
+fn spki(der: &[u8]) -> Vec<u8> {
+    let (_, c) = X509Certificate::from_der(der).unwrap();
+    c.public_key().subject_public_key.data.to_vec()
+}
+
+#[test]
+fn keys_in_every_format_sign_what_their_certificate_verifies() {
+    let p = pki();
+    let msg = b"octets to sign (RFC 7296 section 2.15)";
+    for (file, cert, kind) in [
+        ("rsa.key", "rsa", KeyKind::Rsa { bits: 3072 }),
+        ("rsa.pkcs1.key", "rsa", KeyKind::Rsa { bits: 3072 }),
+        ("ec.key", "ec", KeyKind::EcdsaP256),
+        ("ec.sec1.key", "ec", KeyKind::EcdsaP256),
+        ("ed.key", "ed", KeyKind::Ed25519),
+    ] {
+        let key = read_private_key(&p.path(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(key.kind(), kind, "{file}");
+        let public = spki(&p.cert(cert));
+        assert_eq!(
+            key.public_key(),
+            public.as_slice(),
+            "{file}: not its certificate's key"
+        );
+        for &scheme in key.schemes() {
+            let alg: &dyn signature::VerificationAlgorithm = match scheme {
+                Scheme::RsaPkcs1Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                Scheme::RsaPkcs1Sha384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                Scheme::RsaPkcs1Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                Scheme::RsaPssSha256 => &signature::RSA_PSS_2048_8192_SHA256,
+                Scheme::RsaPssSha384 => &signature::RSA_PSS_2048_8192_SHA384,
+                Scheme::RsaPssSha512 => &signature::RSA_PSS_2048_8192_SHA512,
+                Scheme::EcdsaP256Sha256 => &signature::ECDSA_P256_SHA256_ASN1,
+                Scheme::EcdsaP384Sha384 => &signature::ECDSA_P384_SHA384_ASN1,
+                Scheme::EcdsaP256Sha256Fixed => &signature::ECDSA_P256_SHA256_FIXED,
+                Scheme::EcdsaP384Sha384Fixed => &signature::ECDSA_P384_SHA384_FIXED,
+                Scheme::Ed25519 => &signature::ED25519,
+            };
+            let sig = key.sign(scheme, msg).unwrap();
+            UnparsedPublicKey::new(alg, &public)
+                .verify(msg, &sig)
+                .unwrap_or_else(|_| panic!("{file} {scheme:?}"));
+        }
+        assert!(key.sign(Scheme::Ed25519, msg).is_err() || kind == KeyKind::Ed25519);
+    }
+}
+
+#[test]
+fn a_private_key_every_user_can_read_is_refused() {
+    let p = pki();
+    let exposed = p.path("exposed.key");
+    std::fs::copy(p.path("ec.key"), &exposed).unwrap();
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = read_private_key(&exposed).unwrap_err();
+    assert!(
+        matches!(e, FileError::KeyExposed { mode: 0o644, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    let e = read_private_key(&p.path("root.pem")).unwrap_err();
+    assert!(
+        matches!(e, FileError::NoKey { .. } | FileError::KeyExposed { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_ca_file_that_is_no_certificate_is_refused_by_name() {
+    let p = pki();
+    let junk = p.path("junk.pem");
+    std::fs::write(
+        &junk,
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = read_certificates(&junk).unwrap_err();
+    assert!(e.to_string().contains("junk.pem"), "{e}");
+}
+
+proptest::proptest! {
+    /// Arbitrary bytes as a peer's certificate or intermediates (CERT
+    /// payloads) are refused with an error, never a panic; so are a valid
+    /// certificate's bytes cut short or with one byte changed.
+    #[test]
+    fn malformed_certificates_are_refused_not_panicked_on(
+        junk in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        cut in 0usize..2000,
+        flip in 0usize..2000,
+    ) {
+        let p = pki();
+        let store = p.store();
+        let _ = store.verify(&junk.clone().into(), &[junk.clone().into()], now());
+        let id = Identification { ty: IdType::ID_FQDN, data: b"ec.test".to_vec() };
+        let _ = matches(&id, &junk);
+        let _ = subject_id(&junk);
+        let good = p.cert("ec").to_vec();
+        let short = good[..cut.min(good.len())].to_vec();
+        proptest::prop_assert!(cut >= good.len() || store.verify(&short.into(), &[p.cert("int")], now()).is_err());
+        let mut changed = good.clone();
+        let i = flip % changed.len();
+        changed[i] ^= 0x01;
+        let _ = store.verify(&changed.clone().into(), &[p.cert("int")], now());
+        let _ = matches(&id, &changed);
+    }
+}
