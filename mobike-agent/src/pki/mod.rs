@@ -1,8 +1,10 @@
 //! X.509 for public-key authentication (RFC 7296 §2.15 and §3.6-3.8,
 //! RFC 7427): certificate and private-key files ([`files`]), our private
-//! key and its signatures ([`key`]), validation of a peer's certificate
-//! chain against configured trust anchors and optional CRLs ([`verify`]),
-//! and matching an IKE identity against a certificate ([`identity`]).
+//! key and its signatures ([`key`]), the AUTH payload's Digital Signature
+//! form and the check of a peer's signature ([`auth`]), validation of a
+//! peer's certificate chain against configured trust anchors and optional
+//! CRLs ([`verify`]), and matching an IKE identity against a certificate
+//! ([`identity`]).
 //!
 //! Nothing here parses DER by hand: certificates are read with
 //! x509-parser (subject, subjectAltName, key usage, validity), paths are
@@ -12,10 +14,11 @@
 //! it is sans-IO like the engine; only [`files`] touches the file system.
 //!
 //! Not here yet: the IKE_AUTH exchange's use of it (CERT and CERTREQ
-//! payloads, the AUTH payload by Digital Signature with
-//! SIGNATURE_HASH_ALGORITHMS negotiated, RFC 7427 §3-4) and the
-//! configuration (`auth = "pubkey"`).
+//! payloads, sending SIGNATURE_HASH_ALGORITHMS and signing or checking
+//! the AUTH payload in the exchange) and the configuration
+//! (`auth = "pubkey"`).
 
+pub mod auth;
 pub mod files;
 pub mod identity;
 pub mod key;

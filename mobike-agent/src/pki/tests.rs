@@ -402,3 +402,105 @@ proptest::proptest! {
         let _ = matches(&id, &changed);
     }
 }
+
+mod auth {
+    use super::*;
+    use crate::pki::{
+        auth::{self, AuthError, HASH_IDENTITY, HASH_SHA256, HASH_SHA384},
+        key::Scheme,
+    };
+
+    const ALL: [Scheme; 9] = [
+        Scheme::RsaPkcs1Sha256,
+        Scheme::RsaPkcs1Sha384,
+        Scheme::RsaPkcs1Sha512,
+        Scheme::RsaPssSha256,
+        Scheme::RsaPssSha384,
+        Scheme::RsaPssSha512,
+        Scheme::EcdsaP256Sha256,
+        Scheme::EcdsaP384Sha384,
+        Scheme::Ed25519,
+    ];
+
+    /// Each AlgorithmIdentifier we send parses, and reads back as its
+    /// scheme (for PSS: hash, MGF1 hash and salt as ring verifies them).
+    #[test]
+    fn our_algorithm_identifiers_read_back() {
+        for s in ALL {
+            let data = auth::encode(s, b"sig").unwrap();
+            assert_eq!(auth::decode(&data).unwrap(), (s, &b"sig"[..]), "{s:?}");
+        }
+        assert_eq!(auth::encode(Scheme::EcdsaP256Sha256Fixed, b"x"), None);
+    }
+
+    #[test]
+    fn signatures_verify_with_the_signers_certificate_only() {
+        let p = pki();
+        let msg = b"InitiatorSignedOctets";
+        for (key, cert, other) in [
+            ("rsa.key", "rsa", "ec"),
+            ("ec.key", "ec", "rsa"),
+            ("ed.key", "ed", "ec"),
+        ] {
+            let k = read_private_key(&p.path(key)).unwrap();
+            let (c, o) = (p.cert(cert), p.cert(other));
+            for &s in k.schemes() {
+                let sig = k.sign(s, msg).unwrap();
+                let sig = match auth::encode(s, &sig) {
+                    Some(data) => {
+                        let (scheme, sig) = auth::decode(&data).unwrap();
+                        assert_eq!(scheme, s);
+                        sig.to_vec()
+                    }
+                    None => sig,
+                };
+                auth::verify(s, &c, msg, &sig).unwrap_or_else(|e| panic!("{key} {s:?}: {e}"));
+                let e = auth::verify(s, &o, msg, &sig).unwrap_err();
+                assert!(
+                    matches!(e, AuthError::Invalid | AuthError::WrongKey { .. }),
+                    "{e}"
+                );
+                let e = auth::verify(s, &c, b"other octets", &sig).unwrap_err();
+                assert_eq!(e, AuthError::Invalid);
+            }
+        }
+    }
+
+    #[test]
+    fn the_scheme_follows_the_hashes_the_peer_lists() {
+        let p = pki();
+        let rsa = read_private_key(&p.path("rsa.key")).unwrap();
+        let ed = read_private_key(&p.path("ed.key")).unwrap();
+        let ec = read_private_key(&p.path("ec.key")).unwrap();
+        assert_eq!(
+            auth::choose(rsa.schemes(), &[HASH_SHA256]),
+            Some(Scheme::RsaPssSha256)
+        );
+        assert_eq!(
+            auth::choose(rsa.schemes(), &[HASH_SHA384]),
+            Some(Scheme::RsaPssSha384)
+        );
+        assert_eq!(auth::choose(rsa.schemes(), &[]), None);
+        assert_eq!(
+            auth::choose(ed.schemes(), &[HASH_SHA256, HASH_IDENTITY]),
+            Some(Scheme::Ed25519)
+        );
+        assert_eq!(auth::choose(ed.schemes(), &[HASH_SHA256]), None);
+        assert_eq!(auth::choose(ec.schemes(), &[HASH_SHA384]), None);
+        let listed = auth::parse_hash_notify(&auth::hash_notify_data(&auth::OUR_HASHES));
+        assert_eq!(listed, auth::OUR_HASHES);
+    }
+
+    proptest::proptest! {
+        /// A peer's AUTH data of any form is read or refused, never a
+        /// panic; verification of anything against a real certificate too.
+        #[test]
+        fn arbitrary_auth_data_is_refused_not_panicked_on(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            if let Ok((s, sig)) = auth::decode(&data) {
+                proptest::prop_assert!(auth::verify(s, &pki().cert("ec"), b"m", sig).is_err());
+            }
+        }
+    }
+}
