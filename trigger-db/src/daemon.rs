@@ -195,6 +195,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         durability: cfg.store.durability,
         readers: cfg.store.readers,
         host_id,
+        host_lock_wait: Duration::from_secs(10),
     };
     let (store, writer_conn) = store::open(&database, &open).await?;
     let last_id = store.last_id().await?;

@@ -857,6 +857,7 @@ mod tests {
                 durability: Durability::Normal,
                 readers: 1,
                 host_id: String::new(),
+                host_lock_wait: Duration::ZERO,
             },
         )
         .await

@@ -64,12 +64,21 @@ impl Db {
     }
 
     async fn try_open_as(&self, host: &str) -> Result<(Store, Writer), StoreError> {
+        self.open_waiting(host, Duration::ZERO).await
+    }
+
+    async fn open_waiting(
+        &self,
+        host: &str,
+        host_lock_wait: Duration,
+    ) -> Result<(Store, Writer), StoreError> {
         store::open(
             &self.database(),
             &OpenOptions {
                 durability: Durability::Full,
                 readers: 2,
                 host_id: host.to_owned(),
+                host_lock_wait,
             },
         )
         .await
@@ -620,18 +629,14 @@ async fn the_writer_gives_increasing_ids_across_restarts_and_crashes(db: Db) {
     drop(r.handle);
     r.store.close().await;
     // The aborted writer's connection (and PostgreSQL host lock) goes with
-    // its task; give the server a moment to see the session end.
-    let r = loop {
-        match db.try_open_as("host-a").await {
-            Err(StoreError::HostInUse(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => {
-                let (s, w) = other.unwrap();
-                w.close().await.unwrap();
-                s.close().await;
-                break run_writer(&db).await;
-            }
-        }
-    };
+    // its task; the server may take a moment to see the session end.
+    let (s, w) = db
+        .open_waiting("host-a", Duration::from_secs(10))
+        .await
+        .unwrap();
+    w.close().await.unwrap();
+    s.close().await;
+    let r = run_writer(&db).await;
     let next = add(&r, 1).await[0];
     assert!(next > 6, "{next}");
     let stored = r
@@ -686,8 +691,19 @@ mod hosts {
             "{e:?}"
         );
         assert!(e.to_string().contains("host_id"), "{e}");
-        wa.close().await.unwrap();
-        db.try_open_as("gw-1").await.unwrap();
+        // Waiting for it: refused after the wait, then taken once it goes.
+        let t = std::time::Instant::now();
+        let e = db
+            .open_waiting("gw-1", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::HostInUse(_)), "{e:?}");
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        let (taken, ()) = tokio::join!(db.open_waiting("gw-1", Duration::from_secs(10)), async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            wa.close().await.unwrap();
+        });
+        taken.unwrap();
     }
 
     #[tokio::test]

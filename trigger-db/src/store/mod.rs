@@ -341,6 +341,10 @@ pub struct OpenOptions {
     /// The host the rows are written under (PostgreSQL; SQLite keeps one
     /// host per file and ignores it).
     pub host_id: String,
+    /// PostgreSQL: how long to wait for another writer of the same host id
+    /// to go (a daemon restarted right after a crash, whose old session
+    /// the server has not ended yet) before refusing to start.
+    pub host_lock_wait: std::time::Duration,
 }
 
 /// Opens (creating if needed) the database, runs the migrations, and

@@ -88,9 +88,23 @@ pub async fn open(
         },
     )]);
     let mut conn = PgConnection::connect_with(&write).await.map_err(open_err)?;
-    check_schema_version(applied_version(&mut conn).await?, &MIGRATOR)?;
-    MIGRATOR.run(&mut conn).await.map_err(StoreError::Migrate)?;
-    lock_host(&mut conn, &opts.host_id).await?;
+    let applied = applied_migrations(&mut conn).await?;
+    check_schema_version(applied.iter().map(|m| m.0).max(), &MIGRATOR)?;
+    // A current schema needs nothing run: the per-host roles have no
+    // CREATE right (sqlx's migrator starts with CREATE TABLE IF NOT
+    // EXISTS, which PostgreSQL checks that right for).
+    if !is_current(&applied) {
+        MIGRATOR.run(&mut conn).await.map_err(StoreError::Migrate)?;
+    }
+    let deadline = tokio::time::Instant::now() + opts.host_lock_wait;
+    loop {
+        match lock_host(&mut conn, &opts.host_id).await {
+            Err(StoreError::HostInUse(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => break r?,
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(opts.readers.max(1))
         .min_connections(0)
@@ -110,20 +124,50 @@ pub async fn open(
     Ok((store, writer))
 }
 
-/// The newest migration applied to the database (`None`: a new one).
-async fn applied_version(conn: &mut PgConnection) -> Result<Option<i64>, StoreError> {
+/// The migrations applied to the database: (version, succeeded,
+/// checksum), in version order; none for a new database.
+async fn applied_migrations(
+    conn: &mut PgConnection,
+) -> Result<Vec<(i64, bool, Vec<u8>)>, StoreError> {
     let row = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(&mut *conn)
         .await
         .map_err(sql("read the schema version"))?;
     if !col::<_, bool>(&row, 0, "_sqlx_migrations", "exists", "to_regclass")? {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let row = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(sql("read the schema version"))?;
-    col(&row, 0, "_sqlx_migrations", "MAX(version)", "version")
+    let rows =
+        sqlx::query("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sql("read the schema version"))?;
+    rows.iter()
+        .map(|r| {
+            const T: &str = "_sqlx_migrations";
+            let version: i64 = col(r, 0, T, "a row", "version")?;
+            Ok((
+                version,
+                col(r, 1, T, version, "success")?,
+                col(r, 2, T, version, "checksum")?,
+            ))
+        })
+        .collect()
+}
+
+/// Whether `applied` is exactly this binary's migrations, all succeeded,
+/// unchanged.
+fn is_current(applied: &[(i64, bool, Vec<u8>)]) -> bool {
+    let known: Vec<_> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .collect();
+    known.len() == applied.len()
+        && known
+            .iter()
+            .zip(applied)
+            .all(|(m, (version, success, checksum))| {
+                m.version == *version && *success && *m.checksum == **checksum
+            })
 }
 
 /// Takes the session advisory lock of `host`: one writer per host id.
