@@ -84,8 +84,13 @@ impl Db {
         .await
     }
 
+    /// Opens as host-a, waiting (as the daemon does) for a writer closed
+    /// just before to be gone: the server ends its session, and the host
+    /// lock, a moment after the client closed it.
     async fn open(&self) -> (Store, Writer) {
-        self.try_open_as("host-a").await.unwrap()
+        self.open_waiting("host-a", Duration::from_secs(10))
+            .await
+            .unwrap()
     }
 
     /// Runs `sql` behind the store's back.
@@ -704,6 +709,40 @@ mod hosts {
             wa.close().await.unwrap();
         });
         taken.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_writer_connects_again_after_losing_its_connection() {
+        let db = Db::new(Backend::Postgres, "reconnect");
+        let (store, mut w) = db.open().await;
+        let mut ts = ten();
+        store_all(&mut w, &mut ts[..2]).await;
+        let name = db
+            .given
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres:///");
+        let killed = PgServer::shared().psql(
+            name,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'trigger-db writer' AND datname = current_database()",
+        );
+        assert_eq!(killed.trim(), "1");
+        // The write that finds the connection gone fails, as a failed
+        // commit does; the next one connects (and locks the host) again.
+        ts[2].id = 3;
+        let mut failed = 0;
+        while w.insert(&[&ts[2]]).await.is_err() {
+            failed += 1;
+            assert!(failed < 3, "the writer does not reconnect");
+        }
+        assert_eq!(failed, 1);
+        assert_eq!(store.get(3).await.unwrap().id, 3);
+        assert!(matches!(
+            db.try_open_as("host-a").await.unwrap_err(),
+            StoreError::HostInUse(_)
+        ));
     }
 
     #[tokio::test]

@@ -53,6 +53,7 @@ pub struct Writer {
     conn: Option<PgConnection>,
     options: Box<PgConnectOptions>,
     host: String,
+    lock_wait: Duration,
 }
 
 /// The options hold the password: they never show.
@@ -76,11 +77,17 @@ pub async fn open(
         path: shown.clone(),
         source,
     };
-    let mut base = options.clone().disable_statement_logging();
-    if options.get_application_name().is_none() {
-        base = base.application_name("trigger-db");
-    }
-    let write = base.clone().options([(
+    // In pg_stat_activity: "trigger-db writer" and "trigger-db" (readers),
+    // unless the URL names it.
+    let named = |name: &str| {
+        let o = options.clone().disable_statement_logging();
+        match options.get_application_name() {
+            Some(_) => o,
+            None => o.application_name(name),
+        }
+    };
+    let base = named("trigger-db");
+    let write = named("trigger-db writer").options([(
         "synchronous_commit",
         match opts.durability {
             Durability::Full => "on",
@@ -96,15 +103,7 @@ pub async fn open(
     if !is_current(&applied) {
         MIGRATOR.run(&mut conn).await.map_err(StoreError::Migrate)?;
     }
-    let deadline = tokio::time::Instant::now() + opts.host_lock_wait;
-    loop {
-        match lock_host(&mut conn, &opts.host_id).await {
-            Err(StoreError::HostInUse(_)) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            r => break r?,
-        }
-    }
+    lock_host(&mut conn, &opts.host_id, opts.host_lock_wait).await?;
     let pool = PgPoolOptions::new()
         .max_connections(opts.readers.max(1))
         .min_connections(0)
@@ -120,6 +119,7 @@ pub async fn open(
         conn: Some(conn),
         options: Box::new(write),
         host: opts.host_id.clone(),
+        lock_wait: opts.host_lock_wait,
     };
     Ok((store, writer))
 }
@@ -170,17 +170,23 @@ fn is_current(applied: &[(i64, bool, Vec<u8>)]) -> bool {
             })
 }
 
-/// Takes the session advisory lock of `host`: one writer per host id.
-async fn lock_host(conn: &mut PgConnection, host: &str) -> Result<(), StoreError> {
-    let row = sqlx::query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(format!("trigger-db host {host}"))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(sql("lock the host id"))?;
-    if col::<_, bool>(&row, 0, "pg_locks", "host lock", "pg_try_advisory_lock")? {
-        Ok(())
-    } else {
-        Err(StoreError::HostInUse(host.to_owned()))
+/// Takes the session advisory lock of `host` (one writer per host id),
+/// waiting up to `wait` for another session to give it up.
+async fn lock_host(conn: &mut PgConnection, host: &str, wait: Duration) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let row = sqlx::query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(format!("trigger-db host {host}"))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sql("lock the host id"))?;
+        if col::<_, bool>(&row, 0, "pg_locks", "host lock", "pg_try_advisory_lock")? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StoreError::HostInUse(host.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -190,6 +196,7 @@ async fn ready<'c>(
     conn: &'c mut Option<PgConnection>,
     options: &PgConnectOptions,
     host: &str,
+    lock_wait: Duration,
 ) -> Result<&'c mut PgConnection, StoreError> {
     let c = match conn.take() {
         Some(c) => c,
@@ -197,7 +204,8 @@ async fn ready<'c>(
             let mut c = PgConnection::connect_with(options)
                 .await
                 .map_err(sql("reconnect"))?;
-            lock_host(&mut c, host).await?;
+            // The lost session may still hold the lock for a moment.
+            lock_host(&mut c, host, lock_wait).await?;
             tracing::info!(host, "connected to PostgreSQL again");
             c
         }
@@ -490,7 +498,7 @@ impl Writer {
     }
 
     async fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
-        ready(&mut self.conn, &self.options, &self.host).await
+        ready(&mut self.conn, &self.options, &self.host, self.lock_wait).await
     }
 
     pub async fn reserve_ids(&mut self, up_to: u64) -> Result<(), StoreError> {
@@ -792,11 +800,17 @@ impl Writer {
         Ok(())
     }
 
-    /// Closes the connection (which releases the host's lock).
+    /// Releases the host's lock and closes the connection. (Closing alone
+    /// releases the lock too, but only once the server has ended the
+    /// session, a moment later: a daemon restarted at once would wait.)
     pub async fn close(self) -> Result<(), StoreError> {
-        match self.conn {
-            Some(c) => c.close().await.map_err(sql("close")),
-            None => Ok(()),
-        }
+        let Some(mut c) = self.conn else {
+            return Ok(());
+        };
+        sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut c)
+            .await
+            .map_err(sql("unlock the host id"))?;
+        c.close().await.map_err(sql("close"))
     }
 }
