@@ -66,9 +66,13 @@ pub struct PgServer {
     stdin: Option<ChildStdin>,
 }
 
-/// The newest `/usr/lib/postgresql/VERSION/bin` with a `postgres` in it.
+/// The newest `/usr/lib/postgresql/VERSION/bin` with a `postgres` in it;
+/// fails the test saying what to install if there is none.
 pub fn bin_dir() -> PathBuf {
-    let root = Path::new("/usr/lib/postgresql");
+    bin_dir_in(Path::new("/usr/lib/postgresql"))
+}
+
+fn bin_dir_in(root: &Path) -> PathBuf {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
         .into_iter()
         .flatten()
@@ -83,9 +87,10 @@ pub fn bin_dir() -> PathBuf {
     match found.pop() {
         Some((_, bin)) => bin,
         None => panic!(
-            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/postgres): \
+            "PostgreSQL server binaries not found ({}/*/bin/postgres): \
              install Debian's postgresql package (apt-get install postgresql; tests/run.sh \
-             does); these tests need a real server and are not skipped"
+             does); these tests need a real server and are not skipped",
+            root.display()
         ),
     }
 }
@@ -281,5 +286,37 @@ impl Drop for PgServer {
                 self.dir.display()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_server_binaries_the_test_fails_saying_what_to_install() {
+        let empty = std::env::temp_dir().join(format!("no-pg-{}", std::process::id()));
+        std::fs::create_dir_all(empty.join("15").join("bin")).unwrap();
+        let r = std::panic::catch_unwind(|| bin_dir_in(&empty));
+        std::fs::remove_dir_all(&empty).unwrap();
+        let e = r.unwrap_err();
+        let msg = e.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("not found") && msg.contains("apt-get install postgresql"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_newest_version_is_taken() {
+        let root = std::env::temp_dir().join(format!("some-pg-{}", std::process::id()));
+        for v in ["9", "15", "13"] {
+            let bin = root.join(v).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("postgres"), "").unwrap();
+        }
+        let found = bin_dir_in(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found, root.join("15").join("bin"));
     }
 }
