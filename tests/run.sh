@@ -36,6 +36,7 @@ packages=(
   nodejs                                      # tests/grpc-clients.sh: @grpc/grpc-js from npm (npm comes with the machine's nodejs)
   man-db                                      # man -w of the packages' pages (tests/deb.sh)
   openssl                                     # the certificates mobike-agent's pki tests make
+  postgresql                                  # the store suite against a real PostgreSQL server (initdb as nobody)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -48,6 +49,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # charon must not run as a system service here: the tests start their own.
 systemctl disable --now strongswan-starter strongswan 2>/dev/null || true
+# The tests start their own PostgreSQL servers (as nobody, on private sockets);
+# the package's default cluster is not needed.
+systemctl disable --now postgresql 2>/dev/null || true
 
 echo "== cargo test --workspace (all tests, including root-only ones)"
 cargo test --workspace -- --include-ignored

@@ -3,7 +3,8 @@
 //! a peer in such a namespace ([`charon`]), the trigger-db daemon as a
 //! process on a socket and database of its own ([`trigger_db`], feature
 //! `trigger-db`), child processes ([`process`]), systemd's notify socket and unit
-//! checks ([`systemd`]) and polling with timeouts
+//! checks ([`systemd`]), a real PostgreSQL server on a Unix socket
+//! ([`postgres`]) and polling with timeouts
 //! that fail naming what they waited for ([`wait`]). The integration tests
 //! and benchmark programs of trigger-db, ipsec-backend and mobike-agent use
 //! it as a dev-dependency.
@@ -15,6 +16,7 @@
 
 pub mod charon;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod systemd;
 #[cfg(feature = "trigger-db")]

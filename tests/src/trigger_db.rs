@@ -49,6 +49,7 @@ pub struct Daemon {
     bin: PathBuf,
     flavour: Flavour,
     pub socket: PathBuf,
+    /// The `--database` value: a SQLite file, or a URL.
     pub database: PathBuf,
     pub config: Option<PathBuf>,
     pub netns: Option<String>,
@@ -68,7 +69,26 @@ impl Daemon {
         netns: Option<&Netns>,
         config: Option<&str>,
     ) -> Self {
-        Self::launch(bin.into(), Flavour::Test, dir, netns, config)
+        Self::launch(bin.into(), Flavour::Test, dir, netns, config, None)
+    }
+
+    /// Like [`Daemon::start`], on `database` (a path or URL, e.g. a
+    /// PostgreSQL database of [`crate::postgres::PgServer`]) instead of a
+    /// SQLite file in `dir`.
+    pub fn start_on(
+        bin: impl Into<PathBuf>,
+        dir: &Path,
+        database: &str,
+        config: Option<&str>,
+    ) -> Self {
+        Self::launch(
+            bin.into(),
+            Flavour::Test,
+            dir,
+            None,
+            config,
+            Some(PathBuf::from(database)),
+        )
     }
 
     /// Starts `bin` for a benchmark: like [`Daemon::start`], but logging
@@ -79,7 +99,7 @@ impl Daemon {
         netns: Option<&Netns>,
         config: &str,
     ) -> Self {
-        Self::launch(bin.into(), Flavour::Bench, dir, netns, Some(config))
+        Self::launch(bin.into(), Flavour::Bench, dir, netns, Some(config), None)
     }
 
     fn launch(
@@ -88,6 +108,7 @@ impl Daemon {
         dir: &Path,
         netns: Option<&Netns>,
         config: Option<&str>,
+        database: Option<PathBuf>,
     ) -> Self {
         let config = config.map(|text| {
             let p = dir.join("trigger-db.toml");
@@ -99,7 +120,7 @@ impl Daemon {
             bin,
             flavour,
             socket: dir.join("trigger.sock"),
-            database: dir.join("triggers.db"),
+            database: database.unwrap_or_else(|| dir.join("triggers.db")),
             config,
             netns: netns.map(|n| n.name().to_owned()),
             log: dir.join("daemon.log"),

@@ -13,7 +13,8 @@ pub fn command() -> clap::Command {
 }
 
 /// The link-trigger database (PF_TRIGGER over gRPC): collects link,
-/// address and route events, stores them in SQLite and notifies subscribers.
+/// address and route events, stores them in SQLite (or PostgreSQL) and
+/// notifies subscribers.
 ///
 /// Log filter: TRIGGER_DB_LOG (e.g. "info", "trigger_db=debug").
 #[derive(Debug, Parser)]
@@ -23,9 +24,12 @@ pub struct Args {
     /// root, else $XDG_RUNTIME_DIR/trigger-db/trigger.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// SQLite database [default: /var/lib/trigger-db/triggers.db as root,
-    /// else $XDG_STATE_HOME/trigger-db/triggers.db].
-    #[arg(long, value_name = "PATH")]
+    /// The database: a SQLite file (a path, or sqlite:PATH) [default:
+    /// /var/lib/trigger-db/triggers.db as root, else
+    /// $XDG_STATE_HOME/trigger-db/triggers.db], or PostgreSQL
+    /// (postgres://USER@HOST/DB, or postgres:///DB?host=/run/postgresql
+    /// over a Unix socket; password in the URL or PGPASSWORD).
+    #[arg(long, value_name = "PATH|URL")]
     pub database: Option<PathBuf>,
     /// TOML configuration file (see the documentation of trigger_db::config).
     #[arg(long, value_name = "FILE")]

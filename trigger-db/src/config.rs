@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! socket = "/run/trigger-db/trigger.sock"
-//! database = "/var/lib/trigger-db/triggers.db"
+//! database = "/var/lib/trigger-db/triggers.db"  # or a sqlite: or postgres:// URL
 //! socket_mode = "0666"        # who may connect: readers
 //! socket_group = "netdev"     # group owner of the socket (optional)
 //! writer_group = "netdev"     # may Add/Modify/Delete/Flush besides root
@@ -15,6 +15,9 @@
 //! retention_max_age = "30d"   # humantime; absent = keep forever
 //! retention_max_rows = 1000000
 //! retention_interval = "60s"
+//! readers = 4                 # read connections
+//! host_id = "gw-paris-1"      # PostgreSQL: the host rows are written under;
+//!                             # absent: /etc/machine-id (SQLite ignores it)
 //!
 //! [subscribers]
 //! queue = 4096                # per-subscriber queue, triggers
@@ -190,6 +193,9 @@ pub struct StoreConfig {
     pub retention_interval: Option<Duration>,
     /// Read connections.
     pub readers: u32,
+    /// The host id rows are written under in a PostgreSQL database of many
+    /// hosts; `None`: the machine id. SQLite (one host per file) ignores it.
+    pub host_id: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -201,6 +207,7 @@ impl Default for StoreConfig {
             retention_max_rows: None,
             retention_interval: None,
             readers: 4,
+            host_id: None,
         }
     }
 }

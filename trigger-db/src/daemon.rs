@@ -5,7 +5,7 @@
 //! run the same thing in-process.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -79,6 +79,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub socket: PathBuf,
+    /// A SQLite path or URL, or a PostgreSQL URL ([`store::Database::parse`]).
     pub database: PathBuf,
     pub config: Config,
 }
@@ -177,13 +178,32 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
     let writer_gid = group(&cfg.writer_group, "writer_group")?;
     let socket_gid = group(&cfg.socket_group, "socket_group")?;
 
-    if let Some(dir) = opts.database.parent().filter(|d| !d.as_os_str().is_empty()) {
-        socket::prepare_dir(dir, &std::env::temp_dir())?;
-    }
-    let (store, writer_conn) =
-        store::open(&opts.database, cfg.store.durability, cfg.store.readers).await?;
+    let database = store::Database::parse(&opts.database)?;
+    let host_id = match &database {
+        store::Database::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                socket::prepare_dir(dir, &std::env::temp_dir())?;
+            }
+            // One host per file: the host id is not stored.
+            String::new()
+        }
+        store::Database::Postgres(_) => {
+            store::host_id(cfg.store.host_id.as_deref(), Path::new(store::MACHINE_ID))?
+        }
+    };
+    let open = store::OpenOptions {
+        durability: cfg.store.durability,
+        readers: cfg.store.readers,
+        host_id,
+        host_lock_wait: Duration::from_secs(10),
+    };
+    let (store, writer_conn) = store::open(&database, &open).await?;
     let last_id = store.last_id().await?;
-    info!(database = %opts.database.display(), last_id, "store open");
+    if open.host_id.is_empty() {
+        info!(%database, last_id, "store open");
+    } else {
+        info!(%database, host = %open.host_id, last_id, "store open");
+    }
     let hub = Arc::new(Hub::new(
         last_id,
         cfg.subscribers.queue,

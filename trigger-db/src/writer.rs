@@ -851,7 +851,17 @@ mod tests {
     async fn a_failed_write_is_counted_reported_by_a_resync_and_leaves_thresholds_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db");
-        let (store, conn) = store::open(&db, Durability::Normal, 1).await.unwrap();
+        let (store, conn) = store::open(
+            &store::Database::Sqlite(db.clone()),
+            &store::OpenOptions {
+                durability: Durability::Normal,
+                readers: 1,
+                host_id: String::new(),
+                host_lock_wait: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
         let mut switch = failure_switch(&db).await;
         let hub = Arc::new(Hub::new(0, 64, 64));
         let mut sub = hub.subscribe(Filter::default()).unwrap();

@@ -421,6 +421,41 @@ fn config_with_unknown_key_fails_naming_key_and_line() {
     assert!(!out.status.success() && err.contains("line 2"), "{err}");
 }
 
+/// A `--database` that is no usable database stops the daemon at start
+/// with an error saying what is wrong, never showing a password.
+#[test]
+fn bad_database_values_fail_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (given, says) in [
+        ("mysql://u:secret@h/db", "unknown URL scheme \"mysql\""),
+        (
+            "postgres://u:secret@h:port/db",
+            "not a usable PostgreSQL URL",
+        ),
+        ("sqlite:t.db?mode=ro", "parameters are not supported"),
+        (
+            "postgres:///db?host=/nonexistent-dir&user=u&password=secret",
+            "cannot open the database postgresql://u@socket in /nonexistent-dir database db",
+        ),
+    ] {
+        let out = std::process::Command::new(DAEMON)
+            .arg("--socket")
+            .arg(dir.path().join("s"))
+            .arg("--database")
+            .arg(given)
+            .env("TRIGGER_DB_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{given}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{given}: {err}");
+        assert!(
+            !err.contains("secret"),
+            "{given}: the password shows: {err}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_modify_delete_flush_and_dump_act_on_the_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,7 +29,7 @@ pub fn daemon_bin() -> PathBuf {
 }
 
 /// The schema the daemon's migration creates, for the baselines.
-pub const SCHEMA: &str = include_str!("../../migrations/0001_triggers.sql");
+pub const SCHEMA: &str = include_str!("../../migrations/sqlite/0001_triggers.sql");
 
 /// Config that keeps the daemon away from the host's links.
 pub const NO_NETLINK: &str = "[sources.rtnetlink]\nenabled = false\n";

@@ -1,26 +1,21 @@
-//! The SQLite store: the schema (embedded migrations), the read side shared
-//! by every request, and the write operations the single writer actor runs.
+//! The SQLite backend of the store: one host's history in one file, the
+//! embedded default.
 //!
 //! One table, `triggers`, with the protobuf body of each trigger (the
 //! `trigger.v1` form of [`trigger_model::wire`], read back with
 //! `Trigger::from_stored`) and the columns queries filter and order on (see
-//! `migrations/`). WAL mode, so
-//! readers never block the writer; `synchronous = FULL` by default, so a
-//! commit that returned is on disk and an acknowledged trigger survives a
-//! crash or power loss. Writes are batched by the caller
-//! ([`crate::writer`]): many triggers, one transaction, one fsync.
+//! `migrations/sqlite/`). WAL mode, so readers never block the writer;
+//! `synchronous = FULL` by default, so a commit that returned is on disk
+//! and an acknowledged trigger survives a crash or power loss. Writes are
+//! batched by the caller ([`crate::writer`]): many triggers, one
+//! transaction, one fsync.
 //!
-//! This module does not fan out or decide ids itself: the writer gives them
-//! from ranges it first makes durable here ([`Writer::reserve_ids`], which
-//! moves AUTOINCREMENT's `sqlite_sequence` ahead), so they strictly increase
-//! in publish order and are never given twice, even when a crash lost rows
-//! that subscribers had already been sent. It is also the seam for another backend later (PostgreSQL
-//! for fleets) with the same queries.
+//! Ids: the writer reserves ranges durably by moving AUTOINCREMENT's
+//! `sqlite_sequence` ahead ([`Writer::reserve_ids`]); AUTOINCREMENT never
+//! gives an id at or below it, and it survives deletes.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, time::Duration};
 
-use prost::Message as _;
-use serde::Deserialize;
 use sqlx::{
     ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection,
     sqlite::{
@@ -28,108 +23,18 @@ use sqlx::{
         SqliteSynchronous,
     },
 };
-use trigger_proto::v1 as pb;
 
+use super::{
+    Durability, FlapBucket, HistoryQuery, RETENTION_SLICE, ROWS_PER_STATEMENT, StoreError,
+    StoreStats, ThresholdRow, check_schema_version, col, decode, direction_column, encode,
+    id_column, refused, scope_column, sql,
+};
 use crate::{
-    model::{
-        Filter, LinkParameterType, LinkType, Source, Timestamp, Trigger, TriggerType,
-        ValidationError,
-    },
-    threshold::{Change, Direction, Scope, Threshold},
+    model::{Filter, Source, Timestamp, Trigger, TriggerType},
+    threshold::{Change, Threshold},
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create the database directory {path}")]
-    CreateDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open the database {path}")]
-    Open {
-        path: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("cannot migrate the database schema")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
-    #[error("database {op} failed")]
-    Sql {
-        op: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("stored trigger {id} is corrupt")]
-    Corrupt {
-        id: u64,
-        #[source]
-        source: ValidationError,
-    },
-    #[error("stored trigger {id} cannot be decoded")]
-    Decode {
-        id: u64,
-        #[source]
-        source: prost::DecodeError,
-    },
-    #[error("{table}: {row}: column {column} does not hold what trigger-db writes there")]
-    Column {
-        table: &'static str,
-        /// The row's id, or what the query was ("count").
-        row: String,
-        column: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("trigger {0} not found")]
-    NotFound(u64),
-    #[error("the store is shut down")]
-    Closed,
-}
-
-fn sql(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Sql { op, source }
-}
-
-/// Column `i` (named `column`) of a row of `table` (`row` names it in the
-/// error): the database file is outside input, so a value of the wrong
-/// type is an error naming row and column, never a panic.
-fn col<'r, T>(
-    r: &'r SqliteRow,
-    i: usize,
-    table: &'static str,
-    row: impl std::fmt::Display,
-    column: &'static str,
-) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    r.try_get(i).map_err(|source| StoreError::Column {
-        table,
-        row: row.to_string(),
-        column,
-        source,
-    })
-}
-
-/// How hard a commit waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Durability {
-    /// fsync on every commit: an acknowledged trigger survives power loss.
-    #[default]
-    Full,
-    /// fsync at checkpoints only: survives a crash of the daemon, not of
-    /// the machine.
-    Normal,
-}
-
-/// Most rows one INSERT statement carries (7 parameters a row, well under
-/// SQLite's 32,766 parameter limit).
-const ROWS_PER_STATEMENT: usize = 1_000;
-
-/// Most triggers one history page may have.
-pub const MAX_PAGE_SIZE: u32 = 1_000;
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The read side, shared: a small pool of read connections.
 #[derive(Debug, Clone)]
@@ -172,10 +77,8 @@ pub async fn open(
     let mut conn = SqliteConnection::connect_with(&opts)
         .await
         .map_err(open_err)?;
-    sqlx::migrate!("./migrations")
-        .run(&mut conn)
-        .await
-        .map_err(StoreError::Migrate)?;
+    check_schema_version(applied_version(&mut conn).await?, &MIGRATOR)?;
+    MIGRATOR.run(&mut conn).await.map_err(StoreError::Migrate)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(readers.max(1))
         .min_connections(0)
@@ -186,22 +89,32 @@ pub async fn open(
     Ok((Store { pool }, Writer { conn }))
 }
 
-/// Encodes a trigger for the `body` column (the id lives in its own column).
-fn encode(t: &Trigger) -> Vec<u8> {
-    let mut w = t.to_wire();
-    w.id = 0;
-    w.encode_to_vec()
-}
-
 /// A stored trigger from a `SELECT id, body` row. The file is outside
 /// input too: a row that is not what the daemon wrote is an error naming
 /// the row, never a panic.
 fn trigger_row(row: &SqliteRow) -> Result<Trigger, StoreError> {
-    let id = col::<i64>(row, 0, "triggers", "a row", "id")? as u64;
+    let id = col::<_, i64>(row, 0, "triggers", "a row", "id")? as u64;
     let body: &[u8] = col(row, 1, "triggers", format_args!("id {id}"), "body")?;
-    let mut w = pb::Trigger::decode(body).map_err(|source| StoreError::Decode { id, source })?;
-    w.id = id;
-    Trigger::from_stored(&w).map_err(|source| StoreError::Corrupt { id, source })
+    decode(id, body)
+}
+
+/// The newest migration applied to the database (`None`: a new one).
+async fn applied_version(conn: &mut SqliteConnection) -> Result<Option<i64>, StoreError> {
+    let exists = sqlx::query(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(sql("read the schema version"))?
+    .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sql("read the schema version"))?;
+    col(&row, 0, "_sqlx_migrations", "MAX(version)", "version")
 }
 
 /// `SELECT id, body` of up to `limit` rows with id above `after_id` and at
@@ -245,85 +158,6 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &Filter) {
     if !f.sources.is_empty() {
         list(qb, "source", &f.sources, |s| i64::from(s.to_wire()));
     }
-}
-
-/// A history query, checked.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistoryQuery {
-    pub since: Option<Timestamp>,
-    pub until: Option<Timestamp>,
-    pub filter: Filter,
-    pub page_size: u32,
-    pub descending: bool,
-    /// Where the previous page ended: (observed_at, id).
-    pub after: Option<(Timestamp, u64)>,
-}
-
-impl HistoryQuery {
-    /// A fingerprint of everything but the cursor, so a page token used
-    /// with other parameters is caught (FNV-1a: stable across builds).
-    pub fn fingerprint(&self) -> u32 {
-        let mut h: u32 = 0x811c_9dc5;
-        let mut eat = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u32::from(*b);
-                h = h.wrapping_mul(0x0100_0193);
-            }
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0193);
-        };
-        eat(&self.since.map_or(-1, |t| t.0).to_le_bytes());
-        eat(&self.until.map_or(-1, |t| t.0).to_le_bytes());
-        for i in &self.filter.interfaces {
-            eat(i.as_bytes());
-        }
-        for t in &self.filter.types {
-            eat(&t.to_wire().to_le_bytes());
-        }
-        for s in &self.filter.sources {
-            eat(&s.to_wire().to_le_bytes());
-        }
-        eat(&[u8::from(self.descending)]);
-        h
-    }
-
-    /// The page token for continuing after `last`.
-    pub fn token_after(&self, last: &Trigger) -> String {
-        format!(
-            "v1.{}.{}.{:08x}",
-            last.observed_at.0,
-            last.id,
-            self.fingerprint()
-        )
-    }
-
-    /// Parses a page token from a previous page of this same query.
-    pub fn parse_token(&self, token: &str) -> Result<(Timestamp, u64), &'static str> {
-        let mut it = token.split('.');
-        let (Some("v1"), Some(t), Some(id), Some(fp), None) =
-            (it.next(), it.next(), it.next(), it.next(), it.next())
-        else {
-            return Err("malformed");
-        };
-        let t = i64::from_str(t).map_err(|_| "malformed")?;
-        let id = u64::from_str(id).map_err(|_| "malformed")?;
-        let fp = u32::from_str_radix(fp, 16).map_err(|_| "malformed")?;
-        if fp != self.fingerprint() {
-            return Err("belongs to a query with other parameters");
-        }
-        Ok((Timestamp(t), id))
-    }
-}
-
-/// Counters over the stored rows.
-#[derive(Debug, Clone, Default)]
-pub struct StoreStats {
-    pub rows: u64,
-    pub first_id: u64,
-    pub last_id: u64,
-    pub database_bytes: u64,
-    pub by_source: Vec<(Source, u64)>,
-    pub by_type: Vec<(TriggerType, u64)>,
 }
 
 impl Store {
@@ -424,7 +258,7 @@ impl Store {
             .map_err(sql("last id"))?;
         match row {
             None => Ok(0),
-            Some(r) => Ok(col::<i64>(&r, 0, "sqlite_sequence", "triggers", "seq")? as u64),
+            Some(r) => Ok(col::<_, i64>(&r, 0, "sqlite_sequence", "triggers", "seq")? as u64),
         }
     }
 
@@ -436,8 +270,8 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(sql("stats"))?;
-        s.rows = col::<i64>(&row, 0, "triggers", "COUNT(*)", "id")? as u64;
-        s.first_id = col::<i64>(&row, 1, "triggers", "MIN(id)", "id")? as u64;
+        s.rows = col::<_, i64>(&row, 0, "triggers", "COUNT(*)", "id")? as u64;
+        s.first_id = col::<_, i64>(&row, 1, "triggers", "MIN(id)", "id")? as u64;
         s.last_id = self.last_id().await?;
         let row = sqlx::query(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
@@ -445,15 +279,16 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(sql("stats"))?;
-        s.database_bytes = col::<i64>(&row, 0, "pragma_page_count", "size", "page_count")? as u64;
+        s.database_bytes =
+            col::<_, i64>(&row, 0, "pragma_page_count", "size", "page_count")? as u64;
         for r in sqlx::query("SELECT source, COUNT(*) FROM triggers GROUP BY source")
             .fetch_all(&self.pool)
             .await
             .map_err(sql("stats"))?
         {
-            let n = col::<i64>(&r, 1, "triggers", "count by source", "COUNT(*)")? as u64;
+            let n = col::<_, i64>(&r, 1, "triggers", "count by source", "COUNT(*)")? as u64;
             // A source number this build does not know is left out.
-            if let Ok(src) = col::<i64>(&r, 0, "triggers", "count by source", "source")
+            if let Ok(src) = col::<_, i64>(&r, 0, "triggers", "count by source", "source")
                 .map(|v| Source::from_wire(v as i32, "source"))?
             {
                 s.by_source.push((src, n));
@@ -464,8 +299,8 @@ impl Store {
             .await
             .map_err(sql("stats"))?
         {
-            let n = col::<i64>(&r, 1, "triggers", "count by type", "COUNT(*)")? as u64;
-            if let Ok(t) = col::<i64>(&r, 0, "triggers", "count by type", "type")
+            let n = col::<_, i64>(&r, 1, "triggers", "count by type", "COUNT(*)")? as u64;
+            if let Ok(t) = col::<_, i64>(&r, 0, "triggers", "count by type", "type")
                 .map(|v| TriggerType::from_wire(v as i32, "type"))?
             {
                 s.by_type.push((t, n));
@@ -483,7 +318,7 @@ impl Store {
         until: Timestamp,
         bucket_ns: i64,
         interfaces: &[String],
-    ) -> Result<Vec<(String, Timestamp, u64)>, StoreError> {
+    ) -> Result<Vec<FlapBucket>, StoreError> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT if_name, (observed_at - ");
         qb.push_bind(since.0)
             .push(") / ")
@@ -513,9 +348,9 @@ impl Store {
             .map(|r| {
                 let b: i64 = col(r, 1, "triggers", "flap bucket", "observed_at")?;
                 Ok((
-                    col::<String>(r, 0, "triggers", "flap bucket", "if_name")?,
+                    col::<_, String>(r, 0, "triggers", "flap bucket", "if_name")?,
                     Timestamp(since.0.saturating_add(b.saturating_mul(bucket_ns))),
-                    col::<i64>(r, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
+                    col::<_, i64>(r, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
                 ))
             })
             .collect()
@@ -538,10 +373,7 @@ impl Writer {
     /// `sqlite_sequence`'s value, so after a crash the ids continue above
     /// it whether or not their rows were stored. One small transaction.
     pub async fn reserve_ids(&mut self, up_to: u64) -> Result<(), StoreError> {
-        let up_to = i64::try_from(up_to).map_err(|_| StoreError::Sql {
-            op: "reserve ids",
-            source: sqlx::Error::Protocol(format!("id {up_to} is beyond SQLite's integers")),
-        })?;
+        let up_to = id_column("reserve ids", up_to)?;
         let mut tx = self.conn.begin().await.map_err(sql("begin"))?;
         let updated =
             sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'triggers'")
@@ -564,10 +396,7 @@ impl Writer {
     /// Gives back the reserved ids above `last_given` (none of them was
     /// handed out): at a clean shutdown, so that ids go on densely.
     pub async fn release_ids(&mut self, last_given: u64) -> Result<(), StoreError> {
-        let last_given = i64::try_from(last_given).map_err(|_| StoreError::Sql {
-            op: "release ids",
-            source: sqlx::Error::Protocol(format!("id {last_given} is beyond SQLite's integers")),
-        })?;
+        let last_given = id_column("release ids", last_given)?;
         sqlx::query("UPDATE sqlite_sequence SET seq = ? WHERE name = 'triggers' AND seq > ?")
             .bind(last_given)
             .bind(last_given)
@@ -601,13 +430,10 @@ impl Writer {
             let done = qb.build().execute(&mut *tx).await.map_err(sql("insert"))?;
             let n = chunk.len() as u64;
             if done.rows_affected() != n {
-                return Err(StoreError::Sql {
-                    op: "insert",
-                    source: sqlx::Error::Protocol(format!(
-                        "{n} rows sent, {} inserted",
-                        done.rows_affected()
-                    )),
-                });
+                return Err(refused(
+                    "insert",
+                    format!("{n} rows sent, {} inserted", done.rows_affected()),
+                ));
             }
         }
         tx.commit().await.map_err(sql("commit"))?;
@@ -697,15 +523,16 @@ impl Writer {
             loop {
                 let n = sqlx::query(
                     "DELETE FROM triggers WHERE id IN \
-                     (SELECT id FROM triggers WHERE observed_at < ? LIMIT 10000)",
+                     (SELECT id FROM triggers WHERE observed_at < ? LIMIT ?)",
                 )
                 .bind(t.0)
+                .bind(RETENTION_SLICE)
                 .execute(&mut self.conn)
                 .await
                 .map_err(sql("retention"))?
                 .rows_affected();
                 deleted += n;
-                if n < 10_000 {
+                if n < RETENTION_SLICE as u64 {
                     break;
                 }
             }
@@ -715,7 +542,7 @@ impl Writer {
                 .fetch_one(&mut self.conn)
                 .await
                 .map_err(sql("retention"))?;
-            let count = col::<i64>(&row, 0, "triggers", "retention count", "COUNT(*)")? as u64;
+            let count = col::<_, i64>(&row, 0, "triggers", "retention count", "COUNT(*)")? as u64;
             if count > max {
                 // The oldest (count - max) rows by id.
                 let excess = (count - max) as i64;
@@ -746,34 +573,21 @@ impl Writer {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             const T: &str = "thresholds";
-            let id = col::<i64>(&r, 0, T, "a row", "id")? as u64;
-            let row = format_args!("id {id}").to_string();
-            let corrupt = |what: &str| StoreError::Corrupt {
-                id,
-                source: ValidationError::new("thresholds", what.to_owned()),
-            };
-            let scope = scope_from_column(col::<&str>(&r, 1, T, &row, "scope")?)
-                .ok_or_else(|| corrupt("bad scope"))?;
-            let parameter = LinkParameterType::from_wire(
-                col::<i64>(&r, 2, T, &row, "parameter")? as i32,
-                "parameter",
-            )
-            .map_err(|_| corrupt("bad parameter"))?;
-            let direction = match col::<i64>(&r, 4, T, &row, "direction")? {
-                1 => Direction::Above,
-                2 => Direction::Below,
-                _ => return Err(corrupt("bad direction")),
-            };
-            out.push(Threshold {
-                id,
-                scope,
-                parameter,
-                value: col(&r, 3, T, &row, "value")?,
-                direction,
-                hysteresis: col(&r, 5, T, &row, "hysteresis")?,
-                one_shot: col::<i64>(&r, 6, T, &row, "one_shot")? != 0,
-                spent: col::<i64>(&r, 7, T, &row, "spent")? != 0,
-            });
+            let id = col::<_, i64>(&r, 0, T, "a row", "id")? as u64;
+            let row = format!("id {id}");
+            out.push(
+                ThresholdRow {
+                    id,
+                    scope: col(&r, 1, T, &row, "scope")?,
+                    parameter: col(&r, 2, T, &row, "parameter")?,
+                    value: col(&r, 3, T, &row, "value")?,
+                    direction: col(&r, 4, T, &row, "direction")?,
+                    hysteresis: col(&r, 5, T, &row, "hysteresis")?,
+                    one_shot: col::<_, i64>(&r, 6, T, &row, "one_shot")? != 0,
+                    spent: col::<_, i64>(&r, 7, T, &row, "spent")? != 0,
+                }
+                .check()?,
+            );
         }
         Ok(out)
     }
@@ -796,10 +610,7 @@ impl Writer {
                     .bind(scope_column(&t.scope))
                     .bind(i64::from(t.parameter.to_wire()))
                     .bind(t.value)
-                    .bind(match t.direction {
-                        Direction::Above => 1i64,
-                        Direction::Below => 2,
-                    })
+                    .bind(direction_column(t.direction))
                     .bind(t.hysteresis)
                     .bind(i64::from(t.one_shot))
                     .execute(&mut *tx)
@@ -852,23 +663,6 @@ impl Writer {
             .map_err(sql("checkpoint"))?;
         self.conn.close().await.map_err(sql("close"))
     }
-}
-
-fn scope_column(s: &Scope) -> String {
-    match s {
-        Scope::Interface(i) => format!("if:{i}"),
-        Scope::LinkType(t) => format!("lt:{}", t.to_wire()),
-    }
-}
-
-fn scope_from_column(s: &str) -> Option<Scope> {
-    if let Some(i) = s.strip_prefix("if:") {
-        return Some(Scope::Interface(i.to_owned()));
-    }
-    let n = s.strip_prefix("lt:")?.parse::<i32>().ok()?;
-    LinkType::from_wire(n, "link_type")
-        .ok()
-        .map(Scope::LinkType)
 }
 
 #[cfg(test)]
