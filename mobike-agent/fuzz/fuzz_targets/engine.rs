@@ -8,9 +8,10 @@
 //! not panic, must keep the established SA (nothing unauthenticated ends
 //! it), and its indexes must still match its SAs.
 //!
-//! B is prepared once per process (three endpoints from their TOML, the
-//! IKE_SA_INIT and IKE_AUTH with real crypto: about 1.3 ms, against some
-//! 20 us for the input itself) and each input gets its own copy
+//! B is prepared once per process, before the first input (three
+//! endpoints from their TOML, the IKE_SA_INIT and IKE_AUTH with real
+//! crypto: about 1.3 ms, against some 20 us for the input itself), and
+//! each input gets its own copy
 //! ([`Endpoint::try_clone`]), so every input starts from the same state,
 //! alone or after any others: a crashing input replays to the same crash
 //! by itself. Within one process the SAs' SPIs and keys are those of that
@@ -86,7 +87,8 @@ fn deliver(now: Instant, from: &mut Endpoint, to: &mut Endpoint, as_: Option<Soc
 }
 
 thread_local! {
-    /// B prepared once (libFuzzer runs the target on one thread).
+    /// [`setup`]'s B, prepared once (libFuzzer runs the target on one
+    /// thread).
     static PREPARED: (Endpoint, (u64, u64), (u64, u64)) = setup(start());
 }
 
@@ -125,7 +127,10 @@ fn with_spis(data: &[u8], (i, r): (u64, u64)) -> Vec<u8> {
     d
 }
 
-fuzz_target!(|input: &[u8]| {
+// B is prepared before the first input (libFuzzer's initialisation, on the
+// thread that runs the inputs), so an input's time, as libFuzzer reports it
+// when replaying, is its own.
+fuzz_target!(init: PREPARED.with(|_| ()), |input: &[u8]| {
     let Some((&mode, data)) = input.split_first() else {
         return;
     };
