@@ -17,7 +17,7 @@ use super::Entropy;
 use crate::crypto;
 
 /// The current cookie secret and the one before.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct CookieSecrets {
     current: [u8; 32],
     /// Version octet of `current` (§2.6 `<VersionIDofSecret>`).

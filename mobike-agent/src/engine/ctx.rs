@@ -16,7 +16,7 @@ use super::{EndpointConfig, Event, KernelAction, Path, Stats, Transmit, index::S
 use crate::proto;
 
 /// Output queues, shared by all SAs.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Outputs {
     pub(super) transmits: VecDeque<Transmit>,
     pub(super) events: VecDeque<Event>,
@@ -146,10 +146,18 @@ impl Ctx<'_> {
 pub trait Entropy: std::fmt::Debug + Send {
     /// Fills `buf`; false if no randomness is available.
     fn fill(&mut self, buf: &mut [u8]) -> bool;
+
+    /// An independent source in the same state, for
+    /// [`Endpoint::try_clone`](super::Endpoint::try_clone): a seeded source
+    /// copied goes on with the same sequence in both. None (the default)
+    /// if the source cannot be copied.
+    fn try_clone(&self) -> Option<Box<dyn Entropy>> {
+        None
+    }
 }
 
 /// [`Entropy`] from the operating system (ring's `SystemRandom`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SystemEntropy(SystemRandom);
 
 impl Default for SystemEntropy {
@@ -161,5 +169,11 @@ impl Default for SystemEntropy {
 impl Entropy for SystemEntropy {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
         self.0.fill(buf).is_ok()
+    }
+
+    /// The system generator has no state of ours: the copy draws its own
+    /// random numbers.
+    fn try_clone(&self) -> Option<Box<dyn Entropy>> {
+        Some(Box::new(self.clone()))
     }
 }

@@ -14,7 +14,7 @@ use std::{
 use super::SaId;
 
 /// The endpoint's indexes over its IKE SAs.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct SaIndex {
     /// Our inbound ESP SPIs.
     pub(super) spis: SpiTable,
@@ -28,7 +28,7 @@ pub(super) struct SaIndex {
 }
 
 /// Our inbound ESP SPIs (unique on this host) and the IKE SA that has each.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct SpiTable {
     /// SPI -> the IKE SA whose CHILD_SA has it; an SPI drawn during the
     /// current call and not yet settled is held by [`PENDING`].

@@ -54,6 +54,7 @@ pub mod vip;
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::Instant,
 };
 
@@ -79,7 +80,9 @@ pub const REQIDS: std::ops::RangeInclusive<u32> = 0x6d00_0001..=0x6dff_ffff;
 /// The IKEv2 endpoint: all IKE SAs of this host.
 #[derive(Debug)]
 pub struct Endpoint {
-    config: EndpointConfig,
+    /// Shared with the endpoint's copies ([`Endpoint::try_clone`]); a
+    /// reload puts a new one in place.
+    config: Arc<EndpointConfig>,
     rng: SystemRandom,
     entropy: Box<dyn Entropy>,
     sas: BTreeMap<SaId, sa::IkeSa>,
@@ -120,7 +123,7 @@ impl Endpoint {
             return Err(CommandError::Random);
         }
         Ok(Endpoint {
-            config,
+            config: Arc::new(config),
             rng: SystemRandom::new(),
             entropy,
             sas: BTreeMap::new(),
@@ -133,6 +136,39 @@ impl Endpoint {
             recovery: HashMap::new(),
             leases: vip::Leases::default(),
             usable_addrs: None,
+        })
+    }
+
+    /// An independent endpoint in the same state: its SAs, indexes, cookie
+    /// secrets, leases, counters and queued outputs are copied, and the
+    /// configuration (immutable: a reload replaces it) is shared, so that
+    /// what one is given from now on does not touch the other. For running
+    /// many inputs from one prepared state (the engine fuzz target); the
+    /// daemon never copies its endpoint. Randomness drawn afterwards comes
+    /// from a copy of the [`Entropy`] (the system generator: fresh numbers
+    /// in each; a seeded source: the same ones in both). None while an SA
+    /// holds a Diffie-Hellman private key of its own outstanding
+    /// IKE_SA_INIT or CREATE_CHILD_SA request (ring's ephemeral keys cannot
+    /// be copied), or when the entropy source cannot be copied.
+    pub fn try_clone(&self) -> Option<Endpoint> {
+        let mut sas = BTreeMap::new();
+        for (id, sa) in &self.sas {
+            sas.insert(*id, sa.try_clone()?);
+        }
+        Some(Endpoint {
+            config: Arc::clone(&self.config),
+            rng: self.rng.clone(),
+            entropy: self.entropy.try_clone()?,
+            sas,
+            init_index: self.init_index.clone(),
+            index: self.index.clone(),
+            cookies: self.cookies.clone(),
+            next_reqid: self.next_reqid,
+            out: self.out.clone(),
+            stats: self.stats.clone(),
+            recovery: self.recovery.clone(),
+            leases: self.leases.clone(),
+            usable_addrs: self.usable_addrs.clone(),
         })
     }
 
@@ -442,7 +478,7 @@ impl Endpoint {
     pub fn reload(&mut self, now: Instant, new: EndpointConfig) -> ReloadReport {
         let mut report = ReloadReport::default();
         let mut incoming = new.connections;
-        let mut conns = std::mem::take(&mut self.config.connections);
+        let mut conns = self.config.connections.clone();
         let mut retired = Vec::new();
         for (i, c) in conns.iter_mut().enumerate() {
             if c.name.is_empty() {
@@ -470,10 +506,10 @@ impl Endpoint {
             }
             conns.push(c);
         }
-        self.config = EndpointConfig {
+        self.config = Arc::new(EndpointConfig {
             connections: conns,
             ..new
-        };
+        });
         // Timers may have changed.
         let ids: Vec<SaId> = self.sas.keys().copied().collect();
         for id in ids {

@@ -15,7 +15,7 @@ const QUICK_RESTART: Duration = Duration::from_secs(60);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 
 /// A connection's re-establishment ([`Recovery`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct ConnRecovery {
     /// When to start it again.
     pub(super) due: Option<Instant>,

@@ -216,7 +216,7 @@ pub fn assigned(c: &Configuration) -> (Vec<IpAddr>, Vec<IpAddr>) {
 /// A gateway's leases: which peer identity an address was handed to (kept
 /// after the IKE SA ends, so that the peer gets it again), and which IKE SA
 /// holds it now.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Leases {
     owner: HashMap<IpAddr, Vec<u8>>,
     online: HashMap<IpAddr, SaId>,

@@ -17,7 +17,8 @@
 //! lists). [`request`] names the
 //! stages of one of our requests. In each module, `start_*` builds and
 //! sends one of our requests, `complete_*` takes the peer's answer to it
-//! and `respond_*` answers one of the peer's requests.
+//! and `respond_*` answers one of the peer's requests. [`snapshot`]
+//! copies an SA (for [`Endpoint::try_clone`](super::Endpoint::try_clone)).
 
 mod addresses;
 mod auth;
@@ -34,6 +35,7 @@ mod moving;
 mod path_test;
 mod request;
 mod return_routability;
+mod snapshot;
 #[cfg(test)]
 mod test_pair;
 
@@ -94,7 +96,7 @@ enum ChildState {
 }
 
 /// A CHILD_SA as the IKE SA tracks it (keys live only in the kernel).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Child {
     cfg: usize,
     /// Negotiated mode.
@@ -194,7 +196,7 @@ struct Window {
 }
 
 /// What IKE_SA_INIT settled and what protects the SA.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Crypto {
     suite: Option<IkeSuite>,
     keys: Option<IkeKeys>,
@@ -227,7 +229,7 @@ struct InitState {
 }
 
 /// NAT detection (§2.23) and keepalives (RFC 3948 §2.3).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct NatState {
     /// We are behind a NAT.
     local_behind: bool,
@@ -242,7 +244,7 @@ struct NatState {
 }
 
 /// IKE SA rekey state.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct RekeyState {
     /// When the IKE SA is due for a rekey.
     at: Option<Instant>,
@@ -263,7 +265,7 @@ struct RekeyState {
 }
 
 /// Liveness and the end of an IKE SA.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Lifecycle {
     /// When a message from the peer last verified.
     last_heard: Instant,
@@ -278,7 +280,7 @@ struct Lifecycle {
 }
 
 /// Virtual IPs (§2.19).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct VirtualIps {
     /// Addresses the peer assigned us.
     ours: Vec<IpAddr>,

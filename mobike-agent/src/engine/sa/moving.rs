@@ -9,7 +9,7 @@
 use super::{IkeSa, Path, path_test::LingeringTest, return_routability::Unverified};
 
 /// MOBIKE state of a move, check or test in progress.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Moving {
     /// Responder: the peer's new address under a return routability check.
     pub(super) rr: Option<Unverified>,

@@ -45,7 +45,7 @@ pub(super) const COOKIE2_LEN: usize = 16;
 
 /// The pairs of a completed test that have not answered yet: answers to
 /// copies already sent are taken until `until`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct LingeringTest {
     msg_id: u32,
     cookie2: Vec<u8>,

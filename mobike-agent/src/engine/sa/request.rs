@@ -20,7 +20,7 @@ use super::{DeleteReason, Path};
 use crate::engine::UdpEncap;
 
 /// A request waiting for the window (one outstanding request, §2.3).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum QueuedRequest {
     /// Liveness check: an empty INFORMATIONAL (§2.4).
     Dpd,
@@ -104,14 +104,14 @@ pub(super) enum BuiltRequest {
 
 /// A path test: one request sent on every pair (same message ID), and
 /// which pairs answered.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct PathTest {
     pub(super) cookie2: Vec<u8>,
     pub(super) probes: Vec<Probe>,
 }
 
 /// One tested pair.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Probe {
     pub(super) path: Path,
     /// First sent on this pair (the round-trip time counts from here).

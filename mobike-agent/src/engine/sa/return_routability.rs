@@ -39,7 +39,7 @@ const NAT_D_LEN: usize = 20;
 const MAX_CANDIDATES: usize = 4;
 
 /// A return routability check (RFC 4555 §3.7, §5.2) under way.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Unverified {
     /// Where the CHILD_SAs are: the last verified pair.
     esp: Path,
