@@ -26,9 +26,17 @@
 //!                               # are announced to a MOBIKE peer
 //! remote_addrs = ["192.0.2.2"]  # the first initiates, the others are
 //!                               # candidates for MOBIKE moves
-//! local_id = "a.test"
-//! remote_id = "b.test"
-//! psk_file = "/etc/mobike-agent/home.psk"   # or psk = "..."
+//! local_id = "a.test"        # with local_auth = "pubkey": optional, must be
+//!                             # in the certificate; default its subject
+//! remote_id = "b.test"        # with remote_auth = "pubkey": must be in the
+//!                             # peer's certificate (subjectAltName)
+//! psk_file = "/etc/mobike-agent/home.psk"   # or psk = "..."; for a side that uses psk
+//! local_auth = "psk"          # or "pubkey": cert and key below
+//! remote_auth = "psk"         # default: as local_auth; "pubkey": cacerts below
+//! cert = "/etc/mobike-agent/x509/a.pem"     # ours, then its intermediates
+//! key = "/etc/mobike-agent/private/a.key"   # PKCS#8, SEC1 or PKCS#1; mode 600
+//! cacerts = ["/etc/mobike-agent/x509ca"]    # CA files or directories
+//! crls = []                   # CRL files; none: no revocation check
 //! proposals = ["aes256gcm16-prfsha256-x25519"]
 //! mobike = true
 //! mobike_verify = "unlisted" # or "always", "never" (charon's way): check new peer addresses before ESP moves
@@ -123,6 +131,24 @@ pub enum ConfigFileError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A certificate, key or CRL file cannot be used.
+    #[error("connection `{connection}`")]
+    Pki {
+        /// Connection.
+        connection: String,
+        /// Cause.
+        #[source]
+        source: crate::pki::files::FileError,
+    },
+    /// The CA certificates or CRLs cannot be used as trust anchors.
+    #[error("connection `{connection}`")]
+    Trust {
+        /// Connection.
+        connection: String,
+        /// Cause.
+        #[source]
+        source: crate::pki::verify::TrustError,
     },
     /// A `[mobility]` setting is invalid.
     #[error(transparent)]
@@ -306,14 +332,33 @@ pub struct ConnectionSection {
     /// candidates for MOBIKE, and a responder accepts any of them.
     #[serde(default)]
     pub remote_addrs: Vec<IpAddr>,
-    /// Our identity.
-    pub local_id: String,
+    /// Our identity; with `local_auth = "pubkey"` it defaults to our
+    /// certificate's subject.
+    pub local_id: Option<String>,
     /// The peer's identity.
     pub remote_id: String,
-    /// Pre-shared key inline.
+    /// How we authenticate: `psk` (the default) or `pubkey`.
+    #[serde(default)]
+    pub local_auth: AuthSetting,
+    /// How the peer must authenticate; default: as we do.
+    pub remote_auth: Option<AuthSetting>,
+    /// Pre-shared key inline (for whichever side uses `psk`).
     pub psk: Option<String>,
     /// Pre-shared key in a file (trailing newline stripped).
     pub psk_file: Option<PathBuf>,
+    /// Our certificate, then its intermediates (PEM or DER), for
+    /// `local_auth = "pubkey"`.
+    pub cert: Option<PathBuf>,
+    /// Our private key (PKCS#8, SEC1 or PKCS#1; readable by its owner
+    /// only), for `local_auth = "pubkey"`.
+    pub key: Option<PathBuf>,
+    /// CA certificates (files, or directories of them) the peer's
+    /// certificate must validate to, for `remote_auth = "pubkey"`.
+    #[serde(default)]
+    pub cacerts: Vec<PathBuf>,
+    /// CRL files; none: revocation is not checked.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
     /// IKE proposals.
     pub proposals: Vec<String>,
     /// Offer MOBIKE.
@@ -362,6 +407,17 @@ pub struct ConnectionSection {
 
 fn yes() -> bool {
     true
+}
+
+/// swanctl's `auth` of a `local` or `remote` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthSetting {
+    /// Pre-shared key.
+    #[default]
+    Psk,
+    /// Public key: a certificate and a signature.
+    Pubkey,
 }
 
 /// `mobike_verify`: which new peer addresses a MOBIKE responder checks
@@ -546,6 +602,138 @@ impl FileConfig {
         }))
     }
 
+    /// Our side's authentication and identity: the credentials read and
+    /// checked (the key is the certificate's), the identity as
+    /// configured, or the certificate's subject.
+    fn local_auth(
+        &self,
+        name: &str,
+        c: &ConnectionSection,
+    ) -> Result<(engine::LocalAuth, crate::proto::Identification), ConfigFileError> {
+        let invalid = |what: &str| ConfigFileError::Invalid {
+            connection: name.to_owned(),
+            what: what.into(),
+        };
+        let pki = |source| ConfigFileError::Pki {
+            connection: name.to_owned(),
+            source,
+        };
+        let configured = c
+            .local_id
+            .as_deref()
+            .map(engine::parse_identity)
+            .transpose()
+            .map_err(|source| ConfigFileError::Value {
+                connection: name.to_owned(),
+                source,
+            })?;
+        if c.local_auth == AuthSetting::Psk {
+            if c.cert.is_some() || c.key.is_some() {
+                return Err(invalid("cert and key need local_auth = \"pubkey\""));
+            }
+            let id = configured.ok_or_else(|| invalid("local_id is required"))?;
+            return Ok((engine::LocalAuth::Psk, id));
+        }
+        let (Some(cert), Some(key)) = (&c.cert, &c.key) else {
+            return Err(invalid("local_auth = \"pubkey\" needs cert and key"));
+        };
+        let chain = crate::pki::files::read_certificates(cert).map_err(pki)?;
+        let key = crate::pki::files::read_private_key(key).map_err(pki)?;
+        let ours = crate::pki::auth::public_key_of(&chain[0])
+            .map_err(|e| invalid(&format!("{}: {e}", cert.display())))?;
+        if ours != key.public_key() {
+            return Err(invalid(&format!(
+                "the key in {} is not the key of the certificate {}",
+                c.key
+                    .as_ref()
+                    .map_or_else(String::new, |k| k.display().to_string()),
+                cert.display()
+            )));
+        }
+        let id = match configured {
+            Some(id) => {
+                if !crate::pki::identity::matches(&id, &chain[0]).unwrap_or(false) {
+                    return Err(invalid(&format!(
+                        "local_id is not in the certificate {} (its subjectAltNames or subject)",
+                        cert.display()
+                    )));
+                }
+                id
+            }
+            None => crate::pki::identity::subject_id(&chain[0])
+                .map_err(|e| invalid(&format!("{}: {e}", cert.display())))?,
+        };
+        Ok((
+            engine::LocalAuth::Pubkey(std::sync::Arc::new(engine::Credentials { key, chain })),
+            id,
+        ))
+    }
+
+    /// The peer's authentication: for `pubkey`, the trust anchors and CRLs.
+    fn remote_auth(
+        &self,
+        name: &str,
+        c: &ConnectionSection,
+        setting: AuthSetting,
+    ) -> Result<engine::RemoteAuth, ConfigFileError> {
+        let invalid = |what: &str| ConfigFileError::Invalid {
+            connection: name.to_owned(),
+            what: what.into(),
+        };
+        let pki = |source| ConfigFileError::Pki {
+            connection: name.to_owned(),
+            source,
+        };
+        if setting == AuthSetting::Psk {
+            if !c.cacerts.is_empty() || !c.crls.is_empty() {
+                return Err(invalid("cacerts and crls need remote_auth = \"pubkey\""));
+            }
+            return Ok(engine::RemoteAuth::Psk);
+        }
+        if c.cacerts.is_empty() {
+            return Err(invalid("remote_auth = \"pubkey\" needs cacerts"));
+        }
+        let mut cas = Vec::new();
+        for p in &c.cacerts {
+            if p.is_dir() {
+                cas.extend(crate::pki::files::read_certificate_dir(p).map_err(pki)?);
+            } else {
+                cas.extend(crate::pki::files::read_certificates(p).map_err(pki)?);
+            }
+        }
+        let mut crls = Vec::new();
+        for p in &c.crls {
+            crls.extend(crate::pki::files::read_crls(p).map_err(pki)?);
+        }
+        let store = crate::pki::verify::TrustStore::new(&cas, &crls).map_err(|source| {
+            ConfigFileError::Trust {
+                connection: name.to_owned(),
+                source,
+            }
+        })?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for d in cas
+            .iter()
+            .map(|c| c.as_ref())
+            .chain(crls.iter().map(|c| c.as_ref()))
+        {
+            ctx.update(&(d.len() as u64).to_be_bytes());
+            ctx.update(d);
+        }
+        let ca_hashes = cas
+            .iter()
+            .map(|c| crate::pki::auth::ca_key_hash(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&format!("cacerts: {e}")))?;
+        Ok(engine::RemoteAuth::Pubkey(std::sync::Arc::new(
+            engine::Trust {
+                store,
+                ca_hashes,
+                digest: ctx.finish().as_ref().to_vec(),
+            },
+        )))
+    }
+
     /// Checks everything and builds the engine configuration.
     pub fn to_agent_config(&self) -> Result<AgentConfig, ConfigFileError> {
         let mut connections = Vec::new();
@@ -579,7 +767,10 @@ impl FileConfig {
                     }
                 }
             };
+            let remote_setting = c.remote_auth.unwrap_or(c.local_auth);
+            let uses_psk = c.local_auth == AuthSetting::Psk || remote_setting == AuthSetting::Psk;
             let psk = match (&c.psk, &c.psk_file) {
+                (None, None) if !uses_psk => Vec::new(),
                 (Some(p), None) => p.as_bytes().to_vec(),
                 (None, Some(f)) => std::fs::read_to_string(f)
                     .map_err(|source| ConfigFileError::PskFile {
@@ -592,9 +783,11 @@ impl FileConfig {
                     .to_vec(),
                 _ => return Err(invalid("exactly one of psk and psk_file is required")),
             };
-            if psk.is_empty() {
+            if uses_psk && psk.is_empty() {
                 return Err(invalid("the pre-shared key is empty"));
             }
+            let (local_auth, local_id) = self.local_auth(name, c)?;
+            let remote_auth = self.remote_auth(name, c, remote_setting)?;
             listen_any |= c.local_addrs.is_empty();
             if c.start == Start::Initiate && c.remote_addrs.is_empty() {
                 return Err(invalid("start = \"initiate\" needs remote_addrs"));
@@ -749,9 +942,11 @@ impl FileConfig {
                     .skip(1)
                     .map(|a| SocketAddr::new(*a, IKE_PORT))
                     .collect(),
-                local_id: engine::parse_identity(&c.local_id).map_err(value)?,
+                local_id,
                 remote_id: engine::parse_identity(&c.remote_id).map_err(value)?,
                 psk,
+                local_auth,
+                remote_auth,
                 ike_proposals,
                 mobike: c.mobike,
                 mobike_verify: c.mobike_verify.into(),

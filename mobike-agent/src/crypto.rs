@@ -517,6 +517,21 @@ impl IkeKeys {
     /// AUTH = prf( prf(Shared Secret, "Key Pad for IKEv2"), `<SignedOctets>`)
     /// with SignedOctets = RealMessage | Nonce(peer) | prf(SK_p, RestOfIDPayload).
     /// `initiator` selects SK_pi (true) or SK_pr.
+    /// The octets a signature in AUTH covers (§2.15): the IKE_SA_INIT
+    /// message we sent, the peer's nonce, and prf(SK_p, our ID payload
+    /// body).
+    pub fn signed_octets(
+        &self,
+        initiator: bool,
+        real_message: &[u8],
+        peer_nonce: &[u8],
+        id_body: &[u8],
+    ) -> Vec<u8> {
+        let sk_p = if initiator { &self.sk_pi } else { &self.sk_pr };
+        let maced_id = self.prf.prf(sk_p, id_body);
+        [real_message, peer_nonce, &maced_id].concat()
+    }
+
     pub fn psk_auth(
         &self,
         psk: &[u8],

@@ -151,6 +151,8 @@ fn our_responder_answers_charons_ike_sa_init() {
         pools: Vec::new(),
         mobike_verify: Default::default(),
         no_nats: false,
+        local_auth: mobike_agent::engine::LocalAuth::Psk,
+        remote_auth: mobike_agent::engine::RemoteAuth::Psk,
     };
     let mut ep = Endpoint::new(EndpointConfig {
         connections: vec![conn],

@@ -4,6 +4,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -47,8 +48,12 @@ pub struct ConnectionConfig {
     pub local_id: Identification,
     /// The identity the peer must prove.
     pub remote_id: Identification,
-    /// Pre-shared key (§2.15).
+    /// Pre-shared key (§2.15), for whichever side authenticates with it.
     pub psk: Vec<u8>,
+    /// How we prove our identity (§2.15).
+    pub local_auth: LocalAuth,
+    /// How the peer must prove its identity.
+    pub remote_auth: RemoteAuth,
     /// IKE proposals, preferred first; the initiator's KE uses the first
     /// group of the first proposal.
     pub ike_proposals: Vec<IkeProposal>,
@@ -469,3 +474,67 @@ mod tests {
         assert!(parse_identity("").is_err());
     }
 }
+
+impl ConnectionConfig {
+    /// Whether either side authenticates with a certificate.
+    pub fn uses_pubkey(&self) -> bool {
+        matches!(self.local_auth, LocalAuth::Pubkey(_))
+            || matches!(self.remote_auth, RemoteAuth::Pubkey(_))
+    }
+}
+
+/// How we prove our identity (RFC 7296 §2.15).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LocalAuth {
+    /// The pre-shared key: AUTH method 2.
+    #[default]
+    Psk,
+    /// A signature with our private key (RFC 7427 method 14); our
+    /// certificate and its intermediates go in CERT payloads.
+    Pubkey(Arc<Credentials>),
+}
+
+/// Our certificate chain and its private key.
+#[derive(Debug)]
+pub struct Credentials {
+    pub key: crate::pki::key::PrivateKey,
+    /// Ours first, then the intermediates.
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.chain == other.chain && self.key.public_key() == other.key.public_key()
+    }
+}
+
+impl Eq for Credentials {}
+
+/// How the peer must prove its identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RemoteAuth {
+    /// The pre-shared key.
+    #[default]
+    Psk,
+    /// A signature by the key of a certificate that validates to these
+    /// trust anchors and that vouches for `remote_id`.
+    Pubkey(Arc<Trust>),
+}
+
+/// The trust anchors and CRLs, and a digest of what they were made from
+/// (a reload that reads the same files changes nothing).
+#[derive(Debug)]
+pub struct Trust {
+    pub store: crate::pki::verify::TrustStore,
+    /// The CAs' entries for CERTREQ (RFC 7296 §3.7).
+    pub ca_hashes: Vec<[u8; 20]>,
+    pub digest: Vec<u8>,
+}
+
+impl PartialEq for Trust {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for Trust {}

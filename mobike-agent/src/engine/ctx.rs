@@ -45,6 +45,8 @@ pub(super) struct Ctx<'a> {
     /// Our usable local addresses as last announced
     /// ([`super::Command::AnnounceAddresses`]); None before that.
     pub(super) usable_addrs: Option<&'a [IpAddr]>,
+    /// The wall-clock time at `now` (certificate validity).
+    pub(super) wall: std::time::SystemTime,
 }
 
 impl Ctx<'_> {

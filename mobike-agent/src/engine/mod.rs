@@ -104,6 +104,9 @@ pub struct Endpoint {
     /// Our usable local addresses, once announced
     /// ([`Command::AnnounceAddresses`]).
     usable_addrs: Option<Vec<IpAddr>>,
+    /// An `Instant` and the wall-clock time at it: certificate validity is
+    /// in wall-clock time, the engine's clock is `now: Instant`.
+    clock: (Instant, std::time::SystemTime),
 }
 
 impl Endpoint {
@@ -136,7 +139,14 @@ impl Endpoint {
             recovery: HashMap::new(),
             leases: vip::Leases::default(),
             usable_addrs: None,
+            clock: (Instant::now(), std::time::SystemTime::now()),
         })
+    }
+
+    /// Sets which wall-clock time an `Instant` is (certificates are valid
+    /// between wall-clock times); by default the times at construction.
+    pub fn set_wall_clock(&mut self, at: Instant, wall: std::time::SystemTime) {
+        self.clock = (at, wall);
     }
 
     /// An independent endpoint in the same state: its SAs, indexes, cookie
@@ -169,6 +179,7 @@ impl Endpoint {
             recovery: self.recovery.clone(),
             leases: self.leases.clone(),
             usable_addrs: self.usable_addrs.clone(),
+            clock: self.clock,
         })
     }
 
@@ -197,6 +208,10 @@ impl Endpoint {
             spis: &mut self.index.spis,
             leases: &mut self.leases,
             usable_addrs: self.usable_addrs.as_deref(),
+            wall: match now.checked_duration_since(self.clock.0) {
+                Some(d) => self.clock.1 + d,
+                None => self.clock.1 - self.clock.0.duration_since(now),
+            },
         }
     }
 
@@ -752,6 +767,8 @@ fn retire(c: &mut ConnectionConfig) {
     c.name.clear();
     c.ike_proposals.clear();
     c.psk.clear();
+    c.local_auth = LocalAuth::Psk;
+    c.remote_auth = RemoteAuth::Psk;
     c.remote_addr = None;
     c.recovery = Recovery::default();
     c.pools.clear();

@@ -268,3 +268,22 @@ pub fn choose(schemes: &[Scheme], peer_hashes: &[u16]) -> Option<Scheme> {
         .copied()
         .find(|s| s.algorithm_identifier().is_some() && peer_hashes.contains(&s.hash()))
 }
+
+/// The public key of a certificate as its SubjectPublicKeyInfo BIT STRING
+/// holds it (what [`super::key::PrivateKey::public_key`] gives for ours).
+pub fn public_key_of(cert: &[u8]) -> Result<Vec<u8>, AuthError> {
+    let (_, c) =
+        X509Certificate::from_der(cert).map_err(|e| AuthError::Certificate(e.to_string()))?;
+    Ok(c.public_key().subject_public_key.data.to_vec())
+}
+
+/// A CA's entry in a CERTREQ (RFC 7296 §3.7): the SHA-1 hash of its
+/// certificate's SubjectPublicKeyInfo.
+pub fn ca_key_hash(cert: &[u8]) -> Result<[u8; 20], AuthError> {
+    let (_, c) =
+        X509Certificate::from_der(cert).map_err(|e| AuthError::Certificate(e.to_string()))?;
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, c.public_key().raw);
+    let mut out = [0; 20];
+    out.copy_from_slice(d.as_ref());
+    Ok(out)
+}

@@ -504,3 +504,247 @@ mod auth {
         }
     }
 }
+
+/// IKE_AUTH with certificates between two engines (sans-IO, every
+/// datagram delivered at once): chains through the intermediate, each
+/// key type, mixing with a pre-shared key, and refusals.
+mod engine_auth {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{
+        config_file::FileConfig,
+        engine::{Command, DeleteReason, Endpoint, Event},
+    };
+
+    /// `NAME-chain.pem`: the certificate, then the intermediate.
+    fn chain(p: &Pki, name: &str) -> PathBuf {
+        let out = p.path(&format!("{name}-chain.pem"));
+        if !out.exists() {
+            let mut text = std::fs::read(p.path(&format!("{name}.pem"))).unwrap();
+            text.extend(std::fs::read(p.path("int.pem")).unwrap());
+            std::fs::write(&out, text).unwrap();
+        }
+        out
+    }
+
+    /// A side's `[connections.ab]`: `auth` lines go in as given.
+    fn conf(local: &str, remote: &str, id: &str, peer_id: &str, auth: &str) -> String {
+        format!(
+            r#"
+[connections.ab]
+local_addrs = ["{local}"]
+remote_addrs = ["{remote}"]
+local_id = "{id}"
+remote_id = "{peer_id}"
+proposals = ["aes256gcm16-prfsha256-x25519"]
+mobike = true
+{auth}
+[connections.ab.children.net]
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.2.0.0/24"]
+esp_proposals = ["aes256gcm16"]
+"#
+        )
+    }
+
+    fn pubkey_lines(p: &Pki, name: &str, ca: &str) -> String {
+        format!(
+            "local_auth = \"pubkey\"\ncert = {:?}\nkey = {:?}\ncacerts = [{:?}]\n",
+            chain(p, name).display().to_string(),
+            p.path(&format!("{name}.key")).display().to_string(),
+            p.path(&format!("{ca}.pem")).display().to_string(),
+        )
+    }
+
+    fn endpoint(text: &str) -> Endpoint {
+        let cfg = FileConfig::parse(text)
+            .unwrap()
+            .to_agent_config()
+            .unwrap_or_else(|e| panic!("{}", errchain::chain(&e)));
+        Endpoint::new(cfg.endpoint).unwrap()
+    }
+
+    fn run(a_text: &str, b_text: &str) -> (Endpoint, Endpoint) {
+        let (mut a, mut b) = (endpoint(a_text), endpoint(b_text));
+        let now = Instant::now();
+        a.handle_command(
+            now,
+            Command::Initiate {
+                connection: "ab".into(),
+                local: None,
+            },
+        )
+        .unwrap();
+        for _ in 0..10 {
+            while let Some(t) = a.poll_transmit() {
+                b.handle_datagram(now, t.remote, t.local, &t.payload);
+            }
+            while let Some(t) = b.poll_transmit() {
+                a.handle_datagram(now, t.remote, t.local, &t.payload);
+            }
+        }
+        (a, b)
+    }
+
+    fn established(e: &Endpoint) -> bool {
+        e.ike_sas()
+            .first()
+            .is_some_and(|s| s.state == "established")
+    }
+
+    fn failed(e: &mut Endpoint) -> bool {
+        std::iter::from_fn(|| e.poll_event()).any(|ev| {
+            matches!(
+                ev,
+                Event::IkeSaDeleted {
+                    reason: DeleteReason::AuthenticationFailed,
+                    ..
+                }
+            )
+        })
+    }
+
+    #[test]
+    fn certificates_of_each_key_type_authenticate_both_ways() {
+        let p = pki();
+        for (a_name, b_name) in [("ec", "rsa"), ("rsa", "ed"), ("ed", "ec")] {
+            let a = conf(
+                "192.0.2.1",
+                "192.0.2.2",
+                &format!("{a_name}.test"),
+                &format!("{b_name}.test"),
+                &pubkey_lines(p, a_name, "root"),
+            );
+            let b = conf(
+                "192.0.2.2",
+                "192.0.2.1",
+                &format!("{b_name}.test"),
+                &format!("{a_name}.test"),
+                &pubkey_lines(p, b_name, "root"),
+            )
+            .replace(
+                "10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24",
+                "10.2.0.0/24\"]\nremote_ts = [\"10.1.0.0/24",
+            );
+            let (a, b) = run(&a, &b);
+            assert!(established(&a) && established(&b), "{a_name} <-> {b_name}");
+            assert_eq!(a.ike_sas()[0].children.len(), 1, "{a_name}: CHILD_SA");
+        }
+    }
+
+    #[test]
+    fn a_certificate_one_way_and_a_pre_shared_key_the_other() {
+        let p = pki();
+        let psk = "psk = \"mixed-psk-0123456789\"\n";
+        let a = conf(
+            "192.0.2.1",
+            "192.0.2.2",
+            "ec.test",
+            "b.test",
+            &format!(
+                "{}remote_auth = \"psk\"\n{psk}",
+                pubkey_lines(p, "ec", "root").replace(
+                    &format!(
+                        "cacerts = [{:?}]\n",
+                        p.path("root.pem").display().to_string()
+                    ),
+                    ""
+                )
+            ),
+        );
+        let b = conf(
+            "192.0.2.2",
+            "192.0.2.1",
+            "b.test",
+            "ec.test",
+            &format!(
+                "local_auth = \"psk\"\nremote_auth = \"pubkey\"\ncacerts = [{:?}]\n{psk}",
+                p.path("root.pem").display().to_string()
+            ),
+        )
+        .replace(
+            "10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24",
+            "10.2.0.0/24\"]\nremote_ts = [\"10.1.0.0/24",
+        );
+        let (a, b) = run(&a, &b);
+        assert!(established(&a) && established(&b));
+    }
+
+    #[test]
+    fn an_unknown_ca_or_an_identity_not_in_the_certificate_is_refused() {
+        let p = pki();
+        let flip = |s: String| {
+            s.replace(
+                "10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24",
+                "10.2.0.0/24\"]\nremote_ts = [\"10.1.0.0/24",
+            )
+        };
+        // B trusts another CA only.
+        let a = conf(
+            "192.0.2.1",
+            "192.0.2.2",
+            "ec.test",
+            "rsa.test",
+            &pubkey_lines(p, "ec", "root"),
+        );
+        let b = flip(conf(
+            "192.0.2.2",
+            "192.0.2.1",
+            "rsa.test",
+            "ec.test",
+            &pubkey_lines(p, "rsa", "other"),
+        ));
+        let (mut a1, mut b1) = run(&a, &b);
+        assert!(!established(&a1) && !established(&b1));
+        assert!(failed(&mut b1), "B refuses A's certificate");
+        assert!(failed(&mut a1), "A is told");
+        // B expects an identity A's certificate does not carry.
+        let b = flip(conf(
+            "192.0.2.2",
+            "192.0.2.1",
+            "rsa.test",
+            "ed.test",
+            &pubkey_lines(p, "rsa", "root"),
+        ));
+        let a = conf(
+            "192.0.2.1",
+            "192.0.2.2",
+            "ec.test",
+            "rsa.test",
+            &pubkey_lines(p, "ec", "root"),
+        );
+        let (a2, b2) = run(&a, &b);
+        assert!(!established(&a2) && !established(&b2));
+    }
+
+    #[test]
+    fn a_local_id_not_in_our_certificate_or_a_key_of_another_is_refused_at_load() {
+        let p = pki();
+        let text = conf(
+            "192.0.2.1",
+            "192.0.2.2",
+            "rsa.test",
+            "b.test",
+            &pubkey_lines(p, "ec", "root"),
+        );
+        let e = FileConfig::parse(&text)
+            .unwrap()
+            .to_agent_config()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("local_id is not in the certificate"),
+            "{e}"
+        );
+        let lines = pubkey_lines(p, "ec", "root").replace("ec.key", "ed.key");
+        let text = conf("192.0.2.1", "192.0.2.2", "ec.test", "b.test", &lines);
+        let e = FileConfig::parse(&text)
+            .unwrap()
+            .to_agent_config()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("is not the key of the certificate"),
+            "{e}"
+        );
+    }
+}

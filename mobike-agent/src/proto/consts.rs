@@ -115,6 +115,10 @@ open_enum! {
         RSA_DIGITAL_SIGNATURE = 1,
         SHARED_KEY_MESSAGE_INTEGRITY_CODE = 2,
         DSS_DIGITAL_SIGNATURE = 3,
+        /// RFC 4754: ECDSA with SHA-256 on P-256.
+        ECDSA_SHA256_P256 = 9,
+        /// RFC 4754: ECDSA with SHA-384 on P-384.
+        ECDSA_SHA384_P384 = 10,
         /// RFC 7427.
         DIGITAL_SIGNATURE = 14,
     }

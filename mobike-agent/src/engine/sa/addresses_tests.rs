@@ -71,6 +71,8 @@ mod protected {
             mobike: true,
             mobike_verify: Default::default(),
             no_nats: false,
+            local_auth: crate::engine::LocalAuth::Psk,
+            remote_auth: crate::engine::RemoteAuth::Psk,
             children: vec![ChildConfig {
                 name: "net".into(),
                 local_ts: vec![parse_ts("10.1.0.0/16").unwrap()],

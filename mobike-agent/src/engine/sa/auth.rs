@@ -1,4 +1,5 @@
-//! IKE_AUTH (RFC 7296 §1.2, §2.15) with a pre-shared key, in both roles:
+//! IKE_AUTH (RFC 7296 §1.2, §2.15) with a pre-shared key or a certificate
+//! ([`super::pubkey`]), in both roles:
 //! authentication, the first CHILD_SA (built in [`super::child`]), virtual
 //! IPs in the configuration payload (§2.19) and MOBIKE_SUPPORTED
 //! (RFC 4555 §3.2).
@@ -9,13 +10,13 @@ use tracing::{info, warn};
 
 use crate::engine::{Ctx, DeleteReason, EndpointConfig, Event, vip};
 use crate::{
-    crypto, proposal,
-    proto::{self, AuthMethod, Authentication, ExchangeType, NotifyType, Payload},
+    proposal,
+    proto::{self, ExchangeType, NotifyType, Payload},
 };
 
 use super::{
     BuiltRequest, ChildOffer, ChildRefusal, IkeSa, SaOp, State, find, first_error, notify,
-    notify_of, sa_of,
+    notify_of, pubkey, sa_of,
 };
 
 impl IkeSa {
@@ -25,21 +26,25 @@ impl IkeSa {
             return;
         };
         let id_body = proto::id_payload_body(&conn.local_id);
-        let auth = keys.psk_auth(
-            &conn.psk,
-            true,
-            &self.init.request,
-            &self.crypto.nr,
-            &id_body,
-        );
-        let mut payloads = vec![
-            Payload::IdI(conn.local_id.clone()),
-            Payload::IdR(conn.remote_id.clone()),
-            Payload::Auth(Authentication {
-                method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE,
-                data: auth,
-            }),
-        ];
+        let who = pubkey::Signer {
+            initiator: true,
+            real_message: &self.init.request,
+            peer_nonce: &self.crypto.nr,
+        };
+        let (certs, auth) =
+            match pubkey::our_auth(conn, keys, who, &id_body, &self.init.peer_hashes) {
+                Ok(a) => a,
+                Err(why) => {
+                    warn!(sa = self.id, why, "IKE_AUTH: cannot authenticate ourselves");
+                    self.destroy(ctx, DeleteReason::Negotiation);
+                    return;
+                }
+            };
+        let mut payloads = vec![Payload::IdI(conn.local_id.clone())];
+        payloads.extend(certs);
+        payloads.extend(pubkey::certreq(std::iter::once(conn)));
+        payloads.push(Payload::IdR(conn.remote_id.clone()));
+        payloads.push(Payload::Auth(auth));
         if self.init.initial_contact {
             payloads.push(notify(NotifyType::INITIAL_CONTACT, vec![]));
         }
@@ -98,30 +103,32 @@ impl IkeSa {
                 && c.accepts_peer(self.path.remote.ip())
                 && c.ike_proposals.iter().any(|p| p.select(&wire).is_some())
         });
-        let verified = conn.and_then(|(i, c)| {
-            let keys = self.crypto.keys.as_ref()?;
-            let expected = keys.psk_auth(
-                &c.psk,
-                true,
-                &self.init.request,
-                &self.crypto.nr,
-                &proto::id_payload_body(&idi),
-            );
-            (auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
-                && crypto::verify_mac(&expected, &auth.data))
-            .then_some(i)
-        });
-        let Some(conn_idx) = verified else {
-            warn!(sa = self.id, peer = %String::from_utf8_lossy(&idi.data), "IKE_AUTH: authentication of the peer failed");
-            self.respond(
-                ctx,
-                ExchangeType::IKE_AUTH,
-                msg_id,
-                &[notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
-            );
-            self.destroy(ctx, DeleteReason::AuthenticationFailed);
-            return;
+        let who = pubkey::Signer {
+            initiator: true,
+            real_message: &self.init.request,
+            peer_nonce: &self.crypto.nr,
         };
+        let checked = match (conn, self.crypto.keys.as_ref()) {
+            (Some((i, c)), Some(keys)) => {
+                pubkey::check_peer(ctx, c, keys, who, &idi, &auth, p).map(|v| (i, v))
+            }
+            _ => Err("no connection for this identity, address and proposal".to_owned()),
+        };
+        let (conn_idx, peer_cert) = match checked {
+            Ok(x) => x,
+            Err(why) => {
+                self.refused(&idi, &why);
+                self.respond(
+                    ctx,
+                    ExchangeType::IKE_AUTH,
+                    msg_id,
+                    &[notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
+                );
+                self.destroy(ctx, DeleteReason::AuthenticationFailed);
+                return;
+            }
+        };
+        self.peer_cert = peer_cert;
         self.conn = conn_idx;
         if notify_of(p, NotifyType::INITIAL_CONTACT).is_some() {
             // §2.4: the peer restarted; what we still have with it is stale.
@@ -134,21 +141,35 @@ impl IkeSa {
         let Some(keys) = self.crypto.keys.as_ref() else {
             return;
         };
-        let our_auth = keys.psk_auth(
-            &conn.psk,
-            false,
-            &self.init.response,
-            &self.crypto.ni,
+        let who = pubkey::Signer {
+            initiator: false,
+            real_message: &self.init.response,
+            peer_nonce: &self.crypto.ni,
+        };
+        let (certs, our_auth) = match pubkey::our_auth(
+            conn,
+            keys,
+            who,
             &proto::id_payload_body(&conn.local_id),
-        );
+            &self.init.peer_hashes,
+        ) {
+            Ok(a) => a,
+            Err(why) => {
+                warn!(sa = self.id, why, "IKE_AUTH: cannot authenticate ourselves");
+                self.respond(
+                    ctx,
+                    ExchangeType::IKE_AUTH,
+                    msg_id,
+                    &[notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
+                );
+                self.destroy(ctx, DeleteReason::AuthenticationFailed);
+                return;
+            }
+        };
         self.peer_mobike = conn.mobike && notify_of(p, NotifyType::MOBIKE_SUPPORTED).is_some();
-        let mut payloads = vec![
-            Payload::IdR(conn.local_id.clone()),
-            Payload::Auth(Authentication {
-                method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE,
-                data: our_auth,
-            }),
-        ];
+        let mut payloads = vec![Payload::IdR(conn.local_id.clone())];
+        payloads.extend(certs);
+        payloads.push(Payload::Auth(our_auth));
         if self.peer_mobike {
             payloads.push(notify(NotifyType::MOBIKE_SUPPORTED, vec![]));
             // RFC 4555 §3.4: the responder lists its other addresses too.
@@ -279,18 +300,29 @@ impl IkeSa {
             self.destroy(ctx, reason);
             return;
         };
-        let ok = idr == conn.remote_id
-            && auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
-            && self.crypto.keys.as_ref().is_some_and(|k| {
-                let expected = k.psk_auth(
-                    &conn.psk,
-                    false,
-                    &self.init.response,
-                    &self.crypto.ni,
-                    &proto::id_payload_body(&idr),
-                );
-                crypto::verify_mac(&expected, &auth.data)
-            });
+        let who = pubkey::Signer {
+            initiator: false,
+            real_message: &self.init.response,
+            peer_nonce: &self.crypto.ni,
+        };
+        let checked = if idr != conn.remote_id {
+            Err("it answered with another identity".to_owned())
+        } else {
+            match self.crypto.keys.as_ref() {
+                Some(k) => pubkey::check_peer(ctx, conn, k, who, &idr, &auth, p),
+                None => Err("no keys".to_owned()),
+            }
+        };
+        let ok = match checked {
+            Ok(cert) => {
+                self.peer_cert = cert;
+                true
+            }
+            Err(why) => {
+                self.refused(&idr, &why);
+                false
+            }
+        };
         if !ok {
             warn!(
                 sa = self.id,

@@ -13,7 +13,7 @@ use crate::{
 
 use super::{
     IkeSa, MAX_INIT_RESTARTS, SentRequest, State, first_error, ke_of, nonce_of, notify, notify_of,
-    sa_of, unknown_critical,
+    pubkey, sa_of, unknown_critical,
 };
 
 /// A stateless IKE_SA_INIT answer (errors and cookie demands, §2.6, §2.7).
@@ -101,6 +101,9 @@ impl IkeSa {
             NotifyType::NAT_DETECTION_DESTINATION_IP,
             crypto::nat_detection_hash(self.spi_i, 0, self.path.remote),
         ));
+        if conn.uses_pubkey() {
+            payloads.push(pubkey::hash_notify());
+        }
         let msg = Message {
             header: self.header(ExchangeType::IKE_SA_INIT, 0, false),
             payloads,
@@ -189,6 +192,7 @@ impl IkeSa {
             ctx.stats.unexpected += 1;
             return;
         };
+        self.init.peer_hashes = pubkey::peer_hashes(p);
         let suite = match props.as_slice() {
             [one] => proposal::ike_suite_from_wire(one).filter(|s| {
                 conn.ike_proposals
@@ -420,7 +424,7 @@ impl IkeSa {
         sa.crypto.suite = Some(suite);
         sa.detect_nat(ctx, path, &h, p);
         let [nat_src, nat_dst] = sa.nat_d_payloads(path);
-        let payloads = vec![
+        let mut payloads = vec![
             Payload::Sa(vec![proposal::ike_suite_to_wire(suite, number, vec![])]),
             Payload::Ke(KeyExchange {
                 group: suite.dh.number(),
@@ -430,6 +434,13 @@ impl IkeSa {
             nat_src,
             nat_dst,
         ];
+        // RFC 7427 §4, and the CAs we take certificates from (§3.7): which
+        // connection the peer is for is known only in IKE_AUTH.
+        sa.init.peer_hashes = pubkey::peer_hashes(p);
+        if ctx.config.connections.iter().any(|c| c.uses_pubkey()) {
+            payloads.push(pubkey::hash_notify());
+            payloads.extend(pubkey::certreq(ctx.config.connections.iter()));
+        }
         let out = Message {
             header: sa.header(ExchangeType::IKE_SA_INIT, 0, true),
             payloads,

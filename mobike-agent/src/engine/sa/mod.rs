@@ -33,6 +33,7 @@ mod init_tests;
 mod mobike;
 mod moving;
 mod path_test;
+mod pubkey;
 mod request;
 mod return_routability;
 mod snapshot;
@@ -153,6 +154,8 @@ pub(super) struct IkeSa {
     path: Path,
     /// The peer sent MOBIKE_SUPPORTED (RFC 4555 §3.2).
     peer_mobike: bool,
+    /// The peer's certificate, when it authenticated with one.
+    peer_cert: Option<crate::pki::verify::Verified>,
     children: Vec<Child>,
     /// Our requests and the peer's, one at a time each way (§2.3).
     window: Window,
@@ -226,6 +229,9 @@ struct InitState {
     /// Initiator: an error notify that came in an IKE_SA_INIT answer,
     /// kept until the retransmissions run out (§2.21.1).
     peer_error: Option<NotifyType>,
+    /// The hash algorithms the peer's SIGNATURE_HASH_ALGORITHMS listed
+    /// (RFC 7427 §4); empty if it sent none.
+    peer_hashes: Vec<u16>,
 }
 
 /// NAT detection (§2.23) and keepalives (RFC 3948 §2.3).
@@ -408,6 +414,7 @@ impl IkeSa {
             state: State::InitSent,
             path,
             peer_mobike: false,
+            peer_cert: None,
             children: Vec::new(),
             window: Window::default(),
             crypto: Crypto::default(),

@@ -27,6 +27,7 @@ impl IkeSa {
             state: self.state,
             path: self.path,
             peer_mobike: self.peer_mobike,
+            peer_cert: self.peer_cert.clone(),
             children: self.children.clone(),
             window: self.window.try_clone()?,
             crypto: self.crypto.clone(),
@@ -72,6 +73,7 @@ impl InitState {
             half_open_peer: self.half_open_peer,
             initial_contact: self.initial_contact,
             peer_error: self.peer_error,
+            peer_hashes: self.peer_hashes.clone(),
         })
     }
 }

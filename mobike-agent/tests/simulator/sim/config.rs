@@ -87,6 +87,8 @@ pub fn connection(
         pools: Vec::new(),
         mobike_verify: Default::default(),
         no_nats: false,
+        local_auth: mobike_agent::engine::LocalAuth::Psk,
+        remote_auth: mobike_agent::engine::RemoteAuth::Psk,
     }
 }
 

@@ -1,0 +1,202 @@
+//! Public-key authentication in IKE_AUTH (RFC 7296 §2.15, §3.6-3.8;
+//! RFC 7427; RFC 4754 for the classic ECDSA methods): our CERT payloads and
+//! signed AUTH, the CERTREQ naming the CAs we trust, and the check of a
+//! peer's certificate chain, identity and signature. The X.509 work is
+//! [`crate::pki`]'s; this module puts it into the exchange.
+
+use tracing::warn;
+
+use crate::{
+    crypto::IkeKeys,
+    engine::{ConnectionConfig, Ctx, LocalAuth, RemoteAuth},
+    pki::{self, key::Scheme},
+    proto::{AuthMethod, Authentication, CertData, Identification, NotifyType, Payload},
+};
+
+use super::{IkeSa, notify, notify_of};
+
+/// Cert Encoding "X.509 Certificate - Signature" (RFC 7296 §3.6).
+pub(super) const X509_SIGNATURE: u8 = 4;
+
+/// The hash algorithms a peer's SIGNATURE_HASH_ALGORITHMS lists.
+pub(super) fn peer_hashes(p: &[Payload]) -> Vec<u16> {
+    notify_of(p, NotifyType::SIGNATURE_HASH_ALGORITHMS)
+        .map(|n| pki::auth::parse_hash_notify(&n.data))
+        .unwrap_or_default()
+}
+
+/// Our SIGNATURE_HASH_ALGORITHMS notify (RFC 7427 §4).
+pub(super) fn hash_notify() -> Payload {
+    notify(
+        NotifyType::SIGNATURE_HASH_ALGORITHMS,
+        pki::auth::hash_notify_data(&pki::auth::OUR_HASHES),
+    )
+}
+
+/// A CERTREQ naming the CAs of the given connections that take
+/// certificates; None if none does.
+pub(super) fn certreq<'a>(conns: impl Iterator<Item = &'a ConnectionConfig>) -> Option<Payload> {
+    let mut data = Vec::new();
+    for c in conns {
+        if let RemoteAuth::Pubkey(t) = &c.remote_auth {
+            for h in &t.ca_hashes {
+                if !data.chunks(20).any(|x| x == h) {
+                    data.extend_from_slice(h);
+                }
+            }
+        }
+    }
+    (!data.is_empty()).then_some(Payload::CertReq(CertData {
+        encoding: X509_SIGNATURE,
+        data,
+    }))
+}
+
+/// Which side an AUTH is for: whose SK_p, IKE_SA_INIT message and nonce.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Signer<'a> {
+    pub(super) initiator: bool,
+    /// The IKE_SA_INIT message the signer sent.
+    pub(super) real_message: &'a [u8],
+    /// The other side's nonce.
+    pub(super) peer_nonce: &'a [u8],
+}
+
+/// Our CERT payloads and AUTH payload for `id_body` (our ID payload's
+/// body), by the connection's `local_auth`; Err names why we cannot sign.
+pub(super) fn our_auth(
+    conn: &ConnectionConfig,
+    keys: &IkeKeys,
+    who: Signer<'_>,
+    id_body: &[u8],
+    peer_hashes: &[u16],
+) -> Result<(Vec<Payload>, Authentication), String> {
+    match &conn.local_auth {
+        LocalAuth::Psk => Ok((
+            Vec::new(),
+            Authentication {
+                method: AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE,
+                data: keys.psk_auth(
+                    &conn.psk,
+                    who.initiator,
+                    who.real_message,
+                    who.peer_nonce,
+                    id_body,
+                ),
+            },
+        )),
+        LocalAuth::Pubkey(cred) => {
+            let octets =
+                keys.signed_octets(who.initiator, who.real_message, who.peer_nonce, id_body);
+            let (method, scheme) = match pki::auth::choose(cred.key.schemes(), peer_hashes) {
+                Some(s) => (AuthMethod::DIGITAL_SIGNATURE, s),
+                // A peer without RFC 7427: the classic ECDSA methods.
+                None if cred.key.schemes().contains(&Scheme::EcdsaP256Sha256Fixed) => {
+                    (AuthMethod::ECDSA_SHA256_P256, Scheme::EcdsaP256Sha256Fixed)
+                }
+                None if cred.key.schemes().contains(&Scheme::EcdsaP384Sha384Fixed) => {
+                    (AuthMethod::ECDSA_SHA384_P384, Scheme::EcdsaP384Sha384Fixed)
+                }
+                None => {
+                    return Err(format!(
+                        "the peer lists no hash algorithm a {} key can sign with \
+                         (SIGNATURE_HASH_ALGORITHMS {peer_hashes:?})",
+                        cred.key.kind()
+                    ));
+                }
+            };
+            let sig = cred.key.sign(scheme, &octets).map_err(|e| e.to_string())?;
+            let data = if method == AuthMethod::DIGITAL_SIGNATURE {
+                pki::auth::encode(scheme, &sig).ok_or("no AlgorithmIdentifier")?
+            } else {
+                sig
+            };
+            let certs = cred
+                .chain
+                .iter()
+                .map(|c| {
+                    Payload::Cert(CertData {
+                        encoding: X509_SIGNATURE,
+                        data: c.to_vec(),
+                    })
+                })
+                .collect();
+            Ok((certs, Authentication { method, data }))
+        }
+    }
+}
+
+/// Whether the peer's AUTH proves `peer_id` by the connection's
+/// `remote_auth`; Err says why not, for the log.
+pub(super) fn check_peer(
+    ctx: &Ctx<'_>,
+    conn: &ConnectionConfig,
+    keys: &IkeKeys,
+    who: Signer<'_>,
+    peer_id: &Identification,
+    auth: &Authentication,
+    p: &[Payload],
+) -> Result<Option<pki::verify::Verified>, String> {
+    let id_body = crate::proto::id_payload_body(peer_id);
+    match &conn.remote_auth {
+        RemoteAuth::Psk => {
+            let expected = keys.psk_auth(
+                &conn.psk,
+                who.initiator,
+                who.real_message,
+                who.peer_nonce,
+                &id_body,
+            );
+            if auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
+                && crate::crypto::verify_mac(&expected, &auth.data)
+            {
+                Ok(None)
+            } else {
+                Err("the pre-shared key AUTH does not verify".into())
+            }
+        }
+        RemoteAuth::Pubkey(trust) => {
+            let mut certs = p.iter().filter_map(|x| match x {
+                Payload::Cert(c) if c.encoding == X509_SIGNATURE => {
+                    Some(rustls_pki_types::CertificateDer::from(c.data.as_slice()))
+                }
+                _ => None,
+            });
+            let ee = certs
+                .next()
+                .ok_or("no certificate (CERT payload) from the peer")?;
+            let intermediates: Vec<_> = certs.collect();
+            let verified = trust
+                .store
+                .verify(&ee, &intermediates, ctx.wall)
+                .map_err(|e| e.to_string())?;
+            if !pki::identity::matches(peer_id, &ee).map_err(|e| e.to_string())? {
+                return Err(format!(
+                    "its identity {} is not in the certificate of {}",
+                    String::from_utf8_lossy(&peer_id.data),
+                    verified.subject
+                ));
+            }
+            let octets =
+                keys.signed_octets(who.initiator, who.real_message, who.peer_nonce, &id_body);
+            let (scheme, sig) = match auth.method {
+                AuthMethod::DIGITAL_SIGNATURE => {
+                    pki::auth::decode(&auth.data).map_err(|e| e.to_string())?
+                }
+                AuthMethod::ECDSA_SHA256_P256 => (Scheme::EcdsaP256Sha256Fixed, &auth.data[..]),
+                AuthMethod::ECDSA_SHA384_P384 => (Scheme::EcdsaP384Sha384Fixed, &auth.data[..]),
+                other => return Err(format!("AUTH method {} is not one we verify", other.0)),
+            };
+            pki::auth::verify(scheme, &ee, &octets, sig)
+                .map_err(|e| format!("certificate of {}: {e}", verified.subject))?;
+            Ok(Some(verified))
+        }
+    }
+}
+
+impl IkeSa {
+    /// Logs a refused peer authentication.
+    pub(super) fn refused(&self, peer: &Identification, why: &str) {
+        warn!(sa = self.id, peer = %String::from_utf8_lossy(&peer.data), why, "IKE_AUTH: authentication of the peer failed");
+    }
+}
