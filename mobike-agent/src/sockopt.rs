@@ -9,7 +9,8 @@
 //! between addresses that a CHILD_SA's policies cover (a full tunnel,
 //! `remote_ts = 0.0.0.0/0`, or host-to-host transport mode) would be sent
 //! into the CHILD_SA, or dropped on the way in for not having come through
-//! it. Nothing else lives here.
+//! it; and fragmentation allowed for IKE datagrams larger than the path
+//! MTU. Nothing else lives here.
 
 use std::os::fd::AsRawFd;
 
@@ -126,6 +127,46 @@ pub fn set_ipsec_bypass(sock: &impl AsRawFd, ipv6: bool) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Lets the kernel fragment IKE datagrams larger than the path MTU
+/// (`IP_PMTUDISC_WANT`, the kernel's own default for UDP): quinn-udp's
+/// socket setup asks for `IP_PMTUDISC_PROBE`, which is right for QUIC but
+/// makes an IKE_AUTH with certificates (often 2-4 kB) fail with EMSGSIZE.
+/// charon sends such messages as IP fragments too unless both ends use IKE
+/// fragmentation (RFC 7383).
+pub fn allow_fragmentation(sock: &impl AsRawFd, ipv6: bool) -> std::io::Result<()> {
+    let (level, opt, val) = if ipv6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_WANT,
+        )
+    };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| std::io::Error::other("socklen_t overflow"))?;
+    // SAFETY: the fd is an open socket borrowed from `sock` for the call;
+    // the option value points at a live c_int of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            std::ptr::from_ref(&val).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

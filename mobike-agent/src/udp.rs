@@ -41,6 +41,7 @@ impl IkeSocket {
         s.bind(&addr.into())?;
         let sock = tokio::net::UdpSocket::from_std(s.into())?;
         let state = UdpSocketState::new((&sock).into())?;
+        crate::sockopt::allow_fragmentation(&sock, addr.is_ipv6())?;
         let bound = sock.local_addr()?;
         Ok(Self { sock, state, bound })
     }

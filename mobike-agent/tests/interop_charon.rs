@@ -31,7 +31,13 @@
 //!     rekeys the CHILD_SA there; the VM scenario shows the same ESP SPIs
 //!     with kernel ESP).
 //!
-//! Needs root, iproute2 and the Debian packages strongswan-charon
+//! 11. Certificates (issue 14): the agent (ECDSA P-256) and charon
+//!     (RSA-3072), both under an intermediate CA, authenticate with
+//!     `auth = pubkey` with the agent as initiator, then with charon as
+//!     initiator; then the agent refuses charon's certificate when it
+//!     trusts another CA only, naming why.
+//!
+//! Needs root, iproute2, openssl and the Debian packages strongswan-charon
 //! strongswan-swanctl libstrongswan-standard-plugins
 //! libcharon-extra-plugins, so it is ignored by default:
 //! `cargo test -p mobike-agent --test interop_charon -- --ignored`.
@@ -43,6 +49,7 @@ use std::{
 };
 
 use system_tests::{
+    certs::{CA_EXT, Pki},
     charon::{self, Charon},
     netns::{self, Netns},
     process, wait,
@@ -356,6 +363,148 @@ fn agent_interoperates_with_charon_in_both_roles() {
     mobike_peer_moves(&mut t);
     address_lists(&mut t);
     agent_moves_to_ipv6(&mut t);
+    certificates(&mut t);
+}
+
+/// charon's side of scenario 11: b.test with `b.pem` (RSA, in x509/, its
+/// key in private/), the agent must be a.test with a certificate.
+fn charon_pubkey_conf(remote_addrs: &str) -> String {
+    format!(
+        "connections {{ c {{ version = 2
+  {remote_addrs}
+  proposals = {SUITE}
+  mobike = yes
+  encap = yes
+  local {{ auth = pubkey
+          certs = b.pem
+          id = b.test }}
+  remote {{ auth = pubkey
+           id = a.test }}
+  children {{ net {{ local_ts = 10.2.0.0/24
+                   remote_ts = 10.1.0.0/24
+                   esp_proposals = aes256gcm16 }} }} }} }}
+"
+    )
+}
+
+fn certificates(t: &mut Interop) {
+    t.stop_charon();
+    let pki = Pki::new();
+    pki.end_entity("a", "ec", "DNS:a.test", "digitalSignature");
+    pki.end_entity("b", "rsa", "DNS:b.test", "digitalSignature");
+    pki.key("other", "ec");
+    pki.cert(
+        "other",
+        "/C=CH/O=elsewhere/CN=Other CA",
+        None,
+        CA_EXT,
+        "3650",
+    );
+    let b = t.charon_dir();
+    for (from, to) in [
+        ("b.pem", "x509/b.pem"),
+        ("root.pem", "x509ca/root.pem"),
+        ("int.pem", "x509ca/int.pem"),
+        ("b.key", "private/b.key"),
+    ] {
+        let dst = b.join(to);
+        std::fs::create_dir_all(dst.parent().expect("a directory")).expect("charon dir");
+        std::fs::copy(pki.path(from), dst).expect("copy to charon");
+    }
+    let agent_auth = |ca: &str| {
+        format!(
+            "local_auth = \"pubkey\"\ncert = {:?}\nkey = {:?}\ncacerts = [{:?}]",
+            pki.chain("a").display().to_string(),
+            pki.path("a.key").display().to_string(),
+            pki.path(ca).display().to_string(),
+        )
+    };
+    // The agent initiates.
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf(""));
+    t.start_agent(
+        "cert-init",
+        &agent_conf(
+            "initiate",
+            SUITE,
+            "aes256gcm16",
+            PSK,
+            &agent_auth("root.pem"),
+            "",
+        ),
+    );
+    t.wait_for(
+        20,
+        "11: CHILD_SA not installed by charon (agent initiating)",
+        |t| t.charon().has("INSTALLED"),
+    );
+    t.check(
+        t.charon_count("authentication of 'a.test' with") > 0,
+        "11: charon did not authenticate the agent's signature",
+    );
+    t.check(
+        t.agent().logged("CHILD_SA installed"),
+        "11: agent did not install the CHILD_SA",
+    );
+    t.stop_agent();
+    t.stop_charon();
+    // charon initiates.
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf("remote_addrs = 192.0.2.1"));
+    t.start_agent(
+        "cert-listen",
+        &agent_conf(
+            "listen",
+            SUITE,
+            "aes256gcm16",
+            PSK,
+            &agent_auth("root.pem"),
+            "",
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    t.check(
+        t.charon()
+            .swanctl(&["--initiate", "--child", "net", "--timeout", "20"])
+            .status
+            .success(),
+        "11: charon could not initiate",
+    );
+    t.wait_for(20, "11: CHILD_SA not installed (charon initiating)", |t| {
+        t.charon().has("INSTALLED") && t.agent().logged("CHILD_SA installed")
+    });
+    t.stop_agent();
+    t.stop_charon();
+    // The agent trusts another CA only: charon's certificate is refused.
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf(""));
+    t.start_agent(
+        "cert-unknown-ca",
+        &agent_conf(
+            "initiate",
+            SUITE,
+            "aes256gcm16",
+            PSK,
+            &agent_auth("other.pem"),
+            "",
+        ),
+    );
+    t.wait_for(
+        20,
+        "11: the agent did not refuse charon's certificate",
+        |t| {
+            t.agent().log_text().lines().any(|l| {
+                l.contains("authentication of the peer failed")
+                    && l.contains("no path to a trusted CA")
+            })
+        },
+    );
+    t.check(
+        !t.charon().has("INSTALLED"),
+        "11: a CHILD_SA despite the refusal",
+    );
+    t.stop_agent();
+    t.stop_charon();
 }
 
 fn agent_initiates_and_charon_rekeys(t: &mut Interop) {

@@ -3,7 +3,8 @@
 //! a peer in such a namespace ([`charon`]), the trigger-db daemon as a
 //! process on a socket and database of its own ([`trigger_db`], feature
 //! `trigger-db`), child processes ([`process`]), systemd's notify socket and unit
-//! checks ([`systemd`]), a real PostgreSQL server on a Unix socket
+//! checks ([`systemd`]), a small openssl-made PKI ([`certs`]), a real
+//! PostgreSQL server on a Unix socket
 //! ([`postgres`]) and polling with timeouts
 //! that fail naming what they waited for ([`wait`]). The integration tests
 //! and benchmark programs of trigger-db, ipsec-backend and mobike-agent use
@@ -14,6 +15,7 @@
 //! and iproute2, and nothing here touches the host's own interfaces, routes
 //! or XFRM state.
 
+pub mod certs;
 pub mod charon;
 pub mod netns;
 pub mod postgres;

@@ -6,8 +6,6 @@
 use std::{
     net::IpAddr,
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-    process::Command,
     sync::OnceLock,
     time::{Duration, SystemTime},
 };
@@ -23,157 +21,31 @@ use super::{
 };
 use crate::proto::{IdType, Identification};
 
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (package openssl) runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const CA_EXT: &str = "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n";
-
-/// A key of `kind` in `name.key` (PKCS#8, mode 600).
-fn genkey(dir: &Path, name: &str, kind: &str) {
-    let key = format!("{name}.key");
-    match kind {
-        "rsa" => openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:3072",
-                "-out",
-                &key,
-            ],
-        ),
-        "ec" => openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                &key,
-            ],
-        ),
-        "ed" => openssl(dir, &["genpkey", "-algorithm", "ED25519", "-out", &key]),
-        other => panic!("key kind {other}"),
-    }
-    std::fs::set_permissions(dir.join(&key), std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// `name.pem` for `name.key`, signed by `ca` (self-signed if None).
-fn cert(dir: &Path, name: &str, subject: &str, ca: Option<&str>, ext: &str, days: &str) {
-    let key = format!("{name}.key");
-    let csr = format!("{name}.csr");
-    let pem = format!("{name}.pem");
-    let extfile = format!("{name}.ext");
-    std::fs::write(dir.join(&extfile), ext).unwrap();
-    openssl(
-        dir,
-        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
-    );
-    match ca {
-        None => openssl(
-            dir,
-            &[
-                "x509", "-req", "-in", &csr, "-key", &key, "-days", days, "-extfile", &extfile,
-                "-out", &pem,
-            ],
-        ),
-        Some(ca) => openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &format!("{ca}.pem"),
-                "-CAkey",
-                &format!("{ca}.key"),
-                "-CAcreateserial",
-                "-days",
-                days,
-                "-extfile",
-                &extfile,
-                "-out",
-                &pem,
-            ],
-        ),
-    }
-}
+use system_tests::certs::{CA_EXT, Pki};
 
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        genkey(d, "root", "ec");
-        cert(
-            d,
-            "root",
-            "/C=CH/O=mobike test/CN=Root CA",
-            None,
-            CA_EXT,
-            "3650",
-        );
-        genkey(d, "int", "rsa");
-        cert(
-            d,
-            "int",
-            "/C=CH/O=mobike test/CN=Intermediate CA",
-            Some("root"),
-            CA_EXT,
-            "3650",
-        );
-        let ee = |name: &str, kind: &str, san: &str, ku: &str| {
-            genkey(d, name, kind);
-            let ext = format!("subjectAltName={san}\nkeyUsage=critical,{ku}\n");
-            cert(
-                d,
-                name,
-                &format!("/C=CH/O=mobike test/CN={name}.test"),
-                Some("int"),
-                &ext,
-                "365",
-            );
-        };
-        ee("rsa", "rsa", "DNS:rsa.test", "digitalSignature");
-        ee(
+        let p = Pki::new();
+        p.end_entity("rsa", "rsa", "DNS:rsa.test", "digitalSignature");
+        p.end_entity(
             "ec",
             "ec",
             "DNS:EC.test,email:vpn@ec.test,IP:192.0.2.1,IP:2001:db8::1",
             "digitalSignature",
         );
-        ee("ed", "ed", "DNS:ed.test", "digitalSignature");
-        ee("enc", "ec", "DNS:enc.test", "keyEncipherment");
-        genkey(d, "other", "ec");
-        cert(
-            d,
+        p.end_entity("ed", "ed", "DNS:ed.test", "digitalSignature");
+        p.end_entity("enc", "ec", "DNS:enc.test", "keyEncipherment");
+        p.key("other", "ec");
+        p.cert(
             "other",
             "/C=CH/O=elsewhere/CN=Other CA",
             None,
             CA_EXT,
             "3650",
         );
-        genkey(d, "stranger", "ec");
-        cert(
-            d,
+        p.key("stranger", "ec");
+        p.cert(
             "stranger",
             "/C=CH/O=elsewhere/CN=stranger.test",
             Some("other"),
@@ -181,37 +53,30 @@ fn pki() -> &'static Pki {
             "365",
         );
         // The same EC key as SEC1 and the RSA key as PKCS#1.
-        openssl(d, &["ec", "-in", "ec.key", "-out", "ec.sec1.key"]);
-        openssl(
-            d,
-            &[
-                "rsa",
-                "-in",
-                "rsa.key",
-                "-traditional",
-                "-out",
-                "rsa.pkcs1.key",
-            ],
-        );
+        p.openssl(&["ec", "-in", "ec.key", "-out", "ec.sec1.key"]);
+        p.openssl(&[
+            "rsa",
+            "-in",
+            "rsa.key",
+            "-traditional",
+            "-out",
+            "rsa.pkcs1.key",
+        ]);
         for k in ["ec.sec1.key", "rsa.pkcs1.key"] {
-            std::fs::set_permissions(d.join(k), std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::set_permissions(p.path(k), std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        Pki { dir }
+        p
     })
 }
 
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn cert(&self, name: &str) -> rustls_pki_types::CertificateDer<'static> {
-        read_certificates(&self.path(&format!("{name}.pem")))
-            .unwrap()
-            .remove(0)
-    }
-    fn store(&self) -> TrustStore {
-        TrustStore::new(&[self.cert("root")], &[]).unwrap()
-    }
+fn cert_of(p: &Pki, name: &str) -> rustls_pki_types::CertificateDer<'static> {
+    read_certificates(&p.path(&format!("{name}.pem")))
+        .unwrap()
+        .remove(0)
+}
+
+fn store_of(p: &Pki) -> TrustStore {
+    TrustStore::new(&[cert_of(p, "root")], &[]).unwrap()
 }
 
 fn now() -> SystemTime {
@@ -221,10 +86,10 @@ fn now() -> SystemTime {
 #[test]
 fn chains_through_the_intermediate_validate_for_each_key_type() {
     let p = pki();
-    let store = p.store();
+    let store = store_of(p);
     for name in ["rsa", "ec", "ed"] {
         let v = store
-            .verify(&p.cert(name), &[p.cert("int")], now())
+            .verify(&cert_of(p, name), &[cert_of(p, "int")], now())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             v.subject.contains(&format!("CN={name}.test")),
@@ -238,27 +103,29 @@ fn chains_through_the_intermediate_validate_for_each_key_type() {
 #[test]
 fn refusals_name_what_was_wrong() {
     let p = pki();
-    let store = p.store();
-    let int = [p.cert("int")];
-    let r = store.verify(&p.cert("stranger"), &[], now()).unwrap_err();
+    let store = store_of(p);
+    let int = [cert_of(p, "int")];
+    let r = store
+        .verify(&cert_of(p, "stranger"), &[], now())
+        .unwrap_err();
     assert!(matches!(r, Refusal::UnknownCa { .. }), "{r}");
     assert!(r.to_string().contains("Other CA"), "{r}");
-    let r = store.verify(&p.cert("ec"), &[], now()).unwrap_err();
+    let r = store.verify(&cert_of(p, "ec"), &[], now()).unwrap_err();
     assert!(
         matches!(r, Refusal::UnknownCa { .. }),
         "no intermediate: {r}"
     );
     let later = now() + Duration::from_secs(3 * 365 * 86_400);
-    let r = store.verify(&p.cert("ec"), &int, later).unwrap_err();
+    let r = store.verify(&cert_of(p, "ec"), &int, later).unwrap_err();
     assert!(matches!(r, Refusal::Expired { .. }), "{r}");
     assert!(r.to_string().contains("expired at"), "{r}");
     let before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-    let r = store.verify(&p.cert("ec"), &int, before).unwrap_err();
+    let r = store.verify(&cert_of(p, "ec"), &int, before).unwrap_err();
     assert!(matches!(r, Refusal::NotYetValid { .. }), "{r}");
-    let r = store.verify(&p.cert("enc"), &int, now()).unwrap_err();
+    let r = store.verify(&cert_of(p, "enc"), &int, now()).unwrap_err();
     assert!(matches!(r, Refusal::WrongKeyUsage { .. }), "{r}");
     // A certificate whose signature was changed.
-    let mut forged = p.cert("ec").to_vec();
+    let mut forged = cert_of(p, "ec").to_vec();
     let last = forged.len() - 3;
     forged[last] ^= 0x55;
     let r = store.verify(&forged.into(), &int, now()).unwrap_err();
@@ -271,7 +138,7 @@ fn refusals_name_what_was_wrong() {
 #[test]
 fn identities_match_subject_alt_names_and_the_subject() {
     let p = pki();
-    let ec = p.cert("ec");
+    let ec = cert_of(p, "ec");
     let id = |ty, data: &[u8]| Identification {
         ty,
         data: data.to_vec(),
@@ -291,7 +158,7 @@ fn identities_match_subject_alt_names_and_the_subject() {
         (id(IdType::ID_IPV6_ADDR, &ip("2001:db8::1")), true),
         (id(IdType::ID_KEY_ID, b"ec.test"), false),
         (subject_id(&ec).unwrap(), true),
-        (subject_id(&p.cert("rsa")).unwrap(), false),
+        (subject_id(&cert_of(p, "rsa")).unwrap(), false),
     ] {
         assert_eq!(matches(&i, &ec).unwrap(), want, "{i:?}");
     }
@@ -315,7 +182,7 @@ fn keys_in_every_format_sign_what_their_certificate_verifies() {
     ] {
         let key = read_private_key(&p.path(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(key.kind(), kind, "{file}");
-        let public = spki(&p.cert(cert));
+        let public = spki(&cert_of(p, cert));
         assert_eq!(
             key.public_key(),
             public.as_slice(),
@@ -387,18 +254,18 @@ proptest::proptest! {
         flip in 0usize..2000,
     ) {
         let p = pki();
-        let store = p.store();
+        let store = store_of(p);
         let _ = store.verify(&junk.clone().into(), &[junk.clone().into()], now());
         let id = Identification { ty: IdType::ID_FQDN, data: b"ec.test".to_vec() };
         let _ = matches(&id, &junk);
         let _ = subject_id(&junk);
-        let good = p.cert("ec").to_vec();
+        let good = cert_of(p, "ec").to_vec();
         let short = good[..cut.min(good.len())].to_vec();
-        proptest::prop_assert!(cut >= good.len() || store.verify(&short.into(), &[p.cert("int")], now()).is_err());
+        proptest::prop_assert!(cut >= good.len() || store.verify(&short.into(), &[cert_of(p, "int")], now()).is_err());
         let mut changed = good.clone();
         let i = flip % changed.len();
         changed[i] ^= 0x01;
-        let _ = store.verify(&changed.clone().into(), &[p.cert("int")], now());
+        let _ = store.verify(&changed.clone().into(), &[cert_of(p, "int")], now());
         let _ = matches(&id, &changed);
     }
 }
@@ -443,7 +310,7 @@ mod auth {
             ("ed.key", "ed", "ec"),
         ] {
             let k = read_private_key(&p.path(key)).unwrap();
-            let (c, o) = (p.cert(cert), p.cert(other));
+            let (c, o) = (cert_of(p, cert), cert_of(p, other));
             for &s in k.schemes() {
                 let sig = k.sign(s, msg).unwrap();
                 let sig = match auth::encode(s, &sig) {
@@ -499,7 +366,7 @@ mod auth {
             data in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
         ) {
             if let Ok((s, sig)) = auth::decode(&data) {
-                proptest::prop_assert!(auth::verify(s, &pki().cert("ec"), b"m", sig).is_err());
+                proptest::prop_assert!(auth::verify(s, &cert_of(pki(), "ec"), b"m", sig).is_err());
             }
         }
     }
@@ -516,17 +383,6 @@ mod engine_auth {
         config_file::FileConfig,
         engine::{Command, DeleteReason, Endpoint, Event},
     };
-
-    /// `NAME-chain.pem`: the certificate, then the intermediate.
-    fn chain(p: &Pki, name: &str) -> PathBuf {
-        let out = p.path(&format!("{name}-chain.pem"));
-        if !out.exists() {
-            let mut text = std::fs::read(p.path(&format!("{name}.pem"))).unwrap();
-            text.extend(std::fs::read(p.path("int.pem")).unwrap());
-            std::fs::write(&out, text).unwrap();
-        }
-        out
-    }
 
     /// A side's `[connections.ab]`: `auth` lines go in as given.
     fn conf(local: &str, remote: &str, id: &str, peer_id: &str, auth: &str) -> String {
@@ -551,7 +407,7 @@ esp_proposals = ["aes256gcm16"]
     fn pubkey_lines(p: &Pki, name: &str, ca: &str) -> String {
         format!(
             "local_auth = \"pubkey\"\ncert = {:?}\nkey = {:?}\ncacerts = [{:?}]\n",
-            chain(p, name).display().to_string(),
+            p.chain(name).display().to_string(),
             p.path(&format!("{name}.key")).display().to_string(),
             p.path(&format!("{ca}.pem")).display().to_string(),
         )
