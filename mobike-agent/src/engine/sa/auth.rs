@@ -73,6 +73,24 @@ impl IkeSa {
         );
     }
 
+    /// Answers the peer's IKE_AUTH request with an error notify and ends
+    /// the IKE SA.
+    fn refuse_auth(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg_id: u32,
+        error: NotifyType,
+        reason: DeleteReason,
+    ) {
+        self.respond(
+            ctx,
+            ExchangeType::IKE_AUTH,
+            msg_id,
+            &[notify(error, vec![])],
+        );
+        self.destroy(ctx, reason);
+    }
+
     pub(super) fn respond_auth(&mut self, ctx: &mut Ctx<'_>, msg_id: u32, p: &[Payload]) {
         let idi = find(p, |x| match x {
             Payload::IdI(i) => Some(i.clone()),
@@ -83,13 +101,12 @@ impl IkeSa {
             _ => None,
         });
         let (Some(idi), Some(auth)) = (idi, auth) else {
-            self.respond(
+            self.refuse_auth(
                 ctx,
-                ExchangeType::IKE_AUTH,
                 msg_id,
-                &[notify(NotifyType::INVALID_SYNTAX, vec![])],
+                NotifyType::INVALID_SYNTAX,
+                DeleteReason::Negotiation,
             );
-            self.destroy(ctx, DeleteReason::Negotiation);
             return;
         };
         let Some(suite) = self.crypto.suite else {
@@ -118,13 +135,12 @@ impl IkeSa {
             Ok(x) => x,
             Err(why) => {
                 self.refused(&idi, &why);
-                self.respond(
+                self.refuse_auth(
                     ctx,
-                    ExchangeType::IKE_AUTH,
                     msg_id,
-                    &[notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
+                    NotifyType::AUTHENTICATION_FAILED,
+                    DeleteReason::AuthenticationFailed,
                 );
-                self.destroy(ctx, DeleteReason::AuthenticationFailed);
                 return;
             }
         };
@@ -156,13 +172,12 @@ impl IkeSa {
             Ok(a) => a,
             Err(why) => {
                 warn!(sa = self.id, why, "IKE_AUTH: cannot authenticate ourselves");
-                self.respond(
+                self.refuse_auth(
                     ctx,
-                    ExchangeType::IKE_AUTH,
                     msg_id,
-                    &[notify(NotifyType::AUTHENTICATION_FAILED, vec![])],
+                    NotifyType::AUTHENTICATION_FAILED,
+                    DeleteReason::AuthenticationFailed,
                 );
-                self.destroy(ctx, DeleteReason::AuthenticationFailed);
                 return;
             }
         };
