@@ -155,6 +155,42 @@ where
     })
 }
 
+/// A stored trigger from a `SELECT id, body` row, on either backend. The
+/// database is outside input too: a row that is not what the daemon wrote
+/// is an error naming the row, never a panic.
+fn trigger_row<R>(row: &R) -> Result<Trigger, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let id = col::<_, i64>(row, 0, "triggers", "a row", "id")? as u64;
+    let body: &[u8] = col(row, 1, "triggers", format_args!("id {id}"), "body")?;
+    decode(id, body)
+}
+
+/// One `(if_name, bucket, COUNT(*))` row of the flaps query, on either
+/// backend: (interface, bucket start, count).
+fn flap_row<R>(
+    row: &R,
+    since: Timestamp,
+    bucket_ns: i64,
+) -> Result<(String, Timestamp, u64), StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let b: i64 = col(row, 1, "triggers", "flap bucket", "observed_at")?;
+    Ok((
+        col::<_, String>(row, 0, "triggers", "flap bucket", "if_name")?,
+        Timestamp(since.0.saturating_add(b.saturating_mul(bucket_ns))),
+        col::<_, i64>(row, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
+    ))
+}
+
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -25,13 +25,13 @@ use std::{sync::Arc, time::Duration};
 
 use sqlx::{
     ConnectOptions, Connection, PgConnection, Postgres, QueryBuilder,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
 };
 
 use super::{
     Database, Durability, FlapBucket, HistoryQuery, OpenOptions, RETENTION_SLICE,
-    ROWS_PER_STATEMENT, StoreError, StoreStats, ThresholdRow, check_schema_version, col, decode,
-    direction_column, encode, id_column, refused, scope_column, sql,
+    ROWS_PER_STATEMENT, StoreError, StoreStats, ThresholdRow, check_schema_version, col,
+    direction_column, encode, flap_row, id_column, refused, scope_column, sql, trigger_row,
 };
 use crate::{
     model::{Filter, Source, Timestamp, Trigger, TriggerType},
@@ -227,12 +227,6 @@ fn connection_lost(e: &StoreError) -> bool {
             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
-}
-
-fn trigger_row(row: &PgRow) -> Result<Trigger, StoreError> {
-    let id = col::<_, i64>(row, 0, "triggers", "a row", "id")? as u64;
-    let body: &[u8] = col(row, 1, "triggers", format_args!("id {id}"), "body")?;
-    decode(id, body)
 }
 
 /// `AND column = value` for one value, `= ANY(values)` for several: one
@@ -468,16 +462,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql("flaps"))?;
-        rows.iter()
-            .map(|r| {
-                let b: i64 = col(r, 1, "triggers", "flap bucket", "observed_at")?;
-                Ok((
-                    col::<_, String>(r, 0, "triggers", "flap bucket", "if_name")?,
-                    Timestamp(since.0.saturating_add(b.saturating_mul(bucket_ns))),
-                    col::<_, i64>(r, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| flap_row(r, since, bucket_ns)).collect()
     }
 
     pub async fn close(&self) {

@@ -19,15 +19,14 @@ use std::{path::Path, time::Duration};
 use sqlx::{
     ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
 
 use super::{
     Durability, FlapBucket, HistoryQuery, RETENTION_SLICE, ROWS_PER_STATEMENT, StoreError,
-    StoreStats, ThresholdRow, check_schema_version, col, decode, direction_column, encode,
-    id_column, refused, scope_column, sql,
+    StoreStats, ThresholdRow, check_schema_version, col, direction_column, encode, flap_row,
+    id_column, refused, scope_column, sql, trigger_row,
 };
 use crate::{
     model::{Filter, Source, Timestamp, Trigger, TriggerType},
@@ -87,15 +86,6 @@ pub async fn open(
         .await
         .map_err(open_err)?;
     Ok((Store { pool }, Writer { conn }))
-}
-
-/// A stored trigger from a `SELECT id, body` row. The file is outside
-/// input too: a row that is not what the daemon wrote is an error naming
-/// the row, never a panic.
-fn trigger_row(row: &SqliteRow) -> Result<Trigger, StoreError> {
-    let id = col::<_, i64>(row, 0, "triggers", "a row", "id")? as u64;
-    let body: &[u8] = col(row, 1, "triggers", format_args!("id {id}"), "body")?;
-    decode(id, body)
 }
 
 /// The newest migration applied to the database (`None`: a new one).
@@ -344,16 +334,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql("flaps"))?;
-        rows.iter()
-            .map(|r| {
-                let b: i64 = col(r, 1, "triggers", "flap bucket", "observed_at")?;
-                Ok((
-                    col::<_, String>(r, 0, "triggers", "flap bucket", "if_name")?,
-                    Timestamp(since.0.saturating_add(b.saturating_mul(bucket_ns))),
-                    col::<_, i64>(r, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| flap_row(r, since, bucket_ns)).collect()
     }
 
     pub async fn close(&self) {
