@@ -20,6 +20,9 @@
 //!    started again: the agent follows it again.
 //! 4. The IPv4 addresses of both uplinks removed: the IKE SA moves to
 //!    IPv6 and charon lists the agent's IPv6 address.
+//! 5. trigger-db restarted with a 30 s debounce of link-downs: the
+//!    current uplink set down, the agent moves at once on the kernel's
+//!    loss hint (`[mobility] kernel_hints`), not 30 s later.
 //!
 //! Needs root, iproute2, charon (strongswan-charon strongswan-swanctl
 //! libstrongswan-standard-plugins libcharon-extra-plugins) and trigger-db's
@@ -181,11 +184,15 @@ impl Setup {
     }
 
     fn start_daemon(&mut self) {
+        self.start_daemon_with(None);
+    }
+
+    fn start_daemon_with(&mut self, config: Option<&str>) {
         let d = Daemon::start(
             workspace_bin("trigger-db"),
             &self.daemon_dir(),
             Some(&self.a),
-            None,
+            config,
         );
         self.daemon = Some(d);
     }
@@ -495,6 +502,46 @@ fn the_agent_follows_the_hosts_links_through_trigger_db_and_by_itself() {
         t.fail(&format!("4: moved because the address went: {m}"));
     }
     t.candidates_never_tunnel();
+
+    // 5. trigger-db holds link-downs back 30 s: the kernel's hint moves
+    // the IKE SA meanwhile.
+    if let Some(mut d) = t.daemon.take() {
+        d.terminate();
+    }
+    t.start_daemon_with(Some("[damping]\ndebounce = { link-down = \"30s\" }\n"));
+    t.wait_for(15, "5: the agent follows trigger-db again", |s| {
+        s.sa().is_some_and(|sa| {
+            sa["mobility_source"]["active"] == "trigger-db"
+                && sa["mobility_source"]["synced"] == true
+        })
+    });
+    let (down, other) = if t.local().starts_with("2001:db8:1::") {
+        ("up1", "up2")
+    } else {
+        ("up2", "up1")
+    };
+    let hinted = |s: &Setup| {
+        s.sa()
+            .and_then(|sa| sa["mobility_source"]["kernel_hints"].as_u64())
+    };
+    let before = hinted(&t).unwrap_or_else(|| t.fail("5: kernel hints are on by default"));
+    let started = Instant::now();
+    t.a.ip_line(&format!("link set {down} down"));
+    t.wait_moved_to(
+        Some(other),
+        |a| a.starts_with("2001:db8:"),
+        "5: the kernel's loss hint moves the IKE SA",
+    );
+    if started.elapsed() >= Duration::from_secs(20) {
+        t.fail("5: moved before trigger-db's debounce ended");
+    }
+    let m = t.last_move();
+    if m["reason"] != "link-down" {
+        t.fail(&format!("5: moved because the link went down: {m}"));
+    }
+    if hinted(&t).is_none_or(|n| n <= before) {
+        t.fail("5: the status counts the hint");
+    }
     assert!(
         t.charon
             .as_ref()

@@ -30,6 +30,7 @@ pub(super) fn mobility(m: &MobilityStatus) -> pb::Mobility {
         interfaces: u32::try_from(m.interfaces).unwrap_or(u32::MAX),
         rejected: m.rejected,
         reports_dropped: m.reports_dropped,
+        kernel_hints: m.kernel_hints,
     }
 }
 

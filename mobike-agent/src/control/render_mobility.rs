@@ -31,6 +31,9 @@ pub fn source_line(m: &Mobility) -> String {
             m.reports_dropped
         );
     }
+    if let Some(n) = m.kernel_hints {
+        let _ = write!(s, ", kernel loss hints: {n} ahead of trigger-db");
+    }
     s.push(']');
     format!("mobility: {s}\n")
 }
@@ -126,6 +129,7 @@ pub fn source_json(m: &Mobility) -> Value {
         "interfaces": m.interfaces,
         "rejected": m.rejected,
         "reports_dropped": m.reports_dropped,
+        "kernel_hints": m.kernel_hints,
     })
 }
 

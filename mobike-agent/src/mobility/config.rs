@@ -7,6 +7,8 @@
 //! source = "automatic"        # trigger-db while it runs, else the agent's own
 //!                             # rtnetlink watch; or "trigger-db", "netlink", "off"
 //! trigger_db_socket = "/run/trigger-db/trigger.sock"   # default: trigger-db's
+//! kernel_hints = true         # while following trigger-db, act on a link down or
+//!                             # an address removed as soon as the kernel says it
 //! prefer_family = "none"      # or "ipv4", "ipv6"
 //! family_bonus = 20           # points for the preferred family
 //! hysteresis = 50             # points a better pair must win by (voluntary moves)
@@ -97,6 +99,7 @@ pub struct InterfaceSection {
 pub struct MobilitySection {
     pub source: Source,
     pub trigger_db_socket: Option<PathBuf>,
+    pub kernel_hints: bool,
     pub prefer_family: Family,
     pub family_bonus: i64,
     pub hysteresis: i64,
@@ -124,6 +127,7 @@ impl Default for MobilitySection {
         Self {
             source: Source::default(),
             trigger_db_socket: None,
+            kernel_hints: true,
             prefer_family: Family::None,
             family_bonus: p.family_bonus,
             hysteresis: p.hysteresis,
@@ -143,6 +147,9 @@ pub struct MobilityConfig {
     pub source: Source,
     /// `None`: trigger-db's default socket.
     pub trigger_db_socket: Option<PathBuf>,
+    /// While following trigger-db, losses the agent's own rtnetlink watch
+    /// sees first are acted on at once ([`super::hints`]).
+    pub kernel_hints: bool,
     pub policy: PolicyConfig,
     /// `None`: no background tests.
     pub probe_interval: Option<Duration>,
@@ -207,6 +214,7 @@ impl MobilitySection {
         Ok(MobilityConfig {
             source: self.source,
             trigger_db_socket: self.trigger_db_socket.clone(),
+            kernel_hints: self.kernel_hints,
             policy: PolicyConfig {
                 rules,
                 prefer_family: match self.prefer_family {
@@ -239,6 +247,7 @@ mod tests {
     fn the_defaults_match_the_policy_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.source, Source::Automatic);
+        assert!(c.kernel_hints);
         assert_eq!(c.policy, PolicyConfig::default());
         assert_eq!(c.probe_interval, Some(Duration::from_secs(30)));
         assert_eq!(c, MobilityConfig::default());
@@ -250,6 +259,7 @@ mod tests {
             r#"
             source = "trigger-db"
             trigger_db_socket = "/tmp/t.sock"
+            kernel_hints = false
             prefer_family = "ipv6"
             family_bonus = 7
             hysteresis = 11
@@ -267,6 +277,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.source, Source::TriggerDb);
         assert_eq!(c.trigger_db_socket, Some(PathBuf::from("/tmp/t.sock")));
+        assert!(!c.kernel_hints);
         assert_eq!(c.policy.prefer_family, FamilyPreference::Ipv6);
         assert_eq!(
             (

@@ -196,6 +196,32 @@ impl Manager {
         self.synced
     }
 
+    /// trigger-db's `id` for the event a kernel hint observed at
+    /// `observed` (the hint's [`Cause`]) already gave: the moves it caused
+    /// name their trigger. A move already reported to trigger-db keeps the
+    /// report it had.
+    pub fn name_cause(&mut self, observed: SystemTime, id: u64) {
+        let hinted = |c: &mut Option<Cause>| {
+            if let Some(c) = c
+                && c.id == 0
+                && c.observed == observed
+            {
+                c.id = id;
+            }
+        };
+        for s in self.sas.values_mut() {
+            if let Some(p) = &mut s.pending {
+                hinted(&mut p.timeline.cause);
+            }
+            for t in &mut s.moves {
+                hinted(&mut t.cause);
+            }
+        }
+        for (_, t) in &mut self.completed {
+            hinted(&mut t.cause);
+        }
+    }
+
     /// A link event (from trigger-db or the agent's own watch).
     pub fn on_link_event(&mut self, event: LinkEvent, cause: Option<Cause>, now: Instant) {
         let touched = self.table.apply(event, now);

@@ -5,6 +5,9 @@
 //!   tokio actor) — snapshot, resume by id, gaps, resyncs, reconnects —
 //!   feeding [`triggers`], which turns trigger-db's protobuf into the
 //!   agent's own [`LinkEvent`]s with named errors for bad fields.
+//! - [`hints`]: while following trigger-db, the losses the agent's own
+//!   watch sees before trigger-db says them (a link down, an address or
+//!   interface gone) go to the manager at once.
 //! - [`links`]: the link table (interfaces, kinds, state, addresses with
 //!   their flags, 802.21 quality, flaps, loss predictions); applying an
 //!   event says which interfaces it touched.
@@ -23,6 +26,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod hints;
 pub mod links;
 pub mod manager;
 pub mod policy;
@@ -59,5 +63,7 @@ pub struct MobilityStatus {
     pub interfaces: usize,
     pub rejected: u64,
     pub reports_dropped: u64,
+    /// Losses the kernel hints gave before trigger-db (`None`: no hints).
+    pub kernel_hints: Option<u64>,
     pub sas: Vec<(manager::SaId, manager::SaMobility)>,
 }

@@ -6,7 +6,11 @@
 //! turn (`automatic`: the subscription while trigger-db answers; when it
 //! is lost the watch starts, said in the log and status, and stops again
 //! when the subscription is back, whose snapshot then replaces the
-//! picture). Only the active source's events reach the manager.
+//! picture). Only the active source's events reach the manager, but for
+//! the kernel's loss hints: while trigger-db is followed (and `[mobility]
+//! kernel_hints` is on), the agent's own watch runs beside it and a link
+//! down, an address removed or an interface gone that the manager has not
+//! heard of yet goes to it at once ([`Hints`]).
 //!
 //! The manager and its link to the engine are [`Driver`]'s (sans-IO); here
 //! the kernel is asked for the routes of the pairs the next evaluation
@@ -29,9 +33,10 @@ use crate::{
     control::Counters,
     engine::{Endpoint, Event, SaId},
     mobility::{
-        Active, IfaceKind, MobilityStatus,
+        Active, IfaceKind, LinkEvent, MobilityStatus,
         config::{MobilityConfig, Source},
         driver::Driver,
+        hints::Hints,
         links::LinkRef,
         manager::Timeline,
         report::{self, HandoverReport},
@@ -69,6 +74,8 @@ struct Watch {
 pub enum Input {
     Subscription(Feed),
     Watch(Feed),
+    /// The watch that runs beside the subscription for loss hints.
+    Hint(Feed),
 }
 
 /// A moved IKE SA waiting for its first ESP packet on the new path.
@@ -86,6 +93,9 @@ pub struct Mobility {
     driver: Driver,
     subscription: Option<(mpsc::Receiver<Feed>, JoinHandle<()>)>,
     watch: Option<Watch>,
+    /// The watch run for [`Hints`] while trigger-db is the source.
+    hint_watch: Option<Watch>,
+    hints: Hints,
     active: Active,
     routes: RouteCache,
     /// `None` when the rtnetlink socket could not be opened (logged): every
@@ -105,6 +115,7 @@ impl Mobility {
     /// Starts the sources `config` names; `None` with source `off`.
     pub fn start(config: MobilityConfig, counters: bool) -> Option<Self> {
         let source = config.source;
+        let kernel_hints = config.kernel_hints;
         if source == Source::Off {
             info!("mobility off: IKE SAs move only by `mobike-agent move` and the peer");
             return None;
@@ -119,6 +130,8 @@ impl Mobility {
             driver: Driver::new(config),
             subscription: None,
             watch: None,
+            hint_watch: None,
+            hints: Hints::new(),
             active: Active::Waiting {
                 since: now,
                 why: "starting".into(),
@@ -145,6 +158,11 @@ impl Mobility {
                 let (tx, rx) = mpsc::channel(REPORT_QUEUE);
                 tokio::spawn(report::run(rx, socket));
                 m.reports = Some(tx);
+                if kernel_hints {
+                    m.hint_watch = Some(spawn_watch(
+                        "the agent's own rtnetlink watch for loss hints stopped: losses wait for trigger-db",
+                    ));
+                }
             }
             Source::Off => {}
         }
@@ -155,18 +173,10 @@ impl Mobility {
         if self.watch.is_some() {
             return;
         }
-        let (tx, rx) = mpsc::channel(FEED_QUEUE);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                if let Err(e) = watch::run(tx, stop).await {
-                    warn!(error = %errchain::chain(&e), "the agent's own rtnetlink watch stopped: links are not followed until trigger-db is back");
-                }
-            }
-        });
         info!(%why, "mobility: following the host's links with the agent's own rtnetlink watch");
-        self.watch = Some(Watch { rx, stop, task });
+        self.watch = Some(spawn_watch(
+            "the agent's own rtnetlink watch stopped: links are not followed until trigger-db is back",
+        ));
         self.active = Active::Netlink {
             since: SystemTime::now(),
             why,
@@ -174,12 +184,10 @@ impl Mobility {
     }
 
     fn stop_watch(&mut self) {
+        // Its queued items are dropped with it; the subscription's
+        // snapshot replaces the picture.
         if let Some(w) = self.watch.take() {
-            w.stop.cancel();
-            // Its queued items are dropped with the receiver; the
-            // subscription's snapshot replaces the picture.
-            drop(w.rx);
-            w.task.abort();
+            w.stop();
         }
     }
 
@@ -198,7 +206,16 @@ impl Mobility {
                 None => std::future::pending().await,
             }
         };
+        let hint = async {
+            match self.hint_watch.as_mut() {
+                Some(w) => w.rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // Losses first: a burst of them comes with a link going down.
+            biased;
+            Some(f) = hint => Input::Hint(f),
             Some(f) = sub => Input::Subscription(f),
             Some(f) = watch => Input::Watch(f),
             else => std::future::pending().await,
@@ -207,6 +224,11 @@ impl Mobility {
 
     /// A feed item already queued by an active source, without waiting.
     pub fn try_next(&mut self) -> Option<Input> {
+        if let Some(w) = self.hint_watch.as_mut()
+            && let Ok(f) = w.rx.try_recv()
+        {
+            return Some(Input::Hint(f));
+        }
         if let Some((rx, _)) = self.subscription.as_mut()
             && let Ok(f) = rx.try_recv()
         {
@@ -244,17 +266,55 @@ impl Mobility {
                             };
                         }
                     }
+                    Feed::Event {
+                        event: LinkEvent::Snapshot { .. },
+                        ..
+                    } => self.hints.clear(),
                     _ => {}
                 }
                 f
             }
             Input::Watch(f) => f,
+            Input::Hint(f) => {
+                let following = matches!(self.active, Active::TriggerDb { .. })
+                    && self.driver.manager().is_synced();
+                let Feed::Event {
+                    event, observed, ..
+                } = &f
+                else {
+                    return;
+                };
+                if !following
+                    || !self
+                        .hints
+                        .pass(event, *observed, self.driver.manager().table())
+                {
+                    return;
+                }
+                debug!(
+                    ?event,
+                    "mobility: a loss the kernel reported before trigger-db"
+                );
+                f
+            }
         };
         if let Feed::Rejected(e) = &feed {
             self.rejected += 1;
             warn!(error = %e, "mobility: a link event was not usable");
         }
-        self.driver.manager_mut().on_feed(feed, now);
+        // trigger-db's copy of a loss a hint gave: the move names it.
+        let named = match &feed {
+            Feed::Event { id, event, .. } if *id != 0 && self.hint_watch.is_some() => self
+                .hints
+                .from_trigger_db(event)
+                .map(|observed| (observed, *id)),
+            _ => None,
+        };
+        let manager = self.driver.manager_mut();
+        manager.on_feed(feed, now);
+        if let Some((observed, id)) = named {
+            manager.name_cause(observed, id);
+        }
     }
 
     /// An engine event, for the manager; a moved IKE SA waits for its
@@ -400,6 +460,7 @@ impl Mobility {
             interfaces: self.driver.manager().table().interfaces().count(),
             rejected: self.rejected,
             reports_dropped: self.reports_dropped,
+            kernel_hints: self.hint_watch.as_ref().map(|_| self.hints.passed()),
             sas: self
                 .driver
                 .manager()
@@ -412,10 +473,36 @@ impl Mobility {
     /// Stops the sources.
     pub fn stop(&mut self) {
         self.stop_watch();
+        if let Some(w) = self.hint_watch.take() {
+            w.stop();
+        }
         if let Some((_, task)) = self.subscription.take() {
             task.abort();
         }
     }
+}
+
+impl Watch {
+    fn stop(self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+}
+
+/// Starts the agent's own rtnetlink watch; `stopped` is logged if it ends
+/// on an error.
+fn spawn_watch(stopped: &'static str) -> Watch {
+    let (tx, rx) = mpsc::channel(FEED_QUEUE);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            if let Err(e) = watch::run(tx, stop).await {
+                warn!(error = %errchain::chain(&e), "{stopped}");
+            }
+        }
+    });
+    Watch { rx, stop, task }
 }
 
 /// Starts the trigger-db subscription actor.

@@ -729,3 +729,50 @@ fn cause(id: u64, received: Instant) -> Cause {
         received,
     }
 }
+
+/// A move caused by a kernel hint (no trigger id) is named by trigger-db's
+/// copy of the same loss, while under way and after.
+#[test]
+fn trigger_db_names_the_trigger_of_a_move_a_kernel_hint_caused() {
+    let mut e = Env::new(true);
+    let hint = cause(0, e.now);
+    e.m.on_link_event(
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
+        Some(hint),
+        e.now,
+    );
+    e.step(0);
+    // Another hint's copy names nothing.
+    e.m.name_cause(hint.observed + Duration::from_millis(1), 99);
+    e.m.name_cause(hint.observed, 41);
+    let moving =
+        e.m.status(7)
+            .and_then(|s| s.moving)
+            .expect("a move under way");
+    assert_eq!(moving.cause.map(|c| c.id), Some(41));
+    // A second copy (a resent trigger) does not rename it.
+    e.m.name_cause(hint.observed, 42);
+    e.now += Duration::from_millis(20);
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), e.now);
+    e.step(0);
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    e.m.on_first_esp(7, e.now);
+    let (_, t) = e.m.poll_completed().expect("a completed move");
+    assert_eq!(t.cause.map(|c| c.id), Some(41));
+
+    // Named after it completed: the history has the id.
+    let mut e = Env::new(true);
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
+    let hint = cause(0, e.now);
+    e.m.on_link_event(
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
+        Some(hint),
+        e.now,
+    );
+    e.step(0);
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    e.m.on_first_esp(7, e.now);
+    e.m.name_cause(hint.observed, 43);
+    let status = e.m.status(7).unwrap();
+    assert_eq!(status.moves[0].cause.map(|c| c.id), Some(43));
+}
