@@ -109,6 +109,41 @@ fn parallel_probes_report_the_answering_pairs_and_never_end_the_sa() {
     s.paths_agree().unwrap();
 }
 
+/// A pair still lingering unanswered from an earlier test and tested
+/// again gets the new test's result, not a stale failure reported after
+/// the new test was asked for (a manager would take it for the new one).
+#[test]
+fn a_pair_tested_again_gets_the_new_tests_result_only() {
+    let mut s = up(13, LinkModel::clean());
+    let (a2, a3, a4, b) = ("192.0.2.11", "192.0.2.12", "192.0.2.13", sim::B_ADDR);
+    for a in [a2, a3, a4] {
+        s.add_addr(0, ip(a));
+    }
+    s.set_path_up(ip(a3), ip(b), false);
+    s.set_path_up(ip(a4), ip(b), false);
+    let (live, back, dead) = (pair(a2, b), pair(a3, b), pair(a4, b));
+    test_paths(&mut s, vec![live, back, dead]);
+    assert!(s.run_until(Duration::from_secs(60), |s| !tested(s).is_empty()));
+    assert_eq!(tested(&s).len(), 1, "the others linger: {:?}", tested(&s));
+    // `back` works again and is tested again with `live`, while the first
+    // test still lingers: `dead`, not tested again, is reported as failed.
+    s.set_path_up(ip(a3), ip(b), true);
+    test_paths(&mut s, vec![back, live]);
+    assert!(s.run_until(Duration::from_secs(60), |s| {
+        tested(s).iter().filter(|(p, _)| *p == back).count() == 1
+            && tested(s).iter().any(|(p, _)| *p == dead)
+    }));
+    let t = tested(&s);
+    let of = |p: Path| -> Vec<Option<Duration>> {
+        t.iter().filter(|(q, _)| *q == p).map(|(_, r)| *r).collect()
+    };
+    assert_eq!(of(back), vec![Some(2 * s.link.latency)], "{t:?}");
+    assert_eq!(of(dead), vec![None], "{t:?}");
+    s.run_for(Duration::from_secs(120));
+    assert_eq!(of(back).len(), 1);
+    assert!(s.both_established());
+}
+
 #[test]
 fn a_test_no_pair_answers_leaves_the_sa_on_its_working_pair() {
     let mut s = up(12, LinkModel::clean());

@@ -73,7 +73,7 @@ impl IkeSa {
             return;
         }
         if self.lingering_test_deadline().is_some_and(|t| t <= now) {
-            self.end_lingering_test(ctx);
+            self.end_lingering_test(ctx, &[]);
         }
         let timers = &self.conn(ctx).timers;
         if let Some(o) = self.window.in_flight.as_ref()

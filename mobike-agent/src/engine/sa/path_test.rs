@@ -94,8 +94,10 @@ impl IkeSa {
             return;
         };
         // A lingering test of an earlier message ID ends here: its copies
-        // can no longer be answered once the peer sees this request.
-        self.end_lingering_test(ctx);
+        // can no longer be answered once the peer sees this request. The
+        // pairs tested again get this test's result, not a stale failure
+        // reported after the new test was asked for.
+        self.end_lingering_test(ctx, &paths);
         self.window.next_msg_id = msg_id.wrapping_add(1);
         for p in &paths {
             ctx.send(*p, ctx.config.nat_t_port, &bytes);
@@ -224,11 +226,13 @@ impl IkeSa {
     }
 
     /// Reports the lingering test's unanswered pairs as such, once its
-    /// time is up (or a new test replaces it).
-    pub(super) fn end_lingering_test(&mut self, ctx: &mut Ctx<'_>) {
+    /// time is up (or a new test replaces it), but for those `retested`.
+    pub(super) fn end_lingering_test(&mut self, ctx: &mut Ctx<'_>, retested: &[Path]) {
         if let Some(t) = self.take_moving(|m| m.lingering_test.take()) {
             for p in t.pending {
-                report(ctx, self.id, p.path, None);
+                if !retested.contains(&p.path) {
+                    report(ctx, self.id, p.path, None);
+                }
             }
         }
     }
