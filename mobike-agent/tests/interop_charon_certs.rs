@@ -226,18 +226,44 @@ fn charon_initiates(t: &mut Interop, pki: &Pki, step: &str, agent_cert: &str, ch
     t.stop_charon();
 }
 
+/// The start of the signature scheme charon logs for the key of `cert`
+/// (the agent signs RSA with PSS, charon with PKCS#1 v1.5).
+fn signature(cert: &str) -> &'static str {
+    match cert {
+        "arsa" => "RSA_EMSA_PSS",
+        "b" => "RSA_EMSA_PKCS1",
+        _ => "ECDSA_WITH_SHA256",
+    }
+}
+
 /// Both sides authenticated each other with the certificates named and
 /// charon lists one IKE SA and one CHILD_SA.
 fn established_both_sides(t: &Interop, step: &str, agent_cert: &str, charon_cert: &str) {
     // charon names the agent's certificate's subject while checking it.
+    let log = t.charon_log();
     t.check(
-        t.charon_count(&format!("CN={agent_cert}.test")) > 0
-            && t.charon_count("authentication of 'a.test' with") > 0,
+        t.charon_count(&format!(
+            "using certificate \"C=CH, O=mobike test, CN={agent_cert}.test\""
+        )) > 0
+            && has_line_with(
+                &log,
+                &[
+                    "authentication of 'a.test' with",
+                    signature(agent_cert),
+                    "successful",
+                ],
+            ),
         &format!("{step}: charon did not authenticate the agent's certificate {agent_cert}"),
     );
     t.check(
-        t.charon_count("authentication of 'b.test' (myself) with") > 0,
-        &format!("{step}: charon did not sign"),
+        has_line_with(
+            &log,
+            &[
+                "authentication of 'b.test' (myself) with",
+                signature(charon_cert),
+            ],
+        ),
+        &format!("{step}: charon did not sign with {charon_cert}"),
     );
     t.check(
         t.listed("ESTABLISHED") == 1 && t.listed("INSTALLED") == 1,
@@ -425,7 +451,9 @@ fn charon_refuses(t: &mut Interop, pki: &Pki, step: &str, cert: &str, why: &[&st
         &format!("{step}: charon did not answer AUTHENTICATION_FAILED"),
     );
     t.check(
-        !t.agent().logged("CHILD_SA installed") && !t.charon().has("ESTABLISHED"),
+        !t.agent().logged("CHILD_SA installed")
+            && !t.agent().logged("IKE SA established")
+            && !t.charon().has("ESTABLISHED"),
         &format!("{step}: an SA despite the refusal"),
     );
     t.stop_agent();
@@ -485,8 +513,13 @@ fn agent_refuses(t: &mut Interop, step: &str, charon: (&str, &str), conf: &str, 
         },
     );
     t.check(
-        !t.agent().logged("CHILD_SA installed"),
-        &format!("{step}: the agent installed a CHILD_SA despite the refusal"),
+        !t.agent().logged("CHILD_SA installed")
+            && !t.agent().logged("IKE SA established")
+            && has_line_with_all(
+                &t.agent().log_text(),
+                &["IKE SA deleted", "reason=AuthenticationFailed"],
+            ),
+        &format!("{step}: the agent did not end the IKE SA as refused"),
     );
     t.wait_for(10, &format!("{step}: charon still lists an IKE SA"), |t| {
         !t.charon().has("ESTABLISHED")
