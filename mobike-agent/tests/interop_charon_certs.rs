@@ -15,7 +15,7 @@
 //!    lists the new address with the same IKE SPIs and one CHILD_SA.
 //!
 //! `certificate_refusals_name_why` (namespaces mbkr), the agent
-//! initiating each time:
+//! initiating in 4 to 6:
 //!
 //! 4. charon refuses the agent (AUTHENTICATION_FAILED in its IKE_AUTH
 //!    answer, which the agent logs; no IKE SA): an expired certificate, one
@@ -26,7 +26,11 @@
 //! 6. the agent refuses charon (its log line names why; it sends
 //!    AUTHENTICATION_FAILED, which charon's log shows): an expired
 //!    certificate, one from a CA the agent does not trust, one that does
-//!    not hold the identity the agent's remote_id asks for.
+//!    not hold the identity the agent's remote_id asks for (charon 5.9.8
+//!    signs as an identity its certificate does not carry when told to).
+//! 7. expired certificates both ways with charon initiating: charon
+//!    refuses the agent's (AUTHENTICATION_FAILED in an INFORMATIONAL after
+//!    the agent's answer), the agent refuses charon's (in its answer).
 //!
 //! Needs root, iproute2, openssl and strongSwan (see interop_charon.rs),
 //! so it is ignored by default:
@@ -411,6 +415,107 @@ fn certificate_refusals_name_why() {
         &conf,
         &["c.test", "is not in the certificate of", "CN=b.test"],
     );
+    // 7: expired certificates with charon initiating.
+    charon_initiates_and_refuses(
+        &mut t,
+        &pki,
+        "7 expired agent",
+        "aold",
+        &["subject certificate invalid", "to Jan 01 00:00:00 2021"],
+    );
+    charon_initiates_and_is_refused(&mut t, &pki, "7 expired charon", "bold", &["expired at"]);
+}
+
+/// charon initiates and starts it with `swanctl --initiate`, which fails.
+fn charon_initiates_in_vain(t: &mut Interop, step: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    t.check(
+        !t.charon()
+            .swanctl(&["--initiate", "--child", "net", "--timeout", "20"])
+            .status
+            .success(),
+        &format!("{step}: charon's initiation succeeded"),
+    );
+}
+
+/// 7: charon initiates to the agent with the certificate `cert`, which
+/// charon refuses in the agent's IKE_AUTH answer: charon logs why (all of
+/// `why`) and sends AUTHENTICATION_FAILED in an INFORMATIONAL (RFC 7296
+/// §2.21.2); the agent, which took the IKE SA as established when it
+/// answered, logs the notify and deletes it.
+fn charon_initiates_and_refuses(t: &mut Interop, pki: &Pki, step: &str, cert: &str, why: &[&str]) {
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf("b", "192.0.2.1"));
+    t.start_agent(
+        &format!("listen-refused-{cert}"),
+        &agent_cert_conf(pki, "listen", cert, cert, "root.pem"),
+    );
+    charon_initiates_in_vain(t, step);
+    t.wait_for(
+        10,
+        &format!("{step}: the agent did not log charon's AUTHENTICATION_FAILED"),
+        |t| {
+            t.agent().logged("peer reports AUTHENTICATION_FAILED")
+                && has_line_with_all(
+                    &t.agent().log_text(),
+                    &["IKE SA deleted", "reason=AuthenticationFailed"],
+                )
+        },
+    );
+    t.check(
+        has_line_with_all(&t.charon_log(), why)
+            && has_line_with(
+                &t.charon_log(),
+                &["generating INFORMATIONAL request", "[ N(AUTH_FAILED) ]"],
+            ),
+        &format!("{step}: charon's log does not say {why:?} and AUTH_FAILED"),
+    );
+    t.check(
+        !t.charon().has("ESTABLISHED"),
+        &format!("{step}: charon lists an IKE SA"),
+    );
+    t.stop_agent();
+    t.stop_charon();
+}
+
+/// 7: charon initiates with the certificate `cert`, which the agent
+/// refuses, naming why (all of `why`), with AUTHENTICATION_FAILED in its
+/// IKE_AUTH answer, which charon logs.
+fn charon_initiates_and_is_refused(
+    t: &mut Interop,
+    pki: &Pki,
+    step: &str,
+    cert: &str,
+    why: &[&str],
+) {
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf(cert, "192.0.2.1"));
+    t.start_agent(
+        &format!("listen-refuses-{cert}"),
+        &agent_cert_conf(pki, "listen", "a", "a", "root.pem"),
+    );
+    charon_initiates_in_vain(t, step);
+    let mut parts = vec!["authentication of the peer failed"];
+    parts.extend_from_slice(why);
+    t.check(
+        has_line_with_all(&t.agent().log_text(), &parts)
+            && !t.agent().logged("CHILD_SA installed")
+            && !t.agent().logged("IKE SA established"),
+        &format!("{step}: the agent did not refuse charon's certificate, naming {why:?}"),
+    );
+    t.check(
+        has_line_with(
+            &t.charon_log(),
+            &["parsed IKE_AUTH response 1", "[ N(AUTH_FAILED) ]"],
+        ) && t.charon_count("received AUTHENTICATION_FAILED notify error") == 1,
+        &format!("{step}: charon did not get the agent's AUTHENTICATION_FAILED"),
+    );
+    t.check(
+        !t.charon().has("ESTABLISHED"),
+        &format!("{step}: charon lists an IKE SA"),
+    );
+    t.stop_agent();
+    t.stop_charon();
 }
 
 fn conf_with_remote_id(pki: &Pki, id: &str) -> String {
