@@ -1,7 +1,12 @@
 //! A small PKI made with openssl for the certificate tests: a root CA
 //! (ECDSA P-256), an intermediate CA (RSA-3072) and end entities signed by
-//! it, `NAME.key` (PKCS#8, mode 600) and `NAME.pem` in one temporary
-//! directory, removed when the [`Pki`] is dropped.
+//! it (or by another CA, and valid for given days or between given dates,
+//! past ones for expired certificates), `NAME.key` (PKCS#8, mode 600) and
+//! `NAME.pem` in one temporary directory, removed when the [`Pki`] is
+//! dropped.
+//!
+//! Dates in the past need `openssl ca` (`openssl x509 -req` of OpenSSL 3.0
+//! only counts days from now), with a throwaway database in the directory.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
@@ -12,6 +17,42 @@ use std::{
 /// Extensions of a CA certificate.
 pub const CA_EXT: &str =
     "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n";
+
+/// When an end entity's certificate is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// From now on for this many days.
+    Days(u32),
+    /// From `not_before` to `not_after`, each `YYYYMMDDHHMMSSZ` (UTC).
+    Between {
+        not_before: &'static str,
+        not_after: &'static str,
+    },
+}
+
+/// A validity that ended years ago (2020 to 2021).
+pub const EXPIRED: Validity = Validity::Between {
+    not_before: "20200101000000Z",
+    not_after: "20210101000000Z",
+};
+
+/// `openssl ca`'s configuration for [`Validity::Between`]: any subject,
+/// its order kept (`-preserveDN`), the extensions from `-extfile` only.
+const CA_CNF: &str = "[ ca ]
+default_ca = dated
+[ dated ]
+database = ca-index.txt
+new_certs_dir = ca-issued
+serial = ca-serial.txt
+policy = any
+default_md = sha256
+unique_subject = no
+email_in_dn = no
+[ any ]
+countryName = optional
+organizationName = optional
+commonName = supplied
+";
 
 /// The directory of the certificates and keys.
 #[derive(Debug)]
@@ -143,14 +184,87 @@ impl Pki {
     /// intermediate, subject CN=NAME.test, the subjectAltNames `san` and
     /// the key usage `ku`, valid a year.
     pub fn end_entity(&self, name: &str, kind: &str, san: &str, ku: &str) {
+        self.end_entity_by(name, kind, san, ku, "int", Validity::Days(365));
+    }
+
+    /// An end entity as [`Pki::end_entity`], signed by the CA `ca`
+    /// (`ca.pem`, `ca.key`), valid as `validity` says.
+    pub fn end_entity_by(
+        &self,
+        name: &str,
+        kind: &str,
+        san: &str,
+        ku: &str,
+        ca: &str,
+        validity: Validity,
+    ) {
         self.key(name, kind);
         let ext = format!("subjectAltName={san}\nkeyUsage=critical,{ku}\n");
-        self.cert(
-            name,
-            &format!("/C=CH/O=mobike test/CN={name}.test"),
-            Some("int"),
-            &ext,
-            "365",
+        let subject = format!("/C=CH/O=mobike test/CN={name}.test");
+        match validity {
+            Validity::Days(days) => {
+                self.cert(name, &subject, Some(ca), &ext, &days.to_string());
+            }
+            Validity::Between {
+                not_before,
+                not_after,
+            } => self.cert_between(name, &subject, ca, &ext, not_before, not_after),
+        }
+    }
+
+    /// `NAME.pem` for `NAME.key`, signed by `ca`, valid from `not_before`
+    /// to `not_after` (`YYYYMMDDHHMMSSZ`), by `openssl ca`.
+    fn cert_between(
+        &self,
+        name: &str,
+        subject: &str,
+        ca: &str,
+        ext: &str,
+        not_before: &str,
+        not_after: &str,
+    ) {
+        let d = self.dir.path();
+        if !d.join("ca.cnf").exists() {
+            std::fs::write(d.join("ca.cnf"), CA_CNF).expect("ca.cnf");
+            std::fs::write(d.join("ca-index.txt"), "").expect("ca-index.txt");
+            std::fs::write(d.join("ca-serial.txt"), "1000\n").expect("ca-serial.txt");
+            std::fs::create_dir(d.join("ca-issued")).expect("ca-issued");
+        }
+        let (key, csr, pem, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(d.join(&extfile), ext).expect("extfile");
+        openssl(
+            d,
+            &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
+        );
+        openssl(
+            d,
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-preserveDN",
+                "-notext",
+                "-startdate",
+                not_before,
+                "-enddate",
+                not_after,
+                "-cert",
+                &format!("{ca}.pem"),
+                "-keyfile",
+                &format!("{ca}.key"),
+                "-in",
+                &csr,
+                "-extfile",
+                &extfile,
+                "-out",
+                &pem,
+            ],
         );
     }
 

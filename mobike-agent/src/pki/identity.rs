@@ -3,7 +3,8 @@
 //! must be among the certificate's subjectAltNames (dNSName, rfc822Name,
 //! iPAddress; names compared without regard to ASCII case), a
 //! Distinguished Name must be the certificate's subject. Our own identity
-//! defaults to our certificate's subject ([`subject_id`]).
+//! defaults to our certificate's subject ([`subject_id`]). [`describe`]
+//! writes an identity for a log line as strongSwan prints it.
 
 use x509_parser::{
     extensions::GeneralName,
@@ -31,6 +32,33 @@ pub fn subject_id(cert: &[u8]) -> Result<Identification, IdentityError> {
         ty: IdType::ID_DER_ASN1_DN,
         data: c.subject().as_raw().to_vec(),
     })
+}
+
+/// An identity for a log line: an FQDN or email address as its text (a
+/// control character escaped: the peer chose it), an IP address as the
+/// address, a DN as strongSwan prints it ("C=CH, O=...,
+/// CN=..."), anything else (or a DN that cannot be read) as its type and
+/// octets in hex.
+pub fn describe(id: &Identification) -> String {
+    let hex = || {
+        let octets: String = id.data.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {octets}", id.ty)
+    };
+    match id.ty {
+        IdType::ID_FQDN | IdType::ID_RFC822_ADDR => {
+            String::from_utf8_lossy(&id.data).escape_debug().to_string()
+        }
+        IdType::ID_IPV4_ADDR => <[u8; 4]>::try_from(id.data.as_slice())
+            .map(|a| std::net::Ipv4Addr::from(a).to_string())
+            .unwrap_or_else(|_| hex()),
+        IdType::ID_IPV6_ADDR => <[u8; 16]>::try_from(id.data.as_slice())
+            .map(|a| std::net::Ipv6Addr::from(a).to_string())
+            .unwrap_or_else(|_| hex()),
+        IdType::ID_DER_ASN1_DN => X509Name::from_der(&id.data)
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_else(|_| hex()),
+        _ => hex(),
+    }
 }
 
 fn same_name(a: &str, b: &str) -> bool {

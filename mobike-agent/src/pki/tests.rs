@@ -15,7 +15,7 @@ use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 use super::{
     files::{FileError, read_certificates, read_private_key},
-    identity::{matches, subject_id},
+    identity::{describe, matches, subject_id},
     key::{KeyKind, Scheme},
     verify::{Refusal, TrustStore},
 };
@@ -133,6 +133,58 @@ fn refusals_name_what_was_wrong() {
         matches!(r, Refusal::BadSignature { .. } | Refusal::Malformed(_)),
         "{r}"
     );
+}
+
+#[test]
+fn identities_are_described_as_strongswan_prints_them() {
+    let id = |ty, data: &[u8]| Identification {
+        ty,
+        data: data.to_vec(),
+    };
+    let ec = cert_of(pki(), "ec");
+    let (_, c) = X509Certificate::from_der(&ec).unwrap();
+    for (i, want) in [
+        (id(IdType::ID_FQDN, b"b.test"), "b.test".to_owned()),
+        (
+            id(IdType::ID_FQDN, b"b.test\nforged line"),
+            "b.test\\nforged line".into(),
+        ),
+        (
+            id(IdType::ID_RFC822_ADDR, b"vpn@b.test"),
+            "vpn@b.test".into(),
+        ),
+        (
+            id(IdType::ID_IPV4_ADDR, &[192, 0, 2, 1]),
+            "192.0.2.1".into(),
+        ),
+        (
+            id(
+                IdType::ID_IPV6_ADDR,
+                &"2001:db8::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            ),
+            "2001:db8::1".into(),
+        ),
+        (subject_id(&ec).unwrap(), c.subject().to_string()),
+        // Not what its type says: the octets, not a misleading text.
+        (
+            id(IdType::ID_IPV4_ADDR, &[1, 2, 3]),
+            "ID_IPV4_ADDR 010203".into(),
+        ),
+        (
+            id(IdType::ID_DER_ASN1_DN, b"not a DN"),
+            "ID_DER_ASN1_DN 6e6f74206120444e".into(),
+        ),
+        (
+            id(IdType::ID_KEY_ID, &[0xab, 0xcd]),
+            "ID_KEY_ID abcd".into(),
+        ),
+    ] {
+        assert_eq!(describe(&i), want, "{i:?}");
+    }
+    assert!(describe(&subject_id(&ec).unwrap()).contains("CN=ec.test"));
 }
 
 #[test]

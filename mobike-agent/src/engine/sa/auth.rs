@@ -321,7 +321,7 @@ impl IkeSa {
             peer_nonce: &self.crypto.ni,
         };
         let checked = if idr != conn.remote_id {
-            Err("it answered with another identity".to_owned())
+            Err(pubkey::identity_mismatch(&idr, &conn.remote_id))
         } else {
             match self.crypto.keys.as_ref() {
                 Some(k) => pubkey::check_peer(ctx, conn, k, who, &idr, &auth, p),

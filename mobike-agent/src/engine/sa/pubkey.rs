@@ -173,7 +173,7 @@ pub(super) fn check_peer(
             if !pki::identity::matches(peer_id, &ee).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "its identity {} is not in the certificate of {}",
-                    String::from_utf8_lossy(&peer_id.data),
+                    pki::identity::describe(peer_id),
                     verified.subject
                 ));
             }
@@ -194,9 +194,42 @@ pub(super) fn check_peer(
     }
 }
 
+/// Why a responder's IDr is refused when it is not the identity
+/// `remote_id` asks for (RFC 7296 §2.15: the initiator checks whom it
+/// reached).
+pub(super) fn identity_mismatch(answered: &Identification, wanted: &Identification) -> String {
+    format!(
+        "it answered as {}, not as remote_id {}",
+        pki::identity::describe(answered),
+        pki::identity::describe(wanted)
+    )
+}
+
 impl IkeSa {
     /// Logs a refused peer authentication.
     pub(super) fn refused(&self, peer: &Identification, why: &str) {
-        warn!(sa = self.id, peer = %String::from_utf8_lossy(&peer.data), why, "IKE_AUTH: authentication of the peer failed");
+        warn!(sa = self.id, peer = %pki::identity::describe(peer), why, "IKE_AUTH: authentication of the peer failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identity_mismatch;
+    use crate::proto::{IdType, Identification};
+
+    #[test]
+    fn an_identity_mismatch_names_both_identities() {
+        let fqdn = Identification {
+            ty: IdType::ID_FQDN,
+            data: b"b.test".to_vec(),
+        };
+        let ip = Identification {
+            ty: IdType::ID_IPV4_ADDR,
+            data: vec![192, 0, 2, 2],
+        };
+        assert_eq!(
+            identity_mismatch(&ip, &fqdn),
+            "it answered as 192.0.2.2, not as remote_id b.test"
+        );
     }
 }

@@ -1,0 +1,639 @@
+//! Certificate authentication (issue 14) against strongSwan's charon
+//! through the real binaries, on the harness of interop_charon.rs
+//! (support/interop.rs) in namespaces of its own, so both run side by
+//! side. All certificates come from system_tests::certs: a P-256 root, an
+//! RSA-3072 intermediate under it, end entities under the intermediate.
+//!
+//! `certificates_authenticate_in_both_roles_and_move` (namespaces mbkc):
+//!
+//! 1. the agent with ECDSA P-256, charon with RSA-3072: the agent
+//!    initiates, then charon does; CHILD_SA installed on both sides.
+//! 2. the reverse, the agent with RSA-3072 and charon with P-256, both
+//!    roles.
+//! 3. after certificate authentication the agent (initiator) moves its
+//!    IKE SA to its second IPv4 address with `mobike-agent move`; charon
+//!    lists the new address with the same IKE SPIs and one CHILD_SA.
+//!
+//! `certificate_refusals_name_why` (namespaces mbkr), the agent
+//! initiating in 4 to 6:
+//!
+//! 4. charon refuses the agent (AUTHENTICATION_FAILED in its IKE_AUTH
+//!    answer, which the agent logs; no IKE SA): an expired certificate, one
+//!    from a CA charon does not trust.
+//! 5. what the agent will not even try: its local_id not in its
+//!    certificate, a key that is not its certificate's. It refuses to
+//!    start, naming why, so charon never sees such an exchange.
+//! 6. the agent refuses charon (its log line names why; it sends
+//!    AUTHENTICATION_FAILED, which charon's log shows): an expired
+//!    certificate, one from a CA the agent does not trust, one that does
+//!    not hold the identity the agent's remote_id asks for (charon 5.9.8
+//!    signs as an identity its certificate does not carry when told to).
+//! 7. expired certificates both ways with charon initiating: charon
+//!    refuses the agent's (AUTHENTICATION_FAILED in an INFORMATIONAL after
+//!    the agent's answer), the agent refuses charon's (in its answer).
+//!
+//! Needs root, iproute2, openssl and strongSwan (see interop_charon.rs),
+//! so it is ignored by default:
+//! `cargo test -p mobike-agent --test interop_charon_certs -- --ignored`.
+
+use std::{
+    process::ExitStatus,
+    time::{Duration, Instant},
+};
+
+use system_tests::{
+    certs::{CA_EXT, EXPIRED, Pki, Validity},
+    charon, wait,
+};
+
+#[path = "support/interop.rs"]
+mod interop;
+use interop::{
+    BIN, Interop, PSK, SUITE, agent_conf, has_line_with, ike_spis, status_json, with_control,
+};
+
+/// The PKI of both tests: for the agent `a` (P-256), `arsa` (RSA-3072),
+/// `aold` (P-256, expired), `aoth` (P-256, from the other CA), all for
+/// a.test; for charon `b` (RSA-3072), `bec` (P-256), `bold` (RSA-3072,
+/// expired), all for b.test, and `bx` (P-256, c.test only). `other.pem`
+/// is a CA nobody's certificate but `aoth`'s comes from.
+fn make_pki() -> Pki {
+    let pki = Pki::new();
+    let ku = "digitalSignature";
+    pki.end_entity("a", "ec", "DNS:a.test", ku);
+    pki.end_entity("arsa", "rsa", "DNS:a.test", ku);
+    pki.end_entity_by("aold", "ec", "DNS:a.test", ku, "int", EXPIRED);
+    pki.end_entity("b", "rsa", "DNS:b.test", ku);
+    pki.end_entity("bec", "ec", "DNS:b.test", ku);
+    pki.end_entity_by("bold", "rsa", "DNS:b.test", ku, "int", EXPIRED);
+    pki.end_entity("bx", "ec", "DNS:c.test", ku);
+    pki.key("other", "ec");
+    pki.cert(
+        "other",
+        "/C=CH/O=elsewhere/CN=Other CA",
+        None,
+        CA_EXT,
+        "3650",
+    );
+    pki.end_entity_by("aoth", "ec", "DNS:a.test", ku, "other", Validity::Days(365));
+    pki
+}
+
+/// Gives charon its certificates and keys (x509/, private/) and the root
+/// and intermediate as its CAs (x509ca/).
+fn install_charon_credentials(t: &Interop, pki: &Pki) {
+    let b = t.charon_dir();
+    let mut files = vec![
+        ("root.pem".to_owned(), "x509ca/root.pem".to_owned()),
+        ("int.pem".to_owned(), "x509ca/int.pem".to_owned()),
+    ];
+    for name in ["b", "bec", "bold", "bx"] {
+        files.push((format!("{name}.pem"), format!("x509/{name}.pem")));
+        files.push((format!("{name}.key"), format!("private/{name}.key")));
+    }
+    for (from, to) in files {
+        let dst = b.join(to);
+        std::fs::create_dir_all(dst.parent().expect("a directory")).expect("charon dir");
+        std::fs::copy(pki.path(&from), dst).expect("copy to charon");
+    }
+}
+
+/// charon as b.test with the certificate `cert` (in x509/), the agent
+/// must be a.test with a certificate; `remote_addrs` set when charon is
+/// to initiate.
+fn charon_pubkey_conf(cert: &str, remote_addrs: &str) -> String {
+    charon_pubkey_conf_as(cert, "b.test", remote_addrs)
+}
+
+/// [`charon_pubkey_conf`] with charon's identity `id`.
+fn charon_pubkey_conf_as(cert: &str, id: &str, remote_addrs: &str) -> String {
+    let remote = if remote_addrs.is_empty() {
+        String::new()
+    } else {
+        format!("remote_addrs = {remote_addrs}")
+    };
+    format!(
+        "connections {{ c {{ version = 2
+  {remote}
+  proposals = {SUITE}
+  mobike = yes
+  encap = yes
+  local {{ auth = pubkey
+          certs = {cert}.pem
+          id = {id} }}
+  remote {{ auth = pubkey
+           id = a.test }}
+  children {{ net {{ local_ts = 10.2.0.0/24
+                   remote_ts = 10.1.0.0/24
+                   esp_proposals = aes256gcm16 }} }} }} }}
+"
+    )
+}
+
+/// The agent's `pubkey` lines: certificate `cert` (with the intermediate
+/// when `int`), key `key`, trusting the CA file `ca`.
+fn agent_auth(pki: &Pki, cert: &str, key: &str, ca: &str) -> String {
+    let cert = if cert == "aoth" {
+        pki.path("aoth.pem")
+    } else {
+        pki.chain(cert)
+    };
+    format!(
+        "local_auth = \"pubkey\"\ncert = {:?}\nkey = {:?}\ncacerts = [{:?}]",
+        cert.display().to_string(),
+        pki.path(&format!("{key}.key")).display().to_string(),
+        pki.path(ca).display().to_string(),
+    )
+}
+
+/// The agent's configuration for `start` ("initiate" or "listen") with
+/// the certificate `cert`, the key `key`, trusting `ca`.
+fn agent_cert_conf(pki: &Pki, start: &str, cert: &str, key: &str, ca: &str) -> String {
+    agent_conf(
+        start,
+        SUITE,
+        "aes256gcm16",
+        PSK,
+        &agent_auth(pki, cert, key, ca),
+        "",
+    )
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, openssl and strongSwan (see module doc)"]
+fn certificates_authenticate_in_both_roles_and_move() {
+    assert!(
+        charon::available(),
+        "charon and swanctl are not installed (see interop_charon.rs)"
+    );
+    let pki = make_pki();
+    let mut t = Interop::new("mbkc");
+    install_charon_credentials(&t, &pki);
+    for (step, agent_cert, charon_cert) in [("1", "a", "b"), ("2", "arsa", "bec")] {
+        agent_initiates(&mut t, &pki, step, agent_cert, charon_cert);
+        charon_initiates(&mut t, &pki, step, agent_cert, charon_cert);
+    }
+    moves_after_certificate_authentication(&mut t, &pki);
+}
+
+/// The agent (certificate `agent_cert`) initiates to charon (`charon_cert`).
+fn agent_initiates(t: &mut Interop, pki: &Pki, step: &str, agent_cert: &str, charon_cert: &str) {
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf(charon_cert, ""));
+    let control = t.dir.path().join(format!("init-{agent_cert}.sock"));
+    t.start_agent(
+        &format!("init-{agent_cert}"),
+        &with_control(
+            &agent_cert_conf(pki, "initiate", agent_cert, agent_cert, "root.pem"),
+            &control,
+        ),
+    );
+    t.wait_for(
+        20,
+        &format!("{step}: CHILD_SA not installed by charon (agent {agent_cert} initiating)"),
+        |t| t.charon().has("INSTALLED"),
+    );
+    established_both_sides(t, step, agent_cert, charon_cert);
+    let st = status_json(t, &control);
+    t.check(
+        st["initiator"] == true && st["child_sas"].as_array().map(Vec::len) == Some(1),
+        &format!("{step}: agent status: {st}"),
+    );
+    t.stop_agent();
+    t.stop_charon();
+}
+
+/// charon (certificate `charon_cert`) initiates to the agent
+/// (`agent_cert`).
+fn charon_initiates(t: &mut Interop, pki: &Pki, step: &str, agent_cert: &str, charon_cert: &str) {
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf(charon_cert, "192.0.2.1"));
+    t.start_agent(
+        &format!("listen-{agent_cert}"),
+        &agent_cert_conf(pki, "listen", agent_cert, agent_cert, "root.pem"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    t.check(
+        t.charon()
+            .swanctl(&["--initiate", "--child", "net", "--timeout", "20"])
+            .status
+            .success(),
+        &format!("{step}: charon could not initiate"),
+    );
+    t.wait_for(
+        20,
+        &format!("{step}: CHILD_SA not installed (charon {charon_cert} initiating)"),
+        |t| t.charon().has("INSTALLED") && t.agent().logged("CHILD_SA installed"),
+    );
+    established_both_sides(t, step, agent_cert, charon_cert);
+    t.stop_agent();
+    t.stop_charon();
+}
+
+/// The start of the signature scheme charon logs for the key of `cert`
+/// (the agent signs RSA with PSS, charon with PKCS#1 v1.5).
+fn signature(cert: &str) -> &'static str {
+    match cert {
+        "arsa" => "RSA_EMSA_PSS",
+        "b" => "RSA_EMSA_PKCS1",
+        _ => "ECDSA_WITH_SHA256",
+    }
+}
+
+/// Both sides authenticated each other with the certificates named and
+/// charon lists one IKE SA and one CHILD_SA.
+fn established_both_sides(t: &Interop, step: &str, agent_cert: &str, charon_cert: &str) {
+    // charon names the agent's certificate's subject while checking it.
+    let log = t.charon_log();
+    t.check(
+        t.charon_count(&format!(
+            "using certificate \"C=CH, O=mobike test, CN={agent_cert}.test\""
+        )) > 0
+            && has_line_with(
+                &log,
+                &[
+                    "authentication of 'a.test' with",
+                    signature(agent_cert),
+                    "successful",
+                ],
+            ),
+        &format!("{step}: charon did not authenticate the agent's certificate {agent_cert}"),
+    );
+    t.check(
+        has_line_with(
+            &log,
+            &[
+                "authentication of 'b.test' (myself) with",
+                signature(charon_cert),
+            ],
+        ),
+        &format!("{step}: charon did not sign with {charon_cert}"),
+    );
+    t.check(
+        t.listed("ESTABLISHED") == 1 && t.listed("INSTALLED") == 1,
+        &format!("{step}: swanctl --list-sas:\n{}", t.charon().list_sas()),
+    );
+    t.check(
+        t.agent().logged("CHILD_SA installed")
+            && !t.agent().logged("authentication of the peer failed"),
+        &format!("{step}: agent did not install the CHILD_SA with charon's {charon_cert}"),
+    );
+}
+
+/// 3: MOBIKE after certificate authentication: the agent moves from
+/// 192.0.2.1 to 198.51.100.1 (IPv4 both, so charon's kernel-libipsec
+/// updates the ESP SAs in place).
+fn moves_after_certificate_authentication(t: &mut Interop, pki: &Pki) {
+    t.a.ip_line("addr add 198.51.100.1/24 dev vA");
+    t.b.ip_line("route add 198.51.100.0/24 dev vB");
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf("b", ""));
+    let control = t.dir.path().join("move.sock");
+    let conf = agent_cert_conf(pki, "initiate", "a", "a", "root.pem").replace(
+        "local_addrs = [\"192.0.2.1\"]",
+        "local_addrs = [\"192.0.2.1\", \"198.51.100.1\"]",
+    );
+    t.start_agent("move", &with_control(&conf, &control));
+    t.wait_for(20, "3: CHILD_SA not installed by charon", |t| {
+        t.charon().has("INSTALLED")
+    });
+    established_both_sides(t, "3", "a", "b");
+    t.check(
+        t.charon().has("192.0.2.1[4500]"),
+        "3: the IKE SA does not start at 192.0.2.1",
+    );
+    let ike = ike_spis(&t.charon().list_sas());
+    t.check(ike.is_some(), "3: no IKE SPIs listed by charon");
+    let out =
+        t.a.command(BIN)
+            .arg("--control-socket")
+            .arg(&control)
+            .args(["move", "c", "--local", "198.51.100.1", "--timeout", "20s"])
+            .output()
+            .expect("run mobike-agent move");
+    t.check(
+        out.status.success(),
+        &format!(
+            "3: mobike-agent move: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    );
+    t.wait_for(10, "3: charon does not list the new address", |t| {
+        t.charon().has("198.51.100.1[4500]")
+    });
+    let listed = t.charon().list_sas();
+    t.check(
+        !listed.contains("192.0.2.1[4500]") && ike_spis(&listed) == ike,
+        &format!("3: charon after the move ({ike:?}):\n{listed}"),
+    );
+    t.check(
+        t.listed("ESTABLISHED") == 1 && t.listed("INSTALLED") == 1,
+        &format!("3: charon lost an SA in the move:\n{listed}"),
+    );
+    t.check(
+        has_line_with(&t.agent().log_text(), &["migrate CHILD_SA", "198.51.100.1"]),
+        "3: the agent did not migrate its CHILD_SA",
+    );
+    let st = status_json(t, &control);
+    t.check(
+        st["local"] == "198.51.100.1:4500"
+            && st["remote"] == "192.0.2.2:4500"
+            && st["child_sas"].as_array().map(Vec::len) == Some(1),
+        &format!("3: agent status after the move: {st}"),
+    );
+    t.stop_agent();
+    t.stop_charon();
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, openssl and strongSwan (see module doc)"]
+fn certificate_refusals_name_why() {
+    assert!(
+        charon::available(),
+        "charon and swanctl are not installed (see interop_charon.rs)"
+    );
+    let pki = make_pki();
+    let mut t = Interop::new("mbkr");
+    install_charon_credentials(&t, &pki);
+    // 4: charon refuses the agent.
+    charon_refuses(
+        &mut t,
+        &pki,
+        "4 expired",
+        "aold",
+        &["subject certificate invalid", "to Jan 01 00:00:00 2021"],
+    );
+    charon_refuses(
+        &mut t,
+        &pki,
+        "4 unknown CA",
+        "aoth",
+        &["no issuer certificate found for", "CN=aoth.test"],
+    );
+    t.check(
+        t.charon_count("issuer is \"C=CH, O=elsewhere, CN=Other CA\"") == 1,
+        "4 unknown CA: charon does not name the issuer",
+    );
+    // 5: the agent refuses to start.
+    let conf = agent_cert_conf(&pki, "initiate", "a", "a", "root.pem")
+        .replace("local_id = \"a.test\"", "local_id = \"x.test\"");
+    agent_does_not_start(
+        &mut t,
+        "5 local_id",
+        &conf,
+        "local_id is not in the certificate",
+    );
+    let conf = agent_cert_conf(&pki, "initiate", "a", "arsa", "root.pem");
+    agent_does_not_start(
+        &mut t,
+        "5 key",
+        &conf,
+        "arsa.key is not the key of the certificate",
+    );
+    // 6: the agent refuses charon.
+    let conf = agent_cert_conf(&pki, "initiate", "a", "a", "root.pem");
+    agent_refuses(
+        &mut t,
+        "6 expired",
+        ("bold", "b.test"),
+        &conf,
+        &["expired at"],
+    );
+    let conf = agent_cert_conf(&pki, "initiate", "a", "a", "other.pem");
+    agent_refuses(
+        &mut t,
+        "6 unknown CA",
+        ("b", "b.test"),
+        &conf,
+        &["issued by", "Intermediate CA", "no path to a trusted CA"],
+    );
+    let conf = conf_with_remote_id(&pki, "c.test");
+    agent_refuses(
+        &mut t,
+        "6 identity",
+        ("b", "c.test"),
+        &conf,
+        &["c.test", "is not in the certificate of", "CN=b.test"],
+    );
+    // 7: expired certificates with charon initiating.
+    charon_initiates_and_refuses(
+        &mut t,
+        &pki,
+        "7 expired agent",
+        "aold",
+        &["subject certificate invalid", "to Jan 01 00:00:00 2021"],
+    );
+    charon_initiates_and_is_refused(&mut t, &pki, "7 expired charon", "bold", &["expired at"]);
+}
+
+/// charon initiates and starts it with `swanctl --initiate`, which fails.
+fn charon_initiates_in_vain(t: &mut Interop, step: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    t.check(
+        !t.charon()
+            .swanctl(&["--initiate", "--child", "net", "--timeout", "20"])
+            .status
+            .success(),
+        &format!("{step}: charon's initiation succeeded"),
+    );
+}
+
+/// 7: charon initiates to the agent with the certificate `cert`, which
+/// charon refuses in the agent's IKE_AUTH answer: charon logs why (all of
+/// `why`) and sends AUTHENTICATION_FAILED in an INFORMATIONAL (RFC 7296
+/// §2.21.2); the agent, which took the IKE SA as established when it
+/// answered, logs the notify and deletes it.
+fn charon_initiates_and_refuses(t: &mut Interop, pki: &Pki, step: &str, cert: &str, why: &[&str]) {
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf("b", "192.0.2.1"));
+    t.start_agent(
+        &format!("listen-refused-{cert}"),
+        &agent_cert_conf(pki, "listen", cert, cert, "root.pem"),
+    );
+    charon_initiates_in_vain(t, step);
+    t.wait_for(
+        10,
+        &format!("{step}: the agent did not log charon's AUTHENTICATION_FAILED"),
+        |t| {
+            t.agent().logged("peer reports AUTHENTICATION_FAILED")
+                && has_line_with_all(
+                    &t.agent().log_text(),
+                    &["IKE SA deleted", "reason=AuthenticationFailed"],
+                )
+        },
+    );
+    t.check(
+        has_line_with_all(&t.charon_log(), why)
+            && has_line_with(
+                &t.charon_log(),
+                &["generating INFORMATIONAL request", "[ N(AUTH_FAILED) ]"],
+            ),
+        &format!("{step}: charon's log does not say {why:?} and AUTH_FAILED"),
+    );
+    t.check(
+        !t.charon().has("ESTABLISHED"),
+        &format!("{step}: charon lists an IKE SA"),
+    );
+    t.stop_agent();
+    t.stop_charon();
+}
+
+/// 7: charon initiates with the certificate `cert`, which the agent
+/// refuses, naming why (all of `why`), with AUTHENTICATION_FAILED in its
+/// IKE_AUTH answer, which charon logs.
+fn charon_initiates_and_is_refused(
+    t: &mut Interop,
+    pki: &Pki,
+    step: &str,
+    cert: &str,
+    why: &[&str],
+) {
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf(cert, "192.0.2.1"));
+    t.start_agent(
+        &format!("listen-refuses-{cert}"),
+        &agent_cert_conf(pki, "listen", "a", "a", "root.pem"),
+    );
+    charon_initiates_in_vain(t, step);
+    let mut parts = vec!["authentication of the peer failed"];
+    parts.extend_from_slice(why);
+    t.check(
+        has_line_with_all(&t.agent().log_text(), &parts)
+            && !t.agent().logged("CHILD_SA installed")
+            && !t.agent().logged("IKE SA established"),
+        &format!("{step}: the agent did not refuse charon's certificate, naming {why:?}"),
+    );
+    t.check(
+        has_line_with(
+            &t.charon_log(),
+            &["parsed IKE_AUTH response 1", "[ N(AUTH_FAILED) ]"],
+        ) && t.charon_count("received AUTHENTICATION_FAILED notify error") == 1,
+        &format!("{step}: charon did not get the agent's AUTHENTICATION_FAILED"),
+    );
+    t.check(
+        !t.charon().has("ESTABLISHED"),
+        &format!("{step}: charon lists an IKE SA"),
+    );
+    t.stop_agent();
+    t.stop_charon();
+}
+
+fn conf_with_remote_id(pki: &Pki, id: &str) -> String {
+    agent_cert_conf(pki, "initiate", "a", "a", "root.pem")
+        .replace("remote_id = \"b.test\"", &format!("remote_id = \"{id}\""))
+}
+
+/// The agent initiates with the certificate `cert` charon must refuse:
+/// charon logs why (a line with all of `why`) and answers
+/// AUTHENTICATION_FAILED, the agent logs it, no IKE SA.
+fn charon_refuses(t: &mut Interop, pki: &Pki, step: &str, cert: &str, why: &[&str]) {
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf("b", ""));
+    t.start_agent(
+        &format!("refused-{cert}"),
+        &agent_cert_conf(pki, "initiate", cert, cert, "root.pem"),
+    );
+    t.wait_for(
+        20,
+        &format!("{step}: the agent did not log charon's AUTHENTICATION_FAILED"),
+        |t| {
+            has_line_with_all(
+                &t.agent().log_text(),
+                &["IKE_AUTH refused by the peer", "AuthenticationFailed"],
+            )
+        },
+    );
+    t.check(
+        has_line_with_all(&t.charon_log(), why)
+            && t.charon_count("no trusted ECDSA public key found for 'a.test'") == 1,
+        &format!("{step}: charon's log does not say {why:?}"),
+    );
+    t.check(
+        has_line_with(
+            &t.charon_log(),
+            &["generating IKE_AUTH response", "[ N(AUTH_FAILED) ]"],
+        ),
+        &format!("{step}: charon did not answer AUTHENTICATION_FAILED"),
+    );
+    t.check(
+        !t.agent().logged("CHILD_SA installed")
+            && !t.agent().logged("IKE SA established")
+            && !t.charon().has("ESTABLISHED"),
+        &format!("{step}: an SA despite the refusal"),
+    );
+    t.stop_agent();
+    t.stop_charon();
+}
+
+/// The agent with configuration `conf` must exit at once with an error
+/// naming `why`.
+fn agent_does_not_start(t: &mut Interop, step: &str, conf: &str, why: &str) {
+    t.start_agent(&format!("nostart-{}", step.replace(' ', "-")), conf);
+    let status = exit_within(t, Duration::from_secs(10));
+    t.check(
+        status.is_some_and(|s| !s.success()),
+        &format!("{step}: the agent did not refuse to start ({status:?})"),
+    );
+    t.check(
+        t.agent().logged(why),
+        &format!("{step}: the agent's error does not say {why:?}"),
+    );
+    t.agent = None;
+}
+
+/// How the agent exited, if it did within `within`.
+fn exit_within(t: &mut Interop, within: Duration) -> Option<ExitStatus> {
+    let agent = t.agent.as_mut().expect("the agent runs");
+    let deadline = Instant::now() + within;
+    wait::poll(deadline, Duration::from_millis(100), || {
+        agent.child.try_wait().ok().flatten()
+    })
+}
+
+/// The agent (configuration `conf`) initiates to charon with the
+/// certificate and identity `charon` and must refuse it with a log line
+/// naming all of `why`, and tell charon (AUTHENTICATION_FAILED).
+fn agent_refuses(t: &mut Interop, step: &str, charon: (&str, &str), conf: &str, why: &[&str]) {
+    let (cert, id) = charon;
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf_as(cert, id, ""));
+    t.start_agent(&format!("refuses-{cert}"), conf);
+    t.wait_for(
+        20,
+        &format!("{step}: the agent did not refuse charon's certificate"),
+        |t| {
+            let mut parts = vec!["authentication of the peer failed"];
+            parts.extend_from_slice(why);
+            has_line_with_all(&t.agent().log_text(), &parts)
+        },
+    );
+    t.wait_for(
+        10,
+        &format!("{step}: charon did not get the agent's AUTHENTICATION_FAILED"),
+        |t| {
+            has_line_with(
+                &t.charon_log(),
+                &["parsed INFORMATIONAL request", "N(AUTH_FAILED)"],
+            )
+        },
+    );
+    t.check(
+        !t.agent().logged("CHILD_SA installed")
+            && !t.agent().logged("IKE SA established")
+            && has_line_with_all(
+                &t.agent().log_text(),
+                &["IKE SA deleted", "reason=AuthenticationFailed"],
+            ),
+        &format!("{step}: the agent did not end the IKE SA as refused"),
+    );
+    t.wait_for(10, &format!("{step}: charon still lists an IKE SA"), |t| {
+        !t.charon().has("ESTABLISHED")
+    });
+    t.stop_agent();
+    t.stop_charon();
+}
+
+/// Whether a line of `log` has all of `parts`, in any order.
+fn has_line_with_all(log: &str, parts: &[&str]) -> bool {
+    log.lines().any(|l| parts.iter().all(|p| l.contains(p)))
+}
