@@ -7,7 +7,8 @@
 #   tests/fuzz.sh [--runs N | --seconds S] [CRATE:TARGET ...]
 #
 # Seeds: CRATE/fuzz/seeds/TARGET (the IKE decoder and engine: charon's golden
-# captures; the XFRM decoder: ipsec-backend/tests/golden).
+# captures; mobike-agent cert: certificates and AUTH payloads of the fixed
+# PKI in mobike-agent/fuzz/pki; the XFRM decoder: ipsec-backend/tests/golden).
 # Default: every target below for 10 s each (the short run .ci/run makes);
 # a campaign: `tests/fuzz.sh --runs 10000000 mobike-agent:engine`.
 # Installs cargo-fuzz if it is missing (needs the nightly toolchain). Exits
@@ -23,13 +24,13 @@ while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; SECONDS_EACH=""; shift 2;;
     --seconds) SECONDS_EACH=$2; RUNS=""; shift 2;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0;;
     *:*) TARGETS+=("$1"); shift;;
     *) echo "fuzz.sh: unknown argument $1" >&2; exit 2;;
   esac
 done
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(
-  mobike-agent:decode mobike-agent:engine mobike-agent:config
+  mobike-agent:decode mobike-agent:engine mobike-agent:config mobike-agent:cert
   ipsec-backend:decode
   trigger-db:request trigger-db:add_from trigger-db:config
 )

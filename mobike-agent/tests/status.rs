@@ -238,6 +238,9 @@ fn two_agents_report_the_same_ike_sa_and_mirrored_child_sa() {
         assert_eq!(sa["remote_behind_nat"], false);
         assert_eq!(sa["mobike"], true);
         assert_eq!(sa["backend"], "none");
+        assert_eq!(sa["local_auth"], "psk");
+        assert_eq!(sa["remote_auth"], "psk");
+        assert_eq!(sa["peer_cert"], Value::Null);
     }
     let (ca, cb) = (&a["child_sas"][0], &b["child_sas"][0]);
     assert_eq!(ca["name"], "net");
@@ -265,11 +268,82 @@ fn two_agents_report_the_same_ike_sa_and_mirrored_child_sa() {
         table.contains(spi_i) && table.contains(spi_in) && table.contains("ESTABLISHED"),
         "{table}"
     );
+    assert!(
+        table.contains("  auth: ours psk, the peer's psk\n"),
+        "{table}"
+    );
+    assert!(!table.contains("peer certificate"), "{table}");
 
     // SIGTERM: the agents delete the SA and remove their sockets.
     let (a_sock, b_sock) = (p("a.sock"), p("b.sock"));
     drop(pair.guard);
     assert!(!a_sock.exists() && !b_sock.exists());
+}
+
+/// With certificates (A ECDSA P-256, B RSA, both under the test PKI's
+/// intermediate): each side shows how both signed and the peer's
+/// certificate, in JSON and in the table.
+#[test]
+fn the_peers_certificate_and_both_methods_are_shown() {
+    let pki = system_tests::certs::Pki::new();
+    pki.end_entity("a", "ec", "DNS:a.test", "digitalSignature");
+    pki.end_entity("b", "rsa", "DNS:b.test", "digitalSignature");
+    let lines = |name: &str| {
+        format!(
+            "local_auth = \"pubkey\"\ncert = {:?}\nkey = {:?}\ncacerts = [{:?}]",
+            pki.chain(name).display().to_string(),
+            pki.path(&format!("{name}.key")).display().to_string(),
+            pki.path("root.pem").display().to_string(),
+        )
+    };
+    let (la, lb) = (lines("a"), lines("b"));
+    let edit_a = move |t: String| t.replace("psk = \"status-test-psk\"", &la);
+    let edit_b = move |t: String| t.replace("psk = \"status-test-psk\"", &lb);
+    let Some(pair) = Pair::start_edited("none", "initiate", "", [&edit_a, &edit_b], &[]) else {
+        return;
+    };
+    let p = |n: &str| pair.path(n);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let a = established(&p("a.sock"), deadline).unwrap_or_else(|| panic!("A: {}", pair.logs()));
+    let b = established(&p("b.sock"), deadline).unwrap_or_else(|| panic!("B: {}", pair.logs()));
+    let (ec, rsa) = ("ecdsa-p256-sha256 (RFC 7427)", "rsa-pss-sha256 (RFC 7427)");
+    assert_eq!(
+        (&a["local_auth"], &a["remote_auth"]),
+        (&ec.into(), &rsa.into())
+    );
+    assert_eq!(
+        (&b["local_auth"], &b["remote_auth"]),
+        (&rsa.into(), &ec.into())
+    );
+    let issuer = "C=CH, O=mobike test, CN=Intermediate CA";
+    for (sa, peer) in [(&a, "b"), (&b, "a")] {
+        let c = &sa["peer_cert"];
+        assert_eq!(c["subject"], format!("C=CH, O=mobike test, CN={peer}.test"));
+        assert_eq!(c["issuer"], issuer);
+        // Valid 365 days from its making a moment ago.
+        let left = c["expires_in"].as_i64().expect("expires_in");
+        assert!((364 * 86_400..=365 * 86_400).contains(&left), "{c}");
+        let not_after = c["not_after"].as_str().expect("not_after");
+        assert!(
+            not_after.len() == 20 && not_after.ends_with('Z') && not_after.as_bytes()[10] == b'T',
+            "RFC 3339 UTC: {not_after}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["status", "--control-socket"])
+        .arg(p("a.sock"))
+        .output()
+        .expect("status table");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("  auth: ours {ec}, the peer's {rsa}\n")),
+        "{table}"
+    );
+    let cert_line = format!(
+        "  peer certificate: C=CH, O=mobike test, CN=b.test, issued by {issuer}, expires {}",
+        a["peer_cert"]["not_after"].as_str().unwrap_or_default()
+    );
+    assert!(table.contains(&cert_line), "{table}");
 }
 
 /// The one IKE SA of `sock` once it is ESTABLISHED with no CHILD_SA.

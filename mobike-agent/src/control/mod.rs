@@ -131,6 +131,8 @@ pub type Counters = HashMap<(u32, u32), Result<ChildSaCounters, ipsec_backend::E
 pub struct StatusSnapshot {
     /// When it was taken (rekey times count from here).
     pub at: Instant,
+    /// The wall clock then (certificate expiry counts from here).
+    pub wall: std::time::SystemTime,
     /// Every IKE SA of the engine.
     pub ike_sas: Vec<IkeSaInfo>,
     /// The kernel backend, which says whether counters exist.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use trigger_proto::mobike_v1::{Stats, StatusResponse};
+use trigger_proto::mobike_v1::{PeerCertificate, Stats, StatusResponse};
 
 /// One JSON object per IKE SA, each on its own line (CHILD_SAs nested; the
 /// engine's counters, the same in each, under `stats`).
@@ -61,6 +61,14 @@ pub fn json_lines(st: &StatusResponse) -> String {
             "remote_addrs": sa.remote_addrs,
             "mobility": sa.mobility.as_ref().map(super::render_mobility::sa_json),
             "mobility_source": st.mobility.as_ref().map(super::render_mobility::source_json),
+            "local_auth": (!sa.local_auth.is_empty()).then_some(&sa.local_auth),
+            "remote_auth": (!sa.remote_auth.is_empty()).then_some(&sa.remote_auth),
+            "peer_cert": sa.peer_certificate.as_ref().map(|c| serde_json::json!({
+                "subject": c.subject,
+                "issuer": c.issuer,
+                "not_after": rfc3339(c.not_after),
+                "expires_in": c.expires_in_seconds,
+            })),
             "return_routability": sa.return_routability.as_ref().map(|r| serde_json::json!({
                 "esp_local": r.esp_local,
                 "esp_remote": r.esp_remote,
@@ -99,6 +107,36 @@ fn stats_json(s: &Stats) -> serde_json::Value {
         "init_error_notifies": s.init_error_notifies,
         "half_open": s.half_open,
     })
+}
+
+/// Unix seconds as RFC 3339 UTC, to the second ("2027-12-06T11:18:34Z").
+fn rfc3339(unix: i64) -> String {
+    let d = std::time::Duration::from_secs(unix.unsigned_abs());
+    let t = if unix >= 0 {
+        std::time::UNIX_EPOCH.checked_add(d)
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(d)
+    };
+    match t {
+        Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+        None => format!("@{unix}"),
+    }
+}
+
+/// `expires 2027-12-06T11:18:34Z (in 364 days)`, or `expired ... ago`;
+/// under a day to the second.
+fn expiry(c: &PeerCertificate) -> String {
+    let secs = c.expires_in_seconds.unsigned_abs();
+    let left = if secs >= 86_400 {
+        format!("{} days", secs / 86_400)
+    } else {
+        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    };
+    if c.expires_in_seconds >= 0 {
+        format!("expires {} (in {left})", rfc3339(c.not_after))
+    } else {
+        format!("expired {} ({left} ago)", rfc3339(c.not_after))
+    }
 }
 
 /// ` (3s ago)` for a use time in Unix seconds, nothing when never used.
@@ -166,6 +204,30 @@ pub fn table(st: &StatusResponse) -> String {
             if sa.mobike { "yes" } else { "no" },
             rekey_in(sa.rekey_in_seconds)
         );
+        if !sa.local_auth.is_empty() || !sa.remote_auth.is_empty() {
+            let or_unknown = |s: &str| {
+                if s.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.to_owned()
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  auth: ours {}, the peer's {}",
+                or_unknown(&sa.local_auth),
+                or_unknown(&sa.remote_auth)
+            );
+        }
+        if let Some(c) = &sa.peer_certificate {
+            let _ = writeln!(
+                out,
+                "  peer certificate: {}, issued by {}, {}",
+                c.subject,
+                c.issuer,
+                expiry(c)
+            );
+        }
         if !sa.virtual_ips.is_empty() || !sa.peer_virtual_ips.is_empty() {
             let _ = writeln!(
                 out,

@@ -7,7 +7,12 @@
 //! [`Refused`] command into a gRPC status. It holds no agent state and
 //! never touches the engine.
 
-use std::{fmt::Write as _, net::IpAddr, path::Path, time::Instant};
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    path::Path,
+    time::{Instant, SystemTime},
+};
 
 use daemon_support::h2_authority::AuthorityFix;
 use tokio::{
@@ -16,8 +21,8 @@ use tokio::{
 };
 use tokio_stream::StreamExt as _;
 use trigger_proto::mobike_v1::{
-    ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, RekeyRequest, ReturnRoutability,
-    SelectRequest, Stats, StatusRequest, StatusResponse, UpdateAddressesRequest,
+    ChildSa, CommandResponse, IkeSa, IkeSaRef, InitiateRequest, PeerCertificate, RekeyRequest,
+    ReturnRoutability, SelectRequest, Stats, StatusRequest, StatusResponse, UpdateAddressesRequest,
     agent_control_server::{AgentControl, AgentControlServer},
 };
 
@@ -233,7 +238,7 @@ fn status_response(s: &StatusSnapshot) -> StatusResponse {
             .ike_sas
             .iter()
             .map(|i| {
-                let mut sa = ike_sa(i, s.backend, &s.counters, s.at);
+                let mut sa = ike_sa(i, s.backend, &s.counters, s.at, s.wall);
                 sa.mobility = s.mobility.as_ref().and_then(|m| {
                     let (_, paths) = m.sas.iter().find(|(id, _)| *id == i.id)?;
                     Some(super::mobility::sa_mobility(paths, s.at))
@@ -280,12 +285,37 @@ fn stats(s: &crate::engine::Stats) -> Stats {
     }
 }
 
+/// Unix seconds of `t` (negative before 1970).
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+/// The peer's certificate, its expiry counted from `wall`.
+fn peer_certificate(c: &crate::engine::PeerCertInfo, wall: SystemTime) -> PeerCertificate {
+    let not_after = unix_seconds(c.not_after);
+    PeerCertificate {
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        not_after,
+        expires_in_seconds: not_after.saturating_sub(unix_seconds(wall)),
+    }
+}
+
 /// Whole seconds from `now` to `t` (0 when past).
 fn seconds_until(t: Option<Instant>, now: Instant) -> Option<u64> {
     t.map(|t| t.saturating_duration_since(now).as_secs())
 }
 
-fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) -> IkeSa {
+fn ike_sa(
+    i: &IkeSaInfo,
+    backend: Backend,
+    counters: &Counters,
+    now: Instant,
+    wall: SystemTime,
+) -> IkeSa {
     let strings = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect();
     IkeSa {
         rekey_in_seconds: seconds_until(i.rekey_at, now),
@@ -297,6 +327,9 @@ fn ike_sa(i: &IkeSaInfo, backend: Backend, counters: &Counters, now: Instant) ->
         peer_addrs: strings(&i.peer_addrs),
         remote_addrs: strings(&i.remote_addrs),
         mobility: None,
+        local_auth: i.local_auth.map(|a| a.to_string()).unwrap_or_default(),
+        remote_auth: i.remote_auth.map(|a| a.to_string()).unwrap_or_default(),
+        peer_certificate: i.peer_cert.as_ref().map(|c| peer_certificate(c, wall)),
         return_routability: i.return_routability.as_ref().map(|r| ReturnRoutability {
             esp_local: r.esp.local.to_string(),
             esp_remote: r.esp.remote.to_string(),
@@ -490,6 +523,9 @@ mod tests {
             }),
             next_request_id: 0,
             next_peer_request_id: 0,
+            local_auth: None,
+            remote_auth: None,
+            peer_cert: None,
         };
         let mut k = ChildSaCounters::default();
         k.inbound.bytes = 840;
@@ -501,7 +537,7 @@ mod tests {
         k.inbound_stats.replay = 3;
         let mut counters = Counters::new();
         counters.insert((1, 0x100), Ok(k));
-        let sa = ike_sa(&info, Backend::Xfrm, &counters, now);
+        let sa = ike_sa(&info, Backend::Xfrm, &counters, now, SystemTime::now());
         let (a, b) = (&sa.child_sas[0], &sa.child_sas[1]);
         assert!(a.counters_known);
         assert_eq!(
@@ -593,12 +629,133 @@ mod tests {
         );
         assert_eq!(j["stats"]["half_open_source_drops"], 7);
         // Backend none: nothing known, no error either.
-        let none = ike_sa(&info, Backend::None, &Counters::new(), now);
+        let none = ike_sa(
+            &info,
+            Backend::None,
+            &Counters::new(),
+            now,
+            SystemTime::now(),
+        );
         assert!(
             none.child_sas
                 .iter()
                 .all(|c| !c.counters_known && c.counters_error.is_empty())
         );
+    }
+
+    /// How each side authenticated and the peer's certificate, in the
+    /// table and in JSON; a PSK IKE SA shows no certificate.
+    #[test]
+    fn authentication_and_the_peers_certificate_are_shown() {
+        use crate::{engine::AuthUsed, pki::key::Scheme};
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let info = |local, remote, days: i64| IkeSaInfo {
+            id: 1,
+            connection: "home".into(),
+            initiator: true,
+            state: "established",
+            path: crate::engine::Path {
+                local: "192.0.2.1:500".parse().unwrap(),
+                remote: "192.0.2.2:500".parse().unwrap(),
+            },
+            mobike: false,
+            local_behind_nat: false,
+            remote_behind_nat: false,
+            spi_i: 1,
+            spi_r: 2,
+            children: vec![],
+            child_sas: vec![],
+            rekey_at: None,
+            vips: vec![],
+            dns: vec![],
+            peer_vips: vec![],
+            updating_addresses: false,
+            local_addrs: vec![],
+            peer_addrs: vec![],
+            remote_addrs: vec![],
+            return_routability: None,
+            next_request_id: 0,
+            next_peer_request_id: 0,
+            local_auth: Some(local),
+            remote_auth: Some(remote),
+            peer_cert: (remote != AuthUsed::Psk).then(|| crate::engine::PeerCertInfo {
+                subject: "C=CH, O=mobike test, CN=b.test".into(),
+                issuer: "C=CH, O=mobike test, CN=Intermediate CA".into(),
+                not_after: if days >= 0 {
+                    wall + std::time::Duration::from_secs(days.unsigned_abs() * 86_400 + 5)
+                } else {
+                    wall - std::time::Duration::from_secs(days.unsigned_abs() * 86_400 - 5)
+                },
+            }),
+        };
+        let render = |i: &IkeSaInfo| {
+            let st = StatusResponse {
+                ike_sas: vec![ike_sa(i, Backend::None, &Counters::new(), now, wall)],
+                backend: "none".into(),
+                mobility: None,
+                stats: None,
+            };
+            let j: serde_json::Value = serde_json::from_str(json_lines(&st).trim()).unwrap();
+            (table(&st), j)
+        };
+        let (t, j) = render(&info(
+            AuthUsed::Signature(Scheme::EcdsaP256Sha256),
+            AuthUsed::Signature(Scheme::EcdsaP256Sha256Fixed),
+            10,
+        ));
+        assert!(
+            t.contains(
+                "  auth: ours ecdsa-p256-sha256 (RFC 7427), the peer's ecdsa-256 (RFC 4754)\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "  peer certificate: C=CH, O=mobike test, CN=b.test, issued by C=CH, O=mobike test, CN=Intermediate CA, expires 2027-01-25T08:00:05Z (in 10 days)\n"
+            ),
+            "{t}"
+        );
+        assert_eq!(j["local_auth"], "ecdsa-p256-sha256 (RFC 7427)");
+        assert_eq!(j["remote_auth"], "ecdsa-256 (RFC 4754)");
+        assert_eq!(j["peer_cert"]["subject"], "C=CH, O=mobike test, CN=b.test");
+        assert_eq!(
+            j["peer_cert"]["issuer"],
+            "C=CH, O=mobike test, CN=Intermediate CA"
+        );
+        assert_eq!(j["peer_cert"]["not_after"], "2027-01-25T08:00:05Z");
+        assert_eq!(j["peer_cert"]["expires_in"], 10 * 86_400 + 5);
+
+        // Expired since (the SA outlived it): said so, a negative count.
+        let (t, j) = render(&info(
+            AuthUsed::Psk,
+            AuthUsed::Signature(Scheme::RsaPkcs1Sha1),
+            -2,
+        ));
+        assert!(
+            t.contains("  auth: ours psk, the peer's rsa-sha1 (RFC 7296)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("expired 2027-01-13T08:00:05Z (1 days ago)"),
+            "{t}"
+        );
+        assert_eq!(j["peer_cert"]["expires_in"], -(2 * 86_400 - 5));
+
+        // Pre-shared keys both ways: no certificate.
+        let (t, j) = render(&info(AuthUsed::Psk, AuthUsed::Psk, 0));
+        assert!(t.contains("  auth: ours psk, the peer's psk\n"), "{t}");
+        assert!(!t.contains("peer certificate"), "{t}");
+        assert_eq!(j["local_auth"], "psk");
+        assert_eq!(j["remote_auth"], "psk");
+        assert_eq!(j["peer_cert"], serde_json::Value::Null);
+
+        // Not authenticated yet: no auth line, null in JSON.
+        let mut half = info(AuthUsed::Psk, AuthUsed::Psk, 0);
+        (half.local_auth, half.remote_auth) = (None, None);
+        let (t, j) = render(&half);
+        assert!(!t.contains("auth:"), "{t}");
+        assert_eq!(j["local_auth"], serde_json::Value::Null);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use super::{ChildLimits, Mode};
@@ -14,6 +14,7 @@ use super::{ChildLimits, Mode};
 use super::{Endpoint, Recovery};
 use crate::{
     crypto::Aead,
+    pki::key::Scheme,
     proto::{NotifyType, TrafficSelector},
 };
 
@@ -640,6 +641,49 @@ pub struct IkeSaInfo {
     pub next_request_id: u32,
     /// The peer's next expected request message ID.
     pub next_peer_request_id: u32,
+    /// How we authenticated (set once our AUTH payload is made).
+    pub local_auth: Option<AuthUsed>,
+    /// How the peer authenticated (set once its AUTH verified).
+    pub remote_auth: Option<AuthUsed>,
+    /// The peer's certificate, when it authenticated with one.
+    pub peer_cert: Option<PeerCertInfo>,
+}
+
+/// How one side of an IKE SA proved its identity in IKE_AUTH (RFC 7296
+/// §2.15, §3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthUsed {
+    /// A pre-shared key (method 2).
+    Psk,
+    /// A signature with a certificate's key: RFC 7427's Digital Signature
+    /// (method 14), or the classic method its scheme implies (1 for RSA
+    /// with SHA-1, 9 and 10 for ECDSA in the r || s form, RFC 4754).
+    Signature(Scheme),
+}
+
+impl std::fmt::Display for AuthUsed {
+    /// `psk`, `ecdsa-p256-sha256 (RFC 7427)`, `ecdsa-256 (RFC 4754)`,
+    /// `rsa-sha1 (RFC 7296)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthUsed::Psk => f.write_str("psk"),
+            AuthUsed::Signature(s) if s.algorithm_identifier().is_some() => {
+                write!(f, "{} (RFC 7427)", s.name())
+            }
+            AuthUsed::Signature(s) => f.write_str(s.name()),
+        }
+    }
+}
+
+/// The peer's end-entity certificate, for status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertInfo {
+    /// Subject DN, as strongSwan prints it ("C=CH, O=..., CN=...").
+    pub subject: String,
+    /// Issuer DN, the same way.
+    pub issuer: String,
+    /// Its last valid moment.
+    pub not_after: SystemTime,
 }
 
 /// A MOBIKE responder's return routability check under way, for status

@@ -23,6 +23,7 @@ use x509_parser::{
 };
 
 use super::key::Scheme;
+use crate::proto::AuthMethod;
 
 /// id-mgf1 (RFC 8017 Appendix B.2.1).
 const OID_MGF1: &str = "1.2.840.113549.1.1.8";
@@ -42,9 +43,12 @@ pub enum AuthError {
     Certificate(String),
     #[error("the signature does not verify with the certificate's key")]
     Invalid,
+    #[error("AUTH method {method} is not one we verify: {why}")]
+    Method { method: u8, why: &'static str },
 }
 
 /// RFC 7427 §4 (and RFC 8420) hash algorithm numbers.
+pub const HASH_SHA1: u16 = 1;
 pub const HASH_SHA256: u16 = 2;
 pub const HASH_SHA384: u16 = 3;
 pub const HASH_SHA512: u16 = 4;
@@ -70,10 +74,32 @@ impl Scheme {
     pub fn hash(self) -> u16 {
         use Scheme::*;
         match self {
+            RsaPkcs1Sha1 => HASH_SHA1,
             RsaPkcs1Sha256 | RsaPssSha256 | EcdsaP256Sha256 | EcdsaP256Sha256Fixed => HASH_SHA256,
             RsaPkcs1Sha384 | RsaPssSha384 | EcdsaP384Sha384 | EcdsaP384Sha384Fixed => HASH_SHA384,
             RsaPkcs1Sha512 | RsaPssSha512 => HASH_SHA512,
             Ed25519 => HASH_IDENTITY,
+        }
+    }
+
+    /// Its name in status output: the signature algorithm and hash, and
+    /// for the schemes only a classic AUTH method carries, that method's
+    /// name in its RFC.
+    pub fn name(self) -> &'static str {
+        use Scheme::*;
+        match self {
+            RsaPkcs1Sha1 => "rsa-sha1 (RFC 7296)",
+            RsaPkcs1Sha256 => "rsa-pkcs1-sha256",
+            RsaPkcs1Sha384 => "rsa-pkcs1-sha384",
+            RsaPkcs1Sha512 => "rsa-pkcs1-sha512",
+            RsaPssSha256 => "rsa-pss-sha256",
+            RsaPssSha384 => "rsa-pss-sha384",
+            RsaPssSha512 => "rsa-pss-sha512",
+            EcdsaP256Sha256 => "ecdsa-p256-sha256",
+            EcdsaP384Sha384 => "ecdsa-p384-sha384",
+            EcdsaP256Sha256Fixed => "ecdsa-256 (RFC 4754)",
+            EcdsaP384Sha384Fixed => "ecdsa-384 (RFC 4754)",
+            Ed25519 => "ed25519",
         }
     }
 
@@ -104,7 +130,7 @@ impl Scheme {
                 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
             ],
             Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
-            EcdsaP256Sha256Fixed | EcdsaP384Sha384Fixed => return None,
+            RsaPkcs1Sha1 | EcdsaP256Sha256Fixed | EcdsaP384Sha384Fixed => return None,
         })
     }
 }
@@ -199,6 +225,36 @@ pub fn decode(data: &[u8]) -> Result<(Scheme, &[u8]), AuthError> {
     Ok((scheme, sig))
 }
 
+/// The scheme and signature of a peer's AUTH data with a signature
+/// `method` (RFC 7296 §3.8): method 14's AlgorithmIdentifier (RFC 7427),
+/// or the scheme a classic method implies: 1 is RSA PKCS#1 v1.5 with
+/// SHA-1, 9 and 10 ECDSA in the r || s form (RFC 4754). Method 11 (P-521)
+/// and the rest are refused by name: ring has no P-521.
+pub fn peer_scheme(method: AuthMethod, data: &[u8]) -> Result<(Scheme, &[u8]), AuthError> {
+    match method {
+        AuthMethod::DIGITAL_SIGNATURE => decode(data),
+        AuthMethod::RSA_DIGITAL_SIGNATURE => Ok((Scheme::RsaPkcs1Sha1, data)),
+        AuthMethod::ECDSA_SHA256_P256 => Ok((Scheme::EcdsaP256Sha256Fixed, data)),
+        AuthMethod::ECDSA_SHA384_P384 => Ok((Scheme::EcdsaP384Sha384Fixed, data)),
+        AuthMethod::ECDSA_SHA512_P521 => Err(AuthError::Method {
+            method: method.0,
+            why: "ECDSA with SHA-512 on P-521 (RFC 4754): ring has no P-521",
+        }),
+        AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE => Err(AuthError::Method {
+            method: method.0,
+            why: "a pre-shared key where a certificate is required",
+        }),
+        AuthMethod::DSS_DIGITAL_SIGNATURE => Err(AuthError::Method {
+            method: method.0,
+            why: "DSS (DSA with SHA-1) is not supported",
+        }),
+        other => Err(AuthError::Method {
+            method: other.0,
+            why: "unknown or unsupported method",
+        }),
+    }
+}
+
 /// Checks that `sig` over `msg` (RFC 7296 §2.15's octets) was made with
 /// the key of the certificate `cert` in `scheme`.
 pub fn verify(scheme: Scheme, cert: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), AuthError> {
@@ -215,6 +271,9 @@ pub fn verify(scheme: Scheme, cert: &[u8], msg: &[u8], sig: &[u8]) -> Result<(),
         if *key_alg == OID_PKCS1_RSAENCRYPTION {
             use Scheme::*;
             let alg: Option<&'static dyn VerificationAlgorithm> = match scheme {
+                // Method 1 (RFC 7296 §3.8); 2048 bits at least, as for
+                // the others.
+                RsaPkcs1Sha1 => Some(&signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY),
                 RsaPkcs1Sha256 => Some(&signature::RSA_PKCS1_2048_8192_SHA256),
                 RsaPkcs1Sha384 => Some(&signature::RSA_PKCS1_2048_8192_SHA384),
                 RsaPkcs1Sha512 => Some(&signature::RSA_PKCS1_2048_8192_SHA512),
@@ -275,6 +334,12 @@ pub fn public_key_of(cert: &[u8]) -> Result<Vec<u8>, AuthError> {
     let (_, c) =
         X509Certificate::from_der(cert).map_err(|e| AuthError::Certificate(e.to_string()))?;
     Ok(c.public_key().subject_public_key.data.to_vec())
+}
+
+/// Whether CERTREQ data (RFC 7296 §3.7: SHA-1 hashes of CA public keys,
+/// 20 octets each; a short tail is no hash) names the CA of `hash`.
+pub fn certreq_names(data: &[u8], hash: &[u8; 20]) -> bool {
+    data.chunks_exact(20).any(|x| x == hash)
 }
 
 /// A CA's entry in a CERTREQ (RFC 7296 §3.7): the SHA-1 hash of its

@@ -3,6 +3,11 @@
 //! classic ECDSA methods 9 and 10; RFC 8420 for Ed25519): RSA with PKCS#1
 //! v1.5 or PSS padding and SHA-2, ECDSA on P-256 and P-384, Ed25519, all
 //! on ring. Keys come as PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+//!
+//! ring signs neither SHA-1 RSA nor on P-521: we always sign with an RSA
+//! key in RFC 7427's Digital Signature (method 14), never with the classic
+//! method 1, and have no P-521 keys (method 11). [`Scheme::RsaPkcs1Sha1`]
+//! exists for checking a peer's method-1 signature only.
 
 use ring::{
     rand::SystemRandom,
@@ -53,6 +58,9 @@ impl std::fmt::Display for KeyKind {
 /// classic methods 9 and 10, RFC 4754 §7, instead of DER).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
+    /// PKCS#1 v1.5 with SHA-1: the classic "RSA Digital Signature"
+    /// (RFC 7296 §3.8 method 1), checked in a peer's AUTH, never made.
+    RsaPkcs1Sha1,
     RsaPkcs1Sha256,
     RsaPkcs1Sha384,
     RsaPkcs1Sha512,

@@ -13,10 +13,8 @@
 //! keys are read with sec1. Validation takes the time as an argument, so
 //! it is sans-IO like the engine; only [`files`] touches the file system.
 //!
-//! Not here yet: the IKE_AUTH exchange's use of it (CERT and CERTREQ
-//! payloads, sending SIGNATURE_HASH_ALGORITHMS and signing or checking
-//! the AUTH payload in the exchange) and the configuration
-//! (`auth = "pubkey"`).
+//! The IKE_AUTH exchange's use of it (CERT, CERTREQ, AUTH payloads) is
+//! the engine's `sa::pubkey`.
 
 pub mod auth;
 pub mod files;

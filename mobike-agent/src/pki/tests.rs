@@ -242,6 +242,7 @@ fn keys_in_every_format_sign_what_their_certificate_verifies() {
         );
         for &scheme in key.schemes() {
             let alg: &dyn signature::VerificationAlgorithm = match scheme {
+                Scheme::RsaPkcs1Sha1 => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
                 Scheme::RsaPkcs1Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
                 Scheme::RsaPkcs1Sha384 => &signature::RSA_PKCS1_2048_8192_SHA384,
                 Scheme::RsaPkcs1Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
@@ -408,6 +409,63 @@ mod auth {
         assert_eq!(auth::choose(ec.schemes(), &[HASH_SHA384]), None);
         let listed = auth::parse_hash_notify(&auth::hash_notify_data(&auth::OUR_HASHES));
         assert_eq!(listed, auth::OUR_HASHES);
+    }
+
+    /// Method 1 (RFC 7296 §3.8, PKCS#1 v1.5 with SHA-1): openssl's
+    /// signature verifies through the functions the engine uses; we never
+    /// make one; method 11 (P-521) is refused by name.
+    #[test]
+    fn a_classic_rsa_sha1_signature_made_by_openssl_verifies() {
+        use crate::proto::AuthMethod;
+        let p = pki();
+        let msg = b"ResponderSignedOctets, method 1";
+        std::fs::write(p.path("m1.data"), msg).unwrap();
+        p.openssl(&[
+            "dgst", "-sha1", "-sign", "rsa.key", "-out", "m1.sig", "m1.data",
+        ]);
+        p.openssl(&[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "rsa.key",
+            "-out",
+            "m1.sha256",
+            "m1.data",
+        ]);
+        let sig = std::fs::read(p.path("m1.sig")).unwrap();
+        let (scheme, s) = auth::peer_scheme(AuthMethod::RSA_DIGITAL_SIGNATURE, &sig).unwrap();
+        assert_eq!((scheme, s), (Scheme::RsaPkcs1Sha1, &sig[..]));
+        let rsa = cert_of(p, "rsa");
+        auth::verify(scheme, &rsa, msg, s).unwrap();
+        assert_eq!(
+            auth::verify(scheme, &rsa, b"other octets", s),
+            Err(AuthError::Invalid)
+        );
+        let sha256 = std::fs::read(p.path("m1.sha256")).unwrap();
+        assert_eq!(
+            auth::verify(scheme, &rsa, msg, &sha256),
+            Err(AuthError::Invalid),
+            "a SHA-256 signature is not method 1's"
+        );
+        assert!(matches!(
+            auth::verify(scheme, &cert_of(p, "ec"), msg, s),
+            Err(AuthError::WrongKey { .. })
+        ));
+        let key = read_private_key(&p.path("rsa.key")).unwrap();
+        assert!(!key.schemes().contains(&Scheme::RsaPkcs1Sha1));
+        assert!(key.sign(Scheme::RsaPkcs1Sha1, msg).is_err());
+        assert_eq!(Scheme::RsaPkcs1Sha1.algorithm_identifier(), None);
+        let e = auth::peer_scheme(AuthMethod::ECDSA_SHA512_P521, &sig).unwrap_err();
+        assert!(
+            e.to_string().contains("AUTH method 11") && e.to_string().contains("P-521"),
+            "{e}"
+        );
+        let e = auth::peer_scheme(AuthMethod::DSS_DIGITAL_SIGNATURE, &sig).unwrap_err();
+        assert!(e.to_string().contains("AUTH method 3"), "{e}");
+        assert_eq!(
+            auth::peer_scheme(AuthMethod::ECDSA_SHA256_P256, b"rs").unwrap(),
+            (Scheme::EcdsaP256Sha256Fixed, &b"rs"[..])
+        );
     }
 
     proptest::proptest! {
@@ -654,5 +712,145 @@ esp_proposals = ["aes256gcm16"]
             e.to_string().contains("is not the key of the certificate"),
             "{e}"
         );
+    }
+
+    fn flip(s: String) -> String {
+        s.replace(
+            "10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24",
+            "10.2.0.0/24\"]\nremote_ts = [\"10.1.0.0/24",
+        )
+    }
+
+    fn not_after(p: &Pki, name: &str) -> SystemTime {
+        let der = cert_of(p, name);
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        let secs = u64::try_from(c.validity().not_after.timestamp()).unwrap();
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// What status shows: each side's method as used, the peer's
+    /// certificate; kept by the IKE SA that a rekey makes.
+    #[test]
+    fn each_side_knows_how_both_authenticated_and_the_peers_certificate() {
+        use crate::engine::{AuthUsed, PeerCertInfo};
+        let p = pki();
+        let a = conf(
+            "192.0.2.1",
+            "192.0.2.2",
+            "ec.test",
+            "rsa.test",
+            &pubkey_lines(p, "ec", "root"),
+        );
+        let b = flip(conf(
+            "192.0.2.2",
+            "192.0.2.1",
+            "rsa.test",
+            "ec.test",
+            &pubkey_lines(p, "rsa", "root"),
+        ));
+        let (mut a, mut b) = run(&a, &b);
+        assert!(established(&a) && established(&b));
+        let int = "C=CH, O=mobike test, CN=Intermediate CA";
+        let (ec_used, rsa_used) = (
+            AuthUsed::Signature(Scheme::EcdsaP256Sha256),
+            AuthUsed::Signature(Scheme::RsaPssSha256),
+        );
+        let (ec, rsa) = (Some(ec_used), Some(rsa_used));
+        let check = |a: &Endpoint, b: &Endpoint| {
+            let (sa, sb) = (&a.ike_sas()[0], &b.ike_sas()[0]);
+            assert_eq!((sa.local_auth, sa.remote_auth), (ec, rsa));
+            assert_eq!((sb.local_auth, sb.remote_auth), (rsa, ec));
+            assert_eq!(
+                sa.peer_cert,
+                Some(PeerCertInfo {
+                    subject: "C=CH, O=mobike test, CN=rsa.test".into(),
+                    issuer: int.into(),
+                    not_after: not_after(p, "rsa"),
+                })
+            );
+            assert_eq!(
+                sb.peer_cert,
+                Some(PeerCertInfo {
+                    subject: "C=CH, O=mobike test, CN=ec.test".into(),
+                    issuer: int.into(),
+                    not_after: not_after(p, "ec"),
+                })
+            );
+        };
+        check(&a, &b);
+        assert_eq!(ec_used.to_string(), "ecdsa-p256-sha256 (RFC 7427)");
+        assert_eq!(rsa_used.to_string(), "rsa-pss-sha256 (RFC 7427)");
+
+        // The IKE SA made by a rekey (RFC 7296 §2.18) authenticated as the
+        // old one did.
+        let (now, old) = (Instant::now(), a.ike_sas()[0].id);
+        a.handle_command(now, Command::RekeyIkeSa(old)).unwrap();
+        for _ in 0..10 {
+            while let Some(t) = a.poll_transmit() {
+                b.handle_datagram(now, t.remote, t.local, &t.payload);
+            }
+            while let Some(t) = b.poll_transmit() {
+                a.handle_datagram(now, t.remote, t.local, &t.payload);
+            }
+        }
+        assert_eq!(a.ike_sas().len(), 1);
+        assert_ne!(a.ike_sas()[0].id, old, "rekeyed");
+        check(&a, &b);
+    }
+
+    /// Pre-shared keys: "psk" each way and no certificate; mixed, the
+    /// certificate only where one was used.
+    #[test]
+    fn a_pre_shared_key_shows_as_psk_without_a_certificate() {
+        use crate::engine::AuthUsed;
+        let psk = "psk = \"status-psk-0123456789\"\n";
+        let a = conf("192.0.2.1", "192.0.2.2", "a.test", "b.test", psk);
+        let b = flip(conf("192.0.2.2", "192.0.2.1", "b.test", "a.test", psk));
+        let (a, b) = run(&a, &b);
+        assert!(established(&a) && established(&b));
+        for e in [&a, &b] {
+            let s = &e.ike_sas()[0];
+            assert_eq!(
+                (s.local_auth, s.remote_auth),
+                (Some(AuthUsed::Psk), Some(AuthUsed::Psk))
+            );
+            assert_eq!(s.peer_cert, None);
+        }
+
+        let p = pki();
+        let root = format!(
+            "cacerts = [{:?}]\n",
+            p.path("root.pem").display().to_string()
+        );
+        let a = conf(
+            "192.0.2.1",
+            "192.0.2.2",
+            "ed.test",
+            "b.test",
+            &format!(
+                "{}remote_auth = \"psk\"\n{psk}",
+                pubkey_lines(p, "ed", "root").replace(&root, "")
+            ),
+        );
+        let b = flip(conf(
+            "192.0.2.2",
+            "192.0.2.1",
+            "b.test",
+            "ed.test",
+            &format!("local_auth = \"psk\"\nremote_auth = \"pubkey\"\n{root}{psk}"),
+        ));
+        let (a, b) = run(&a, &b);
+        assert!(established(&a) && established(&b));
+        let (sa, sb) = (&a.ike_sas()[0], &b.ike_sas()[0]);
+        let ed_used = AuthUsed::Signature(Scheme::Ed25519);
+        let ed = Some(ed_used);
+        assert_eq!((sa.local_auth, sa.remote_auth), (ed, Some(AuthUsed::Psk)));
+        assert_eq!((sb.local_auth, sb.remote_auth), (Some(AuthUsed::Psk), ed));
+        assert_eq!(sa.peer_cert, None);
+        assert_eq!(
+            sb.peer_cert.as_ref().map(|c| c.subject.as_str()),
+            Some("C=CH, O=mobike test, CN=ed.test")
+        );
+        assert_eq!(ed_used.to_string(), "ed25519 (RFC 7427)");
     }
 }

@@ -60,6 +60,8 @@ pub enum Refusal {
 pub struct Verified {
     /// The subject DN, as strongSwan prints it ("C=CH, O=..., CN=...").
     pub subject: String,
+    /// The issuer DN, the same way.
+    pub issuer: String,
     /// Its last valid moment.
     pub not_after: SystemTime,
     /// The end-entity certificate.
@@ -202,6 +204,7 @@ impl TrustStore {
         check_key_usage(end_entity, &subject)?;
         Ok(Verified {
             subject,
+            issuer,
             not_after: SystemTime::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(validity.not_after).unwrap_or(0)),
             der: end_entity.clone().into_owned(),

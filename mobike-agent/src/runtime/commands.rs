@@ -24,6 +24,7 @@ pub(super) fn snapshot(ep: &Endpoint, backend: Backend, counters: Counters) -> S
     let at = Instant::now();
     StatusSnapshot {
         at,
+        wall: std::time::SystemTime::now(),
         ike_sas: ep.ike_sas(),
         backend,
         counters,

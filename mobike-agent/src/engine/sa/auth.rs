@@ -31,7 +31,7 @@ impl IkeSa {
             real_message: &self.init.request,
             peer_nonce: &self.crypto.nr,
         };
-        let (certs, auth) =
+        let (certs, auth, used) =
             match pubkey::our_auth(conn, keys, who, &id_body, &self.init.peer_hashes) {
                 Ok(a) => a,
                 Err(why) => {
@@ -40,6 +40,7 @@ impl IkeSa {
                     return;
                 }
             };
+        self.local_auth = Some(used);
         let mut payloads = vec![Payload::IdI(conn.local_id.clone())];
         payloads.extend(certs);
         payloads.extend(pubkey::certreq(std::iter::once(conn)));
@@ -131,7 +132,7 @@ impl IkeSa {
             }
             _ => Err("no connection for this identity, address and proposal".to_owned()),
         };
-        let (conn_idx, peer_cert) = match checked {
+        let (conn_idx, (peer_auth, peer_cert)) = match checked {
             Ok(x) => x,
             Err(why) => {
                 self.refused(&idi, &why);
@@ -144,6 +145,7 @@ impl IkeSa {
                 return;
             }
         };
+        self.remote_auth = Some(peer_auth);
         self.peer_cert = peer_cert;
         self.conn = conn_idx;
         if notify_of(p, NotifyType::INITIAL_CONTACT).is_some() {
@@ -162,7 +164,7 @@ impl IkeSa {
             real_message: &self.init.response,
             peer_nonce: &self.crypto.ni,
         };
-        let (certs, our_auth) = match pubkey::our_auth(
+        let (certs, our_auth, used) = match pubkey::our_auth(
             conn,
             keys,
             who,
@@ -181,6 +183,7 @@ impl IkeSa {
                 return;
             }
         };
+        self.local_auth = Some(used);
         self.peer_mobike = conn.mobike && notify_of(p, NotifyType::MOBIKE_SUPPORTED).is_some();
         let mut payloads = vec![Payload::IdR(conn.local_id.clone())];
         payloads.extend(certs);
@@ -329,7 +332,8 @@ impl IkeSa {
             }
         };
         let ok = match checked {
-            Ok(cert) => {
+            Ok((used, cert)) => {
+                self.remote_auth = Some(used);
                 self.peer_cert = cert;
                 true
             }

@@ -47,6 +47,10 @@ impl IkeSa {
         n.nat.remote_behind = self.nat.remote_behind;
         n.nat.keepalive_at = self.nat.keepalive_at;
         n.peer_mobike = self.peer_mobike;
+        // §2.18: the new IKE SA inherits the authentication of the old.
+        n.local_auth = self.local_auth;
+        n.remote_auth = self.remote_auth;
+        n.peer_cert = self.peer_cert.clone();
         // Both lists stay true of the peers, whichever IKE SA carries them.
         n.addrs = self.addrs.clone();
         if n.peer_mobike {

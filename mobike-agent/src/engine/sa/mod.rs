@@ -49,7 +49,8 @@ use std::{
 use tracing::info;
 
 use super::{
-    ChildSaInfo, Ctx, DeleteReason, Event, IkeSaInfo, KernelAction, Mode, Path, SaId, config,
+    AuthUsed, ChildSaInfo, Ctx, DeleteReason, Event, IkeSaInfo, KernelAction, Mode, Path, SaId,
+    config,
 };
 use crate::{
     crypto::{IkeKeys, KeyShare},
@@ -154,6 +155,10 @@ pub(super) struct IkeSa {
     path: Path,
     /// The peer sent MOBIKE_SUPPORTED (RFC 4555 §3.2).
     peer_mobike: bool,
+    /// How we authenticated: set when our AUTH payload is made.
+    local_auth: Option<AuthUsed>,
+    /// How the peer authenticated: set when its AUTH verified.
+    remote_auth: Option<AuthUsed>,
     /// The peer's certificate, when it authenticated with one.
     peer_cert: Option<crate::pki::verify::Verified>,
     children: Vec<Child>,
@@ -414,6 +419,8 @@ impl IkeSa {
             state: State::InitSent,
             path,
             peer_mobike: false,
+            local_auth: None,
+            remote_auth: None,
             peer_cert: None,
             children: Vec::new(),
             window: Window::default(),
@@ -651,6 +658,13 @@ impl IkeSa {
             return_routability: self.return_routability_info(),
             next_request_id: self.window.next_msg_id,
             next_peer_request_id: self.window.peer_next_msg_id,
+            local_auth: self.local_auth,
+            remote_auth: self.remote_auth,
+            peer_cert: self.peer_cert.as_ref().map(|c| super::PeerCertInfo {
+                subject: c.subject.clone(),
+                issuer: c.issuer.clone(),
+                not_after: c.not_after,
+            }),
         }
     }
 

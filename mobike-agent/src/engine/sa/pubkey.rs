@@ -3,12 +3,23 @@
 //! signed AUTH, the CERTREQ naming the CAs we trust, and the check of a
 //! peer's certificate chain, identity and signature. The X.509 work is
 //! [`crate::pki`]'s; this module puts it into the exchange.
+//!
+//! A peer may sign with RFC 7427's Digital Signature (method 14) or a
+//! classic method: 1 (RSA PKCS#1 v1.5 with SHA-1), 9 or 10 (ECDSA on
+//! P-256 or P-384, RFC 4754). Method 11 (ECDSA on P-521) is refused,
+//! naming it in the log, with AUTHENTICATION_FAILED: ring has no P-521.
+//! We sign with method 14 whenever the peer sent SIGNATURE_HASH_ALGORITHMS
+//! with a hash we can use; without, an ECDSA key falls back to method 9
+//! or 10, but an RSA key is always signed with method 14: ring cannot
+//! make method 1's SHA-1 signature, so against a peer without RFC 7427 an
+//! RSA key cannot authenticate (the log says so; as responder we answer
+//! AUTHENTICATION_FAILED).
 
 use tracing::warn;
 
 use crate::{
     crypto::IkeKeys,
-    engine::{ConnectionConfig, Ctx, LocalAuth, RemoteAuth},
+    engine::{AuthUsed, ConnectionConfig, Ctx, LocalAuth, RemoteAuth},
     pki::{self, key::Scheme},
     proto::{AuthMethod, Authentication, CertData, Identification, NotifyType, Payload},
 };
@@ -40,7 +51,7 @@ pub(super) fn certreq<'a>(conns: impl Iterator<Item = &'a ConnectionConfig>) -> 
     for c in conns {
         if let RemoteAuth::Pubkey(t) = &c.remote_auth {
             for h in &t.ca_hashes {
-                if !data.chunks(20).any(|x| x == h) {
+                if !pki::auth::certreq_names(&data, h) {
                     data.extend_from_slice(h);
                 }
             }
@@ -62,6 +73,10 @@ pub(super) struct Signer<'a> {
     pub(super) peer_nonce: &'a [u8],
 }
 
+/// What [`our_auth`] makes: our CERT payloads, our AUTH payload and how
+/// it authenticates us, for status.
+pub(super) type OurAuth = (Vec<Payload>, Authentication, AuthUsed);
+
 /// Our CERT payloads and AUTH payload for `id_body` (our ID payload's
 /// body), by the connection's `local_auth`; Err names why we cannot sign.
 pub(super) fn our_auth(
@@ -70,7 +85,7 @@ pub(super) fn our_auth(
     who: Signer<'_>,
     id_body: &[u8],
     peer_hashes: &[u16],
-) -> Result<(Vec<Payload>, Authentication), String> {
+) -> Result<OurAuth, String> {
     match &conn.local_auth {
         LocalAuth::Psk => Ok((
             Vec::new(),
@@ -84,6 +99,7 @@ pub(super) fn our_auth(
                     id_body,
                 ),
             },
+            AuthUsed::Psk,
         )),
         LocalAuth::Pubkey(cred) => {
             let octets =
@@ -100,7 +116,9 @@ pub(super) fn our_auth(
                 None => {
                     return Err(format!(
                         "the peer lists no hash algorithm a {} key can sign with \
-                         (SIGNATURE_HASH_ALGORITHMS {peer_hashes:?})",
+                         (SIGNATURE_HASH_ALGORITHMS {peer_hashes:?}); we sign only \
+                         with RFC 7427 or, for ECDSA, RFC 4754 (ring cannot make \
+                         method 1's RSA SHA-1 signature)",
                         cred.key.kind()
                     ));
                 }
@@ -121,10 +139,17 @@ pub(super) fn our_auth(
                     })
                 })
                 .collect();
-            Ok((certs, Authentication { method, data }))
+            Ok((
+                certs,
+                Authentication { method, data },
+                AuthUsed::Signature(scheme),
+            ))
         }
     }
 }
+
+/// How the peer authenticated, and its certificate if it used one.
+pub(super) type PeerAuth = (AuthUsed, Option<pki::verify::Verified>);
 
 /// Whether the peer's AUTH proves `peer_id` by the connection's
 /// `remote_auth`; Err says why not, for the log.
@@ -136,7 +161,7 @@ pub(super) fn check_peer(
     peer_id: &Identification,
     auth: &Authentication,
     p: &[Payload],
-) -> Result<Option<pki::verify::Verified>, String> {
+) -> Result<PeerAuth, String> {
     let id_body = crate::proto::id_payload_body(peer_id);
     match &conn.remote_auth {
         RemoteAuth::Psk => {
@@ -150,7 +175,7 @@ pub(super) fn check_peer(
             if auth.method == AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE
                 && crate::crypto::verify_mac(&expected, &auth.data)
             {
-                Ok(None)
+                Ok((AuthUsed::Psk, None))
             } else {
                 Err("the pre-shared key AUTH does not verify".into())
             }
@@ -179,17 +204,11 @@ pub(super) fn check_peer(
             }
             let octets =
                 keys.signed_octets(who.initiator, who.real_message, who.peer_nonce, &id_body);
-            let (scheme, sig) = match auth.method {
-                AuthMethod::DIGITAL_SIGNATURE => {
-                    pki::auth::decode(&auth.data).map_err(|e| e.to_string())?
-                }
-                AuthMethod::ECDSA_SHA256_P256 => (Scheme::EcdsaP256Sha256Fixed, &auth.data[..]),
-                AuthMethod::ECDSA_SHA384_P384 => (Scheme::EcdsaP384Sha384Fixed, &auth.data[..]),
-                other => return Err(format!("AUTH method {} is not one we verify", other.0)),
-            };
+            let (scheme, sig) =
+                pki::auth::peer_scheme(auth.method, &auth.data).map_err(|e| e.to_string())?;
             pki::auth::verify(scheme, &ee, &octets, sig)
                 .map_err(|e| format!("certificate of {}: {e}", verified.subject))?;
-            Ok(Some(verified))
+            Ok((AuthUsed::Signature(scheme), Some(verified)))
         }
     }
 }

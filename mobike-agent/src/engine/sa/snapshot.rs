@@ -27,6 +27,8 @@ impl IkeSa {
             state: self.state,
             path: self.path,
             peer_mobike: self.peer_mobike,
+            local_auth: self.local_auth,
+            remote_auth: self.remote_auth,
             peer_cert: self.peer_cert.clone(),
             children: self.children.clone(),
             window: self.window.try_clone()?,
