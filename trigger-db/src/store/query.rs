@@ -261,6 +261,26 @@ mod tests {
     }
 
     #[test]
+    fn a_hosts_rows_continue_after_a_cursor_of_another_host_by_time() {
+        let c = Cursor {
+            at: Timestamp(10),
+            host: "m".into(),
+            id: 4,
+        };
+        assert_eq!(Bound::of("m", &c, false), Bound::Row(Timestamp(10), 4));
+        assert_eq!(Bound::of("m", &c, true), Bound::Row(Timestamp(10), 4));
+        // Ascending: "z" sorts after "m", so its rows at time 10 follow.
+        let at = |inclusive| Bound::Time {
+            t: Timestamp(10),
+            inclusive,
+        };
+        assert_eq!(Bound::of("z", &c, false), at(true));
+        assert_eq!(Bound::of("a", &c, false), at(false));
+        assert_eq!(Bound::of("z", &c, true), at(false));
+        assert_eq!(Bound::of("a", &c, true), at(true));
+    }
+
+    #[test]
     fn several_hosts_are_named_or_all() {
         assert!(!Hosts::Own.several());
         assert_eq!(Hosts::named(vec![]), Hosts::Own);
