@@ -242,7 +242,7 @@ async fn postgres_flaps_add_up_hosts_or_count_each() {
 }
 
 #[tokio::test]
-async fn postgres_a_page_of_every_host_in_a_window_is_an_index_range() {
+async fn postgres_a_page_of_all_or_named_hosts_in_a_window_is_index_ranges() {
     let given = PgServer::shared().create_database("hosts_plan");
     let _open = open(&given, "h1").await.unwrap();
     let server = PgServer::shared();
@@ -263,6 +263,26 @@ async fn postgres_a_page_of_every_host_in_a_window_is_an_index_range() {
     );
     assert!(plan.contains("triggers_time_host"), "{plan}");
     assert!(!plan.contains("Sort"), "no sort needed: {plan}");
+    // Two named hosts and one interface, as the store asks: each host's
+    // page is a range of its (host, interface, time) index, merged.
+    let one = |h: &str| {
+        format!(
+            "(SELECT id, body, host, observed_at FROM triggers WHERE host = '{h}' \
+             AND observed_at >= 0 AND observed_at < 86400000000000000 AND if_name = 'if3' \
+             ORDER BY observed_at ASC, id ASC LIMIT 100)"
+        )
+    };
+    let plan = server.psql(
+        name,
+        &format!(
+            "EXPLAIN SELECT id, body, host FROM ({} UNION ALL {}) AS page \
+             ORDER BY observed_at ASC, host COLLATE \"C\" ASC, id ASC LIMIT 100",
+            one("h3"),
+            one("h7")
+        ),
+    );
+    assert_eq!(plan.matches("triggers_host_if_time").count(), 2, "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
 }
 
 #[tokio::test]

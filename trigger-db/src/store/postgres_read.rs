@@ -3,13 +3,16 @@
 //!
 //! One host (this daemon's own, or one named) is one range of the
 //! per-host indexes `(host, if_name | type, observed_at, id)` in page
-//! order, as before. Several hosts, or all, are one query ordered by
-//! `(observed_at, host COLLATE "C", id)` with a row comparison for the
-//! cursor: the index `triggers_time_host` (migration 0003) is that order,
-//! so "the first 100 rows of every host in a day" reads about 100 index
-//! entries; named hosts and the other filters are checked on the way.
-//! Host ids compare bytewise (`COLLATE "C"`), as Rust compares them and
-//! whatever the database's collation is.
+//! order, as before. Several named hosts are that per host (each with the
+//! cursor's bound for its host, [`Bound`], and the page size as limit),
+//! merged by `UNION ALL` and ordered by `(observed_at, host, id)`: at most
+//! hosts x page size rows, however big the rest of the fleet. All hosts
+//! are one query in that order with a row comparison for the cursor: the
+//! index `triggers_time_host` (migration 0003) is that order, so "the
+//! first 100 rows of every host in a day" reads about 100 index entries,
+//! the other filters checked on the way. Host ids compare bytewise
+//! (`COLLATE "C"`), as Rust compares them and whatever the database's
+//! collation is.
 
 use sqlx::{Postgres, QueryBuilder, postgres::PgPool};
 
@@ -56,63 +59,105 @@ pub(super) async fn history(
     own: &str,
     q: &HistoryQuery,
 ) -> Result<Vec<HostTrigger>, StoreError> {
-    let which = Which::of(&q.hosts, own);
-    let mut qb = QueryBuilder::<Postgres>::new("SELECT id, body, host FROM triggers WHERE true");
-    which.push(&mut qb);
-    if let Some(s) = q.since {
-        qb.push(" AND observed_at >= ").push_bind(s.0);
-    }
-    if let Some(u) = q.until {
-        qb.push(" AND observed_at < ").push_bind(u.0);
-    }
-    push_filter(&mut qb, &q.filter);
-    let (cmp, dir) = if q.descending {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
-    let id_of = |id: u64| id.min(i64::MAX as u64) as i64;
-    match (&which, &q.after) {
-        (_, None) => {}
-        (Which::One(host), Some(c)) => match Bound::of(host, c, q.descending) {
-            Bound::Row(t, id) => {
-                qb.push(format_args!(" AND (observed_at, id) {cmp} ("))
-                    .push_bind(t.0)
-                    .push(", ")
-                    .push_bind(id_of(id))
-                    .push(")");
+    let dir = if q.descending { "DESC" } else { "ASC" };
+    let mut qb = QueryBuilder::<Postgres>::new("");
+    match Which::of(&q.hosts, own) {
+        Which::One(host) => push_one_host(&mut qb, host, q),
+        Which::Several(hosts) => {
+            // Each host's page from its own index range, then merged: at
+            // most hosts x page_size rows are looked at.
+            qb.push("SELECT id, body, host FROM (");
+            for (i, host) in hosts.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" UNION ALL ");
+                }
+                qb.push("(");
+                push_one_host(&mut qb, host, q);
+                qb.push(")");
             }
-            Bound::Time { t, inclusive } => {
-                let eq = if inclusive { "=" } else { "" };
-                qb.push(format_args!(" AND observed_at {cmp}{eq} "))
-                    .push_bind(t.0);
-            }
-        },
-        (Which::Several(_) | Which::All, Some(c)) => {
             qb.push(format_args!(
-                " AND (observed_at, host COLLATE \"C\", id) {cmp} ("
+                ") AS page ORDER BY observed_at {dir}, host COLLATE \"C\" {dir}, id {dir} LIMIT "
             ))
-            .push_bind(c.at.0)
-            .push(", ")
-            .push_bind(c.host.clone())
-            .push(", ")
-            .push_bind(id_of(c.id))
-            .push(")");
+            .push_bind(i64::from(q.page_size));
         }
+        Which::All => push_all_hosts(&mut qb, q),
     }
-    match which {
-        Which::One(_) => qb.push(format_args!(" ORDER BY observed_at {dir}, id {dir}")),
-        Which::Several(_) | Which::All => qb.push(format_args!(
-            " ORDER BY observed_at {dir}, host COLLATE \"C\" {dir}, id {dir}"
-        )),
-    };
-    qb.push(" LIMIT ").push_bind(i64::from(q.page_size));
     let rows = qb
         .build()
         .fetch_all(pool)
         .await
         .map_err(sql("history query"))?;
     rows.iter().map(host_trigger_row).collect()
+}
+
+/// The time range and filters of `q`, as ` AND ...`.
+fn push_range_and_filter(qb: &mut QueryBuilder<Postgres>, q: &HistoryQuery) {
+    if let Some(s) = q.since {
+        qb.push(" AND observed_at >= ").push_bind(s.0);
+    }
+    if let Some(u) = q.until {
+        qb.push(" AND observed_at < ").push_bind(u.0);
+    }
+    push_filter(qb, &q.filter);
+}
+
+fn id_of(id: u64) -> i64 {
+    id.min(i64::MAX as u64) as i64
+}
+
+/// A page of one host: one range of its indexes, in page order.
+fn push_one_host(qb: &mut QueryBuilder<Postgres>, host: &str, q: &HistoryQuery) {
+    let (cmp, dir) = if q.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    qb.push("SELECT id, body, host, observed_at FROM triggers WHERE host = ")
+        .push_bind(host.to_owned());
+    push_range_and_filter(qb, q);
+    match q.after.as_ref().map(|c| Bound::of(host, c, q.descending)) {
+        None => {}
+        Some(Bound::Row(t, id)) => {
+            qb.push(format_args!(" AND (observed_at, id) {cmp} ("))
+                .push_bind(t.0)
+                .push(", ")
+                .push_bind(id_of(id))
+                .push(")");
+        }
+        Some(Bound::Time { t, inclusive }) => {
+            let eq = if inclusive { "=" } else { "" };
+            qb.push(format_args!(" AND observed_at {cmp}{eq} "))
+                .push_bind(t.0);
+        }
+    }
+    qb.push(format_args!(" ORDER BY observed_at {dir}, id {dir} LIMIT "))
+        .push_bind(i64::from(q.page_size));
+}
+
+/// A page of every host: one range of `triggers_time_host`.
+fn push_all_hosts(qb: &mut QueryBuilder<Postgres>, q: &HistoryQuery) {
+    let (cmp, dir) = if q.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    qb.push("SELECT id, body, host FROM triggers WHERE true");
+    push_range_and_filter(qb, q);
+    if let Some(c) = &q.after {
+        qb.push(format_args!(
+            " AND (observed_at, host COLLATE \"C\", id) {cmp} ("
+        ))
+        .push_bind(c.at.0)
+        .push(", ")
+        .push_bind(c.host.clone())
+        .push(", ")
+        .push_bind(id_of(c.id))
+        .push(")");
+    }
+    qb.push(format_args!(
+        " ORDER BY observed_at {dir}, host COLLATE \"C\" {dir}, id {dir} LIMIT "
+    ))
+    .push_bind(i64::from(q.page_size));
 }
 
 /// The link-down buckets of the query's hosts.
