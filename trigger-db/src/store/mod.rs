@@ -1,7 +1,7 @@
 //! The store: one interface over two backends, SQLite ([`sqlite`], the
 //! embedded default, one host per file) and PostgreSQL ([`postgres`], many
-//! hosts in one database, each daemon reading and writing its own host's
-//! rows). The daemon picks one by the `--database` value ([`Database`]).
+//! hosts in one database, each daemon writing its own host's rows and
+//! reading any host's history). The daemon picks one by the `--database` value ([`Database`]).
 //!
 //! Both keep the same contract, and the same test suite
 //! (`tests/store.rs`) runs against both:
@@ -12,9 +12,10 @@
 //!   at a clean shutdown ([`Writer::release_ids`]);
 //! - a write that returned is committed (SQLite `synchronous = FULL`,
 //!   PostgreSQL `synchronous_commit = on`, with [`Durability::Full`]);
-//! - resume after an id, history pages ordered by (observed_at, id) with
-//!   the same filters and page tokens, stats, flaps, retention, thresholds
-//!   kept across restarts, modify, delete and flush;
+//! - resume after an id, history pages ordered by (observed_at, host, id)
+//!   with the same filters and page tokens (one host: (observed_at, id)),
+//!   stats, flaps, retention, thresholds kept across restarts, modify,
+//!   delete and flush;
 //! - the schema comes from embedded sqlx migrations per backend
 //!   (`migrations/sqlite`, `migrations/postgres`), applied at open; a
 //!   database whose schema is newer than this binary knows is refused
