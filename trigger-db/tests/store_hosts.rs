@@ -452,5 +452,4 @@ async fn the_documented_roles_let_a_host_write_only_its_own_rows() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("permission denied"), "{e}");
-    let _ = server;
 }

@@ -6,7 +6,7 @@
 //!
 //! The conversion between the `trigger.v1` messages and the domain model
 //! is [`wire`]'s; this file holds the service and the checks of whole
-//! requests (batch sizes, Flaps and Query ranges).
+//! requests (batch sizes, Flaps and Query ranges and hosts).
 
 pub mod limits;
 pub mod subscribe;
@@ -141,6 +141,15 @@ impl Service {
     fn reject(&self, e: ValidationError) -> Status {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         invalid(e)
+    }
+
+    /// A store error of a read that names hosts: a host this database
+    /// does not hold is a rejected request too.
+    fn read_error(&self, e: StoreError) -> Status {
+        if matches!(e, StoreError::HostNotHere { .. }) {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        store_status(e)
     }
 }
 
@@ -306,7 +315,11 @@ impl TriggerService for Service {
     ) -> Result<Response<pb::QueryResponse>, Status> {
         let body = req.into_inner();
         let q = check_query(&body).map_err(|e| self.reject(e))?;
-        let page = self.store.history(&q).await.map_err(store_status)?;
+        let page = self
+            .store
+            .history(&q)
+            .await
+            .map_err(|e| self.read_error(e))?;
         let next_page_token = if page.len() == q.page_size as usize {
             page.last().map(|t| q.token_after(t)).unwrap_or_default()
         } else {
@@ -340,7 +353,7 @@ impl TriggerService for Service {
         req: Request<pb::FlapsRequest>,
     ) -> Result<Response<pb::FlapsResponse>, Status> {
         let q = check_flaps(req.get_ref(), Timestamp::now()).map_err(|e| self.reject(e))?;
-        let rows = self.store.flaps(&q).await.map_err(store_status)?;
+        let rows = self.store.flaps(&q).await.map_err(|e| self.read_error(e))?;
         Ok(Response::new(pb::FlapsResponse {
             buckets: rows
                 .into_iter()
