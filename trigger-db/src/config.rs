@@ -17,7 +17,8 @@
 //! retention_interval = "60s"
 //! readers = 4                 # read connections
 //! host_id = "gw-paris-1"      # PostgreSQL: the host rows are written under;
-//!                             # absent: /etc/machine-id (SQLite ignores it)
+//!                             # absent: /etc/machine-id (SQLite does not store
+//!                             # it, only answers queries that name it)
 //!
 //! [subscribers]
 //! queue = 4096                # per-subscriber queue, triggers
@@ -194,7 +195,9 @@ pub struct StoreConfig {
     /// Read connections.
     pub readers: u32,
     /// The host id rows are written under in a PostgreSQL database of many
-    /// hosts; `None`: the machine id. SQLite (one host per file) ignores it.
+    /// hosts; `None`: the machine id. SQLite (one host per file) does not
+    /// store it; it answers Query and Flaps for this host id (and refuses
+    /// other hosts).
     pub host_id: Option<String>,
 }
 

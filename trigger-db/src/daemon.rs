@@ -184,8 +184,13 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 socket::prepare_dir(dir, &std::env::temp_dir())?;
             }
-            // One host per file: the host id is not stored.
-            String::new()
+            // One host per file: the host id is not stored, only known
+            // to answer queries that name it; without a configured one
+            // and without /etc/machine-id, the host has no name.
+            match cfg.store.host_id.as_deref() {
+                Some(c) => store::host_id(Some(c), Path::new(store::MACHINE_ID))?,
+                None => store::host_id(None, Path::new(store::MACHINE_ID)).unwrap_or_default(),
+            }
         }
         store::Database::Postgres(_) => {
             store::host_id(cfg.store.host_id.as_deref(), Path::new(store::MACHINE_ID))?

@@ -304,6 +304,50 @@ async fn bad_input_gets_invalid_argument_naming_the_field_and_the_daemon_stays_u
     let mut bad_token = q(1_000, 2_000, 10);
     bad_token.page_token = "garbage".into();
     expect_invalid(c.query(bad_token).await, "page_token").await;
+    // Hosts: each one checked, not both hosts and all_hosts; a SQLite
+    // daemon holds only its own host.
+    let mut hosts = q(1_000, 2_000, 10);
+    hosts.hosts = vec!["gw-1".into(), String::new()];
+    expect_invalid(c.query(hosts.clone()).await, "hosts[1]").await;
+    hosts.hosts = vec!["gw-1".into()];
+    hosts.all_hosts = true;
+    expect_invalid(c.query(hosts.clone()).await, "all_hosts").await;
+    hosts.all_hosts = false;
+    hosts.hosts = vec!["no-such-host-here".into()];
+    let e = c.query(hosts).await.expect_err("another host on SQLite");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .starts_with("hosts: \"no-such-host-here\" is not in this database"),
+        "{}",
+        e.message()
+    );
+    let all = q(1_000, 2_000, 10);
+    c.query(pb::QueryRequest {
+        all_hosts: true,
+        ..all
+    })
+    .await
+    .expect("all hosts is this one on SQLite");
+    expect_invalid(
+        c.flaps(pb::FlapsRequest {
+            since: Some(prost_types::Timestamp {
+                seconds: 1_000,
+                nanos: 0,
+            }),
+            until: Some(prost_types::Timestamp {
+                seconds: 1_600,
+                nanos: 0,
+            }),
+            bucket_s: 60,
+            hosts: vec!["gw\t1".into()],
+            by_host: true,
+            ..Default::default()
+        })
+        .await,
+        "hosts[0]",
+    )
+    .await;
     expect_invalid(
         c.subscribe(pb::SubscribeRequest {
             filter: Some(pb::TriggerFilter {

@@ -147,6 +147,7 @@ async fn flap_within_the_debounce_is_suppressed_and_a_lasting_down_stored_once()
             until: None,
             bucket_s: 7_200,
             interfaces: vec!["vB".into(), "vA".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -1,7 +1,8 @@
 //! The daemon as a process on PostgreSQL (a real server,
 //! `system_tests::postgres`; needs root, fails without the server
 //! binaries): acknowledged triggers survive SIGKILL, subscribers resume
-//! across restarts, rows carry the configured host id or the machine id.
+//! across restarts, rows carry the configured host id or the machine id,
+//! and one host's daemon (and triggerctl) reads the others' history.
 //! The store contract itself runs on both backends in tests/store.rs.
 
 use system_tests::{postgres::PgServer, trigger_db::*};
@@ -9,6 +10,7 @@ use trigger_db::model::TriggerType;
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
+const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
 /// The database name in one of `PgServer`'s URLs.
 fn db_name(url: &str) -> &str {
@@ -175,4 +177,120 @@ async fn a_per_host_role_with_the_documented_grants_is_enough() {
         "SELECT host || ' ' || count(*) FROM triggers GROUP BY host",
     );
     assert_eq!(hosts.trim(), "gw-paris-1 3");
+}
+
+/// Two hosts' daemons on one database: Query names the host of each
+/// trigger; `triggerctl history` and `flaps` read one host, several or
+/// all, with a HOST column when more than one host can appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hosts_daemon_and_triggerctl_read_the_other_hosts() {
+    let server = PgServer::shared();
+    let url = server.create_database("daemon_hosts");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::start_on(
+        DAEMON,
+        dir_a.path(),
+        &url,
+        Some("[store]\nhost_id = \"gw-a\"\n"),
+    );
+    let b = Daemon::start_on(
+        DAEMON,
+        dir_b.path(),
+        &url,
+        Some("[store]\nhost_id = \"gw-b\"\n"),
+    );
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let down = || client_trigger(TriggerType::LinkDown, "eth0");
+    ca.add(pb::AddRequest {
+        triggers: vec![down(), down()],
+    })
+    .await
+    .unwrap();
+    cb.add(pb::AddRequest {
+        triggers: vec![down()],
+    })
+    .await
+    .unwrap();
+
+    // Own host by default; all hosts with the host of each.
+    let own = ca
+        .query(pb::QueryRequest {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.hosts, ["gw-a", "gw-a"]);
+    let all = ca
+        .query(pb::QueryRequest {
+            page_size: 10,
+            all_hosts: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.triggers.len(), 3);
+    let mut hosts = all.hosts.clone();
+    hosts.sort();
+    assert_eq!(hosts, ["gw-a", "gw-a", "gw-b"]);
+
+    let ctl = |args: &[&str]| triggerctl_ok(a.triggerctl(TRIGGERCTL, args).output().unwrap());
+    let rows_of = |out: &str, host: &str| {
+        out.lines()
+            .filter(|l| l.starts_with(&format!("{host} ")))
+            .count()
+    };
+    let out = ctl(&["history", "--all-hosts"]);
+    assert!(out.starts_with("HOST "), "{out}");
+    assert_eq!(
+        (rows_of(&out, "gw-a"), rows_of(&out, "gw-b")),
+        (2, 1),
+        "{out}"
+    );
+    let out = ctl(&["history", "--host", "gw-b"]);
+    assert!(!out.contains("HOST"), "one host, no host column: {out}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let out = ctl(&["--json", "history", "--host", "gw-a,gw-b"]);
+    let hosts: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["host"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(hosts.len(), 3, "{out}");
+    assert!(hosts.contains(&"gw-b".to_owned()), "{out}");
+
+    let out = ctl(&["flaps", "--all-hosts", "--by-host", "--bucket", "2h"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("HOST"), "{out}");
+    assert!(
+        lines[1].starts_with("gw-a") && lines[1].ends_with(" 2"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("gw-b") && lines[2].ends_with(" 1"),
+        "{out}"
+    );
+    let out = ctl(&["flaps", "--all-hosts", "--bucket", "2h"]);
+    assert!(
+        out.lines().nth(1).unwrap().ends_with(" 3"),
+        "added up: {out}"
+    );
+    let out = ctl(&[
+        "--json",
+        "flaps",
+        "--host",
+        "gw-b",
+        "--by-host",
+        "--bucket",
+        "2h",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["host"].as_str(), v["link_downs"].as_u64()),
+        (Some("gw-b"), Some(1))
+    );
 }

@@ -809,3 +809,60 @@ fn threshold_set_list_clear_and_a_crossing() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["link_type"], "lte");
 }
+
+/// A SQLite daemon answers for its own host (the configured host_id) and
+/// for all hosts, with the HOST column when more than one host could
+/// appear, and refuses another host in one line naming it.
+#[test]
+fn history_and_flaps_by_host_on_a_one_host_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        DAEMON,
+        dir.path(),
+        None,
+        Some("[store]\nhost_id = \"gw-solo\"\n"),
+    );
+    let down = "{\"type\":\"link-down\",\"interface\":{\"name\":\"eth0\"}}\n";
+    ok(ctl_stdin(&d, &["add", "--from", "-"], &down.repeat(2)));
+
+    let own = ok(ctl(&d, &["history", "--host", "gw-solo"]));
+    assert!(!own.contains("HOST"), "{own}");
+    assert_eq!(own.lines().count(), 3, "{own}");
+    let all = ok(ctl(&d, &["history", "--all-hosts"]));
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(lines[0].starts_with("HOST "), "{all}");
+    assert!(
+        lines[1..].iter().all(|l| l.starts_with("gw-solo ")),
+        "{all}"
+    );
+    // --json carries the host; `add --from` takes the lines back.
+    let json = ok(ctl(&d, &["--json", "history", "--all-hosts"]));
+    assert!(
+        json_lines(&json).iter().all(|v| v["host"] == "gw-solo"),
+        "{json}"
+    );
+    ok(ctl_stdin(&d, &["add", "--from", "-"], &json));
+    assert_eq!(stored(&d), 4);
+
+    let e = fails(ctl(
+        &d,
+        &["history", "--host", "gw-solo", "--host", "gw-other"],
+    ));
+    assert!(
+        e.contains("INVALID_ARGUMENT") && e.contains("\"gw-other\"") && e.contains("SQLite"),
+        "{e}"
+    );
+    let e = fails(ctl(&d, &["history", "--host", ""]));
+    assert!(e.contains("hosts[0]"), "{e}");
+
+    let flaps = ok(ctl(
+        &d,
+        &["flaps", "--all-hosts", "--by-host", "--bucket", "2h"],
+    ));
+    let lines: Vec<&str> = flaps.lines().collect();
+    assert!(lines[0].starts_with("HOST"), "{flaps}");
+    assert!(
+        lines[1].starts_with("gw-solo") && lines[1].ends_with(" 4"),
+        "{flaps}"
+    );
+}

@@ -117,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cursor,
             all,
             reverse,
+            hosts,
         } => {
             let opts = verbs::HistoryOpts {
                 filter: filter.filter(),
@@ -126,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cursor,
                 all,
                 reverse,
+                hosts,
             };
             tokio::select! {
                 r = verbs::history(&mut c, &out, opts) => r,
@@ -153,7 +155,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             until,
             bucket,
             interfaces,
-        } => verbs::flaps(&mut c, &out, since, until, bucket, interfaces).await,
+            hosts,
+            by_host,
+        } => {
+            let opts = verbs::FlapsOpts {
+                since,
+                until,
+                bucket_s: bucket,
+                interfaces,
+                hosts,
+                by_host,
+            };
+            verbs::flaps(&mut c, &out, opts).await
+        }
         Command::Timeline(a) => timeline::timeline(&mut c, &out, a).await,
         Command::Threshold(ThresholdCommand::Clear(a)) => {
             threshold::clear(&mut c, &out, &a.scope.scope(), a.param, a.value).await

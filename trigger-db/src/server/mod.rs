@@ -6,7 +6,7 @@
 //!
 //! The conversion between the `trigger.v1` messages and the domain model
 //! is [`wire`]'s; this file holds the service and the checks of whole
-//! requests (batch sizes, Flaps and Query ranges).
+//! requests (batch sizes, Flaps and Query ranges and hosts).
 
 pub mod limits;
 pub mod subscribe;
@@ -31,7 +31,7 @@ use crate::{
     hub::Hub,
     model::{Filter, Timestamp, Trigger, ValidationError},
     peer::PeerCred,
-    store::{HistoryQuery, MAX_PAGE_SIZE, Store, StoreError},
+    store::{FlapsQuery, HistoryQuery, Hosts, MAX_PAGE_SIZE, Store, StoreError},
     threshold,
     writer::{WriterHandle, WriterStats},
 };
@@ -104,6 +104,7 @@ fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::NotFound(id) => Status::not_found(format!("trigger {id} not found")),
         StoreError::Closed => Status::unavailable("trigger-db is shutting down"),
+        e @ StoreError::HostNotHere { .. } => Status::invalid_argument(e.to_string()),
         other => Status::internal(errchain::chain(&other)),
     }
 }
@@ -140,6 +141,15 @@ impl Service {
     fn reject(&self, e: ValidationError) -> Status {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         invalid(e)
+    }
+
+    /// A store error of a read that names hosts: a host this database
+    /// does not hold is a rejected request too.
+    fn read_error(&self, e: StoreError) -> Status {
+        if matches!(e, StoreError::HostNotHere { .. }) {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        store_status(e)
     }
 }
 
@@ -305,14 +315,19 @@ impl TriggerService for Service {
     ) -> Result<Response<pb::QueryResponse>, Status> {
         let body = req.into_inner();
         let q = check_query(&body).map_err(|e| self.reject(e))?;
-        let page = self.store.history(&q).await.map_err(store_status)?;
+        let page = self
+            .store
+            .history(&q)
+            .await
+            .map_err(|e| self.read_error(e))?;
         let next_page_token = if page.len() == q.page_size as usize {
             page.last().map(|t| q.token_after(t)).unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::QueryResponse {
-            triggers: page.iter().map(Trigger::to_wire).collect(),
+            triggers: page.iter().map(|r| r.trigger.to_wire()).collect(),
+            hosts: page.into_iter().map(|r| r.host).collect(),
             next_page_token,
         }))
     }
@@ -338,18 +353,15 @@ impl TriggerService for Service {
         req: Request<pb::FlapsRequest>,
     ) -> Result<Response<pb::FlapsResponse>, Status> {
         let q = check_flaps(req.get_ref(), Timestamp::now()).map_err(|e| self.reject(e))?;
-        let rows = self
-            .store
-            .flaps(q.since, q.until, q.bucket_ns, &q.interfaces)
-            .await
-            .map_err(store_status)?;
+        let rows = self.store.flaps(&q).await.map_err(|e| self.read_error(e))?;
         Ok(Response::new(pb::FlapsResponse {
             buckets: rows
                 .into_iter()
-                .map(|(interface, start, link_downs)| pb::FlapBucket {
-                    interface,
-                    start: Some(start.to_wire()),
-                    link_downs,
+                .map(|b| pb::FlapBucket {
+                    interface: b.interface,
+                    start: Some(b.start.to_wire()),
+                    link_downs: b.link_downs,
+                    host: b.host.unwrap_or_default(),
                 })
                 .collect(),
         }))
@@ -477,13 +489,32 @@ pub const MAX_FLAP_INTERFACES: usize = 1_000;
 /// Most buckets one Flaps request may span.
 pub const MAX_FLAP_BUCKETS: i64 = 10_000;
 
-/// A Flaps request, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlapsQuery {
-    pub since: Timestamp,
-    pub until: Timestamp,
-    pub bucket_ns: i64,
-    pub interfaces: Vec<String>,
+/// Most host ids one Query or Flaps request may name.
+pub const MAX_QUERY_HOSTS: usize = 100;
+
+/// Checks the `hosts` and `all_hosts` fields of a Query or Flaps request.
+pub fn check_hosts(hosts: &[String], all_hosts: bool) -> Result<Hosts, ValidationError> {
+    if all_hosts && !hosts.is_empty() {
+        return Err(ValidationError::new(
+            "all_hosts",
+            "is set together with hosts: name hosts, or ask for all of them",
+        ));
+    }
+    if hosts.len() > MAX_QUERY_HOSTS {
+        return Err(ValidationError::new(
+            "hosts",
+            format!("{} entries; at most {MAX_QUERY_HOSTS}", hosts.len()),
+        ));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        crate::store::check_host_id(h)
+            .map_err(|why| ValidationError::new(format!("hosts[{i}]"), why))?;
+    }
+    Ok(if all_hosts {
+        Hosts::All
+    } else {
+        Hosts::named(hosts.to_vec())
+    })
 }
 
 /// Checks a Flaps request's fields; `until` defaults to `now`.
@@ -541,6 +572,8 @@ pub fn check_flaps(w: &pb::FlapsRequest, now: Timestamp) -> Result<FlapsQuery, V
         until,
         bucket_ns,
         interfaces: w.interfaces.clone(),
+        hosts: check_hosts(&w.hosts, w.all_hosts)?,
+        by_host: w.by_host,
     })
 }
 
@@ -586,6 +619,7 @@ pub fn check_query(w: &pb::QueryRequest) -> Result<HistoryQuery, ValidationError
         filter: check_filter(w.filter.as_ref())?,
         page_size: w.page_size,
         descending,
+        hosts: check_hosts(&w.hosts, w.all_hosts)?,
         after: None,
     };
     if !w.page_token.is_empty() {
@@ -608,7 +642,7 @@ mod tests {
             since: since.map(|s| Timestamp(s * S).to_wire()),
             until: until.map(|u| Timestamp(u * S).to_wire()),
             bucket_s,
-            interfaces: vec![],
+            ..Default::default()
         }
     }
 
@@ -671,5 +705,61 @@ mod tests {
         assert_eq!(field(&r), "interfaces[1]");
         r.interfaces = vec!["eth 0".into()];
         assert_eq!(field(&r), "interfaces[0]");
+        r.interfaces = vec![];
+        r.hosts = vec!["gw-1".into(), "gw\n2".into()];
+        assert_eq!(field(&r), "hosts[1]");
+        r.hosts = vec!["gw-1".into()];
+        r.all_hosts = true;
+        assert_eq!(field(&r), "all_hosts");
+        r.all_hosts = false;
+        r.by_host = true;
+        let q = check_flaps(&r, now).unwrap();
+        assert_eq!(q.hosts, Hosts::Named(vec!["gw-1".into()]));
+        assert!(q.by_host);
+    }
+
+    #[test]
+    fn query_hosts_are_checked_by_field() {
+        let q = |hosts: Vec<String>, all_hosts: bool| pb::QueryRequest {
+            page_size: 10,
+            hosts,
+            all_hosts,
+            ..Default::default()
+        };
+        let field = |r: pb::QueryRequest| check_query(&r).unwrap_err().field;
+        assert_eq!(check_query(&q(vec![], false)).unwrap().hosts, Hosts::Own);
+        assert_eq!(check_query(&q(vec![], true)).unwrap().hosts, Hosts::All);
+        assert_eq!(
+            check_query(&q(vec!["b".into(), "a".into(), "b".into()], false))
+                .unwrap()
+                .hosts,
+            Hosts::Named(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(field(q(vec!["a".into()], true)), "all_hosts");
+        assert_eq!(field(q(vec!["a".into(), String::new()], false)), "hosts[1]");
+        assert_eq!(field(q(vec!["x".repeat(256)], false)), "hosts[0]");
+        assert_eq!(
+            field(q(
+                (0..=MAX_QUERY_HOSTS).map(|i| i.to_string()).collect(),
+                false
+            )),
+            "hosts"
+        );
+        // A page token of one host set is refused for another.
+        let mut r = q(vec!["a".into(), "b".into()], false);
+        let token = check_query(&r)
+            .unwrap()
+            .token_after(&crate::store::HostTrigger {
+                host: "a".into(),
+                trigger: Trigger::new(
+                    crate::model::Source::Client,
+                    crate::model::TriggerType::LinkUp,
+                ),
+            });
+        r.page_token = token.clone();
+        assert_eq!(check_query(&r).unwrap().after.unwrap().host, "a");
+        let mut other = q(vec![], true);
+        other.page_token = token;
+        assert_eq!(field(other), "page_token");
     }
 }

@@ -1,7 +1,7 @@
 //! The store: one interface over two backends, SQLite ([`sqlite`], the
 //! embedded default, one host per file) and PostgreSQL ([`postgres`], many
-//! hosts in one database, each daemon reading and writing its own host's
-//! rows). The daemon picks one by the `--database` value ([`Database`]).
+//! hosts in one database, each daemon writing its own host's rows and
+//! reading any host's history). The daemon picks one by the `--database` value ([`Database`]).
 //!
 //! Both keep the same contract, and the same test suite
 //! (`tests/store.rs`) runs against both:
@@ -12,9 +12,10 @@
 //!   at a clean shutdown ([`Writer::release_ids`]);
 //! - a write that returned is committed (SQLite `synchronous = FULL`,
 //!   PostgreSQL `synchronous_commit = on`, with [`Durability::Full`]);
-//! - resume after an id, history pages ordered by (observed_at, id) with
-//!   the same filters and page tokens, stats, flaps, retention, thresholds
-//!   kept across restarts, modify, delete and flush;
+//! - resume after an id, history pages ordered by (observed_at, host, id)
+//!   with the same filters and page tokens (one host: (observed_at, id)),
+//!   stats, flaps, retention, thresholds kept across restarts, modify,
+//!   delete and flush;
 //! - the schema comes from embedded sqlx migrations per backend
 //!   (`migrations/sqlite`, `migrations/postgres`), applied at open; a
 //!   database whose schema is newer than this binary knows is refused
@@ -26,11 +27,19 @@
 //! transaction. Both are enums over the backends rather than trait objects:
 //! two implementations, known at compile time, and async methods stay plain.
 //!
+//! Queries name the hosts whose rows they read ([`query::Hosts`]): this
+//! daemon's own (the default), some, or all; PostgreSQL answers for any
+//! host in it, SQLite only for its own.
+//!
 //! This module does not decide ids or fan out; it does not (yet) spool to
-//! SQLite while PostgreSQL is unreachable, nor query across hosts.
+//! SQLite while PostgreSQL is unreachable.
 
 pub mod postgres;
+mod postgres_read;
+pub mod query;
 pub mod sqlite;
+
+pub use query::{Cursor, FlapBucket, FlapsQuery, HistoryQuery, HostTrigger, Hosts};
 
 use std::{
     fmt,
@@ -116,6 +125,13 @@ pub enum StoreError {
     },
     #[error("trigger {0} not found")]
     NotFound(u64),
+    /// A query named a host this database does not hold (SQLite keeps only
+    /// its own host's rows).
+    #[error(
+        "hosts: {host:?} is not in this database: it is SQLite, which keeps only this host's \
+         rows ({own:?}); ask that host's trigger-db, or use a PostgreSQL database of many hosts"
+    )]
+    HostNotHere { host: String, own: String },
     #[error("the store is shut down")]
     Closed,
 }
@@ -170,13 +186,30 @@ where
     decode(id, body)
 }
 
-/// One `(if_name, bucket, COUNT(*))` row of the flaps query, on either
-/// backend: (interface, bucket start, count).
-fn flap_row<R>(
-    row: &R,
-    since: Timestamp,
-    bucket_ns: i64,
-) -> Result<(String, Timestamp, u64), StoreError>
+/// A stored trigger and its host from a `SELECT id, body, host` row (on
+/// PostgreSQL); see [`trigger_row`].
+fn host_trigger_row<R>(row: &R) -> Result<HostTrigger, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let trigger = trigger_row(row)?;
+    let host = col(
+        row,
+        2,
+        "triggers",
+        format_args!("id {}", trigger.id),
+        "host",
+    )?;
+    Ok(HostTrigger { host, trigger })
+}
+
+/// One `(if_name, bucket, COUNT(*)[, host])` row of the flaps query, on
+/// either backend; the host column is there when `by_host`.
+fn flap_row<R>(row: &R, q: &FlapsQuery) -> Result<FlapBucket, StoreError>
 where
     R: Row,
     usize: sqlx::ColumnIndex<R>,
@@ -184,11 +217,16 @@ where
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let b: i64 = col(row, 1, "triggers", "flap bucket", "observed_at")?;
-    Ok((
-        col::<_, String>(row, 0, "triggers", "flap bucket", "if_name")?,
-        Timestamp(since.0.saturating_add(b.saturating_mul(bucket_ns))),
-        col::<_, i64>(row, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
-    ))
+    Ok(FlapBucket {
+        host: if q.by_host {
+            Some(col(row, 3, "triggers", "flap bucket", "host")?)
+        } else {
+            None
+        },
+        interface: col(row, 0, "triggers", "flap bucket", "if_name")?,
+        start: Timestamp(q.since.0.saturating_add(b.saturating_mul(q.bucket_ns))),
+        link_downs: col::<_, i64>(row, 2, "triggers", "flap bucket", "COUNT(*)")? as u64,
+    })
 }
 
 /// How hard a commit waits for the disk.
@@ -356,16 +394,25 @@ pub fn host_id(configured: Option<&str>, machine_id: &Path) -> Result<String, St
             .trim()
             .to_owned(),
     };
+    match check_host_id(&id) {
+        Ok(()) => Ok(id),
+        Err(why) => Err(StoreError::BadHostId(id, why)),
+    }
+}
+
+/// Whether `id` can be a host id (configured, or asked for in a query):
+/// not empty, at most 255 bytes, no control characters.
+pub fn check_host_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() {
-        return Err(StoreError::BadHostId(id, "it is empty"));
+        return Err("it is empty");
     }
     if id.len() > MAX_HOST_ID {
-        return Err(StoreError::BadHostId(id, "it is longer than 255 bytes"));
+        return Err("it is longer than 255 bytes");
     }
     if id.chars().any(char::is_control) {
-        return Err(StoreError::BadHostId(id, "it has control characters"));
+        return Err("it has control characters");
     }
-    Ok(id)
+    Ok(())
 }
 
 /// How to open the store.
@@ -374,8 +421,9 @@ pub struct OpenOptions {
     pub durability: Durability,
     /// Read connections.
     pub readers: u32,
-    /// The host the rows are written under (PostgreSQL; SQLite keeps one
-    /// host per file and ignores it).
+    /// The host the rows are written under (PostgreSQL). SQLite keeps one
+    /// host per file and does not store it: it only answers queries for
+    /// it (it may be empty there: no host id known).
     pub host_id: String,
     /// PostgreSQL: how long to wait for another writer of the same host id
     /// to go (a daemon restarted right after a crash, whose old session
@@ -388,7 +436,7 @@ pub struct OpenOptions {
 pub async fn open(db: &Database, opts: &OpenOptions) -> Result<(Store, Writer), StoreError> {
     match db {
         Database::Sqlite(path) => {
-            let (s, w) = sqlite::open(path, opts.durability, opts.readers).await?;
+            let (s, w) = sqlite::open(path, opts.durability, opts.readers, &opts.host_id).await?;
             Ok((Store::Sqlite(s), Writer::Sqlite(w)))
         }
         Database::Postgres(o) => {
@@ -423,74 +471,6 @@ fn decode(id: u64, body: &[u8]) -> Result<Trigger, StoreError> {
     Trigger::from_stored(&w).map_err(|source| StoreError::Corrupt { id, source })
 }
 
-/// A history query, checked.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistoryQuery {
-    pub since: Option<Timestamp>,
-    pub until: Option<Timestamp>,
-    pub filter: Filter,
-    pub page_size: u32,
-    pub descending: bool,
-    /// Where the previous page ended: (observed_at, id).
-    pub after: Option<(Timestamp, u64)>,
-}
-
-impl HistoryQuery {
-    /// A fingerprint of everything but the cursor, so a page token used
-    /// with other parameters is caught (FNV-1a: stable across builds).
-    pub fn fingerprint(&self) -> u32 {
-        let mut h: u32 = 0x811c_9dc5;
-        let mut eat = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u32::from(*b);
-                h = h.wrapping_mul(0x0100_0193);
-            }
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0193);
-        };
-        eat(&self.since.map_or(-1, |t| t.0).to_le_bytes());
-        eat(&self.until.map_or(-1, |t| t.0).to_le_bytes());
-        for i in &self.filter.interfaces {
-            eat(i.as_bytes());
-        }
-        for t in &self.filter.types {
-            eat(&t.to_wire().to_le_bytes());
-        }
-        for s in &self.filter.sources {
-            eat(&s.to_wire().to_le_bytes());
-        }
-        eat(&[u8::from(self.descending)]);
-        h
-    }
-
-    /// The page token for continuing after `last`.
-    pub fn token_after(&self, last: &Trigger) -> String {
-        format!(
-            "v1.{}.{}.{:08x}",
-            last.observed_at.0,
-            last.id,
-            self.fingerprint()
-        )
-    }
-
-    /// Parses a page token from a previous page of this same query.
-    pub fn parse_token(&self, token: &str) -> Result<(Timestamp, u64), &'static str> {
-        let mut it = token.split('.');
-        let (Some("v1"), Some(t), Some(id), Some(fp), None) =
-            (it.next(), it.next(), it.next(), it.next(), it.next())
-        else {
-            return Err("malformed");
-        };
-        let t = i64::from_str(t).map_err(|_| "malformed")?;
-        let id = u64::from_str(id).map_err(|_| "malformed")?;
-        let fp = u32::from_str_radix(fp, 16).map_err(|_| "malformed")?;
-        if fp != self.fingerprint() {
-            return Err("belongs to a query with other parameters");
-        }
-        Ok((Timestamp(t), id))
-    }
-}
-
 /// Counters over the stored rows (PostgreSQL: this host's rows; the size
 /// is the whole table's, all hosts).
 #[derive(Debug, Clone, Default)]
@@ -502,10 +482,6 @@ pub struct StoreStats {
     pub by_source: Vec<(Source, u64)>,
     pub by_type: Vec<(crate::model::TriggerType, u64)>,
 }
-
-/// Stored LINK_DOWN triggers of one interface in one bucket: (interface,
-/// bucket start, count).
-pub type FlapBucket = (String, Timestamp, u64);
 
 fn scope_column(s: &Scope) -> String {
     match s {
@@ -648,8 +624,9 @@ impl Store {
         dispatch!(self, s => s.replay_page(after_id, upto_id, filter, limit).await)
     }
 
-    /// One history page, ordered by (observed_at, id).
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<Trigger>, StoreError> {
+    /// One history page of the query's hosts, ordered by (observed_at,
+    /// host, id) (see [`query`]).
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HostTrigger>, StoreError> {
         dispatch!(self, s => s.history(q).await)
     }
 
@@ -662,17 +639,11 @@ impl Store {
         dispatch!(self, s => s.stats().await)
     }
 
-    /// Stored LINK_DOWN triggers per interface in buckets of `bucket_ns`
-    /// from `since` up to `until`: (interface, bucket start, count), only
-    /// non-empty buckets, by interface then start.
-    pub async fn flaps(
-        &self,
-        since: Timestamp,
-        until: Timestamp,
-        bucket_ns: i64,
-        interfaces: &[String],
-    ) -> Result<Vec<FlapBucket>, StoreError> {
-        dispatch!(self, s => s.flaps(since, until, bucket_ns, interfaces).await)
+    /// Stored LINK_DOWN triggers of the query's hosts per interface (and
+    /// host, if `by_host`) in buckets of `bucket_ns` from `since` up to
+    /// `until`: only non-empty buckets, by (host,) interface, then start.
+    pub async fn flaps(&self, q: &FlapsQuery) -> Result<Vec<FlapBucket>, StoreError> {
+        dispatch!(self, s => s.flaps(q).await)
     }
 
     pub async fn close(&self) {

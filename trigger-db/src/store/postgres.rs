@@ -1,6 +1,6 @@
 //! The PostgreSQL backend of the store: many hosts' histories in one
-//! database, each daemon reading and writing its own host's rows (the
-//! host id given at open, see [`super::host_id`]).
+//! database, each daemon writing its own host's rows (the host id given
+//! at open, see [`super::host_id`]).
 //!
 //! Schema (`migrations/postgres/`): `triggers` keyed by (host, id), with
 //! indexes that lead with the host (one host and interface in a time
@@ -17,9 +17,12 @@
 //! (and locks) again; the write that saw the break fails, as a failed
 //! commit does on SQLite. The read side is a pool of read-only sessions.
 //!
+//! Reads of the history and flaps may name other hosts, or all of them
+//! ([`super::postgres_read`]); everything else reads and writes only this
+//! host's rows.
+//!
 //! Queries are runtime-checked (no DATABASE_URL at build time). This
-//! module does not spool writes while the server is unreachable, and does
-//! not query across hosts (yet).
+//! module does not spool writes while the server is unreachable.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,9 +32,10 @@ use sqlx::{
 };
 
 use super::{
-    Database, Durability, FlapBucket, HistoryQuery, OpenOptions, RETENTION_SLICE,
-    ROWS_PER_STATEMENT, StoreError, StoreStats, ThresholdRow, check_schema_version, col,
-    direction_column, encode, flap_row, id_column, refused, scope_column, sql, trigger_row,
+    Database, Durability, FlapBucket, FlapsQuery, HistoryQuery, HostTrigger, OpenOptions,
+    RETENTION_SLICE, ROWS_PER_STATEMENT, StoreError, StoreStats, ThresholdRow,
+    check_schema_version, col, direction_column, encode, id_column, refused, scope_column, sql,
+    trigger_row,
 };
 use crate::{
     model::{Filter, Source, Timestamp, Trigger, TriggerType},
@@ -231,7 +235,7 @@ fn connection_lost(e: &StoreError) -> bool {
 
 /// `AND column = value` for one value, `= ANY(values)` for several: one
 /// value keeps the index order (the page order) usable.
-fn push_any<T>(qb: &mut QueryBuilder<Postgres>, column: &str, values: Vec<T>)
+pub(super) fn push_any<T>(qb: &mut QueryBuilder<Postgres>, column: &str, values: Vec<T>)
 where
     T: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + sqlx::postgres::PgHasArrayType,
 {
@@ -250,7 +254,7 @@ where
     }
 }
 
-fn push_filter(qb: &mut QueryBuilder<Postgres>, f: &Filter) {
+pub(super) fn push_filter(qb: &mut QueryBuilder<Postgres>, f: &Filter) {
     push_any(qb, "if_name", f.interfaces.clone());
     push_any(
         qb,
@@ -345,36 +349,9 @@ impl Store {
         Ok((first.map(|f| f as u64), page))
     }
 
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<Trigger>, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT id, body FROM triggers WHERE host = ");
-        qb.push_bind(self.host.to_string());
-        if let Some(s) = q.since {
-            qb.push(" AND observed_at >= ").push_bind(s.0);
-        }
-        if let Some(u) = q.until {
-            qb.push(" AND observed_at < ").push_bind(u.0);
-        }
-        push_filter(&mut qb, &q.filter);
-        let (cmp, dir) = if q.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        if let Some((t, id)) = q.after {
-            qb.push(format_args!(" AND (observed_at, id) {cmp} ("))
-                .push_bind(t.0)
-                .push(", ")
-                .push_bind(id.min(i64::MAX as u64) as i64)
-                .push(")");
-        }
-        qb.push(format_args!(" ORDER BY observed_at {dir}, id {dir} LIMIT "))
-            .push_bind(i64::from(q.page_size));
-        let rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("history query"))?;
-        rows.iter().map(trigger_row).collect()
+    /// One history page of the query's hosts ([`super::postgres_read`]).
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HostTrigger>, StoreError> {
+        super::postgres_read::history(&self.pool, &self.host, q).await
     }
 
     pub async fn last_id(&self) -> Result<u64, StoreError> {
@@ -435,34 +412,10 @@ impl Store {
         Ok(s)
     }
 
-    pub async fn flaps(
-        &self,
-        since: Timestamp,
-        until: Timestamp,
-        bucket_ns: i64,
-        interfaces: &[String],
-    ) -> Result<Vec<FlapBucket>, StoreError> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT if_name, (observed_at - ");
-        qb.push_bind(since.0)
-            .push(") / ")
-            .push_bind(bucket_ns)
-            .push(" AS bucket, COUNT(*) FROM triggers WHERE host = ")
-            .push_bind(self.host.to_string())
-            .push(" AND type = ")
-            .push_bind(TriggerType::LinkDown.to_wire())
-            .push(" AND observed_at >= ")
-            .push_bind(since.0)
-            .push(" AND observed_at < ")
-            .push_bind(until.0)
-            .push(" AND if_name IS NOT NULL");
-        push_any(&mut qb, "if_name", interfaces.to_vec());
-        qb.push(" GROUP BY if_name, bucket ORDER BY if_name, bucket");
-        let rows = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("flaps"))?;
-        rows.iter().map(|r| flap_row(r, since, bucket_ns)).collect()
+    /// The link-down buckets of the query's hosts
+    /// ([`super::postgres_read`]).
+    pub async fn flaps(&self, q: &FlapsQuery) -> Result<Vec<FlapBucket>, StoreError> {
+        super::postgres_read::flaps(&self.pool, &self.host, q).await
     }
 
     pub async fn close(&self) {

@@ -10,11 +10,16 @@
 //! batched by the caller ([`crate::writer`]): many triggers, one
 //! transaction, one fsync.
 //!
+//! The file holds one host, unnamed in it: queries for this host (the
+//! daemon's host id, if it has one) or for all hosts read every row; a
+//! query naming another host is refused ([`StoreError::HostNotHere`]), so
+//! that an empty answer never pretends another host had no events.
+//!
 //! Ids: the writer reserves ranges durably by moving AUTOINCREMENT's
 //! `sqlite_sequence` ahead ([`Writer::reserve_ids`]); AUTOINCREMENT never
 //! gives an id at or below it, and it survives deletes.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use sqlx::{
     ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection,
@@ -24,9 +29,10 @@ use sqlx::{
 };
 
 use super::{
-    Durability, FlapBucket, HistoryQuery, RETENTION_SLICE, ROWS_PER_STATEMENT, StoreError,
-    StoreStats, ThresholdRow, check_schema_version, col, direction_column, encode, flap_row,
-    id_column, refused, scope_column, sql, trigger_row,
+    Durability, FlapBucket, FlapsQuery, HistoryQuery, HostTrigger, Hosts, RETENTION_SLICE,
+    ROWS_PER_STATEMENT, StoreError, StoreStats, ThresholdRow, check_schema_version, col,
+    direction_column, encode, flap_row, id_column, query::Bound, refused, scope_column, sql,
+    trigger_row,
 };
 use crate::{
     model::{Filter, Source, Timestamp, Trigger, TriggerType},
@@ -39,6 +45,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// This host's id, the one host whose rows the file holds (may be
+    /// empty: none known).
+    host: Arc<str>,
 }
 
 fn connect_options(path: &Path, durability: Durability) -> SqliteConnectOptions {
@@ -61,6 +70,7 @@ pub async fn open(
     path: &Path,
     durability: Durability,
     readers: u32,
+    host: &str,
 ) -> Result<(Store, Writer), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -85,7 +95,11 @@ pub async fn open(
         .connect_with(opts.read_only(true))
         .await
         .map_err(open_err)?;
-    Ok((Store { pool }, Writer { conn }))
+    let store = Store {
+        pool,
+        host: host.into(),
+    };
+    Ok((store, Writer { conn }))
 }
 
 /// The newest migration applied to the database (`None`: a new one).
@@ -207,8 +221,23 @@ impl Store {
         Ok((first.map(|f| f as u64), page))
     }
 
-    /// One history page, ordered by (observed_at, id).
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<Trigger>, StoreError> {
+    /// Refuses a query naming a host other than this one.
+    fn check_hosts(&self, hosts: &Hosts) -> Result<(), StoreError> {
+        match hosts {
+            Hosts::Own | Hosts::All => Ok(()),
+            Hosts::Named(names) => match names.iter().find(|h| **h != *self.host) {
+                Some(other) => Err(StoreError::HostNotHere {
+                    host: other.clone(),
+                    own: self.host.to_string(),
+                }),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// One history page, ordered by (observed_at, id): the one host's.
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HostTrigger>, StoreError> {
+        self.check_hosts(&q.hosts)?;
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, body FROM triggers WHERE 1");
         if let Some(s) = q.since {
             qb.push(" AND observed_at >= ").push_bind(s.0);
@@ -222,12 +251,24 @@ impl Store {
         } else {
             (">", "ASC")
         };
-        if let Some((t, id)) = q.after {
-            qb.push(format_args!(" AND (observed_at, id) {cmp} ("))
-                .push_bind(t.0)
-                .push(", ")
-                .push_bind(id as i64)
-                .push(")");
+        match q
+            .after
+            .as_ref()
+            .map(|c| Bound::of(&self.host, c, q.descending))
+        {
+            None => {}
+            Some(Bound::Row(t, id)) => {
+                qb.push(format_args!(" AND (observed_at, id) {cmp} ("))
+                    .push_bind(t.0)
+                    .push(", ")
+                    .push_bind(id.min(i64::MAX as u64) as i64)
+                    .push(")");
+            }
+            Some(Bound::Time { t, inclusive }) => {
+                let eq = if inclusive { "=" } else { "" };
+                qb.push(format_args!(" AND observed_at {cmp}{eq} "))
+                    .push_bind(t.0);
+            }
         }
         qb.push(format_args!(" ORDER BY observed_at {dir}, id {dir} LIMIT "))
             .push_bind(i64::from(q.page_size));
@@ -236,7 +277,14 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql("history query"))?;
-        rows.iter().map(trigger_row).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(HostTrigger {
+                    host: self.host.to_string(),
+                    trigger: trigger_row(r)?,
+                })
+            })
+            .collect()
     }
 
     pub async fn last_id(&self) -> Result<u64, StoreError> {
@@ -300,30 +348,27 @@ impl Store {
     }
 
     /// Stored LINK_DOWN triggers per interface in buckets of `bucket_ns`
-    /// from `since` up to `until`: (interface, bucket start, count), only
-    /// non-empty buckets, by interface then start.
-    pub async fn flaps(
-        &self,
-        since: Timestamp,
-        until: Timestamp,
-        bucket_ns: i64,
-        interfaces: &[String],
-    ) -> Result<Vec<FlapBucket>, StoreError> {
+    /// from `since` up to `until`: only non-empty buckets, by interface
+    /// then start (by host: all of this host).
+    pub async fn flaps(&self, q: &FlapsQuery) -> Result<Vec<FlapBucket>, StoreError> {
+        self.check_hosts(&q.hosts)?;
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT if_name, (observed_at - ");
-        qb.push_bind(since.0)
+        qb.push_bind(q.since.0)
             .push(") / ")
-            .push_bind(bucket_ns)
-            .push(" AS bucket, COUNT(*) FROM triggers WHERE type = ")
+            .push_bind(q.bucket_ns)
+            .push(" AS bucket, COUNT(*), ")
+            .push_bind(self.host.to_string())
+            .push(" FROM triggers WHERE type = ")
             .push_bind(i64::from(TriggerType::LinkDown.to_wire()))
             .push(" AND observed_at >= ")
-            .push_bind(since.0)
+            .push_bind(q.since.0)
             .push(" AND observed_at < ")
-            .push_bind(until.0)
+            .push_bind(q.until.0)
             .push(" AND if_name IS NOT NULL");
-        if !interfaces.is_empty() {
+        if !q.interfaces.is_empty() {
             qb.push(" AND if_name IN (");
             let mut sep = qb.separated(", ");
-            for i in interfaces {
+            for i in &q.interfaces {
                 sep.push_bind(i.clone());
             }
             sep.push_unseparated(")");
@@ -334,7 +379,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql("flaps"))?;
-        rows.iter().map(|r| flap_row(r, since, bucket_ns)).collect()
+        rows.iter().map(|r| flap_row(r, q)).collect()
     }
 
     pub async fn close(&self) {
@@ -654,7 +699,7 @@ mod tests {
     async fn tampered(sql_text: &'static str) -> (tempfile::TempDir, Store, Writer) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db");
-        let (store, mut writer) = open(&db, Durability::Normal, 1).await.unwrap();
+        let (store, mut writer) = open(&db, Durability::Normal, 1, "h").await.unwrap();
         sqlx::raw_sql(sql_text)
             .execute(&mut writer.conn)
             .await

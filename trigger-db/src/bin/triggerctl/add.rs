@@ -249,6 +249,7 @@ fn check(wire: &pb::Trigger) -> Result<(), String> {
 
 const FIELDS: &[&str] = &[
     "id",
+    "host",
     "observed_at",
     "source",
     "type",
@@ -264,8 +265,8 @@ fn field<T: DeserializeOwned>(key: &str, v: Value) -> Result<T, String> {
 }
 
 /// Parses one line of `--from`: a trigger in the JSON form `--json` prints.
-/// `id` is ignored (the database assigns ids, so `history --json` output can
-/// be added again); `source` defaults to client, `observed_at` to the
+/// `id` and `host` are ignored (the database assigns ids, and the daemon
+/// adds under its own host, so `history --json` output can be added again); `source` defaults to client, `observed_at` to the
 /// daemon's now. Errors name the field.
 pub fn parse_line(text: &str) -> Result<pb::Trigger, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
@@ -284,7 +285,8 @@ pub fn parse_line(text: &str) -> Result<pb::Trigger, String> {
     let mut t = Trigger::new(Source::Client, TriggerType::Resync);
     for (key, v) in map {
         match key.as_str() {
-            "id" => {}
+            // The database gives the id, and the daemon's host is its own.
+            "id" | "host" => {}
             "observed_at" => observed_at = Some(field::<Timestamp>(&key, v)?),
             "source" => source = Some(field::<Source>(&key, v)?),
             "type" => kind = Some(field::<TriggerType>(&key, v)?),

@@ -130,6 +130,8 @@ pub(crate) enum Command {
         /// Newest first.
         #[arg(long)]
         reverse: bool,
+        #[command(flatten)]
+        hosts: HostArgs,
     },
     /// Add triggers: one from flags, or many from JSON lines.
     #[command(after_help = ADD_HELP)]
@@ -191,10 +193,44 @@ pub(crate) enum Command {
             value_delimiter = ','
         )]
         interfaces: Vec<String>,
+        #[command(flatten)]
+        hosts: HostArgs,
+        /// One row per host, interface and bucket (a HOST column), instead
+        /// of the hosts added up.
+        #[arg(long)]
+        by_host: bool,
     },
     /// Draw the link history of a window as an SVG or HTML timeline.
     #[command(after_help = timeline::TIMELINE_HELP)]
     Timeline(timeline::TimelineArgs),
+}
+
+/// Whose triggers: `--host` (repeatable) or `--all-hosts`; neither is this
+/// daemon's own host.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HostArgs {
+    /// Only this host's triggers (its [store] host_id; repeat or
+    /// comma-separate) [default: the daemon's own host]. A PostgreSQL
+    /// database holds many hosts; a SQLite one only its own.
+    #[arg(long = "host", value_name = "HOST_ID", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Every host in the daemon's database.
+    #[arg(long, conflicts_with = "hosts")]
+    pub all_hosts: bool,
+}
+
+impl HostArgs {
+    /// Whether rows of more than one host can come back (then the output
+    /// shows the host).
+    pub fn several(&self) -> bool {
+        if self.all_hosts {
+            return true;
+        }
+        let mut h: Vec<&String> = self.hosts.iter().collect();
+        h.sort_unstable();
+        h.dedup();
+        h.len() > 1
+    }
 }
 
 const FLAPS_HELP: &str = "\
@@ -202,11 +238,15 @@ Examples:
   triggerctl flaps                              # last hour, 5-minute buckets
   triggerctl flaps --since 1h --bucket 5m -i wlan0
   triggerctl flaps --since 2026-11-27 --until 2026-11-28 --bucket 1h
+  triggerctl flaps --all-hosts --by-host --since 1d --bucket 1h
 
 A flap is a stored link-down (any source). Only buckets with link-downs are \
 shown; buckets start at --since. `stats` shows the counts of the last window \
-and since the daemon started. --json prints one \
-{\"interface\",\"start\",\"link_downs\"} per bucket.";
+and since the daemon started. --host and --all-hosts choose the hosts \
+(a PostgreSQL database of many); their link-downs add up per interface, or \
+with --by-host count per host. --json prints one \
+{\"interface\",\"start\",\"link_downs\"} per bucket, with \"host\" too with \
+--by-host.";
 
 /// `--bucket`: a humantime duration of whole seconds, 1s..=49days.
 fn parse_bucket(s: &str) -> Result<u32, String> {
@@ -357,12 +397,19 @@ Examples:
   triggerctl history --reverse -n 20         # newest 20
   triggerctl history -i wlan0 --since 2h --all
   triggerctl history --since 2026-11-27 --until 2026-11-28 --cursor TOKEN
+  triggerctl history --host gw-paris-1 --host gw-lyon-2 -i wwan0 --since 1d
+  triggerctl history --all-hosts --reverse -n 100
 
 Without --all one page is printed; if there are more, the cursor for the next \
 page is noted on stderr, and in --json mode also printed as a last line \
 {\"next_cursor\":\"TOKEN\"} (every other line is a trigger; `add --from` \
 skips it). Pass it with --cursor and the same filters. --json --all prints \
-only triggers: use it to export.";
+only triggers: use it to export.
+
+--host (repeatable) and --all-hosts read other hosts' triggers from a \
+PostgreSQL database of many hosts (a SQLite daemon refuses other hosts). \
+Triggers of several hosts come ordered by time, then host, then id, with a \
+HOST column (--json: a \"host\" key, which `add --from` ignores).";
 
 const ADD_HELP: &str = "\
 Examples:
@@ -783,6 +830,33 @@ mod tests {
         assert!(parse(&["flaps", "--bucket", "0s"]).is_err());
         assert!(parse(&["flaps", "--bucket", "1500ms"]).is_err());
         assert!(parse(&["flaps", "--bucket", "often"]).is_err());
+    }
+
+    #[test]
+    fn hosts_are_repeatable_or_all_but_not_both() {
+        let Command::History { hosts, .. } = parse(&["history", "--host", "a", "--host", "b,c"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert_eq!(hosts.hosts, ["a", "b", "c"]);
+        assert!(hosts.several());
+        let Command::History { hosts, .. } = parse(&["history", "--host", "a", "--host", "a"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(!hosts.several());
+        assert!(parse(&["history", "--host", "a", "--all-hosts"]).is_err());
+        let Command::Flaps { hosts, by_host, .. } = parse(&["flaps", "--all-hosts", "--by-host"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(hosts.all_hosts && by_host);
     }
 
     #[test]

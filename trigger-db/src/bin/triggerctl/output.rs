@@ -51,13 +51,42 @@ impl Out {
 
     /// One trigger: a table row, or its JSON form.
     pub fn trigger(&self, t: &Trigger) -> io::Result<()> {
+        self.hosted_trigger(None, t)
+    }
+
+    /// The table header for trigger rows, with a HOST column first if
+    /// `with_host`.
+    pub fn trigger_header_with(&self, with_host: bool) -> io::Result<()> {
         if self.json {
-            self.json_line(t)
+            return Ok(());
+        }
+        if with_host {
+            self.line(&format!("{:<W_HOST$} {}", "HOST", trigger_header()))
         } else {
-            self.line(&trigger_row(t))
+            self.line(&trigger_header())
+        }
+    }
+
+    /// One trigger, and its host if given (rows of several hosts): a
+    /// table row with the host first, or the JSON form with a `host` key.
+    pub fn hosted_trigger(&self, host: Option<&str>, t: &Trigger) -> io::Result<()> {
+        match (self.json, host) {
+            (true, None) => self.json_line(t),
+            (true, Some(h)) => {
+                let mut v = serde_json::to_value(t).map_err(io::Error::other)?;
+                if let Value::Object(m) = &mut v {
+                    m.insert("host".into(), Value::String(h.to_owned()));
+                }
+                self.json_line(&v)
+            }
+            (false, None) => self.line(&trigger_row(t)),
+            (false, Some(h)) => self.line(&format!("{:<W_HOST$} {}", h, trigger_row(t))),
         }
     }
 }
+
+/// The HOST column (a longer host id pushes the rest of its row right).
+const W_HOST: usize = 16;
 
 const W_ID: usize = 7;
 const W_TIME: usize = 23;

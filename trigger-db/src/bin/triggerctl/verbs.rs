@@ -17,6 +17,7 @@ use trigger_proto::v1 as pb;
 
 use crate::{
     add::BatchReader,
+    cli::HostArgs,
     output::{Out, address_cell, iface_name, link_json, table, trigger_long},
 };
 
@@ -84,11 +85,14 @@ pub struct HistoryOpts {
     pub cursor: Option<String>,
     pub all: bool,
     pub reverse: bool,
+    pub hosts: HostArgs,
 }
 
 pub async fn history(c: &mut Client, out: &Out, o: HistoryOpts) -> anyhow::Result<()> {
     let mut token = o.cursor.unwrap_or_default();
     let mut printed = 0usize;
+    // Rows of several hosts show theirs.
+    let several = o.hosts.several();
     loop {
         let req = pb::QueryRequest {
             since: o.since.map(Timestamp::to_wire),
@@ -101,18 +105,29 @@ pub async fn history(c: &mut Client, out: &Out, o: HistoryOpts) -> anyhow::Resul
             } else {
                 pb::Order::Ascending
             } as i32,
+            hosts: o.hosts.hosts.clone(),
+            all_hosts: o.hosts.all_hosts,
         };
         let page = c
             .query(req)
             .await
             .map_err(|s| status_error("history", &s))?
             .into_inner();
-        for w in &page.triggers {
+        if several && page.hosts.len() != page.triggers.len() {
+            out.note(&format!(
+                "the daemon sent {} hosts for {} triggers (an older trigger-db?): the HOST \
+                 column is left empty",
+                page.hosts.len(),
+                page.triggers.len()
+            ));
+        }
+        for (i, w) in page.triggers.iter().enumerate() {
             if let Some(t) = decode(out, w) {
+                let host = several.then(|| page.hosts.get(i).map_or("", String::as_str));
                 if printed == 0 {
-                    out.trigger_header()?;
+                    out.trigger_header_with(host.is_some())?;
                 }
-                out.trigger(&t)?;
+                out.hosted_trigger(host, &t)?;
                 printed += 1;
             }
         }
@@ -407,21 +422,28 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `flaps`: stored link-downs per interface in buckets.
-pub async fn flaps(
-    c: &mut Client,
-    out: &Out,
-    since: Timestamp,
-    until: Option<Timestamp>,
-    bucket_s: u32,
-    interfaces: Vec<String>,
-) -> anyhow::Result<()> {
+/// `flaps`' options.
+#[derive(Debug, Clone)]
+pub struct FlapsOpts {
+    pub since: Timestamp,
+    pub until: Option<Timestamp>,
+    pub bucket_s: u32,
+    pub interfaces: Vec<String>,
+    pub hosts: HostArgs,
+    pub by_host: bool,
+}
+
+/// `flaps`: stored link-downs per interface (and host) in buckets.
+pub async fn flaps(c: &mut Client, out: &Out, o: FlapsOpts) -> anyhow::Result<()> {
     let r = c
         .flaps(pb::FlapsRequest {
-            since: Some(since.to_wire()),
-            until: until.map(Timestamp::to_wire),
-            bucket_s,
-            interfaces,
+            since: Some(o.since.to_wire()),
+            until: o.until.map(Timestamp::to_wire),
+            bucket_s: o.bucket_s,
+            interfaces: o.interfaces,
+            hosts: o.hosts.hosts,
+            all_hosts: o.hosts.all_hosts,
+            by_host: o.by_host,
         })
         .await
         .map_err(|s| status_error("flaps", &s))?
@@ -436,13 +458,19 @@ pub async fn flaps(
                 Timestamp::from_wire(t, &format!("buckets[{i}].start")).map_err(|e| e.to_string())
             });
         match start {
-            Ok(start) => rows.push((b.interface.clone(), start, b.link_downs)),
+            Ok(start) => rows.push((b.host.clone(), b.interface.clone(), start, b.link_downs)),
             Err(e) => out.note(&format!("skipping a bucket the daemon sent: {e}")),
         }
     }
     if out.json {
-        for (interface, start, n) in &rows {
-            out.json_line(&json!({ "interface": interface, "start": start, "link_downs": n }))?;
+        for (host, interface, start, n) in &rows {
+            if o.by_host {
+                out.json_line(&json!({
+                    "host": host, "interface": interface, "start": start, "link_downs": n
+                }))?;
+            } else {
+                out.json_line(&json!({ "interface": interface, "start": start, "link_downs": n }))?;
+            }
         }
         return Ok(());
     }
@@ -452,9 +480,20 @@ pub async fn flaps(
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|(interface, start, n)| vec![interface.clone(), start.to_string(), n.to_string()])
+        .map(|(host, interface, start, n)| {
+            let mut row = vec![interface.clone(), start.to_string(), n.to_string()];
+            if o.by_host {
+                row.insert(0, host.clone());
+            }
+            row
+        })
         .collect();
-    for line in table(&["INTERFACE", "BUCKET START (UTC)", "LINK-DOWNS"], &cells) {
+    let header: &[&str] = if o.by_host {
+        &["HOST", "INTERFACE", "BUCKET START (UTC)", "LINK-DOWNS"]
+    } else {
+        &["INTERFACE", "BUCKET START (UTC)", "LINK-DOWNS"]
+    };
+    for line in table(header, &cells) {
         out.line(&line)?;
     }
     Ok(())

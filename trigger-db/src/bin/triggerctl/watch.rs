@@ -91,6 +91,8 @@ async fn replay_since(
                 page_size: 1000,
                 page_token: token,
                 order: pb::Order::Ascending as i32,
+                // This daemon's own host.
+                ..Default::default()
             })
             .await
             .map_err(|s| status_error("watch", &s))?

@@ -138,6 +138,8 @@ async fn query_all(
                 page_size: PAGE,
                 page_token: token,
                 order: pb::Order::Ascending as i32,
+                // This daemon's own host.
+                ..Default::default()
             })
             .await
             .map_err(|s| status_error("timeline", &s))?
@@ -177,6 +179,8 @@ async fn state_before(
             page_size: 1,
             page_token: String::new(),
             order: pb::Order::Descending as i32,
+            // This daemon's own host.
+            ..Default::default()
         })
         .await
         .map_err(|s| status_error("timeline", &s))?
