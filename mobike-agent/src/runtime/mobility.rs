@@ -293,7 +293,7 @@ impl Mobility {
                 }
                 debug!(
                     ?event,
-                    "mobility: a loss the kernel reported before trigger-db"
+                    "mobility: the kernel said it before trigger-db (a loss, or its end)"
                 );
                 f
             }
