@@ -5,8 +5,9 @@
 //! iproute2 and strongSwan (charon, swanctl, kernel-libipsec); without
 //! them it says why and exits 0.
 //!
-//! `cargo bench -p mobike-agent --bench establish [-- N [RUNS]]`
-//! (default 1000 IKE SAs, 3 runs).
+//! `[AUTH=ecdsa] cargo bench -p mobike-agent --bench establish [-- N [RUNS]]`
+//! (default 1000 IKE SAs, 3 runs; `AUTH=ecdsa`: ECDSA P-256 certificates
+//! instead of the PSK, both pairs).
 
 use std::process::Command;
 

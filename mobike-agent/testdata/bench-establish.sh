@@ -16,15 +16,24 @@
 #           plus one route per CHILD_SA via netlink, whose source address
 #           each namespace has on lo), encap = yes as in tests/interop_charon.rs,
 #           logging off, DoS thresholds lifted (see strongswan.conf below).
+# AUTH=psk (default) or AUTH=ecdsa: ECDSA P-256 certificates instead of
+# the PSK, on both sides of both pairs. One P-256 root CA (openssl, made
+# here); each side has one key, and every connection its own end-entity
+# certificate for it (subjectAltName DNS:aN.test / bN.test, signed by the
+# root), sent in IKE_AUTH; each side trusts the root (agent: cacerts;
+# charon: x509ca/). The agent signs with RFC 7427 (method 14), charon as
+# it negotiates.
 # Memory: VmRSS of each agent with N established IKE SAs minus its VmRSS
 # just before (same configuration, no SA), over N.
 # Needs root, iproute2, strongswan-charon strongswan-swanctl.
-# Usage: bench-establish.sh /path/to/mobike-agent [N] [RUNS]
+# Usage: [AUTH=ecdsa] bench-establish.sh /path/to/mobike-agent [N] [RUNS]
 set -euo pipefail
 BIN=$(realpath "${1:?path to mobike-agent}")
 N=${2:-1000}
 POLL=${POLL:-0.02}   # seconds between completion polls
 RUNS=${3:-3}
+AUTH=${AUTH:-psk}
+case $AUTH in psk|ecdsa) ;; *) echo "AUTH=$AUTH: psk or ecdsa" >&2; exit 2 ;; esac
 D=$(mktemp -d /tmp/mbkbench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -45,6 +54,26 @@ for i in $(seq 0 $((N - 1))); do echo "addr add 10.1.$((i / 256)).$((i % 256))/3
 for i in $(seq 0 $((N - 1))); do echo "addr add 10.2.$((i / 256)).$((i % 256))/32 dev lo"; done | ip -n mbkbB -batch -
 sleep 1
 
+# AUTH=ecdsa: the root, a key per side, a certificate per connection.
+P=$D/pki
+if [ "$AUTH" = ecdsa ]; then
+  mkdir -p "$P"
+  ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; chmod 600 "$1"; }
+  ec_key "$P/ca.key"
+  openssl req -x509 -new -key "$P/ca.key" -subj "/CN=Bench Root CA" -days 30 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$P/ca.pem"
+  for side in a b; do
+    ec_key "$P/$side.key"
+    openssl pkey -in "$P/$side.key" -pubout -out "$P/$side.pub"
+    for i in $(seq 0 $((N - 1))); do echo "$side $i"; done
+  done | xargs -P "$(nproc)" -n 2 sh -c '
+    printf "subjectAltName=DNS:%s%s.test\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n" "$0" "$1" > "'"$P"'/$0$1.ext"
+    openssl x509 -new -subj "/CN=$0$1.test" -force_pubkey "'"$P"'/$0.pub" -CA "'"$P"'/ca.pem" \
+      -CAkey "'"$P"'/ca.key" -days 30 -extfile "'"$P"'/$0$1.ext" -out "'"$P"'/$0$1.pem"'
+  echo "AUTH=ecdsa: $((2 * N)) P-256 certificates made" >&2
+fi
+
 now() { date +%s.%N; }
 # UDP datagrams dropped for a full socket receive buffer, both namespaces
 udp_drops() { local t=0 n; for ns in mbkbA mbkbB; do
@@ -62,7 +91,11 @@ local_addrs = ["$1"]
 remote_addrs = ["$2"]
 local_id = "$3$i.test"
 remote_id = "$4$i.test"
-psk = "bench-psk-0123456789"
+$(if [ "$AUTH" = ecdsa ]; then
+    printf 'local_auth = "pubkey"\ncert = "%s"\nkey = "%s"\ncacerts = ["%s"]' "$P/$3$i.pem" "$P/$3.key" "$P/ca.pem"
+  else
+    echo 'psk = "bench-psk-0123456789"'
+  fi)
 proposals = ["aes256gcm16-prfsha256-x25519"]
 start = "$5"
 retransmit_timeout = "2s"
@@ -110,6 +143,7 @@ agent_run() { # run-index; prints "rate rssA_idle rssA rssB_idle rssB"
   echo "$(echo "$N / ($t1 - $t0)" | bc -l) $rai $ra $rbi $rb $nb $((d1 - d0))"
 }
 
+CAUTH=psk; [ "$AUTH" = ecdsa ] && CAUTH=pubkey
 charon_conf() { # me peer my-prefix peer-prefix start_action lts-net rts-net
   echo 'connections {'
   for i in $(seq 0 $((N - 1))); do
@@ -119,9 +153,10 @@ charon_conf() { # me peer my-prefix peer-prefix start_action lts-net rts-net
   remote_addrs = $2
   proposals = aes256gcm16-prfsha256-x25519
   encap = yes
-  local { auth = psk
+  local { auth = $CAUTH$([ "$AUTH" = ecdsa ] && echo "
+    certs = $3$i.pem")
     id = $3$i.test }
-  remote { auth = psk
+  remote { auth = $CAUTH
     id = $4$i.test }
   children { net { local_ts = $6.$h/32
     remote_ts = $7.$h/32
@@ -156,6 +191,14 @@ swanctl { load = pem pkcs1 x509 pubkey openssl random nonce
 EOC
 }
 charon_setup A; charon_setup B
+if [ "$AUTH" = ecdsa ]; then
+  for side in A B; do
+    s=$(echo "$side" | tr AB ab)
+    cp "$P/ca.pem" "$D/$side/x509ca/"
+    cp "$P/$s.key" "$D/$side/private/"
+    for i in $(seq 0 $((N - 1))); do ln -s "$P/$s$i.pem" "$D/$side/x509/$s$i.pem"; done
+  done
+fi
 charon_conf 192.0.2.1 192.0.2.2 a b start 10.1 10.2 > "$D/A/swanctl.conf"
 charon_conf 192.0.2.2 192.0.2.1 b a none 10.2 10.1 > "$D/B/swanctl.conf"
 sw() { local s=$1; shift; STRONGSWAN_CONF=$D/$s/strongswan.conf swanctl "$@" --uri "unix://$D/$s/charon.vici"; }
@@ -190,7 +233,7 @@ charon_run() { # prints "rate rssA_idle rssA rssB_idle rssB nB"
   echo "$(echo "$N / ($t1 - $t0)" | bc -l) $rai $ra $rbi $rb $nb $((d1 - d0))"
 }
 
-echo "N=$N IKE SAs (+1 CHILD_SA each) per run, $RUNS runs, $(nproc) CPUs"
+echo "N=$N IKE SAs (+1 CHILD_SA each) per run, $RUNS runs, $(nproc) CPUs, AUTH=$AUTH"
 for r in $(seq "$RUNS"); do
   agent_run "$r" > "$D/res"; read -r rate rai ra rbi rb nb drops < "$D/res"
   printf 'run %d agent : %8.1f est/s  initiator RSS %6d -> %6d kB (%.1f kB/SA)  responder RSS %6d -> %6d kB (%.1f kB/SA), responder CHILD_SAs %d, UDP rcvbuf drops %d\n' \
