@@ -13,6 +13,9 @@
 //! 3. after certificate authentication the agent (initiator) moves its
 //!    IKE SA to its second IPv4 address with `mobike-agent move`; charon
 //!    lists the new address with the same IKE SPIs and one CHILD_SA.
+//! 4. Distinguished Names as identities on both sides, as strongSwan
+//!    users write them (the agent's own defaulting to its certificate's
+//!    subject).
 //!
 //! `certificate_refusals_name_why` (namespaces mbkr), the agent
 //! initiating in 4 to 6:
@@ -174,6 +177,43 @@ fn certificates_authenticate_in_both_roles_and_move() {
         charon_initiates(&mut t, &pki, step, agent_cert, charon_cert);
     }
     moves_after_certificate_authentication(&mut t, &pki);
+    distinguished_names(&mut t, &pki);
+}
+
+/// 4: identities as Distinguished Names, as strongSwan users write them:
+/// charon's ids are the subjects of both certificates; the agent has no
+/// local_id (its certificate's subject is its ID) and a DN as remote_id.
+fn distinguished_names(t: &mut Interop, pki: &Pki) {
+    const A_DN: &str = "C=CH, O=mobike test, CN=a.test";
+    const B_DN: &str = "C=CH, O=mobike test, CN=b.test";
+    t.clear_charon_log();
+    t.start_charon(
+        &charon_pubkey_conf_as("b", &format!("\"{B_DN}\""), "")
+            .replace("id = a.test }", &format!("id = \"{A_DN}\" }}")),
+    );
+    let conf = agent_cert_conf(pki, "initiate", "a", "a", "root.pem")
+        .replace("local_id = \"a.test\"\n", "")
+        .replace("remote_id = \"b.test\"", &format!("remote_id = \"{B_DN}\""));
+    t.start_agent("dn", &conf);
+    t.wait_for(20, "4: CHILD_SA not installed with DN identities", |t| {
+        t.charon().has("INSTALLED")
+    });
+    let log = t.charon_log();
+    t.check(
+        has_line_with(
+            &log,
+            &[&format!("authentication of '{A_DN}' with"), "successful"],
+        ) && has_line_with(&log, &[&format!("authentication of '{B_DN}' (myself)")]),
+        "4: charon did not authenticate both sides by their DNs",
+    );
+    t.check(
+        t.agent().logged("CHILD_SA installed")
+            && t.listed("ESTABLISHED") == 1
+            && t.listed("INSTALLED") == 1,
+        &format!("4: swanctl --list-sas:\n{}", t.charon().list_sas()),
+    );
+    t.stop_agent();
+    t.stop_charon();
 }
 
 /// The agent (certificate `agent_cert`) initiates to charon (`charon_cert`).

@@ -22,6 +22,12 @@ pub enum ConfigError {
     /// An empty identity.
     #[error("identity must not be empty")]
     EmptyIdentity,
+    /// An identity with `=` that is not a Distinguished Name.
+    #[error("identity `{text}` is not a Distinguished Name: {why}")]
+    BadDn {
+        text: String,
+        why: crate::pki::dn::DnError,
+    },
 }
 
 /// One connection ("conn" in swanctl.conf terms).
@@ -296,11 +302,32 @@ impl Default for EndpointConfig {
 }
 
 /// Parses an identity as strongSwan does: an IP address gives
-/// ID_IPV4_ADDR/ID_IPV6_ADDR, `user@host` ID_RFC822_ADDR, anything else
+/// ID_IPV4_ADDR/ID_IPV6_ADDR, text with `=` a Distinguished Name
+/// (ID_DER_ASN1_DN, `C=CH, O=Example, CN=gw`, see [`crate::pki::dn`]),
+/// `@name` the FQDN `name`, `user@host` ID_RFC822_ADDR, anything else
 /// ID_FQDN.
 pub fn parse_identity(s: &str) -> Result<Identification, ConfigError> {
     if s.is_empty() {
         return Err(ConfigError::EmptyIdentity);
+    }
+    if crate::pki::dn::looks_like_dn(s) {
+        let data = crate::pki::dn::parse(s).map_err(|why| ConfigError::BadDn {
+            text: s.to_owned(),
+            why,
+        })?;
+        return Ok(Identification {
+            ty: IdType::ID_DER_ASN1_DN,
+            data,
+        });
+    }
+    if let Some(name) = s.strip_prefix('@') {
+        if name.is_empty() {
+            return Err(ConfigError::EmptyIdentity);
+        }
+        return Ok(Identification {
+            ty: IdType::ID_FQDN,
+            data: name.as_bytes().to_vec(),
+        });
     }
     Ok(match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => Identification {
@@ -472,6 +499,27 @@ mod tests {
             }
         );
         assert!(parse_identity("").is_err());
+        // `@name`: an FQDN, whatever it looks like.
+        assert_eq!(
+            parse_identity("@moon").unwrap(),
+            Identification {
+                ty: IdType::ID_FQDN,
+                data: b"moon".to_vec()
+            }
+        );
+        assert!(parse_identity("@").is_err());
+        // A Distinguished Name, in strongSwan's order.
+        let dn = parse_identity("C=CH, O=strongSwan, CN=moon.strongswan.org").unwrap();
+        assert_eq!(dn.ty, IdType::ID_DER_ASN1_DN);
+        assert_eq!(
+            crate::pki::identity::describe(&dn),
+            "C=CH, O=strongSwan, CN=moon.strongswan.org"
+        );
+        let e = parse_identity("C=CH, Q=x").unwrap_err().to_string();
+        assert!(
+            e.contains("C=CH, Q=x") && e.contains("unknown attribute `Q`"),
+            "{e}"
+        );
     }
 }
 

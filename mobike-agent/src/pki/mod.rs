@@ -3,8 +3,8 @@
 //! key and its signatures ([`key`]), the AUTH payload's Digital Signature
 //! form and the check of a peer's signature ([`auth`]), validation of a
 //! peer's certificate chain against configured trust anchors and optional
-//! CRLs ([`verify`]), and matching an IKE identity against a certificate
-//! ([`identity`]).
+//! CRLs ([`verify`]), matching an IKE identity against a certificate
+//! ([`identity`]), and Distinguished Names as configured ([`dn`]).
 //!
 //! Nothing here parses DER by hand: certificates are read with
 //! x509-parser (subject, subjectAltName, key usage, validity), paths are
@@ -17,6 +17,7 @@
 //! the engine's `sa::pubkey`.
 
 pub mod auth;
+pub mod dn;
 pub mod files;
 pub mod identity;
 pub mod key;
