@@ -11,7 +11,10 @@
 # start until the initiator reports N CHILD_SAs INSTALLED), polled every $POLL s (default
 # 0.02; status --json / swanctl --list-sas --raw on the same 2 CPUs; with
 # POLL=0.5 charon's rate is the same, so the polls do not slow it down).
-#   agent:  backend "none" (CHILD_SAs not installed anywhere).
+#   agent:  backend "none" (CHILD_SAs not installed anywhere); no limit of
+#           half-open IKE SAs per source or in all (as charon's below), its
+#           cookie threshold (30) kept; MOBILITY_OFF=1: [mobility] source
+#           "off" (no link following: no route lookups per new IKE SA).
 #   charon: kernel-libipsec (this host's kernel has no ESP; userspace SAs,
 #           plus one route per CHILD_SA via netlink, whose source address
 #           each namespace has on lo), encap = yes as in tests/interop_charon.rs,
@@ -83,6 +86,10 @@ stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 agent_conf() { # me peer my-prefix peer-prefix start lts-net rts-net
   echo '[kernel]'; echo 'backend = "none"'
+  # As charon's below: no per-source or total limit of half-open IKE SAs
+  # (all N come from one address at once); the cookie threshold stays.
+  echo '[ike]'; echo 'half_open_per_source = 0'; echo 'half_open_limit = 0'
+  [ -n "${MOBILITY_OFF:-}" ] && { echo '[mobility]'; echo 'source = "off"'; }
   for i in $(seq 0 $((N - 1))); do
     local h=$((i / 256)).$((i % 256))
     cat <<EOC
