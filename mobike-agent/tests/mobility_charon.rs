@@ -508,6 +508,10 @@ fn the_agent_follows_the_hosts_links_through_trigger_db_and_by_itself() {
     if let Some(mut d) = t.daemon.take() {
         d.terminate();
     }
+    t.wait_for(10, "5: the agent sees trigger-db gone", |s| {
+        s.sa()
+            .is_some_and(|sa| sa["mobility_source"]["active"] == "netlink")
+    });
     t.start_daemon_with(Some("[damping]\ndebounce = { link-down = \"30s\" }\n"));
     t.wait_for(15, "5: the agent follows trigger-db again", |s| {
         s.sa().is_some_and(|sa| {
@@ -515,7 +519,8 @@ fn the_agent_follows_the_hosts_links_through_trigger_db_and_by_itself() {
                 && sa["mobility_source"]["synced"] == true
         })
     });
-    let (down, other) = if t.local().starts_with("2001:db8:1::") {
+    // The uplink in use: where step 4's move went.
+    let (down, other) = if t.last_move()["to"]["interface"] == "up1" {
         ("up1", "up2")
     } else {
         ("up2", "up1")
