@@ -56,6 +56,13 @@ impl Loss {
         }
     }
 
+    /// The interface it is about.
+    fn index(self) -> u32 {
+        match self {
+            Loss::Down(i) | Loss::Addr(i, _) | Loss::Gone(i) => i,
+        }
+    }
+
     /// Whether the table has yet to hear of it.
     fn is_news(self, table: &LinkTable) -> bool {
         match self {
@@ -131,22 +138,33 @@ impl Hints {
         pass
     }
 
-    /// trigger-db's `event`: when it says a loss a hint gave first, when
-    /// that hint was observed (the cause the manager has for it), once.
-    /// What it undoes is trigger-db's news from now on.
-    pub fn from_trigger_db(&mut self, event: &LinkEvent) -> Option<SystemTime> {
+    /// trigger-db's `event`: when it says a loss of an interface that
+    /// hints gave first, when those hints were observed (the causes the
+    /// manager may have for a move), each once. A link's loss comes with
+    /// its addresses' in one burst, and the move's cause is whichever of
+    /// them the manager saw first; trigger-db may not repeat each of them
+    /// (or not soon), so its first word of a loss of the interface names
+    /// them all. What it undoes is trigger-db's news from now on.
+    pub fn from_trigger_db(&mut self, event: &LinkEvent) -> Vec<SystemTime> {
         if let Some(loss) = Loss::undone_by(event) {
             self.given.remove(&loss);
-            return None;
+            return Vec::new();
         }
-        let loss = Loss::of(event)?;
-        let hinted = self.given.get_mut(&loss).filter(|h| !h.confirmed)?;
-        hinted.confirmed = true;
-        let observed = hinted.observed;
+        let Some(loss) = Loss::of(event) else {
+            return Vec::new();
+        };
+        let index = loss.index();
+        let mut named = Vec::new();
+        for (l, h) in &mut self.given {
+            if l.index() == index && !h.confirmed {
+                h.confirmed = true;
+                named.push(h.observed);
+            }
+        }
         if matches!(loss, Loss::Gone(_)) {
-            self.given.remove(&loss);
+            self.given.retain(|l, _| l.index() != index);
         }
-        Some(observed)
+        named
     }
 
     /// trigger-db's snapshot replaced the picture: what the hints said is
@@ -279,18 +297,25 @@ mod tests {
         let mut h = Hints::new();
         assert!(h.pass(&link(1, false), at(1), &t));
         assert!(h.pass(&addr_removed(1), at(2), &t));
-        assert_eq!(h.from_trigger_db(&link(1, false)), Some(at(1)));
-        assert_eq!(h.from_trigger_db(&link(1, false)), None);
-        assert_eq!(h.from_trigger_db(&addr_removed(1)), Some(at(2)));
+        // The link's loss names both hints of the interface, once.
+        assert_eq!(h.from_trigger_db(&link(1, false)), vec![at(1), at(2)]);
+        assert_eq!(h.from_trigger_db(&link(1, false)), Vec::<SystemTime>::new());
+        assert_eq!(
+            h.from_trigger_db(&addr_removed(1)),
+            Vec::<SystemTime>::new()
+        );
         // Confirmed, the hint still undoes itself when the watch sees the
         // link back first.
         assert!(h.pass(&link(1, true), at(3), &t));
         // trigger-db's return of a link: the hint is done with.
         assert!(h.pass(&link(1, false), at(4), &t));
-        assert_eq!(h.from_trigger_db(&link(1, true)), None);
+        assert_eq!(h.from_trigger_db(&link(1, true)), Vec::<SystemTime>::new());
         assert!(!h.pass(&link(1, true), at(5), &t));
         // Losses no hint gave are not named.
-        assert_eq!(h.from_trigger_db(&LinkEvent::Removed { index: 1 }), None);
+        assert_eq!(
+            h.from_trigger_db(&LinkEvent::Removed { index: 1 }),
+            Vec::<SystemTime>::new()
+        );
     }
 
     #[test]
@@ -299,11 +324,11 @@ mod tests {
         let mut h = Hints::new();
         assert!(h.pass(&link(1, false), at(1), &t));
         assert!(h.pass(&LinkEvent::Removed { index: 1 }, at(2), &t));
-        assert_eq!(h.from_trigger_db(&link(1, false)), None);
         assert_eq!(
             h.from_trigger_db(&LinkEvent::Removed { index: 1 }),
-            Some(at(2))
+            vec![at(2)]
         );
+        assert_eq!(h.from_trigger_db(&link(1, false)), Vec::<SystemTime>::new());
     }
 
     #[test]
@@ -314,6 +339,6 @@ mod tests {
         h.clear();
         // The return of a link trigger-db has since described is its news.
         assert!(!h.pass(&link(1, true), at(2), &t));
-        assert_eq!(h.from_trigger_db(&link(1, false)), None);
+        assert_eq!(h.from_trigger_db(&link(1, false)), Vec::<SystemTime>::new());
     }
 }

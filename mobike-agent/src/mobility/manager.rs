@@ -210,6 +210,9 @@ impl Manager {
             }
         };
         for s in self.sas.values_mut() {
+            // Marked by the hint and not evaluated yet (trigger-db's copy
+            // came in the same burst).
+            hinted(&mut s.cause);
             if let Some(p) = &mut s.pending {
                 hinted(&mut p.timeline.cause);
             }

@@ -304,16 +304,17 @@ impl Mobility {
         }
         // trigger-db's copy of a loss a hint gave: the move names it.
         let named = match &feed {
-            Feed::Event { id, event, .. } if *id != 0 && self.hint_watch.is_some() => self
-                .hints
-                .from_trigger_db(event)
-                .map(|observed| (observed, *id)),
+            Feed::Event { id, event, .. } if *id != 0 && self.hint_watch.is_some() => {
+                Some((self.hints.from_trigger_db(event), *id))
+            }
             _ => None,
         };
         let manager = self.driver.manager_mut();
         manager.on_feed(feed, now);
-        if let Some((observed, id)) = named {
-            manager.name_cause(observed, id);
+        if let Some((hints, id)) = named {
+            for observed in hints {
+                manager.name_cause(observed, id);
+            }
         }
     }
 

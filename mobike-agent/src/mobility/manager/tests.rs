@@ -760,6 +760,22 @@ fn trigger_db_names_the_trigger_of_a_move_a_kernel_hint_caused() {
     let (_, t) = e.m.poll_completed().expect("a completed move");
     assert_eq!(t.cause.map(|c| c.id), Some(41));
 
+    // Named in the same burst, before the evaluation that decides.
+    let mut e = Env::new(true);
+    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
+    let hint = cause(0, e.now);
+    e.m.on_link_event(
+        link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
+        Some(hint),
+        e.now,
+    );
+    e.m.name_cause(hint.observed, 44);
+    e.step(0);
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    e.m.on_first_esp(7, e.now);
+    let (_, t) = e.m.poll_completed().expect("a completed move");
+    assert_eq!(t.cause.map(|c| c.id), Some(44));
+
     // Named after it completed: the history has the id.
     let mut e = Env::new(true);
     e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
