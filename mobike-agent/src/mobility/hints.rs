@@ -112,19 +112,17 @@ impl Hints {
     /// manager now; `table` is the manager's picture before it.
     pub fn pass(&mut self, event: &LinkEvent, observed: SystemTime, table: &LinkTable) -> bool {
         let pass = if let Some(loss) = Loss::of(event) {
-            if let LinkEvent::Removed { index } = event {
+            if let Loss::Gone(index) = loss {
                 // What was said of the interface is moot now.
-                self.given
-                    .retain(|l, _| !matches!(l, Loss::Down(i) | Loss::Addr(i, _) if i == index));
+                self.given.retain(|l, _| l.index() != index);
             }
             let news = loss.is_news(table) && !self.given.contains_key(&loss);
             if news {
-                let confirmed = false;
                 self.given.insert(
                     loss,
                     Hinted {
                         observed,
-                        confirmed,
+                        confirmed: false,
                     },
                 );
             }

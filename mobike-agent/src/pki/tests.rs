@@ -640,27 +640,8 @@ esp_proposals = ["aes256gcm16"]
     #[test]
     fn an_unknown_ca_or_an_identity_not_in_the_certificate_is_refused() {
         let p = pki();
-        let flip = |s: String| {
-            s.replace(
-                "10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24",
-                "10.2.0.0/24\"]\nremote_ts = [\"10.1.0.0/24",
-            )
-        };
         // B trusts another CA only.
-        let a = conf(
-            "192.0.2.1",
-            "192.0.2.2",
-            "ec.test",
-            "rsa.test",
-            &pubkey_lines(p, "ec", "root"),
-        );
-        let b = flip(conf(
-            "192.0.2.2",
-            "192.0.2.1",
-            "rsa.test",
-            "ec.test",
-            &pubkey_lines(p, "rsa", "other"),
-        ));
+        let (a, b) = ec_a_rsa_b(p, "other");
         let (mut a1, mut b1) = run(&a, &b);
         assert!(!established(&a1) && !established(&b1));
         assert!(failed(&mut b1), "B refuses A's certificate");
@@ -714,6 +695,26 @@ esp_proposals = ["aes256gcm16"]
         );
     }
 
+    /// A as ec.test (P-256, trusting the root) and B as rsa.test (RSA,
+    /// trusting `b_ca`), both with certificates: A's and B's configurations.
+    fn ec_a_rsa_b(p: &Pki, b_ca: &str) -> (String, String) {
+        let a = conf(
+            "192.0.2.1",
+            "192.0.2.2",
+            "ec.test",
+            "rsa.test",
+            &pubkey_lines(p, "ec", "root"),
+        );
+        let b = flip(conf(
+            "192.0.2.2",
+            "192.0.2.1",
+            "rsa.test",
+            "ec.test",
+            &pubkey_lines(p, "rsa", b_ca),
+        ));
+        (a, b)
+    }
+
     fn flip(s: String) -> String {
         s.replace(
             "10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24",
@@ -734,20 +735,7 @@ esp_proposals = ["aes256gcm16"]
     fn each_side_knows_how_both_authenticated_and_the_peers_certificate() {
         use crate::engine::{AuthUsed, PeerCertInfo};
         let p = pki();
-        let a = conf(
-            "192.0.2.1",
-            "192.0.2.2",
-            "ec.test",
-            "rsa.test",
-            &pubkey_lines(p, "ec", "root"),
-        );
-        let b = flip(conf(
-            "192.0.2.2",
-            "192.0.2.1",
-            "rsa.test",
-            "ec.test",
-            &pubkey_lines(p, "rsa", "root"),
-        ));
+        let (a, b) = ec_a_rsa_b(p, "root");
         let (mut a, mut b) = run(&a, &b);
         assert!(established(&a) && established(&b));
         let int = "C=CH, O=mobike test, CN=Intermediate CA";

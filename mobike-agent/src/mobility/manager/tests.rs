@@ -732,15 +732,31 @@ fn cause(id: u64, received: Instant) -> Cause {
 
 /// A move caused by a kernel hint (no trigger id) is named by trigger-db's
 /// copy of the same loss, while under way and after.
-#[test]
-fn trigger_db_names_the_trigger_of_a_move_a_kernel_hint_caused() {
-    let mut e = Env::new(true);
+/// eth0 lost by a kernel hint (a cause without trigger id) on `e`, wlan0
+/// tested `tested` before; the hint.
+fn eth0_lost_by_hint(e: &mut Env, tested: Option<u64>) -> Cause {
+    if let Some(ms) = tested {
+        e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(ms)), e.now);
+    }
     let hint = cause(0, e.now);
     e.m.on_link_event(
         link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
         Some(hint),
         e.now,
     );
+    hint
+}
+
+/// The move to wlan0 answered and its first ESP packet seen.
+fn wlan0_moved(e: &mut Env) {
+    e.m.on_moved(7, pair(WLAN, PEER), e.now);
+    e.m.on_first_esp(7, e.now);
+}
+
+#[test]
+fn trigger_db_names_the_trigger_of_a_move_a_kernel_hint_caused() {
+    let mut e = Env::new(true);
+    let hint = eth0_lost_by_hint(&mut e, None);
     e.step(0);
     // Another hint's copy names nothing.
     e.m.name_cause(hint.observed + Duration::from_millis(1), 99);
@@ -755,39 +771,24 @@ fn trigger_db_names_the_trigger_of_a_move_a_kernel_hint_caused() {
     e.now += Duration::from_millis(20);
     e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(20)), e.now);
     e.step(0);
-    e.m.on_moved(7, pair(WLAN, PEER), e.now);
-    e.m.on_first_esp(7, e.now);
+    wlan0_moved(&mut e);
     let (_, t) = e.m.poll_completed().expect("a completed move");
     assert_eq!(t.cause.map(|c| c.id), Some(41));
 
     // Named in the same burst, before the evaluation that decides.
     let mut e = Env::new(true);
-    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
-    let hint = cause(0, e.now);
-    e.m.on_link_event(
-        link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
-        Some(hint),
-        e.now,
-    );
+    let hint = eth0_lost_by_hint(&mut e, Some(30));
     e.m.name_cause(hint.observed, 44);
     e.step(0);
-    e.m.on_moved(7, pair(WLAN, PEER), e.now);
-    e.m.on_first_esp(7, e.now);
+    wlan0_moved(&mut e);
     let (_, t) = e.m.poll_completed().expect("a completed move");
     assert_eq!(t.cause.map(|c| c.id), Some(44));
 
     // Named after it completed: the history has the id.
     let mut e = Env::new(true);
-    e.m.on_test_result(7, pair(WLAN, PEER), Some(Duration::from_millis(30)), e.now);
-    let hint = cause(0, e.now);
-    e.m.on_link_event(
-        link_ev(1, "eth0", IfaceKind::Ethernet, "", false),
-        Some(hint),
-        e.now,
-    );
+    let hint = eth0_lost_by_hint(&mut e, Some(30));
     e.step(0);
-    e.m.on_moved(7, pair(WLAN, PEER), e.now);
-    e.m.on_first_esp(7, e.now);
+    wlan0_moved(&mut e);
     e.m.name_cause(hint.observed, 43);
     let status = e.m.status(7).unwrap();
     assert_eq!(status.moves[0].cause.map(|c| c.id), Some(43));
