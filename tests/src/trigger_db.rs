@@ -91,6 +91,25 @@ impl Daemon {
         )
     }
 
+    /// Like [`Daemon::start_on`], in `netns` (its rtnetlink source on,
+    /// watching that namespace's links, unless `config` says otherwise).
+    pub fn start_on_in(
+        bin: impl Into<PathBuf>,
+        dir: &Path,
+        netns: &Netns,
+        database: &str,
+        config: Option<&str>,
+    ) -> Self {
+        Self::launch(
+            bin.into(),
+            Flavour::Test,
+            dir,
+            Some(netns),
+            config,
+            Some(PathBuf::from(database)),
+        )
+    }
+
     /// Starts `bin` for a benchmark: like [`Daemon::start`], but logging
     /// warnings only and with exactly `config`.
     pub fn start_for_bench(
