@@ -44,11 +44,11 @@ const GROUP: &str = "nogroup";
 /// and removes the directory. $1: the directory; $2: postgres; $3: setpriv
 /// user; $4: group.
 const GUARD: &str = r#"
-dir=$1; postgres=$2
-setpriv --reuid="$3" --regid="$4" --clear-groups \
+dir=$1; postgres=$2; user=$3; group=$4; shift 4
+setpriv --reuid="$user" --regid="$group" --clear-groups \
   "$postgres" -D "$dir/data" -k "$dir" -c listen_addresses= \
   -c fsync=off -c full_page_writes=off -c max_connections=300 \
-  -c shared_buffers=32MB >"$dir/server.log" 2>&1 &
+  -c shared_buffers=32MB "$@" >"$dir/server.log" 2>&1 &
 pid=$!
 cat >/dev/null
 kill -INT "$pid" 2>/dev/null
@@ -121,7 +121,15 @@ impl PgServer {
     }
 
     /// Starts a server of one's own, stopped and removed when dropped.
+    /// Tuned for tests: no fsync, small buffers.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`PgServer::start`] with `settings` (`name=value`, as `postgres -c`
+    /// takes them) over the test defaults, e.g. `fsync=on` for a
+    /// benchmark that wants a durable commit.
+    pub fn start_with(settings: &[&str]) -> Self {
         assert!(
             process::is_root(),
             "a PostgreSQL server for tests needs root (it runs as {USER})"
@@ -174,6 +182,7 @@ impl PgServer {
             .arg(&dir)
             .arg(bin.join("postgres"))
             .args([USER, GROUP])
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

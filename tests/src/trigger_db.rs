@@ -121,6 +121,24 @@ impl Daemon {
         Self::launch(bin.into(), Flavour::Bench, dir, netns, Some(config), None)
     }
 
+    /// [`Daemon::start_for_bench`] on `database` (a path or URL) instead
+    /// of a SQLite file in `dir`.
+    pub fn start_for_bench_on(
+        bin: impl Into<PathBuf>,
+        dir: &Path,
+        database: &str,
+        config: &str,
+    ) -> Self {
+        Self::launch(
+            bin.into(),
+            Flavour::Bench,
+            dir,
+            None,
+            Some(config),
+            Some(PathBuf::from(database)),
+        )
+    }
+
     fn launch(
         bin: PathBuf,
         flavour: Flavour,
