@@ -440,17 +440,16 @@ async fn query(server: &PgServer) -> anyhow::Result<()> {
         }
     };
     let mut through_daemon = Vec::with_capacity(QUERIES);
-    for i in 0..WARM_QUERIES + QUERIES {
+    for (i, &want) in counts.iter().enumerate() {
         let req = request(i);
         let want_if = req.filter.as_ref().map(|f| f.interfaces[0].clone());
         let start = Instant::now();
         let r = c.query(req).await?.into_inner();
         let took = start.elapsed();
         ensure!(
-            r.triggers.len() == counts[i],
-            "query {i}: {} rows through the daemon, {} by SQL",
+            r.triggers.len() == want,
+            "query {i}: {} rows through the daemon, {want} by SQL",
             r.triggers.len(),
-            counts[i]
         );
         ensure!(
             r.triggers
