@@ -379,8 +379,14 @@ fn send_cert_and_send_certreq_need_certificates() {
         FileConfig::parse(&EXAMPLE.replace("mobike = true", &format!("mobike = true\n{line}")))
     };
     for (line, what) in [
-        ("send_cert = \"always\"", "send_cert needs local_auth = \"pubkey\""),
-        ("send_certreq = false", "send_certreq needs remote_auth = \"pubkey\""),
+        (
+            "send_cert = \"always\"",
+            "send_cert needs local_auth = \"pubkey\"",
+        ),
+        (
+            "send_certreq = false",
+            "send_certreq needs remote_auth = \"pubkey\"",
+        ),
     ] {
         let err = with(line).unwrap().to_agent_config().unwrap_err();
         assert!(err.to_string().contains(what), "{line}: {err}");
