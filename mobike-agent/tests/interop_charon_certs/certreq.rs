@@ -8,7 +8,8 @@
 //!    the SHA-1 hash of its SubjectPublicKeyInfo, which charon resolves to
 //!    the root ("received cert request for ..."), and charon sends its
 //!    certificate. charon names the intermediate as well as the root, so
-//!    the agent sends its certificate without the intermediate.
+//!    the agent sends its certificate without the intermediate. The same
+//!    with charon initiating (its CERTREQ in IKE_AUTH).
 //! 2. charon with `send_certreq = no` and the agent's certificate of its
 //!    own (`remote { certs = a.pem }`): the agent, with the default
 //!    `send_cert = "ifasked"`, sends no CERT payload, as initiator and as
@@ -92,6 +93,27 @@ fn certificates_sent_because_charon_asked(t: &mut Interop, pki: &Pki) {
     t.check(
         count(&answer, "CERT") >= 1,
         &format!("1: charon's IKE_AUTH answer {answer:?}"),
+    );
+    t.stop_agent();
+    t.stop_charon();
+    // charon initiates: its CERTREQ comes in IKE_AUTH, the agent answers
+    // with its certificate (alone, as above).
+    t.clear_charon_log();
+    t.start_charon(&charon_pubkey_conf("b", "192.0.2.1"));
+    t.start_agent(
+        "certreq-listen",
+        &agent_cert_conf(pki, "listen", "a", "a", "root.pem"),
+    );
+    initiate(t, "1");
+    t.wait_for(20, "1: CHILD_SA not installed (charon initiating)", |t| {
+        t.charon().has("INSTALLED") && t.agent().logged("CHILD_SA installed")
+    });
+    established_both_sides(t, "1", "a", "b");
+    let request = payloads(t, "generating IKE_AUTH request 1");
+    let answer = payloads(t, "parsed IKE_AUTH response 1");
+    t.check(
+        count(&request, "CERTREQ") == 1 && count(&answer, "CERT") == 1,
+        &format!("1: charon's IKE_AUTH request {request:?}, the agent's answer {answer:?}"),
     );
     t.stop_agent();
     t.stop_charon();
