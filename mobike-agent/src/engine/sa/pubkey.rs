@@ -1,7 +1,9 @@
 //! Public-key authentication in IKE_AUTH (RFC 7296 §2.15, §3.6-3.8;
-//! RFC 7427; RFC 4754 for the classic ECDSA methods): our CERT payloads and
-//! signed AUTH, the CERTREQ naming the CAs we trust, and the check of a
-//! peer's certificate chain, identity and signature. The X.509 work is
+//! RFC 7427; RFC 4754 for the classic ECDSA methods): our CERT payloads
+//! (as `send_cert` says, the chain cut below the CA the peer's CERTREQ
+//! names) and signed AUTH, the CERTREQ naming the CAs we trust (unless
+//! `send_certreq` is off), and the check of a peer's certificate chain,
+//! identity and signature. The X.509 work is
 //! [`crate::pki`]'s; this module puts it into the exchange.
 //!
 //! A peer may sign with RFC 7427's Digital Signature (method 14) or a
