@@ -37,6 +37,9 @@
 //! key = "/etc/mobike-agent/private/a.key"   # PKCS#8, SEC1 or PKCS#1; mode 600
 //! cacerts = ["/etc/mobike-agent/x509ca"]    # CA files or directories
 //! crls = []                   # CRL files; none: no revocation check
+//! send_cert = "ifasked"       # or "always", "never": CERT payloads only when
+//!                             # the peer sent a CERTREQ (swanctl's default)
+//! send_certreq = true         # CERTREQ naming our cacerts (RFC 7296 §3.7)
 //! proposals = ["aes256gcm16-prfsha256-x25519"]
 //! mobike = true
 //! mobike_verify = "unlisted" # or "always", "never" (charon's way): check new peer addresses before ESP moves
@@ -359,6 +362,12 @@ pub struct ConnectionSection {
     /// CRL files; none: revocation is not checked.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// When our certificate chain goes out in CERT payloads (swanctl's
+    /// `send_cert`); default `ifasked`: when the peer sent a CERTREQ.
+    pub send_cert: Option<SendCertSetting>,
+    /// Whether we send CERTREQ naming our `cacerts` (swanctl's
+    /// `send_certreq`); default true.
+    pub send_certreq: Option<bool>,
     /// IKE proposals.
     pub proposals: Vec<String>,
     /// Offer MOBIKE.
@@ -418,6 +427,29 @@ pub enum AuthSetting {
     Psk,
     /// Public key: a certificate and a signature.
     Pubkey,
+}
+
+/// swanctl's `send_cert`: when our CERT payloads go out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendCertSetting {
+    /// In every IKE_AUTH.
+    Always,
+    /// When the peer sent a CERTREQ (the default).
+    #[default]
+    IfAsked,
+    /// Never: the peer has our certificate locally.
+    Never,
+}
+
+impl From<SendCertSetting> for engine::SendCert {
+    fn from(v: SendCertSetting) -> Self {
+        match v {
+            SendCertSetting::Always => engine::SendCert::Always,
+            SendCertSetting::IfAsked => engine::SendCert::IfAsked,
+            SendCertSetting::Never => engine::SendCert::Never,
+        }
+    }
 }
 
 /// `mobike_verify`: which new peer addresses a MOBIKE responder checks
@@ -602,138 +634,6 @@ impl FileConfig {
         }))
     }
 
-    /// Our side's authentication and identity: the credentials read and
-    /// checked (the key is the certificate's), the identity as
-    /// configured, or the certificate's subject.
-    fn local_auth(
-        &self,
-        name: &str,
-        c: &ConnectionSection,
-    ) -> Result<(engine::LocalAuth, crate::proto::Identification), ConfigFileError> {
-        let invalid = |what: &str| ConfigFileError::Invalid {
-            connection: name.to_owned(),
-            what: what.into(),
-        };
-        let pki = |source| ConfigFileError::Pki {
-            connection: name.to_owned(),
-            source,
-        };
-        let configured = c
-            .local_id
-            .as_deref()
-            .map(engine::parse_identity)
-            .transpose()
-            .map_err(|source| ConfigFileError::Value {
-                connection: name.to_owned(),
-                source,
-            })?;
-        if c.local_auth == AuthSetting::Psk {
-            if c.cert.is_some() || c.key.is_some() {
-                return Err(invalid("cert and key need local_auth = \"pubkey\""));
-            }
-            let id = configured.ok_or_else(|| invalid("local_id is required"))?;
-            return Ok((engine::LocalAuth::Psk, id));
-        }
-        let (Some(cert), Some(key)) = (&c.cert, &c.key) else {
-            return Err(invalid("local_auth = \"pubkey\" needs cert and key"));
-        };
-        let chain = crate::pki::files::read_certificates(cert).map_err(pki)?;
-        let key = crate::pki::files::read_private_key(key).map_err(pki)?;
-        let ours = crate::pki::auth::public_key_of(&chain[0])
-            .map_err(|e| invalid(&format!("{}: {e}", cert.display())))?;
-        if ours != key.public_key() {
-            return Err(invalid(&format!(
-                "the key in {} is not the key of the certificate {}",
-                c.key
-                    .as_ref()
-                    .map_or_else(String::new, |k| k.display().to_string()),
-                cert.display()
-            )));
-        }
-        let id = match configured {
-            Some(id) => {
-                if !crate::pki::identity::matches(&id, &chain[0]).unwrap_or(false) {
-                    return Err(invalid(&format!(
-                        "local_id is not in the certificate {} (its subjectAltNames or subject)",
-                        cert.display()
-                    )));
-                }
-                id
-            }
-            None => crate::pki::identity::subject_id(&chain[0])
-                .map_err(|e| invalid(&format!("{}: {e}", cert.display())))?,
-        };
-        Ok((
-            engine::LocalAuth::Pubkey(std::sync::Arc::new(engine::Credentials { key, chain })),
-            id,
-        ))
-    }
-
-    /// The peer's authentication: for `pubkey`, the trust anchors and CRLs.
-    fn remote_auth(
-        &self,
-        name: &str,
-        c: &ConnectionSection,
-        setting: AuthSetting,
-    ) -> Result<engine::RemoteAuth, ConfigFileError> {
-        let invalid = |what: &str| ConfigFileError::Invalid {
-            connection: name.to_owned(),
-            what: what.into(),
-        };
-        let pki = |source| ConfigFileError::Pki {
-            connection: name.to_owned(),
-            source,
-        };
-        if setting == AuthSetting::Psk {
-            if !c.cacerts.is_empty() || !c.crls.is_empty() {
-                return Err(invalid("cacerts and crls need remote_auth = \"pubkey\""));
-            }
-            return Ok(engine::RemoteAuth::Psk);
-        }
-        if c.cacerts.is_empty() {
-            return Err(invalid("remote_auth = \"pubkey\" needs cacerts"));
-        }
-        let mut cas = Vec::new();
-        for p in &c.cacerts {
-            if p.is_dir() {
-                cas.extend(crate::pki::files::read_certificate_dir(p).map_err(pki)?);
-            } else {
-                cas.extend(crate::pki::files::read_certificates(p).map_err(pki)?);
-            }
-        }
-        let mut crls = Vec::new();
-        for p in &c.crls {
-            crls.extend(crate::pki::files::read_crls(p).map_err(pki)?);
-        }
-        let store = crate::pki::verify::TrustStore::new(&cas, &crls).map_err(|source| {
-            ConfigFileError::Trust {
-                connection: name.to_owned(),
-                source,
-            }
-        })?;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for d in cas
-            .iter()
-            .map(|c| c.as_ref())
-            .chain(crls.iter().map(|c| c.as_ref()))
-        {
-            ctx.update(&(d.len() as u64).to_be_bytes());
-            ctx.update(d);
-        }
-        let ca_hashes = cas
-            .iter()
-            .map(|c| crate::pki::auth::ca_key_hash(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(&format!("cacerts: {e}")))?;
-        Ok(engine::RemoteAuth::Pubkey(std::sync::Arc::new(
-            engine::Trust {
-                store,
-                ca_hashes,
-                digest: ctx.finish().as_ref().to_vec(),
-            },
-        )))
-    }
-
     /// Checks everything and builds the engine configuration.
     pub fn to_agent_config(&self) -> Result<AgentConfig, ConfigFileError> {
         let mut connections = Vec::new();
@@ -786,8 +686,8 @@ impl FileConfig {
             if uses_psk && psk.is_empty() {
                 return Err(invalid("the pre-shared key is empty"));
             }
-            let (local_auth, local_id) = self.local_auth(name, c)?;
-            let remote_auth = self.remote_auth(name, c, remote_setting)?;
+            let (local_auth, local_id) = auth::local_auth(name, c)?;
+            let remote_auth = auth::remote_auth(name, c, remote_setting)?;
             listen_any |= c.local_addrs.is_empty();
             if c.start == Start::Initiate && c.remote_addrs.is_empty() {
                 return Err(invalid("start = \"initiate\" needs remote_addrs"));
@@ -994,5 +894,6 @@ impl FileConfig {
     }
 }
 
+mod auth;
 #[cfg(test)]
 mod tests;

@@ -31,9 +31,23 @@
 //!    certificate, one from a CA the agent does not trust, one that does
 //!    not hold the identity the agent's remote_id asks for (charon 5.9.8
 //!    signs as an identity its certificate does not carry when told to).
-//! 7. expired certificates both ways with charon initiating: charon
-//!    refuses the agent's (AUTHENTICATION_FAILED in an INFORMATIONAL after
-//!    the agent's answer), the agent refuses charon's (in its answer).
+//! 7. charon initiating: expired certificates both ways (charon refuses
+//!    the agent's with AUTHENTICATION_FAILED in an INFORMATIONAL after the
+//!    agent's answer, the agent refuses charon's in its answer); the
+//!    agent refuses charon's certificate from a CA it does not trust, and
+//!    one that does not hold the identity charon claims (IDi c.test).
+//! 8. a signature by a key that is not the certificate's, refused by
+//!    charon (both roles) and by the agent (both roles), the signer being
+//!    an engine of the agent's library given another key (see
+//!    interop_charon_certs/wrong_key.rs for why).
+//!
+//! `certificate_requests_and_classic_rsa` (namespaces mbkq,
+//! interop_charon_certs/certreq.rs): CERT payloads as CERTREQ and
+//! `send_cert`/`send_certreq` say, and charon's classic RSA signature
+//! (AUTH method 1).
+//!
+//! The PKI, charon's credentials and the configurations are
+//! support/interop_certs.rs's.
 //!
 //! Needs root, iproute2, openssl and strongSwan (see interop_charon.rs),
 //! so it is ignored by default:
@@ -44,123 +58,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use system_tests::{
-    certs::{CA_EXT, EXPIRED, Pki, Validity},
-    charon, wait,
-};
+use system_tests::{certs::Pki, charon, wait};
 
+#[path = "interop_charon_certs/certreq.rs"]
+mod certreq;
 #[path = "support/interop.rs"]
 mod interop;
-use interop::{
-    BIN, Interop, PSK, SUITE, agent_conf, has_line_with, ike_spis, status_json, with_control,
+#[path = "support/interop_certs.rs"]
+mod interop_certs;
+#[path = "interop_charon_certs/wrong_key.rs"]
+mod wrong_key;
+use interop::{BIN, Interop, SUITE, has_line_with, ike_spis, status_json, with_control};
+use interop_certs::{
+    agent_cert_conf, charon_pubkey_conf, charon_pubkey_conf_as, has_line_with_all,
+    install_charon_credentials, make_pki,
 };
-
-/// The PKI of both tests: for the agent `a` (P-256), `arsa` (RSA-3072),
-/// `aold` (P-256, expired), `aoth` (P-256, from the other CA), all for
-/// a.test; for charon `b` (RSA-3072), `bec` (P-256), `bold` (RSA-3072,
-/// expired), all for b.test, and `bx` (P-256, c.test only). `other.pem`
-/// is a CA nobody's certificate but `aoth`'s comes from.
-fn make_pki() -> Pki {
-    let pki = Pki::new();
-    let ku = "digitalSignature";
-    pki.end_entity("a", "ec", "DNS:a.test", ku);
-    pki.end_entity("arsa", "rsa", "DNS:a.test", ku);
-    pki.end_entity_by("aold", "ec", "DNS:a.test", ku, "int", EXPIRED);
-    pki.end_entity("b", "rsa", "DNS:b.test", ku);
-    pki.end_entity("bec", "ec", "DNS:b.test", ku);
-    pki.end_entity_by("bold", "rsa", "DNS:b.test", ku, "int", EXPIRED);
-    pki.end_entity("bx", "ec", "DNS:c.test", ku);
-    pki.key("other", "ec");
-    pki.cert(
-        "other",
-        "/C=CH/O=elsewhere/CN=Other CA",
-        None,
-        CA_EXT,
-        "3650",
-    );
-    pki.end_entity_by("aoth", "ec", "DNS:a.test", ku, "other", Validity::Days(365));
-    pki
-}
-
-/// Gives charon its certificates and keys (x509/, private/) and the root
-/// and intermediate as its CAs (x509ca/).
-fn install_charon_credentials(t: &Interop, pki: &Pki) {
-    let b = t.charon_dir();
-    let mut files = vec![
-        ("root.pem".to_owned(), "x509ca/root.pem".to_owned()),
-        ("int.pem".to_owned(), "x509ca/int.pem".to_owned()),
-    ];
-    for name in ["b", "bec", "bold", "bx"] {
-        files.push((format!("{name}.pem"), format!("x509/{name}.pem")));
-        files.push((format!("{name}.key"), format!("private/{name}.key")));
-    }
-    for (from, to) in files {
-        let dst = b.join(to);
-        std::fs::create_dir_all(dst.parent().expect("a directory")).expect("charon dir");
-        std::fs::copy(pki.path(&from), dst).expect("copy to charon");
-    }
-}
-
-/// charon as b.test with the certificate `cert` (in x509/), the agent
-/// must be a.test with a certificate; `remote_addrs` set when charon is
-/// to initiate.
-fn charon_pubkey_conf(cert: &str, remote_addrs: &str) -> String {
-    charon_pubkey_conf_as(cert, "b.test", remote_addrs)
-}
-
-/// [`charon_pubkey_conf`] with charon's identity `id`.
-fn charon_pubkey_conf_as(cert: &str, id: &str, remote_addrs: &str) -> String {
-    let remote = if remote_addrs.is_empty() {
-        String::new()
-    } else {
-        format!("remote_addrs = {remote_addrs}")
-    };
-    format!(
-        "connections {{ c {{ version = 2
-  {remote}
-  proposals = {SUITE}
-  mobike = yes
-  encap = yes
-  local {{ auth = pubkey
-          certs = {cert}.pem
-          id = {id} }}
-  remote {{ auth = pubkey
-           id = a.test }}
-  children {{ net {{ local_ts = 10.2.0.0/24
-                   remote_ts = 10.1.0.0/24
-                   esp_proposals = aes256gcm16 }} }} }} }}
-"
-    )
-}
-
-/// The agent's `pubkey` lines: certificate `cert` (with the intermediate
-/// when `int`), key `key`, trusting the CA file `ca`.
-fn agent_auth(pki: &Pki, cert: &str, key: &str, ca: &str) -> String {
-    let cert = if cert == "aoth" {
-        pki.path("aoth.pem")
-    } else {
-        pki.chain(cert)
-    };
-    format!(
-        "local_auth = \"pubkey\"\ncert = {:?}\nkey = {:?}\ncacerts = [{:?}]",
-        cert.display().to_string(),
-        pki.path(&format!("{key}.key")).display().to_string(),
-        pki.path(ca).display().to_string(),
-    )
-}
-
-/// The agent's configuration for `start` ("initiate" or "listen") with
-/// the certificate `cert`, the key `key`, trusting `ca`.
-fn agent_cert_conf(pki: &Pki, start: &str, cert: &str, key: &str, ca: &str) -> String {
-    agent_conf(
-        start,
-        SUITE,
-        "aes256gcm16",
-        PSK,
-        &agent_auth(pki, cert, key, ca),
-        "",
-    )
-}
 
 #[test]
 #[ignore = "needs root, network namespaces, openssl and strongSwan (see module doc)"]
@@ -283,11 +195,12 @@ fn signature(cert: &str) -> &'static str {
 /// Both sides authenticated each other with the certificates named and
 /// charon lists one IKE SA and one CHILD_SA.
 fn established_both_sides(t: &Interop, step: &str, agent_cert: &str, charon_cert: &str) {
-    // charon names the agent's certificate's subject while checking it.
+    // charon names the agent's certificate's subject while checking it
+    // ("using trusted certificate" when it is charon's own copy).
     let log = t.charon_log();
     t.check(
         t.charon_count(&format!(
-            "using certificate \"C=CH, O=mobike test, CN={agent_cert}.test\""
+            "certificate \"C=CH, O=mobike test, CN={agent_cert}.test\""
         )) > 0
             && has_line_with(
                 &log,
@@ -447,7 +360,7 @@ fn certificate_refusals_name_why() {
         &conf,
         &["issued by", "Intermediate CA", "no path to a trusted CA"],
     );
-    let conf = conf_with_remote_id(&pki, "c.test");
+    let conf = conf_with_remote_id(&pki, "initiate", "c.test");
     agent_refuses(
         &mut t,
         "6 identity",
@@ -463,7 +376,34 @@ fn certificate_refusals_name_why() {
         "aold",
         &["subject certificate invalid", "to Jan 01 00:00:00 2021"],
     );
-    charon_initiates_and_is_refused(&mut t, &pki, "7 expired charon", "bold", &["expired at"]);
+    let listen = agent_cert_conf(&pki, "listen", "a", "a", "root.pem");
+    charon_initiates_and_is_refused(
+        &mut t,
+        "7 expired charon",
+        &charon_pubkey_conf("bold", "192.0.2.1"),
+        &listen,
+        &["expired at"],
+    );
+    // 7: an unknown CA and an identity not in the certificate with charon
+    // initiating (the agent as responder picks the connection by
+    // charon's IDi, then refuses its certificate).
+    charon_initiates_and_is_refused(
+        &mut t,
+        "7 unknown CA",
+        &charon_pubkey_conf("b", "192.0.2.1"),
+        &agent_cert_conf(&pki, "listen", "a", "a", "other.pem"),
+        &["issued by", "Intermediate CA", "no path to a trusted CA"],
+    );
+    charon_initiates_and_is_refused(
+        &mut t,
+        "7 identity",
+        &charon_pubkey_conf_as("b", "c.test", "192.0.2.1"),
+        &conf_with_remote_id(&pki, "listen", "c.test"),
+        &["c.test", "is not in the certificate of", "CN=b.test"],
+    );
+    // 8: a signature by a key that is not the certificate's.
+    wrong_key::charon_refuses_it(&mut t, &pki);
+    wrong_key::the_agent_refuses_it(&mut t, &pki);
 }
 
 /// charon initiates and starts it with `swanctl --initiate`, which fails.
@@ -518,21 +458,21 @@ fn charon_initiates_and_refuses(t: &mut Interop, pki: &Pki, step: &str, cert: &s
     t.stop_charon();
 }
 
-/// 7: charon initiates with the certificate `cert`, which the agent
-/// refuses, naming why (all of `why`), with AUTHENTICATION_FAILED in its
-/// IKE_AUTH answer, which charon logs.
+/// 7: charon (`charon_conf`) initiates to the agent (`agent_conf`), which
+/// refuses charon's certificate, naming why (all of `why`), with
+/// AUTHENTICATION_FAILED in its IKE_AUTH answer, which charon logs.
 fn charon_initiates_and_is_refused(
     t: &mut Interop,
-    pki: &Pki,
     step: &str,
-    cert: &str,
+    charon_conf: &str,
+    agent_conf: &str,
     why: &[&str],
 ) {
     t.clear_charon_log();
-    t.start_charon(&charon_pubkey_conf(cert, "192.0.2.1"));
+    t.start_charon(charon_conf);
     t.start_agent(
-        &format!("listen-refuses-{cert}"),
-        &agent_cert_conf(pki, "listen", "a", "a", "root.pem"),
+        &format!("listen-refuses-{}", step.replace(' ', "-")),
+        agent_conf,
     );
     charon_initiates_in_vain(t, step);
     let mut parts = vec!["authentication of the peer failed"];
@@ -558,8 +498,8 @@ fn charon_initiates_and_is_refused(
     t.stop_charon();
 }
 
-fn conf_with_remote_id(pki: &Pki, id: &str) -> String {
-    agent_cert_conf(pki, "initiate", "a", "a", "root.pem")
+fn conf_with_remote_id(pki: &Pki, start: &str, id: &str) -> String {
+    agent_cert_conf(pki, start, "a", "a", "root.pem")
         .replace("remote_id = \"b.test\"", &format!("remote_id = \"{id}\""))
 }
 
@@ -671,9 +611,4 @@ fn agent_refuses(t: &mut Interop, step: &str, charon: (&str, &str), conf: &str, 
     });
     t.stop_agent();
     t.stop_charon();
-}
-
-/// Whether a line of `log` has all of `parts`, in any order.
-fn has_line_with_all(log: &str, parts: &[&str]) -> bool {
-    log.lines().any(|l| parts.iter().all(|p| l.contains(p)))
 }

@@ -42,6 +42,12 @@ impl Charon {
     /// connections and secrets of `swanctl_conf` loaded, and waits until
     /// swanctl has loaded them.
     pub fn start(ns: &Netns, dir: &Path, swanctl_conf: &str) -> Self {
+        Self::start_with(ns, dir, swanctl_conf, "")
+    }
+
+    /// [`Charon::start`] with `settings` added to the `charon { }` section
+    /// of its strongswan.conf (e.g. `signature_authentication = no`).
+    pub fn start_with(ns: &Netns, dir: &Path, swanctl_conf: &str, settings: &str) -> Self {
         // swanctl --load-all complains about missing credential dirs.
         for d in [
             "x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "pubkey", "private",
@@ -53,7 +59,7 @@ impl Charon {
             dir: dir.to_owned(),
             child: None,
         };
-        write(&c.conf(), &strongswan_conf(dir));
+        write(&c.conf(), &strongswan_conf(dir, settings));
         write(&c.path("swanctl.conf"), swanctl_conf);
         let _ = std::fs::remove_file(c.vici());
         let script = format!(
@@ -168,8 +174,9 @@ fn write(path: &Path, text: &str) {
 /// charon with kernel-libipsec before kernel-netlink (the first IPsec
 /// backend registered wins; kernel-netlink still does addresses and
 /// routes), VICI on a socket in `dir`, IKE logged at level 2 to
-/// `dir/charon.log`, 1 s retransmits, 3 tries.
-fn strongswan_conf(dir: &Path) -> String {
+/// `dir/charon.log`, 1 s retransmits, 3 tries; `settings` added to the
+/// `charon` section.
+fn strongswan_conf(dir: &Path, settings: &str) -> String {
     let d = dir.display();
     format!(
         "charon {{
@@ -177,6 +184,7 @@ fn strongswan_conf(dir: &Path) -> String {
   install_routes = yes
   retransmit_timeout = 1.0
   retransmit_tries = 3
+  {settings}
   plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}
   filelog {{ main {{ path = {d}/charon.log
     time_format = %T

@@ -369,3 +369,31 @@ fn ike_section_sets_the_half_open_limits_and_absent_keys_keep_the_defaults() {
     );
     assert!(err("[ike]\nhalf_open = 1").contains("half_open"));
 }
+
+/// `send_cert` and `send_certreq` concern certificates: with a pre-shared
+/// key each way they are refused by name, and values other than
+/// swanctl's are refused when parsed. (What they do: pki::engine_tests.)
+#[test]
+fn send_cert_and_send_certreq_need_certificates() {
+    let with = |line: &str| {
+        FileConfig::parse(&EXAMPLE.replace("mobike = true", &format!("mobike = true\n{line}")))
+    };
+    for (line, what) in [
+        (
+            "send_cert = \"always\"",
+            "send_cert needs local_auth = \"pubkey\"",
+        ),
+        (
+            "send_certreq = false",
+            "send_certreq needs remote_auth = \"pubkey\"",
+        ),
+    ] {
+        let err = with(line).unwrap().to_agent_config().unwrap_err();
+        assert!(err.to_string().contains(what), "{line}: {err}");
+    }
+    for v in ["ifasked", "always", "never"] {
+        assert!(with(&format!("send_cert = \"{v}\"")).is_ok(), "{v}");
+    }
+    let err = with("send_cert = \"sometimes\"").unwrap_err();
+    assert!(format!("{err:?}").contains("sometimes"), "{err:?}");
+}

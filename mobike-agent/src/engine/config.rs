@@ -548,12 +548,33 @@ pub struct Credentials {
     pub key: crate::pki::key::PrivateKey,
     /// Ours first, then the intermediates.
     pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The CERTREQ entry (RFC 7296 §3.7) of each certificate of `chain`:
+    /// which of them a peer's CERTREQ names.
+    pub chain_hashes: Vec<[u8; 20]>,
+    /// When our CERT payloads go out.
+    pub send_cert: SendCert,
 }
 
 impl PartialEq for Credentials {
     fn eq(&self, other: &Self) -> bool {
-        self.chain == other.chain && self.key.public_key() == other.key.public_key()
+        self.chain == other.chain
+            && self.key.public_key() == other.key.public_key()
+            && self.send_cert == other.send_cert
     }
+}
+
+/// When we send our certificate chain in CERT payloads, as swanctl's
+/// `send_cert` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SendCert {
+    /// In every IKE_AUTH.
+    Always,
+    /// Only when the peer sent a CERTREQ (swanctl's default): a peer that
+    /// asks for none has our certificate already.
+    #[default]
+    IfAsked,
+    /// Never: the peer must have our certificate locally.
+    Never,
 }
 
 impl Eq for Credentials {}
@@ -576,12 +597,14 @@ pub struct Trust {
     pub store: crate::pki::verify::TrustStore,
     /// The CAs' entries for CERTREQ (RFC 7296 §3.7).
     pub ca_hashes: Vec<[u8; 20]>,
+    /// Whether we send CERTREQ naming them (swanctl's `send_certreq`).
+    pub send_certreq: bool,
     pub digest: Vec<u8>,
 }
 
 impl PartialEq for Trust {
     fn eq(&self, other: &Self) -> bool {
-        self.digest == other.digest
+        self.digest == other.digest && self.send_certreq == other.send_certreq
     }
 }
 

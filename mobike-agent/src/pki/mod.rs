@@ -24,4 +24,6 @@ pub mod key;
 pub mod verify;
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod tests;

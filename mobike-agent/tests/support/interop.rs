@@ -165,7 +165,12 @@ impl Interop {
     }
 
     pub fn start_charon(&mut self, swanctl_conf: &str) {
-        let c = Charon::start(&self.b, &self.charon_dir(), swanctl_conf);
+        self.start_charon_with(swanctl_conf, "");
+    }
+
+    /// charon with `settings` in the `charon` section of strongswan.conf.
+    pub fn start_charon_with(&mut self, swanctl_conf: &str, settings: &str) {
+        let c = Charon::start_with(&self.b, &self.charon_dir(), swanctl_conf, settings);
         self.charon = Some(c);
     }
 

@@ -31,15 +31,21 @@ impl IkeSa {
             real_message: &self.init.request,
             peer_nonce: &self.crypto.nr,
         };
-        let (certs, auth, used) =
-            match pubkey::our_auth(conn, keys, who, &id_body, &self.init.peer_hashes) {
-                Ok(a) => a,
-                Err(why) => {
-                    warn!(sa = self.id, why, "IKE_AUTH: cannot authenticate ourselves");
-                    self.destroy(ctx, DeleteReason::Negotiation);
-                    return;
-                }
-            };
+        let (certs, auth, used) = match pubkey::our_auth(
+            conn,
+            keys,
+            who,
+            &id_body,
+            &self.init.peer_hashes,
+            self.init.peer_certreq.as_deref(),
+        ) {
+            Ok(a) => a,
+            Err(why) => {
+                warn!(sa = self.id, why, "IKE_AUTH: cannot authenticate ourselves");
+                self.destroy(ctx, DeleteReason::Negotiation);
+                return;
+            }
+        };
         self.local_auth = Some(used);
         let mut payloads = vec![Payload::IdI(conn.local_id.clone())];
         payloads.extend(certs);
@@ -148,6 +154,7 @@ impl IkeSa {
         self.remote_auth = Some(peer_auth);
         self.peer_cert = peer_cert;
         self.conn = conn_idx;
+        pubkey::merge_certreq(&mut self.init.peer_certreq, pubkey::peer_certreq(p));
         if notify_of(p, NotifyType::INITIAL_CONTACT).is_some() {
             // §2.4: the peer restarted; what we still have with it is stale.
             ctx.sa_ops.push(SaOp::PurgeStale {
@@ -170,6 +177,7 @@ impl IkeSa {
             who,
             &proto::id_payload_body(&conn.local_id),
             &self.init.peer_hashes,
+            self.init.peer_certreq.as_deref(),
         ) {
             Ok(a) => a,
             Err(why) => {

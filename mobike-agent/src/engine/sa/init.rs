@@ -193,6 +193,7 @@ impl IkeSa {
             return;
         };
         self.init.peer_hashes = pubkey::peer_hashes(p);
+        self.init.peer_certreq = pubkey::peer_certreq(p);
         let suite = match props.as_slice() {
             [one] => proposal::ike_suite_from_wire(one).filter(|s| {
                 conn.ike_proposals
@@ -437,6 +438,9 @@ impl IkeSa {
         // RFC 7427 §4, and the CAs we take certificates from (§3.7): which
         // connection the peer is for is known only in IKE_AUTH.
         sa.init.peer_hashes = pubkey::peer_hashes(p);
+        // §3.7 puts the initiator's CERTREQ in IKE_AUTH; one here is taken
+        // as well.
+        sa.init.peer_certreq = pubkey::peer_certreq(p);
         if ctx.config.connections.iter().any(|c| c.uses_pubkey()) {
             payloads.push(pubkey::hash_notify());
             payloads.extend(pubkey::certreq(ctx.config.connections.iter()));

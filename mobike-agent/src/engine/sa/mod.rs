@@ -237,6 +237,9 @@ struct InitState {
     /// The hash algorithms the peer's SIGNATURE_HASH_ALGORITHMS listed
     /// (RFC 7427 §4); empty if it sent none.
     peer_hashes: Vec<u16>,
+    /// The CA hashes of the peer's CERTREQ payloads (RFC 7296 §3.7); None
+    /// if it sent none (see `pubkey::peer_certreq`).
+    peer_certreq: Option<Vec<u8>>,
 }
 
 /// NAT detection (§2.23) and keepalives (RFC 3948 §2.3).

@@ -1,7 +1,9 @@
 //! Public-key authentication in IKE_AUTH (RFC 7296 §2.15, §3.6-3.8;
-//! RFC 7427; RFC 4754 for the classic ECDSA methods): our CERT payloads and
-//! signed AUTH, the CERTREQ naming the CAs we trust, and the check of a
-//! peer's certificate chain, identity and signature. The X.509 work is
+//! RFC 7427; RFC 4754 for the classic ECDSA methods): our CERT payloads
+//! (as `send_cert` says, the chain cut below the CA the peer's CERTREQ
+//! names) and signed AUTH, the CERTREQ naming the CAs we trust (unless
+//! `send_certreq` is off), and the check of a peer's certificate chain,
+//! identity and signature. The X.509 work is
 //! [`crate::pki`]'s; this module puts it into the exchange.
 //!
 //! A peer may sign with RFC 7427's Digital Signature (method 14) or a
@@ -15,11 +17,11 @@
 //! RSA key cannot authenticate (the log says so; as responder we answer
 //! AUTHENTICATION_FAILED).
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::{
     crypto::IkeKeys,
-    engine::{AuthUsed, ConnectionConfig, Ctx, LocalAuth, RemoteAuth},
+    engine::{AuthUsed, ConnectionConfig, Ctx, LocalAuth, RemoteAuth, SendCert},
     pki::{self, key::Scheme},
     proto::{AuthMethod, Authentication, CertData, Identification, NotifyType, Payload},
 };
@@ -45,11 +47,13 @@ pub(super) fn hash_notify() -> Payload {
 }
 
 /// A CERTREQ naming the CAs of the given connections that take
-/// certificates; None if none does.
+/// certificates and have `send_certreq`; None if none does.
 pub(super) fn certreq<'a>(conns: impl Iterator<Item = &'a ConnectionConfig>) -> Option<Payload> {
     let mut data = Vec::new();
     for c in conns {
-        if let RemoteAuth::Pubkey(t) = &c.remote_auth {
+        if let RemoteAuth::Pubkey(t) = &c.remote_auth
+            && t.send_certreq
+        {
             for h in &t.ca_hashes {
                 if !pki::auth::certreq_names(&data, h) {
                     data.extend_from_slice(h);
@@ -61,6 +65,54 @@ pub(super) fn certreq<'a>(conns: impl Iterator<Item = &'a ConnectionConfig>) -> 
         encoding: X509_SIGNATURE,
         data,
     }))
+}
+
+/// What the peer's CERTREQ payloads ask for: None if it sent none, else
+/// their X.509 CA hashes (RFC 7296 §3.7) one after the other (empty if it
+/// asked without naming a CA, or in another encoding).
+pub(super) fn peer_certreq(p: &[Payload]) -> Option<Vec<u8>> {
+    let mut asked = None;
+    for x in p {
+        if let Payload::CertReq(c) = x {
+            let data: &mut Vec<u8> = asked.get_or_insert_with(Vec::new);
+            if c.encoding == X509_SIGNATURE {
+                data.extend(c.data.chunks_exact(20).flatten());
+            }
+        }
+    }
+    asked
+}
+
+/// Adds the CERTREQ of a later message (`more`) to what the peer asked for
+/// before (`asked`).
+pub(super) fn merge_certreq(asked: &mut Option<Vec<u8>>, more: Option<Vec<u8>>) {
+    if let Some(more) = more {
+        asked.get_or_insert_with(Vec::new).extend(more);
+    }
+}
+
+/// How many certificates of our chain (ours first, then intermediates, each
+/// with its CERTREQ entry in `chain_hashes`) go out, by `send_cert` and the
+/// peer's CERTREQ (`asked`, as [`peer_certreq`] gives it). When the CERTREQ
+/// names one of our intermediates, ours and those below it: the peer
+/// trusts that CA already. When it names none of them (its root, above our
+/// last intermediate, or a CA we do not know), the whole chain: the peer
+/// may still build a path with it.
+pub(super) fn certs_to_send(
+    send: SendCert,
+    chain_hashes: &[[u8; 20]],
+    asked: Option<&[u8]>,
+) -> usize {
+    let n = chain_hashes.len();
+    match (send, asked) {
+        (SendCert::Never, _) | (SendCert::IfAsked, None) => 0,
+        (SendCert::Always, None) => n,
+        (_, Some(named)) => chain_hashes
+            .iter()
+            .skip(1)
+            .position(|h| pki::auth::certreq_names(named, h))
+            .map_or(n, |i| i + 1),
+    }
 }
 
 /// Which side an AUTH is for: whose SK_p, IKE_SA_INIT message and nonce.
@@ -85,6 +137,7 @@ pub(super) fn our_auth(
     who: Signer<'_>,
     id_body: &[u8],
     peer_hashes: &[u16],
+    peer_certreq: Option<&[u8]>,
 ) -> Result<OurAuth, String> {
     match &conn.local_auth {
         LocalAuth::Psk => Ok((
@@ -129,8 +182,15 @@ pub(super) fn our_auth(
             } else {
                 sig
             };
-            let certs = cred
-                .chain
+            let send = certs_to_send(cred.send_cert, &cred.chain_hashes, peer_certreq);
+            debug!(
+                certs = send,
+                of = cred.chain.len(),
+                send_cert = ?cred.send_cert,
+                peer_certreq = peer_certreq.map(|d| d.len() / 20),
+                "IKE_AUTH: our certificates"
+            );
+            let certs = cred.chain[..send]
                 .iter()
                 .map(|c| {
                     Payload::Cert(CertData {
@@ -233,8 +293,56 @@ impl IkeSa {
 
 #[cfg(test)]
 mod tests {
-    use super::identity_mismatch;
-    use crate::proto::{IdType, Identification};
+    use super::{SendCert, certs_to_send, identity_mismatch, merge_certreq, peer_certreq};
+    use crate::proto::{CertData, IdType, Identification, Payload};
+
+    /// Our certificate, two intermediates above it.
+    const CHAIN: [[u8; 20]; 3] = [[1; 20], [2; 20], [3; 20]];
+
+    #[test]
+    fn send_cert_and_the_certreq_decide_how_much_of_the_chain_goes_out() {
+        use SendCert::*;
+        let (root, unknown) = ([9; 20], [8; 20]);
+        let names = |hashes: &[[u8; 20]]| hashes.concat();
+        // Not asked.
+        assert_eq!(certs_to_send(Never, &CHAIN, None), 0);
+        assert_eq!(certs_to_send(IfAsked, &CHAIN, None), 0);
+        assert_eq!(certs_to_send(Always, &CHAIN, None), 3);
+        // Asked without a CA, or for CAs above or outside the chain.
+        for asked in [vec![], names(&[root]), names(&[unknown, root])] {
+            assert_eq!(certs_to_send(IfAsked, &CHAIN, Some(&asked)), 3);
+            assert_eq!(certs_to_send(Always, &CHAIN, Some(&asked)), 3);
+            assert_eq!(certs_to_send(Never, &CHAIN, Some(&asked)), 0);
+        }
+        // Asked for an intermediate: what is below it, the shortest way.
+        let upper = names(&[unknown, CHAIN[2]]);
+        assert_eq!(certs_to_send(IfAsked, &CHAIN, Some(&upper)), 2);
+        let both = names(&[CHAIN[2], CHAIN[1]]);
+        assert_eq!(certs_to_send(Always, &CHAIN, Some(&both)), 1);
+        // Our own certificate named is no CA of ours.
+        assert_eq!(certs_to_send(IfAsked, &CHAIN, Some(&names(&[CHAIN[0]]))), 3);
+        // A chain of one.
+        assert_eq!(certs_to_send(IfAsked, &CHAIN[..1], Some(&upper)), 1);
+    }
+
+    #[test]
+    fn the_peers_certreqs_are_gathered_across_payloads_and_messages() {
+        let req = |encoding, data: Vec<u8>| Payload::CertReq(CertData { encoding, data });
+        assert_eq!(peer_certreq(&[]), None);
+        // Another encoding, and a tail too short for a hash: asked, no CA.
+        let odd = [req(12, vec![5; 20]), req(4, vec![6; 19])];
+        assert_eq!(peer_certreq(&odd), Some(vec![]));
+        let two = [req(4, [[1; 20], [2; 20]].concat()), req(4, vec![3; 20])];
+        let mut asked = peer_certreq(&two);
+        assert_eq!(asked.as_ref().map(Vec::len), Some(60));
+        merge_certreq(&mut asked, None);
+        assert_eq!(asked.as_ref().map(Vec::len), Some(60));
+        merge_certreq(&mut asked, Some(vec![4; 20]));
+        assert_eq!(asked.as_ref().map(|a| a[60..].to_vec()), Some(vec![4; 20]));
+        let mut none = None;
+        merge_certreq(&mut none, Some(vec![]));
+        assert_eq!(none, Some(vec![]));
+    }
 
     #[test]
     fn an_identity_mismatch_names_both_identities() {

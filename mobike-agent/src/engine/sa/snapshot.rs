@@ -76,6 +76,7 @@ impl InitState {
             initial_contact: self.initial_contact,
             peer_error: self.peer_error,
             peer_hashes: self.peer_hashes.clone(),
+            peer_certreq: self.peer_certreq.clone(),
         })
     }
 }
