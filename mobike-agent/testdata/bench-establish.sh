@@ -28,6 +28,9 @@
 # it negotiates.
 # Memory: VmRSS of each agent with N established IKE SAs minus its VmRSS
 # just before (same configuration, no SA), over N.
+# ONLY=agent skips charon; PERF=1 records the two agents with `perf
+# record -g` while they establish (perf-RUN.data in the kept directory,
+# with KEEP=1).
 # Needs root, iproute2, strongswan-charon strongswan-swanctl.
 # Usage: [AUTH=ecdsa] bench-establish.sh /path/to/mobike-agent [N] [RUNS]
 set -euo pipefail
@@ -136,11 +139,16 @@ agent_run() { # run-index; prints "rate rssA_idle rssA rssB_idle rssB"
   local t0; t0=$(now)
   ip netns exec mbkbA env MOBIKE_AGENT_LOG=${AGENT_LOG:-warn} "$BIN" --config "$D/a.toml" \
     --control-socket "$sa" 2>>"$D/agent-a.log" & local a=$!; PIDS+=("$a")
+  local perf=""
+  if [ -n "${PERF:-}" ]; then
+    perf record -F 499 -g -p "$a,$b" -o "$D/perf-$1.data" >/dev/null 2>&1 & perf=$!
+  fi
   local n=0
   for _ in $(seq 6000); do
     n=$(installed_agent "$sa"); [ "$n" -ge "$N" ] && break; sleep "$POLL"
   done
   local t1; t1=$(now)
+  if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
   [ "$n" -ge "$N" ] || { echo "agent: only $n of $N CHILD_SAs" >&2; exit 1; }
   local d1; d1=$(udp_drops)
   local nb; nb=$(installed_agent "$sb")
@@ -245,6 +253,7 @@ for r in $(seq "$RUNS"); do
   agent_run "$r" > "$D/res"; read -r rate rai ra rbi rb nb drops < "$D/res"
   printf 'run %d agent : %8.1f est/s  initiator RSS %6d -> %6d kB (%.1f kB/SA)  responder RSS %6d -> %6d kB (%.1f kB/SA), responder CHILD_SAs %d, UDP rcvbuf drops %d\n' \
     "$r" "$rate" "$rai" "$ra" "$(echo "($ra - $rai) / $N" | bc -l)" "$rbi" "$rb" "$(echo "($rb - $rbi) / $N" | bc -l)" "$nb" "$drops"
+  [ "${ONLY:-}" = agent ] && continue
   charon_run > "$D/res"; read -r rate rai ra rbi rb nb drops < "$D/res"
   printf 'run %d charon: %8.1f est/s  initiator RSS %6d -> %6d kB (%.1f kB/SA)  responder RSS %6d -> %6d kB (%.1f kB/SA), responder CHILD_SAs %d, UDP rcvbuf drops %d\n' \
     "$r" "$rate" "$rai" "$ra" "$(echo "($ra - $rai) / $N" | bc -l)" "$rbi" "$rb" "$(echo "($rb - $rbi) / $N" | bc -l)" "$nb" "$drops"
