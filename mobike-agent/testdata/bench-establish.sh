@@ -29,7 +29,7 @@
 # Memory: VmRSS of each agent with N established IKE SAs minus its VmRSS
 # just before (same configuration, no SA), over N.
 # ONLY=agent skips charon; PERF=1 records the two agents with `perf
-# record -g` while they establish (perf-RUN.data in the kept directory,
+# record --call-graph dwarf` while they establish (perf-RUN.data in the kept directory,
 # with KEEP=1).
 # Needs root, iproute2, strongswan-charon strongswan-swanctl.
 # Usage: [AUTH=ecdsa] bench-establish.sh /path/to/mobike-agent [N] [RUNS]
@@ -141,7 +141,7 @@ agent_run() { # run-index; prints "rate rssA_idle rssA rssB_idle rssB"
     --control-socket "$sa" 2>>"$D/agent-a.log" & local a=$!; PIDS+=("$a")
   local perf=""
   if [ -n "${PERF:-}" ]; then
-    perf record -F 499 -g -p "$a,$b" -o "$D/perf-$1.data" >/dev/null 2>&1 & perf=$!
+    perf record -F 499 --call-graph dwarf,16384 -p "$a,$b" -o "$D/perf-$1.data" >/dev/null 2>&1 & perf=$!
   fi
   local n=0
   for _ in $(seq 6000); do

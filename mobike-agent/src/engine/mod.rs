@@ -644,9 +644,13 @@ impl Endpoint {
             Command::TestPaths { sa, paths } => self
                 .with_sa(now, sa, |s, ctx| s.command_test_paths(ctx, paths))
                 .ok_or(CommandError::UnknownSa(sa))?,
-            Command::AnnounceAddresses { addrs } => {
-                self.usable_addrs = Some(addrs);
-                let ids: Vec<SaId> = self.sas.keys().copied().collect();
+            Command::AnnounceAddresses { addrs, sas } => {
+                let ids: Vec<SaId> = if self.usable_addrs.as_ref() == Some(&addrs) {
+                    sas
+                } else {
+                    self.usable_addrs = Some(addrs);
+                    self.sas.keys().copied().collect()
+                };
                 for id in ids {
                     self.with_sa(now, id, |s, ctx| s.command_announce_addresses(ctx));
                 }

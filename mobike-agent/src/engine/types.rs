@@ -160,6 +160,12 @@ pub enum Command {
     AnnounceAddresses {
         /// Our usable local addresses.
         addrs: Vec<IpAddr>,
+        /// When `addrs` is the list the endpoint already holds, only these
+        /// IKE SAs are checked (one that moved, or is new): the lists of
+        /// the others cannot have changed, and checking every IKE SA for
+        /// each new one would make bringing up N IKE SAs cost N².
+        /// When `addrs` differs, every IKE SA is checked.
+        sas: Vec<SaId>,
     },
 }
 

@@ -30,8 +30,9 @@ use crate::proto::TrafficSelector;
 #[derive(Debug)]
 pub struct Driver {
     manager: Manager,
-    /// Our address list, held while a move is under way.
-    announce: Option<Vec<IpAddr>>,
+    /// Our address list, held while a move is under way, and the IKE SAs
+    /// whose list the manager found changed.
+    announce: Option<(Vec<IpAddr>, Vec<SaId>)>,
 }
 
 impl Driver {
@@ -126,7 +127,7 @@ impl Driver {
         listening_on: impl Fn(IpAddr) -> bool,
     ) -> Vec<(SaId, Timeline)> {
         self.manager.evaluate(routes, now);
-        let mut fresh: Option<Vec<IpAddr>> = None;
+        let mut fresh: Option<(Vec<IpAddr>, Vec<SaId>)> = None;
         while let Some(a) = self.manager.poll_action() {
             match a {
                 Action::TestPaths { sa, pairs } => {
@@ -188,29 +189,35 @@ impl Driver {
                         self.manager.on_move_failed(sa, pair, &e.to_string(), now);
                     }
                 }
-                Action::Announce { addrs, .. } => {
-                    let all = fresh.get_or_insert_with(Vec::new);
+                Action::Announce { sa, addrs } => {
+                    let (all, sas) = fresh.get_or_insert_with(Default::default);
                     for a in addrs {
                         if !all.contains(&a) {
                             all.push(a);
                         }
                     }
+                    sas.push(sa);
                 }
             }
         }
-        if fresh.is_some() {
-            self.announce = fresh;
+        if let Some((addrs, sas)) = fresh {
+            // The newest list; the IKE SAs held back before it still need
+            // their check.
+            let held = self.announce.take().map(|(_, s)| s).unwrap_or_default();
+            self.announce = Some((addrs, [held, sas].concat()));
         }
         // A move goes first: an INFORMATIONAL with the list queued ahead of
         // the update would delay it by a round trip, or by a retransmission
         // on a dying pair.
         if !self.manager.is_moving()
-            && let Some(mut addrs) = self.announce.take()
+            && let Some((mut addrs, mut sas)) = self.announce.take()
         {
             addrs.retain(|a| listening_on(*a));
             addrs.sort();
+            sas.sort_unstable();
+            sas.dedup();
             debug!(?addrs, "mobility: our address list");
-            if let Err(e) = ep.handle_command(now, Command::AnnounceAddresses { addrs }) {
+            if let Err(e) = ep.handle_command(now, Command::AnnounceAddresses { addrs, sas }) {
                 debug!(error = %e, "mobility: address list not announced");
             }
         }

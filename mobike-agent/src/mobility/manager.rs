@@ -546,7 +546,16 @@ impl Manager {
     /// Evaluates the IKE SAs that inputs concerned and the timers due;
     /// call after inputs, then poll actions.
     pub fn evaluate(&mut self, routes: &dyn RouteView, now: Instant) {
-        let ids: Vec<SaId> = self.sas.keys().copied().collect();
+        // Only those an input concerned or a timer woke are looked up
+        // again: the runtime evaluates after every burst of inputs, and a
+        // lookup of each of N IKE SAs every time would make bringing up
+        // N of them cost N² log N.
+        let ids: Vec<SaId> = self
+            .sas
+            .iter()
+            .filter(|(_, s)| s.needs_evaluation(now))
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             self.evaluate_one(id, routes, now);
         }

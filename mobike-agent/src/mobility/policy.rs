@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::links::{IfaceKind, Interface, LinkTable, Touched};
+use super::links::{IfaceKind, Interface, LinkTable, LocalAddr, Touched};
 
 /// An address pair at the IP level (the engine keeps the ports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -276,17 +276,34 @@ fn is_link_local(a: IpAddr) -> bool {
     }
 }
 
-/// Whether a local address of `iface` can never be a candidate.
-fn unusable(iface: &Interface, cfg: &PolicyConfig, addr: IpAddr, sa: &SaPaths<'_>) -> bool {
-    let info = &iface.addrs[&addr];
-    !iface.is_up()
-        || iface.is_excluded_kind()
-        || cfg.rule_for(iface).is_some_and(|r| r.exclude)
-        || addr.is_loopback()
+/// Whether no address of `iface` can be a candidate: checked once per
+/// interface, before its addresses (a loopback with a thousand addresses
+/// costs nothing per IKE SA).
+fn unusable_interface(iface: &Interface, cfg: &PolicyConfig) -> bool {
+    !iface.is_up() || iface.is_excluded_kind() || cfg.rule_for(iface).is_some_and(|r| r.exclude)
+}
+
+/// Whether a local address of a usable interface can never be a candidate.
+fn unusable_address(addr: IpAddr, info: &LocalAddr, sa: &SaPaths<'_>) -> bool {
+    addr.is_loopback()
         || addr.is_unspecified()
         || sa.own_vips.contains(&addr)
         || info.flags.tentative
         || info.flags.dadfailed
+}
+
+/// The local addresses of `table` that can be candidates for `sa`, with
+/// their interface.
+fn usable_locals<'t>(
+    table: &'t LinkTable,
+    cfg: &'t PolicyConfig,
+    sa: &'t SaPaths<'_>,
+) -> impl Iterator<Item = (&'t Interface, IpAddr, &'t LocalAddr)> {
+    table
+        .interfaces()
+        .filter(|iface| !unusable_interface(iface, cfg))
+        .flat_map(|iface| iface.addrs.iter().map(move |(a, info)| (iface, *a, info)))
+        .filter(|(_, a, info)| !unusable_address(*a, info, sa))
 }
 
 fn score(
@@ -346,15 +363,10 @@ pub fn route_pairs(
         .map(|c| (c.local, c.remote))
         .into_iter()
         .collect();
-    for iface in table.interfaces() {
-        for &local in iface.addrs.keys() {
-            if unusable(iface, cfg, local, sa) {
-                continue;
-            }
-            for &remote in sa.peer_addrs {
-                if local.is_ipv4() == remote.is_ipv4() && !out.contains(&(local, remote)) {
-                    out.push((local, remote));
-                }
+    for (_, local, _) in usable_locals(table, cfg, sa) {
+        for &remote in sa.peer_addrs {
+            if local.is_ipv4() == remote.is_ipv4() && !out.contains(&(local, remote)) {
+                out.push((local, remote));
             }
         }
     }
@@ -370,32 +382,27 @@ pub fn candidates(
     now: Instant,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
-    for iface in table.interfaces() {
-        for (&local, info) in &iface.addrs {
-            if unusable(iface, cfg, local, sa) {
+    for (iface, local, info) in usable_locals(table, cfg, sa) {
+        for &remote in sa.peer_addrs {
+            if local.is_ipv4() != remote.is_ipv4() {
                 continue;
             }
-            for &remote in sa.peer_addrs {
-                if local.is_ipv4() != remote.is_ipv4() {
-                    continue;
-                }
-                if is_link_local(local) && !is_link_local(remote) {
-                    continue;
-                }
-                match routes.route(local, remote) {
-                    RouteAnswer::Via(oif) if oif != iface.index => continue,
-                    RouteAnswer::NoRoute => continue,
-                    RouteAnswer::Via(_) | RouteAnswer::Unknown => {}
-                }
-                let pair = Pair { local, remote };
-                out.push(Candidate {
-                    pair,
-                    iface: iface.index,
-                    iface_name: iface.name.clone(),
-                    score: score(iface, cfg, pair, sa.tests.get(&pair), now),
-                    last_resort: info.flags.deprecated || iface.is_going_down(now),
-                });
+            if is_link_local(local) && !is_link_local(remote) {
+                continue;
             }
+            match routes.route(local, remote) {
+                RouteAnswer::Via(oif) if oif != iface.index => continue,
+                RouteAnswer::NoRoute => continue,
+                RouteAnswer::Via(_) | RouteAnswer::Unknown => {}
+            }
+            let pair = Pair { local, remote };
+            out.push(Candidate {
+                pair,
+                iface: iface.index,
+                iface_name: iface.name.clone(),
+                score: score(iface, cfg, pair, sa.tests.get(&pair), now),
+                last_resort: info.flags.deprecated || iface.is_going_down(now),
+            });
         }
     }
     // Best first; ties by pair so that the order is stable.

@@ -35,6 +35,7 @@ fn announce(s: &mut Sim, node: usize, addrs: &[IpAddr]) {
             s.now,
             Command::AnnounceAddresses {
                 addrs: addrs.to_vec(),
+                sas: Vec::new(),
             },
         )
         .expect("announce");
@@ -255,5 +256,67 @@ fn an_announce_queued_behind_an_ike_rekey_goes_out_on_the_new_ike_sa() {
         s.nodes[1].ep.ike_sas()
     );
     assert_eq!(s.nodes[0].ep.ike_sas()[0].local_addrs, vec![a2]);
+    delete_everything(&mut s);
+}
+
+/// `AnnounceAddresses` with the list the endpoint already holds checks
+/// only the IKE SAs it names: after A's IKE SA moved to a2, its list (the
+/// usable addresses less the one in use) changed although the endpoint's
+/// did not; unnamed, nothing is sent; named, B gets the new list.
+#[test]
+fn an_unchanged_list_is_checked_only_on_the_ike_sas_named() {
+    let mut s = two_addresses(405, LinkModel::clean());
+    let (a1, a2) = (ip(sim::A_ADDR), ip("192.0.2.11"));
+    let (a_sa, b_sa) = (sa_id(&s, 0), sa_id(&s, 1));
+    announce(&mut s, 0, &[a1, a2]);
+    s.run_for(Duration::from_secs(5));
+    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
+    let to = std::net::SocketAddr::new(a2, s.nodes[0].ep.ike_sas()[0].path.local.port());
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::UpdateAddresses {
+                sa: a_sa,
+                local: to,
+                remote,
+                fallback: Vec::new(),
+            },
+        )
+        .expect("update addresses");
+    assert!(s.run_until(Duration::from_secs(60), |s| {
+        s.nodes[1].ep.ike_sas()[0].path.remote.ip() == a2
+            && !s.nodes[0].ep.ike_sas()[0].updating_addresses
+    }));
+    s.run_for(Duration::from_secs(5));
+    let lists = peer_lists(&s, 1).len();
+    let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+
+    announce(&mut s, 0, &[a1, a2]);
+    s.run_for(Duration::from_secs(5));
+    assert_eq!(
+        s.nodes[1].ep.ike_sas()[0].next_peer_request_id,
+        before,
+        "an IKE SA not named was checked"
+    );
+
+    s.nodes[0]
+        .ep
+        .handle_command(
+            s.now,
+            Command::AnnounceAddresses {
+                addrs: vec![a1, a2],
+                sas: vec![a_sa],
+            },
+        )
+        .expect("announce");
+    assert!(
+        s.run_until(Duration::from_secs(30), |s| {
+            s.nodes[1].ep.ike_sas()[0].peer_addrs == vec![a1]
+        }),
+        "{:?}",
+        s.nodes[1].ep.ike_sas()
+    );
+    assert_eq!(peer_lists(&s, 1)[lists..], [(b_sa, vec![a1])]);
     delete_everything(&mut s);
 }
