@@ -9,7 +9,8 @@
 //! 1. the agent with ECDSA P-256, charon with RSA-3072: the agent
 //!    initiates, then charon does; CHILD_SA installed on both sides.
 //! 2. the reverse, the agent with RSA-3072 and charon with P-256, both
-//!    roles.
+//!    roles; then both with ECDSA P-521 (ECDSA with SHA-512 in RFC 7427's
+//!    method 14 both ways).
 //! 3. after certificate authentication the agent (initiator) moves its
 //!    IKE SA to its second IPv4 address with `mobike-agent move`; charon
 //!    lists the new address with the same IKE SPIs and one CHILD_SA.
@@ -43,8 +44,10 @@
 //!
 //! `certificate_requests_and_classic_rsa` (namespaces mbkq,
 //! interop_charon_certs/certreq.rs): CERT payloads as CERTREQ and
-//! `send_cert`/`send_certreq` say, and charon's classic RSA signature
-//! (AUTH method 1).
+//! `send_cert`/`send_certreq` say, and the classic signature methods
+//! with charon's `signature_authentication = no`: RSA (AUTH method 1 from
+//! charon, 9 from the agent's P-256 key) and ECDSA P-521 (method 11 both
+//! ways).
 //!
 //! The PKI, charon's credentials and the configurations are
 //! support/interop_certs.rs's.
@@ -84,7 +87,11 @@ fn certificates_authenticate_in_both_roles_and_move() {
     let pki = make_pki();
     let mut t = Interop::new("mbkc");
     install_charon_credentials(&t, &pki);
-    for (step, agent_cert, charon_cert) in [("1", "a", "b"), ("2", "arsa", "bec")] {
+    for (step, agent_cert, charon_cert) in [
+        ("1", "a", "b"),
+        ("2", "arsa", "bec"),
+        ("2b", "a521", "b521"),
+    ] {
         agent_initiates(&mut t, &pki, step, agent_cert, charon_cert);
         charon_initiates(&mut t, &pki, step, agent_cert, charon_cert);
     }
@@ -188,6 +195,7 @@ fn signature(cert: &str) -> &'static str {
     match cert {
         "arsa" => "RSA_EMSA_PSS",
         "b" => "RSA_EMSA_PKCS1",
+        "a521" | "b521" => "ECDSA_WITH_SHA512",
         _ => "ECDSA_WITH_SHA256",
     }
 }

@@ -98,11 +98,24 @@ impl Pki {
         p
     }
 
-    /// `NAME.key` of `kind` ("rsa": RSA-3072, "ec": P-256, "ed": Ed25519).
+    /// `NAME.key` of `kind` ("rsa": RSA-3072, "ec": P-256, "ec521": P-521,
+    /// "ed": Ed25519).
     pub fn key(&self, name: &str, kind: &str) {
         let key = format!("{name}.key");
         let d = self.dir.path();
         match kind {
+            "ec521" => openssl(
+                d,
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-521",
+                    "-out",
+                    &key,
+                ],
+            ),
             "rsa" => openssl(
                 d,
                 &[

@@ -12,10 +12,11 @@
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::{
     oid_registry::{
-        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_HASH_SHA256,
-        OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,
-        OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
-        OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
+        OID_NIST_HASH_SHA256, OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION,
+        OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
+        OID_PKCS1_SHA512WITHRSA, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+        OID_SIG_ECDSA_WITH_SHA512, OID_SIG_ED25519,
     },
     prelude::{FromDer as _, X509Certificate},
     signature_algorithm::RsaSsaPssParams,
@@ -77,7 +78,7 @@ impl Scheme {
             RsaPkcs1Sha1 => HASH_SHA1,
             RsaPkcs1Sha256 | RsaPssSha256 | EcdsaP256Sha256 | EcdsaP256Sha256Fixed => HASH_SHA256,
             RsaPkcs1Sha384 | RsaPssSha384 | EcdsaP384Sha384 | EcdsaP384Sha384Fixed => HASH_SHA384,
-            RsaPkcs1Sha512 | RsaPssSha512 => HASH_SHA512,
+            RsaPkcs1Sha512 | RsaPssSha512 | EcdsaP521Sha512 | EcdsaP521Sha512Fixed => HASH_SHA512,
             Ed25519 => HASH_IDENTITY,
         }
     }
@@ -99,6 +100,8 @@ impl Scheme {
             EcdsaP384Sha384 => "ecdsa-p384-sha384",
             EcdsaP256Sha256Fixed => "ecdsa-256 (RFC 4754)",
             EcdsaP384Sha384Fixed => "ecdsa-384 (RFC 4754)",
+            EcdsaP521Sha512 => "ecdsa-p521-sha512",
+            EcdsaP521Sha512Fixed => "ecdsa-521 (RFC 4754)",
             Ed25519 => "ed25519",
         }
     }
@@ -129,8 +132,13 @@ impl Scheme {
             EcdsaP384Sha384 => &[
                 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
             ],
+            EcdsaP521Sha512 => &[
+                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04,
+            ],
             Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
-            RsaPkcs1Sha1 | EcdsaP256Sha256Fixed | EcdsaP384Sha384Fixed => return None,
+            RsaPkcs1Sha1 | EcdsaP256Sha256Fixed | EcdsaP384Sha384Fixed | EcdsaP521Sha512Fixed => {
+                return None;
+            }
         })
     }
 }
@@ -186,6 +194,8 @@ pub fn decode(data: &[u8]) -> Result<(Scheme, &[u8]), AuthError> {
         Scheme::EcdsaP256Sha256
     } else if *oid == OID_SIG_ECDSA_WITH_SHA384 {
         Scheme::EcdsaP384Sha384
+    } else if *oid == OID_SIG_ECDSA_WITH_SHA512 {
+        Scheme::EcdsaP521Sha512
     } else if *oid == OID_SIG_ED25519 {
         Scheme::Ed25519
     } else if *oid == OID_PKCS1_RSASSAPSS {
@@ -228,18 +238,15 @@ pub fn decode(data: &[u8]) -> Result<(Scheme, &[u8]), AuthError> {
 /// The scheme and signature of a peer's AUTH data with a signature
 /// `method` (RFC 7296 §3.8): method 14's AlgorithmIdentifier (RFC 7427),
 /// or the scheme a classic method implies: 1 is RSA PKCS#1 v1.5 with
-/// SHA-1, 9 and 10 ECDSA in the r || s form (RFC 4754). Method 11 (P-521)
-/// and the rest are refused by name: ring has no P-521.
+/// SHA-1, 9-11 ECDSA in the r || s form (RFC 4754); the rest are refused
+/// by name.
 pub fn peer_scheme(method: AuthMethod, data: &[u8]) -> Result<(Scheme, &[u8]), AuthError> {
     match method {
         AuthMethod::DIGITAL_SIGNATURE => decode(data),
         AuthMethod::RSA_DIGITAL_SIGNATURE => Ok((Scheme::RsaPkcs1Sha1, data)),
         AuthMethod::ECDSA_SHA256_P256 => Ok((Scheme::EcdsaP256Sha256Fixed, data)),
         AuthMethod::ECDSA_SHA384_P384 => Ok((Scheme::EcdsaP384Sha384Fixed, data)),
-        AuthMethod::ECDSA_SHA512_P521 => Err(AuthError::Method {
-            method: method.0,
-            why: "ECDSA with SHA-512 on P-521 (RFC 4754): ring has no P-521",
-        }),
+        AuthMethod::ECDSA_SHA512_P521 => Ok((Scheme::EcdsaP521Sha512Fixed, data)),
         AuthMethod::SHARED_KEY_MESSAGE_INTEGRITY_CODE => Err(AuthError::Method {
             method: method.0,
             why: "a pre-shared key where a certificate is required",
@@ -299,6 +306,24 @@ pub fn verify(scheme: Scheme, cert: &[u8], msg: &[u8], sig: &[u8]) -> Result<(),
                 _ => None,
             };
             ("ECDSA P-384", alg)
+        } else if *key_alg == OID_KEY_TYPE_EC_PUBLIC_KEY && curve == Some(OID_NIST_EC_P521) {
+            // Not ring's: RustCrypto's P-521 (super::p521). The DER
+            // schemes are named by their hash (ecdsa-with-SHA256 ...).
+            use super::p521::Hash;
+            let (hash, fixed) = match scheme {
+                Scheme::EcdsaP256Sha256 => (Hash::Sha256, false),
+                Scheme::EcdsaP384Sha384 => (Hash::Sha384, false),
+                Scheme::EcdsaP521Sha512 => (Hash::Sha512, false),
+                Scheme::EcdsaP521Sha512Fixed => (Hash::Sha512, true),
+                _ => {
+                    return Err(AuthError::WrongKey {
+                        scheme,
+                        key: "ECDSA P-521".to_owned(),
+                    });
+                }
+            };
+            return super::p521::verify(&spki.subject_public_key.data, msg, sig, hash, fixed)
+                .map_err(|_| AuthError::Invalid);
         } else if *key_alg == OID_SIG_ED25519 {
             let alg: Option<&'static dyn VerificationAlgorithm> =
                 (scheme == Scheme::Ed25519).then_some(&signature::ED25519);

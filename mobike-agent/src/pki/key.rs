@@ -1,13 +1,14 @@
 //! Our private key and the signatures it makes for the AUTH payload
 //! (RFC 7296 §3.8; RFC 7427 §3 Digital Signature; RFC 4754 for the
-//! classic ECDSA methods 9 and 10; RFC 8420 for Ed25519): RSA with PKCS#1
-//! v1.5 or PSS padding and SHA-2, ECDSA on P-256 and P-384, Ed25519, all
-//! on ring. Keys come as PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+//! classic ECDSA methods 9-11; RFC 8420 for Ed25519): RSA with PKCS#1
+//! v1.5 or PSS padding and SHA-2, ECDSA on P-256 and P-384, Ed25519, on
+//! ring; ECDSA on P-521 with SHA-512 on RustCrypto's p521 ([`super::p521`]:
+//! ring has no P-521). Keys come as PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
 //!
-//! ring signs neither SHA-1 RSA nor on P-521: we always sign with an RSA
-//! key in RFC 7427's Digital Signature (method 14), never with the classic
-//! method 1, and have no P-521 keys (method 11). [`Scheme::RsaPkcs1Sha1`]
-//! exists for checking a peer's method-1 signature only.
+//! ring does not sign with SHA-1 RSA: we always sign with an RSA key in
+//! RFC 7427's Digital Signature (method 14), never with the classic
+//! method 1; [`Scheme::RsaPkcs1Sha1`] exists for checking a peer's
+//! method-1 signature only.
 
 use ring::{
     rand::SystemRandom,
@@ -16,12 +17,14 @@ use ring::{
     },
 };
 use rustls_pki_types::PrivateKeyDer;
+
+use super::p521::P521Key;
 use sec1::der::Decode as _;
 
 /// Why a key cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("not an RSA, ECDSA P-256/P-384 or Ed25519 key that ring accepts: {0}")]
+    #[error("not an RSA, ECDSA P-256/P-384/P-521 or Ed25519 key: {0}")]
     Unsupported(String),
     #[error("SEC1 EC key: {0}")]
     Sec1(String),
@@ -39,6 +42,7 @@ pub enum KeyKind {
     Rsa { bits: usize },
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
     Ed25519,
 }
 
@@ -48,6 +52,7 @@ impl std::fmt::Display for KeyKind {
             KeyKind::Rsa { bits } => write!(f, "RSA-{bits}"),
             KeyKind::EcdsaP256 => f.write_str("ECDSA P-256"),
             KeyKind::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyKind::EcdsaP521 => f.write_str("ECDSA P-521"),
             KeyKind::Ed25519 => f.write_str("Ed25519"),
         }
     }
@@ -71,6 +76,10 @@ pub enum Scheme {
     EcdsaP384Sha384,
     EcdsaP256Sha256Fixed,
     EcdsaP384Sha384Fixed,
+    /// ECDSA on P-521 with SHA-512 (DER; `ecdsa-with-SHA512`).
+    EcdsaP521Sha512,
+    /// The r || s form: AUTH method 11 (RFC 4754).
+    EcdsaP521Sha512Fixed,
     Ed25519,
 }
 
@@ -88,6 +97,7 @@ enum Inner {
     Rsa(RsaKeyPair),
     /// Two ring key pairs: one signs DER, the other r || s.
     Ecdsa(Box<Ecdsa>),
+    P521(Box<P521Key>),
     Ed25519(Ed25519KeyPair),
 }
 
@@ -100,6 +110,7 @@ struct Ecdsa {
 
 const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
+const OID_P521: &str = "1.3.132.0.35";
 
 fn ecdsa_algs(
     p384: bool,
@@ -161,6 +172,13 @@ impl PrivateKey {
                 });
             }
         }
+        if let Some(k) = P521Key::from_pkcs8(der) {
+            let public = k.public_key().to_vec();
+            return Ok(PrivateKey {
+                inner: Inner::P521(Box::new(k)),
+                public,
+            });
+        }
         let rsa = RsaKeyPair::from_pkcs8(der).map_err(|e| KeyError::Unsupported(e.to_string()))?;
         Self::rsa(rsa)
     }
@@ -175,9 +193,18 @@ impl PrivateKey {
         let p384 = match curve.as_str() {
             OID_P256 => false,
             OID_P384 => true,
+            OID_P521 => {
+                let k = P521Key::from_sec1_scalar(k.private_key)
+                    .map_err(|e| KeyError::Sec1(e.to_string()))?;
+                let public = k.public_key().to_vec();
+                return Ok(PrivateKey {
+                    inner: Inner::P521(Box::new(k)),
+                    public,
+                });
+            }
             other => {
                 return Err(KeyError::Sec1(format!(
-                    "curve {other} (P-256 or P-384 only)"
+                    "curve {other} (P-256, P-384 or P-521 only)"
                 )));
             }
         };
@@ -219,6 +246,7 @@ impl PrivateKey {
             },
             Inner::Ecdsa(e) if e.p384 => KeyKind::EcdsaP384,
             Inner::Ecdsa(_) => KeyKind::EcdsaP256,
+            Inner::P521(_) => KeyKind::EcdsaP521,
             Inner::Ed25519(_) => KeyKind::Ed25519,
         }
     }
@@ -243,6 +271,7 @@ impl PrivateKey {
             ],
             KeyKind::EcdsaP256 => &[EcdsaP256Sha256, EcdsaP256Sha256Fixed],
             KeyKind::EcdsaP384 => &[EcdsaP384Sha384, EcdsaP384Sha384Fixed],
+            KeyKind::EcdsaP521 => &[EcdsaP521Sha512, EcdsaP521Sha512Fixed],
             KeyKind::Ed25519 => &[Ed25519],
         }
     }
@@ -282,6 +311,11 @@ impl PrivateKey {
                     .as_ref()
                     .to_vec())
             }
+            Inner::P521(k) => match scheme {
+                Scheme::EcdsaP521Sha512 => Ok(k.sign(msg, false)),
+                Scheme::EcdsaP521Sha512Fixed => Ok(k.sign(msg, true)),
+                _ => Err(wrong()),
+            },
             Inner::Ed25519(k) => match scheme {
                 Scheme::Ed25519 => Ok(k.sign(msg).as_ref().to_vec()),
                 _ => Err(wrong()),

@@ -35,6 +35,20 @@ pub(super) fn pki() -> &'static Pki {
             "digitalSignature",
         );
         p.end_entity("ed", "ed", "DNS:ed.test", "digitalSignature");
+        // P-521: an end entity under the usual chain, and a P-521 root
+        // with an end entity of its own (a chain webpki checks through
+        // RustCrypto's P-521).
+        p.end_entity("p521", "ec521", "DNS:p521.test", "digitalSignature");
+        p.key("root521", "ec521");
+        p.cert("root521", "/C=CH/O=p521/CN=P-521 CA", None, CA_EXT, "3650");
+        p.key("under521", "ec");
+        p.cert(
+            "under521",
+            "/C=CH/O=p521/CN=under521.test",
+            Some("root521"),
+            "keyUsage=critical,digitalSignature\n",
+            "365",
+        );
         p.end_entity("enc", "ec", "DNS:enc.test", "keyEncipherment");
         p.key("other", "ec");
         p.cert(
@@ -254,6 +268,8 @@ fn keys_in_every_format_sign_what_their_certificate_verifies() {
                 Scheme::EcdsaP256Sha256Fixed => &signature::ECDSA_P256_SHA256_FIXED,
                 Scheme::EcdsaP384Sha384Fixed => &signature::ECDSA_P384_SHA384_FIXED,
                 Scheme::Ed25519 => &signature::ED25519,
+                // Not ring's; p521_keys_sign_and_verify_in_both_forms.
+                Scheme::EcdsaP521Sha512 | Scheme::EcdsaP521Sha512Fixed => continue,
             };
             let sig = key.sign(scheme, msg).unwrap();
             UnparsedPublicKey::new(alg, &public)
@@ -413,7 +429,7 @@ mod auth {
 
     /// Method 1 (RFC 7296 §3.8, PKCS#1 v1.5 with SHA-1): openssl's
     /// signature verifies through the functions the engine uses; we never
-    /// make one; method 11 (P-521) is refused by name.
+    /// make one.
     #[test]
     fn a_classic_rsa_sha1_signature_made_by_openssl_verifies() {
         use crate::proto::AuthMethod;
@@ -455,17 +471,155 @@ mod auth {
         assert!(!key.schemes().contains(&Scheme::RsaPkcs1Sha1));
         assert!(key.sign(Scheme::RsaPkcs1Sha1, msg).is_err());
         assert_eq!(Scheme::RsaPkcs1Sha1.algorithm_identifier(), None);
-        let e = auth::peer_scheme(AuthMethod::ECDSA_SHA512_P521, &sig).unwrap_err();
-        assert!(
-            e.to_string().contains("AUTH method 11") && e.to_string().contains("P-521"),
-            "{e}"
-        );
         let e = auth::peer_scheme(AuthMethod::DSS_DIGITAL_SIGNATURE, &sig).unwrap_err();
         assert!(e.to_string().contains("AUTH method 3"), "{e}");
         assert_eq!(
             auth::peer_scheme(AuthMethod::ECDSA_SHA256_P256, b"rs").unwrap(),
             (Scheme::EcdsaP256Sha256Fixed, &b"rs"[..])
         );
+    }
+
+    /// ECDSA on P-521 with SHA-512 (ring has none; RustCrypto's p521):
+    /// an openssl key signs in both forms, method 14 (DER) and method 11
+    /// (r || s, RFC 4754), each checked against the certificate; openssl's
+    /// own DER signature verifies; the other forms and keys are refused.
+    #[test]
+    fn p521_keys_sign_and_verify_in_both_forms() {
+        use crate::proto::AuthMethod;
+        let p = pki();
+        let key = read_private_key(&p.path("p521.key")).unwrap();
+        assert_eq!(key.kind(), KeyKind::EcdsaP521);
+        let cert = cert_of(p, "p521");
+        assert_eq!(auth::public_key_of(&cert).unwrap(), key.public_key());
+        let msg = b"InitiatorSignedOctets, P-521";
+        for scheme in [Scheme::EcdsaP521Sha512, Scheme::EcdsaP521Sha512Fixed] {
+            let sig = key.sign(scheme, msg).unwrap();
+            auth::verify(scheme, &cert, msg, &sig).unwrap();
+            assert_eq!(
+                auth::verify(scheme, &cert, b"other octets", &sig),
+                Err(AuthError::Invalid),
+                "{scheme:?}"
+            );
+            assert!(matches!(
+                auth::verify(scheme, &cert_of(p, "ec"), msg, &sig),
+                Err(AuthError::WrongKey { .. })
+            ));
+        }
+        // Method 14: the AlgorithmIdentifier round trip.
+        let sig = key.sign(Scheme::EcdsaP521Sha512, msg).unwrap();
+        let data = auth::encode(Scheme::EcdsaP521Sha512, &sig).unwrap();
+        assert_eq!(
+            auth::decode(&data).unwrap(),
+            (Scheme::EcdsaP521Sha512, &sig[..])
+        );
+        // Method 11: 66 + 66 octets.
+        let fixed = key.sign(Scheme::EcdsaP521Sha512Fixed, msg).unwrap();
+        assert_eq!(fixed.len(), 132);
+        let (scheme, s) = auth::peer_scheme(AuthMethod::ECDSA_SHA512_P521, &fixed).unwrap();
+        auth::verify(scheme, &cert, msg, s).unwrap();
+        assert_eq!(
+            auth::verify(Scheme::EcdsaP521Sha512, &cert, msg, &fixed),
+            Err(AuthError::Invalid),
+            "r || s is not DER"
+        );
+        assert!(matches!(
+            auth::verify(Scheme::RsaPssSha256, &cert, msg, &sig),
+            Err(AuthError::WrongKey { .. })
+        ));
+        assert_eq!(
+            auth::verify(Scheme::EcdsaP256Sha256, &cert, msg, &sig),
+            Err(AuthError::Invalid),
+            "a SHA-512 signature is not a SHA-256 one"
+        );
+        // openssl's signature, as charon's openssl plugin makes it.
+        std::fs::write(p.path("p521.data"), msg).unwrap();
+        p.openssl(&[
+            "dgst",
+            "-sha512",
+            "-sign",
+            "p521.key",
+            "-out",
+            "p521.sig",
+            "p521.data",
+        ]);
+        let theirs = std::fs::read(p.path("p521.sig")).unwrap();
+        auth::verify(Scheme::EcdsaP521Sha512, &cert, msg, &theirs).unwrap();
+        p.openssl(&[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "p521.key",
+            "-out",
+            "p521.256",
+            "p521.data",
+        ]);
+        let sha256 = std::fs::read(p.path("p521.256")).unwrap();
+        auth::verify(Scheme::EcdsaP256Sha256, &cert, msg, &sha256).unwrap();
+        // The same key as SEC1.
+        p.openssl(&["ec", "-in", "p521.key", "-out", "p521.sec1.key"]);
+        let sec1 = read_private_key(&p.path("p521.sec1.key")).unwrap();
+        assert_eq!(sec1.public_key(), key.public_key());
+        let sig = sec1.sign(Scheme::EcdsaP521Sha512, msg).unwrap();
+        auth::verify(Scheme::EcdsaP521Sha512, &cert, msg, &sig).unwrap();
+    }
+
+    /// A chain through a P-521 root validates (its signature on the end
+    /// entity is ecdsa-with-SHA256 by a P-521 key, openssl's default; the
+    /// SHA-512 one below); a P-521 end entity under the P-256 root does
+    /// too.
+    #[test]
+    fn chains_with_p521_keys_validate() {
+        let p = pki();
+        let now = SystemTime::now();
+        let store = TrustStore::new(&[cert_of(p, "root521")], &[]).unwrap();
+        let v = store.verify(&cert_of(p, "under521"), &[], now).unwrap();
+        assert!(v.subject.contains("under521.test"), "{}", v.subject);
+        assert!(matches!(
+            store.verify(&cert_of(p, "ec"), &[], now),
+            Err(Refusal::UnknownCa { .. })
+        ));
+        p.openssl(&[
+            "req",
+            "-new",
+            "-key",
+            "under521.key",
+            "-subj",
+            "/CN=under521.test",
+            "-out",
+            "under521.csr",
+        ]);
+        std::fs::write(
+            p.path("under521.ext"),
+            "keyUsage=critical,digitalSignature\n",
+        )
+        .unwrap();
+        p.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "under521.csr",
+            "-CA",
+            "root521.pem",
+            "-CAkey",
+            "root521.key",
+            "-sha512",
+            "-days",
+            "30",
+            "-out",
+            "under521.sha512.pem",
+            "-extfile",
+            "under521.ext",
+        ]);
+        let sha512 = cert_of(p, "under521.sha512");
+        let (_, c) = X509Certificate::from_der(&sha512).unwrap();
+        assert_eq!(
+            c.signature_algorithm.algorithm.to_id_string(),
+            "1.2.840.10045.4.3.4"
+        );
+        store.verify(&sha512, &[], now).unwrap();
+        store_of(p)
+            .verify(&cert_of(p, "p521"), &[cert_of(p, "int")], now)
+            .unwrap();
     }
 
     proptest::proptest! {

@@ -76,8 +76,12 @@ pub struct TrustStore {
 }
 
 /// Every signature algorithm webpki has on ring: RSA PKCS#1 v1.5 and PSS
-/// with SHA-2, ECDSA P-256/P-384, Ed25519.
+/// with SHA-2, ECDSA P-256/P-384, Ed25519; and ECDSA P-521 with SHA-2 on
+/// RustCrypto's p521.
 static ALGS: &[&dyn SignatureVerificationAlgorithm] = &[
+    super::p521::WEBPKI_ALGS[0],
+    super::p521::WEBPKI_ALGS[1],
+    super::p521::WEBPKI_ALGS[2],
     webpki::ring::ECDSA_P256_SHA256,
     webpki::ring::ECDSA_P256_SHA384,
     webpki::ring::ECDSA_P384_SHA256,

@@ -119,8 +119,7 @@ open_enum! {
         ECDSA_SHA256_P256 = 9,
         /// RFC 4754: ECDSA with SHA-384 on P-384.
         ECDSA_SHA384_P384 = 10,
-        /// RFC 4754: ECDSA with SHA-512 on P-521 (not supported: ring has
-        /// no P-521).
+        /// RFC 4754: ECDSA with SHA-512 on P-521.
         ECDSA_SHA512_P521 = 11,
         /// RFC 7427.
         DIGITAL_SIGNATURE = 14,

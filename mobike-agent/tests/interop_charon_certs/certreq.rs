@@ -20,6 +20,8 @@
 //!    shows `remote_auth` as that method. charon then sends no
 //!    SIGNATURE_HASH_ALGORITHMS either, so the agent's P-256 key signs with
 //!    AUTH method 9 (RFC 4754), which charon verifies.
+//! 4. the same with P-521 keys on both sides: ECDSA with SHA-512 in AUTH
+//!    method 11 (RFC 4754) both ways.
 
 use std::time::Duration;
 
@@ -204,20 +206,65 @@ fn initiate(t: &Interop, step: &str) {
     );
 }
 
-/// 3: charon signs with AUTH method 1 (`signature_authentication = no`).
+/// The classic methods of `classic_signatures`: charon's certificate and
+/// the agent's, the signature each logs, the status of each side's AUTH.
+struct Classic {
+    step: &'static str,
+    charon_cert: &'static str,
+    agent_cert: &'static str,
+    charon_signs: &'static str,
+    agent_signs: &'static str,
+    remote_auth: &'static str,
+    local_auth: &'static str,
+}
+
+/// 3: charon signs with AUTH method 1 (`signature_authentication = no`),
+/// the agent's P-256 key with method 9; 4: both P-521 keys with method 11.
 fn classic_rsa_signatures_from_charon(t: &mut Interop, pki: &Pki) {
+    classic_signatures(
+        t,
+        pki,
+        &Classic {
+            step: "3",
+            charon_cert: "b",
+            agent_cert: "a",
+            charon_signs: "RSA signature",
+            agent_signs: "ECDSA-256 signature",
+            remote_auth: "rsa-sha1 (RFC 7296)",
+            local_auth: "ecdsa-256 (RFC 4754)",
+        },
+    );
+    classic_signatures(
+        t,
+        pki,
+        &Classic {
+            step: "4",
+            charon_cert: "b521",
+            agent_cert: "a521",
+            charon_signs: "ECDSA-521 signature",
+            agent_signs: "ECDSA-521 signature",
+            remote_auth: "ecdsa-521 (RFC 4754)",
+            local_auth: "ecdsa-521 (RFC 4754)",
+        },
+    );
+}
+
+fn classic_signatures(t: &mut Interop, pki: &Pki, c: &Classic) {
     const CLASSIC: &str = "signature_authentication = no";
     for (role, remote_addrs, start) in [
         ("responder", "", "initiate"),
         ("initiator", "192.0.2.1", "listen"),
     ] {
-        let step = format!("3 charon {role}");
+        let step = format!("{} charon {role}", c.step);
         t.clear_charon_log();
-        t.start_charon_with(&charon_pubkey_conf("b", remote_addrs), CLASSIC);
-        let control = t.dir.path().join(format!("classic-{role}.sock"));
+        t.start_charon_with(&charon_pubkey_conf(c.charon_cert, remote_addrs), CLASSIC);
+        let control = t.dir.path().join(format!("classic-{}-{role}.sock", c.step));
         t.start_agent(
-            &format!("classic-{role}"),
-            &with_control(&agent_cert_conf(pki, start, "a", "a", "root.pem"), &control),
+            &format!("classic-{}-{role}", c.step),
+            &with_control(
+                &agent_cert_conf(pki, start, c.agent_cert, c.agent_cert, "root.pem"),
+                &control,
+            ),
         );
         if start == "listen" {
             initiate(t, &step);
@@ -226,20 +273,27 @@ fn classic_rsa_signatures_from_charon(t: &mut Interop, pki: &Pki) {
             t.charon().has("INSTALLED") && t.agent().logged("CHILD_SA installed")
         });
         t.check(
-            t.charon_count("authentication of 'b.test' (myself) with RSA signature successful")
-                == 1,
-            &format!("{step}: charon did not sign with AUTH method 1"),
+            t.charon_count(&format!(
+                "authentication of 'b.test' (myself) with {} successful",
+                c.charon_signs
+            )) == 1,
+            &format!("{step}: charon did not sign with {}", c.charon_signs),
         );
-        // Without SIGNATURE_HASH_ALGORITHMS from charon the agent's P-256
-        // key signs with method 9 (RFC 4754).
+        // Without SIGNATURE_HASH_ALGORITHMS from charon the agent's ECDSA
+        // key signs with a classic method too (RFC 4754).
         t.check(
-            t.charon_count("authentication of 'a.test' with ECDSA-256 signature successful") == 1,
-            &format!("{step}: charon did not verify the agent's AUTH method 9"),
+            t.charon_count(&format!(
+                "authentication of 'a.test' with {} successful",
+                c.agent_signs
+            )) == 1,
+            &format!(
+                "{step}: charon did not verify the agent's {}",
+                c.agent_signs
+            ),
         );
         let st = status_json(t, &control);
         t.check(
-            st["remote_auth"] == "rsa-sha1 (RFC 7296)"
-                && st["local_auth"] == "ecdsa-256 (RFC 4754)",
+            st["remote_auth"] == c.remote_auth && st["local_auth"] == c.local_auth,
             &format!("{step}: agent status: {st}"),
         );
         t.stop_agent();

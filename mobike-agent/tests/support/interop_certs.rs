@@ -39,6 +39,8 @@ pub fn make_pki() -> Pki {
     pki.end_entity("bec", "ec", "DNS:b.test", ku);
     pki.end_entity_by("bold", "rsa", "DNS:b.test", ku, "int", EXPIRED);
     pki.end_entity("bx", "ec", "DNS:c.test", ku);
+    pki.end_entity("a521", "ec521", "DNS:a.test", ku);
+    pki.end_entity("b521", "ec521", "DNS:b.test", ku);
     pki.key("other", "ec");
     pki.cert(
         "other",
@@ -59,7 +61,7 @@ pub fn install_charon_credentials(t: &Interop, pki: &Pki) {
         ("root.pem".to_owned(), "x509ca/root.pem".to_owned()),
         ("int.pem".to_owned(), "x509ca/int.pem".to_owned()),
     ];
-    for name in ["b", "bec", "bold", "bx"] {
+    for name in ["b", "bec", "bold", "bx", "b521"] {
         files.push((format!("{name}.pem"), format!("x509/{name}.pem")));
         files.push((format!("{name}.key"), format!("private/{name}.key")));
     }

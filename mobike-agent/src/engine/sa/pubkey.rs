@@ -7,12 +7,10 @@
 //! [`crate::pki`]'s; this module puts it into the exchange.
 //!
 //! A peer may sign with RFC 7427's Digital Signature (method 14) or a
-//! classic method: 1 (RSA PKCS#1 v1.5 with SHA-1), 9 or 10 (ECDSA on
-//! P-256 or P-384, RFC 4754). Method 11 (ECDSA on P-521) is refused,
-//! naming it in the log, with AUTHENTICATION_FAILED: ring has no P-521.
-//! We sign with method 14 whenever the peer sent SIGNATURE_HASH_ALGORITHMS
-//! with a hash we can use; without, an ECDSA key falls back to method 9
-//! or 10, but an RSA key is always signed with method 14: ring cannot
+//! classic method: 1 (RSA PKCS#1 v1.5 with SHA-1), 9, 10 or 11 (ECDSA on
+//! P-256, P-384 or P-521, RFC 4754). We sign with method 14 whenever the
+//! peer sent SIGNATURE_HASH_ALGORITHMS with a hash we can use; without,
+//! an ECDSA key falls back to method 9, 10 or 11, but an RSA key is always signed with method 14: ring cannot
 //! make method 1's SHA-1 signature, so against a peer without RFC 7427 an
 //! RSA key cannot authenticate (the log says so; as responder we answer
 //! AUTHENTICATION_FAILED).
@@ -165,6 +163,9 @@ pub(super) fn our_auth(
                 }
                 None if cred.key.schemes().contains(&Scheme::EcdsaP384Sha384Fixed) => {
                     (AuthMethod::ECDSA_SHA384_P384, Scheme::EcdsaP384Sha384Fixed)
+                }
+                None if cred.key.schemes().contains(&Scheme::EcdsaP521Sha512Fixed) => {
+                    (AuthMethod::ECDSA_SHA512_P521, Scheme::EcdsaP521Sha512Fixed)
                 }
                 None => {
                     return Err(format!(
