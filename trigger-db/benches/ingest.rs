@@ -146,40 +146,10 @@ async fn daemon_run(
     conns: usize,
 ) -> anyhow::Result<(f64, u64)> {
     let mut d = start_daemon(dir, None, NO_NETLINK);
-    let mut clients = Vec::new();
-    for _ in 0..conns {
-        clients.push(d.client().await);
-    }
-    // Warm the connections and the writer with one small Add.
-    let warm = pb::AddRequest {
-        triggers: vec![wire_trigger(0, INTERFACES, Timestamp::now())],
-    };
-    clients[0].add(warm).await?;
-    let per: Vec<Vec<pb::AddRequest>> = (0..conns)
-        .map(|c| reqs.iter().skip(c).step_by(conns).cloned().collect())
-        .collect();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (mut c, mine) in clients.into_iter().zip(per) {
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0usize;
-            for r in mine {
-                let k = r.triggers.len();
-                let ids = c.add(r).await?.into_inner().ids;
-                ensure!(ids.len() == k, "{} ids for {k} triggers", ids.len());
-                n += k;
-            }
-            Ok::<_, anyhow::Error>(n)
-        }));
-    }
-    let mut n = 0;
-    for t in tasks {
-        n += t.await??;
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let rate = add_all(&d, reqs, conns).await?;
     let (hwm, _) = d.rss_kib();
     stop(&mut d)?;
-    Ok((n as f64 / secs, hwm))
+    Ok((rate, hwm))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

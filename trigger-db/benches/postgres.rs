@@ -175,37 +175,7 @@ async fn daemon_ingest(
     let url = server.create_database("ingest_daemon");
     let dir = tempfile::tempdir()?;
     let mut d = Daemon::start_for_bench_on(daemon_bin(), dir.path(), &url, &host_config());
-    let mut clients = Vec::new();
-    for _ in 0..conns {
-        clients.push(d.client().await);
-    }
-    clients[0]
-        .add(pb::AddRequest {
-            triggers: vec![wire_trigger(0, INTERFACES, Timestamp::now())],
-        })
-        .await?;
-    let per: Vec<Vec<pb::AddRequest>> = (0..conns)
-        .map(|c| reqs.iter().skip(c).step_by(conns).cloned().collect())
-        .collect();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (mut c, mine) in clients.into_iter().zip(per) {
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0usize;
-            for r in mine {
-                let k = r.triggers.len();
-                let ids = c.add(r).await?.into_inner().ids;
-                ensure!(ids.len() == k, "{} ids for {k} triggers", ids.len());
-                n += k;
-            }
-            Ok::<_, anyhow::Error>(n)
-        }));
-    }
-    let mut n = 0;
-    for t in tasks {
-        n += t.await??;
-    }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let rate = add_all(&d, reqs, conns).await?;
     let (hwm, _) = d.rss_kib();
     stop(&mut d)?;
     Ok((rate, hwm))

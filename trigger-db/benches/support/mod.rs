@@ -48,6 +48,42 @@ pub fn stop(d: &mut Daemon) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends `reqs` to `d` over `conns` connections, each with one Add in
+/// flight (after one small Add to warm the connections and the writer);
+/// triggers per second from the first send to the last reply.
+pub async fn add_all(d: &Daemon, reqs: &[pb::AddRequest], conns: usize) -> anyhow::Result<f64> {
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(d.client().await);
+    }
+    let warm = pb::AddRequest {
+        triggers: vec![wire_trigger(0, 1, Timestamp::now())],
+    };
+    clients[0].add(warm).await?;
+    let per: Vec<Vec<pb::AddRequest>> = (0..conns)
+        .map(|c| reqs.iter().skip(c).step_by(conns).cloned().collect())
+        .collect();
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for (mut c, mine) in clients.into_iter().zip(per) {
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            for r in mine {
+                let k = r.triggers.len();
+                let ids = c.add(r).await?.into_inner().ids;
+                ensure!(ids.len() == k, "{} ids for {k} triggers", ids.len());
+                n += k;
+            }
+            Ok::<_, anyhow::Error>(n)
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await??;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
 /// The `i`th benchmark trigger as a client sends it: LINK_UP or LINK_DOWN on
 /// one of `interfaces` interfaces ("bench0".."benchN"), observed at `at`,
 /// with an origin set so the daemon stores the body unchanged.
