@@ -42,9 +42,12 @@ fn options(spool_path: &Path, max_bytes: u64) -> OpenOptions {
 }
 
 async fn open(url: &str, spool_path: &Path) -> (Store, Writer) {
-    store::open(&database(url), &options(spool_path, spool::DEFAULT_MAX_BYTES))
-        .await
-        .unwrap()
+    store::open(
+        &database(url),
+        &options(spool_path, spool::DEFAULT_MAX_BYTES),
+    )
+    .await
+    .unwrap()
 }
 
 fn link_up(ifname: &str) -> Trigger {
@@ -123,8 +126,7 @@ fn ids(ts: &[Trigger]) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_while_the_server_is_down_are_spooled_read_and_shipped_in_order_across_a_restart()
-{
+async fn writes_while_the_server_is_down_are_spooled_read_and_shipped_in_order_across_a_restart() {
     let server = PgServer::start();
     let url = server.create_database("spool_outage");
     let dir = tempfile::tempdir().unwrap();
@@ -147,7 +149,10 @@ async fn writes_while_the_server_is_down_are_spooled_read_and_shipped_in_order_a
     assert!(!st.last_error.is_empty());
     // Reads of the recent rows see the spool (the server being down).
     assert_eq!(
-        ids(&store.after_id(10, None, &Filter::default(), 100).await.unwrap()),
+        ids(&store
+            .after_id(10, None, &Filter::default(), 100)
+            .await
+            .unwrap()),
         ids(&during)
     );
     let (first, page) = store
@@ -230,7 +235,10 @@ async fn rows_shipped_before_a_crash_that_kept_them_in_the_spool_are_not_duplica
     assert!(w.has_backlog());
     // Reads merge both places, each id once.
     assert_eq!(
-        ids(&store.after_id(0, None, &Filter::default(), 100).await.unwrap()),
+        ids(&store
+            .after_id(0, None, &Filter::default(), 100)
+            .await
+            .unwrap()),
         (1..=23).collect::<Vec<u64>>()
     );
     ship_all(&mut w).await;
@@ -310,9 +318,12 @@ async fn a_spool_of_another_database_or_host_with_rows_is_refused() {
     w.close().await.unwrap();
     store.close().await;
     server.start_again();
-    let e = store::open(&database(&other), &options(&spool_path, spool::DEFAULT_MAX_BYTES))
-        .await
-        .unwrap_err();
+    let e = store::open(
+        &database(&other),
+        &options(&spool_path, spool::DEFAULT_MAX_BYTES),
+    )
+    .await
+    .unwrap_err();
     let text = errchain::chain(&e);
     assert!(
         matches!(e, StoreError::SpoolForeign { rows: 2, .. }) && text.contains(HOST),
@@ -332,7 +343,11 @@ async fn a_first_start_while_the_server_is_down_is_refused() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(e, StoreError::Open { .. }), "{}", errchain::chain(&e));
+    assert!(
+        matches!(e, StoreError::Open { .. }),
+        "{}",
+        errchain::chain(&e)
+    );
     server.start_again();
 }
 
@@ -411,7 +426,10 @@ async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing(
         tokio::time::sleep(Duration::from_secs(3)).await;
         let st = stats(&mut c).await;
         assert!(!st.server_reachable, "{st:?}");
-        assert!(st.backlog_rows >= peak, "the backlog shrank while down: {st:?}");
+        assert!(
+            st.backlog_rows >= peak,
+            "the backlog shrank while down: {st:?}"
+        );
         peak = st.backlog_rows;
     }
     assert!(peak > 100, "the backlog did not grow: {peak}");
@@ -424,7 +442,10 @@ async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing(
         let st = stats(&mut c).await;
         if st.server_reachable && st.backlog_rows == 0 {
             assert!(st.shipped_total >= peak, "{st:?}");
-            assert!(st.last_error.len() > 0, "the outage is the last error: {st:?}");
+            assert!(
+                !st.last_error.is_empty(),
+                "the outage is the last error: {st:?}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "never shipped: {st:?}");
@@ -452,6 +473,10 @@ async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing(
         .iter()
         .filter(|(_, at)| *at > down_at + Duration::from_secs(1) && *at < up_at)
         .count();
+    eprintln!(
+        "{} acknowledged, backlog peak {peak}, {live_during_outage} live during the outage",
+        acked.len()
+    );
     assert!(
         live_during_outage > 100,
         "{live_during_outage} triggers reached the subscriber during the outage"

@@ -164,7 +164,11 @@ pub async fn open(
 
 /// A new write session: the schema checked (refused if newer), migrated
 /// if needed, and the host id locked.
-async fn prepare(conn: &mut PgConnection, host: &str, lock_wait: Duration) -> Result<(), StoreError> {
+async fn prepare(
+    conn: &mut PgConnection,
+    host: &str,
+    lock_wait: Duration,
+) -> Result<(), StoreError> {
     let applied = applied_migrations(conn).await?;
     check_schema_version(applied.iter().map(|m| m.0).max(), &MIGRATOR)?;
     // A current schema needs nothing run: the per-host roles have no
@@ -641,7 +645,10 @@ impl Writer {
     /// Inserts triggers shipped from the spool, in one transaction; rows
     /// already there (shipped before a crash that kept them in the spool)
     /// are left as they are. Returns how many were new.
-    pub(super) async fn insert_shipped(&mut self, triggers: &[&Trigger]) -> Result<u64, StoreError> {
+    pub(super) async fn insert_shipped(
+        &mut self,
+        triggers: &[&Trigger],
+    ) -> Result<u64, StoreError> {
         self.insert_rows(triggers, true).await
     }
 
@@ -681,7 +688,11 @@ impl Writer {
 
     /// `idempotent`: ON CONFLICT DO NOTHING, and fewer rows inserted than
     /// sent is no error.
-    async fn insert_rows(&mut self, triggers: &[&Trigger], idempotent: bool) -> Result<u64, StoreError> {
+    async fn insert_rows(
+        &mut self,
+        triggers: &[&Trigger],
+        idempotent: bool,
+    ) -> Result<u64, StoreError> {
         let host = self.host.clone();
         let mut inserted = 0;
         let conn = self.conn().await?;

@@ -65,10 +65,7 @@ use std::{
 use sqlx::postgres::PgConnectOptions;
 use tracing::{info, warn};
 
-use super::{
-    Database, OpenOptions, StoreError, col, postgres, sql, sqlite,
-    postgres::unreachable,
-};
+use super::{Database, OpenOptions, StoreError, col, postgres, postgres::unreachable, sql, sqlite};
 use crate::{
     model::{Filter, Timestamp, Trigger},
     threshold::{Change, Threshold},
@@ -297,7 +294,10 @@ impl Spool {
         if self.status.full.load(Ordering::Relaxed) {
             return Err(self.full_error());
         }
-        self.w.insert(triggers).await.map_err(|e| self.spool_err(e))?;
+        self.w
+            .insert(triggers)
+            .await
+            .map_err(|e| self.spool_err(e))?;
         if let Some(first) = triggers.first()
             && self.status.rows.load(Ordering::Relaxed) == 0
         {
@@ -429,7 +429,10 @@ pub(super) async fn open(
         info!(spool = %so.path.display(), rows, connected,
             "spool in use: new triggers go there until the backlog is shipped");
     }
-    store.attach_spool(Reader { store: read, status });
+    store.attach_spool(Reader {
+        store: read,
+        status,
+    });
     Ok((
         store,
         Writer {
@@ -617,12 +620,18 @@ impl Writer {
         }
         if !was_reachable {
             s.status.reachable.store(true, Ordering::Relaxed);
-            info!(backlog = s.status.rows.load(Ordering::Relaxed), "PostgreSQL is reachable again; shipping the spool");
+            info!(
+                backlog = s.status.rows.load(Ordering::Relaxed),
+                "PostgreSQL is reachable again; shipping the spool"
+            );
         }
         s.retry_at = None;
         let mut shipped = 0;
         for _ in 0..SHIP_ROUNDS {
-            let rows = s.read.after_id(0, None, &Filter::default(), SHIP_BATCH).await?;
+            let rows = s
+                .read
+                .after_id(0, None, &Filter::default(), SHIP_BATCH)
+                .await?;
             if rows.is_empty() {
                 break;
             }

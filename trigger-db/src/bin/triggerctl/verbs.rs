@@ -441,7 +441,10 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
             },
         ]);
         rows.push(vec!["spool".into(), sp.path.clone()]);
-        rows.push(vec!["spool backlog rows".into(), sp.backlog_rows.to_string()]);
+        rows.push(vec![
+            "spool backlog rows".into(),
+            sp.backlog_rows.to_string(),
+        ]);
         rows.push(vec![
             "spool backlog bytes".into(),
             format!("{} of {}", sp.backlog_bytes, sp.max_bytes),
