@@ -386,6 +386,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn example_in_module_doc_parses() {
@@ -525,5 +526,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.batch_max"), "{e}");
+        let e = Config::parse("[store]\nspool_max_bytes = 1000\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.spool_max_bytes"), "{e}");
+        let e = Config::parse("[store]\nspool_path = \"\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.spool_path"), "{e}");
+        let c = Config::parse(
+            "[store]\nspool_path = \"/tmp/s.db\"\nspool_max_bytes = 1048576\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.store.spool_path.as_deref(), Some(Path::new("/tmp/s.db")));
+        assert_eq!(c.store.spool_max_bytes, 1_048_576);
     }
 }

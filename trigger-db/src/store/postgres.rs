@@ -112,7 +112,17 @@ pub async fn open(
             Durability::Normal => "off",
         },
     )]);
-    let conn = match PgConnection::connect_with(&write).await {
+    // Bounded: a server that silently drops packets must not hold the
+    // start (with a spool it goes on without the server).
+    let connect = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&write))
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer from PostgreSQL within 10 s",
+            )))
+        });
+    let conn = match connect {
         Ok(mut conn) => {
             prepare(&mut conn, &opts.host_id, opts.host_lock_wait).await?;
             Some(conn)

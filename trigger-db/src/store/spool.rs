@@ -83,8 +83,14 @@ const SHIP_ROUNDS: usize = 10;
 /// How long an operation on the server may take before the server counts
 /// as unreachable (its connection is dropped).
 const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed attempt to reach the server.
+/// How long a shipping attempt waits for an unreachable server: the writer
+/// actor waits with it, so it is short (a server that silently drops
+/// packets would otherwise stall the host's writes each time).
+const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after the first failed attempt to reach the server; it doubles
+/// with each further one, up to [`RETRY_MAX`].
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// Where the spool is and how large it may grow.
 #[derive(Debug, Clone)]
@@ -227,19 +233,22 @@ fn is_full(e: &StoreError) -> bool {
 /// trips rustc's higher-ranked `Send` check of the writer actor's task.)
 macro_rules! timed {
     ($op:expr, $f:expr) => {
+        timed!($op, $f, SERVER_TIMEOUT)
+    };
+    ($op:expr, $f:expr, $limit:expr) => {
         tokio::select! {
             r = $f => r,
-            () = tokio::time::sleep(SERVER_TIMEOUT) => Err(timed_out($op)),
+            () = tokio::time::sleep($limit) => Err(timed_out($op, $limit)),
         }
     };
 }
 
-fn timed_out(op: &'static str) -> StoreError {
+fn timed_out(op: &'static str, limit: Duration) -> StoreError {
     StoreError::Sql {
         op,
         source: sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("no answer from PostgreSQL within {SERVER_TIMEOUT:?}"),
+            format!("no answer from PostgreSQL within {limit:?}"),
         )),
     }
 }
@@ -253,6 +262,8 @@ struct Spool {
     mark: u64,
     /// No attempt to reach the server before this.
     retry_at: Option<Instant>,
+    /// Failed attempts to reach the server in a row.
+    failures: u32,
 }
 
 impl Spool {
@@ -310,14 +321,19 @@ impl Spool {
     }
 
     /// The server could not be reached: from now on writes go to the
-    /// spool, and shipping tries again after [`RETRY_AFTER`].
+    /// spool, and shipping tries again after [`RETRY_AFTER`], doubled for
+    /// each failure in a row up to [`RETRY_MAX`].
     fn went_down(&mut self, e: &StoreError) {
         if self.status.reachable.swap(false, Ordering::Relaxed) {
             warn!(error = %errchain::chain(e), spool = %self.status.path.display(),
                 "PostgreSQL is unreachable; writing to the spool");
         }
         self.status.set_error(e);
-        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        let pause = RETRY_AFTER
+            .saturating_mul(1 << self.failures.min(8))
+            .min(RETRY_MAX);
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(Instant::now() + pause);
     }
 
     /// After a Delete or Flush of spooled rows: room again, counted anew.
@@ -409,6 +425,7 @@ pub(super) async fn open(
         status: status.clone(),
         mark,
         retry_at: None,
+        failures: 0,
     };
     spool.refresh().await?;
     claim(&mut spool, &database, &opts.host_id).await?;
@@ -615,7 +632,7 @@ impl Writer {
         }
         let was_reachable = s.status.reachable();
         // Reaching the server moves its reservation past every spooled id.
-        if let Err(e) = timed!("reserve ids", self.pg.reserve_ids(s.mark)) {
+        if let Err(e) = timed!("reserve ids", self.pg.reserve_ids(s.mark), REACH_TIMEOUT) {
             return Err(Self::ship_failed(&mut self.pg, s, e));
         }
         if !was_reachable {
@@ -626,6 +643,7 @@ impl Writer {
             );
         }
         s.retry_at = None;
+        s.failures = 0;
         let mut shipped = 0;
         for _ in 0..SHIP_ROUNDS {
             let rows = s
