@@ -22,6 +22,10 @@ use trigger_db::{
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
+
+/// One private server at a time: each test starts (initdb) and stops its
+/// own, and the machine is shared.
+static ONE_SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const HOST: &str = "gw-spool";
 
 fn database(url: &str) -> Database {
@@ -127,6 +131,7 @@ fn ids(ts: &[Trigger]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_while_the_server_is_down_are_spooled_read_and_shipped_in_order_across_a_restart() {
+    let _one = ONE_SERVER.lock().await;
     let server = PgServer::start();
     let url = server.create_database("spool_outage");
     let dir = tempfile::tempdir().unwrap();
@@ -204,6 +209,7 @@ async fn writes_while_the_server_is_down_are_spooled_read_and_shipped_in_order_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_shipped_before_a_crash_that_kept_them_in_the_spool_are_not_duplicated() {
+    let _one = ONE_SERVER.lock().await;
     let server = PgServer::start();
     let url = server.create_database("spool_crash");
     let dir = tempfile::tempdir().unwrap();
@@ -252,6 +258,7 @@ async fn rows_shipped_before_a_crash_that_kept_them_in_the_spool_are_not_duplica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_refuses_writes_naming_itself_until_shipping_makes_room() {
+    let _one = ONE_SERVER.lock().await;
     let server = PgServer::start();
     let url = server.create_database("spool_full");
     let dir = tempfile::tempdir().unwrap();
@@ -306,6 +313,7 @@ async fn a_full_spool_refuses_writes_naming_itself_until_shipping_makes_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spool_of_another_database_or_host_with_rows_is_refused() {
+    let _one = ONE_SERVER.lock().await;
     let server = PgServer::start();
     let url = server.create_database("spool_owner");
     let other = server.create_database("spool_owner_other");
@@ -333,6 +341,7 @@ async fn a_spool_of_another_database_or_host_with_rows_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_start_while_the_server_is_down_is_refused() {
+    let _one = ONE_SERVER.lock().await;
     let server = PgServer::start();
     let url = server.create_database("spool_first");
     server.stop();
@@ -358,6 +367,7 @@ async fn a_first_start_while_the_server_is_down_is_refused() {
 /// backlog grow and go back to 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing() {
+    let _one = ONE_SERVER.lock().await;
     let server = PgServer::start();
     let url = server.create_database("spool_daemon");
     let dir = tempfile::tempdir().unwrap();
