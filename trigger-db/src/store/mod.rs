@@ -42,6 +42,7 @@ pub mod postgres;
 mod postgres_read;
 pub mod query;
 pub mod spool;
+mod spool_read;
 pub mod sqlite;
 
 pub use query::{Cursor, FlapBucket, FlapsQuery, HistoryQuery, HostTrigger, Hosts};

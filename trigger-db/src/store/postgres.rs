@@ -55,7 +55,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub struct Store {
     pool: PgPool,
     host: Arc<str>,
-    spool: Option<super::spool::Reader>,
+    pub(super) spool: Option<super::spool_read::Reader>,
 }
 
 /// The one write connection, for one host's rows.
@@ -384,111 +384,15 @@ fn after_id_query(
 
 impl Store {
     /// Reads consult `spool` too from now on.
-    pub(super) fn attach_spool(&mut self, spool: super::spool::Reader) {
+    pub(super) fn attach_spool(&mut self, spool: super::spool_read::Reader) {
         self.spool = Some(spool);
     }
 
-    pub(super) fn spool(&self) -> Option<&super::spool::Reader> {
+    pub(super) fn spool(&self) -> Option<&super::spool_read::Reader> {
         self.spool.as_ref()
     }
 
-    /// A spooled trigger first (shipping moves rows from the spool to the
-    /// server, never back), then the server's.
-    pub async fn get(&self, id: u64) -> Result<Trigger, StoreError> {
-        if let Some(sp) = &self.spool {
-            match sp.store.get(id).await {
-                Err(StoreError::NotFound(_)) => {}
-                other => return other,
-            }
-        }
-        self.pg_get(id).await
-    }
-
-    /// The spool's rows, then the server's (see [`Self::get`] for the
-    /// order), merged in id order.
-    pub async fn after_id(
-        &self,
-        after_id: u64,
-        upto_id: Option<u64>,
-        filter: &Filter,
-        limit: u32,
-    ) -> Result<Vec<Trigger>, StoreError> {
-        let Some(sp) = &self.spool else {
-            return self.pg_after_id(after_id, upto_id, filter, limit).await;
-        };
-        let spooled = sp.store.after_id(after_id, upto_id, filter, limit).await?;
-        if sp.answers_alone(after_id) {
-            return Ok(spooled);
-        }
-        let stored = self.pg_after_id(after_id, upto_id, filter, limit).await?;
-        Ok(super::spool::merge(stored, spooled, limit))
-    }
-
-    pub async fn replay_page(
-        &self,
-        after_id: u64,
-        upto_id: Option<u64>,
-        filter: &Filter,
-        limit: u32,
-    ) -> Result<(Option<u64>, Vec<Trigger>), StoreError> {
-        let Some(sp) = &self.spool else {
-            return self.pg_replay_page(after_id, upto_id, filter, limit).await;
-        };
-        let (first_spooled, spooled) = sp
-            .store
-            .replay_page(after_id, upto_id, filter, limit)
-            .await?;
-        if sp.answers_alone(after_id) {
-            return Ok((first_spooled, spooled));
-        }
-        let (first, stored) = self
-            .pg_replay_page(after_id, upto_id, filter, limit)
-            .await?;
-        let first = match (first, first_spooled) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok((first, super::spool::merge(stored, spooled, limit)))
-    }
-
-    /// The highest id given or reserved, on the server or in the spool;
-    /// the spool's alone while the server is unreachable (it is never
-    /// below the server's, see [`super::spool`]).
-    pub async fn last_id(&self) -> Result<u64, StoreError> {
-        let Some(sp) = &self.spool else {
-            return self.pg_last_id().await;
-        };
-        let spooled = sp.store.last_id().await?;
-        if !sp.status.reachable() && spooled > 0 {
-            return Ok(spooled);
-        }
-        match self.pg_last_id().await {
-            Ok(stored) => Ok(stored.max(spooled)),
-            Err(e) if spooled > 0 && unreachable(&e) => Ok(spooled),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The server's counters for this host; while it is unreachable, the
-    /// spool's (rows waiting, their ids, the spool file's size).
-    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let Some(sp) = &self.spool else {
-            return self.pg_stats().await;
-        };
-        if sp.status.reachable() {
-            match self.pg_stats().await {
-                Ok(mut s) => {
-                    s.last_id = s.last_id.max(sp.store.last_id().await?);
-                    return Ok(s);
-                }
-                Err(e) if unreachable(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        sp.store.stats().await
-    }
-
-    async fn pg_get(&self, id: u64) -> Result<Trigger, StoreError> {
+    pub(super) async fn pg_get(&self, id: u64) -> Result<Trigger, StoreError> {
         let Ok(key) = i64::try_from(id) else {
             return Err(StoreError::NotFound(id));
         };
@@ -502,7 +406,7 @@ impl Store {
         trigger_row(&row)
     }
 
-    async fn pg_after_id(
+    pub(super) async fn pg_after_id(
         &self,
         after_id: u64,
         upto_id: Option<u64>,
@@ -517,7 +421,7 @@ impl Store {
         rows.iter().map(trigger_row).collect()
     }
 
-    async fn pg_replay_page(
+    pub(super) async fn pg_replay_page(
         &self,
         after_id: u64,
         upto_id: Option<u64>,
@@ -563,7 +467,7 @@ impl Store {
         }
     }
 
-    async fn pg_stats(&self) -> Result<StoreStats, StoreError> {
+    pub(super) async fn pg_stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
         let row = sqlx::query(
             "SELECT COUNT(*), COALESCE(MIN(id), 0), COALESCE(MAX(id), 0), \

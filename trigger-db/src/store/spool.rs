@@ -32,7 +32,7 @@
 //! - **Full.** A spool at its size refuses writes ([`StoreError::SpoolFull`],
 //!   RESOURCE_EXHAUSTED on the wire) until shipping makes room; the writer
 //!   actor tells subscribers by its RESYNC after failed writes.
-//! - **Reads.** The read side ([`Reader`], attached to
+//! - **Reads.** The read side (`spool_read`, attached to
 //!   [`super::postgres::Store`]) reads the spool first and the server
 //!   second (a row moves from the spool to the server, never back, so it
 //!   is seen in one or both, merged by id): Get, resume after an id and
@@ -122,7 +122,7 @@ pub struct SpoolStatus {
     rows: AtomicU64,
     bytes: AtomicU64,
     /// The lowest spooled id (0: none).
-    first_id: AtomicU64,
+    pub(super) first_id: AtomicU64,
     shipped: AtomicU64,
     /// Set when a write found the spool full; cleared when shipping makes
     /// room.
@@ -173,45 +173,6 @@ impl SpoolStatus {
         *last = text;
         new
     }
-}
-
-/// The read side of the spool, attached to the PostgreSQL store.
-#[derive(Debug, Clone)]
-pub struct Reader {
-    pub(super) store: sqlite::Store,
-    pub(super) status: Arc<SpoolStatus>,
-}
-
-impl Reader {
-    pub fn status(&self) -> &Arc<SpoolStatus> {
-        &self.status
-    }
-
-    /// Whether the spool alone holds every row above `after_id` there is:
-    /// the server is unreachable and the spool's rows start right after
-    /// it or earlier. (While the server is unreachable nothing ships, and
-    /// the server holds no id above the first spooled one but the rows
-    /// both hold after a commit whose answer was lost.)
-    pub(super) fn answers_alone(&self, after_id: u64) -> bool {
-        let first = self.status.first_id.load(Ordering::Relaxed);
-        !self.status.reachable() && first > 0 && after_id.saturating_add(1) >= first
-    }
-}
-
-/// The first `limit` of two id-ordered lists, merged in id order, each id
-/// once (a row being shipped can be in both).
-pub(super) fn merge(a: Vec<Trigger>, b: Vec<Trigger>, limit: u32) -> Vec<Trigger> {
-    if b.is_empty() {
-        return a;
-    }
-    if a.is_empty() {
-        return b;
-    }
-    let mut all: Vec<Trigger> = a.into_iter().chain(b).collect();
-    all.sort_by_key(|t| t.id);
-    all.dedup_by_key(|t| t.id);
-    all.truncate(limit as usize);
-    all
 }
 
 /// Whether `e` is SQLite's "database or disk is full" (SQLITE_FULL): the
@@ -446,7 +407,7 @@ pub(super) async fn open(
         info!(spool = %so.path.display(), rows, connected,
             "spool in use: new triggers go there until the backlog is shipped");
     }
-    store.attach_spool(Reader {
+    store.attach_spool(super::spool_read::Reader {
         store: read,
         status,
     });
@@ -773,24 +734,6 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(id: u64) -> Trigger {
-        let mut t = Trigger::new(
-            crate::model::Source::Client,
-            crate::model::TriggerType::LinkUp,
-        );
-        t.id = id;
-        t
-    }
-
-    #[test]
-    fn merging_keeps_id_order_each_id_once_and_the_limit() {
-        let ids = |v: Vec<Trigger>| v.iter().map(|t| t.id).collect::<Vec<_>>();
-        let m = merge(vec![t(1), t(2), t(5)], vec![t(5), t(6), t(7)], 4);
-        assert_eq!(ids(m), [1, 2, 5, 6]);
-        assert_eq!(ids(merge(vec![], vec![t(3)], 4)), [3]);
-        assert_eq!(ids(merge(vec![t(3)], vec![], 4)), [3]);
-    }
 
     #[test]
     fn default_spool_paths_differ_per_database_and_host_and_stay_put() {
