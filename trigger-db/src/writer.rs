@@ -485,6 +485,7 @@ impl Actor {
         let cancelled = self.writer.configure_thresholds(changes).await?;
         let all = self.writer.load_thresholds().await?;
         self.engine.set_thresholds(all.clone());
+        self.thresholds_loaded = true;
         let named = all
             .into_iter()
             .filter(|t| {

@@ -22,6 +22,7 @@ use trigger_db::{
 use trigger_proto::v1::{self as pb, subscribe_response::Item};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
+const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
 /// One private server at a time: each test starts (initdb) and stops its
 /// own, and the machine is shared.
@@ -494,4 +495,114 @@ async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing(
     drop(c);
     drop(d);
     watcher.abort();
+}
+
+/// The daemon with a full spool: Add is RESOURCE_EXHAUSTED naming the
+/// spool; triggerctl stats shows it; once the server is back and the
+/// spool shipped, subscribers get a RESYNC (cause "store-error") for what
+/// they were sent live and the store refused, and Adds work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_refuses_adds_naming_it_and_subscribers_get_a_resync() {
+    let _one = ONE_SERVER.lock().await;
+    let server = PgServer::start();
+    let url = server.create_database("spool_daemon_full");
+    let dir = tempfile::tempdir().unwrap();
+    let spool_path = dir.path().join("spool.db");
+    let config = format!(
+        "[store]\nhost_id = \"{HOST}\"\nspool_path = \"{}\"\nspool_max_bytes = {}\n",
+        spool_path.display(),
+        spool::MIN_MAX_BYTES
+    );
+    let d = Daemon::start_on(DAEMON, dir.path(), &url, Some(&config));
+    let mut c = d.client().await;
+    let mut acked = add_many(&mut c, "wlan0", 5, 5).await;
+    let mut sub = c
+        .subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(acked[4]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    server.stop();
+    let refused = loop {
+        let triggers = (0..100)
+            .map(|_| client_trigger(TriggerType::LinkUp, "wlan0"))
+            .collect();
+        match c.add(pb::AddRequest { triggers }).await {
+            Ok(r) => acked.extend(r.into_inner().ids),
+            Err(s) => break s,
+        }
+        assert!(acked.len() < 100_000, "a spool of 256 KiB never filled");
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .contains(&spool_path.display().to_string())
+            && refused.message().contains("spool_max_bytes"),
+        "{}",
+        refused.message()
+    );
+    // Refused up front now: no id given, nothing sent live.
+    let again = c
+        .add(pb::AddRequest {
+            triggers: vec![client_trigger(TriggerType::LinkUp, "wlan0")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::ResourceExhausted);
+    let out = triggerctl_ok(d.triggerctl(TRIGGERCTL, &["stats"]).output().unwrap());
+    assert!(
+        out.contains("unreachable") && out.contains("spool backlog rows"),
+        "{out}"
+    );
+
+    server.start_again();
+    // The subscriber: every acknowledged trigger (and those of the batch
+    // the spool refused after they were sent), then the RESYNC.
+    let mut got = Vec::new();
+    let resync = loop {
+        match next_item(&mut sub, 60).await {
+            Some(Item::Trigger(t)) if t.r#type == pb::TriggerType::Resync as i32 => break t,
+            Some(Item::Trigger(t)) => got.push(t.id),
+            _ => {}
+        }
+    };
+    assert!(acked[5..].iter().all(|id| got.contains(id)));
+    assert_eq!(resync.source, pb::Source::TriggerDb as i32);
+    match &resync.detail {
+        Some(pb::trigger::Detail::Resync(r)) => assert_eq!(r.cause, "store-error"),
+        other => panic!("{other:?}"),
+    }
+    // Shipped, and writes are taken again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = c
+            .stats(pb::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .spool
+            .unwrap();
+        if st.server_reachable && st.backlog_rows == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never shipped: {st:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    acked.extend(add_many(&mut c, "eth0", 3, 3).await);
+    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    assert_eq!(distinct, on_server.len() as u64);
+    let mut want = acked.clone();
+    want.push(resync.id);
+    want.sort_unstable();
+    assert_eq!(on_server, want, "the acknowledged triggers and the RESYNC");
+    drop(c);
+    drop(d);
 }
