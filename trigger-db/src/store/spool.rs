@@ -358,6 +358,13 @@ pub(super) async fn open(
         return Ok((store, Writer { pg, spool: None }));
     };
     let database = Database::Postgres(Box::new(options.clone())).to_string();
+    // A spool not there yet has no id mark: the server must answer first
+    // (and a start that fails leaves no spool file behind).
+    let first = if so.path.exists() {
+        None
+    } else {
+        Some(postgres::open(options, opts, false).await?)
+    };
     let (read, mut w) = sqlite::open(&so.path, opts.durability, 2, &opts.host_id).await?;
     let max_pages = so.max_bytes.max(MIN_MAX_BYTES) / 4096;
     // A number the daemon computed, not input: safe to put in the text.
@@ -390,7 +397,10 @@ pub(super) async fn open(
     };
     spool.refresh().await?;
     claim(&mut spool, &database, &opts.host_id).await?;
-    let (mut store, pg, connected) = postgres::open(options, opts, mark > 0).await?;
+    let (mut store, pg, connected) = match first {
+        Some(opened) => opened,
+        None => postgres::open(options, opts, mark > 0).await?,
+    };
     if connected {
         let on_server = store.pg_last_id().await?;
         spool.reserve(on_server).await?;
