@@ -606,3 +606,32 @@ async fn a_full_spool_refuses_adds_naming_it_and_subscribers_get_a_resync() {
     drop(c);
     drop(d);
 }
+
+/// A refusal of the server (here a duplicate key) is an error, as before:
+/// only an unreachable server sends writes to the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_the_server_stays_an_error_and_is_not_spooled() {
+    let _one = ONE_SERVER.lock().await;
+    let server = PgServer::start();
+    let url = server.create_database("spool_refusal");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut w) = open(&url, &dir.path().join("spool.db")).await;
+    let stored = store_n(&mut w, 0, 3).await.unwrap();
+    let e = w
+        .insert(&stored[..1].iter().collect::<Vec<_>>())
+        .await
+        .unwrap_err();
+    assert!(
+        !matches!(
+            e,
+            StoreError::Unreachable { .. } | StoreError::SpoolFull { .. }
+        ),
+        "{}",
+        errchain::chain(&e)
+    );
+    assert!(!w.has_backlog());
+    let st = store.spool_status().unwrap();
+    assert!(st.server_reachable && st.rows == 0, "{st:?}");
+    w.close().await.unwrap();
+    store.close().await;
+}

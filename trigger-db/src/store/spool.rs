@@ -746,6 +746,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_server_out_of_reach_counts_as_unreachable() {
+        let err = |source| StoreError::Sql {
+            op: "insert",
+            source,
+        };
+        let io = |kind| sqlx::Error::Io(std::io::Error::new(kind, "x"));
+        for reachable_not in [
+            io(std::io::ErrorKind::ConnectionRefused),
+            io(std::io::ErrorKind::NotFound),
+            io(std::io::ErrorKind::UnexpectedEof),
+            sqlx::Error::PoolTimedOut,
+        ] {
+            assert!(unreachable(&err(reachable_not)));
+        }
+        assert!(unreachable(&timed_out("insert", SERVER_TIMEOUT)));
+        for refused in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::Protocol("bad".into()),
+        ] {
+            assert!(!unreachable(&err(refused)));
+        }
+        assert!(!unreachable(&StoreError::NotFound(3)));
+        assert!(!unreachable(&StoreError::HostInUse("h".into())));
+    }
+
+    #[test]
     fn default_spool_paths_differ_per_database_and_host_and_stay_put() {
         let db = |u: &str| Database::parse(Path::new(u)).unwrap();
         let dir = Path::new("/var/lib/trigger-db");
