@@ -278,7 +278,12 @@ impl Spool {
         self.status
             .rows
             .fetch_add(triggers.len() as u64, Ordering::Relaxed);
-        self.refresh_bytes().await
+        // The batch is committed: a failed size count must not make the
+        // caller believe otherwise.
+        if let Err(e) = self.refresh_bytes().await {
+            warn!(error = %errchain::chain(&e), "cannot read the spool's size");
+        }
+        Ok(())
     }
 
     /// The server could not be reached: from now on writes go to the
