@@ -550,6 +550,11 @@ impl Writer {
         .await
     }
 
+    /// The write session's connection options (for a probe of the server).
+    pub(super) fn connect_options(&self) -> PgConnectOptions {
+        (*self.options).clone()
+    }
+
     /// Drops the connection (after a timeout, whose connection is in an
     /// unknown state); the next write connects again.
     pub(super) fn disconnect(&mut self) {

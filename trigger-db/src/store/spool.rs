@@ -22,7 +22,12 @@
 //!   new trigger goes to the spool until the spool is empty again, so the
 //!   server receives each host's rows in id order.
 //! - **Shipping.** [`Writer::ship`], called by the writer actor about
-//!   twice a second while there is a backlog: it reaches the server, moves
+//!   twice a second while there is a backlog. While the server is
+//!   unreachable it only starts and checks a probe, a connection attempt
+//!   in a task of its own (1 s after the failure, then backing off up to
+//!   8 s), so the actor never waits for a server that does not answer; the
+//!   one write that finds the server silent waits up to 10 s before it is
+//!   spooled. Once a probe got through, ship moves
 //!   the server's reservation up to the spool's mark, then sends the
 //!   oldest spooled rows in slices of [`SHIP_BATCH`] (`INSERT ... ON
 //!   CONFLICT (host, id) DO NOTHING`, one transaction each) and deletes
@@ -83,9 +88,8 @@ const SHIP_ROUNDS: usize = 10;
 /// How long an operation on the server may take before the server counts
 /// as unreachable (its connection is dropped).
 const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a shipping attempt waits for an unreachable server: the writer
-/// actor waits with it, so it is short (a server that silently drops
-/// packets would otherwise stall the host's writes each time).
+/// How long a shipping attempt waits for the server once a probe reached
+/// it: the writer actor waits with it, so it is short.
 const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after the first failed attempt to reach the server; it doubles
 /// with each further one, up to [`RETRY_MAX`].
@@ -225,6 +229,10 @@ struct Spool {
     retry_at: Option<Instant>,
     /// Failed attempts to reach the server in a row.
     failures: u32,
+    /// While the server is unreachable: a connection attempt in a task of
+    /// its own, so that the writer actor never waits for a server that
+    /// does not answer (one that silently drops packets).
+    probe: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
 }
 
 impl Spool {
@@ -399,6 +407,7 @@ pub(super) async fn open(
         mark,
         retry_at: None,
         failures: 0,
+        probe: None,
     };
     spool.refresh().await?;
     claim(&mut spool, &database, &opts.host_id).await?;
@@ -433,6 +442,18 @@ pub(super) async fn open(
             spool: Some(spool),
         },
     ))
+}
+
+/// Connects to the server and leaves (bounded by [`SERVER_TIMEOUT`]):
+/// whether it can be reached.
+async fn probe(options: PgConnectOptions) -> Result<(), StoreError> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let c = timed!("probe", async {
+        options.connect().await.map_err(sql("connect"))
+    })?;
+    // Closing is courtesy: the server ends the session either way.
+    let _ = c.close().await;
+    Ok(())
 }
 
 /// Records that the spool belongs to `database` and `host`; refuses a
@@ -607,6 +628,30 @@ impl Writer {
             return Ok(0);
         }
         let was_reachable = s.status.reachable();
+        if !was_reachable {
+            // Ship only once a probe in the background got through.
+            match s.probe.take() {
+                None => {
+                    s.probe = Some(tokio::spawn(probe(self.pg.connect_options())));
+                    return Ok(0);
+                }
+                Some(p) if !p.is_finished() => {
+                    s.probe = Some(p);
+                    return Ok(0);
+                }
+                Some(p) => {
+                    let reached = p.await.unwrap_or_else(|e| {
+                        Err(StoreError::Sql {
+                            op: "probe",
+                            source: sqlx::Error::Protocol(format!("the probe task failed: {e}")),
+                        })
+                    });
+                    if let Err(e) = reached {
+                        return Err(Self::ship_failed(&mut self.pg, s, e));
+                    }
+                }
+            }
+        }
         // Reaching the server moves its reservation past every spooled id.
         if let Err(e) = timed!("reserve ids", self.pg.reserve_ids(s.mark), REACH_TIMEOUT) {
             return Err(Self::ship_failed(&mut self.pg, s, e));
