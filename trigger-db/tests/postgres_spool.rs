@@ -444,6 +444,18 @@ async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing(
         peak = st.backlog_rows;
     }
     assert!(peak > 100, "the backlog did not grow: {peak}");
+    // History reads the server only: refused at once, saying why.
+    let asked = Instant::now();
+    let e = c
+        .query(pb::QueryRequest {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("unreachable"), "{}", e.message());
+    assert!(asked.elapsed() < Duration::from_secs(2));
     let up_at = Instant::now();
     server.start_again();
 

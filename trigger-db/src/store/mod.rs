@@ -160,7 +160,7 @@ pub enum StoreError {
     },
     /// An operation that is not spooled while PostgreSQL is unreachable.
     #[error(
-        "{op}: PostgreSQL is unreachable; only new triggers are spooled, {op} needs the \
+        "{op}: PostgreSQL is unreachable; new triggers are spooled, but {op} needs the \
          server: try again when it is back"
     )]
     Unreachable {

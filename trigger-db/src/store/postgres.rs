@@ -452,7 +452,18 @@ impl Store {
 
     /// One history page of the query's hosts ([`super::postgres_read`]).
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HostTrigger>, StoreError> {
+        self.server_read("query")?;
         super::postgres_read::history(&self.pool, &self.host, q).await
+    }
+
+    /// A read of the server alone (history, flaps): refused at once while
+    /// the spool knows the server is unreachable, rather than after the
+    /// pool's wait for a connection.
+    fn server_read(&self, op: &'static str) -> Result<(), StoreError> {
+        match &self.spool {
+            Some(sp) if !sp.status.reachable() => Err(StoreError::Unreachable { op, source: None }),
+            _ => Ok(()),
+        }
     }
 
     pub(super) async fn pg_last_id(&self) -> Result<u64, StoreError> {
@@ -516,6 +527,7 @@ impl Store {
     /// The link-down buckets of the query's hosts
     /// ([`super::postgres_read`]).
     pub async fn flaps(&self, q: &FlapsQuery) -> Result<Vec<FlapBucket>, StoreError> {
+        self.server_read("flaps")?;
         super::postgres_read::flaps(&self.pool, &self.host, q).await
     }
 

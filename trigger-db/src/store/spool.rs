@@ -45,7 +45,9 @@
 //!   resume whose rows are all in the spool is answered by the spool
 //!   alone; an older one fails as any read of an unreachable server does.
 //!   History (Query), Flaps and the per-source counts of Stats read the
-//!   server only: spooled rows appear there once shipped.
+//!   server only: spooled rows appear there once shipped; while the
+//!   server is known to be unreachable, Query and Flaps fail at once
+//!   ([`StoreError::Unreachable`]) and Stats counts the spool.
 //! - **Not spooled.** Modify, Delete, Flush, threshold configuration and
 //!   marking one-shot thresholds spent need the server: while it is
 //!   unreachable they fail with [`StoreError::Unreachable`] (UNAVAILABLE
