@@ -207,9 +207,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
                     store::spool::default_path(dir, &database, &host_id)
                 }
             };
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                socket::prepare_dir(dir, &std::env::temp_dir())?;
-            }
+            // Its directory is made (and checked) when the spool is.
             Some(store::spool::SpoolOptions {
                 path,
                 max_bytes: cfg.store.spool_max_bytes,

@@ -158,6 +158,8 @@ pub enum StoreError {
         database: String,
         host: String,
     },
+    #[error("the spool's directory")]
+    SpoolDir(#[source] daemon_support::socket::SocketError),
     /// An operation that is not spooled while PostgreSQL is unreachable.
     #[error(
         "{op}: PostgreSQL is unreachable; new triggers are spooled, but {op} needs the \

@@ -380,6 +380,12 @@ pub(super) async fn open(
     } else {
         Some(postgres::open(options, opts, false).await?)
     };
+    // Checked as the database's directory is: one of ours in the shared
+    // temporary directory must be ours alone.
+    if let Some(dir) = so.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        daemon_support::socket::prepare_dir(dir, &std::env::temp_dir())
+            .map_err(StoreError::SpoolDir)?;
+    }
     let (read, mut w) = sqlite::open(&so.path, opts.durability, 2, &opts.host_id).await?;
     let max_pages = so.max_bytes.max(MIN_MAX_BYTES) / 4096;
     // A number the daemon computed, not input: safe to put in the text.
