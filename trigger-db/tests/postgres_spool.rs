@@ -647,3 +647,67 @@ async fn a_refusal_of_the_server_stays_an_error_and_is_not_spooled() {
     w.close().await.unwrap();
     store.close().await;
 }
+
+/// The daemon killed while the server is down and started again before
+/// it is back: ids go on above everything given, a subscriber resumes
+/// over rows that are only in the spool, and once the server is back
+/// every acknowledged trigger is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_and_restarted_while_the_server_is_down_goes_on_from_the_spool() {
+    let _one = ONE_SERVER.lock().await;
+    let server = PgServer::start();
+    let url = server.create_database("spool_daemon_restart");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("[store]\nhost_id = \"{HOST}\"\n");
+    let mut d = Daemon::start_on(DAEMON, dir.path(), &url, Some(&config));
+    let mut c = d.client().await;
+    let mut acked = add_many(&mut c, "wlan0", 5, 5).await;
+
+    server.stop();
+    acked.extend(add_many(&mut c, "wlan0", 10, 2).await);
+    d.kill9();
+    d.restart();
+    let mut c = d.client().await;
+    let after = add_many(&mut c, "eth0", 3, 3).await;
+    assert!(after[0] > acked[14], "{after:?} after {acked:?}");
+    acked.extend(&after);
+
+    // Rows only in the spool, resumed over.
+    let mut s = c
+        .subscribe(pb::SubscribeRequest {
+            resume_after_id: Some(acked[4]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < acked.len() - 5 {
+        if let Some(Item::Trigger(t)) = next_item(&mut s, 10).await {
+            got.push(t.id);
+        }
+    }
+    assert_eq!(got, acked[5..]);
+
+    server.start_again();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = c
+            .stats(pb::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .spool
+            .unwrap();
+        if st.server_reachable && st.backlog_rows == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never shipped: {st:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    assert_eq!(distinct, on_server.len() as u64);
+    assert_eq!(on_server, acked);
+    drop(c);
+    drop(d);
+}
