@@ -11,7 +11,10 @@
 //! killed: it waits for the end of a pipe only the test process holds),
 //! stops the server and removes the directory. A server of one's own
 //! ([`PgServer::start`]) is stopped and removed when dropped, also when a
-//! test fails.
+//! test fails; it can also be stopped and started again
+//! ([`PgServer::stop`], [`PgServer::start_again`]: `pg_ctl`, fast
+//! shutdown) to test what clients do while the server is away. Never do
+//! that to the shared server: other tests use it.
 //!
 //! The binaries are found under `/usr/lib/postgresql/*/bin` (the newest
 //! version); without them the test fails saying what to install, it is not
@@ -39,18 +42,23 @@ const START_PATIENCE: Duration = Duration::from_secs(60);
 const USER: &str = "nobody";
 const GROUP: &str = "nogroup";
 
+/// The server's settings (after `-D DATA -k SOCKET_DIR`).
+const SETTINGS: &str = "-c listen_addresses= -c fsync=off -c full_page_writes=off \
+     -c max_connections=300 -c shared_buffers=32MB";
+
 /// Runs as root: starts the server as `nobody`, waits for the end of its
-/// stdin (the test process ending), then stops the server (fast shutdown)
-/// and removes the directory. $1: the directory; $2: postgres; $3: setpriv
-/// user; $4: group.
+/// stdin (the test process ending), then stops the server (fast shutdown;
+/// `pg_ctl`, which also stops a server started again by
+/// [`PgServer::start_again`]) and removes the directory. $1: the
+/// directory; $2: postgres; $3: setpriv user; $4: group; $5: settings.
 const GUARD: &str = r#"
-dir=$1; postgres=$2; user=$3; group=$4; shift 4
-setpriv --reuid="$user" --regid="$group" --clear-groups \
-  "$postgres" -D "$dir/data" -k "$dir" -c listen_addresses= \
-  -c fsync=off -c full_page_writes=off -c max_connections=300 \
-  -c shared_buffers=32MB "$@" >"$dir/server.log" 2>&1 &
+dir=$1; postgres=$2
+setpriv --reuid="$3" --regid="$4" --clear-groups \
+  "$postgres" -D "$dir/data" -k "$dir" $5 >"$dir/server.log" 2>&1 &
 pid=$!
 cat >/dev/null
+setpriv --reuid="$3" --regid="$4" --clear-groups \
+  "$(dirname "$postgres")/pg_ctl" -D "$dir/data" stop -m fast -w >/dev/null 2>&1
 kill -INT "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$dir"
@@ -64,6 +72,8 @@ pub struct PgServer {
     guard: Child,
     /// Closing it (drop) tells the guard to stop the server.
     stdin: Option<ChildStdin>,
+    /// The `-c` settings it runs with (for [`PgServer::start_again`]).
+    settings: String,
 }
 
 /// The newest `/usr/lib/postgresql/VERSION/bin` with a `postgres` in it;
@@ -129,7 +139,10 @@ impl PgServer {
     /// [`PgServer::start`] with `settings` (`name=value`, as `postgres -c`
     /// takes them) over the test defaults, e.g. `fsync=on` for a
     /// benchmark that wants a durable commit.
-    pub fn start_with(settings: &[&str]) -> Self {
+    pub fn start_with(extra: &[&str]) -> Self {
+        let settings = extra
+            .iter()
+            .fold(SETTINGS.to_owned(), |all, s| format!("{all} -c {s}"));
         assert!(
             process::is_root(),
             "a PostgreSQL server for tests needs root (it runs as {USER})"
@@ -181,8 +194,7 @@ impl PgServer {
             .arg("sh")
             .arg(&dir)
             .arg(bin.join("postgres"))
-            .args([USER, GROUP])
-            .args(settings.iter().flat_map(|s| ["-c", s]))
+            .args([USER, GROUP, settings.as_str()])
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -195,6 +207,7 @@ impl PgServer {
             bin,
             guard,
             stdin,
+            settings,
         };
         server.wait_ready();
         server
@@ -219,9 +232,55 @@ impl PgServer {
         }
     }
 
+    /// Runs `pg_ctl` as the server's user with `args` after `-D DATA`;
+    /// it must succeed.
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = Command::new("setpriv")
+            .args([
+                &format!("--reuid={USER}"),
+                &format!("--regid={GROUP}"),
+                "--clear-groups",
+            ])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("setpriv pg_ctl: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed ({}): {}\nserver log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, clients see
+    /// their connections close and new ones refused) and waits until it
+    /// is down. Only on a server of one's own ([`PgServer::start`]).
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast", "-w"]);
+    }
+
+    /// Starts the server stopped by [`PgServer::stop`] again, with the
+    /// same settings, and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!("-k {} {}", self.dir.display(), self.settings);
+        // The first log is root's (the guard's redirection).
+        let log = self.dir.join("server-again.log");
+        let log = log.to_str().expect("a UTF-8 temporary directory");
+        self.pg_ctl(&["-l", log, "-o", &options, "start", "-w"]);
+        self.wait_ready();
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+        ["server.log", "server-again.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
+            .collect()
     }
 
     /// The directory of the server's Unix socket.

@@ -167,7 +167,9 @@ impl Daemon {
     }
 
     /// The config file the daemon is given: the caller's, and for tests
-    /// the sources turned off that the test did not ask for.
+    /// the sources turned off that the test did not ask for, and on
+    /// PostgreSQL the spool in the test's directory unless the test names
+    /// one (the default is under /var/lib/trigger-db as root).
     fn effective_config(&self) -> Option<PathBuf> {
         if self.flavour == Flavour::Bench {
             return self.config.clone();
@@ -184,6 +186,23 @@ impl Daemon {
         }
         if self.netns.is_none() && !text.contains("[sources.rtnetlink]") {
             text.push_str("\n[sources.rtnetlink]\nenabled = false\n");
+        }
+        let postgres = self
+            .database
+            .to_str()
+            .is_some_and(|d| d.starts_with("postgres"));
+        if postgres && !text.contains("spool_path") {
+            let line = format!(
+                "spool_path = \"{}\"\n",
+                self.socket.with_file_name("spool.db").display()
+            );
+            text = match text.find("[store]\n") {
+                Some(at) => {
+                    let after = at + "[store]\n".len();
+                    format!("{}{line}{}", &text[..after], &text[after..])
+                }
+                None => format!("{text}\n[store]\n{line}"),
+            };
         }
         std::fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         Some(p)

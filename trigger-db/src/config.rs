@@ -19,6 +19,13 @@
 //! host_id = "gw-paris-1"      # PostgreSQL: the host rows are written under;
 //!                             # absent: /etc/machine-id (SQLite does not store
 //!                             # it, only answers queries that name it)
+//! # PostgreSQL only: where writes go while the server is unreachable
+//! # (shipped in order when it is back; see the store's spool docs).
+//! # Default: spool-<hash of database and host>.db beside the default
+//! # database (/var/lib/trigger-db as root).
+//! spool_path = "/var/lib/trigger-db/spool.db"
+//! spool_max_bytes = 67108864  # 64 MiB; at least 262144; when full,
+//!                             # writes are refused (RESOURCE_EXHAUSTED)
 //!
 //! [subscribers]
 //! queue = 4096                # per-subscriber queue, triggers
@@ -199,6 +206,11 @@ pub struct StoreConfig {
     /// store it; it answers Query and Flaps for this host id (and refuses
     /// other hosts).
     pub host_id: Option<String>,
+    /// PostgreSQL: the local spool file (`None`: the default, see
+    /// `store::spool::default_path`).
+    pub spool_path: Option<PathBuf>,
+    /// PostgreSQL: the most bytes the spool file may hold.
+    pub spool_max_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -211,6 +223,8 @@ impl Default for StoreConfig {
             retention_interval: None,
             readers: 4,
             host_id: None,
+            spool_path: None,
+            spool_max_bytes: crate::store::spool::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -303,6 +317,17 @@ impl Config {
         if !(1..=64).contains(&self.store.readers) {
             return bad("store.readers", "must be 1..=64");
         }
+        if self.store.spool_max_bytes < crate::store::spool::MIN_MAX_BYTES {
+            return bad("store.spool_max_bytes", "must be at least 262144");
+        }
+        if self
+            .store
+            .spool_path
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return bad("store.spool_path", "must not be empty");
+        }
         if !(16..=1_000_000).contains(&self.subscribers.queue) {
             return bad("subscribers.queue", "must be 16..=1000000");
         }
@@ -361,6 +386,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn example_in_module_doc_parses() {
@@ -500,5 +526,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.batch_max"), "{e}");
+        let e = Config::parse("[store]\nspool_max_bytes = 1000\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.spool_max_bytes"), "{e}");
+        let e = Config::parse("[store]\nspool_path = \"\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.spool_path"), "{e}");
+        let c = Config::parse(
+            "[store]\nspool_path = \"/tmp/s.db\"\nspool_max_bytes = 1048576\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.store.spool_path.as_deref(), Some(Path::new("/tmp/s.db")));
+        assert_eq!(c.store.spool_max_bytes, 1_048_576);
     }
 }

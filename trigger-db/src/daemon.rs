@@ -196,11 +196,30 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
             store::host_id(cfg.store.host_id.as_deref(), Path::new(store::MACHINE_ID))?
         }
     };
+    let spool = match &database {
+        store::Database::Sqlite(_) => None,
+        store::Database::Postgres(_) => {
+            let path = match &cfg.store.spool_path {
+                Some(p) => p.clone(),
+                None => {
+                    let default = crate::paths::default_database();
+                    let dir = default.parent().unwrap_or(Path::new("/"));
+                    store::spool::default_path(dir, &database, &host_id)
+                }
+            };
+            // Its directory is made (and checked) when the spool is.
+            Some(store::spool::SpoolOptions {
+                path,
+                max_bytes: cfg.store.spool_max_bytes,
+            })
+        }
+    };
     let open = store::OpenOptions {
         durability: cfg.store.durability,
         readers: cfg.store.readers,
         host_id,
         host_lock_wait: Duration::from_secs(10),
+        spool,
     };
     let (store, writer_conn) = store::open(&database, &open).await?;
     let last_id = store.last_id().await?;

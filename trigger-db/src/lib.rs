@@ -3,7 +3,8 @@
 //!
 //! Sources (rtnetlink; client Adds) produce [`model::Trigger`]s; the store
 //! gives each a strictly increasing id and makes it durable in SQLite (or in
-//! PostgreSQL, many hosts in one database: [`store`]); the hub
+//! PostgreSQL, many hosts in one database, with a local SQLite spool while
+//! the server is unreachable: [`store`]); the hub
 //! fans it out to subscribers with bounded queues, resume-by-id and gap
 //! notices; the gRPC adapter checks every request field and maps domain
 //! errors to status codes. This crate does not decide anything about

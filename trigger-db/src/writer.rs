@@ -23,6 +23,12 @@
 //! get the current state. The actor retries that on its own every second,
 //! without waiting for new input.
 //!
+//! With a PostgreSQL store, the actor also ships the spool (see
+//! `store::spool`) about twice a second while it has a backlog, between
+//! batches; a batch the full spool would refuse is refused before its
+//! triggers go to subscribers. Thresholds that could not be loaded at the
+//! start (the server unreachable) are loaded once it is reachable again.
+//!
 //! On shutdown it drains both queues, releases what the damper holds,
 //! commits, checkpoints the WAL and closes the hub, so every stream ends
 //! cleanly after the last trigger.
@@ -59,6 +65,10 @@ const ID_RESERVATION: u64 = 4096;
 
 /// How often the actor retries storing the RESYNC after a failed write.
 const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+
+/// How often the actor ships the PostgreSQL store's spool while it has a
+/// backlog.
+const SHIP_EVERY: Duration = Duration::from_millis(500);
 
 /// The RESYNC cause for triggers the store could not take.
 pub const STORE_ERROR_CAUSE: &str = "store-error";
@@ -250,6 +260,7 @@ pub fn spawn(
         engine: Engine::default(),
         stored_links: None,
         lost: false,
+        thresholds_loaded: false,
     };
     let task = tokio::spawn(actor.run(shutdown));
     (WriterHandle { tx }, task)
@@ -276,6 +287,9 @@ struct Actor {
     /// Triggers nobody was told about failed to store; the next commit
     /// starts with the RESYNC.
     lost: bool,
+    /// The thresholds were read from the store (not yet when it was
+    /// unreachable at the start).
+    thresholds_loaded: bool,
 }
 
 /// What [`Actor::write_failed`] needs to know of the batch.
@@ -308,18 +322,43 @@ impl Pending {
 }
 
 impl Actor {
-    async fn run(mut self, shutdown: CancellationToken) {
+    /// Reads the configured thresholds into the engine.
+    async fn load_thresholds(&mut self) {
         match self.writer.load_thresholds().await {
             Ok(t) => {
                 if !t.is_empty() {
                     info!(thresholds = t.len(), "thresholds loaded");
                 }
                 self.engine = Engine::new(t);
+                self.thresholds_loaded = true;
             }
             Err(e) => {
                 error!(error = %errchain::chain(&e), "cannot load thresholds; none active")
             }
         }
+    }
+
+    /// Ships the spool's backlog (PostgreSQL), then loads the thresholds
+    /// if the start could not.
+    async fn ship(&mut self) {
+        match self.writer.ship().await {
+            Ok(n) => {
+                if n > 0 {
+                    debug!(shipped = n, "spool shipped");
+                }
+                if !self.thresholds_loaded {
+                    self.load_thresholds().await;
+                }
+            }
+            // Kept for Stats and logged by the store when it changes.
+            Err(e) => debug!(error = %errchain::chain(&e), "shipping the spool failed"),
+        }
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        self.load_thresholds().await;
+        let mut ship = tokio::time::interval(SHIP_EVERY);
+        ship.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retention =
             tokio::time::interval(self.config.retention.interval.max(Duration::from_secs(1)));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,6 +374,9 @@ impl Actor {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                // Ready at most twice a second: it cannot starve the
+                // queues below.
+                _ = ship.tick(), if self.writer.has_backlog() => self.ship().await,
                 cmd = self.commands.recv(), if commands_open => match cmd {
                     Some(cmd) => self.handle(cmd).await,
                     None => commands_open = false,
@@ -443,6 +485,7 @@ impl Actor {
         let cancelled = self.writer.configure_thresholds(changes).await?;
         let all = self.writer.load_thresholds().await?;
         self.engine.set_thresholds(all.clone());
+        self.thresholds_loaded = true;
         let named = all
             .into_iter()
             .filter(|t| {
@@ -533,7 +576,11 @@ impl Actor {
         // subscriber that registers before the commit gets them from the
         // hub's in-flight list; callers of Add are answered only once the
         // commit is done ("a reply means committed").
-        if let Err(e) = self.assign_ids(&mut triggers).await {
+        let ready = self.writer.check_room();
+        if let Err(e) = match ready {
+            Ok(()) => self.assign_ids(&mut triggers).await,
+            Err(e) => Err(e),
+        } {
             let failed = Failed {
                 n,
                 incoming: positions.len(),
@@ -650,7 +697,9 @@ impl Actor {
         // derived again when its report is stored, the engine being back
         // where it was.)
         let unstored = f.incoming - acked;
-        if unstored > 0 || f.acked_from > 0 {
+        // A full spool refuses a batch after its triggers went to
+        // subscribers live: they learn by the RESYNC too.
+        if unstored > 0 || f.acked_from > 0 || matches!(e, StoreError::SpoolFull { .. }) {
             self.lost = true;
         }
         self.stats
@@ -763,6 +812,12 @@ impl Actor {
 /// Store errors are not Clone (they hold sqlx errors); each waiting caller
 /// gets an equivalent one.
 fn clone_err(e: &StoreError) -> StoreError {
+    if let StoreError::SpoolFull { path, max_bytes } = e {
+        return StoreError::SpoolFull {
+            path: path.clone(),
+            max_bytes: *max_bytes,
+        };
+    }
     StoreError::Sql {
         op: "insert",
         // The whole chain: the top-level message alone hides the cause.
@@ -858,6 +913,7 @@ mod tests {
                 readers: 1,
                 host_id: String::new(),
                 host_lock_wait: Duration::ZERO,
+                spool: None,
             },
         )
         .await

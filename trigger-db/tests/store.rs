@@ -79,6 +79,7 @@ impl Db {
                 readers: 2,
                 host_id: host.to_owned(),
                 host_lock_wait,
+                spool: None,
             },
         )
         .await

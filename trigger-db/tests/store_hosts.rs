@@ -32,6 +32,7 @@ async fn open(given: &str, host: &str) -> Result<(Store, Writer), StoreError> {
             readers: 2,
             host_id: host.to_owned(),
             host_lock_wait: Duration::from_secs(10),
+            spool: None,
         },
     )
     .await

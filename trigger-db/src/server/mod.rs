@@ -105,6 +105,8 @@ fn store_status(e: StoreError) -> Status {
         StoreError::NotFound(id) => Status::not_found(format!("trigger {id} not found")),
         StoreError::Closed => Status::unavailable("trigger-db is shutting down"),
         e @ StoreError::HostNotHere { .. } => Status::invalid_argument(e.to_string()),
+        e @ StoreError::SpoolFull { .. } => Status::resource_exhausted(e.to_string()),
+        e @ StoreError::Unreachable { .. } => Status::unavailable(errchain::chain(&e)),
         other => Status::internal(errchain::chain(&other)),
     }
 }
@@ -439,6 +441,15 @@ impl TriggerService for Service {
             suppressed_flaps: w.suppressed_flaps.load(Ordering::Relaxed),
             write_errors: w.write_errors.load(Ordering::Relaxed),
             unstored_triggers: w.unstored_triggers.load(Ordering::Relaxed),
+            spool: self.store.spool_status().map(|sp| pb::SpoolStats {
+                path: sp.path.display().to_string(),
+                backlog_rows: sp.rows,
+                backlog_bytes: sp.bytes,
+                max_bytes: sp.max_bytes,
+                server_reachable: sp.server_reachable,
+                last_error: sp.last_error,
+                shipped_total: sp.shipped,
+            }),
         }))
     }
 }

@@ -31,12 +31,18 @@
 //! daemon's own (the default), some, or all; PostgreSQL answers for any
 //! host in it, SQLite only for its own.
 //!
-//! This module does not decide ids or fan out; it does not (yet) spool to
-//! SQLite while PostgreSQL is unreachable.
+//! With PostgreSQL, writes do not stall the host while the server is
+//! unreachable: they go to a bounded local SQLite spool and are shipped
+//! in id order when the server is back ([`spool`], which also says what a
+//! reader sees meanwhile and which writes are not spooled).
+//!
+//! This module does not decide ids or fan out.
 
 pub mod postgres;
 mod postgres_read;
 pub mod query;
+pub mod spool;
+mod spool_read;
 pub mod sqlite;
 
 pub use query::{Cursor, FlapBucket, FlapsQuery, HistoryQuery, HostTrigger, Hosts};
@@ -134,6 +140,36 @@ pub enum StoreError {
     HostNotHere { host: String, own: String },
     #[error("the store is shut down")]
     Closed,
+    /// The PostgreSQL store's spool reached its size while the server is
+    /// unreachable or the backlog is shipping.
+    #[error(
+        "the spool {path} is full ({max_bytes} bytes, [store] spool_max_bytes): PostgreSQL \
+         was unreachable and the backlog is not shipped yet; writes are refused until it is"
+    )]
+    SpoolFull { path: String, max_bytes: u64 },
+    #[error(
+        "the spool {path} holds {rows} triggers of database {database:?}, host {host:?}, not \
+         this daemon's; start the daemon with that database and host id to ship them, or \
+         configure another [store] spool_path"
+    )]
+    SpoolForeign {
+        path: String,
+        rows: u64,
+        database: String,
+        host: String,
+    },
+    #[error("the spool's directory")]
+    SpoolDir(#[source] daemon_support::socket::SocketError),
+    /// An operation that is not spooled while PostgreSQL is unreachable.
+    #[error(
+        "{op}: PostgreSQL is unreachable; new triggers are spooled, but {op} needs the \
+         server: try again when it is back"
+    )]
+    Unreachable {
+        op: &'static str,
+        #[source]
+        source: Option<Box<StoreError>>,
+    },
 }
 
 fn sql(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -429,6 +465,9 @@ pub struct OpenOptions {
     /// to go (a daemon restarted right after a crash, whose old session
     /// the server has not ended yet) before refusing to start.
     pub host_lock_wait: std::time::Duration,
+    /// PostgreSQL: the local spool for writes while the server is
+    /// unreachable ([`spool`]); `None`: such writes fail. (SQLite: unused.)
+    pub spool: Option<spool::SpoolOptions>,
 }
 
 /// Opens (creating if needed) the database, runs the migrations, and
@@ -440,7 +479,7 @@ pub async fn open(db: &Database, opts: &OpenOptions) -> Result<(Store, Writer), 
             Ok((Store::Sqlite(s), Writer::Sqlite(w)))
         }
         Database::Postgres(o) => {
-            let (s, w) = postgres::open(o, opts).await?;
+            let (s, w) = spool::open(o, opts).await?;
             Ok((Store::Postgres(s), Writer::Postgres(w)))
         }
     }
@@ -565,7 +604,8 @@ pub enum Store {
 #[derive(Debug)]
 pub enum Writer {
     Sqlite(sqlite::Writer),
-    Postgres(postgres::Writer),
+    /// With its spool, if configured.
+    Postgres(spool::Writer),
 }
 
 /// Calls the same method on whichever backend `$on` is.
@@ -649,9 +689,43 @@ impl Store {
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
     }
+
+    /// The PostgreSQL store's spool, if it has one.
+    pub fn spool_status(&self) -> Option<spool::SpoolSnapshot> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(s) => s.spool().map(|sp| sp.status().snapshot()),
+        }
+    }
 }
 
 impl Writer {
+    /// Whether spooled triggers wait to be shipped ([`Writer::ship`]).
+    pub fn has_backlog(&self) -> bool {
+        match self {
+            Self::Sqlite(_) => false,
+            Self::Postgres(w) => w.has_backlog(),
+        }
+    }
+
+    /// Ships spooled triggers to PostgreSQL (see [`spool`]); returns how
+    /// many went.
+    pub async fn ship(&mut self) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(0),
+            Self::Postgres(w) => w.ship().await,
+        }
+    }
+
+    /// Refuses a batch before it goes anywhere when the spool is known to
+    /// be full ([`StoreError::SpoolFull`]).
+    pub fn check_room(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(w) => w.check_room(),
+        }
+    }
+
     /// Makes every id up to `up_to` taken for good, before any of them is
     /// handed out: after a crash the ids continue above it whether or not
     /// their rows were stored. One small transaction.

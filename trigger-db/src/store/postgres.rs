@@ -21,8 +21,13 @@
 //! ([`super::postgres_read`]); everything else reads and writes only this
 //! host's rows.
 //!
-//! Queries are runtime-checked (no DATABASE_URL at build time). This
-//! module does not spool writes while the server is unreachable.
+//! With a spool ([`super::spool`], the daemon's default), the store can
+//! open while the server is unreachable: the writer then connects, checks
+//! and applies the migrations and locks the host id at its first write
+//! that reaches the server; the read side consults the spool for rows
+//! not shipped yet (get, resume after an id, the last id).
+//!
+//! Queries are runtime-checked (no DATABASE_URL at build time).
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,11 +49,13 @@ use crate::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The read side: a pool of read-only sessions, reading one host's rows.
+/// The read side: a pool of read-only sessions, reading one host's rows,
+/// and the spool's rows not shipped yet.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
     host: Arc<str>,
+    pub(super) spool: Option<super::spool_read::Reader>,
 }
 
 /// The one write connection, for one host's rows.
@@ -58,6 +65,9 @@ pub struct Writer {
     options: Box<PgConnectOptions>,
     host: String,
     lock_wait: Duration,
+    /// Whether the schema was checked (and migrated) on this server: not
+    /// yet when the store opened while the server was unreachable.
+    checked: bool,
 }
 
 /// The options hold the password: they never show.
@@ -71,11 +81,15 @@ impl std::fmt::Debug for Writer {
 }
 
 /// Opens the database: migrates it, locks the host id for this writer and
-/// opens the read pool.
+/// opens the read pool. With `tolerate_down`, a server that cannot be
+/// reached ([`unreachable`]) is no error: the store opens unconnected
+/// (the third value is false) and the first write that reaches the server
+/// does the rest.
 pub async fn open(
     options: &PgConnectOptions,
     opts: &OpenOptions,
-) -> Result<(Store, Writer), StoreError> {
+    tolerate_down: bool,
+) -> Result<(Store, Writer, bool), StoreError> {
     let shown = Database::Postgres(Box::new(options.clone())).to_string();
     let open_err = |source| StoreError::Open {
         path: shown.clone(),
@@ -98,34 +112,90 @@ pub async fn open(
             Durability::Normal => "off",
         },
     )]);
-    let mut conn = PgConnection::connect_with(&write).await.map_err(open_err)?;
-    let applied = applied_migrations(&mut conn).await?;
+    // Bounded: a server that silently drops packets must not hold the
+    // start (with a spool it goes on without the server).
+    let connect = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&write))
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer from PostgreSQL within 10 s",
+            )))
+        });
+    let conn = match connect {
+        Ok(mut conn) => {
+            prepare(&mut conn, &opts.host_id, opts.host_lock_wait).await?;
+            Some(conn)
+        }
+        Err(e) => {
+            let e = sql("connect")(e);
+            if !(tolerate_down && unreachable(&e)) {
+                return Err(match e {
+                    StoreError::Sql { source, .. } => open_err(source),
+                    other => other,
+                });
+            }
+            tracing::warn!(error = %errchain::chain(&e), "PostgreSQL is unreachable at start");
+            None
+        }
+    };
+    let connected = conn.is_some();
+    let pool_options = PgPoolOptions::new()
+        .max_connections(opts.readers.max(1))
+        .min_connections(0)
+        .idle_timeout(Duration::from_secs(60));
+    let read_options = base.options([("default_transaction_read_only", "on")]);
+    let pool = if connected && !tolerate_down {
+        pool_options
+            .connect_with(read_options)
+            .await
+            .map_err(open_err)?
+    } else {
+        // With a spool, a read of the server gives up sooner than sqlx's
+        // 30 s while the server is away (the spool answers meanwhile).
+        pool_options
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(read_options)
+    };
+    let store = Store {
+        pool,
+        host: opts.host_id.as_str().into(),
+        spool: None,
+    };
+    let writer = Writer {
+        conn,
+        options: Box::new(write),
+        host: opts.host_id.clone(),
+        lock_wait: opts.host_lock_wait,
+        checked: connected,
+    };
+    Ok((store, writer, connected))
+}
+
+/// A new write session: the schema checked (refused if newer), migrated
+/// if needed, and the host id locked.
+async fn prepare(
+    conn: &mut PgConnection,
+    host: &str,
+    lock_wait: Duration,
+) -> Result<(), StoreError> {
+    let applied = applied_migrations(conn).await?;
     check_schema_version(applied.iter().map(|m| m.0).max(), &MIGRATOR)?;
     // A current schema needs nothing run: the per-host roles have no
     // CREATE right (sqlx's migrator starts with CREATE TABLE IF NOT
     // EXISTS, which PostgreSQL checks that right for).
     if !is_current(&applied) {
-        MIGRATOR.run(&mut conn).await.map_err(StoreError::Migrate)?;
+        // run_direct, not run: run's `Acquire` bound on a reborrowed
+        // connection is not `Send` for every lifetime, which the writer
+        // actor's task needs (it prepares a session opened after a start
+        // while the server was unreachable); sqlx keeps run_direct public
+        // for this.
+        MIGRATOR
+            .run_direct(None, conn, false)
+            .await
+            .map_err(StoreError::Migrate)?;
     }
-    lock_host(&mut conn, &opts.host_id, opts.host_lock_wait).await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(opts.readers.max(1))
-        .min_connections(0)
-        .idle_timeout(Duration::from_secs(60))
-        .connect_with(base.options([("default_transaction_read_only", "on")]))
-        .await
-        .map_err(open_err)?;
-    let store = Store {
-        pool,
-        host: opts.host_id.as_str().into(),
-    };
-    let writer = Writer {
-        conn: Some(conn),
-        options: Box::new(write),
-        host: opts.host_id.clone(),
-        lock_wait: opts.host_lock_wait,
-    };
-    Ok((store, writer))
+    lock_host(conn, host, lock_wait).await
 }
 
 /// The migrations applied to the database: (version, succeeded,
@@ -201,6 +271,7 @@ async fn ready<'c>(
     options: &PgConnectOptions,
     host: &str,
     lock_wait: Duration,
+    checked: &mut bool,
 ) -> Result<&'c mut PgConnection, StoreError> {
     let c = match conn.take() {
         Some(c) => c,
@@ -208,9 +279,16 @@ async fn ready<'c>(
             let mut c = PgConnection::connect_with(options)
                 .await
                 .map_err(sql("reconnect"))?;
-            // The lost session may still hold the lock for a moment.
-            lock_host(&mut c, host, lock_wait).await?;
-            tracing::info!(host, "connected to PostgreSQL again");
+            if *checked {
+                // The lost session may still hold the lock for a moment.
+                lock_host(&mut c, host, lock_wait).await?;
+            } else {
+                // Opened while the server was unreachable: the first
+                // session checks the schema as an open does.
+                prepare(&mut c, host, lock_wait).await?;
+                *checked = true;
+            }
+            tracing::info!(host, "connected to PostgreSQL");
             c
         }
     };
@@ -231,6 +309,20 @@ fn connection_lost(e: &StoreError) -> bool {
             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
+}
+
+/// Whether `e` means the server cannot be reached (a lost or refused
+/// connection, a read that timed out waiting for one) rather than that it
+/// refused what was asked (a constraint, a permission): what the spool
+/// takes over for.
+pub(super) fn unreachable(e: &StoreError) -> bool {
+    if connection_lost(e) {
+        return true;
+    }
+    let (StoreError::Sql { source, .. } | StoreError::Column { source, .. }) = e else {
+        return false;
+    };
+    matches!(source, sqlx::Error::PoolTimedOut)
 }
 
 /// `AND column = value` for one value, `= ANY(values)` for several: one
@@ -291,7 +383,16 @@ fn after_id_query(
 }
 
 impl Store {
-    pub async fn get(&self, id: u64) -> Result<Trigger, StoreError> {
+    /// Reads consult `spool` too from now on.
+    pub(super) fn attach_spool(&mut self, spool: super::spool_read::Reader) {
+        self.spool = Some(spool);
+    }
+
+    pub(super) fn spool(&self) -> Option<&super::spool_read::Reader> {
+        self.spool.as_ref()
+    }
+
+    pub(super) async fn pg_get(&self, id: u64) -> Result<Trigger, StoreError> {
         let Ok(key) = i64::try_from(id) else {
             return Err(StoreError::NotFound(id));
         };
@@ -305,7 +406,7 @@ impl Store {
         trigger_row(&row)
     }
 
-    pub async fn after_id(
+    pub(super) async fn pg_after_id(
         &self,
         after_id: u64,
         upto_id: Option<u64>,
@@ -320,7 +421,7 @@ impl Store {
         rows.iter().map(trigger_row).collect()
     }
 
-    pub async fn replay_page(
+    pub(super) async fn pg_replay_page(
         &self,
         after_id: u64,
         upto_id: Option<u64>,
@@ -351,10 +452,21 @@ impl Store {
 
     /// One history page of the query's hosts ([`super::postgres_read`]).
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HostTrigger>, StoreError> {
+        self.server_read("query")?;
         super::postgres_read::history(&self.pool, &self.host, q).await
     }
 
-    pub async fn last_id(&self) -> Result<u64, StoreError> {
+    /// A read of the server alone (history, flaps): refused at once while
+    /// the spool knows the server is unreachable, rather than after the
+    /// pool's wait for a connection.
+    fn server_read(&self, op: &'static str) -> Result<(), StoreError> {
+        match &self.spool {
+            Some(sp) if !sp.status.reachable() => Err(StoreError::Unreachable { op, source: None }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) async fn pg_last_id(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT reserved_id FROM hosts WHERE host = $1")
             .bind(&*self.host)
             .fetch_optional(&self.pool)
@@ -366,7 +478,7 @@ impl Store {
         }
     }
 
-    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+    pub(super) async fn pg_stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
         let row = sqlx::query(
             "SELECT COUNT(*), COALESCE(MIN(id), 0), COALESCE(MAX(id), 0), \
@@ -380,7 +492,7 @@ impl Store {
         s.first_id = col::<_, i64>(&row, 1, "triggers", "MIN(id)", "id")? as u64;
         s.database_bytes =
             col::<_, i64>(&row, 3, "triggers", "size", "pg_total_relation_size")?.max(0) as u64;
-        s.last_id = self.last_id().await?;
+        s.last_id = self.pg_last_id().await?;
         for r in
             sqlx::query("SELECT source, COUNT(*) FROM triggers WHERE host = $1 GROUP BY source")
                 .bind(&*self.host)
@@ -415,11 +527,15 @@ impl Store {
     /// The link-down buckets of the query's hosts
     /// ([`super::postgres_read`]).
     pub async fn flaps(&self, q: &FlapsQuery) -> Result<Vec<FlapBucket>, StoreError> {
+        self.server_read("flaps")?;
         super::postgres_read::flaps(&self.pool, &self.host, q).await
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(sp) = &self.spool {
+            sp.store.close().await;
+        }
     }
 }
 
@@ -436,7 +552,35 @@ impl Writer {
     }
 
     async fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
-        ready(&mut self.conn, &self.options, &self.host, self.lock_wait).await
+        ready(
+            &mut self.conn,
+            &self.options,
+            &self.host,
+            self.lock_wait,
+            &mut self.checked,
+        )
+        .await
+    }
+
+    /// The write session's connection options (for a probe of the server).
+    pub(super) fn connect_options(&self) -> PgConnectOptions {
+        (*self.options).clone()
+    }
+
+    /// Drops the connection (after a timeout, whose connection is in an
+    /// unknown state); the next write connects again.
+    pub(super) fn disconnect(&mut self) {
+        self.conn = None;
+    }
+
+    /// Inserts triggers shipped from the spool, in one transaction; rows
+    /// already there (shipped before a crash that kept them in the spool)
+    /// are left as they are. Returns how many were new.
+    pub(super) async fn insert_shipped(
+        &mut self,
+        triggers: &[&Trigger],
+    ) -> Result<u64, StoreError> {
+        self.insert_rows(triggers, true).await
     }
 
     pub async fn reserve_ids(&mut self, up_to: u64) -> Result<(), StoreError> {
@@ -470,7 +614,18 @@ impl Writer {
     /// One INSERT of arrays per chunk (UNNEST): the statement text is the
     /// same for every batch size, so it is prepared once.
     pub async fn insert(&mut self, triggers: &[&Trigger]) -> Result<(), StoreError> {
+        self.insert_rows(triggers, false).await.map(|_| ())
+    }
+
+    /// `idempotent`: ON CONFLICT DO NOTHING, and fewer rows inserted than
+    /// sent is no error.
+    async fn insert_rows(
+        &mut self,
+        triggers: &[&Trigger],
+        idempotent: bool,
+    ) -> Result<u64, StoreError> {
         let host = self.host.clone();
+        let mut inserted = 0;
         let conn = self.conn().await?;
         let mut tx = conn.begin().await.map_err(sql("begin"))?;
         for chunk in triggers.chunks(ROWS_PER_STATEMENT) {
@@ -478,11 +633,16 @@ impl Writer {
             for t in chunk {
                 ids.push(id_column("insert", t.id)?);
             }
-            let done = sqlx::query(
+            let done = sqlx::query(if idempotent {
                 "INSERT INTO triggers (host, id, observed_at, source, type, if_name, if_index, body) \
                  SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::integer[], \
-                 $5::integer[], $6::text[], $7::bigint[], $8::bytea[])",
-            )
+                 $5::integer[], $6::text[], $7::bigint[], $8::bytea[]) \
+                 ON CONFLICT (host, id) DO NOTHING"
+            } else {
+                "INSERT INTO triggers (host, id, observed_at, source, type, if_name, if_index, body) \
+                 SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::integer[], \
+                 $5::integer[], $6::text[], $7::bigint[], $8::bytea[])"
+            })
             .bind(&host)
             .bind(ids)
             .bind(chunk.iter().map(|t| t.observed_at.0).collect::<Vec<i64>>())
@@ -505,15 +665,16 @@ impl Writer {
             .await
             .map_err(sql("insert"))?;
             let n = chunk.len() as u64;
-            if done.rows_affected() != n {
+            if !idempotent && done.rows_affected() != n {
                 return Err(refused(
                     "insert",
                     format!("{n} rows sent, {} inserted", done.rows_affected()),
                 ));
             }
+            inserted += done.rows_affected();
         }
         tx.commit().await.map_err(sql("commit"))?;
-        Ok(())
+        Ok(inserted)
     }
 
     pub async fn modify(&mut self, t: &Trigger) -> Result<Trigger, StoreError> {

@@ -394,6 +394,12 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// The write connection, for the spool's own statements (its size
+    /// limit and owner, see [`super::spool`]).
+    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+
     /// Makes every id up to `up_to` taken for good, before any of them is
     /// handed out: AUTOINCREMENT never gives an id at or below
     /// `sqlite_sequence`'s value, so after a crash the ids continue above

@@ -383,6 +383,20 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
         obj.insert("by_type".into(), json!(by_type));
         obj.insert("bad_input_by_source".into(), json!(bad_input));
         obj.insert("flaps".into(), json!(flaps));
+        if let Some(sp) = &s.spool {
+            obj.insert(
+                "spool".into(),
+                json!({
+                    "path": sp.path,
+                    "backlog_rows": sp.backlog_rows,
+                    "backlog_bytes": sp.backlog_bytes,
+                    "max_bytes": sp.max_bytes,
+                    "server_reachable": sp.server_reachable,
+                    "last_error": sp.last_error,
+                    "shipped_total": sp.shipped_total,
+                }),
+            );
+        }
         return Ok(out.json_line(&obj)?);
     }
     let mut rows: Vec<Vec<String>> = scalars
@@ -416,6 +430,35 @@ pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
         format!("flaps ({window}s/total)"),
         if v.is_empty() { "-".into() } else { v },
     ]);
+    // The PostgreSQL store's local spool.
+    if let Some(sp) = &s.spool {
+        rows.push(vec![
+            "postgresql".into(),
+            if sp.server_reachable {
+                "reachable".into()
+            } else {
+                "unreachable (writes go to the spool)".into()
+            },
+        ]);
+        rows.push(vec!["spool".into(), sp.path.clone()]);
+        rows.push(vec![
+            "spool backlog rows".into(),
+            sp.backlog_rows.to_string(),
+        ]);
+        rows.push(vec![
+            "spool backlog bytes".into(),
+            format!("{} of {}", sp.backlog_bytes, sp.max_bytes),
+        ]);
+        rows.push(vec!["spool shipped".into(), sp.shipped_total.to_string()]);
+        rows.push(vec![
+            "spool last error".into(),
+            if sp.last_error.is_empty() {
+                "-".into()
+            } else {
+                sp.last_error.clone()
+            },
+        ]);
+    }
     for line in table(&["COUNTER", "VALUE"], &rows) {
         out.line(&line)?;
     }
