@@ -97,8 +97,13 @@ async fn fresh_database(server: &PgServer, label: &str) -> anyhow::Result<(Strin
     Ok((url, conn))
 }
 
-fn host_config() -> String {
-    format!("{NO_NETLINK}\n[store]\nhost_id = \"{HOST}\"\n")
+/// The daemon's configuration as host `host`, its spool (used only while
+/// the server is unreachable, i.e. never here) in `dir`.
+fn host_config(host: &str, dir: &std::path::Path) -> String {
+    format!(
+        "{NO_NETLINK}\n[store]\nhost_id = \"{host}\"\nspool_path = {:?}\n",
+        dir.join("spool.db").display().to_string()
+    )
 }
 
 // ---------------------------------------------------------------- ingest
@@ -174,7 +179,12 @@ async fn daemon_ingest(
 ) -> anyhow::Result<(f64, u64)> {
     let url = server.create_database("ingest_daemon");
     let dir = tempfile::tempdir()?;
-    let mut d = Daemon::start_for_bench_on(daemon_bin(), dir.path(), &url, &host_config());
+    let mut d = Daemon::start_for_bench_on(
+        daemon_bin(),
+        dir.path(),
+        &url,
+        &host_config(HOST, dir.path()),
+    );
     let rate = add_all(&d, reqs, conns).await?;
     let (hwm, _) = d.rss_kib();
     stop(&mut d)?;
@@ -390,7 +400,7 @@ async fn query(server: &PgServer) -> anyhow::Result<()> {
     }
 
     let dir = tempfile::tempdir()?;
-    let config = format!("{NO_NETLINK}\n[store]\nhost_id = \"{}\"\n", host_name(0));
+    let config = host_config(&host_name(0), dir.path());
     let mut d = Daemon::start_for_bench_on(daemon_bin(), dir.path(), &url, &config);
     let mut c = d.client().await;
     let request = |i: usize| {
