@@ -3,11 +3,18 @@
 //! and every stream sends those same bytes. The generated service would
 //! encode a message per stream, so [`Router`] takes the Subscribe path
 //! itself, with [`FrameCodec`] (a codec whose items are already encoded),
-//! and hands every other path to the generated service.
+//! and hands every other path to the generated service. The live part of a
+//! stream ([`Live`]) polls the subscriber's queue directly: it runs once per
+//! subscriber and trigger, the replay and snapshot before it once per
+//! stream.
 
 use std::{
-    sync::{Arc, atomic::Ordering},
-    task::{Context, Poll},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, ready},
 };
 
 use bytes::{BufMut as _, Bytes};
@@ -22,10 +29,13 @@ use tracing::{debug, info};
 use trigger_proto::v1::{self as pb, trigger_service_server::TriggerServiceServer};
 
 use super::{REPLAY_PAGE, Service, check_filter, store_status};
-use crate::model::{Timestamp, Trigger, ValidationError};
+use crate::{
+    hub::Subscription,
+    model::{Timestamp, Trigger, ValidationError},
+};
 
 /// A stream of encoded `SubscribeResponse`s.
-pub type FrameStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, Status>> + Send>>;
+pub type FrameStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, Status>> + Send>>;
 
 /// `SubscribeResponse { trigger }`, encoded.
 pub fn trigger_frame(t: &Trigger) -> Bytes {
@@ -71,7 +81,21 @@ impl Service {
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         let gap_notices = self.hub.clone();
-        let stream = async_stream::try_stream! {
+        let inflight = std::mem::take(&mut sub.inflight);
+        let links = sub.links.clone();
+        let live = Live {
+            sub: Some(sub),
+            peer: peer.clone(),
+        };
+        if body.resume_after_id.is_none() && !body.snapshot {
+            return Ok(Response::new(Box::pin(live)));
+        }
+        // Set when the replay and snapshot are through: only then does the
+        // live part follow (a replay that ends the stream early, with a gap
+        // notice or on shutdown, leaves it unset).
+        let prefix_done = Arc::new(AtomicBool::new(false));
+        let done = prefix_done.clone();
+        let prefix = async_stream::try_stream! {
             use pb::subscribe_response::Item;
             let gap_notices = &gap_notices.stats.gap_notices;
             // 1. Replay what the subscriber missed, up to where live starts:
@@ -81,7 +105,7 @@ impl Service {
             // Flush) cannot be replayed: a gap notice names them and where
             // to resume, and the stream ends, as after an overflow.
             if let Some(mut after) = body.resume_after_id {
-                let stored_upto = sub.inflight.first().map_or(start_after, |t| t.id - 1);
+                let stored_upto = inflight.first().map_or(start_after, |t| t.id - 1);
                 while after < stored_upto {
                     if shutdown.is_cancelled() { return; }
                     let (first, page) = store.replay_page(after, Some(stored_upto), &filter, REPLAY_PAGE).await.map_err(store_status)?;
@@ -101,7 +125,7 @@ impl Service {
                         yield frame(pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire()))});
                     }
                 }
-                for t in std::mem::take(&mut sub.inflight) {
+                for t in inflight {
                     if t.id > after && filter.matches(&t) {
                         yield trigger_frame(&t);
                     }
@@ -110,26 +134,84 @@ impl Service {
             // 2. The state as of `start_after`.
             if body.snapshot {
                 let now = Timestamp::now();
-                for t in sub.links.snapshot_triggers(now) {
+                for t in links.snapshot_triggers(now) {
                     if filter.matches(&t) {
                         yield frame(pb::SubscribeResponse { item: Some(Item::Trigger(t.to_wire()))});
                     }
                 }
                 yield frame(pb::SubscribeResponse { item: Some(Item::SnapshotComplete(pb::SnapshotComplete { last_id: start_after }))});
             }
-            // 3. Live, until the hub closes or this queue overflowed.
-            while let Some(d) = sub.rx.recv().await {
-                yield d.frame.clone();
-            }
-            if let Some(first_missed) = sub.first_missed() {
-                info!(peer, first_missed, "subscriber fell behind; gap notice sent");
-                yield frame(pb::SubscribeResponse { item: Some(Item::Gap(pb::GapNotice {
+            done.store(true, Ordering::Release);
+        };
+        Ok(Response::new(Box::pin(SubscribeStream {
+            prefix: Some(Box::pin(prefix)),
+            prefix_done,
+            live: Some(live),
+        })))
+    }
+}
+
+/// The live part (step 3): the hub's shared frames straight from the subscriber's queue
+/// (each poll is one queue receive and a reference count; no generator in
+/// between, since this runs once per subscriber and trigger), until the hub
+/// closes or the queue overflowed, then the gap notice if it did.
+struct Live {
+    sub: Option<Subscription>,
+    peer: String,
+}
+
+impl futures::Stream for Live {
+    type Item = Result<Bytes, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(sub) = self.sub.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(d) = ready!(sub.rx.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(d.frame.clone())));
+        }
+        // Closed and drained: the stream ends here, with a gap notice if the
+        // queue overflowed.
+        let first_missed = sub.first_missed();
+        self.sub = None;
+        Poll::Ready(first_missed.map(|first_missed| {
+            info!(
+                peer = self.peer,
+                first_missed, "subscriber fell behind; gap notice sent"
+            );
+            Ok(frame(pb::SubscribeResponse {
+                item: Some(pb::subscribe_response::Item::Gap(pb::GapNotice {
                     resume_after_id: first_missed - 1,
                     first_missed_id: first_missed,
-                }))});
+                })),
+            }))
+        }))
+    }
+}
+
+/// Replay and snapshot (when asked for), then [`Live`].
+struct SubscribeStream {
+    prefix: Option<FrameStream>,
+    prefix_done: Arc<AtomicBool>,
+    live: Option<Live>,
+}
+
+impl futures::Stream for SubscribeStream {
+    type Item = Result<Bytes, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(prefix) = self.prefix.as_mut() {
+            if let Some(item) = ready!(prefix.as_mut().poll_next(cx)) {
+                return Poll::Ready(Some(item));
             }
-        };
-        Ok(Response::new(Box::pin(stream)))
+            self.prefix = None;
+            if !self.prefix_done.load(Ordering::Acquire) {
+                // Ended early: no live part (the queue is dropped with it).
+                self.live = None;
+            }
+        }
+        match self.live.as_mut() {
+            Some(live) => Pin::new(live).poll_next(cx),
+            None => Poll::Ready(None),
+        }
     }
 }
 
