@@ -1,12 +1,19 @@
 //! Subscribe, served with triggers encoded once: the hub encodes each
-//! published trigger as its `SubscribeResponse` once ([`crate::hub::Delivery`])
-//! and every stream sends those same bytes. The generated service would
-//! encode a message per stream, so [`Router`] takes the Subscribe path
-//! itself, with [`FrameCodec`] (a codec whose items are already encoded),
-//! and hands every other path to the generated service. The live part of a
-//! stream ([`Live`]) polls the subscriber's queue directly: it runs once per
-//! subscriber and trigger, the replay and snapshot before it once per
-//! stream.
+//! published trigger once, as the gRPC message that carries its
+//! `SubscribeResponse` (the 5-byte length prefix included:
+//! [`crate::hub::Delivery`]), and every stream sends those same bytes as an
+//! HTTP/2 DATA frame. The generated service (and tonic's `Grpc`) would
+//! encode and copy a message per stream, so [`Router`] takes the Subscribe
+//! path itself: it decodes the request with tonic's `Streaming` (size limit
+//! and errors as tonic has them), answers with [`GrpcBody`] (the frames as
+//! they are, then the status as trailers), and hands every other path to
+//! the generated service. The live part of a stream ([`Live`]) polls the
+//! subscriber's queue directly: it runs once per subscriber and trigger,
+//! the replay and snapshot before it once per stream.
+//!
+//! Not supported on this path: response compression (the daemon enables
+//! none) and compressed requests (refused, as tonic refuses them without
+//! an encoding).
 
 use std::{
     pin::Pin,
@@ -17,13 +24,13 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use bytes::{BufMut as _, Bytes};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use prost::Message as _;
 use tonic::{
     Request, Response, Status,
     body::Body,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    server::{Grpc, NamedService, ServerStreamingService},
+    codec::{DecodeBuf, Decoder, Streaming},
+    server::NamedService,
 };
 use tracing::{debug, info};
 use trigger_proto::v1::{self as pb, trigger_service_server::TriggerServiceServer};
@@ -34,18 +41,29 @@ use crate::{
     model::{Timestamp, Trigger, ValidationError},
 };
 
-/// A stream of encoded `SubscribeResponse`s.
+/// A stream of `SubscribeResponse`s, each encoded as a gRPC message
+/// (length prefix and body).
 pub type FrameStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, Status>> + Send>>;
 
-/// `SubscribeResponse { trigger }`, encoded.
+/// `SubscribeResponse { trigger }`, encoded as a gRPC message.
 pub fn trigger_frame(t: &Trigger) -> Bytes {
     frame(pb::SubscribeResponse {
         item: Some(pb::subscribe_response::Item::Trigger(t.to_wire())),
     })
 }
 
+/// Length of the gRPC message prefix: compressed flag, big-endian length.
+pub const GRPC_PREFIX: usize = 5;
+
+/// `m` as one uncompressed gRPC message: the prefix, then the protobuf.
 fn frame(m: pb::SubscribeResponse) -> Bytes {
-    Bytes::from(m.encode_to_vec())
+    let len = m.encoded_len();
+    let mut buf = BytesMut::with_capacity(GRPC_PREFIX + len);
+    buf.put_u8(0);
+    // A SubscribeResponse is far below 4 GiB (one trigger, or a notice).
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    m.encode_raw(&mut buf);
+    buf.freeze()
 }
 
 impl Service {
@@ -215,34 +233,11 @@ impl futures::Stream for SubscribeStream {
     }
 }
 
-/// Encodes items that are encoded already (a copy into the stream's
-/// buffer); decodes `SubscribeRequest`s.
+/// Decodes `SubscribeRequest`s (for tonic's `Streaming`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FrameCodec;
+struct RequestDecoder;
 
-impl Codec for FrameCodec {
-    type Encode = Bytes;
-    type Decode = pb::SubscribeRequest;
-    type Encoder = FrameCodec;
-    type Decoder = FrameCodec;
-    fn encoder(&mut self) -> FrameCodec {
-        FrameCodec
-    }
-    fn decoder(&mut self) -> FrameCodec {
-        FrameCodec
-    }
-}
-
-impl Encoder for FrameCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for FrameCodec {
+impl Decoder for RequestDecoder {
     type Item = pb::SubscribeRequest;
     type Error = Status;
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<pb::SubscribeRequest>, Status> {
@@ -252,15 +247,129 @@ impl Decoder for FrameCodec {
     }
 }
 
-struct SubscribeSvc(Arc<Service>);
+/// Most bytes of messages one DATA frame carries when several are ready
+/// (tonic's yield threshold).
+const BATCH_BYTES: usize = 32 * 1024;
 
-impl ServerStreamingService<pb::SubscribeRequest> for SubscribeSvc {
-    type Response = Bytes;
-    type ResponseStream = FrameStream;
-    type Future = futures::future::BoxFuture<'static, Result<Response<FrameStream>, Status>>;
-    fn call(&mut self, req: Request<pb::SubscribeRequest>) -> Self::Future {
-        let svc = self.0.clone();
-        Box::pin(async move { svc.subscribe_frames(req).await })
+/// A gRPC response body: the stream's messages (already framed) as DATA,
+/// then the status as trailers: OK when the stream ends, the error when it
+/// yields one (the stream is not polled after that). Messages that are
+/// ready together go out in one DATA frame, as tonic sends them: a peer
+/// that reads slowly then holds a few large frames, not thousands of small
+/// ones (h2 counts the overhead of small unread DATA frames against a
+/// budget and closes the connection when it is exhausted). A message that
+/// is ready alone, the usual case live, is sent as it is, without a copy.
+struct GrpcBody {
+    frames: Option<FrameStream>,
+    /// How the stream ended, when that was found while batching: the
+    /// trailers still to send.
+    end: Option<Status>,
+}
+
+impl GrpcBody {
+    fn new(frames: FrameStream) -> Self {
+        Self {
+            frames: Some(frames),
+            end: None,
+        }
+    }
+
+    fn finish(&mut self, status: &Status) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        self.frames = None;
+        self.end = None;
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(status)))))
+    }
+}
+
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    if let Err(e) = status.add_header(&mut h) {
+        // Only an unencodable message can fail: send the code alone.
+        h.insert("grpc-status", http::HeaderValue::from(e.code() as i32));
+    }
+    h
+}
+
+impl http_body::Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(end) = this.end.take() {
+            return this.finish(&end);
+        }
+        let Some(frames) = this.frames.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let first = match ready!(frames.as_mut().poll_next(cx)) {
+            Some(Ok(data)) => data,
+            Some(Err(status)) => return this.finish(&status),
+            None => return this.finish(&Status::ok("")),
+        };
+        let mut batch: Option<BytesMut> = None;
+        let mut end = None;
+        while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES {
+            match frames.as_mut().poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(data))) => {
+                    let b = batch.get_or_insert_with(|| {
+                        let mut b = BytesMut::with_capacity(BATCH_BYTES.min(4 * first.len()));
+                        b.extend_from_slice(&first);
+                        b
+                    });
+                    b.extend_from_slice(&data);
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    end = Some(status);
+                    break;
+                }
+                Poll::Ready(None) => {
+                    end = Some(Status::ok(""));
+                    break;
+                }
+            }
+        }
+        this.end = end;
+        let data = batch.map_or(first, BytesMut::freeze);
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_none()
+    }
+}
+
+/// Serves one Subscribe call: decode the request, run it, and answer with
+/// its frames, or with the error as a trailers-only response.
+async fn serve_subscribe(
+    service: Arc<Service>,
+    req: http::Request<Body>,
+    max_request: usize,
+) -> http::Response<Body> {
+    let (parts, body) = req.into_parts();
+    let mut requests = Streaming::new_request(RequestDecoder, body, None, Some(max_request));
+    let message = match requests.message().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Status::internal("Missing request message.").into_http(),
+        Err(status) => return status.into_http(),
+    };
+    let req = Request::from_http(http::Request::from_parts(parts, message));
+    match service.subscribe_frames(req).await {
+        Ok(resp) => {
+            let (metadata, frames, _) = resp.into_parts();
+            let mut resp = http::Response::new(Body::new(GrpcBody::new(frames)));
+            *resp.headers_mut() = metadata.into_headers();
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            resp
+        }
+        Err(status) => status.into_http(),
     }
 }
 
@@ -306,13 +415,9 @@ impl tower::Service<http::Request<Body>> for Router {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         if req.uri().path() == SUBSCRIBE_PATH {
-            let svc = SubscribeSvc(self.service.clone());
+            let service = self.service.clone();
             let max = self.max_request;
-            Box::pin(async move {
-                let mut grpc = Grpc::new(FrameCodec)
-                    .apply_max_message_size_config(Some(max), Some(usize::MAX));
-                Ok(grpc.server_streaming(svc, req).await)
-            })
+            Box::pin(async move { Ok(serve_subscribe(service, req, max).await) })
         } else {
             let fut = tower::Service::call(&mut self.generated, req);
             Box::pin(fut)
