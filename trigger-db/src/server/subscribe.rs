@@ -169,10 +169,11 @@ impl Service {
     }
 }
 
-/// The live part (step 3): the hub's shared frames straight from the subscriber's queue
-/// (each poll is one queue receive and a reference count; no generator in
-/// between, since this runs once per subscriber and trigger), until the hub
-/// closes or the queue overflowed, then the gap notice if it did.
+/// The live part (step 3): the hub's shared frames straight from the
+/// subscriber's queue (each poll is one queue receive and a reference
+/// count; no generator in between, since this runs once per subscriber and
+/// trigger), until the hub closes or the queue overflowed, then the gap
+/// notice if it did.
 struct Live {
     sub: Option<Subscription>,
     peer: String,
