@@ -425,3 +425,81 @@ impl tower::Service<http::Request<Body>> for Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+    use http_body::Body as _;
+
+    use super::*;
+
+    fn poll(body: &mut GrpcBody) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        Pin::new(body).poll_frame(&mut cx)
+    }
+
+    fn data(p: Poll<Option<Result<http_body::Frame<Bytes>, Status>>>) -> Bytes {
+        match p {
+            Poll::Ready(Some(Ok(f))) => f.into_data().expect("a DATA frame"),
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    fn trailers(p: Poll<Option<Result<http_body::Frame<Bytes>, Status>>>) -> http::HeaderMap {
+        match p {
+            Poll::Ready(Some(Ok(f))) => f.into_trailers().expect("trailers"),
+            other => panic!("expected trailers, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_ready_alone_goes_out_as_it_is_then_nothing_until_the_next() {
+        let a = trigger_frame(&Trigger::new(
+            crate::model::Source::Client,
+            crate::model::TriggerType::LinkUp,
+        ));
+        let frames = futures::stream::iter([Ok(a.clone())]).chain(futures::stream::pending());
+        let mut body = GrpcBody::new(Box::pin(frames));
+        let sent = data(poll(&mut body));
+        assert_eq!(sent.as_ptr(), a.as_ptr(), "the shared bytes, not a copy");
+        assert!(poll(&mut body).is_pending());
+        assert!(!body.is_end_stream());
+    }
+
+    #[test]
+    fn messages_ready_together_share_a_data_frame_and_an_error_ends_with_its_status() {
+        let (a, b) = (
+            frame(pb::SubscribeResponse::default()),
+            frame(pb::SubscribeResponse {
+                item: Some(pb::subscribe_response::Item::SnapshotComplete(
+                    pb::SnapshotComplete { last_id: 7 },
+                )),
+            }),
+        );
+        let frames = futures::stream::iter([
+            Ok(a.clone()),
+            Ok(b.clone()),
+            Err(Status::unavailable("store gone")),
+        ]);
+        let mut body = GrpcBody::new(Box::pin(frames));
+        assert_eq!(data(poll(&mut body)), [a, b].concat());
+        let t = trailers(poll(&mut body));
+        assert_eq!(
+            t["grpc-status"],
+            (tonic::Code::Unavailable as i32).to_string()
+        );
+        // Percent-encoded, as gRPC sends it.
+        assert_eq!(t["grpc-message"], "store%20gone");
+        assert!(body.is_end_stream());
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn the_end_of_the_stream_is_status_ok_and_frames_carry_the_grpc_prefix() {
+        let a = frame(pb::SubscribeResponse::default());
+        assert_eq!(&a[..], [0, 0, 0, 0, 0], "uncompressed, empty message");
+        let mut body = GrpcBody::new(Box::pin(futures::stream::iter([Ok(a)])));
+        assert_eq!(data(poll(&mut body)).len(), GRPC_PREFIX);
+        assert_eq!(trailers(poll(&mut body))["grpc-status"], "0");
+    }
+}
