@@ -10,9 +10,9 @@
 //!
 //! Each published trigger is encoded once, as the Subscribe response that
 //! carries it, when the first subscriber's filter takes it; every queue
-//! gets the same shared bytes ([`Delivery`]), so the cost of a delivery is
-//! a reference count and a copy into the stream's buffer, not a protobuf
-//! encoding per subscriber.
+//! gets the same shared bytes ([`Delivery`]), gRPC framing included, so the
+//! cost of a delivery is a reference count, not a protobuf encoding (or a
+//! copy) per subscriber.
 //!
 //! Registration and publishing share one lock, so a new subscriber learns
 //! exactly which id the live part of its stream starts after, and gets the
@@ -42,7 +42,8 @@ pub const DEFAULT_QUEUE: usize = 4096;
 #[derive(Debug)]
 pub struct Delivery {
     pub trigger: Arc<Trigger>,
-    /// `trigger.v1.SubscribeResponse { trigger }`, protobuf-encoded.
+    /// `trigger.v1.SubscribeResponse { trigger }`, protobuf-encoded, as a
+    /// gRPC message (after the 5-byte length prefix).
     pub frame: Bytes,
 }
 
@@ -413,7 +414,15 @@ mod encode_once {
         let (da, db) = (a.rx.try_recv().unwrap(), b.rx.try_recv().unwrap());
         assert!(Arc::ptr_eq(&da, &db), "one encoding, shared");
         use prost::Message as _;
-        let decoded = trigger_proto::v1::SubscribeResponse::decode(da.frame.clone()).unwrap();
+        let decoded = trigger_proto::v1::SubscribeResponse::decode(
+            da.frame.slice(crate::server::subscribe::GRPC_PREFIX..),
+        )
+        .unwrap();
+        assert_eq!(da.frame[0], 0, "not compressed");
+        assert_eq!(
+            u32::from_be_bytes(da.frame[1..5].try_into().unwrap()) as usize,
+            da.frame.len() - 5
+        );
         assert_eq!(
             decoded.item,
             Some(trigger_proto::v1::subscribe_response::Item::Trigger(

@@ -12,6 +12,7 @@
 //! NSIS or an admin to act on.
 
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod daemon;
 pub mod damping;

@@ -22,6 +22,8 @@ use std::{
 };
 
 use daemon_support::h2_authority::AuthorityFix;
+
+use crate::coalesce::Coalesce;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
@@ -168,10 +170,11 @@ impl Admission {
 }
 
 /// A Unix stream with its peer's credentials, its admission and its idle
-/// timer.
+/// timer; what the server writes to it is coalesced ([`Coalesce`]).
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: UnixStream,
+    /// Writes are coalesced per burst (see [`Coalesce`]).
+    inner: Coalesce<UnixStream>,
     cred: PeerCred,
     _permit: Option<Permit>,
     idle_after: Duration,
@@ -195,7 +198,7 @@ impl PeerStream {
                 pid: c.pid(),
                 groups,
             },
-            inner,
+            inner: Coalesce::new(inner),
             _permit: None,
             idle_after,
             idle: Box::pin(tokio::time::sleep(idle_after)),

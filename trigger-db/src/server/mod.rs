@@ -305,7 +305,7 @@ impl TriggerService for Service {
         let frames = self.subscribe_frames(req).await?.into_inner();
         Ok(Response::new(Box::pin(frames.map(|f| {
             f.and_then(|bytes| {
-                pb::SubscribeResponse::decode(bytes)
+                pb::SubscribeResponse::decode(bytes.slice(subscribe::GRPC_PREFIX..))
                     .map_err(|e| Status::internal(format!("re-decoding a frame: {e}")))
             })
         }))))
