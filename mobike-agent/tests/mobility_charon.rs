@@ -421,6 +421,10 @@ fn the_agent_follows_the_hosts_links_through_trigger_db_and_by_itself() {
     t.candidates_never_tunnel();
 
     // 2. Make-before-break: Link_Going_Down for up2 while up1 is back.
+    // up1's neighbour (charon's side of it) is known again before the
+    // trigger, as on a link that is back in use: else the path test sent
+    // with the trigger may wait for ARP on the link just back, and the
+    // move does not wait for it (at most 50 ms for a better pair).
     t.a.ip_line("link set up1 up");
     t.wait_for(10, "2: up1 is a candidate again", |s| {
         s.sa().is_some_and(|sa| {
@@ -429,6 +433,15 @@ fn the_agent_follows_the_hosts_links_through_trigger_db_and_by_itself() {
                 .contains("192.0.2.1")
         })
     });
+    let neighbour_known = (0..50).any(|_| {
+        t.a.command("ping")
+            .args(["-c1", "-W1", "-I", "192.0.2.1", "192.0.2.2"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !neighbour_known {
+        t.fail("2: 192.0.2.2 does not answer ping on up1");
+    }
     let added = std::process::Command::new(workspace_bin("triggerctl"))
         .arg("add")
         .arg("--socket")
