@@ -29,7 +29,6 @@ use std::time::Instant;
 
 use anyhow::ensure;
 use support::*;
-use trigger_db::model::Timestamp;
 use trigger_proto::v1 as pb;
 
 const BATCH: usize = 1_000;
@@ -44,19 +43,6 @@ fn rows_env() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000)
-}
-
-/// The requests: `n` triggers in batches of 1,000.
-fn requests(n: usize) -> Vec<pb::AddRequest> {
-    let t0 = Timestamp::now().0;
-    let all: Vec<pb::Trigger> = (0..n as u64)
-        .map(|i| wire_trigger(i, INTERFACES, Timestamp(t0 + i as i64 * 1_000)))
-        .collect();
-    all.chunks(BATCH)
-        .map(|c| pb::AddRequest {
-            triggers: c.to_vec(),
-        })
-        .collect()
 }
 
 /// Plain SQLite: the same rows, transactions of 1,000, WAL + FULL.
@@ -155,7 +141,7 @@ async fn daemon_run(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let n = rows_env();
-    let reqs = requests(n);
+    let reqs = add_requests(n, INTERFACES, BATCH);
     let dir = tempfile::tempdir()?;
     println!("ingest: {n} triggers in Adds of {BATCH}, durability full (WAL, synchronous=FULL)");
     println!("machine: {}", machine(dir.path()));

@@ -108,18 +108,6 @@ fn host_config(host: &str, dir: &std::path::Path) -> String {
 
 // ---------------------------------------------------------------- ingest
 
-fn requests(n: usize) -> Vec<pb::AddRequest> {
-    let t0 = Timestamp::now().0;
-    let all: Vec<pb::Trigger> = (0..n as u64)
-        .map(|i| wire_trigger(i, INTERFACES, Timestamp(t0 + i as i64 * 1_000)))
-        .collect();
-    all.chunks(BATCH)
-        .map(|c| pb::AddRequest {
-            triggers: c.to_vec(),
-        })
-        .collect()
-}
-
 /// Plain PostgreSQL through sqlx: the same rows, one UNNEST insert per
 /// transaction of 1,000.
 async fn baseline(server: &PgServer, reqs: &[pb::AddRequest]) -> anyhow::Result<f64> {
@@ -198,7 +186,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 async fn ingest(server: &PgServer) -> anyhow::Result<()> {
     let n = env_count("INGEST_ROWS", 200_000);
-    let reqs = requests(n);
+    let reqs = add_requests(n, INTERFACES, BATCH);
     println!("ingest: {n} triggers in Adds of {BATCH} into PostgreSQL");
     let (mut base, mut seq, mut conc) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {

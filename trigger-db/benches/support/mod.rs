@@ -48,6 +48,20 @@ pub fn stop(d: &mut Daemon) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `n` benchmark triggers on `interfaces` interfaces, 1 us apart from now,
+/// as Adds of `batch`.
+pub fn add_requests(n: usize, interfaces: u64, batch: usize) -> Vec<pb::AddRequest> {
+    let t0 = Timestamp::now().0;
+    let all: Vec<pb::Trigger> = (0..n as u64)
+        .map(|i| wire_trigger(i, interfaces, Timestamp(t0 + i as i64 * 1_000)))
+        .collect();
+    all.chunks(batch)
+        .map(|c| pb::AddRequest {
+            triggers: c.to_vec(),
+        })
+        .collect()
+}
+
 /// Sends `reqs` to `d` over `conns` connections, each with one Add in
 /// flight (after one small Add to warm the connections and the writer);
 /// triggers per second from the first send to the last reply.
