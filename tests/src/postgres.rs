@@ -293,6 +293,14 @@ impl PgServer {
         &self.bin
     }
 
+    /// The database name in one of [`PgServer::url`]'s URLs.
+    pub fn db_name(url: &str) -> &str {
+        url.trim_start_matches("postgres:///")
+            .split('?')
+            .next()
+            .unwrap_or_default()
+    }
+
     /// The URL of database `name` for the superuser over the socket.
     pub fn url(&self, name: &str) -> String {
         format!(

@@ -170,11 +170,6 @@ async fn main() -> anyhow::Result<()> {
             conc[round].0 / base[round]
         );
     }
-    let median = |v: Vec<f64>| {
-        let mut v = v;
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let b = median(base.clone());
     let s = median(seq.iter().map(|x| x.0).collect());
     let c = median(conc.iter().map(|x| x.0).collect());

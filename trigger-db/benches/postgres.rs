@@ -179,11 +179,6 @@ async fn daemon_ingest(
     Ok((rate, hwm))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 async fn ingest(server: &PgServer) -> anyhow::Result<()> {
     let n = env_count("INGEST_ROWS", 200_000);
     let reqs = add_requests(n, INTERFACES, BATCH);

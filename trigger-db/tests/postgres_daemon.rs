@@ -12,14 +12,6 @@ use trigger_proto::v1::{self as pb, subscribe_response::Item};
 const DAEMON: &str = env!("CARGO_BIN_EXE_trigger-db");
 const TRIGGERCTL: &str = env!("CARGO_BIN_EXE_triggerctl");
 
-/// The database name in one of `PgServer`'s URLs.
-fn db_name(url: &str) -> &str {
-    url.trim_start_matches("postgres:///")
-        .split('?')
-        .next()
-        .unwrap_or_default()
-}
-
 async fn dump_ids(d: &Daemon) -> Vec<u64> {
     let mut c = d.client().await;
     let mut stream = c
@@ -82,7 +74,7 @@ async fn acknowledged_triggers_survive_sigkill_and_subscribers_resume_across_res
     assert_eq!(stats.stored_triggers, 2_005);
     // Every row is this host's.
     let hosts = server.psql(
-        db_name(&url),
+        PgServer::db_name(&url),
         "SELECT host || ' ' || count(*) FROM triggers GROUP BY host",
     );
     assert_eq!(hosts.trim(), "gw-paris-1 2005");
@@ -103,7 +95,10 @@ async fn without_a_configured_host_id_rows_carry_the_machine_id() {
     let mut t = client_trigger(TriggerType::LinkDown, "eth0");
     t.id = 0;
     c.add(pb::AddRequest { triggers: vec![t] }).await.unwrap();
-    let hosts = server.psql(db_name(&url), "SELECT DISTINCT host FROM triggers");
+    let hosts = server.psql(
+        PgServer::db_name(&url),
+        "SELECT DISTINCT host FROM triggers",
+    );
     assert_eq!(hosts.trim(), machine_id.trim());
 }
 
@@ -114,7 +109,7 @@ async fn without_a_configured_host_id_rows_carry_the_machine_id() {
 async fn a_per_host_role_with_the_documented_grants_is_enough() {
     let server = PgServer::shared();
     let url = server.create_database("daemon_roles");
-    let db = db_name(&url);
+    let db = PgServer::db_name(&url);
     let dir = tempfile::tempdir().unwrap();
     // The owner (here the superuser) creates the schema.
     let mut owner = Daemon::start_on(

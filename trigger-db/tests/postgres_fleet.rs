@@ -188,10 +188,7 @@ async fn three_hosts_in_three_namespaces_write_one_database_and_are_queried_toge
     // kernel's, ids unique per host (the primary key) and the counts the
     // daemons acknowledged.
     let counts = server.psql(
-        url.trim_start_matches("postgres:///")
-            .split('?')
-            .next()
-            .unwrap(),
+        PgServer::db_name(&url),
         "SELECT host || ' ' || count(*) FILTER (WHERE if_name = 'wan0') \
          FROM triggers GROUP BY host ORDER BY host",
     );

@@ -103,14 +103,6 @@ fn server_ids(server: &PgServer, db: &str, host: &str) -> (Vec<u64>, u64) {
     (ids, n)
 }
 
-/// The database name in one of `PgServer`'s URLs.
-fn db_name(url: &str) -> &str {
-    url.trim_start_matches("postgres:///")
-        .split('?')
-        .next()
-        .unwrap_or_default()
-}
-
 /// Ships until the backlog is gone (bounded).
 async fn ship_all(w: &mut Writer) -> u64 {
     let mut shipped = 0;
@@ -199,7 +191,7 @@ async fn writes_while_the_server_is_down_are_spooled_read_and_shipped_in_order_a
         .iter()
         .flat_map(|ts| ids(ts))
         .collect();
-    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    let (on_server, distinct) = server_ids(&server, PgServer::db_name(&url), HOST);
     assert_eq!(on_server, want);
     assert_eq!(distinct, want.len() as u64);
     // The server's reservation moved past everything the spool gave.
@@ -250,7 +242,7 @@ async fn rows_shipped_before_a_crash_that_kept_them_in_the_spool_are_not_duplica
     );
     ship_all(&mut w).await;
     assert_eq!(store.spool_status().unwrap().rows, 0);
-    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    let (on_server, distinct) = server_ids(&server, PgServer::db_name(&url), HOST);
     assert_eq!(on_server, (1..=23).collect::<Vec<u64>>());
     assert_eq!(distinct, 23);
     w.close().await.unwrap();
@@ -304,7 +296,7 @@ async fn a_full_spool_refuses_writes_naming_itself_until_shipping_makes_room() {
     // Writes are taken again; the refused ids are skipped, never reused.
     let next = store.last_id().await.unwrap();
     store_n(&mut w, next, 5).await.unwrap();
-    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    let (on_server, distinct) = server_ids(&server, PgServer::db_name(&url), HOST);
     assert_eq!(distinct, on_server.len() as u64);
     assert_eq!(on_server.len() as u64, 1 + stored_while_down + 5);
     assert!(on_server.windows(2).all(|p| p[0] < p[1]));
@@ -480,7 +472,7 @@ async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing(
     assert!(acked.windows(2).all(|p| p[0] < p[1]), "ids increase");
 
     // Every acknowledged trigger on the server, exactly once, in order.
-    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    let (on_server, distinct) = server_ids(&server, PgServer::db_name(&url), HOST);
     assert_eq!(distinct, on_server.len() as u64, "duplicates on the server");
     assert_eq!(on_server, acked, "what was acknowledged is what is stored");
 
@@ -609,7 +601,7 @@ async fn a_full_spool_refuses_adds_naming_it_and_subscribers_get_a_resync() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     acked.extend(add_many(&mut c, "eth0", 3, 3).await);
-    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    let (on_server, distinct) = server_ids(&server, PgServer::db_name(&url), HOST);
     assert_eq!(distinct, on_server.len() as u64);
     let mut want = acked.clone();
     want.push(resync.id);
@@ -705,7 +697,7 @@ async fn a_daemon_killed_and_restarted_while_the_server_is_down_goes_on_from_the
         assert!(Instant::now() < deadline, "never shipped: {st:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (on_server, distinct) = server_ids(&server, db_name(&url), HOST);
+    let (on_server, distinct) = server_ids(&server, PgServer::db_name(&url), HOST);
     assert_eq!(distinct, on_server.len() as u64);
     assert_eq!(on_server, acked);
     drop(c);

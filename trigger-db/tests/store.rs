@@ -740,12 +740,7 @@ mod hosts {
         let (store, mut w) = db.open().await;
         let mut ts = ten();
         store_all(&mut w, &mut ts[..2]).await;
-        let name = db
-            .given
-            .split('?')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres:///");
+        let name = PgServer::db_name(&db.given);
         let killed = PgServer::shared().psql(
             name,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
@@ -773,12 +768,7 @@ mod hosts {
         let db = Db::new(Backend::Postgres, "plan");
         let _open = db.open().await;
         let server = PgServer::shared();
-        let name = db
-            .given
-            .split('?')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres:///");
+        let name = PgServer::db_name(&db.given);
         // 20 hosts, 5 interfaces, 60,000 rows over a day; statistics.
         server.psql(
             name,

@@ -84,14 +84,6 @@ fn named(hosts: &[&str]) -> Hosts {
     Hosts::named(hosts.iter().map(|h| (*h).to_owned()).collect())
 }
 
-/// The database name of a PgServer URL.
-fn db_name(url: &str) -> &str {
-    url.split('?')
-        .next()
-        .unwrap()
-        .trim_start_matches("postgres:///")
-}
-
 /// Three hosts: each has a link-down on eth0 at 10 s and rows at times
 /// shared with the others, so the (observed_at, host, id) order and the
 /// cursor's host matter.
@@ -247,7 +239,7 @@ async fn postgres_a_page_of_all_or_named_hosts_in_a_window_is_index_ranges() {
     let given = PgServer::shared().create_database("hosts_plan");
     let _open = open(&given, "h1").await.unwrap();
     let server = PgServer::shared();
-    let name = db_name(&given);
+    let name = PgServer::db_name(&given);
     server.psql(
         name,
         "INSERT INTO triggers (host, id, observed_at, source, type, if_name, body) \

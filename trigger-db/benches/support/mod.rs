@@ -341,6 +341,12 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The middle value of the rounds (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Sorts and returns (p50, p99, max).
 pub fn summary(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
