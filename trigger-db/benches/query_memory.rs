@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     // 1. Idle, empty database.
     let mut d = start_daemon(dir.path(), None, NO_NETLINK);
     let mut c = d.client().await;
-    c.stats(pb::StatsRequest {}).await?;
+    c.stats(pb::StatsRequest::default()).await?;
     drop(c);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle_hwm, idle_rss) = d.rss_kib();
@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
     // 3. Query.
     let mut d = start_daemon(dir.path(), None, NO_NETLINK);
     let mut c = d.client().await;
-    let stats = c.stats(pb::StatsRequest {}).await?.into_inner();
+    let stats = c.stats(pb::StatsRequest::default()).await?.into_inner();
     ensure!(
         stats.stored_triggers == ROWS,
         "{} rows stored",

@@ -87,7 +87,7 @@ async fn uid_outside_the_writer_group_is_refused_writes_but_can_read() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stats = c
-        .stats(trigger_proto::v1::StatsRequest {})
+        .stats(trigger_proto::v1::StatsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -140,7 +140,7 @@ async fn a_flooding_local_user_does_not_lock_roots_writers_out() {
     let mut during = 0;
     for _ in 0..500 {
         during = c
-            .stats(trigger_proto::v1::StatsRequest {})
+            .stats(trigger_proto::v1::StatsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -172,7 +172,7 @@ async fn a_flooding_local_user_does_not_lock_roots_writers_out() {
     let mut subscribers = u64::MAX;
     for _ in 0..500 {
         subscribers = c
-            .stats(trigger_proto::v1::StatsRequest {})
+            .stats(trigger_proto::v1::StatsRequest::default())
             .await
             .unwrap()
             .into_inner()

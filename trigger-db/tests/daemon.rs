@@ -88,8 +88,25 @@ async fn acknowledged_add_of_ten_thousand_survives_sigkill() {
         stored.push(t.id);
     }
     assert_eq!(stored, ids);
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.stored_triggers, 10_000);
+    // Without the store's counts: the in-memory counters only.
+    let quick = c
+        .stats(pb::StatsRequest { skip_store: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(quick.stored_triggers, 0, "{quick:?}");
+    assert!(
+        quick.by_type.is_empty() && quick.by_source.is_empty(),
+        "{quick:?}"
+    );
+    assert_eq!(quick.last_id, stats.last_id);
+    assert_eq!(quick.ingested_total, stats.ingested_total);
 }
 
 /// Subscribers get triggers before the store commits them; ids come from a
@@ -105,7 +122,11 @@ async fn after_a_crash_ids_go_on_above_anything_a_subscriber_was_sent() {
     d.kill9();
     d.restart();
     let mut c = d.client().await;
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(stats.last_id >= *before.last().unwrap(), "{stats:?}");
     let mut s = c
         .subscribe(pb::SubscribeRequest {
@@ -217,7 +238,11 @@ async fn slow_subscriber_gets_a_gap_notice_and_never_delays_the_others() {
         }
     }
     assert_eq!(rest, added[delivered.len()..].to_vec());
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(stats.gap_notices >= 1);
 }
 
@@ -375,7 +400,11 @@ async fn bad_input_gets_invalid_argument_naming_the_field_and_the_daemon_stays_u
     assert_eq!(e.code(), tonic::Code::NotFound);
 
     // Still up, nothing stored by the refused calls, and counted.
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.stored_triggers, 0);
     assert!(stats.rejected_requests >= 12, "{stats:?}");
     add_many(&mut c, "eth0", 1, 1).await;
@@ -668,7 +697,11 @@ async fn twenty_added_five_kept(
     let ids = add_many(&mut c, "eth0", 20, 20).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let stats = loop {
-        let s = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        let s = c
+            .stats(pb::StatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         if s.stored_triggers <= 5 || std::time::Instant::now() > deadline {
             break s;
         }

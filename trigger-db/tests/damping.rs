@@ -39,7 +39,11 @@ async fn stats_until(
 ) -> pb::StatsResponse {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        let s = c
+            .stats(pb::StatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         if ok(&s) {
             return s;
         }
@@ -135,7 +139,11 @@ async fn flap_within_the_debounce_is_suppressed_and_a_lasting_down_stored_once()
         assert_eq!(downs[0].r#type, T::LinkDown as i32);
         assert_eq!(downs[0].source, pb::Source::Rtnetlink as i32);
     }
-    let s = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let s = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(flaps_of(&s, "vB").unwrap().total, 2, "{s:?}");
 
     // The stored link-downs in buckets: one per interface.

@@ -158,6 +158,10 @@ async fn bad_handover_addresses_are_refused_naming_the_field() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(e.message().starts_with(field), "{field}: {}", e.message());
     }
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.stored_triggers, 0, "a refused batch stores nothing");
 }

@@ -230,7 +230,10 @@ impl Drop for Tmpfs {
 }
 
 async fn stats(c: &mut trigger_client::Client) -> pb::StatsResponse {
-    c.stats(pb::StatsRequest {}).await.unwrap().into_inner()
+    c.stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// Writes zeros to `path` until the file system is full.

@@ -153,7 +153,7 @@ async fn settled(c: &mut trigger_client::Client, id: u64) {
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
         let s = c
-            .stats(pb::StatsRequest {})
+            .stats(pb::StatsRequest::default())
             .await
             .expect("stats")
             .into_inner();
@@ -330,7 +330,7 @@ async fn wifi_strength_falling_below_a_threshold_gives_one_going_down_and_hyster
     let seen = drive(&conn, &ap, &mut s, &[80], &log).await;
     settled(&mut c, seen).await;
     let last = c
-        .stats(pb::StatsRequest {})
+        .stats(pb::StatsRequest::default())
         .await
         .expect("stats")
         .into_inner()

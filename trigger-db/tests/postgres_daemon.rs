@@ -70,7 +70,11 @@ async fn acknowledged_triggers_survive_sigkill_and_subscribers_resume_across_res
     }
     let want: Vec<u64> = after_crash.iter().chain(&more).copied().collect();
     assert_eq!(got, want);
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.stored_triggers, 2_005);
     // Every row is this host's.
     let hosts = server.psql(
@@ -164,7 +168,11 @@ async fn a_per_host_role_with_the_documented_grants_is_enough() {
         .into_inner();
     assert_eq!(r.thresholds.len(), 1);
     assert_eq!(dump_ids(&d).await, [1, 2, 3]);
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let stats = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stats.stored_triggers, 3);
     assert!(stats.database_bytes > 0);
     let hosts = server.psql(

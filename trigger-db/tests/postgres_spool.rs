@@ -411,7 +411,7 @@ async fn the_server_stopped_for_30_s_during_ingest_loses_and_duplicates_nothing(
     });
 
     let stats = async |c: &mut trigger_client::Client| {
-        c.stats(pb::StatsRequest {})
+        c.stats(pb::StatsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -588,7 +588,7 @@ async fn a_full_spool_refuses_adds_naming_it_and_subscribers_get_a_resync() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = c
-            .stats(pb::StatsRequest {})
+            .stats(pb::StatsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -685,7 +685,7 @@ async fn a_daemon_killed_and_restarted_while_the_server_is_down_goes_on_from_the
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = c
-            .stats(pb::StatsRequest {})
+            .stats(pb::StatsRequest::default())
             .await
             .unwrap()
             .into_inner()

@@ -372,7 +372,7 @@ impl Subscriber {
         client: &mut TriggerServiceClient<Channel>,
         tx: &mpsc::Sender<Feed>,
     ) -> Result<(), ()> {
-        let stats = match client.stats(StatsRequest {}).await {
+        let stats = match client.stats(StatsRequest { skip_store: true }).await {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 debug!(status = %s, "trigger-db Stats (flap counts) failed");

@@ -72,6 +72,8 @@ run_set() {
   stat_a=$(ip netns exec A cat /proc/net/xfrm_stat); stat_b=$(ip netns exec B cat /proc/net/xfrm_stat)
   if [ "$impl" = charon ]; then charon_initiator_start; else agent_initiator_start "${7:-trigger-db}"; fi
   sleep 1
+  local cpu_i cpu_t cpu_a
+  cpu_i=$(cpu_ms "$INITIATOR_PID"); cpu_t=$(cpu_ms "$TRIGGERDB_PID"); cpu_a=$(vcpu_busy_ms 0)
   for i in $(seq "$MOVES"); do
     local before=0 timeline="- - -"
     [ "$impl" = charon ] || before=$(grep -c 'mobility: moved' "$D/agent.log" || true)
@@ -88,10 +90,27 @@ run_set() {
       head -3 "$D/ping-$impl-$name-$i.log"; tail -4 "$D/monitor.log"
     fi
   done
+  # CPU of A per move (the move, the restore and the settling after it)
+  local per_i per_t per_a
+  per_i=$(( ($(cpu_ms "$INITIATOR_PID") - cpu_i) / MOVES ))
+  per_t=$(( ($(cpu_ms "$TRIGGERDB_PID") - cpu_t) / MOVES ))
+  per_a=$(( ($(vcpu_busy_ms 0) - cpu_a) / MOVES ))
   initiator_stop
   ts "$impl $name: $MOVES moves"
+  echo "$impl $name: CPU per move: initiator $per_i ms, trigger-db $per_t ms, A's vCPU busy $per_a ms" \
+    | tee -a "$D/cpu"
   echo "$impl $name: xfrm_stat grew: A [$(stat_grew "$stat_a" A)] B [$(stat_grew "$stat_b" B)]" \
     | tee -a "$D/xfrm_stat"
+}
+
+# cpu_ms PID: user + system CPU of PID so far, in ms (0 without PID)
+cpu_ms() {
+  [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print int(($12 + $13) * 1000 / hz) }' "/proc/$1/stat"
+}
+# vcpu_busy_ms N: time vCPU N has not been idle so far, in ms
+vcpu_busy_ms() {
+  awk -v c="cpu$1" -v hz="$(getconf CLK_TCK)" '$1 == c { print int(($2 + $3 + $4 + $7 + $8) * 1000 / hz) }' /proc/stat
 }
 
 # stat_grew BEFORE NS: the /proc/net/xfrm_stat counters of NS above BEFORE.
@@ -121,6 +140,7 @@ for impl in charon agent; do
 done
 cp "$RAW" "$VM_OUT/mobility-bench.raw" 2>/dev/null || true
 cp "$D/xfrm_stat" "$VM_OUT/mobility-bench.xfrm_stat" 2>/dev/null || true
+cp "$D/cpu" "$VM_OUT/mobility-bench.cpu" 2>/dev/null || true
 
 python3 - "$RAW" "$(uname -r)" <<'EOP' | tee "$VM_OUT/mobility-bench.md"
 import statistics, sys

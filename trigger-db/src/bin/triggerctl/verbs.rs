@@ -334,7 +334,7 @@ pub async fn links(c: &mut Client, out: &Out) -> anyhow::Result<()> {
 
 pub async fn stats(c: &mut Client, out: &Out) -> anyhow::Result<()> {
     let s = c
-        .stats(pb::StatsRequest {})
+        .stats(pb::StatsRequest::default())
         .await
         .map_err(|s| status_error("stats", &s))?
         .into_inner();

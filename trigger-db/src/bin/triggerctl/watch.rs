@@ -76,7 +76,7 @@ async fn replay_since(
     // Everything stored up to here is covered by the query below; anything
     // stored later has a higher id and comes with the subscription.
     let before = c
-        .stats(pb::StatsRequest {})
+        .stats(pb::StatsRequest { skip_store: true })
         .await
         .map_err(|s| status_error("watch", &s))?
         .into_inner()

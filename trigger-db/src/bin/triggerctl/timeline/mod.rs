@@ -275,7 +275,7 @@ pub async fn fetch(
 /// The notes under the legend: what the picture cannot show.
 async fn notes(c: &mut Client) -> Vec<String> {
     let mut n = vec!["Times are UTC. Hover over a shape for its trigger's details.".to_owned()];
-    if let Ok(s) = c.stats(pb::StatsRequest {}).await {
+    if let Ok(s) = c.stats(pb::StatsRequest { skip_store: true }).await {
         let s = s.into_inner();
         n.push(format!(
             "Suppressed flaps are not stored, so not drawn: trigger-db's debounce has dropped {} link-up/link-down trigger{} of flaps since it started ({} ago).",
