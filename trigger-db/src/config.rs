@@ -15,6 +15,11 @@
 //! retention_max_age = "30d"   # humantime; absent = keep forever
 //! retention_max_rows = 1000000
 //! retention_interval = "60s"
+//! # Source triggers (rtnetlink, NetworkManager) go to subscribers at once
+//! # and to the store up to this much later, with what came in meanwhile
+//! # (a link going down and its addresses and routes: one commit); "0s"
+//! # stores each as it comes. Add replies are never delayed.
+//! source_store_delay = "50ms"
 //! readers = 4                 # read connections
 //! host_id = "gw-paris-1"      # PostgreSQL: the host rows are written under;
 //!                             # absent: /etc/machine-id (SQLite does not store
@@ -199,6 +204,9 @@ pub struct StoreConfig {
     pub retention_max_rows: Option<u64>,
     #[serde(deserialize_with = "duration")]
     pub retention_interval: Option<Duration>,
+    /// How long published source triggers may wait for the store.
+    #[serde(deserialize_with = "duration")]
+    pub source_store_delay: Option<Duration>,
     /// Read connections.
     pub readers: u32,
     /// The host id rows are written under in a PostgreSQL database of many
@@ -221,6 +229,7 @@ impl Default for StoreConfig {
             retention_max_age: None,
             retention_max_rows: None,
             retention_interval: None,
+            source_store_delay: None,
             readers: 4,
             host_id: None,
             spool_path: None,

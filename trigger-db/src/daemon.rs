@@ -254,6 +254,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
                     .unwrap_or(Duration::from_secs(60)),
             },
             debounce: cfg.damping.debounce.iter().map(|(k, d)| (*k, *d)).collect(),
+            source_store_delay: cfg
+                .store
+                .source_store_delay
+                .unwrap_or(writer::SOURCE_STORE_DELAY),
         },
         writer_stop.clone(),
     );

@@ -7,6 +7,16 @@
 //! callers. Modify, Delete, Flush and retention run between
 //! batches on the same connection, so SQLite never sees two writers.
 //!
+//! Source triggers (no caller waits for them) are stored in groups: they go
+//! to subscribers at once, and to the store up to
+//! [`WriterConfig::source_store_delay`] later, in one transaction with what
+//! came in meanwhile. A link going down brings its addresses and routes
+//! with it, a burst of triggers the kernel announces one by one: one
+//! commit (and fsync) for the burst instead of one each, after the moment
+//! when the host's daemons have most to do. An Add, any other write and
+//! retention store the held triggers first, in id order; Add replies are
+//! never delayed.
+//!
 //! Source triggers pass through the [`Damper`] first (debounce per
 //! interface and class, see `damping`); the actor also wakes when a held
 //! trigger's quiet period ends and stores it then. Every LINK_DOWN that
@@ -63,6 +73,11 @@ const COMMAND_QUEUE: usize = 1024;
 /// continue at most this far above the last one given.
 const ID_RESERVATION: u64 = 4096;
 
+/// Default of [`WriterConfig::source_store_delay`]: longer than the burst of
+/// messages a link going down brings (the kernel sends its addresses and
+/// routes one by one), short against anything that reads the store.
+pub const SOURCE_STORE_DELAY: Duration = Duration::from_millis(50);
+
 /// How often the actor retries storing the RESYNC after a failed write.
 const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
@@ -101,6 +116,10 @@ enum Command {
     ListThresholds {
         reply: oneshot::Sender<Result<Vec<Threshold>, StoreError>>,
     },
+    /// Stores the held source triggers (before a read of the store).
+    StoreHeld {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// Retention settings; `None` disables that bound.
@@ -118,6 +137,9 @@ pub struct WriterConfig {
     pub retention: Retention,
     /// Debounce of source triggers per type (none: no damping).
     pub debounce: Vec<(TriggerType, Duration)>,
+    /// How long source triggers, published at once, may wait to be stored
+    /// with what follows them (zero: each batch is stored as it comes).
+    pub source_store_delay: Duration,
 }
 
 /// Counters the Stats verb reports.
@@ -232,6 +254,12 @@ impl WriterHandle {
     pub async fn list_thresholds(&self) -> Result<Vec<Threshold>, StoreError> {
         self.call(|reply| Command::ListThresholds { reply }).await
     }
+
+    /// Returns once every trigger published before the call is committed
+    /// (or its commit failed): what a read of the store must see.
+    pub async fn store_held(&self) -> Result<(), StoreError> {
+        self.call(|reply| Command::StoreHeld { reply }).await
+    }
 }
 
 /// Starts the writer actor. It runs until `shutdown` is cancelled and every
@@ -261,6 +289,7 @@ pub fn spawn(
         stored_links: None,
         lost: false,
         thresholds_loaded: false,
+        held: Held::default(),
     };
     let task = tokio::spawn(actor.run(shutdown));
     (WriterHandle { tx }, task)
@@ -290,6 +319,20 @@ struct Actor {
     /// The thresholds were read from the store (not yet when it was
     /// unreachable at the start).
     thresholds_loaded: bool,
+    /// Source triggers published and not stored yet.
+    held: Held,
+}
+
+/// Source triggers sent to subscribers, waiting to be stored with what
+/// follows them ([`WriterConfig::source_store_delay`]).
+#[derive(Default)]
+struct Held {
+    /// In id order; the hub keeps them in flight until they are settled.
+    triggers: Vec<Arc<Trigger>>,
+    /// The newest link table among their batches.
+    links: Option<Arc<LinkTable>>,
+    /// When they are stored at the latest.
+    until: Option<Instant>,
 }
 
 /// What [`Actor::write_failed`] needs to know of the batch.
@@ -371,9 +414,14 @@ impl Actor {
             let wake = tokio::time::sleep_until(tokio::time::Instant::from_std(
                 deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3_600)),
             ));
+            let store_at = self.held.until;
+            let store = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                store_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3_600)),
+            ));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                () = store, if store_at.is_some() => self.store_held().await,
                 // Ready at most twice a second: it cannot starve the
                 // queues below.
                 _ = ship.tick(), if self.writer.has_backlog() => self.ship().await,
@@ -419,6 +467,7 @@ impl Actor {
             self.push_batch(&mut p, batch);
             self.group_commit(p).await;
         }
+        self.store_held().await;
         let held = self.damper.expire_all();
         self.damped();
         if !held.is_empty() {
@@ -432,6 +481,7 @@ impl Actor {
             };
             self.group_commit(p).await;
         }
+        self.store_held().await;
         self.hub.close();
         // Ids reserved but never given go back, so that a clean restart
         // goes on with the next one (only a crash skips the rest of a
@@ -448,6 +498,10 @@ impl Actor {
     }
 
     async fn handle(&mut self, cmd: Command) {
+        if !matches!(cmd, Command::Add { .. }) {
+            // They read or change what is stored: the held triggers first.
+            self.store_held().await;
+        }
         match cmd {
             Command::Add { triggers, reply } => {
                 let mut p = Pending::default();
@@ -477,6 +531,10 @@ impl Actor {
             }
             Command::ListThresholds { reply } => {
                 let _ = reply.send(Ok(self.engine.thresholds().to_vec()));
+            }
+            // Stored above; a failure is counted and reported there.
+            Command::StoreHeld { reply } => {
+                let _ = reply.send(Ok(()));
             }
         }
     }
@@ -592,6 +650,27 @@ impl Actor {
         }
         let published: Vec<Arc<Trigger>> = triggers.into_iter().map(Arc::new).collect();
         self.hub.publish(&published, links.clone());
+        // Source triggers only (no caller, no threshold state to put back,
+        // no recovery pending): stored with what follows.
+        let delay = self.config.source_store_delay;
+        if !delay.is_zero() && acks.is_empty() && engine_before.is_none() && !self.lost {
+            self.hold(published, links.map(|_| links_after), delay)
+                .await;
+            return;
+        }
+        // Held triggers have lower ids: they go first, in the same
+        // transaction.
+        let held = std::mem::take(&mut self.held);
+        let (held_n, held_links) = (held.triggers.len(), held.links);
+        let published = if held_n == 0 {
+            published
+        } else {
+            let mut all = held.triggers;
+            all.extend(published);
+            all
+        };
+        let positions: Vec<usize> = positions.into_iter().map(|p| p + held_n).collect();
+        let n = n + held_n;
         let result = {
             let refs: Vec<&Trigger> = published.iter().map(|t| &**t).collect();
             self.writer.insert(&refs).await
@@ -607,6 +686,8 @@ impl Actor {
                 }
                 if links.is_some() || acked_from > 0 {
                     self.stored_links = Some(links_after);
+                } else if held_links.is_some() {
+                    self.stored_links = held_links;
                 }
                 self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -642,11 +723,79 @@ impl Actor {
                 // The link table went to the hub with the triggers.
                 let failed = Failed {
                     n,
-                    incoming: positions.len(),
+                    incoming: positions.len() + held_n,
                     acked_from,
                     engine_before,
                 };
                 self.write_failed(&e, failed, None, acks);
+            }
+        }
+    }
+
+    /// Holds published source triggers for the store; stores them now if
+    /// they make a full batch. `links`: their batch's link table, if it
+    /// carried one.
+    async fn hold(
+        &mut self,
+        published: Vec<Arc<Trigger>>,
+        links: Option<Arc<LinkTable>>,
+        delay: Duration,
+    ) {
+        if published.is_empty() && links.is_none() {
+            return;
+        }
+        self.held.triggers.extend(published);
+        if links.is_some() {
+            self.held.links = links;
+        }
+        self.held
+            .until
+            .get_or_insert_with(|| Instant::now() + delay);
+        if self.held.triggers.len() >= self.config.batch_max {
+            self.store_held().await;
+        }
+    }
+
+    /// Stores the held source triggers (see [`Held`]).
+    async fn store_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        let n = held.triggers.len();
+        if n == 0 {
+            if held.links.is_some() {
+                self.stored_links = held.links;
+            }
+            return;
+        }
+        let result = {
+            let refs: Vec<&Trigger> = held.triggers.iter().map(|t| &**t).collect();
+            self.writer.insert(&refs).await
+        };
+        if let Some(last) = held.triggers.last() {
+            self.hub.settle(last.id);
+        }
+        match result {
+            Ok(()) => {
+                if held.links.is_some() {
+                    self.stored_links = held.links;
+                }
+                // (Source triggers: their flaps were counted as they came.)
+                self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
+                self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+                debug!(triggers = n, "committed (source triggers held)");
+            }
+            Err(e) => {
+                error!(
+                    first_id = held.triggers.first().map_or(0, |t| t.id),
+                    last_id = held.triggers.last().map_or(0, |t| t.id),
+                    "triggers sent to subscribers live could not be stored"
+                );
+                let failed = Failed {
+                    n,
+                    incoming: n,
+                    acked_from: 0,
+                    engine_before: None,
+                };
+                self.write_failed(&e, failed, None, Vec::new());
             }
         }
     }
@@ -735,6 +884,8 @@ impl Actor {
         if r.max_age.is_none() && r.max_rows.is_none() {
             return;
         }
+        self.store_held().await;
+        let r = &self.config.retention;
         let older_than = r.max_age.map(|age| {
             Timestamp(
                 Timestamp::now()

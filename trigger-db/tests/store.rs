@@ -598,6 +598,7 @@ fn writer_config() -> WriterConfig {
             ..Default::default()
         },
         debounce: vec![],
+        source_store_delay: Duration::ZERO,
     }
 }
 

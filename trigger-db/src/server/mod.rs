@@ -252,6 +252,7 @@ impl TriggerService for Service {
 
     async fn dump(&self, req: Request<pb::DumpRequest>) -> Result<Response<TriggerStream>, Status> {
         let filter = check_filter(req.get_ref().filter.as_ref()).map_err(|e| self.reject(e))?;
+        self.settle_published().await;
         let store = self.store.clone();
         let upto = self.hub.settled_id();
         let shutdown = self.shutdown.clone();
@@ -317,6 +318,7 @@ impl TriggerService for Service {
     ) -> Result<Response<pb::QueryResponse>, Status> {
         let body = req.into_inner();
         let q = check_query(&body).map_err(|e| self.reject(e))?;
+        self.settle_published().await;
         let page = self
             .store
             .history(&q)
@@ -355,6 +357,7 @@ impl TriggerService for Service {
         req: Request<pb::FlapsRequest>,
     ) -> Result<Response<pb::FlapsResponse>, Status> {
         let q = check_flaps(req.get_ref(), Timestamp::now()).map_err(|e| self.reject(e))?;
+        self.settle_published().await;
         let rows = self.store.flaps(&q).await.map_err(|e| self.read_error(e))?;
         Ok(Response::new(pb::FlapsResponse {
             buckets: rows
@@ -386,6 +389,7 @@ impl TriggerService for Service {
         let s = if req.get_ref().skip_store {
             StoreStats::default()
         } else {
+            self.settle_published().await;
             self.store.stats().await.map_err(store_status)?
         };
         let w = &self.writer_stats;
@@ -459,6 +463,16 @@ impl TriggerService for Service {
 }
 
 impl Service {
+    /// Reads of the store see every trigger published before them: the
+    /// writer holds source triggers for a moment (and a commit may be under
+    /// way); it is asked to store them first. A failed commit is the
+    /// writer's to count and report; the read then goes on without them.
+    async fn settle_published(&self) {
+        if self.hub.settled_id() < self.hub.last_id() {
+            let _ = self.writer.store_held().await;
+        }
+    }
+
     async fn configure_thresholds_impl(
         &self,
         req: Request<pb::ConfigureThresholdsRequest>,

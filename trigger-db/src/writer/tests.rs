@@ -104,6 +104,7 @@ async fn a_failed_write_is_counted_reported_by_a_resync_and_leaves_thresholds_as
             batch_max: 100,
             retention: Retention::default(),
             debounce: vec![],
+            source_store_delay: Duration::ZERO,
         },
         stop.clone(),
     );
@@ -175,6 +176,141 @@ async fn a_failed_write_is_counted_reported_by_a_resync_and_leaves_thresholds_as
     assert_eq!(derived.source, Source::Threshold);
     assert_eq!(derived.kind, TriggerType::LinkParametersReport);
 
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// A writer on a fresh SQLite store with `source_store_delay`, a
+/// subscriber to everything, and the source channel.
+async fn held_writer(
+    dir: &std::path::Path,
+    delay: Duration,
+) -> (
+    store::Store,
+    std::path::PathBuf,
+    crate::hub::Subscription,
+    Arc<WriterStats>,
+    ingest::SourceSender,
+    WriterHandle,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let db = dir.join("t.db");
+    let (store, conn) = store::open(
+        &store::Database::Sqlite(db.clone()),
+        &store::OpenOptions {
+            durability: Durability::Normal,
+            readers: 1,
+            host_id: String::new(),
+            host_lock_wait: Duration::ZERO,
+            spool: None,
+        },
+    )
+    .await
+    .unwrap();
+    let hub = Arc::new(Hub::new(0, 64, 64));
+    let sub = hub.subscribe(Filter::default()).unwrap();
+    let stats = Arc::new(WriterStats::default());
+    let (source_tx, source_rx) = ingest::source_channel();
+    let stop = CancellationToken::new();
+    let (handle, task) = spawn(
+        conn,
+        source_rx,
+        hub,
+        stats.clone(),
+        WriterConfig {
+            batch_max: 100,
+            retention: Retention::default(),
+            debounce: vec![],
+            source_store_delay: delay,
+        },
+        stop.clone(),
+    );
+    (store, db, sub, stats, source_tx, handle, stop, task)
+}
+
+async fn send_link_down(tx: &ingest::SourceSender) {
+    tx.send(ingest::SourceBatch {
+        triggers: vec![link_down(Source::Rtnetlink)],
+        links: None,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_source_triggers_go_live_at_once_and_into_the_store_with_the_next_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _db, mut sub, stats, source_tx, handle, stop, task) =
+        held_writer(dir.path(), Duration::from_secs(60)).await;
+    for _ in 0..3 {
+        send_link_down(&source_tx).await;
+    }
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        live.push(sub.rx.recv().await.unwrap().trigger.id);
+    }
+    assert_eq!(live, vec![1, 2, 3]);
+    for id in &live {
+        assert!(store.get(*id).await.is_err(), "{id} is held, not stored");
+    }
+    assert_eq!(stats.transactions.load(Ordering::Relaxed), 0);
+    // An Add stores them first, in the same transaction, and is answered
+    // once all of it is committed.
+    let ids = handle.add(vec![link_down(Source::Client)]).await.unwrap();
+    assert_eq!(ids, vec![4]);
+    for id in 1..=4 {
+        assert!(store.get(id).await.is_ok(), "{id} is stored");
+    }
+    assert_eq!(stats.transactions.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.ingested.load(Ordering::Relaxed), 4);
+    assert_eq!(sub.rx.recv().await.unwrap().trigger.id, 4);
+    // Held at shutdown: stored before the writer ends.
+    send_link_down(&source_tx).await;
+    assert_eq!(sub.rx.recv().await.unwrap().trigger.id, 5);
+    stop.cancel();
+    task.await.unwrap();
+    assert!(store.get(5).await.is_ok(), "held at shutdown, then stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_source_triggers_are_stored_after_the_delay_and_a_failure_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db, mut sub, stats, source_tx, _handle, stop, task) =
+        held_writer(dir.path(), Duration::from_millis(100)).await;
+    let mut switch = failure_switch(&db).await;
+    send_link_down(&source_tx).await;
+    send_link_down(&source_tx).await;
+    assert_eq!(sub.rx.recv().await.unwrap().trigger.id, 1);
+    assert_eq!(sub.rx.recv().await.unwrap().trigger.id, 2);
+    until("the held triggers stored", || {
+        stats.ingested.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    assert!(store.get(1).await.is_ok() && store.get(2).await.is_ok());
+    // A held batch the store refuses: counted as lost, and subscribers
+    // get a RESYNC once the store works again.
+    set_failing(&mut switch, true).await;
+    send_link_down(&source_tx).await;
+    assert_eq!(sub.rx.recv().await.unwrap().trigger.id, 3);
+    until("the failed commit of the held trigger", || {
+        stats.unstored_triggers.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(store.get(3).await.is_err());
+    set_failing(&mut switch, false).await;
+    // (A retry while the store still failed sent a RESYNC too, unstored.)
+    until("the RESYNC stored", || {
+        stats.ingested.load(Ordering::Relaxed) > 2
+    })
+    .await;
+    let mut last = None;
+    while let Ok(d) = sub.rx.try_recv() {
+        last = Some(d.trigger.clone());
+    }
+    let resync = last.expect("a RESYNC");
+    assert_eq!(resync.kind, TriggerType::Resync);
+    assert!(store.get(resync.id).await.is_ok(), "the RESYNC is stored");
     stop.cancel();
     task.await.unwrap();
 }
