@@ -15,10 +15,11 @@
 //! follow the links by itself meanwhile ([`Feed::Disconnected`]).
 //!
 //! Flaps: trigger-db counts each interface's link-downs in a sliding window
-//! (before its debounce, `Stats.flaps`); while live, after a link went up
-//! or down and while a count is above zero, this actor reads them every
-//! [`FLAP_POLL`] and forwards each change as [`LinkEvent::Flaps`] (the
-//! policy's flap penalty).
+//! (before its debounce, `Stats.flaps`); while live, this actor reads them
+//! [`FLAP_POLL`] after a link went up or down (at most that often), and
+//! every [`FLAP_DECAY_POLL`] while a count is above zero (the window
+//! slides), and forwards each change as [`LinkEvent::Flaps`] (the policy's
+//! flap penalty).
 //!
 //! It does no decisions: everything goes to the mobility manager through
 //! one bounded channel, in order.
@@ -67,8 +68,13 @@ pub const TYPES: &[TriggerType] = &[
     TriggerType::Resync,
 ];
 
-/// How often trigger-db's flap counts are read while they may change.
+/// How soon after a link went up or down trigger-db's flap counts are
+/// read (and at most how often).
 pub const FLAP_POLL: Duration = Duration::from_secs(1);
+/// How often they are read while a count is above zero and no link
+/// changed state: they only go down as the window (a minute by default)
+/// slides.
+pub const FLAP_DECAY_POLL: Duration = Duration::from_secs(10);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -224,13 +230,17 @@ impl Subscriber {
         // snapshot's table can resolve the interfaces they name.
         let mut replayed = Vec::new();
         let mut healthy = false;
-        let mut flap_poll = tokio::time::interval(FLAP_POLL);
-        flap_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flaps_read: Option<Instant> = None;
         self.flaps_stale = true;
         loop {
+            let flaps_due = self.flaps_due(flaps_read);
+            let flap_poll = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                flaps_due.unwrap_or_else(|| Instant::now() + FLAP_DECAY_POLL),
+            ));
             let item = tokio::select! {
                 item = stream.next() => item,
-                _ = flap_poll.tick(), if healthy && self.flaps_may_change() => {
+                () = flap_poll, if healthy && flaps_due.is_some() => {
+                    flaps_read = Some(Instant::now());
                     if self.poll_flaps(&mut client, tx).await.is_err() {
                         return Ok(Served::ManagerGone);
                     }
@@ -358,11 +368,19 @@ impl Subscriber {
         }
     }
 
-    /// Whether trigger-db's flap counts may differ from those forwarded:
-    /// a link went up or down since they were read, or one is not zero yet
-    /// (the window slides).
-    fn flaps_may_change(&self) -> bool {
-        self.flaps_stale || self.flaps.pending()
+    /// When trigger-db's flap counts are to be read next (last read at
+    /// `read`): they may differ from those forwarded when a link went up or
+    /// down since (soon), or while one is not zero yet (the window slides:
+    /// seldom); `None` when they cannot change.
+    fn flaps_due(&self, read: Option<Instant>) -> Option<Instant> {
+        let after = if self.flaps_stale {
+            FLAP_POLL
+        } else if self.flaps.pending() {
+            FLAP_DECAY_POLL
+        } else {
+            return None;
+        };
+        Some(read.map_or_else(Instant::now, |r| r + after))
     }
 
     /// Reads trigger-db's flap counts and forwards those that changed. A

@@ -16,7 +16,10 @@
 //! the kernel is asked for the routes of the pairs the next evaluation
 //! looks at (RTM_GETROUTE), and after a move the CHILD_SAs' inbound packet
 //! counters are read every [`ESP_POLL`] until the first ESP packet on the
-//! new path is counted, for the move's timeline.
+//! new path is counted, for the move's timeline. A move is written to
+//! trigger-db (LINK_HANDOVER_COMPLETE) once that packet is seen (or not
+//! within [`ESP_WAIT`]): not while the traffic is still finding the new
+//! path, when trigger-db's commit would take the CPU from it.
 
 use std::{
     collections::HashMap,
@@ -105,6 +108,9 @@ pub struct Mobility {
     /// with source `netlink`.
     reports: Option<mpsc::Sender<HandoverReport>>,
     esp: HashMap<SaId, EspWait>,
+    /// Completed moves written to trigger-db when their SA's wait in
+    /// `esp` ends.
+    unreported: HashMap<SaId, Timeline>,
     /// Whether the kernel has counters (backend `xfrm`).
     counters: bool,
     rejected: u64,
@@ -146,6 +152,7 @@ impl Mobility {
             },
             reports: None,
             esp: HashMap::new(),
+            unreported: HashMap::new(),
             counters,
             rejected: 0,
             reports_dropped: 0,
@@ -324,6 +331,9 @@ impl Mobility {
         match e {
             Event::IkeSaRekeyed { old, .. } | Event::IkeSaDeleted { sa: old, .. } => {
                 self.esp.remove(old);
+                if let Some(t) = self.unreported.remove(old) {
+                    self.report(&t);
+                }
             }
             _ => {}
         }
@@ -356,8 +366,14 @@ impl Mobility {
             self.routes.refresh(lookup, pairs).await;
         }
         let done = self.driver.drive(ep, &self.routes, now, listening_on);
-        for (_, t) in &done {
-            self.report(t);
+        for (sa, t) in &done {
+            if self.esp.contains_key(sa) {
+                if let Some(earlier) = self.unreported.insert(*sa, t.clone()) {
+                    self.report(&earlier);
+                }
+            } else {
+                self.report(t);
+            }
         }
         done
     }
@@ -440,6 +456,18 @@ impl Mobility {
                 Some(_) => now < wait.until,
             }
         });
+        // The waits that ended: their moves are complete.
+        let ended: Vec<SaId> = self
+            .unreported
+            .keys()
+            .filter(|sa| !self.esp.contains_key(sa))
+            .copied()
+            .collect();
+        for sa in ended {
+            if let Some(t) = self.unreported.remove(&sa) {
+                self.report(&t);
+            }
+        }
     }
 
     /// Where link events come from now, in a few words (systemd's status
@@ -471,8 +499,12 @@ impl Mobility {
         }
     }
 
-    /// Stops the sources.
+    /// Stops the sources (the moves not written to trigger-db yet are
+    /// handed to its writer first).
     pub fn stop(&mut self) {
+        for (_, t) in std::mem::take(&mut self.unreported) {
+            self.report(&t);
+        }
         self.stop_watch();
         if let Some(w) = self.hint_watch.take() {
             w.stop();
