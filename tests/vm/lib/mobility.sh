@@ -296,12 +296,15 @@ ping_stop() { [ -z "$PING_PID" ] || { kill -INT "$PING_PID" 2>/dev/null || true;
 replies_after() {
   awk -v t="$2" '/bytes from.*icmp_seq=/ { x=substr($1, 2, length($1) - 2); if (x + 0 > t + 0) n++ } END { print n + 0 }' "$1"
 }
-# handover FILE T: "HANDOVER_MS LOST GAP_MS" for an event at T: the largest
-# silence between two replies from 0.2 s before T to 5 s after it, the time
-# from T to the reply that ended it ("-" if that was before T), and the
-# sequence numbers never answered in the whole file
+# handover FILE T [START_WITHIN]: "HANDOVER_MS LOST GAP_MS" for an event
+# at T: the largest silence between two replies from 0.2 s before T to 5 s
+# after it (of those that began at most START_WITHIN seconds after T: a
+# silence that begins later is not the move's; the benchmark starts its
+# processes again after its quiet second, which under TCG can stall the
+# pings), the time from T to the reply that ended it ("-" if that was
+# before T), and the sequence numbers never answered in the whole file
 handover() {
-  awk -v t="$2" '
+  awk -v t="$2" -v within="${3:-5}" '
     /bytes from.*icmp_seq=/ {
       x = substr($1, 2, length($1) - 2) + 0
       s = $0; sub(/.*icmp_seq=/, "", s); sub(/[^0-9].*/, "", s); s += 0
@@ -309,7 +312,7 @@ handover() {
       seen[s] = 1; n++
       if (n == 1 || s < lo) lo = s
       if (n == 1 || s > hi) hi = s
-      if (x >= t - 0.2 && x <= t + 5 && prev > 0 && x - prev > gap) { gap = x - prev; end = x }
+      if (x >= t - 0.2 && x <= t + 5 && prev > 0 && prev <= t + within && x - prev > gap) { gap = x - prev; end = x }
       prev = x
     }
     END {
@@ -433,7 +436,7 @@ measure_move() {
   # its command started
   T_KERNEL=$(kernel_time "u$n" "$t_ev")
   EVENT_MS=$(awk -v a="$t_ev" -v k="${T_KERNEL:-0}" -v b="$t_done" 'BEGIN{ printf "%.1f", ((k > 0 ? k : b) - a) * 1000 }')
-  MOVE=$(handover "$f" "${T_KERNEL:-$t_ev}")
+  MOVE=$(handover "$f" "${T_KERNEL:-$t_ev}" "${QUIET:-5}")
   MOVE_REPLIES=$(replies_after "$f" "${T_KERNEL:-$t_ev}")
   read -r MOVE_TO _ MOVE_SPI_AFTER < <(out_sa) || true
   uplink_up "$n"
