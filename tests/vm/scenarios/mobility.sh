@@ -13,7 +13,8 @@
 #   3. replace: the current address deleted (its link stays up) -> likewise
 #   4. make-before-break: Link_Going_Down for the current uplink, 500 ms
 #      ahead (`triggerctl add`), then the link set down -> the SAs were on
-#      the other uplink before the link went down
+#      the other uplink before the link went down; the three moves are in
+#      trigger-db's history (LINK_HANDOVER_COMPLETE)
 #   5. flapping: the current uplink changes state every 200 ms for 10 s ->
 #      the same IKE SA and SPIs, pings pass, at most 6 moves
 #   6. IPv4 -> IPv6: u1 IPv4 only, u2 IPv6 only, the agent restarted with
@@ -88,7 +89,16 @@ check_moved 4
 [ -n "${MOVE_BEFORE_DOWN:-}" ] && [ "$(uplink_of "$MOVE_BEFORE_DOWN")" != "$(uplink_of "$MOVE_FROM")" ] ||
   fail "4: Link_Going_Down 500 ms ahead, but the SAs were still from $MOVE_FROM when the link went down"
 triggerctl history --type link-going-down | has "u$(uplink_of "$MOVE_FROM")" || fail "4: trigger-db has no link-going-down"
-ts "4: Link_Going_Down 500 ms ahead: the SAs moved before the link went down"
+# The moves so far are in trigger-db's history beside the link events (each
+# written once its first ESP packet on the new path was counted).
+n=0
+for _ in $(seq 60); do
+  n=$(triggerctl history --type link-handover-complete --all --json 2>/dev/null | grep -c '"id"' || true)
+  [ "$n" -ge 3 ] && break
+  sleep 0.25
+done
+[ "$n" -ge 3 ] || fail "4: trigger-db has $n LINK_HANDOVER_COMPLETE triggers after 3 moves"
+ts "4: Link_Going_Down 500 ms ahead: the SAs moved before the link went down; $n handovers in trigger-db"
 
 # ---- 5. flapping ----
 ike_before=$(gw --list-sas | grep -o '^a: #[0-9]*')
