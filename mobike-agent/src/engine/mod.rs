@@ -104,6 +104,9 @@ pub struct Endpoint {
     /// Our usable local addresses, once announced
     /// ([`Command::AnnounceAddresses`]).
     usable_addrs: Option<Vec<IpAddr>>,
+    /// `usable_addrs` came with [`Command::UsableAddresses`]: the next
+    /// [`Command::AnnounceAddresses`] checks every IKE SA.
+    usable_unannounced: bool,
     /// An `Instant` and the wall-clock time at it: certificate validity is
     /// in wall-clock time, the engine's clock is `now: Instant`.
     clock: (Instant, std::time::SystemTime),
@@ -139,6 +142,7 @@ impl Endpoint {
             recovery: HashMap::new(),
             leases: vip::Leases::default(),
             usable_addrs: None,
+            usable_unannounced: false,
             clock: (Instant::now(), std::time::SystemTime::now()),
         })
     }
@@ -179,6 +183,7 @@ impl Endpoint {
             recovery: self.recovery.clone(),
             leases: self.leases.clone(),
             usable_addrs: self.usable_addrs.clone(),
+            usable_unannounced: self.usable_unannounced,
             clock: self.clock,
         })
     }
@@ -644,11 +649,20 @@ impl Endpoint {
             Command::TestPaths { sa, paths } => self
                 .with_sa(now, sa, |s, ctx| s.command_test_paths(ctx, paths))
                 .ok_or(CommandError::UnknownSa(sa))?,
+            Command::UsableAddresses { addrs } => {
+                if self.usable_addrs.as_ref() != Some(&addrs) {
+                    self.usable_addrs = Some(addrs);
+                    self.usable_unannounced = true;
+                }
+                Ok(())
+            }
             Command::AnnounceAddresses { addrs, sas } => {
-                let ids: Vec<SaId> = if self.usable_addrs.as_ref() == Some(&addrs) {
+                let unchanged = self.usable_addrs.as_ref() == Some(&addrs);
+                let ids: Vec<SaId> = if unchanged && !self.usable_unannounced {
                     sas
                 } else {
                     self.usable_addrs = Some(addrs);
+                    self.usable_unannounced = false;
                     self.sas.keys().copied().collect()
                 };
                 for id in ids {

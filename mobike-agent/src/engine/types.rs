@@ -150,13 +150,23 @@ pub enum Command {
         /// Candidate address pairs.
         paths: Vec<Path>,
     },
+    /// MOBIKE (RFC 4555 §3.6): our usable local addresses are now `addrs`,
+    /// announced by no IKE SA yet: the next UPDATE_SA_ADDRESSES of an IKE
+    /// SA carries its list (as of its new address) in the same request,
+    /// so that a move costs one exchange, not an update and then a list.
+    /// [`Command::AnnounceAddresses`] with the same addresses afterwards
+    /// sends the list only where the peer does not have it yet.
+    UsableAddresses {
+        /// Our usable local addresses.
+        addrs: Vec<IpAddr>,
+    },
     /// MOBIKE (RFC 4555 §3.6): our usable local addresses are now `addrs`.
     /// Every established MOBIKE IKE SA whose address list this changes
     /// (these addresses less the one it uses) sends the new list in an
     /// INFORMATIONAL exchange, in its turn after requests already queued;
     /// IKE SAs made later announce it in IKE_AUTH. Until the first such
-    /// command the list comes from the connection's configured local
-    /// addresses.
+    /// command (or [`Command::UsableAddresses`]) the list comes from the
+    /// connection's configured local addresses.
     AnnounceAddresses {
         /// Our usable local addresses.
         addrs: Vec<IpAddr>,

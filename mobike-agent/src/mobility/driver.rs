@@ -127,8 +127,24 @@ impl Driver {
         listening_on: impl Fn(IpAddr) -> bool,
     ) -> Vec<(SaId, Timeline)> {
         self.manager.evaluate(routes, now);
+        let actions: Vec<Action> = std::iter::from_fn(|| self.manager.poll_action()).collect();
         let mut fresh: Option<(Vec<IpAddr>, Vec<SaId>)> = None;
-        while let Some(a) = self.manager.poll_action() {
+        for a in &actions {
+            if let Action::Announce { sa, addrs } = a {
+                let (all, sas) = fresh.get_or_insert_with(Default::default);
+                for a in addrs {
+                    if !all.contains(a) {
+                        all.push(*a);
+                    }
+                }
+                sas.push(*sa);
+            }
+        }
+        // Before the first update: the engine holds the newest addresses,
+        // so that the update carries the list (RFC 4555 §3.6) and no
+        // INFORMATIONAL of its own follows the move.
+        let mut usable_given = false;
+        for a in actions {
             match a {
                 Action::TestPaths { sa, pairs } => {
                     let Some(current) = ep.ike_sa_path(sa) else {
@@ -166,6 +182,20 @@ impl Driver {
                         continue;
                     }
                     let p = path_of(current, pair);
+                    if !usable_given {
+                        usable_given = true;
+                        let newest = fresh.as_ref().or(self.announce.as_ref());
+                        if let Some((addrs, _)) = newest {
+                            let mut addrs = addrs.clone();
+                            addrs.retain(|a| listening_on(*a));
+                            addrs.sort();
+                            if let Err(e) =
+                                ep.handle_command(now, Command::UsableAddresses { addrs })
+                            {
+                                debug!(error = %e, "mobility: usable addresses not given");
+                            }
+                        }
+                    }
                     info!(sa = format_args!("{sa:#018x}"), from = %current.local, to = %p.local, remote = %p.remote, "mobility: moving the IKE SA");
                     if self.manager.path_lost(sa)
                         && let Err(e) = ep.handle_command(now, Command::PathLost { sa })
@@ -189,15 +219,8 @@ impl Driver {
                         self.manager.on_move_failed(sa, pair, &e.to_string(), now);
                     }
                 }
-                Action::Announce { sa, addrs } => {
-                    let (all, sas) = fresh.get_or_insert_with(Default::default);
-                    for a in addrs {
-                        if !all.contains(&a) {
-                            all.push(a);
-                        }
-                    }
-                    sas.push(sa);
-                }
+                // Gathered above.
+                Action::Announce { .. } => {}
             }
         }
         if let Some((addrs, sas)) = fresh {

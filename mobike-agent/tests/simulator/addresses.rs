@@ -265,34 +265,52 @@ fn an_announce_queued_behind_an_ike_rekey_goes_out_on_the_new_ike_sa() {
 /// did not; unnamed, nothing is sent; named, B gets the new list.
 #[test]
 fn an_unchanged_list_is_checked_only_on_the_ike_sas_named() {
-    let mut s = two_addresses(405, LinkModel::clean());
-    let (a1, a2) = (ip(sim::A_ADDR), ip("192.0.2.11"));
+    // As two_addresses, with B knowing A by its IPv4 address.
+    let link = LinkModel::clean();
+    let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
+    patient(&mut a, &link);
+    patient(&mut b, &link);
+    a.connections[0].alt_local_addrs = vec![ip("192.0.2.11")];
+    b.connections[0].alt_local_addrs = vec![ip("2001:db8::2")];
+    b.connections[0].remote_addr = Some(sim::sock(ip(sim::A_ADDR), 500));
+    let mut s = Sim::new(a, b, 405, link);
+    s.add_addr(0, ip("192.0.2.11"));
+    s.add_addr(1, ip("2001:db8::2"));
+    s.initiate();
+    assert!(s.run_until(Duration::from_secs(300), Sim::both_established));
+    let (a1, a2, a6) = (ip(sim::A_ADDR), ip("192.0.2.11"), ip("2001:db8::1"));
     let (a_sa, b_sa) = (sa_id(&s, 0), sa_id(&s, 1));
-    announce(&mut s, 0, &[a1, a2]);
-    s.run_for(Duration::from_secs(5));
-    let remote = s.nodes[0].ep.ike_sas()[0].path.remote;
-    let to = std::net::SocketAddr::new(a2, s.nodes[0].ep.ike_sas()[0].path.local.port());
+    s.add_addr(0, a6);
+    announce(&mut s, 0, &[a1, a2, a6]);
+    assert!(s.run_until(Duration::from_secs(30), |s| {
+        s.nodes[1].ep.ike_sas()[0].peer_addrs == vec![a2, a6]
+    }));
+    // A tries IPv6, which B refuses (UNACCEPTABLE_ADDRESSES: not the
+    // family it has A configured in). The update carried A's list as of
+    // the IPv6 address; A stays on a1, where its list is another one.
+    let path = s.nodes[0].ep.ike_sas()[0].path;
     s.nodes[0]
         .ep
         .handle_command(
             s.now,
             Command::UpdateAddresses {
                 sa: a_sa,
-                local: to,
-                remote,
+                local: sim::sock(a6, path.local.port()),
+                remote: sim::sock(ip("2001:db8::2"), path.remote.port()),
                 fallback: Vec::new(),
             },
         )
         .expect("update addresses");
     assert!(s.run_until(Duration::from_secs(60), |s| {
-        s.nodes[1].ep.ike_sas()[0].path.remote.ip() == a2
-            && !s.nodes[0].ep.ike_sas()[0].updating_addresses
+        !s.nodes[0].ep.ike_sas()[0].updating_addresses
     }));
-    s.run_for(Duration::from_secs(5));
+    assert_eq!(s.nodes[0].ep.ike_sas()[0].path.local.ip(), a1);
+    assert_eq!(s.nodes[1].ep.ike_sas()[0].peer_addrs, vec![a1, a2]);
     let lists = peer_lists(&s, 1).len();
     let before = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
 
-    announce(&mut s, 0, &[a1, a2]);
+    // The same addresses, no IKE SA named: none is checked.
+    announce(&mut s, 0, &[a1, a2, a6]);
     s.run_for(Duration::from_secs(5));
     assert_eq!(
         s.nodes[1].ep.ike_sas()[0].next_peer_request_id,
@@ -300,23 +318,90 @@ fn an_unchanged_list_is_checked_only_on_the_ike_sas_named() {
         "an IKE SA not named was checked"
     );
 
+    // Named: its list as of a1 goes out.
     s.nodes[0]
         .ep
         .handle_command(
             s.now,
             Command::AnnounceAddresses {
-                addrs: vec![a1, a2],
+                addrs: vec![a1, a2, a6],
                 sas: vec![a_sa],
             },
         )
         .expect("announce");
     assert!(
         s.run_until(Duration::from_secs(30), |s| {
-            s.nodes[1].ep.ike_sas()[0].peer_addrs == vec![a1]
+            s.nodes[1].ep.ike_sas()[0].peer_addrs == vec![a2, a6]
         }),
         "{:?}",
         s.nodes[1].ep.ike_sas()
     );
-    assert_eq!(peer_lists(&s, 1)[lists..], [(b_sa, vec![a1])]);
+    assert_eq!(peer_lists(&s, 1)[lists..], [(b_sa, vec![a2, a6])]);
     delete_everything(&mut s);
+}
+
+#[test]
+fn a_move_carries_the_new_list_in_its_update_and_no_list_exchange_follows() {
+    for seed in sim::seeds(6) {
+        let link = if seed % 2 == 0 {
+            LinkModel::clean()
+        } else {
+            LinkModel::lossy()
+        };
+        let mut s = two_addresses(seed, link);
+        let (a1, a2, a3) = (ip(sim::A_ADDR), ip("192.0.2.11"), ip("192.0.2.12"));
+        s.add_addr(0, a3);
+        let sa = sa_id(&s, 0);
+        let b_requests = s.nodes[1].ep.ike_sas()[0].next_peer_request_id;
+        // A loses the address in use: the new usable set, then the move.
+        s.remove_addr(0, a1);
+        s.nodes[0]
+            .ep
+            .handle_command(
+                s.now,
+                Command::UsableAddresses {
+                    addrs: vec![a2, a3],
+                },
+            )
+            .expect("usable addresses");
+        let path = s.nodes[0].ep.ike_sas()[0].path;
+        s.nodes[0]
+            .ep
+            .handle_command(
+                s.now,
+                Command::UpdateAddresses {
+                    sa,
+                    local: sim::sock(a2, path.local.port()),
+                    remote: path.remote,
+                    fallback: Vec::new(),
+                },
+            )
+            .expect("update addresses");
+        // B follows to a2 and has A's list as of a2 (a3 only), from the
+        // update itself.
+        assert!(
+            s.run_until(Duration::from_secs(300), |s| {
+                let b = &s.nodes[1].ep.ike_sas()[0];
+                b.path.remote.ip() == a2 && b.peer_addrs == vec![a3]
+            }),
+            "seed {seed}: {:?}",
+            s.nodes[1].ep.ike_sas()
+        );
+        // The announcement the caller makes after the move finds nothing
+        // to send: one request reached B, the update.
+        announce(&mut s, 0, &[a2, a3]);
+        s.run_for(Duration::from_secs(5));
+        assert_eq!(
+            s.nodes[1].ep.ike_sas()[0].next_peer_request_id,
+            b_requests + 1,
+            "seed {seed}"
+        );
+        assert_eq!(
+            peer_lists(&s, 1).last(),
+            Some(&(sa_id(&s, 1), vec![a3])),
+            "seed {seed}"
+        );
+        s.paths_agree().unwrap();
+        delete_everything(&mut s);
+    }
 }

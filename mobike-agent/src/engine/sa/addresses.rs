@@ -199,6 +199,22 @@ impl IkeSa {
         );
     }
 
+    /// Our list as of the address this IKE SA moves to, for its
+    /// UPDATE_SA_ADDRESSES (RFC 4555 §3.6: the new list goes in "an
+    /// INFORMATIONAL exchange request", which the update is): none when
+    /// the peer has it already. The move then needs no exchange of its own
+    /// for the list.
+    pub(super) fn update_address_list(&mut self, ctx: &Ctx<'_>) -> Vec<Payload> {
+        let list = self.our_address_list(ctx);
+        if !self.peer_mobike || self.addrs.sent.as_ref() == Some(&list) {
+            return Vec::new();
+        }
+        info!(sa = self.id, addrs = ?list, "our address list goes with the update (MOBIKE)");
+        let payloads = list_payloads(&list, true);
+        self.addrs.sent = Some(list);
+        payloads
+    }
+
     /// The peer answered our list.
     pub(super) fn complete_announce_addresses(&mut self, p: &[Payload]) {
         if let Some(err) = first_error(p) {

@@ -242,6 +242,7 @@ impl IkeSa {
         payloads.extend(self.nat_d_payloads(path));
         payloads.push(notify(NotifyType::COOKIE2, cookie2.to_vec()));
         payloads.extend(self.no_nats_payload(ctx, path));
+        payloads.extend(self.update_address_list(ctx));
         self.send_request(
             ctx,
             ExchangeType::INFORMATIONAL,
