@@ -44,11 +44,21 @@ fn announce(s: &mut Sim, node: usize, addrs: &[IpAddr]) {
 /// A with a second configured address (and B with an IPv6 one), both
 /// established over `link`.
 fn two_addresses(seed: u64, link: LinkModel) -> Sim {
+    two_addresses_with(seed, link, |_| {})
+}
+
+/// [`two_addresses`], B's configuration changed by `b_conf` first.
+fn two_addresses_with(
+    seed: u64,
+    link: LinkModel,
+    b_conf: impl FnOnce(&mut mobike_agent::engine::EndpointConfig),
+) -> Sim {
     let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
     patient(&mut a, &link);
     patient(&mut b, &link);
     a.connections[0].alt_local_addrs = vec![ip("192.0.2.11")];
     b.connections[0].alt_local_addrs = vec![ip("2001:db8::2")];
+    b_conf(&mut b);
     let mut s = Sim::new(a, b, seed, link);
     s.add_addr(0, ip("192.0.2.11"));
     s.add_addr(1, ip("2001:db8::2"));
@@ -265,19 +275,10 @@ fn an_announce_queued_behind_an_ike_rekey_goes_out_on_the_new_ike_sa() {
 /// did not; unnamed, nothing is sent; named, B gets the new list.
 #[test]
 fn an_unchanged_list_is_checked_only_on_the_ike_sas_named() {
-    // As two_addresses, with B knowing A by its IPv4 address.
-    let link = LinkModel::clean();
-    let (mut a, mut b) = configs(IKE_1, "aes256gcm16");
-    patient(&mut a, &link);
-    patient(&mut b, &link);
-    a.connections[0].alt_local_addrs = vec![ip("192.0.2.11")];
-    b.connections[0].alt_local_addrs = vec![ip("2001:db8::2")];
-    b.connections[0].remote_addr = Some(sim::sock(ip(sim::A_ADDR), 500));
-    let mut s = Sim::new(a, b, 405, link);
-    s.add_addr(0, ip("192.0.2.11"));
-    s.add_addr(1, ip("2001:db8::2"));
-    s.initiate();
-    assert!(s.run_until(Duration::from_secs(300), Sim::both_established));
+    // B knows A by its IPv4 address.
+    let mut s = two_addresses_with(405, LinkModel::clean(), |b| {
+        b.connections[0].remote_addr = Some(sim::sock(ip(sim::A_ADDR), 500));
+    });
     let (a1, a2, a6) = (ip(sim::A_ADDR), ip("192.0.2.11"), ip("2001:db8::1"));
     let (a_sa, b_sa) = (sa_id(&s, 0), sa_id(&s, 1));
     s.add_addr(0, a6);

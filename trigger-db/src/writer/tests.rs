@@ -76,38 +76,9 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_is_counted_reported_by_a_resync_and_leaves_thresholds_as_they_were() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let (store, conn) = store::open(
-        &store::Database::Sqlite(db.clone()),
-        &store::OpenOptions {
-            durability: Durability::Normal,
-            readers: 1,
-            host_id: String::new(),
-            host_lock_wait: Duration::ZERO,
-            spool: None,
-        },
-    )
-    .await
-    .unwrap();
+    let (store, db, mut sub, stats, source_tx, handle, stop, task) =
+        held_writer(dir.path(), Duration::ZERO).await;
     let mut switch = failure_switch(&db).await;
-    let hub = Arc::new(Hub::new(0, 64, 64));
-    let mut sub = hub.subscribe(Filter::default()).unwrap();
-    let stats = Arc::new(WriterStats::default());
-    let (source_tx, source_rx) = ingest::source_channel();
-    let stop = CancellationToken::new();
-    let (handle, task) = spawn(
-        conn,
-        source_rx,
-        hub.clone(),
-        stats.clone(),
-        WriterConfig {
-            batch_max: 100,
-            retention: Retention::default(),
-            debounce: vec![],
-            source_store_delay: Duration::ZERO,
-        },
-        stop.clone(),
-    );
     handle
         .configure_thresholds(vec![Change::Set(Threshold {
             id: 0,
