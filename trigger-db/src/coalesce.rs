@@ -17,6 +17,14 @@
 //! their frames and one write carries them all. Each burst waits at most
 //! one round of the run queue; a second flush always writes.
 //!
+//! The yield only pays when several streams can write in the same burst:
+//! on a connection with one request in flight (a subscriber process with
+//! its own connection, a client with one call at a time) nothing else will
+//! queue a frame, and the yield would only cost an extra poll of the
+//! connection and a scheduler round of latency per write. So when the
+//! server counts the connection's requests in flight ([`InFlight`]), the
+//! first flush yields only while more than one is open.
+//!
 //! What it does not do: reorder, drop or hold bytes without a flush pending
 //! (data waits only between a write and the flush that follows it, which
 //! h2 always issues), or buffer without bound: at [`DEFAULT_LIMIT`] bytes
@@ -29,6 +37,10 @@
 use std::{
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -37,6 +49,33 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes held before they are written out regardless of flushes: a few
 /// hundred small frames, and a bound on what one connection keeps.
 pub const DEFAULT_LIMIT: usize = 64 * 1024;
+
+/// The requests (HTTP/2 streams) a connection has in flight, counted by
+/// the server that serves them; shared with the connection's [`Coalesce`].
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts one more request until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self.0.clone())
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One request in flight (see [`InFlight::enter`]).
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A stream whose writes are held until a flush, and whose first flush of a
 /// burst yields once (module docs).
@@ -49,6 +88,8 @@ pub struct Coalesce<S> {
     limit: usize,
     /// The current burst's flush has yielded once: the next one writes.
     yielded: bool,
+    /// When known: yield only while more than one request is in flight.
+    in_flight: Option<InFlight>,
 }
 
 impl<S> Coalesce<S> {
@@ -64,7 +105,20 @@ impl<S> Coalesce<S> {
             written: 0,
             limit: limit.max(1),
             yielded: false,
+            in_flight: None,
         }
+    }
+
+    /// The first flush of a burst yields only while `in_flight` counts more
+    /// than one request (module docs); without it, it always yields.
+    pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
+    }
+
+    /// Whether more than one stream may be writing in this burst.
+    fn may_burst(&self) -> bool {
+        self.in_flight.as_ref().is_none_or(|f| f.get() > 1)
     }
 
     pub fn get_ref(&self) -> &S {
@@ -147,7 +201,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.held() > 0 {
-            if !this.yielded {
+            if !this.yielded && this.may_burst() {
                 // Let the tasks already woken (other streams of this
                 // connection) queue their frames first: a self-wake puts
                 // this task at the back of the run queue.
@@ -265,6 +319,31 @@ mod tests {
         assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Ok(()))));
         assert_eq!(c.inner.writes.len(), 2);
         assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn with_one_request_in_flight_a_flush_writes_at_once_with_two_it_yields() {
+        let wakes = Arc::new(CountWake::default());
+        let waker = wakes.clone().into();
+        let mut cx = Context::from_waker(&waker);
+        let in_flight = InFlight::default();
+        let mut c = Coalesce::new(Sink::default()).with_in_flight(in_flight.clone());
+        let one = in_flight.enter();
+        assert!(matches!(write(&mut c, &mut cx, b"a"), Poll::Ready(Ok(1))));
+        assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(c.inner.writes, [b"a".to_vec()]);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
+        let two = in_flight.enter();
+        assert!(matches!(write(&mut c, &mut cx, b"b"), Poll::Ready(Ok(1))));
+        assert!(flush(&mut c, &mut cx).is_pending());
+        assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(c.inner.writes, [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        drop((one, two));
+        assert_eq!(in_flight.get(), 0);
+        assert!(matches!(write(&mut c, &mut cx, b"c"), Poll::Ready(Ok(1))));
+        assert!(matches!(flush(&mut c, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(c.inner.writes.len(), 3);
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! `SubscribeResponse` (the 5-byte length prefix included:
 //! [`crate::hub::Delivery`]), and every stream sends those same bytes as an
 //! HTTP/2 DATA frame. The generated service (and tonic's `Grpc`) would
-//! encode and copy a message per stream, so [`Router`] takes the Subscribe
-//! path itself: it decodes the request with tonic's `Streaming` (size limit
-//! and errors as tonic has them), answers with [`GrpcBody`] (the frames as
-//! they are, then the status as trailers), and hands every other path to
-//! the generated service. The live part of a stream ([`Live`]) polls the
+//! encode and copy a message per stream, so the daemon's dispatcher
+//! ([`super::dispatch::Dispatch`]) hands the Subscribe path to
+//! [`serve_subscribe`]: it decodes the request with tonic's `Streaming`
+//! (size limit and errors as tonic has them) and answers with [`GrpcBody`]
+//! (the frames as they are, then the status as trailers); every other path
+//! goes to the generated service. The live part of a stream ([`Live`]) polls the
 //! subscriber's queue directly: it runs once per subscriber and trigger,
 //! the replay and snapshot before it once per stream.
 //!
@@ -30,12 +31,11 @@ use tonic::{
     Request, Response, Status,
     body::Body,
     codec::{DecodeBuf, Decoder, Streaming},
-    server::NamedService,
 };
 use tracing::{debug, info};
-use trigger_proto::v1::{self as pb, trigger_service_server::TriggerServiceServer};
+use trigger_proto::v1 as pb;
 
-use super::{REPLAY_PAGE, Service, check_filter, store_status};
+use super::{REPLAY_PAGE, Service, check_filter, store_status, dispatch::ResponseBody};
 use crate::{
     hub::Subscription,
     model::{Timestamp, Trigger, ValidationError},
@@ -260,11 +260,20 @@ const BATCH_BYTES: usize = 32 * 1024;
 /// ones (h2 counts the overhead of small unread DATA frames against a
 /// budget and closes the connection when it is exhausted). A message that
 /// is ready alone, the usual case live, is sent as it is, without a copy.
-struct GrpcBody {
+pub struct GrpcBody {
     frames: Option<FrameStream>,
     /// How the stream ended, when that was found while batching: the
     /// trailers still to send.
     end: Option<Status>,
+}
+
+impl std::fmt::Debug for GrpcBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcBody")
+            .field("open", &self.frames.is_some())
+            .field("end", &self.end)
+            .finish()
+    }
 }
 
 impl GrpcBody {
@@ -346,23 +355,24 @@ impl http_body::Body for GrpcBody {
 
 /// Serves one Subscribe call: decode the request, run it, and answer with
 /// its frames, or with the error as a trailers-only response.
-async fn serve_subscribe(
+pub(super) async fn serve_subscribe(
     service: Arc<Service>,
     req: http::Request<Body>,
     max_request: usize,
-) -> http::Response<Body> {
+) -> http::Response<ResponseBody> {
+    let error = |status: Status| status.into_http::<Body>().map(ResponseBody::other);
     let (parts, body) = req.into_parts();
     let mut requests = Streaming::new_request(RequestDecoder, body, None, Some(max_request));
     let message = match requests.message().await {
         Ok(Some(m)) => m,
-        Ok(None) => return Status::internal("Missing request message.").into_http(),
-        Err(status) => return status.into_http(),
+        Ok(None) => return error(Status::internal("Missing request message.")),
+        Err(status) => return error(status),
     };
     let req = Request::from_http(http::Request::from_parts(parts, message));
     match service.subscribe_frames(req).await {
         Ok(resp) => {
             let (metadata, frames, _) = resp.into_parts();
-            let mut resp = http::Response::new(Body::new(GrpcBody::new(frames)));
+            let mut resp = http::Response::new(ResponseBody::frames(GrpcBody::new(frames)));
             *resp.headers_mut() = metadata.into_headers();
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -370,61 +380,11 @@ async fn serve_subscribe(
             );
             resp
         }
-        Err(status) => status.into_http(),
+        Err(status) => error(status),
     }
 }
 
-const SUBSCRIBE_PATH: &str = "/trigger.v1.TriggerService/Subscribe";
-
-/// `trigger.v1.TriggerService`: Subscribe with shared frames, every other
-/// verb by the generated service.
-#[derive(Debug, Clone)]
-pub struct Router {
-    service: Arc<Service>,
-    generated: TriggerServiceServer<Service>,
-    max_request: usize,
-}
-
-impl Router {
-    /// `max_request` bounds a request's size (the generated service has its
-    /// own bound, set by the caller).
-    pub fn new(
-        service: Arc<Service>,
-        generated: TriggerServiceServer<Service>,
-        max_request: usize,
-    ) -> Self {
-        Self {
-            service,
-            generated,
-            max_request,
-        }
-    }
-}
-
-impl NamedService for Router {
-    const NAME: &'static str = trigger_proto::v1::trigger_service_server::SERVICE_NAME;
-}
-
-impl tower::Service<http::Request<Body>> for Router {
-    type Response = http::Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, Self::Error>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() == SUBSCRIBE_PATH {
-            let service = self.service.clone();
-            let max = self.max_request;
-            Box::pin(async move { Ok(serve_subscribe(service, req, max).await) })
-        } else {
-            let fut = tower::Service::call(&mut self.generated, req);
-            Box::pin(fut)
-        }
-    }
-}
+pub(super) const SUBSCRIBE_PATH: &str = "/trigger.v1.TriggerService/Subscribe";
 
 #[cfg(test)]
 mod tests {
