@@ -222,21 +222,21 @@ async fn h2_connection(
         }
     };
     {
-    let mut conn = std::pin::pin!(conn);
-    let mut work = std::pin::pin!(work);
-    let mut conn_ended = false;
-    std::future::poll_fn(|cx| {
-        // The connection reads frames and wakes the streams (all of them
-        // this task); then the readers take what arrived.
-        if !conn_ended && let std::task::Poll::Ready(r) = conn.as_mut().poll(cx) {
-            conn_ended = true;
-            if let Err(e) = r {
-                return std::task::Poll::Ready(Err(anyhow::Error::from(e)));
+        let mut conn = std::pin::pin!(conn);
+        let mut work = std::pin::pin!(work);
+        let mut conn_ended = false;
+        std::future::poll_fn(|cx| {
+            // The connection reads frames and wakes the streams (all of them
+            // this task); then the readers take what arrived.
+            if !conn_ended && let std::task::Poll::Ready(r) = conn.as_mut().poll(cx) {
+                conn_ended = true;
+                if let Err(e) = r {
+                    return std::task::Poll::Ready(Err(anyhow::Error::from(e)));
+                }
             }
-        }
-        work.as_mut().poll(cx)
-    })
-    .await?;
+            work.as_mut().poll(cx)
+        })
+        .await?;
     }
     Ok(got.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
@@ -290,9 +290,7 @@ async fn h2_read(
                         && i < counts.len()
                     {
                         counts[i].fetch_add(1, Ordering::Release);
-                        got.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((i, at));
+                        got.lock().unwrap_or_else(|e| e.into_inner()).push((i, at));
                     }
                 }
                 Some(Item::Gap(_)) => return Ok(()),

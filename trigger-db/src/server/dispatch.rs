@@ -11,9 +11,10 @@
 //! per subscriber and trigger (and again to find the stream idle). Here the
 //! server boxes the [`ResponseBody`] once.
 //!
-//! Each request is counted in its connection's [`InFlight`] while it is
-//! open (until its response body is dropped), so that the connection's
-//! write coalescing knows whether several streams can write in one burst.
+//! Each request is counted in its connection's
+//! [`InFlight`](crate::coalesce::InFlight) while it is open (until its
+//! response body is dropped), Subscribe apart from the rest, so that the
+//! connection's write coalescing knows when it cannot gain anything.
 
 use std::{
     convert::Infallible,
@@ -31,7 +32,10 @@ use super::{
     Service,
     subscribe::{GrpcBody, SUBSCRIBE_PATH, serve_subscribe},
 };
-use crate::{coalesce::InFlightGuard, peer::ConnInfo};
+use crate::{
+    coalesce::{InFlightGuard, Request},
+    peer::ConnInfo,
+};
 
 /// A response body of the dispatcher: Subscribe's frames, or the body of
 /// another service; and the request's place in its connection's count.
@@ -171,10 +175,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let kind = if req.uri().path() == SUBSCRIBE_PATH {
+            Request::Subscribe
+        } else {
+            Request::Other
+        };
         let guard = req
             .extensions()
             .get::<ConnInfo>()
-            .map(|c| c.in_flight.enter());
+            .map(|c| c.in_flight.enter(kind));
         // "/package.Service/Method"
         let service_name = req
             .uri()

@@ -117,9 +117,7 @@ type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, S
 
 impl Service {
     fn peer<T>(req: &Request<T>) -> Option<PeerCred> {
-        req.extensions()
-            .get::<ConnInfo>()
-            .map(|c| c.cred.clone())
+        req.extensions().get::<ConnInfo>().map(|c| c.cred.clone())
     }
 
     /// Write verbs: uid 0 or the writer group, by SO_PEERCRED. A request

@@ -35,7 +35,7 @@ use tonic::{
 use tracing::{debug, info};
 use trigger_proto::v1 as pb;
 
-use super::{REPLAY_PAGE, Service, check_filter, store_status, dispatch::ResponseBody};
+use super::{REPLAY_PAGE, Service, check_filter, dispatch::ResponseBody, store_status};
 use crate::{
     hub::Subscription,
     model::{Timestamp, Trigger, ValidationError},
@@ -43,7 +43,32 @@ use crate::{
 
 /// A stream of `SubscribeResponse`s, each encoded as a gRPC message
 /// (length prefix and body).
-pub type FrameStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, Status>> + Send>>;
+pub type FrameStream = Pin<Box<dyn Frames>>;
+
+/// A stream of encoded `SubscribeResponse`s that may know, without being
+/// polled, whether another message is ready.
+pub trait Frames: futures::Stream<Item = Result<Bytes, Status>> + Send {
+    /// `Some(false)`: no message is ready now (polling would register the
+    /// waker and say `Pending`); `Some(true)` or `None` (not known): poll
+    /// to find out.
+    fn ready_hint(&self) -> Option<bool> {
+        None
+    }
+}
+
+/// Any frame stream, with no hint.
+struct Unhinted<S>(S);
+
+impl<S: futures::Stream<Item = Result<Bytes, Status>> + Send + Unpin> futures::Stream
+    for Unhinted<S>
+{
+    type Item = Result<Bytes, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl<S: futures::Stream<Item = Result<Bytes, Status>> + Send + Unpin> Frames for Unhinted<S> {}
 
 /// `SubscribeResponse { trigger }`, encoded as a gRPC message.
 pub fn trigger_frame(t: &Trigger) -> Bytes {
@@ -162,7 +187,7 @@ impl Service {
             done.store(true, Ordering::Release);
         };
         Ok(Response::new(Box::pin(SubscribeStream {
-            prefix: Some(Box::pin(prefix)),
+            prefix: Some(Box::pin(Unhinted(Box::pin(prefix)))),
             prefix_done,
             live: Some(live),
         })))
@@ -207,6 +232,17 @@ impl futures::Stream for Live {
     }
 }
 
+impl Frames for Live {
+    /// Whether the queue holds a trigger (a closed, drained queue: poll for
+    /// the end or the gap notice).
+    fn ready_hint(&self) -> Option<bool> {
+        self.sub
+            .as_ref()
+            .filter(|s| !s.rx.is_closed())
+            .map(|s| !s.rx.is_empty())
+    }
+}
+
 /// Replay and snapshot (when asked for), then [`Live`].
 struct SubscribeStream {
     prefix: Option<FrameStream>,
@@ -230,6 +266,15 @@ impl futures::Stream for SubscribeStream {
         match self.live.as_mut() {
             Some(live) => Pin::new(live).poll_next(cx),
             None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Frames for SubscribeStream {
+    fn ready_hint(&self) -> Option<bool> {
+        match (&self.prefix, &self.live) {
+            (None, Some(live)) => live.ready_hint(),
+            _ => None,
         }
     }
 }
@@ -322,7 +367,11 @@ impl http_body::Body for GrpcBody {
         };
         let mut batch: Option<BytesMut> = None;
         let mut end = None;
-        while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES {
+        // Live, the usual case is one message at a time: then the queue says
+        // so, and is not polled just to find it empty.
+        while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES
+            && frames.ready_hint() != Some(false)
+        {
             match frames.as_mut().poll_next(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(data))) => {
@@ -419,7 +468,7 @@ mod tests {
             crate::model::TriggerType::LinkUp,
         ));
         let frames = futures::stream::iter([Ok(a.clone())]).chain(futures::stream::pending());
-        let mut body = GrpcBody::new(Box::pin(frames));
+        let mut body = GrpcBody::new(Box::pin(Unhinted(frames)));
         let sent = data(poll(&mut body));
         assert_eq!(sent.as_ptr(), a.as_ptr(), "the shared bytes, not a copy");
         assert!(poll(&mut body).is_pending());
@@ -441,7 +490,7 @@ mod tests {
             Ok(b.clone()),
             Err(Status::unavailable("store gone")),
         ]);
-        let mut body = GrpcBody::new(Box::pin(frames));
+        let mut body = GrpcBody::new(Box::pin(Unhinted(frames)));
         assert_eq!(data(poll(&mut body)), [a, b].concat());
         let t = trailers(poll(&mut body));
         assert_eq!(
@@ -455,10 +504,40 @@ mod tests {
     }
 
     #[test]
+    fn live_hints_whether_its_queue_holds_a_trigger_and_batches_what_it_holds() {
+        use crate::{hub::Hub, model::Filter};
+        let hub = Hub::new(0, 16, 16);
+        let live = Live {
+            sub: hub.subscribe(Filter::default()),
+            peer: String::new(),
+        };
+        assert_eq!(live.ready_hint(), Some(false));
+        let mut body = GrpcBody::new(Box::pin(live));
+        assert!(poll(&mut body).is_pending());
+        let trig = |id| {
+            let mut t = Trigger::new(
+                crate::model::Source::Client,
+                crate::model::TriggerType::LinkUp,
+            );
+            t.id = id;
+            Arc::new(t)
+        };
+        hub.publish(&[trig(1)], None);
+        let one = data(poll(&mut body));
+        assert_eq!(one.len(), trigger_frame(&trig(1)).len());
+        hub.publish(&[trig(2), trig(3)], None);
+        let two = data(poll(&mut body));
+        assert_eq!(two.len(), 2 * one.len(), "queued together, one DATA frame");
+        // Closed: the hint says poll, and the stream ends without a gap.
+        hub.close();
+        assert_eq!(trailers(poll(&mut body))["grpc-status"], "0");
+    }
+
+    #[test]
     fn the_end_of_the_stream_is_status_ok_and_frames_carry_the_grpc_prefix() {
         let a = frame(pb::SubscribeResponse::default());
         assert_eq!(&a[..], [0, 0, 0, 0, 0], "uncompressed, empty message");
-        let mut body = GrpcBody::new(Box::pin(futures::stream::iter([Ok(a)])));
+        let mut body = GrpcBody::new(Box::pin(Unhinted(futures::stream::iter([Ok(a)]))));
         assert_eq!(data(poll(&mut body)).len(), GRPC_PREFIX);
         assert_eq!(trailers(poll(&mut body))["grpc-status"], "0");
     }
