@@ -26,7 +26,10 @@
 //! default 200; `NOTIFY_DURABILITY=normal` runs the daemon with
 //! `[store] durability = "normal"`, no fsync per commit, to show what the
 //! fsync costs; `NOTIFY_SUBSCRIBERS=1,100` picks the subscriber counts;
-//! `NOTIFY_CLIENT=raw` makes the subscribers lighter, see below).
+//! `NOTIFY_CLIENT=raw` or `h2` makes the subscribers lighter, see below;
+//! `NOTIFY_CONNECTIONS` is how many connections the subscribers share,
+//! default 10, `each` for one connection per subscriber, as separate
+//! subscriber processes would have).
 //!
 //! Client modes. `full` (the default): each subscriber is the generated
 //! tonic client and decodes every `SubscribeResponse` before it stamps it,
@@ -38,7 +41,17 @@
 //! not decode to the IF_ADDRADDED trigger of its iteration fails the
 //! bench). The client's HTTP/2 work stays in both; `raw` takes protobuf
 //! decoding off the measured path, to show more of the daemon's own
-//! share.
+//! share. `h2`: no tonic; each connection is one task of the bench that
+//! drives the `h2` client connection (the HTTP/2 crate tonic uses) and
+//! all its Subscribe streams itself (standard gRPC requests: POST with
+//! `content-type: application/grpc` and `te: trailers`, one length-prefixed
+//! `SubscribeRequest`); every message is split off its 5-byte prefix and
+//! decoded with prost into a `SubscribeResponse` before it is stamped, and
+//! it must be the IF_ADDRADDED trigger of an iteration with an id above the
+//! stream's previous one (in order, no duplicate), or the bench fails. What
+//! it leaves out is tonic's per-client machinery (its buffer task, the
+//! connection task apart from the subscriber's, one task per stream);
+//! the HTTP/2 and protobuf work stays.
 
 mod support;
 
@@ -66,6 +79,7 @@ const CONNECTIONS: usize = 10;
 enum ClientMode {
     Full,
     Raw,
+    H2,
 }
 
 /// Encodes SubscribeRequests; hands over response messages undecoded.
@@ -136,6 +150,156 @@ async fn raw_subscribe(
         .server_streaming(tonic::Request::new(req), path, RawCodec)
         .await?
         .into_inner())
+}
+
+/// `request` as one uncompressed gRPC message (5-byte prefix).
+fn grpc_message(request: &pb::SubscribeRequest) -> bytes::Bytes {
+    use prost::Message as _;
+    let body = request.encode_to_vec();
+    let mut m = Vec::with_capacity(5 + body.len());
+    m.push(0);
+    m.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    m.extend_from_slice(&body);
+    m.into()
+}
+
+/// One connection of the `h2` client (module docs): opens `n` Subscribe
+/// streams with `request` (a gRPC message) on one HTTP/2 connection to
+/// `socket`, says on `ready` when every stream has its response headers
+/// (the daemon registered it with its hub before it answered), then reads
+/// them all in this one task until `stop`. Returns (iteration, receipt)
+/// of every trigger received.
+async fn h2_connection(
+    socket: std::path::PathBuf,
+    n: usize,
+    request: bytes::Bytes,
+    counts: Arc<Vec<AtomicU32>>,
+    stop: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<Vec<(usize, Instant)>> {
+    use futures::StreamExt as _;
+    let io = tokio::net::UnixStream::connect(&socket).await?;
+    // hyper's client defaults (what tonic's channel has).
+    let (mut send, conn) = h2::client::Builder::new()
+        .initial_window_size(2 << 20)
+        .initial_connection_window_size(5 << 20)
+        .handshake::<_, bytes::Bytes>(io)
+        .await?;
+    let got = std::sync::Mutex::new(Vec::with_capacity(n * counts.len()));
+    let work = async {
+        let mut responses = Vec::with_capacity(n);
+        for _ in 0..n {
+            send = send.ready().await?;
+            let req = http::Request::post("http://trigger-db/trigger.v1.TriggerService/Subscribe")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())?;
+            let (resp, mut body) = send.send_request(req, false)?;
+            body.send_data(request.clone(), true)?;
+            responses.push(resp);
+        }
+        let mut readers = futures::stream::FuturesUnordered::new();
+        for resp in futures::future::try_join_all(responses).await? {
+            ensure!(
+                resp.status() == http::StatusCode::OK
+                    && resp.headers().get("content-type").map(|v| v.as_bytes())
+                        == Some(b"application/grpc")
+                    && !resp.headers().contains_key("grpc-status"),
+                "Subscribe refused: {resp:?}"
+            );
+            readers.push(h2_read(resp.into_body(), &got, &counts));
+        }
+        // The bench's side may have given up already: then so do we.
+        let _ = ready.send(());
+        tokio::select! {
+            () = stop.cancelled() => Ok(()),
+            r = async {
+                while let Some(r) = readers.next().await {
+                    r?;
+                }
+                anyhow::Ok(())
+            } => r,
+        }
+    };
+    {
+        let mut conn = std::pin::pin!(conn);
+        let mut work = std::pin::pin!(work);
+        let mut conn_ended = false;
+        std::future::poll_fn(|cx| {
+            // The connection reads frames and wakes the streams (all of them
+            // this task); then the readers take what arrived.
+            if !conn_ended && let std::task::Poll::Ready(r) = conn.as_mut().poll(cx) {
+                conn_ended = true;
+                if let Err(e) = r {
+                    return std::task::Poll::Ready(Err(anyhow::Error::from(e)));
+                }
+            }
+            work.as_mut().poll(cx)
+        })
+        .await?;
+    }
+    Ok(got.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Reads one Subscribe stream of the `h2` client: splits the DATA into
+/// gRPC messages, decodes each, checks it (an IF_ADDRADDED trigger whose id
+/// is above the previous one), stamps it and records it. Ends at the end
+/// of the stream (a gap notice included: what it misses is then counted
+/// missing).
+async fn h2_read(
+    mut body: h2::RecvStream,
+    got: &std::sync::Mutex<Vec<(usize, Instant)>>,
+    counts: &[AtomicU32],
+) -> anyhow::Result<()> {
+    use bytes::Buf as _;
+    use prost::Message as _;
+    let mut held = bytes::BytesMut::new();
+    let mut last_id = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let mut data = if held.is_empty() {
+            chunk
+        } else {
+            held.extend_from_slice(&chunk);
+            held.split().freeze()
+        };
+        while data.len() >= 5 {
+            ensure!(data[0] == 0, "compressed message");
+            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+            if data.len() < 5 + len {
+                break;
+            }
+            let r = pb::SubscribeResponse::decode(data.slice(5..5 + len))?;
+            data.advance(5 + len);
+            let at = Instant::now();
+            match r.item {
+                Some(Item::Trigger(t)) => {
+                    ensure!(
+                        t.id > last_id,
+                        "trigger {} after {last_id}: out of order",
+                        t.id
+                    );
+                    last_id = t.id;
+                    let i = t.address.as_ref().and_then(|a| addr_iter(&a.address));
+                    ensure!(
+                        t.r#type == pb::TriggerType::IfAddradded as i32 && i.is_some(),
+                        "not a bench IF_ADDRADDED: {t:?}"
+                    );
+                    if let Some(i) = i
+                        && i < counts.len()
+                    {
+                        counts[i].fetch_add(1, Ordering::Release);
+                        got.lock().unwrap_or_else(|e| e.into_inner()).push((i, at));
+                    }
+                }
+                Some(Item::Gap(_)) => return Ok(()),
+                other => bail!("unexpected Subscribe item {other:?}"),
+            }
+        }
+        held.extend_from_slice(&data);
+    }
+    Ok(())
 }
 
 /// A NETLINK_ROUTE socket bound to `groups`.
@@ -357,7 +521,10 @@ async fn run(
     iters: usize,
     durability: &str,
     mode: ClientMode,
+    connections: Option<usize>,
 ) -> anyhow::Result<Figures> {
+    // None: one connection per subscriber.
+    let n_conns = connections.unwrap_or(n_subs).clamp(1, n_subs);
     let ns = Netns::new("tdb-bench");
     ns.veth("vA", "vB");
     ns.up("vA");
@@ -385,7 +552,7 @@ async fn run(
     match mode {
         ClientMode::Full => {
             let mut conns = Vec::new();
-            for _ in 0..CONNECTIONS.min(n_subs) {
+            for _ in 0..n_conns {
                 conns.push(d.client().await);
             }
             for j in 0..n_subs {
@@ -416,7 +583,7 @@ async fn run(
         }
         ClientMode::Raw => {
             let mut conns = Vec::new();
-            for _ in 0..CONNECTIONS.min(n_subs) {
+            for _ in 0..n_conns {
                 conns.push(trigger_client::unix::connect("trigger-db", &d.socket).await?);
             }
             for j in 0..n_subs {
@@ -453,6 +620,32 @@ async fn run(
                     }
                     anyhow::Ok(got.into_iter().map(|(i, at, _)| (i, at)).collect())
                 }));
+            }
+        }
+        ClientMode::H2 => {
+            let message = grpc_message(&request);
+            let mut ready = Vec::new();
+            for c in 0..n_conns {
+                // Streams spread as evenly as in the other modes.
+                let n = n_subs / n_conns + usize::from(c < n_subs % n_conns);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                subs.push(tokio::spawn(h2_connection(
+                    d.socket.clone(),
+                    n,
+                    message.clone(),
+                    counts.clone(),
+                    stop.clone(),
+                    tx,
+                )));
+                ready.push(rx);
+            }
+            for (c, rx) in ready.into_iter().enumerate() {
+                if rx.await.is_err() {
+                    // Its task ended before it was ready: its error.
+                    let r = (&mut subs[c]).await?;
+                    r.context("h2 subscriber connection")?;
+                    bail!("h2 subscriber connection {c} ended before its streams were open");
+                }
             }
         }
     }
@@ -592,7 +785,19 @@ async fn main() -> anyhow::Result<()> {
     let mode = match std::env::var("NOTIFY_CLIENT").as_deref() {
         Err(_) | Ok("full") => ClientMode::Full,
         Ok("raw") => ClientMode::Raw,
-        Ok(other) => bail!("NOTIFY_CLIENT must be full or raw, not {other:?}"),
+        Ok("h2") => ClientMode::H2,
+        Ok(other) => bail!("NOTIFY_CLIENT must be full, raw or h2, not {other:?}"),
+    };
+    // None: one per subscriber.
+    let connections = match std::env::var("NOTIFY_CONNECTIONS").as_deref() {
+        Err(_) => Some(CONNECTIONS),
+        Ok("each") => None,
+        Ok(n) => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .context("NOTIFY_CONNECTIONS: a count (at least 1) or `each`")?,
+        ),
     };
     ensure!(
         durability == "full" || durability == "normal",
@@ -607,10 +812,15 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     println!(
         "notify: IPv4 address add in a netns -> subscriber holding IF_ADDRADDED; \
-         {iters} iterations (+{WARMUP} warm-up); durability {durability}; client {}",
+         {iters} iterations (+{WARMUP} warm-up); durability {durability}; client {}; {}",
         match mode {
             ClientMode::Full => "full (tonic, decodes before stamping)",
             ClientMode::Raw => "raw (stamps undecoded bytes; decoded after the run)",
+            ClientMode::H2 => "h2 (one task per connection, decodes before stamping)",
+        },
+        match connections {
+            Some(n) => format!("subscribers spread over up to {n} connections"),
+            None => "one connection per subscriber".to_owned(),
         }
     );
     println!("machine: {}", machine(tmp.path()));
@@ -626,7 +836,7 @@ async fn main() -> anyhow::Result<()> {
     let mut p50s = Vec::new();
     let mut cpu = Vec::new();
     for n in counts {
-        let mut f = run(n.clamp(1, 5_000), iters, &durability, mode).await?;
+        let mut f = run(n.clamp(1, 5_000), iters, &durability, mode, connections).await?;
         let (bp50, bp99, _) = summary(&mut f.bare);
         let (ap50, ap99, amax) = summary(&mut f.added);
         let (tp50, tp99, _) = summary(&mut f.total);

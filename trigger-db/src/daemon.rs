@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     hub::Hub,
     ingest, peer,
-    server::{Access, Service, limits::RequestLimits, subscribe},
+    server::{Access, Service, dispatch::Dispatch, limits::RequestLimits},
     source::netlink::{self, NetlinkStats},
     store::{self, StoreError},
     writer::{self, Retention, WriterConfig, WriterStats},
@@ -374,7 +374,14 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         .max_decoding_message_size(limits.write_request_bytes)
         .max_encoding_message_size(32 * 1024 * 1024);
     // Subscribe sends the hub's shared frames; the rest is generated.
-    let grpc = subscribe::Router::new(service, generated, limits.read_request_bytes);
+    let grpc = Dispatch::new(
+        service,
+        generated,
+        limits.read_request_bytes,
+        health,
+        reflection,
+        reflection_v1alpha,
+    );
     let admission = peer::Admission::new(peer::ConnectionLimits {
         total: limits.max_connections,
         per_uid: limits.max_connections_per_uid,
@@ -413,11 +420,8 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
             read: limits.read_request_bytes,
             write: limits.write_request_bytes,
         })
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(grpc)
         .serve_with_incoming_shutdown(
+            grpc,
             peer::incoming(listener, admission, limits.idle_timeout),
             stop_chain,
         );

@@ -23,7 +23,7 @@ use std::{
 
 use daemon_support::h2_authority::AuthorityFix;
 
-use crate::coalesce::Coalesce;
+use crate::coalesce::{Coalesce, InFlight};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{UnixListener, UnixStream},
@@ -54,6 +54,16 @@ impl std::fmt::Display for PeerCred {
         }
         Ok(())
     }
+}
+
+/// What every request of a connection gets as its connect info: the
+/// peer's credentials, and the connection's count of requests in flight
+/// (the server counts each request there while it is open; the
+/// connection's write coalescing reads it).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub cred: PeerCred,
+    pub in_flight: InFlight,
 }
 
 /// SO_PEERGROUPS (Linux 4.13); the same number on every architecture we
@@ -176,6 +186,7 @@ pub struct PeerStream {
     /// Writes are coalesced per burst (see [`Coalesce`]).
     inner: Coalesce<UnixStream>,
     cred: PeerCred,
+    in_flight: InFlight,
     _permit: Option<Permit>,
     idle_after: Duration,
     /// When the connection counts as idle; moved on by every read.
@@ -191,6 +202,7 @@ impl PeerStream {
     fn with_idle_timeout(inner: UnixStream, idle_after: Duration) -> io::Result<Self> {
         let c = inner.peer_cred()?;
         let groups = peer_groups(inner.as_raw_fd())?;
+        let in_flight = InFlight::default();
         Ok(Self {
             cred: PeerCred {
                 uid: c.uid(),
@@ -198,7 +210,8 @@ impl PeerStream {
                 pid: c.pid(),
                 groups,
             },
-            inner: Coalesce::new(inner),
+            inner: Coalesce::new(inner).with_in_flight(in_flight.clone()),
+            in_flight,
             _permit: None,
             idle_after,
             idle: Box::pin(tokio::time::sleep(idle_after)),
@@ -207,9 +220,12 @@ impl PeerStream {
 }
 
 impl Connected for PeerStream {
-    type ConnectInfo = PeerCred;
-    fn connect_info(&self) -> PeerCred {
-        self.cred.clone()
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            cred: self.cred.clone(),
+            in_flight: self.in_flight.clone(),
+        }
     }
 }
 
@@ -274,7 +290,7 @@ impl AsyncWrite for PeerStream {
 ///
 /// Each connection reads through [`AuthorityFix`], so clients that send the
 /// socket path as `:authority` (grpcio, grpc-java...) are served too; the
-/// connect info stays the [`PeerCred`].
+/// connect info stays the [`ConnInfo`].
 pub fn incoming(
     listener: UnixListener,
     admission: Admission,

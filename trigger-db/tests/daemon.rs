@@ -679,6 +679,35 @@ async fn health_and_reflection_are_served() {
     );
 }
 
+/// A path no service serves is answered UNIMPLEMENTED (trailers-only), as
+/// tonic's router answers it; the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_service_is_unimplemented() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(DAEMON, dir.path(), None, None);
+    let io = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    let (send, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    for path in ["/no.such.Service/Method", "/", "/trigger.v1.TriggerService"] {
+        let mut send = send.clone().ready().await.unwrap();
+        let req = http::Request::post(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = send.send_request(req, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK, "{path}");
+        assert_eq!(
+            resp.headers()["grpc-status"],
+            (tonic::Code::Unimplemented as i32).to_string(),
+            "{path}"
+        );
+    }
+}
+
 /// A daemon keeping 5 rows, 20 added, once retention has run: the daemon,
 /// a client, the 20 ids and the Stats then.
 async fn twenty_added_five_kept(

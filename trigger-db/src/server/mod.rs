@@ -8,6 +8,7 @@
 //! is [`wire`]'s; this file holds the service and the checks of whole
 //! requests (batch sizes, Flaps and Query ranges and hosts).
 
+pub mod dispatch;
 pub mod limits;
 pub mod subscribe;
 pub mod wire;
@@ -30,7 +31,7 @@ use trigger_proto::v1::{self as pb, trigger_service_server::TriggerService};
 use crate::{
     hub::Hub,
     model::{Filter, Timestamp, Trigger, ValidationError},
-    peer::PeerCred,
+    peer::{ConnInfo, PeerCred},
     store::{FlapsQuery, HistoryQuery, Hosts, MAX_PAGE_SIZE, Store, StoreError, StoreStats},
     threshold,
     writer::{WriterHandle, WriterStats},
@@ -116,7 +117,7 @@ type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, S
 
 impl Service {
     fn peer<T>(req: &Request<T>) -> Option<PeerCred> {
-        req.extensions().get::<PeerCred>().cloned()
+        req.extensions().get::<ConnInfo>().map(|c| c.cred.clone())
     }
 
     /// Write verbs: uid 0 or the writer group, by SO_PEERCRED. A request
@@ -294,9 +295,9 @@ impl TriggerService for Service {
     type SubscribeStream = SubscribeStream;
 
     /// Subscribe as typed messages, for a server that mounts this service
-    /// without [`subscribe::Router`]: the shared frames decoded again. The
-    /// daemon serves Subscribe through the router, which sends the frames
-    /// as they are.
+    /// without [`dispatch::Dispatch`]: the shared frames decoded again. The
+    /// daemon serves Subscribe through the dispatcher, which sends the
+    /// frames as they are.
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,

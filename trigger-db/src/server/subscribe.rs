@@ -3,11 +3,12 @@
 //! `SubscribeResponse` (the 5-byte length prefix included:
 //! [`crate::hub::Delivery`]), and every stream sends those same bytes as an
 //! HTTP/2 DATA frame. The generated service (and tonic's `Grpc`) would
-//! encode and copy a message per stream, so [`Router`] takes the Subscribe
-//! path itself: it decodes the request with tonic's `Streaming` (size limit
-//! and errors as tonic has them), answers with [`GrpcBody`] (the frames as
-//! they are, then the status as trailers), and hands every other path to
-//! the generated service. The live part of a stream ([`Live`]) polls the
+//! encode and copy a message per stream, so the daemon's dispatcher
+//! ([`super::dispatch::Dispatch`]) hands the Subscribe path to
+//! [`serve_subscribe`]: it decodes the request with tonic's `Streaming`
+//! (size limit and errors as tonic has them) and answers with [`GrpcBody`]
+//! (the frames as they are, then the status as trailers); every other path
+//! goes to the generated service. The live part of a stream ([`Live`]) polls the
 //! subscriber's queue directly: it runs once per subscriber and trigger,
 //! the replay and snapshot before it once per stream.
 //!
@@ -30,12 +31,11 @@ use tonic::{
     Request, Response, Status,
     body::Body,
     codec::{DecodeBuf, Decoder, Streaming},
-    server::NamedService,
 };
 use tracing::{debug, info};
-use trigger_proto::v1::{self as pb, trigger_service_server::TriggerServiceServer};
+use trigger_proto::v1 as pb;
 
-use super::{REPLAY_PAGE, Service, check_filter, store_status};
+use super::{REPLAY_PAGE, Service, check_filter, dispatch::ResponseBody, store_status};
 use crate::{
     hub::Subscription,
     model::{Timestamp, Trigger, ValidationError},
@@ -43,7 +43,32 @@ use crate::{
 
 /// A stream of `SubscribeResponse`s, each encoded as a gRPC message
 /// (length prefix and body).
-pub type FrameStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, Status>> + Send>>;
+pub type FrameStream = Pin<Box<dyn Frames>>;
+
+/// A stream of encoded `SubscribeResponse`s that may know, without being
+/// polled, whether another message is ready.
+pub trait Frames: futures::Stream<Item = Result<Bytes, Status>> + Send {
+    /// `Some(false)`: no message is ready now (polling would register the
+    /// waker and say `Pending`); `Some(true)` or `None` (not known): poll
+    /// to find out.
+    fn ready_hint(&self) -> Option<bool> {
+        None
+    }
+}
+
+/// Any frame stream, with no hint.
+struct Unhinted<S>(S);
+
+impl<S: futures::Stream<Item = Result<Bytes, Status>> + Send + Unpin> futures::Stream
+    for Unhinted<S>
+{
+    type Item = Result<Bytes, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl<S: futures::Stream<Item = Result<Bytes, Status>> + Send + Unpin> Frames for Unhinted<S> {}
 
 /// `SubscribeResponse { trigger }`, encoded as a gRPC message.
 pub fn trigger_frame(t: &Trigger) -> Bytes {
@@ -162,7 +187,7 @@ impl Service {
             done.store(true, Ordering::Release);
         };
         Ok(Response::new(Box::pin(SubscribeStream {
-            prefix: Some(Box::pin(prefix)),
+            prefix: Some(Box::pin(Unhinted(Box::pin(prefix)))),
             prefix_done,
             live: Some(live),
         })))
@@ -207,6 +232,17 @@ impl futures::Stream for Live {
     }
 }
 
+impl Frames for Live {
+    /// Whether the queue holds a trigger (a closed, drained queue: poll for
+    /// the end or the gap notice).
+    fn ready_hint(&self) -> Option<bool> {
+        self.sub
+            .as_ref()
+            .filter(|s| !s.rx.is_closed())
+            .map(|s| !s.rx.is_empty())
+    }
+}
+
 /// Replay and snapshot (when asked for), then [`Live`].
 struct SubscribeStream {
     prefix: Option<FrameStream>,
@@ -230,6 +266,15 @@ impl futures::Stream for SubscribeStream {
         match self.live.as_mut() {
             Some(live) => Pin::new(live).poll_next(cx),
             None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Frames for SubscribeStream {
+    fn ready_hint(&self) -> Option<bool> {
+        match (&self.prefix, &self.live) {
+            (None, Some(live)) => live.ready_hint(),
+            _ => None,
         }
     }
 }
@@ -260,11 +305,20 @@ const BATCH_BYTES: usize = 32 * 1024;
 /// ones (h2 counts the overhead of small unread DATA frames against a
 /// budget and closes the connection when it is exhausted). A message that
 /// is ready alone, the usual case live, is sent as it is, without a copy.
-struct GrpcBody {
+pub struct GrpcBody {
     frames: Option<FrameStream>,
     /// How the stream ended, when that was found while batching: the
     /// trailers still to send.
     end: Option<Status>,
+}
+
+impl std::fmt::Debug for GrpcBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcBody")
+            .field("open", &self.frames.is_some())
+            .field("end", &self.end)
+            .finish()
+    }
 }
 
 impl GrpcBody {
@@ -313,7 +367,11 @@ impl http_body::Body for GrpcBody {
         };
         let mut batch: Option<BytesMut> = None;
         let mut end = None;
-        while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES {
+        // Live, the usual case is one message at a time: then the queue says
+        // so, and is not polled just to find it empty.
+        while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES
+            && frames.ready_hint() != Some(false)
+        {
             match frames.as_mut().poll_next(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(data))) => {
@@ -346,23 +404,24 @@ impl http_body::Body for GrpcBody {
 
 /// Serves one Subscribe call: decode the request, run it, and answer with
 /// its frames, or with the error as a trailers-only response.
-async fn serve_subscribe(
+pub(super) async fn serve_subscribe(
     service: Arc<Service>,
     req: http::Request<Body>,
     max_request: usize,
-) -> http::Response<Body> {
+) -> http::Response<ResponseBody> {
+    let error = |status: Status| status.into_http::<Body>().map(ResponseBody::other);
     let (parts, body) = req.into_parts();
     let mut requests = Streaming::new_request(RequestDecoder, body, None, Some(max_request));
     let message = match requests.message().await {
         Ok(Some(m)) => m,
-        Ok(None) => return Status::internal("Missing request message.").into_http(),
-        Err(status) => return status.into_http(),
+        Ok(None) => return error(Status::internal("Missing request message.")),
+        Err(status) => return error(status),
     };
     let req = Request::from_http(http::Request::from_parts(parts, message));
     match service.subscribe_frames(req).await {
         Ok(resp) => {
             let (metadata, frames, _) = resp.into_parts();
-            let mut resp = http::Response::new(Body::new(GrpcBody::new(frames)));
+            let mut resp = http::Response::new(ResponseBody::frames(GrpcBody::new(frames)));
             *resp.headers_mut() = metadata.into_headers();
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -370,61 +429,11 @@ async fn serve_subscribe(
             );
             resp
         }
-        Err(status) => status.into_http(),
+        Err(status) => error(status),
     }
 }
 
-const SUBSCRIBE_PATH: &str = "/trigger.v1.TriggerService/Subscribe";
-
-/// `trigger.v1.TriggerService`: Subscribe with shared frames, every other
-/// verb by the generated service.
-#[derive(Debug, Clone)]
-pub struct Router {
-    service: Arc<Service>,
-    generated: TriggerServiceServer<Service>,
-    max_request: usize,
-}
-
-impl Router {
-    /// `max_request` bounds a request's size (the generated service has its
-    /// own bound, set by the caller).
-    pub fn new(
-        service: Arc<Service>,
-        generated: TriggerServiceServer<Service>,
-        max_request: usize,
-    ) -> Self {
-        Self {
-            service,
-            generated,
-            max_request,
-        }
-    }
-}
-
-impl NamedService for Router {
-    const NAME: &'static str = trigger_proto::v1::trigger_service_server::SERVICE_NAME;
-}
-
-impl tower::Service<http::Request<Body>> for Router {
-    type Response = http::Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, Self::Error>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() == SUBSCRIBE_PATH {
-            let service = self.service.clone();
-            let max = self.max_request;
-            Box::pin(async move { Ok(serve_subscribe(service, req, max).await) })
-        } else {
-            let fut = tower::Service::call(&mut self.generated, req);
-            Box::pin(fut)
-        }
-    }
-}
+pub(super) const SUBSCRIBE_PATH: &str = "/trigger.v1.TriggerService/Subscribe";
 
 #[cfg(test)]
 mod tests {
@@ -459,7 +468,7 @@ mod tests {
             crate::model::TriggerType::LinkUp,
         ));
         let frames = futures::stream::iter([Ok(a.clone())]).chain(futures::stream::pending());
-        let mut body = GrpcBody::new(Box::pin(frames));
+        let mut body = GrpcBody::new(Box::pin(Unhinted(frames)));
         let sent = data(poll(&mut body));
         assert_eq!(sent.as_ptr(), a.as_ptr(), "the shared bytes, not a copy");
         assert!(poll(&mut body).is_pending());
@@ -481,7 +490,7 @@ mod tests {
             Ok(b.clone()),
             Err(Status::unavailable("store gone")),
         ]);
-        let mut body = GrpcBody::new(Box::pin(frames));
+        let mut body = GrpcBody::new(Box::pin(Unhinted(frames)));
         assert_eq!(data(poll(&mut body)), [a, b].concat());
         let t = trailers(poll(&mut body));
         assert_eq!(
@@ -495,10 +504,40 @@ mod tests {
     }
 
     #[test]
+    fn live_hints_whether_its_queue_holds_a_trigger_and_batches_what_it_holds() {
+        use crate::{hub::Hub, model::Filter};
+        let hub = Hub::new(0, 16, 16);
+        let live = Live {
+            sub: hub.subscribe(Filter::default()),
+            peer: String::new(),
+        };
+        assert_eq!(live.ready_hint(), Some(false));
+        let mut body = GrpcBody::new(Box::pin(live));
+        assert!(poll(&mut body).is_pending());
+        let trig = |id| {
+            let mut t = Trigger::new(
+                crate::model::Source::Client,
+                crate::model::TriggerType::LinkUp,
+            );
+            t.id = id;
+            Arc::new(t)
+        };
+        hub.publish(&[trig(1)], None);
+        let one = data(poll(&mut body));
+        assert_eq!(one.len(), trigger_frame(&trig(1)).len());
+        hub.publish(&[trig(2), trig(3)], None);
+        let two = data(poll(&mut body));
+        assert_eq!(two.len(), 2 * one.len(), "queued together, one DATA frame");
+        // Closed: the hint says poll, and the stream ends without a gap.
+        hub.close();
+        assert_eq!(trailers(poll(&mut body))["grpc-status"], "0");
+    }
+
+    #[test]
     fn the_end_of_the_stream_is_status_ok_and_frames_carry_the_grpc_prefix() {
         let a = frame(pb::SubscribeResponse::default());
         assert_eq!(&a[..], [0, 0, 0, 0, 0], "uncompressed, empty message");
-        let mut body = GrpcBody::new(Box::pin(futures::stream::iter([Ok(a)])));
+        let mut body = GrpcBody::new(Box::pin(Unhinted(futures::stream::iter([Ok(a)]))));
         assert_eq!(data(poll(&mut body)).len(), GRPC_PREFIX);
         assert_eq!(trailers(poll(&mut body))["grpc-status"], "0");
     }
