@@ -671,14 +671,7 @@ impl Actor {
         };
         let positions: Vec<usize> = positions.into_iter().map(|p| p + held_n).collect();
         let n = n + held_n;
-        let result = {
-            let refs: Vec<&Trigger> = published.iter().map(|t| &**t).collect();
-            self.writer.insert(&refs).await
-        };
-        if let Some(last) = published.last() {
-            self.hub.settle(last.id);
-        }
-        match result {
+        match self.store_published(&published).await {
             Ok(()) => {
                 if self.lost {
                     info!("the store takes writes again; RESYNC stored for the lost triggers");
@@ -689,8 +682,6 @@ impl Actor {
                 } else if held_links.is_some() {
                     self.stored_links = held_links;
                 }
-                self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
-                self.stats.transactions.fetch_add(1, Ordering::Relaxed);
                 // Source triggers were counted when they came in.
                 self.count_flaps(
                     published.iter().map(|t| &**t).filter(|t| {
@@ -715,11 +706,6 @@ impl Actor {
                 debug!(triggers = n, "committed");
             }
             Err(e) => {
-                error!(
-                    first_id = published.first().map_or(0, |t| t.id),
-                    last_id = published.last().map_or(0, |t| t.id),
-                    "triggers sent to subscribers live could not be stored"
-                );
                 // The link table went to the hub with the triggers.
                 let failed = Failed {
                     n,
@@ -766,29 +752,15 @@ impl Actor {
             }
             return;
         }
-        let result = {
-            let refs: Vec<&Trigger> = held.triggers.iter().map(|t| &**t).collect();
-            self.writer.insert(&refs).await
-        };
-        if let Some(last) = held.triggers.last() {
-            self.hub.settle(last.id);
-        }
-        match result {
+        match self.store_published(&held.triggers).await {
             Ok(()) => {
                 if held.links.is_some() {
                     self.stored_links = held.links;
                 }
                 // (Source triggers: their flaps were counted as they came.)
-                self.stats.ingested.fetch_add(n as u64, Ordering::Relaxed);
-                self.stats.transactions.fetch_add(1, Ordering::Relaxed);
                 debug!(triggers = n, "committed (source triggers held)");
             }
             Err(e) => {
-                error!(
-                    first_id = held.triggers.first().map_or(0, |t| t.id),
-                    last_id = held.triggers.last().map_or(0, |t| t.id),
-                    "triggers sent to subscribers live could not be stored"
-                );
                 let failed = Failed {
                     n,
                     incoming: n,
@@ -798,6 +770,33 @@ impl Actor {
                 self.write_failed(&e, failed, None, Vec::new());
             }
         }
+    }
+
+    /// Stores triggers already published in one transaction, then tells
+    /// the hub they are settled (stored or not: a failure is reported to
+    /// the subscribers by the caller's RESYNC); counts them when stored.
+    async fn store_published(&mut self, published: &[Arc<Trigger>]) -> Result<(), StoreError> {
+        let result = {
+            let refs: Vec<&Trigger> = published.iter().map(|t| &**t).collect();
+            self.writer.insert(&refs).await
+        };
+        if let Some(last) = published.last() {
+            self.hub.settle(last.id);
+        }
+        match &result {
+            Ok(()) => {
+                self.stats
+                    .ingested
+                    .fetch_add(published.len() as u64, Ordering::Relaxed);
+                self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => error!(
+                first_id = published.first().map_or(0, |t| t.id),
+                last_id = published.last().map_or(0, |t| t.id),
+                "triggers sent to subscribers live could not be stored"
+            ),
+        }
+        result
     }
 
     /// Gives the triggers their ids, reserving a further range first when
@@ -880,20 +879,22 @@ impl Actor {
     }
 
     async fn retain(&mut self) {
-        let r = &self.config.retention;
-        if r.max_age.is_none() && r.max_rows.is_none() {
+        let (max_age, max_rows) = (
+            self.config.retention.max_age,
+            self.config.retention.max_rows,
+        );
+        if max_age.is_none() && max_rows.is_none() {
             return;
         }
         self.store_held().await;
-        let r = &self.config.retention;
-        let older_than = r.max_age.map(|age| {
+        let older_than = max_age.map(|age| {
             Timestamp(
                 Timestamp::now()
                     .0
                     .saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64),
             )
         });
-        match self.writer.retain(older_than, r.max_rows).await {
+        match self.writer.retain(older_than, max_rows).await {
             Ok(0) => {}
             Ok(n) => {
                 self.stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
