@@ -13,6 +13,8 @@
 #             ends the longest silence of the pings (the first reply through
 #             the tunnel on the new path)
 #   lost      sequence numbers never answered
+#   pinger's longest pause  the pinger's own largest gap between two sends
+#             in the window (10 ms when it kept its pace; it runs SCHED_FIFO)
 # The event's time is the kernel's announcement of it (ip -ts monitor); the
 # agent's own timeline of each move (its log line "mobility: moved": trigger
 # observed by its source -> received -> update sent -> update answered) is
@@ -84,7 +86,7 @@ run_set() {
       timeline=$(agent_timeline)
     fi
     echo "$impl $name $MOVE $EVENT_MS $moved $timeline $MOVE_FROM ${MOVE_TO:--}" >> "$RAW"
-    echo "  $impl $name #$i: handover/lost/gap $MOVE (event cmd ${EVENT_MS} ms) $MOVE_FROM -> ${MOVE_TO:--}"
+    echo "  $impl $name #$i: handover/lost/gap/pinger pause $MOVE (event cmd ${EVENT_MS} ms) $MOVE_FROM -> ${MOVE_TO:--}"
     if [ -n "$VERBOSE" ]; then
       ip -n A xfrm state | grep '^src' || true
       head -3 "$D/ping-$impl-$name-$i.log"; tail -4 "$D/monitor.log"
@@ -148,17 +150,17 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def num(x):
     return None if x == "-" else float(x)
 sets = {}
-for impl, name, h, lost, gap, ev_ms, moved, upd, mv, obs, *_ in rows:
+for impl, name, h, lost, gap, stall, ev_ms, moved, upd, mv, obs, *_ in rows:
     sets.setdefault((name, impl), []).append((num(h), int(lost) if lost != "-" else None, num(gap), float(ev_ms),
-                                              moved == "yes", num(upd), num(mv), num(obs)))
+                                              moved == "yes", num(upd), num(mv), num(obs), num(stall)))
 def mmm(v, fmt):
     v = [x for x in v if x is not None]
     if not v:
         return "-"
     return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(v), min(v), max(v))
 print(f"Kernel {sys.argv[2]}, TCG; pings every 10 ms; median (min-max) over the moves of a set.\n")
-print("| set | initiator | moves | moved | handover ms | pings lost | longest silence ms | agent: trigger observed -> received ms | agent: trigger received -> update sent ms | agent: -> update answered ms |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| set | initiator | moves | moved | handover ms | pings lost | longest silence ms | pinger's longest pause ms | agent: trigger observed -> received ms | agent: trigger received -> update sent ms | agent: -> update answered ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 names = []
 for (name, impl) in sets:
     if name not in names:
@@ -169,7 +171,8 @@ for name in names:
         if not m:
             continue
         print(f"| {name} | {impl} | {len(m)} | {sum(x[4] for x in m)} | {mmm([x[0] for x in m], '%.1f')} | "
-              f"{mmm([x[1] for x in m], '%d')} | {mmm([x[2] for x in m], '%.1f')} | {mmm([x[7] for x in m], '%.1f')} | "
+              f"{mmm([x[1] for x in m], '%d')} | {mmm([x[2] for x in m], '%.1f')} | {mmm([x[8] for x in m], '%.1f')} | "
+              f"{mmm([x[7] for x in m], '%.1f')} | "
               f"{mmm([x[5] for x in m], '%.1f')} | {mmm([x[6] for x in m], '%.1f')} |")
 print()
 for name in names:

@@ -67,7 +67,7 @@ check_moved() {
   # uplink's return the agent may have moved on already (step 6: back to
   # IPv4, preferred, once min_dwell is over).
   wait_for 10 gw_follows || fail "$1: the gateway does not list the agent at $(out_sa | awk '{print $1}') (moved to $MOVE_TO)"
-  echo "  $1: $MOVE_FROM -> $MOVE_TO, SPIs $MOVE_SPI/$IN_SPI kept; handover/lost/silence $MOVE (ms, pings)"
+  echo "  $1: $MOVE_FROM -> $MOVE_TO, SPIs $MOVE_SPI/$IN_SPI kept; handover/lost/silence/pinger pause $MOVE (ms, pings)"
 }
 IN_SPI=$(in_spi)
 # gw_follows: the gateway lists the agent at the address of A's outbound SA
