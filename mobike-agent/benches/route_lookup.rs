@@ -1,10 +1,10 @@
 //! Route lookups for the mobility policy (`mobility::route_lookup`): how
-//! long one RTM_GETROUTE takes over the kept connection, how long a cache
-//! refresh of K pairs takes with the lookups in flight together against
-//! one after the other, and what a connection per lookup would cost. In a
-//! network namespace of its own thread (two veth uplinks, a peer prefix
-//! behind each, IPv4 and IPv6); needs root and iproute2, else it says so
-//! and exits 0.
+//! long one RTM_GETROUTE takes on the lookup's own socket, against the
+//! same lookup over an rtnetlink connection (its own task, the way the
+//! agent asked before), and a cache refresh of K pairs. On a 2-worker
+//! tokio runtime, as the agent runs, in a network namespace (two veth
+//! uplinks, a peer prefix behind each, IPv4 and IPv6); needs root and
+//! iproute2, else it says so and exits 0.
 //!
 //! `cargo bench -p mobike-agent --bench route_lookup [-- ROUNDS]`
 //! (default 2000 rounds per figure). Figures: docs/benchmarks.md.
@@ -14,12 +14,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::TryStreamExt as _;
 use mobike_agent::mobility::route_lookup::{RouteCache, RouteLookup};
+use netlink_packet_route::route::{RouteProtocol, RouteType};
+use rtnetlink::RouteMessageBuilder;
 use system_tests::{
     netns::{in_new_netns, ip_here, veth_here},
     process,
 };
-
 fn set_up() {
     veth_here("u1", "p1");
     veth_here("u2", "p2");
@@ -69,7 +71,7 @@ fn summary(mut samples: Vec<Duration>) -> String {
     format!("{:.1} | {:.1} | {:.1}", at(0.5), at(0.99), at(1.0))
 }
 
-async fn time_each<F: Future<Output = ()>>(rounds: usize, mut f: impl FnMut() -> F) -> String {
+async fn time_each(rounds: usize, mut f: impl AsyncFnMut()) -> String {
     for _ in 0..rounds / 10 {
         f().await;
     }
@@ -80,6 +82,66 @@ async fn time_each<F: Future<Output = ()>>(rounds: usize, mut f: impl FnMut() ->
         samples.push(start.elapsed());
     }
     summary(samples)
+}
+
+/// The same lookup over an rtnetlink connection (the agent's way before
+/// its own socket): the request through the connection's task and back.
+async fn over_connection(handle: &rtnetlink::Handle, local: IpAddr, remote: IpAddr) {
+    let host = |a: IpAddr| if a.is_ipv4() { 32 } else { 128 };
+    let mut m = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(remote, host(remote))
+        .and_then(|b| b.source_prefix(local, host(local)))
+        .expect("route request")
+        .build();
+    m.header.table = 0;
+    m.header.protocol = RouteProtocol::Unspec;
+    m.header.kind = RouteType::Unspec;
+    let mut replies = handle.route().get(m).execute();
+    let _ = replies.try_next().await;
+}
+
+async fn bench(rounds: usize) {
+    let mut lookup = RouteLookup::new().expect("rtnetlink");
+    let (conn, handle, _) = rtnetlink::new_connection().expect("rtnetlink connection");
+    tokio::spawn(conn);
+    println!("| what | pairs | median µs | p99 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|");
+    let one = pairs(1)[0];
+    let s = time_each(rounds, async || {
+        lookup.route(one.0, one.1).await;
+    })
+    .await;
+    println!("| one lookup, own socket | 1 | {s} |");
+    let s = time_each(rounds, async || {
+        over_connection(&handle, one.0, one.1).await
+    })
+    .await;
+    println!("| one lookup, over an rtnetlink connection (before) | 1 | {s} |");
+    let s = time_each(rounds / 4, async || {
+        let mut fresh = RouteLookup::new().expect("rtnetlink");
+        fresh.route(one.0, one.1).await;
+    })
+    .await;
+    println!("| one lookup, new socket each | 1 | {s} |");
+    for k in [4, 16, 64] {
+        let set = pairs(k);
+        // A fresh cache per round, as a refresh replaces it anyway.
+        let s = time_each(rounds, async || {
+            let mut cache = RouteCache::new();
+            cache.refresh(&mut lookup, set.iter().copied()).await;
+            assert_eq!(cache.len(), k);
+        })
+        .await;
+        println!("| cache refresh, own socket | {k} | {s} |");
+        let s = time_each(rounds, async || {
+            futures::future::join_all(set.iter().map(|&(l, r)| over_connection(&handle, l, r)))
+                .await;
+        })
+        .await;
+        println!(
+            "| the same lookups in flight together over the connection (before) | {k} | {s} |"
+        );
+    }
 }
 
 fn main() {
@@ -94,46 +156,17 @@ fn main() {
     }
     in_new_netns(move || async move {
         set_up();
-        let lookup = RouteLookup::new().expect("rtnetlink");
-        println!("| what | pairs | median µs | p99 µs | max µs |");
-        println!("|---|---:|---:|---:|---:|");
-        let one = pairs(1)[0];
-        let s = time_each(rounds, || async {
-            lookup.route(one.0, one.1).await;
+        // The agent's runtime: 2 workers (their threads share this
+        // thread's network namespace).
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+                .block_on(bench(rounds));
         })
-        .await;
-        println!("| one lookup, kept connection | 1 | {s} |");
-        let s = time_each(rounds / 4, || async {
-            let fresh = RouteLookup::new().expect("rtnetlink");
-            fresh.route(one.0, one.1).await;
-        })
-        .await;
-        println!("| one lookup, new connection each | 1 | {s} |");
-        for k in [4, 16, 64] {
-            let set = pairs(k);
-            // A fresh cache per round, as a refresh replaces it anyway.
-            let s = time_each(rounds, || {
-                let set = set.clone();
-                let lookup = &lookup;
-                async move {
-                    let mut cache = RouteCache::new();
-                    cache.refresh(lookup, set).await;
-                    assert_eq!(cache.len(), k);
-                }
-            })
-            .await;
-            println!("| cache refresh, in flight together | {k} | {s} |");
-            let s = time_each(rounds, || {
-                let set = set.clone();
-                let lookup = &lookup;
-                async move {
-                    for (l, r) in set {
-                        lookup.route(l, r).await;
-                    }
-                }
-            })
-            .await;
-            println!("| the same lookups one after the other | {k} | {s} |");
-        }
+        .join()
+        .expect("bench thread");
     });
 }

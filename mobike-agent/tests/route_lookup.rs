@@ -66,7 +66,7 @@ fn set_up() -> (u32, u32) {
 fn lookups_follow_the_source_and_name_dropping_routes_no_route() {
     in_new_netns(|| async {
         let (u1, u2) = set_up();
-        let lookup = RouteLookup::new().expect("rtnetlink");
+        let mut lookup = RouteLookup::new().expect("rtnetlink");
         let v4 = a("192.0.2.1");
         let v4b = a("198.51.100.1");
         let v6 = a("2001:db8:1::1");
@@ -104,7 +104,7 @@ fn lookups_follow_the_source_and_name_dropping_routes_no_route() {
         // The cache: every pair at once, then exactly the next set.
         let mut cache = RouteCache::new();
         cache
-            .refresh(&lookup, cases.iter().map(|(l, r, _)| (*l, a(r))))
+            .refresh(&mut lookup, cases.iter().map(|(l, r, _)| (*l, a(r))))
             .await;
         assert_eq!(cache.len(), cases.len());
         for (local, remote, expect) in cases {
@@ -116,7 +116,10 @@ fn lookups_follow_the_source_and_name_dropping_routes_no_route() {
             "not looked up"
         );
         cache
-            .refresh(&lookup, [(v4, a("203.0.113.9")), (v4, a("203.0.113.9"))])
+            .refresh(
+                &mut lookup,
+                [(v4, a("203.0.113.9")), (v4, a("203.0.113.9"))],
+            )
             .await;
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.route(v4, a("203.0.113.9")), RouteAnswer::Via(u2));
@@ -124,7 +127,7 @@ fn lookups_follow_the_source_and_name_dropping_routes_no_route() {
 
         // A route change shows at the next refresh.
         ip_here("route replace 203.0.113.0/24 dev u1");
-        cache.refresh(&lookup, [(v4, a("203.0.113.9"))]).await;
+        cache.refresh(&mut lookup, [(v4, a("203.0.113.9"))]).await;
         assert_eq!(cache.route(v4, a("203.0.113.9")), RouteAnswer::Via(u1));
     });
 }

@@ -361,7 +361,7 @@ impl Mobility {
     ) -> Vec<(SaId, Timeline)> {
         let pairs = self.driver.manager().route_pairs(now);
         if !pairs.is_empty()
-            && let Some(lookup) = &self.lookup
+            && let Some(lookup) = &mut self.lookup
         {
             self.routes.refresh(lookup, pairs).await;
         }
