@@ -22,6 +22,7 @@ use std::{
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 use trigger_model::{
     flaps::FlapCounter,
     ingest::{SourceBatch, source_channel},
@@ -69,31 +70,16 @@ impl Flaps {
 }
 
 /// Runs the watch until `shutdown` is cancelled or `tx` is closed.
-///
-/// The rtnetlink source runs in this task, polled beside the forwarding
-/// rather than spawned: its batches then reach [`forward`] without waking
-/// another task, which on the runtime's other worker thread costs a thread
-/// wake-up per event, and on a host busy with a link going down (the
-/// kernel's teardown, trigger-db woken by the same messages) put
-/// milliseconds between the kernel's loss and the manager.
 pub async fn run(tx: mpsc::Sender<Feed>, shutdown: CancellationToken) -> Result<(), NetlinkError> {
     let (source_tx, mut source_rx) = source_channel();
     let stats = Arc::new(NetlinkStats::default());
-    let source = netlink::run(source_tx, stats, shutdown.clone());
-    tokio::pin!(source);
-    // The source's result once it has ended (its channel then closes
-    // after the batches it sent).
-    let mut ended = None;
+    let source = tokio::spawn(netlink::run(source_tx, stats, shutdown.clone()));
     let mut names = LinkTable::new();
     let mut flaps = Flaps::new();
     let mut poll = tokio::time::interval(FLAP_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sent = tokio::select! {
-            r = &mut source, if ended.is_none() => {
-                ended = Some(r);
-                Ok(())
-            }
             batch = source_rx.recv() => match batch {
                 Some(b) => forward(b, &mut names, &mut flaps, &tx).await,
                 None => break,
@@ -107,9 +93,13 @@ pub async fn run(tx: mpsc::Sender<Feed>, shutdown: CancellationToken) -> Result<
             break;
         }
     }
-    match ended {
-        Some(result) => result,
-        None => source.await,
+    match source.await {
+        Ok(result) => result,
+        // The source task panicked or was cancelled: it is gone either way.
+        Err(e) => {
+            debug!(error = %e, "rtnetlink source task ended");
+            Ok(())
+        }
     }
 }
 
