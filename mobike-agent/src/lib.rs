@@ -31,6 +31,7 @@ pub mod pki;
 pub mod proposal;
 pub mod proto;
 pub mod routes;
+pub mod rtnl;
 pub mod runtime;
 pub mod sockopt;
 pub mod udp;

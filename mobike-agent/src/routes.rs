@@ -17,12 +17,21 @@
 //! inside the local selectors, so its routes take it as source. What this
 //! module does not do: routes for transport mode, or following later
 //! route changes under an unchanged address pair.
+//!
+//! A move's requests (the next hop, the replaced route) and the route
+//! changes of installs and deletes go over the agent's own socket
+//! ([`crate::rtnl`]), answered in the calling task: after a link loss they
+//! stand between the migrated SAs and the first packet through the
+//! tunnel. Dumps (local addresses, leftovers) and the rules go over
+//! rtnetlink's connection.
 
 use std::{collections::HashMap, net::IpAddr};
 
 use futures::TryStreamExt as _;
 use ipsec_backend::{SelectorPair, types::Prefix};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::{
+    RouteNetlinkMessage,
     address::AddressAttribute,
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
     rule::RuleAttribute,
@@ -30,12 +39,18 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 
+use crate::rtnl::{Answer, RtnlError, RtnlSocket};
+
 /// The routing protocol number our routes carry (`proto 167` in `ip
 /// route`): the marker by which a later run finds the routes a killed run
 /// left in the table and removes them, leaving others' routes (strongSwan
 /// puts `proto static` ones in the same table 220) alone. No routing
 /// daemon iproute2 knows uses it.
 pub const ROUTE_PROTOCOL: u8 = 167;
+
+/// How long a route request's answer is waited for (the kernel answers
+/// within the send; this bounds a kernel that does not).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `EEXIST`: the rule is there already.
 const EEXIST: i32 = 17;
@@ -66,6 +81,9 @@ pub enum RouteError {
     /// The rtnetlink socket could not be opened.
     #[error("cannot open an rtnetlink socket")]
     Open(#[source] std::io::Error),
+    /// The socket for route requests could not be opened.
+    #[error("cannot open the socket for route requests")]
+    OpenRequests(#[source] RtnlError),
     /// Listing this host's addresses failed.
     #[error("cannot list local addresses")]
     Addresses(#[source] rtnetlink::Error),
@@ -76,7 +94,7 @@ pub enum RouteError {
         peer: IpAddr,
         /// Cause, if the lookup failed rather than came back empty.
         #[source]
-        source: Option<rtnetlink::Error>,
+        source: Option<RtnlError>,
     },
     /// The route could not be built or the kernel refused it.
     #[error("route {dst} table {table}")]
@@ -111,9 +129,12 @@ pub enum RouteCause {
     /// does not export its error type, so its text).
     #[error("{0}")]
     Build(String),
-    /// The kernel refused it.
+    /// The kernel refused it (over rtnetlink's connection).
     #[error(transparent)]
     Kernel(#[from] rtnetlink::Error),
+    /// The kernel refused it, or did not answer (over the own socket).
+    #[error(transparent)]
+    Request(#[from] RtnlError),
 }
 
 /// The errno of a kernel refusal, if it is one.
@@ -144,6 +165,7 @@ struct Installed {
 #[derive(Debug)]
 pub struct Routes {
     handle: Handle,
+    requests: RtnlSocket,
     config: RouteConfig,
     /// The rule per family (v4, v6): whether this agent added it.
     rules: [bool; 2],
@@ -200,13 +222,15 @@ fn route_address(a: &RouteAddress) -> Option<IpAddr> {
 }
 
 impl Routes {
-    /// Opens an rtnetlink socket in the calling thread's network namespace
-    /// (its connection runs as a tokio task).
+    /// Opens rtnetlink sockets in the calling thread's network namespace
+    /// (the connection for dumps and rules runs as a tokio task).
     pub fn new(config: RouteConfig) -> Result<Self, RouteError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(RouteError::Open)?;
+        let requests = RtnlSocket::new().map_err(RouteError::OpenRequests)?;
         tokio::spawn(conn);
         Ok(Self {
             handle,
+            requests,
             config,
             rules: [false; 2],
             by_reqid: HashMap::new(),
@@ -239,7 +263,7 @@ impl Routes {
         Ok(out)
     }
 
-    async fn next_hop(&self, peer: IpAddr) -> Result<NextHop, RouteError> {
+    async fn next_hop(&mut self, peer: IpAddr) -> Result<NextHop, RouteError> {
         let len = if peer.is_ipv4() { 32 } else { 128 };
         let msg = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(peer, len)
@@ -249,13 +273,25 @@ impl Routes {
                 source: RouteCause::Build(e.to_string()),
             })?
             .build();
-        let mut s = self.handle.route().get(msg).execute();
-        let found = s.try_next().await.map_err(|e| RouteError::NoRouteToPeer {
-            peer,
-            source: Some(e),
-        })?;
-        let Some(r) = found else {
-            return Err(RouteError::NoRouteToPeer { peer, source: None });
+        let answer = self
+            .requests
+            .request(RouteNetlinkMessage::GetRoute(msg), 0, REQUEST_TIMEOUT)
+            .await;
+        let r = match answer {
+            Ok(Answer::Message(RouteNetlinkMessage::NewRoute(r))) => r,
+            Ok(other) => {
+                let source = RtnlError::Unexpected(format!("{other:?}"));
+                return Err(RouteError::NoRouteToPeer {
+                    peer,
+                    source: Some(source),
+                });
+            }
+            Err(e) => {
+                return Err(RouteError::NoRouteToPeer {
+                    peer,
+                    source: Some(e),
+                });
+            }
         };
         let mut hop = NextHop {
             oif: None,
@@ -353,11 +389,12 @@ impl Routes {
     async fn put(&mut self, i: &Installed) -> Result<(), RouteError> {
         self.ensure_rule(i.dst.addr.is_ipv6()).await?;
         let msg = self.message(i.dst, Some(i.src), i.via)?;
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.requests
+            .change(
+                RouteNetlinkMessage::NewRoute(msg),
+                NLM_F_CREATE | NLM_F_REPLACE,
+                REQUEST_TIMEOUT,
+            )
             .await
             .map_err(|e| RouteError::Route {
                 dst: i.dst,
@@ -366,7 +403,7 @@ impl Routes {
             })
     }
 
-    async fn del(&self, i: &Installed) -> Result<(), RouteError> {
+    async fn del(&mut self, i: &Installed) -> Result<(), RouteError> {
         let msg = self.message(
             i.dst,
             None,
@@ -375,8 +412,12 @@ impl Routes {
                 gateway: None,
             },
         )?;
-        match self.handle.route().del(msg).execute().await {
-            Err(e) if !errno(&e).is_some_and(|n| GONE.contains(&n)) => Err(RouteError::Route {
+        let r = self
+            .requests
+            .change(RouteNetlinkMessage::DelRoute(msg), 0, REQUEST_TIMEOUT)
+            .await;
+        match r {
+            Err(e) if !e.errno().is_some_and(|n| GONE.contains(&n)) => Err(RouteError::Route {
                 dst: i.dst,
                 table: self.config.table,
                 source: e.into(),

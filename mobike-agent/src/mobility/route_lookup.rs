@@ -10,39 +10,25 @@
 //! are [`RouteAnswer::NoRoute`]; anything else is [`RouteAnswer::Unknown`],
 //! logged at debug level.
 //!
-//! Why its own NETLINK_ROUTE socket and not rtnetlink's connection: these
-//! lookups sit between a link going down and the update that moves the IKE
-//! SA. The kernel answers an RTM_GETROUTE inside the `sendmsg` that carries
-//! it, so the answer is read right after the send, in the caller's task;
-//! over rtnetlink's connection each lookup went through that connection's
-//! own task and back (two task wake-ups, often across the runtime's worker
-//! threads), which on a busy host (the link's teardown, trigger-db's
-//! delivery of the same events) put milliseconds before the decision. The
-//! socket is non-blocking; an answer not there yet is waited for, at most
-//! [`LOOKUP_TIMEOUT`].
+//! The lookups go over the agent's own socket ([`crate::rtnl`]), answered
+//! in the caller's task: they sit between a link going down and the update
+//! that moves the IKE SA. An answer not there after the send is waited
+//! for, at most [`LOOKUP_TIMEOUT`].
 //!
 //! [`RouteCache`] holds the answers for the pairs the manager cares about;
 //! the runtime refreshes it (after link, address and route events) before
 //! the manager evaluates.
 
-use std::{
-    collections::HashMap,
-    io,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use netlink_packet_core::{
-    NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     route::{RouteAttribute, RouteMessage, RouteProtocol, RouteType},
 };
-use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 use rtnetlink::RouteMessageBuilder;
-use tokio::io::unix::AsyncFd;
 use tracing::debug;
+
+use crate::rtnl::{Answer, RtnlError, RtnlSocket};
 
 use super::policy::{RouteAnswer, RouteView};
 
@@ -63,39 +49,24 @@ const NO_ROUTE_ERRNOS: &[(i32, &str)] = &[
 /// the send; this bounds a kernel that does not).
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The largest answer read: one route message with its attributes.
-const RECV_BUF: usize = 8192;
-
 /// Why the lookup socket could not be made.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open an rtnetlink socket for route lookups")]
-pub struct RouteLookupError(#[source] io::Error);
+pub struct RouteLookupError(#[source] RtnlError);
 
 /// Route lookups on one NETLINK_ROUTE socket (in the network namespace of
 /// the thread that made it), one at a time.
 #[derive(Debug)]
 pub struct RouteLookup {
-    sock: AsyncFd<Socket>,
-    seq: u32,
-    buf: Vec<u8>,
+    sock: RtnlSocket,
 }
 
 impl RouteLookup {
     /// Opens the socket (non-blocking, registered with the current tokio
     /// runtime).
     pub fn new() -> Result<Self, RouteLookupError> {
-        let mut sock = Socket::new(NETLINK_ROUTE).map_err(RouteLookupError)?;
-        sock.bind_auto().map_err(RouteLookupError)?;
-        sock.set_non_blocking(true).map_err(RouteLookupError)?;
-        // SAFETY: `Socket` owns its fd: it stays open, and `as_raw_fd`
-        // keeps returning it, until the socket (owned by the AsyncFd) is
-        // dropped.
-        let sock =
-            unsafe { AsyncFd::register(sock) }.map_err(|e| RouteLookupError(e.into_parts().1))?;
         Ok(Self {
-            sock,
-            seq: 0,
-            buf: Vec::with_capacity(RECV_BUF),
+            sock: RtnlSocket::new().map_err(RouteLookupError)?,
         })
     }
 
@@ -111,118 +82,30 @@ impl RouteLookup {
                 return RouteAnswer::Unknown;
             }
         };
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        if let Err(e) = self.send(seq, request).await {
-            debug!(%local, %remote, error = %e, "route lookup not sent");
-            return RouteAnswer::Unknown;
-        }
-        let deadline = Instant::now() + LOOKUP_TIMEOUT;
-        loop {
-            let len = match self.recv(deadline).await {
-                Ok(Some(len)) => len,
-                Ok(None) => {
-                    debug!(%local, %remote, timeout = ?LOOKUP_TIMEOUT, "route lookup not answered");
-                    return RouteAnswer::Unknown;
-                }
-                Err(e) => {
-                    debug!(%local, %remote, error = %e, "route lookup: cannot read the answer");
-                    return RouteAnswer::Unknown;
-                }
-            };
-            let data = self.buf.get(..len).unwrap_or_default();
-            // Anything else (a late answer to a lookup that timed out) is
-            // skipped.
-            if let Some(answer) = reply_to(data, seq, local, remote) {
-                return answer;
-            }
-        }
-    }
-
-    /// Sends one request; the socket is writable unless the kernel is out
-    /// of memory, then it is waited for.
-    async fn send(&mut self, seq: u32, request: RouteMessage) -> io::Result<()> {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST;
-        header.sequence_number = seq;
-        let mut msg = NetlinkMessage::new(
-            header,
-            NetlinkPayload::from(RouteNetlinkMessage::GetRoute(request)),
-        );
-        msg.finalize();
-        let mut bytes = vec![0; msg.buffer_len()];
-        msg.serialize(&mut bytes);
-        loop {
-            match self.sock.get_ref().send(&bytes, 0) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.sock.writable().await?.clear_ready();
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads one datagram from the kernel into `self.buf`: at once when
-    /// it is there (the usual case: answered within the send), else when
-    /// the socket becomes readable; `None` past `deadline`.
-    async fn recv(&mut self, deadline: Instant) -> io::Result<Option<usize>> {
-        loop {
-            self.buf.clear();
-            match self.sock.get_ref().recv_from(&mut self.buf, 0) {
-                // Only the kernel (port 0) answers lookups.
-                Ok((_, from)) if from.port_number() != 0 => {}
-                Ok((len, _)) => return Ok(Some(len.min(self.buf.len()))),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let ready =
-                        tokio::time::timeout_at(deadline.into(), self.sock.readable()).await;
-                    match ready {
-                        Err(_elapsed) => return Ok(None),
-                        Ok(guard) => guard?.clear_ready(),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let answer = self
+            .sock
+            .request(RouteNetlinkMessage::GetRoute(request), 0, LOOKUP_TIMEOUT)
+            .await;
+        classify(answer, local, remote)
     }
 }
 
-/// The answer in datagram `data` to lookup `seq`, if it holds one.
-fn reply_to(data: &[u8], seq: u32, local: IpAddr, remote: IpAddr) -> Option<RouteAnswer> {
-    let mut offset = 0;
-    while let Some(rest) = data.get(offset..).filter(|r| !r.is_empty()) {
-        let Ok(nl) = NetlinkBuffer::new_checked(rest) else {
-            debug!(%local, %remote, "route lookup: unreadable netlink header in an answer");
-            return None;
-        };
-        let len = nl.length() as usize;
-        if nl.sequence_number() == seq {
-            let message = rest.get(..len).unwrap_or(rest);
-            return Some(
-                match NetlinkMessage::<RouteNetlinkMessage>::deserialize(message) {
-                    Ok(m) => match m.payload {
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
-                            answer_of(&r, local, remote)
-                        }
-                        NetlinkPayload::Error(e) => error_answer(e.raw_code(), local, remote),
-                        other => {
-                            debug!(%local, %remote, message = ?other, "route lookup answered with something else");
-                            RouteAnswer::Unknown
-                        }
-                    },
-                    Err(e) => {
-                        debug!(%local, %remote, error = %e, "route lookup: the answer does not decode");
-                        RouteAnswer::Unknown
-                    }
-                },
-            );
+/// What the kernel's answer to a lookup says about the pair.
+fn classify(answer: Result<Answer, RtnlError>, local: IpAddr, remote: IpAddr) -> RouteAnswer {
+    match answer {
+        Ok(Answer::Message(RouteNetlinkMessage::NewRoute(r))) => answer_of(&r, local, remote),
+        Ok(other) => {
+            debug!(%local, %remote, answer = ?other, "route lookup answered with something else");
+            RouteAnswer::Unknown
         }
-        // new_checked guarantees 16 <= len <= rest.len(): this advances.
-        offset = offset.saturating_add(len.saturating_add(3) & !3);
+        Err(e) => match e.errno() {
+            Some(errno) => error_answer(errno, local, remote),
+            None => {
+                debug!(%local, %remote, error = %errchain::chain(&e), "route lookup failed");
+                RouteAnswer::Unknown
+            }
+        },
     }
-    None
 }
 
 /// The RTM_GETROUTE request: destination and source as host prefixes,
@@ -257,16 +140,15 @@ fn answer_of(reply: &RouteMessage, local: IpAddr, remote: IpAddr) -> RouteAnswer
     }
 }
 
-/// The answer an NLMSG_ERROR gives (`code`: the negative errno).
-fn error_answer(code: i32, local: IpAddr, remote: IpAddr) -> RouteAnswer {
-    let errno = code.abs();
+/// The answer an NLMSG_ERROR with `errno` gives.
+fn error_answer(errno: i32, local: IpAddr, remote: IpAddr) -> RouteAnswer {
     match NO_ROUTE_ERRNOS.iter().find(|(n, _)| *n == errno) {
         Some((_, what)) => {
             debug!(%local, %remote, what, "no route");
             RouteAnswer::NoRoute
         }
         None => {
-            debug!(%local, %remote, error = %io::Error::from_raw_os_error(errno), "route lookup failed");
+            debug!(%local, %remote, error = %std::io::Error::from_raw_os_error(errno), "route lookup failed");
             RouteAnswer::Unknown
         }
     }
@@ -332,49 +214,39 @@ mod tests {
         m
     }
 
-    fn datagram(messages: Vec<(u32, NetlinkPayload<RouteNetlinkMessage>)>) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (seq, payload) in messages {
-            let mut header = NetlinkHeader::default();
-            header.sequence_number = seq;
-            let mut m = NetlinkMessage::new(header, payload);
-            m.finalize();
-            let mut bytes = vec![0; m.buffer_len()];
-            m.serialize(&mut bytes);
-            out.extend(bytes);
-            out.resize(out.len().next_multiple_of(4), 0);
-        }
-        out
-    }
-
-    fn error(errno: i32) -> NetlinkPayload<RouteNetlinkMessage> {
-        let mut e = netlink_packet_core::ErrorMessage::default();
-        e.code = std::num::NonZeroI32::new(-errno);
-        NetlinkPayload::Error(e)
-    }
-
     #[test]
-    fn the_answer_is_the_message_with_the_lookups_sequence_number() {
+    fn kernel_answers_are_classified() {
         let (l, r) = ("192.0.2.1".parse().unwrap(), "203.0.113.9".parse().unwrap());
-        let route = NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(reply(
-            RouteType::Unicast,
-            Some(4),
-        )));
-        // A late answer to an earlier lookup first, then ours.
-        let d = datagram(vec![(6, error(libc::ENETUNREACH)), (7, route)]);
-        assert_eq!(reply_to(&d, 7, l, r), Some(RouteAnswer::Via(4)));
-        assert_eq!(reply_to(&d, 6, l, r), Some(RouteAnswer::NoRoute));
-        assert_eq!(reply_to(&d, 8, l, r), None);
+        let route = RouteNetlinkMessage::NewRoute(reply(RouteType::Unicast, Some(4)));
+        let refused = |errno| Err(RtnlError::Kernel(std::io::Error::from_raw_os_error(errno)));
+        assert_eq!(
+            classify(Ok(Answer::Message(route)), l, r),
+            RouteAnswer::Via(4)
+        );
         // Errors: those that drop the packet are no route, others unknown.
-        let d = datagram(vec![(9, error(libc::EHOSTUNREACH))]);
-        assert_eq!(reply_to(&d, 9, l, r), Some(RouteAnswer::NoRoute));
-        let d = datagram(vec![(9, error(libc::ENOMEM))]);
-        assert_eq!(reply_to(&d, 9, l, r), Some(RouteAnswer::Unknown));
-        // Broken bytes are no answer (and no panic).
-        assert_eq!(reply_to(&[1, 2, 3], 9, l, r), None);
-        let mut cut = datagram(vec![(9, error(libc::EHOSTUNREACH))]);
-        cut.truncate(18);
-        assert_eq!(reply_to(&cut, 9, l, r), None);
+        assert_eq!(
+            classify(refused(libc::ENETUNREACH), l, r),
+            RouteAnswer::NoRoute
+        );
+        assert_eq!(
+            classify(refused(libc::EHOSTUNREACH), l, r),
+            RouteAnswer::NoRoute
+        );
+        assert_eq!(classify(refused(libc::ENOMEM), l, r), RouteAnswer::Unknown);
+        // No answer, a cut one, an ACK or another message say nothing.
+        let timeout = Err(RtnlError::Timeout(LOOKUP_TIMEOUT));
+        assert_eq!(classify(timeout, l, r), RouteAnswer::Unknown);
+        let cut = Err(RtnlError::Truncated {
+            len: 20000,
+            cap: 16384,
+        });
+        assert_eq!(classify(cut, l, r), RouteAnswer::Unknown);
+        assert_eq!(classify(Ok(Answer::Ack), l, r), RouteAnswer::Unknown);
+        let link = RouteNetlinkMessage::NewLink(Default::default());
+        assert_eq!(
+            classify(Ok(Answer::Message(link)), l, r),
+            RouteAnswer::Unknown
+        );
     }
 
     #[test]
