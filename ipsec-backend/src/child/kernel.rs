@@ -162,7 +162,10 @@ impl KernelBackend {
         };
         let steps = migrate_specs(h, to, encap);
         for (i, m) in steps.iter().enumerate() {
-            if let Err(e) = self.handle.migrate(m).await {
+            let started = std::time::Instant::now();
+            let r = self.handle.migrate(m).await;
+            tracing::debug!(dir = ?m.dir, took = ?started.elapsed(), ok = r.is_ok(), "XFRM_MSG_MIGRATE");
+            if let Err(e) = r {
                 // The kernel rolled back this call; undo the earlier ones
                 // (last first) so the SAs and policies are never split
                 // across two address pairs.

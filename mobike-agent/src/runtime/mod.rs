@@ -551,7 +551,9 @@ async fn apply_kernel_actions(
         }
     };
     while let Some(k) = next(ep) {
+        let started = Instant::now();
         let ev = kernel.apply(k).await;
+        let applied = started.elapsed();
         if let KernelEvent::Failed {
             op: KernelOp::Install,
             ike_sa: Some(sa),
@@ -583,6 +585,9 @@ async fn apply_kernel_actions(
         if let Some(r) = routes.as_mut() {
             follow_routes(r, kernel, &ev).await;
         }
+        // What a move waits for between the update's send and the tunnel's
+        // first packet on the new path.
+        debug!(?applied, routes = ?started.elapsed().saturating_sub(applied), "kernel action done");
         log_kernel_event(ev);
     }
 }
