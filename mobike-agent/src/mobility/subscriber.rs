@@ -16,7 +16,8 @@
 //!
 //! Flaps: trigger-db counts each interface's link-downs in a sliding window
 //! (before its debounce, `Stats.flaps`); while live, this actor reads them
-//! [`FLAP_POLL`] after a link went up or down (at most that often), and
+//! [`FLAP_SETTLE`] after a link went up or down (and at most every
+//! [`FLAP_POLL`]), and
 //! every [`FLAP_DECAY_POLL`] while a count is above zero (the window
 //! slides), and forwards each change as [`LinkEvent::Flaps`] (the policy's
 //! flap penalty).
@@ -68,9 +69,15 @@ pub const TYPES: &[TriggerType] = &[
     TriggerType::Resync,
 ];
 
-/// How soon after a link went up or down trigger-db's flap counts are
-/// read (and at most how often).
+/// How often trigger-db's flap counts are read at most while links go up
+/// and down.
 pub const FLAP_POLL: Duration = Duration::from_secs(1);
+/// How long after a link went up or down they are read: not in the burst
+/// that follows a link's loss, when trigger-db ingests the kernel's
+/// messages and the agent moves its SAs on the same CPUs. A flap count only
+/// weighs the alternatives of later moves (the policy's flap penalty), so
+/// it can wait.
+pub const FLAP_SETTLE: Duration = Duration::from_millis(250);
 /// How often they are read while a count is above zero and no link
 /// changed state: they only go down as the window (a minute by default)
 /// slides.
@@ -122,8 +129,9 @@ pub struct Subscriber {
     table: LinkTable,
     /// The flap counts forwarded.
     flaps: FlapCounts,
-    /// A link went up or down since the flap counts were last read.
-    flaps_stale: bool,
+    /// When a link went up or down since the flap counts were last read
+    /// (the first such change).
+    flaps_stale: Option<Instant>,
 }
 
 impl Subscriber {
@@ -231,7 +239,7 @@ impl Subscriber {
         let mut replayed = Vec::new();
         let mut healthy = false;
         let mut flaps_read: Option<Instant> = None;
-        self.flaps_stale = true;
+        self.flaps_stale = Some(Instant::now());
         loop {
             let flaps_due = self.flaps_due(flaps_read);
             let flap_poll = tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -373,14 +381,14 @@ impl Subscriber {
     /// down since (soon), or while one is not zero yet (the window slides:
     /// seldom); `None` when they cannot change.
     fn flaps_due(&self, read: Option<Instant>) -> Option<Instant> {
-        let after = if self.flaps_stale {
-            FLAP_POLL
-        } else if self.flaps.pending() {
-            FLAP_DECAY_POLL
-        } else {
+        if let Some(changed) = self.flaps_stale {
+            let settled = changed + FLAP_SETTLE;
+            return Some(read.map_or(settled, |r| settled.max(r + FLAP_POLL)));
+        }
+        if !self.flaps.pending() {
             return None;
-        };
-        Some(read.map_or_else(Instant::now, |r| r + after))
+        }
+        Some(read.map_or_else(Instant::now, |r| r + FLAP_DECAY_POLL))
     }
 
     /// Reads trigger-db's flap counts and forwards those that changed. A
@@ -397,7 +405,7 @@ impl Subscriber {
                 return Ok(());
             }
         };
-        self.flaps_stale = false;
+        self.flaps_stale = None;
         let now = SystemTime::now();
         let counts = stats.flaps.into_iter().map(|f| (f.interface, f.in_window));
         for event in self.flaps.changes(counts, &self.table) {
@@ -415,7 +423,7 @@ impl Subscriber {
         observed: SystemTime,
     ) -> Result<(), ()> {
         if is_link_state(&event) {
-            self.flaps_stale = true;
+            self.flaps_stale.get_or_insert_with(Instant::now);
         }
         self.table.apply(event.clone(), Instant::now());
         tx.send(Feed::Event {
@@ -457,4 +465,28 @@ enum Served {
         healthy: bool,
     },
     ManagerGone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flap_counts_are_read_once_a_links_change_has_settled() {
+        let mut s = Subscriber::new();
+        let t0 = Instant::now();
+        // Nothing changed, nothing counted: no read.
+        assert_eq!(s.flaps_due(None), None);
+        assert_eq!(s.flaps_due(Some(t0)), None);
+        // A link went down: read after the settling time, not at once...
+        s.flaps_stale = Some(t0);
+        assert_eq!(s.flaps_due(None), Some(t0 + FLAP_SETTLE));
+        // ...and not more often than FLAP_POLL after the last read.
+        let changed = t0 + Duration::from_millis(100);
+        s.flaps_stale = Some(changed);
+        assert_eq!(s.flaps_due(Some(t0)), Some(t0 + FLAP_POLL));
+        let changed = t0 + Duration::from_secs(30);
+        s.flaps_stale = Some(changed);
+        assert_eq!(s.flaps_due(Some(t0)), Some(changed + FLAP_SETTLE));
+    }
 }
