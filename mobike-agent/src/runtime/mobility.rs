@@ -12,6 +12,14 @@
 //! down, an address removed or an interface gone that the manager has not
 //! heard of yet goes to it at once ([`Hints`]).
 //!
+//! The subscription runs on a thread of its own (a current-thread runtime)
+//! at a lower CPU priority ([`SUBSCRIPTION_NICE`]): a link's loss wakes the
+//! kernel's teardown, trigger-db, the subscription and the own watch at
+//! once, and on a busy host the engine's work for the move (the update, the
+//! XFRM migration, the routes) goes first; what trigger-db delivers after
+//! the own watch has spoken is the same news. On an idle host the priority
+//! changes nothing.
+//!
 //! The manager and its link to the engine are [`Driver`]'s (sans-IO); here
 //! the kernel is asked for the routes of the pairs the next evaluation
 //! looks at (RTM_GETROUTE), and after a move the CHILD_SAs' inbound packet
@@ -94,7 +102,7 @@ struct EspWait {
 pub struct Mobility {
     source: Source,
     driver: Driver,
-    subscription: Option<(mpsc::Receiver<Feed>, JoinHandle<()>)>,
+    subscription: Option<(mpsc::Receiver<Feed>, Subscription)>,
     watch: Option<Watch>,
     /// The watch run for [`Hints`] while trigger-db is the source.
     hint_watch: Option<Watch>,
@@ -161,7 +169,13 @@ impl Mobility {
             Source::Netlink => m.start_watch("[mobility] source = \"netlink\"".into()),
             Source::TriggerDb | Source::Automatic => {
                 info!(socket = %socket.display(), "mobility: subscribing to trigger-db");
-                m.subscription = Some(subscribe(socket.clone()));
+                match subscribe(socket.clone()) {
+                    Ok(s) => m.subscription = Some(s),
+                    Err(e) => {
+                        warn!(error = %e, "mobility: cannot start the trigger-db subscription's thread");
+                        m.start_watch("no thread for the trigger-db subscription".into());
+                    }
+                }
                 let (tx, rx) = mpsc::channel(REPORT_QUEUE);
                 tokio::spawn(report::run(rx, socket));
                 m.reports = Some(tx);
@@ -509,8 +523,8 @@ impl Mobility {
         if let Some(w) = self.hint_watch.take() {
             w.stop();
         }
-        if let Some((_, task)) = self.subscription.take() {
-            task.abort();
+        if let Some((_, s)) = self.subscription.take() {
+            s.stop.cancel();
         }
     }
 }
@@ -538,16 +552,87 @@ fn spawn_watch(stopped: &'static str) -> Watch {
     Watch { rx, stop, task }
 }
 
-/// Starts the trigger-db subscription actor.
-fn subscribe(socket: PathBuf) -> (mpsc::Receiver<Feed>, JoinHandle<()>) {
+/// How much lower than the agent's the subscription thread's CPU
+/// priority is (nice, Linux's per-thread `setpriority`).
+pub const SUBSCRIPTION_NICE: i32 = 5;
+
+/// The subscription's thread: it ends when `stop` is cancelled.
+#[derive(Debug)]
+pub struct Subscription {
+    stop: CancellationToken,
+}
+
+/// Starts the trigger-db subscription actor on its own thread.
+fn subscribe(socket: PathBuf) -> std::io::Result<(mpsc::Receiver<Feed>, Subscription)> {
     let (tx, rx) = mpsc::channel(FEED_QUEUE);
-    let task = tokio::spawn(async move {
-        let connect = || {
-            let s = socket.clone();
-            async move { trigger_client::connect(&s).await }
-        };
-        let e = Subscriber::new().run(connect, tx).await;
-        debug!(error = %e, "trigger-db subscription ended");
-    });
-    (rx, task)
+    let stop = CancellationToken::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("trigger-db-sub".into())
+        .spawn({
+            let stop = stop.clone();
+            move || {
+                lower_priority(SUBSCRIPTION_NICE);
+                rt.block_on(async move {
+                    let connect = || {
+                        let s = socket.clone();
+                        async move { trigger_client::connect(&s).await }
+                    };
+                    tokio::select! {
+                        e = Subscriber::new().run(connect, tx) => {
+                            debug!(error = %e, "trigger-db subscription ended");
+                        }
+                        () = stop.cancelled() => {}
+                    }
+                });
+            }
+        })?;
+    Ok((rx, Subscription { stop }))
+}
+
+/// Lowers the calling thread's CPU priority by `by` (nice); a failure is
+/// logged and changes nothing else.
+fn lower_priority(by: i32) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: plain syscalls on this thread's id; getpriority's -1 is a
+    // valid nice value, so errno is cleared first to tell an error.
+    let r = unsafe {
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        if now == -1 && *libc::__errno_location() != 0 {
+            -1
+        } else {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, (now + by).min(19))
+        }
+    };
+    if r != 0 {
+        debug!(error = %std::io::Error::last_os_error(), "cannot lower the subscription thread's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice() -> i32 {
+        // SAFETY: getpriority on this thread's id.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn the_priority_is_lowered_for_the_calling_thread_only() {
+        let before = nice();
+        let lowered = std::thread::spawn(|| {
+            let before = nice();
+            lower_priority(SUBSCRIPTION_NICE);
+            (before, nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered.1, (lowered.0 + SUBSCRIPTION_NICE).min(19));
+        assert_eq!(nice(), before);
+    }
 }
