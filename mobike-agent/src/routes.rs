@@ -92,9 +92,9 @@ pub enum RouteError {
     NoRouteToPeer {
         /// Peer's outer address.
         peer: IpAddr,
-        /// Cause, if the lookup failed rather than came back empty.
+        /// The kernel's answer (ENETUNREACH, say) or the lookup's failure.
         #[source]
-        source: Option<RtnlError>,
+        source: RtnlError,
     },
     /// The route could not be built or the kernel refused it.
     #[error("route {dst} table {table}")]
@@ -279,18 +279,12 @@ impl Routes {
             .await;
         let r = match answer {
             Ok(Answer::Message(RouteNetlinkMessage::NewRoute(r))) => r,
-            Ok(other) => {
-                let source = RtnlError::Unexpected(format!("{other:?}"));
-                return Err(RouteError::NoRouteToPeer {
-                    peer,
-                    source: Some(source),
-                });
-            }
-            Err(e) => {
-                return Err(RouteError::NoRouteToPeer {
-                    peer,
-                    source: Some(e),
-                });
+            other => {
+                let source = match other {
+                    Ok(a) => RtnlError::Unexpected(format!("{a:?}")),
+                    Err(e) => e,
+                };
+                return Err(RouteError::NoRouteToPeer { peer, source });
             }
         };
         let mut hop = NextHop {

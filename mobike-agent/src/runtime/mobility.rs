@@ -37,7 +37,7 @@ use std::{
 };
 
 use tokio::{sync::mpsc, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -523,9 +523,8 @@ impl Mobility {
         if let Some(w) = self.hint_watch.take() {
             w.stop();
         }
-        if let Some((_, s)) = self.subscription.take() {
-            s.stop.cancel();
-        }
+        // Its thread ends as the subscription is dropped.
+        self.subscription = None;
     }
 }
 
@@ -556,10 +555,10 @@ fn spawn_watch(stopped: &'static str) -> Watch {
 /// priority is (nice, Linux's per-thread `setpriority`).
 pub const SUBSCRIPTION_NICE: i32 = 5;
 
-/// The subscription's thread: it ends when `stop` is cancelled.
+/// The subscription's thread: it ends when this is dropped.
 #[derive(Debug)]
 pub struct Subscription {
-    stop: CancellationToken,
+    _stop: DropGuard,
 }
 
 /// Starts the trigger-db subscription actor on its own thread.
@@ -589,26 +588,24 @@ fn subscribe(socket: PathBuf) -> std::io::Result<(mpsc::Receiver<Feed>, Subscrip
                 });
             }
         })?;
-    Ok((rx, Subscription { stop }))
+    Ok((
+        rx,
+        Subscription {
+            _stop: stop.drop_guard(),
+        },
+    ))
 }
 
-/// Lowers the calling thread's CPU priority by `by` (nice); a failure is
-/// logged and changes nothing else.
+/// Lowers the calling thread's CPU priority by `by` (nice: per thread on
+/// Linux); a failure is logged and changes nothing else.
 fn lower_priority(by: i32) {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    // SAFETY: plain syscalls on this thread's id; getpriority's -1 is a
-    // valid nice value, so errno is cleared first to tell an error.
-    let r = unsafe {
+    // SAFETY: nice(2) on the calling thread; -1 is also a valid new nice
+    // value, so errno is cleared first to tell a failure.
+    let failed = unsafe {
         *libc::__errno_location() = 0;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        if now == -1 && *libc::__errno_location() != 0 {
-            -1
-        } else {
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, (now + by).min(19))
-        }
+        libc::nice(by) == -1 && *libc::__errno_location() != 0
     };
-    if r != 0 {
+    if failed {
         debug!(error = %std::io::Error::last_os_error(), "cannot lower the subscription thread's priority");
     }
 }
