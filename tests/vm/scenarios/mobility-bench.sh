@@ -55,6 +55,9 @@ done
 # shellcheck source=../lib/mobility.sh
 . "$LIB/mobility.sh"
 trap 'mob_cleanup mobility-bench; rm -rf "$D"' EXIT
+# Both charons log at charon's default level (CHARON_LOG_DETAIL=1 for the
+# scenarios' level 2 of IKE and KNL)
+CHARON_LOG_DETAIL=${CHARON_LOG_DETAIL:-0}
 mob_setup
 # Two machines' worth of CPU (pin_cpus), events from a long-lived `ip
 # -batch` (events_start), and the harness idle for the first second after
