@@ -42,8 +42,6 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("gRPC server failed")]
-    Serve(#[source] tonic::transport::Error),
     #[error("cannot build the reflection service")]
     Reflection(#[source] tonic_reflection::server::Error),
     #[error("the store writer stopped before shutdown ({0}); nothing can be stored")]
@@ -405,36 +403,40 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
             writer_stop.cancel();
         }
     };
-    let serve = tonic::transport::Server::builder()
+    let settings = crate::server::http2::Settings {
         // Many subscriber streams share a connection: give the connection
         // room so one stream that stops reading does not stall the others.
-        .initial_connection_window_size(4 * 1024 * 1024)
-        .initial_stream_window_size(256 * 1024)
-        .max_concurrent_streams(limits.max_streams_per_connection)
+        initial_connection_window_size: 4 * 1024 * 1024,
+        initial_stream_window_size: 256 * 1024,
+        max_concurrent_streams: limits.max_streams_per_connection,
         // Pings keep a live client talking, so the idle timeout only closes
         // peers that answer nothing; a peer that does not answer a ping
         // within 20 s is gone.
-        .http2_keepalive_interval(Some(limits.idle_timeout / 3))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .layer(RequestLimits {
+        keepalive_interval: limits.idle_timeout / 3,
+        keepalive_timeout: Duration::from_secs(20),
+    };
+    let grpc = tower::Layer::layer(
+        &RequestLimits {
             read: limits.read_request_bytes,
             write: limits.write_request_bytes,
-        })
-        .serve_with_incoming_shutdown(
-            grpc,
-            peer::incoming(listener, admission, limits.idle_timeout),
-            stop_chain,
-        );
+        },
+        grpc,
+    );
+    let serve = crate::server::http2::serve(
+        grpc,
+        peer::incoming(listener, admission, limits.idle_timeout),
+        settings,
+        stop_chain,
+    );
     // A client that never answers (its HTTP/2 PING of the graceful close
     // included) must not keep the daemon from exiting.
     tokio::pin!(serve);
-    let served = tokio::select! {
-        r = &mut serve => r,
+    tokio::select! {
+        () = &mut serve => {}
         () = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
-            Ok(())
         }
-    };
+    }
     writer_stop.cancel();
     sources_stop.cancel();
     status_task.abort();
@@ -457,7 +459,6 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
             writer_end.err().unwrap_or_else(|| "it returned".to_owned()),
         ));
     }
-    served.map_err(DaemonError::Serve)?;
     info!("stopped");
     Ok(())
 }

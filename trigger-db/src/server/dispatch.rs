@@ -9,7 +9,7 @@
 //! router and by the server, so each poll of a Subscribe body went through
 //! four boxed bodies before it reached [`GrpcBody`]; that poll runs once
 //! per subscriber and trigger (and again to find the stream idle). Here the
-//! server boxes the [`ResponseBody`] once.
+//! server ([`super::http2`]) polls the [`ResponseBody`] without boxing it.
 //!
 //! Each request is counted in its connection's
 //! [`InFlight`](crate::coalesce::InFlight) while it is open (until its

@@ -9,6 +9,7 @@
 //! requests (batch sizes, Flaps and Query ranges and hosts).
 
 pub mod dispatch;
+pub mod http2;
 pub mod limits;
 pub mod subscribe;
 pub mod wire;
