@@ -29,9 +29,9 @@
 //! and a one-row commit on plain SQLite with the daemon's settings on the
 //! same disk (the durability floor).
 //!
-//! The daemon's default durability (fsync per commit: the trigger is
-//! committed durably before it is published) is part of the path; the bench
-//! also runs with `[store] durability = "normal"` (no fsync per commit) to
+//! The daemon runs with its default durability (fsync per commit; live
+//! delivery does not wait for the commit, see `hub`); the
+//! bench also runs with `[store] durability = "normal"` (no fsync per commit) to
 //! show what the fsync costs. Not measured: real NetworkManager's own
 //! latency, bursts (one change in flight at a time), more subscribers (see
 //! the notify bench). Touches no host interface or bus; every process is

@@ -5,8 +5,8 @@
 //!
 //! For each subscriber count the bench makes a fresh namespace with a veth
 //! pair, starts the release daemon inside it (`ip netns exec`, rtnetlink
-//! source on, default durability: the trigger is committed with fsync before
-//! it is published), opens N Subscribe streams (filter type
+//! source on, default durability: every commit is fsynced; live delivery
+//! does not wait for it, see `hub`), opens N Subscribe streams (filter type
 //! if-addr-added) over up to 10 shared connections, and opens in the
 //! namespace a bare socket bound to RTNLGRP_IPV4_IFADDR whose own thread
 //! stamps each RTM_NEWADDR as it is received. Then, per iteration, it adds a
