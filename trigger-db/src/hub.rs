@@ -112,19 +112,18 @@ impl Slot {
     /// Queues `d` and wakes the reader; `Err` without queueing if the
     /// reader is gone or the queue is full.
     fn push(&self, d: Arc<Delivery>) -> Result<(), Refused> {
-        let waker = {
-            let mut q = self.queue.lock();
-            if q.gone {
-                return Err(Refused::Gone);
-            }
-            if q.items.len() >= self.capacity {
-                return Err(Refused::Full);
-            }
-            q.items.push_back(d);
-            q.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
+        let mut q = self.queue.lock();
+        if q.gone {
+            return Err(Refused::Gone);
+        }
+        if q.items.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        q.items.push_back(d);
+        // Woken by reference and left registered: the reader waits with
+        // the same waker every time, so it is cloned once, not per item.
+        if let Some(w) = &q.waker {
+            w.wake_by_ref();
         }
         Ok(())
     }
@@ -193,13 +192,11 @@ impl Receiver {
         }
     }
 
-    /// Nothing more will be queued (what is queued may still be read).
-    pub fn is_closed(&self) -> bool {
-        self.0.lock().closed
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.lock().items.is_empty()
+    /// Whether an item is queued; `None` once nothing more will be queued
+    /// (then poll to read the rest and the end).
+    pub fn has_item(&self) -> Option<bool> {
+        let q = self.0.lock();
+        (!q.closed).then(|| !q.items.is_empty())
     }
 }
 

@@ -236,10 +236,7 @@ impl Frames for Live {
     /// Whether the queue holds a trigger (a closed, drained queue: poll for
     /// the end or the gap notice).
     fn ready_hint(&self) -> Option<bool> {
-        self.sub
-            .as_ref()
-            .filter(|s| !s.rx.is_closed())
-            .map(|s| !s.rx.is_empty())
+        self.sub.as_ref().and_then(|s| s.rx.has_item())
     }
 }
 
