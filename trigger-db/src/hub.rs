@@ -109,9 +109,10 @@ impl Slot {
         self.queue.lock().gone
     }
 
-    /// Queues `d` and wakes the reader; `Err` without queueing if the
-    /// reader is gone or the queue is full.
-    fn push(&self, d: Arc<Delivery>) -> Result<(), Refused> {
+    /// Queues `d`; `Err` without queueing if the reader is gone or the
+    /// queue is full. The reader is not woken here: `wake` gets its waker
+    /// (when it waits) if `wake` has not got it yet in this publish.
+    fn push(&self, d: Arc<Delivery>, wake: &mut Option<Waker>) -> Result<(), Refused> {
         let mut q = self.queue.lock();
         if q.gone {
             return Err(Refused::Gone);
@@ -120,10 +121,8 @@ impl Slot {
             return Err(Refused::Full);
         }
         q.items.push_back(d);
-        // Woken by reference and left registered: the reader waits with
-        // the same waker every time, so it is cloned once, not per item.
-        if let Some(w) = &q.waker {
-            w.wake_by_ref();
+        if wake.is_none() {
+            wake.clone_from(&q.waker);
         }
         Ok(())
     }
@@ -362,35 +361,51 @@ impl Hub {
         let queue = self.queue;
         // Encoded on first use, shared by every queue that takes it.
         let mut deliveries: Vec<Option<Arc<Delivery>>> = vec![None; triggers.len()];
+        // The readers are woken once everything is queued: a connection
+        // whose first stream is woken then finds all of its streams' items
+        // there, instead of waking while the hub is still queueing.
+        let mut wake = Vec::new();
         inner.slots.retain(|slot| {
             let Some(pending) = slot.pending() else {
                 // Its subscriber went away: nothing to deliver or tell.
                 return false;
             };
-            for (t, d) in triggers.iter().zip(deliveries.iter_mut()) {
-                if !slot.filter.matches(t) {
-                    continue;
-                }
-                if pending > queue {
-                    // Fell behind by more than its queue: cut off here.
-                    slot.missed.store(t.id, Ordering::Release);
-                    self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
-                    return false;
-                }
-                let d = d.get_or_insert_with(|| Arc::new(Delivery::new(t.clone())));
-                match slot.push(d.clone()) {
-                    Ok(()) => {}
-                    Err(Refused::Full) => {
+            let mut waker = None;
+            let keep = 'triggers: {
+                for (t, d) in triggers.iter().zip(deliveries.iter_mut()) {
+                    if !slot.filter.matches(t) {
+                        continue;
+                    }
+                    if pending > queue {
+                        // Fell behind by more than its queue: cut off here.
                         slot.missed.store(t.id, Ordering::Release);
                         self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
-                        return false;
+                        break 'triggers false;
                     }
-                    // Its subscriber went away: nothing to deliver or tell.
-                    Err(Refused::Gone) => return false,
+                    let d = d.get_or_insert_with(|| Arc::new(Delivery::new(t.clone())));
+                    match slot.push(d.clone(), &mut waker) {
+                        Ok(()) => {}
+                        Err(Refused::Full) => {
+                            slot.missed.store(t.id, Ordering::Release);
+                            self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
+                            break 'triggers false;
+                        }
+                        // Its subscriber went away: nothing to deliver or tell.
+                        Err(Refused::Gone) => break 'triggers false,
+                    }
                 }
+                true
+            };
+            // A slot dropped here wakes its reader itself (Slot's Drop).
+            if keep {
+                wake.extend(waker);
             }
-            true
+            keep
         });
+        drop(inner);
+        for w in wake {
+            w.wake();
+        }
     }
 
     /// The writer is done with the triggers up to `id` (committed, or
