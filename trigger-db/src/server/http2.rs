@@ -76,18 +76,41 @@ impl Settings {
     }
 }
 
-/// Serves `svc` on every connection `incoming` yields until `signal`
-/// completes, then shuts the connections down gracefully and returns when
-/// they have closed (module docs). Accept errors are logged and skipped.
-pub async fn serve<S, B, I, IO, E>(svc: S, incoming: I, settings: Settings, signal: impl Future)
+/// What [`serve`] serves: a service of whole HTTP requests that never
+/// fails (errors are gRPC statuses in the response), and its body.
+pub trait HttpService:
+    tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Self::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    type Body: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
+}
+
+impl<S, B> HttpService for S
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
+{
+    type Body = B;
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves `svc` on every connection `incoming` yields until `signal`
+/// completes, then shuts the connections down gracefully and returns when
+/// they have closed (module docs). Accept errors are logged and skipped.
+pub async fn serve<S, I, IO, E>(svc: S, incoming: I, settings: Settings, signal: impl Future)
+where
+    S: HttpService,
     I: Stream<Item = Result<IO, E>>,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IO::ConnectInfo: Clone + Send + Sync + 'static,
@@ -125,20 +148,14 @@ where
 
 /// One connection, in its own task, until it closes; a GOAWAY when `stop`
 /// changes.
-async fn serve_connection<IO, S, B, T>(
+async fn serve_connection<IO, S, T>(
     io: IO,
     svc: PerConnection<S, T>,
     settings: Settings,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService,
     T: Clone + Send + Sync + 'static,
 {
     let exec = StreamExec::default();
@@ -242,15 +259,12 @@ struct PerConnection<S, T> {
     info: T,
 }
 
-impl<S, B, T> hyper::service::Service<http::Request<Incoming>> for PerConnection<S, T>
+impl<S, T> hyper::service::Service<http::Request<Incoming>> for PerConnection<S, T>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
-        + Clone,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    S: HttpService,
     T: Clone + Send + Sync + 'static,
 {
-    type Response = http::Response<Either<B>>;
+    type Response = http::Response<Either<S::Body>>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -291,10 +305,10 @@ enum Either<B> {
 impl<B> http_body::Body for Either<B>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     type Data = bytes::Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
