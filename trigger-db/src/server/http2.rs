@@ -30,10 +30,10 @@
 //! per connection with `max_concurrent_streams`).
 //!
 //! The cost: a connection's requests share one task, so they run on one
-//! worker at a time. Every request here is I/O-bound (the store's work
-//! runs on SQLite's own threads), so that costs nothing measurable; a
-//! request that burned CPU inside its poll would delay its connection's
-//! other streams.
+//! worker at a time. The store's work runs on SQLite's own threads; what
+//! a request does inside its poll (decoding and checking a large Add, say)
+//! delays the other requests of its own connection only. Clients that
+//! need parallel work open several connections, as `--bench ingest` does.
 
 use std::{
     convert::Infallible,
