@@ -86,6 +86,21 @@ impl Queue {
     }
 }
 
+/// A drained queue keeps room for this many items; beyond it, the room a
+/// burst made is given back, so 1,000 subscribers that each once held a
+/// burst of thousands do not keep that memory.
+const KEEP_ROOM: usize = 64;
+
+impl QueueState {
+    fn pop(&mut self) -> Option<Arc<Delivery>> {
+        let d = self.items.pop_front();
+        if self.items.is_empty() && self.items.capacity() > KEEP_ROOM {
+            self.items.shrink_to(KEEP_ROOM);
+        }
+        d
+    }
+}
+
 /// Why an item could not be queued.
 enum Refused {
     /// The reader is gone.
@@ -166,7 +181,7 @@ impl Receiver {
     /// The next item, or `None` once the queue is closed and drained.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Delivery>>> {
         let mut q = self.0.lock();
-        if let Some(d) = q.items.pop_front() {
+        if let Some(d) = q.pop() {
             return Poll::Ready(Some(d));
         }
         if q.closed {
@@ -184,7 +199,7 @@ impl Receiver {
 
     pub fn try_recv(&mut self) -> Result<Arc<Delivery>, TryRecvError> {
         let mut q = self.0.lock();
-        match q.items.pop_front() {
+        match q.pop() {
             Some(d) => Ok(d),
             None if q.closed => Err(TryRecvError::Closed),
             None => Err(TryRecvError::Empty),
@@ -570,6 +585,26 @@ mod tests {
             .expect("the reader was woken")
             .unwrap();
         assert_eq!(got, (Some(1), None, None));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_the_room_of_a_burst() {
+        let hub = Hub::new(0, 4096, 16);
+        let mut s = hub.subscribe(Filter::default()).unwrap();
+        let burst: Vec<_> = (1..=2000).map(|id| trig(id, "eth0")).collect();
+        for chunk in burst.chunks(16) {
+            hub.publish(chunk, None);
+        }
+        assert!(s.rx.0.lock().items.capacity() >= 2000);
+        for id in 1..=2000 {
+            assert_eq!(s.rx.try_recv().unwrap().trigger.id, id);
+        }
+        assert!(s.rx.0.lock().items.capacity() <= KEEP_ROOM);
+        // A trickle keeps that small room: no reallocation per trigger.
+        let room = s.rx.0.lock().items.capacity();
+        hub.publish(&[trig(2001, "eth0")], None);
+        assert_eq!(s.rx.try_recv().unwrap().trigger.id, 2001);
+        assert_eq!(s.rx.0.lock().items.capacity(), room);
     }
 
     #[test]
