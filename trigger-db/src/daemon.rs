@@ -15,6 +15,7 @@ use daemon_support::{
     socket::{self, SocketError},
 };
 use tokio_util::sync::CancellationToken;
+use tower::Layer as _;
 use tracing::{info, warn};
 use trigger_proto::v1::trigger_service_server::TriggerServiceServer;
 
@@ -415,13 +416,11 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Daemo
         keepalive_interval: limits.idle_timeout / 3,
         keepalive_timeout: Duration::from_secs(20),
     };
-    let grpc = tower::Layer::layer(
-        &RequestLimits {
-            read: limits.read_request_bytes,
-            write: limits.write_request_bytes,
-        },
-        grpc,
-    );
+    let grpc = RequestLimits {
+        read: limits.read_request_bytes,
+        write: limits.write_request_bytes,
+    }
+    .layer(grpc);
     let serve = crate::server::http2::serve(
         grpc,
         peer::incoming(listener, admission, limits.idle_timeout),

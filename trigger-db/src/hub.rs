@@ -78,6 +78,9 @@ struct QueueState {
     closed: bool,
     /// The reader is gone: nothing more is queued.
     gone: bool,
+    /// The first id not queued when the subscriber fell behind and was cut
+    /// off (then `closed` follows).
+    first_missed: Option<u64>,
 }
 
 impl Queue {
@@ -101,22 +104,23 @@ impl QueueState {
     }
 }
 
-/// Why an item could not be queued.
-enum Refused {
-    /// The reader is gone.
-    Gone,
-    /// The queue holds `capacity` items.
-    Full,
-}
-
 #[derive(Debug)]
 struct Slot {
     filter: Filter,
     queue: Arc<Queue>,
     /// Most items the queue holds.
     capacity: usize,
-    /// Set to the first id not delivered when the queue overflowed.
-    missed: Arc<AtomicU64>,
+}
+
+/// What one publish did with a subscriber's slot.
+enum Offered {
+    /// Queued what its filter took (maybe nothing); the reader to wake, if
+    /// it waits and something was queued.
+    Kept(Option<Waker>),
+    /// The reader is gone: nothing to deliver or tell.
+    Gone,
+    /// Fell behind: cut off, the first id it misses recorded.
+    CutOff,
 }
 
 impl Slot {
@@ -124,28 +128,36 @@ impl Slot {
         self.queue.lock().gone
     }
 
-    /// Queues `d`; `Err` without queueing if the reader is gone or the
-    /// queue is full. The reader is not woken here: `wake` gets its waker
-    /// (when it waits) if `wake` has not got it yet in this publish.
-    fn push(&self, d: Arc<Delivery>, wake: &mut Option<Waker>) -> Result<(), Refused> {
+    /// Queues the triggers the filter takes (each encoded on first use,
+    /// into `deliveries`), under one lock of the queue. A subscriber that
+    /// already had more than `behind` queued, or whose queue is full, is
+    /// cut off at the first trigger it would have got. The reader is not
+    /// woken here (see [`Hub::publish`]).
+    fn offer(
+        &self,
+        triggers: &[Arc<Trigger>],
+        deliveries: &mut [Option<Arc<Delivery>>],
+        behind: usize,
+    ) -> Offered {
         let mut q = self.queue.lock();
         if q.gone {
-            return Err(Refused::Gone);
+            return Offered::Gone;
         }
-        if q.items.len() >= self.capacity {
-            return Err(Refused::Full);
+        let pending = q.items.len();
+        let mut queued = false;
+        for (t, d) in triggers.iter().zip(deliveries.iter_mut()) {
+            if !self.filter.matches(t) {
+                continue;
+            }
+            if pending > behind || q.items.len() >= self.capacity {
+                q.first_missed = Some(t.id);
+                return Offered::CutOff;
+            }
+            let d = d.get_or_insert_with(|| Arc::new(Delivery::new(t.clone())));
+            q.items.push_back(d.clone());
+            queued = true;
         }
-        q.items.push_back(d);
-        if wake.is_none() {
-            wake.clone_from(&q.waker);
-        }
-        Ok(())
-    }
-
-    /// Items queued; `None` if the reader is gone.
-    fn pending(&self) -> Option<usize> {
-        let q = self.queue.lock();
-        (!q.gone).then_some(q.items.len())
+        Offered::Kept(if queued { q.waker.clone() } else { None })
     }
 }
 
@@ -270,17 +282,13 @@ pub struct Subscription {
     pub inflight: Vec<Arc<Trigger>>,
     /// The link table as of `start_after`.
     pub links: Arc<LinkTable>,
-    missed: Arc<AtomicU64>,
 }
 
 impl Subscription {
     /// After `rx` is closed and drained: the first id that was not delivered
     /// because the queue overflowed, or `None` if the hub shut down.
     pub fn first_missed(&self) -> Option<u64> {
-        match self.missed.load(Ordering::Acquire) {
-            0 => None,
-            id => Some(id),
-        }
+        self.rx.0.lock().first_missed
     }
 }
 
@@ -308,7 +316,6 @@ impl Hub {
     /// Registers a subscriber; `None` once the hub is closed.
     pub fn subscribe(&self, filter: Filter) -> Option<Subscription> {
         let queue = Arc::new(Queue::default());
-        let missed = Arc::new(AtomicU64::new(0));
         let mut inner = self.lock();
         if inner.closed {
             return None;
@@ -318,14 +325,12 @@ impl Hub {
             filter,
             queue: queue.clone(),
             capacity: self.queue + self.batch_max,
-            missed: missed.clone(),
         });
         Some(Subscription {
             rx: Receiver(queue),
             start_after: inner.last_id,
             inflight: inner.inflight.clone(),
             links: inner.links.clone(),
-            missed,
         })
     }
 
@@ -380,43 +385,20 @@ impl Hub {
         // whose first stream is woken then finds all of its streams' items
         // there, instead of waking while the hub is still queueing.
         let mut wake = Vec::new();
-        inner.slots.retain(|slot| {
-            let Some(pending) = slot.pending() else {
-                // Its subscriber went away: nothing to deliver or tell.
-                return false;
-            };
-            let mut waker = None;
-            let keep = 'triggers: {
-                for (t, d) in triggers.iter().zip(deliveries.iter_mut()) {
-                    if !slot.filter.matches(t) {
-                        continue;
-                    }
-                    if pending > queue {
-                        // Fell behind by more than its queue: cut off here.
-                        slot.missed.store(t.id, Ordering::Release);
-                        self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
-                        break 'triggers false;
-                    }
-                    let d = d.get_or_insert_with(|| Arc::new(Delivery::new(t.clone())));
-                    match slot.push(d.clone(), &mut waker) {
-                        Ok(()) => {}
-                        Err(Refused::Full) => {
-                            slot.missed.store(t.id, Ordering::Release);
-                            self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
-                            break 'triggers false;
-                        }
-                        // Its subscriber went away: nothing to deliver or tell.
-                        Err(Refused::Gone) => break 'triggers false,
-                    }
+        inner
+            .slots
+            .retain(|slot| match slot.offer(triggers, &mut deliveries, queue) {
+                Offered::Kept(waker) => {
+                    wake.extend(waker);
+                    true
                 }
-                true
-            };
-            // A slot dropped here wakes its reader itself (Slot's Drop).
-            if keep {
-                wake.extend(waker);
-            }
-            keep
-        });
+                // Dropping the slot closes its queue and wakes its reader.
+                Offered::CutOff => {
+                    self.stats.gap_notices.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Offered::Gone => false,
+            });
         drop(inner);
         for w in wake {
             w.wake();

@@ -45,6 +45,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
+use http_body_util::Either;
 use hyper::{body::Incoming, server::conn::http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -88,7 +89,7 @@ pub trait HttpService:
     + Send
     + 'static
 {
-    type Body: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
+    type Body: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + 'static;
 }
 
 impl<S, B> HttpService for S
@@ -98,7 +99,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + 'static,
 {
     type Body = B;
 }
@@ -264,7 +265,8 @@ where
     S: HttpService,
     T: Clone + Send + Sync + 'static,
 {
-    type Response = http::Response<Either<S::Body>>;
+    /// The service's body, or a status of our own.
+    type Response = http::Response<Either<S::Body, Body>>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -284,58 +286,15 @@ where
         let fut = self.inner.clone().call(req);
         Box::pin(async move {
             match deadline {
-                None => Ok(fut.await?.map(Either::Inner)),
+                None => Ok(fut.await?.map(Either::Left)),
                 Some(d) => match tokio::time::timeout(d, fut).await {
-                    Ok(r) => Ok(r?.map(Either::Inner)),
+                    Ok(r) => Ok(r?.map(Either::Left)),
                     Err(_) => Ok(Status::deadline_exceeded("deadline exceeded")
                         .into_http::<Body>()
-                        .map(Either::Status)),
+                        .map(Either::Right)),
                 },
             }
         })
-    }
-}
-
-/// A response body: the service's, or a status of our own.
-enum Either<B> {
-    Inner(B),
-    Status(Body),
-}
-
-impl<B> http_body::Body for Either<B>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            Either::Inner(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|o| o.map(|r| r.map_err(Into::into))),
-            Either::Status(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|o| o.map(|r| r.map_err(Into::into))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Either::Inner(b) => b.is_end_stream(),
-            Either::Status(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Either::Inner(b) => b.size_hint(),
-            Either::Status(b) => b.size_hint(),
-        }
     }
 }
 
